@@ -1,0 +1,117 @@
+//! The command line, as clap types only: what the user typed, validated for
+//! form. `commands` turns it into settings and work.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Duration;
+
+const EXAMPLES: &str = "\
+Examples:
+  pgmaint demo                                 see pgmaint work on a throwaway database
+  pgmaint init                                 create pgmaint's state schema
+  pgmaint check                                validate pgmaint.toml against the database
+  pgmaint plan old_request_logs                what a run would delete, changing nothing
+  pgmaint run --all                            run every enabled task
+  pgmaint run old_request_logs --max-runtime 10min
+  pgmaint history --task old_request_logs --json
+
+Exit codes: 0 success; 1 a task failed; 2 bad usage or bad config (nothing was changed).";
+
+#[derive(Debug, Parser)]
+#[command(name = "pgmaint", version, about = "Keeps PostgreSQL databases healthy: batched purges on schedules, with an audit trail.", after_help = EXAMPLES)]
+pub struct Cli {
+    /// Config file [default: $PGMAINT_CONFIG, then ./pgmaint.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Connection URL; overrides DATABASE_URL and the config's [database] url
+    #[arg(long, global = true, value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Print one JSON document on stdout instead of tables
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Show each statement pgmaint issues (-vv for debug logs)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Print only errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Install or upgrade pgmaint's own schema (idempotent)
+    Init,
+    /// Validate the config against the live database; list every problem
+    Check,
+    /// The configured tasks: kind, target, severity, schedules
+    Tasks,
+    /// Run tasks (by name, by schedule, or all)
+    #[command(after_help = "Examples:\n  pgmaint run expired_password_resets\n  pgmaint run --schedule daily\n  pgmaint run --all --dry-run\n  pgmaint run old_request_logs --batch-size 1000 --max-runtime 5min")]
+    Run(RunArgs),
+    /// What a run would do, changing nothing (run --dry-run)
+    #[command(after_help = "Examples:\n  pgmaint plan\n  pgmaint plan old_request_logs --json")]
+    Plan(PlanArgs),
+    /// Past runs and what each task did
+    #[command(after_help = "Examples:\n  pgmaint history\n  pgmaint history --task old_request_logs --limit 5 --json")]
+    History(HistoryArgs),
+    /// A throwaway local PostgreSQL with a sample app, maintained end to end
+    #[command(after_help = "Needs the PostgreSQL server binaries (initdb, postgres).\nExamples:\n  pgmaint demo\n  pgmaint demo --keep")]
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct Selection {
+    /// Tasks to run, by name
+    pub tasks: Vec<String>,
+    /// Run the tasks of this schedule
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["tasks", "all"])]
+    pub schedule: Option<String>,
+    /// Run every enabled task
+    #[arg(long, conflicts_with = "tasks")]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Show what would happen, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Confirm tasks of severity critical
+    #[arg(long)]
+    pub yes: bool,
+    /// Rows per batch, for every task of this run
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: Option<u64>,
+    /// Stop cleanly between batches after this long (e.g. 10min)
+    #[arg(long, value_name = "DURATION")]
+    pub max_runtime: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Tasks to plan [default: every enabled task]
+    pub tasks: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only runs of this task
+    #[arg(long, value_name = "NAME")]
+    pub task: Option<String>,
+    /// How many runs to show
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub limit: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Leave the cluster running and print its URL and the config path
+    #[arg(long)]
+    pub keep: bool,
+}

@@ -1,0 +1,168 @@
+//! The config file exactly as written: serde types with `deny_unknown_fields`
+//! and nothing resolved yet. `super::resolve` turns them into settings.
+//!
+//! A task is one flat struct with every kind's keys rather than an enum
+//! tagged by `kind`: serde buffers internally tagged enums, which loses the
+//! source positions that errors must report. `resolve` checks that each key
+//! belongs to the task's kind.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::duration::Duration;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub database: DatabaseFile,
+    #[serde(default)]
+    pub defaults: DefaultsFile,
+    #[serde(default)]
+    pub state: StateFile,
+    #[serde(default)]
+    pub backups: BackupsFile,
+    #[serde(default)]
+    pub tasks: BTreeMap<String, TaskFile>,
+    #[serde(default)]
+    pub schedules: BTreeMap<String, ScheduleFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseFile {
+    pub url: Option<String>,
+    pub lock_timeout: Option<Duration>,
+    pub statement_timeout: Option<Duration>,
+    pub connect_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateFile {
+    pub schema: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupsFile {
+    pub dir: Option<String>,
+    pub keep: Option<String>,
+}
+
+/// Declares a struct holding the options every task accepts, plus its own
+/// fields, so `[defaults]` and `[tasks.*]` cannot drift apart.
+macro_rules! with_task_options {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* $field:ident : $ty:ty,)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            pub batch_size: Option<u64>,
+            pub max_runtime: Option<Duration>,
+            pub pause: Option<Duration>,
+            pub lock_timeout: Option<Duration>,
+            pub statement_timeout: Option<Duration>,
+            pub max_retries: Option<u32>,
+            pub exact_count_limit: Option<u64>,
+            pub severity: Option<Severity>,
+            $($(#[$fmeta])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            pub fn options(&self) -> OptionsFile {
+                OptionsFile {
+                    batch_size: self.batch_size,
+                    max_runtime: self.max_runtime,
+                    pause: self.pause,
+                    lock_timeout: self.lock_timeout,
+                    statement_timeout: self.statement_timeout,
+                    max_retries: self.max_retries,
+                    exact_count_limit: self.exact_count_limit,
+                }
+            }
+        }
+    };
+}
+
+/// The options shared by `[defaults]` and every task, each still optional.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OptionsFile {
+    pub batch_size: Option<u64>,
+    pub max_runtime: Option<Duration>,
+    pub pause: Option<Duration>,
+    pub lock_timeout: Option<Duration>,
+    pub statement_timeout: Option<Duration>,
+    pub max_retries: Option<u32>,
+    pub exact_count_limit: Option<u64>,
+}
+
+with_task_options! {
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct DefaultsFile {}
+}
+
+with_task_options! {
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct TaskFile {
+        kind: TaskKind,
+        description: Option<String>,
+        enabled: Option<bool>,
+        backup: Option<bool>,
+        table: Option<String>,
+        #[serde(rename = "where")]
+        where_: Option<String>,
+        time_column: Option<String>,
+        older_than: Option<String>,
+    }
+}
+
+/// Every task kind this build knows. A kind named in PRODUCT.md but not yet
+/// built is refused by serde with the list of kinds that exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    Purge,
+}
+
+impl TaskKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskKind::Purge => "purge",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Low,
+    #[default]
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleFile {
+    pub cron: String,
+    pub timezone: Option<String>,
+    pub tasks: Vec<String>,
+    pub enabled: Option<bool>,
+    pub allow_critical: Option<bool>,
+    pub max_runtime: Option<Duration>,
+    pub description: Option<String>,
+}

@@ -1,0 +1,330 @@
+//! The config in two stages: `file` is the TOML as written, `resolve` applies
+//! defaults and interpolation and returns typed, validated settings. Nothing
+//! after this module parses strings from the config again.
+
+pub mod duration;
+pub mod file;
+pub mod problem;
+mod source;
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+pub use duration::Duration;
+pub use file::{Severity, TaskKind};
+pub use problem::{Problem, Problems};
+use file::{OptionsFile, TaskFile};
+use source::Source;
+
+use crate::tasks::TaskSpec;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist\n  help: pass --config FILE, set PGMAINT_CONFIG, or create ./pgmaint.toml (`pgmaint demo` writes an example)")]
+    NotFound(PathBuf),
+    #[error("cannot read config file {path}: {source}")]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Invalid(Problems),
+}
+
+/// Connection and timeout settings from `[database]`.
+#[derive(Clone, Default)]
+pub struct DatabaseSettings {
+    /// After `${VAR}` interpolation. May hold a password: never print it.
+    pub url: Option<String>,
+    pub lock_timeout: Option<Duration>,
+    pub statement_timeout: Option<Duration>,
+    pub connect_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
+            .field("lock_timeout", &self.lock_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
+}
+
+/// The options every task runs with, after defaults are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskOptions {
+    pub batch_size: u64,
+    pub max_runtime: Option<Duration>,
+    pub pause: Duration,
+    pub lock_timeout: Duration,
+    pub statement_timeout: Duration,
+    /// How often one batch is retried when it cannot get its locks.
+    pub max_retries: u32,
+    /// A dry run counts matching rows exactly up to a table of this many
+    /// rows (by the planner's estimate); above it, it shows the estimate.
+    pub exact_count_limit: u64,
+}
+
+impl TaskOptions {
+    const BUILT_IN: TaskOptions = TaskOptions {
+        batch_size: 5000,
+        max_runtime: None,
+        pause: Duration(std::time::Duration::ZERO),
+        lock_timeout: Duration(std::time::Duration::from_secs(1)),
+        statement_timeout: Duration(std::time::Duration::from_secs(300)),
+        max_retries: 5,
+        exact_count_limit: 10_000_000,
+    };
+
+    fn layered(base: TaskOptions, over: OptionsFile) -> TaskOptions {
+        TaskOptions {
+            batch_size: over.batch_size.unwrap_or(base.batch_size),
+            max_runtime: over.max_runtime.or(base.max_runtime),
+            pause: over.pause.unwrap_or(base.pause),
+            lock_timeout: over.lock_timeout.unwrap_or(base.lock_timeout),
+            statement_timeout: over.statement_timeout.unwrap_or(base.statement_timeout),
+            max_retries: over.max_retries.unwrap_or(base.max_retries),
+            exact_count_limit: over.exact_count_limit.unwrap_or(base.exact_count_limit),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskConfig {
+    pub name: String,
+    pub spec: TaskSpec,
+    pub options: TaskOptions,
+    pub severity: Severity,
+    pub enabled: bool,
+    pub description: Option<String>,
+    pub backup: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScheduleConfig {
+    pub name: String,
+    pub cron: String,
+    pub timezone: String,
+    pub tasks: Vec<String>,
+    pub enabled: bool,
+    pub allow_critical: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from; `None` when running without one.
+    pub path: Option<PathBuf>,
+    /// Its text, to point at keys in problems found later (by `check`).
+    pub text: String,
+    pub database: DatabaseSettings,
+    pub state_schema: String,
+    pub tasks: Vec<TaskConfig>,
+    pub schedules: Vec<ScheduleConfig>,
+}
+
+impl Config {
+    /// Settings when no config file exists: connect from flags and libpq's
+    /// variables, no tasks.
+    pub fn without_file() -> Config {
+        Config {
+            path: None,
+            text: String::new(),
+            database: DatabaseSettings::default(),
+            state_schema: "pgmaint".into(),
+            tasks: Vec::new(),
+            schedules: Vec::new(),
+        }
+    }
+
+    pub fn task(&self, name: &str) -> Option<&TaskConfig> {
+        self.tasks.iter().find(|t| t.name == name)
+    }
+
+    pub fn schedule(&self, name: &str) -> Option<&ScheduleConfig> {
+        self.schedules.iter().find(|s| s.name == name)
+    }
+
+    /// A problem with a key of this config, placed at its line.
+    pub fn problem(&self, key_path: &[&str], message: impl Into<String>) -> Problem {
+        let path = self.path.clone().unwrap_or_else(|| PathBuf::from("(no config file)"));
+        Problem::new(source::locate(&path, &self.text, key_path), key_path.join("."), message)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => ConfigError::NotFound(path.to_path_buf()),
+            _ => ConfigError::Unreadable { path: path.to_path_buf(), source },
+        })?;
+        Config::parse(path, &text).map_err(ConfigError::Invalid)
+    }
+
+    /// Reads and resolves a config text, reporting every problem in it.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Problems> {
+        let (source, file, mut problems) = source::read(path, text);
+        let config = file.map(|file| resolve(&source, file, &mut problems));
+        match config {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => Err(Problems(problems)),
+        }
+    }
+}
+
+fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>) -> Config {
+    let mut interpolate = |value: Option<String>, key: &[&str]| -> Option<String> {
+        let value = value?;
+        match interpolate_env(&value) {
+            Ok(value) => Some(value),
+            Err(missing) => {
+                problems.push(
+                    source
+                        .problem(key, format!("environment variable `{missing}` is not set"))
+                        .with_help(format!("export {missing}=... before running pgmaint, or write the value here")),
+                );
+                None
+            }
+        }
+    };
+    let url = interpolate(file.database.url, &["database", "url"]);
+    let state_schema = interpolate(file.state.schema, &["state", "schema"]).unwrap_or_else(|| "pgmaint".into());
+
+    let database_timeouts = OptionsFile {
+        lock_timeout: file.database.lock_timeout,
+        statement_timeout: file.database.statement_timeout,
+        ..OptionsFile::default()
+    };
+    let base = TaskOptions::layered(TaskOptions::BUILT_IN, database_timeouts);
+    let defaults = TaskOptions::layered(base, file.defaults.options());
+    let default_severity = file.defaults.severity.unwrap_or_default();
+
+    let mut tasks = Vec::new();
+    for (name, task) in file.tasks {
+        let options = TaskOptions::layered(defaults, task.options());
+        if options.batch_size == 0 {
+            problems.push(source.problem(&["tasks", &name, "batch_size"], "batch_size must be at least 1"));
+        }
+        if let Some(task) = resolve_task(source, &name, task, options, default_severity, problems) {
+            tasks.push(task);
+        }
+    }
+
+    let mut schedules = Vec::new();
+    for (name, schedule) in file.schedules {
+        let key = |k: &'static str| ["schedules", name.as_str(), k];
+        let parser = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Optional)
+            .year(croner::parser::Year::Disallowed)
+            .build();
+        if let Err(err) = parser.parse(&schedule.cron) {
+            problems.push(
+                source
+                    .problem(&key("cron"), format!("invalid cron expression `{}`: {err}", schedule.cron))
+                    .with_help("write 5 fields (minute hour day month weekday) or 6 with seconds first, e.g. \"0 2 * * *\""),
+            );
+        }
+        let timezone = schedule.timezone.unwrap_or_else(|| "UTC".into());
+        if timezone.parse::<chrono_tz::Tz>().is_err() {
+            problems.push(
+                source
+                    .problem(&key("timezone"), format!("unknown time zone `{timezone}`"))
+                    .with_help("use an IANA name such as \"UTC\" or \"Europe/Berlin\""),
+            );
+        }
+        for task in &schedule.tasks {
+            if !tasks.iter().any(|t: &TaskConfig| &t.name == task) {
+                problems.push(source.problem(&key("tasks"), format!("schedule names task `{task}`, which is not configured")));
+            }
+        }
+        schedules.push(ScheduleConfig {
+            name: name.clone(),
+            cron: schedule.cron,
+            timezone,
+            tasks: schedule.tasks,
+            enabled: schedule.enabled.unwrap_or(true),
+            allow_critical: schedule.allow_critical.unwrap_or(false),
+        });
+    }
+
+    Config {
+        path: Some(source.path.clone()),
+        text: source.text.clone(),
+        database: DatabaseSettings {
+            url,
+            lock_timeout: file.database.lock_timeout,
+            statement_timeout: file.database.statement_timeout,
+            connect_timeout: file.database.connect_timeout,
+        },
+        state_schema,
+        tasks,
+        schedules,
+    }
+}
+
+fn resolve_task(
+    source: &Source,
+    name: &str,
+    task: TaskFile,
+    options: TaskOptions,
+    default_severity: Severity,
+    problems: &mut Vec<Problem>,
+) -> Option<TaskConfig> {
+    let severity = task.severity.unwrap_or(default_severity);
+    let backup = task.backup.unwrap_or(severity >= Severity::High);
+    let before = problems.len();
+    let spec = TaskSpec::resolve(name, &task, &mut |key: &str, message: String, help: Option<String>| {
+        let problem = source.problem(&["tasks", name, key], message);
+        problems.push(match help {
+            Some(help) => problem.with_help(help),
+            None => problem,
+        });
+    });
+    if backup {
+        // Backups arrive with the archive and restore work; until then a
+        // task that asks for one must not silently run without it.
+        let key = if task.backup.is_some() { "backup" } else { "severity" };
+        problems.push(
+            source
+                .problem(&["tasks", name, key], "backups are not available in this version of pgmaint")
+                .with_help("set `backup = false` to run this task without a backup (high and critical tasks back up by default)"),
+        );
+    }
+    let spec = spec.filter(|_| problems.len() == before)?;
+    Some(TaskConfig {
+        name: name.to_string(),
+        spec,
+        options,
+        severity,
+        enabled: task.enabled.unwrap_or(true),
+        description: task.description,
+        backup,
+    })
+}
+
+/// Replaces `${VAR}` with the variable's value; `$${` keeps a literal `${`.
+/// Returns the name of the first variable that is not set.
+pub fn interpolate_env(value: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at..];
+        if let Some(stripped) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = stripped;
+        } else if let Some(stripped) = after.strip_prefix("${") {
+            let Some(end) = stripped.find('}') else {
+                out.push_str(after);
+                return Ok(out);
+            };
+            let name = &stripped[..end];
+            out.push_str(&std::env::var(name).map_err(|_| name.to_string())?);
+            rest = &stripped[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

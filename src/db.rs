@@ -1,0 +1,153 @@
+//! I/O with PostgreSQL that several modules share: catalog lookups, session
+//! settings, and turning driver errors into sentences a person can act on.
+
+use tokio_postgres::{error::SqlState, Client, GenericClient};
+
+use crate::sql::TableName;
+
+/// A driver error as one readable line: the server's message, its detail and
+/// hint, and the SQLSTATE for searching. Never includes connection secrets.
+pub fn describe(err: &tokio_postgres::Error) -> String {
+    if let Some(db) = err.as_db_error() {
+        let mut text = db.message().to_string();
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!(" ({detail})"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!("; hint: {hint}"));
+        }
+        text.push_str(&format!(" [SQLSTATE {}]", db.code().code()));
+        return text;
+    }
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// Errors worth retrying after a pause: the batch could not get its locks,
+/// or lost a deadlock or serialization race. Its work was rolled back.
+pub fn is_transient(err: &tokio_postgres::Error) -> bool {
+    matches!(
+        err.code(),
+        Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE
+            || *c == SqlState::T_R_DEADLOCK_DETECTED
+            || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    )
+}
+
+/// Sets a session setting through a parameter (`set_config`), so no value
+/// is pasted into SQL.
+pub async fn set_session(client: &impl GenericClient, name: &str, value: &str) -> Result<(), tokio_postgres::Error> {
+    client.query_one("SELECT set_config($1, $2, false)", &[&name, &value]).await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    pub type_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub oid: u32,
+    pub name: TableName,
+    /// `r` table, `p` partitioned table, `v` view, ... (pg_class.relkind).
+    pub kind: char,
+    pub columns: Vec<Column>,
+    /// The planner's row estimate (pg_class.reltuples); -1 when never analyzed.
+    pub estimated_rows: f64,
+    pub pages: i64,
+}
+
+impl TableInfo {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    pub fn column_list(&self) -> String {
+        self.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Why a table name given in the config does not lead to a table.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("table \"{0}\" does not exist (looked in the search_path: {1})")]
+    Missing(String, String),
+    #[error("\"{0}\" is not a valid table name: {1}")]
+    BadName(String, String),
+    #[error("\"{0}\" is a {1}, not a table")]
+    NotATable(String, &'static str),
+    #[error("{0}")]
+    Database(String),
+}
+
+/// Resolves a table name the way PostgreSQL would (`to_regclass`, so
+/// quoting, case folding and the search_path all behave as in psql) and
+/// reads its columns.
+pub async fn lookup_table(client: &impl GenericClient, written: &str) -> Result<TableInfo, LookupError> {
+    let row = client
+        .query_one(
+            "SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text, c.reltuples::float8,
+                    (pg_relation_size(c.oid) / current_setting('block_size')::bigint)
+               FROM (SELECT to_regclass($1) AS oid) r
+               LEFT JOIN pg_class c ON c.oid = r.oid
+               LEFT JOIN pg_namespace n ON n.oid = c.relnamespace",
+            &[&written],
+        )
+        .await
+        .map_err(|err| match err.as_db_error() {
+            Some(db) => LookupError::BadName(written.into(), db.message().into()),
+            None => LookupError::Database(describe(&err)),
+        })?;
+    let Some(oid) = row.get::<_, Option<u32>>(0) else {
+        let path: String = client
+            .query_one("SELECT current_setting('search_path')", &[])
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or_default();
+        return Err(LookupError::Missing(written.into(), path));
+    };
+    let kind = row.get::<_, String>(3).chars().next().unwrap_or('r');
+    let kind_name = match kind {
+        'r' | 'p' => None,
+        'v' => Some("view"),
+        'm' => Some("materialized view"),
+        'f' => Some("foreign table"),
+        'S' => Some("sequence"),
+        'i' | 'I' => Some("index"),
+        _ => Some("relation of another kind"),
+    };
+    if let Some(kind_name) = kind_name {
+        return Err(LookupError::NotATable(written.into(), kind_name));
+    }
+    let columns = client
+        .query(
+            "SELECT attname::text, format_type(atttypid, atttypmod)
+               FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| LookupError::Database(describe(&e)))?
+        .iter()
+        .map(|r| Column { name: r.get(0), type_name: r.get(1) })
+        .collect();
+    Ok(TableInfo {
+        oid,
+        name: TableName::new(row.get::<_, String>(1), row.get::<_, String>(2)),
+        kind,
+        columns,
+        estimated_rows: row.get(4),
+        pages: row.get(5),
+    })
+}
+
+/// Whether the server is a standby; pgmaint never writes on one.
+pub async fn in_recovery(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    Ok(client.query_one("SELECT pg_is_in_recovery()", &[]).await?.get(0))
+}

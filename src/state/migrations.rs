@@ -1,0 +1,43 @@
+//! The state schema's versioned steps. Each step runs once, in order, in one
+//! transaction with the version it brings; `init` applies the missing ones.
+//! Steps are append-only: a released step is never edited, a change is a
+//! new step.
+
+/// `{schema}` is replaced by the quoted schema name.
+pub const STEPS: &[&str] = &[
+    // 1: runs and task runs, the audit trail of everything pgmaint does.
+    r#"
+    CREATE TABLE {schema}.runs (
+        id            bigserial PRIMARY KEY,
+        started_at    timestamptz NOT NULL DEFAULT now(),
+        finished_at   timestamptz,
+        trigger       text NOT NULL CHECK (trigger IN ('cli', 'schedule', 'api')),
+        triggered_by  text NOT NULL,
+        command       text NOT NULL,
+        status        text NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'cancelled', 'interrupted', 'skipped')),
+        dry_run       boolean NOT NULL,
+        pgmaint_version text NOT NULL,
+        backend_pid   integer NOT NULL DEFAULT pg_backend_pid(),
+        error         text
+    );
+    CREATE INDEX runs_running ON {schema}.runs (id) WHERE status = 'running';
+    CREATE TABLE {schema}.task_runs (
+        id            bigserial PRIMARY KEY,
+        run_id        bigint NOT NULL REFERENCES {schema}.runs (id) ON DELETE CASCADE,
+        task          text NOT NULL,
+        kind          text NOT NULL,
+        started_at    timestamptz NOT NULL DEFAULT now(),
+        finished_at   timestamptz,
+        status        text NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'cancelled', 'interrupted', 'skipped')),
+        dry_run       boolean NOT NULL,
+        rows          bigint NOT NULL DEFAULT 0,
+        batches       bigint NOT NULL DEFAULT 0,
+        retries       bigint NOT NULL DEFAULT 0,
+        duration_ms   bigint,
+        error         text,
+        details       jsonb NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX task_runs_run ON {schema}.task_runs (run_id);
+    CREATE INDEX task_runs_task ON {schema}.task_runs (task, id DESC);
+    "#,
+];

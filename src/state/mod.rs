@@ -1,0 +1,361 @@
+//! pgmaint's own schema: the audit trail of runs and task runs.
+//!
+//! A run's process holds a session advisory lock keyed on the run's id for
+//! as long as it lives. Whoever later finds a run still marked `running`
+//! tries that lock: getting it proves the owner's session is gone (process
+//! killed, machine lost), so the run is marked `interrupted`. No heartbeat
+//! and no clock comparison is involved. docs/architecture.md explains more.
+
+mod migrations;
+
+use serde::Serialize;
+use tokio_postgres::{Client, GenericClient};
+
+use crate::sql::quote_ident;
+use crate::status::Status;
+use crate::tasks::{Counters, Outcome};
+
+/// First key of pgmaint's two-key advisory locks that mark a live run ("pgmr").
+const RUN_LOCK_CLASS: i32 = 0x7067_6d72;
+/// First key of the advisory locks that keep a task to one runner ("pgmt").
+const TASK_LOCK_CLASS: i32 = 0x7067_6d74;
+/// Serializes concurrent `init`s.
+const INIT_LOCK: i64 = 0x7067_6d69_6e69_7400;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("pgmaint's state schema \"{0}\" does not exist in this database\n  help: run `pgmaint init` to create it")]
+    Missing(String),
+    #[error("pgmaint's state schema \"{schema}\" is at version {found}; this pgmaint needs version {wanted}\n  help: run `pgmaint init` to upgrade it")]
+    Outdated { schema: String, found: i32, wanted: i32 },
+    #[error("pgmaint's state schema \"{schema}\" is at version {found}, newer than this pgmaint knows ({wanted})\n  help: upgrade pgmaint")]
+    TooNew { schema: String, found: i32, wanted: i32 },
+    #[error("{0}")]
+    Database(String),
+}
+
+impl From<tokio_postgres::Error> for StateError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        StateError::Database(crate::db::describe(&err))
+    }
+}
+
+pub fn latest_version() -> i32 {
+    migrations::STEPS.len() as i32
+}
+
+async fn current_version(client: &impl GenericClient, schema: &str) -> Result<Option<i32>, StateError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass(format('%I.schema_version', $1::text)) IS NOT NULL", &[&schema])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let q = format!("SELECT coalesce(max(version), 0) FROM {}.schema_version", quote_ident(schema));
+    Ok(Some(client.query_one(&q, &[]).await?.get(0)))
+}
+
+/// Creates or upgrades the schema. Returns the versions it applied.
+pub async fn init(client: &mut Client, schema: &str) -> Result<Vec<i32>, StateError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INIT_LOCK]).await?;
+    let quoted = quote_ident(schema);
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {quoted};
+         CREATE TABLE IF NOT EXISTS {quoted}.schema_version (
+             version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+    ))
+    .await?;
+    let found = current_version(&tx, schema).await?.unwrap_or(0);
+    if found > latest_version() {
+        return Err(StateError::TooNew { schema: schema.into(), found, wanted: latest_version() });
+    }
+    let mut applied = Vec::new();
+    for (index, step) in migrations::STEPS.iter().enumerate().skip(found as usize) {
+        let version = index as i32 + 1;
+        tx.batch_execute(&step.replace("{schema}", &quoted)).await?;
+        tx.execute(&format!("INSERT INTO {quoted}.schema_version (version) VALUES ($1)"), &[&version]).await?;
+        applied.push(version);
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// Fails with a message saying to run `pgmaint init` unless the schema is
+/// there and current.
+pub async fn ensure_ready(client: &Client, schema: &str) -> Result<(), StateError> {
+    match current_version(client, schema).await? {
+        None => Err(StateError::Missing(schema.into())),
+        Some(found) if found < latest_version() => {
+            Err(StateError::Outdated { schema: schema.into(), found, wanted: latest_version() })
+        }
+        Some(found) if found > latest_version() => {
+            Err(StateError::TooNew { schema: schema.into(), found, wanted: latest_version() })
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// Who started a run: `cli`, `schedule` or `api`, and the OS user and host.
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub kind: &'static str,
+    pub who: String,
+    pub command: String,
+}
+
+impl Trigger {
+    pub fn cli(command: &str) -> Trigger {
+        let user = whoami::username().unwrap_or_else(|_| "unknown".into());
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        Trigger { kind: "cli", who: format!("{user}@{host}"), command: command.into() }
+    }
+}
+
+/// Records a new run and takes the advisory lock that marks it alive.
+pub async fn start_run(client: &mut Client, schema: &str, trigger: &Trigger, dry_run: bool) -> Result<i64, StateError> {
+    let q = quote_ident(schema);
+    let tx = client.transaction().await?;
+    let id: i64 = tx
+        .query_one(
+            &format!(
+                "INSERT INTO {q}.runs (trigger, triggered_by, command, status, dry_run, pgmaint_version)
+                 VALUES ($1, $2, $3, 'running', $4, $5) RETURNING id"
+            ),
+            &[&trigger.kind, &trigger.who, &trigger.command, &dry_run, &env!("CARGO_PKG_VERSION")],
+        )
+        .await?
+        .get(0);
+    // Taken before the row is visible to anyone, so no one can see the run
+    // without its lock.
+    tx.execute("SELECT pg_advisory_lock($1, $2)", &[&RUN_LOCK_CLASS, &run_lock_key(id)]).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+fn run_lock_key(run_id: i64) -> i32 {
+    (run_id % i32::MAX as i64) as i32
+}
+
+pub async fn finish_run(client: &Client, schema: &str, run_id: i64, status: Status, error: Option<&str>) -> Result<(), StateError> {
+    let q = quote_ident(schema);
+    client
+        .execute(
+            &format!("UPDATE {q}.runs SET status = $2, finished_at = now(), error = $3 WHERE id = $1"),
+            &[&run_id, &status.as_str(), &error],
+        )
+        .await?;
+    client.execute("SELECT pg_advisory_unlock($1, $2)", &[&RUN_LOCK_CLASS, &run_lock_key(run_id)]).await?;
+    Ok(())
+}
+
+pub async fn start_task_run(client: &Client, schema: &str, run_id: i64, task: &str, kind: &str, dry_run: bool) -> Result<i64, StateError> {
+    let q = quote_ident(schema);
+    Ok(client
+        .query_one(
+            &format!(
+                "INSERT INTO {q}.task_runs (run_id, task, kind, status, dry_run) VALUES ($1, $2, $3, 'running', $4) RETURNING id"
+            ),
+            &[&run_id, &task, &kind, &dry_run],
+        )
+        .await?
+        .get(0))
+}
+
+pub async fn record_progress(client: &Client, schema: &str, task_run_id: i64, counters: Counters) -> Result<(), tokio_postgres::Error> {
+    let q = quote_ident(schema);
+    client
+        .execute(
+            &format!("UPDATE {q}.task_runs SET rows = $2, batches = $3, retries = $4 WHERE id = $1"),
+            &[&task_run_id, &(counters.rows as i64), &(counters.batches as i64), &(counters.retries as i64)],
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn finish_task_run(client: &Client, schema: &str, task_run_id: i64, outcome: &Outcome, duration_ms: i64) -> Result<(), StateError> {
+    let q = quote_ident(schema);
+    client
+        .execute(
+            &format!(
+                "UPDATE {q}.task_runs SET status = $2, rows = $3, batches = $4, retries = $5, duration_ms = $6,
+                        error = $7, details = $8, finished_at = now() WHERE id = $1"
+            ),
+            &[
+                &task_run_id,
+                &outcome.status.as_str(),
+                &(outcome.rows as i64),
+                &(outcome.batches as i64),
+                &(outcome.retries as i64),
+                &duration_ms,
+                &outcome.error,
+                &outcome.details,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Marks `interrupted` every run still `running` whose process is gone (its
+/// advisory lock is free). Returns the ids it marked.
+pub async fn mark_interrupted(client: &Client, schema: &str) -> Result<Vec<i64>, StateError> {
+    let q = quote_ident(schema);
+    let running: Vec<i64> = client
+        .query(&format!("SELECT id FROM {q}.runs WHERE status = 'running' ORDER BY id"), &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut marked = Vec::new();
+    for id in running {
+        let key = run_lock_key(id);
+        let free: bool = client.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&RUN_LOCK_CLASS, &key]).await?.get(0);
+        if !free {
+            continue;
+        }
+        let message = "its process ended without finishing (killed, crashed or lost its connection); uncommitted batches were rolled back";
+        client
+            .batch_execute("BEGIN")
+            .await?;
+        let updated = async {
+            client
+                .execute(
+                    &format!("UPDATE {q}.runs SET status = 'interrupted', finished_at = now(), error = $2 WHERE id = $1 AND status = 'running'"),
+                    &[&id, &message],
+                )
+                .await?;
+            client
+                .execute(
+                    &format!(
+                        "UPDATE {q}.task_runs SET status = 'interrupted', finished_at = now(), error = $2,
+                                duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint
+                          WHERE run_id = $1 AND status = 'running'"
+                    ),
+                    &[&id, &message],
+                )
+                .await
+        }
+        .await;
+        client.batch_execute(if updated.is_ok() { "COMMIT" } else { "ROLLBACK" }).await?;
+        client.execute("SELECT pg_advisory_unlock($1, $2)", &[&RUN_LOCK_CLASS, &key]).await?;
+        updated?;
+        marked.push(id);
+    }
+    Ok(marked)
+}
+
+/// Takes the lock that keeps one task to one runner, without waiting.
+/// Returns false when another process holds it.
+pub async fn try_lock_task(client: &Client, schema: &str, task: &str) -> Result<bool, tokio_postgres::Error> {
+    let key = format!("{schema}.{task}");
+    Ok(client
+        .query_one("SELECT pg_try_advisory_lock($1, hashtext($2))", &[&TASK_LOCK_CLASS, &key])
+        .await?
+        .get(0))
+}
+
+pub async fn unlock_task(client: &Client, schema: &str, task: &str) -> Result<(), tokio_postgres::Error> {
+    let key = format!("{schema}.{task}");
+    client.execute("SELECT pg_advisory_unlock($1, hashtext($2))", &[&TASK_LOCK_CLASS, &key]).await?;
+    Ok(())
+}
+
+/// The run that currently holds a task, for the message of the one that
+/// has to skip it.
+pub async fn holder_of_task(client: &Client, schema: &str, task: &str) -> Result<Option<(i64, String)>, StateError> {
+    let q = quote_ident(schema);
+    Ok(client
+        .query_opt(
+            &format!(
+                "SELECT r.id, r.triggered_by FROM {q}.task_runs t JOIN {q}.runs r ON r.id = t.run_id
+                  WHERE t.task = $1 AND t.status = 'running' AND NOT t.dry_run ORDER BY t.id DESC LIMIT 1"
+            ),
+            &[&task],
+        )
+        .await?
+        .map(|r| (r.get(0), r.get(1))))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskRunRecord {
+    pub name: String,
+    pub kind: String,
+    pub status: String,
+    pub rows: i64,
+    pub batches: i64,
+    pub retries: i64,
+    pub duration_ms: Option<i64>,
+    pub error: Option<String>,
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub run_id: i64,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub trigger: String,
+    pub triggered_by: String,
+    pub status: String,
+    pub dry_run: bool,
+    pub error: Option<String>,
+    pub tasks: Vec<TaskRunRecord>,
+}
+
+/// The latest runs, newest first; with `task`, only runs that ran it (and
+/// only that task's rows).
+pub async fn history(client: &Client, schema: &str, task: Option<&str>, limit: i64) -> Result<Vec<RunRecord>, StateError> {
+    let q = quote_ident(schema);
+    let runs = client
+        .query(
+            &format!(
+                "SELECT id, started_at, finished_at, trigger, triggered_by, status, dry_run, error FROM {q}.runs r
+                  WHERE $1::text IS NULL OR EXISTS (SELECT 1 FROM {q}.task_runs t WHERE t.run_id = r.id AND t.task = $1)
+                  ORDER BY id DESC LIMIT $2"
+            ),
+            &[&task, &limit],
+        )
+        .await?;
+    let ids: Vec<i64> = runs.iter().map(|r| r.get(0)).collect();
+    let task_rows = client
+        .query(
+            &format!(
+                "SELECT run_id, task, kind, status, rows, batches, retries, duration_ms, error, details
+                   FROM {q}.task_runs WHERE run_id = ANY($1) AND ($2::text IS NULL OR task = $2) ORDER BY id"
+            ),
+            &[&ids, &task],
+        )
+        .await?;
+    Ok(runs
+        .iter()
+        .map(|r| {
+            let run_id: i64 = r.get(0);
+            RunRecord {
+                run_id,
+                started_at: r.get(1),
+                finished_at: r.get(2),
+                trigger: r.get(3),
+                triggered_by: r.get(4),
+                status: r.get(5),
+                dry_run: r.get(6),
+                error: r.get(7),
+                tasks: task_rows
+                    .iter()
+                    .filter(|t| t.get::<_, i64>(0) == run_id)
+                    .map(|t| TaskRunRecord {
+                        name: t.get(1),
+                        kind: t.get(2),
+                        status: t.get(3),
+                        rows: t.get(4),
+                        batches: t.get(5),
+                        retries: t.get(6),
+                        duration_ms: t.get(7),
+                        error: t.get(8),
+                        details: t.get(9),
+                    })
+                    .collect(),
+            }
+        })
+        .collect())
+}
