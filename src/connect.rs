@@ -95,6 +95,11 @@ pub fn resolve_with(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Target, ConnectError> {
     let (rest, mut sslmode, mut rootcert) = split_ssl_params(url.unwrap_or(""));
+    // tokio-postgres gives a URL host without a port 5432; libpq gives PGPORT.
+    let rest = match env("PGPORT") {
+        Some(port) => with_default_port(&rest, &port),
+        None => rest,
+    };
     let mut config = if rest.trim().is_empty() {
         Config::new()
     } else {
@@ -194,6 +199,28 @@ fn split_ssl_params(url: &str) -> (String, Option<String>, Option<String>) {
             .join(" ")
     };
     (rest, sslmode, rootcert)
+}
+
+/// Adds `:port` to each host of a URL that names none.
+fn with_default_port(url: &str, port: &str) -> String {
+    let Some((scheme, after)) = url.split_once("://") else { return url.to_string() };
+    let end = after.find(['/', '?']).unwrap_or(after.len());
+    let (authority, tail) = after.split_at(end);
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(at) => authority.split_at(at + 1),
+        None => ("", authority),
+    };
+    if hosts.is_empty() {
+        return url.to_string();
+    }
+    let hosts: Vec<String> = hosts
+        .split(',')
+        .map(|h| {
+            let has_port = if h.starts_with('[') { h.contains("]:") } else { h.contains(':') };
+            if has_port { h.to_string() } else { format!("{h}:{port}") }
+        })
+        .collect();
+    format!("{scheme}://{userinfo}{}{tail}", hosts.join(","))
 }
 
 fn percent_decode(text: &str) -> String {

@@ -44,10 +44,13 @@ pub fn predicate(user_sql: &str) -> String {
     format!("(\n{}\n)", user_sql.trim())
 }
 
-/// `column < $n`: the age filter of purge-like tasks, compared with a cutoff
-/// computed once at the start of the run so every batch uses the same one.
+/// `column < $n::timestamptz`: the age filter of purge-like tasks, compared
+/// with a cutoff computed once at the start of the run so every batch uses
+/// the same one. The cast lets one timestamptz parameter serve date,
+/// timestamp and timestamptz columns (PostgreSQL's cross-type comparison,
+/// which indexes on the column still serve).
 pub fn older_than_predicate(column: &str, param: usize) -> String {
-    format!("{} < ${param}", quote_ident(column))
+    format!("{} < ${param}::timestamptz", quote_ident(column))
 }
 
 /// One batch of a ctid walk: delete at most `$3` matching rows from pages
@@ -98,7 +101,7 @@ mod tests {
         assert!(statement.contains("DELETE FROM \"public\".\"request_logs\" WHERE ctid = ANY"));
         assert!(statement.contains("ctid >= format('(%s,0)', $1::bigint)::tid"));
         assert!(statement.contains("ORDER BY ctid LIMIT $3"));
-        assert_eq!(statement.matches("\"created_at\" < $4").count(), 2);
+        assert_eq!(statement.matches("\"created_at\" < $4::timestamptz").count(), 2);
     }
 
     #[test]

@@ -96,6 +96,10 @@ async fn execute(cli: &Cli, config: &Config, request: RunRequest<'_>) -> Result<
         }
         return Ok(true);
     }
+    let problems = super::check::live_problems(&client, config, &request.tasks).await;
+    if !problems.is_empty() {
+        return Err(super::check::refuse(problems));
+    }
     let stop = Stop::default();
     stop.on_signals();
     let progress = Progress::new(cli.json, cli.quiet);

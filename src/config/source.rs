@@ -79,7 +79,7 @@ pub fn read(path: &Path, text: &str) -> (Source, Option<ConfigFile>, Vec<Problem
         let entries = entries(doc.as_item(), &mut Vec::new());
         let innermost = entries
             .iter()
-            .filter(|e| e.range.start <= span.start && span.start < e.range.end.max(span.start + 1))
+            .filter(|e| e.range.contains(&span.start))
             .min_by_key(|e| (e.is_table, e.range.len()));
         let Some(entry) = innermost else {
             problems.push(Problem::new(place(path, text, Some(span)), "", err.message().to_string()));
@@ -95,8 +95,7 @@ pub fn read(path: &Path, text: &str) -> (Source, Option<ConfigFile>, Vec<Problem
             .is_some_and(|field| removed.contains(&(target.path.clone(), field.to_string())));
         if !already_reported {
             let key = target.path.join(".");
-            let at = if entry.is_table { Some(span.clone()) } else { Some(target.range.clone()) };
-            problems.push(Problem::new(place(path, text, at), key, message).with_help_opt(help_for(&err)));
+            problems.push(Problem::new(place(path, text, Some(span.clone())), key, message).with_help_opt(help_for(&err)));
         }
         if let Some(last) = target.path.last() {
             removed.insert((parent, last.clone()));

@@ -283,6 +283,21 @@ impl Task for PurgeSpec {
         ctx.progress.start(plan.pages as u64, "pages");
 
         let mut stopped = walk.pages(ctx, &statement, 0, plan.pages).await?;
+        // Rows inserted or moved (by an update) past the end while the walk
+        // ran: walk the pages added since, until the table stops growing.
+        let mut end = plan.pages;
+        while stopped.is_none() {
+            let now: i64 = ctx
+                .client
+                .query_one("SELECT pg_relation_size($1::text::regclass) / current_setting('block_size')::bigint", &[&plan.table.quoted()])
+                .await?
+                .get(0);
+            if now <= end {
+                break;
+            }
+            stopped = walk.pages(ctx, &statement, end, now).await?;
+            end = now;
+        }
         // Ranges whose locks stayed busy get one more round at the end.
         let deferred = std::mem::take(&mut walk.deferred);
         for (from, to) in deferred {
@@ -410,9 +425,9 @@ impl<'p> Walk<'p> {
             // The LIMIT cut the batch short: resume on the last page it
             // touched (its other rows may still match) with a window that
             // matches what one batch actually covered.
-            let last = last_page.unwrap_or(page);
+            let last = last_page.unwrap_or(page).clamp(page, upper);
             self.window = (last - page + 1).clamp(1, MAX_WINDOW_PAGES);
-            return last.max(page + 1).min(upper);
+            return last;
         }
         let covered = (upper - page).max(1);
         let grown = if rows == 0 {

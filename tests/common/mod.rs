@@ -1,0 +1,109 @@
+//! Test harness: one throwaway PostgreSQL cluster per test binary, a fresh
+//! database per test, and the real `pgmaint` binary to run against it.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use pgmaint::cluster::{Cluster, ClusterOptions};
+use tokio_postgres::{Client, NoTls};
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+static NEXT_DB: AtomicU32 = AtomicU32::new(1);
+
+/// The cluster shared by this test binary. It stops when the binary exits.
+pub fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| {
+        Cluster::start(ClusterOptions { fsync: false, keep: false }).unwrap_or_else(|err| {
+            panic!("cannot start a throwaway PostgreSQL for the tests: {err}\n(the tests need the PostgreSQL server binaries; `.ci/run` installs them with apt-get)")
+        })
+    })
+}
+
+pub struct TestDb {
+    pub url: String,
+    pub name: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    /// A new, empty database of the shared cluster.
+    pub async fn new() -> TestDb {
+        let cluster = cluster();
+        let name = format!("t{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::SeqCst));
+        let admin = connect(&cluster.url("postgres")).await;
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+        TestDb { url: cluster.url(&name), name, dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    pub async fn client(&self) -> Client {
+        connect(&self.url).await
+    }
+
+    /// Writes `pgmaint.toml` for this database and returns its path.
+    pub fn config(&self, text: &str) -> PathBuf {
+        let path = self.dir.path().join("pgmaint.toml");
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    /// Runs the pgmaint binary with this database and `pgmaint.toml`.
+    pub async fn pgmaint(&self, args: &[&str]) -> Run {
+        self.command(args).output().await.expect("run pgmaint").into()
+    }
+
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgmaint"));
+        command
+            .arg("--config")
+            .arg(self.dir.path().join("pgmaint.toml"))
+            .arg("--database-url")
+            .arg(&self.url)
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .env_remove("PGMAINT_CONFIG")
+            .kill_on_drop(true);
+        command
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.client().await.query_one(sql, &[]).await.expect(sql).get(0)
+    }
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("connect to test cluster");
+    tokio::spawn(connection);
+    client
+}
+
+/// A finished pgmaint process, with its output as text.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Self {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+}
