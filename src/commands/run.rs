@@ -45,8 +45,39 @@ pub async fn plan(cli: &Cli, args: &PlanArgs) -> Result<bool, CliError> {
     execute(cli, &config, request).await
 }
 
+/// The command line as recorded in the audit trail. The connection URL may
+/// hold a password, so its value is never recorded.
 fn command_line() -> String {
-    std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    redact_command_line(std::env::args().skip(1))
+}
+
+fn redact_command_line(args: impl Iterator<Item = String>) -> String {
+    let mut out = Vec::new();
+    let mut hide_next = false;
+    for arg in args {
+        if hide_next {
+            out.push("<url>".to_string());
+            hide_next = false;
+        } else if arg == "--database-url" {
+            hide_next = true;
+            out.push(arg);
+        } else if arg.starts_with("--database-url=") {
+            out.push("--database-url=<url>".to_string());
+        } else {
+            out.push(arg);
+        }
+    }
+    out.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_connection_url_is_never_recorded() {
+        let args = ["run", "--database-url", "postgres://u:pw@h/d", "a", "--database-url=postgres://u:pw@h/d"];
+        let line = super::redact_command_line(args.iter().map(|s| s.to_string()));
+        assert_eq!(line, "run --database-url <url> a --database-url=<url>");
+    }
 }
 
 /// The tasks a selection names, in config order; unknown names are a usage
