@@ -50,16 +50,22 @@ pub enum Command {
     /// The configured tasks: kind, target, severity, schedules
     Tasks,
     /// Run tasks (by name, by schedule, or all)
-    #[command(after_help = "Examples:\n  pgmaint run expired_password_resets\n  pgmaint run --schedule daily\n  pgmaint run --all --dry-run\n  pgmaint run old_request_logs --batch-size 1000 --max-runtime 5min")]
+    #[command(
+        after_help = "Examples:\n  pgmaint run expired_password_resets\n  pgmaint run --schedule daily\n  pgmaint run --all --dry-run\n  pgmaint run old_request_logs --batch-size 1000 --max-runtime 5min"
+    )]
     Run(RunArgs),
     /// What a run would do, changing nothing (run --dry-run)
     #[command(after_help = "Examples:\n  pgmaint plan\n  pgmaint plan old_request_logs --json")]
     Plan(PlanArgs),
     /// Past runs and what each task did
-    #[command(after_help = "Examples:\n  pgmaint history\n  pgmaint history --task old_request_logs --limit 5 --json")]
+    #[command(
+        after_help = "Examples:\n  pgmaint history\n  pgmaint history --task old_request_logs --limit 5 --json"
+    )]
     History(HistoryArgs),
     /// A throwaway local PostgreSQL with a sample app, maintained end to end
-    #[command(after_help = "Needs the PostgreSQL server binaries (initdb, postgres).\nExamples:\n  pgmaint demo\n  pgmaint demo --keep")]
+    #[command(
+        after_help = "Needs the PostgreSQL server binaries (initdb, postgres).\nExamples:\n  pgmaint demo\n  pgmaint demo --keep"
+    )]
     Demo(DemoArgs),
 }
 

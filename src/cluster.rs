@@ -15,9 +15,13 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("PostgreSQL server binaries (initdb, postgres, pg_ctl) were not found\n  help: install them: `apt-get install postgresql` (Debian/Ubuntu), `dnf install postgresql-server` (Fedora), `brew install postgresql@16` (macOS); or set PGMAINT_PG_BIN to the directory holding initdb")]
+    #[error(
+        "PostgreSQL server binaries (initdb, postgres, pg_ctl) were not found\n  help: install them: `apt-get install postgresql` (Debian/Ubuntu), `dnf install postgresql-server` (Fedora), `brew install postgresql@16` (macOS); or set PGMAINT_PG_BIN to the directory holding initdb"
+    )]
     NoBinaries,
-    #[error("running as root, but there is no `postgres` user to run the server as\n  help: create one (`useradd -m postgres`) or run as an ordinary user")]
+    #[error(
+        "running as root, but there is no `postgres` user to run the server as\n  help: create one (`useradd -m postgres`) or run as an ordinary user"
+    )]
     NoPostgresUser,
     #[error("{step} failed: {output}")]
     Step { step: &'static str, output: String },
@@ -57,7 +61,10 @@ pub fn find_bin_dir() -> Result<PathBuf, ClusterError> {
         return Ok(bin);
     }
     std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).find(|p| p.join("initdb").exists() && p.join("postgres").exists()))
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .find(|p| p.join("initdb").exists() && p.join("postgres").exists())
+        })
         .ok_or(ClusterError::NoBinaries)
 }
 
@@ -78,7 +85,9 @@ fn as_server_user(program: &Path) -> Command {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn run_step(step: &'static str, command: &mut Command) -> Result<(), ClusterError> {
@@ -86,8 +95,15 @@ fn run_step(step: &'static str, command: &mut Command) -> Result<(), ClusterErro
     if output.status.success() {
         return Ok(());
     }
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    Err(ClusterError::Step { step, output: text.trim().to_string() })
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Err(ClusterError::Step {
+        step,
+        output: text.trim().to_string(),
+    })
 }
 
 const WATCHDOG: &str = r#"
@@ -105,7 +121,10 @@ impl Cluster {
         if !bin.join("initdb").exists() {
             return Err(ClusterError::NoBinaries);
         }
-        let dir = tempfile::Builder::new().prefix("pgmaint-pg-").tempdir()?.keep();
+        let dir = tempfile::Builder::new()
+            .prefix("pgmaint-pg-")
+            .tempdir()?
+            .keep();
         if running_as_root() {
             let user = std::ffi::CString::new("postgres").expect("no NUL");
             // SAFETY: getpwnam reads a static record; we copy the ids out at once.
@@ -121,12 +140,24 @@ impl Cluster {
             as_server_user(&bin.join("initdb"))
                 .arg("-D")
                 .arg(dir.join("data"))
-                .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "-N"]),
+                .args([
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "-N",
+                ]),
         )?;
         let port = free_port()?;
         let fsync = if options.fsync { "on" } else { "off" };
         let watchdog = if options.keep {
-            let server_options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1", dir.display());
+            let server_options = format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1",
+                dir.display()
+            );
             run_step(
                 "pg_ctl start",
                 as_server_user(&bin.join("pg_ctl"))
@@ -139,10 +170,26 @@ impl Cluster {
             None
         } else {
             let mut command = as_server_user(Path::new("sh"));
-            command.args(["-c", WATCHDOG, "sh"]).arg(&bin).arg(&dir).arg(port.to_string()).arg(fsync);
-            Some(command.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?)
+            command
+                .args(["-c", WATCHDOG, "sh"])
+                .arg(&bin)
+                .arg(&dir)
+                .arg(port.to_string())
+                .arg(fsync);
+            Some(
+                command
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?,
+            )
         };
-        let cluster = Cluster { port, dir, bin, watchdog };
+        let cluster = Cluster {
+            port,
+            dir,
+            bin,
+            watchdog,
+        };
         cluster.wait_ready()?;
         Ok(cluster)
     }
@@ -151,7 +198,15 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let ready = Command::new(self.bin.join("pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-t", "1", "-q"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-t",
+                    "1",
+                    "-q",
+                ])
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
@@ -160,7 +215,10 @@ impl Cluster {
             }
             if Instant::now() > deadline {
                 let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
-                return Err(ClusterError::Step { step: "starting postgres", output: log });
+                return Err(ClusterError::Step {
+                    step: "starting postgres",
+                    output: log,
+                });
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -168,13 +226,24 @@ impl Cluster {
 
     /// A URL for a database of this cluster, as the `postgres` superuser.
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}?sslmode=disable", self.port)
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{database}?sslmode=disable",
+            self.port
+        )
     }
 
     /// The command that stops a kept cluster.
     pub fn stop_command(&self) -> String {
-        let prefix = if running_as_root() { "runuser -u postgres -- " } else { "" };
-        format!("{prefix}{} -D {} stop", self.bin.join("pg_ctl").display(), self.dir.join("data").display())
+        let prefix = if running_as_root() {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        };
+        format!(
+            "{prefix}{} -D {} stop",
+            self.bin.join("pg_ctl").display(),
+            self.dir.join("data").display()
+        )
     }
 
     /// Stops the server and removes its directory, waiting until both are done.

@@ -17,11 +17,17 @@ use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("invalid connection string: {0}\n  help: write postgres://user@host:port/database?sslmode=require (the password is best kept in PGPASSWORD or ~/.pgpass)")]
+    #[error(
+        "invalid connection string: {0}\n  help: write postgres://user@host:port/database?sslmode=require (the password is best kept in PGPASSWORD or ~/.pgpass)"
+    )]
     BadUrl(String),
-    #[error("invalid sslmode `{0}`\n  help: use disable, prefer, require, verify-ca or verify-full")]
+    #[error(
+        "invalid sslmode `{0}`\n  help: use disable, prefer, require, verify-ca or verify-full"
+    )]
     BadSslMode(String),
-    #[error("sslmode={0} needs a root certificate to check the server against\n  help: set sslrootcert=/path/to/ca.crt in the URL (or PGSSLROOTCERT), put it in ~/.postgresql/root.crt, or use sslrootcert=system for the system's trusted roots")]
+    #[error(
+        "sslmode={0} needs a root certificate to check the server against\n  help: set sslrootcert=/path/to/ca.crt in the URL (or PGSSLROOTCERT), put it in ~/.postgresql/root.crt, or use sslrootcert=system for the system's trusted roots"
+    )]
     NoRootCert(&'static str),
     #[error("cannot read root certificate {0}: {1}")]
     BadRootCert(PathBuf, String),
@@ -85,8 +91,13 @@ pub fn choose_url(flag: Option<&str>, config: Option<&str>) -> Option<String> {
 }
 
 /// Builds the target from a URL (or none) and the environment.
-pub fn resolve(url: Option<&str>, connect_timeout: Option<Duration>) -> Result<Target, ConnectError> {
-    resolve_with(url, connect_timeout, &|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+pub fn resolve(
+    url: Option<&str>,
+    connect_timeout: Option<Duration>,
+) -> Result<Target, ConnectError> {
+    resolve_with(url, connect_timeout, &|name| {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    })
 }
 
 pub fn resolve_with(
@@ -111,7 +122,9 @@ pub fn resolve_with(
                 config.host(&host);
             }
             None => {
-                let socket = ["/var/run/postgresql", "/tmp"].into_iter().find(|d| std::path::Path::new(d).exists());
+                let socket = ["/var/run/postgresql", "/tmp"]
+                    .into_iter()
+                    .find(|d| std::path::Path::new(d).exists());
                 config.host(socket.unwrap_or("localhost"));
             }
         }
@@ -121,23 +134,33 @@ pub fn resolve_with(
         config.port(port);
     }
     if config.get_user().is_none() {
-        let user = env("PGUSER").unwrap_or_else(|| whoami::username().unwrap_or_else(|_| "postgres".into()));
+        let user = env("PGUSER")
+            .unwrap_or_else(|| whoami::username().unwrap_or_else(|_| "postgres".into()));
         config.user(&user);
     }
     if config.get_dbname().is_none() {
-        let db = env("PGDATABASE").unwrap_or_else(|| config.get_user().unwrap_or("postgres").to_string());
+        let db = env("PGDATABASE")
+            .unwrap_or_else(|| config.get_user().unwrap_or("postgres").to_string());
         config.dbname(&db);
     }
     if config.get_application_name().is_none() {
-        config.application_name(&env("PGAPPNAME").unwrap_or_else(|| "pgmaint".into()));
+        config.application_name(env("PGAPPNAME").unwrap_or_else(|| "pgmaint".into()));
     }
     if config.get_connect_timeout().is_none() {
-        let from_env = env("PGCONNECT_TIMEOUT").and_then(|s| s.parse().ok()).map(Duration::from_secs);
-        config.connect_timeout(connect_timeout.or(from_env).unwrap_or(Duration::from_secs(10)));
+        let from_env = env("PGCONNECT_TIMEOUT")
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_secs);
+        config.connect_timeout(
+            connect_timeout
+                .or(from_env)
+                .unwrap_or(Duration::from_secs(10)),
+        );
     }
     if config.get_password().is_none() {
         let password = env("PGPASSWORD").or_else(|| {
-            let file = env("PGPASSFILE").map(PathBuf::from).or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".pgpass")))?;
+            let file = env("PGPASSFILE")
+                .map(PathBuf::from)
+                .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".pgpass")))?;
             pgpass_lookup(&file, &config)
         });
         if let Some(password) = password {
@@ -159,7 +182,11 @@ pub fn resolve_with(
         SslMode::Prefer => DriverSslMode::Prefer,
         _ => DriverSslMode::Require,
     });
-    Ok(Target { config, ssl_mode, root_cert: rootcert })
+    Ok(Target {
+        config,
+        ssl_mode,
+        root_cert: rootcert,
+    })
 }
 
 /// Takes `sslmode` and `sslrootcert` out of a URL or `key=value` string,
@@ -185,7 +212,11 @@ fn split_ssl_params(url: &str) -> (String, Option<String>, Option<String>) {
                         !take(k, &percent_decode(v))
                     })
                     .collect();
-                if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) }
+                if kept.is_empty() {
+                    base.to_string()
+                } else {
+                    format!("{base}?{}", kept.join("&"))
+                }
             }
             None => url.to_string(),
         }
@@ -203,7 +234,9 @@ fn split_ssl_params(url: &str) -> (String, Option<String>, Option<String>) {
 
 /// Adds `:port` to each host of a URL that names none.
 fn with_default_port(url: &str, port: &str) -> String {
-    let Some((scheme, after)) = url.split_once("://") else { return url.to_string() };
+    let Some((scheme, after)) = url.split_once("://") else {
+        return url.to_string();
+    };
     let end = after.find(['/', '?']).unwrap_or(after.len());
     let (authority, tail) = after.split_at(end);
     let (userinfo, hosts) = match authority.rfind('@') {
@@ -216,8 +249,16 @@ fn with_default_port(url: &str, port: &str) -> String {
     let hosts: Vec<String> = hosts
         .split(',')
         .map(|h| {
-            let has_port = if h.starts_with('[') { h.contains("]:") } else { h.contains(':') };
-            if has_port { h.to_string() } else { format!("{h}:{port}") }
+            let has_port = if h.starts_with('[') {
+                h.contains("]:")
+            } else {
+                h.contains(':')
+            };
+            if has_port {
+                h.to_string()
+            } else {
+                format!("{h}:{port}")
+            }
         })
         .collect();
     format!("{scheme}://{userinfo}{}{tail}", hosts.join(","))
@@ -228,12 +269,13 @@ fn percent_decode(text: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 3 <= bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 3 <= bytes.len()
+            && let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
@@ -247,7 +289,10 @@ fn pgpass_lookup(file: &std::path::Path, config: &Config) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(file).ok()?;
     if meta.permissions().mode() & 0o077 != 0 {
-        tracing::warn!("password file {} has group or world access; ignoring it (chmod 0600 it)", file.display());
+        tracing::warn!(
+            "password file {} has group or world access; ignoring it (chmod 0600 it)",
+            file.display()
+        );
         return None;
     }
     let text = std::fs::read_to_string(file).ok()?;
@@ -255,16 +300,31 @@ fn pgpass_lookup(file: &std::path::Path, config: &Config) -> Option<String> {
         Host::Tcp(h) => h.clone(),
         Host::Unix(_) => "localhost".to_string(),
     };
-    let port = config.get_ports().first().copied().unwrap_or(5432).to_string();
-    let wanted = [host.as_str(), port.as_str(), config.get_dbname().unwrap_or(""), config.get_user().unwrap_or("")];
-    text.lines().filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty()).find_map(|line| {
-        let fields = split_pgpass_line(line);
-        if fields.len() < 5 {
-            return None;
-        }
-        let matches = wanted.iter().zip(&fields).all(|(want, field)| field == "*" || field == want);
-        matches.then(|| fields[4..].join(":"))
-    })
+    let port = config
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432)
+        .to_string();
+    let wanted = [
+        host.as_str(),
+        port.as_str(),
+        config.get_dbname().unwrap_or(""),
+        config.get_user().unwrap_or(""),
+    ];
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .find_map(|line| {
+            let fields = split_pgpass_line(line);
+            if fields.len() < 5 {
+                return None;
+            }
+            let matches = wanted
+                .iter()
+                .zip(&fields)
+                .all(|(want, field)| field == "*" || field == want);
+            matches.then(|| fields[4..].join(":"))
+        })
 }
 
 fn split_pgpass_line(line: &str) -> Vec<String> {
@@ -287,7 +347,10 @@ fn split_pgpass_line(line: &str) -> Vec<String> {
 /// Opens a connection. Server notices (from VACUUM, functions' RAISE NOTICE)
 /// are passed to the log rather than lost.
 pub async fn connect(target: &Target) -> Result<Client, ConnectError> {
-    let unreachable = |cause: String| ConnectError::Unreachable { target: target.describe(), cause };
+    let unreachable = |cause: String| ConnectError::Unreachable {
+        target: target.describe(),
+        cause,
+    };
     macro_rules! drive {
         ($connect:expr) => {{
             let (client, mut connection) = $connect.await.map_err(|e| unreachable(crate::db::describe(&e)))?;
@@ -311,11 +374,18 @@ pub async fn connect(target: &Target) -> Result<Client, ConnectError> {
     }
     Ok(match target.ssl_mode {
         SslMode::Disable => drive!(target.config.connect(NoTls)),
-        mode => drive!(target.config.connect(tls_connector(mode, target.root_cert.as_deref())?)),
+        mode => drive!(
+            target
+                .config
+                .connect(tls_connector(mode, target.root_cert.as_deref())?)
+        ),
     })
 }
 
-fn tls_connector(mode: SslMode, root_cert: Option<&str>) -> Result<tokio_postgres_rustls::MakeRustlsConnect, ConnectError> {
+fn tls_connector(
+    mode: SslMode,
+    root_cert: Option<&str>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, ConnectError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -326,14 +396,32 @@ fn tls_connector(mode: SslMode, root_cert: Option<&str>) -> Result<tokio_postgre
             .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
             .with_no_client_auth(),
         SslMode::VerifyCa | SslMode::VerifyFull => {
-            let name = if mode == SslMode::VerifyCa { "verify-ca" } else { "verify-full" };
-            let roots = Arc::new(root_store(root_cert.ok_or(ConnectError::NoRootCert(name))?)?);
-            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
-                .build()
-                .map_err(|e| ConnectError::BadRootCert(root_cert.unwrap_or_default().into(), e.to_string()))?;
-            let verifier: Arc<dyn ServerCertVerifier> =
-                if mode == SslMode::VerifyCa { Arc::new(ChainOnly(webpki)) } else { webpki };
-            builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth()
+            let name = if mode == SslMode::VerifyCa {
+                "verify-ca"
+            } else {
+                "verify-full"
+            };
+            let roots = Arc::new(root_store(
+                root_cert.ok_or(ConnectError::NoRootCert(name))?,
+            )?);
+            let webpki =
+                rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
+                    .build()
+                    .map_err(|e| {
+                        ConnectError::BadRootCert(
+                            root_cert.unwrap_or_default().into(),
+                            e.to_string(),
+                        )
+                    })?;
+            let verifier: Arc<dyn ServerCertVerifier> = if mode == SslMode::VerifyCa {
+                Arc::new(ChainOnly(webpki))
+            } else {
+                webpki
+            };
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_no_client_auth()
         }
     };
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
@@ -349,10 +437,13 @@ fn root_store(root_cert: &str) -> Result<rustls::RootCertStore, ConnectError> {
         return Ok(store);
     }
     let path = PathBuf::from(root_cert);
-    let certs = CertificateDer::pem_file_iter(&path).map_err(|e| ConnectError::BadRootCert(path.clone(), e.to_string()))?;
+    let certs = CertificateDer::pem_file_iter(&path)
+        .map_err(|e| ConnectError::BadRootCert(path.clone(), e.to_string()))?;
     for cert in certs {
         let cert = cert.map_err(|e| ConnectError::BadRootCert(path.clone(), e.to_string()))?;
-        store.add(cert).map_err(|e| ConnectError::BadRootCert(path.clone(), e.to_string()))?;
+        store
+            .add(cert)
+            .map_err(|e| ConnectError::BadRootCert(path.clone(), e.to_string()))?;
     }
     Ok(store)
 }
@@ -373,10 +464,20 @@ impl ServerCertVerifier for EncryptOnly {
     ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -398,17 +499,31 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
             Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForName | rustls::CertificateError::NotValidForNameContext { .. },
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
             other => other,
         }
     }
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.0.verify_tls12_signature(m, c, d)
     }
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.0.verify_tls13_signature(m, c, d)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -421,24 +536,55 @@ mod tests {
     use super::*;
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
     fn url_wins_and_env_fills_the_gaps() {
-        let vars = [("PGHOST", "db.internal"), ("PGPORT", "6543"), ("PGUSER", "envuser"), ("PGDATABASE", "envdb")];
-        let t = resolve_with(Some("postgres://urluser@urlhost/urldb?sslmode=disable"), None, &env(&vars)).unwrap();
-        assert_eq!(t.describe(), "host urlhost, port 6543, database urldb, user urluser");
+        let vars = [
+            ("PGHOST", "db.internal"),
+            ("PGPORT", "6543"),
+            ("PGUSER", "envuser"),
+            ("PGDATABASE", "envdb"),
+        ];
+        let t = resolve_with(
+            Some("postgres://urluser@urlhost/urldb?sslmode=disable"),
+            None,
+            &env(&vars),
+        )
+        .unwrap();
+        assert_eq!(
+            t.describe(),
+            "host urlhost, port 6543, database urldb, user urluser"
+        );
         assert_eq!(t.ssl_mode, SslMode::Disable);
         let t = resolve_with(None, None, &env(&vars)).unwrap();
-        assert_eq!(t.describe(), "host db.internal, port 6543, database envdb, user envuser");
+        assert_eq!(
+            t.describe(),
+            "host db.internal, port 6543, database envdb, user envuser"
+        );
     }
 
     #[test]
     fn verify_modes_are_understood() {
-        let t = resolve_with(Some("postgres://u@h/d?sslmode=verify-full&sslrootcert=/ca.pem"), None, &env(&[])).unwrap();
-        assert_eq!((t.ssl_mode, t.root_cert.as_deref()), (SslMode::VerifyFull, Some("/ca.pem")));
-        assert!(matches!(resolve_with(Some("postgres://u@h/d?sslmode=maybe"), None, &env(&[])), Err(ConnectError::BadSslMode(_))));
+        let t = resolve_with(
+            Some("postgres://u@h/d?sslmode=verify-full&sslrootcert=/ca.pem"),
+            None,
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(
+            (t.ssl_mode, t.root_cert.as_deref()),
+            (SslMode::VerifyFull, Some("/ca.pem"))
+        );
+        assert!(matches!(
+            resolve_with(Some("postgres://u@h/d?sslmode=maybe"), None, &env(&[])),
+            Err(ConnectError::BadSslMode(_))
+        ));
     }
 
     #[test]
@@ -452,8 +598,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pgpass");
         std::fs::write(&file, "# comment\nother:5432:*:u:nope\nh:*:d:u:pa\\:ss\n").unwrap();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&file).unwrap().permissions(), 0o600);
-        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::os::unix::fs::PermissionsExt::set_mode(
+            &mut std::fs::metadata(&file).unwrap().permissions(),
+            0o600,
+        );
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         let vars = [("PGPASSFILE", file.to_str().unwrap())];
         let t = resolve_with(Some("postgres://u@h:5433/d"), None, &env(&vars)).unwrap();
         assert_eq!(t.config.get_password(), Some(&b"pa:ss"[..]));

@@ -1,7 +1,7 @@
 //! I/O with PostgreSQL that several modules share: catalog lookups, session
 //! settings, and turning driver errors into sentences a person can act on.
 
-use tokio_postgres::{error::SqlState, Client, GenericClient};
+use tokio_postgres::{Client, GenericClient, error::SqlState};
 
 use crate::sql::TableName;
 
@@ -41,8 +41,14 @@ pub fn is_transient(err: &tokio_postgres::Error) -> bool {
 
 /// Sets a session setting through a parameter (`set_config`), so no value
 /// is pasted into SQL.
-pub async fn set_session(client: &impl GenericClient, name: &str, value: &str) -> Result<(), tokio_postgres::Error> {
-    client.query_one("SELECT set_config($1, $2, false)", &[&name, &value]).await?;
+pub async fn set_session(
+    client: &impl GenericClient,
+    name: &str,
+    value: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .query_one("SELECT set_config($1, $2, false)", &[&name, &value])
+        .await?;
     Ok(())
 }
 
@@ -70,7 +76,11 @@ impl TableInfo {
     }
 
     pub fn column_list(&self) -> String {
-        self.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+        self.columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -90,7 +100,10 @@ pub enum LookupError {
 /// Resolves a table name the way PostgreSQL would (`to_regclass`, so
 /// quoting, case folding and the search_path all behave as in psql) and
 /// reads its columns.
-pub async fn lookup_table(client: &impl GenericClient, written: &str) -> Result<TableInfo, LookupError> {
+pub async fn lookup_table(
+    client: &impl GenericClient,
+    written: &str,
+) -> Result<TableInfo, LookupError> {
     let row = client
         .query_one(
             "SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text, c.reltuples::float8,
@@ -149,5 +162,8 @@ pub async fn lookup_table(client: &impl GenericClient, written: &str) -> Result<
 
 /// Whether the server is a standby; pgmaint never writes on one.
 pub async fn in_recovery(client: &Client) -> Result<bool, tokio_postgres::Error> {
-    Ok(client.query_one("SELECT pg_is_in_recovery()", &[]).await?.get(0))
+    Ok(client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await?
+        .get(0))
 }

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
+use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Shown only on a terminal, and only once work has lasted this long.
@@ -14,7 +14,10 @@ const SHOW_AFTER: Duration = Duration::from_millis(1500);
 
 pub fn table(headers: &[&str]) -> Table {
     let mut table = Table::new();
-    table.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_header(headers);
+    table
+        .load_style(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(headers);
     table
 }
 
@@ -23,7 +26,7 @@ pub fn count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -55,11 +58,17 @@ struct Bar {
 impl Progress {
     /// Enabled when stderr is a terminal and output is not for machines.
     pub fn new(json: bool, quiet: bool) -> Self {
-        Progress { enabled: !json && !quiet && std::io::stderr().is_terminal(), state: Mutex::new(None) }
+        Progress {
+            enabled: !json && !quiet && std::io::stderr().is_terminal(),
+            state: Mutex::new(None),
+        }
     }
 
     pub fn disabled() -> Self {
-        Progress { enabled: false, state: Mutex::new(None) }
+        Progress {
+            enabled: false,
+            state: Mutex::new(None),
+        }
     }
 
     pub fn start(&self, total: u64, unit: &str) {
@@ -68,10 +77,16 @@ impl Progress {
         }
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
         bar.set_style(
-            ProgressStyle::with_template(&format!("{{bar:30}} {{percent:>3}}% of {{human_len}} {unit}  {{msg}}  ETA {{eta}}"))
-                .expect("valid template"),
+            ProgressStyle::with_template(&format!(
+                "{{bar:30}} {{percent:>3}}% of {{human_len}} {unit}  {{msg}}  ETA {{eta}}"
+            ))
+            .expect("valid template"),
         );
-        *self.state.lock().expect("progress lock") = Some(Bar { bar, started: Instant::now(), visible: false });
+        *self.state.lock().expect("progress lock") = Some(Bar {
+            bar,
+            started: Instant::now(),
+            visible: false,
+        });
     }
 
     pub fn update(&self, position: u64, rows: u64) {
@@ -83,7 +98,11 @@ impl Progress {
             bar.visible = true;
         }
         let rate = rows as f64 / elapsed.as_secs_f64().max(0.001);
-        bar.bar.set_message(format!("{} rows, {} rows/s", count(rows), count(rate as u64)));
+        bar.bar.set_message(format!(
+            "{} rows, {} rows/s",
+            count(rows),
+            count(rate as u64)
+        ));
         bar.bar.set_position(position);
     }
 

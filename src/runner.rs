@@ -74,7 +74,9 @@ pub async fn run(
     let schema = config.state_schema.as_str();
     state::ensure_ready(client, schema).await?;
     for id in state::mark_interrupted(client, schema).await? {
-        tracing::warn!("run {id} was left running by a process that is gone; marked it interrupted");
+        tracing::warn!(
+            "run {id} was left running by a process that is gone; marked it interrupted"
+        );
     }
     let run_id = state::start_run(client, schema, &request.trigger, request.dry_run).await?;
     let mut reports = Vec::new();
@@ -87,11 +89,18 @@ pub async fn run(
         reports.push(report);
     }
     let status = Status::combine(reports.iter().map(|r| r.status));
-    let failures: Vec<String> =
-        reports.iter().filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.name))).collect();
+    let failures: Vec<String> = reports
+        .iter()
+        .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.name)))
+        .collect();
     let error = (!failures.is_empty()).then(|| failures.join("; "));
     state::finish_run(client, schema, run_id, status, error.as_deref()).await?;
-    Ok(RunReport { run_id, dry_run: request.dry_run, status, tasks: reports })
+    Ok(RunReport {
+        run_id,
+        dry_run: request.dry_run,
+        status,
+        tasks: reports,
+    })
 }
 
 fn skipped(task: &TaskConfig, reason: String) -> TaskReport {
@@ -119,7 +128,8 @@ async fn run_task(
     progress: &Progress,
 ) -> Result<TaskReport, RunError> {
     let kind = task.spec.kind().as_str();
-    let task_run_id = state::start_task_run(client, schema, run_id, &task.name, kind, request.dry_run).await?;
+    let task_run_id =
+        state::start_task_run(client, schema, run_id, &task.name, kind, request.dry_run).await?;
     let started = Instant::now();
     // A dry run only reads, so it does not compete for the task.
     let locked = request.dry_run || state::try_lock_task(client, schema, &task.name).await?;
@@ -129,7 +139,14 @@ async fn run_task(
             Some((id, who)) => format!("task is already running in run {id} ({who}); skipped"),
             None => "task is already running in another pgmaint process; skipped".to_string(),
         };
-        Outcome { status: Status::Skipped, rows: 0, batches: 0, retries: 0, error: None, details: serde_json::json!({ "reason": reason }) }
+        Outcome {
+            status: Status::Skipped,
+            rows: 0,
+            batches: 0,
+            retries: 0,
+            error: None,
+            details: serde_json::json!({ "reason": reason }),
+        }
     } else {
         let mut options = task.options;
         if let Some(batch_size) = request.batch_size {
@@ -143,10 +160,15 @@ async fn run_task(
             stop,
             deadline: max_runtime.map(|d| started + d),
             progress,
-            record: (!request.dry_run).then(|| ProgressRecord::new(schema.to_string(), task_run_id)),
+            record: (!request.dry_run)
+                .then(|| ProgressRecord::new(schema.to_string(), task_run_id)),
             verbose: request.verbose,
         };
-        let result = if request.dry_run { task.spec.dry_run(&mut ctx).await } else { task.spec.run(&mut ctx).await };
+        let result = if request.dry_run {
+            task.spec.dry_run(&mut ctx).await
+        } else {
+            task.spec.run(&mut ctx).await
+        };
         progress.finish();
         let outcome = result.unwrap_or_else(|err| Outcome {
             status: Status::Failed,
@@ -169,7 +191,10 @@ async fn run_task(
             map.insert("error".into(), error.clone().into());
         }
     }
-    let recorded = Outcome { details: details.clone(), ..outcome.clone() };
+    let recorded = Outcome {
+        details: details.clone(),
+        ..outcome.clone()
+    };
     state::finish_task_run(client, schema, task_run_id, &recorded, duration_ms as i64).await?;
     Ok(TaskReport {
         name: task.name.clone(),

@@ -37,9 +37,16 @@ impl Status {
             Status::Succeeded => 1,
             Status::Skipped => 0,
         };
-        statuses.into_iter().max_by_key(|s| rank(*s)).map_or(Status::Succeeded, |s| {
-            if s == Status::Skipped { Status::Succeeded } else { s }
-        })
+        statuses
+            .into_iter()
+            .max_by_key(|s| rank(*s))
+            .map_or(Status::Succeeded, |s| {
+                if s == Status::Skipped {
+                    Status::Succeeded
+                } else {
+                    s
+                }
+            })
     }
 }
 

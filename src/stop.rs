@@ -20,7 +20,10 @@ pub struct Stop {
 impl Default for Stop {
     fn default() -> Self {
         let (sender, receiver) = watch::channel(None);
-        Stop { sender: std::sync::Arc::new(sender), receiver }
+        Stop {
+            sender: std::sync::Arc::new(sender),
+            receiver,
+        }
     }
 }
 
@@ -48,10 +51,11 @@ impl Stop {
     pub fn on_signals(&self) {
         let stop = self.clone();
         tokio::spawn(async move {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => return,
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(_) => return,
+                };
             for count in 0.. {
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}

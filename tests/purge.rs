@@ -21,7 +21,11 @@ async fn tokens(task_keys: &str) -> TestDb {
         )
         .await
         .unwrap();
-    let batch_size = if task_keys.contains("batch_size") { "" } else { "batch_size = 700" };
+    let batch_size = if task_keys.contains("batch_size") {
+        ""
+    } else {
+        "batch_size = 700"
+    };
     db.config(&format!(
         "[tasks.expired_tokens]\nkind = \"purge\"\ntable = \"tokens\"\nwhere = \"expires_at < now()\"\n{batch_size}\n{task_keys}\n"
     ));
@@ -38,8 +42,18 @@ async fn dry_run_counts_exactly_and_changes_nothing_then_run_deletes_exactly_tho
     assert_eq!(plan["dry_run"], true);
     assert_eq!(plan["tasks"][0]["rows"], 5000);
     assert_eq!(plan["tasks"][0]["details"]["rows_exact"], true);
-    assert_eq!(plan["tasks"][0]["details"]["samples"].as_array().unwrap().len(), 5);
-    assert!(plan["tasks"][0]["details"]["statements"].to_string().contains("DELETE FROM \\\"public\\\".\\\"tokens\\\""));
+    assert_eq!(
+        plan["tasks"][0]["details"]["samples"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    assert!(
+        plan["tasks"][0]["details"]["statements"]
+            .to_string()
+            .contains("DELETE FROM \\\"public\\\".\\\"tokens\\\"")
+    );
     assert_eq!(db.count("SELECT count(*) FROM tokens").await, 10000);
 
     let run = db.pgmaint(&["run", "expired_tokens", "--json"]).await;
@@ -47,15 +61,29 @@ async fn dry_run_counts_exactly_and_changes_nothing_then_run_deletes_exactly_tho
     let run = run.json();
     assert_eq!(run["status"], "succeeded");
     assert_eq!(run["tasks"][0]["rows"], 5000);
-    assert!(run["tasks"][0]["batches"].as_u64().unwrap() >= 8, "batches of at most 700 rows: {run}");
+    assert!(
+        run["tasks"][0]["batches"].as_u64().unwrap() >= 8,
+        "batches of at most 700 rows: {run}"
+    );
     assert_eq!(db.count("SELECT count(*) FROM tokens").await, 5000);
-    assert_eq!(db.count("SELECT count(*) FROM tokens WHERE id % 2 = 1").await, 0);
-    assert_eq!(db.count("SELECT count(*) FROM tokens WHERE id % 2 = 0").await, 5000);
+    assert_eq!(
+        db.count("SELECT count(*) FROM tokens WHERE id % 2 = 1")
+            .await,
+        0
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM tokens WHERE id % 2 = 0")
+            .await,
+        5000
+    );
 
     let history = db.pgmaint(&["history", "--json"]).await.json();
     let runs = history["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2);
-    assert_eq!((runs[0]["dry_run"].as_bool(), runs[0]["status"].as_str()), (Some(false), Some("succeeded")));
+    assert_eq!(
+        (runs[0]["dry_run"].as_bool(), runs[0]["status"].as_str()),
+        (Some(false), Some("succeeded"))
+    );
     assert_eq!(runs[0]["tasks"][0]["rows"], 5000);
     assert_eq!(runs[0]["trigger"], "cli");
     assert_eq!(runs[1]["dry_run"], true);
@@ -75,12 +103,21 @@ async fn time_column_purge_uses_a_fixed_cutoff_and_keeps_newer_rows() {
         .unwrap();
     db.config("[tasks.logs]\nkind = \"purge\"\ntable = \"public.request_logs\"\ntime_column = \"created_at\"\nolder_than = \"30 days\"\nbatch_size = 100\n");
     db.pgmaint(&["init"]).await.assert_code(0);
-    let expected_gone = db.count("SELECT count(*) FROM request_logs WHERE created_at < now() - interval '30 days'").await;
+    let expected_gone = db
+        .count("SELECT count(*) FROM request_logs WHERE created_at < now() - interval '30 days'")
+        .await;
     let plan = db.pgmaint(&["plan", "logs", "--json"]).await.json();
     assert_eq!(plan["tasks"][0]["rows"].as_i64(), Some(expected_gone));
     db.pgmaint(&["run", "logs"]).await.assert_code(0);
-    assert_eq!(db.count("SELECT count(*) FROM request_logs").await, 2000 - expected_gone);
-    assert_eq!(db.count("SELECT count(*) FROM request_logs WHERE created_at < now() - interval '30 days'").await, 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM request_logs").await,
+        2000 - expected_gone
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM request_logs WHERE created_at < now() - interval '30 days'")
+            .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -95,7 +132,12 @@ async fn bad_config_and_bad_targets_exit_2_naming_each_problem_and_its_place() {
     db.config("[tasks.a]\nkind = \"purge\"\ntable = \"logs\"\nwhere = \"true\"\nbatchsize = 10\n");
     let run = db.pgmaint(&["run", "a"]).await;
     run.assert_code(2);
-    assert!(run.stderr.contains("pgmaint.toml:5:1: tasks.a.batchsize: unknown field `batchsize`"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("pgmaint.toml:5:1: tasks.a.batchsize: unknown field `batchsize`"),
+        "{}",
+        run.stderr
+    );
 
     db.config(
         r#"[tasks.missing_table]
@@ -151,15 +193,27 @@ where = "created_at < now() - 'nonsense'::interval AND nope = 1"
 #[tokio::test]
 async fn a_table_name_smuggling_sql_is_harmless() {
     let db = TestDb::new().await;
-    db.client().await.batch_execute("CREATE TABLE x (id int); CREATE TABLE users (id int); INSERT INTO users VALUES (1);").await.unwrap();
-    db.config("[tasks.evil]\nkind = \"purge\"\ntable = \"users; drop table x\"\nwhere = \"true\"\n");
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE x (id int); CREATE TABLE users (id int); INSERT INTO users VALUES (1);",
+        )
+        .await
+        .unwrap();
+    db.config(
+        "[tasks.evil]\nkind = \"purge\"\ntable = \"users; drop table x\"\nwhere = \"true\"\n",
+    );
     db.pgmaint(&["init"]).await.assert_code(0);
     for args in [&["check"][..], &["run", "evil"], &["plan", "evil"]] {
         let run = db.pgmaint(args).await;
         run.assert_code(2);
         assert!(run.stderr.contains("tasks.evil.table"), "{}", run.stderr);
     }
-    assert_eq!(db.count("SELECT count(*) FROM x").await, 0, "table x must still exist");
+    assert_eq!(
+        db.count("SELECT count(*) FROM x").await,
+        0,
+        "table x must still exist"
+    );
     assert_eq!(db.count("SELECT count(*) FROM users").await, 1);
 }
 
@@ -167,16 +221,23 @@ async fn a_table_name_smuggling_sql_is_harmless() {
 async fn locked_rows_are_retried_and_the_other_session_waits_at_most_lock_timeout() {
     let db = tokens("lock_timeout = \"200ms\"\nmax_retries = 8\nbatch_size = 10000").await;
     let app = db.client().await;
-    app.batch_execute("BEGIN; SELECT * FROM tokens WHERE id = 4001 FOR UPDATE;").await.unwrap();
+    app.batch_execute("BEGIN; SELECT * FROM tokens WHERE id = 4001 FOR UPDATE;")
+        .await
+        .unwrap();
     let pgmaint = db.command(&["run", "expired_tokens", "--json"]).output();
     let pgmaint = tokio::spawn(pgmaint);
     tokio::time::sleep(Duration::from_millis(700)).await;
     // Row 11 is in the same batch as the locked row 4001. Whatever pgmaint
     // is doing now, the application must not wait for it past lock_timeout.
     let started = Instant::now();
-    app.batch_execute("SELECT * FROM tokens WHERE id = 11 FOR UPDATE").await.unwrap();
+    app.batch_execute("SELECT * FROM tokens WHERE id = 11 FOR UPDATE")
+        .await
+        .unwrap();
     let waited = started.elapsed();
-    assert!(waited < Duration::from_millis(200 + 300), "the application waited {waited:?}");
+    assert!(
+        waited < Duration::from_millis(200 + 300),
+        "the application waited {waited:?}"
+    );
     tokio::time::sleep(Duration::from_millis(800)).await;
     app.batch_execute("COMMIT").await.unwrap();
 
@@ -185,8 +246,15 @@ async fn locked_rows_are_retried_and_the_other_session_waits_at_most_lock_timeou
     let json = run.json();
     assert_eq!(json["tasks"][0]["status"], "succeeded");
     assert_eq!(json["tasks"][0]["rows"], 5000);
-    assert!(json["tasks"][0]["details"]["retries"].as_u64().unwrap() >= 1, "{json}");
-    assert_eq!(db.count("SELECT count(*) FROM tokens WHERE id % 2 = 1").await, 0);
+    assert!(
+        json["tasks"][0]["details"]["retries"].as_u64().unwrap() >= 1,
+        "{json}"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM tokens WHERE id % 2 = 1")
+            .await,
+        0
+    );
     assert_eq!(db.count("SELECT count(*) FROM tokens").await, 5000);
 }
 
@@ -194,24 +262,40 @@ async fn locked_rows_are_retried_and_the_other_session_waits_at_most_lock_timeou
 async fn rows_locked_for_longer_than_all_retries_fail_the_task_and_leave_the_rest_done() {
     let db = tokens("lock_timeout = \"100ms\"\nmax_retries = 1").await;
     let app = db.client().await;
-    app.batch_execute("BEGIN; SELECT * FROM tokens WHERE id = 1 FOR UPDATE;").await.unwrap();
+    app.batch_execute("BEGIN; SELECT * FROM tokens WHERE id = 1 FOR UPDATE;")
+        .await
+        .unwrap();
     let run = db.pgmaint(&["run", "expired_tokens", "--json"]).await;
     app.batch_execute("COMMIT").await.unwrap();
     run.assert_code(1);
     let json = run.json();
     assert_eq!(json["tasks"][0]["status"], "failed");
-    assert!(json["tasks"][0]["details"]["error"].as_str().unwrap().contains("could not get their locks"), "{json}");
+    assert!(
+        json["tasks"][0]["details"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not get their locks"),
+        "{json}"
+    );
     // Everything outside the locked batch went; the locked batch stayed whole.
-    let left = db.count("SELECT count(*) FROM tokens WHERE id % 2 = 1").await;
+    let left = db
+        .count("SELECT count(*) FROM tokens WHERE id % 2 = 1")
+        .await;
     assert!(left > 0 && left <= 700, "left {left}");
     db.pgmaint(&["run", "expired_tokens"]).await.assert_code(0);
-    assert_eq!(db.count("SELECT count(*) FROM tokens WHERE id % 2 = 1").await, 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM tokens WHERE id % 2 = 1")
+            .await,
+        0
+    );
 }
 
 #[tokio::test]
 async fn max_runtime_cancels_between_batches_and_the_next_run_finishes() {
     let db = tokens("batch_size = 200\npause = \"100ms\"").await;
-    let run = db.pgmaint(&["run", "expired_tokens", "--max-runtime", "500ms", "--json"]).await;
+    let run = db
+        .pgmaint(&["run", "expired_tokens", "--max-runtime", "500ms", "--json"])
+        .await;
     run.assert_code(0);
     let json = run.json();
     assert_eq!(json["status"], "cancelled");
@@ -219,13 +303,28 @@ async fn max_runtime_cancels_between_batches_and_the_next_run_finishes() {
     assert_eq!(task["status"], "cancelled");
     let done = task["rows"].as_i64().unwrap();
     assert!(done > 0 && done < 5000, "{json}");
-    assert!(task["details"]["error"].as_str().unwrap().contains("max_runtime reached"), "{json}");
-    assert_eq!(db.count("SELECT count(*) FROM tokens").await, 10000 - done, "what it reported is what it committed");
+    assert!(
+        task["details"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("max_runtime reached"),
+        "{json}"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM tokens").await,
+        10000 - done,
+        "what it reported is what it committed"
+    );
 
     db.pgmaint(&["run", "expired_tokens"]).await.assert_code(0);
     assert_eq!(db.count("SELECT count(*) FROM tokens").await, 5000);
     let history = db.pgmaint(&["history", "--json"]).await.json();
-    let statuses: Vec<&str> = history["runs"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> = history["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
     assert_eq!(statuses, ["succeeded", "cancelled"]);
 }
 
@@ -241,18 +340,39 @@ async fn kill_9_mid_run_loses_nothing_and_shows_as_interrupted() {
     }
     child.start_kill().unwrap();
     child.wait().await.unwrap();
-    let left = db.count("SELECT count(*) FROM tokens WHERE id % 2 = 1").await;
-    assert!(left > 0 && left < 5000, "the kill should land mid-run: {left} expired rows left");
-    assert_eq!(db.count("SELECT count(*) FROM tokens WHERE id % 2 = 0").await, 5000, "no valid row touched");
+    let left = db
+        .count("SELECT count(*) FROM tokens WHERE id % 2 = 1")
+        .await;
+    assert!(
+        left > 0 && left < 5000,
+        "the kill should land mid-run: {left} expired rows left"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM tokens WHERE id % 2 = 0")
+            .await,
+        5000,
+        "no valid row touched"
+    );
 
     db.pgmaint(&["run", "expired_tokens"]).await.assert_code(0);
-    assert_eq!(db.count("SELECT count(*) FROM tokens WHERE id % 2 = 1").await, 0);
-    assert_eq!(db.count("SELECT count(*) FROM tokens WHERE id % 2 = 0").await, 5000);
+    assert_eq!(
+        db.count("SELECT count(*) FROM tokens WHERE id % 2 = 1")
+            .await,
+        0
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM tokens WHERE id % 2 = 0")
+            .await,
+        5000
+    );
     let history = db.pgmaint(&["history", "--json"]).await.json();
     let runs = history["runs"].as_array().unwrap();
     assert_eq!(runs[1]["status"], "interrupted", "{history}");
     assert_eq!(runs[1]["tasks"][0]["status"], "interrupted");
-    assert!(runs[1]["tasks"][0]["rows"].as_i64().unwrap() > 0, "progress was recorded before the kill");
+    assert!(
+        runs[1]["tasks"][0]["rows"].as_i64().unwrap() > 0,
+        "progress was recorded before the kill"
+    );
     assert_eq!(runs[0]["status"], "succeeded");
 }
 
@@ -271,7 +391,13 @@ async fn two_concurrent_runs_never_work_on_the_same_task() {
         rows += json["tasks"][0]["rows"].as_u64().unwrap();
         statuses.push(json["tasks"][0]["status"].as_str().unwrap().to_string());
         if json["tasks"][0]["status"] == "skipped" {
-            assert!(json["tasks"][0]["details"]["reason"].as_str().unwrap().contains("already running"), "{json}");
+            assert!(
+                json["tasks"][0]["details"]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("already running"),
+                "{json}"
+            );
         }
     }
     statuses.sort();
@@ -283,7 +409,11 @@ async fn two_concurrent_runs_never_work_on_the_same_task() {
 #[tokio::test]
 async fn commands_that_need_the_state_schema_say_to_run_init() {
     let db = TestDb::new().await;
-    db.client().await.batch_execute("CREATE TABLE t (id int)").await.unwrap();
+    db.client()
+        .await
+        .batch_execute("CREATE TABLE t (id int)")
+        .await
+        .unwrap();
     db.config("[tasks.a]\nkind = \"purge\"\ntable = \"t\"\nwhere = \"true\"\n");
     for args in [&["run", "a"][..], &["history"]] {
         let run = db.pgmaint(args).await;

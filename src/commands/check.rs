@@ -3,13 +3,17 @@
 
 use tokio_postgres::Client;
 
-use super::{connect, load_config, print_json, CliError};
+use super::{CliError, connect, load_config, print_json};
 use crate::cli::Cli;
 use crate::config::{Config, Problem, Problems, TaskConfig};
 
 /// Every problem the live database shows in these tasks' config, each
 /// placed at its key in the file.
-pub async fn live_problems(client: &Client, config: &Config, tasks: &[&TaskConfig]) -> Vec<Problem> {
+pub async fn live_problems(
+    client: &Client,
+    config: &Config,
+    tasks: &[&TaskConfig],
+) -> Vec<Problem> {
     let mut problems = Vec::new();
     for task in tasks {
         for found in task.spec.check(client).await {
@@ -27,7 +31,9 @@ pub async fn live_problems(client: &Client, config: &Config, tasks: &[&TaskConfi
 pub fn refuse(problems: Vec<Problem>) -> CliError {
     let count = problems.len();
     let text = Problems(problems).to_string();
-    CliError::Usage(format!("{text}\n{count} problem(s) found; nothing was changed"))
+    CliError::Usage(format!(
+        "{text}\n{count} problem(s) found; nothing was changed"
+    ))
 }
 
 pub async fn check(cli: &Cli) -> Result<bool, CliError> {
@@ -49,10 +55,17 @@ pub async fn check(cli: &Cli) -> Result<bool, CliError> {
             "state": state_note,
         }));
     } else if problems.is_empty() && !cli.quiet {
-        println!("ok: {} task(s) checked against the database; no problems found", config.tasks.len());
+        println!(
+            "ok: {} task(s) checked against the database; no problems found",
+            config.tasks.len()
+        );
         if let Some(note) = &state_note {
             println!("note: {note}");
         }
     }
-    if problems.is_empty() { Ok(true) } else { Err(refuse(problems)) }
+    if problems.is_empty() {
+        Ok(true)
+    } else {
+        Err(refuse(problems))
+    }
 }

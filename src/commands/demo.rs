@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::{execute, CliError};
+use super::{CliError, execute};
 use crate::cli::{Cli, Command, DemoArgs, HistoryArgs, PlanArgs, RunArgs, Selection};
 use crate::cluster::{Cluster, ClusterOptions};
 
@@ -98,13 +98,22 @@ pub async fn demo(cli: &Cli, args: &DemoArgs) -> Result<bool, CliError> {
         println!();
         println!("The cluster keeps running:");
         println!("  database URL: {url}");
-        println!("  config:       {}", cluster.dir.join("pgmaint.toml").display());
-        println!("  try:          pgmaint --config {} tasks", cluster.dir.join("pgmaint.toml").display());
+        println!(
+            "  config:       {}",
+            cluster.dir.join("pgmaint.toml").display()
+        );
+        println!(
+            "  try:          pgmaint --config {} tasks",
+            cluster.dir.join("pgmaint.toml").display()
+        );
         println!("  stop it with: {}", cluster.stop_command());
         std::mem::forget(cluster);
     } else {
         cluster.stop();
-        say(cli, "\nThe throwaway cluster was stopped and removed. Run `pgmaint demo --keep` to explore it yourself.");
+        say(
+            cli,
+            "\nThe throwaway cluster was stopped and removed. Run `pgmaint demo --keep` to explore it yourself.",
+        );
     }
     result
 }
@@ -117,13 +126,17 @@ async fn demo_on(cli: &Cli, args: &DemoArgs, cluster: &Cluster) -> Result<bool, 
     let app = crate::connect::connect(&crate::connect::resolve(Some(&url), None)?).await?;
     app.batch_execute(SAMPLE_APP).await?;
     let config_path: PathBuf = cluster.dir.join("pgmaint.toml");
-    std::fs::write(&config_path, SAMPLE_CONFIG.replace("{url}", &url)).map_err(|e| CliError::Failed(format!("cannot write {}: {e}", config_path.display())))?;
+    std::fs::write(&config_path, SAMPLE_CONFIG.replace("{url}", &url))
+        .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", config_path.display())))?;
     let _ = args;
 
-    say(cli, &format!(
-        "Loaded a sample app into database demo_app: 500 users, 3,000 password reset tokens (2,000 expired or used),\n20,000 sessions (half expired) and 200,000 request logs over 14 days. Config written to {}.\n",
-        config_path.display()
-    ));
+    say(
+        cli,
+        &format!(
+            "Loaded a sample app into database demo_app: 500 users, 3,000 password reset tokens (2,000 expired or used),\n20,000 sessions (half expired) and 200,000 request logs over 14 days. Config written to {}.\n",
+            config_path.display()
+        ),
+    );
     let step = |command: Command| Cli {
         config: Some(config_path.clone()),
         database_url: None,
@@ -132,30 +145,56 @@ async fn demo_on(cli: &Cli, args: &DemoArgs, cluster: &Cluster) -> Result<bool, 
         quiet: cli.quiet,
         command,
     };
-    say(cli, "$ pgmaint init          # pgmaint's own schema: where runs are recorded");
+    say(
+        cli,
+        "$ pgmaint init          # pgmaint's own schema: where runs are recorded",
+    );
     Box::pin(execute(step(Command::Init))).await?;
-    say(cli, "\n$ pgmaint plan          # what a run would delete; changes nothing");
+    say(
+        cli,
+        "\n$ pgmaint plan          # what a run would delete; changes nothing",
+    );
     Box::pin(execute(step(Command::Plan(PlanArgs { tasks: vec![] })))).await?;
-    say(cli, "\n$ pgmaint run --all     # deletes in batches, each its own short transaction under lock_timeout");
+    say(
+        cli,
+        "\n$ pgmaint run --all     # deletes in batches, each its own short transaction under lock_timeout",
+    );
     let ok = Box::pin(execute(step(Command::Run(RunArgs {
-        selection: Selection { tasks: vec![], schedule: None, all: true },
+        selection: Selection {
+            tasks: vec![],
+            schedule: None,
+            all: true,
+        },
         dry_run: false,
         yes: false,
         batch_size: None,
         max_runtime: None,
     }))))
     .await?;
-    say(cli, "\n$ pgmaint history       # the audit trail: who ran what, when, and what it did");
-    Box::pin(execute(step(Command::History(HistoryArgs { task: None, limit: 5 })))).await?;
+    say(
+        cli,
+        "\n$ pgmaint history       # the audit trail: who ran what, when, and what it did",
+    );
+    Box::pin(execute(step(Command::History(HistoryArgs {
+        task: None,
+        limit: 5,
+    }))))
+    .await?;
     let remaining: i64 = app
-        .query_one("SELECT count(*) FROM request_logs WHERE created_at < now() - interval '7 days'", &[])
+        .query_one(
+            "SELECT count(*) FROM request_logs WHERE created_at < now() - interval '7 days'",
+            &[],
+        )
         .await?
         .get(0);
-    say(cli, &format!(
-        "\nWhat happened: the plan counted the expired rows and showed the statements; the run deleted exactly those rows\n\
+    say(
+        cli,
+        &format!(
+            "\nWhat happened: the plan counted the expired rows and showed the statements; the run deleted exactly those rows\n\
          in batches (request logs older than 7 days left now: {remaining}); history shows both runs, the dry run marked as such.\n\
          A real deployment puts these tasks in pgmaint.toml and runs `pgmaint run --schedule nightly` from cron."
-    ));
+        ),
+    );
     Ok(ok)
 }
 

@@ -1,6 +1,6 @@
 //! `pgmaint history`: past runs from the state schema.
 
-use super::{connect, load_config, print_json, CliError};
+use super::{CliError, connect, load_config, print_json};
 use crate::cli::{Cli, HistoryArgs};
 use crate::output;
 use crate::state;
@@ -22,7 +22,17 @@ pub async fn history(cli: &Cli, args: &HistoryArgs) -> Result<bool, CliError> {
         println!("No runs recorded yet. Try `pgmaint plan` or `pgmaint run --all`.");
         return Ok(true);
     }
-    let mut table = output::table(&["run", "started (UTC)", "by", "status", "task", "task status", "rows", "batches", "duration"]);
+    let mut table = output::table(&[
+        "run",
+        "started (UTC)",
+        "by",
+        "status",
+        "task",
+        "task status",
+        "rows",
+        "batches",
+        "duration",
+    ]);
     for run in &runs {
         let mode = if run.dry_run { " (dry run)" } else { "" };
         let first = [
@@ -32,22 +42,42 @@ pub async fn history(cli: &Cli, args: &HistoryArgs) -> Result<bool, CliError> {
             format!("{}{mode}", run.status),
         ];
         if run.tasks.is_empty() {
-            table.add_row(first.iter().cloned().chain(["-".into(), "".into(), "".into(), "".into(), "".into()]).collect::<Vec<_>>());
+            table.add_row(
+                first
+                    .iter()
+                    .cloned()
+                    .chain(["-".into(), "".into(), "".into(), "".into(), "".into()])
+                    .collect::<Vec<_>>(),
+            );
         }
         for (i, task) in run.tasks.iter().enumerate() {
-            let lead: Vec<String> = if i == 0 { first.to_vec() } else { vec![String::new(); 4] };
-            table.add_row(lead.into_iter().chain([
-                task.name.clone(),
-                task.status.clone(),
-                output::count(task.rows as u64),
-                output::count(task.batches as u64),
-                task.duration_ms.map(|d| output::duration_ms(d as u64)).unwrap_or_default(),
-            ]).collect::<Vec<_>>());
+            let lead: Vec<String> = if i == 0 {
+                first.to_vec()
+            } else {
+                vec![String::new(); 4]
+            };
+            table.add_row(
+                lead.into_iter()
+                    .chain([
+                        task.name.clone(),
+                        task.status.clone(),
+                        output::count(task.rows as u64),
+                        output::count(task.batches as u64),
+                        task.duration_ms
+                            .map(|d| output::duration_ms(d as u64))
+                            .unwrap_or_default(),
+                    ])
+                    .collect::<Vec<_>>(),
+            );
         }
     }
     println!("{table}");
     for run in runs.iter().filter(|r| r.error.is_some()) {
-        println!("run {}: {}", run.run_id, run.error.as_deref().unwrap_or_default());
+        println!(
+            "run {}: {}",
+            run.run_id,
+            run.error.as_deref().unwrap_or_default()
+        );
     }
     Ok(true)
 }

@@ -1,6 +1,6 @@
 //! `pgmaint init`: create or upgrade the state schema.
 
-use super::{connect, load_config, print_json, CliError};
+use super::{CliError, connect, load_config, print_json};
 use crate::cli::Cli;
 use crate::state;
 
@@ -14,7 +14,9 @@ pub async fn init(cli: &Cli) -> Result<bool, CliError> {
     let applied = state::init(&mut client, schema).await?;
     let version = state::latest_version();
     if cli.json {
-        print_json(&serde_json::json!({ "schema": schema, "version": version, "applied": applied }));
+        print_json(
+            &serde_json::json!({ "schema": schema, "version": version, "applied": applied }),
+        );
     } else if !cli.quiet {
         if applied.is_empty() {
             println!("State schema \"{schema}\" is up to date (version {version}).");

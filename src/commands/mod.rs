@@ -92,8 +92,13 @@ pub async fn execute(cli: Cli) -> Result<bool, CliError> {
 /// The config file: `--config`, then `$PGMAINT_CONFIG`, then `./pgmaint.toml`.
 /// Without `required`, a missing default file means "no config".
 pub fn load_config(cli: &Cli, required: bool) -> Result<Config, CliError> {
-    let explicit = cli.config.clone().or_else(|| std::env::var_os("PGMAINT_CONFIG").map(PathBuf::from));
-    let path = explicit.clone().unwrap_or_else(|| PathBuf::from("pgmaint.toml"));
+    let explicit = cli
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("PGMAINT_CONFIG").map(PathBuf::from));
+    let path = explicit
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("pgmaint.toml"));
     if explicit.is_none() && !required && !path.exists() {
         return Ok(Config::without_file());
     }
@@ -108,5 +113,8 @@ pub async fn connect(cli: &Cli, config: &Config) -> Result<Client, CliError> {
 
 /// Prints one JSON document on stdout.
 pub fn print_json(value: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(value).expect("serializable output"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("serializable output")
+    );
 }

@@ -1,6 +1,6 @@
 //! `pgmaint run` and `pgmaint plan` (a run with `--dry-run`).
 
-use super::{connect, load_config, print_json, CliError};
+use super::{CliError, connect, load_config, print_json};
 use crate::cli::{Cli, PlanArgs, RunArgs, Selection};
 use crate::config::{Config, Severity, TaskConfig};
 use crate::output::{self, Progress};
@@ -12,13 +12,14 @@ use crate::stop::Stop;
 pub async fn run(cli: &Cli, args: &RunArgs) -> Result<bool, CliError> {
     let config = load_config(cli, true)?;
     let tasks = select(&config, &args.selection)?;
-    if !args.dry_run && !args.yes {
-        if let Some(task) = tasks.iter().find(|t| t.severity == Severity::Critical) {
-            return Err(CliError::Usage(format!(
-                "task \"{}\" is critical: it runs only when confirmed\n  help: review `pgmaint plan {}`, then pass --yes",
-                task.name, task.name
-            )));
-        }
+    if !args.dry_run
+        && !args.yes
+        && let Some(task) = tasks.iter().find(|t| t.severity == Severity::Critical)
+    {
+        return Err(CliError::Usage(format!(
+            "task \"{}\" is critical: it runs only when confirmed\n  help: review `pgmaint plan {}`, then pass --yes",
+            task.name, task.name
+        )));
     }
     let request = RunRequest {
         tasks,
@@ -33,7 +34,11 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<bool, CliError> {
 
 pub async fn plan(cli: &Cli, args: &PlanArgs) -> Result<bool, CliError> {
     let config = load_config(cli, true)?;
-    let selection = Selection { tasks: args.tasks.clone(), schedule: None, all: args.tasks.is_empty() };
+    let selection = Selection {
+        tasks: args.tasks.clone(),
+        schedule: None,
+        all: args.tasks.is_empty(),
+    };
     let request = RunRequest {
         tasks: select(&config, &selection)?,
         dry_run: true,
@@ -70,26 +75,35 @@ fn redact_command_line(args: impl Iterator<Item = String>) -> String {
     out.join(" ")
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_connection_url_is_never_recorded() {
-        let args = ["run", "--database-url", "postgres://u:pw@h/d", "a", "--database-url=postgres://u:pw@h/d"];
-        let line = super::redact_command_line(args.iter().map(|s| s.to_string()));
-        assert_eq!(line, "run --database-url <url> a --database-url=<url>");
-    }
-}
-
 /// The tasks a selection names, in config order; unknown names are a usage
 /// error that lists the configured ones.
 fn select<'c>(config: &'c Config, selection: &Selection) -> Result<Vec<&'c TaskConfig>, CliError> {
-    let known = || config.tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ");
+    let known = || {
+        config
+            .tasks
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if let Some(name) = &selection.schedule {
         let schedule = config.schedule(name).ok_or_else(|| {
-            let names = config.schedules.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
-            CliError::Usage(format!("no schedule named \"{name}\"; configured schedules: {names}"))
+            let names = config
+                .schedules
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            CliError::Usage(format!(
+                "no schedule named \"{name}\"; configured schedules: {names}"
+            ))
         })?;
-        return Ok(schedule.tasks.iter().filter_map(|t| config.task(t)).filter(|t| t.enabled).collect());
+        return Ok(schedule
+            .tasks
+            .iter()
+            .filter_map(|t| config.task(t))
+            .filter(|t| t.enabled)
+            .collect());
     }
     if selection.all {
         return Ok(config.tasks.iter().filter(|t| t.enabled).collect());
@@ -104,9 +118,12 @@ fn select<'c>(config: &'c Config, selection: &Selection) -> Result<Vec<&'c TaskC
         .tasks
         .iter()
         .map(|name| {
-            config
-                .task(name)
-                .ok_or_else(|| CliError::Usage(format!("no task named \"{name}\" in the config; configured tasks: {}", known())))
+            config.task(name).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "no task named \"{name}\" in the config; configured tasks: {}",
+                    known()
+                ))
+            })
         })
         .collect()
 }
@@ -121,9 +138,13 @@ async fn execute(cli: &Cli, config: &Config, request: RunRequest<'_>) -> Result<
     let mut client = connect(cli, config).await?;
     if crate::db::in_recovery(&client).await? {
         if cli.json {
-            print_json(&serde_json::json!({ "run_id": null, "dry_run": request.dry_run, "status": "skipped", "tasks": [], "reason": "standby" }));
+            print_json(
+                &serde_json::json!({ "run_id": null, "dry_run": request.dry_run, "status": "skipped", "tasks": [], "reason": "standby" }),
+            );
         } else {
-            eprintln!("this server is a standby (pg_is_in_recovery() is true): pgmaint does not write here; nothing was done");
+            eprintln!(
+                "this server is a standby (pg_is_in_recovery() is true): pgmaint does not write here; nothing was done"
+            );
         }
         return Ok(true);
     }
@@ -147,7 +168,19 @@ async fn execute(cli: &Cli, config: &Config, request: RunRequest<'_>) -> Result<
 }
 
 fn print_report(report: &RunReport, verbose: bool) {
-    let mut table = output::table(&["task", "kind", "severity", "status", if report.dry_run { "rows to delete" } else { "rows" }, "batches", "duration"]);
+    let mut table = output::table(&[
+        "task",
+        "kind",
+        "severity",
+        "status",
+        if report.dry_run {
+            "rows to delete"
+        } else {
+            "rows"
+        },
+        "batches",
+        "duration",
+    ]);
     for task in &report.tasks {
         let rows = if report.dry_run && task.details["rows_exact"] == false {
             format!("~{} (estimate)", output::count(task.rows))
@@ -175,14 +208,21 @@ fn print_report(report: &RunReport, verbose: bool) {
             println!("{}: {reason}", task.name);
         }
         if task.retries > 0 {
-            println!("{}: {} batch attempt(s) could not get their locks and were retried", task.name, task.retries);
+            println!(
+                "{}: {} batch attempt(s) could not get their locks and were retried",
+                task.name, task.retries
+            );
         }
         if report.dry_run && task.status == Status::Succeeded {
             print_plan(task, verbose);
-        } else if let Some(ms) = task.details["longest_batch_ms"].as_u64() {
-            if verbose {
-                println!("{}: longest batch held its locks for {}", task.name, output::duration_ms(ms));
-            }
+        } else if let Some(ms) = task.details["longest_batch_ms"].as_u64()
+            && verbose
+        {
+            println!(
+                "{}: longest batch held its locks for {}",
+                task.name,
+                output::duration_ms(ms)
+            );
         }
     }
     if report.dry_run {
@@ -193,26 +233,55 @@ fn print_report(report: &RunReport, verbose: bool) {
 fn print_plan(task: &runner::TaskReport, verbose: bool) {
     let details = &task.details;
     println!();
-    println!("{} would delete {} row(s) from {}{}", task.name, output::count(task.rows), details["table"].as_str().unwrap_or("?"),
-        if details["rows_exact"] == false { " (planner's estimate)" } else { "" });
+    println!(
+        "{} would delete {} row(s) from {}{}",
+        task.name,
+        output::count(task.rows),
+        details["table"].as_str().unwrap_or("?"),
+        if details["rows_exact"] == false {
+            " (planner's estimate)"
+        } else {
+            ""
+        }
+    );
     if let Some(cutoff) = details["cutoff"].as_str() {
         println!("  cutoff: rows older than {cutoff}");
     }
-    if let Some(samples) = details["samples"].as_array() {
-        if !samples.is_empty() {
-            println!("  for example:");
-            for sample in samples {
-                println!("    {sample}");
-            }
+    if let Some(samples) = details["samples"].as_array()
+        && !samples.is_empty()
+    {
+        println!("  for example:");
+        for sample in samples {
+            println!("    {sample}");
         }
     }
     if let Some(statements) = details["statements"].as_array() {
         println!("  statements:");
         for statement in statements {
             let text = statement.as_str().unwrap_or_default();
-            let text = if verbose { text.to_string() } else { text.lines().map(str::trim).collect::<Vec<_>>().join(" ") };
+            let text = if verbose {
+                text.to_string()
+            } else {
+                text.lines().map(str::trim).collect::<Vec<_>>().join(" ")
+            };
             println!("    {text}");
         }
         println!("  parameters: {}", details["parameters"]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_connection_url_is_never_recorded() {
+        let args = [
+            "run",
+            "--database-url",
+            "postgres://u:pw@h/d",
+            "a",
+            "--database-url=postgres://u:pw@h/d",
+        ];
+        let line = super::redact_command_line(args.iter().map(|s| s.to_string()));
+        assert_eq!(line, "run --database-url <url> a --database-url=<url>");
     }
 }

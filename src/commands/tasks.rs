@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{load_config, print_json, CliError};
+use super::{CliError, load_config, print_json};
 use crate::cli::Cli;
 use crate::output;
 
@@ -31,7 +31,12 @@ pub async fn tasks(cli: &Cli) -> Result<bool, CliError> {
             severity: t.severity.as_str(),
             backup: t.backup,
             enabled: t.enabled,
-            schedules: config.schedules.iter().filter(|s| s.tasks.contains(&t.name)).map(|s| s.name.clone()).collect(),
+            schedules: config
+                .schedules
+                .iter()
+                .filter(|s| s.tasks.contains(&t.name))
+                .map(|s| s.name.clone())
+                .collect(),
             description: t.description.clone(),
             spec: serde_json::to_value(&t.spec).unwrap_or_default(),
         })
@@ -40,7 +45,15 @@ pub async fn tasks(cli: &Cli) -> Result<bool, CliError> {
         print_json(&serde_json::json!({ "tasks": lines }));
         return Ok(true);
     }
-    let mut table = output::table(&["task", "kind", "target", "severity", "backup", "enabled", "schedules"]);
+    let mut table = output::table(&[
+        "task",
+        "kind",
+        "target",
+        "severity",
+        "backup",
+        "enabled",
+        "schedules",
+    ]);
     for line in &lines {
         table.add_row(vec![
             line.name.clone(),

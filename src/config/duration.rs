@@ -23,7 +23,9 @@ impl FromStr for Duration {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let trimmed = text.trim();
-        let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+        let split = trimmed
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(trimmed.len());
         let (number, unit) = trimmed.split_at(split);
         let invalid = || format!("invalid duration `{text}`: {DURATION_HELP}");
         let number: u64 = number.parse().map_err(|_| invalid())?;

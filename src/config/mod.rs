@@ -12,19 +12,24 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use duration::Duration;
+use file::{OptionsFile, TaskFile};
 pub use file::{Severity, TaskKind};
 pub use problem::{Problem, Problems};
-use file::{OptionsFile, TaskFile};
 use source::Source;
 
 use crate::tasks::TaskSpec;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("config file {0} does not exist\n  help: pass --config FILE, set PGMAINT_CONFIG, or create ./pgmaint.toml (`pgmaint demo` writes an example)")]
+    #[error(
+        "config file {0} does not exist\n  help: pass --config FILE, set PGMAINT_CONFIG, or create ./pgmaint.toml (`pgmaint demo` writes an example)"
+    )]
     NotFound(PathBuf),
     #[error("cannot read config file {path}: {source}")]
-    Unreadable { path: PathBuf, source: std::io::Error },
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Invalid(Problems),
 }
@@ -145,14 +150,24 @@ impl Config {
 
     /// A problem with a key of this config, placed at its line.
     pub fn problem(&self, key_path: &[&str], message: impl Into<String>) -> Problem {
-        let path = self.path.clone().unwrap_or_else(|| PathBuf::from("(no config file)"));
-        Problem::new(source::locate(&path, &self.text, key_path), key_path.join("."), message)
+        let path = self
+            .path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("(no config file)"));
+        Problem::new(
+            source::locate(&path, &self.text, key_path),
+            key_path.join("."),
+            message,
+        )
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => ConfigError::NotFound(path.to_path_buf()),
-            _ => ConfigError::Unreadable { path: path.to_path_buf(), source },
+            _ => ConfigError::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            },
         })?;
         Config::parse(path, &text).map_err(ConfigError::Invalid)
     }
@@ -177,14 +192,17 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
                 problems.push(
                     source
                         .problem(key, format!("environment variable `{missing}` is not set"))
-                        .with_help(format!("export {missing}=... before running pgmaint, or write the value here")),
+                        .with_help(format!(
+                            "export {missing}=... before running pgmaint, or write the value here"
+                        )),
                 );
                 None
             }
         }
     };
     let url = interpolate(file.database.url, &["database", "url"]);
-    let state_schema = interpolate(file.state.schema, &["state", "schema"]).unwrap_or_else(|| "pgmaint".into());
+    let state_schema =
+        interpolate(file.state.schema, &["state", "schema"]).unwrap_or_else(|| "pgmaint".into());
 
     let database_timeouts = OptionsFile {
         lock_timeout: file.database.lock_timeout,
@@ -199,7 +217,10 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
     for (name, task) in file.tasks {
         let options = TaskOptions::layered(defaults, task.options());
         if options.batch_size == 0 {
-            problems.push(source.problem(&["tasks", &name, "batch_size"], "batch_size must be at least 1"));
+            problems.push(source.problem(
+                &["tasks", &name, "batch_size"],
+                "batch_size must be at least 1",
+            ));
         }
         if let Some(task) = resolve_task(source, &name, task, options, default_severity, problems) {
             tasks.push(task);
@@ -230,7 +251,10 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         }
         for task in &schedule.tasks {
             if !tasks.iter().any(|t: &TaskConfig| &t.name == task) {
-                problems.push(source.problem(&key("tasks"), format!("schedule names task `{task}`, which is not configured")));
+                problems.push(source.problem(
+                    &key("tasks"),
+                    format!("schedule names task `{task}`, which is not configured"),
+                ));
             }
         }
         schedules.push(ScheduleConfig {
@@ -269,17 +293,25 @@ fn resolve_task(
     let severity = task.severity.unwrap_or(default_severity);
     let backup = task.backup.unwrap_or(severity >= Severity::High);
     let before = problems.len();
-    let spec = TaskSpec::resolve(name, &task, &mut |key: &str, message: String, help: Option<String>| {
-        let problem = source.problem(&["tasks", name, key], message);
-        problems.push(match help {
-            Some(help) => problem.with_help(help),
-            None => problem,
-        });
-    });
+    let spec = TaskSpec::resolve(
+        name,
+        &task,
+        &mut |key: &str, message: String, help: Option<String>| {
+            let problem = source.problem(&["tasks", name, key], message);
+            problems.push(match help {
+                Some(help) => problem.with_help(help),
+                None => problem,
+            });
+        },
+    );
     if backup {
         // Backups arrive with the archive and restore work; until then a
         // task that asks for one must not silently run without it.
-        let key = if task.backup.is_some() { "backup" } else { "severity" };
+        let key = if task.backup.is_some() {
+            "backup"
+        } else {
+            "severity"
+        };
         problems.push(
             source
                 .problem(&["tasks", name, key], "backups are not available in this version of pgmaint")

@@ -15,7 +15,12 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(place: String, key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { place, key: key.into(), message: message.into(), help: None }
+        Self {
+            place,
+            key: key.into(),
+            message: message.into(),
+            help: None,
+        }
     }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {

@@ -8,7 +8,7 @@ use std::{collections::BTreeSet, ops::Range, path::Path};
 use toml_edit::{Document, Item, TableLike};
 
 use super::file::ConfigFile;
-use super::problem::{place, Problem};
+use super::problem::{Problem, place};
 
 pub struct Source {
     pub path: std::path::PathBuf,
@@ -26,7 +26,10 @@ struct Entry {
 impl Source {
     /// `file:line:column` of a key (its value when it has one), or the file.
     pub fn place_of(&self, key_path: &[&str]) -> String {
-        let span = self.doc.as_ref().and_then(|doc| span_of(doc.as_item(), key_path));
+        let span = self
+            .doc
+            .as_ref()
+            .and_then(|doc| span_of(doc.as_item(), key_path));
         place(&self.path, &self.text, span)
     }
 
@@ -38,7 +41,9 @@ impl Source {
 /// `file:line:column` of a key in a config text that parsed before.
 pub fn locate(path: &Path, text: &str, key_path: &[&str]) -> String {
     let doc = Document::parse(text.to_string()).ok();
-    let span = doc.as_ref().and_then(|doc| span_of(doc.as_item(), key_path));
+    let span = doc
+        .as_ref()
+        .and_then(|doc| span_of(doc.as_item(), key_path));
     place(path, text, span)
 }
 
@@ -49,7 +54,11 @@ pub fn read(path: &Path, text: &str) -> (Source, Option<ConfigFile>, Vec<Problem
     let mut problems = Vec::new();
     let mut removed: BTreeSet<(Vec<String>, String)> = BTreeSet::new();
     let original_doc = Document::parse(text.to_string()).ok();
-    let mut source = Source { path: path.to_path_buf(), text: text.to_string(), doc: original_doc };
+    let mut source = Source {
+        path: path.to_path_buf(),
+        text: text.to_string(),
+        doc: original_doc,
+    };
 
     // Each round removes at least one entry, so the number of entries bounds it.
     for _ in 0..=text.len() {
@@ -57,9 +66,10 @@ pub fn read(path: &Path, text: &str) -> (Source, Option<ConfigFile>, Vec<Problem
             Ok(doc) => doc,
             Err(err) => {
                 let message = err.message().trim().to_string();
-                problems.push(Problem::new(place(path, text, err.span()), "", message).with_help(
-                    "this is not valid TOML; see https://toml.io for the syntax",
-                ));
+                problems.push(
+                    Problem::new(place(path, text, err.span()), "", message)
+                        .with_help("this is not valid TOML; see https://toml.io for the syntax"),
+                );
                 return (source, None, problems);
             }
         };
@@ -73,7 +83,11 @@ pub fn read(path: &Path, text: &str) -> (Source, Option<ConfigFile>, Vec<Problem
             Err(err) => err,
         };
         let Some(span) = err.span() else {
-            problems.push(Problem::new(place(path, text, None), "", err.message().to_string()));
+            problems.push(Problem::new(
+                place(path, text, None),
+                "",
+                err.message().to_string(),
+            ));
             return (source, None, problems);
         };
         let entries = entries(doc.as_item(), &mut Vec::new());
@@ -82,20 +96,31 @@ pub fn read(path: &Path, text: &str) -> (Source, Option<ConfigFile>, Vec<Problem
             .filter(|e| e.range.contains(&span.start))
             .min_by_key(|e| (e.is_table, e.range.len()));
         let Some(entry) = innermost else {
-            problems.push(Problem::new(place(path, text, Some(span)), "", err.message().to_string()));
+            problems.push(Problem::new(
+                place(path, text, Some(span)),
+                "",
+                err.message().to_string(),
+            ));
             return (source, None, problems);
         };
         // A value that serde rejected is removed alone; an error that belongs
         // to a whole table (say a missing key) removes that table, so the
         // tables after it are still checked.
-        let target = if entry.is_table { table_to_drop(&entries, span.start).unwrap_or(entry) } else { entry };
+        let target = if entry.is_table {
+            table_to_drop(&entries, span.start).unwrap_or(entry)
+        } else {
+            entry
+        };
         let message = err.message().to_string();
         let parent = target.path[..target.path.len().saturating_sub(1)].to_vec();
         let already_reported = missing_field(&message)
             .is_some_and(|field| removed.contains(&(target.path.clone(), field.to_string())));
         if !already_reported {
             let key = target.path.join(".");
-            problems.push(Problem::new(place(path, text, Some(span.clone())), key, message).with_help_opt(help_for(&err)));
+            problems.push(
+                Problem::new(place(path, text, Some(span.clone())), key, message)
+                    .with_help_opt(help_for(&err)),
+            );
         }
         if let Some(last) = target.path.last() {
             removed.insert((parent, last.clone()));
@@ -120,7 +145,10 @@ impl Problem {
 fn help_for(err: &toml_edit::de::Error) -> Option<String> {
     let message = err.message();
     if message.starts_with("unknown field") {
-        Some("remove the key or fix its spelling; the keys this table accepts are listed above".into())
+        Some(
+            "remove the key or fix its spelling; the keys this table accepts are listed above"
+                .into(),
+        )
     } else if message.starts_with("unknown variant") {
         Some("use one of the values listed above".into())
     } else {
@@ -155,14 +183,18 @@ fn blank(text: &mut String, range: Range<usize>) {
 
 fn entries(item: &Item, path: &mut Vec<String>) -> Vec<Entry> {
     let mut out = Vec::new();
-    let Some(table) = item.as_table_like() else { return out };
+    let Some(table) = item.as_table_like() else {
+        return out;
+    };
     collect(table, path, &mut out);
     out
 }
 
 fn collect(table: &dyn TableLike, path: &mut Vec<String>, out: &mut Vec<Entry>) {
     for (name, _) in table.iter() {
-        let Some((key, item)) = table.get_key_value(name) else { continue };
+        let Some((key, item)) = table.get_key_value(name) else {
+            continue;
+        };
         path.push(name.to_string());
         let mut range = merge(key.span(), item.span());
         if let Some(child) = item.as_table_like() {
@@ -173,7 +205,11 @@ fn collect(table: &dyn TableLike, path: &mut Vec<String>, out: &mut Vec<Entry>) 
             }
         }
         if let Some(range) = range {
-            out.push(Entry { path: path.clone(), range, is_table: item.is_table_like() });
+            out.push(Entry {
+                path: path.clone(),
+                range,
+                is_table: item.is_table_like(),
+            });
         }
         path.pop();
     }
@@ -191,7 +227,10 @@ fn span_of(item: &Item, key_path: &[&str]) -> Option<Range<usize>> {
     let table = item.as_table_like()?;
     let (key, child) = table.get_key_value(first)?;
     if rest.is_empty() {
-        return child.span().filter(|_| !child.is_table()).or_else(|| key.span());
+        return child
+            .span()
+            .filter(|_| !child.is_table())
+            .or_else(|| key.span());
     }
     span_of(child, rest).or_else(|| key.span())
 }

@@ -38,7 +38,10 @@ pause = "10ms"
     assert_eq!(a.options.batch_size, 100);
     assert_eq!(a.options.lock_timeout.0.as_millis(), 2000);
     let b = config.task("b").unwrap();
-    assert_eq!((b.options.batch_size, b.options.pause.0.as_millis()), (7, 10));
+    assert_eq!(
+        (b.options.batch_size, b.options.pause.0.as_millis()),
+        (7, 10)
+    );
     assert_eq!(config.state_schema, "pgmaint");
 }
 
@@ -61,15 +64,34 @@ colour = "red"
 "#,
     );
     let text: Vec<String> = found.iter().map(|p| p.to_string()).collect();
-    assert!(text.iter().any(|t| t.starts_with("pgmaint.toml:2:16: database.lock_timeout: invalid duration `soon`")), "{text:#?}");
-    assert!(text.iter().any(|t| t.starts_with("pgmaint.toml:6:1: tasks.a.tabel: unknown field `tabel`")), "{text:#?}");
-    assert!(text.iter().any(|t| t.starts_with("pgmaint.toml:11:9: tasks.b.table: invalid type")), "{text:#?}");
-    assert!(text.iter().any(|t| t.starts_with("pgmaint.toml:13:1: tasks.b.colour: unknown field `colour`")), "{text:#?}");
+    assert!(
+        text.iter()
+            .any(|t| t
+                .starts_with("pgmaint.toml:2:16: database.lock_timeout: invalid duration `soon`")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.starts_with("pgmaint.toml:6:1: tasks.a.tabel: unknown field `tabel`")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.starts_with("pgmaint.toml:11:9: tasks.b.table: invalid type")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.starts_with("pgmaint.toml:13:1: tasks.b.colour: unknown field `colour`")),
+        "{text:#?}"
+    );
 }
 
 #[test]
 fn a_task_missing_its_kind_does_not_hide_the_next_task() {
-    let found = problems("[tasks.a]\ntable = \"t\"\n\n[tasks.b]\nkind = \"purge\"\ntable = \"t\"\nwhere = \"x\"\nbogus = 1\n");
+    let found = problems(
+        "[tasks.a]\ntable = \"t\"\n\n[tasks.b]\nkind = \"purge\"\ntable = \"t\"\nwhere = \"x\"\nbogus = 1\n",
+    );
     let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(keys, ["tasks.a", "tasks.b.bogus"], "{found:#?}");
 }
@@ -77,15 +99,23 @@ fn a_task_missing_its_kind_does_not_hide_the_next_task() {
 #[test]
 fn kinds_not_built_yet_are_refused_with_the_known_ones() {
     let found = problems("[tasks.a]\nkind = \"archive\"\ntable = \"t\"\n");
-    assert!(found[0].message.contains("unknown variant `archive`"), "{found:#?}");
+    assert!(
+        found[0].message.contains("unknown variant `archive`"),
+        "{found:#?}"
+    );
 }
 
 #[test]
 fn purge_needs_exactly_one_filter() {
-    let found = problems("[tasks.a]\nkind = \"purge\"\ntable = \"t\"\nwhere = \"x\"\ntime_column = \"c\"\nolder_than = \"1 day\"\n");
+    let found = problems(
+        "[tasks.a]\nkind = \"purge\"\ntable = \"t\"\nwhere = \"x\"\ntime_column = \"c\"\nolder_than = \"1 day\"\n",
+    );
     assert_eq!(found[0].key, "tasks.a.where");
     let found = problems("[tasks.a]\nkind = \"purge\"\ntable = \"t\"\ntime_column = \"c\"\n");
-    assert!(found[0].message.contains("needs `older_than`"), "{found:#?}");
+    assert!(
+        found[0].message.contains("needs `older_than`"),
+        "{found:#?}"
+    );
 }
 
 #[test]
@@ -100,7 +130,10 @@ fn a_missing_environment_variable_is_named() {
 fn interpolation_replaces_set_variables_and_keeps_escapes() {
     let home = std::env::var("HOME").unwrap_or_default();
     assert_eq!(interpolate_env("a${HOME}b").unwrap(), format!("a{home}b"));
-    assert_eq!(interpolate_env("$${HOME} costs $5").unwrap(), "${HOME} costs $5");
+    assert_eq!(
+        interpolate_env("$${HOME} costs $5").unwrap(),
+        "${HOME} costs $5"
+    );
 }
 
 #[test]
@@ -109,12 +142,22 @@ fn bad_cron_and_time_zone_are_reported() {
         "[tasks.a]\nkind = \"purge\"\ntable = \"t\"\nwhere = \"x\"\n[schedules.s]\ncron = \"61 * * * *\"\ntimezone = \"Mars/Olympus\"\ntasks = [\"a\", \"nope\"]\n",
     );
     let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
-    assert_eq!(keys, ["schedules.s.cron", "schedules.s.timezone", "schedules.s.tasks"], "{found:#?}");
+    assert_eq!(
+        keys,
+        [
+            "schedules.s.cron",
+            "schedules.s.timezone",
+            "schedules.s.tasks"
+        ],
+        "{found:#?}"
+    );
 }
 
 #[test]
 fn high_severity_without_backups_available_is_refused_until_backup_is_false() {
-    let found = problems("[tasks.a]\nkind = \"purge\"\ntable = \"t\"\nwhere = \"x\"\nseverity = \"high\"\n");
+    let found = problems(
+        "[tasks.a]\nkind = \"purge\"\ntable = \"t\"\nwhere = \"x\"\nseverity = \"high\"\n",
+    );
     assert_eq!(found[0].key, "tasks.a.severity");
     let config = parse("[tasks.a]\nkind = \"purge\"\ntable = \"t\"\nwhere = \"x\"\nseverity = \"high\"\nbackup = false\n").unwrap();
     assert_eq!(config.task("a").unwrap().severity, Severity::High);

@@ -24,12 +24,26 @@ const INIT_LOCK: i64 = 0x7067_6d69_6e69_7400;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("pgmaint's state schema \"{0}\" does not exist in this database\n  help: run `pgmaint init` to create it")]
+    #[error(
+        "pgmaint's state schema \"{0}\" does not exist in this database\n  help: run `pgmaint init` to create it"
+    )]
     Missing(String),
-    #[error("pgmaint's state schema \"{schema}\" is at version {found}; this pgmaint needs version {wanted}\n  help: run `pgmaint init` to upgrade it")]
-    Outdated { schema: String, found: i32, wanted: i32 },
-    #[error("pgmaint's state schema \"{schema}\" is at version {found}, newer than this pgmaint knows ({wanted})\n  help: upgrade pgmaint")]
-    TooNew { schema: String, found: i32, wanted: i32 },
+    #[error(
+        "pgmaint's state schema \"{schema}\" is at version {found}; this pgmaint needs version {wanted}\n  help: run `pgmaint init` to upgrade it"
+    )]
+    Outdated {
+        schema: String,
+        found: i32,
+        wanted: i32,
+    },
+    #[error(
+        "pgmaint's state schema \"{schema}\" is at version {found}, newer than this pgmaint knows ({wanted})\n  help: upgrade pgmaint"
+    )]
+    TooNew {
+        schema: String,
+        found: i32,
+        wanted: i32,
+    },
     #[error("{0}")]
     Database(String),
 }
@@ -44,22 +58,32 @@ pub fn latest_version() -> i32 {
     migrations::STEPS.len() as i32
 }
 
-async fn current_version(client: &impl GenericClient, schema: &str) -> Result<Option<i32>, StateError> {
+async fn current_version(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<Option<i32>, StateError> {
     let exists: bool = client
-        .query_one("SELECT to_regclass(format('%I.schema_version', $1::text)) IS NOT NULL", &[&schema])
+        .query_one(
+            "SELECT to_regclass(format('%I.schema_version', $1::text)) IS NOT NULL",
+            &[&schema],
+        )
         .await?
         .get(0);
     if !exists {
         return Ok(None);
     }
-    let q = format!("SELECT coalesce(max(version), 0) FROM {}.schema_version", quote_ident(schema));
+    let q = format!(
+        "SELECT coalesce(max(version), 0) FROM {}.schema_version",
+        quote_ident(schema)
+    );
     Ok(Some(client.query_one(&q, &[]).await?.get(0)))
 }
 
 /// Creates or upgrades the schema. Returns the versions it applied.
 pub async fn init(client: &mut Client, schema: &str) -> Result<Vec<i32>, StateError> {
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INIT_LOCK]).await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INIT_LOCK])
+        .await?;
     let quoted = quote_ident(schema);
     tx.batch_execute(&format!(
         "CREATE SCHEMA IF NOT EXISTS {quoted};
@@ -69,13 +93,21 @@ pub async fn init(client: &mut Client, schema: &str) -> Result<Vec<i32>, StateEr
     .await?;
     let found = current_version(&tx, schema).await?.unwrap_or(0);
     if found > latest_version() {
-        return Err(StateError::TooNew { schema: schema.into(), found, wanted: latest_version() });
+        return Err(StateError::TooNew {
+            schema: schema.into(),
+            found,
+            wanted: latest_version(),
+        });
     }
     let mut applied = Vec::new();
     for (index, step) in migrations::STEPS.iter().enumerate().skip(found as usize) {
         let version = index as i32 + 1;
         tx.batch_execute(&step.replace("{schema}", &quoted)).await?;
-        tx.execute(&format!("INSERT INTO {quoted}.schema_version (version) VALUES ($1)"), &[&version]).await?;
+        tx.execute(
+            &format!("INSERT INTO {quoted}.schema_version (version) VALUES ($1)"),
+            &[&version],
+        )
+        .await?;
         applied.push(version);
     }
     tx.commit().await?;
@@ -87,12 +119,16 @@ pub async fn init(client: &mut Client, schema: &str) -> Result<Vec<i32>, StateEr
 pub async fn ensure_ready(client: &Client, schema: &str) -> Result<(), StateError> {
     match current_version(client, schema).await? {
         None => Err(StateError::Missing(schema.into())),
-        Some(found) if found < latest_version() => {
-            Err(StateError::Outdated { schema: schema.into(), found, wanted: latest_version() })
-        }
-        Some(found) if found > latest_version() => {
-            Err(StateError::TooNew { schema: schema.into(), found, wanted: latest_version() })
-        }
+        Some(found) if found < latest_version() => Err(StateError::Outdated {
+            schema: schema.into(),
+            found,
+            wanted: latest_version(),
+        }),
+        Some(found) if found > latest_version() => Err(StateError::TooNew {
+            schema: schema.into(),
+            found,
+            wanted: latest_version(),
+        }),
         Some(_) => Ok(()),
     }
 }
@@ -109,12 +145,21 @@ impl Trigger {
     pub fn cli(command: &str) -> Trigger {
         let user = whoami::username().unwrap_or_else(|_| "unknown".into());
         let host = gethostname::gethostname().to_string_lossy().into_owned();
-        Trigger { kind: "cli", who: format!("{user}@{host}"), command: command.into() }
+        Trigger {
+            kind: "cli",
+            who: format!("{user}@{host}"),
+            command: command.into(),
+        }
     }
 }
 
 /// Records a new run and takes the advisory lock that marks it alive.
-pub async fn start_run(client: &mut Client, schema: &str, trigger: &Trigger, dry_run: bool) -> Result<i64, StateError> {
+pub async fn start_run(
+    client: &mut Client,
+    schema: &str,
+    trigger: &Trigger,
+    dry_run: bool,
+) -> Result<i64, StateError> {
     let q = quote_ident(schema);
     let tx = client.transaction().await?;
     let id: i64 = tx
@@ -129,7 +174,11 @@ pub async fn start_run(client: &mut Client, schema: &str, trigger: &Trigger, dry
         .get(0);
     // Taken before the row is visible to anyone, so no one can see the run
     // without its lock.
-    tx.execute("SELECT pg_advisory_lock($1, $2)", &[&RUN_LOCK_CLASS, &run_lock_key(id)]).await?;
+    tx.execute(
+        "SELECT pg_advisory_lock($1, $2)",
+        &[&RUN_LOCK_CLASS, &run_lock_key(id)],
+    )
+    .await?;
     tx.commit().await?;
     Ok(id)
 }
@@ -138,19 +187,39 @@ fn run_lock_key(run_id: i64) -> i32 {
     (run_id % i32::MAX as i64) as i32
 }
 
-pub async fn finish_run(client: &Client, schema: &str, run_id: i64, status: Status, error: Option<&str>) -> Result<(), StateError> {
+pub async fn finish_run(
+    client: &Client,
+    schema: &str,
+    run_id: i64,
+    status: Status,
+    error: Option<&str>,
+) -> Result<(), StateError> {
     let q = quote_ident(schema);
     client
         .execute(
-            &format!("UPDATE {q}.runs SET status = $2, finished_at = now(), error = $3 WHERE id = $1"),
+            &format!(
+                "UPDATE {q}.runs SET status = $2, finished_at = now(), error = $3 WHERE id = $1"
+            ),
             &[&run_id, &status.as_str(), &error],
         )
         .await?;
-    client.execute("SELECT pg_advisory_unlock($1, $2)", &[&RUN_LOCK_CLASS, &run_lock_key(run_id)]).await?;
+    client
+        .execute(
+            "SELECT pg_advisory_unlock($1, $2)",
+            &[&RUN_LOCK_CLASS, &run_lock_key(run_id)],
+        )
+        .await?;
     Ok(())
 }
 
-pub async fn start_task_run(client: &Client, schema: &str, run_id: i64, task: &str, kind: &str, dry_run: bool) -> Result<i64, StateError> {
+pub async fn start_task_run(
+    client: &Client,
+    schema: &str,
+    run_id: i64,
+    task: &str,
+    kind: &str,
+    dry_run: bool,
+) -> Result<i64, StateError> {
     let q = quote_ident(schema);
     Ok(client
         .query_one(
@@ -163,18 +232,36 @@ pub async fn start_task_run(client: &Client, schema: &str, run_id: i64, task: &s
         .get(0))
 }
 
-pub async fn record_progress(client: &Client, schema: &str, task_run_id: i64, counters: Counters) -> Result<(), tokio_postgres::Error> {
+pub async fn record_progress(
+    client: &Client,
+    schema: &str,
+    task_run_id: i64,
+    counters: Counters,
+) -> Result<(), tokio_postgres::Error> {
     let q = quote_ident(schema);
     client
         .execute(
-            &format!("UPDATE {q}.task_runs SET rows = $2, batches = $3, retries = $4 WHERE id = $1"),
-            &[&task_run_id, &(counters.rows as i64), &(counters.batches as i64), &(counters.retries as i64)],
+            &format!(
+                "UPDATE {q}.task_runs SET rows = $2, batches = $3, retries = $4 WHERE id = $1"
+            ),
+            &[
+                &task_run_id,
+                &(counters.rows as i64),
+                &(counters.batches as i64),
+                &(counters.retries as i64),
+            ],
         )
         .await?;
     Ok(())
 }
 
-pub async fn finish_task_run(client: &Client, schema: &str, task_run_id: i64, outcome: &Outcome, duration_ms: i64) -> Result<(), StateError> {
+pub async fn finish_task_run(
+    client: &Client,
+    schema: &str,
+    task_run_id: i64,
+    outcome: &Outcome,
+    duration_ms: i64,
+) -> Result<(), StateError> {
     let q = quote_ident(schema);
     client
         .execute(
@@ -202,7 +289,10 @@ pub async fn finish_task_run(client: &Client, schema: &str, task_run_id: i64, ou
 pub async fn mark_interrupted(client: &Client, schema: &str) -> Result<Vec<i64>, StateError> {
     let q = quote_ident(schema);
     let running: Vec<i64> = client
-        .query(&format!("SELECT id FROM {q}.runs WHERE status = 'running' ORDER BY id"), &[])
+        .query(
+            &format!("SELECT id FROM {q}.runs WHERE status = 'running' ORDER BY id"),
+            &[],
+        )
         .await?
         .iter()
         .map(|r| r.get(0))
@@ -210,14 +300,18 @@ pub async fn mark_interrupted(client: &Client, schema: &str) -> Result<Vec<i64>,
     let mut marked = Vec::new();
     for id in running {
         let key = run_lock_key(id);
-        let free: bool = client.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&RUN_LOCK_CLASS, &key]).await?.get(0);
+        let free: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, $2)",
+                &[&RUN_LOCK_CLASS, &key],
+            )
+            .await?
+            .get(0);
         if !free {
             continue;
         }
         let message = "its process ended without finishing (killed, crashed or lost its connection); uncommitted batches were rolled back";
-        client
-            .batch_execute("BEGIN")
-            .await?;
+        client.batch_execute("BEGIN").await?;
         let updated = async {
             client
                 .execute(
@@ -237,8 +331,19 @@ pub async fn mark_interrupted(client: &Client, schema: &str) -> Result<Vec<i64>,
                 .await
         }
         .await;
-        client.batch_execute(if updated.is_ok() { "COMMIT" } else { "ROLLBACK" }).await?;
-        client.execute("SELECT pg_advisory_unlock($1, $2)", &[&RUN_LOCK_CLASS, &key]).await?;
+        client
+            .batch_execute(if updated.is_ok() {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            })
+            .await?;
+        client
+            .execute(
+                "SELECT pg_advisory_unlock($1, $2)",
+                &[&RUN_LOCK_CLASS, &key],
+            )
+            .await?;
         updated?;
         marked.push(id);
     }
@@ -247,23 +352,43 @@ pub async fn mark_interrupted(client: &Client, schema: &str) -> Result<Vec<i64>,
 
 /// Takes the lock that keeps one task to one runner, without waiting.
 /// Returns false when another process holds it.
-pub async fn try_lock_task(client: &Client, schema: &str, task: &str) -> Result<bool, tokio_postgres::Error> {
+pub async fn try_lock_task(
+    client: &Client,
+    schema: &str,
+    task: &str,
+) -> Result<bool, tokio_postgres::Error> {
     let key = format!("{schema}.{task}");
     Ok(client
-        .query_one("SELECT pg_try_advisory_lock($1, hashtext($2))", &[&TASK_LOCK_CLASS, &key])
+        .query_one(
+            "SELECT pg_try_advisory_lock($1, hashtext($2))",
+            &[&TASK_LOCK_CLASS, &key],
+        )
         .await?
         .get(0))
 }
 
-pub async fn unlock_task(client: &Client, schema: &str, task: &str) -> Result<(), tokio_postgres::Error> {
+pub async fn unlock_task(
+    client: &Client,
+    schema: &str,
+    task: &str,
+) -> Result<(), tokio_postgres::Error> {
     let key = format!("{schema}.{task}");
-    client.execute("SELECT pg_advisory_unlock($1, hashtext($2))", &[&TASK_LOCK_CLASS, &key]).await?;
+    client
+        .execute(
+            "SELECT pg_advisory_unlock($1, hashtext($2))",
+            &[&TASK_LOCK_CLASS, &key],
+        )
+        .await?;
     Ok(())
 }
 
 /// The run that currently holds a task, for the message of the one that
 /// has to skip it.
-pub async fn holder_of_task(client: &Client, schema: &str, task: &str) -> Result<Option<(i64, String)>, StateError> {
+pub async fn holder_of_task(
+    client: &Client,
+    schema: &str,
+    task: &str,
+) -> Result<Option<(i64, String)>, StateError> {
     let q = quote_ident(schema);
     Ok(client
         .query_opt(
@@ -305,7 +430,12 @@ pub struct RunRecord {
 
 /// The latest runs, newest first; with `task`, only runs that ran it (and
 /// only that task's rows).
-pub async fn history(client: &Client, schema: &str, task: Option<&str>, limit: i64) -> Result<Vec<RunRecord>, StateError> {
+pub async fn history(
+    client: &Client,
+    schema: &str,
+    task: Option<&str>,
+    limit: i64,
+) -> Result<Vec<RunRecord>, StateError> {
     let q = quote_ident(schema);
     let runs = client
         .query(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::config::{file::TaskFile, TaskKind, TaskOptions};
+use crate::config::{TaskKind, TaskOptions, file::TaskFile};
 use crate::output::Progress;
 use crate::status::Status;
 use crate::stop::Stop;
@@ -40,7 +40,11 @@ impl TaskSpec {
         }
     }
 
-    pub fn resolve(name: &str, file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<TaskSpec> {
+    pub fn resolve(
+        name: &str,
+        file: &TaskFile,
+        report: &mut ReportProblem<'_>,
+    ) -> Option<TaskSpec> {
         match file.kind {
             TaskKind::Purge => purge::PurgeSpec::resolve(name, file, report).map(TaskSpec::Purge),
         }
@@ -83,9 +87,17 @@ pub trait Task {
     /// reading) and fixes the plan both a dry run and a run follow.
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<Self::Plan, TaskError>;
     /// The dry run: what a run of this plan would do, changing nothing.
-    async fn describe(&self, ctx: &mut TaskContext<'_>, plan: &Self::Plan) -> Result<Outcome, TaskError>;
+    async fn describe(
+        &self,
+        ctx: &mut TaskContext<'_>,
+        plan: &Self::Plan,
+    ) -> Result<Outcome, TaskError>;
     /// The run: carries the plan out in bounded batches.
-    async fn execute(&self, ctx: &mut TaskContext<'_>, plan: Self::Plan) -> Result<Outcome, TaskError>;
+    async fn execute(
+        &self,
+        ctx: &mut TaskContext<'_>,
+        plan: Self::Plan,
+    ) -> Result<Outcome, TaskError>;
     async fn check(&self, client: &Client) -> Vec<CheckProblem>;
 }
 
@@ -142,7 +154,11 @@ pub struct ProgressRecord {
 
 impl ProgressRecord {
     pub fn new(schema: String, task_run_id: i64) -> Self {
-        Self { schema, task_run_id, last: None }
+        Self {
+            schema,
+            task_run_id,
+            last: None,
+        }
     }
 }
 
@@ -173,19 +189,29 @@ impl TaskContext<'_> {
 
     pub fn log_statement(&self, sql: &str) {
         if self.verbose {
-            eprintln!("[{}] {}", self.task_name, sql.split_whitespace().collect::<Vec<_>>().join(" "));
+            eprintln!(
+                "[{}] {}",
+                self.task_name,
+                sql.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
         }
     }
 
     /// Saves the running totals to the task's history row, at most once a
     /// second, so a run that dies still shows how far it got.
     pub async fn record_progress(&mut self, counters: Counters) -> Result<(), TaskError> {
-        let Some(record) = self.record.as_mut() else { return Ok(()) };
-        if record.last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+        let Some(record) = self.record.as_mut() else {
+            return Ok(());
+        };
+        if record
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
             return Ok(());
         }
         record.last = Some(Instant::now());
-        crate::state::record_progress(self.client, &record.schema, record.task_run_id, counters).await?;
+        crate::state::record_progress(self.client, &record.schema, record.task_run_id, counters)
+            .await?;
         Ok(())
     }
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
-use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
 
 use super::{CheckProblem, Counters, Outcome, ReportProblem, Task, TaskContext, TaskError};
 use crate::config::file::TaskFile;
@@ -27,7 +27,11 @@ const MAX_WINDOW_PAGES: i64 = 8192;
 /// A batch slower than this scans a smaller window next time.
 const SLOW_BATCH: Duration = Duration::from_millis(150);
 const SAMPLE_ROWS: u32 = 5;
-const TIME_TYPES: &[&str] = &["date", "timestamp without time zone", "timestamp with time zone"];
+const TIME_TYPES: &[&str] = &[
+    "date",
+    "timestamp without time zone",
+    "timestamp with time zone",
+];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PurgeSpec {
@@ -77,6 +81,11 @@ impl PurgePlan {
     fn batch_statement(&self) -> String {
         sql::delete_batch_in_pages(&self.table, &self.filter_sql)
     }
+
+    /// The statement for windows that cannot hold more than a batch.
+    fn narrow_statement(&self) -> String {
+        sql::delete_in_pages(&self.table, &self.filter_sql.replace("$4", "$3"))
+    }
 }
 
 impl PurgeSpec {
@@ -84,29 +93,50 @@ impl PurgeSpec {
         self.table.clone()
     }
 
-    pub fn resolve(name: &str, file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<PurgeSpec> {
+    pub fn resolve(
+        name: &str,
+        file: &TaskFile,
+        report: &mut ReportProblem<'_>,
+    ) -> Option<PurgeSpec> {
         let _ = name;
         let table = file.table.clone();
         if table.is_none() {
-            report("table", "a purge task needs `table`".into(), Some("add `table = \"schema.table\"`".into()));
+            report(
+                "table",
+                "a purge task needs `table`".into(),
+                Some("add `table = \"schema.table\"`".into()),
+            );
         }
         let filter = match (&file.where_, &file.time_column, &file.older_than) {
-            (Some(predicate), None, None) if !predicate.trim().is_empty() => {
-                Some(Filter::Where { predicate: predicate.clone() })
-            }
+            (Some(predicate), None, None) if !predicate.trim().is_empty() => Some(Filter::Where {
+                predicate: predicate.clone(),
+            }),
             (Some(_), None, None) => {
-                report("where", "`where` is empty".into(), Some("write the condition rows must meet to be deleted".into()));
+                report(
+                    "where",
+                    "`where` is empty".into(),
+                    Some("write the condition rows must meet to be deleted".into()),
+                );
                 None
             }
-            (None, Some(column), Some(age)) => {
-                Some(Filter::OlderThan { time_column: column.clone(), older_than: age.clone() })
-            }
+            (None, Some(column), Some(age)) => Some(Filter::OlderThan {
+                time_column: column.clone(),
+                older_than: age.clone(),
+            }),
             (None, Some(_), None) => {
-                report("time_column", "`time_column` needs `older_than`".into(), Some("add e.g. `older_than = \"30 days\"`".into()));
+                report(
+                    "time_column",
+                    "`time_column` needs `older_than`".into(),
+                    Some("add e.g. `older_than = \"30 days\"`".into()),
+                );
                 None
             }
             (None, None, Some(_)) => {
-                report("older_than", "`older_than` needs `time_column`".into(), Some("add e.g. `time_column = \"created_at\"`".into()));
+                report(
+                    "older_than",
+                    "`older_than` needs `time_column`".into(),
+                    Some("add e.g. `time_column = \"created_at\"`".into()),
+                );
                 None
             }
             (None, None, None) => {
@@ -126,26 +156,40 @@ impl PurgeSpec {
                 None
             }
         };
-        Some(PurgeSpec { table: table?, filter: filter? })
+        Some(PurgeSpec {
+            table: table?,
+            filter: filter?,
+        })
     }
 
     /// Finds the table and checks the filter against it. Every problem is
     /// returned with the key it belongs to.
     async fn validate(&self, client: &Client) -> Result<(TableInfo, String), Vec<CheckProblem>> {
-        let problem = |key, message: String, help: Option<String>| CheckProblem { key, message, help };
+        let problem =
+            |key, message: String, help: Option<String>| CheckProblem { key, message, help };
         let info = db::lookup_table(client, &self.table).await.map_err(|err| {
-            vec![problem("table", err.to_string(), Some("check the name, or set search_path / qualify it as schema.table".into()))]
+            vec![problem(
+                "table",
+                err.to_string(),
+                Some("check the name, or set search_path / qualify it as schema.table".into()),
+            )]
         })?;
         if info.kind == 'p' {
             return Err(vec![problem(
                 "table",
-                format!("{} is a partitioned table; purge walks one table's pages", info.name),
+                format!(
+                    "{} is a partitioned table; purge walks one table's pages",
+                    info.name
+                ),
                 Some("configure a purge task per partition".into()),
             )]);
         }
         let filter_sql = match &self.filter {
             Filter::Where { predicate } => sql::predicate(predicate),
-            Filter::OlderThan { time_column, older_than } => {
+            Filter::OlderThan {
+                time_column,
+                older_than,
+            } => {
                 let mut problems = Vec::new();
                 match info.column(time_column) {
                     None => problems.push(problem(
@@ -160,10 +204,16 @@ impl PurgeSpec {
                     )),
                     Some(_) => {}
                 }
-                if let Err(err) = client.query_one("SELECT $1::text::interval", &[older_than]).await {
+                if let Err(err) = client
+                    .query_one("SELECT $1::text::interval", &[older_than])
+                    .await
+                {
                     problems.push(problem(
                         "older_than",
-                        format!("`{older_than}` is not a PostgreSQL interval: {}", db::describe(&err)),
+                        format!(
+                            "`{older_than}` is not a PostgreSQL interval: {}",
+                            db::describe(&err)
+                        ),
                         Some("write e.g. \"7 days\", \"12 hours\", \"1 month\"".into()),
                     ));
                 }
@@ -178,8 +228,16 @@ impl PurgeSpec {
             if let Err(err) = read_only(client, &explain).await {
                 return Err(vec![problem(
                     "where",
-                    format!("the condition is not valid for table {}: {}", info.name, db::describe(&err)),
-                    Some(format!("columns of {} are: {}", info.name, info.column_list())),
+                    format!(
+                        "the condition is not valid for table {}: {}",
+                        info.name,
+                        db::describe(&err)
+                    ),
+                    Some(format!(
+                        "columns of {} are: {}",
+                        info.name,
+                        info.column_list()
+                    )),
                 )]);
             }
         }
@@ -200,42 +258,71 @@ impl Task for PurgeSpec {
 
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<PurgePlan, TaskError> {
         let (info, filter_sql) = self.validate(ctx.client).await.map_err(|problems| {
-            TaskError::Target(problems.iter().map(|p| format!("{}: {}", p.key, p.message)).collect::<Vec<_>>().join("; "))
+            TaskError::Target(
+                problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.key, p.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
         })?;
         let cutoff = match &self.filter {
             Filter::OlderThan { older_than, .. } => Some(
                 ctx.client
-                    .query_one("SELECT (now() - $1::text::interval)::timestamptz", &[older_than])
+                    .query_one(
+                        "SELECT (now() - $1::text::interval)::timestamptz",
+                        &[older_than],
+                    )
                     .await?
                     .get::<_, DateTime<Utc>>(0),
             ),
             Filter::Where { .. } => None,
         };
-        Ok(PurgePlan { table: info.name, filter_sql, cutoff, pages: info.pages, estimated_rows: info.estimated_rows })
+        Ok(PurgePlan {
+            table: info.name,
+            filter_sql,
+            cutoff,
+            pages: info.pages,
+            estimated_rows: info.estimated_rows,
+        })
     }
 
-    async fn describe(&self, ctx: &mut TaskContext<'_>, plan: &PurgePlan) -> Result<Outcome, TaskError> {
+    async fn describe(
+        &self,
+        ctx: &mut TaskContext<'_>,
+        plan: &PurgePlan,
+    ) -> Result<Outcome, TaskError> {
         let client = &*ctx.client;
         let transaction_start = "BEGIN READ ONLY";
         client.batch_execute(transaction_start).await?;
         let described = async {
             let filter = plan.filter_alone();
             let params = plan.filter_params();
-            let explain: serde_json::Value =
-                client.query_one(&sql::explain_matching(&plan.table, &filter), &params).await?.get(0);
+            let explain: serde_json::Value = client
+                .query_one(&sql::explain_matching(&plan.table, &filter), &params)
+                .await?
+                .get(0);
             let estimate = explain[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0) as u64;
             let exact = plan.estimated_rows <= ctx.options.exact_count_limit as f64;
             let rows = if exact {
-                let count: i64 = client.query_one(&sql::count_matching(&plan.table, &filter), &params).await?.get(0);
+                let count: i64 = client
+                    .query_one(&sql::count_matching(&plan.table, &filter), &params)
+                    .await?
+                    .get(0);
                 count as u64
             } else {
                 estimate
             };
             let samples: Vec<serde_json::Value> = client
-                .query(&sql::sample_matching(&plan.table, &filter, SAMPLE_ROWS), &params)
+                .query(
+                    &sql::sample_matching(&plan.table, &filter, SAMPLE_ROWS),
+                    &params,
+                )
                 .await?
                 .iter()
-                .map(|row| serde_json::from_str(row.get::<_, &str>(0)).unwrap_or(serde_json::Value::Null))
+                .map(|row| {
+                    serde_json::from_str(row.get::<_, &str>(0)).unwrap_or(serde_json::Value::Null)
+                })
                 .collect();
             Ok::<_, tokio_postgres::Error>((rows, exact, samples))
         }
@@ -266,23 +353,43 @@ impl Task for PurgeSpec {
                 "statements": [
                     format!("SET lock_timeout = '{}'", ctx.options.lock_timeout.as_pg_setting()),
                     format!("SET statement_timeout = '{}'", ctx.options.statement_timeout.as_pg_setting()),
-                    format!("-- each batch, one transaction, walking pages 0..{} of {}:", plan.pages, plan.table),
+                    format!("-- each batch, one transaction, walking pages 0..{} of {}; windows that can hold more than a batch:", plan.pages, plan.table),
                     plan.batch_statement(),
+                    "-- windows that cannot hold more than a batch ($3 is then the cutoff, if any):".to_string(),
+                    plan.narrow_statement(),
                 ],
                 "parameters": params,
             }),
         })
     }
 
-    async fn execute(&self, ctx: &mut TaskContext<'_>, plan: PurgePlan) -> Result<Outcome, TaskError> {
-        db::set_session(ctx.client, "lock_timeout", &ctx.options.lock_timeout.as_pg_setting()).await?;
-        db::set_session(ctx.client, "statement_timeout", &ctx.options.statement_timeout.as_pg_setting()).await?;
-        let statement = ctx.client.prepare(&plan.batch_statement()).await?;
+    async fn execute(
+        &self,
+        ctx: &mut TaskContext<'_>,
+        plan: PurgePlan,
+    ) -> Result<Outcome, TaskError> {
+        db::set_session(
+            ctx.client,
+            "lock_timeout",
+            &ctx.options.lock_timeout.as_pg_setting(),
+        )
+        .await?;
+        db::set_session(
+            ctx.client,
+            "statement_timeout",
+            &ctx.options.statement_timeout.as_pg_setting(),
+        )
+        .await?;
+        let statements = Statements {
+            limited: ctx.client.prepare(&plan.batch_statement()).await?,
+            narrow: ctx.client.prepare(&plan.narrow_statement()).await?,
+        };
         ctx.log_statement(&plan.batch_statement());
+        ctx.log_statement(&plan.narrow_statement());
         let mut walk = Walk::new(&plan, ctx.options.batch_size);
         ctx.progress.start(plan.pages as u64, "pages");
 
-        let mut stopped = walk.pages(ctx, &statement, 0, plan.pages).await?;
+        let mut stopped = walk.pages(ctx, &statements, 0, plan.pages).await?;
         // Rows inserted or moved (by an update) past the end while the walk
         // ran: walk the pages added since, until the table stops growing.
         let mut end = plan.pages;
@@ -295,7 +402,7 @@ impl Task for PurgeSpec {
             if now <= end {
                 break;
             }
-            stopped = walk.pages(ctx, &statement, end, now).await?;
+            stopped = walk.pages(ctx, &statements, end, now).await?;
             end = now;
         }
         // Ranges whose locks stayed busy get one more round at the end.
@@ -305,7 +412,7 @@ impl Task for PurgeSpec {
                 walk.deferred.push((from, to));
                 continue;
             }
-            stopped = walk.pages(ctx, &statement, from, to).await?;
+            stopped = walk.pages(ctx, &statements, from, to).await?;
         }
         ctx.progress.finish();
         db::set_session(ctx.client, "lock_timeout", "0").await?;
@@ -323,7 +430,10 @@ impl Task for PurgeSpec {
             details["remaining_rows_estimate"] = json!(remaining);
             (
                 Status::Cancelled,
-                Some(format!("{reason} after {} rows; about {remaining} matching rows remain for the next run", counters.rows)),
+                Some(format!(
+                    "{reason} after {} rows; about {remaining} matching rows remain for the next run",
+                    counters.rows
+                )),
             )
         } else if !walk.deferred.is_empty() {
             let pages: i64 = walk.deferred.iter().map(|(a, b)| b - a).sum();
@@ -340,7 +450,14 @@ impl Task for PurgeSpec {
         } else {
             (Status::Succeeded, None)
         };
-        Ok(Outcome { status, rows: counters.rows, batches: counters.batches, retries: counters.retries, error, details })
+        Ok(Outcome {
+            status,
+            rows: counters.rows,
+            batches: counters.batches,
+            retries: counters.retries,
+            error,
+            details,
+        })
     }
 
     async fn check(&self, client: &Client) -> Vec<CheckProblem> {
@@ -348,12 +465,26 @@ impl Task for PurgeSpec {
     }
 }
 
-async fn estimate_remaining(client: &Client, plan: &PurgePlan) -> Result<u64, tokio_postgres::Error> {
+async fn estimate_remaining(
+    client: &Client,
+    plan: &PurgePlan,
+) -> Result<u64, tokio_postgres::Error> {
     let explain: serde_json::Value = client
-        .query_one(&sql::explain_matching(&plan.table, &plan.filter_alone()), &plan.filter_params())
+        .query_one(
+            &sql::explain_matching(&plan.table, &plan.filter_alone()),
+            &plan.filter_params(),
+        )
         .await?
         .get(0);
     Ok(explain[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0) as u64)
+}
+
+/// The two prepared forms of a batch.
+struct Statements {
+    /// `ORDER BY ctid LIMIT batch_size`: for windows that might hold more.
+    limited: tokio_postgres::Statement,
+    /// A plain DELETE over the page range: for windows that cannot.
+    narrow: tokio_postgres::Statement,
 }
 
 /// The state of one ctid walk over a table.
@@ -361,13 +492,20 @@ struct Walk<'p> {
     plan: &'p PurgePlan,
     batch_size: u64,
     window: i64,
+    /// The widest window that cannot hold more than a batch of rows, at the
+    /// table's average rows per page.
+    narrow_window: i64,
     counters: Counters,
     longest_batch: Duration,
     deferred: Vec<(i64, i64)>,
 }
 
 enum Attempt {
-    Done { rows: u64, last_page: Option<i64>, took: Duration },
+    Done {
+        rows: u64,
+        last_page: Option<i64>,
+        took: Duration,
+    },
     LocksBusy,
 }
 
@@ -380,15 +518,24 @@ impl<'p> Walk<'p> {
         } else {
             100.0
         };
-        let window = ((batch_size as f64 / rows_per_page).ceil() as i64).clamp(1, MAX_WINDOW_PAGES);
-        Walk { plan, batch_size, window, counters: Counters::default(), longest_batch: Duration::ZERO, deferred: Vec::new() }
+        let window =
+            ((batch_size as f64 / rows_per_page).floor() as i64).clamp(1, MAX_WINDOW_PAGES);
+        Walk {
+            plan,
+            batch_size,
+            window,
+            narrow_window: window,
+            counters: Counters::default(),
+            longest_batch: Duration::ZERO,
+            deferred: Vec::new(),
+        }
     }
 
     /// Walks pages `[from, to)`. Returns why it stopped early, if it did.
     async fn pages(
         &mut self,
         ctx: &mut TaskContext<'_>,
-        statement: &tokio_postgres::Statement,
+        statements: &Statements,
         from: i64,
         to: i64,
     ) -> Result<Option<&'static str>, TaskError> {
@@ -398,8 +545,15 @@ impl<'p> Walk<'p> {
                 return Ok(Some(reason));
             }
             let upper = (page + self.window).min(to);
-            match self.batch_with_retries(ctx, statement, page, upper).await? {
-                Attempt::Done { rows, last_page, took } => {
+            match self
+                .batch_with_retries(ctx, statements, page, upper)
+                .await?
+            {
+                Attempt::Done {
+                    rows,
+                    last_page,
+                    took,
+                } => {
                     self.counters.rows += rows;
                     self.counters.batches += 1;
                     self.longest_batch = self.longest_batch.max(took);
@@ -420,8 +574,15 @@ impl<'p> Walk<'p> {
     }
 
     /// Where the next batch starts, and how wide it is.
-    fn next_page(&mut self, page: i64, upper: i64, rows: u64, last_page: Option<i64>, took: Duration) -> i64 {
-        if rows >= self.batch_size {
+    fn next_page(
+        &mut self,
+        page: i64,
+        upper: i64,
+        rows: u64,
+        last_page: Option<i64>,
+        took: Duration,
+    ) -> i64 {
+        if rows >= self.batch_size && last_page.is_some() {
             // The LIMIT cut the batch short: resume on the last page it
             // touched (its other rows may still match) with a window that
             // matches what one batch actually covered.
@@ -436,7 +597,12 @@ impl<'p> Walk<'p> {
             let density = rows as f64 / covered as f64;
             ((self.batch_size as f64 * 0.9 / density) as i64).min(covered * 4)
         };
-        self.window = if took > SLOW_BATCH { covered / 2 } else { grown }.clamp(1, MAX_WINDOW_PAGES);
+        self.window = if took > SLOW_BATCH {
+            covered / 2
+        } else {
+            grown
+        }
+        .clamp(1, MAX_WINDOW_PAGES);
         upper
     }
 
@@ -444,40 +610,64 @@ impl<'p> Walk<'p> {
     async fn batch_with_retries(
         &mut self,
         ctx: &mut TaskContext<'_>,
-        statement: &tokio_postgres::Statement,
+        statements: &Statements,
         from: i64,
         to: i64,
     ) -> Result<Attempt, TaskError> {
         let limit = self.batch_size as i64;
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to, &limit];
+        let narrow = to - from <= self.narrow_window;
+        let mut params: Vec<&(dyn ToSql + Sync)> = if narrow {
+            vec![&from, &to]
+        } else {
+            vec![&from, &to, &limit]
+        };
         params.extend(self.plan.filter_params());
         for attempt in 0..=ctx.options.max_retries {
             if ctx.verbose {
-                eprintln!("[{}] batch pages {from}..{to} (attempt {})", ctx.task_name, attempt + 1);
+                eprintln!(
+                    "[{}] batch pages {from}..{to} (attempt {})",
+                    ctx.task_name,
+                    attempt + 1
+                );
             }
             let started = Instant::now();
             let result = async {
                 let transaction = ctx.client.transaction().await?;
-                let row = transaction.query_one(statement, &params).await?;
+                let done = if narrow {
+                    (
+                        transaction.execute(&statements.narrow, &params).await?,
+                        None,
+                    )
+                } else {
+                    let row = transaction.query_one(&statements.limited, &params).await?;
+                    (row.get::<_, i64>(0) as u64, row.get(1))
+                };
                 transaction.commit().await?;
-                Ok::<_, tokio_postgres::Error>(row)
+                Ok::<_, tokio_postgres::Error>(done)
             }
             .await;
             match result {
-                Ok(row) => {
+                Ok((rows, last_page)) => {
                     return Ok(Attempt::Done {
-                        rows: row.get::<_, i64>(0) as u64,
-                        last_page: row.get(1),
+                        rows,
+                        last_page,
                         took: started.elapsed(),
-                    })
+                    });
                 }
                 Err(err) if db::is_transient(&err) => {
                     self.counters.retries += 1;
-                    tracing::info!(task = ctx.task_name, from, to, "batch could not get its locks: {}", db::describe(&err));
+                    tracing::info!(
+                        task = ctx.task_name,
+                        from,
+                        to,
+                        "batch could not get its locks: {}",
+                        db::describe(&err)
+                    );
                     if attempt == ctx.options.max_retries || ctx.should_stop().is_some() {
                         break;
                     }
-                    let backoff = Duration::from_millis(100 * 2u64.pow(attempt.min(6))).min(Duration::from_secs(5));
+                    let backoff = Duration::from_millis(100 * 2u64.pow(attempt.min(6)))
+                        .min(Duration::from_secs(5));
                     ctx.stop.sleep(backoff).await;
                 }
                 Err(err) => return Err(err.into()),

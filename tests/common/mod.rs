@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 use std::process::Output;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use pgmaint::cluster::{Cluster, ClusterOptions};
 use tokio_postgres::{Client, NoTls};
@@ -32,10 +32,21 @@ impl TestDb {
     /// A new, empty database of the shared cluster.
     pub async fn new() -> TestDb {
         let cluster = cluster();
-        let name = format!("t{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::SeqCst));
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::SeqCst)
+        );
         let admin = connect(&cluster.url("postgres")).await;
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
-        TestDb { url: cluster.url(&name), name, dir: tempfile::tempdir().expect("temp dir") }
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        TestDb {
+            url: cluster.url(&name),
+            name,
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
     }
 
     pub async fn client(&self) -> Client {
@@ -51,7 +62,11 @@ impl TestDb {
 
     /// Runs the pgmaint binary with this database and `pgmaint.toml`.
     pub async fn pgmaint(&self, args: &[&str]) -> Run {
-        self.command(args).output().await.expect("run pgmaint").into()
+        self.command(args)
+            .output()
+            .await
+            .expect("run pgmaint")
+            .into()
     }
 
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
@@ -69,12 +84,19 @@ impl TestDb {
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        self.client().await.query_one(sql, &[]).await.expect(sql).get(0)
+        self.client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .expect(sql)
+            .get(0)
     }
 }
 
 pub async fn connect(url: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("connect to test cluster");
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .expect("connect to test cluster");
     tokio::spawn(connection);
     client
 }
@@ -98,12 +120,21 @@ impl From<Output> for Run {
 
 impl Run {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     #[track_caller]
     pub fn assert_code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, code, "exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
