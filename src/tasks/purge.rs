@@ -632,17 +632,14 @@ impl<'p> Walk<'p> {
             }
             let started = Instant::now();
             let result = async {
-                let transaction = ctx.client.transaction().await?;
+                // One statement is its own transaction: it commits whole or
+                // not at all, without BEGIN and COMMIT round trips.
                 let done = if narrow {
-                    (
-                        transaction.execute(&statements.narrow, &params).await?,
-                        None,
-                    )
+                    (ctx.client.execute(&statements.narrow, &params).await?, None)
                 } else {
-                    let row = transaction.query_one(&statements.limited, &params).await?;
+                    let row = ctx.client.query_one(&statements.limited, &params).await?;
                     (row.get::<_, i64>(0) as u64, row.get(1))
                 };
-                transaction.commit().await?;
                 Ok::<_, tokio_postgres::Error>(done)
             }
             .await;
