@@ -92,7 +92,7 @@ pub async fn demo(cli: &Cli, args: &DemoArgs) -> Result<bool, CliError> {
     .await
     .map_err(|e| CliError::Failed(e.to_string()))?
     .map_err(|e| CliError::Failed(e.to_string()))?;
-    let result = demo_on(cli, args, &cluster).await;
+    let result = demo_on(cli, &cluster).await;
     if args.keep {
         let url = cluster.url("demo_app");
         println!();
@@ -118,7 +118,7 @@ pub async fn demo(cli: &Cli, args: &DemoArgs) -> Result<bool, CliError> {
     result
 }
 
-async fn demo_on(cli: &Cli, args: &DemoArgs, cluster: &Cluster) -> Result<bool, CliError> {
+async fn demo_on(cli: &Cli, cluster: &Cluster) -> Result<bool, CliError> {
     let admin_target = crate::connect::resolve(Some(&cluster.url("postgres")), None)?;
     let admin = crate::connect::connect(&admin_target).await?;
     admin.batch_execute("CREATE DATABASE demo_app").await?;
@@ -128,7 +128,6 @@ async fn demo_on(cli: &Cli, args: &DemoArgs, cluster: &Cluster) -> Result<bool, 
     let config_path: PathBuf = cluster.dir.join("pgmaint.toml");
     std::fs::write(&config_path, SAMPLE_CONFIG.replace("{url}", &url))
         .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", config_path.display())))?;
-    let _ = args;
 
     say(
         cli,

@@ -294,7 +294,6 @@ fn resolve_task(
     let backup = task.backup.unwrap_or(severity >= Severity::High);
     let before = problems.len();
     let spec = TaskSpec::resolve(
-        name,
         &task,
         &mut |key: &str, message: String, help: Option<String>| {
             let problem = source.problem(&["tasks", name, key], message);

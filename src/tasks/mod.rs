@@ -40,13 +40,9 @@ impl TaskSpec {
         }
     }
 
-    pub fn resolve(
-        name: &str,
-        file: &TaskFile,
-        report: &mut ReportProblem<'_>,
-    ) -> Option<TaskSpec> {
+    pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<TaskSpec> {
         match file.kind {
-            TaskKind::Purge => purge::PurgeSpec::resolve(name, file, report).map(TaskSpec::Purge),
+            TaskKind::Purge => purge::PurgeSpec::resolve(file, report).map(TaskSpec::Purge),
         }
     }
 

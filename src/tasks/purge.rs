@@ -4,8 +4,10 @@
 //! The batches walk the table's pages in order (a ctid walk): each batch
 //! deletes matching rows from a window of pages, found by a TID Range Scan,
 //! so it never re-reads the dead tuples earlier batches left behind. The
-//! window adapts so a batch deletes about `batch_size` rows, and a `LIMIT`
-//! keeps it from ever deleting more. docs/architecture.md has the
+//! window adapts so a batch deletes about `batch_size` rows. Wide windows
+//! carry a `LIMIT` that caps the batch; a narrow window, sized to hold at
+//! most a batch at the table's average rows per page, is deleted whole, so
+//! pages much denser than average can take a batch somewhat over. docs/architecture.md has the
 //! measurements behind this choice.
 
 use std::time::{Duration, Instant};
@@ -93,12 +95,7 @@ impl PurgeSpec {
         self.table.clone()
     }
 
-    pub fn resolve(
-        name: &str,
-        file: &TaskFile,
-        report: &mut ReportProblem<'_>,
-    ) -> Option<PurgeSpec> {
-        let _ = name;
+    pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<PurgeSpec> {
         let table = file.table.clone();
         if table.is_none() {
             report(
