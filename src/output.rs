@@ -14,10 +14,13 @@ const SHOW_AFTER: Duration = Duration::from_millis(1500);
 
 pub fn table(headers: &[&str]) -> Table {
     let mut table = Table::new();
-    table
-        .load_style(UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(headers);
+    table.load_style(UTF8_FULL_CONDENSED).set_header(headers);
+    // Fit the terminal's width, unless it reports none or an absurd one (a
+    // pseudo-terminal nobody sized says 0 columns, which would put one
+    // character per line).
+    if table.width().is_some_and(|width| width >= 40) {
+        table.set_content_arrangement(ContentArrangement::Dynamic);
+    }
     table
 }
 

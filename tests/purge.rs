@@ -425,3 +425,48 @@ async fn commands_that_need_the_state_schema_say_to_run_init() {
     again.assert_code(0);
     assert!(again.stdout.contains("up to date"), "{}", again.stdout);
 }
+
+#[tokio::test]
+async fn a_terminal_gets_a_progress_bar_and_a_pipe_does_not() {
+    // 5,000 expired rows in batches of 250 with a 100ms pause: about 2s of
+    // work, past the 1.5s after which the bar appears.
+    let db = tokens("batch_size = 250\npause = \"100ms\"").await;
+    let command = format!(
+        "stty cols 120 rows 40; {} --config {} --database-url '{}' run expired_tokens",
+        env!("CARGO_BIN_EXE_pgmaint"),
+        db.dir.path().join("pgmaint.toml").display(),
+        db.url
+    );
+    let transcript = db.dir.path().join("terminal.out");
+    let status = tokio::process::Command::new("script")
+        .args(["-qfec", &command])
+        .arg(&transcript)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .expect(
+            "the progress bar test runs pgmaint on a pseudo-terminal with `script` (util-linux)",
+        );
+    assert!(status.success());
+    let seen = std::fs::read_to_string(&transcript).unwrap();
+    assert!(
+        seen.contains("rows/s") && seen.contains("ETA") && seen.contains("% of"),
+        "no progress bar on the terminal:\n{seen}"
+    );
+    assert!(seen.contains("succeeded"), "{seen}");
+    assert_eq!(expired_and_valid(&db).await, (0, 5000));
+
+    // The same work with stderr piped: no bar, no escape codes.
+    db.client()
+        .await
+        .batch_execute("INSERT INTO tokens SELECT i, now() - interval '1 day' FROM generate_series(10001, 15000) i")
+        .await
+        .unwrap();
+    let run = db.pgmaint(&["run", "expired_tokens"]).await;
+    run.assert_code(0);
+    assert!(
+        !run.stderr.contains("rows/s") && !run.stderr.contains('\u{1b}'),
+        "{}",
+        run.stderr
+    );
+}
