@@ -16,6 +16,8 @@ Examples:
   pgmaint run --all                            run every enabled task
   pgmaint run old_request_logs --max-runtime 10min
   pgmaint history --task old_request_logs --json
+  pgmaint backups                              backups of removed rows
+  pgmaint restore 12 --dry-run                 what restoring backup 12 would put back
 
 Exit codes: 0 success; 1 a task failed; 2 bad usage or bad config (nothing was changed).";
 
@@ -62,6 +64,14 @@ pub enum Command {
         after_help = "Examples:\n  pgmaint history\n  pgmaint history --task old_request_logs --limit 5 --json"
     )]
     History(HistoryArgs),
+    /// List backups: the rows destructive tasks removed, kept on disk
+    #[command(after_help = "Examples:\n  pgmaint backups\n  pgmaint backups --json")]
+    Backups,
+    /// Put back the rows a backup saved (rows already present are left alone)
+    #[command(
+        after_help = "Examples:\n  pgmaint restore 12 --dry-run     how many rows would come back, changing nothing\n  pgmaint restore 12"
+    )]
+    Restore(RestoreArgs),
     /// A throwaway local PostgreSQL with a sample app, maintained end to end
     #[command(
         after_help = "Needs the PostgreSQL server binaries (initdb, postgres).\nExamples:\n  pgmaint demo\n  pgmaint demo --keep"
@@ -113,6 +123,15 @@ pub struct HistoryArgs {
     /// How many runs to show
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub limit: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup's id, as `pgmaint backups` lists it
+    pub backup: i64,
+    /// Count what would come back, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -56,6 +56,8 @@ pub async fn set_session(
 pub struct Column {
     pub name: String,
     pub type_name: String,
+    /// A generated column: computed by PostgreSQL, never inserted.
+    pub generated: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +75,15 @@ pub struct TableInfo {
 impl TableInfo {
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// The columns an INSERT can name: all but generated ones.
+    pub fn insertable_columns(&self) -> Vec<String> {
+        self.columns
+            .iter()
+            .filter(|c| !c.generated)
+            .map(|c| c.name.clone())
+            .collect()
     }
 
     pub fn column_list(&self) -> String {
@@ -141,14 +152,14 @@ pub async fn lookup_table(
     }
     let columns = client
         .query(
-            "SELECT attname::text, format_type(atttypid, atttypmod)
+            "SELECT attname::text, format_type(atttypid, atttypmod), attgenerated <> ''
                FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             &[&oid],
         )
         .await
         .map_err(|e| LookupError::Database(describe(&e)))?
         .iter()
-        .map(|r| Column { name: r.get(0), type_name: r.get(1) })
+        .map(|r| Column { name: r.get(0), type_name: r.get(1), generated: r.get(2) })
         .collect();
     Ok(TableInfo {
         oid,
@@ -158,6 +169,42 @@ pub async fn lookup_table(
         estimated_rows: row.get(4),
         pages: row.get(5),
     })
+}
+
+/// The columns of the table's primary key, in key order (empty without one).
+pub async fn primary_key(
+    client: &impl GenericClient,
+    oid: u32,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT a.attname::text
+               FROM pg_index i
+               CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position)
+               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+              WHERE i.indrelid = $1 AND i.indisprimary
+              ORDER BY k.position",
+            &[&oid],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Whether the table has a primary key or a unique constraint, so that
+/// `INSERT ... ON CONFLICT DO NOTHING` can tell a row that is already there.
+pub async fn has_unique_key(
+    client: &impl GenericClient,
+    oid: u32,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = $1 AND indisunique AND indpred IS NULL AND indisvalid)",
+            &[&oid],
+        )
+        .await?
+        .get(0))
 }
 
 /// Whether the server is a standby; pgmaint never writes on one.

@@ -3,6 +3,7 @@
 //! would do before doing it. The `pgmaint` binary is a thin shell around
 //! this library; tests and (later) the daemon call the same functions.
 
+pub mod backup;
 pub mod cli;
 pub mod cluster;
 pub mod commands;

@@ -84,9 +84,16 @@ pub async fn run(
         let report = if stop.requested().is_some() {
             skipped(task, "the run was stopped before this task started".into())
         } else {
-            run_task(client, schema, run_id, task, &request, stop, progress).await?
+            run_task(client, config, run_id, task, &request, stop, progress).await?
         };
         reports.push(report);
+    }
+    if !request.dry_run && request.tasks.iter().any(|t| t.backup) {
+        match crate::backup::prune(client, schema, &config.backups.keep).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} backup(s) older than {}", config.backups.keep),
+            Err(err) => tracing::warn!("could not prune old backups: {err}"),
+        }
     }
     let status = Status::combine(reports.iter().map(|r| r.status));
     let failures: Vec<String> = reports
@@ -120,13 +127,15 @@ fn skipped(task: &TaskConfig, reason: String) -> TaskReport {
 
 async fn run_task(
     client: &mut Client,
-    schema: &str,
+    config: &Config,
     run_id: i64,
     task: &TaskConfig,
     request: &RunRequest<'_>,
     stop: &Stop,
     progress: &Progress,
 ) -> Result<TaskReport, RunError> {
+    let schema = config.state_schema.as_str();
+    let backups_dir = config.backups.dir.as_path();
     let kind = task.spec.kind().as_str();
     let task_run_id =
         state::start_task_run(client, schema, run_id, &task.name, kind, request.dry_run).await?;
@@ -163,6 +172,11 @@ async fn run_task(
             record: (!request.dry_run)
                 .then(|| ProgressRecord::new(schema.to_string(), task_run_id)),
             verbose: request.verbose,
+            backup: task.backup.then(|| crate::backup::BackupTarget {
+                root: backups_dir.to_path_buf(),
+                schema: schema.to_string(),
+                task_run_id: Some(task_run_id),
+            }),
         };
         let result = if request.dry_run {
             task.spec.dry_run(&mut ctx).await

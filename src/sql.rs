@@ -56,27 +56,106 @@ pub fn older_than_predicate(column: &str, param: usize) -> String {
     format!("{} < ${param}::timestamptz", quote_ident(column))
 }
 
-/// One batch of a ctid walk: delete at most `$3` matching rows from pages
-/// `[$1, $2)`, in page order, and report how many went and the last page
-/// touched. PostgreSQL finds the rows with a TID Range Scan, so a batch reads
-/// only its own pages however many dead tuples earlier batches left behind.
-/// The filter is repeated on the DELETE so that a row updated meanwhile is
-/// checked again in its new version before it goes.
-pub fn delete_batch_in_pages(table: &TableName, filter: &str) -> String {
-    let t = table.quoted();
-    format!(
-        "WITH deleted AS (\n  DELETE FROM {t} WHERE ctid = ANY (ARRAY(\n    SELECT ctid FROM {t}\n     WHERE ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid\n       AND {filter}\n     ORDER BY ctid LIMIT $3))\n    AND {filter}\n  RETURNING ctid)\nSELECT count(*), max((ctid::text::point)[0])::bigint FROM deleted"
-    )
+/// Where the rows a batch removes go.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// Nowhere: they are deleted.
+    Delete,
+    /// Into `archive`, in the same statement (so in the same transaction):
+    /// `columns` are copied, and `archived_at`, when set, gets `now()`.
+    Move {
+        archive: TableName,
+        archived_at: Option<String>,
+    },
 }
 
-/// One batch of a ctid walk over a window too small to hold more than a
-/// batch of rows: delete the matching rows of pages `[$1, $2)` straight from
-/// the TID Range Scan, with no sort and no second visit of each row.
-pub fn delete_in_pages(table: &TableName, filter: &str) -> String {
-    format!(
-        "DELETE FROM {} WHERE ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid AND {filter}",
-        table.quoted()
-    )
+/// What a batch statement of a ctid walk is made of.
+pub struct WalkBatch<'a> {
+    pub table: &'a TableName,
+    /// The row filter, with its parameter (if any) written as `$4`.
+    pub filter: &'a str,
+    /// The columns a move copies and a returning batch sends back.
+    pub columns: &'a [String],
+    pub destination: &'a Destination,
+    /// Send every removed row back, each column as text (for backups).
+    pub returning: bool,
+}
+
+const PAGE_RANGE: &str =
+    "ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid";
+
+/// One batch of a ctid walk over pages `[$1, $2)`. PostgreSQL finds the rows
+/// with a TID Range Scan, so a batch reads only its own pages however many
+/// dead tuples earlier batches left behind.
+///
+/// `limited` caps the batch at `$3` rows in page order (for windows that
+/// might hold more than a batch); the filter is then repeated on the DELETE
+/// so a row updated meanwhile is checked again in its new version. Without
+/// it, the matching rows of the window go straight from the scan, and the
+/// filter's parameter is `$3`.
+///
+/// The statement returns `(count, last page touched)`, or with `returning`
+/// one row per removed row: its page, then each column as text. A plain
+/// delete of a narrow window is a bare DELETE (its row count is the result).
+pub fn walk_batch(batch: &WalkBatch<'_>, limited: bool) -> String {
+    let t = batch.table.quoted();
+    let condition = if limited {
+        format!(
+            "ctid = ANY (ARRAY(\n    SELECT ctid FROM {t}\n     WHERE {PAGE_RANGE}\n       AND {filter}\n     ORDER BY ctid LIMIT $3))\n    AND {filter}",
+            filter = batch.filter
+        )
+    } else {
+        format!("{PAGE_RANGE} AND {}", batch.filter.replace("$4", "$3"))
+    };
+    let plain = matches!(batch.destination, Destination::Delete) && !batch.returning;
+    if plain && !limited {
+        return format!("DELETE FROM {t} WHERE {condition}");
+    }
+    let columns = column_list(batch.columns);
+    let mut statement = if plain {
+        format!("WITH deleted AS (\n  DELETE FROM {t} WHERE {condition}\n  RETURNING ctid)")
+    } else {
+        format!(
+            "WITH deleted AS (\n  DELETE FROM {t} WHERE {condition}\n  RETURNING ctid, {columns})"
+        )
+    };
+    if let Destination::Move {
+        archive,
+        archived_at,
+    } = batch.destination
+    {
+        let (extra_column, extra_value) = match archived_at {
+            Some(column) => (format!(", {}", quote_ident(column)), ", now()"),
+            None => (String::new(), ""),
+        };
+        statement.push_str(&format!(
+            ",\nmoved AS (\n  INSERT INTO {} ({columns}{extra_column})\n  SELECT {columns}{extra_value} FROM deleted)",
+            archive.quoted()
+        ));
+    }
+    if batch.returning {
+        let as_text = batch
+            .columns
+            .iter()
+            .map(|c| format!("{}::text", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        statement.push_str(&format!(
+            "\nSELECT (ctid::text::point)[0]::bigint, {as_text} FROM deleted"
+        ));
+    } else {
+        statement.push_str("\nSELECT count(*), max((ctid::text::point)[0])::bigint FROM deleted");
+    }
+    statement
+}
+
+/// `"a", "b", "c"`.
+pub fn column_list(columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn count_matching(table: &TableName, filter: &str) -> String {
@@ -90,11 +169,39 @@ pub fn explain_matching(table: &TableName, filter: &str) -> String {
     )
 }
 
-/// A few matching rows as JSON text, whatever their column types.
+/// A few matching rows as JSON text, whatever their column types. The table
+/// keeps its own name (no alias) so a filter may qualify columns with it.
 pub fn sample_matching(table: &TableName, filter: &str, limit: u32) -> String {
     format!(
-        "SELECT row_to_json(t)::text FROM {} AS t WHERE {filter} LIMIT {limit}",
+        "SELECT row_to_json(s)::text FROM (SELECT * FROM {} WHERE {filter} LIMIT {limit}) s",
         table.quoted()
+    )
+}
+
+/// The anti-join that finds orphans: child rows whose reference columns are
+/// all set and match no parent row. NOT EXISTS lets the planner use a hash
+/// anti join for a count, and index probes into the parent per batch.
+pub fn orphan_predicate(
+    child: &TableName,
+    columns: &[String],
+    parent: &TableName,
+    parent_columns: &[String],
+) -> String {
+    let child_column = |c: &String| format!("{}.{}", child.quoted(), quote_ident(c));
+    let not_null = columns
+        .iter()
+        .map(|c| format!("{} IS NOT NULL", child_column(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let matches = columns
+        .iter()
+        .zip(parent_columns)
+        .map(|(c, p)| format!("p.{} = {}", quote_ident(p), child_column(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    format!(
+        "({not_null} AND NOT EXISTS (SELECT 1 FROM {} p WHERE {matches}))",
+        parent.quoted()
     )
 }
 
@@ -112,11 +219,27 @@ mod tests {
         );
     }
 
+    fn batch<'a>(
+        table: &'a TableName,
+        filter: &'a str,
+        columns: &'a [String],
+        destination: &'a Destination,
+        returning: bool,
+    ) -> WalkBatch<'a> {
+        WalkBatch {
+            table,
+            filter,
+            columns,
+            destination,
+            returning,
+        }
+    }
+
     #[test]
     fn delete_batch_uses_parameters_for_bounds_and_cutoff() {
         let t = TableName::new("public", "request_logs");
         let f = older_than_predicate("created_at", 4);
-        let statement = delete_batch_in_pages(&t, &f);
+        let statement = walk_batch(&batch(&t, &f, &[], &Destination::Delete, false), true);
         assert!(statement.contains("DELETE FROM \"public\".\"request_logs\" WHERE ctid = ANY"));
         assert!(statement.contains("ctid >= format('(%s,0)', $1::bigint)::tid"));
         assert!(statement.contains("ORDER BY ctid LIMIT $3"));
@@ -125,6 +248,35 @@ mod tests {
                 .matches("\"created_at\" < $4::timestamptz")
                 .count(),
             2
+        );
+        let narrow = walk_batch(&batch(&t, &f, &[], &Destination::Delete, false), false);
+        assert!(narrow.starts_with("DELETE FROM"), "{narrow}");
+        assert!(
+            narrow.ends_with("\"created_at\" < $3::timestamptz"),
+            "{narrow}"
+        );
+    }
+
+    #[test]
+    fn a_move_inserts_what_it_deletes_in_the_same_statement() {
+        let t = TableName::new("public", "ledger");
+        let a = TableName::new("public", "ledger_archive");
+        let columns = vec!["id".to_string(), "we\"ird".to_string()];
+        let destination = Destination::Move {
+            archive: a,
+            archived_at: Some("archived_at".into()),
+        };
+        let statement = walk_batch(&batch(&t, "true", &columns, &destination, true), false);
+        assert!(
+            statement.contains("RETURNING ctid, \"id\", \"we\"\"ird\""),
+            "{statement}"
+        );
+        assert!(statement.contains(
+            "INSERT INTO \"public\".\"ledger_archive\" (\"id\", \"we\"\"ird\", \"archived_at\")\n  SELECT \"id\", \"we\"\"ird\", now() FROM deleted"
+        ), "{statement}");
+        assert!(
+            statement.ends_with("\"id\"::text, \"we\"\"ird\"::text FROM deleted"),
+            "{statement}"
         );
     }
 

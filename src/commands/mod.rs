@@ -2,6 +2,7 @@
 //! settings (config, connection), calls the library, and prints the result
 //! as a table or as one JSON document. Errors carry their exit code.
 
+mod backups;
 mod check;
 mod demo;
 mod history;
@@ -85,6 +86,8 @@ pub async fn execute(cli: Cli) -> Result<bool, CliError> {
         Command::Run(args) => run::run(&cli, args).await,
         Command::Plan(args) => run::plan(&cli, args).await,
         Command::History(args) => history::history(&cli, args).await,
+        Command::Backups => backups::backups(&cli).await,
+        Command::Restore(args) => backups::restore(&cli, args).await,
         Command::Demo(args) => demo::demo(&cli, args).await,
     }
 }

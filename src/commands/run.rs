@@ -12,14 +12,13 @@ use crate::stop::Stop;
 pub async fn run(cli: &Cli, args: &RunArgs) -> Result<bool, CliError> {
     let config = load_config(cli, true)?;
     let tasks = select(&config, &args.selection)?;
-    if !args.dry_run
-        && !args.yes
-        && let Some(task) = tasks.iter().find(|t| t.severity == Severity::Critical)
-    {
-        return Err(CliError::Usage(format!(
-            "task \"{}\" is critical: it runs only when confirmed\n  help: review `pgmaint plan {}`, then pass --yes",
-            task.name, task.name
-        )));
+    let critical: Vec<&str> = tasks
+        .iter()
+        .filter(|t| t.severity == Severity::Critical)
+        .map(|t| t.name.as_str())
+        .collect();
+    if !args.dry_run && !args.yes && !critical.is_empty() {
+        confirm(cli, &config, &critical).await?;
     }
     let request = RunRequest {
         tasks,
@@ -30,6 +29,48 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<bool, CliError> {
         verbose: cli.verbose > 0,
     };
     execute(cli, &config, request).await
+}
+
+/// A critical task runs only when confirmed: `--yes`, or on a terminal a
+/// yes/no asked after showing the plan. Anything else changes nothing.
+async fn confirm(cli: &Cli, config: &Config, critical: &[&str]) -> Result<(), CliError> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let names = critical.join(", ");
+    let interactive =
+        std::io::stdin().is_terminal() && std::io::stderr().is_terminal() && !cli.json;
+    if !interactive {
+        return Err(CliError::Usage(format!(
+            "critical task(s) {names} run only when confirmed, and there is no terminal to ask on; nothing was changed\n  help: review `pgmaint plan {}`, then pass --yes",
+            critical.join(" ")
+        )));
+    }
+    let request = RunRequest {
+        tasks: critical
+            .iter()
+            .filter_map(|name| config.task(name))
+            .collect(),
+        dry_run: true,
+        batch_size: None,
+        max_runtime: None,
+        trigger: Trigger::cli(&command_line()),
+        verbose: cli.verbose > 0,
+    };
+    execute(cli, config, request).await?;
+    eprint!(
+        "\n{names} {} critical. Run now? [y/N] ",
+        if critical.len() == 1 { "is" } else { "are" }
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        Err(CliError::Usage("not confirmed; nothing was changed".into()))
+    }
 }
 
 pub async fn plan(cli: &Cli, args: &PlanArgs) -> Result<bool, CliError> {
@@ -52,7 +93,7 @@ pub async fn plan(cli: &Cli, args: &PlanArgs) -> Result<bool, CliError> {
 
 /// The command line as recorded in the audit trail. The connection URL may
 /// hold a password, so its value is never recorded.
-fn command_line() -> String {
+pub(super) fn command_line() -> String {
     redact_command_line(std::env::args().skip(1))
 }
 
@@ -174,7 +215,7 @@ fn print_report(report: &RunReport, verbose: bool) {
         "severity",
         "status",
         if report.dry_run {
-            "rows to delete"
+            "rows (would change)"
         } else {
             "rows"
         },
@@ -215,7 +256,10 @@ fn print_report(report: &RunReport, verbose: bool) {
         }
         if report.dry_run && task.status == Status::Succeeded {
             print_plan(task, verbose);
-        } else if let Some(ms) = task.details["longest_batch_ms"].as_u64()
+        } else if !report.dry_run {
+            print_outcome(task);
+        }
+        if let Some(ms) = task.details["longest_batch_ms"].as_u64()
             && verbose
         {
             println!(
@@ -233,26 +277,58 @@ fn print_report(report: &RunReport, verbose: bool) {
 fn print_plan(task: &runner::TaskReport, verbose: bool) {
     let details = &task.details;
     println!();
-    println!(
-        "{} would delete {} row(s) from {}{}",
-        task.name,
-        output::count(task.rows),
-        details["table"].as_str().unwrap_or("?"),
-        if details["rows_exact"] == false {
-            " (planner's estimate)"
-        } else {
-            ""
-        }
-    );
+    if let Some(summary) = details["summary"].as_str() {
+        println!("{}: {summary}", task.name);
+    } else {
+        let action = match details["action"].as_str() {
+            Some("move") => format!(
+                "move {} row(s) from {} to {}",
+                output::count(task.rows),
+                details["table"].as_str().unwrap_or("?"),
+                details["archive_table"].as_str().unwrap_or("?")
+            ),
+            _ => format!(
+                "delete {} row(s) from {}",
+                output::count(task.rows),
+                details["table"].as_str().unwrap_or("?")
+            ),
+        };
+        println!(
+            "{} would {action}{}{}",
+            task.name,
+            if details["rows_exact"] == false {
+                " (planner's estimate)"
+            } else {
+                ""
+            },
+            if details["backup"] == true {
+                ", backing each batch up first"
+            } else {
+                ""
+            }
+        );
+    }
     if let Some(cutoff) = details["cutoff"].as_str() {
         println!("  cutoff: rows older than {cutoff}");
     }
-    if let Some(samples) = details["samples"].as_array()
-        && !samples.is_empty()
-    {
-        println!("  for example:");
-        for sample in samples {
-            println!("    {sample}");
+    if let Some(orphans) = details["orphans"].as_u64() {
+        println!("  orphans: {}", output::count(orphans));
+    }
+    for (key, label) in [
+        ("samples", "for example"),
+        ("sample_keys", "sample keys"),
+        ("files", "files"),
+    ] {
+        if let Some(samples) = details[key].as_array()
+            && !samples.is_empty()
+        {
+            println!("  {label}:");
+            for sample in samples {
+                match sample.as_str() {
+                    Some(text) => println!("    {text}"),
+                    None => println!("    {sample}"),
+                }
+            }
         }
     }
     if let Some(statements) = details["statements"].as_array() {
@@ -266,7 +342,58 @@ fn print_plan(task: &runner::TaskReport, verbose: bool) {
             };
             println!("    {text}");
         }
-        println!("  parameters: {}", details["parameters"]);
+        if !details["parameters"].is_null() {
+            println!("  parameters: {}", details["parameters"]);
+        }
+    }
+}
+
+/// What a finished task has to say beyond its row in the table: a summary
+/// line, an orphan count, or the result rows of its SQL.
+fn print_outcome(task: &runner::TaskReport) {
+    let details = &task.details;
+    if let Some(summary) = details["summary"].as_str() {
+        println!("{}: {summary}", task.name);
+    }
+    if details["action"] == "report" {
+        println!(
+            "{}: {} orphan row(s) found (action = \"report\": nothing was deleted)",
+            task.name,
+            output::count(details["orphans"].as_u64().unwrap_or(0))
+        );
+        if let Some(keys) = details["sample_keys"].as_array()
+            && !keys.is_empty()
+        {
+            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            println!("  sample keys: {}", keys.join(", "));
+        }
+    }
+    if let Some(id) = details["backup_id"].as_i64() {
+        println!(
+            "{}: removed rows are in backup {id} (`pgmaint restore {id}` puts them back)",
+            task.name
+        );
+    }
+    let result = &details["result"];
+    if let Some(columns) = result["columns"].as_array()
+        && !columns.is_empty()
+    {
+        let headers: Vec<&str> = columns.iter().map(|c| c.as_str().unwrap_or("?")).collect();
+        let mut table = output::table(&headers);
+        for row in result["rows"].as_array().into_iter().flatten() {
+            table.add_row(
+                row.as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|v| v.as_str().unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        println!("{}: result", task.name);
+        println!("{table}");
+        if result["truncated"] == true {
+            println!("  (more rows than shown; the run's details keep the first ones)");
+        }
     }
 }
 

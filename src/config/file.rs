@@ -115,7 +115,50 @@ with_task_options! {
         where_: Option<String>,
         time_column: Option<String>,
         older_than: Option<String>,
+        archive_table: Option<ArchiveTableFile>,
+        archived_at: Option<String>,
+        column: Option<OneOrMany>,
+        references: Option<String>,
+        action: Option<OrphanAction>,
+        sql: Option<String>,
+        transaction: Option<bool>,
+        path: Option<String>,
+        pattern: Option<String>,
+        keep_referenced: Option<String>,
     }
+}
+
+/// `archive_table = "name"`, or `archive_table = false` for no table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ArchiveTableFile {
+    Name(String),
+    Enabled(bool),
+}
+
+/// `column = "a"` or `column = ["a", "b"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one.clone()],
+            OneOrMany::Many(many) => many.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrphanAction {
+    #[default]
+    Report,
+    Delete,
 }
 
 /// Every task kind this build knows. A kind named in PRODUCT.md but not yet
@@ -124,12 +167,20 @@ with_task_options! {
 #[serde(rename_all = "snake_case")]
 pub enum TaskKind {
     Purge,
+    Archive,
+    Orphans,
+    Sql,
+    Files,
 }
 
 impl TaskKind {
     pub fn as_str(self) -> &'static str {
         match self {
             TaskKind::Purge => "purge",
+            TaskKind::Archive => "archive",
+            TaskKind::Orphans => "orphans",
+            TaskKind::Sql => "sql",
+            TaskKind::Files => "files",
         }
     }
 }

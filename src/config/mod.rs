@@ -122,8 +122,27 @@ pub struct Config {
     pub text: String,
     pub database: DatabaseSettings,
     pub state_schema: String,
+    pub backups: BackupSettings,
     pub tasks: Vec<TaskConfig>,
     pub schedules: Vec<ScheduleConfig>,
+}
+
+/// `[backups]`: where backups are written and how long they are kept.
+#[derive(Debug, Clone)]
+pub struct BackupSettings {
+    /// Relative paths in the file are relative to the file's directory.
+    pub dir: PathBuf,
+    /// A PostgreSQL interval; older backups are pruned after each run.
+    pub keep: String,
+}
+
+impl BackupSettings {
+    fn new(base: &std::path::Path, dir: Option<String>, keep: Option<String>) -> Self {
+        BackupSettings {
+            dir: base.join(dir.unwrap_or_else(|| "pgmaint-backups".into())),
+            keep: keep.unwrap_or_else(|| "30 days".into()),
+        }
+    }
 }
 
 impl Config {
@@ -135,6 +154,7 @@ impl Config {
             text: String::new(),
             database: DatabaseSettings::default(),
             state_schema: "pgmaint".into(),
+            backups: BackupSettings::new(std::path::Path::new("."), None, None),
             tasks: Vec::new(),
             schedules: Vec::new(),
         }
@@ -209,6 +229,11 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         statement_timeout: file.database.statement_timeout,
         ..OptionsFile::default()
     };
+    let backups = BackupSettings::new(
+        source.path.parent().unwrap_or(std::path::Path::new(".")),
+        interpolate(file.backups.dir, &["backups", "dir"]),
+        interpolate(file.backups.keep, &["backups", "keep"]),
+    );
     let base = TaskOptions::layered(TaskOptions::BUILT_IN, database_timeouts);
     let defaults = TaskOptions::layered(base, file.defaults.options());
     let default_severity = file.defaults.severity.unwrap_or_default();
@@ -277,6 +302,7 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
             connect_timeout: file.database.connect_timeout,
         },
         state_schema,
+        backups,
         tasks,
         schedules,
     }
@@ -303,19 +329,18 @@ fn resolve_task(
             });
         },
     );
-    if backup {
-        // Backups arrive with the archive and restore work; until then a
-        // task that asks for one must not silently run without it.
-        let key = if task.backup.is_some() {
-            "backup"
-        } else {
-            "severity"
-        };
-        problems.push(
-            source
-                .problem(&["tasks", name, key], "backups are not available in this version of pgmaint")
-                .with_help("set `backup = false` to run this task without a backup (high and critical tasks back up by default)"),
-        );
+    let backup = backup && spec.as_ref().is_none_or(TaskSpec::can_back_up);
+    if task.backup == Some(true)
+        && let Some(spec) = &spec
+        && !spec.can_back_up()
+    {
+        problems.push(source.problem(
+            &["tasks", name, "backup"],
+            format!(
+                "a {} task removes no rows, so it has nothing to back up",
+                spec.kind().as_str()
+            ),
+        ));
     }
     let spec = spec.filter(|_| problems.len() == before)?;
     Some(TaskConfig {

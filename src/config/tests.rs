@@ -98,11 +98,20 @@ fn a_task_missing_its_kind_does_not_hide_the_next_task() {
 
 #[test]
 fn kinds_not_built_yet_are_refused_with_the_known_ones() {
-    let found = problems("[tasks.a]\nkind = \"archive\"\ntable = \"t\"\n");
+    let found = problems("[tasks.a]\nkind = \"refresh\"\nviews = \"*\"\n");
     assert!(
-        found[0].message.contains("unknown variant `archive`"),
+        found[0].message.contains("unknown variant `refresh`")
+            && found[0].message.contains("archive"),
         "{found:#?}"
     );
+}
+
+#[test]
+fn orphans_need_matching_column_counts() {
+    let found = problems(
+        "[tasks.a]\nkind = \"orphans\"\ntable = \"c\"\ncolumn = [\"a\", \"b\"]\nreferences = \"p(x)\"\n",
+    );
+    assert_eq!(found[0].key, "tasks.a.references", "{found:#?}");
 }
 
 #[test]
@@ -154,13 +163,25 @@ fn bad_cron_and_time_zone_are_reported() {
 }
 
 #[test]
-fn high_severity_without_backups_available_is_refused_until_backup_is_false() {
-    let found = problems(
-        "[tasks.a]\nkind = \"purge\"\ntable = \"t\"\nwhere = \"x\"\nseverity = \"high\"\n",
-    );
-    assert_eq!(found[0].key, "tasks.a.severity");
+fn high_severity_backs_up_by_default_and_keys_must_belong_to_the_kind() {
+    let config =
+        parse("[tasks.a]\nkind = \"purge\"\ntable = \"t\"\nwhere = \"x\"\nseverity = \"high\"\n")
+            .unwrap();
+    assert!(config.task("a").unwrap().backup);
     let config = parse("[tasks.a]\nkind = \"purge\"\ntable = \"t\"\nwhere = \"x\"\nseverity = \"high\"\nbackup = false\n").unwrap();
-    assert_eq!(config.task("a").unwrap().severity, Severity::High);
+    assert!(!config.task("a").unwrap().backup);
+    let config =
+        parse("[tasks.a]\nkind = \"sql\"\nsql = \"select 1\"\nseverity = \"critical\"\n").unwrap();
+    assert!(
+        !config.task("a").unwrap().backup,
+        "a sql task has nothing to back up"
+    );
+    let found = problems("[tasks.a]\nkind = \"sql\"\nsql = \"select 1\"\ntable = \"t\"\n");
+    assert_eq!(found[0].key, "tasks.a.table", "{found:#?}");
+    assert!(
+        found[0].message.contains("not a key of a sql task"),
+        "{found:#?}"
+    );
 }
 
 #[test]

@@ -40,4 +40,28 @@ pub const STEPS: &[&str] = &[
     CREATE INDEX task_runs_run ON {schema}.task_runs (run_id);
     CREATE INDEX task_runs_task ON {schema}.task_runs (task, id DESC);
     "#,
+    // 2: backups, the rows destructive tasks removed, one file per batch.
+    r#"
+    CREATE TABLE {schema}.backups (
+        id            bigserial PRIMARY KEY,
+        task_run_id   bigint REFERENCES {schema}.task_runs (id) ON DELETE SET NULL,
+        task          text NOT NULL,
+        table_schema  text NOT NULL,
+        table_name    text NOT NULL,
+        columns       jsonb NOT NULL,
+        dir           text NOT NULL,
+        rows          bigint NOT NULL DEFAULT 0,
+        files         integer NOT NULL DEFAULT 0,
+        created_at    timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX backups_task ON {schema}.backups (task, id);
+    CREATE TABLE {schema}.backup_files (
+        backup_id     bigint NOT NULL REFERENCES {schema}.backups (id) ON DELETE CASCADE,
+        seq           integer NOT NULL,
+        file          text NOT NULL,
+        rows          bigint NOT NULL,
+        sha256        text NOT NULL,
+        PRIMARY KEY (backup_id, seq)
+    );
+    "#,
 ];

@@ -4,7 +4,13 @@
 //! what the dry run says is what the run does. `TaskSpec` is the registry:
 //! its exhaustive `match`es are where a new kind must be wired in.
 
+pub mod archive;
+pub mod files;
+pub mod orphans;
 pub mod purge;
+pub mod rows;
+pub mod sql;
+pub mod walk;
 
 use std::time::{Duration, Instant};
 
@@ -21,55 +27,152 @@ use crate::stop::Stop;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TaskSpec {
     Purge(purge::PurgeSpec),
+    Archive(archive::ArchiveSpec),
+    Orphans(orphans::OrphansSpec),
+    Sql(sql::SqlSpec),
+    Files(files::FilesSpec),
 }
 
 /// Reports a config problem: key within the task, message, optional help.
 pub type ReportProblem<'a> = dyn FnMut(&str, String, Option<String>) + 'a;
 
+/// The keys that belong to one kind (beyond the options every kind takes).
+fn kind_keys(kind: TaskKind) -> &'static [&'static str] {
+    match kind {
+        TaskKind::Purge => &["table", "where", "time_column", "older_than", "backup"],
+        TaskKind::Archive => &[
+            "table",
+            "where",
+            "time_column",
+            "older_than",
+            "archive_table",
+            "archived_at",
+            "backup",
+        ],
+        TaskKind::Orphans => &["table", "column", "references", "action", "backup"],
+        TaskKind::Sql => &["sql", "transaction"],
+        TaskKind::Files => &["path", "pattern", "older_than", "keep_referenced"],
+    }
+}
+
+/// The kind-specific keys a task sets.
+fn keys_set(file: &TaskFile) -> Vec<&'static str> {
+    [
+        ("table", file.table.is_some()),
+        ("where", file.where_.is_some()),
+        ("time_column", file.time_column.is_some()),
+        ("older_than", file.older_than.is_some()),
+        ("archive_table", file.archive_table.is_some()),
+        ("archived_at", file.archived_at.is_some()),
+        ("column", file.column.is_some()),
+        ("references", file.references.is_some()),
+        ("action", file.action.is_some()),
+        ("sql", file.sql.is_some()),
+        ("transaction", file.transaction.is_some()),
+        ("path", file.path.is_some()),
+        ("pattern", file.pattern.is_some()),
+        ("keep_referenced", file.keep_referenced.is_some()),
+        ("backup", file.backup.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(key, set)| set.then_some(key))
+    .collect()
+}
+
 impl TaskSpec {
     pub fn kind(&self) -> TaskKind {
         match self {
             TaskSpec::Purge(_) => TaskKind::Purge,
+            TaskSpec::Archive(_) => TaskKind::Archive,
+            TaskSpec::Orphans(_) => TaskKind::Orphans,
+            TaskSpec::Sql(_) => TaskKind::Sql,
+            TaskSpec::Files(_) => TaskKind::Files,
         }
     }
 
     /// The table (or other object) the task works on, for listings.
     pub fn target(&self) -> String {
         match self {
-            TaskSpec::Purge(p) => p.target(),
+            TaskSpec::Purge(t) => t.target(),
+            TaskSpec::Archive(t) => t.target(),
+            TaskSpec::Orphans(t) => t.target(),
+            TaskSpec::Sql(t) => t.target(),
+            TaskSpec::Files(t) => t.target(),
         }
     }
 
+    /// Whether this kind removes rows that a backup could hold.
+    pub fn can_back_up(&self) -> bool {
+        kind_keys(self.kind()).contains(&"backup")
+    }
+
     pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<TaskSpec> {
-        match file.kind {
-            TaskKind::Purge => purge::PurgeSpec::resolve(file, report).map(TaskSpec::Purge),
+        let allowed = kind_keys(file.kind);
+        let mut foreign = false;
+        for key in keys_set(file) {
+            if !allowed.contains(&key) {
+                foreign = true;
+                report(
+                    key,
+                    format!("`{key}` is not a key of a {} task", file.kind.as_str()),
+                    Some(format!(
+                        "{} tasks take: {}",
+                        file.kind.as_str(),
+                        allowed.join(", ")
+                    )),
+                );
+            }
         }
+        let spec = match file.kind {
+            TaskKind::Purge => purge::PurgeSpec::resolve(file, report).map(TaskSpec::Purge),
+            TaskKind::Archive => archive::ArchiveSpec::resolve(file, report).map(TaskSpec::Archive),
+            TaskKind::Orphans => orphans::OrphansSpec::resolve(file, report).map(TaskSpec::Orphans),
+            TaskKind::Sql => sql::SqlSpec::resolve(file, report).map(TaskSpec::Sql),
+            TaskKind::Files => files::FilesSpec::resolve(file, report).map(TaskSpec::Files),
+        };
+        spec.filter(|_| !foreign)
     }
 
     /// Problems found by checking the config against the live database.
     pub async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         match self {
-            TaskSpec::Purge(p) => p.check(client).await,
+            TaskSpec::Purge(t) => t.check(client).await,
+            TaskSpec::Archive(t) => t.check(client).await,
+            TaskSpec::Orphans(t) => t.check(client).await,
+            TaskSpec::Sql(t) => t.check(client).await,
+            TaskSpec::Files(t) => t.check(client).await,
         }
     }
 
     pub async fn dry_run(&self, ctx: &mut TaskContext<'_>) -> Result<Outcome, TaskError> {
         match self {
-            TaskSpec::Purge(p) => {
-                let plan = p.prepare(ctx).await?;
-                p.describe(ctx, &plan).await
-            }
+            TaskSpec::Purge(t) => dry_run(t, ctx).await,
+            TaskSpec::Archive(t) => dry_run(t, ctx).await,
+            TaskSpec::Orphans(t) => dry_run(t, ctx).await,
+            TaskSpec::Sql(t) => dry_run(t, ctx).await,
+            TaskSpec::Files(t) => dry_run(t, ctx).await,
         }
     }
 
     pub async fn run(&self, ctx: &mut TaskContext<'_>) -> Result<Outcome, TaskError> {
         match self {
-            TaskSpec::Purge(p) => {
-                let plan = p.prepare(ctx).await?;
-                p.execute(ctx, plan).await
-            }
+            TaskSpec::Purge(t) => run(t, ctx).await,
+            TaskSpec::Archive(t) => run(t, ctx).await,
+            TaskSpec::Orphans(t) => run(t, ctx).await,
+            TaskSpec::Sql(t) => run(t, ctx).await,
+            TaskSpec::Files(t) => run(t, ctx).await,
         }
     }
+}
+
+async fn dry_run<T: Task>(task: &T, ctx: &mut TaskContext<'_>) -> Result<Outcome, TaskError> {
+    let plan = task.prepare(ctx).await?;
+    task.describe(ctx, &plan).await
+}
+
+async fn run<T: Task>(task: &T, ctx: &mut TaskContext<'_>) -> Result<Outcome, TaskError> {
+    let plan = task.prepare(ctx).await?;
+    task.execute(ctx, plan).await
 }
 
 /// What every task kind implements.
@@ -113,6 +216,36 @@ pub enum TaskError {
     /// The configured target is not what the config says (missing table...).
     #[error("{0}")]
     Target(String),
+    /// A backup could not be written: the batch removed nothing.
+    #[error("{0}")]
+    Backup(String),
+    /// Something outside the database (files) failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl TaskError {
+    /// A batch's error, with a foreign key that blocks a delete named in
+    /// words a person can act on.
+    pub fn from_batch(err: &tokio_postgres::Error, table: &crate::sql::TableName) -> TaskError {
+        if let Some(db) = err.as_db_error()
+            && *db.code() == tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION
+        {
+            let constraint = db.constraint().unwrap_or("?");
+            let referencing = db.table().unwrap_or("another table");
+            let detail = db.detail().map(|d| format!(" ({d})")).unwrap_or_default();
+            return TaskError::Database(format!(
+                "rows of {table} are still referenced by table \"{referencing}\" through foreign key \"{constraint}\"{detail}; the batch was rolled back. Delete or re-point the referencing rows first (another task, ON DELETE CASCADE / SET NULL on the constraint), or exclude referenced rows in `where`"
+            ));
+        }
+        TaskError::Database(crate::db::describe(err))
+    }
+}
+
+impl From<crate::backup::BackupError> for TaskError {
+    fn from(err: crate::backup::BackupError) -> Self {
+        TaskError::Backup(err.to_string())
+    }
 }
 
 impl From<tokio_postgres::Error> for TaskError {
@@ -169,6 +302,8 @@ pub struct TaskContext<'a> {
     pub record: Option<ProgressRecord>,
     /// Echo each statement (`-v`).
     pub verbose: bool,
+    /// Where removed rows are backed up, when this task backs up.
+    pub backup: Option<crate::backup::BackupTarget>,
 }
 
 impl TaskContext<'_> {

@@ -1,0 +1,546 @@
+//! Backups of the rows destructive tasks remove, and putting them back.
+//!
+//! A backup belongs to one task run and is a directory of gzip'd CSV files,
+//! one per batch, indexed in the state schema (`backups`, `backup_files`).
+//! A batch's file is written and flushed to disk, then recorded in the same
+//! transaction that removes its rows, so a file is in the index exactly when
+//! its rows left the table. A file a crash left behind without an index row
+//! is removed when the task next starts.
+//!
+//! Values are written as PostgreSQL's own text output of each column, in
+//! PostgreSQL's CSV dialect with every value quoted and NULL left empty, so
+//! `COPY ... FROM ... (FORMAT csv, HEADER)` reads them back exactly (and a
+//! person can too, with `\copy`). The session's TimeZone, DateStyle and
+//! IntervalStyle are fixed while writing so the text does not depend on the
+//! server's settings.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use flate2::Compression;
+use futures_util::SinkExt;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio_postgres::{Client, Row};
+
+use crate::db::{self, Column};
+use crate::sql::{TableName, column_list, quote_ident};
+
+/// Where backups go, for the task run at hand.
+#[derive(Debug, Clone)]
+pub struct BackupTarget {
+    pub root: PathBuf,
+    pub schema: String,
+    pub task_run_id: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(
+        "cannot write the backup to {path}: {cause}; nothing was removed by this batch (check that the directory exists, is writable and has space, or set [backups] dir)"
+    )]
+    Write {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{0}")]
+    Database(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<tokio_postgres::Error> for BackupError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        BackupError::Database(db::describe(&err))
+    }
+}
+
+fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
+    move |cause| BackupError::Write {
+        path: path.to_path_buf(),
+        cause,
+    }
+}
+
+/// Fixes the settings that shape the text output of values.
+pub async fn set_text_settings(client: &Client) -> Result<(), tokio_postgres::Error> {
+    for (name, value) in [
+        ("TimeZone", "UTC"),
+        ("DateStyle", "ISO, YMD"),
+        ("IntervalStyle", "postgres"),
+        ("extra_float_digits", "1"),
+        ("bytea_output", "hex"),
+    ] {
+        db::set_session(client, name, value).await?;
+    }
+    Ok(())
+}
+
+/// Writes one task run's backup, batch by batch.
+pub struct BackupWriter {
+    schema: String,
+    id: i64,
+    dir: PathBuf,
+    columns: Vec<String>,
+    files: u32,
+}
+
+impl BackupWriter {
+    /// Records a new backup and creates its directory. Files earlier runs
+    /// of this task left without an index row (a crash between writing and
+    /// committing) are removed first; the caller holds the task's lock.
+    pub async fn start(
+        client: &Client,
+        target: &BackupTarget,
+        task: &str,
+        table: &TableName,
+        columns: &[Column],
+    ) -> Result<BackupWriter, BackupError> {
+        let q = quote_ident(&target.schema);
+        sweep(client, &target.schema, task).await?;
+        let described: Vec<_> = columns
+            .iter()
+            .filter(|c| !c.generated)
+            .map(|c| serde_json::json!({"name": c.name, "type": c.type_name}))
+            .collect();
+        let id: i64 = client
+            .query_one(
+                &format!(
+                    "INSERT INTO {q}.backups (task_run_id, task, table_schema, table_name, columns, dir)
+                     VALUES ($1, $2, $3, $4, $5, '') RETURNING id"
+                ),
+                &[
+                    &target.task_run_id,
+                    &task,
+                    &table.schema,
+                    &table.name,
+                    &serde_json::Value::Array(described),
+                ],
+            )
+            .await?
+            .get(0);
+        let root = std::path::absolute(&target.root).unwrap_or_else(|_| target.root.clone());
+        let dir = root.join(format!("{id}-{}", safe_file_name(task)));
+        let created = std::fs::create_dir_all(&dir)
+            .and_then(|_| File::open(&root)?.sync_all())
+            .map_err(write_error(&dir));
+        if let Err(err) = created {
+            client
+                .execute(&format!("DELETE FROM {q}.backups WHERE id = $1"), &[&id])
+                .await?;
+            return Err(err);
+        }
+        client
+            .execute(
+                &format!("UPDATE {q}.backups SET dir = $2 WHERE id = $1"),
+                &[&id, &dir.display().to_string()],
+            )
+            .await?;
+        set_text_settings(client).await?;
+        Ok(BackupWriter {
+            schema: target.schema.clone(),
+            id,
+            dir,
+            columns: columns
+                .iter()
+                .filter(|c| !c.generated)
+                .map(|c| c.name.clone())
+                .collect(),
+            files: 0,
+        })
+    }
+
+    /// Writes a batch's rows (column 0 the page, then each column as text)
+    /// to a new file, flushes it, and records it inside the caller's open
+    /// transaction. Returns the file, so a failed commit can discard it.
+    pub async fn write_batch(
+        &mut self,
+        client: &Client,
+        rows: &[Row],
+    ) -> Result<PathBuf, BackupError> {
+        let seq = self.files as i32 + 1;
+        let name = format!("{seq:06}.csv.gz");
+        let path = self.dir.join(&name);
+        let mut csv = Vec::with_capacity(rows.len() * 64);
+        csv_line(&mut csv, self.columns.iter().map(|c| Some(c.as_str())));
+        for row in rows {
+            csv_line(
+                &mut csv,
+                (1..row.len()).map(|i| row.get::<_, Option<&str>>(i)),
+            );
+        }
+        let sha256 = hex(&Sha256::digest(&csv));
+        let written = (|| {
+            let file = File::create(&path)?;
+            let mut encoder = flate2::write::GzEncoder::new(file, Compression::fast());
+            encoder.write_all(&csv)?;
+            let file = encoder.finish()?;
+            file.sync_all()?;
+            File::open(&self.dir)?.sync_all()
+        })();
+        if let Err(cause) = written {
+            let _ = std::fs::remove_file(&path);
+            return Err(BackupError::Write { path, cause });
+        }
+        let q = quote_ident(&self.schema);
+        let recorded = async {
+            client
+                .execute(
+                    &format!("INSERT INTO {q}.backup_files (backup_id, seq, file, rows, sha256) VALUES ($1, $2, $3, $4, $5)"),
+                    &[&self.id, &seq, &name, &(rows.len() as i64), &sha256],
+                )
+                .await?;
+            client
+                .execute(
+                    &format!("UPDATE {q}.backups SET rows = rows + $2, files = files + 1 WHERE id = $1"),
+                    &[&self.id, &(rows.len() as i64)],
+                )
+                .await
+        }
+        .await;
+        if let Err(err) = recorded {
+            let _ = std::fs::remove_file(&path);
+            return Err(err.into());
+        }
+        self.files += 1;
+        Ok(path)
+    }
+
+    /// Forgets a file whose batch did not commit.
+    pub fn discard(&mut self, file: &Path) {
+        let _ = std::fs::remove_file(file);
+        self.files -= 1;
+    }
+
+    /// Ends the backup. One that holds no rows is removed; returns the id
+    /// of one that does.
+    pub async fn finish(self, client: &Client) -> Result<Option<i64>, BackupError> {
+        if self.files > 0 {
+            return Ok(Some(self.id));
+        }
+        let q = quote_ident(&self.schema);
+        client
+            .execute(
+                &format!("DELETE FROM {q}.backups WHERE id = $1"),
+                &[&self.id],
+            )
+            .await?;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(None)
+    }
+}
+
+/// Removes what crashed runs of a task left: files no index row names,
+/// and backups that never recorded a file.
+async fn sweep(client: &Client, schema: &str, task: &str) -> Result<(), BackupError> {
+    let q = quote_ident(schema);
+    let backups = client
+        .query(
+            &format!(
+                "SELECT b.id, b.dir, b.files, coalesce(array_agg(f.file) FILTER (WHERE f.file IS NOT NULL), '{{}}')
+                   FROM {q}.backups b LEFT JOIN {q}.backup_files f ON f.backup_id = b.id
+                  WHERE b.task = $1 GROUP BY b.id"
+            ),
+            &[&task],
+        )
+        .await?;
+    for backup in backups {
+        let id: i64 = backup.get(0);
+        let dir = PathBuf::from(backup.get::<_, String>(1));
+        let files: i32 = backup.get(2);
+        let indexed: Vec<String> = backup.get(3);
+        if files == 0 {
+            client
+                .execute(&format!("DELETE FROM {q}.backups WHERE id = $1"), &[&id])
+                .await?;
+            if !dir.as_os_str().is_empty() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            continue;
+        }
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !indexed.contains(&name) {
+                tracing::info!(
+                    "removing {}: its batch never committed",
+                    entry.path().display()
+                );
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One line of PostgreSQL-dialect CSV: every value quoted (so an empty
+/// string stays distinct from NULL), NULL as an empty unquoted field. The
+/// csv crate cannot mark a single field unquoted, which NULL needs.
+fn csv_line<'a>(out: &mut Vec<u8>, values: impl Iterator<Item = Option<&'a str>>) {
+    for (i, value) in values.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        if let Some(value) = value {
+            out.push(b'"');
+            out.extend_from_slice(value.replace('"', "\"\"").as_bytes());
+            out.push(b'"');
+        }
+    }
+    out.push(b'\n');
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A task name as a file name: anything but letters, digits, `-` and `_`
+/// becomes `_`.
+fn safe_file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// A backup as `pgmaint backups` lists it.
+#[derive(Debug, Serialize)]
+pub struct BackupRecord {
+    pub id: i64,
+    pub task: String,
+    pub table: String,
+    pub rows: i64,
+    pub created_at: DateTime<Utc>,
+    pub path: String,
+}
+
+pub async fn list(client: &Client, schema: &str) -> Result<Vec<BackupRecord>, BackupError> {
+    let q = quote_ident(schema);
+    Ok(client
+        .query(
+            &format!(
+                "SELECT id, task, table_schema || '.' || table_name, rows, created_at, dir
+                   FROM {q}.backups ORDER BY id DESC"
+            ),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| BackupRecord {
+            id: r.get(0),
+            task: r.get(1),
+            table: r.get(2),
+            rows: r.get(3),
+            created_at: r.get(4),
+            path: r.get(5),
+        })
+        .collect())
+}
+
+/// Deletes backups older than `keep` (a PostgreSQL interval), files first.
+/// Returns how many went.
+pub async fn prune(client: &Client, schema: &str, keep: &str) -> Result<u64, BackupError> {
+    let q = quote_ident(schema);
+    let old = client
+        .query(
+            &format!(
+                "SELECT id, dir FROM {q}.backups WHERE created_at < now() - $1::text::interval"
+            ),
+            &[&keep],
+        )
+        .await?;
+    for backup in &old {
+        let dir: String = backup.get(1);
+        if !dir.is_empty() {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    return Err(BackupError::Invalid(format!(
+                        "cannot remove old backup {dir}: {err}"
+                    )));
+                }
+            }
+        }
+        client
+            .execute(
+                &format!("DELETE FROM {q}.backups WHERE id = $1"),
+                &[&backup.get::<_, i64>(0)],
+            )
+            .await?;
+    }
+    Ok(old.len() as u64)
+}
+
+/// What a restore did, or in a dry run would do.
+#[derive(Debug, Serialize)]
+pub struct RestoreReport {
+    pub backup_id: i64,
+    pub table: String,
+    pub dry_run: bool,
+    pub rows_in_backup: u64,
+    /// Rows put back.
+    pub restored: u64,
+    /// Rows already in the table (same key, or same values without a key),
+    /// left alone.
+    pub already_present: u64,
+}
+
+/// Puts a backup's rows back into its table, in one transaction under
+/// `lock_timeout`. Rows already there are left alone and counted. Every
+/// file's checksum is verified before anything is inserted.
+pub async fn restore(
+    client: &mut Client,
+    schema: &str,
+    id: i64,
+    dry_run: bool,
+    lock_timeout: &str,
+) -> Result<RestoreReport, BackupError> {
+    let q = quote_ident(schema);
+    let Some(backup) = client
+        .query_opt(
+            &format!(
+                "SELECT table_schema, table_name, columns, dir FROM {q}.backups WHERE id = $1"
+            ),
+            &[&id],
+        )
+        .await?
+    else {
+        return Err(BackupError::Invalid(format!(
+            "there is no backup {id}; `pgmaint backups` lists them"
+        )));
+    };
+    let table = TableName::new(backup.get::<_, String>(0), backup.get::<_, String>(1));
+    let saved: serde_json::Value = backup.get(2);
+    let dir = PathBuf::from(backup.get::<_, String>(3));
+    let columns: Vec<(String, String)> = saved
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or_default().to_string(),
+                c["type"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let info = db::lookup_table(&*client, &table.quoted())
+        .await
+        .map_err(|e| BackupError::Invalid(format!("cannot restore backup {id}: {e}")))?;
+    let differences: Vec<String> = columns
+        .iter()
+        .filter_map(|(name, type_name)| match info.column(name) {
+            None => Some(format!("column \"{name}\" is gone")),
+            Some(c) if &c.type_name != type_name => Some(format!(
+                "column \"{name}\" was {type_name} and is now {}",
+                c.type_name
+            )),
+            Some(_) => None,
+        })
+        .collect();
+    if !differences.is_empty() {
+        return Err(BackupError::Invalid(format!(
+            "cannot restore backup {id} into {table}: {}",
+            differences.join("; ")
+        )));
+    }
+    let files = client
+        .query(
+            &format!("SELECT file, sha256 FROM {q}.backup_files WHERE backup_id = $1 ORDER BY seq"),
+            &[&id],
+        )
+        .await?;
+    // Read and verify everything before touching the table.
+    let mut contents = Vec::new();
+    for file in &files {
+        let path = dir.join(file.get::<_, &str>(0));
+        let mut csv = Vec::new();
+        File::open(&path)
+            .and_then(|f| flate2::read::GzDecoder::new(f).read_to_end(&mut csv))
+            .map_err(|e| BackupError::Invalid(format!("cannot read {}: {e}", path.display())))?;
+        if hex(&Sha256::digest(&csv)) != file.get::<_, &str>(1) {
+            return Err(BackupError::Invalid(format!(
+                "{} does not match its checksum; it was changed or damaged, nothing was restored",
+                path.display()
+            )));
+        }
+        contents.push(csv);
+    }
+    let names: Vec<String> = columns.into_iter().map(|(name, _)| name).collect();
+    let list = column_list(&names);
+    let has_key = db::has_unique_key(&*client, info.oid).await?;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT set_config('lock_timeout', $1, true)",
+        &[&lock_timeout],
+    )
+    .await?;
+    for (name, value) in [
+        ("TimeZone", "UTC"),
+        ("DateStyle", "ISO, YMD"),
+        ("IntervalStyle", "postgres"),
+    ] {
+        tx.execute("SELECT set_config($1, $2, true)", &[&name, &value])
+            .await?;
+    }
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE pgmaint_restore ON COMMIT DROP AS SELECT {list} FROM {} WITH NO DATA",
+        table.quoted()
+    ))
+    .await?;
+    for csv in contents {
+        let sink = tx
+            .copy_in(&format!(
+                "COPY pgmaint_restore ({list}) FROM STDIN (FORMAT csv, HEADER true)"
+            ))
+            .await?;
+        futures_util::pin_mut!(sink);
+        sink.send(bytes::Bytes::from(csv)).await?;
+        sink.finish().await?;
+    }
+    let total: i64 = tx
+        .query_one("SELECT count(*) FROM pgmaint_restore", &[])
+        .await?
+        .get(0);
+    let insert = if has_key {
+        format!(
+            "INSERT INTO {t} ({list}) SELECT {list} FROM pgmaint_restore ON CONFLICT DO NOTHING",
+            t = table.quoted()
+        )
+    } else {
+        let row_of = |alias: &str| {
+            names
+                .iter()
+                .map(|n| format!("{alias}.{}", quote_ident(n)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "INSERT INTO {t} ({list}) SELECT {list} FROM pgmaint_restore r
+              WHERE NOT EXISTS (SELECT 1 FROM {t} x WHERE ROW({x})::text = ROW({r})::text)",
+            t = table.quoted(),
+            x = row_of("x"),
+            r = row_of("r")
+        )
+    };
+    let restored = tx.execute(&insert, &[]).await?;
+    if dry_run {
+        tx.rollback().await?;
+    } else {
+        tx.commit().await?;
+    }
+    Ok(RestoreReport {
+        backup_id: id,
+        table: table.to_string(),
+        dry_run,
+        rows_in_backup: total as u64,
+        restored,
+        already_present: total as u64 - restored,
+    })
+}

@@ -1,0 +1,131 @@
+//! `pgmaint backups` and `pgmaint restore`: what destructive tasks saved,
+//! and putting it back. A restore is recorded in the audit trail like a run.
+
+use super::{CliError, connect, load_config, print_json};
+use crate::backup;
+use crate::cli::{Cli, RestoreArgs};
+use crate::output;
+use crate::state::{self, Trigger};
+use crate::status::Status;
+use crate::tasks::Outcome;
+
+pub async fn backups(cli: &Cli) -> Result<bool, CliError> {
+    let config = load_config(cli, false)?;
+    let client = connect(cli, &config).await?;
+    state::ensure_ready(&client, &config.state_schema).await?;
+    let list = backup::list(&client, &config.state_schema)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    if cli.json {
+        print_json(&serde_json::json!({ "backups": list }));
+        return Ok(true);
+    }
+    if list.is_empty() {
+        println!(
+            "No backups. Tasks with `backup = true` (the default for high and critical ones) write them to {}.",
+            config.backups.dir.display()
+        );
+        return Ok(true);
+    }
+    let mut table = output::table(&["id", "task", "table", "rows", "created", "path"]);
+    for b in &list {
+        table.add_row(vec![
+            b.id.to_string(),
+            b.task.clone(),
+            b.table.clone(),
+            output::count(b.rows as u64),
+            b.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            b.path.clone(),
+        ]);
+    }
+    println!("{table}");
+    println!("Restore one with `pgmaint restore ID` (try --dry-run first).");
+    Ok(true)
+}
+
+pub async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<bool, CliError> {
+    let config = load_config(cli, false)?;
+    let mut client = connect(cli, &config).await?;
+    let schema = config.state_schema.as_str();
+    state::ensure_ready(&client, schema).await?;
+    if !args.dry_run && crate::db::in_recovery(&client).await? {
+        return Err(CliError::Failed(
+            "this server is a standby; restore into the primary".into(),
+        ));
+    }
+    let trigger = Trigger::cli(&super::run::command_line());
+    let run_id = state::start_run(&mut client, schema, &trigger, args.dry_run).await?;
+    let task = format!("restore {}", args.backup);
+    let task_run_id =
+        state::start_task_run(&client, schema, run_id, &task, "restore", args.dry_run).await?;
+    let started = std::time::Instant::now();
+    let lock_timeout = config
+        .database
+        .lock_timeout
+        .map(|d| d.as_pg_setting())
+        .unwrap_or_else(|| "1s".into());
+    let result = backup::restore(
+        &mut client,
+        schema,
+        args.backup,
+        args.dry_run,
+        &lock_timeout,
+    )
+    .await;
+    let outcome = match &result {
+        Ok(report) => Outcome {
+            status: Status::Succeeded,
+            rows: report.restored,
+            batches: 1,
+            retries: 0,
+            error: None,
+            details: serde_json::to_value(report).unwrap_or_default(),
+        },
+        Err(err) => Outcome {
+            status: Status::Failed,
+            rows: 0,
+            batches: 0,
+            retries: 0,
+            error: Some(err.to_string()),
+            details: serde_json::json!({ "backup_id": args.backup, "error": err.to_string() }),
+        },
+    };
+    state::finish_task_run(
+        &client,
+        schema,
+        task_run_id,
+        &outcome,
+        started.elapsed().as_millis() as i64,
+    )
+    .await?;
+    state::finish_run(
+        &client,
+        schema,
+        run_id,
+        outcome.status,
+        outcome.error.as_deref(),
+    )
+    .await?;
+    let report = result.map_err(|e| CliError::Failed(e.to_string()))?;
+    if cli.json {
+        print_json(&report);
+    } else if !cli.quiet {
+        let verb = if report.dry_run {
+            "would put back"
+        } else {
+            "put back"
+        };
+        println!(
+            "Backup {} into {}: {verb} {} of {} row(s); {} already present (left alone).",
+            report.backup_id,
+            report.table,
+            output::count(report.restored),
+            output::count(report.rows_in_backup),
+            output::count(report.already_present)
+        );
+        if report.dry_run {
+            println!("Nothing was changed.");
+        }
+    }
+    Ok(true)
+}

@@ -1,0 +1,338 @@
+//! `archive`: move the rows that match `where`, or whose `time_column` is
+//! older than `older_than`, into an archive table. Each batch is one
+//! statement that deletes from the source and inserts what it deleted into
+//! the archive, so every row is in exactly one of the two tables at every
+//! moment. The archive table is created like the source (columns, primary
+//! key) when missing.
+
+use serde::Serialize;
+use serde_json::json;
+use tokio_postgres::Client;
+
+use super::purge::joined;
+use super::rows::{Filter, walkable_table};
+use super::walk::WalkPlan;
+use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
+use crate::backup::BackupWriter;
+use crate::config::file::{ArchiveTableFile, TaskFile};
+use crate::db::{self, TableInfo};
+use crate::sql::{Destination, TableName, quote_ident};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ArchiveSpec {
+    pub table: String,
+    #[serde(flatten)]
+    pub filter: Filter,
+    /// As written; `None` means `<table>_archive` beside the source.
+    pub archive_table: Option<String>,
+    pub archived_at: Option<String>,
+}
+
+/// The archive table: found, or to be created by the run.
+pub struct ArchivePlan {
+    walk: WalkPlan,
+    source: TableInfo,
+    create: Option<String>,
+}
+
+impl ArchiveSpec {
+    pub fn target(&self) -> String {
+        format!(
+            "{} -> {}",
+            self.table,
+            self.archive_table
+                .clone()
+                .unwrap_or_else(|| format!("{}_archive", self.table))
+        )
+    }
+
+    pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<ArchiveSpec> {
+        let table = file.table.clone();
+        if table.is_none() {
+            report(
+                "table",
+                "an archive task needs `table`".into(),
+                Some("add `table = \"schema.table\"`".into()),
+            );
+        }
+        let filter = Filter::resolve(file, "archive", report);
+        let archive_table = match &file.archive_table {
+            None => Some(None),
+            Some(ArchiveTableFile::Name(name)) if !name.trim().is_empty() => {
+                Some(Some(name.clone()))
+            }
+            Some(ArchiveTableFile::Name(_)) => {
+                report("archive_table", "`archive_table` is empty".into(), None);
+                None
+            }
+            Some(ArchiveTableFile::Enabled(true)) => Some(None),
+            Some(ArchiveTableFile::Enabled(false)) => {
+                report(
+                    "archive_table",
+                    "`archive_table = false` (export to files only) is not available in this version".into(),
+                    Some("name an archive table, or leave the key out for `<table>_archive`".into()),
+                );
+                None
+            }
+        };
+        Some(ArchiveSpec {
+            table: table?,
+            filter: filter?,
+            archive_table: archive_table?,
+            archived_at: file.archived_at.clone(),
+        })
+    }
+
+    /// The archive table's name: as configured (resolved like PostgreSQL
+    /// resolves names), or `<table>_archive` in the source's schema.
+    async fn archive_name(
+        &self,
+        client: &Client,
+        source: &TableName,
+    ) -> Result<TableName, CheckProblem> {
+        let Some(written) = &self.archive_table else {
+            return Ok(TableName::new(
+                &source.schema,
+                format!("{}_archive", source.name),
+            ));
+        };
+        let parts: Vec<String> = client
+            .query_one("SELECT parse_ident($1)", &[written])
+            .await
+            .map_err(|err| CheckProblem {
+                key: "archive_table",
+                message: format!(
+                    "\"{written}\" is not a valid table name: {}",
+                    db::describe(&err)
+                ),
+                help: None,
+            })?
+            .get(0);
+        match parts.as_slice() {
+            [name] => Ok(TableName::new(&source.schema, name)),
+            [schema, name] => Ok(TableName::new(schema, name)),
+            _ => Err(CheckProblem {
+                key: "archive_table",
+                message: format!(
+                    "\"{written}\" is not a table name (write `name` or `schema.name`)"
+                ),
+                help: None,
+            }),
+        }
+    }
+
+    /// Checks source, filter and archive table. Returns the source, the
+    /// filter's SQL, the archive's name, and whether it must be created.
+    async fn validate(
+        &self,
+        client: &Client,
+    ) -> Result<(TableInfo, String, TableName, bool), Vec<CheckProblem>> {
+        let source = walkable_table(client, &self.table)
+            .await
+            .map_err(|p| vec![p])?;
+        let filter_sql = self.filter.validate(client, &source).await?;
+        let archive = self
+            .archive_name(client, &source.name)
+            .await
+            .map_err(|p| vec![p])?;
+        if archive == source.name {
+            return Err(vec![CheckProblem {
+                key: "archive_table",
+                message: "the archive table is the source table".into(),
+                help: Some("name another table".into()),
+            }]);
+        }
+        let missing = match db::lookup_table(client, &archive.quoted()).await {
+            Ok(found) => {
+                let problems = differences(&source, &found, self.archived_at.as_deref());
+                if !problems.is_empty() {
+                    return Err(problems);
+                }
+                false
+            }
+            Err(db::LookupError::Missing(..)) => true,
+            Err(err) => {
+                return Err(vec![CheckProblem {
+                    key: "archive_table",
+                    message: err.to_string(),
+                    help: None,
+                }]);
+            }
+        };
+        Ok((source, filter_sql, archive, missing))
+    }
+}
+
+/// How an existing archive table fails to take the source's rows: each
+/// source column must be there with the same type, and `archived_at` must
+/// be a timestamp column.
+fn differences(
+    source: &TableInfo,
+    archive: &TableInfo,
+    archived_at: Option<&str>,
+) -> Vec<CheckProblem> {
+    let mut found = Vec::new();
+    for column in source.columns.iter().filter(|c| !c.generated) {
+        match archive.column(&column.name) {
+            None => found.push(format!(
+                "column \"{}\" ({}) is missing",
+                column.name, column.type_name
+            )),
+            Some(other) if other.type_name != column.type_name => found.push(format!(
+                "column \"{}\" is {} in the archive but {} in the source",
+                column.name, other.type_name, column.type_name
+            )),
+            Some(_) => {}
+        }
+    }
+    if let Some(at) = archived_at {
+        match archive.column(at) {
+            None => found.push(format!("the archived_at column \"{at}\" is missing")),
+            Some(c) if !c.type_name.starts_with("timestamp") => found.push(format!(
+                "the archived_at column \"{at}\" is {}, not a timestamp",
+                c.type_name
+            )),
+            Some(_) => {}
+        }
+    }
+    if found.is_empty() {
+        return Vec::new();
+    }
+    vec![CheckProblem {
+        key: "archive_table",
+        message: format!(
+            "archive table {} does not match {}: {}",
+            archive.name,
+            source.name,
+            found.join("; ")
+        ),
+        help: Some(
+            "alter the archive table to match, or name a new one (pgmaint creates it)".into(),
+        ),
+    }]
+}
+
+/// The DDL that creates the archive table like the source: same columns
+/// and primary key, no defaults, indexes or triggers of its own.
+fn create_statement(
+    source: &TableName,
+    archive: &TableName,
+    key: &[String],
+    archived_at: Option<&str>,
+) -> String {
+    let mut statement = format!(
+        "CREATE TABLE {} (LIKE {} INCLUDING COMMENTS",
+        archive.quoted(),
+        source.quoted()
+    );
+    if let Some(at) = archived_at {
+        statement.push_str(&format!(
+            ", {} timestamptz NOT NULL DEFAULT now()",
+            quote_ident(at)
+        ));
+    }
+    if !key.is_empty() {
+        statement.push_str(&format!(", PRIMARY KEY ({})", crate::sql::column_list(key)));
+    }
+    statement.push(')');
+    statement
+}
+
+impl Task for ArchiveSpec {
+    type Plan = ArchivePlan;
+
+    async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<ArchivePlan, TaskError> {
+        let (source, filter_sql, archive, missing) =
+            self.validate(ctx.client).await.map_err(|p| joined(&p))?;
+        let create = if missing {
+            let key = db::primary_key(&*ctx.client, source.oid).await?;
+            Some(create_statement(
+                &source.name,
+                &archive,
+                &key,
+                self.archived_at.as_deref(),
+            ))
+        } else {
+            None
+        };
+        let cutoff = self.filter.cutoff(ctx.client).await?;
+        Ok(ArchivePlan {
+            walk: WalkPlan {
+                table: source.name.clone(),
+                filter_sql,
+                cutoff,
+                pages: source.pages,
+                estimated_rows: source.estimated_rows,
+                columns: source.insertable_columns(),
+                destination: Destination::Move {
+                    archive,
+                    archived_at: self.archived_at.clone(),
+                },
+            },
+            source,
+            create,
+        })
+    }
+
+    async fn describe(
+        &self,
+        ctx: &mut TaskContext<'_>,
+        plan: &ArchivePlan,
+    ) -> Result<Outcome, TaskError> {
+        let backup = ctx.backup.is_some();
+        let mut outcome = plan.walk.describe(ctx, "move", backup).await?;
+        if let Destination::Move { archive, .. } = &plan.walk.destination {
+            outcome.details["archive_table"] = json!(archive.to_string());
+        }
+        if let Some(create) = &plan.create {
+            outcome.details["creates_archive_table"] = json!(true);
+            if let Some(list) = outcome.details["statements"].as_array_mut() {
+                list.insert(
+                    0,
+                    json!(format!("{create}  -- the archive table does not exist yet")),
+                );
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn execute(
+        &self,
+        ctx: &mut TaskContext<'_>,
+        plan: ArchivePlan,
+    ) -> Result<Outcome, TaskError> {
+        if let Some(create) = &plan.create {
+            ctx.log_statement(create);
+            let tx = ctx.client.transaction().await?;
+            tx.execute(
+                "SELECT set_config('lock_timeout', $1, true)",
+                &[&ctx.options.lock_timeout.as_pg_setting()],
+            )
+            .await?;
+            tx.batch_execute(create).await?;
+            tx.commit().await?;
+        }
+        let writer = match &ctx.backup {
+            Some(target) => Some(
+                BackupWriter::start(
+                    ctx.client,
+                    target,
+                    ctx.task_name,
+                    &plan.source.name,
+                    &plan.source.columns,
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let mut outcome = plan.walk.execute(ctx, writer).await?;
+        if plan.create.is_some() {
+            outcome.details["created_archive_table"] = json!(true);
+        }
+        Ok(outcome)
+    }
+
+    async fn check(&self, client: &Client) -> Vec<CheckProblem> {
+        self.validate(client).await.err().unwrap_or_default()
+    }
+}

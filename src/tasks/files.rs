@@ -1,0 +1,343 @@
+//! `files`: remove files under `path` that match `pattern` and are older
+//! than `older_than`, except those `keep_referenced` (a query returning
+//! paths relative to `path`) still names. Symlinks are never followed and
+//! never removed, so nothing outside `path` can be reached.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use globset::{Glob, GlobMatcher};
+use serde::Serialize;
+use serde_json::json;
+use tokio_postgres::Client;
+
+use super::{CheckProblem, Counters, Outcome, ReportProblem, Task, TaskContext, TaskError};
+use crate::config::file::TaskFile;
+use crate::db;
+use crate::status::Status;
+
+/// The dry run lists at most this many files.
+const MAX_LISTED: usize = 200;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FilesSpec {
+    pub path: String,
+    pub pattern: String,
+    pub older_than: String,
+    pub keep_referenced: Option<String>,
+}
+
+pub struct FilesPlan {
+    root: PathBuf,
+    candidates: Vec<Candidate>,
+    kept_referenced: u64,
+    skipped_symlinks: u64,
+}
+
+struct Candidate {
+    relative: String,
+    path: PathBuf,
+    bytes: u64,
+}
+
+impl FilesSpec {
+    pub fn target(&self) -> String {
+        format!("{}/{}", self.path.trim_end_matches('/'), self.pattern)
+    }
+
+    pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<FilesSpec> {
+        if file.path.is_none() {
+            report(
+                "path",
+                "a files task needs `path`, the directory to clean".into(),
+                Some("add `path = \"/var/app/uploads/tmp\"`".into()),
+            );
+        }
+        if file.older_than.is_none() {
+            report(
+                "older_than",
+                "a files task needs `older_than`".into(),
+                Some("add e.g. `older_than = \"7 days\"`".into()),
+            );
+        }
+        let pattern = file.pattern.clone().unwrap_or_else(|| "*".into());
+        if let Err(err) = Glob::new(&pattern) {
+            report(
+                "pattern",
+                format!("`{pattern}` is not a valid glob: {err}"),
+                Some("write e.g. \"*.tmp\" or \"**/*.part\"".into()),
+            );
+            return None;
+        }
+        Some(FilesSpec {
+            path: file.path.clone()?,
+            pattern,
+            older_than: file.older_than.clone()?,
+            keep_referenced: file.keep_referenced.clone(),
+        })
+    }
+
+    fn matcher(&self) -> GlobMatcher {
+        Glob::new(&self.pattern)
+            .expect("checked when the config was read")
+            .compile_matcher()
+    }
+
+    async fn validate(&self, client: &Client) -> Vec<CheckProblem> {
+        let mut problems = Vec::new();
+        match std::fs::metadata(&self.path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => problems.push(CheckProblem {
+                key: "path",
+                message: format!("{} is not a directory", self.path),
+                help: None,
+            }),
+            Err(err) => problems.push(CheckProblem {
+                key: "path",
+                message: format!("cannot read directory {}: {err}", self.path),
+                help: Some(
+                    "create it, or fix the path (relative paths are from where pgmaint runs)"
+                        .into(),
+                ),
+            }),
+        }
+        if let Err(err) = age(client, &self.older_than).await {
+            problems.push(CheckProblem {
+                key: "older_than",
+                message: format!(
+                    "`{}` is not a PostgreSQL interval: {}",
+                    self.older_than,
+                    db::describe(&err)
+                ),
+                help: Some("write e.g. \"7 days\", \"12 hours\"".into()),
+            });
+        }
+        if let Some(query) = &self.keep_referenced {
+            match client.prepare(query).await {
+                Ok(statement) if statement.columns().len() == 1 => {}
+                Ok(statement) => problems.push(CheckProblem {
+                    key: "keep_referenced",
+                    message: format!(
+                        "the query returns {} columns; it must return one, the file's path",
+                        statement.columns().len()
+                    ),
+                    help: None,
+                }),
+                Err(err) => problems.push(CheckProblem {
+                    key: "keep_referenced",
+                    message: format!("the query is not valid: {}", db::describe(&err)),
+                    help: None,
+                }),
+            }
+        }
+        problems
+    }
+
+    /// The paths the application still references, relative to `path`.
+    async fn referenced(&self, client: &Client, root: &Path) -> Result<HashSet<String>, TaskError> {
+        let Some(query) = &self.keep_referenced else {
+            return Ok(HashSet::new());
+        };
+        client.batch_execute("BEGIN READ ONLY").await?;
+        let rows = client.simple_query(query).await;
+        client.batch_execute("ROLLBACK").await?;
+        let mut paths = HashSet::new();
+        for message in rows? {
+            if let tokio_postgres::SimpleQueryMessage::Row(row) = message
+                && let Some(text) = row.get(0)
+            {
+                paths.insert(relative_name(root, text));
+            }
+        }
+        Ok(paths)
+    }
+}
+
+/// A referenced path as a path relative to the root: `./a/b`, `a/b` and
+/// `<root>/a/b` all name `a/b`.
+fn relative_name(root: &Path, text: &str) -> String {
+    let path = Path::new(text);
+    let relative = path.strip_prefix(root).unwrap_or(path);
+    relative
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect::<PathBuf>()
+        .to_string_lossy()
+        .into_owned()
+}
+
+async fn age(client: &Client, interval: &str) -> Result<Duration, tokio_postgres::Error> {
+    let seconds: f64 = client
+        .query_one(
+            "SELECT extract(epoch FROM $1::text::interval)::float8",
+            &[&interval],
+        )
+        .await?
+        .get(0);
+    Ok(Duration::from_secs_f64(seconds.max(0.0)))
+}
+
+impl Task for FilesSpec {
+    type Plan = FilesPlan;
+
+    async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<FilesPlan, TaskError> {
+        let problems = self.validate(ctx.client).await;
+        if !problems.is_empty() {
+            return Err(super::purge::joined(&problems));
+        }
+        let root = std::fs::canonicalize(&self.path)
+            .map_err(|e| TaskError::Io(format!("cannot resolve {}: {e}", self.path)))?;
+        let cutoff = SystemTime::now() - age(ctx.client, &self.older_than).await?;
+        let referenced = self.referenced(ctx.client, &root).await?;
+        let matcher = self.matcher();
+        let mut plan = FilesPlan {
+            root: root.clone(),
+            candidates: Vec::new(),
+            kept_referenced: 0,
+            skipped_symlinks: 0,
+        };
+        for entry in walkdir::WalkDir::new(&root)
+            .follow_links(false)
+            .sort_by_file_name()
+        {
+            let entry =
+                entry.map_err(|e| TaskError::Io(format!("cannot read {}: {e}", root.display())))?;
+            if entry.path_is_symlink() {
+                plan.skipped_symlinks += 1;
+                continue;
+            }
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let relative = entry
+                .path()
+                .strip_prefix(&root)
+                .unwrap_or(entry.path())
+                .to_string_lossy()
+                .into_owned();
+            let name_matches = if self.pattern.contains('/') {
+                matcher.is_match(&relative)
+            } else {
+                matcher.is_match(entry.file_name())
+            };
+            if !name_matches {
+                continue;
+            }
+            let metadata = entry.metadata().map_err(|e| {
+                TaskError::Io(format!("cannot read {}: {e}", entry.path().display()))
+            })?;
+            if metadata.modified().map_or(true, |m| m > cutoff) {
+                continue;
+            }
+            if referenced.contains(&relative) {
+                plan.kept_referenced += 1;
+                continue;
+            }
+            plan.candidates.push(Candidate {
+                relative,
+                path: entry.path().to_path_buf(),
+                bytes: metadata.len(),
+            });
+        }
+        Ok(plan)
+    }
+
+    async fn describe(
+        &self,
+        _: &mut TaskContext<'_>,
+        plan: &FilesPlan,
+    ) -> Result<Outcome, TaskError> {
+        let bytes: u64 = plan.candidates.iter().map(|c| c.bytes).sum();
+        let listed: Vec<&str> = plan
+            .candidates
+            .iter()
+            .take(MAX_LISTED)
+            .map(|c| c.relative.as_str())
+            .collect();
+        Ok(Outcome {
+            status: Status::Succeeded,
+            rows: plan.candidates.len() as u64,
+            batches: 0,
+            retries: 0,
+            error: None,
+            details: json!({
+                "summary": format!("would remove {} file(s), {} bytes, under {}", plan.candidates.len(), bytes, plan.root.display()),
+                "path": plan.root.display().to_string(),
+                "files": listed,
+                "files_listed_truncated": plan.candidates.len() > MAX_LISTED,
+                "bytes": bytes,
+                "kept_referenced": plan.kept_referenced,
+                "skipped_symlinks": plan.skipped_symlinks,
+            }),
+        })
+    }
+
+    async fn execute(
+        &self,
+        ctx: &mut TaskContext<'_>,
+        plan: FilesPlan,
+    ) -> Result<Outcome, TaskError> {
+        let mut counters = Counters::default();
+        let mut freed = 0u64;
+        let mut stopped = None;
+        ctx.progress.start(plan.candidates.len() as u64, "files");
+        let mut seen = 0u64;
+        for chunk in plan.candidates.chunks(ctx.options.batch_size as usize) {
+            if let Some(reason) = ctx.should_stop() {
+                stopped = Some(reason);
+                break;
+            }
+            for candidate in chunk {
+                match std::fs::remove_file(&candidate.path) {
+                    Ok(()) => {
+                        counters.rows += 1;
+                        freed += candidate.bytes;
+                    }
+                    // Gone already (removed by the application): fine.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => {
+                        return Err(TaskError::Io(format!(
+                            "cannot remove {}: {err} ({} file(s) removed before it)",
+                            candidate.path.display(),
+                            counters.rows
+                        )));
+                    }
+                }
+            }
+            counters.batches += 1;
+            seen += chunk.len() as u64;
+            ctx.progress.update(seen, counters.rows);
+            ctx.record_progress(counters).await?;
+            if !ctx.options.pause.0.is_zero() {
+                ctx.stop.sleep(ctx.options.pause.0).await;
+            }
+        }
+        ctx.progress.finish();
+        let (status, error) = match stopped {
+            Some(reason) => (
+                Status::Cancelled,
+                Some(format!("{reason} after {} file(s)", counters.rows)),
+            ),
+            None => (Status::Succeeded, None),
+        };
+        Ok(Outcome {
+            status,
+            rows: counters.rows,
+            batches: counters.batches,
+            retries: 0,
+            error,
+            details: json!({
+                "summary": format!("removed {} file(s), {} bytes freed", counters.rows, freed),
+                "path": plan.root.display().to_string(),
+                "bytes_freed": freed,
+                "kept_referenced": plan.kept_referenced,
+                "skipped_symlinks": plan.skipped_symlinks,
+            }),
+        })
+    }
+
+    async fn check(&self, client: &Client) -> Vec<CheckProblem> {
+        self.validate(client).await
+    }
+}

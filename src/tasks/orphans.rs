@@ -1,0 +1,359 @@
+//! `orphans`: rows of `table` whose `column` (or columns) match no row of
+//! `references = "parent(col)"`, for relations without a foreign key. A
+//! NULL reference is not an orphan (as with a foreign key's MATCH SIMPLE).
+//! `action = "report"` counts them and shows sample keys; `"delete"` removes
+//! them with the same batched ctid walk as purge, the anti-join as filter.
+
+use serde::Serialize;
+use serde_json::json;
+use tokio_postgres::Client;
+
+use super::purge::joined;
+use super::rows::walkable_table;
+use super::walk::WalkPlan;
+use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
+use crate::backup::BackupWriter;
+use crate::config::file::{OrphanAction, TaskFile};
+use crate::db::{self, TableInfo};
+use crate::sql::{self, Destination, TableName};
+use crate::status::Status;
+
+const SAMPLE_KEYS: i64 = 10;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OrphansSpec {
+    pub table: String,
+    pub columns: Vec<String>,
+    /// The parent table as written, and its columns.
+    pub parent: String,
+    pub parent_columns: Vec<String>,
+    pub action: OrphanAction,
+}
+
+pub struct OrphansPlan {
+    child: TableInfo,
+    parent: TableName,
+    filter_sql: String,
+}
+
+/// `parent(col)` or `schema.parent(a, b)` into the table and its columns.
+fn parse_references(text: &str) -> Option<(String, Vec<String>)> {
+    let open = text.find('(')?;
+    let inner = text[open + 1..].trim_end().strip_suffix(')')?;
+    let table = text[..open].trim().to_string();
+    let columns: Vec<String> = inner
+        .split(',')
+        .map(|c| c.trim().trim_matches('"').to_string())
+        .collect();
+    if table.is_empty() || columns.iter().any(String::is_empty) {
+        return None;
+    }
+    Some((table, columns))
+}
+
+impl OrphansSpec {
+    pub fn target(&self) -> String {
+        format!(
+            "{}({}) -> {}({})",
+            self.table,
+            self.columns.join(", "),
+            self.parent,
+            self.parent_columns.join(", ")
+        )
+    }
+
+    pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<OrphansSpec> {
+        let table = file.table.clone();
+        if table.is_none() {
+            report(
+                "table",
+                "an orphans task needs `table`".into(),
+                Some("add `table = \"comments\"`".into()),
+            );
+        }
+        let columns = file.column.as_ref().map(|c| c.to_vec());
+        if columns.as_ref().is_none_or(|c| c.is_empty()) {
+            report(
+                "column",
+                "an orphans task needs `column`, the child's reference".into(),
+                Some(
+                    "add `column = \"post_id\"` (or `column = [\"a\", \"b\"]` for a composite key)"
+                        .into(),
+                ),
+            );
+        }
+        let references = match &file.references {
+            None => {
+                report(
+                    "references",
+                    "an orphans task needs `references`".into(),
+                    Some("add `references = \"posts(id)\"`".into()),
+                );
+                None
+            }
+            Some(text) => {
+                let parsed = parse_references(text);
+                if parsed.is_none() {
+                    report(
+                        "references",
+                        format!("`{text}` is not of the form parent(column) or parent(a, b)"),
+                        Some("write e.g. `references = \"public.posts(id)\"`".into()),
+                    );
+                }
+                parsed
+            }
+        };
+        if let (Some(columns), Some((_, parent_columns))) = (&columns, &references)
+            && columns.len() != parent_columns.len()
+        {
+            report(
+                "references",
+                format!(
+                    "`column` names {} column(s) but `references` names {}",
+                    columns.len(),
+                    parent_columns.len()
+                ),
+                Some("name the same number of columns on both sides, in matching order".into()),
+            );
+            return None;
+        }
+        let (parent, parent_columns) = references?;
+        Some(OrphansSpec {
+            table: table?,
+            columns: columns?,
+            parent,
+            parent_columns,
+            action: file.action.unwrap_or_default(),
+        })
+    }
+
+    async fn validate(
+        &self,
+        client: &Client,
+    ) -> Result<(TableInfo, TableName, String), Vec<CheckProblem>> {
+        let mut problems = Vec::new();
+        let child = walkable_table(client, &self.table).await;
+        let parent = db::lookup_table(client, &self.parent).await;
+        if let Ok(child) = &child {
+            for column in &self.columns {
+                if child.column(column).is_none() {
+                    problems.push(CheckProblem {
+                        key: "column",
+                        message: format!(
+                            "table {} has no column \"{column}\"; columns are: {}",
+                            child.name,
+                            child.column_list()
+                        ),
+                        help: None,
+                    });
+                }
+            }
+        }
+        match &parent {
+            Ok(parent) => {
+                for column in &self.parent_columns {
+                    if parent.column(column).is_none() {
+                        problems.push(CheckProblem {
+                            key: "references",
+                            message: format!(
+                                "parent table {} has no column \"{column}\"; columns are: {}",
+                                parent.name,
+                                parent.column_list()
+                            ),
+                            help: None,
+                        });
+                    }
+                }
+            }
+            Err(err) => problems.push(CheckProblem {
+                key: "references",
+                message: format!("parent {err}"),
+                help: Some("check the parent table's name in `references`".into()),
+            }),
+        }
+        let child = match child {
+            Ok(child) => child,
+            Err(problem) => {
+                problems.insert(0, problem);
+                return Err(problems);
+            }
+        };
+        let Ok(parent) = parent else {
+            return Err(problems);
+        };
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let filter = sql::orphan_predicate(
+            &child.name,
+            &self.columns,
+            &parent.name,
+            &self.parent_columns,
+        );
+        Ok((child, parent.name, filter))
+    }
+
+    /// The orphans' count and a few of their keys, read-only.
+    async fn count_and_samples(
+        &self,
+        client: &Client,
+        plan: &OrphansPlan,
+    ) -> Result<(u64, Vec<serde_json::Value>), tokio_postgres::Error> {
+        client.batch_execute("BEGIN READ ONLY").await?;
+        let result = async {
+            let count: i64 = client
+                .query_one(
+                    &sql::count_matching(&plan.child.name, &plan.filter_sql),
+                    &[],
+                )
+                .await?
+                .get(0);
+            let keys = self
+                .columns
+                .iter()
+                .map(|c| format!("{}::text", sql::quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let samples = client
+                .query(
+                    &format!(
+                        "SELECT DISTINCT {keys} FROM {} WHERE {} LIMIT {SAMPLE_KEYS}",
+                        plan.child.name.quoted(),
+                        plan.filter_sql
+                    ),
+                    &[],
+                )
+                .await?
+                .iter()
+                .map(|row| {
+                    let key: serde_json::Map<_, _> = self
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| (c.clone(), json!(row.get::<_, Option<String>>(i))))
+                        .collect();
+                    serde_json::Value::Object(key)
+                })
+                .collect();
+            Ok::<_, tokio_postgres::Error>((count as u64, samples))
+        }
+        .await;
+        client.batch_execute("ROLLBACK").await?;
+        result
+    }
+
+    fn walk(&self, plan: &OrphansPlan) -> WalkPlan {
+        WalkPlan {
+            table: plan.child.name.clone(),
+            filter_sql: plan.filter_sql.clone(),
+            cutoff: None,
+            pages: plan.child.pages,
+            estimated_rows: plan.child.estimated_rows,
+            columns: plan.child.insertable_columns(),
+            destination: Destination::Delete,
+        }
+    }
+
+    fn report_outcome(
+        &self,
+        plan: &OrphansPlan,
+        count: u64,
+        samples: Vec<serde_json::Value>,
+    ) -> Outcome {
+        Outcome {
+            status: Status::Succeeded,
+            // Reporting changes no row.
+            rows: 0,
+            batches: 0,
+            retries: 0,
+            error: None,
+            details: json!({
+                "table": plan.child.name.to_string(),
+                "references": format!("{}({})", plan.parent, self.parent_columns.join(", ")),
+                "action": "report",
+                "orphans": count,
+                "sample_keys": samples,
+                "statements": [sql::count_matching(&plan.child.name, &plan.filter_sql)],
+            }),
+        }
+    }
+}
+
+impl Task for OrphansSpec {
+    type Plan = OrphansPlan;
+
+    async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<OrphansPlan, TaskError> {
+        let (child, parent, filter_sql) =
+            self.validate(ctx.client).await.map_err(|p| joined(&p))?;
+        Ok(OrphansPlan {
+            child,
+            parent,
+            filter_sql,
+        })
+    }
+
+    async fn describe(
+        &self,
+        ctx: &mut TaskContext<'_>,
+        plan: &OrphansPlan,
+    ) -> Result<Outcome, TaskError> {
+        let (count, samples) = self.count_and_samples(ctx.client, plan).await?;
+        if self.action == OrphanAction::Report {
+            return Ok(self.report_outcome(plan, count, samples));
+        }
+        let backup = ctx.backup.is_some();
+        let mut outcome = self.walk(plan).describe(ctx, "delete", backup).await?;
+        outcome.details["orphans"] = json!(count);
+        outcome.details["sample_keys"] = json!(samples);
+        Ok(outcome)
+    }
+
+    async fn execute(
+        &self,
+        ctx: &mut TaskContext<'_>,
+        plan: OrphansPlan,
+    ) -> Result<Outcome, TaskError> {
+        if self.action == OrphanAction::Report {
+            // Reporting changes nothing: a run and a dry run say the same.
+            let (count, samples) = self.count_and_samples(ctx.client, &plan).await?;
+            return Ok(self.report_outcome(&plan, count, samples));
+        }
+        let writer = match &ctx.backup {
+            Some(target) => Some(
+                BackupWriter::start(
+                    ctx.client,
+                    target,
+                    ctx.task_name,
+                    &plan.child.name,
+                    &plan.child.columns,
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        self.walk(&plan).execute(ctx, writer).await
+    }
+
+    async fn check(&self, client: &Client) -> Vec<CheckProblem> {
+        self.validate(client).await.err().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_parse_simple_qualified_and_composite() {
+        assert_eq!(
+            parse_references("posts(id)"),
+            Some(("posts".into(), vec!["id".into()]))
+        );
+        assert_eq!(
+            parse_references("app.orders (a, \"B\")"),
+            Some(("app.orders".into(), vec!["a".into(), "B".into()]))
+        );
+        assert_eq!(parse_references("posts"), None);
+        assert_eq!(parse_references("posts()"), None);
+    }
+}

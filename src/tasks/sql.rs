@@ -1,0 +1,210 @@
+//! `sql`: run SQL the application already has (often a cleanup function,
+//! `SELECT * FROM cleanup_all_expired_tokens()`), under the task's timeouts,
+//! in a transaction unless `transaction = false` (VACUUM, procedures that
+//! COMMIT). Its result rows are shown and kept in the run's details, capped.
+
+use serde::Serialize;
+use serde_json::json;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
+use crate::config::file::TaskFile;
+use crate::db;
+use crate::status::Status;
+
+/// At most this many result rows are kept in the run's details...
+const MAX_ROWS: usize = 100;
+/// ...and at most this many bytes of their text.
+const MAX_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SqlSpec {
+    pub sql: String,
+    pub transaction: bool,
+}
+
+impl SqlSpec {
+    pub fn target(&self) -> String {
+        let flat = self.sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        if flat.chars().count() > 60 {
+            format!("{}...", flat.chars().take(57).collect::<String>())
+        } else {
+            flat
+        }
+    }
+
+    pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<SqlSpec> {
+        match &file.sql {
+            Some(sql) if !sql.trim().is_empty() => Some(SqlSpec {
+                sql: sql.clone(),
+                transaction: file.transaction.unwrap_or(true),
+            }),
+            _ => {
+                report(
+                    "sql",
+                    "a sql task needs `sql`, the statement to run".into(),
+                    Some("add e.g. `sql = \"SELECT * FROM cleanup_expired_tokens()\"`".into()),
+                );
+                None
+            }
+        }
+    }
+
+    /// Parses the statement on the server without running it: a Parse
+    /// message checks syntax, and for queries also tables, columns and
+    /// functions. Several statements in one string cannot be parsed that
+    /// way; they are only checked when run.
+    async fn validate(&self, client: &Client) -> Vec<CheckProblem> {
+        match client.prepare(&self.sql).await {
+            Ok(_) => Vec::new(),
+            Err(err) if db::describe(&err).contains("cannot insert multiple commands") => {
+                Vec::new()
+            }
+            Err(err) => vec![CheckProblem {
+                key: "sql",
+                message: format!("the SQL does not parse: {}", db::describe(&err)),
+                help: Some("try it in psql first".into()),
+            }],
+        }
+    }
+}
+
+/// The last result set of a simple query, capped, and the total row count
+/// of every statement.
+fn collect(messages: &[SimpleQueryMessage]) -> (u64, serde_json::Value) {
+    let mut affected = 0;
+    let mut columns: Vec<String> = Vec::new();
+    let mut rows: Vec<Vec<Option<String>>> = Vec::new();
+    let mut bytes = 0;
+    let mut truncated = false;
+    for message in messages {
+        match message {
+            SimpleQueryMessage::RowDescription(description) => {
+                columns = description.iter().map(|c| c.name().to_string()).collect();
+                rows.clear();
+                truncated = false;
+                bytes = 0;
+            }
+            SimpleQueryMessage::Row(row) => {
+                let values: Vec<Option<String>> = (0..row.len())
+                    .map(|i| row.get(i).map(str::to_string))
+                    .collect();
+                let size: usize = values.iter().flatten().map(String::len).sum();
+                if rows.len() >= MAX_ROWS || bytes + size > MAX_BYTES {
+                    truncated = true;
+                } else {
+                    bytes += size;
+                    rows.push(values);
+                }
+            }
+            SimpleQueryMessage::CommandComplete(n) => affected += n,
+            _ => {}
+        }
+    }
+    (
+        affected,
+        json!({ "columns": columns, "rows": rows, "truncated": truncated }),
+    )
+}
+
+impl Task for SqlSpec {
+    type Plan = ();
+
+    async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
+        let problems = self.validate(ctx.client).await;
+        match problems.first() {
+            Some(problem) => Err(TaskError::Target(problem.message.clone())),
+            None => Ok(()),
+        }
+    }
+
+    async fn describe(&self, ctx: &mut TaskContext<'_>, _: &()) -> Result<Outcome, TaskError> {
+        let mut statements = vec![
+            format!(
+                "SET lock_timeout = '{}'",
+                ctx.options.lock_timeout.as_pg_setting()
+            ),
+            format!(
+                "SET statement_timeout = '{}'",
+                ctx.options.statement_timeout.as_pg_setting()
+            ),
+        ];
+        if self.transaction {
+            statements.push("BEGIN".into());
+        }
+        statements.push(self.sql.clone());
+        if self.transaction {
+            statements.push("COMMIT".into());
+        }
+        Ok(Outcome {
+            status: Status::Succeeded,
+            rows: 0,
+            batches: 0,
+            retries: 0,
+            error: None,
+            details: json!({
+                "summary": format!(
+                    "would run the SQL{} (a dry run does not run it: its effects are its own)",
+                    if self.transaction { " in one transaction" } else { " outside a transaction" }
+                ),
+                "transaction": self.transaction,
+                "statements": statements,
+            }),
+        })
+    }
+
+    async fn execute(&self, ctx: &mut TaskContext<'_>, _: ()) -> Result<Outcome, TaskError> {
+        let client = &*ctx.client;
+        db::set_session(
+            client,
+            "lock_timeout",
+            &ctx.options.lock_timeout.as_pg_setting(),
+        )
+        .await?;
+        db::set_session(
+            client,
+            "statement_timeout",
+            &ctx.options.statement_timeout.as_pg_setting(),
+        )
+        .await?;
+        ctx.log_statement(&self.sql);
+        let result = if self.transaction {
+            client.batch_execute("BEGIN").await?;
+            match client.simple_query(&self.sql).await {
+                Ok(messages) => client.batch_execute("COMMIT").await.map(|_| messages),
+                Err(err) => {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    Err(err)
+                }
+            }
+        } else {
+            client.simple_query(&self.sql).await
+        };
+        db::set_session(client, "lock_timeout", "0").await?;
+        db::set_session(client, "statement_timeout", "0").await?;
+        let messages = result.map_err(|err| {
+            TaskError::Database(format!(
+                "the SQL failed{}: {}",
+                if self.transaction {
+                    " and was rolled back"
+                } else {
+                    ""
+                },
+                db::describe(&err)
+            ))
+        })?;
+        let (affected, result) = collect(&messages);
+        Ok(Outcome {
+            status: Status::Succeeded,
+            rows: affected,
+            batches: 1,
+            retries: 0,
+            error: None,
+            details: json!({ "transaction": self.transaction, "result": result }),
+        })
+    }
+
+    async fn check(&self, client: &Client) -> Vec<CheckProblem> {
+        self.validate(client).await
+    }
+}

@@ -1,0 +1,595 @@
+//! The ctid walk that purge, archive and orphans share: batches over a
+//! window of the table's pages, found by a TID Range Scan, so a batch never
+//! re-reads the dead tuples earlier batches left behind. The window adapts
+//! so a batch removes about `batch_size` rows. Wide windows carry a `LIMIT`
+//! that caps the batch; a narrow window, sized to hold at most a batch at
+//! the table's average rows per page, goes whole, so pages much denser than
+//! average can take a batch somewhat over. docs/architecture.md has the
+//! measurements behind this.
+//!
+//! Each batch is one transaction: a single statement when nothing else has
+//! to happen, or, when the removed rows are also backed up, the statement
+//! plus the backup's index row, committed only after the backup file is on
+//! disk.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio_postgres::types::ToSql;
+
+use super::{Counters, Outcome, TaskContext, TaskError};
+use crate::backup::BackupWriter;
+use crate::db;
+use crate::sql::{self, Destination, TableName, WalkBatch};
+use crate::status::Status;
+
+/// Largest page window one batch scans (64 MiB of 8 KiB pages).
+const MAX_WINDOW_PAGES: i64 = 8192;
+/// A batch slower than this scans a smaller window next time.
+const SLOW_BATCH: Duration = Duration::from_millis(150);
+const SAMPLE_ROWS: u32 = 5;
+
+/// What `prepare` fixed for a walk: the table as found in the catalog, the
+/// filter's SQL and its cutoff, the pages to walk, and where rows go.
+pub struct WalkPlan {
+    pub table: TableName,
+    pub filter_sql: String,
+    pub cutoff: Option<DateTime<Utc>>,
+    pub pages: i64,
+    pub estimated_rows: f64,
+    /// The columns a move copies and a backup saves (generated ones left out).
+    pub columns: Vec<String>,
+    pub destination: Destination,
+}
+
+impl WalkPlan {
+    /// The parameters of the filter, numbered after the batch's own.
+    fn filter_params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        match &self.cutoff {
+            Some(cutoff) => vec![cutoff],
+            None => vec![],
+        }
+    }
+
+    /// The filter's SQL for a statement where it is the only parameter user.
+    fn filter_alone(&self) -> String {
+        self.filter_sql.replace("$4", "$1")
+    }
+
+    fn statement(&self, limited: bool, returning: bool) -> String {
+        sql::walk_batch(
+            &WalkBatch {
+                table: &self.table,
+                filter: &self.filter_sql,
+                columns: &self.columns,
+                destination: &self.destination,
+                returning,
+            },
+            limited,
+        )
+    }
+
+    /// The dry run: how many rows match (exactly, or the planner's estimate
+    /// above `exact_count_limit`), a few of them, and the statements a run
+    /// would issue. Read-only.
+    pub async fn describe(
+        &self,
+        ctx: &mut TaskContext<'_>,
+        verb: &str,
+        backup: bool,
+    ) -> Result<Outcome, TaskError> {
+        let client = &*ctx.client;
+        client.batch_execute("BEGIN READ ONLY").await?;
+        let described = async {
+            let filter = self.filter_alone();
+            let params = self.filter_params();
+            let explain: serde_json::Value = client
+                .query_one(&sql::explain_matching(&self.table, &filter), &params)
+                .await?
+                .get(0);
+            let estimate = explain[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0) as u64;
+            let exact = self.estimated_rows <= ctx.options.exact_count_limit as f64;
+            let rows = if exact {
+                let count: i64 = client
+                    .query_one(&sql::count_matching(&self.table, &filter), &params)
+                    .await?
+                    .get(0);
+                count as u64
+            } else {
+                estimate
+            };
+            let samples: Vec<serde_json::Value> = client
+                .query(
+                    &sql::sample_matching(&self.table, &filter, SAMPLE_ROWS),
+                    &params,
+                )
+                .await?
+                .iter()
+                .map(|row| {
+                    serde_json::from_str(row.get::<_, &str>(0)).unwrap_or(serde_json::Value::Null)
+                })
+                .collect();
+            Ok::<_, tokio_postgres::Error>((rows, exact, samples))
+        }
+        .await;
+        client.batch_execute("ROLLBACK").await?;
+        let (rows, exact, samples) = described?;
+        let batches = rows.div_ceil(ctx.options.batch_size);
+        let mut params = json!({
+            "$1": "first page of the batch",
+            "$2": "page after the batch",
+            "$3": ctx.options.batch_size,
+        });
+        if let Some(cutoff) = self.cutoff {
+            params["$4"] = json!(cutoff.to_rfc3339());
+        }
+        let mut statements = vec![
+            format!(
+                "SET lock_timeout = '{}'",
+                ctx.options.lock_timeout.as_pg_setting()
+            ),
+            format!(
+                "SET statement_timeout = '{}'",
+                ctx.options.statement_timeout.as_pg_setting()
+            ),
+            format!(
+                "-- each batch, one transaction, walking pages 0..{} of {}; windows that can hold more than a batch:",
+                self.pages, self.table
+            ),
+            self.statement(true, backup),
+            "-- windows that cannot hold more than a batch ($3 is then the cutoff, if any):"
+                .to_string(),
+            self.statement(false, backup),
+        ];
+        if backup {
+            statements.push("-- with each batch, before it commits: its rows written to a backup file and flushed to disk, and the file recorded in the state schema".into());
+        }
+        Ok(Outcome {
+            status: Status::Succeeded,
+            rows,
+            batches,
+            retries: 0,
+            error: None,
+            details: json!({
+                "table": self.table.to_string(),
+                "action": verb,
+                "rows_exact": exact,
+                "cutoff": self.cutoff.map(|c| c.to_rfc3339()),
+                "pages": self.pages,
+                "backup": backup,
+                "samples": samples,
+                "statements": statements,
+                "parameters": params,
+            }),
+        })
+    }
+
+    /// The run: walks every page, then pages added meanwhile, then ranges
+    /// whose locks stayed busy. A failure part-way keeps what was done.
+    pub async fn execute(
+        &self,
+        ctx: &mut TaskContext<'_>,
+        mut backup: Option<BackupWriter>,
+    ) -> Result<Outcome, TaskError> {
+        db::set_session(
+            ctx.client,
+            "lock_timeout",
+            &ctx.options.lock_timeout.as_pg_setting(),
+        )
+        .await?;
+        db::set_session(
+            ctx.client,
+            "statement_timeout",
+            &ctx.options.statement_timeout.as_pg_setting(),
+        )
+        .await?;
+        let returning = backup.is_some();
+        let statements = Statements {
+            limited: ctx.client.prepare(&self.statement(true, returning)).await?,
+            narrow: ctx
+                .client
+                .prepare(&self.statement(false, returning))
+                .await?,
+        };
+        ctx.log_statement(&self.statement(true, returning));
+        ctx.log_statement(&self.statement(false, returning));
+        let mut walk = Walk::new(self, ctx.options.batch_size);
+        ctx.progress.start(self.pages as u64, "pages");
+
+        let walked = async {
+            let mut stopped = walk.pages(ctx, &statements, &mut backup, 0, self.pages).await?;
+            // Rows inserted or moved (by an update) past the end while the
+            // walk ran: walk the pages added since, until the table stops
+            // growing.
+            let mut end = self.pages;
+            while stopped.is_none() {
+                let now: i64 = ctx
+                    .client
+                    .query_one("SELECT pg_relation_size($1::text::regclass) / current_setting('block_size')::bigint", &[&self.table.quoted()])
+                    .await?
+                    .get(0);
+                if now <= end {
+                    break;
+                }
+                stopped = walk.pages(ctx, &statements, &mut backup, end, now).await?;
+                end = now;
+            }
+            // Ranges whose locks stayed busy get one more round at the end.
+            let deferred = std::mem::take(&mut walk.deferred);
+            for (from, to) in deferred {
+                if stopped.is_some() {
+                    walk.deferred.push((from, to));
+                    continue;
+                }
+                stopped = walk.pages(ctx, &statements, &mut backup, from, to).await?;
+            }
+            Ok::<_, TaskError>(stopped)
+        }
+        .await;
+        ctx.progress.finish();
+        db::set_session(ctx.client, "lock_timeout", "0").await?;
+        db::set_session(ctx.client, "statement_timeout", "0").await?;
+
+        let mut details = json!({
+            "table": self.table.to_string(),
+            "cutoff": self.cutoff.map(|c| c.to_rfc3339()),
+            "pages": self.pages,
+            "longest_batch_ms": walk.longest_batch.as_millis() as u64,
+        });
+        if let Destination::Move { archive, .. } = &self.destination {
+            details["archive_table"] = json!(archive.to_string());
+        }
+        if let Some(writer) = backup
+            && let Some(id) = writer.finish(ctx.client).await?
+        {
+            details["backup_id"] = json!(id);
+        }
+        let counters = walk.counters;
+        let (status, error) = match walked {
+            Err(err) => (
+                Status::Failed,
+                Some(format!(
+                    "{err}; {} rows were done before this batch, the rest remain for the next run",
+                    counters.rows
+                )),
+            ),
+            Ok(Some(reason)) => {
+                let remaining = self.estimate_remaining(ctx.client).await.unwrap_or(0);
+                details["remaining_rows_estimate"] = json!(remaining);
+                (
+                    Status::Cancelled,
+                    Some(format!(
+                        "{reason} after {} rows; about {remaining} matching rows remain for the next run",
+                        counters.rows
+                    )),
+                )
+            }
+            Ok(None) if !walk.deferred.is_empty() => {
+                let pages: i64 = walk.deferred.iter().map(|(a, b)| b - a).sum();
+                details["locked_pages"] = json!(pages);
+                (
+                    Status::Failed,
+                    Some(format!(
+                        "{} batch(es) covering {pages} pages could not get their locks within lock_timeout {} after {} retries each; those rows remain and the next run retries them",
+                        walk.deferred.len(),
+                        ctx.options.lock_timeout,
+                        ctx.options.max_retries
+                    )),
+                )
+            }
+            Ok(None) => (Status::Succeeded, None),
+        };
+        Ok(Outcome {
+            status,
+            rows: counters.rows,
+            batches: counters.batches,
+            retries: counters.retries,
+            error,
+            details,
+        })
+    }
+
+    async fn estimate_remaining(
+        &self,
+        client: &tokio_postgres::Client,
+    ) -> Result<u64, tokio_postgres::Error> {
+        let explain: serde_json::Value = client
+            .query_one(
+                &sql::explain_matching(&self.table, &self.filter_alone()),
+                &self.filter_params(),
+            )
+            .await?
+            .get(0);
+        Ok(explain[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0) as u64)
+    }
+}
+
+/// The two prepared forms of a batch.
+struct Statements {
+    /// `ORDER BY ctid LIMIT batch_size`: for windows that might hold more.
+    limited: tokio_postgres::Statement,
+    /// The whole window: for windows that cannot.
+    narrow: tokio_postgres::Statement,
+}
+
+/// The state of one ctid walk over a table.
+struct Walk<'p> {
+    plan: &'p WalkPlan,
+    batch_size: u64,
+    window: i64,
+    /// The widest window that cannot hold more than a batch of rows, at the
+    /// table's average rows per page.
+    narrow_window: i64,
+    counters: Counters,
+    longest_batch: Duration,
+    deferred: Vec<(i64, i64)>,
+}
+
+enum Attempt {
+    Done {
+        rows: u64,
+        last_page: Option<i64>,
+        took: Duration,
+    },
+    LocksBusy,
+}
+
+impl<'p> Walk<'p> {
+    fn new(plan: &'p WalkPlan, batch_size: u64) -> Self {
+        // Start as if every row matched: the smallest window that could hold
+        // a full batch. It grows where matches are sparse.
+        let rows_per_page = if plan.pages > 0 && plan.estimated_rows > 0.0 {
+            (plan.estimated_rows / plan.pages as f64).max(1.0)
+        } else {
+            100.0
+        };
+        let window =
+            ((batch_size as f64 / rows_per_page).floor() as i64).clamp(1, MAX_WINDOW_PAGES);
+        Walk {
+            plan,
+            batch_size,
+            window,
+            narrow_window: window,
+            counters: Counters::default(),
+            longest_batch: Duration::ZERO,
+            deferred: Vec::new(),
+        }
+    }
+
+    /// Walks pages `[from, to)`. Returns why it stopped early, if it did.
+    async fn pages(
+        &mut self,
+        ctx: &mut TaskContext<'_>,
+        statements: &Statements,
+        backup: &mut Option<BackupWriter>,
+        from: i64,
+        to: i64,
+    ) -> Result<Option<&'static str>, TaskError> {
+        let mut page = from;
+        while page < to {
+            if let Some(reason) = ctx.should_stop() {
+                return Ok(Some(reason));
+            }
+            let upper = (page + self.window).min(to);
+            match self
+                .batch_with_retries(ctx, statements, backup, page, upper)
+                .await?
+            {
+                Attempt::Done {
+                    rows,
+                    last_page,
+                    took,
+                } => {
+                    self.counters.rows += rows;
+                    self.counters.batches += 1;
+                    self.longest_batch = self.longest_batch.max(took);
+                    page = self.next_page(page, upper, rows, last_page, took);
+                }
+                Attempt::LocksBusy => {
+                    self.deferred.push((page, upper));
+                    page = upper;
+                }
+            }
+            ctx.progress.update(page as u64, self.counters.rows);
+            ctx.record_progress(self.counters).await?;
+            if !ctx.options.pause.0.is_zero() && page < to {
+                ctx.stop.sleep(ctx.options.pause.0).await;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Where the next batch starts, and how wide it is.
+    fn next_page(
+        &mut self,
+        page: i64,
+        upper: i64,
+        rows: u64,
+        last_page: Option<i64>,
+        took: Duration,
+    ) -> i64 {
+        if rows >= self.batch_size && last_page.is_some() {
+            // The LIMIT cut the batch short: resume on the last page it
+            // touched (its other rows may still match) with a window that
+            // matches what one batch actually covered.
+            let last = last_page.unwrap_or(page).clamp(page, upper);
+            self.window = (last - page + 1).clamp(1, MAX_WINDOW_PAGES);
+            return last;
+        }
+        let covered = (upper - page).max(1);
+        let grown = if rows == 0 {
+            covered * 4
+        } else {
+            let density = rows as f64 / covered as f64;
+            ((self.batch_size as f64 * 0.9 / density) as i64).min(covered * 4)
+        };
+        self.window = if took > SLOW_BATCH {
+            covered / 2
+        } else {
+            grown
+        }
+        .clamp(1, MAX_WINDOW_PAGES);
+        upper
+    }
+
+    /// One batch, retried with backoff while its locks are busy.
+    async fn batch_with_retries(
+        &mut self,
+        ctx: &mut TaskContext<'_>,
+        statements: &Statements,
+        backup: &mut Option<BackupWriter>,
+        from: i64,
+        to: i64,
+    ) -> Result<Attempt, TaskError> {
+        let limit = self.batch_size as i64;
+        let narrow = to - from <= self.narrow_window;
+        let mut params: Vec<&(dyn ToSql + Sync)> = if narrow {
+            vec![&from, &to]
+        } else {
+            vec![&from, &to, &limit]
+        };
+        params.extend(self.plan.filter_params());
+        let statement = if narrow {
+            &statements.narrow
+        } else {
+            &statements.limited
+        };
+        let plain = matches!(self.plan.destination, Destination::Delete) && backup.is_none();
+        for attempt in 0..=ctx.options.max_retries {
+            if ctx.verbose {
+                eprintln!(
+                    "[{}] batch pages {from}..{to} (attempt {})",
+                    ctx.task_name,
+                    attempt + 1
+                );
+            }
+            let started = Instant::now();
+            let result = match backup.as_mut() {
+                // One statement is its own transaction: it commits whole or
+                // not at all, without BEGIN and COMMIT round trips.
+                None if plain && narrow => ctx
+                    .client
+                    .execute(statement, &params)
+                    .await
+                    .map(|rows| Ok((rows, None))),
+                None => ctx
+                    .client
+                    .query_one(statement, &params)
+                    .await
+                    .map(|row| Ok((row.get::<_, i64>(0) as u64, row.get::<_, Option<i64>>(1)))),
+                Some(writer) => backed_up_batch(ctx, statement, &params, writer).await,
+            };
+            match result {
+                Ok(Ok((rows, last_page))) => {
+                    return Ok(Attempt::Done {
+                        rows,
+                        last_page,
+                        took: started.elapsed(),
+                    });
+                }
+                Ok(Err(fatal)) => return Err(fatal),
+                Err(err) if db::is_transient(&err) => {
+                    self.counters.retries += 1;
+                    tracing::info!(
+                        task = ctx.task_name,
+                        from,
+                        to,
+                        "batch could not get its locks: {}",
+                        db::describe(&err)
+                    );
+                    if attempt == ctx.options.max_retries || ctx.should_stop().is_some() {
+                        break;
+                    }
+                    let backoff = Duration::from_millis(100 * 2u64.pow(attempt.min(6)))
+                        .min(Duration::from_secs(5));
+                    ctx.stop.sleep(backoff).await;
+                }
+                Err(err) => return Err(TaskError::from_batch(&err, &self.plan.table)),
+            }
+        }
+        Ok(Attempt::LocksBusy)
+    }
+}
+
+/// A batch whose rows are backed up: the statement returns every row, the
+/// backup file is written and flushed and recorded, and only then does the
+/// transaction commit. A backup that cannot be written rolls the batch back.
+/// The outer `Result` is the database's (retryable when transient), the
+/// inner one a backup failure, which ends the task.
+async fn backed_up_batch(
+    ctx: &mut TaskContext<'_>,
+    statement: &tokio_postgres::Statement,
+    params: &[&(dyn ToSql + Sync)],
+    writer: &mut BackupWriter,
+) -> Result<Result<(u64, Option<i64>), TaskError>, tokio_postgres::Error> {
+    ctx.client.batch_execute("BEGIN").await?;
+    let rows = match ctx.client.query(statement, params).await {
+        Ok(rows) => rows,
+        Err(err) => {
+            ctx.client.batch_execute("ROLLBACK").await?;
+            return Err(err);
+        }
+    };
+    let last_page = rows.iter().map(|r| r.get::<_, i64>(0)).max();
+    let count = rows.len() as u64;
+    if count == 0 {
+        ctx.client.batch_execute("COMMIT").await?;
+        return Ok(Ok((0, None)));
+    }
+    let file = match writer.write_batch(ctx.client, &rows).await {
+        Ok(file) => file,
+        Err(err) => {
+            ctx.client.batch_execute("ROLLBACK").await?;
+            return Ok(Err(TaskError::Backup(err.to_string())));
+        }
+    };
+    if let Err(err) = ctx.client.batch_execute("COMMIT").await {
+        // The rows are still in the table; the file must not claim them.
+        writer.discard(&file);
+        return Err(err);
+    }
+    Ok(Ok((count, last_page)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(pages: i64, rows: f64) -> WalkPlan {
+        WalkPlan {
+            table: TableName::new("public", "t"),
+            filter_sql: "true".into(),
+            cutoff: None,
+            pages,
+            estimated_rows: rows,
+            columns: vec![],
+            destination: Destination::Delete,
+        }
+    }
+
+    #[test]
+    fn first_window_fits_one_batch_of_dense_rows() {
+        let p = plan(1000, 100_000.0);
+        assert_eq!(Walk::new(&p, 5000).window, 50);
+    }
+
+    #[test]
+    fn window_grows_over_sparse_pages_and_shrinks_when_the_limit_cuts() {
+        let p = plan(100_000, 1_000_000.0);
+        let mut walk = Walk::new(&p, 1000);
+        assert_eq!(walk.window, 100);
+        let next = walk.next_page(0, 100, 0, None, Duration::from_millis(1));
+        assert_eq!((next, walk.window), (100, 400));
+        let next = walk.next_page(100, 500, 1000, Some(150), Duration::from_millis(1));
+        assert_eq!((next, walk.window), (150, 51));
+    }
+
+    #[test]
+    fn slow_batches_halve_the_window() {
+        let p = plan(100_000, 1_000_000.0);
+        let mut walk = Walk::new(&p, 1000);
+        walk.next_page(0, 100, 10, None, Duration::from_secs(1));
+        assert_eq!(walk.window, 50);
+    }
+}
