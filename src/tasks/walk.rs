@@ -185,6 +185,17 @@ impl WalkPlan {
         )
         .await?;
         let returning = backup.is_some();
+        // A move or a backed-up batch: plan each batch for its own page
+        // range and cutoff. A generic plan of these CTE statements (which
+        // PostgreSQL switches to after five executions) cannot see how
+        // narrow the range is; measured on archive, it made each batch
+        // ~6 ms slower (bench/archive: 1.35x against 1.03x). A plain
+        // purge's DELETE keeps its TID Range Scan in the generic plan, and
+        // planning every batch measurably slowed it, so it keeps `auto`.
+        let custom_plans = returning || !matches!(self.destination, Destination::Delete);
+        if custom_plans {
+            db::set_session(ctx.client, "plan_cache_mode", "force_custom_plan").await?;
+        }
         let statements = Statements {
             limited: ctx.client.prepare(&self.statement(true, returning)).await?,
             narrow: ctx
@@ -230,6 +241,9 @@ impl WalkPlan {
         ctx.progress.finish();
         db::set_session(ctx.client, "lock_timeout", "0").await?;
         db::set_session(ctx.client, "statement_timeout", "0").await?;
+        if custom_plans {
+            db::set_session(ctx.client, "plan_cache_mode", "auto").await?;
+        }
 
         let mut details = json!({
             "table": self.table.to_string(),
