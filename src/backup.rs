@@ -19,7 +19,6 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use flate2::Compression;
 use futures_util::SinkExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -78,12 +77,67 @@ pub async fn set_text_settings(client: &Client) -> Result<(), tokio_postgres::Er
     Ok(())
 }
 
-/// Writes one task run's backup, batch by batch.
+/// How batch files are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    fn extension(self) -> &'static str {
+        match self {
+            Compression::Gzip => "csv.gz",
+            Compression::Zstd => "csv.zst",
+        }
+    }
+
+    fn of(file: &str) -> Compression {
+        if file.ends_with(".zst") {
+            Compression::Zstd
+        } else {
+            Compression::Gzip
+        }
+    }
+}
+
+/// What a set of batch files is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// pgmaint's own copy, in its own directory, pruned after `keep`.
+    Backup,
+    /// The user's archive files (`export = "DIR"`): each with a manifest,
+    /// and visible under its final name only once its batch committed.
+    Export,
+}
+
+impl Purpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Backup => "backup",
+            Purpose::Export => "export",
+        }
+    }
+}
+
+/// A file a batch wrote, kept until the batch commits or not.
+pub struct Written {
+    paths: Vec<PathBuf>,
+}
+
+/// Writes one task run's removed rows to files, batch by batch.
 pub struct BackupWriter {
     schema: String,
     id: i64,
     dir: PathBuf,
-    columns: Vec<String>,
+    /// Prepended to each file's name (exports share their directory).
+    prefix: String,
+    purpose: Purpose,
+    compression: Compression,
+    table: TableName,
+    columns: Vec<(String, String)>,
     files: u32,
 }
 
@@ -98,34 +152,108 @@ impl BackupWriter {
         table: &TableName,
         columns: &[Column],
     ) -> Result<BackupWriter, BackupError> {
-        let q = quote_ident(&target.schema);
-        sweep(client, &target.schema, task).await?;
-        let described: Vec<_> = columns
+        let root = std::path::absolute(&target.root).unwrap_or_else(|_| target.root.clone());
+        Self::begin(
+            client,
+            &target.schema,
+            target.task_run_id,
+            task,
+            table,
+            columns,
+            Purpose::Backup,
+            Compression::Gzip,
+            |id| {
+                (
+                    root.join(format!("{id}-{}", safe_file_name(task))),
+                    String::new(),
+                )
+            },
+        )
+        .await
+    }
+
+    /// Starts an export into `dir` (which must exist): files named
+    /// `<schema>.<table>-<id>-<batch>.csv.gz` (or `.zst`), each with a
+    /// `.manifest.json`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_export(
+        client: &Client,
+        schema: &str,
+        task_run_id: Option<i64>,
+        task: &str,
+        table: &TableName,
+        columns: &[Column],
+        dir: &Path,
+        compression: Compression,
+    ) -> Result<BackupWriter, BackupError> {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let stem = safe_file_name(&format!("{}.{}", table.schema, table.name));
+        Self::begin(
+            client,
+            schema,
+            task_run_id,
+            task,
+            table,
+            columns,
+            Purpose::Export,
+            compression,
+            |id| (dir.clone(), format!("{stem}-{id}-")),
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn begin(
+        client: &Client,
+        schema: &str,
+        task_run_id: Option<i64>,
+        task: &str,
+        table: &TableName,
+        columns: &[Column],
+        purpose: Purpose,
+        compression: Compression,
+        place: impl FnOnce(i64) -> (PathBuf, String),
+    ) -> Result<BackupWriter, BackupError> {
+        let q = quote_ident(schema);
+        sweep(client, schema, task).await?;
+        let columns: Vec<(String, String)> = columns
             .iter()
             .filter(|c| !c.generated)
-            .map(|c| serde_json::json!({"name": c.name, "type": c.type_name}))
+            .map(|c| (c.name.clone(), c.type_name.clone()))
+            .collect();
+        let described: Vec<_> = columns
+            .iter()
+            .map(|(name, type_name)| serde_json::json!({"name": name, "type": type_name}))
             .collect();
         let id: i64 = client
             .query_one(
                 &format!(
-                    "INSERT INTO {q}.backups (task_run_id, task, table_schema, table_name, columns, dir)
-                     VALUES ($1, $2, $3, $4, $5, '') RETURNING id"
+                    "INSERT INTO {q}.backups (task_run_id, task, table_schema, table_name, columns, dir, purpose)
+                     VALUES ($1, $2, $3, $4, $5, '', $6) RETURNING id"
                 ),
                 &[
-                    &target.task_run_id,
+                    &task_run_id,
                     &task,
                     &table.schema,
                     &table.name,
                     &serde_json::Value::Array(described),
+                    &purpose.as_str(),
                 ],
             )
             .await?
             .get(0);
-        let root = std::path::absolute(&target.root).unwrap_or_else(|_| target.root.clone());
-        let dir = root.join(format!("{id}-{}", safe_file_name(task)));
-        let created = std::fs::create_dir_all(&dir)
-            .and_then(|_| File::open(&root)?.sync_all())
-            .map_err(write_error(&dir));
+        let (dir, prefix) = place(id);
+        let created = match purpose {
+            Purpose::Backup => {
+                std::fs::create_dir_all(&dir).and_then(|_| sync_dir(dir.parent().unwrap_or(&dir)))
+            }
+            Purpose::Export if dir.is_dir() => Ok(()),
+            Purpose::Export => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such directory",
+            )),
+        }
+        .map_err(write_error(&dir));
         if let Err(err) = created {
             client
                 .execute(&format!("DELETE FROM {q}.backups WHERE id = $1"), &[&id])
@@ -134,37 +262,40 @@ impl BackupWriter {
         }
         client
             .execute(
-                &format!("UPDATE {q}.backups SET dir = $2 WHERE id = $1"),
-                &[&id, &dir.display().to_string()],
+                &format!("UPDATE {q}.backups SET dir = $2, file_prefix = $3 WHERE id = $1"),
+                &[&id, &dir.display().to_string(), &prefix],
             )
             .await?;
         set_text_settings(client).await?;
         Ok(BackupWriter {
-            schema: target.schema.clone(),
+            schema: schema.to_string(),
             id,
             dir,
-            columns: columns
-                .iter()
-                .filter(|c| !c.generated)
-                .map(|c| c.name.clone())
-                .collect(),
+            prefix,
+            purpose,
+            compression,
+            table: table.clone(),
+            columns,
             files: 0,
         })
     }
 
     /// Writes a batch's rows (column 0 the page, then each column as text)
     /// to a new file, flushes it, and records it inside the caller's open
-    /// transaction. Returns the file, so a failed commit can discard it.
+    /// transaction. An export's files keep a `.partial` suffix until
+    /// `committed`.
     pub async fn write_batch(
         &mut self,
         client: &Client,
         rows: &[Row],
-    ) -> Result<PathBuf, BackupError> {
+    ) -> Result<Written, BackupError> {
         let seq = self.files as i32 + 1;
-        let name = format!("{seq:06}.csv.gz");
-        let path = self.dir.join(&name);
+        let name = format!("{}{seq:06}.{}", self.prefix, self.compression.extension());
         let mut csv = Vec::with_capacity(rows.len() * 64);
-        csv_line(&mut csv, self.columns.iter().map(|c| Some(c.as_str())));
+        csv_line(
+            &mut csv,
+            self.columns.iter().map(|(name, _)| Some(name.as_str())),
+        );
         for row in rows {
             csv_line(
                 &mut csv,
@@ -172,17 +303,41 @@ impl BackupWriter {
             );
         }
         let sha256 = hex(&Sha256::digest(&csv));
+        let partial = |name: &str| match self.purpose {
+            Purpose::Backup => self.dir.join(name),
+            Purpose::Export => self.dir.join(format!("{name}.partial")),
+        };
+        let mut paths = vec![partial(&name)];
+        if self.purpose == Purpose::Export {
+            paths.push(partial(&manifest_name(&name)));
+        }
+        let manifest = serde_json::json!({
+            "table": self.table.to_string(),
+            "columns": self.columns.iter().map(|(n, t)| serde_json::json!({"name": n, "type": t})).collect::<Vec<_>>(),
+            "rows": rows.len(),
+            "file": name,
+            "format": "csv (PostgreSQL dialect: header line, every value quoted, NULL an empty unquoted field)",
+            "compression": self.compression,
+            "sha256_of_csv": sha256,
+            "created_at": Utc::now().to_rfc3339(),
+        });
         let written = (|| {
-            let file = File::create(&path)?;
-            let mut encoder = flate2::write::GzEncoder::new(file, Compression::fast());
-            encoder.write_all(&csv)?;
-            let file = encoder.finish()?;
-            file.sync_all()?;
-            File::open(&self.dir)?.sync_all()
+            write_compressed(&paths[0], &csv, self.compression)?;
+            if let Some(path) = paths.get(1) {
+                let file = File::create(path)?;
+                serde_json::to_writer_pretty(&file, &manifest)?;
+                file.sync_all()?;
+            }
+            sync_dir(&self.dir)
         })();
         if let Err(cause) = written {
-            let _ = std::fs::remove_file(&path);
-            return Err(BackupError::Write { path, cause });
+            for path in &paths {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(BackupError::Write {
+                path: paths[0].clone(),
+                cause,
+            });
         }
         let q = quote_ident(&self.schema);
         let recorded = async {
@@ -201,16 +356,37 @@ impl BackupWriter {
         }
         .await;
         if let Err(err) = recorded {
-            let _ = std::fs::remove_file(&path);
+            for path in &paths {
+                let _ = std::fs::remove_file(path);
+            }
             return Err(err.into());
         }
         self.files += 1;
-        Ok(path)
+        Ok(Written { paths })
     }
 
-    /// Forgets a file whose batch did not commit.
-    pub fn discard(&mut self, file: &Path) {
-        let _ = std::fs::remove_file(file);
+    /// The batch committed: an export's files take their final names.
+    pub fn committed(&self, written: &Written) {
+        if self.purpose != Purpose::Export {
+            return;
+        }
+        for path in &written.paths {
+            let done = path.with_extension("");
+            if let Err(err) = std::fs::rename(path, &done) {
+                tracing::warn!(
+                    "cannot rename {} (the next run will): {err}",
+                    path.display()
+                );
+            }
+        }
+        let _ = sync_dir(&self.dir);
+    }
+
+    /// Forgets files whose batch did not commit.
+    pub fn discard(&mut self, written: &Written) {
+        for path in &written.paths {
+            let _ = std::fs::remove_file(path);
+        }
         self.files -= 1;
     }
 
@@ -227,19 +403,63 @@ impl BackupWriter {
                 &[&self.id],
             )
             .await?;
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.purpose == Purpose::Backup {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
         Ok(None)
     }
 }
 
-/// Removes what crashed runs of a task left: files no index row names,
-/// and backups that never recorded a file.
+fn manifest_name(file: &str) -> String {
+    let stem = file
+        .strip_suffix(".csv.gz")
+        .or_else(|| file.strip_suffix(".csv.zst"))
+        .unwrap_or(file);
+    format!("{stem}.manifest.json")
+}
+
+fn write_compressed(path: &Path, csv: &[u8], compression: Compression) -> std::io::Result<()> {
+    let file = File::create(path)?;
+    let file = match compression {
+        Compression::Gzip => {
+            let mut encoder = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+            encoder.write_all(csv)?;
+            encoder.finish()?
+        }
+        Compression::Zstd => {
+            let mut encoder = zstd::Encoder::new(file, 3)?;
+            encoder.write_all(csv)?;
+            encoder.finish()?
+        }
+    };
+    file.sync_all()
+}
+
+fn read_compressed(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut csv = Vec::new();
+    let file = File::open(path)?;
+    match Compression::of(&path.to_string_lossy()) {
+        Compression::Gzip => flate2::read::GzDecoder::new(file).read_to_end(&mut csv)?,
+        Compression::Zstd => zstd::Decoder::new(file)?.read_to_end(&mut csv)?,
+    };
+    Ok(csv)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Tidies what crashed runs of a task left: an export file still `.partial`
+/// takes its final name when the index has it (its batch committed) and is
+/// removed otherwise; a backup file no index row names is removed; a backup
+/// that never recorded a file goes.
 async fn sweep(client: &Client, schema: &str, task: &str) -> Result<(), BackupError> {
     let q = quote_ident(schema);
     let backups = client
         .query(
             &format!(
-                "SELECT b.id, b.dir, b.files, coalesce(array_agg(f.file) FILTER (WHERE f.file IS NOT NULL), '{{}}')
+                "SELECT b.id, b.dir, b.files, b.file_prefix, b.purpose,
+                        coalesce(array_agg(f.file) FILTER (WHERE f.file IS NOT NULL), '{{}}')
                    FROM {q}.backups b LEFT JOIN {q}.backup_files f ON f.backup_id = b.id
                   WHERE b.task = $1 GROUP BY b.id"
             ),
@@ -250,24 +470,48 @@ async fn sweep(client: &Client, schema: &str, task: &str) -> Result<(), BackupEr
         let id: i64 = backup.get(0);
         let dir = PathBuf::from(backup.get::<_, String>(1));
         let files: i32 = backup.get(2);
-        let indexed: Vec<String> = backup.get(3);
+        let prefix: String = backup.get(3);
+        let purpose: String = backup.get(4);
+        let indexed: Vec<String> = backup.get(5);
+        let known = |name: &str| {
+            indexed
+                .iter()
+                .any(|f| f == name || manifest_name(f) == name)
+        };
+        if !dir.as_os_str().is_empty() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !name.starts_with(&prefix) {
+                    continue;
+                }
+                match name.strip_suffix(".partial") {
+                    Some(done) if known(done) => {
+                        let _ = std::fs::rename(entry.path(), dir.join(done));
+                    }
+                    Some(_) => {
+                        tracing::info!(
+                            "removing {}: its batch never committed",
+                            entry.path().display()
+                        );
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                    None if !known(&name) => {
+                        tracing::info!(
+                            "removing {}: its batch never committed",
+                            entry.path().display()
+                        );
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                    None => {}
+                }
+            }
+        }
         if files == 0 {
             client
                 .execute(&format!("DELETE FROM {q}.backups WHERE id = $1"), &[&id])
                 .await?;
-            if !dir.as_os_str().is_empty() {
+            if purpose == "backup" && !dir.as_os_str().is_empty() {
                 let _ = std::fs::remove_dir_all(&dir);
-            }
-            continue;
-        }
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !indexed.contains(&name) {
-                tracing::info!(
-                    "removing {}: its batch never committed",
-                    entry.path().display()
-                );
-                let _ = std::fs::remove_file(entry.path());
             }
         }
     }
@@ -326,7 +570,7 @@ pub async fn list(client: &Client, schema: &str) -> Result<Vec<BackupRecord>, Ba
         .query(
             &format!(
                 "SELECT id, task, table_schema || '.' || table_name, rows, created_at, dir
-                   FROM {q}.backups ORDER BY id DESC"
+                   FROM {q}.backups WHERE purpose = 'backup' ORDER BY id DESC"
             ),
             &[],
         )
@@ -350,7 +594,7 @@ pub async fn prune(client: &Client, schema: &str, keep: &str) -> Result<u64, Bac
     let old = client
         .query(
             &format!(
-                "SELECT id, dir FROM {q}.backups WHERE created_at < now() - $1::text::interval"
+                "SELECT id, dir FROM {q}.backups WHERE purpose = 'backup' AND created_at < now() - $1::text::interval"
             ),
             &[&keep],
         )
@@ -460,9 +704,7 @@ pub async fn restore(
     let mut contents = Vec::new();
     for file in &files {
         let path = dir.join(file.get::<_, &str>(0));
-        let mut csv = Vec::new();
-        File::open(&path)
-            .and_then(|f| flate2::read::GzDecoder::new(f).read_to_end(&mut csv))
+        let csv = read_compressed(&path)
             .map_err(|e| BackupError::Invalid(format!("cannot read {}: {e}", path.display())))?;
         if hex(&Sha256::digest(&csv)) != file.get::<_, &str>(1) {
             return Err(BackupError::Invalid(format!(

@@ -177,6 +177,8 @@ async fn run_task(
                 schema: schema.to_string(),
                 task_run_id: Some(task_run_id),
             }),
+            state_schema: schema.to_string(),
+            task_run_id: Some(task_run_id),
         };
         let result = if request.dry_run {
             task.spec.dry_run(&mut ctx).await

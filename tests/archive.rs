@@ -219,3 +219,157 @@ async fn kill_9_at_random_moments_never_loses_or_duplicates_a_row() {
         "killed runs show as interrupted: {interrupted}"
     );
 }
+
+/// Every export data file in `dir` (none may be left `.partial`), loaded
+/// into a new table `into` shaped like `like`; returns the manifests.
+async fn load_exports(
+    db: &TestDb,
+    dir: &std::path::Path,
+    into: &str,
+    like: &str,
+) -> Vec<serde_json::Value> {
+    use futures_util::SinkExt;
+    use sha2::Digest;
+    use std::io::Read;
+    let client = db.client().await;
+    client
+        .batch_execute(&format!("CREATE TABLE {into} (LIKE {like})"))
+        .await
+        .unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(!names.iter().any(|n| n.ends_with(".partial")), "{names:?}");
+    let mut manifests = Vec::new();
+    for name in names.iter().filter(|n| n.contains(".csv.")) {
+        let file = std::fs::File::open(dir.join(name)).unwrap();
+        let mut csv = Vec::new();
+        if name.ends_with(".zst") {
+            zstd::Decoder::new(file)
+                .unwrap()
+                .read_to_end(&mut csv)
+                .unwrap();
+        } else {
+            flate2::read::GzDecoder::new(file)
+                .read_to_end(&mut csv)
+                .unwrap();
+        }
+        let stem = name.split(".csv.").next().unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join(format!("{stem}.manifest.json"))).unwrap(),
+        )
+        .unwrap();
+        let sha: String = sha2::Sha256::digest(&csv)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(manifest["sha256_of_csv"], sha, "{name}");
+        assert_eq!(manifest["file"], name.as_str());
+        let sink = client
+            .copy_in(&format!("COPY {into} FROM STDIN (FORMAT csv, HEADER true)"))
+            .await
+            .unwrap();
+        futures_util::pin_mut!(sink);
+        sink.send(bytes::Bytes::from(csv)).await.unwrap();
+        sink.finish().await.unwrap();
+        manifests.push(manifest);
+    }
+    manifests
+}
+
+#[tokio::test]
+async fn export_writes_checksummed_files_with_manifests_beside_the_archive_table() {
+    let db = ledger("export = \"exports\"").await;
+    std::fs::create_dir(db.dir.path().join("exports")).unwrap();
+    let plan = db.pgmaint(&["plan", "old_ledger", "--json"]).await;
+    plan.assert_code(0);
+    assert_eq!(
+        plan.json()["tasks"][0]["details"]["export"],
+        db.dir.path().join("exports").display().to_string()
+    );
+    assert_eq!(
+        std::fs::read_dir(db.dir.path().join("exports"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    db.pgmaint(&["run", "old_ledger"]).await.assert_code(0);
+    let manifests = load_exports(&db, &db.dir.path().join("exports"), "from_files", "ledger").await;
+    let rows: u64 = manifests.iter().map(|m| m["rows"].as_u64().unwrap()).sum();
+    assert_eq!(rows, 5000);
+    assert_eq!(manifests[0]["table"], "public.ledger");
+    assert_eq!(
+        manifests[0]["columns"][2],
+        serde_json::json!({"name": "amount", "type": "numeric(12,2)"})
+    );
+    // The files hold exactly what the archive table holds.
+    assert_eq!(
+        checksum(&db, "SELECT * FROM from_files").await,
+        checksum(&db, "SELECT * FROM ledger_archive").await
+    );
+}
+
+#[tokio::test]
+async fn export_only_survives_kill_9_with_every_row_in_the_table_or_one_file() {
+    let db = ledger(
+        "archive_table = false\nexport = \"exports\"\ncompression = \"zstd\"\npause = \"30ms\"",
+    )
+    .await;
+    std::fs::create_dir(db.dir.path().join("exports")).unwrap();
+    let path = db.dir.path().join("pgmaint.toml");
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("batch_size = 700", "batch_size = 50"),
+    )
+    .unwrap();
+    let before = checksum(&db, "SELECT * FROM ledger").await;
+    let mut random = Lcg(7);
+    let mut kills = 0;
+    for _ in 0..5 {
+        let mut child = db.command(&["-q", "run", "old_ledger"]).spawn().unwrap();
+        tokio::time::sleep(Duration::from_millis(150 + random.next(400))).await;
+        if child.try_wait().unwrap().is_none() {
+            child.start_kill().unwrap();
+            kills += 1;
+        }
+        child.wait().await.unwrap();
+    }
+    assert_eq!(kills, 5, "every run should be killed mid-way");
+    // The next run tidies what the kills left (.partial files), then finishes.
+    db.pgmaint(&["run", "old_ledger"]).await.assert_code(0);
+    assert_eq!(db.count("SELECT count(*) FROM ledger").await, 5000);
+    load_exports(&db, &db.dir.path().join("exports"), "from_files", "ledger").await;
+    assert_eq!(
+        checksum(
+            &db,
+            "SELECT * FROM ledger UNION ALL SELECT * FROM from_files"
+        )
+        .await,
+        before
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_class WHERE relname = 'ledger_archive'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_missing_export_directory_is_refused_before_anything_moves() {
+    let db = ledger("export = \"no/such/dir\"").await;
+    let check = db.pgmaint(&["check"]).await;
+    check.assert_code(2);
+    assert!(
+        check.stderr.contains("tasks.old_ledger.export"),
+        "{}",
+        check.stderr
+    );
+    db.pgmaint(&["run", "old_ledger"]).await.assert_code(2);
+    assert_eq!(db.count("SELECT count(*) FROM ledger").await, 10000);
+}

@@ -282,10 +282,20 @@ fn print_plan(task: &runner::TaskReport, verbose: bool) {
     } else {
         let action = match details["action"].as_str() {
             Some("move") => format!(
-                "move {} row(s) from {} to {}",
+                "move {} row(s) from {} to {}{}",
                 output::count(task.rows),
                 details["table"].as_str().unwrap_or("?"),
-                details["archive_table"].as_str().unwrap_or("?")
+                details["archive_table"].as_str().unwrap_or("?"),
+                details["export"]
+                    .as_str()
+                    .map(|dir| format!(" and to files in {dir}"))
+                    .unwrap_or_default()
+            ),
+            Some("export") => format!(
+                "move {} row(s) from {} to files in {}",
+                output::count(task.rows),
+                details["table"].as_str().unwrap_or("?"),
+                details["export"].as_str().unwrap_or("?")
             ),
             _ => format!(
                 "delete {} row(s) from {}",

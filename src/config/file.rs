@@ -117,6 +117,8 @@ with_task_options! {
         older_than: Option<String>,
         archive_table: Option<ArchiveTableFile>,
         archived_at: Option<String>,
+        export: Option<String>,
+        compression: Option<crate::backup::Compression>,
         column: Option<OneOrMany>,
         references: Option<String>,
         action: Option<OrphanAction>,

@@ -342,7 +342,8 @@ fn resolve_task(
             ),
         ));
     }
-    let spec = spec.filter(|_| problems.len() == before)?;
+    let mut spec = spec.filter(|_| problems.len() == before)?;
+    spec.anchor_paths(source.path.parent().unwrap_or(std::path::Path::new(".")));
     Some(TaskConfig {
         name: name.to_string(),
         spec,

@@ -64,4 +64,11 @@ pub const STEPS: &[&str] = &[
         PRIMARY KEY (backup_id, seq)
     );
     "#,
+    // 3: exports (archive `export = "DIR"`) are indexed like backups, so a
+    // file whose batch did not commit can be told apart and removed.
+    r#"
+    ALTER TABLE {schema}.backups
+        ADD COLUMN purpose text NOT NULL DEFAULT 'backup' CHECK (purpose IN ('backup', 'export')),
+        ADD COLUMN file_prefix text NOT NULL DEFAULT '';
+    "#,
 ];

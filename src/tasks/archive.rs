@@ -13,7 +13,7 @@ use super::purge::joined;
 use super::rows::{Filter, walkable_table};
 use super::walk::WalkPlan;
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
-use crate::backup::BackupWriter;
+use crate::backup::{BackupWriter, Compression};
 use crate::config::file::{ArchiveTableFile, TaskFile};
 use crate::db::{self, TableInfo};
 use crate::sql::{Destination, TableName, quote_ident};
@@ -24,8 +24,14 @@ pub struct ArchiveSpec {
     #[serde(flatten)]
     pub filter: Filter,
     /// As written; `None` means `<table>_archive` beside the source.
+    /// `None` with an export: the rows go to files only.
     pub archive_table: Option<String>,
+    /// `archive_table = false`: export only.
+    pub to_table: bool,
     pub archived_at: Option<String>,
+    /// A directory for compressed CSV files of the moved rows.
+    pub export: Option<String>,
+    pub compression: Compression,
 }
 
 /// The archive table: found, or to be created by the run.
@@ -35,15 +41,37 @@ pub struct ArchivePlan {
     create: Option<String>,
 }
 
+/// Where the archive goes besides (or instead of) a table.
+fn export_problem(export: &str) -> Option<CheckProblem> {
+    match std::fs::metadata(export) {
+        Ok(m) if m.is_dir() => None,
+        Ok(_) => Some(CheckProblem {
+            key: "export",
+            message: format!("{export} is not a directory"),
+            help: None,
+        }),
+        Err(err) => Some(CheckProblem {
+            key: "export",
+            message: format!("cannot use export directory {export}: {err}"),
+            help: Some("create it (relative paths are relative to the config file)".into()),
+        }),
+    }
+}
+
 impl ArchiveSpec {
     pub fn target(&self) -> String {
-        format!(
-            "{} -> {}",
-            self.table,
-            self.archive_table
-                .clone()
-                .unwrap_or_else(|| format!("{}_archive", self.table))
-        )
+        let mut to = Vec::new();
+        if self.to_table {
+            to.push(
+                self.archive_table
+                    .clone()
+                    .unwrap_or_else(|| format!("{}_archive", self.table)),
+            );
+        }
+        if let Some(export) = &self.export {
+            to.push(format!("{export}/"));
+        }
+        format!("{} -> {}", self.table, to.join(" + "))
     }
 
     pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<ArchiveSpec> {
@@ -57,29 +85,48 @@ impl ArchiveSpec {
         }
         let filter = Filter::resolve(file, "archive", report);
         let archive_table = match &file.archive_table {
-            None => Some(None),
+            None | Some(ArchiveTableFile::Enabled(true)) => Some((None, true)),
             Some(ArchiveTableFile::Name(name)) if !name.trim().is_empty() => {
-                Some(Some(name.clone()))
+                Some((Some(name.clone()), true))
             }
             Some(ArchiveTableFile::Name(_)) => {
                 report("archive_table", "`archive_table` is empty".into(), None);
                 None
             }
-            Some(ArchiveTableFile::Enabled(true)) => Some(None),
+            Some(ArchiveTableFile::Enabled(false)) if file.export.is_some() => Some((None, false)),
             Some(ArchiveTableFile::Enabled(false)) => {
                 report(
                     "archive_table",
-                    "`archive_table = false` (export to files only) is not available in this version".into(),
-                    Some("name an archive table, or leave the key out for `<table>_archive`".into()),
+                    "`archive_table = false` needs `export`: the rows must go somewhere".into(),
+                    Some("add `export = \"/path/to/dir\"`, or name an archive table".into()),
                 );
                 None
             }
         };
+        if file.compression.is_some() && file.export.is_none() {
+            report(
+                "compression",
+                "`compression` applies to `export` files, and there is no `export`".into(),
+                Some("add `export = \"DIR\"`, or remove `compression`".into()),
+            );
+        }
+        if file.archived_at.is_some() && matches!(archive_table, Some((_, false))) {
+            report(
+                "archived_at",
+                "`archived_at` is a column of the archive table, and `archive_table = false`"
+                    .into(),
+                None,
+            );
+        }
+        let (archive_table, to_table) = archive_table?;
         Some(ArchiveSpec {
             table: table?,
             filter: filter?,
-            archive_table: archive_table?,
+            archive_table,
+            to_table,
             archived_at: file.archived_at.clone(),
+            export: file.export.clone(),
+            compression: file.compression.unwrap_or_default(),
         })
     }
 
@@ -131,6 +178,9 @@ impl ArchiveSpec {
             .await
             .map_err(|p| vec![p])?;
         let filter_sql = self.filter.validate(client, &source).await?;
+        if let Some(problem) = self.export.as_deref().and_then(export_problem) {
+            return Err(vec![problem]);
+        }
         let archive = self
             .archive_name(client, &source.name)
             .await
@@ -141,6 +191,9 @@ impl ArchiveSpec {
                 message: "the archive table is the source table".into(),
                 help: Some("name another table".into()),
             }]);
+        }
+        if !self.to_table {
+            return Ok((source, filter_sql, archive, false));
         }
         let missing = match db::lookup_table(client, &archive.quoted()).await {
             Ok(found) => {
@@ -264,9 +317,13 @@ impl Task for ArchiveSpec {
                 pages: source.pages,
                 estimated_rows: source.estimated_rows,
                 columns: source.insertable_columns(),
-                destination: Destination::Move {
-                    archive,
-                    archived_at: self.archived_at.clone(),
+                destination: if self.to_table {
+                    Destination::Move {
+                        archive,
+                        archived_at: self.archived_at.clone(),
+                    }
+                } else {
+                    Destination::Delete
                 },
             },
             source,
@@ -279,8 +336,21 @@ impl Task for ArchiveSpec {
         ctx: &mut TaskContext<'_>,
         plan: &ArchivePlan,
     ) -> Result<Outcome, TaskError> {
-        let backup = ctx.backup.is_some();
-        let mut outcome = plan.walk.describe(ctx, "move", backup).await?;
+        // An export is the rows' copy; a backup is only taken without one.
+        let files = ctx.backup.is_some() || self.export.is_some();
+        let mut outcome = plan.walk.describe(ctx, "move", files).await?;
+        if let Some(export) = &self.export {
+            outcome.details["export"] = json!(export);
+            outcome.details["backup"] = json!(false);
+            if let Some(list) = outcome.details["statements"].as_array_mut() {
+                list.pop();
+                list.push(json!(format!("-- with each batch, before it commits: its rows written to {export} as {:?}-compressed CSV with a manifest, flushed to disk, and recorded in the state schema; files keep a .partial suffix until the batch commits", self.compression)));
+            }
+        }
+        if !self.to_table {
+            outcome.details["archive_table"] = json!(null);
+            outcome.details["action"] = json!("export");
+        }
         if let Destination::Move { archive, .. } = &plan.walk.destination {
             outcome.details["archive_table"] = json!(archive.to_string());
         }
@@ -312,8 +382,21 @@ impl Task for ArchiveSpec {
             tx.batch_execute(create).await?;
             tx.commit().await?;
         }
-        let writer = match &ctx.backup {
-            Some(target) => Some(
+        let writer = match (&self.export, &ctx.backup) {
+            (Some(export), _) => Some(
+                BackupWriter::start_export(
+                    ctx.client,
+                    &ctx.state_schema,
+                    ctx.task_run_id,
+                    ctx.task_name,
+                    &plan.source.name,
+                    &plan.source.columns,
+                    std::path::Path::new(export),
+                    self.compression,
+                )
+                .await?,
+            ),
+            (None, Some(target)) => Some(
                 BackupWriter::start(
                     ctx.client,
                     target,
@@ -323,9 +406,12 @@ impl Task for ArchiveSpec {
                 )
                 .await?,
             ),
-            None => None,
+            (None, None) => None,
         };
         let mut outcome = plan.walk.execute(ctx, writer).await?;
+        if let Some(export) = &self.export {
+            outcome.details["export"] = json!(export);
+        }
         if plan.create.is_some() {
             outcome.details["created_archive_table"] = json!(true);
         }

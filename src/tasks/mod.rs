@@ -47,6 +47,8 @@ fn kind_keys(kind: TaskKind) -> &'static [&'static str] {
             "older_than",
             "archive_table",
             "archived_at",
+            "export",
+            "compression",
             "backup",
         ],
         TaskKind::Orphans => &["table", "column", "references", "action", "backup"],
@@ -64,6 +66,8 @@ fn keys_set(file: &TaskFile) -> Vec<&'static str> {
         ("older_than", file.older_than.is_some()),
         ("archive_table", file.archive_table.is_some()),
         ("archived_at", file.archived_at.is_some()),
+        ("export", file.export.is_some()),
+        ("compression", file.compression.is_some()),
         ("column", file.column.is_some()),
         ("references", file.references.is_some()),
         ("action", file.action.is_some()),
@@ -77,6 +81,15 @@ fn keys_set(file: &TaskFile) -> Vec<&'static str> {
     .into_iter()
     .filter_map(|(key, set)| set.then_some(key))
     .collect()
+}
+
+/// "a" or "an", for messages that name a kind.
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 impl TaskSpec {
@@ -101,6 +114,25 @@ impl TaskSpec {
         }
     }
 
+    /// Makes relative paths in the task relative to the config file's
+    /// directory, as `[backups] dir` is.
+    pub fn anchor_paths(&mut self, base: &std::path::Path) {
+        let anchor = |path: &mut String| {
+            if std::path::Path::new(path.as_str()).is_relative() {
+                *path = base.join(path.as_str()).display().to_string();
+            }
+        };
+        match self {
+            TaskSpec::Archive(t) => {
+                if let Some(export) = t.export.as_mut() {
+                    anchor(export);
+                }
+            }
+            TaskSpec::Files(t) => anchor(&mut t.path),
+            _ => {}
+        }
+    }
+
     /// Whether this kind removes rows that a backup could hold.
     pub fn can_back_up(&self) -> bool {
         kind_keys(self.kind()).contains(&"backup")
@@ -114,7 +146,11 @@ impl TaskSpec {
                 foreign = true;
                 report(
                     key,
-                    format!("`{key}` is not a key of a {} task", file.kind.as_str()),
+                    format!(
+                        "`{key}` is not a key of {} {} task",
+                        article(file.kind.as_str()),
+                        file.kind.as_str()
+                    ),
                     Some(format!(
                         "{} tasks take: {}",
                         file.kind.as_str(),
@@ -304,6 +340,9 @@ pub struct TaskContext<'a> {
     pub verbose: bool,
     /// Where removed rows are backed up, when this task backs up.
     pub backup: Option<crate::backup::BackupTarget>,
+    /// pgmaint's state schema, and this task's run in it.
+    pub state_schema: String,
+    pub task_run_id: Option<i64>,
 }
 
 impl TaskContext<'_> {

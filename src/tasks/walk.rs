@@ -551,8 +551,8 @@ async fn backed_up_batch(
         ctx.client.batch_execute("COMMIT").await?;
         return Ok(Ok((0, None)));
     }
-    let file = match writer.write_batch(ctx.client, &rows).await {
-        Ok(file) => file,
+    let written = match writer.write_batch(ctx.client, &rows).await {
+        Ok(written) => written,
         Err(err) => {
             ctx.client.batch_execute("ROLLBACK").await?;
             return Ok(Err(TaskError::Backup(err.to_string())));
@@ -560,9 +560,10 @@ async fn backed_up_batch(
     };
     if let Err(err) = ctx.client.batch_execute("COMMIT").await {
         // The rows are still in the table; the file must not claim them.
-        writer.discard(&file);
+        writer.discard(&written);
         return Err(err);
     }
+    writer.committed(&written);
     Ok(Ok((count, last_page)))
 }
 
