@@ -10,9 +10,9 @@
 //! Values are written as PostgreSQL's own text output of each column, in
 //! PostgreSQL's CSV dialect with every value quoted and NULL left empty, so
 //! `COPY ... FROM ... (FORMAT csv, HEADER)` reads them back exactly (and a
-//! person can too, with `\copy`). The session's TimeZone, DateStyle and
-//! IntervalStyle are fixed while writing so the text does not depend on the
-//! server's settings.
+//! person can too, with `\copy`). The session's DateStyle, IntervalStyle,
+//! extra_float_digits and bytea_output are fixed while writing so the text
+//! does not depend on the server's settings.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -63,16 +63,30 @@ fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
     }
 }
 
-/// Fixes the settings that shape the text output of values.
+/// The settings that shape the text output of values, fixed while rows are
+/// written so the files read back the same whatever the server's defaults.
+/// TimeZone is left alone: timestamptz text carries its offset, and the
+/// task's `where` may depend on the zone.
+const TEXT_SETTINGS: [(&str, &str); 4] = [
+    ("DateStyle", "ISO, YMD"),
+    ("IntervalStyle", "postgres"),
+    ("extra_float_digits", "1"),
+    ("bytea_output", "hex"),
+];
+
 pub async fn set_text_settings(client: &Client) -> Result<(), tokio_postgres::Error> {
-    for (name, value) in [
-        ("TimeZone", "UTC"),
-        ("DateStyle", "ISO, YMD"),
-        ("IntervalStyle", "postgres"),
-        ("extra_float_digits", "1"),
-        ("bytea_output", "hex"),
-    ] {
+    for (name, value) in TEXT_SETTINGS {
         db::set_session(client, name, value).await?;
+    }
+    Ok(())
+}
+
+/// Puts the session's text settings back to their defaults.
+async fn reset_text_settings(client: &Client) -> Result<(), tokio_postgres::Error> {
+    for (name, _) in TEXT_SETTINGS {
+        client
+            .batch_execute(&format!("RESET {}", quote_ident(name)))
+            .await?;
     }
     Ok(())
 }
@@ -393,6 +407,7 @@ impl BackupWriter {
     /// Ends the backup. One that holds no rows is removed; returns the id
     /// of one that does.
     pub async fn finish(self, client: &Client) -> Result<Option<i64>, BackupError> {
+        reset_text_settings(client).await?;
         if self.files > 0 {
             return Ok(Some(self.id));
         }
@@ -723,11 +738,7 @@ pub async fn restore(
         &[&lock_timeout],
     )
     .await?;
-    for (name, value) in [
-        ("TimeZone", "UTC"),
-        ("DateStyle", "ISO, YMD"),
-        ("IntervalStyle", "postgres"),
-    ] {
+    for (name, value) in TEXT_SETTINGS {
         tx.execute("SELECT set_config($1, $2, true)", &[&name, &value])
             .await?;
     }

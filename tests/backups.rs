@@ -55,10 +55,18 @@ async fn awkward_db(task_keys: &str) -> TestDb {
     db
 }
 
-/// Every row as PostgreSQL's own text for it, in id order.
+/// Every row as PostgreSQL's own text for it, in id order, printed with
+/// fixed settings so the text is comparable across server settings.
 async fn rows_as_text(db: &TestDb, table: &str) -> Vec<String> {
-    db.client()
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET TimeZone = 'UTC';
+             SET extra_float_digits = 3; SET bytea_output = 'hex';",
+        )
         .await
+        .unwrap();
+    client
         .query(&format!("SELECT t::text FROM {table} t ORDER BY id"), &[])
         .await
         .unwrap()
@@ -70,6 +78,19 @@ async fn rows_as_text(db: &TestDb, table: &str) -> Vec<String> {
 #[tokio::test]
 async fn backup_then_restore_gives_back_byte_identical_rows() {
     let db = awkward_db("").await;
+    // Server settings that change how values print must not change them.
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE {0} SET DateStyle = 'SQL, DMY';
+             ALTER DATABASE {0} SET IntervalStyle = 'sql_standard';
+             ALTER DATABASE {0} SET TimeZone = 'America/St_Johns';
+             ALTER DATABASE {0} SET extra_float_digits = 0;
+             ALTER DATABASE {0} SET bytea_output = 'escape';",
+            db.name
+        ))
+        .await
+        .unwrap();
     let before = rows_as_text(&db, "things").await;
 
     let plan = db.pgmaint(&["plan", "old_things", "--json"]).await;
@@ -80,6 +101,18 @@ async fn backup_then_restore_gives_back_byte_identical_rows() {
     assert_eq!(task["rows"], 2000);
     let backup_id = task["details"]["backup_id"].as_i64().expect("a backup id");
     assert_eq!(db.count("SELECT count(*) FROM things").await, 1000);
+    // The restore happens under other settings than the backup: day-month
+    // order flips, intervals print differently.
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE {0} SET DateStyle = 'SQL, MDY';
+             ALTER DATABASE {0} SET IntervalStyle = 'postgres_verbose';
+             ALTER DATABASE {0} SET TimeZone = 'Asia/Kathmandu';",
+            db.name
+        ))
+        .await
+        .unwrap();
 
     let list = db.pgmaint(&["backups", "--json"]).await;
     list.assert_code(0);
