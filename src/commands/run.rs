@@ -324,6 +324,44 @@ fn print_plan(task: &runner::TaskReport, verbose: bool) {
     if let Some(orphans) = details["orphans"].as_u64() {
         println!("  orphans: {}", output::count(orphans));
     }
+    for view in details["views"].as_array().into_iter().flatten() {
+        println!(
+            "  {} {}: {}",
+            view["view"].as_str().unwrap_or("?"),
+            if view["concurrently"] == true {
+                "CONCURRENTLY"
+            } else {
+                "plain"
+            },
+            view["reason"].as_str().unwrap_or("")
+        );
+    }
+    for table in details["tables"].as_array().into_iter().flatten() {
+        println!(
+            "  {}: {} ({} dead rows, {} bytes)",
+            table["table"].as_str().unwrap_or("?"),
+            table["why"].as_str().unwrap_or(""),
+            table["dead_rows"],
+            output::count(table["size_bytes"].as_u64().unwrap_or(0))
+        );
+    }
+    for index in details["indexes"].as_array().into_iter().flatten() {
+        let bloat = match index["bloat"].as_f64() {
+            Some(b) => format!(
+                ", {:.0}% bloat ({})",
+                b * 100.0,
+                index["measured_by"].as_str().unwrap_or("?")
+            ),
+            None => String::new(),
+        };
+        println!(
+            "  {} {}: {} ({} bytes{bloat})",
+            index["action"].as_str().unwrap_or("?"),
+            index["index"].as_str().unwrap_or("?"),
+            index["why"].as_str().unwrap_or(""),
+            output::count(index["size_bytes"].as_u64().unwrap_or(0))
+        );
+    }
     for (key, label) in [
         ("samples", "for example"),
         ("sample_keys", "sample keys"),

@@ -127,6 +127,52 @@ with_task_options! {
         path: Option<String>,
         pattern: Option<String>,
         keep_referenced: Option<String>,
+        views: Option<OneOrMany>,
+        concurrently: Option<AutoOr>,
+        max_staleness: Option<Duration>,
+        tables: Option<Vec<String>>,
+        indexes: Option<Vec<String>>,
+        auto: Option<bool>,
+        dead_ratio: Option<f64>,
+        min_dead_rows: Option<i64>,
+        mod_ratio: Option<f64>,
+        max_age: Option<String>,
+        analyze: Option<bool>,
+        freeze: Option<bool>,
+        full: Option<bool>,
+        parallel: Option<i32>,
+        index_cleanup: Option<AutoOr>,
+        skip_locked: Option<bool>,
+        bloat_ratio: Option<f64>,
+    }
+}
+
+/// `"auto"`, or a boolean that overrides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum AutoOr {
+    Set(bool),
+    #[default]
+    #[serde(with = "auto_word")]
+    Auto,
+}
+
+mod auto_word {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("auto")
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+        let word = String::deserialize(d)?;
+        if word == "auto" {
+            Ok(())
+        } else {
+            Err(D::Error::custom(format!(
+                "expected \"auto\", true or false, found \"{word}\""
+            )))
+        }
     }
 }
 
@@ -173,6 +219,10 @@ pub enum TaskKind {
     Orphans,
     Sql,
     Files,
+    Refresh,
+    Vacuum,
+    Analyze,
+    Reindex,
 }
 
 impl TaskKind {
@@ -183,6 +233,10 @@ impl TaskKind {
             TaskKind::Orphans => "orphans",
             TaskKind::Sql => "sql",
             TaskKind::Files => "files",
+            TaskKind::Refresh => "refresh",
+            TaskKind::Vacuum => "vacuum",
+            TaskKind::Analyze => "analyze",
+            TaskKind::Reindex => "reindex",
         }
     }
 }

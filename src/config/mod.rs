@@ -343,6 +343,7 @@ fn resolve_task(
         ));
     }
     let mut spec = spec.filter(|_| problems.len() == before)?;
+    let severity = severity.max(spec.minimum_severity());
     spec.anchor_paths(source.path.parent().unwrap_or(std::path::Path::new(".")));
     Some(TaskConfig {
         name: name.to_string(),

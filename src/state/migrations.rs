@@ -71,4 +71,18 @@ pub const STEPS: &[&str] = &[
         ADD COLUMN purpose text NOT NULL DEFAULT 'backup' CHECK (purpose IN ('backup', 'export')),
         ADD COLUMN file_prefix text NOT NULL DEFAULT '';
     "#,
+    // 4: every materialized view refresh, for staleness and `tasks`.
+    r#"
+    CREATE TABLE {schema}.refreshes (
+        id            bigserial PRIMARY KEY,
+        view_schema   text NOT NULL,
+        view_name     text NOT NULL,
+        task          text NOT NULL,
+        task_run_id   bigint REFERENCES {schema}.task_runs (id) ON DELETE SET NULL,
+        refreshed_at  timestamptz NOT NULL DEFAULT now(),
+        duration_ms   bigint NOT NULL,
+        mode          text NOT NULL CHECK (mode IN ('concurrently', 'plain'))
+    );
+    CREATE INDEX refreshes_view ON {schema}.refreshes (view_schema, view_name, refreshed_at DESC);
+    "#,
 ];

@@ -8,8 +8,12 @@ pub mod archive;
 pub mod files;
 pub mod orphans;
 pub mod purge;
+pub mod refresh;
+pub mod reindex;
 pub mod rows;
 pub mod sql;
+pub mod utility;
+pub mod vacuum;
 pub mod walk;
 
 use std::time::{Duration, Instant};
@@ -31,6 +35,10 @@ pub enum TaskSpec {
     Orphans(orphans::OrphansSpec),
     Sql(sql::SqlSpec),
     Files(files::FilesSpec),
+    Refresh(refresh::RefreshSpec),
+    Vacuum(vacuum::VacuumSpec),
+    Analyze(vacuum::VacuumSpec),
+    Reindex(reindex::ReindexSpec),
 }
 
 /// Reports a config problem: key within the task, message, optional help.
@@ -54,6 +62,22 @@ fn kind_keys(kind: TaskKind) -> &'static [&'static str] {
         TaskKind::Orphans => &["table", "column", "references", "action", "backup"],
         TaskKind::Sql => &["sql", "transaction"],
         TaskKind::Files => &["path", "pattern", "older_than", "keep_referenced"],
+        TaskKind::Refresh => &["views", "concurrently", "max_staleness"],
+        TaskKind::Vacuum => &[
+            "tables",
+            "auto",
+            "dead_ratio",
+            "min_dead_rows",
+            "max_age",
+            "analyze",
+            "freeze",
+            "full",
+            "parallel",
+            "index_cleanup",
+            "skip_locked",
+        ],
+        TaskKind::Analyze => &["tables", "auto", "mod_ratio", "max_age", "skip_locked"],
+        TaskKind::Reindex => &["tables", "indexes", "bloat_ratio"],
     }
 }
 
@@ -77,6 +101,23 @@ fn keys_set(file: &TaskFile) -> Vec<&'static str> {
         ("pattern", file.pattern.is_some()),
         ("keep_referenced", file.keep_referenced.is_some()),
         ("backup", file.backup.is_some()),
+        ("views", file.views.is_some()),
+        ("concurrently", file.concurrently.is_some()),
+        ("max_staleness", file.max_staleness.is_some()),
+        ("tables", file.tables.is_some()),
+        ("indexes", file.indexes.is_some()),
+        ("auto", file.auto.is_some()),
+        ("dead_ratio", file.dead_ratio.is_some()),
+        ("min_dead_rows", file.min_dead_rows.is_some()),
+        ("mod_ratio", file.mod_ratio.is_some()),
+        ("max_age", file.max_age.is_some()),
+        ("analyze", file.analyze.is_some()),
+        ("freeze", file.freeze.is_some()),
+        ("full", file.full.is_some()),
+        ("parallel", file.parallel.is_some()),
+        ("index_cleanup", file.index_cleanup.is_some()),
+        ("skip_locked", file.skip_locked.is_some()),
+        ("bloat_ratio", file.bloat_ratio.is_some()),
     ]
     .into_iter()
     .filter_map(|(key, set)| set.then_some(key))
@@ -100,6 +141,10 @@ impl TaskSpec {
             TaskSpec::Orphans(_) => TaskKind::Orphans,
             TaskSpec::Sql(_) => TaskKind::Sql,
             TaskSpec::Files(_) => TaskKind::Files,
+            TaskSpec::Refresh(_) => TaskKind::Refresh,
+            TaskSpec::Vacuum(_) => TaskKind::Vacuum,
+            TaskSpec::Analyze(_) => TaskKind::Analyze,
+            TaskSpec::Reindex(_) => TaskKind::Reindex,
         }
     }
 
@@ -111,6 +156,9 @@ impl TaskSpec {
             TaskSpec::Orphans(t) => t.target(),
             TaskSpec::Sql(t) => t.target(),
             TaskSpec::Files(t) => t.target(),
+            TaskSpec::Refresh(t) => t.target(),
+            TaskSpec::Vacuum(t) | TaskSpec::Analyze(t) => t.target(),
+            TaskSpec::Reindex(t) => t.target(),
         }
     }
 
@@ -130,6 +178,15 @@ impl TaskSpec {
             }
             TaskSpec::Files(t) => anchor(&mut t.path),
             _ => {}
+        }
+    }
+
+    /// The least severity this task can have: a VACUUM FULL rewrites the
+    /// table under an exclusive lock, so it is always critical.
+    pub fn minimum_severity(&self) -> crate::config::Severity {
+        match self {
+            TaskSpec::Vacuum(t) if t.full => crate::config::Severity::Critical,
+            _ => crate::config::Severity::Low,
         }
     }
 
@@ -165,6 +222,14 @@ impl TaskSpec {
             TaskKind::Orphans => orphans::OrphansSpec::resolve(file, report).map(TaskSpec::Orphans),
             TaskKind::Sql => sql::SqlSpec::resolve(file, report).map(TaskSpec::Sql),
             TaskKind::Files => files::FilesSpec::resolve(file, report).map(TaskSpec::Files),
+            TaskKind::Refresh => refresh::RefreshSpec::resolve(file, report).map(TaskSpec::Refresh),
+            TaskKind::Vacuum => {
+                vacuum::VacuumSpec::resolve(file, false, report).map(TaskSpec::Vacuum)
+            }
+            TaskKind::Analyze => {
+                vacuum::VacuumSpec::resolve(file, true, report).map(TaskSpec::Analyze)
+            }
+            TaskKind::Reindex => reindex::ReindexSpec::resolve(file, report).map(TaskSpec::Reindex),
         };
         spec.filter(|_| !foreign)
     }
@@ -177,6 +242,9 @@ impl TaskSpec {
             TaskSpec::Orphans(t) => t.check(client).await,
             TaskSpec::Sql(t) => t.check(client).await,
             TaskSpec::Files(t) => t.check(client).await,
+            TaskSpec::Refresh(t) => t.check(client).await,
+            TaskSpec::Vacuum(t) | TaskSpec::Analyze(t) => t.check(client).await,
+            TaskSpec::Reindex(t) => t.check(client).await,
         }
     }
 
@@ -187,6 +255,9 @@ impl TaskSpec {
             TaskSpec::Orphans(t) => dry_run(t, ctx).await,
             TaskSpec::Sql(t) => dry_run(t, ctx).await,
             TaskSpec::Files(t) => dry_run(t, ctx).await,
+            TaskSpec::Refresh(t) => dry_run(t, ctx).await,
+            TaskSpec::Vacuum(t) | TaskSpec::Analyze(t) => dry_run(t, ctx).await,
+            TaskSpec::Reindex(t) => dry_run(t, ctx).await,
         }
     }
 
@@ -197,6 +268,9 @@ impl TaskSpec {
             TaskSpec::Orphans(t) => run(t, ctx).await,
             TaskSpec::Sql(t) => run(t, ctx).await,
             TaskSpec::Files(t) => run(t, ctx).await,
+            TaskSpec::Refresh(t) => run(t, ctx).await,
+            TaskSpec::Vacuum(t) | TaskSpec::Analyze(t) => run(t, ctx).await,
+            TaskSpec::Reindex(t) => run(t, ctx).await,
         }
     }
 }
