@@ -144,7 +144,23 @@ with_task_options! {
         index_cleanup: Option<AutoOr>,
         skip_locked: Option<bool>,
         bloat_ratio: Option<f64>,
+        interval: Option<String>,
+        premake: Option<u32>,
+        timezone: Option<String>,
+        retention: Option<String>,
+        retention_action: Option<RetentionAction>,
+        drain_default: Option<bool>,
     }
+}
+
+/// What `partitions` does with a partition past its retention.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetentionAction {
+    #[default]
+    Detach,
+    Drop,
+    Archive,
 }
 
 /// `"auto"`, or a boolean that overrides it.
@@ -223,6 +239,7 @@ pub enum TaskKind {
     Vacuum,
     Analyze,
     Reindex,
+    Partitions,
 }
 
 impl TaskKind {
@@ -237,6 +254,7 @@ impl TaskKind {
             TaskKind::Vacuum => "vacuum",
             TaskKind::Analyze => "analyze",
             TaskKind::Reindex => "reindex",
+            TaskKind::Partitions => "partitions",
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod files;
 pub mod orphans;
+pub mod partitions;
 pub mod purge;
 pub mod refresh;
 pub mod reindex;
@@ -39,6 +40,7 @@ pub enum TaskSpec {
     Vacuum(vacuum::VacuumSpec),
     Analyze(vacuum::VacuumSpec),
     Reindex(reindex::ReindexSpec),
+    Partitions(partitions::PartitionsSpec),
 }
 
 /// Reports a config problem: key within the task, message, optional help.
@@ -78,6 +80,17 @@ fn kind_keys(kind: TaskKind) -> &'static [&'static str] {
         ],
         TaskKind::Analyze => &["tables", "auto", "mod_ratio", "max_age", "skip_locked"],
         TaskKind::Reindex => &["tables", "indexes", "bloat_ratio"],
+        TaskKind::Partitions => &[
+            "table",
+            "interval",
+            "premake",
+            "timezone",
+            "retention",
+            "retention_action",
+            "drain_default",
+            "export",
+            "compression",
+        ],
     }
 }
 
@@ -118,6 +131,12 @@ fn keys_set(file: &TaskFile) -> Vec<&'static str> {
         ("index_cleanup", file.index_cleanup.is_some()),
         ("skip_locked", file.skip_locked.is_some()),
         ("bloat_ratio", file.bloat_ratio.is_some()),
+        ("interval", file.interval.is_some()),
+        ("premake", file.premake.is_some()),
+        ("timezone", file.timezone.is_some()),
+        ("retention", file.retention.is_some()),
+        ("retention_action", file.retention_action.is_some()),
+        ("drain_default", file.drain_default.is_some()),
     ]
     .into_iter()
     .filter_map(|(key, set)| set.then_some(key))
@@ -145,6 +164,7 @@ impl TaskSpec {
             TaskSpec::Vacuum(_) => TaskKind::Vacuum,
             TaskSpec::Analyze(_) => TaskKind::Analyze,
             TaskSpec::Reindex(_) => TaskKind::Reindex,
+            TaskSpec::Partitions(_) => TaskKind::Partitions,
         }
     }
 
@@ -159,6 +179,7 @@ impl TaskSpec {
             TaskSpec::Refresh(t) => t.target(),
             TaskSpec::Vacuum(t) | TaskSpec::Analyze(t) => t.target(),
             TaskSpec::Reindex(t) => t.target(),
+            TaskSpec::Partitions(t) => t.target(),
         }
     }
 
@@ -177,6 +198,11 @@ impl TaskSpec {
                 }
             }
             TaskSpec::Files(t) => anchor(&mut t.path),
+            TaskSpec::Partitions(t) => {
+                if let Some(export) = t.export.as_mut() {
+                    anchor(export);
+                }
+            }
             _ => {}
         }
     }
@@ -230,6 +256,9 @@ impl TaskSpec {
                 vacuum::VacuumSpec::resolve(file, true, report).map(TaskSpec::Analyze)
             }
             TaskKind::Reindex => reindex::ReindexSpec::resolve(file, report).map(TaskSpec::Reindex),
+            TaskKind::Partitions => {
+                partitions::PartitionsSpec::resolve(file, report).map(TaskSpec::Partitions)
+            }
         };
         spec.filter(|_| !foreign)
     }
@@ -245,6 +274,7 @@ impl TaskSpec {
             TaskSpec::Refresh(t) => t.check(client).await,
             TaskSpec::Vacuum(t) | TaskSpec::Analyze(t) => t.check(client).await,
             TaskSpec::Reindex(t) => t.check(client).await,
+            TaskSpec::Partitions(t) => t.check(client).await,
         }
     }
 
@@ -258,6 +288,7 @@ impl TaskSpec {
             TaskSpec::Refresh(t) => dry_run(t, ctx).await,
             TaskSpec::Vacuum(t) | TaskSpec::Analyze(t) => dry_run(t, ctx).await,
             TaskSpec::Reindex(t) => dry_run(t, ctx).await,
+            TaskSpec::Partitions(t) => dry_run(t, ctx).await,
         }
     }
 
@@ -271,6 +302,7 @@ impl TaskSpec {
             TaskSpec::Refresh(t) => run(t, ctx).await,
             TaskSpec::Vacuum(t) | TaskSpec::Analyze(t) => run(t, ctx).await,
             TaskSpec::Reindex(t) => run(t, ctx).await,
+            TaskSpec::Partitions(t) => run(t, ctx).await,
         }
     }
 }
