@@ -299,3 +299,66 @@ async fn the_same_partitions_as_pg_partman_given_the_same_premake_and_retention(
     assert_eq!(partitions(&db, "by_pgmaint").await, by_partman);
     assert!(by_partman.len() >= 8, "{by_partman:?}");
 }
+
+#[tokio::test]
+async fn expired_partitions_are_detached_concurrently_or_archived_to_files_then_dropped() {
+    let db = with_sql(
+        "CREATE TABLE logs (id bigint, at timestamptz NOT NULL, line text) PARTITION BY RANGE (at);
+         CREATE TABLE logs_old PARTITION OF logs FOR VALUES FROM (now() - interval '400 days') TO (now() - interval '300 days');
+         INSERT INTO logs SELECT i, now() - interval '350 days', 'line ' || i FROM generate_series(1, 500) i;
+         CREATE TABLE audit (id bigint, at timestamptz NOT NULL) PARTITION BY RANGE (at);
+         CREATE TABLE audit_old PARTITION OF audit FOR VALUES FROM (now() - interval '400 days') TO (now() - interval '300 days');
+         INSERT INTO audit SELECT i, now() - interval '350 days' FROM generate_series(1, 10) i;",
+    )
+    .await;
+    std::fs::create_dir(db.dir.path().join("exports")).unwrap();
+    db.config(
+        "[tasks.logs]\nkind = \"partitions\"\ntable = \"logs\"\ninterval = \"1 month\"\npremake = 1\nretention = \"6 months\"\nretention_action = \"archive\"\nexport = \"exports\"\n\n[tasks.audit]\nkind = \"partitions\"\ntable = \"audit\"\ninterval = \"1 month\"\npremake = 1\nretention = \"6 months\"\nretention_action = \"detach\"\n",
+    );
+    db.pgmaint(&["init"]).await.assert_code(0);
+    let plan = db.pgmaint(&["plan", "--json"]).await.json();
+    let task = |name: &str| {
+        plan["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let statements = task("audit")["details"]["statements"].to_string();
+    assert!(
+        statements.contains("DETACH PARTITION \\\"public\\\".\\\"audit_old\\\" CONCURRENTLY"),
+        "{statements}"
+    );
+
+    let statements = task("logs")["details"]["statements"].to_string();
+    assert!(
+        statements.contains("export the rows of public.logs_old"),
+        "{statements}"
+    );
+    db.pgmaint(&["run", "--all"]).await.assert_code(0);
+    // Archived: the partition is gone and its rows are in the files.
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_class WHERE relname = 'logs_old'")
+            .await,
+        0
+    );
+    let manifests: Vec<serde_json::Value> = std::fs::read_dir(db.dir.path().join("exports"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".manifest.json"))
+        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+        .collect();
+    assert_eq!(manifests.len(), 1);
+    assert_eq!(manifests[0]["rows"], 500);
+    assert_eq!(manifests[0]["table"], "public.logs_old");
+    // Detached: the table is kept, no longer a partition.
+    assert_eq!(db.count("SELECT count(*) FROM audit_old").await, 10);
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_inherits WHERE inhrelid = 'audit_old'::regclass")
+            .await,
+        0
+    );
+    assert_eq!(db.count("SELECT count(*) FROM audit").await, 0);
+}

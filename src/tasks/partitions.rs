@@ -549,6 +549,13 @@ impl Task for PartitionsSpec {
         }
         let parent = plan.parent_name.as_ref().expect("planned from a parent");
         for old in &plan.remove {
+            if self.retention_action == RetentionAction::Archive {
+                statements.push(format!(
+                    "-- export the rows of {} to {} as compressed CSV with a manifest, flushed and recorded, then in the same transaction:",
+                    old.name,
+                    self.export.as_deref().unwrap_or("?")
+                ));
+            }
             statements.push(self.remove_statement(
                 parent,
                 &old.table,
