@@ -97,11 +97,11 @@ fn a_task_missing_its_kind_does_not_hide_the_next_task() {
 }
 
 #[test]
-fn kinds_not_built_yet_are_refused_with_the_known_ones() {
-    let found = problems("[tasks.a]\nkind = \"partitions\"\ntable = \"t\"\n");
+fn unknown_kinds_are_refused_with_the_known_ones() {
+    let found = problems("[tasks.a]\nkind = \"compact\"\ntable = \"t\"\n");
     assert!(
-        found[0].message.contains("unknown variant `partitions`")
-            && found[0].message.contains("archive"),
+        found[0].message.contains("unknown variant `compact`")
+            && found[0].message.contains("partitions"),
         "{found:#?}"
     );
 }
