@@ -16,6 +16,7 @@ Examples:
   pgmaint run --all                            run every enabled task
   pgmaint run old_request_logs --max-runtime 10min
   pgmaint history --task old_request_logs --json
+  pgmaint health --fail-on critical            the database's health; exit 1 if critical
   pgmaint backups                              backups of removed rows
   pgmaint restore 12 --dry-run                 what restoring backup 12 would put back
 
@@ -72,6 +73,14 @@ pub enum Command {
         after_help = "Examples:\n  pgmaint restore 12 --dry-run     how many rows would come back, changing nothing\n  pgmaint restore 12"
     )]
     Restore(RestoreArgs),
+    /// Check the database's health: each check's findings, worst first
+    #[command(
+        after_help = "Examples:\n  pgmaint health\n  pgmaint health --check idle-in-transaction --check blocked-queries\n  pgmaint health --fail-on warning --json     for monitoring: exit 1 at warning or worse\n  pgmaint health --exact                     measure bloat with pgstattuple"
+    )]
+    Health(HealthArgs),
+    /// Store sizes, dead rows and pg_stat_statements counters for growth and slow-query checks
+    #[command(after_help = "Examples:\n  pgmaint snapshot\n  pgmaint snapshot --json")]
+    Snapshot,
     /// A throwaway local PostgreSQL with a sample app, maintained end to end
     #[command(
         after_help = "Needs the PostgreSQL server binaries (initdb, postgres).\nExamples:\n  pgmaint demo\n  pgmaint demo --keep"
@@ -132,6 +141,19 @@ pub struct RestoreArgs {
     /// Count what would come back, change nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Run only these checks (repeatable)
+    #[arg(long = "check", value_name = "NAME")]
+    pub checks: Vec<String>,
+    /// Exit 1 when a check is at this level or worse
+    #[arg(long, value_name = "LEVEL", value_parser = ["warning", "critical"])]
+    pub fail_on: Option<String>,
+    /// Measure bloat with pgstattuple (within a time budget) instead of estimating it
+    #[arg(long)]
+    pub exact: bool,
 }
 
 #[derive(Debug, Args)]

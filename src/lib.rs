@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod connect;
 pub mod db;
+pub mod health;
 pub mod output;
 pub mod runner;
 pub mod sql;

@@ -5,6 +5,7 @@
 mod backups;
 mod check;
 mod demo;
+mod health;
 mod history;
 mod init;
 mod run;
@@ -88,6 +89,8 @@ pub async fn execute(cli: Cli) -> Result<bool, CliError> {
         Command::History(args) => history::history(&cli, args).await,
         Command::Backups => backups::backups(&cli).await,
         Command::Restore(args) => backups::restore(&cli, args).await,
+        Command::Health(args) => health::health(&cli, args).await,
+        Command::Snapshot => health::snapshot(&cli).await,
         Command::Demo(args) => demo::demo(&cli, args).await,
     }
 }

@@ -27,6 +27,31 @@ pub struct ConfigFile {
     pub tasks: BTreeMap<String, TaskFile>,
     #[serde(default)]
     pub schedules: BTreeMap<String, ScheduleFile>,
+    #[serde(default)]
+    pub health: HealthFile,
+}
+
+/// `[health]`: snapshots, and per-check thresholds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    pub snapshot_every: Option<Duration>,
+    pub keep: Option<String>,
+    /// Each check's own `statement_timeout` (default 5s).
+    pub statement_timeout: Option<Duration>,
+    #[serde(default)]
+    pub checks: BTreeMap<String, HealthCheckFile>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckFile {
+    pub warning: Option<f64>,
+    pub critical: Option<f64>,
+    /// Object patterns (globs such as `public.audit_*`) the check ignores.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    pub enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

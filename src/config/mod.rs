@@ -125,6 +125,28 @@ pub struct Config {
     pub backups: BackupSettings,
     pub tasks: Vec<TaskConfig>,
     pub schedules: Vec<ScheduleConfig>,
+    pub health: HealthSettings,
+}
+
+/// `[health]`, resolved: check overrides by name (names checked against
+/// the checks that exist).
+#[derive(Debug, Clone)]
+pub struct HealthSettings {
+    pub snapshot_every: std::time::Duration,
+    pub keep: String,
+    pub statement_timeout: std::time::Duration,
+    pub checks: std::collections::BTreeMap<String, file::HealthCheckFile>,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        HealthSettings {
+            snapshot_every: std::time::Duration::from_secs(15 * 60),
+            keep: "90 days".into(),
+            statement_timeout: std::time::Duration::from_secs(5),
+            checks: Default::default(),
+        }
+    }
 }
 
 /// `[backups]`: where backups are written and how long they are kept.
@@ -157,6 +179,7 @@ impl Config {
             backups: BackupSettings::new(std::path::Path::new("."), None, None),
             tasks: Vec::new(),
             schedules: Vec::new(),
+            health: HealthSettings::default(),
         }
     }
 
@@ -252,6 +275,45 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         }
     }
 
+    for (name, check) in &file.health.checks {
+        if !crate::health::CHECK_NAMES.contains(&name.as_str()) {
+            problems.push(
+                source
+                    .problem(
+                        &["health", "checks", name],
+                        format!("there is no health check named `{name}`"),
+                    )
+                    .with_help(format!(
+                        "checks are: {}",
+                        crate::health::CHECK_NAMES.join(", ")
+                    )),
+            );
+        }
+        for pattern in &check.exclude {
+            if let Err(err) = globset::Glob::new(pattern) {
+                problems.push(source.problem(
+                    &["health", "checks", name, "exclude"],
+                    format!("`{pattern}` is not a valid pattern: {err}"),
+                ));
+            }
+        }
+    }
+    let defaults = HealthSettings::default();
+    let health = HealthSettings {
+        snapshot_every: file
+            .health
+            .snapshot_every
+            .map(|d| d.0)
+            .unwrap_or(defaults.snapshot_every),
+        keep: file.health.keep.unwrap_or(defaults.keep),
+        statement_timeout: file
+            .health
+            .statement_timeout
+            .map(|d| d.0)
+            .unwrap_or(defaults.statement_timeout),
+        checks: file.health.checks,
+    };
+
     let mut schedules = Vec::new();
     for (name, schedule) in file.schedules {
         let key = |k: &'static str| ["schedules", name.as_str(), k];
@@ -305,6 +367,7 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         backups,
         tasks,
         schedules,
+        health,
     }
 }
 

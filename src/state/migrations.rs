@@ -85,4 +85,37 @@ pub const STEPS: &[&str] = &[
     );
     CREATE INDEX refreshes_view ON {schema}.refreshes (view_schema, view_name, refreshed_at DESC);
     "#,
+    // 5: health snapshots: sizes and row figures per relation, and
+    // pg_stat_statements counters, for growth and slow-query diffs.
+    r#"
+    CREATE TABLE {schema}.snapshots (
+        id            bigserial PRIMARY KEY,
+        taken_at      timestamptz NOT NULL DEFAULT now(),
+        statements    boolean NOT NULL DEFAULT false
+    );
+    CREATE INDEX snapshots_taken ON {schema}.snapshots (taken_at);
+    CREATE TABLE {schema}.snapshot_relations (
+        snapshot_id   bigint NOT NULL REFERENCES {schema}.snapshots (id) ON DELETE CASCADE,
+        relid         oid NOT NULL,
+        schema_name   text NOT NULL,
+        name          text NOT NULL,
+        kind          "char" NOT NULL,
+        total_bytes   bigint NOT NULL,
+        rows_estimate double precision NOT NULL,
+        dead_rows     bigint,
+        PRIMARY KEY (snapshot_id, relid)
+    );
+    CREATE INDEX snapshot_relations_relid ON {schema}.snapshot_relations (relid, snapshot_id);
+    CREATE TABLE {schema}.snapshot_statements (
+        snapshot_id     bigint NOT NULL REFERENCES {schema}.snapshots (id) ON DELETE CASCADE,
+        queryid         bigint NOT NULL,
+        userid          oid NOT NULL,
+        dbid            oid NOT NULL,
+        calls           bigint NOT NULL,
+        total_exec_time double precision NOT NULL,
+        rows            bigint NOT NULL,
+        query           text NOT NULL,
+        PRIMARY KEY (snapshot_id, queryid, userid, dbid)
+    );
+    "#,
 ];

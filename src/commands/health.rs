@@ -1,0 +1,127 @@
+//! `pgmaint health` and `pgmaint snapshot`.
+
+use std::io::IsTerminal;
+
+use super::{CliError, connect, load_config, print_json};
+use crate::cli::{Cli, HealthArgs};
+use crate::health::{self, CHECK_NAMES, Level, Report};
+use crate::output;
+
+pub async fn health(cli: &Cli, args: &HealthArgs) -> Result<bool, CliError> {
+    let config = load_config(cli, false)?;
+    for name in &args.checks {
+        if !CHECK_NAMES.contains(&name.as_str()) {
+            return Err(CliError::Usage(format!(
+                "there is no health check named \"{name}\"\n  help: checks are: {}",
+                CHECK_NAMES.join(", ")
+            )));
+        }
+    }
+    let client = connect(cli, &config).await?;
+    let report = health::run(&client, &config, &args.checks, args.exact).await;
+    if cli.json {
+        print_json(&report);
+    } else if !cli.quiet {
+        print_report(&report);
+    }
+    let fail_at = match args.fail_on.as_deref() {
+        Some("warning") => Some(Level::Warning),
+        Some("critical") => Some(Level::Critical),
+        _ => None,
+    };
+    let worst = report
+        .checks
+        .iter()
+        .map(|c| {
+            if c.status == Level::Unknown {
+                Level::Ok
+            } else {
+                c.status
+            }
+        })
+        .max()
+        .unwrap_or(Level::Ok);
+    Ok(fail_at.is_none_or(|level| worst < level))
+}
+
+/// Checks grouped by status, worst first, with colour on a terminal.
+fn print_report(report: &Report) {
+    let colour = std::io::stdout().is_terminal();
+    let paint = |level: Level, text: &str| -> String {
+        if !colour {
+            return text.to_string();
+        }
+        let code = match level {
+            Level::Critical => "31",
+            Level::Warning => "33",
+            Level::Unknown => "35",
+            Level::Ok => "32",
+        };
+        format!("\x1b[{code}m{text}\x1b[0m")
+    };
+    let mut checks: Vec<_> = report.checks.iter().collect();
+    checks.sort_by_key(|c| std::cmp::Reverse(c.status));
+    println!("Health: {}", paint(report.status, report.status.as_str()));
+    let mut current = None;
+    for check in checks {
+        if current != Some(check.status) {
+            current = Some(check.status);
+            println!();
+            println!(
+                "{}",
+                paint(check.status, &check.status.as_str().to_uppercase())
+            );
+        }
+        println!("  {}: {}", check.name, check.summary);
+        let problems: Vec<_> = check
+            .findings
+            .iter()
+            .filter(|f| f.status > Level::Ok)
+            .collect();
+        if problems.is_empty() {
+            continue;
+        }
+        let mut table = output::table(&["", "object", "value", "threshold", "advice"]);
+        for finding in problems.iter().take(20) {
+            table.add_row(vec![
+                paint(finding.status, finding.status.as_str()),
+                finding.object.clone(),
+                finding.value.clone(),
+                finding.threshold.clone(),
+                finding.advice.clone(),
+            ]);
+        }
+        for line in table.to_string().lines() {
+            println!("    {line}");
+        }
+        if problems.len() > 20 {
+            println!(
+                "    ... and {} more (--json lists them all)",
+                problems.len() - 20
+            );
+        }
+    }
+}
+
+pub async fn snapshot(cli: &Cli) -> Result<bool, CliError> {
+    let config = load_config(cli, false)?;
+    let mut client = connect(cli, &config).await?;
+    crate::state::ensure_ready(&client, &config.state_schema).await?;
+    let snapshot =
+        health::snapshot::take(&mut client, &config.state_schema, &config.health.keep).await?;
+    if cli.json {
+        print_json(&snapshot);
+    } else if !cli.quiet {
+        println!(
+            "Snapshot {}: {} relations{}; {} old snapshot(s) pruned.",
+            snapshot.id,
+            snapshot.relations,
+            snapshot
+                .statements
+                .map(|n| format!(", {n} pg_stat_statements entries"))
+                .unwrap_or_else(|| " (pg_stat_statements is not installed)".into()),
+            snapshot.pruned
+        );
+    }
+    Ok(true)
+}

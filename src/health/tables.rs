@@ -1,0 +1,228 @@
+//! Tables and their indexes: cache hit ratio, dead rows past the autovacuum
+//! threshold, the age of the last vacuum and analyze, and bloat (estimated
+//! from the planner's statistics, or with `--exact` measured by pgstattuple
+//! within a time budget; each figure says which).
+
+use std::time::{Duration, Instant};
+
+use super::{CheckContext, Finding, Level, Outcome, has_extension, human_bytes, measured, percent};
+
+/// Bloat is only worth reporting for relations at least this big.
+const BLOAT_MIN_BYTES: i64 = 10 << 20;
+/// `--exact` measures for at most this long, then estimates the rest.
+const EXACT_BUDGET: Duration = Duration::from_secs(10);
+
+pub async fn cache_hit(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+    let row = ctx
+        .client
+        .query_one(
+            "SELECT coalesce(sum(heap_blks_hit), 0)::float8, coalesce(sum(heap_blks_read), 0)::float8,
+                    coalesce(sum(idx_blks_hit), 0)::float8, coalesce(sum(idx_blks_read), 0)::float8
+               FROM pg_statio_user_tables",
+            &[],
+        )
+        .await?;
+    let mut findings = Vec::new();
+    for (object, hit, read) in [
+        ("tables", row.get::<_, f64>(0), row.get::<_, f64>(1)),
+        ("indexes", row.get(2), row.get(3)),
+    ] {
+        if hit + read < 1000.0 {
+            continue; // too few reads to say anything
+        }
+        findings.push(measured(ctx, object.into(), hit / (hit + read), percent,
+            "the working set does not fit in shared_buffers: raise shared_buffers (about 25% of RAM), or find the queries reading the most"));
+    }
+    let summary = if findings.is_empty() {
+        Some("too few reads since the statistics were reset to judge".into())
+    } else {
+        None
+    };
+    Ok(Outcome::Findings(findings, summary))
+}
+
+pub async fn dead_tuples(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+    let low = ctx.thresholds.warning.unwrap_or(1.0);
+    let rows = ctx
+        .client
+        .query(
+            "SELECT * FROM (
+                 SELECT s.schemaname || '.' || s.relname AS name, s.n_dead_tup::float8 AS dead,
+                        coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions) WHERE option_name = 'autovacuum_vacuum_threshold'),
+                                 current_setting('autovacuum_vacuum_threshold'))::float8
+                      + coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions) WHERE option_name = 'autovacuum_vacuum_scale_factor'),
+                                 current_setting('autovacuum_vacuum_scale_factor'))::float8 * greatest(c.reltuples, 0) AS threshold,
+                        coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions) WHERE option_name = 'autovacuum_enabled'), 'true') AS autovacuum
+                   FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+                  WHERE s.n_dead_tup > 0) t
+              WHERE dead / greatest(threshold, 1) >= $1::float8
+              ORDER BY dead DESC LIMIT 100",
+            &[&low],
+        )
+        .await?;
+    let findings = rows
+        .iter()
+        .map(|r| {
+            let (dead, threshold): (f64, f64) = (r.get(1), r.get(2));
+            let autovacuum: String = r.get(3);
+            let advice = if autovacuum == "false" {
+                "autovacuum is off for this table (autovacuum_enabled = false): VACUUM it, or turn autovacuum back on".to_string()
+            } else {
+                "autovacuum is behind: check for long transactions holding it back, or make it more aggressive for this table (autovacuum_vacuum_scale_factor)".to_string()
+            };
+            let mut f = measured(ctx, r.get(0), dead / threshold.max(1.0), |x| format!("{x:.1}x"), &advice);
+            f.value = format!("{dead:.0} dead rows, {:.1}x the autovacuum threshold of {threshold:.0}", dead / threshold.max(1.0));
+            f
+        })
+        .collect();
+    Ok(Outcome::Findings(findings, None))
+}
+
+/// `vacuum` or `analyze`: days since the last one (manual or auto), for
+/// tables that changed since.
+pub async fn maintenance_age(
+    ctx: &CheckContext<'_>,
+    kind: &str,
+) -> Result<Outcome, tokio_postgres::Error> {
+    let (last, changed) = match kind {
+        "vacuum" => ("greatest(last_vacuum, last_autovacuum)", "n_dead_tup > 0"),
+        _ => (
+            "greatest(last_analyze, last_autoanalyze)",
+            "n_mod_since_analyze > 0",
+        ),
+    };
+    let low = ctx.thresholds.warning.unwrap_or(0.0);
+    let rows = ctx
+        .client
+        .query(
+            &format!(
+                "SELECT schemaname || '.' || relname, extract(epoch FROM now() - {last})::float8 / 86400
+                   FROM pg_stat_user_tables
+                  WHERE n_live_tup >= 1000 AND {changed}
+                    AND ({last} IS NULL OR extract(epoch FROM now() - {last}) / 86400 >= $1::float8)
+                  ORDER BY 2 DESC NULLS FIRST LIMIT 100"
+            ),
+            &[&low],
+        )
+        .await?;
+    let findings = rows
+        .iter()
+        .map(|r| {
+            let days: Option<f64> = r.get(1);
+            let advice = format!(
+                "{} it (a `{kind}` task can), and check that autovacuum reaches it",
+                kind.to_uppercase()
+            );
+            match days {
+                Some(days) => measured(ctx, r.get(0), days, |d| format!("{d:.1} days"), &advice),
+                None => Finding {
+                    object: r.get(0),
+                    value: "never".into(),
+                    threshold: ctx.thresholds.describe(|d| format!("{d:.0} days")),
+                    advice,
+                    status: Level::Warning,
+                },
+            }
+        })
+        .collect();
+    Ok(Outcome::Findings(findings, None))
+}
+
+pub async fn table_bloat(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+    // Expected size: rows x (average width + 24-byte header + 4-byte line
+    // pointer), packed into 8 kB pages.
+    let rows = ctx
+        .client
+        .query(
+            "SELECT c.oid, n.nspname || '.' || c.relname, pg_relation_size(c.oid)::float8,
+                    greatest(c.reltuples, 0)::float8 * (coalesce(w.width, 0) + 28) * 8192 / 8168 AS expected
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               LEFT JOIN (SELECT schemaname, tablename, sum(avg_width)::float8 AS width FROM pg_stats GROUP BY 1, 2) w
+                      ON w.schemaname = n.nspname AND w.tablename = c.relname
+              WHERE c.relkind IN ('r', 'm') AND pg_relation_size(c.oid) >= $1
+                AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'",
+            &[&BLOAT_MIN_BYTES],
+        )
+        .await?;
+    let exact = ctx.exact && has_extension(ctx.client, "pgstattuple").await?;
+    let started = Instant::now();
+    let mut findings = Vec::new();
+    for r in rows {
+        let (oid, size, expected): (u32, f64, f64) = (r.get(0), r.get(2), r.get(3));
+        let (bloat, how) = if exact && started.elapsed() < EXACT_BUDGET {
+            let measured: f64 = ctx
+                .client
+                .query_one("SELECT (approx_free_percent + dead_tuple_percent) / 100 FROM pgstattuple_approx($1::oid::regclass)", &[&oid])
+                .await?
+                .get(0);
+            (measured, "exact")
+        } else {
+            ((1.0 - expected / size).max(0.0), "estimate")
+        };
+        let mut f = measured(
+            ctx,
+            r.get(1),
+            bloat,
+            percent,
+            "VACUUM FULL or pg_repack rewrites it (VACUUM FULL locks it); then keep autovacuum ahead of it",
+        );
+        f.value = format!("{} ({how}) of {}", percent(bloat), human_bytes(size));
+        if f.status > Level::Ok {
+            findings.push(f);
+        }
+    }
+    let summary = if ctx.exact && !exact {
+        Some("pgstattuple is not installed: figures are estimates (CREATE EXTENSION pgstattuple for --exact)".into())
+    } else {
+        None
+    };
+    Ok(Outcome::Findings(findings, summary))
+}
+
+pub async fn index_bloat(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+    let rows = ctx
+        .client
+        .query(
+            "SELECT i.indexrelid, n.nspname || '.' || c.relname, pg_relation_size(i.indexrelid)::float8,
+                    greatest(c.reltuples, 0)::float8 * (coalesce((SELECT sum(s.avg_width) FROM pg_attribute a
+                        JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = t.relname AND s.attname = a.attname
+                       WHERE a.attrelid = t.oid AND a.attnum = ANY (i.indkey)), 0) + 12) / 0.9 + 8192
+               FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am am ON am.oid = c.relam
+              WHERE am.amname = 'btree' AND i.indisvalid AND pg_relation_size(i.indexrelid) >= $1
+                AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'",
+            &[&BLOAT_MIN_BYTES],
+        )
+        .await?;
+    let exact = ctx.exact && has_extension(ctx.client, "pgstattuple").await?;
+    let started = Instant::now();
+    let mut findings = Vec::new();
+    for r in rows {
+        let (oid, size, expected): (u32, f64, f64) = (r.get(0), r.get(2), r.get(3));
+        let (bloat, how) = if exact && started.elapsed() < EXACT_BUDGET {
+            let density: f64 = ctx
+                .client
+                .query_one(
+                    "SELECT avg_leaf_density FROM pgstatindex($1::oid::regclass)",
+                    &[&oid],
+                )
+                .await?
+                .get(0);
+            ((1.0 - density / 90.0).max(0.0), "exact")
+        } else {
+            ((1.0 - expected / size).max(0.0), "estimate")
+        };
+        let mut f = measured(
+            ctx,
+            r.get(1),
+            bloat,
+            percent,
+            "REINDEX INDEX CONCURRENTLY rebuilds it without blocking writes (a `reindex` task can)",
+        );
+        f.value = format!("{} ({how}) of {}", percent(bloat), human_bytes(size));
+        if f.status > Level::Ok {
+            findings.push(f);
+        }
+    }
+    Ok(Outcome::Findings(findings, None))
+}

@@ -1,0 +1,214 @@
+//! Health checks against a real PostgreSQL: quiet on a clean database, each
+//! made to fire by a condition the test builds, and a check that cannot get
+//! its lock reports unknown while the others report.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestDb;
+
+fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {report}"))
+}
+
+/// Fails unless `name` reports `status` with a finding whose object
+/// contains `object`.
+fn fired(report: &serde_json::Value, name: &str, object: &str) {
+    let c = check(report, name);
+    assert!(
+        c["status"] == "warning" || c["status"] == "critical",
+        "{name} should fire: {c}"
+    );
+    assert!(
+        c["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["object"].as_str().unwrap().contains(object)),
+        "{name} should name {object}: {c}"
+    );
+}
+
+const QUIET_ON_A_CLEAN_DATABASE: &[&str] = &[
+    "connections",
+    "long-running-queries",
+    "idle-in-transaction",
+    "blocked-queries",
+    "prepared-transactions",
+    "xid-wraparound",
+    "multixact-age",
+    "sequences",
+    "invalid-indexes",
+    "invalid-constraints",
+    "duplicate-indexes",
+    "unused-indexes",
+    "missing-indexes",
+    "cache-hit",
+    "dead-tuples",
+    "vacuum-age",
+    "analyze-age",
+    "table-bloat",
+    "index-bloat",
+    "replication",
+    "database-size",
+    "matview-staleness",
+    "task-backlog",
+];
+
+// One test, so the cluster-wide activity checks see only its sessions.
+#[tokio::test]
+async fn quiet_when_clean_then_every_check_fires_on_the_condition_built_for_it() {
+    let db = TestDb::new().await;
+    let setup = db.client().await;
+    setup
+        .batch_execute(
+            "CREATE TABLE orders (id serial PRIMARY KEY, customer int, placed_at timestamptz DEFAULT now());
+             INSERT INTO orders (customer) SELECT i % 100 FROM generate_series(1, 1000) i;
+             CREATE TABLE tokens (id int, expires_at timestamptz);
+             INSERT INTO tokens SELECT i, now() + interval '1 day' FROM generate_series(1, 50) i;
+             CREATE MATERIALIZED VIEW order_stats AS SELECT customer, count(*) FROM orders GROUP BY customer;",
+        )
+        .await
+        .unwrap();
+    db.config(
+        "[tasks.expired_tokens]\nkind = \"purge\"\ntable = \"tokens\"\nwhere = \"expires_at < now()\"\n\n\
+         [tasks.stats]\nkind = \"refresh\"\nviews = [\"order_stats\"]\nmax_staleness = \"1s\"\n\n\
+         [health.checks.idle-in-transaction]\nwarning = 0\n\n[health.checks.blocked-queries]\nwarning = 0\n\n\
+         [health.checks.task-backlog]\nwarning = 10\n",
+    );
+    db.pgmaint(&["init"]).await.assert_code(0);
+    db.pgmaint(&["run", "stats"]).await.assert_code(0);
+
+    let mut args = vec!["health", "--json"];
+    for name in QUIET_ON_A_CLEAN_DATABASE {
+        if *name != "matview-staleness" {
+            args.extend(["--check", name]);
+        }
+    }
+    let clean = db.pgmaint(&args).await;
+    clean.assert_code(0);
+    let report = clean.json();
+    for c in report["checks"].as_array().unwrap() {
+        assert_eq!(c["status"], "ok", "quiet on a clean database: {c}");
+    }
+
+    // Now build each condition.
+    setup
+        .batch_execute(
+            "CREATE TABLE accounts (id int, email text);
+             INSERT INTO accounts VALUES (1, 'a'), (2, 'a');
+             CREATE INDEX orders_customer ON orders (customer);
+             CREATE INDEX orders_customer_placed ON orders (customer, placed_at);
+             SELECT setval('orders_id_seq', 2000000000);
+             CREATE TABLE churn (id int, pad text) WITH (autovacuum_enabled = false);
+             INSERT INTO churn SELECT i, 'x' FROM generate_series(1, 5000) i;
+             CREATE ROLE no_password LOGIN;
+             INSERT INTO tokens SELECT i, now() - interval '1 day' FROM generate_series(1, 50) i;",
+        )
+        .await
+        .unwrap();
+    assert!(
+        setup
+            .batch_execute("CREATE UNIQUE INDEX CONCURRENTLY accounts_email ON accounts (email)")
+            .await
+            .is_err()
+    );
+    setup
+        .batch_execute("DELETE FROM churn WHERE id % 5 <> 0")
+        .await
+        .unwrap();
+    // The view was refreshed an hour ago, as far as the records go.
+    setup
+        .batch_execute("UPDATE pgmaint.refreshes SET refreshed_at = now() - interval '1 hour'")
+        .await
+        .unwrap();
+    setup
+        .batch_execute("SELECT pg_stat_force_next_flush()")
+        .await
+        .unwrap();
+    let idle = db.client().await;
+    idle.batch_execute("BEGIN; UPDATE orders SET customer = customer WHERE id = 1;")
+        .await
+        .unwrap();
+    let blocked = db.client().await;
+    let waiting = tokio::spawn(async move {
+        blocked
+            .batch_execute("UPDATE orders SET customer = 7 WHERE id = 1")
+            .await
+    });
+    // Dead rows and the blocked update take a moment to show.
+    let mut report = serde_json::Value::Null;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        report = db.pgmaint(&["health", "--json"]).await.json();
+        if check(&report, "dead-tuples")["status"] != "ok"
+            && check(&report, "blocked-queries")["status"] != "ok"
+        {
+            break;
+        }
+    }
+    fired(
+        &report,
+        "idle-in-transaction",
+        "UPDATE orders SET customer = customer",
+    );
+    fired(&report, "blocked-queries", "UPDATE orders SET customer = 7");
+    fired(&report, "invalid-indexes", "accounts_email");
+    fired(&report, "duplicate-indexes", "orders_customer on");
+    fired(
+        &report,
+        "sequences",
+        "orders_id_seq feeding orders (integer)",
+    );
+    fired(&report, "dead-tuples", "public.churn");
+    fired(&report, "matview-staleness", "public.order_stats");
+    fired(&report, "security", "role no_password");
+    fired(&report, "task-backlog", "expired_tokens");
+    assert_eq!(
+        check(&report, "sequences")["findings"][0]["status"],
+        "critical",
+        "{report}"
+    );
+    assert_ne!(report["status"], "ok");
+
+    // --fail-on sets the exit code; the terminal report lists the worst first.
+    db.pgmaint(&["health", "--fail-on", "critical", "--check", "sequences"])
+        .await
+        .assert_code(1);
+    db.pgmaint(&["health", "--fail-on", "critical", "--check", "connections"])
+        .await
+        .assert_code(0);
+    let text = db.pgmaint(&["health"]).await;
+    assert!(
+        text.stdout.find("CRITICAL").unwrap() < text.stdout.find("OK").unwrap(),
+        "{}",
+        text.stdout
+    );
+
+    idle.batch_execute("ROLLBACK").await.unwrap();
+    waiting.await.unwrap().unwrap();
+    setup.batch_execute("DROP ROLE no_password").await.unwrap();
+}
+
+#[tokio::test]
+async fn unknown_check_names_are_refused() {
+    let db = TestDb::new().await;
+    db.config("[health.checks.conections]\nwarning = 0.5\n");
+    let run = db.pgmaint(&["health"]).await;
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("health.checks.conections") && run.stderr.contains("connections"),
+        "{}",
+        run.stderr
+    );
+    db.config("");
+    db.pgmaint(&["health", "--check", "nope"])
+        .await
+        .assert_code(2);
+}

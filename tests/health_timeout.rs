@@ -1,0 +1,61 @@
+//! A health check that cannot get its lock reports unknown while the others
+//! report. Its own test binary (so its own cluster): the lock it holds open
+//! would show in the cluster-wide activity checks of other tests.
+
+mod common;
+
+use common::TestDb;
+
+fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {report}"))
+}
+
+#[tokio::test]
+async fn a_check_that_cannot_get_its_lock_reports_unknown_and_the_others_still_report() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute("CREATE TABLE big (id int); INSERT INTO big SELECT generate_series(1, 10);")
+        .await
+        .unwrap();
+    db.config("[health]\nstatement_timeout = \"300ms\"\n");
+    db.pgmaint(&["init"]).await.assert_code(0);
+    let holder = db.client().await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE big IN ACCESS EXCLUSIVE MODE;")
+        .await
+        .unwrap();
+    let run = db
+        .pgmaint(&[
+            "health",
+            "--json",
+            "--check",
+            "table-bloat",
+            "--check",
+            "connections",
+            "--check",
+            "database-size",
+        ])
+        .await;
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let report = run.json();
+    let bloat = check(&report, "table-bloat");
+    assert_eq!(bloat["status"], "unknown", "{report}");
+    assert!(
+        bloat["summary"].as_str().unwrap().contains("lock timeout"),
+        "{bloat}"
+    );
+    assert_eq!(check(&report, "connections")["status"], "ok");
+    assert_eq!(check(&report, "database-size")["status"], "ok");
+    assert!(
+        check(&report, "database-size")["summary"]
+            .as_str()
+            .unwrap()
+            .contains("the database takes")
+    );
+}
