@@ -61,7 +61,8 @@ pub async fn size_growth(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgr
             &format!(
                 "WITH now_ AS (SELECT c.oid, n.nspname || '.' || c.relname AS name, pg_total_relation_size(c.oid)::float8 AS size
                                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                                WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                                WHERE c.relkind IN ('r', 'm', 'p') AND c.relpages >= 1280
+                                  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
                                   AND n.nspname NOT LIKE 'pg_toast%'),
                       past AS (SELECT DISTINCT ON (r.relid, w.days) r.relid, w.days, r.total_bytes::float8 AS size
                                  FROM {q}.snapshot_relations r JOIN {q}.snapshots s ON s.id = r.snapshot_id
