@@ -73,6 +73,14 @@ pub enum Command {
         after_help = "Examples:\n  pgmaint restore 12 --dry-run     how many rows would come back, changing nothing\n  pgmaint restore 12"
     )]
     Restore(RestoreArgs),
+    /// Each schedule with its next fire times, in its time zone and in UTC
+    #[command(after_help = "Examples:\n  pgmaint schedules\n  pgmaint schedules --json")]
+    Schedules,
+    /// Run the schedules and serve the HTTP API and /metrics
+    #[command(
+        after_help = "Several daemons may run against one database: each scheduled fire runs once.\nExamples:\n  pgmaint daemon\n  PGMAINT_API_TOKEN=secret pgmaint daemon --log-format json"
+    )]
+    Daemon(DaemonArgs),
     /// Check the database's health: each check's findings, worst first
     #[command(
         after_help = "Examples:\n  pgmaint health\n  pgmaint health --check idle-in-transaction --check blocked-queries\n  pgmaint health --fail-on warning --json     for monitoring: exit 1 at warning or worse\n  pgmaint health --exact                     measure bloat with pgstattuple"
@@ -141,6 +149,16 @@ pub struct RestoreArgs {
     /// Count what would come back, change nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Log lines as `text` or `json`
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// Address to serve HTTP on [default: the config's [api] listen, or 127.0.0.1:9187]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Args)]

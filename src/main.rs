@@ -16,20 +16,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let level = match (cli.quiet, cli.verbose) {
-        (true, _) => "error",
-        (_, 0) | (_, 1) => "warn",
-        (_, 2) => "info",
-        _ => "debug",
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PGMAINT_LOG")
-                .unwrap_or_else(|_| level.into()),
-        )
-        .with_writer(std::io::stderr)
-        .without_time()
-        .init();
+    init_logging(&cli);
     match pgmaint::commands::execute(cli).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -37,5 +24,33 @@ async fn main() -> ExitCode {
             eprintln!("error: {err}");
             ExitCode::from(err.exit_code())
         }
+    }
+}
+
+/// Commands log warnings to stderr (`-v` more); the daemon logs what it
+/// does at info level with timestamps, as text or JSON lines.
+fn init_logging(cli: &Cli) {
+    let daemon = match &cli.command {
+        pgmaint::cli::Command::Daemon(args) => Some(args.log_format == "json"),
+        _ => None,
+    };
+    let level = match (cli.quiet, cli.verbose, daemon.is_some()) {
+        (true, _, _) => "error",
+        (_, 0, true) => "info",
+        (_, 0, false) | (_, 1, _) => "warn",
+        (_, 2, _) => "info",
+        _ => "debug",
+    };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("PGMAINT_LOG").unwrap_or_else(|_| level.into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match daemon {
+        Some(true) => builder.json().init(),
+        Some(false) => builder.init(),
+        None => builder.without_time().init(),
     }
 }

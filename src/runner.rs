@@ -23,6 +23,9 @@ pub struct RunRequest<'a> {
     pub max_runtime: Option<Duration>,
     pub trigger: Trigger,
     pub verbose: bool,
+    /// Told the run's id as soon as it is recorded (the API answers with it
+    /// while the run goes on).
+    pub started: Option<tokio::sync::oneshot::Sender<i64>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -78,7 +81,11 @@ pub async fn run(
             "run {id} was left running by a process that is gone; marked it interrupted"
         );
     }
+    let mut request = request;
     let run_id = state::start_run(client, schema, &request.trigger, request.dry_run).await?;
+    if let Some(started) = request.started.take() {
+        let _ = started.send(run_id);
+    }
     let mut reports = Vec::new();
     for task in &request.tasks {
         let report = if stop.requested().is_some() {
@@ -224,4 +231,18 @@ async fn run_task(
         error: outcome.error,
         retries: outcome.retries,
     })
+}
+
+/// The daemon spawns runs onto tokio's multi-threaded runtime, which needs
+/// their futures to be `Send`; this fails to compile if one stops being.
+#[allow(dead_code)]
+fn runs_are_send(
+    client: &mut Client,
+    config: &Config,
+    request: RunRequest<'_>,
+    stop: &Stop,
+    progress: &Progress,
+) {
+    fn assert_send<T: Send>(_: &T) {}
+    assert_send(&run(client, config, request, stop, progress));
 }

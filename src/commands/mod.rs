@@ -9,6 +9,7 @@ mod health;
 mod history;
 mod init;
 mod run;
+mod schedules;
 mod tasks;
 
 use std::path::PathBuf;
@@ -89,6 +90,8 @@ pub async fn execute(cli: Cli) -> Result<bool, CliError> {
         Command::History(args) => history::history(&cli, args).await,
         Command::Backups => backups::backups(&cli).await,
         Command::Restore(args) => backups::restore(&cli, args).await,
+        Command::Schedules => schedules::schedules(&cli).await,
+        Command::Daemon(args) => crate::daemon::run(&cli, args).await,
         Command::Health(args) => health::health(&cli, args).await,
         Command::Snapshot => health::snapshot(&cli).await,
         Command::Demo(args) => demo::demo(&cli, args).await,

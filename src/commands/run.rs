@@ -27,6 +27,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<bool, CliError> {
         max_runtime: args.max_runtime.map(|d| d.0),
         trigger: Trigger::cli(&command_line()),
         verbose: cli.verbose > 0,
+        started: None,
     };
     execute(cli, &config, request).await
 }
@@ -54,6 +55,7 @@ async fn confirm(cli: &Cli, config: &Config, critical: &[&str]) -> Result<(), Cl
         max_runtime: None,
         trigger: Trigger::cli(&command_line()),
         verbose: cli.verbose > 0,
+        started: None,
     };
     execute(cli, config, request).await?;
     eprint!(
@@ -87,6 +89,7 @@ pub async fn plan(cli: &Cli, args: &PlanArgs) -> Result<bool, CliError> {
         max_runtime: None,
         trigger: Trigger::cli(&command_line()),
         verbose: cli.verbose > 0,
+        started: None,
     };
     execute(cli, &config, request).await
 }

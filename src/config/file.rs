@@ -29,6 +29,10 @@ pub struct ConfigFile {
     pub schedules: BTreeMap<String, ScheduleFile>,
     #[serde(default)]
     pub health: HealthFile,
+    #[serde(default)]
+    pub api: ApiFile,
+    #[serde(default)]
+    pub notifiers: BTreeMap<String, NotifierFile>,
 }
 
 /// `[health]`: snapshots, and per-check thresholds.
@@ -67,6 +71,8 @@ pub struct DatabaseFile {
 #[serde(deny_unknown_fields)]
 pub struct StateFile {
     pub schema: Option<String>,
+    /// Runs older than this (a PostgreSQL interval) are deleted by the daemon.
+    pub keep_runs: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -317,4 +323,44 @@ pub struct ScheduleFile {
     pub allow_critical: Option<bool>,
     pub max_runtime: Option<Duration>,
     pub description: Option<String>,
+    pub misfire: Option<Misfire>,
+    pub misfire_grace: Option<Duration>,
+    #[serde(default)]
+    pub notify: Vec<String>,
+}
+
+/// What a daemon does with fires missed while no daemon ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Misfire {
+    Skip,
+    #[default]
+    RunOnce,
+}
+
+/// `[api]`: where the daemon listens, and the token `/api/v1` needs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiFile {
+    pub listen: Option<String>,
+    pub token: Option<String>,
+}
+
+/// `[notifiers.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifierFile {
+    pub kind: NotifierKind,
+    /// Webhook or Slack incoming-webhook URL.
+    pub url: Option<String>,
+    pub on_success: Option<bool>,
+    pub on_failure: Option<bool>,
+    pub on_warning: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifierKind {
+    Webhook,
+    Slack,
 }

@@ -112,6 +112,27 @@ pub struct ScheduleConfig {
     pub tasks: Vec<String>,
     pub enabled: bool,
     pub allow_critical: bool,
+    pub max_runtime: Option<std::time::Duration>,
+    pub misfire: file::Misfire,
+    pub misfire_grace: std::time::Duration,
+    pub notify: Vec<String>,
+}
+
+/// `[api]`, resolved.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub listen: String,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NotifierConfig {
+    pub name: String,
+    pub kind: file::NotifierKind,
+    pub url: String,
+    pub on_success: bool,
+    pub on_failure: bool,
+    pub on_warning: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +147,9 @@ pub struct Config {
     pub tasks: Vec<TaskConfig>,
     pub schedules: Vec<ScheduleConfig>,
     pub health: HealthSettings,
+    pub api: ApiSettings,
+    pub notifiers: Vec<NotifierConfig>,
+    pub keep_runs: Option<String>,
 }
 
 /// `[health]`, resolved: check overrides by name (names checked against
@@ -180,6 +204,12 @@ impl Config {
             tasks: Vec::new(),
             schedules: Vec::new(),
             health: HealthSettings::default(),
+            api: ApiSettings {
+                listen: "127.0.0.1:9187".into(),
+                token: None,
+            },
+            notifiers: Vec::new(),
+            keep_runs: None,
         }
     }
 
@@ -246,6 +276,25 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
     let url = interpolate(file.database.url, &["database", "url"]);
     let state_schema =
         interpolate(file.state.schema, &["state", "schema"]).unwrap_or_else(|| "pgmaint".into());
+    let api = ApiSettings {
+        listen: file
+            .api
+            .listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:9187".into()),
+        token: interpolate(file.api.token.clone(), &["api", "token"]),
+    };
+    let keep_runs = interpolate(file.state.keep_runs.clone(), &["state", "keep_runs"]);
+    let notifier_urls: std::collections::BTreeMap<String, Option<String>> = file
+        .notifiers
+        .iter()
+        .map(|(name, n)| {
+            (
+                name.clone(),
+                interpolate(n.url.clone(), &["notifiers", name, "url"]),
+            )
+        })
+        .collect();
 
     let database_timeouts = OptionsFile {
         lock_timeout: file.database.lock_timeout,
@@ -317,10 +366,7 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
     let mut schedules = Vec::new();
     for (name, schedule) in file.schedules {
         let key = |k: &'static str| ["schedules", name.as_str(), k];
-        let parser = croner::parser::CronParser::builder()
-            .seconds(croner::parser::Seconds::Optional)
-            .year(croner::parser::Year::Disallowed)
-            .build();
+        let parser = crate::schedule::parser();
         if let Err(err) = parser.parse(&schedule.cron) {
             problems.push(
                 source
@@ -351,6 +397,43 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
             tasks: schedule.tasks,
             enabled: schedule.enabled.unwrap_or(true),
             allow_critical: schedule.allow_critical.unwrap_or(false),
+            max_runtime: schedule.max_runtime.map(|d| d.0),
+            misfire: schedule.misfire.unwrap_or_default(),
+            misfire_grace: schedule
+                .misfire_grace
+                .map(|d| d.0)
+                .unwrap_or(std::time::Duration::from_secs(3600)),
+            notify: schedule.notify.clone(),
+        });
+        for notifier in &schedule.notify {
+            if !file.notifiers.contains_key(notifier) {
+                problems.push(source.problem(
+                    &["schedules", &name, "notify"],
+                    format!("schedule names notifier `{notifier}`, which is not configured"),
+                ));
+            }
+        }
+    }
+
+    let mut notifiers = Vec::new();
+    for (name, notifier) in &file.notifiers {
+        let Some(url) = notifier_urls.get(name).cloned().flatten() else {
+            problems.push(
+                source
+                    .problem(&["notifiers", name], "a notifier needs `url`")
+                    .with_help(
+                        "add `url = \"https://...\"` (a webhook, or a Slack incoming-webhook URL)",
+                    ),
+            );
+            continue;
+        };
+        notifiers.push(NotifierConfig {
+            name: name.clone(),
+            kind: notifier.kind,
+            url,
+            on_success: notifier.on_success.unwrap_or(false),
+            on_failure: notifier.on_failure.unwrap_or(true),
+            on_warning: notifier.on_warning.unwrap_or(true),
         });
     }
 
@@ -368,6 +451,9 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         tasks,
         schedules,
         health,
+        api,
+        notifiers,
+        keep_runs,
     }
 }
 

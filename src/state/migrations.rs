@@ -118,4 +118,22 @@ pub const STEPS: &[&str] = &[
         PRIMARY KEY (snapshot_id, queryid, userid, dbid)
     );
     "#,
+    // 6: the daemon's claims on scheduled fires. The primary key is what
+    // makes each fire run once however many daemons race for it.
+    r#"
+    CREATE TABLE {schema}.schedule_fires (
+        schedule       text NOT NULL,
+        scheduled_for  timestamptz NOT NULL,
+        claimed_at     timestamptz NOT NULL DEFAULT now(),
+        claimed_by     text NOT NULL,
+        run_id         bigint REFERENCES {schema}.runs (id) ON DELETE SET NULL,
+        status         text NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'cancelled', 'interrupted', 'skipped')),
+        reason         text,
+        PRIMARY KEY (schedule, scheduled_for)
+    );
+    CREATE TABLE {schema}.schedule_state (
+        schedule       text PRIMARY KEY,
+        last_fire      timestamptz NOT NULL
+    );
+    "#,
 ];

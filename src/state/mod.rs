@@ -142,6 +142,29 @@ pub struct Trigger {
 }
 
 impl Trigger {
+    /// This process, as `user@host`.
+    pub fn who() -> String {
+        let user = whoami::username().unwrap_or_else(|_| "unknown".into());
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        format!("{user}@{host}")
+    }
+
+    pub fn schedule(schedule: &str, scheduled_for: &str) -> Trigger {
+        Trigger {
+            kind: "schedule",
+            who: format!("daemon {} pid {}", Self::who(), std::process::id()),
+            command: format!("schedule {schedule} at {scheduled_for}"),
+        }
+    }
+
+    pub fn api(command: &str) -> Trigger {
+        Trigger {
+            kind: "api",
+            who: format!("api token holder via daemon {}", Self::who()),
+            command: command.into(),
+        }
+    }
+
     pub fn cli(command: &str) -> Trigger {
         let user = whoami::username().unwrap_or_else(|_| "unknown".into());
         let host = gethostname::gethostname().to_string_lossy().into_owned();
@@ -436,15 +459,35 @@ pub async fn history(
     task: Option<&str>,
     limit: i64,
 ) -> Result<Vec<RunRecord>, StateError> {
+    runs(client, schema, task, None, limit).await
+}
+
+/// One run with its tasks.
+pub async fn run_by_id(
+    client: &Client,
+    schema: &str,
+    id: i64,
+) -> Result<Option<RunRecord>, StateError> {
+    Ok(runs(client, schema, None, Some(id), 1).await?.pop())
+}
+
+async fn runs(
+    client: &Client,
+    schema: &str,
+    task: Option<&str>,
+    id: Option<i64>,
+    limit: i64,
+) -> Result<Vec<RunRecord>, StateError> {
     let q = quote_ident(schema);
     let runs = client
         .query(
             &format!(
                 "SELECT id, started_at, finished_at, trigger, triggered_by, status, dry_run, error FROM {q}.runs r
-                  WHERE $1::text IS NULL OR EXISTS (SELECT 1 FROM {q}.task_runs t WHERE t.run_id = r.id AND t.task = $1)
+                  WHERE ($1::text IS NULL OR EXISTS (SELECT 1 FROM {q}.task_runs t WHERE t.run_id = r.id AND t.task = $1))
+                    AND ($3::bigint IS NULL OR r.id = $3)
                   ORDER BY id DESC LIMIT $2"
             ),
-            &[&task, &limit],
+            &[&task, &limit, &id],
         )
         .await?;
     let ids: Vec<i64> = runs.iter().map(|r| r.get(0)).collect();

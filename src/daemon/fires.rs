@@ -1,0 +1,157 @@
+//! The state of scheduled fires in the database: each schedule's last
+//! fire, and the claim on each fire. A claim is a row keyed by (schedule,
+//! scheduled_for): the daemon whose INSERT wins runs the fire, every other
+//! daemon's INSERT finds the row and does nothing. No in-process lock is
+//! involved, so any number of daemons can run against one database.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Client;
+
+use crate::sql::quote_ident;
+use crate::status::Status;
+
+/// The class of the session advisory lock a schedule's running fire holds:
+/// a later fire that cannot take it knows the previous run still goes.
+pub const SCHEDULE_LOCK_CLASS: i32 = 0x7067_6d73;
+
+/// The schedule's last fire, or None before its first.
+pub async fn last_fire(
+    client: &Client,
+    schema: &str,
+    schedule: &str,
+) -> Result<Option<DateTime<Utc>>, tokio_postgres::Error> {
+    let q = quote_ident(schema);
+    Ok(client
+        .query_opt(
+            &format!("SELECT last_fire FROM {q}.schedule_state WHERE schedule = $1"),
+            &[&schedule],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// Starts counting a schedule's fires from `from` (its first sight).
+pub async fn begin(
+    client: &Client,
+    schema: &str,
+    schedule: &str,
+    from: DateTime<Utc>,
+) -> Result<(), tokio_postgres::Error> {
+    let q = quote_ident(schema);
+    client
+        .execute(
+            &format!("INSERT INTO {q}.schedule_state (schedule, last_fire) VALUES ($1, $2) ON CONFLICT DO NOTHING"),
+            &[&schedule, &from],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Claims a fire with the given status; true when this daemon won it. The
+/// schedule's last fire moves forward in the same transaction.
+pub async fn claim(
+    client: &mut Client,
+    schema: &str,
+    schedule: &str,
+    at: DateTime<Utc>,
+    by: &str,
+    status: Status,
+    reason: Option<&str>,
+) -> Result<bool, tokio_postgres::Error> {
+    let q = quote_ident(schema);
+    let tx = client.transaction().await?;
+    let won = tx
+        .execute(
+            &format!(
+                "INSERT INTO {q}.schedule_fires (schedule, scheduled_for, claimed_by, status, reason)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"
+            ),
+            &[&schedule, &at, &by, &status.as_str(), &reason],
+        )
+        .await?
+        == 1;
+    tx.execute(
+        &format!(
+            "INSERT INTO {q}.schedule_state (schedule, last_fire) VALUES ($1, $2)
+             ON CONFLICT (schedule) DO UPDATE SET last_fire = greatest({q}.schedule_state.last_fire, excluded.last_fire)"
+        ),
+        &[&schedule, &at],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(won)
+}
+
+pub async fn set_run(
+    client: &Client,
+    schema: &str,
+    schedule: &str,
+    at: DateTime<Utc>,
+    run_id: i64,
+) -> Result<(), tokio_postgres::Error> {
+    let q = quote_ident(schema);
+    client
+        .execute(
+            &format!("UPDATE {q}.schedule_fires SET run_id = $3 WHERE schedule = $1 AND scheduled_for = $2"),
+            &[&schedule, &at, &run_id],
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn finish(
+    client: &Client,
+    schema: &str,
+    schedule: &str,
+    at: DateTime<Utc>,
+    status: Status,
+    reason: Option<&str>,
+) -> Result<(), tokio_postgres::Error> {
+    let q = quote_ident(schema);
+    client
+        .execute(
+            &format!("UPDATE {q}.schedule_fires SET status = $3, reason = coalesce($4, reason) WHERE schedule = $1 AND scheduled_for = $2"),
+            &[&schedule, &at, &status.as_str(), &reason],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Fires left `running` by a daemon that died: their run was marked
+/// interrupted, or they never got as far as starting one.
+pub async fn mark_interrupted(client: &Client, schema: &str) -> Result<u64, tokio_postgres::Error> {
+    let q = quote_ident(schema);
+    client
+        .execute(
+            &format!(
+                "UPDATE {q}.schedule_fires f SET status = 'interrupted', reason = 'the daemon running it died'
+                  WHERE f.status = 'running'
+                    AND (EXISTS (SELECT 1 FROM {q}.runs r WHERE r.id = f.run_id AND r.status = 'interrupted')
+                         OR (f.run_id IS NULL AND f.claimed_at < now() - interval '5 minutes'))"
+            ),
+            &[],
+        )
+        .await
+}
+
+/// Deletes runs (with their task runs) and fires older than `keep`.
+pub async fn prune(
+    client: &Client,
+    schema: &str,
+    keep: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    let q = quote_ident(schema);
+    let runs = client
+        .execute(
+            &format!("DELETE FROM {q}.runs WHERE status <> 'running' AND coalesce(finished_at, started_at) < now() - $1::text::interval"),
+            &[&keep],
+        )
+        .await?;
+    client
+        .execute(
+            &format!("DELETE FROM {q}.schedule_fires WHERE status <> 'running' AND scheduled_for < now() - $1::text::interval"),
+            &[&keep],
+        )
+        .await?;
+    Ok(runs)
+}

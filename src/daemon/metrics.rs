@@ -1,0 +1,123 @@
+//! `/metrics` in Prometheus' text format. The figures come from the state
+//! schema at scrape time, so every daemon of a database reports the same
+//! runs whichever one ran them; only `pgmaint_daemon_fires_claimed_total`
+//! and `pgmaint_up` are this process's own. Written by hand rather than
+//! with a metrics registry: the values are read, not counted in-process.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use tokio_postgres::Client;
+
+use super::Shared;
+use crate::sql::quote_ident;
+
+/// Upper bounds (seconds) of the run duration histogram.
+const BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0];
+
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub async fn render(client: &Client, shared: &Shared) -> Result<String, tokio_postgres::Error> {
+    let q = quote_ident(&shared.config.state_schema);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP pgmaint_up Whether this pgmaint daemon is up.\n# TYPE pgmaint_up gauge\npgmaint_up 1"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP pgmaint_daemon_fires_claimed_total Scheduled fires this daemon claimed.\n# TYPE pgmaint_daemon_fires_claimed_total counter\npgmaint_daemon_fires_claimed_total {}",
+        shared.fires_claimed.load(Ordering::Relaxed)
+    );
+
+    let _ = writeln!(
+        out,
+        "# HELP pgmaint_task_runs_total Task runs by task and status (dry runs excluded).\n# TYPE pgmaint_task_runs_total counter"
+    );
+    for r in client
+        .query(&format!("SELECT task, status, count(*) FROM {q}.task_runs WHERE NOT dry_run GROUP BY 1, 2 ORDER BY 1, 2"), &[])
+        .await?
+    {
+        let _ = writeln!(out, "pgmaint_task_runs_total{{task=\"{}\",status=\"{}\"}} {}", label(r.get(0)), label(r.get(1)), r.get::<_, i64>(2));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP pgmaint_task_rows_total Rows changed by each task.\n# TYPE pgmaint_task_rows_total counter"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP pgmaint_task_last_success_timestamp_seconds When each task last succeeded.\n# TYPE pgmaint_task_last_success_timestamp_seconds gauge"
+    );
+    for r in client
+        .query(
+            &format!(
+                "SELECT task, sum(rows)::bigint, extract(epoch FROM max(finished_at) FILTER (WHERE status = 'succeeded'))::float8
+                   FROM {q}.task_runs WHERE NOT dry_run GROUP BY 1 ORDER BY 1"
+            ),
+            &[],
+        )
+        .await?
+    {
+        let task = label(r.get(0));
+        let _ = writeln!(out, "pgmaint_task_rows_total{{task=\"{task}\"}} {}", r.get::<_, i64>(1));
+        if let Some(at) = r.get::<_, Option<f64>>(2) {
+            let _ = writeln!(out, "pgmaint_task_last_success_timestamp_seconds{{task=\"{task}\"}} {at}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP pgmaint_task_run_duration_seconds How long task runs took.\n# TYPE pgmaint_task_run_duration_seconds histogram"
+    );
+    let bounds: Vec<f64> = BUCKETS.to_vec();
+    for r in client
+        .query(
+            &format!(
+                "SELECT task, array(SELECT count(*) FILTER (WHERE duration_ms <= b * 1000) FROM unnest($1::float8[]) b),
+                        count(*), coalesce(sum(duration_ms), 0)::float8 / 1000
+                   FROM {q}.task_runs WHERE NOT dry_run AND duration_ms IS NOT NULL GROUP BY task ORDER BY task"
+            ),
+            &[&bounds],
+        )
+        .await
+        .or_else(|_| Ok::<_, tokio_postgres::Error>(Vec::new()))?
+    {
+        let task = label(r.get(0));
+        let counts: Vec<i64> = r.get(1);
+        for (bound, count) in BUCKETS.iter().zip(counts) {
+            let _ = writeln!(out, "pgmaint_task_run_duration_seconds_bucket{{task=\"{task}\",le=\"{bound}\"}} {count}");
+        }
+        let total: i64 = r.get(2);
+        let _ = writeln!(out, "pgmaint_task_run_duration_seconds_bucket{{task=\"{task}\",le=\"+Inf\"}} {total}");
+        let _ = writeln!(out, "pgmaint_task_run_duration_seconds_sum{{task=\"{task}\"}} {}", r.get::<_, f64>(3));
+        let _ = writeln!(out, "pgmaint_task_run_duration_seconds_count{{task=\"{task}\"}} {total}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP pgmaint_schedule_fires_total Scheduled fires by schedule and status.\n# TYPE pgmaint_schedule_fires_total counter"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP pgmaint_schedule_last_success_timestamp_seconds When each schedule's fire last succeeded.\n# TYPE pgmaint_schedule_last_success_timestamp_seconds gauge"
+    );
+    for r in client
+        .query(&format!("SELECT schedule, status, count(*) FROM {q}.schedule_fires GROUP BY 1, 2 ORDER BY 1, 2"), &[])
+        .await?
+    {
+        let _ = writeln!(out, "pgmaint_schedule_fires_total{{schedule=\"{}\",status=\"{}\"}} {}", label(r.get(0)), label(r.get(1)), r.get::<_, i64>(2));
+    }
+    for r in client
+        .query(
+            &format!("SELECT schedule, extract(epoch FROM max(scheduled_for))::float8 FROM {q}.schedule_fires WHERE status = 'succeeded' GROUP BY 1 ORDER BY 1"),
+            &[],
+        )
+        .await?
+    {
+        let _ = writeln!(out, "pgmaint_schedule_last_success_timestamp_seconds{{schedule=\"{}\"}} {}", label(r.get(0)), r.get::<_, f64>(1));
+    }
+    Ok(out)
+}

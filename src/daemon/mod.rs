@@ -1,0 +1,501 @@
+//! `pgmaint daemon`: runs the schedules and serves the HTTP API.
+//!
+//! Each schedule's fires are computed forward from its last fire, which is
+//! kept in the state schema. A due fire is claimed with an INSERT on its
+//! (schedule, scheduled_for) key, so among any number of daemons exactly one
+//! runs it. Fires missed while no daemon ran follow the schedule's
+//! `misfire`: `run_once` runs the latest of them if it is within
+//! `misfire_grace`, `skip` runs none; the others are recorded as skipped.
+//! A fire whose previous run still goes (its session lock is held) is
+//! recorded as skipped too. When the database goes away the daemon keeps
+//! retrying with backoff, logging once per change. The first SIGTERM or
+//! Ctrl-C stops claiming and asks running tasks to stop after their batch;
+//! the daemon waits for them up to a grace period and exits 0.
+
+mod api;
+mod fires;
+mod metrics;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::task::JoinSet;
+use tokio_postgres::Client;
+
+use crate::cli::{Cli, DaemonArgs};
+use crate::commands::{CliError, load_config};
+use crate::config::{Config, ScheduleConfig, Severity, file::Misfire};
+use crate::connect::{self, Target};
+use crate::output::Progress;
+use crate::runner::{self, RunRequest};
+use crate::schedule::Schedule;
+use crate::state::{self, Trigger};
+use crate::status::Status;
+use crate::stop::{Stop, StopReason};
+
+/// How long running tasks get to finish their batch after a stop.
+const GRACE: Duration = Duration::from_secs(30);
+/// A fire this late still counts as on time.
+const ON_TIME: Duration = Duration::from_secs(60);
+/// The longest the loop sleeps without looking again.
+const TICK: Duration = Duration::from_secs(15);
+
+/// What the scheduler, the runs it starts and the API share.
+pub struct Shared {
+    pub config: Config,
+    pub target: Target,
+    pub stop: Stop,
+    /// This daemon, as recorded on its claims.
+    pub id: String,
+    pub fires_claimed: AtomicU64,
+}
+
+impl Shared {
+    pub async fn connect(&self) -> Result<Client, connect::ConnectError> {
+        connect::connect(&self.target).await
+    }
+}
+
+pub async fn run(cli: &Cli, args: &DaemonArgs) -> Result<bool, CliError> {
+    let config = load_config(cli, true)?;
+    let url = connect::choose_url(cli.database_url.as_deref(), config.database.url.as_deref());
+    let target = connect::resolve(url.as_deref(), config.database.connect_timeout.map(|d| d.0))?;
+    let mut schedules = Vec::new();
+    for s in &config.schedules {
+        schedules.push((s.clone(), Schedule::new(s).map_err(CliError::Usage)?));
+    }
+    let listen = args
+        .listen
+        .clone()
+        .unwrap_or_else(|| config.api.listen.clone());
+    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
+        CliError::Usage(format!(
+            "cannot listen on {listen}: {e}\n  help: set [api] listen or --listen to a free address"
+        ))
+    })?;
+    let shared = Arc::new(Shared {
+        id: format!("{} pid {}", Trigger::who(), std::process::id()),
+        config,
+        target,
+        stop: Stop::default(),
+        fires_claimed: AtomicU64::new(0),
+    });
+    on_signals(shared.stop.clone());
+    tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or(listen), daemon = shared.id, "pgmaint daemon started");
+    let server = tokio::spawn(api::serve(listener, shared.clone()));
+    let mut runs = JoinSet::new();
+    scheduler(&shared, &schedules, &mut runs).await;
+
+    tracing::info!(
+        "stopping: no new fires are claimed; waiting up to {}s for running tasks",
+        GRACE.as_secs()
+    );
+    let waited =
+        tokio::time::timeout(GRACE, async { while runs.join_next().await.is_some() {} }).await;
+    if waited.is_err() {
+        tracing::warn!(
+            "running tasks did not stop within the grace period; the next pgmaint marks them interrupted"
+        );
+    }
+    server.abort();
+    tracing::info!("pgmaint daemon stopped");
+    Ok(true)
+}
+
+/// The first signal asks everything to stop; a second exits at once.
+fn on_signals(stop: Stop) {
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        for count in 0.. {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if count == 0 {
+                stop.request(StopReason::Signal);
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+/// Connects, retrying with backoff until it works or a stop is asked for;
+/// logs when the database goes away and when it is back, once each.
+async fn connect_with_retry(shared: &Shared, reachable: &mut bool) -> Option<Client> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        if shared.stop.requested().is_some() {
+            return None;
+        }
+        match shared.connect().await {
+            Ok(client) => match state::ensure_ready(&client, &shared.config.state_schema).await {
+                Ok(()) => {
+                    if !*reachable {
+                        tracing::info!("the database is reachable; scheduling");
+                        *reachable = true;
+                    }
+                    return Some(client);
+                }
+                Err(err) => {
+                    if *reachable {
+                        tracing::error!("{err}");
+                        *reachable = false;
+                    }
+                }
+            },
+            Err(err) => {
+                if *reachable {
+                    tracing::error!("the database went away: {err}; retrying with backoff");
+                    *reachable = false;
+                }
+            }
+        }
+        shared.stop.sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn scheduler(
+    shared: &Arc<Shared>,
+    schedules: &[(ScheduleConfig, Schedule)],
+    runs: &mut JoinSet<()>,
+) {
+    let schema = shared.config.state_schema.clone();
+    let mut reachable = false;
+    let mut client: Option<Client> = None;
+    let mut last_prune: Option<std::time::Instant> = None;
+    while shared.stop.requested().is_none() {
+        let Some(db) = (match client.take().filter(|c| !c.is_closed()) {
+            Some(c) => Some(c),
+            None => connect_with_retry(shared, &mut reachable).await,
+        }) else {
+            break;
+        };
+        let mut db = db;
+        let mut next_wake = Utc::now() + chrono::Duration::from_std(TICK).expect("small");
+        let pass = async {
+            for id in state::mark_interrupted(&db, &schema)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                tracing::warn!(
+                    "run {id} was left running by a process that is gone; marked it interrupted"
+                );
+            }
+            fires::mark_interrupted(&db, &schema)
+                .await
+                .map_err(|e| e.to_string())?;
+            for (config, schedule) in schedules.iter().filter(|(c, _)| c.enabled) {
+                if let Some(next) = due(shared, &mut db, config, schedule, runs)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    next_wake = next_wake.min(next);
+                }
+            }
+            if let Some(keep) = &shared.config.keep_runs
+                && last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600))
+            {
+                let pruned = fires::prune(&db, &schema, keep)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if pruned > 0 {
+                    tracing::info!("deleted {pruned} run(s) older than keep_runs = {keep}");
+                }
+                last_prune = Some(std::time::Instant::now());
+            }
+            Ok::<_, String>(())
+        }
+        .await;
+        match pass {
+            Ok(()) => client = Some(db),
+            Err(err) => {
+                if reachable {
+                    tracing::error!("the database went away: {err}; retrying with backoff");
+                    reachable = false;
+                }
+                continue;
+            }
+        }
+        // Reap finished runs so the set does not grow.
+        while runs.try_join_next().is_some() {}
+        let wait = (next_wake - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        shared
+            .stop
+            .sleep(wait.min(TICK) + Duration::from_millis(5))
+            .await;
+    }
+}
+
+/// Handles a schedule's due fires; returns its next fire after now.
+async fn due(
+    shared: &Arc<Shared>,
+    db: &mut Client,
+    config: &ScheduleConfig,
+    schedule: &Schedule,
+    runs: &mut JoinSet<()>,
+) -> Result<Option<DateTime<Utc>>, tokio_postgres::Error> {
+    let schema = &shared.config.state_schema;
+    let now = Utc::now();
+    let Some(last) = fires::last_fire(db, schema, &config.name).await? else {
+        // First sight of this schedule: count from now, do not back-fill.
+        fires::begin(db, schema, &config.name, now).await?;
+        return Ok(schedule.next_after(now));
+    };
+    let mut missed = Vec::new();
+    let mut t = last;
+    while let Some(next) = schedule.next_after(t) {
+        if next > now || missed.len() > 10_000 {
+            break;
+        }
+        missed.push(next);
+        t = next;
+    }
+    let Some(latest) = missed.pop() else {
+        return Ok(schedule.next_after(now));
+    };
+    for fire in &missed {
+        let reason = "missed while no daemon ran; only the latest missed fire can run";
+        fires::claim(
+            db,
+            schema,
+            &config.name,
+            *fire,
+            &shared.id,
+            Status::Skipped,
+            Some(reason),
+        )
+        .await?;
+    }
+    let late = (now - latest).to_std().unwrap_or(Duration::ZERO);
+    let skip_reason = match config.misfire {
+        Misfire::Skip if late > ON_TIME => Some(format!(
+            "missed by {}s and misfire = \"skip\"",
+            late.as_secs()
+        )),
+        Misfire::RunOnce if late > config.misfire_grace => Some(format!(
+            "missed by {}s, more than misfire_grace ({}s)",
+            late.as_secs(),
+            config.misfire_grace.as_secs()
+        )),
+        _ => None,
+    };
+    if let Some(reason) = skip_reason {
+        if fires::claim(
+            db,
+            schema,
+            &config.name,
+            latest,
+            &shared.id,
+            Status::Skipped,
+            Some(&reason),
+        )
+        .await?
+        {
+            tracing::info!(schedule = config.name, fire = %latest, "skipped: {reason}");
+        }
+        return Ok(schedule.next_after(now));
+    }
+    if fires::claim(
+        db,
+        schema,
+        &config.name,
+        latest,
+        &shared.id,
+        Status::Running,
+        None,
+    )
+    .await?
+    {
+        shared.fires_claimed.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(schedule = config.name, fire = %latest, "claimed");
+        let shared = shared.clone();
+        let config = config.clone();
+        runs.spawn(async move {
+            if let Err(err) = run_fire(&shared, &config, latest).await {
+                tracing::error!(schedule = config.name, fire = %latest, "{err}");
+            }
+        });
+    }
+    Ok(schedule.next_after(now))
+}
+
+/// Runs one claimed fire on its own connections: one for the run, one to
+/// keep its claim up to date.
+async fn run_fire(
+    shared: &Shared,
+    config: &ScheduleConfig,
+    at: DateTime<Utc>,
+) -> Result<(), String> {
+    let schema = &shared.config.state_schema;
+    let book = shared.connect().await.map_err(|e| e.to_string())?;
+    let mut worker = shared.connect().await.map_err(|e| e.to_string())?;
+    let locked: bool = worker
+        .query_one(
+            "SELECT pg_try_advisory_lock($1, hashtext($2))",
+            &[&fires::SCHEDULE_LOCK_CLASS, &config.name],
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .get(0);
+    if !locked {
+        let reason = "the previous run of this schedule is still going";
+        fires::finish(
+            &book,
+            schema,
+            &config.name,
+            at,
+            Status::Skipped,
+            Some(reason),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        tracing::warn!(schedule = config.name, fire = %at, "skipped: {reason}");
+        return Ok(());
+    }
+    let mut tasks = Vec::new();
+    let mut left_out = Vec::new();
+    for name in &config.tasks {
+        let Some(task) = shared.config.task(name) else {
+            continue;
+        };
+        if !task.enabled {
+            continue;
+        }
+        if task.severity == Severity::Critical && !config.allow_critical {
+            left_out.push(name.clone());
+            continue;
+        }
+        tasks.push(task);
+    }
+    if !left_out.is_empty() {
+        tracing::warn!(
+            schedule = config.name,
+            "critical task(s) {} left out: the schedule does not set allow_critical = true",
+            left_out.join(", ")
+        );
+    }
+    let (started, run_id) = tokio::sync::oneshot::channel();
+    let request = RunRequest {
+        tasks,
+        dry_run: false,
+        batch_size: None,
+        max_runtime: config.max_runtime,
+        trigger: Trigger::schedule(&config.name, &at.to_rfc3339()),
+        verbose: false,
+        started: Some(started),
+    };
+    let progress = Progress::disabled();
+    let record_id = async {
+        if let Ok(id) = run_id.await {
+            let _ = fires::set_run(&book, schema, &config.name, at, id).await;
+        }
+    };
+    let (report, ()) = tokio::join!(
+        runner::run(
+            &mut worker,
+            &shared.config,
+            request,
+            &shared.stop,
+            &progress
+        ),
+        record_id
+    );
+    let _ = worker
+        .query_one(
+            "SELECT pg_advisory_unlock($1, hashtext($2))",
+            &[&fires::SCHEDULE_LOCK_CLASS, &config.name],
+        )
+        .await;
+    let report = report.map_err(|e| e.to_string())?;
+    let reason = (!left_out.is_empty())
+        .then(|| format!("critical task(s) left out: {}", left_out.join(", ")));
+    fires::finish(
+        &book,
+        schema,
+        &config.name,
+        at,
+        report.status,
+        reason.as_deref(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    tracing::info!(schedule = config.name, fire = %at, run_id = report.run_id, status = %report.status, "finished");
+    let level = match report.status {
+        Status::Succeeded if left_out.is_empty() => "success",
+        Status::Succeeded | Status::Cancelled | Status::Skipped => "warning",
+        _ => "failure",
+    };
+    let failures: Vec<String> = report
+        .tasks
+        .iter()
+        .filter_map(|t| t.error.as_ref().map(|e| format!("{}: {e}", t.name)))
+        .collect();
+    let event = crate::notify::Event {
+        level,
+        title: format!(
+            "pgmaint: schedule {} {} (run {})",
+            config.name, report.status, report.run_id
+        ),
+        text: if failures.is_empty() {
+            report
+                .tasks
+                .iter()
+                .map(|t| format!("{}: {} ({} rows)", t.name, t.status, t.rows))
+                .collect::<Vec<_>>()
+                .join("\n")
+        } else {
+            failures.join("\n")
+        },
+        details: serde_json::json!({ "schedule": config.name, "scheduled_for": at.to_rfc3339(), "run": report }),
+    };
+    crate::notify::send(&shared.config.notifiers, &config.notify, &event).await;
+    Ok(())
+}
+
+/// Starts a run now (the API's run-now), returning its id once recorded.
+pub async fn start_now(
+    shared: Arc<Shared>,
+    tasks: Vec<String>,
+    dry_run: bool,
+    command: String,
+) -> Result<i64, String> {
+    let (started, run_id) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let result = async {
+            let mut client = shared.connect().await.map_err(|e| e.to_string())?;
+            let request = RunRequest {
+                tasks: tasks.iter().filter_map(|t| shared.config.task(t)).collect(),
+                dry_run,
+                batch_size: None,
+                max_runtime: None,
+                trigger: Trigger::api(&command),
+                verbose: false,
+                started: Some(started),
+            };
+            runner::run(
+                &mut client,
+                &shared.config,
+                request,
+                &shared.stop,
+                &Progress::disabled(),
+            )
+            .await
+            .map_err(|e| e.to_string())
+        }
+        .await;
+        if let Err(err) = result {
+            tracing::error!("{command}: {err}");
+        }
+    });
+    run_id
+        .await
+        .map_err(|_| "the run could not start (see the daemon's log)".to_string())
+}

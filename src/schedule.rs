@@ -1,0 +1,135 @@
+//! Cron schedules in a time zone: the next fire after a moment, computed
+//! forward (never "does the cron match now"). croner gives the daylight
+//! saving behaviour we document: a time that does not exist on the
+//! spring-forward day fires at the first moment after the gap (02:30 in
+//! Europe/Berlin fires at 03:00), and a time that happens twice on the
+//! fall-back day fires once, at its first occurrence.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+
+use crate::config::ScheduleConfig;
+
+pub struct Schedule {
+    pub cron: Cron,
+    pub tz: Tz,
+}
+
+/// The parser for 5 fields, or 6 with seconds first; `L`, `W` and `#` work.
+pub fn parser() -> CronParser {
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+}
+
+impl Schedule {
+    pub fn new(config: &ScheduleConfig) -> Result<Schedule, String> {
+        let cron = parser()
+            .parse(&config.cron)
+            .map_err(|e| format!("invalid cron expression `{}`: {e}", config.cron))?;
+        let tz = config
+            .timezone
+            .parse::<Tz>()
+            .map_err(|_| format!("unknown time zone `{}`", config.timezone))?;
+        Ok(Schedule { cron, tz })
+    }
+
+    /// The first fire strictly after `after`.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron
+            .find_next_occurrence(&after.with_timezone(&self.tz), false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// The next `n` fires after `after`.
+    pub fn upcoming(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+        let mut fires = Vec::new();
+        let mut t = after;
+        while fires.len() < n {
+            let Some(next) = self.next_after(t) else {
+                break;
+            };
+            fires.push(next);
+            t = next;
+        }
+        fires
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn schedule(cron: &str, tz: &str) -> Schedule {
+        Schedule::new(&ScheduleConfig {
+            name: "s".into(),
+            cron: cron.into(),
+            timezone: tz.into(),
+            tasks: vec![],
+            enabled: true,
+            allow_critical: false,
+            max_runtime: None,
+            misfire: Default::default(),
+            misfire_grace: std::time::Duration::from_secs(3600),
+            notify: vec![],
+        })
+        .unwrap()
+    }
+
+    fn utc(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, h, min, 0).unwrap()
+    }
+
+    #[test]
+    fn a_daily_0230_in_berlin_fires_once_on_both_daylight_saving_days() {
+        let s = schedule("30 2 * * *", "Europe/Berlin");
+        // Spring forward, 2026-03-29: 02:00 jumps to 03:00; fires at 03:00 CEST.
+        let spring = s.upcoming(utc(2026, 3, 28, 12, 0), 3);
+        assert_eq!(
+            spring,
+            vec![
+                utc(2026, 3, 29, 1, 0),
+                utc(2026, 3, 30, 0, 30),
+                utc(2026, 3, 31, 0, 30)
+            ]
+        );
+        // Fall back, 2026-10-25: 02:30 happens twice; fires once, at the first.
+        let fall = s.upcoming(utc(2026, 10, 24, 12, 0), 3);
+        assert_eq!(
+            fall,
+            vec![
+                utc(2026, 10, 25, 0, 30),
+                utc(2026, 10, 26, 1, 30),
+                utc(2026, 10, 27, 1, 30)
+            ]
+        );
+    }
+
+    #[test]
+    fn last_day_weekday_and_nth_weekday_are_understood() {
+        assert_eq!(
+            schedule("0 0 L * *", "UTC").next_after(utc(2026, 2, 1, 0, 0)),
+            Some(utc(2026, 2, 28, 0, 0))
+        );
+        // The second Monday of March 2026 is the 9th.
+        assert_eq!(
+            schedule("0 0 * * 1#2", "UTC").next_after(utc(2026, 3, 1, 0, 0)),
+            Some(utc(2026, 3, 9, 0, 0))
+        );
+        // The weekday nearest the 1st of August 2026 (a Saturday) is Monday the 3rd.
+        assert_eq!(
+            schedule("0 0 1W * *", "UTC").next_after(utc(2026, 7, 31, 12, 0)),
+            Some(utc(2026, 8, 3, 0, 0))
+        );
+        // Six fields: seconds first.
+        assert_eq!(
+            schedule("30 0 0 * * *", "UTC").next_after(utc(2026, 1, 1, 0, 0)),
+            Some(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 30).unwrap())
+        );
+    }
+}
