@@ -1,0 +1,415 @@
+//! The daemon against a real PostgreSQL: each fire runs once across three
+//! daemons, misfires follow the schedule's policy, overlapping fires are
+//! skipped, a killed daemon's run is marked interrupted by another, SIGTERM
+//! stops cleanly, the API needs its token, and failures reach a webhook.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestDb;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A daemon on a free port; killed when dropped.
+struct Daemon {
+    child: tokio::process::Child,
+    port: u16,
+}
+
+impl Daemon {
+    fn start(db: &TestDb) -> Daemon {
+        let port = free_port();
+        let child = db
+            .command(&["daemon", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Daemon { child, port }
+    }
+
+    fn terminate(&self) {
+        let pid = self.child.id().unwrap() as i32;
+        // SAFETY: kill(2) with a pid we own.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+
+    /// An HTTP request; returns (status, body).
+    async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (u16, String) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut stream = loop {
+            match tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("daemon not listening: {e}"),
+            }
+        };
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+}
+
+async fn wait_for(db: &TestDb, sql: &str, want: impl Fn(i64) -> bool, what: &str) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let value = db.count(sql).await;
+        if want(value) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what} (last {value})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn setup(extra: &str) -> TestDb {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute("CREATE TABLE marks (at timestamptz DEFAULT clock_timestamp())")
+        .await
+        .unwrap();
+    db.config(&format!(
+        "[api]\ntoken = \"s3cret\"\n\n[tasks.mark]\nkind = \"sql\"\nsql = \"INSERT INTO marks DEFAULT VALUES\"\n\n{extra}"
+    ));
+    db.pgmaint(&["init"]).await.assert_code(0);
+    db
+}
+
+#[tokio::test]
+async fn each_fire_runs_exactly_once_across_three_daemons() {
+    let db = setup("[schedules.every_second]\ncron = \"* * * * * *\"\ntasks = [\"mark\"]\n").await;
+    let daemons: Vec<Daemon> = (0..3).map(|_| Daemon::start(&db)).collect();
+    wait_for(
+        &db,
+        "SELECT count(*) FROM pgmaint.schedule_fires WHERE status = 'succeeded'",
+        |n| n >= 5,
+        "five fires",
+    )
+    .await;
+    for d in &daemons {
+        d.terminate();
+    }
+    for mut d in daemons {
+        assert!(d.child.wait().await.unwrap().success(), "SIGTERM exits 0");
+    }
+    let fires = db
+        .count("SELECT count(*) FROM pgmaint.schedule_fires WHERE status = 'succeeded'")
+        .await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM marks").await,
+        fires,
+        "one run per fire"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(DISTINCT run_id) FROM pgmaint.schedule_fires WHERE status = 'succeeded'"
+        )
+        .await,
+        fires
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM pgmaint.runs WHERE trigger = 'schedule' AND status = 'succeeded'"
+        )
+        .await,
+        fires
+    );
+    // Consecutive seconds, none twice (the primary key makes sure).
+    assert!(
+        db.count("SELECT count(DISTINCT claimed_by) FROM pgmaint.schedule_fires")
+            .await
+            >= 1
+    );
+}
+
+#[tokio::test]
+async fn missed_fires_follow_misfire_and_grace() {
+    let db = setup(
+        "[schedules.new_year]\ncron = \"0 0 1 1 *\"\ntasks = [\"mark\"]\nmisfire_grace = \"1h\"\n\n\
+         [schedules.new_year_late_ok]\ncron = \"0 0 1 1 *\"\ntasks = [\"mark\"]\nmisfire_grace = \"400 days\"\n\n\
+         [schedules.new_year_skip]\ncron = \"0 0 1 1 *\"\ntasks = [\"mark\"]\nmisfire = \"skip\"\nmisfire_grace = \"400 days\"\n",
+    )
+    .await;
+    // As if the daemons last ran two and a half years ago.
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO pgmaint.schedule_state SELECT s, now() - interval '900 days'
+               FROM unnest(ARRAY['new_year', 'new_year_late_ok', 'new_year_skip']) s",
+        )
+        .await
+        .unwrap();
+    let mut daemon = Daemon::start(&db);
+    wait_for(
+        &db,
+        "SELECT count(*) FROM pgmaint.schedule_fires WHERE status <> 'running'",
+        |n| n >= 6,
+        "the missed fires",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    daemon.terminate();
+    daemon.child.wait().await.unwrap();
+    let by = |schedule: &str, status: &str| {
+        format!(
+            "SELECT count(*) FROM pgmaint.schedule_fires WHERE schedule = '{schedule}' AND status = '{status}'"
+        )
+    };
+    // Two or three New Years missed: the older ones are skipped; the latest
+    // runs only where it is within misfire_grace and misfire is run_once.
+    assert_eq!(db.count(&by("new_year", "succeeded")).await, 0);
+    assert_eq!(db.count(&by("new_year_late_ok", "succeeded")).await, 1);
+    assert_eq!(db.count(&by("new_year_skip", "succeeded")).await, 0);
+    assert!(db.count(&by("new_year", "skipped")).await >= 2);
+    assert_eq!(db.count("SELECT count(*) FROM marks").await, 1);
+    let reason: String = db
+        .client()
+        .await
+        .query_one("SELECT reason FROM pgmaint.schedule_fires WHERE schedule = 'new_year' ORDER BY scheduled_for DESC LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(reason.contains("misfire_grace"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_fire_whose_previous_run_still_goes_is_skipped_and_a_killed_daemons_run_is_interrupted() {
+    let db = setup(
+        "[tasks.slow]\nkind = \"sql\"\nsql = \"SELECT pg_sleep(3)\"\nstatement_timeout = \"1min\"\n\n\
+         [schedules.every_second]\ncron = \"* * * * * *\"\ntasks = [\"slow\"]\n",
+    )
+    .await;
+    let mut first = Daemon::start(&db);
+    wait_for(
+        &db,
+        "SELECT count(*) FROM pgmaint.schedule_fires WHERE status = 'skipped'",
+        |n| n >= 1,
+        "a skipped fire",
+    )
+    .await;
+    let reason: String = db
+        .client()
+        .await
+        .query_one(
+            "SELECT reason FROM pgmaint.schedule_fires WHERE status = 'skipped' LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(reason.contains("still going"), "{reason}");
+    // kill -9 the daemon in the middle of a run; another daemon finds it.
+    wait_for(
+        &db,
+        "SELECT count(*) FROM pgmaint.runs WHERE status = 'running'",
+        |n| n >= 1,
+        "a running run",
+    )
+    .await;
+    first.child.start_kill().unwrap();
+    first.child.wait().await.unwrap();
+    let mut second = Daemon::start(&db);
+    wait_for(
+        &db,
+        "SELECT count(*) FROM pgmaint.runs WHERE status = 'interrupted'",
+        |n| n >= 1,
+        "the dead run marked",
+    )
+    .await;
+    wait_for(
+        &db,
+        "SELECT count(*) FROM pgmaint.schedule_fires WHERE status = 'interrupted'",
+        |n| n >= 1,
+        "the dead fire marked",
+    )
+    .await;
+    second.terminate();
+    assert!(second.child.wait().await.unwrap().success());
+    // Stopped mid-run by SIGTERM: the run is cancelled, not left running.
+    assert_eq!(
+        db.count("SELECT count(*) FROM pgmaint.runs WHERE status = 'running'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn the_api_needs_its_token_and_records_what_it_starts() {
+    let db = setup("[tasks.dangerous]\nkind = \"sql\"\nsql = \"SELECT 1\"\nseverity = \"critical\"\n\n[schedules.nightly]\ncron = \"0 3 * * *\"\ntimezone = \"Europe/Berlin\"\ntasks = [\"mark\"]\n").await;
+    let mut daemon = Daemon::start(&db);
+    assert_eq!(
+        daemon.http("GET", "/healthz", None, "").await,
+        (200, "ok\n".into())
+    );
+    let (status, body) = daemon.http("GET", "/api/v1/status", None, "").await;
+    assert_eq!(status, 401);
+    assert!(body.contains("\"error\""), "{body}");
+    assert_eq!(
+        daemon
+            .http("GET", "/api/v1/status", Some("wrong"), "")
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        daemon
+            .http("GET", "/api/v1/status", Some("s3cret"), "")
+            .await
+            .0,
+        200
+    );
+
+    let (status, body) = daemon
+        .http(
+            "POST",
+            "/api/v1/tasks/mark/run",
+            Some("s3cret"),
+            "{\"dry_run\": false}",
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let run_id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["run_id"]
+        .as_i64()
+        .unwrap();
+    wait_for(
+        &db,
+        "SELECT count(*) FROM marks",
+        |n| n == 1,
+        "the API's run",
+    )
+    .await;
+    let (status, body) = daemon
+        .http("GET", &format!("/api/v1/runs/{run_id}"), Some("s3cret"), "")
+        .await;
+    assert_eq!(status, 200);
+    let run: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(run["trigger"], "api");
+    assert_eq!(run["tasks"][0]["name"], "mark");
+
+    assert_eq!(
+        daemon
+            .http("POST", "/api/v1/tasks/nope/run", Some("s3cret"), "{}")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        daemon
+            .http("POST", "/api/v1/tasks/dangerous/run", Some("s3cret"), "{}")
+            .await
+            .0,
+        409
+    );
+    assert_eq!(
+        daemon
+            .http(
+                "POST",
+                "/api/v1/tasks/dangerous/run",
+                Some("s3cret"),
+                "{\"yes\": true}"
+            )
+            .await
+            .0,
+        202
+    );
+    let big = format!("{{\"dry_run\": false, \"x\": \"{}\"}}", "a".repeat(20_000));
+    assert_eq!(
+        daemon
+            .http("POST", "/api/v1/tasks/mark/run", Some("s3cret"), &big)
+            .await
+            .0,
+        413
+    );
+
+    let (status, body) = daemon
+        .http("GET", "/api/v1/schedules/nightly", Some("s3cret"), "")
+        .await;
+    assert_eq!(status, 200);
+    let schedule: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(schedule["read_only"], true);
+    assert_eq!(schedule["next"].as_array().unwrap().len(), 5);
+    let (status, metrics) = daemon.http("GET", "/metrics", None, "").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("pgmaint_up 1")
+            && metrics.contains("pgmaint_task_runs_total{task=\"mark\",status=\"succeeded\"}"),
+        "{metrics}"
+    );
+    daemon.terminate();
+    daemon.child.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_scheduled_run_reaches_the_webhook() {
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", receiver.local_addr().unwrap());
+    let db = setup(&format!(
+        "[tasks.broken]\nkind = \"sql\"\nsql = \"SELECT 1 / 0\"\n\n[notifiers.ops]\nkind = \"webhook\"\nurl = \"{url}\"\n\n\
+         [schedules.every_second]\ncron = \"* * * * * *\"\ntasks = [\"broken\"]\nnotify = [\"ops\"]\n"
+    ))
+    .await;
+    let mut daemon = Daemon::start(&db);
+    let (mut stream, _) = tokio::time::timeout(Duration::from_secs(20), receiver.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut request = vec![0u8; 65536];
+    let mut read = 0;
+    // Read until the JSON body is complete.
+    loop {
+        let n = stream.read(&mut request[read..]).await.unwrap();
+        read += n;
+        let text = String::from_utf8_lossy(&request[..read]).to_string();
+        if n == 0 || (text.contains("\r\n\r\n") && text.trim_end().ends_with('}')) {
+            break;
+        }
+    }
+    stream
+        .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&request[..read]).to_string();
+    assert!(text.starts_with("POST /hook"), "{text}");
+    let body: serde_json::Value =
+        serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(body["level"], "failure", "{body}");
+    assert!(
+        body["text"].as_str().unwrap().contains("division by zero"),
+        "{body}"
+    );
+    daemon.terminate();
+    daemon.child.wait().await.unwrap();
+}
