@@ -413,3 +413,138 @@ async fn a_failed_scheduled_run_reaches_the_webhook() {
     daemon.terminate();
     daemon.child.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn schedules_created_through_the_api_are_checked_run_and_audited() {
+    let db = setup("[schedules.nightly]\ncron = \"0 3 * * *\"\ntasks = [\"mark\"]\n").await;
+    let mut daemon = Daemon::start(&db);
+    let token = Some("s3cret");
+    let (status, body) = daemon
+        .http(
+            "POST",
+            "/api/v1/schedules",
+            token,
+            r#"{"name": "bad", "cron": "61 * * * *", "tasks": ["mark", "nope"]}"#,
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("invalid cron expression") && body.contains("no task named `nope`"),
+        "{body}"
+    );
+    assert_eq!(
+        daemon
+            .http(
+                "POST",
+                "/api/v1/schedules",
+                token,
+                r#"{"name": "x", "cron": "* * * * *", "tasks": ["mark"], "bogus": 1}"#
+            )
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        daemon
+            .http(
+                "PUT",
+                "/api/v1/schedules/nightly",
+                token,
+                r#"{"cron": "* * * * *", "tasks": ["mark"]}"#
+            )
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        daemon
+            .http("DELETE", "/api/v1/schedules/nightly", token, "")
+            .await
+            .0,
+        403
+    );
+
+    let (status, body) = daemon
+        .http("POST", "/api/v1/schedules", token, r#"{"name": "every_second", "cron": "* * * * * *", "timezone": "Europe/Berlin", "tasks": ["mark"]}"#)
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        daemon
+            .http(
+                "POST",
+                "/api/v1/schedules",
+                token,
+                r#"{"name": "every_second", "cron": "* * * * *", "tasks": ["mark"]}"#
+            )
+            .await
+            .0,
+        409
+    );
+    wait_for(&db, "SELECT count(*) FROM pgmaint.schedule_fires WHERE schedule = 'every_second' AND status = 'succeeded'", |n| n >= 2, "fires of the API schedule").await;
+    let (_, list) = daemon.http("GET", "/api/v1/schedules", token, "").await;
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let sources: Vec<(&str, &str)> = list["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        sources,
+        vec![("nightly", "config"), ("every_second", "api")]
+    );
+
+    let (status, _) = daemon
+        .http(
+            "PUT",
+            "/api/v1/schedules/every_second",
+            token,
+            r#"{"cron": "0 0 1 1 *", "tasks": ["mark"]}"#,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        daemon
+            .http("DELETE", "/api/v1/schedules/every_second", token, "")
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        daemon
+            .http("DELETE", "/api/v1/schedules/every_second", token, "")
+            .await
+            .0,
+        404
+    );
+    let actions: Vec<String> = db
+        .client()
+        .await
+        .query("SELECT action FROM pgmaint.audit ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        actions,
+        vec!["create schedule", "update schedule", "delete schedule"]
+    );
+
+    let (status, doc) = daemon.http("GET", "/api/v1/openapi.json", None, "").await;
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    for path in [
+        "/api/v1/tasks/{name}/run",
+        "/api/v1/schedules/{name}",
+        "/api/v1/runs/{id}",
+        "/metrics",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    daemon.terminate();
+    daemon.child.wait().await.unwrap();
+}

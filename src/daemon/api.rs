@@ -17,6 +17,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::Shared;
+use super::api_schedules::{self, ScheduleBody};
+use crate::config::ScheduleConfig;
 use crate::config::Severity;
 use crate::schedule::Schedule;
 use crate::state;
@@ -41,12 +43,18 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Api) {
         .route("/tasks/{name}/run", post(run_task))
         .route("/runs", get(runs))
         .route("/runs/{id}", get(one_run))
-        .route("/schedules", get(schedules))
-        .route("/schedules/{name}", get(one_schedule))
+        .route("/schedules", get(schedules).post(create_schedule))
+        .route(
+            "/schedules/{name}",
+            get(one_schedule)
+                .put(update_schedule)
+                .delete(delete_schedule),
+        )
         .route("/schedules/{name}/run", post(run_schedule))
         .layer(middleware::from_fn_with_state(shared.clone(), authorize));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .nest("/api/v1", v1)
         .layer(DefaultBodyLimit::max(16 * 1024))
@@ -55,6 +63,17 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Api) {
         tracing::error!("the HTTP server stopped: {err}");
     }
 }
+
+/// The API's OpenAPI 3 description (served without auth, as it holds no
+/// data); a test checks that it names every route.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// Who made an API change, for the audit table.
+const API_CALLER: &str = "api (bearer token)";
 
 /// Equal without taking longer for a closer guess: both sides are hashed
 /// (so their lengths do not matter) and every byte is compared.
@@ -197,8 +216,7 @@ async fn one_run(State(shared): State<Api>, Path(id): Path<i64>) -> Response {
     }
 }
 
-fn schedule_json(shared: &Shared, name: &str) -> Option<serde_json::Value> {
-    let config = shared.config.schedule(name)?;
+fn schedule_json(config: &ScheduleConfig, from_config: bool) -> serde_json::Value {
     let next: Vec<String> = Schedule::new(config)
         .map(|s| {
             s.upcoming(chrono::Utc::now(), 5)
@@ -207,7 +225,7 @@ fn schedule_json(shared: &Shared, name: &str) -> Option<serde_json::Value> {
                 .collect()
         })
         .unwrap_or_default();
-    Some(json!({
+    json!({
         "name": config.name,
         "cron": config.cron,
         "timezone": config.timezone,
@@ -215,29 +233,162 @@ fn schedule_json(shared: &Shared, name: &str) -> Option<serde_json::Value> {
         "enabled": config.enabled,
         "allow_critical": config.allow_critical,
         "misfire": config.misfire,
-        "source": "config",
-        "read_only": true,
+        "misfire_grace_seconds": config.misfire_grace.as_secs_f64(),
+        "max_runtime_seconds": config.max_runtime.map(|d| d.as_secs_f64()),
+        "notify": config.notify,
+        "source": if from_config { "config" } else { "api" },
+        "read_only": from_config,
         "next": next,
-    }))
+    })
+}
+
+/// Every schedule, config ones first; needs the database for API ones.
+async fn every_schedule(shared: &Shared) -> Result<Vec<(ScheduleConfig, bool)>, Response> {
+    let client = shared.connect().await.map_err(unavailable)?;
+    let all = super::all_schedules(shared, &client)
+        .await
+        .map_err(|e| unavailable(crate::db::describe(&e)))?;
+    Ok(all
+        .into_iter()
+        .map(|s| {
+            let from_config = shared.config.schedule(&s.name).is_some();
+            (s, from_config)
+        })
+        .collect())
 }
 
 async fn schedules(State(shared): State<Api>) -> Response {
-    let list: Vec<_> = shared
-        .config
-        .schedules
-        .iter()
-        .filter_map(|s| schedule_json(&shared, &s.name))
-        .collect();
-    Json(json!({ "schedules": list })).into_response()
+    match every_schedule(&shared).await {
+        Ok(all) => Json(json!({ "schedules": all.iter().map(|(s, c)| schedule_json(s, *c)).collect::<Vec<_>>() })).into_response(),
+        Err(response) => response,
+    }
 }
 
 async fn one_schedule(State(shared): State<Api>, Path(name): Path<String>) -> Response {
-    match schedule_json(&shared, &name) {
-        Some(schedule) => Json(schedule).into_response(),
-        None => error(
+    match every_schedule(&shared).await {
+        Ok(all) => match all.iter().find(|(s, _)| s.name == name) {
+            Some((s, c)) => Json(schedule_json(s, *c)).into_response(),
+            None => error(
+                StatusCode::NOT_FOUND,
+                format!("there is no schedule {name}"),
+            ),
+        },
+        Err(response) => response,
+    }
+}
+
+async fn create_schedule(
+    State(shared): State<Api>,
+    body: Result<Json<ScheduleBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(body) => body,
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    let Some(name) = body.name.clone() else {
+        return error(StatusCode::BAD_REQUEST, "the schedule needs a `name`");
+    };
+    save_schedule(&shared, &name, body, true).await
+}
+
+async fn update_schedule(
+    State(shared): State<Api>,
+    Path(name): Path<String>,
+    body: Result<Json<ScheduleBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(body) => body,
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    if body.name.as_ref().is_some_and(|n| n != &name) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the body's `name` differs from the path's; a schedule cannot be renamed",
+        );
+    }
+    save_schedule(&shared, &name, body, false).await
+}
+
+async fn save_schedule(shared: &Shared, name: &str, body: ScheduleBody, create: bool) -> Response {
+    if shared.config.schedule(name).is_some() {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("schedule {name} comes from the config file and is read-only through the API"),
+        );
+    }
+    let schedule = match api_schedules::validate(&shared.config, name, body) {
+        Ok(s) => s,
+        Err(problems) => return error(StatusCode::BAD_REQUEST, problems),
+    };
+    let mut client = match shared.connect().await {
+        Ok(c) => c,
+        Err(err) => return unavailable(err),
+    };
+    if !create {
+        let exists = api_schedules::load(&client, &shared.config.state_schema)
+            .await
+            .map(|all| all.iter().any(|s| s.name == name));
+        match exists {
+            Ok(true) => {}
+            Ok(false) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("there is no schedule {name}"),
+                );
+            }
+            Err(err) => return unavailable(crate::db::describe(&err)),
+        }
+    }
+    match api_schedules::save(
+        &mut client,
+        &shared.config.state_schema,
+        &schedule,
+        create,
+        API_CALLER,
+    )
+    .await
+    {
+        Ok(true) => {
+            shared.schedules_changed.notify_one();
+            (
+                if create {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                },
+                Json(schedule_json(&schedule, false)),
+            )
+                .into_response()
+        }
+        Ok(false) => error(
+            StatusCode::CONFLICT,
+            format!("schedule {name} exists; PUT /api/v1/schedules/{name} replaces it"),
+        ),
+        Err(err) => unavailable(crate::db::describe(&err)),
+    }
+}
+
+async fn delete_schedule(State(shared): State<Api>, Path(name): Path<String>) -> Response {
+    if shared.config.schedule(&name).is_some() {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("schedule {name} comes from the config file and is read-only through the API"),
+        );
+    }
+    let mut client = match shared.connect().await {
+        Ok(c) => c,
+        Err(err) => return unavailable(err),
+    };
+    match api_schedules::delete(&mut client, &shared.config.state_schema, &name, API_CALLER).await {
+        Ok(true) => {
+            shared.schedules_changed.notify_one();
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(false) => error(
             StatusCode::NOT_FOUND,
             format!("there is no schedule {name}"),
         ),
+        Err(err) => unavailable(crate::db::describe(&err)),
     }
 }
 

@@ -13,6 +13,7 @@
 //! the daemon waits for them up to a grace period and exits 0.
 
 mod api;
+mod api_schedules;
 mod fires;
 mod metrics;
 
@@ -50,6 +51,8 @@ pub struct Shared {
     /// This daemon, as recorded on its claims.
     pub id: String,
     pub fires_claimed: AtomicU64,
+    /// Wakes the scheduler when the API changes a schedule.
+    pub schedules_changed: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -62,9 +65,8 @@ pub async fn run(cli: &Cli, args: &DaemonArgs) -> Result<bool, CliError> {
     let config = load_config(cli, true)?;
     let url = connect::choose_url(cli.database_url.as_deref(), config.database.url.as_deref());
     let target = connect::resolve(url.as_deref(), config.database.connect_timeout.map(|d| d.0))?;
-    let mut schedules = Vec::new();
     for s in &config.schedules {
-        schedules.push((s.clone(), Schedule::new(s).map_err(CliError::Usage)?));
+        Schedule::new(s).map_err(CliError::Usage)?;
     }
     let listen = args
         .listen
@@ -81,12 +83,13 @@ pub async fn run(cli: &Cli, args: &DaemonArgs) -> Result<bool, CliError> {
         target,
         stop: Stop::default(),
         fires_claimed: AtomicU64::new(0),
+        schedules_changed: tokio::sync::Notify::new(),
     });
     on_signals(shared.stop.clone());
     tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or(listen), daemon = shared.id, "pgmaint daemon started");
     let server = tokio::spawn(api::serve(listener, shared.clone()));
     let mut runs = JoinSet::new();
-    scheduler(&shared, &schedules, &mut runs).await;
+    scheduler(&shared, &mut runs).await;
 
     tracing::info!(
         "stopping: no new fires are claimed; waiting up to {}s for running tasks",
@@ -162,11 +165,22 @@ async fn connect_with_retry(shared: &Shared, reachable: &mut bool) -> Option<Cli
     }
 }
 
-async fn scheduler(
-    shared: &Arc<Shared>,
-    schedules: &[(ScheduleConfig, Schedule)],
-    runs: &mut JoinSet<()>,
-) {
+/// The config's schedules and those created through the API (an API one
+/// whose name a config one took is ignored).
+pub async fn all_schedules(
+    shared: &Shared,
+    client: &Client,
+) -> Result<Vec<ScheduleConfig>, tokio_postgres::Error> {
+    let mut all = shared.config.schedules.clone();
+    for s in api_schedules::load(client, &shared.config.state_schema).await? {
+        if !all.iter().any(|c| c.name == s.name) {
+            all.push(s);
+        }
+    }
+    Ok(all)
+}
+
+async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
     let schema = shared.config.state_schema.clone();
     let mut reachable = false;
     let mut client: Option<Client> = None;
@@ -192,8 +206,16 @@ async fn scheduler(
             fires::mark_interrupted(&db, &schema)
                 .await
                 .map_err(|e| e.to_string())?;
-            for (config, schedule) in schedules.iter().filter(|(c, _)| c.enabled) {
-                if let Some(next) = due(shared, &mut db, config, schedule, runs)
+            let schedules = all_schedules(shared, &db)
+                .await
+                .map_err(|e| e.to_string())?;
+            for config in schedules.iter().filter(|c| c.enabled) {
+                // API schedules were checked when saved; a config change
+                // since (a task renamed) leaves them invalid, not fatal.
+                let Ok(schedule) = Schedule::new(config) else {
+                    continue;
+                };
+                if let Some(next) = due(shared, &mut db, config, &schedule, runs)
                     .await
                     .map_err(|e| e.to_string())?
                 {

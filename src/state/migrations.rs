@@ -136,4 +136,29 @@ pub const STEPS: &[&str] = &[
         last_fire      timestamptz NOT NULL
     );
     "#,
+    // 7: schedules created through the API, and the audit of API changes.
+    r#"
+    CREATE TABLE {schema}.api_schedules (
+        name           text PRIMARY KEY,
+        cron           text NOT NULL,
+        timezone       text NOT NULL,
+        tasks          text[] NOT NULL,
+        enabled        boolean NOT NULL,
+        allow_critical boolean NOT NULL,
+        misfire        text NOT NULL,
+        misfire_grace_seconds double precision NOT NULL,
+        max_runtime_seconds   double precision,
+        notify         text[] NOT NULL,
+        created_at     timestamptz NOT NULL DEFAULT now(),
+        updated_at     timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE {schema}.audit (
+        id         bigserial PRIMARY KEY,
+        at         timestamptz NOT NULL DEFAULT now(),
+        who        text NOT NULL,
+        action     text NOT NULL,
+        object     text NOT NULL,
+        details    jsonb NOT NULL DEFAULT '{}'
+    );
+    "#,
 ];
