@@ -548,3 +548,134 @@ async fn schedules_created_through_the_api_are_checked_run_and_audited() {
     daemon.terminate();
     daemon.child.wait().await.unwrap();
 }
+
+/// A local HTTP receiver: every request's JSON body, in order.
+async fn receiver() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    let n = stream.read(&mut chunk).await.unwrap_or(0);
+                    buffer.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buffer).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            let _ = stream
+                                .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                                .await;
+                            if let Ok(json) = serde_json::from_str(body) {
+                                let _ = tx.send(json);
+                            }
+                            return;
+                        }
+                    }
+                    if n == 0 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, rx)
+}
+
+async fn next(
+    inbox: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) -> serde_json::Value {
+    tokio::time::timeout(Duration::from_secs(20), inbox.recv())
+        .await
+        .expect("a notification")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_health_alert_is_sent_once_repeated_after_its_interval_and_recovers() {
+    let (url, mut inbox) = receiver().await;
+    let db = setup(&format!(
+        "[notifiers.hook]\nkind = \"webhook\"\nurl = \"{url}\"\n\n\
+         [health]\ncheck_every = \"300ms\"\n\n\
+         [alerts.indexes]\nchecks = [\"invalid-indexes\"]\nlevel = \"warning\"\nnotify = [\"hook\"]\nrepeat = \"2s\"\n"
+    ))
+    .await;
+    let client = db.client().await;
+    client
+        .batch_execute("CREATE TABLE u (e text); INSERT INTO u VALUES ('a'), ('a');")
+        .await
+        .unwrap();
+    assert!(
+        client
+            .batch_execute("CREATE UNIQUE INDEX CONCURRENTLY u_e ON u (e)")
+            .await
+            .is_err()
+    );
+    let mut daemons = vec![Daemon::start(&db), Daemon::start(&db)];
+    let first = next(&mut inbox).await;
+    let started = Instant::now();
+    assert_eq!(first["details"]["kind"], "alert", "{first}");
+    assert!(
+        first["title"]
+            .as_str()
+            .unwrap()
+            .contains("invalid-indexes is warning"),
+        "{first}"
+    );
+    assert!(first["text"].as_str().unwrap().contains("u_e"), "{first}");
+    let repeat = next(&mut inbox).await;
+    assert_eq!(repeat["details"]["kind"], "repeat", "{repeat}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "repeated too soon: {:?}",
+        started.elapsed()
+    );
+    client.batch_execute("DROP INDEX u_e").await.unwrap();
+    let mut recovery = next(&mut inbox).await;
+    while recovery["details"]["kind"] == "repeat" {
+        recovery = next(&mut inbox).await;
+    }
+    assert_eq!(recovery["details"]["kind"], "recovery", "{recovery}");
+    assert!(
+        recovery["title"].as_str().unwrap().contains("recovered"),
+        "{recovery}"
+    );
+    // Two daemons, one notice each time: nothing else arrived.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        inbox.try_recv().is_err(),
+        "a second daemon sent the same notice"
+    );
+    let (_, metrics) = daemons[0].http("GET", "/metrics", None, "").await;
+    assert!(
+        metrics.contains("pgmaint_health_check_status{check=\"invalid-indexes\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pgmaint_table_size_bytes{table=\"public.u\"}"),
+        "{metrics}"
+    );
+    for d in &daemons {
+        d.terminate();
+    }
+    for d in daemons.iter_mut() {
+        d.child.wait().await.unwrap();
+    }
+}

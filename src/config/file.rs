@@ -33,6 +33,26 @@ pub struct ConfigFile {
     pub api: ApiFile,
     #[serde(default)]
     pub notifiers: BTreeMap<String, NotifierFile>,
+    #[serde(default)]
+    pub alerts: BTreeMap<String, AlertFile>,
+}
+
+/// `[alerts.NAME]`: which checks, from which level, to whom, how often.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertFile {
+    /// Check names, or `["*"]` (the default) for all.
+    pub checks: Option<Vec<String>>,
+    pub level: Option<AlertLevel>,
+    pub notify: Vec<String>,
+    pub repeat: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertLevel {
+    Warning,
+    Critical,
 }
 
 /// `[health]`: snapshots, and per-check thresholds.
@@ -43,6 +63,10 @@ pub struct HealthFile {
     pub keep: Option<String>,
     /// Each check's own `statement_timeout` (default 5s).
     pub statement_timeout: Option<Duration>,
+    /// How often the daemon runs the checks (for alerts and /metrics).
+    pub check_every: Option<Duration>,
+    /// /metrics lists this many largest tables by name; the rest are totals.
+    pub metrics_top: Option<usize>,
     #[serde(default)]
     pub checks: BTreeMap<String, HealthCheckFile>,
 }

@@ -150,12 +150,26 @@ pub struct Config {
     pub api: ApiSettings,
     pub notifiers: Vec<NotifierConfig>,
     pub keep_runs: Option<String>,
+    pub alerts: Vec<AlertConfig>,
+}
+
+/// `[alerts.NAME]`, resolved.
+#[derive(Debug, Clone)]
+pub struct AlertConfig {
+    pub name: String,
+    /// Empty means every check.
+    pub checks: Vec<String>,
+    pub level: file::AlertLevel,
+    pub notify: Vec<String>,
+    pub repeat: std::time::Duration,
 }
 
 /// `[health]`, resolved: check overrides by name (names checked against
 /// the checks that exist).
 #[derive(Debug, Clone)]
 pub struct HealthSettings {
+    pub check_every: std::time::Duration,
+    pub metrics_top: usize,
     pub snapshot_every: std::time::Duration,
     pub keep: String,
     pub statement_timeout: std::time::Duration,
@@ -165,6 +179,8 @@ pub struct HealthSettings {
 impl Default for HealthSettings {
     fn default() -> Self {
         HealthSettings {
+            check_every: std::time::Duration::from_secs(5 * 60),
+            metrics_top: 20,
             snapshot_every: std::time::Duration::from_secs(15 * 60),
             keep: "90 days".into(),
             statement_timeout: std::time::Duration::from_secs(5),
@@ -210,6 +226,7 @@ impl Config {
             },
             notifiers: Vec::new(),
             keep_runs: None,
+            alerts: Vec::new(),
         }
     }
 
@@ -349,6 +366,12 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
     }
     let defaults = HealthSettings::default();
     let health = HealthSettings {
+        check_every: file
+            .health
+            .check_every
+            .map(|d| d.0)
+            .unwrap_or(defaults.check_every),
+        metrics_top: file.health.metrics_top.unwrap_or(defaults.metrics_top),
         snapshot_every: file
             .health
             .snapshot_every
@@ -415,6 +438,50 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         }
     }
 
+    let mut alerts = Vec::new();
+    for (name, alert) in &file.alerts {
+        let checks: Vec<String> = alert
+            .checks
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c != "*")
+            .collect();
+        for check in &checks {
+            if !crate::health::CHECK_NAMES.contains(&check.as_str()) {
+                problems.push(
+                    source
+                        .problem(
+                            &["alerts", name, "checks"],
+                            format!("there is no health check named `{check}`"),
+                        )
+                        .with_help(format!(
+                            "checks are: {}, or \"*\"",
+                            crate::health::CHECK_NAMES.join(", ")
+                        )),
+                );
+            }
+        }
+        for notifier in &alert.notify {
+            if !file.notifiers.contains_key(notifier) {
+                problems.push(source.problem(
+                    &["alerts", name, "notify"],
+                    format!("alert names notifier `{notifier}`, which is not configured"),
+                ));
+            }
+        }
+        alerts.push(AlertConfig {
+            name: name.clone(),
+            checks,
+            level: alert.level.unwrap_or(file::AlertLevel::Warning),
+            notify: alert.notify.clone(),
+            repeat: alert
+                .repeat
+                .map(|d| d.0)
+                .unwrap_or(std::time::Duration::from_secs(4 * 3600)),
+        });
+    }
+
     let mut notifiers = Vec::new();
     for (name, notifier) in &file.notifiers {
         let Some(url) = notifier_urls.get(name).cloned().flatten() else {
@@ -454,6 +521,7 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         api,
         notifiers,
         keep_runs,
+        alerts,
     }
 }
 

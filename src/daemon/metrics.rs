@@ -119,5 +119,76 @@ pub async fn render(client: &Client, shared: &Shared) -> Result<String, tokio_po
     {
         let _ = writeln!(out, "pgmaint_schedule_last_success_timestamp_seconds{{schedule=\"{}\"}} {}", label(r.get(0)), r.get::<_, f64>(1));
     }
+    health(&mut out, shared);
     Ok(out)
+}
+
+/// The health watch's latest figures: each check's status and findings,
+/// and table sizes with bounded cardinality (the largest `metrics_top` by
+/// name, the rest only in the totals).
+fn health(out: &mut String, shared: &Shared) {
+    let guard = shared.health.lock().expect("health lock");
+    let Some(watched) = guard.as_ref() else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "# HELP pgmaint_health_check_status Each health check: 0 ok, 1 warning, 2 critical, 3 unknown.\n# TYPE pgmaint_health_check_status gauge"
+    );
+    for check in &watched.report.checks {
+        let value = match check.status {
+            crate::health::Level::Ok => 0,
+            crate::health::Level::Warning => 1,
+            crate::health::Level::Critical => 2,
+            crate::health::Level::Unknown => 3,
+        };
+        let _ = writeln!(
+            out,
+            "pgmaint_health_check_status{{check=\"{}\"}} {value}",
+            check.name
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP pgmaint_health_check_findings Findings past the thresholds, per check.\n# TYPE pgmaint_health_check_findings gauge"
+    );
+    for check in &watched.report.checks {
+        let count = check
+            .findings
+            .iter()
+            .filter(|f| f.status > crate::health::Level::Ok)
+            .count();
+        let _ = writeln!(
+            out,
+            "pgmaint_health_check_findings{{check=\"{}\"}} {count}",
+            check.name
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP pgmaint_health_checked_timestamp_seconds When the checks last ran.\n# TYPE pgmaint_health_checked_timestamp_seconds gauge\npgmaint_health_checked_timestamp_seconds {}",
+        watched.at.timestamp()
+    );
+    let top = shared.config.health.metrics_top;
+    let _ = writeln!(
+        out,
+        "# HELP pgmaint_table_size_bytes Size of the largest tables (heap, from pg_class).\n# TYPE pgmaint_table_size_bytes gauge"
+    );
+    for (table, bytes) in watched.sizes.iter().take(top) {
+        let _ = writeln!(
+            out,
+            "pgmaint_table_size_bytes{{table=\"{}\"}} {bytes}",
+            label(table)
+        );
+    }
+    let total: f64 = watched.sizes.iter().map(|(_, b)| b).sum();
+    let _ = writeln!(
+        out,
+        "# HELP pgmaint_tables_size_bytes_total Size of all tables.\n# TYPE pgmaint_tables_size_bytes_total gauge\npgmaint_tables_size_bytes_total {total}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP pgmaint_tables Number of tables.\n# TYPE pgmaint_tables gauge\npgmaint_tables {}",
+        watched.sizes.len()
+    );
 }

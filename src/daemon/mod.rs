@@ -16,6 +16,7 @@ mod api;
 mod api_schedules;
 mod fires;
 mod metrics;
+mod watch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +54,8 @@ pub struct Shared {
     pub fires_claimed: AtomicU64,
     /// Wakes the scheduler when the API changes a schedule.
     pub schedules_changed: tokio::sync::Notify,
+    /// The health watch's latest report, for /metrics.
+    pub health: std::sync::Mutex<Option<watch::Watched>>,
 }
 
 impl Shared {
@@ -84,10 +87,12 @@ pub async fn run(cli: &Cli, args: &DaemonArgs) -> Result<bool, CliError> {
         stop: Stop::default(),
         fires_claimed: AtomicU64::new(0),
         schedules_changed: tokio::sync::Notify::new(),
+        health: std::sync::Mutex::new(None),
     });
     on_signals(shared.stop.clone());
     tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or(listen), daemon = shared.id, "pgmaint daemon started");
     let server = tokio::spawn(api::serve(listener, shared.clone()));
+    let watcher = tokio::spawn(watch::watch(shared.clone()));
     let mut runs = JoinSet::new();
     scheduler(&shared, &mut runs).await;
 
@@ -103,6 +108,7 @@ pub async fn run(cli: &Cli, args: &DaemonArgs) -> Result<bool, CliError> {
         );
     }
     server.abort();
+    watcher.abort();
     tracing::info!("pgmaint daemon stopped");
     Ok(true)
 }

@@ -161,4 +161,15 @@ pub const STEPS: &[&str] = &[
         details    jsonb NOT NULL DEFAULT '{}'
     );
     "#,
+    // 8: which alerts are firing, so several daemons notify once.
+    r#"
+    CREATE TABLE {schema}.alert_state (
+        alert      text NOT NULL,
+        check_name text NOT NULL,
+        level      text NOT NULL,
+        since      timestamptz NOT NULL DEFAULT now(),
+        last_sent  timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (alert, check_name)
+    );
+    "#,
 ];

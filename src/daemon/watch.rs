@@ -1,0 +1,173 @@
+//! The daemon's health watch: every `[health] check_every` it runs the
+//! checks, keeps the report for /metrics, sends alerts, and takes a
+//! snapshot when the latest is older than `[health] snapshot_every`.
+//!
+//! Alerts: `[alerts.NAME]` names checks and a minimum level. A check that
+//! reaches the level notifies once, again every `repeat` while it stays (or
+//! at once if its level changes), and a recovery notice goes out when it
+//! clears. Which alerts fire is kept in `alert_state`; the daemon whose
+//! upsert (or delete) changes a row is the one that notifies, so several
+//! daemons never send the same notice twice.
+
+use std::sync::Arc;
+
+use tokio_postgres::Client;
+
+use super::Shared;
+use crate::config::AlertConfig;
+use crate::config::file::AlertLevel;
+use crate::health::{self, Level, Report};
+use crate::notify::{self, Event};
+use crate::sql::quote_ident;
+
+pub async fn watch(shared: Arc<Shared>) {
+    while shared.stop.requested().is_none() {
+        match shared.connect().await {
+            Ok(mut client) => {
+                if let Err(err) = once(&shared, &mut client).await {
+                    tracing::warn!("health watch: {err}");
+                }
+            }
+            Err(err) => tracing::debug!("health watch: {err}"),
+        }
+        shared.stop.sleep(shared.config.health.check_every).await;
+    }
+}
+
+async fn once(shared: &Shared, client: &mut Client) -> Result<(), String> {
+    let config = &shared.config;
+    let report = health::run(client, config, &[], false).await;
+    for alert in &config.alerts {
+        evaluate(shared, client, alert, &report)
+            .await
+            .map_err(|e| crate::db::describe(&e))?;
+    }
+    let sizes = client
+        .query(
+            "SELECT n.nspname || '.' || c.relname, (c.relpages::float8 * current_setting('block_size')::float8)
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 2 DESC",
+            &[],
+        )
+        .await
+        .map_err(|e| crate::db::describe(&e))?;
+    let sizes: Vec<(String, f64)> = sizes.iter().map(|r| (r.get(0), r.get(1))).collect();
+    *shared.health.lock().expect("health lock") = Some(Watched {
+        report,
+        sizes,
+        at: chrono::Utc::now(),
+    });
+    let q = quote_ident(&config.state_schema);
+    let due: bool = client
+        .query_one(
+            &format!("SELECT coalesce(max(taken_at) < now() - $1::float8 * interval '1 second', true) FROM {q}.snapshots"),
+            &[&config.health.snapshot_every.as_secs_f64()],
+        )
+        .await
+        .map_err(|e| crate::db::describe(&e))?
+        .get(0);
+    if due {
+        let snapshot = health::snapshot::take(client, &config.state_schema, &config.health.keep)
+            .await
+            .map_err(|e| crate::db::describe(&e))?;
+        tracing::info!(
+            snapshot = snapshot.id,
+            relations = snapshot.relations,
+            "snapshot taken"
+        );
+    }
+    Ok(())
+}
+
+/// The latest health report, for /metrics.
+pub struct Watched {
+    pub report: Report,
+    /// Tables by size (from pg_class), largest first.
+    pub sizes: Vec<(String, f64)>,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+async fn evaluate(
+    shared: &Shared,
+    client: &Client,
+    alert: &AlertConfig,
+    report: &Report,
+) -> Result<(), tokio_postgres::Error> {
+    let q = quote_ident(&shared.config.state_schema);
+    let minimum = match alert.level {
+        AlertLevel::Warning => Level::Warning,
+        AlertLevel::Critical => Level::Critical,
+    };
+    for check in report
+        .checks
+        .iter()
+        .filter(|c| alert.checks.is_empty() || alert.checks.iter().any(|n| n == c.name))
+    {
+        if check.status == Level::Unknown {
+            continue; // cannot tell: neither fire nor clear
+        }
+        if check.status >= minimum {
+            let sent = client
+                .query_opt(
+                    &format!(
+                        "INSERT INTO {q}.alert_state (alert, check_name, level) VALUES ($1, $2, $3)
+                         ON CONFLICT (alert, check_name) DO UPDATE SET level = excluded.level, last_sent = now()
+                          WHERE {q}.alert_state.level <> excluded.level
+                             OR {q}.alert_state.last_sent < now() - $4::float8 * interval '1 second'
+                         RETURNING (xmax = 0)"
+                    ),
+                    &[&alert.name, &check.name, &check.status.as_str(), &alert.repeat.as_secs_f64()],
+                )
+                .await?;
+            if let Some(row) = sent {
+                let first: bool = row.get(0);
+                let findings: Vec<String> = check
+                    .findings
+                    .iter()
+                    .filter(|f| f.status >= minimum)
+                    .take(10)
+                    .map(|f| format!("{}: {} ({})", f.object, f.value, f.advice))
+                    .collect();
+                let event = Event {
+                    level: if check.status == Level::Critical {
+                        "failure"
+                    } else {
+                        "warning"
+                    },
+                    title: format!(
+                        "pgmaint health: {} is {}{}",
+                        check.name,
+                        check.status.as_str(),
+                        if first { "" } else { " (still)" }
+                    ),
+                    text: format!("{}\n{}", check.summary, findings.join("\n")),
+                    details: serde_json::json!({ "alert": alert.name, "check": check, "kind": if first { "alert" } else { "repeat" } }),
+                };
+                notify::send(&shared.config.notifiers, &alert.notify, &event).await;
+            }
+        } else {
+            let cleared = client
+                .query_opt(
+                    &format!("DELETE FROM {q}.alert_state WHERE alert = $1 AND check_name = $2 RETURNING level"),
+                    &[&alert.name, &check.name],
+                )
+                .await?;
+            if let Some(row) = cleared {
+                let was: String = row.get(0);
+                let event = Event {
+                    level: if was == "critical" {
+                        "failure"
+                    } else {
+                        "warning"
+                    },
+                    title: format!("pgmaint health: {} recovered (was {was})", check.name),
+                    text: check.summary.clone(),
+                    details: serde_json::json!({ "alert": alert.name, "check": check, "kind": "recovery" }),
+                };
+                notify::send(&shared.config.notifiers, &alert.notify, &event).await;
+            }
+        }
+    }
+    Ok(())
+}
