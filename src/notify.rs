@@ -1,6 +1,7 @@
-//! Notifications: a run's outcome (and, later, health alerts) posted to
-//! the notifiers a schedule names: a JSON webhook, or a Slack incoming
-//! webhook. A notifier that cannot be reached is logged, never fatal.
+//! Notifications: a run's outcome or a health alert sent to the notifiers a
+//! schedule or alert names: a JSON webhook, a Slack incoming webhook, or an
+//! email over SMTP (lettre). A notifier that cannot be reached is logged,
+//! never fatal.
 
 use serde::Serialize;
 
@@ -37,6 +38,15 @@ pub async fn send(notifiers: &[NotifierConfig], names: &[String], event: &Event)
             NotifierKind::Slack => {
                 serde_json::json!({ "text": format!("*{}*\n{}", event.title, event.text) })
             }
+            NotifierKind::Email => {
+                match email(notifier, event).await {
+                    Ok(()) => tracing::info!(notifier = notifier.name, "sent: {}", event.title),
+                    Err(err) => {
+                        tracing::warn!(notifier = notifier.name, "cannot send the email: {err}")
+                    }
+                }
+                continue;
+            }
         };
         match client.post(&notifier.url).json(&body).send().await {
             Ok(response) if response.status().is_success() => {
@@ -52,4 +62,27 @@ pub async fn send(notifiers: &[NotifierConfig], names: &[String], event: &Event)
             }
         }
     }
+}
+
+async fn email(notifier: &NotifierConfig, event: &Event) -> Result<(), String> {
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let from = notifier.from.as_deref().unwrap_or_default();
+    let mut message = Message::builder()
+        .from(from.parse().map_err(|e| format!("from `{from}`: {e}"))?)
+        .subject(&event.title);
+    for to in &notifier.to {
+        message = message.to(to.parse().map_err(|e| format!("to `{to}`: {e}"))?);
+    }
+    let message = message
+        .body(event.text.clone())
+        .map_err(|e| e.to_string())?;
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&notifier.url)
+        .map_err(|e| format!("smtp URL: {e}"))?
+        .timeout(Some(std::time::Duration::from_secs(10)))
+        .build();
+    transport
+        .send(message)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

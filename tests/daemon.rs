@@ -679,3 +679,78 @@ async fn a_health_alert_is_sent_once_repeated_after_its_interval_and_recovers() 
         d.child.wait().await.unwrap();
     }
 }
+
+/// A fake SMTP server that accepts one message and hands over its DATA.
+async fn smtp_server() -> (u16, tokio::sync::oneshot::Receiver<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut lines = tokio::io::BufReader::new(read);
+        write.write_all(b"220 fake ESMTP\r\n").await.unwrap();
+        let mut data = String::new();
+        let mut in_data = false;
+        loop {
+            let mut line = String::new();
+            if tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line)
+                .await
+                .unwrap()
+                == 0
+            {
+                break;
+            }
+            if in_data {
+                if line == ".\r\n" {
+                    in_data = false;
+                    write.write_all(b"250 queued\r\n").await.unwrap();
+                } else {
+                    data.push_str(&line);
+                }
+                continue;
+            }
+            let command = line.to_ascii_uppercase();
+            let reply: &[u8] = if command.starts_with("EHLO") || command.starts_with("HELO") {
+                b"250 fake\r\n"
+            } else if command.starts_with("DATA") {
+                in_data = true;
+                b"354 go on\r\n"
+            } else if command.starts_with("QUIT") {
+                write.write_all(b"221 bye\r\n").await.unwrap();
+                break;
+            } else {
+                b"250 ok\r\n"
+            };
+            write.write_all(reply).await.unwrap();
+        }
+        let _ = tx.send(data);
+    });
+    (port, rx)
+}
+
+#[tokio::test]
+async fn a_failed_scheduled_run_is_emailed() {
+    let (port, message) = smtp_server().await;
+    let db = setup(&format!(
+        "[tasks.broken]\nkind = \"sql\"\nsql = \"SELECT 1 / 0\"\n\n\
+         [notifiers.mail]\nkind = \"email\"\nsmtp = \"smtp://127.0.0.1:{port}\"\nfrom = \"pgmaint@example.com\"\nto = [\"oncall@example.com\"]\n\n\
+         [schedules.every_second]\ncron = \"* * * * * *\"\ntasks = [\"broken\"]\nnotify = [\"mail\"]\n"
+    ))
+    .await;
+    let mut daemon = Daemon::start(&db);
+    let data = tokio::time::timeout(Duration::from_secs(20), message)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        data.contains("Subject: pgmaint: schedule every_second failed"),
+        "{data}"
+    );
+    assert!(
+        data.contains("To: oncall@example.com") && data.contains("division by zero"),
+        "{data}"
+    );
+    daemon.terminate();
+    daemon.child.wait().await.unwrap();
+}

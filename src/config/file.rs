@@ -377,6 +377,12 @@ pub struct NotifierFile {
     pub kind: NotifierKind,
     /// Webhook or Slack incoming-webhook URL.
     pub url: Option<String>,
+    /// Email: the SMTP server, `smtp://host:25`, `smtp://host:587?tls=required`
+    /// or `smtps://user:password@host:465`.
+    pub smtp: Option<String>,
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Vec<String>,
     pub on_success: Option<bool>,
     pub on_failure: Option<bool>,
     pub on_warning: Option<bool>,
@@ -387,4 +393,5 @@ pub struct NotifierFile {
 pub enum NotifierKind {
     Webhook,
     Slack,
+    Email,
 }

@@ -129,7 +129,10 @@ pub struct ApiSettings {
 pub struct NotifierConfig {
     pub name: String,
     pub kind: file::NotifierKind,
+    /// The webhook URL, or for email the SMTP server URL.
     pub url: String,
+    pub from: Option<String>,
+    pub to: Vec<String>,
     pub on_success: bool,
     pub on_failure: bool,
     pub on_warning: bool,
@@ -306,10 +309,11 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         .notifiers
         .iter()
         .map(|(name, n)| {
-            (
-                name.clone(),
-                interpolate(n.url.clone(), &["notifiers", name, "url"]),
-            )
+            let (value, key) = match n.kind {
+                file::NotifierKind::Email => (n.smtp.clone(), "smtp"),
+                _ => (n.url.clone(), "url"),
+            };
+            (name.clone(), interpolate(value, &["notifiers", name, key]))
         })
         .collect();
 
@@ -484,20 +488,45 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
 
     let mut notifiers = Vec::new();
     for (name, notifier) in &file.notifiers {
+        let email = notifier.kind == file::NotifierKind::Email;
         let Some(url) = notifier_urls.get(name).cloned().flatten() else {
+            let (key, help) = if email {
+                (
+                    "smtp",
+                    "add `smtp = \"smtp://mail.example.com:587?tls=required\"`",
+                )
+            } else {
+                (
+                    "url",
+                    "add `url = \"https://...\"` (a webhook, or a Slack incoming-webhook URL)",
+                )
+            };
             problems.push(
                 source
-                    .problem(&["notifiers", name], "a notifier needs `url`")
-                    .with_help(
-                        "add `url = \"https://...\"` (a webhook, or a Slack incoming-webhook URL)",
-                    ),
+                    .problem(&["notifiers", name], format!("this notifier needs `{key}`"))
+                    .with_help(help),
             );
             continue;
         };
+        if email && (notifier.from.is_none() || notifier.to.is_empty()) {
+            problems.push(
+                source
+                    .problem(
+                        &["notifiers", name],
+                        "an email notifier needs `from` and `to`",
+                    )
+                    .with_help(
+                        "add `from = \"pgmaint@example.com\"` and `to = [\"oncall@example.com\"]`",
+                    ),
+            );
+            continue;
+        }
         notifiers.push(NotifierConfig {
             name: name.clone(),
             kind: notifier.kind,
             url,
+            from: notifier.from.clone(),
+            to: notifier.to.clone(),
             on_success: notifier.on_success.unwrap_or(false),
             on_failure: notifier.on_failure.unwrap_or(true),
             on_warning: notifier.on_warning.unwrap_or(true),
