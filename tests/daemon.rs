@@ -754,3 +754,103 @@ async fn a_failed_scheduled_run_is_emailed() {
     daemon.terminate();
     daemon.child.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_daemon_rides_out_a_database_outage_logging_once_each_way() {
+    let db = setup("[state]\nkeep_runs = \"1 day\"\n\n[schedules.every_second]\ncron = \"* * * * * *\"\ntasks = [\"mark\"]\n").await;
+    // An old run, for keep_runs to delete.
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO pgmaint.runs (started_at, finished_at, trigger, triggered_by, command, status, dry_run, pgmaint_version)
+             VALUES (now() - interval '3 days', now() - interval '3 days', 'cli', 'x', 'old', 'succeeded', false, '0')",
+        )
+        .await
+        .unwrap();
+    let log = db.dir.path().join("daemon.log");
+    let port = free_port();
+    let mut child = db
+        .command(&[
+            "daemon",
+            "--log-format",
+            "json",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for(
+        &db,
+        "SELECT count(*) FROM marks",
+        |n| n >= 1,
+        "a first fire",
+    )
+    .await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM pgmaint.runs WHERE command = 'old'")
+            .await,
+        0,
+        "keep_runs pruned it"
+    );
+
+    // The outage: no new connections, and the daemon's are cut.
+    let admin = common::connect(&common::cluster().url("postgres")).await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS false",
+            db.name
+        ))
+        .await
+        .unwrap();
+    admin
+        .query(
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+                db.name
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let before = db.count("SELECT count(*) FROM marks").await;
+    wait_for(
+        &db,
+        "SELECT count(*) FROM marks",
+        |n| n > before,
+        "fires after the outage",
+    )
+    .await;
+
+    let pid = child.id().unwrap() as i32;
+    // SAFETY: kill(2) with our own child's pid.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert!(child.wait().await.unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"))
+        })
+        .collect();
+    let messages: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["fields"]["message"].as_str())
+        .collect();
+    let went = messages.iter().filter(|m| m.contains("went away")).count();
+    let back = messages.iter().filter(|m| m.contains("reachable")).count();
+    assert_eq!(went, 1, "{messages:#?}");
+    assert_eq!(
+        back, 2,
+        "once at start, once after the outage: {messages:#?}"
+    );
+}
