@@ -212,3 +212,31 @@ async fn unknown_check_names_are_refused() {
         .await
         .assert_code(2);
 }
+
+#[tokio::test]
+async fn size_growth_compares_with_a_snapshot_a_day_old() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute("CREATE TABLE events (id int, pad text); INSERT INTO events SELECT i, repeat('x', 100) FROM generate_series(1, 5000) i;")
+        .await
+        .unwrap();
+    db.config("");
+    db.pgmaint(&["init"]).await.assert_code(0);
+    let early = db.pgmaint(&["health", "--json", "--check", "size-growth"]).await.json();
+    assert_eq!(check(&early, "size-growth")["status"], "unknown", "no snapshots yet: {early}");
+    db.pgmaint(&["snapshot"]).await.assert_code(0);
+    // As if that snapshot were a day old; then the table grows past 10 MB.
+    client
+        .batch_execute(
+            "UPDATE pgmaint.snapshots SET taken_at = now() - interval '1 day 1 hour';
+             INSERT INTO events SELECT i, repeat('x', 100) FROM generate_series(1, 100000) i;
+             ANALYZE events;",
+        )
+        .await
+        .unwrap();
+    let report = db.pgmaint(&["health", "--json", "--check", "size-growth"]).await.json();
+    fired(&report, "size-growth", "public.events");
+    let value = check(&report, "size-growth")["findings"][0]["value"].as_str().unwrap().to_string();
+    assert!(value.contains("a day"), "{value}");
+}
