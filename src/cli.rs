@@ -81,6 +81,9 @@ pub enum Command {
         after_help = "Several daemons may run against one database: each scheduled fire runs once.\nExamples:\n  pgmaint daemon\n  PGMAINT_API_TOKEN=secret pgmaint daemon --log-format json"
     )]
     Daemon(DaemonArgs),
+    /// Notifiers: send a test message
+    #[command(subcommand, after_help = "Examples:\n  pgmaint notify test ops")]
+    Notify(NotifyCommand),
     /// Check the database's health: each check's findings, worst first
     #[command(
         after_help = "Examples:\n  pgmaint health\n  pgmaint health --check idle-in-transaction --check blocked-queries\n  pgmaint health --fail-on warning --json     for monitoring: exit 1 at warning or worse\n  pgmaint health --exact                     measure bloat with pgstattuple"
@@ -149,6 +152,15 @@ pub struct RestoreArgs {
     /// Count what would come back, change nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send a test message through a notifier
+    Test {
+        /// The notifier's name, as in [notifiers.NAME]
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]

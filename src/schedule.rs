@@ -60,13 +60,82 @@ impl Schedule {
     }
 }
 
+/// A fire missed by at most this much still counts as on time.
+pub const ON_TIME: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What to do with a schedule's fires that are due at `now`, counting
+/// from its last fire: the ones to record as skipped (with why), and the
+/// one to run, if any. Fires missed while no daemon ran follow `misfire`:
+/// only the latest can run; under `run_once` if it is within
+/// `misfire_grace`, under `skip` only if it is on time.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DueFires {
+    pub skipped: Vec<(DateTime<Utc>, String)>,
+    pub run: Option<DateTime<Utc>>,
+}
+
+pub fn due_fires(
+    schedule: &Schedule,
+    config: &ScheduleConfig,
+    last: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> DueFires {
+    let mut due = Vec::new();
+    let mut t = last;
+    while let Some(next) = schedule.next_after(t) {
+        if next > now || due.len() > 10_000 {
+            break;
+        }
+        due.push(next);
+        t = next;
+    }
+    let Some(latest) = due.pop() else {
+        return DueFires {
+            skipped: Vec::new(),
+            run: None,
+        };
+    };
+    let mut skipped: Vec<(DateTime<Utc>, String)> = due
+        .into_iter()
+        .map(|f| {
+            (
+                f,
+                "missed while no daemon ran; only the latest missed fire can run".to_string(),
+            )
+        })
+        .collect();
+    let late = (now - latest).to_std().unwrap_or_default();
+    let reason = match config.misfire {
+        crate::config::file::Misfire::Skip if late > ON_TIME => Some(format!(
+            "missed by {}s and misfire = \"skip\"",
+            late.as_secs()
+        )),
+        crate::config::file::Misfire::RunOnce if late > config.misfire_grace => Some(format!(
+            "missed by {}s, more than misfire_grace ({}s)",
+            late.as_secs(),
+            config.misfire_grace.as_secs()
+        )),
+        _ => None,
+    };
+    match reason {
+        Some(reason) => {
+            skipped.push((latest, reason));
+            DueFires { skipped, run: None }
+        }
+        None => DueFires {
+            skipped,
+            run: Some(latest),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn schedule(cron: &str, tz: &str) -> Schedule {
-        Schedule::new(&ScheduleConfig {
+    fn config(cron: &str, tz: &str) -> ScheduleConfig {
+        ScheduleConfig {
             name: "s".into(),
             cron: cron.into(),
             timezone: tz.into(),
@@ -76,9 +145,79 @@ mod tests {
             max_runtime: None,
             misfire: Default::default(),
             misfire_grace: std::time::Duration::from_secs(3600),
-            notify: vec![],
-        })
-        .unwrap()
+            notify: Default::default(),
+        }
+    }
+
+    fn schedule(cron: &str, tz: &str) -> Schedule {
+        Schedule::new(&config(cron, tz)).unwrap()
+    }
+
+    #[test]
+    fn misfires_run_the_latest_within_grace_or_skip_them_all() {
+        use crate::config::file::Misfire;
+        let hourly = schedule("0 * * * *", "UTC");
+        let mut run_once = config("0 * * * *", "UTC");
+        run_once.misfire_grace = std::time::Duration::from_secs(30 * 60);
+        // Down from 09:30 to 12:10: fires at 10, 11 and 12 were missed.
+        let due = due_fires(
+            &hourly,
+            &run_once,
+            utc(2026, 5, 1, 9, 30),
+            utc(2026, 5, 1, 12, 10),
+        );
+        assert_eq!(due.run, Some(utc(2026, 5, 1, 12, 0)));
+        assert_eq!(
+            due.skipped.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+            vec![utc(2026, 5, 1, 10, 0), utc(2026, 5, 1, 11, 0)]
+        );
+        // 12:40: the latest is 40 minutes late, past the 30-minute grace.
+        let late = due_fires(
+            &hourly,
+            &run_once,
+            utc(2026, 5, 1, 11, 30),
+            utc(2026, 5, 1, 12, 40),
+        );
+        assert_eq!(late.run, None);
+        assert!(
+            late.skipped[0].1.contains("misfire_grace"),
+            "{:?}",
+            late.skipped
+        );
+        // skip: only an on-time fire runs.
+        let mut skip = config("0 * * * *", "UTC");
+        skip.misfire = Misfire::Skip;
+        assert_eq!(
+            due_fires(
+                &hourly,
+                &skip,
+                utc(2026, 5, 1, 11, 30),
+                utc(2026, 5, 1, 12, 0,)
+            )
+            .run,
+            Some(utc(2026, 5, 1, 12, 0))
+        );
+        let missed = due_fires(
+            &hourly,
+            &skip,
+            utc(2026, 5, 1, 11, 30),
+            utc(2026, 5, 1, 12, 5),
+        );
+        assert_eq!(missed.run, None);
+        assert!(missed.skipped[0].1.contains("skip"));
+        // Nothing due.
+        assert_eq!(
+            due_fires(
+                &hourly,
+                &run_once,
+                utc(2026, 5, 1, 12, 0),
+                utc(2026, 5, 1, 12, 59)
+            ),
+            DueFires {
+                skipped: vec![],
+                run: None
+            }
+        );
     }
 
     fn utc(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {

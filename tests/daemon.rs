@@ -80,7 +80,7 @@ impl Daemon {
 }
 
 async fn wait_for(db: &TestDb, sql: &str, want: impl Fn(i64) -> bool, what: &str) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let value = db.count(sql).await;
         if want(value) {
@@ -373,38 +373,36 @@ async fn the_api_needs_its_token_and_records_what_it_starts() {
 }
 
 #[tokio::test]
-async fn a_failed_scheduled_run_reaches_the_webhook() {
-    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", receiver.local_addr().unwrap());
+async fn a_failed_scheduled_run_reaches_the_webhook_signed() {
+    use hmac::{KeyInit, Mac};
+    let (url, mut inbox) = receiver().await;
     let db = setup(&format!(
-        "[tasks.broken]\nkind = \"sql\"\nsql = \"SELECT 1 / 0\"\n\n[notifiers.ops]\nkind = \"webhook\"\nurl = \"{url}\"\n\n\
-         [schedules.every_second]\ncron = \"* * * * * *\"\ntasks = [\"broken\"]\nnotify = [\"ops\"]\n"
+        "[tasks.broken]\nkind = \"sql\"\nsql = \"SELECT 1 / 0\"\n\n[notifiers.ops]\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"hook-secret\"\n\n\
+         [schedules.every_second]\ncron = \"* * * * * *\"\ntasks = [\"broken\"]\nnotify = {{ on_failure = [\"ops\"] }}\n"
     ))
     .await;
     let mut daemon = Daemon::start(&db);
-    let (mut stream, _) = tokio::time::timeout(Duration::from_secs(20), receiver.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut request = vec![0u8; 65536];
-    let mut read = 0;
-    // Read until the JSON body is complete.
-    loop {
-        let n = stream.read(&mut request[read..]).await.unwrap();
-        read += n;
-        let text = String::from_utf8_lossy(&request[..read]).to_string();
-        if n == 0 || (text.contains("\r\n\r\n") && text.trim_end().ends_with('}')) {
-            break;
-        }
-    }
-    stream
-        .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&request[..read]).to_string();
-    assert!(text.starts_with("POST /hook"), "{text}");
-    let body: serde_json::Value =
-        serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let received = next_request(&mut inbox).await;
+    assert!(received.head.starts_with("POST /hook"), "{}", received.head);
+    let signature = received
+        .head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("x-pgmaint-signature:")
+                .map(|v| v.trim().to_string())
+        })
+        .expect("a signature header");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"hook-secret").unwrap();
+    mac.update(received.raw.as_bytes());
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(signature, format!("sha256={expected}"));
+    let body = received.json;
     assert_eq!(body["level"], "failure", "{body}");
     assert!(
         body["text"].as_str().unwrap().contains("division by zero"),
@@ -412,6 +410,24 @@ async fn a_failed_scheduled_run_reaches_the_webhook() {
     );
     daemon.terminate();
     daemon.child.wait().await.unwrap();
+    // Recorded in the state schema.
+    assert!(
+        db.count("SELECT count(*) FROM pgmaint.notifications WHERE notifier = 'ops' AND ok")
+            .await
+            >= 1
+    );
+    // `pgmaint notify test` sends one too.
+    db.pgmaint(&["notify", "test", "ops"]).await.assert_code(0);
+    let test = next_request(&mut inbox).await;
+    assert!(
+        test.json["title"]
+            .as_str()
+            .unwrap()
+            .contains("test message"),
+        "{}",
+        test.json
+    );
+    db.pgmaint(&["notify", "test", "nope"]).await.assert_code(2);
 }
 
 #[tokio::test]
@@ -531,7 +547,11 @@ async fn schedules_created_through_the_api_are_checked_run_and_audited() {
         vec!["create schedule", "update schedule", "delete schedule"]
     );
 
-    let (status, doc) = daemon.http("GET", "/api/v1/openapi.json", None, "").await;
+    assert_eq!(
+        daemon.http("GET", "/api/v1/openapi.json", None, "").await.0,
+        401
+    );
+    let (status, doc) = daemon.http("GET", "/api/v1/openapi.json", token, "").await;
     assert_eq!(status, 200);
     let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
     for path in [
@@ -549,11 +569,15 @@ async fn schedules_created_through_the_api_are_checked_run_and_audited() {
     daemon.child.wait().await.unwrap();
 }
 
-/// A local HTTP receiver: every request's JSON body, in order.
-async fn receiver() -> (
-    String,
-    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
-) {
+/// A request the local receiver got.
+struct Received {
+    head: String,
+    raw: String,
+    json: serde_json::Value,
+}
+
+/// A local HTTP receiver: every request, in order.
+async fn receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Received>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -584,7 +608,11 @@ async fn receiver() -> (
                                 .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
                                 .await;
                             if let Ok(json) = serde_json::from_str(body) {
-                                let _ = tx.send(json);
+                                let _ = tx.send(Received {
+                                    head: head.to_string(),
+                                    raw: body.to_string(),
+                                    json,
+                                });
                             }
                             return;
                         }
@@ -599,13 +627,15 @@ async fn receiver() -> (
     (url, rx)
 }
 
-async fn next(
-    inbox: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
-) -> serde_json::Value {
+async fn next_request(inbox: &mut tokio::sync::mpsc::UnboundedReceiver<Received>) -> Received {
     tokio::time::timeout(Duration::from_secs(20), inbox.recv())
         .await
         .expect("a notification")
         .unwrap()
+}
+
+async fn next(inbox: &mut tokio::sync::mpsc::UnboundedReceiver<Received>) -> serde_json::Value {
+    next_request(inbox).await.json
 }
 
 #[tokio::test]

@@ -223,8 +223,15 @@ async fn size_growth_compares_with_a_snapshot_a_day_old() {
         .unwrap();
     db.config("");
     db.pgmaint(&["init"]).await.assert_code(0);
-    let early = db.pgmaint(&["health", "--json", "--check", "size-growth"]).await.json();
-    assert_eq!(check(&early, "size-growth")["status"], "unknown", "no snapshots yet: {early}");
+    let early = db
+        .pgmaint(&["health", "--json", "--check", "size-growth"])
+        .await
+        .json();
+    assert_eq!(
+        check(&early, "size-growth")["status"],
+        "unknown",
+        "no snapshots yet: {early}"
+    );
     db.pgmaint(&["snapshot"]).await.assert_code(0);
     // As if that snapshot were a day old; then the table grows past 10 MB.
     client
@@ -235,8 +242,14 @@ async fn size_growth_compares_with_a_snapshot_a_day_old() {
         )
         .await
         .unwrap();
-    let report = db.pgmaint(&["health", "--json", "--check", "size-growth"]).await.json();
+    let report = db
+        .pgmaint(&["health", "--json", "--check", "size-growth"])
+        .await
+        .json();
     fired(&report, "size-growth", "public.events");
-    let value = check(&report, "size-growth")["findings"][0]["value"].as_str().unwrap().to_string();
+    let value = check(&report, "size-growth")["findings"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(value.contains("a day"), "{value}");
 }

@@ -8,6 +8,7 @@ mod demo;
 mod health;
 mod history;
 mod init;
+mod notify;
 mod run;
 mod schedules;
 mod tasks;
@@ -91,6 +92,7 @@ pub async fn execute(cli: Cli) -> Result<bool, CliError> {
         Command::Backups => backups::backups(&cli).await,
         Command::Restore(args) => backups::restore(&cli, args).await,
         Command::Schedules => schedules::schedules(&cli).await,
+        Command::Notify(crate::cli::NotifyCommand::Test { name }) => notify::test(&cli, name).await,
         Command::Daemon(args) => crate::daemon::run(&cli, args).await,
         Command::Health(args) => health::health(&cli, args).await,
         Command::Snapshot => health::snapshot(&cli).await,

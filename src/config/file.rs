@@ -349,8 +349,28 @@ pub struct ScheduleFile {
     pub description: Option<String>,
     pub misfire: Option<Misfire>,
     pub misfire_grace: Option<Duration>,
+    pub notify: Option<NotifyFile>,
+}
+
+/// `notify = ["ops"]` (every outcome, as each notifier's own `on_*` flags
+/// allow), or `notify = { on_failure = [...], on_warning = [...],
+/// on_success = [...] }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum NotifyFile {
+    All(Vec<String>),
+    ByOutcome(NotifyByOutcome),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyByOutcome {
     #[serde(default)]
-    pub notify: Vec<String>,
+    pub on_failure: Vec<String>,
+    #[serde(default)]
+    pub on_warning: Vec<String>,
+    #[serde(default)]
+    pub on_success: Vec<String>,
 }
 
 /// What a daemon does with fires missed while no daemon ran.
@@ -383,6 +403,8 @@ pub struct NotifierFile {
     pub from: Option<String>,
     #[serde(default)]
     pub to: Vec<String>,
+    /// Webhook: signs each body with HMAC-SHA256 in `X-Pgmaint-Signature`.
+    pub secret: Option<String>,
     pub on_success: Option<bool>,
     pub on_failure: Option<bool>,
     pub on_warning: Option<bool>,

@@ -115,7 +115,42 @@ pub struct ScheduleConfig {
     pub max_runtime: Option<std::time::Duration>,
     pub misfire: file::Misfire,
     pub misfire_grace: std::time::Duration,
-    pub notify: Vec<String>,
+    pub notify: NotifyTargets,
+}
+
+/// Which notifiers hear of each outcome of a schedule's runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotifyTargets {
+    pub on_failure: Vec<String>,
+    pub on_warning: Vec<String>,
+    pub on_success: Vec<String>,
+}
+
+impl NotifyTargets {
+    /// The same notifiers for every outcome.
+    pub fn all(names: Vec<String>) -> Self {
+        NotifyTargets {
+            on_failure: names.clone(),
+            on_warning: names.clone(),
+            on_success: names,
+        }
+    }
+
+    /// The notifiers for an event level (`success`, `warning`, `failure`).
+    pub fn for_level(&self, level: &str) -> &[String] {
+        match level {
+            "success" => &self.on_success,
+            "failure" => &self.on_failure,
+            _ => &self.on_warning,
+        }
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.on_failure
+            .iter()
+            .chain(&self.on_warning)
+            .chain(&self.on_success)
+    }
 }
 
 /// `[api]`, resolved.
@@ -133,6 +168,7 @@ pub struct NotifierConfig {
     pub url: String,
     pub from: Option<String>,
     pub to: Vec<String>,
+    pub secret: Option<String>,
     pub on_success: bool,
     pub on_failure: bool,
     pub on_warning: bool,
@@ -305,6 +341,16 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         token: interpolate(file.api.token.clone(), &["api", "token"]),
     };
     let keep_runs = interpolate(file.state.keep_runs.clone(), &["state", "keep_runs"]);
+    let notifier_secrets: std::collections::BTreeMap<String, Option<String>> = file
+        .notifiers
+        .iter()
+        .map(|(name, n)| {
+            (
+                name.clone(),
+                interpolate(n.secret.clone(), &["notifiers", name, "secret"]),
+            )
+        })
+        .collect();
     let notifier_urls: std::collections::BTreeMap<String, Option<String>> = file
         .notifiers
         .iter()
@@ -430,9 +476,21 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
                 .misfire_grace
                 .map(|d| d.0)
                 .unwrap_or(std::time::Duration::from_secs(3600)),
-            notify: schedule.notify.clone(),
+            notify: match schedule.notify.clone() {
+                None => NotifyTargets::default(),
+                Some(file::NotifyFile::All(names)) => NotifyTargets::all(names),
+                Some(file::NotifyFile::ByOutcome(by)) => NotifyTargets {
+                    on_failure: by.on_failure,
+                    on_warning: by.on_warning,
+                    on_success: by.on_success,
+                },
+            },
         });
-        for notifier in &schedule.notify {
+        let targets = schedules
+            .last()
+            .map(|s: &ScheduleConfig| s.notify.clone())
+            .unwrap_or_default();
+        for notifier in targets.names() {
             if !file.notifiers.contains_key(notifier) {
                 problems.push(source.problem(
                     &["schedules", &name, "notify"],
@@ -527,6 +585,7 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
             url,
             from: notifier.from.clone(),
             to: notifier.to.clone(),
+            secret: notifier_secrets.get(name).cloned().flatten(),
             on_success: notifier.on_success.unwrap_or(false),
             on_failure: notifier.on_failure.unwrap_or(true),
             on_warning: notifier.on_warning.unwrap_or(true),

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use tokio_postgres::Client;
 
 use crate::config::file::Misfire;
-use crate::config::{Config, Duration, ScheduleConfig};
+use crate::config::{Config, Duration, NotifyTargets, ScheduleConfig};
 use crate::schedule::Schedule;
 use crate::sql::quote_ident;
 
@@ -73,7 +73,7 @@ pub fn validate(config: &Config, name: &str, body: ScheduleBody) -> Result<Sched
         max_runtime,
         misfire: body.misfire.unwrap_or_default(),
         misfire_grace: misfire_grace.unwrap_or(std::time::Duration::from_secs(3600)),
-        notify: body.notify,
+        notify: NotifyTargets::all(body.notify),
     };
     if let Err(err) = Schedule::new(&schedule) {
         problems.push(err);
@@ -110,7 +110,7 @@ pub async fn load(
             misfire: if r.get::<_, String>(6) == "skip" { Misfire::Skip } else { Misfire::RunOnce },
             misfire_grace: std::time::Duration::from_secs_f64(r.get(7)),
             max_runtime: r.get::<_, Option<f64>>(8).map(std::time::Duration::from_secs_f64),
-            notify: r.get(9),
+            notify: NotifyTargets::all(r.get(9)),
         })
         .collect())
 }
@@ -144,7 +144,7 @@ pub async fn save(
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) {conflict}"
             ),
             &[&s.name, &s.cron, &s.timezone, &s.tasks, &s.enabled, &s.allow_critical, &misfire,
-              &s.misfire_grace.as_secs_f64(), &s.max_runtime.map(|d| d.as_secs_f64()), &s.notify],
+              &s.misfire_grace.as_secs_f64(), &s.max_runtime.map(|d| d.as_secs_f64()), &s.notify.on_failure],
         )
         .await?
         == 1;

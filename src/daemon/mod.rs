@@ -28,7 +28,7 @@ use tokio_postgres::Client;
 
 use crate::cli::{Cli, DaemonArgs};
 use crate::commands::{CliError, load_config};
-use crate::config::{Config, ScheduleConfig, Severity, file::Misfire};
+use crate::config::{Config, ScheduleConfig, Severity};
 use crate::connect::{self, Target};
 use crate::output::Progress;
 use crate::runner::{self, RunRequest};
@@ -39,8 +39,6 @@ use crate::stop::{Stop, StopReason};
 
 /// How long running tasks get to finish their batch after a stop.
 const GRACE: Duration = Duration::from_secs(30);
-/// A fire this late still counts as on time.
-const ON_TIME: Duration = Duration::from_secs(60);
 /// The longest the loop sleeps without looking again.
 const TICK: Duration = Duration::from_secs(15);
 
@@ -277,21 +275,9 @@ async fn due(
         fires::begin(db, schema, &config.name, now).await?;
         return Ok(schedule.next_after(now));
     };
-    let mut missed = Vec::new();
-    let mut t = last;
-    while let Some(next) = schedule.next_after(t) {
-        if next > now || missed.len() > 10_000 {
-            break;
-        }
-        missed.push(next);
-        t = next;
-    }
-    let Some(latest) = missed.pop() else {
-        return Ok(schedule.next_after(now));
-    };
-    for fire in &missed {
-        let reason = "missed while no daemon ran; only the latest missed fire can run";
-        fires::claim(
+    let due = crate::schedule::due_fires(schedule, config, last, now);
+    for (fire, reason) in &due.skipped {
+        if fires::claim(
             db,
             schema,
             &config.name,
@@ -300,37 +286,14 @@ async fn due(
             Status::Skipped,
             Some(reason),
         )
-        .await?;
-    }
-    let late = (now - latest).to_std().unwrap_or(Duration::ZERO);
-    let skip_reason = match config.misfire {
-        Misfire::Skip if late > ON_TIME => Some(format!(
-            "missed by {}s and misfire = \"skip\"",
-            late.as_secs()
-        )),
-        Misfire::RunOnce if late > config.misfire_grace => Some(format!(
-            "missed by {}s, more than misfire_grace ({}s)",
-            late.as_secs(),
-            config.misfire_grace.as_secs()
-        )),
-        _ => None,
-    };
-    if let Some(reason) = skip_reason {
-        if fires::claim(
-            db,
-            schema,
-            &config.name,
-            latest,
-            &shared.id,
-            Status::Skipped,
-            Some(&reason),
-        )
         .await?
         {
-            tracing::info!(schedule = config.name, fire = %latest, "skipped: {reason}");
+            tracing::info!(schedule = config.name, fire = %fire, "skipped: {reason}");
         }
-        return Ok(schedule.next_after(now));
     }
+    let Some(latest) = due.run else {
+        return Ok(schedule.next_after(now));
+    };
     if fires::claim(
         db,
         schema,
@@ -484,7 +447,13 @@ async fn run_fire(
         },
         details: serde_json::json!({ "schedule": config.name, "scheduled_for": at.to_rfc3339(), "run": report }),
     };
-    crate::notify::send(&shared.config.notifiers, &config.notify, &event).await;
+    crate::notify::send(
+        &shared.config.notifiers,
+        config.notify.for_level(level),
+        &event,
+        Some((&book, schema)),
+    )
+    .await;
     Ok(())
 }
 

@@ -144,7 +144,13 @@ async fn evaluate(
                     text: format!("{}\n{}", check.summary, findings.join("\n")),
                     details: serde_json::json!({ "alert": alert.name, "check": check, "kind": if first { "alert" } else { "repeat" } }),
                 };
-                notify::send(&shared.config.notifiers, &alert.notify, &event).await;
+                notify::send(
+                    &shared.config.notifiers,
+                    &alert.notify,
+                    &event,
+                    Some((client, &shared.config.state_schema)),
+                )
+                .await;
             }
         } else {
             let cleared = client
@@ -165,7 +171,13 @@ async fn evaluate(
                     text: check.summary.clone(),
                     details: serde_json::json!({ "alert": alert.name, "check": check, "kind": "recovery" }),
                 };
-                notify::send(&shared.config.notifiers, &alert.notify, &event).await;
+                notify::send(
+                    &shared.config.notifiers,
+                    &alert.notify,
+                    &event,
+                    Some((client, &shared.config.state_schema)),
+                )
+                .await;
             }
         }
     }

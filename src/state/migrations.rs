@@ -172,4 +172,16 @@ pub const STEPS: &[&str] = &[
         PRIMARY KEY (alert, check_name)
     );
     "#,
+    // 9: every notification sent or failed, for the record.
+    r#"
+    CREATE TABLE {schema}.notifications (
+        id        bigserial PRIMARY KEY,
+        at        timestamptz NOT NULL DEFAULT now(),
+        notifier  text NOT NULL,
+        title     text NOT NULL,
+        ok        boolean NOT NULL,
+        attempts  integer NOT NULL,
+        error     text
+    );
+    "#,
 ];

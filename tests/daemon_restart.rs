@@ -1,0 +1,114 @@
+//! The PostgreSQL server restarted under a running daemon: the daemon
+//! recovers on its own. Its own binary and its own cluster, which this test
+//! restarts with pg_ctl.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use pgmaint::cluster::{Cluster, ClusterOptions};
+use tokio_postgres::NoTls;
+
+async fn count(url: &str, sql: &str) -> Option<i64> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.ok()?;
+    tokio::spawn(connection);
+    client.query_one(sql, &[]).await.ok().map(|r| r.get(0))
+}
+
+async fn wait_for(url: &str, sql: &str, want: impl Fn(i64) -> bool, what: &str) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(value) = count(url, sql).await
+            && want(value)
+        {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_daemon_recovers_from_a_server_restart_without_being_restarted() {
+    // pg_ctl manages this one, so it can be restarted; removed at the end.
+    let cluster = Cluster::start(ClusterOptions {
+        fsync: false,
+        keep: true,
+    })
+    .expect("a throwaway cluster");
+    let url = cluster.url("postgres");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pgmaint.toml");
+    std::fs::write(
+        &config,
+        "[tasks.mark]\nkind = \"sql\"\nsql = \"INSERT INTO marks DEFAULT VALUES\"\n\n[schedules.every_second]\ncron = \"* * * * * *\"\ntasks = [\"mark\"]\n",
+    )
+    .unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("CREATE TABLE marks (at timestamptz DEFAULT now())")
+        .await
+        .unwrap();
+    let pgmaint = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgmaint"));
+        command
+            .arg("--config")
+            .arg(&config)
+            .arg("--database-url")
+            .arg(&url)
+            .args(args)
+            .kill_on_drop(true);
+        command
+    };
+    assert!(pgmaint(&["-q", "init"]).status().await.unwrap().success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut daemon = pgmaint(&["daemon", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        &url,
+        "SELECT count(*) FROM marks",
+        |n| n >= 1,
+        "a first fire",
+    )
+    .await;
+
+    let restart = cluster
+        .stop_command()
+        .replace(" stop", " -m fast -w restart");
+    let status = Command::new("sh").args(["-c", &restart]).status().unwrap();
+    assert!(status.success(), "{restart}");
+    let before = wait_for(
+        &url,
+        "SELECT count(*) FROM marks",
+        |_| true,
+        "the server back",
+    )
+    .await;
+    wait_for(
+        &url,
+        "SELECT count(*) FROM marks",
+        |n| n >= before + 2,
+        "fires after the restart",
+    )
+    .await;
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "the daemon kept running"
+    );
+
+    let pid = daemon.id().unwrap() as i32;
+    // SAFETY: kill(2) with our own child's pid.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert!(daemon.wait().await.unwrap().success());
+    let _ = Command::new("sh")
+        .args(["-c", &cluster.stop_command()])
+        .status();
+    let _ = std::fs::remove_dir_all(&cluster.dir);
+}
