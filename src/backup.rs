@@ -396,14 +396,6 @@ impl BackupWriter {
         let _ = sync_dir(&self.dir);
     }
 
-    /// Forgets files whose batch did not commit.
-    pub fn discard(&mut self, written: &Written) {
-        for path in &written.paths {
-            let _ = std::fs::remove_file(path);
-        }
-        self.files -= 1;
-    }
-
     /// Ends the backup. One that holds no rows is removed; returns the id
     /// of one that does.
     pub async fn finish(self, client: &Client) -> Result<Option<i64>, BackupError> {

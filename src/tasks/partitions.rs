@@ -86,6 +86,8 @@ pub struct PartitionsPlan {
     pub drain: Vec<Period>,
     pub remove: Vec<Existing>,
     pub default_partition: Option<String>,
+    #[serde(skip)]
+    default_table: Option<TableName>,
     pub default_rows: i64,
     pub conflicts: Vec<String>,
     #[serde(skip)]
@@ -256,6 +258,7 @@ impl PartitionsSpec {
         let default = existing.iter().find(|e| e.range.is_none());
         if let Some(default) = default {
             plan.default_partition = Some(default.name.clone());
+            plan.default_table = Some(default.table.clone());
             plan.default_rows = client
                 .query_one(
                     &format!("SELECT count(*) FROM {}", default.table.quoted()),
@@ -723,14 +726,10 @@ impl PartitionsSpec {
         retries: &mut u64,
     ) -> Result<u64, TaskError> {
         let parent = plan.parent_name.as_ref().expect("planned from a parent");
-        let default = TableName::new(
-            &parent.schema,
-            plan.default_partition
-                .as_deref()
-                .and_then(|d| d.split_once('.'))
-                .map(|(_, n)| n)
-                .unwrap_or_default(),
-        );
+        let default = plan
+            .default_table
+            .clone()
+            .expect("drained only when there is a default partition");
         let create = create_statement(ctx.client, plan, period).await?;
         let key = quote_ident(&plan.key_column);
         for attempt in 0..=ctx.options.max_retries {
@@ -832,9 +831,9 @@ impl PartitionsSpec {
         match result {
             Ok(written) => {
                 if let Err(err) = ctx.client.batch_execute("COMMIT").await {
-                    if let Some(w) = &written {
-                        writer.discard(w);
-                    }
+                    // Unknown whether it committed: the next start of the
+                    // task keeps the files if their index row did, else
+                    // removes them.
                     return Err(err.into());
                 }
                 if let Some(w) = &written {

@@ -558,11 +558,10 @@ async fn backed_up_batch(
             return Ok(Err(TaskError::Backup(err.to_string())));
         }
     };
-    if let Err(err) = ctx.client.batch_execute("COMMIT").await {
-        // The rows are still in the table; the file must not claim them.
-        writer.discard(&written);
-        return Err(err);
-    }
+    // Whether it committed is unknown if the connection broke: the file
+    // stays, and the next start of the task keeps it if its index row
+    // committed and removes it if not.
+    ctx.client.batch_execute("COMMIT").await?;
     writer.committed(&written);
     Ok(Ok((count, last_page)))
 }
