@@ -79,10 +79,18 @@ async fn the_daemon_recovers_from_a_server_restart_without_being_restarted() {
     )
     .await;
 
-    let restart = cluster
-        .stop_command()
-        .replace(" stop", " -m fast -w restart");
-    let status = Command::new("sh").args(["-c", &restart]).status().unwrap();
+    let restart = cluster.stop_command().replace(
+        " stop",
+        &format!(
+            " -l {}/restart.log -m fast -w restart",
+            cluster.dir.display()
+        ),
+    );
+    let status = Command::new("sh")
+        .args(["-c", &restart])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
     assert!(status.success(), "{restart}");
     let before = wait_for(
         &url,
