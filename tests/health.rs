@@ -80,7 +80,7 @@ async fn quiet_when_clean_then_every_check_fires_on_the_condition_built_for_it()
         "[tasks.expired_tokens]\nkind = \"purge\"\ntable = \"tokens\"\nwhere = \"expires_at < now()\"\n\n\
          [tasks.stats]\nkind = \"refresh\"\nviews = [\"order_stats\"]\nmax_staleness = \"1s\"\n\n\
          [health.checks.idle-in-transaction]\nwarning = 0\n\n[health.checks.blocked-queries]\nwarning = 0\n\n\
-         [health.checks.task-backlog]\nwarning = 10\n",
+         [health.checks.task-backlog]\nwarning = 10\n\n[health.checks.long-running-queries]\nwarning = 1\n",
     );
     db.pgmaint(&["init"]).await.assert_code(0);
     db.pgmaint(&["run", "stats"]).await.assert_code(0);
@@ -123,6 +123,39 @@ async fn quiet_when_clean_then_every_check_fires_on_the_condition_built_for_it()
         .batch_execute("DELETE FROM churn WHERE id % 5 <> 0")
         .await
         .unwrap();
+    // A big table mostly deleted (bloat), read only by sequential scans
+    // (missing index), with an index never used; an inactive replication
+    // slot; a query running long.
+    setup
+        .batch_execute(
+            "CREATE TABLE wide (id int, v int, pad text) WITH (autovacuum_enabled = false);
+             INSERT INTO wide SELECT i, i % 10, repeat('x', 200) FROM generate_series(1, 60000) i;
+             CREATE INDEX wide_id ON wide (id);",
+        )
+        .await
+        .unwrap();
+    setup
+        .batch_execute("DELETE FROM wide WHERE id % 10 <> 0")
+        .await
+        .unwrap();
+    setup.batch_execute("VACUUM wide").await.unwrap();
+    setup.batch_execute("ANALYZE wide").await.unwrap();
+    setup
+        .batch_execute("INSERT INTO wide SELECT i, i % 10, 'y' FROM generate_series(1, 10000) i")
+        .await
+        .unwrap();
+    for _ in 0..12 {
+        setup
+            .query_one("SELECT count(*) FROM wide WHERE v = 3", &[])
+            .await
+            .unwrap();
+    }
+    setup
+        .batch_execute("SELECT pg_create_physical_replication_slot('health_test_slot', true)")
+        .await
+        .unwrap();
+    let sleeper = db.client().await;
+    let sleeping = tokio::spawn(async move { sleeper.batch_execute("SELECT pg_sleep(3)").await });
     // The view was refreshed an hour ago, as far as the records go.
     setup
         .batch_execute("UPDATE pgmaint.refreshes SET refreshed_at = now() - interval '1 hour'")
@@ -149,6 +182,8 @@ async fn quiet_when_clean_then_every_check_fires_on_the_condition_built_for_it()
         report = db.pgmaint(&["health", "--json"]).await.json();
         if check(&report, "dead-tuples")["status"] != "ok"
             && check(&report, "blocked-queries")["status"] != "ok"
+            && check(&report, "long-running-queries")["status"] != "ok"
+            && check(&report, "missing-indexes")["status"] != "ok"
         {
             break;
         }
@@ -170,6 +205,11 @@ async fn quiet_when_clean_then_every_check_fires_on_the_condition_built_for_it()
     fired(&report, "matview-staleness", "public.order_stats");
     fired(&report, "security", "role no_password");
     fired(&report, "task-backlog", "expired_tokens");
+    fired(&report, "long-running-queries", "pg_sleep(3)");
+    fired(&report, "unused-indexes", "wide_id");
+    fired(&report, "missing-indexes", "public.wide");
+    fired(&report, "table-bloat", "public.wide");
+    fired(&report, "replication", "health_test_slot");
     assert_eq!(
         check(&report, "sequences")["findings"][0]["status"],
         "critical",
@@ -193,7 +233,12 @@ async fn quiet_when_clean_then_every_check_fires_on_the_condition_built_for_it()
 
     idle.batch_execute("ROLLBACK").await.unwrap();
     waiting.await.unwrap().unwrap();
+    sleeping.await.unwrap().unwrap();
     setup.batch_execute("DROP ROLE no_password").await.unwrap();
+    setup
+        .batch_execute("SELECT pg_drop_replication_slot('health_test_slot')")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
