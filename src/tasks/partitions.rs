@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::Client;
 
-use super::utility::{self, Ran};
+use super::utility;
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
 use crate::backup::{BackupWriter, Compression};
 use crate::config::file::{RetentionAction, TaskFile};
@@ -627,14 +627,7 @@ impl Task for PartitionsSpec {
                     .inspect(|rows| moved += rows)
             } else {
                 let statement = create_statement(ctx.client, &plan, period).await?;
-                match utility::run(ctx, &statement, &mut retries).await {
-                    Ok(Ran::Done(_)) => Ok(0),
-                    Ok(Ran::LocksBusy) => Err(TaskError::Database(format!(
-                        "locks stayed busy past lock_timeout {}",
-                        ctx.options.lock_timeout
-                    ))),
-                    Err(err) => Err(err),
-                }
+                utility::run(ctx, &statement, &mut retries).await.map(|_| 0)
             };
             match result {
                 Ok(_) => created.push(period.name.clone()),
@@ -651,14 +644,9 @@ impl Task for PartitionsSpec {
             } else {
                 let statement =
                     self.remove_statement(&parent, &old.table, plan.default_partition.is_some());
-                match utility::run(ctx, &statement, &mut retries).await {
-                    Ok(Ran::Done(_)) => Ok(()),
-                    Ok(Ran::LocksBusy) => Err(TaskError::Database(format!(
-                        "locks stayed busy past lock_timeout {}",
-                        ctx.options.lock_timeout
-                    ))),
-                    Err(err) => Err(err),
-                }
+                utility::run(ctx, &statement, &mut retries)
+                    .await
+                    .map(|_| ())
             };
             match result {
                 Ok(()) => removed.push(old.name.clone()),
@@ -667,13 +655,12 @@ impl Task for PartitionsSpec {
         }
         utility::clear_timeouts(ctx).await?;
         failed.extend(plan.conflicts.iter().cloned());
-        let (status, error) = if !failed.is_empty() {
-            (Status::Failed, Some(failed.join("; ")))
-        } else if let Some(reason) = stopped {
-            (Status::Cancelled, Some(reason.to_string()))
-        } else {
-            (Status::Succeeded, None)
-        };
+        let (status, error) = utility::verdict(
+            &failed,
+            stopped,
+            created.len() + removed.len(),
+            "partition(s)",
+        );
         Ok(Outcome {
             status,
             rows: moved,

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::Client;
 
-use super::utility::{self, Ran};
+use super::utility;
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
 use crate::config::Duration;
 use crate::config::file::{AutoOr, OneOrMany, TaskFile};
@@ -332,7 +332,7 @@ impl Task for RefreshSpec {
                 break;
             }
             match utility::run(ctx, &statement(view), &mut retries).await {
-                Ok(Ran::Done(took)) => {
+                Ok(took) => {
                     let mode = if view.concurrently {
                         "concurrently"
                     } else {
@@ -347,24 +347,11 @@ impl Task for RefreshSpec {
                         .await?;
                     done.push(json!({"view": view.view, "mode": mode, "reason": view.reason, "duration_ms": took.as_millis() as u64}));
                 }
-                Ok(Ran::LocksBusy) => failed.push(format!(
-                    "{}: its locks stayed busy past lock_timeout {} after {} retries",
-                    view.view, ctx.options.lock_timeout, ctx.options.max_retries
-                )),
-                Err(err) => failed.push(err.to_string()),
+                Err(err) => failed.push(format!("{}: {err}", view.view)),
             }
         }
         utility::clear_timeouts(ctx).await?;
-        let (status, error) = if !failed.is_empty() {
-            (Status::Failed, Some(failed.join("; ")))
-        } else if let Some(reason) = stopped {
-            (
-                Status::Cancelled,
-                Some(format!("{reason} after {} view(s)", done.len())),
-            )
-        } else {
-            (Status::Succeeded, None)
-        };
+        let (status, error) = utility::verdict(&failed, stopped, done.len(), "view(s)");
         Ok(Outcome {
             status,
             rows: 0,

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::Client;
 
-use super::utility::{self, Ran};
+use super::utility;
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
 use crate::config::file::TaskFile;
 use crate::db;
@@ -340,7 +340,7 @@ impl Task for ReindexSpec {
             }
             let before = index.size_bytes;
             match utility::run(ctx, &statement(index), &mut retries).await {
-                Ok(Ran::Done(took)) => {
+                Ok(took) => {
                     let after: i64 = if index.action == Action::Rebuild {
                         ctx.client
                             .query_one(
@@ -354,29 +354,16 @@ impl Task for ReindexSpec {
                     };
                     done.push(json!({"index": index.index, "action": index.action, "why": index.why, "duration_ms": took.as_millis() as u64, "size_bytes_before": before, "size_bytes_after": after}));
                 }
-                Ok(Ran::LocksBusy) => failed.push(format!(
-                    "{}: its locks stayed busy past lock_timeout {} after {} retries",
-                    index.index, ctx.options.lock_timeout, ctx.options.max_retries
-                )),
                 Err(err) => {
                     if index.action == Action::Rebuild {
                         drop_failed_copy(ctx, &index.name, &mut retries).await?;
                     }
-                    failed.push(err.to_string());
+                    failed.push(format!("{}: {err}", index.index));
                 }
             }
         }
         utility::clear_timeouts(ctx).await?;
-        let (status, error) = if !failed.is_empty() {
-            (Status::Failed, Some(failed.join("; ")))
-        } else if let Some(reason) = stopped {
-            (
-                Status::Cancelled,
-                Some(format!("{reason} after {} index(es)", done.len())),
-            )
-        } else {
-            (Status::Succeeded, None)
-        };
+        let (status, error) = utility::verdict(&failed, stopped, done.len(), "index(es)");
         Ok(Outcome {
             status,
             rows: 0,

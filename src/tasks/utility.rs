@@ -7,14 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{TaskContext, TaskError};
 use crate::db;
-
-/// What happened to one utility statement.
-pub enum Ran {
-    /// It ran, taking this long.
-    Done(Duration),
-    /// Its locks stayed busy through every retry; it changed nothing.
-    LocksBusy,
-}
+use crate::status::Status;
 
 /// Sets the task's `lock_timeout` and `statement_timeout` for the session.
 pub async fn set_timeouts(ctx: &TaskContext<'_>) -> Result<(), TaskError> {
@@ -41,16 +34,18 @@ pub async fn clear_timeouts(ctx: &TaskContext<'_>) -> Result<(), TaskError> {
 
 /// Runs `statement` as a simple query (so outside a transaction), retrying
 /// lock timeouts with backoff up to `max_retries`; counts the retries.
+/// Returns how long it took; locks that stayed busy through every retry
+/// are an error that says so (the statement changed nothing).
 pub async fn run(
     ctx: &mut TaskContext<'_>,
     statement: &str,
     retries: &mut u64,
-) -> Result<Ran, TaskError> {
+) -> Result<Duration, TaskError> {
     ctx.log_statement(statement);
     for attempt in 0..=ctx.options.max_retries {
         let started = Instant::now();
         match ctx.client.batch_execute(statement).await {
-            Ok(()) => return Ok(Ran::Done(started.elapsed())),
+            Ok(()) => return Ok(started.elapsed()),
             Err(err) if db::is_transient(&err) => {
                 *retries += 1;
                 tracing::info!(task = ctx.task_name, "{statement}: {}", db::describe(&err));
@@ -69,5 +64,29 @@ pub async fn run(
             }
         }
     }
-    Ok(Ran::LocksBusy)
+    Err(TaskError::Database(format!(
+        "its locks stayed busy past lock_timeout {} after {} retries",
+        ctx.options.lock_timeout, ctx.options.max_retries
+    )))
+}
+
+/// The status of an upkeep task that worked through a list of objects:
+/// failed if any object failed, cancelled if it stopped early, else
+/// succeeded; with the error to record.
+pub fn verdict(
+    failed: &[String],
+    stopped: Option<&str>,
+    done: usize,
+    noun: &str,
+) -> (Status, Option<String>) {
+    if !failed.is_empty() {
+        (Status::Failed, Some(failed.join("; ")))
+    } else if let Some(reason) = stopped {
+        (
+            Status::Cancelled,
+            Some(format!("{reason} after {done} {noun}")),
+        )
+    } else {
+        (Status::Succeeded, None)
+    }
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::Client;
 
-use super::utility::{self, Ran};
+use super::utility;
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
 use crate::config::file::{AutoOr, TaskFile};
 use crate::db;
@@ -331,7 +331,7 @@ impl Task for VacuumSpec {
             }
             let (dead_before, size_before) = measure(ctx.client, &chosen.name).await?;
             match utility::run(ctx, &self.statement(&chosen.name), &mut retries).await {
-                Ok(Ran::Done(took)) => {
+                Ok(took) => {
                     let (dead_after, size_after) = measure(ctx.client, &chosen.name).await?;
                     reports.push(json!({
                         "table": chosen.table, "why": chosen.why, "duration_ms": took.as_millis() as u64,
@@ -339,24 +339,11 @@ impl Task for VacuumSpec {
                         "size_bytes_before": size_before, "size_bytes_after": size_after,
                     }));
                 }
-                Ok(Ran::LocksBusy) => failed.push(format!(
-                    "{}: its locks stayed busy past lock_timeout {} after {} retries",
-                    chosen.table, ctx.options.lock_timeout, ctx.options.max_retries
-                )),
-                Err(err) => failed.push(err.to_string()),
+                Err(err) => failed.push(format!("{}: {err}", chosen.table)),
             }
         }
         utility::clear_timeouts(ctx).await?;
-        let (status, error) = if !failed.is_empty() {
-            (Status::Failed, Some(failed.join("; ")))
-        } else if let Some(reason) = stopped {
-            (
-                Status::Cancelled,
-                Some(format!("{reason} after {} table(s)", reports.len())),
-            )
-        } else {
-            (Status::Succeeded, None)
-        };
+        let (status, error) = utility::verdict(&failed, stopped, reports.len(), "table(s)");
         let dead_removed: i64 = reports
             .iter()
             .map(|r| {
