@@ -27,14 +27,6 @@ use tokio_postgres::{Client, Row};
 use crate::db::{self, Column};
 use crate::sql::{TableName, column_list, quote_ident};
 
-/// Where backups go, for the task run at hand.
-#[derive(Debug, Clone)]
-pub struct BackupTarget {
-    pub root: PathBuf,
-    pub schema: String,
-    pub task_run_id: Option<i64>,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error(
@@ -159,18 +151,21 @@ impl BackupWriter {
     /// Records a new backup and creates its directory. Files earlier runs
     /// of this task left without an index row (a crash between writing and
     /// committing) are removed first; the caller holds the task's lock.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         client: &Client,
-        target: &BackupTarget,
+        schema: &str,
+        task_run_id: Option<i64>,
+        root: &Path,
         task: &str,
         table: &TableName,
         columns: &[Column],
     ) -> Result<BackupWriter, BackupError> {
-        let root = std::path::absolute(&target.root).unwrap_or_else(|_| target.root.clone());
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
         Self::begin(
             client,
-            &target.schema,
-            target.task_run_id,
+            schema,
+            task_run_id,
             task,
             table,
             columns,

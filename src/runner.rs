@@ -179,11 +179,7 @@ async fn run_task(
             record: (!request.dry_run)
                 .then(|| ProgressRecord::new(schema.to_string(), task_run_id)),
             verbose: request.verbose,
-            backup: task.backup.then(|| crate::backup::BackupTarget {
-                root: backups_dir.to_path_buf(),
-                schema: schema.to_string(),
-                task_run_id: Some(task_run_id),
-            }),
+            backup_dir: task.backup.then(|| backups_dir.to_path_buf()),
             state_schema: schema.to_string(),
             task_run_id: Some(task_run_id),
         };

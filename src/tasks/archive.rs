@@ -337,7 +337,7 @@ impl Task for ArchiveSpec {
         plan: &ArchivePlan,
     ) -> Result<Outcome, TaskError> {
         // An export is the rows' copy; a backup is only taken without one.
-        let files = ctx.backup.is_some() || self.export.is_some();
+        let files = ctx.backup_dir.is_some() || self.export.is_some();
         let mut outcome = plan.walk.describe(ctx, "move", files).await?;
         if let Some(export) = &self.export {
             outcome.details["export"] = json!(export);
@@ -382,8 +382,8 @@ impl Task for ArchiveSpec {
             tx.batch_execute(create).await?;
             tx.commit().await?;
         }
-        let writer = match (&self.export, &ctx.backup) {
-            (Some(export), _) => Some(
+        let writer = match &self.export {
+            Some(export) => Some(
                 BackupWriter::start_export(
                     ctx.client,
                     &ctx.state_schema,
@@ -396,17 +396,10 @@ impl Task for ArchiveSpec {
                 )
                 .await?,
             ),
-            (None, Some(target)) => Some(
-                BackupWriter::start(
-                    ctx.client,
-                    target,
-                    ctx.task_name,
-                    &plan.source.name,
-                    &plan.source.columns,
-                )
-                .await?,
-            ),
-            (None, None) => None,
+            None => {
+                ctx.backup_writer(&plan.source.name, &plan.source.columns)
+                    .await?
+            }
         };
         let mut outcome = plan.walk.execute(ctx, writer).await?;
         if let Some(export) = &self.export {

@@ -444,8 +444,9 @@ pub struct TaskContext<'a> {
     pub record: Option<ProgressRecord>,
     /// Echo each statement (`-v`).
     pub verbose: bool,
-    /// Where removed rows are backed up, when this task backs up.
-    pub backup: Option<crate::backup::BackupTarget>,
+    /// Where removed rows are backed up (`[backups] dir`), when this task
+    /// backs up.
+    pub backup_dir: Option<std::path::PathBuf>,
     /// pgmaint's state schema, and this task's run in it.
     pub state_schema: String,
     pub task_run_id: Option<i64>,
@@ -471,6 +472,28 @@ impl TaskContext<'_> {
                 sql.split_whitespace().collect::<Vec<_>>().join(" ")
             );
         }
+    }
+
+    /// The writer of this task run's backup, when the task backs up.
+    pub async fn backup_writer(
+        &self,
+        table: &crate::sql::TableName,
+        columns: &[crate::db::Column],
+    ) -> Result<Option<crate::backup::BackupWriter>, TaskError> {
+        let Some(dir) = &self.backup_dir else {
+            return Ok(None);
+        };
+        let writer = crate::backup::BackupWriter::start(
+            self.client,
+            &self.state_schema,
+            self.task_run_id,
+            dir,
+            self.task_name,
+            table,
+            columns,
+        )
+        .await?;
+        Ok(Some(writer))
     }
 
     /// Saves the running totals to the task's history row, at most once a

@@ -12,7 +12,6 @@ use super::purge::joined;
 use super::rows::walkable_table;
 use super::walk::WalkPlan;
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
-use crate::backup::BackupWriter;
 use crate::config::file::{OrphanAction, TaskFile};
 use crate::db::{self, TableInfo};
 use crate::sql::{self, Destination, TableName};
@@ -301,7 +300,7 @@ impl Task for OrphansSpec {
         if self.action == OrphanAction::Report {
             return Ok(self.report_outcome(plan, count, samples));
         }
-        let backup = ctx.backup.is_some();
+        let backup = ctx.backup_dir.is_some();
         let mut outcome = self.walk(plan).describe(ctx, "delete", backup).await?;
         outcome.details["orphans"] = json!(count);
         outcome.details["sample_keys"] = json!(samples);
@@ -318,19 +317,9 @@ impl Task for OrphansSpec {
             let (count, samples) = self.count_and_samples(ctx.client, &plan).await?;
             return Ok(self.report_outcome(&plan, count, samples));
         }
-        let writer = match &ctx.backup {
-            Some(target) => Some(
-                BackupWriter::start(
-                    ctx.client,
-                    target,
-                    ctx.task_name,
-                    &plan.child.name,
-                    &plan.child.columns,
-                )
-                .await?,
-            ),
-            None => None,
-        };
+        let writer = ctx
+            .backup_writer(&plan.child.name, &plan.child.columns)
+            .await?;
         self.walk(&plan).execute(ctx, writer).await
     }
 

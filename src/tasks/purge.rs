@@ -8,7 +8,6 @@ use tokio_postgres::Client;
 use super::rows::{Filter, walkable_table};
 use super::walk::WalkPlan;
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
-use crate::backup::BackupWriter;
 use crate::config::file::TaskFile;
 use crate::db::TableInfo;
 use crate::sql::Destination;
@@ -93,7 +92,7 @@ impl Task for PurgeSpec {
         ctx: &mut TaskContext<'_>,
         plan: &PurgePlan,
     ) -> Result<Outcome, TaskError> {
-        let backup = ctx.backup.is_some();
+        let backup = ctx.backup_dir.is_some();
         plan.walk.describe(ctx, "delete", backup).await
     }
 
@@ -102,19 +101,9 @@ impl Task for PurgeSpec {
         ctx: &mut TaskContext<'_>,
         plan: PurgePlan,
     ) -> Result<Outcome, TaskError> {
-        let writer = match &ctx.backup {
-            Some(target) => Some(
-                BackupWriter::start(
-                    ctx.client,
-                    target,
-                    ctx.task_name,
-                    &plan.info.name,
-                    &plan.info.columns,
-                )
-                .await?,
-            ),
-            None => None,
-        };
+        let writer = ctx
+            .backup_writer(&plan.info.name, &plan.info.columns)
+            .await?;
         plan.walk.execute(ctx, writer).await
     }
 
