@@ -11,7 +11,7 @@ use tokio_postgres::Client;
 
 use super::purge::joined;
 use super::rows::{Filter, walkable_table};
-use super::walk::WalkPlan;
+use super::walk::{Copy, WalkPlan};
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
 use crate::backup::{BackupWriter, Compression};
 use crate::config::file::{ArchiveTableFile, TaskFile};
@@ -337,15 +337,17 @@ impl Task for ArchiveSpec {
         plan: &ArchivePlan,
     ) -> Result<Outcome, TaskError> {
         // An export is the rows' copy; a backup is only taken without one.
-        let files = ctx.backup_dir.is_some() || self.export.is_some();
-        let mut outcome = plan.walk.describe(ctx, "move", files).await?;
+        let copy = match &self.export {
+            Some(export) => Copy::Export(format!(
+                "-- with each batch, before it commits: its rows written to {export} as {:?}-compressed CSV with a manifest, flushed to disk, and recorded in the state schema; files keep a .partial suffix until the batch commits",
+                self.compression
+            )),
+            None if ctx.backup_dir.is_some() => Copy::Backup,
+            None => Copy::Nowhere,
+        };
+        let mut outcome = plan.walk.describe(ctx, "move", copy).await?;
         if let Some(export) = &self.export {
             outcome.details["export"] = json!(export);
-            outcome.details["backup"] = json!(false);
-            if let Some(list) = outcome.details["statements"].as_array_mut() {
-                list.pop();
-                list.push(json!(format!("-- with each batch, before it commits: its rows written to {export} as {:?}-compressed CSV with a manifest, flushed to disk, and recorded in the state schema; files keep a .partial suffix until the batch commits", self.compression)));
-            }
         }
         if !self.to_table {
             outcome.details["archive_table"] = json!(null);

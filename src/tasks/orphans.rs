@@ -10,7 +10,7 @@ use tokio_postgres::Client;
 
 use super::purge::joined;
 use super::rows::walkable_table;
-use super::walk::WalkPlan;
+use super::walk::{Copy, WalkPlan};
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
 use crate::config::file::{OrphanAction, TaskFile};
 use crate::db::{self, TableInfo};
@@ -300,8 +300,12 @@ impl Task for OrphansSpec {
         if self.action == OrphanAction::Report {
             return Ok(self.report_outcome(plan, count, samples));
         }
-        let backup = ctx.backup_dir.is_some();
-        let mut outcome = self.walk(plan).describe(ctx, "delete", backup).await?;
+        let copy = if ctx.backup_dir.is_some() {
+            Copy::Backup
+        } else {
+            Copy::Nowhere
+        };
+        let mut outcome = self.walk(plan).describe(ctx, "delete", copy).await?;
         outcome.details["orphans"] = json!(count);
         outcome.details["sample_keys"] = json!(samples);
         Ok(outcome)

@@ -6,7 +6,7 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use super::rows::{Filter, walkable_table};
-use super::walk::WalkPlan;
+use super::walk::{Copy, WalkPlan};
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
 use crate::config::file::TaskFile;
 use crate::db::TableInfo;
@@ -92,8 +92,12 @@ impl Task for PurgeSpec {
         ctx: &mut TaskContext<'_>,
         plan: &PurgePlan,
     ) -> Result<Outcome, TaskError> {
-        let backup = ctx.backup_dir.is_some();
-        plan.walk.describe(ctx, "delete", backup).await
+        let copy = if ctx.backup_dir.is_some() {
+            Copy::Backup
+        } else {
+            Copy::Nowhere
+        };
+        plan.walk.describe(ctx, "delete", copy).await
     }
 
     async fn execute(

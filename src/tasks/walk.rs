@@ -30,6 +30,15 @@ const MAX_WINDOW_PAGES: i64 = 8192;
 const SLOW_BATCH: Duration = Duration::from_millis(150);
 const SAMPLE_ROWS: u32 = 5;
 
+/// Where a batch's removed rows are copied before it commits, for the dry
+/// run to say.
+pub enum Copy {
+    Nowhere,
+    Backup,
+    /// An archive's export files, described by the sentence given.
+    Export(String),
+}
+
 /// What `prepare` fixed for a walk: the table as found in the catalog, the
 /// filter's SQL and its cutoff, the pages to walk, and where rows go.
 pub struct WalkPlan {
@@ -72,13 +81,15 @@ impl WalkPlan {
 
     /// The dry run: how many rows match (exactly, or the planner's estimate
     /// above `exact_count_limit`), a few of them, and the statements a run
-    /// would issue. Read-only.
+    /// would issue, including where each batch's rows are copied before it
+    /// commits. Read-only.
     pub async fn describe(
         &self,
         ctx: &mut TaskContext<'_>,
         verb: &str,
-        backup: bool,
+        copy: Copy,
     ) -> Result<Outcome, TaskError> {
+        let returning = !matches!(copy, Copy::Nowhere);
         let client = &*ctx.client;
         client.batch_execute("BEGIN READ ONLY").await?;
         let described = async {
@@ -137,13 +148,15 @@ impl WalkPlan {
                 "-- each batch, one transaction, walking pages 0..{} of {}; windows that can hold more than a batch:",
                 self.pages, self.table
             ),
-            self.statement(true, backup),
+            self.statement(true, returning),
             "-- windows that cannot hold more than a batch ($3 is then the cutoff, if any):"
                 .to_string(),
-            self.statement(false, backup),
+            self.statement(false, returning),
         ];
-        if backup {
-            statements.push("-- with each batch, before it commits: its rows written to a backup file and flushed to disk, and the file recorded in the state schema".into());
+        match &copy {
+            Copy::Nowhere => {}
+            Copy::Backup => statements.push("-- with each batch, before it commits: its rows written to a backup file and flushed to disk, and the file recorded in the state schema".into()),
+            Copy::Export(sentence) => statements.push(sentence.clone()),
         }
         Ok(Outcome {
             status: Status::Succeeded,
@@ -157,7 +170,7 @@ impl WalkPlan {
                 "rows_exact": exact,
                 "cutoff": self.cutoff.map(|c| c.to_rfc3339()),
                 "pages": self.pages,
-                "backup": backup,
+                "backup": matches!(copy, Copy::Backup),
                 "samples": samples,
                 "statements": statements,
                 "parameters": params,
