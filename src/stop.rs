@@ -45,10 +45,12 @@ impl Stop {
         }
     }
 
-    /// Asks for a stop on the first Ctrl-C or SIGTERM. A second signal ends
-    /// the process at once: the open batch's transaction is rolled back by
-    /// the server and the next pgmaint marks the run interrupted.
-    pub fn on_signals(&self) {
+    /// Asks for a stop on the first Ctrl-C or SIGTERM, after calling
+    /// `announce` (which tells the user, in the command's own way). A second
+    /// signal ends the process at once: the open batch's transaction is
+    /// rolled back by the server and the next pgmaint marks the run
+    /// interrupted.
+    pub fn on_signals(&self, announce: fn()) {
         let stop = self.clone();
         tokio::spawn(async move {
             let mut term =
@@ -62,7 +64,7 @@ impl Stop {
                     _ = term.recv() => {}
                 }
                 if count == 0 {
-                    eprintln!("stopping after the current batch (signal again to stop at once)");
+                    announce();
                     stop.request(StopReason::Signal);
                 } else {
                     std::process::exit(130);

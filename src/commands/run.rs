@@ -197,7 +197,9 @@ async fn execute(cli: &Cli, config: &Config, request: RunRequest<'_>) -> Result<
         return Err(super::check::refuse(problems));
     }
     let stop = Stop::default();
-    stop.on_signals();
+    stop.on_signals(|| {
+        eprintln!("stopping after the current batch (signal again to stop at once)")
+    });
     let progress = Progress::new(cli.json, cli.quiet);
     let report = runner::run(&mut client, config, request, &stop, &progress).await?;
     if cli.json {

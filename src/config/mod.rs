@@ -341,27 +341,21 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         token: interpolate(file.api.token.clone(), &["api", "token"]),
     };
     let keep_runs = interpolate(file.state.keep_runs.clone(), &["state", "keep_runs"]);
-    let notifier_secrets: std::collections::BTreeMap<String, Option<String>> = file
-        .notifiers
-        .iter()
-        .map(|(name, n)| {
-            (
-                name.clone(),
-                interpolate(n.secret.clone(), &["notifiers", name, "secret"]),
-            )
-        })
-        .collect();
-    let notifier_urls: std::collections::BTreeMap<String, Option<String>> = file
-        .notifiers
-        .iter()
-        .map(|(name, n)| {
-            let (value, key) = match n.kind {
-                file::NotifierKind::Email => (n.smtp.clone(), "smtp"),
-                _ => (n.url.clone(), "url"),
-            };
-            (name.clone(), interpolate(value, &["notifiers", name, key]))
-        })
-        .collect();
+    // Each notifier's address (`url`, or `smtp` for email) and secret, with
+    // `${VAR}`s replaced; read here, while `interpolate` may report.
+    let notifier_values: std::collections::BTreeMap<String, (Option<String>, Option<String>)> =
+        file.notifiers
+            .iter()
+            .map(|(name, n)| {
+                let (address, key) = match n.kind {
+                    file::NotifierKind::Email => (n.smtp.clone(), "smtp"),
+                    _ => (n.url.clone(), "url"),
+                };
+                let address = interpolate(address, &["notifiers", name, key]);
+                let secret = interpolate(n.secret.clone(), &["notifiers", name, "secret"]);
+                (name.clone(), (address, secret))
+            })
+            .collect();
 
     let database_timeouts = OptionsFile {
         lock_timeout: file.database.lock_timeout,
@@ -547,7 +541,8 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
     let mut notifiers = Vec::new();
     for (name, notifier) in &file.notifiers {
         let email = notifier.kind == file::NotifierKind::Email;
-        let Some(url) = notifier_urls.get(name).cloned().flatten() else {
+        let (address, secret) = notifier_values.get(name).cloned().unwrap_or_default();
+        let Some(url) = address else {
             let (key, help) = if email {
                 (
                     "smtp",
@@ -585,7 +580,7 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
             url,
             from: notifier.from.clone(),
             to: notifier.to.clone(),
-            secret: notifier_secrets.get(name).cloned().flatten(),
+            secret,
             on_success: notifier.on_success.unwrap_or(false),
             on_failure: notifier.on_failure.unwrap_or(true),
             on_warning: notifier.on_warning.unwrap_or(true),

@@ -35,7 +35,7 @@ use crate::runner::{self, RunRequest};
 use crate::schedule::Schedule;
 use crate::state::{self, Trigger};
 use crate::status::Status;
-use crate::stop::{Stop, StopReason};
+use crate::stop::Stop;
 
 /// How long running tasks get to finish their batch after a stop.
 const GRACE: Duration = Duration::from_secs(30);
@@ -87,7 +87,9 @@ pub async fn run(cli: &Cli, args: &DaemonArgs) -> Result<bool, CliError> {
         schedules_changed: tokio::sync::Notify::new(),
         health: std::sync::Mutex::new(None),
     });
-    on_signals(shared.stop.clone());
+    shared
+        .stop
+        .on_signals(|| tracing::info!("signal received: stopping (signal again to exit at once)"));
     tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or(listen), daemon = shared.id, "pgmaint daemon started");
     let server = tokio::spawn(api::serve(listener, shared.clone()));
     let watcher = tokio::spawn(watch::watch(shared.clone()));
@@ -109,28 +111,6 @@ pub async fn run(cli: &Cli, args: &DaemonArgs) -> Result<bool, CliError> {
     watcher.abort();
     tracing::info!("pgmaint daemon stopped");
     Ok(true)
-}
-
-/// The first signal asks everything to stop; a second exits at once.
-fn on_signals(stop: Stop) {
-    tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            return;
-        };
-        for count in 0.. {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            if count == 0 {
-                stop.request(StopReason::Signal);
-            } else {
-                std::process::exit(130);
-            }
-        }
-    });
 }
 
 /// Connects, retrying with backoff until it works or a stop is asked for;

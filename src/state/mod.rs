@@ -166,11 +166,9 @@ impl Trigger {
     }
 
     pub fn cli(command: &str) -> Trigger {
-        let user = whoami::username().unwrap_or_else(|_| "unknown".into());
-        let host = gethostname::gethostname().to_string_lossy().into_owned();
         Trigger {
             kind: "cli",
-            who: format!("{user}@{host}"),
+            who: Self::who(),
             command: command.into(),
         }
     }
