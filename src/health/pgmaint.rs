@@ -10,7 +10,10 @@ use crate::tasks::rows::Filter;
 
 pub async fn matview_staleness(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
     let config: &Config = ctx.config;
-    let q = quote_ident(&config.state_schema);
+    // No state schema yet means no refresh recorded yet.
+    let ages = crate::tasks::refresh::refresh_ages(ctx.client, &config.state_schema)
+        .await
+        .unwrap_or_default();
     let mut findings = Vec::new();
     for task in &config.tasks {
         let TaskSpec::Refresh(spec) = &task.spec else {
@@ -43,15 +46,7 @@ pub async fn matview_staleness(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_
             resolved
         };
         for view in views {
-            let age: Option<f64> = ctx
-                .client
-                .query_one(
-                    &format!("SELECT extract(epoch FROM now() - max(refreshed_at))::float8 FROM {q}.refreshes WHERE view_schema || '.' || view_name = $1"),
-                    &[&view],
-                )
-                .await
-                .ok()
-                .and_then(|r| r.get(0));
+            let age = ages.get(&view).copied();
             let limit = max.0.as_secs_f64().max(1.0);
             let age = age.unwrap_or(f64::INFINITY);
             let mut f = measured(

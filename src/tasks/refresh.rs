@@ -34,7 +34,8 @@ pub struct ViewPlan {
     name: TableName,
     pub concurrently: bool,
     pub reason: String,
-    pub last_refreshed: Option<String>,
+    /// Seconds since pgmaint last refreshed it, if it has.
+    pub last_refreshed_seconds_ago: Option<f64>,
 }
 
 impl RefreshSpec {
@@ -68,11 +69,12 @@ impl RefreshSpec {
     }
 
     /// The views in refresh order (a view after every view it reads), each
-    /// with its mode; or the problems that stop it.
+    /// with its mode and (given the state schema) its last refresh; or the
+    /// problems that stop it.
     async fn plan(
         &self,
         client: &Client,
-        state_schema: &str,
+        state_schema: Option<&str>,
     ) -> Result<Vec<ViewPlan>, Vec<CheckProblem>> {
         let problem = |message: String, help: Option<String>| CheckProblem {
             key: "views",
@@ -137,7 +139,10 @@ impl RefreshSpec {
         let order = dependency_order(client, &oids)
             .await
             .map_err(|e| vec![problem(db::describe(&e), None)])?;
-        let last = last_refreshes(client, state_schema).await;
+        let last = match state_schema {
+            Some(schema) => refresh_ages(client, schema).await.unwrap_or_default(),
+            None => Default::default(),
+        };
         let mut plans = Vec::new();
         for oid in order {
             let (_, name, populated) = found
@@ -176,7 +181,7 @@ impl RefreshSpec {
             };
             plans.push(ViewPlan {
                 view: name.to_string(),
-                last_refreshed: last.get(&name.to_string()).cloned(),
+                last_refreshed_seconds_ago: last.get(&name.to_string()).copied(),
                 name,
                 concurrently,
                 reason,
@@ -235,23 +240,6 @@ async fn dependency_order(
     Ok(order)
 }
 
-/// When each view was last refreshed by pgmaint (view -> age text).
-async fn last_refreshes(client: &Client, schema: &str) -> BTreeMap<String, String> {
-    let q = quote_ident(schema);
-    client
-        .query(
-            &format!(
-                "SELECT DISTINCT ON (view_schema, view_name) view_schema || '.' || view_name,
-                        to_char(refreshed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS UTC')
-                   FROM {q}.refreshes ORDER BY view_schema, view_name, refreshed_at DESC"
-            ),
-            &[],
-        )
-        .await
-        .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-        .unwrap_or_default()
-}
-
 /// Each view's last refresh by pgmaint and its age in seconds, for `tasks`
 /// and (later) the staleness check.
 pub async fn refresh_ages(
@@ -290,7 +278,7 @@ impl Task for RefreshSpec {
     type Plan = Vec<ViewPlan>;
 
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<Vec<ViewPlan>, TaskError> {
-        self.plan(ctx.client, &ctx.state_schema)
+        self.plan(ctx.client, Some(&ctx.state_schema))
             .await
             .map_err(|p| super::purge::joined(&p))
     }
@@ -366,6 +354,6 @@ impl Task for RefreshSpec {
     }
 
     async fn check(&self, client: &Client) -> Vec<CheckProblem> {
-        self.plan(client, "pgmaint").await.err().unwrap_or_default()
+        self.plan(client, None).await.err().unwrap_or_default()
     }
 }
