@@ -62,8 +62,8 @@ pub async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<bool, CliError> {
     let lock_timeout = config
         .database
         .lock_timeout
-        .map(|d| d.as_pg_setting())
-        .unwrap_or_else(|| "1s".into());
+        .unwrap_or(crate::config::TaskOptions::BUILT_IN.lock_timeout)
+        .as_pg_setting();
     let result = backup::restore(
         &mut client,
         schema,

@@ -70,7 +70,8 @@ pub struct TaskOptions {
 }
 
 impl TaskOptions {
-    const BUILT_IN: TaskOptions = TaskOptions {
+    /// pgmaint's own defaults, before `[database]`, `[defaults]` and tasks.
+    pub const BUILT_IN: TaskOptions = TaskOptions {
         batch_size: 5000,
         max_runtime: None,
         pause: Duration(std::time::Duration::ZERO),
