@@ -134,98 +134,71 @@ pub async fn maintenance_age(
 pub async fn table_bloat(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
     // Expected size: rows x (average width + 24-byte header + 4-byte line
     // pointer), packed into 8 kB pages.
-    let rows = ctx
-        .client
-        .query(
-            "SELECT c.oid, n.nspname || '.' || c.relname, pg_relation_size(c.oid)::float8,
-                    greatest(c.reltuples, 0)::float8 * (coalesce(w.width, 0) + 28) * 8192 / 8168 AS expected
-               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-               LEFT JOIN (SELECT schemaname, tablename, sum(avg_width)::float8 AS width FROM pg_stats GROUP BY 1, 2) w
-                      ON w.schemaname = n.nspname AND w.tablename = c.relname
-              WHERE c.relkind IN ('r', 'm') AND c.relpages::bigint * 8192 >= $1 AND pg_relation_size(c.oid) >= $1
-                AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'",
-            &[&BLOAT_MIN_BYTES],
-        )
-        .await?;
-    let exact = ctx.exact && has_extension(ctx.client, "pgstattuple").await?;
+    bloat(
+        ctx,
+        "SELECT c.oid, n.nspname || '.' || c.relname, pg_relation_size(c.oid)::float8,
+                greatest(c.reltuples, 0)::float8 * (coalesce(w.width, 0) + 28) * 8192 / 8168 AS expected
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           LEFT JOIN (SELECT schemaname, tablename, sum(avg_width)::float8 AS width FROM pg_stats GROUP BY 1, 2) w
+                  ON w.schemaname = n.nspname AND w.tablename = c.relname
+          WHERE c.relkind IN ('r', 'm') AND c.relpages::bigint * 8192 >= $1 AND pg_relation_size(c.oid) >= $1
+            AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'",
+        "SELECT (approx_free_percent + dead_tuple_percent) / 100 FROM pgstattuple_approx($1::oid::regclass)",
+        "VACUUM FULL or pg_repack rewrites it (VACUUM FULL locks it); then keep autovacuum ahead of it",
+    )
+    .await
+}
+
+pub async fn index_bloat(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+    // Expected size: entries x (key width + 8-byte tuple header + 4-byte
+    // line pointer), leaves filled to 90%, plus the meta page. Measured: a
+    // fresh B-tree packs its leaves to 90%.
+    bloat(
+        ctx,
+        "SELECT i.indexrelid, n.nspname || '.' || c.relname, pg_relation_size(i.indexrelid)::float8,
+                greatest(c.reltuples, 0)::float8 * (coalesce((SELECT sum(s.avg_width) FROM pg_attribute a
+                    JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = t.relname AND s.attname = a.attname
+                   WHERE a.attrelid = t.oid AND a.attnum = ANY (i.indkey)), 0) + 12) / 0.9 + 8192
+           FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am am ON am.oid = c.relam
+          WHERE am.amname = 'btree' AND i.indisvalid AND c.relpages::bigint * 8192 >= $1 AND pg_relation_size(i.indexrelid) >= $1
+            AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'",
+        "SELECT greatest(0, 1 - avg_leaf_density / 90) FROM pgstatindex($1::oid::regclass)",
+        "REINDEX INDEX CONCURRENTLY rebuilds it without blocking writes (a `reindex` task can)",
+    )
+    .await
+}
+
+/// Bloat of the relations `list` returns (oid, name, size, expected size;
+/// `$1` the minimum size): measured by `exact` (`$1` the oid, the bloat as
+/// a fraction) with `--exact` and pgstattuple, within the time budget, and
+/// estimated from the expected size otherwise. Each figure says which.
+async fn bloat(
+    ctx: &CheckContext<'_>,
+    list: &str,
+    exact: &str,
+    advice: &str,
+) -> Result<Outcome, tokio_postgres::Error> {
+    let rows = ctx.client.query(list, &[&BLOAT_MIN_BYTES]).await?;
+    let measure = ctx.exact && has_extension(ctx.client, "pgstattuple").await?;
     let started = Instant::now();
     let mut findings = Vec::new();
     for r in rows {
         let (oid, size, expected): (u32, f64, f64) = (r.get(0), r.get(2), r.get(3));
-        let (bloat, how) = if exact && started.elapsed() < EXACT_BUDGET {
-            let measured: f64 = ctx
-                .client
-                .query_one("SELECT (approx_free_percent + dead_tuple_percent) / 100 FROM pgstattuple_approx($1::oid::regclass)", &[&oid])
-                .await?
-                .get(0);
+        let (bloat, how) = if measure && started.elapsed() < EXACT_BUDGET {
+            let measured: f64 = ctx.client.query_one(exact, &[&oid]).await?.get(0);
             (measured, "exact")
         } else {
             ((1.0 - expected / size).max(0.0), "estimate")
         };
-        let mut f = measured(
-            ctx,
-            r.get(1),
-            bloat,
-            percent,
-            "VACUUM FULL or pg_repack rewrites it (VACUUM FULL locks it); then keep autovacuum ahead of it",
-        );
+        let mut f = measured(ctx, r.get(1), bloat, percent, advice);
         f.value = format!("{} ({how}) of {}", percent(bloat), human_bytes(size));
         if f.status > Level::Ok {
             findings.push(f);
         }
     }
-    let summary = if ctx.exact && !exact {
-        Some("pgstattuple is not installed: figures are estimates (CREATE EXTENSION pgstattuple for --exact)".into())
-    } else {
-        None
-    };
+    let summary = (ctx.exact && !measure).then(|| {
+        "pgstattuple is not installed: figures are estimates (CREATE EXTENSION pgstattuple for --exact)".to_string()
+    });
     Ok(Outcome::Findings(findings, summary))
-}
-
-pub async fn index_bloat(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
-    let rows = ctx
-        .client
-        .query(
-            "SELECT i.indexrelid, n.nspname || '.' || c.relname, pg_relation_size(i.indexrelid)::float8,
-                    greatest(c.reltuples, 0)::float8 * (coalesce((SELECT sum(s.avg_width) FROM pg_attribute a
-                        JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = t.relname AND s.attname = a.attname
-                       WHERE a.attrelid = t.oid AND a.attnum = ANY (i.indkey)), 0) + 12) / 0.9 + 8192
-               FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid
-               JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am am ON am.oid = c.relam
-              WHERE am.amname = 'btree' AND i.indisvalid AND c.relpages::bigint * 8192 >= $1 AND pg_relation_size(i.indexrelid) >= $1
-                AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'",
-            &[&BLOAT_MIN_BYTES],
-        )
-        .await?;
-    let exact = ctx.exact && has_extension(ctx.client, "pgstattuple").await?;
-    let started = Instant::now();
-    let mut findings = Vec::new();
-    for r in rows {
-        let (oid, size, expected): (u32, f64, f64) = (r.get(0), r.get(2), r.get(3));
-        let (bloat, how) = if exact && started.elapsed() < EXACT_BUDGET {
-            let density: f64 = ctx
-                .client
-                .query_one(
-                    "SELECT avg_leaf_density FROM pgstatindex($1::oid::regclass)",
-                    &[&oid],
-                )
-                .await?
-                .get(0);
-            ((1.0 - density / 90.0).max(0.0), "exact")
-        } else {
-            ((1.0 - expected / size).max(0.0), "estimate")
-        };
-        let mut f = measured(
-            ctx,
-            r.get(1),
-            bloat,
-            percent,
-            "REINDEX INDEX CONCURRENTLY rebuilds it without blocking writes (a `reindex` task can)",
-        );
-        f.value = format!("{} ({how}) of {}", percent(bloat), human_bytes(size));
-        if f.status > Level::Ok {
-            findings.push(f);
-        }
-    }
-    Ok(Outcome::Findings(findings, None))
 }
