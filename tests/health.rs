@@ -8,14 +8,7 @@ use std::time::Duration;
 
 use common::TestDb;
 
-fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check {name} in {report}"))
-}
+use common::health_check as check;
 
 /// Fails unless `name` reports `status` with a finding whose object
 /// contains `object`.

@@ -6,14 +6,7 @@ mod common;
 
 use common::TestDb;
 
-fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check {name} in {report}"))
-}
+use common::health_check as check;
 
 #[tokio::test]
 async fn a_check_that_cannot_get_its_lock_reports_unknown_and_the_others_still_report() {

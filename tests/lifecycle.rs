@@ -266,12 +266,7 @@ async fn a_critical_task_needs_yes_or_a_confirmation_on_a_terminal() {
 
     // On a terminal: the plan is shown, then a question. "n" changes nothing.
     let on_terminal = |answer: &str| {
-        let command = format!(
-            "stty cols 120 rows 40; {} --config {} --database-url '{}' run wipe",
-            env!("CARGO_BIN_EXE_pgmaint"),
-            db.dir.path().join("pgmaint.toml").display(),
-            db.url
-        );
+        let command = db.terminal_command("run wipe");
         let mut child = std::process::Command::new("script")
             .args(["-qfec", &command, "/dev/null"])
             .stdin(std::process::Stdio::piped())

@@ -431,12 +431,7 @@ async fn a_terminal_gets_a_progress_bar_and_a_pipe_does_not() {
     // 5,000 expired rows in batches of 250 with a 100ms pause: about 2s of
     // work, past the 1.5s after which the bar appears.
     let db = tokens("batch_size = 250\npause = \"100ms\"").await;
-    let command = format!(
-        "stty cols 120 rows 40; {} --config {} --database-url '{}' run expired_tokens",
-        env!("CARGO_BIN_EXE_pgmaint"),
-        db.dir.path().join("pgmaint.toml").display(),
-        db.url
-    );
+    let command = db.terminal_command("run expired_tokens");
     let transcript = db.dir.path().join("terminal.out");
     let status = tokio::process::Command::new("script")
         .args(["-qfec", &command])

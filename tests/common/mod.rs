@@ -83,6 +83,17 @@ impl TestDb {
         command
     }
 
+    /// A shell command line that runs pgmaint with `args` on a terminal 120
+    /// columns wide (for `script`, which gives it a pseudo-terminal).
+    pub fn terminal_command(&self, args: &str) -> String {
+        format!(
+            "stty cols 120 rows 40; {} --config {} --database-url '{}' {args}",
+            env!("CARGO_BIN_EXE_pgmaint"),
+            self.dir.path().join("pgmaint.toml").display(),
+            self.url
+        )
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.client()
             .await
@@ -137,4 +148,14 @@ impl Run {
         );
         self
     }
+}
+
+/// One check of a `pgmaint health --json` report.
+pub fn health_check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {report}"))
 }
