@@ -23,7 +23,7 @@ Examples:
 Exit codes: 0 success; 1 a task failed; 2 bad usage or bad config (nothing was changed).";
 
 #[derive(Debug, Parser)]
-#[command(name = "pgmaint", version, about = "Keeps PostgreSQL databases healthy: batched purges on schedules, with an audit trail.", after_help = EXAMPLES)]
+#[command(name = "pgmaint", version, about = "Keeps PostgreSQL databases healthy: batched purges and archives, upkeep, schedules, health checks, with an audit trail.", after_help = EXAMPLES)]
 pub struct Cli {
     /// Config file [default: $PGMAINT_CONFIG, then ./pgmaint.toml]
     #[arg(long, global = true, value_name = "FILE")]

@@ -1,7 +1,9 @@
-//! pgmaint keeps PostgreSQL databases healthy: it purges expired data in
-//! safe batches, records every run in an audit trail, and shows what it
-//! would do before doing it. The `pgmaint` binary is a thin shell around
-//! this library; tests and (later) the daemon call the same functions.
+//! pgmaint keeps PostgreSQL databases healthy: it purges, archives and
+//! backs up expired data in safe batches, keeps views, indexes, statistics
+//! and partitions in shape, runs all of it on schedules, records every run
+//! in an audit trail, shows what it would do before doing it, and checks
+//! the database's health. The `pgmaint` binary is a thin shell around this
+//! library; the tests, the daemon and its API call the same functions.
 
 pub mod backup;
 pub mod cli;

@@ -1,6 +1,6 @@
 //! Carries out a run: records it, takes each task's lock so no two
 //! processes work on one task, runs (or dry-runs) the tasks in order and
-//! records each outcome. The CLI, and later the scheduler and the API, all
+//! records each outcome. The CLI, the daemon's scheduler and the API all
 //! start runs through here.
 
 use std::time::{Duration, Instant};

@@ -9,7 +9,6 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::Client;
 
-use super::purge::joined;
 use super::rows::{Filter, walkable_table};
 use super::walk::{Copy, WalkPlan};
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
@@ -295,8 +294,10 @@ impl Task for ArchiveSpec {
     type Plan = ArchivePlan;
 
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<ArchivePlan, TaskError> {
-        let (source, filter_sql, archive, missing) =
-            self.validate(ctx.client).await.map_err(|p| joined(&p))?;
+        let (source, filter_sql, archive, missing) = self
+            .validate(ctx.client)
+            .await
+            .map_err(|p| TaskError::from_problems(&p))?;
         let create = if missing {
             let key = db::primary_key(&*ctx.client, source.oid).await?;
             Some(create_statement(

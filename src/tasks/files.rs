@@ -184,7 +184,7 @@ impl Task for FilesSpec {
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<FilesPlan, TaskError> {
         let problems = self.validate(ctx.client).await;
         if !problems.is_empty() {
-            return Err(super::purge::joined(&problems));
+            return Err(TaskError::from_problems(&problems));
         }
         let root = std::fs::canonicalize(&self.path)
             .map_err(|e| TaskError::Io(format!("cannot resolve {}: {e}", self.path)))?;

@@ -367,6 +367,18 @@ pub enum TaskError {
 }
 
 impl TaskError {
+    /// `check`'s problems as one line, for a run that finds its target is
+    /// not what the config says.
+    pub fn from_problems(problems: &[CheckProblem]) -> TaskError {
+        TaskError::Target(
+            problems
+                .iter()
+                .map(|p| format!("{}: {}", p.key, p.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    }
+
     /// A batch's error, with a foreign key that blocks a delete named in
     /// words a person can act on.
     pub fn from_batch(err: &tokio_postgres::Error, table: &crate::sql::TableName) -> TaskError {

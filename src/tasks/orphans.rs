@@ -8,7 +8,6 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::Client;
 
-use super::purge::joined;
 use super::rows::walkable_table;
 use super::walk::{Copy, WalkPlan};
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
@@ -282,8 +281,10 @@ impl Task for OrphansSpec {
     type Plan = OrphansPlan;
 
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<OrphansPlan, TaskError> {
-        let (child, parent, filter_sql) =
-            self.validate(ctx.client).await.map_err(|p| joined(&p))?;
+        let (child, parent, filter_sql) = self
+            .validate(ctx.client)
+            .await
+            .map_err(|p| TaskError::from_problems(&p))?;
         Ok(OrphansPlan {
             child,
             parent,

@@ -538,7 +538,7 @@ impl Task for PartitionsSpec {
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<PartitionsPlan, TaskError> {
         self.plan(ctx.client)
             .await
-            .map_err(|p| super::purge::joined(&p))
+            .map_err(|p| TaskError::from_problems(&p))
     }
 
     async fn describe(

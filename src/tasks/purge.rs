@@ -51,17 +51,6 @@ impl PurgeSpec {
     }
 }
 
-/// Problems as one line, for a run that finds its target changed.
-pub fn joined(problems: &[CheckProblem]) -> TaskError {
-    TaskError::Target(
-        problems
-            .iter()
-            .map(|p| format!("{}: {}", p.key, p.message))
-            .collect::<Vec<_>>()
-            .join("; "),
-    )
-}
-
 pub struct PurgePlan {
     walk: WalkPlan,
     info: TableInfo,
@@ -71,7 +60,10 @@ impl Task for PurgeSpec {
     type Plan = PurgePlan;
 
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<PurgePlan, TaskError> {
-        let (info, filter_sql) = self.validate(ctx.client).await.map_err(|p| joined(&p))?;
+        let (info, filter_sql) = self
+            .validate(ctx.client)
+            .await
+            .map_err(|p| TaskError::from_problems(&p))?;
         let cutoff = self.filter.cutoff(ctx.client).await?;
         Ok(PurgePlan {
             walk: WalkPlan {

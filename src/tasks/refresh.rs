@@ -280,7 +280,7 @@ impl Task for RefreshSpec {
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<Vec<ViewPlan>, TaskError> {
         self.plan(ctx.client, Some(&ctx.state_schema))
             .await
-            .map_err(|p| super::purge::joined(&p))
+            .map_err(|p| TaskError::from_problems(&p))
     }
 
     async fn describe(

@@ -300,7 +300,7 @@ impl Task for ReindexSpec {
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<Vec<IndexPlan>, TaskError> {
         self.plan(ctx.client)
             .await
-            .map_err(|p| super::purge::joined(&p))
+            .map_err(|p| TaskError::from_problems(&p))
     }
 
     async fn describe(

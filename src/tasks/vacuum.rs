@@ -292,7 +292,7 @@ impl Task for VacuumSpec {
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<Vec<Chosen>, TaskError> {
         self.choose(ctx.client)
             .await
-            .map_err(|p| super::purge::joined(&p))
+            .map_err(|p| TaskError::from_problems(&p))
     }
 
     async fn describe(
