@@ -349,21 +349,12 @@ impl BackupWriter {
             });
         }
         let q = quote_ident(&self.schema);
-        let recorded = async {
-            client
-                .execute(
-                    &format!("INSERT INTO {q}.backup_files (backup_id, seq, file, rows, sha256) VALUES ($1, $2, $3, $4, $5)"),
-                    &[&self.id, &seq, &name, &(rows.len() as i64), &sha256],
-                )
-                .await?;
-            client
-                .execute(
-                    &format!("UPDATE {q}.backups SET rows = rows + $2, files = files + 1 WHERE id = $1"),
-                    &[&self.id, &(rows.len() as i64)],
-                )
-                .await
-        }
-        .await;
+        let recorded = client
+            .execute(
+                &format!("INSERT INTO {q}.backup_files (backup_id, seq, file, rows, sha256) VALUES ($1, $2, $3, $4, $5)"),
+                &[&self.id, &seq, &name, &(rows.len() as i64), &sha256],
+            )
+            .await;
         if let Err(err) = recorded {
             for path in &paths {
                 let _ = std::fs::remove_file(path);
@@ -460,7 +451,7 @@ async fn sweep(client: &Client, schema: &str, task: &str) -> Result<(), BackupEr
     let backups = client
         .query(
             &format!(
-                "SELECT b.id, b.dir, b.files, b.file_prefix, b.purpose,
+                "SELECT b.id, b.dir, count(f.file)::int, b.file_prefix, b.purpose,
                         coalesce(array_agg(f.file) FILTER (WHERE f.file IS NOT NULL), '{{}}')
                    FROM {q}.backups b LEFT JOIN {q}.backup_files f ON f.backup_id = b.id
                   WHERE b.task = $1 GROUP BY b.id"
@@ -571,8 +562,10 @@ pub async fn list(client: &Client, schema: &str) -> Result<Vec<BackupRecord>, Ba
     Ok(client
         .query(
             &format!(
-                "SELECT id, task, table_schema || '.' || table_name, rows, created_at, dir
-                   FROM {q}.backups WHERE purpose = 'backup' ORDER BY id DESC"
+                "SELECT b.id, b.task, b.table_schema || '.' || b.table_name,
+                        coalesce((SELECT sum(f.rows) FROM {q}.backup_files f WHERE f.backup_id = b.id), 0)::bigint,
+                        b.created_at, b.dir
+                   FROM {q}.backups b WHERE b.purpose = 'backup' ORDER BY b.id DESC"
             ),
             &[],
         )

@@ -50,8 +50,6 @@ pub const STEPS: &[&str] = &[
         table_name    text NOT NULL,
         columns       jsonb NOT NULL,
         dir           text NOT NULL,
-        rows          bigint NOT NULL DEFAULT 0,
-        files         integer NOT NULL DEFAULT 0,
         created_at    timestamptz NOT NULL DEFAULT now()
     );
     CREATE INDEX backups_task ON {schema}.backups (task, id);
