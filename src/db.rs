@@ -39,6 +39,19 @@ pub fn is_transient(err: &tokio_postgres::Error) -> bool {
     )
 }
 
+/// Runs `work` in a read-only transaction that is rolled back afterwards,
+/// so what a dry run or check reads can change nothing. `work` is a future:
+/// it does nothing until awaited here, after BEGIN.
+pub async fn read_only<T>(
+    client: &Client,
+    work: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, tokio_postgres::Error> {
+    client.batch_execute("BEGIN READ ONLY").await?;
+    let result = work.await;
+    client.batch_execute("ROLLBACK").await?;
+    result
+}
+
 /// Sets a session setting through a parameter (`set_config`), so no value
 /// is pasted into SQL.
 pub async fn set_session(

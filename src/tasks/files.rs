@@ -139,11 +139,9 @@ impl FilesSpec {
         let Some(query) = &self.keep_referenced else {
             return Ok(HashSet::new());
         };
-        client.batch_execute("BEGIN READ ONLY").await?;
-        let rows = client.simple_query(query).await;
-        client.batch_execute("ROLLBACK").await?;
+        let rows = db::read_only(client, client.simple_query(query)).await?;
         let mut paths = HashSet::new();
-        for message in rows? {
+        for message in rows {
             if let tokio_postgres::SimpleQueryMessage::Row(row) = message
                 && let Some(text) = row.get(0)
             {

@@ -197,8 +197,7 @@ impl OrphansSpec {
         client: &Client,
         plan: &OrphansPlan,
     ) -> Result<(u64, Vec<serde_json::Value>), tokio_postgres::Error> {
-        client.batch_execute("BEGIN READ ONLY").await?;
-        let result = async {
+        crate::db::read_only(client, async {
             let count: i64 = client
                 .query_one(
                     &sql::count_matching(&plan.child.name, &plan.filter_sql),
@@ -233,11 +232,9 @@ impl OrphansSpec {
                     serde_json::Value::Object(key)
                 })
                 .collect();
-            Ok::<_, tokio_postgres::Error>((count as u64, samples))
-        }
-        .await;
-        client.batch_execute("ROLLBACK").await?;
-        result
+            Ok((count as u64, samples))
+        })
+        .await
     }
 
     fn walk(&self, plan: &OrphansPlan) -> WalkPlan {

@@ -97,7 +97,7 @@ impl Filter {
             Filter::Where { predicate } => {
                 let filter_sql = sql::predicate(predicate);
                 let explain = sql::explain_matching(&info.name, &filter_sql);
-                if let Err(err) = read_only(client, &explain).await {
+                if let Err(err) = db::read_only(client, client.query(&explain, &[])).await {
                     return Err(vec![problem(
                         "where",
                         format!(
@@ -172,14 +172,6 @@ impl Filter {
             Filter::Where { .. } => None,
         })
     }
-}
-
-/// Runs one statement in a read-only transaction and discards the result.
-pub async fn read_only(client: &Client, statement: &str) -> Result<(), tokio_postgres::Error> {
-    client.batch_execute("BEGIN READ ONLY").await?;
-    let result = client.query(statement, &[]).await;
-    client.batch_execute("ROLLBACK").await?;
-    result.map(|_| ())
 }
 
 /// Looks the table up for a batched task, refusing what a page walk cannot

@@ -91,8 +91,7 @@ impl WalkPlan {
     ) -> Result<Outcome, TaskError> {
         let returning = !matches!(copy, Copy::Nowhere);
         let client = &*ctx.client;
-        client.batch_execute("BEGIN READ ONLY").await?;
-        let described = async {
+        let described = db::read_only(client, async {
             let filter = self.filter_alone();
             let params = self.filter_params();
             let explain: serde_json::Value = client
@@ -121,10 +120,9 @@ impl WalkPlan {
                     serde_json::from_str(row.get::<_, &str>(0)).unwrap_or(serde_json::Value::Null)
                 })
                 .collect();
-            Ok::<_, tokio_postgres::Error>((rows, exact, samples))
-        }
+            Ok((rows, exact, samples))
+        })
         .await;
-        client.batch_execute("ROLLBACK").await?;
         let (rows, exact, samples) = described?;
         let batches = rows.div_ceil(ctx.options.batch_size);
         let mut params = json!({
