@@ -325,7 +325,7 @@ async fn export_only_survives_kill_9_with_every_row_in_the_table_or_one_file() {
         &path,
         std::fs::read_to_string(&path)
             .unwrap()
-            .replace("batch_size = 700", "batch_size = 50"),
+            .replace("batch_size = 700", "batch_size = 20"),
     )
     .unwrap();
     let before = checksum(&db, "SELECT * FROM ledger").await;
