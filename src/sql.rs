@@ -72,7 +72,8 @@ pub enum Destination {
 /// What a batch statement of a ctid walk is made of.
 pub struct WalkBatch<'a> {
     pub table: &'a TableName,
-    /// The row filter, with its parameter (if any) written as `$4`.
+    /// The row filter, with its parameter (if any) written as `$4`. It is
+    /// pasted as it is into every statement form: never edited.
     pub filter: &'a str,
     /// The columns a move copies and a returning batch sends back.
     pub columns: &'a [String],
@@ -80,6 +81,18 @@ pub struct WalkBatch<'a> {
     /// Send every removed row back, each column as text (for backups).
     pub returning: bool,
 }
+
+/// The parameters every statement of a walk is prepared with, in this
+/// order, whether it uses them or not: `$1` first page, `$2` page after the
+/// batch, `$3` the batch's row limit, `$4` the cutoff of `older_than`.
+/// One numbering for every form means the filter's text is the same in the
+/// dry run's count and in both batch forms: no statement renumbers it.
+pub const WALK_PARAMS: [tokio_postgres::types::Type; 4] = [
+    tokio_postgres::types::Type::INT8,
+    tokio_postgres::types::Type::INT8,
+    tokio_postgres::types::Type::INT8,
+    tokio_postgres::types::Type::TIMESTAMPTZ,
+];
 
 const PAGE_RANGE: &str =
     "ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid";
@@ -91,8 +104,8 @@ const PAGE_RANGE: &str =
 /// `limited` caps the batch at `$3` rows in page order (for windows that
 /// might hold more than a batch); the filter is then repeated on the DELETE
 /// so a row updated meanwhile is checked again in its new version. Without
-/// it, the matching rows of the window go straight from the scan, and the
-/// filter's parameter is `$3`.
+/// it, the matching rows of the window go straight from the scan. Both
+/// forms take the parameters of [`WALK_PARAMS`].
 ///
 /// The statement returns `(count, last page touched)`, or with `returning`
 /// one row per removed row: its page, then each column as text. A plain
@@ -105,7 +118,7 @@ pub fn walk_batch(batch: &WalkBatch<'_>, limited: bool) -> String {
             filter = batch.filter
         )
     } else {
-        format!("{PAGE_RANGE} AND {}", batch.filter.replace("$4", "$3"))
+        format!("{PAGE_RANGE} AND {}", batch.filter)
     };
     let plain = matches!(batch.destination, Destination::Delete) && !batch.returning;
     if plain && !limited {
@@ -252,9 +265,25 @@ mod tests {
         let narrow = walk_batch(&batch(&t, &f, &[], &Destination::Delete, false), false);
         assert!(narrow.starts_with("DELETE FROM"), "{narrow}");
         assert!(
-            narrow.ends_with("\"created_at\" < $3::timestamptz"),
+            narrow.ends_with("\"created_at\" < $4::timestamptz"),
             "{narrow}"
         );
+    }
+
+    #[test]
+    fn every_form_keeps_the_filter_text_as_written() {
+        let t = TableName::new("public", "t");
+        let f = predicate("note = 'costs $45' OR note = '$3 -- not a comment'");
+        for limited in [true, false] {
+            for returning in [true, false] {
+                let statement = walk_batch(
+                    &batch(&t, &f, &[], &Destination::Delete, returning),
+                    limited,
+                );
+                assert!(statement.contains(&f), "{statement}");
+            }
+        }
+        assert!(count_matching(&t, &f).ends_with(&f));
     }
 
     #[test]

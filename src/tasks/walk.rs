@@ -53,17 +53,24 @@ pub struct WalkPlan {
 }
 
 impl WalkPlan {
-    /// The parameters of the filter, numbered after the batch's own.
-    fn filter_params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        match &self.cutoff {
-            Some(cutoff) => vec![cutoff],
-            None => vec![],
-        }
+    /// The cutoff, as the `$4` every walk statement takes ([`sql::WALK_PARAMS`]).
+    fn cutoff_param(&self) -> &(dyn ToSql + Sync) {
+        &self.cutoff
     }
 
-    /// The filter's SQL for a statement where it is the only parameter user.
-    fn filter_alone(&self) -> String {
-        self.filter_sql.replace("$4", "$1")
+    /// Runs one of the dry run's reads of the matching rows: prepared with
+    /// the walk's parameters so the filter's text is the batches' own, the
+    /// page and limit parameters left NULL.
+    async fn read_matching(
+        &self,
+        client: &tokio_postgres::Client,
+        statement: &str,
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let prepared = client.prepare_typed(statement, &sql::WALK_PARAMS).await?;
+        let none: Option<i64> = None;
+        client
+            .query(&prepared, &[&none, &none, &none, self.cutoff_param()])
+            .await
     }
 
     fn statement(&self, limited: bool, returning: bool) -> String {
@@ -92,27 +99,28 @@ impl WalkPlan {
         let returning = !matches!(copy, Copy::Nowhere);
         let client = &*ctx.client;
         let described = db::read_only(client, async {
-            let filter = self.filter_alone();
-            let params = self.filter_params();
-            let explain: serde_json::Value = client
-                .query_one(&sql::explain_matching(&self.table, &filter), &params)
-                .await?
+            let explain: serde_json::Value = self
+                .read_matching(
+                    client,
+                    &sql::explain_matching(&self.table, &self.filter_sql),
+                )
+                .await?[0]
                 .get(0);
             let estimate = explain[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0) as u64;
             let exact = self.estimated_rows <= ctx.options.exact_count_limit as f64;
             let rows = if exact {
-                let count: i64 = client
-                    .query_one(&sql::count_matching(&self.table, &filter), &params)
-                    .await?
+                let count: i64 = self
+                    .read_matching(client, &sql::count_matching(&self.table, &self.filter_sql))
+                    .await?[0]
                     .get(0);
                 count as u64
             } else {
                 estimate
             };
-            let samples: Vec<serde_json::Value> = client
-                .query(
-                    &sql::sample_matching(&self.table, &filter, SAMPLE_ROWS),
-                    &params,
+            let samples: Vec<serde_json::Value> = self
+                .read_matching(
+                    client,
+                    &sql::sample_matching(&self.table, &self.filter_sql, SAMPLE_ROWS),
                 )
                 .await?
                 .iter()
@@ -147,8 +155,7 @@ impl WalkPlan {
                 self.pages, self.table
             ),
             self.statement(true, returning),
-            "-- windows that cannot hold more than a batch ($3 is then the cutoff, if any):"
-                .to_string(),
+            "-- windows that cannot hold more than a batch ($3 unused):".to_string(),
             self.statement(false, returning),
         ];
         match &copy {
@@ -208,10 +215,13 @@ impl WalkPlan {
             db::set_session(ctx.client, "plan_cache_mode", "force_custom_plan").await?;
         }
         let statements = Statements {
-            limited: ctx.client.prepare(&self.statement(true, returning)).await?,
+            limited: ctx
+                .client
+                .prepare_typed(&self.statement(true, returning), &sql::WALK_PARAMS)
+                .await?,
             narrow: ctx
                 .client
-                .prepare(&self.statement(false, returning))
+                .prepare_typed(&self.statement(false, returning), &sql::WALK_PARAMS)
                 .await?,
         };
         ctx.log_statement(&self.statement(true, returning));
@@ -319,12 +329,12 @@ impl WalkPlan {
         &self,
         client: &tokio_postgres::Client,
     ) -> Result<u64, tokio_postgres::Error> {
-        let explain: serde_json::Value = client
-            .query_one(
-                &sql::explain_matching(&self.table, &self.filter_alone()),
-                &self.filter_params(),
+        let explain: serde_json::Value = self
+            .read_matching(
+                client,
+                &sql::explain_matching(&self.table, &self.filter_sql),
             )
-            .await?
+            .await?[0]
             .get(0);
         Ok(explain[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0) as u64)
     }
@@ -469,12 +479,7 @@ impl<'p> Walk<'p> {
     ) -> Result<Attempt, TaskError> {
         let limit = self.batch_size as i64;
         let narrow = to - from <= self.narrow_window;
-        let mut params: Vec<&(dyn ToSql + Sync)> = if narrow {
-            vec![&from, &to]
-        } else {
-            vec![&from, &to, &limit]
-        };
-        params.extend(self.plan.filter_params());
+        let params: [&(dyn ToSql + Sync); 4] = [&from, &to, &limit, self.plan.cutoff_param()];
         let statement = if narrow {
             &statements.narrow
         } else {
