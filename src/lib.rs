@@ -16,6 +16,8 @@ pub mod db;
 pub mod health;
 pub mod notify;
 pub mod output;
+pub(crate) mod predicate;
+pub(crate) mod retention;
 pub mod runner;
 pub mod schedule;
 pub mod sql;

@@ -15,6 +15,7 @@ use tokio_postgres::Client;
 use super::{CheckProblem, Counters, Outcome, ReportProblem, Task, TaskContext, TaskError};
 use crate::config::file::TaskFile;
 use crate::db;
+use crate::retention;
 use crate::status::Status;
 
 /// The dry run lists at most this many files.
@@ -54,12 +55,18 @@ impl FilesSpec {
                 Some("add `path = \"/var/app/uploads/tmp\"`".into()),
             );
         }
-        if file.older_than.is_none() {
-            report(
+        match &file.older_than {
+            None => report(
                 "older_than",
                 "a files task needs `older_than`".into(),
                 Some("add e.g. `older_than = \"7 days\"`".into()),
-            );
+            ),
+            Some(age) => {
+                if let Err(problem) = retention::check_written(age) {
+                    report("older_than", problem.message, Some(problem.help));
+                    return None;
+                }
+            }
         }
         let pattern = file.pattern.clone().unwrap_or_else(|| "*".into());
         if let Err(err) = Glob::new(&pattern) {
@@ -86,31 +93,14 @@ impl FilesSpec {
 
     async fn validate(&self, client: &Client) -> Vec<CheckProblem> {
         let mut problems = Vec::new();
-        match std::fs::metadata(&self.path) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => problems.push(CheckProblem {
-                key: "path",
-                message: format!("{} is not a directory", self.path),
-                help: None,
-            }),
-            Err(err) => problems.push(CheckProblem {
-                key: "path",
-                message: format!("cannot read directory {}: {err}", self.path),
-                help: Some(
-                    "create it, or fix the path (relative paths are from where pgmaint runs)"
-                        .into(),
-                ),
-            }),
+        if let Err(problem) = safe_root(Path::new(&self.path)) {
+            problems.push(problem);
         }
-        if let Err(err) = age(client, &self.older_than).await {
+        if let Err(age) = retention::check_live(client, &self.older_than).await {
             problems.push(CheckProblem {
                 key: "older_than",
-                message: format!(
-                    "`{}` is not a PostgreSQL interval: {}",
-                    self.older_than,
-                    db::describe(&err)
-                ),
-                help: Some("write e.g. \"7 days\", \"12 hours\"".into()),
+                message: age.message,
+                help: Some(age.help),
             });
         }
         if let Some(query) = &self.keep_referenced {
@@ -152,6 +142,98 @@ impl FilesSpec {
     }
 }
 
+/// Directories a files task never cleans: the system's own (whatever is
+/// under them belongs to the system or to other users), and the tops of
+/// the trees applications keep their own directories in.
+const SYSTEM_DIRECTORIES: &[&str] = &[
+    "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media",
+    "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var",
+    "/var/lib", "/var/log", "/var/tmp",
+];
+
+/// System trees nothing under which is an application's to clean.
+const SYSTEM_TREES: &[&str] = &[
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/sbin",
+    "/sys",
+    "/usr/bin",
+    "/usr/lib",
+    "/usr/sbin",
+    "/usr/share",
+];
+
+/// The directory a files task may clean: `path` resolved through `..` and
+/// symlinks must exist, be a directory owned by the user pgmaint runs as,
+/// and be none of the filesystem root, a system directory or that user's
+/// home directory. Checked against the filesystem wherever the config is
+/// checked (`check`, `plan`, `run`) and again before each run's walk, since
+/// the directory can change between the two.
+fn safe_root(path: &Path) -> Result<PathBuf, CheckProblem> {
+    let refuse = |message: String, help: &str| CheckProblem {
+        key: "path",
+        message,
+        help: Some(help.into()),
+    };
+    let shown = path.display();
+    let root = std::fs::canonicalize(path).map_err(|err| {
+        refuse(
+            format!("cannot use directory {shown}: {err}"),
+            "create it, or fix the path (relative paths are relative to the config file)",
+        )
+    })?;
+    let resolved = if root.as_path() == path {
+        String::new()
+    } else {
+        format!(" (resolved to {})", root.display())
+    };
+    let home = std::env::var_os("HOME").and_then(|h| std::fs::canonicalize(h).ok());
+    let system = root.parent().is_none()
+        || SYSTEM_DIRECTORIES.iter().any(|d| root == Path::new(d))
+        || SYSTEM_TREES.iter().any(|d| root.starts_with(d))
+        || home.as_deref() == Some(root.as_path());
+    if system {
+        return Err(refuse(
+            format!(
+                "{shown}{resolved} is the filesystem root, a system directory or a home directory; a files task removes files under its path"
+            ),
+            "point `path` at the application's own directory, e.g. \"/var/app/uploads/tmp\"",
+        ));
+    }
+    let metadata = std::fs::metadata(&root).map_err(|err| {
+        refuse(
+            format!("cannot read directory {shown}: {err}"),
+            "check its permissions",
+        )
+    })?;
+    if !metadata.is_dir() {
+        return Err(refuse(
+            format!("{shown}{resolved} is not a directory"),
+            "point `path` at the directory whose files are to be removed",
+        ));
+    }
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if metadata.uid() != uid {
+        return Err(refuse(
+            format!(
+                "{shown}{resolved} is owned by uid {}, not by the user pgmaint runs as (uid {uid})",
+                metadata.uid()
+            ),
+            "run pgmaint as the application's user, or point `path` at a directory that user owns",
+        ));
+    }
+    Ok(root)
+}
+
 /// A referenced path as a path relative to the root: `./a/b`, `a/b` and
 /// `<root>/a/b` all name `a/b`.
 fn relative_name(root: &Path, text: &str) -> String {
@@ -184,8 +266,8 @@ impl Task for FilesSpec {
         if !problems.is_empty() {
             return Err(TaskError::from_problems(&problems));
         }
-        let root = std::fs::canonicalize(&self.path)
-            .map_err(|e| TaskError::Io(format!("cannot resolve {}: {e}", self.path)))?;
+        let root = safe_root(Path::new(&self.path))
+            .map_err(|p| TaskError::from_problems(std::slice::from_ref(&p)))?;
         let cutoff = SystemTime::now() - age(ctx.client, &self.older_than).await?;
         let referenced = self.referenced(ctx.client, &root).await?;
         let matcher = self.matcher();

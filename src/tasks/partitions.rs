@@ -141,6 +141,12 @@ impl PartitionsSpec {
             );
             return None;
         }
+        if let Some(retention) = &file.retention
+            && let Err(age) = crate::retention::check_written(retention)
+        {
+            report("retention", age.message, Some(age.help));
+            return None;
+        }
         let action = file.retention_action.unwrap_or_default();
         if action == RetentionAction::Archive && file.export.is_none() {
             report(
@@ -215,21 +221,10 @@ impl PartitionsSpec {
                 None,
             ));
         }
-        for (k, value) in [("retention", &self.retention)] {
-            if let Some(value) = value
-                && let Err(err) = client
-                    .query_one("SELECT $1::text::interval", &[value])
-                    .await
-            {
-                return Err(problem(
-                    k,
-                    format!(
-                        "`{value}` is not a PostgreSQL interval: {}",
-                        db::describe(&err)
-                    ),
-                    None,
-                ));
-            }
+        if let Some(retention) = &self.retention
+            && let Err(age) = crate::retention::check_live(client, retention).await
+        {
+            return Err(problem("retention", age.message, Some(age.help)));
         }
         if self.retention_action == RetentionAction::Archive
             && let Some(export) = &self.export

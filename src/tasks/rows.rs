@@ -9,6 +9,8 @@ use tokio_postgres::Client;
 use super::{CheckProblem, ReportProblem};
 use crate::config::file::TaskFile;
 use crate::db::{self, TableInfo};
+use crate::predicate::{self, FunctionName};
+use crate::retention;
 use crate::sql;
 
 const TIME_TYPES: &[&str] = &[
@@ -34,21 +36,25 @@ impl Filter {
     /// Reads `where` or `time_column` + `older_than`, reporting any mix-up.
     pub fn resolve(file: &TaskFile, kind: &str, report: &mut ReportProblem<'_>) -> Option<Filter> {
         match (&file.where_, &file.time_column, &file.older_than) {
-            (Some(predicate), None, None) if !predicate.trim().is_empty() => Some(Filter::Where {
-                predicate: predicate.clone(),
-            }),
-            (Some(_), None, None) => {
-                report(
-                    "where",
-                    "`where` is empty".into(),
-                    Some("write the condition rows must meet".into()),
-                );
-                None
-            }
-            (None, Some(column), Some(age)) => Some(Filter::OlderThan {
-                time_column: column.clone(),
-                older_than: age.clone(),
-            }),
+            (Some(predicate), None, None) => match predicate::check(predicate) {
+                Ok(()) => Some(Filter::Where {
+                    predicate: predicate.clone(),
+                }),
+                Err(refusal) => {
+                    report("where", refusal.message, Some(refusal.help));
+                    None
+                }
+            },
+            (None, Some(column), Some(age)) => match retention::check_written(age) {
+                Ok(()) => Some(Filter::OlderThan {
+                    time_column: column.clone(),
+                    older_than: age.clone(),
+                }),
+                Err(problem) => {
+                    report("older_than", problem.message, Some(problem.help));
+                    None
+                }
+            },
             (None, Some(_), None) => {
                 report(
                     "time_column",
@@ -112,6 +118,9 @@ impl Filter {
                         )),
                     )]);
                 }
+                if let Some(problem) = calls_volatile(client, predicate).await {
+                    return Err(vec![problem]);
+                }
                 Ok(filter_sql)
             }
             Filter::OlderThan {
@@ -132,18 +141,8 @@ impl Filter {
                     )),
                     Some(_) => {}
                 }
-                if let Err(err) = client
-                    .query_one("SELECT $1::text::interval", &[older_than])
-                    .await
-                {
-                    problems.push(problem(
-                        "older_than",
-                        format!(
-                            "`{older_than}` is not a PostgreSQL interval: {}",
-                            db::describe(&err)
-                        ),
-                        Some("write e.g. \"7 days\", \"12 hours\", \"1 month\"".into()),
-                    ));
+                if let Err(age) = retention::check_live(client, older_than).await {
+                    problems.push(problem("older_than", age.message, Some(age.help)));
                 }
                 if !problems.is_empty() {
                     return Err(problems);
@@ -172,6 +171,176 @@ impl Filter {
             Filter::Where { .. } => None,
         })
     }
+}
+
+/// Refuses a `where` whose rows can change between two evaluations: a
+/// volatile function (`random()`, `clock_timestamp()`, `nextval()`, one with
+/// side effects) makes the dry run's count, each batch and the final count
+/// disagree by construction, and the walk evaluates the condition more than
+/// once per row. Also refuses a backslash in a plain string literal when the
+/// server reads backslashes as escapes, where the config-time check read
+/// the literal differently.
+///
+/// How volatility is found, and why so: PostgreSQL offers no read-only way
+/// to ask whether an expression is volatile (a temporary view and its
+/// `pg_depend` rows would be DDL on the user's database, and EXPLAIN does
+/// not show volatility), so the condition's own syntax tree names what it
+/// calls and the catalog says what that is:
+/// - functions by name (`schema.name` as qualified, else every schema on
+///   this session's search path, which is the one the batches run with),
+///   over every overload: if any overload of that name is VOLATILE the
+///   condition is refused. Resolving the overload PostgreSQL picks would
+///   need the argument types; refusing on any is conservative, and in
+///   pg_catalog only `ts_rewrite` has overloads of both kinds.
+/// - operators by their characters: an operator whose function is
+///   VOLATILE (none is built in) refuses the condition when its name
+///   appears in a run of operator characters of the condition.
+/// - views the condition's subqueries read, and the views they read, by
+///   the functions their rewrite rules depend on.
+///
+/// Not examined: casts (a type's input or cast function), functions a
+/// STABLE function calls in its body (PostgreSQL trusts the label, and so
+/// does pgmaint), row-level security policies and the attribute notation
+/// `row.function`.
+async fn calls_volatile(client: &Client, text: &str) -> Option<CheckProblem> {
+    let refuse = |what: String| {
+        CheckProblem {
+        key: "where",
+        message: format!(
+            "the condition calls {what}, which is VOLATILE: it can give another answer each time it is evaluated, so the dry run, every batch and the final count would not agree"
+        ),
+        help: Some("use a stable equivalent: `now()` or `statement_timestamp()` instead of `clock_timestamp()`/`timeofday()`, a fixed value instead of `random()`; a function with side effects does not belong in a condition".into()),
+    }
+    };
+    let failed = |err: tokio_postgres::Error| CheckProblem {
+        key: "where",
+        message: format!(
+            "cannot check which functions the condition calls: {}",
+            db::describe(&err)
+        ),
+        help: None,
+    };
+    let functions = predicate::called_functions(text);
+    if !functions.is_empty() {
+        let schemas: Vec<String> = functions
+            .iter()
+            .map(|f| f.schema.clone().unwrap_or_default())
+            .collect();
+        let names: Vec<String> = functions.iter().map(|f| f.name.clone()).collect();
+        let rows = client
+            .query(
+                "SELECT DISTINCT c.schema, c.name
+                   FROM unnest($1::text[], $2::text[]) AS c(schema, name)
+                   JOIN pg_proc p ON p.proname = c.name
+                   JOIN pg_namespace n ON n.oid = p.pronamespace
+                  WHERE p.provolatile = 'v'
+                    AND CASE WHEN c.schema = '' THEN n.nspname = ANY (current_schemas(true))
+                             ELSE n.nspname = c.schema END
+                  ORDER BY 1, 2",
+                &[&schemas, &names],
+            )
+            .await;
+        match rows {
+            Err(err) => return Some(failed(err)),
+            Ok(rows) if !rows.is_empty() => {
+                let called = rows
+                    .iter()
+                    .map(|row| {
+                        let schema: String = row.get(0);
+                        FunctionName {
+                            schema: (!schema.is_empty()).then_some(schema),
+                            name: row.get(1),
+                        }
+                        .to_string()
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Some(refuse(called));
+            }
+            Ok(_) => {}
+        }
+    }
+    let runs = predicate::operator_runs(text);
+    if !runs.is_empty() {
+        let rows = client
+            .query(
+                "SELECT DISTINCT o.oprname::text, p.oid::regproc::text
+                   FROM pg_operator o JOIN pg_proc p ON p.oid = o.oprcode
+                  WHERE p.provolatile = 'v'",
+                &[],
+            )
+            .await;
+        match rows {
+            Err(err) => return Some(failed(err)),
+            Ok(rows) => {
+                if let Some(row) = rows.iter().find(|row| {
+                    let name: String = row.get(0);
+                    runs.iter().any(|run| run.contains(&name))
+                }) {
+                    let (name, function): (String, String) = (row.get(0), row.get(1));
+                    return Some(refuse(format!("operator {name} (function {function}())")));
+                }
+            }
+        }
+    }
+    let relations = predicate::referenced_relations(text);
+    if !relations.is_empty() {
+        // A view's functions are what its rewrite rule depends on; views it
+        // reads are followed the same way.
+        let rows = client
+            .query(
+                "WITH RECURSIVE seen(oid) AS (
+                     SELECT to_regclass(r)::oid FROM unnest($1::text[]) r
+                      WHERE to_regclass(r) IS NOT NULL
+                     UNION
+                     SELECT d.refobjid
+                       FROM seen
+                       JOIN pg_rewrite w ON w.ev_class = seen.oid AND w.ev_type = '1'
+                       JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid
+                                       AND d.refclassid = 'pg_class'::regclass
+                 )
+                 SELECT DISTINCT seen.oid::regclass::text, p.oid::regproc::text
+                   FROM seen
+                   JOIN pg_rewrite w ON w.ev_class = seen.oid AND w.ev_type = '1'
+                   JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid
+                                   AND d.refclassid = 'pg_proc'::regclass
+                   JOIN pg_proc p ON p.oid = d.refobjid
+                  WHERE p.provolatile = 'v'
+                  ORDER BY 1, 2",
+                &[&relations],
+            )
+            .await;
+        match rows {
+            Err(err) => return Some(failed(err)),
+            Ok(rows) if !rows.is_empty() => {
+                let (view, function): (String, String) = (rows[0].get(0), rows[0].get(1));
+                return Some(refuse(format!("{function}() through view {view}")));
+            }
+            Ok(_) => {}
+        }
+    }
+    if let Some(at) = predicate::backslash_in_plain_string(text) {
+        let conforming = client
+            .query_one(
+                "SELECT current_setting('standard_conforming_strings') = 'on'",
+                &[],
+            )
+            .await;
+        match conforming {
+            Err(err) => return Some(failed(err)),
+            Ok(row) if !row.get::<_, bool>(0) => {
+                return Some(CheckProblem {
+                    key: "where",
+                    message: format!(
+                        "the string literal at {at} holds a backslash, and this server has standard_conforming_strings off, so it would read the backslash as an escape"
+                    ),
+                    help: Some("write the literal as E'...' with the backslash doubled, or turn standard_conforming_strings on".into()),
+                });
+            }
+            Ok(_) => {}
+        }
+    }
+    None
 }
 
 /// Looks the table up for a batched task, refusing what a page walk cannot
