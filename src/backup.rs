@@ -133,6 +133,15 @@ pub struct Written {
     paths: Vec<PathBuf>,
 }
 
+impl Written {
+    /// The batch rolled back: its files go.
+    pub fn remove(&self) {
+        for path in &self.paths {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// Writes one task run's removed rows to files, batch by batch.
 pub struct BackupWriter {
     schema: String,
@@ -142,9 +151,25 @@ pub struct BackupWriter {
     prefix: String,
     purpose: Purpose,
     compression: Compression,
-    table: TableName,
-    columns: Vec<(String, String)>,
+    /// The tables files are written for: the backup's own first (part 0),
+    /// then those `add_part` registered, each with the columns it saves.
+    parts: Vec<(TableName, Vec<(String, String)>)>,
     files: u32,
+}
+
+/// A table of a removal beyond the removed one: rows an `ON DELETE
+/// CASCADE` deleted, or the earlier values of the columns a `SET NULL` /
+/// `SET DEFAULT` changed, with the key that finds their rows again.
+pub struct BackupPart<'a> {
+    pub table: &'a TableName,
+    /// The columns saved: every stored column for a cascade; the key and
+    /// the changed columns for SET NULL/SET DEFAULT.
+    pub columns: Vec<Column>,
+    /// `cascade`, `set_null` or `set_default`.
+    pub action: &'static str,
+    pub key_columns: Vec<String>,
+    /// The foreign key that reaches the table.
+    pub via: &'a str,
 }
 
 impl BackupWriter {
@@ -283,10 +308,50 @@ impl BackupWriter {
             prefix,
             purpose,
             compression,
-            table: table.clone(),
-            columns,
+            parts: vec![(table.clone(), columns)],
             files: 0,
         })
+    }
+
+    /// Registers another table this backup saves rows of; returns the part
+    /// number its batches are written under.
+    pub async fn add_part(
+        &mut self,
+        client: &Client,
+        part: BackupPart<'_>,
+    ) -> Result<usize, BackupError> {
+        let number = self.parts.len();
+        let columns: Vec<(String, String)> = part
+            .columns
+            .iter()
+            .filter(|c| !c.generated)
+            .map(|c| (c.name.clone(), c.type_name.clone()))
+            .collect();
+        let described: Vec<_> = columns
+            .iter()
+            .map(|(name, type_name)| serde_json::json!({"name": name, "type": type_name}))
+            .collect();
+        let q = quote_ident(&self.schema);
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {q}.backup_parts (backup_id, part, table_schema, table_name, columns, action, key_columns, via)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ),
+                &[
+                    &self.id,
+                    &(number as i32),
+                    &part.table.schema,
+                    &part.table.name,
+                    &serde_json::Value::Array(described),
+                    &part.action,
+                    &serde_json::json!(part.key_columns),
+                    &part.via,
+                ],
+            )
+            .await?;
+        self.parts.push((part.table.clone(), columns));
+        Ok(number)
     }
 
     /// Writes a batch's rows (column 0 the page, then each column as text)
@@ -298,12 +363,23 @@ impl BackupWriter {
         client: &Client,
         rows: &[Row],
     ) -> Result<Written, BackupError> {
+        self.write_part(client, 0, rows).await
+    }
+
+    /// As `write_batch`, for the rows of part `part` (see `add_part`).
+    pub async fn write_part(
+        &mut self,
+        client: &Client,
+        part: usize,
+        rows: &[Row],
+    ) -> Result<Written, BackupError> {
+        let (table, columns) = &self.parts[part];
         let seq = self.files as i32 + 1;
         let name = format!("{}{seq:06}.{}", self.prefix, self.compression.extension());
         let mut csv = Vec::with_capacity(rows.len() * 64);
         csv_line(
             &mut csv,
-            self.columns.iter().map(|(name, _)| Some(name.as_str())),
+            columns.iter().map(|(name, _)| Some(name.as_str())),
         );
         for row in rows {
             csv_line(
@@ -321,8 +397,8 @@ impl BackupWriter {
             paths.push(partial(&manifest_name(&name)));
         }
         let manifest = serde_json::json!({
-            "table": self.table.to_string(),
-            "columns": self.columns.iter().map(|(n, t)| serde_json::json!({"name": n, "type": t})).collect::<Vec<_>>(),
+            "table": table.to_string(),
+            "columns": columns.iter().map(|(n, t)| serde_json::json!({"name": n, "type": t})).collect::<Vec<_>>(),
             "rows": rows.len(),
             "file": name,
             "format": "csv (PostgreSQL dialect: header line, every value quoted, NULL an empty unquoted field)",
@@ -351,8 +427,8 @@ impl BackupWriter {
         let q = quote_ident(&self.schema);
         let recorded = client
             .execute(
-                &format!("INSERT INTO {q}.backup_files (backup_id, seq, file, rows, sha256) VALUES ($1, $2, $3, $4, $5)"),
-                &[&self.id, &seq, &name, &(rows.len() as i64), &sha256],
+                &format!("INSERT INTO {q}.backup_files (backup_id, seq, file, rows, sha256, part) VALUES ($1, $2, $3, $4, $5, $6)"),
+                &[&self.id, &seq, &name, &(rows.len() as i64), &sha256, &(part as i32)],
             )
             .await;
         if let Err(err) = recorded {
@@ -629,11 +705,55 @@ pub struct RestoreReport {
     /// Rows already in the table (same key, or same values without a key),
     /// left alone.
     pub already_present: u64,
+    /// What the removal took from other tables (cascades, SET NULL), put
+    /// back after the table's own rows, parents first.
+    pub cascade: Vec<PartRestore>,
 }
 
-/// Puts a backup's rows back into its table, in one transaction under
-/// `lock_timeout`. Rows already there are left alone and counted. Every
-/// file's checksum is verified before anything is inserted.
+/// A restore's account of one table beyond the backup's own.
+#[derive(Debug, Serialize)]
+pub struct PartRestore {
+    pub table: String,
+    pub action: String,
+    pub via: String,
+    pub rows_in_backup: u64,
+    /// Rows put back (cascade), or rows whose columns were set back.
+    pub restored: u64,
+    /// Already there (cascade), or already holding other values that a
+    /// later change gave them (SET NULL/SET DEFAULT): left alone.
+    pub already_present: u64,
+}
+
+/// One table's part of a backup, as the index describes it.
+struct SavedPart {
+    part: i32,
+    table: TableName,
+    columns: Vec<(String, String)>,
+    action: String,
+    key_columns: Vec<String>,
+    via: String,
+}
+
+fn saved_columns(saved: &serde_json::Value) -> Vec<(String, String)> {
+    saved
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or_default().to_string(),
+                c["type"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Puts a backup's rows back: the table's own first, then what cascades
+/// took from other tables (parents before children), then the values
+/// SET NULL/SET DEFAULT changed. One transaction under `lock_timeout`;
+/// rows already there are left alone and counted, so a second restore
+/// changes nothing. Every file's checksum is verified before anything is
+/// written.
 pub async fn restore(
     client: &mut Client,
     schema: &str,
@@ -656,62 +776,90 @@ pub async fn restore(
         )));
     };
     let table = TableName::new(backup.get::<_, String>(0), backup.get::<_, String>(1));
-    let saved: serde_json::Value = backup.get(2);
     let dir = PathBuf::from(backup.get::<_, String>(3));
-    let columns: Vec<(String, String)> = saved
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap_or_default().to_string(),
-                c["type"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    let info = db::lookup_table(&*client, &table.quoted())
-        .await
-        .map_err(|e| BackupError::Invalid(format!("cannot restore backup {id}: {e}")))?;
-    let differences: Vec<String> = columns
-        .iter()
-        .filter_map(|(name, type_name)| match info.column(name) {
-            None => Some(format!("column \"{name}\" is gone")),
-            Some(c) if &c.type_name != type_name => Some(format!(
-                "column \"{name}\" was {type_name} and is now {}",
-                c.type_name
-            )),
-            Some(_) => None,
-        })
-        .collect();
-    if !differences.is_empty() {
-        return Err(BackupError::Invalid(format!(
-            "cannot restore backup {id} into {table}: {}",
-            differences.join("; ")
-        )));
-    }
-    let files = client
+    let mut parts = vec![SavedPart {
+        part: 0,
+        table: table.clone(),
+        columns: saved_columns(&backup.get(2)),
+        action: "delete".into(),
+        key_columns: Vec::new(),
+        via: String::new(),
+    }];
+    for row in client
         .query(
-            &format!("SELECT file, sha256 FROM {q}.backup_files WHERE backup_id = $1 ORDER BY seq"),
+            &format!(
+                "SELECT part, table_schema, table_name, columns, action, key_columns, via
+                   FROM {q}.backup_parts WHERE backup_id = $1 ORDER BY part"
+            ),
             &[&id],
         )
-        .await?;
-    // Read and verify everything before touching the table.
-    let mut contents = Vec::new();
-    for file in &files {
-        let path = dir.join(file.get::<_, &str>(0));
-        let csv = read_compressed(&path)
-            .map_err(|e| BackupError::Invalid(format!("cannot read {}: {e}", path.display())))?;
-        if hex(&Sha256::digest(&csv)) != file.get::<_, &str>(1) {
+        .await?
+    {
+        let keys: serde_json::Value = row.get(5);
+        parts.push(SavedPart {
+            part: row.get(0),
+            table: TableName::new(row.get::<_, String>(1), row.get::<_, String>(2)),
+            columns: saved_columns(&row.get(3)),
+            action: row.get(4),
+            key_columns: keys
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k.as_str().map(String::from))
+                .collect(),
+            via: row.get(6),
+        });
+    }
+    // Check every table and read and verify every file before touching any.
+    let mut prepared = Vec::new();
+    for part in &parts {
+        let info = db::lookup_table(&*client, &part.table.quoted())
+            .await
+            .map_err(|e| BackupError::Invalid(format!("cannot restore backup {id}: {e}")))?;
+        let differences: Vec<String> = part
+            .columns
+            .iter()
+            .filter_map(|(name, type_name)| match info.column(name) {
+                None => Some(format!("column \"{name}\" is gone")),
+                Some(c) if &c.type_name != type_name => Some(format!(
+                    "column \"{name}\" was {type_name} and is now {}",
+                    c.type_name
+                )),
+                Some(_) => None,
+            })
+            .collect();
+        if !differences.is_empty() {
             return Err(BackupError::Invalid(format!(
-                "{} does not match its checksum; it was changed or damaged, nothing was restored",
-                path.display()
+                "cannot restore backup {id} into {}: {}",
+                part.table,
+                differences.join("; ")
             )));
         }
-        contents.push(csv);
+        let files = client
+            .query(
+                &format!(
+                    "SELECT file, sha256 FROM {q}.backup_files WHERE backup_id = $1 AND part = $2 ORDER BY seq"
+                ),
+                &[&id, &part.part],
+            )
+            .await?;
+        let mut contents = Vec::new();
+        for file in &files {
+            let path = dir.join(file.get::<_, &str>(0));
+            let csv = read_compressed(&path).map_err(|e| {
+                BackupError::Invalid(format!("cannot read {}: {e}", path.display()))
+            })?;
+            if hex(&Sha256::digest(&csv)) != file.get::<_, &str>(1) {
+                return Err(BackupError::Invalid(format!(
+                    "{} does not match its checksum; it was changed or damaged, nothing was restored",
+                    path.display()
+                )));
+            }
+            contents.push(csv);
+        }
+        let has_key = db::has_unique_key(&*client, info.oid).await?;
+        prepared.push((contents, has_key));
     }
-    let names: Vec<String> = columns.into_iter().map(|(name, _)| name).collect();
-    let list = column_list(&names);
-    let has_key = db::has_unique_key(&*client, info.oid).await?;
     let tx = client.transaction().await?;
     tx.execute(
         "SELECT set_config('lock_timeout', $1, true)",
@@ -722,58 +870,134 @@ pub async fn restore(
         tx.execute("SELECT set_config($1, $2, true)", &[&name, &value])
             .await?;
     }
-    tx.batch_execute(&format!(
-        "CREATE TEMP TABLE pgmaint_restore ON COMMIT DROP AS SELECT {list} FROM {} WITH NO DATA",
-        table.quoted()
-    ))
-    .await?;
-    for csv in contents {
-        let sink = tx
-            .copy_in(&format!(
-                "COPY pgmaint_restore ({list}) FROM STDIN (FORMAT csv, HEADER true)"
-            ))
-            .await?;
-        futures_util::pin_mut!(sink);
-        sink.send(bytes::Bytes::from(csv)).await?;
-        sink.finish().await?;
-    }
-    let total: i64 = tx
-        .query_one("SELECT count(*) FROM pgmaint_restore", &[])
-        .await?
-        .get(0);
-    let insert = if has_key {
-        format!(
-            "INSERT INTO {t} ({list}) SELECT {list} FROM pgmaint_restore ON CONFLICT DO NOTHING",
-            t = table.quoted()
-        )
-    } else {
-        let row_of = |alias: &str| {
-            names
-                .iter()
-                .map(|n| format!("{alias}.{}", quote_ident(n)))
-                .collect::<Vec<_>>()
-                .join(", ")
+    let mut counts = Vec::new();
+    for (part, (contents, has_key)) in parts.iter().zip(prepared) {
+        let names: Vec<String> = part.columns.iter().map(|(n, _)| n.clone()).collect();
+        let list = column_list(&names);
+        let temp = format!("pgmaint_restore_{}", part.part);
+        tx.batch_execute(&format!(
+            "CREATE TEMP TABLE {temp} ON COMMIT DROP AS SELECT {list} FROM {} WITH NO DATA",
+            part.table.quoted()
+        ))
+        .await?;
+        for csv in contents {
+            let sink = tx
+                .copy_in(&format!(
+                    "COPY {temp} ({list}) FROM STDIN (FORMAT csv, HEADER true)"
+                ))
+                .await?;
+            futures_util::pin_mut!(sink);
+            sink.send(bytes::Bytes::from(csv)).await?;
+            sink.finish().await?;
+        }
+        let total: i64 = tx
+            .query_one(&format!("SELECT count(*) FROM {temp}"), &[])
+            .await?
+            .get(0);
+        let statement = match part.action.as_str() {
+            "set_null" | "set_default" => set_back(part, &temp),
+            _ => put_back(&part.table, &names, &temp, has_key),
         };
-        format!(
-            "INSERT INTO {t} ({list}) SELECT {list} FROM pgmaint_restore r
-              WHERE NOT EXISTS (SELECT 1 FROM {t} x WHERE ROW({x})::text = ROW({r})::text)",
-            t = table.quoted(),
-            x = row_of("x"),
-            r = row_of("r")
-        )
-    };
-    let restored = tx.execute(&insert, &[]).await?;
+        let restored = tx.execute(&statement, &[]).await?;
+        counts.push((total as u64, restored));
+    }
     if dry_run {
         tx.rollback().await?;
     } else {
         tx.commit().await?;
     }
+    let (rows_in_backup, restored) = counts[0];
     Ok(RestoreReport {
         backup_id: id,
         table: table.to_string(),
         dry_run,
-        rows_in_backup: total as u64,
+        rows_in_backup,
         restored,
-        already_present: total as u64 - restored,
+        already_present: rows_in_backup - restored,
+        cascade: parts
+            .iter()
+            .zip(&counts)
+            .skip(1)
+            .map(|(part, &(total, restored))| PartRestore {
+                table: part.table.to_string(),
+                action: part.action.clone(),
+                via: part.via.clone(),
+                rows_in_backup: total,
+                restored,
+                already_present: total - restored,
+            })
+            .collect(),
     })
+}
+
+/// Inserts the saved rows that are not there. Identity columns keep their
+/// saved values (`OVERRIDING SYSTEM VALUE`, which `GENERATED ALWAYS`
+/// needs); with a unique key a row is there when its key is, without one
+/// when a row has the same values.
+fn put_back(table: &TableName, names: &[String], temp: &str, has_key: bool) -> String {
+    let list = column_list(names);
+    let t = table.quoted();
+    if has_key {
+        return format!(
+            "INSERT INTO {t} ({list}) OVERRIDING SYSTEM VALUE SELECT {list} FROM {temp} ON CONFLICT DO NOTHING"
+        );
+    }
+    let row_of = |alias: &str| {
+        names
+            .iter()
+            .map(|n| format!("{alias}.{}", quote_ident(n)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "INSERT INTO {t} ({list}) OVERRIDING SYSTEM VALUE SELECT {list} FROM {temp} r
+          WHERE NOT EXISTS (SELECT 1 FROM {t} x WHERE ROW({x})::text = ROW({r})::text)",
+        x = row_of("x"),
+        r = row_of("r")
+    )
+}
+
+/// Sets the columns a SET NULL/SET DEFAULT changed back to their saved
+/// values, found by key. A SET NULL row whose columns are no longer all
+/// NULL was changed again since, and is left alone.
+fn set_back(part: &SavedPart, temp: &str) -> String {
+    let changed: Vec<&String> = part
+        .columns
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| !part.key_columns.contains(n))
+        .collect();
+    let assignments = changed
+        .iter()
+        .map(|c| format!("{} = r.{}", quote_ident(c), quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let by_key = part
+        .key_columns
+        .iter()
+        .map(|k| format!("t.{} = r.{}", quote_ident(k), quote_ident(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let current = changed
+        .iter()
+        .map(|c| format!("t.{}", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let saved = changed
+        .iter()
+        .map(|c| format!("r.{}", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let untouched = if part.action == "set_null" {
+        changed
+            .iter()
+            .map(|c| format!(" AND t.{} IS NULL", quote_ident(c)))
+            .collect::<String>()
+    } else {
+        String::new()
+    };
+    format!(
+        "UPDATE {} t SET {assignments} FROM {temp} r WHERE {by_key} AND ROW({current}) IS DISTINCT FROM ROW({saved}){untouched}",
+        part.table.quoted()
+    )
 }

@@ -112,14 +112,7 @@ const PAGE_RANGE: &str =
 /// delete of a narrow window is a bare DELETE (its row count is the result).
 pub fn walk_batch(batch: &WalkBatch<'_>, limited: bool) -> String {
     let t = batch.table.quoted();
-    let condition = if limited {
-        format!(
-            "ctid = ANY (ARRAY(\n    SELECT ctid FROM {t}\n     WHERE {PAGE_RANGE}\n       AND {filter}\n     ORDER BY ctid LIMIT $3))\n    AND {filter}",
-            filter = batch.filter
-        )
-    } else {
-        format!("{PAGE_RANGE} AND {}", batch.filter)
-    };
+    let condition = walk_condition(batch, limited);
     let plain = matches!(batch.destination, Destination::Delete) && !batch.returning;
     if plain && !limited {
         return format!("DELETE FROM {t} WHERE {condition}");
@@ -160,6 +153,20 @@ pub fn walk_batch(batch: &WalkBatch<'_>, limited: bool) -> String {
         statement.push_str("\nSELECT count(*), max((ctid::text::point)[0])::bigint FROM deleted");
     }
     statement
+}
+
+/// The `WHERE` condition of a batch, over the table's own (unaliased)
+/// name: which rows of the window the batch removes.
+pub fn walk_condition(batch: &WalkBatch<'_>, limited: bool) -> String {
+    let t = batch.table.quoted();
+    if limited {
+        format!(
+            "ctid = ANY (ARRAY(\n    SELECT ctid FROM {t}\n     WHERE {PAGE_RANGE}\n       AND {filter}\n     ORDER BY ctid LIMIT $3))\n    AND {filter}",
+            filter = batch.filter
+        )
+    } else {
+        format!("{PAGE_RANGE} AND {}", batch.filter)
+    }
 }
 
 /// `"a", "b", "c"`.

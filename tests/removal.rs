@@ -44,3 +44,176 @@ async fn a_dollar_sign_in_a_string_literal_is_the_users_text_not_a_parameter() {
         500
     );
 }
+
+/// One text per table: every row, in a fixed order.
+async fn checksum(db: &TestDb, tables: &[&str]) -> Vec<String> {
+    let client = db.client().await;
+    let mut sums = Vec::new();
+    for table in tables {
+        let row = client
+            .query_one(
+                &format!("SELECT coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"),
+                &[],
+            )
+            .await
+            .unwrap();
+        sums.push(format!("{table}: {}", row.get::<_, String>(0)));
+    }
+    sums
+}
+
+const APP: &str = "
+CREATE TABLE users (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, email text NOT NULL, deleted_at timestamptz);
+CREATE TABLE posts (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    user_id bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE, title text,
+                    title_length int GENERATED ALWAYS AS (length(title)) STORED);
+CREATE TABLE comments (id bigint PRIMARY KEY, post_id bigint NOT NULL REFERENCES posts (id) ON DELETE CASCADE, body text);
+CREATE TABLE reviews (id bigint PRIMARY KEY, reviewer_id bigint REFERENCES users (id) ON DELETE SET NULL, stars int);
+INSERT INTO users (email, deleted_at)
+SELECT 'u' || i || '@example.com', CASE WHEN i % 7 = 0 THEN now() - interval '3 days' END FROM generate_series(1, 1000) i;
+INSERT INTO posts (user_id, title) SELECT 1 + i % 1000, 'post ' || i FROM generate_series(1, 5000) i;
+INSERT INTO comments SELECT i, 1 + i % 5000, 'comment ' || i FROM generate_series(1, 8000) i;
+INSERT INTO reviews SELECT i, CASE WHEN i % 10 <> 0 THEN 1 + i % 1000 END, i % 5 FROM generate_series(1, 3000) i;
+ANALYZE;
+";
+
+const TABLES: [&str; 4] = ["users", "posts", "comments", "reviews"];
+
+#[tokio::test]
+async fn a_backed_up_purge_holds_what_cascades_take_and_restore_puts_all_of_it_back() {
+    let db = with(
+        APP,
+        "[tasks.deleted_users]\nkind = \"purge\"\ntable = \"users\"\nwhere = \"deleted_at IS NOT NULL\"\nbackup = true\nbatch_size = 40\n",
+    )
+    .await;
+    let before = checksum(&db, &TABLES).await;
+    let users = db
+        .count("SELECT count(*) FROM users WHERE deleted_at IS NOT NULL")
+        .await;
+    let posts = db
+        .count("SELECT count(*) FROM posts p JOIN users u ON u.id = p.user_id WHERE u.deleted_at IS NOT NULL")
+        .await;
+    let comments = db
+        .count("SELECT count(*) FROM comments c JOIN posts p ON p.id = c.post_id JOIN users u ON u.id = p.user_id WHERE u.deleted_at IS NOT NULL")
+        .await;
+    let reviews = db
+        .count("SELECT count(*) FROM reviews r JOIN users u ON u.id = r.reviewer_id WHERE u.deleted_at IS NOT NULL")
+        .await;
+    assert!(users > 100 && posts > 500 && comments > 500 && reviews > 200);
+
+    let plan = db.pgmaint(&["plan", "--json"]).await;
+    plan.assert_code(0);
+    let plan = plan.json();
+    let task = &plan["tasks"][0];
+    assert_eq!(task["rows"], users);
+    let cascade = task["details"]["references"]["cascade"].as_array().unwrap();
+    let rows_of = |table: &str| {
+        cascade
+            .iter()
+            .find(|p| p["table"] == table)
+            .unwrap_or_else(|| panic!("no {table} in {cascade:?}"))["rows"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(rows_of("public.posts"), posts);
+    assert_eq!(rows_of("public.comments"), comments);
+    assert_eq!(rows_of("public.reviews"), reviews);
+
+    let run = db.pgmaint(&["run", "deleted_users", "--json"]).await;
+    run.assert_code(0);
+    let run = run.json();
+    assert_eq!(run["tasks"][0]["rows"], users);
+    let backup = run["tasks"][0]["details"]["backup_id"].as_i64().unwrap();
+    assert_eq!(
+        db.count("SELECT count(*) FROM users WHERE deleted_at IS NOT NULL")
+            .await,
+        0
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM reviews WHERE reviewer_id IS NULL")
+            .await,
+        300 + reviews
+    );
+
+    let restore = db
+        .pgmaint(&["restore", &backup.to_string(), "--json"])
+        .await;
+    restore.assert_code(0);
+    let report = restore.json();
+    assert_eq!(report["restored"], users, "{report}");
+    assert_eq!(checksum(&db, &TABLES).await, before, "{report}");
+    // A second restore finds everything in place and changes nothing.
+    let again = db
+        .pgmaint(&["restore", &backup.to_string(), "--json"])
+        .await;
+    again.assert_code(0);
+    assert_eq!(again.json()["restored"], 0);
+    for part in again.json()["cascade"].as_array().unwrap() {
+        assert_eq!(part["restored"], 0, "{part}");
+    }
+    assert_eq!(checksum(&db, &TABLES).await, before);
+}
+
+#[tokio::test]
+async fn rows_still_referenced_stay_and_are_counted_and_the_rest_go() {
+    let setup = "
+        CREATE TABLE customers (id int PRIMARY KEY, active boolean NOT NULL);
+        CREATE TABLE invoices (id int PRIMARY KEY, customer_id int REFERENCES customers (id));
+        CREATE TABLE carts (id int PRIMARY KEY, customer_id int REFERENCES customers (id) ON DELETE CASCADE);
+        CREATE TABLE cart_audit (id int PRIMARY KEY, cart_id int REFERENCES carts (id) ON DELETE RESTRICT);
+        INSERT INTO customers SELECT i, i > 150 FROM generate_series(1, 300) i;
+        -- 9 inactive customers still have invoices; 4 more have a cart an audit row points at.
+        INSERT INTO invoices SELECT i, i * 10 FROM generate_series(1, 9) i;
+        INSERT INTO carts SELECT i, i FROM generate_series(1, 300) i;
+        INSERT INTO cart_audit SELECT i, 100 + i FROM generate_series(1, 4) i;
+        ANALYZE;";
+    let config = "[tasks.inactive]\nkind = \"purge\"\ntable = \"customers\"\nwhere = \"NOT active\"\nbatch_size = 20\n";
+    let db = with(setup, config).await;
+    let plan = db.pgmaint(&["plan", "--json"]).await;
+    plan.assert_code(0);
+    let plan = plan.json();
+    let references = &plan["tasks"][0]["details"]["references"];
+    assert_eq!(plan["tasks"][0]["rows"], 137, "{references}");
+    assert_eq!(references["kept_referenced"], 13, "{references}");
+    let by = references["kept_referenced_by"].as_array().unwrap();
+    assert!(
+        by.iter()
+            .any(|b| b["constraint"] == "invoices_customer_id_fkey" && b["rows"] == 9),
+        "{by:?}"
+    );
+    assert!(
+        by.iter()
+            .any(|b| b["constraint"] == "cart_audit_cart_id_fkey" && b["rows"] == 4),
+        "{by:?}"
+    );
+
+    let run = db.pgmaint(&["run", "inactive", "--json"]).await;
+    run.assert_code(0);
+    assert_eq!(run.json()["tasks"][0]["rows"], 137, "{}", run.stdout);
+    assert_eq!(
+        db.count("SELECT count(*) FROM customers WHERE NOT active")
+            .await,
+        13
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM customers c WHERE NOT active AND (EXISTS (SELECT 1 FROM invoices i WHERE i.customer_id = c.id) OR c.id BETWEEN 101 AND 104)").await,
+        13
+    );
+
+    // on_referenced = "fail" keeps PostgreSQL's behaviour: the batch that
+    // meets a referenced row fails and removes nothing.
+    let db = with(
+        setup,
+        &format!("{config}on_referenced = \"fail\"\nbatch_size = 1000\n")
+            .replace("batch_size = 20\n", ""),
+    )
+    .await;
+    let run = db.pgmaint(&["run", "inactive", "--json"]).await;
+    run.assert_code(1);
+    assert!(run.stdout.contains("still referenced"), "{}", run.stdout);
+    assert_eq!(
+        db.count("SELECT count(*) FROM customers WHERE NOT active")
+            .await,
+        150
+    );
+}

@@ -75,7 +75,7 @@ pub async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<bool, CliError> {
     let outcome = match &result {
         Ok(report) => Outcome {
             status: Status::Succeeded,
-            rows: report.restored,
+            rows: report.restored + report.cascade.iter().map(|p| p.restored).sum::<u64>(),
             batches: 1,
             retries: 0,
             error: None,
@@ -123,6 +123,21 @@ pub async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<bool, CliError> {
             output::count(report.rows_in_backup),
             output::count(report.already_present)
         );
+        for part in &report.cascade {
+            let what = if part.action == "cascade" {
+                "row(s) its ON DELETE CASCADE removed"
+            } else {
+                "row(s) whose columns it changed"
+            };
+            println!(
+                "  {} ({}): {verb} {} of {} {what}; {} left alone.",
+                part.table,
+                part.via,
+                output::count(part.restored),
+                output::count(part.rows_in_backup),
+                output::count(part.already_present)
+            );
+        }
         if report.dry_run {
             println!("Nothing was changed.");
         }

@@ -205,7 +205,20 @@ with_task_options! {
         retention: Option<String>,
         retention_action: Option<RetentionAction>,
         drain_default: Option<bool>,
+        on_referenced: Option<OnReferenced>,
     }
+}
+
+/// What a removal does with rows a foreign key without an ON DELETE action
+/// still references.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnReferenced {
+    /// Leave them in place and count them; remove the rest.
+    #[default]
+    Keep,
+    /// Fail the batch that meets one (PostgreSQL's own behaviour).
+    Fail,
 }
 
 /// What `partitions` does with a partition past its retention.

@@ -182,4 +182,22 @@ pub const STEPS: &[&str] = &[
         error     text
     );
     "#,
+    // 10: what a removal took from other tables through foreign keys
+    // (rows ON DELETE CASCADE deleted, the previous values of columns SET
+    // NULL/SET DEFAULT changed), as numbered parts of the removal's backup;
+    // part 0 is the backup's own table.
+    r#"
+    CREATE TABLE {schema}.backup_parts (
+        backup_id     bigint NOT NULL REFERENCES {schema}.backups (id) ON DELETE CASCADE,
+        part          integer NOT NULL CHECK (part > 0),
+        table_schema  text NOT NULL,
+        table_name    text NOT NULL,
+        columns       jsonb NOT NULL,
+        action        text NOT NULL CHECK (action IN ('cascade', 'set_null', 'set_default')),
+        key_columns   jsonb NOT NULL,
+        via           text NOT NULL,
+        PRIMARY KEY (backup_id, part)
+    );
+    ALTER TABLE {schema}.backup_files ADD COLUMN part integer NOT NULL DEFAULT 0;
+    "#,
 ];

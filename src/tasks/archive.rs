@@ -13,7 +13,7 @@ use super::rows::{Filter, walkable_table};
 use super::walk::{Copy, WalkPlan};
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
 use crate::backup::{BackupWriter, Compression};
-use crate::config::file::{ArchiveTableFile, TaskFile};
+use crate::config::file::{ArchiveTableFile, OnReferenced, TaskFile};
 use crate::db::{self, TableInfo};
 use crate::sql::{Destination, TableName, quote_ident};
 
@@ -31,6 +31,7 @@ pub struct ArchiveSpec {
     /// A directory for compressed CSV files of the moved rows.
     pub export: Option<String>,
     pub compression: Compression,
+    pub on_referenced: OnReferenced,
 }
 
 /// The archive table: found, or to be created by the run.
@@ -126,6 +127,7 @@ impl ArchiveSpec {
             archived_at: file.archived_at.clone(),
             export: file.export.clone(),
             compression: file.compression.unwrap_or_default(),
+            on_referenced: file.on_referenced.unwrap_or_default(),
         })
     }
 
@@ -310,6 +312,7 @@ impl Task for ArchiveSpec {
             None
         };
         let cutoff = self.filter.cutoff(ctx.client).await?;
+        let references = super::references::load(ctx.client, &source.name, source.oid).await?;
         Ok(ArchivePlan {
             walk: WalkPlan {
                 table: source.name.clone(),
@@ -326,6 +329,8 @@ impl Task for ArchiveSpec {
                 } else {
                     Destination::Delete
                 },
+                references,
+                on_referenced: self.on_referenced,
             },
             source,
             create,

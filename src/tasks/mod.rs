@@ -9,6 +9,7 @@ pub mod files;
 pub mod orphans;
 pub mod partitions;
 pub mod purge;
+pub mod references;
 pub mod refresh;
 pub mod reindex;
 pub mod rows;
@@ -49,7 +50,14 @@ pub type ReportProblem<'a> = dyn FnMut(&str, String, Option<String>) + 'a;
 /// The keys that belong to one kind (beyond the options every kind takes).
 fn kind_keys(kind: TaskKind) -> &'static [&'static str] {
     match kind {
-        TaskKind::Purge => &["table", "where", "time_column", "older_than", "backup"],
+        TaskKind::Purge => &[
+            "table",
+            "where",
+            "time_column",
+            "older_than",
+            "backup",
+            "on_referenced",
+        ],
         TaskKind::Archive => &[
             "table",
             "where",
@@ -60,8 +68,16 @@ fn kind_keys(kind: TaskKind) -> &'static [&'static str] {
             "export",
             "compression",
             "backup",
+            "on_referenced",
         ],
-        TaskKind::Orphans => &["table", "column", "references", "action", "backup"],
+        TaskKind::Orphans => &[
+            "table",
+            "column",
+            "references",
+            "action",
+            "backup",
+            "on_referenced",
+        ],
         TaskKind::Sql => &["sql", "transaction"],
         TaskKind::Files => &["path", "pattern", "older_than", "keep_referenced"],
         TaskKind::Refresh => &["views", "concurrently", "max_staleness"],
@@ -137,6 +153,7 @@ fn keys_set(file: &TaskFile) -> Vec<&'static str> {
         ("retention", file.retention.is_some()),
         ("retention_action", file.retention_action.is_some()),
         ("drain_default", file.drain_default.is_some()),
+        ("on_referenced", file.on_referenced.is_some()),
     ]
     .into_iter()
     .filter_map(|(key, set)| set.then_some(key))
@@ -389,7 +406,7 @@ impl TaskError {
             let referencing = db.table().unwrap_or("another table");
             let detail = db.detail().map(|d| format!(" ({d})")).unwrap_or_default();
             return TaskError::Database(format!(
-                "rows of {table} are still referenced by table \"{referencing}\" through foreign key \"{constraint}\"{detail}; the batch was rolled back. Delete or re-point the referencing rows first (another task, ON DELETE CASCADE / SET NULL on the constraint), or exclude referenced rows in `where`"
+                "rows of {table} are still referenced by table \"{referencing}\" through foreign key \"{constraint}\"{detail}; the batch was rolled back (on_referenced = \"fail\"). Leave out `on_referenced` to keep referenced rows in place and remove the rest, or delete or re-point the referencing rows first (another task, ON DELETE CASCADE / SET NULL on the constraint)"
             ));
         }
         TaskError::Database(crate::db::describe(err))

@@ -11,7 +11,7 @@ use tokio_postgres::Client;
 use super::rows::walkable_table;
 use super::walk::{Copy, WalkPlan};
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
-use crate::config::file::{OrphanAction, TaskFile};
+use crate::config::file::{OnReferenced, OrphanAction, TaskFile};
 use crate::db::{self, TableInfo};
 use crate::sql::{self, Destination, TableName};
 use crate::status::Status;
@@ -26,12 +26,14 @@ pub struct OrphansSpec {
     pub parent: String,
     pub parent_columns: Vec<String>,
     pub action: OrphanAction,
+    pub on_referenced: OnReferenced,
 }
 
 pub struct OrphansPlan {
     child: TableInfo,
     parent: TableName,
     filter_sql: String,
+    references: super::references::References,
 }
 
 /// `parent(col)` or `schema.parent(a, b)` into the table and its columns.
@@ -122,6 +124,7 @@ impl OrphansSpec {
             parent,
             parent_columns,
             action: file.action.unwrap_or_default(),
+            on_referenced: file.on_referenced.unwrap_or_default(),
         })
     }
 
@@ -246,6 +249,8 @@ impl OrphansSpec {
             estimated_rows: plan.child.estimated_rows,
             columns: plan.child.insertable_columns(),
             destination: Destination::Delete,
+            references: plan.references.clone(),
+            on_referenced: self.on_referenced,
         }
     }
 
@@ -282,10 +287,12 @@ impl Task for OrphansSpec {
             .validate(ctx.client)
             .await
             .map_err(|p| TaskError::from_problems(&p))?;
+        let references = super::references::load(ctx.client, &child.name, child.oid).await?;
         Ok(OrphansPlan {
             child,
             parent,
             filter_sql,
+            references,
         })
     }
 

@@ -5,10 +5,11 @@
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use super::references;
 use super::rows::{Filter, walkable_table};
 use super::walk::{Copy, WalkPlan};
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
-use crate::config::file::TaskFile;
+use crate::config::file::{OnReferenced, TaskFile};
 use crate::db::TableInfo;
 use crate::sql::Destination;
 
@@ -18,6 +19,7 @@ pub struct PurgeSpec {
     pub table: String,
     #[serde(flatten)]
     pub filter: Filter,
+    pub on_referenced: OnReferenced,
 }
 
 impl PurgeSpec {
@@ -38,6 +40,7 @@ impl PurgeSpec {
         Some(PurgeSpec {
             table: table?,
             filter: filter?,
+            on_referenced: file.on_referenced.unwrap_or_default(),
         })
     }
 
@@ -65,6 +68,7 @@ impl Task for PurgeSpec {
             .await
             .map_err(|p| TaskError::from_problems(&p))?;
         let cutoff = self.filter.cutoff(ctx.client).await?;
+        let references = references::load(ctx.client, &info.name, info.oid).await?;
         Ok(PurgePlan {
             walk: WalkPlan {
                 table: info.name.clone(),
@@ -74,6 +78,8 @@ impl Task for PurgeSpec {
                 estimated_rows: info.estimated_rows,
                 columns: info.insertable_columns(),
                 destination: Destination::Delete,
+                references,
+                on_referenced: self.on_referenced,
             },
             info,
         })

@@ -18,8 +18,10 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio_postgres::types::ToSql;
 
+use super::references::{OnDelete, Part, References};
 use super::{Counters, Outcome, TaskContext, TaskError};
-use crate::backup::BackupWriter;
+use crate::backup::{BackupPart, BackupWriter};
+use crate::config::file::OnReferenced;
 use crate::db;
 use crate::sql::{self, Destination, TableName, WalkBatch};
 use crate::status::Status;
@@ -50,6 +52,9 @@ pub struct WalkPlan {
     /// The columns a move copies and a backup saves (generated ones left out).
     pub columns: Vec<String>,
     pub destination: Destination,
+    /// What the removal reaches through foreign keys into the table.
+    pub references: References,
+    pub on_referenced: OnReferenced,
 }
 
 impl WalkPlan {
@@ -73,17 +78,116 @@ impl WalkPlan {
             .await
     }
 
+    /// The condition rows must meet to go: the user's filter as written,
+    /// then (unless `on_referenced = "fail"`) pgmaint's own `AND NOT` for
+    /// rows a blocking foreign key still references.
+    pub fn batch_filter(&self) -> String {
+        match (
+            self.on_referenced,
+            self.references.referenced_condition(&self.table),
+        ) {
+            (OnReferenced::Keep, Some(referenced)) => {
+                format!("{} AND NOT {referenced}", self.filter_sql)
+            }
+            _ => self.filter_sql.clone(),
+        }
+    }
+
     fn statement(&self, limited: bool, returning: bool) -> String {
+        let filter = self.batch_filter();
         sql::walk_batch(
             &WalkBatch {
                 table: &self.table,
-                filter: &self.filter_sql,
+                filter: &filter,
                 columns: &self.columns,
                 destination: &self.destination,
                 returning,
             },
             limited,
         )
+    }
+
+    /// The read, in a batch's transaction and before its statement, of the
+    /// rows `part` loses when the batch's rows go.
+    fn part_statement(&self, part: &Part, columns: &[String], limited: bool) -> String {
+        let filter = self.batch_filter();
+        let condition = sql::walk_condition(
+            &WalkBatch {
+                table: &self.table,
+                filter: &filter,
+                columns: &self.columns,
+                destination: &self.destination,
+                returning: true,
+            },
+            limited,
+        );
+        References::part_rows(part, &self.table, columns, &condition)
+    }
+
+    /// How many rows match `filter`, read as the dry run reads.
+    async fn count(
+        &self,
+        client: &tokio_postgres::Client,
+        statement: &str,
+    ) -> Result<u64, tokio_postgres::Error> {
+        Ok(self.read_matching(client, statement).await?[0].get::<_, i64>(0) as u64)
+    }
+
+    /// The dry run's account of foreign keys: rows kept because they are
+    /// still referenced (per constraint), and per table what cascades take.
+    async fn describe_references(
+        &self,
+        client: &tokio_postgres::Client,
+    ) -> Result<serde_json::Value, tokio_postgres::Error> {
+        let mut kept = Vec::new();
+        let mut kept_total = 0;
+        if let Some(referenced) = self.references.referenced_condition(&self.table) {
+            kept_total = self
+                .count(
+                    client,
+                    &sql::count_matching(
+                        &self.table,
+                        &format!("{} AND {referenced}", self.filter_sql),
+                    ),
+                )
+                .await?;
+            for blocker in &self.references.blockers {
+                let one = References {
+                    blockers: vec![blocker.clone()],
+                    ..References::default()
+                };
+                let condition = one.referenced_condition(&self.table).unwrap_or_default();
+                let rows = self
+                    .count(
+                        client,
+                        &sql::count_matching(
+                            &self.table,
+                            &format!("{} AND {condition}", self.filter_sql),
+                        ),
+                    )
+                    .await?;
+                kept.push(json!({
+                    "constraint": blocker.constraint,
+                    "table": blocker.table.to_string(),
+                    "rows": rows,
+                }));
+            }
+        }
+        let mut cascade = Vec::new();
+        let filter = self.batch_filter();
+        for part in &self.references.parts {
+            let rows = self
+                .count(client, &References::part_count(part, &self.table, &filter))
+                .await?;
+            cascade.push(References::describe_part(part, rows));
+        }
+        Ok(json!({
+            "on_referenced": self.on_referenced,
+            "kept_referenced": kept_total,
+            "kept_referenced_by": kept,
+            "cascade": cascade,
+            "cascade_cycle": self.references.cycle,
+        }))
     }
 
     /// The dry run: how many rows match (exactly, or the planner's estimate
@@ -98,29 +202,24 @@ impl WalkPlan {
     ) -> Result<Outcome, TaskError> {
         let returning = !matches!(copy, Copy::Nowhere);
         let client = &*ctx.client;
+        let filter = self.batch_filter();
         let described = db::read_only(client, async {
             let explain: serde_json::Value = self
-                .read_matching(
-                    client,
-                    &sql::explain_matching(&self.table, &self.filter_sql),
-                )
+                .read_matching(client, &sql::explain_matching(&self.table, &filter))
                 .await?[0]
                 .get(0);
             let estimate = explain[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0) as u64;
             let exact = self.estimated_rows <= ctx.options.exact_count_limit as f64;
             let rows = if exact {
-                let count: i64 = self
-                    .read_matching(client, &sql::count_matching(&self.table, &self.filter_sql))
-                    .await?[0]
-                    .get(0);
-                count as u64
+                self.count(client, &sql::count_matching(&self.table, &filter))
+                    .await?
             } else {
                 estimate
             };
             let samples: Vec<serde_json::Value> = self
                 .read_matching(
                     client,
-                    &sql::sample_matching(&self.table, &self.filter_sql, SAMPLE_ROWS),
+                    &sql::sample_matching(&self.table, &filter, SAMPLE_ROWS),
                 )
                 .await?
                 .iter()
@@ -128,10 +227,15 @@ impl WalkPlan {
                     serde_json::from_str(row.get::<_, &str>(0)).unwrap_or(serde_json::Value::Null)
                 })
                 .collect();
-            Ok((rows, exact, samples))
+            let references = if exact {
+                self.describe_references(client).await?
+            } else {
+                json!({"on_referenced": self.on_referenced, "counted": false})
+            };
+            Ok((rows, exact, samples, references))
         })
         .await;
-        let (rows, exact, samples) = described?;
+        let (rows, exact, samples, references) = described?;
         let batches = rows.div_ceil(ctx.options.batch_size);
         let mut params = json!({
             "$1": "first page of the batch",
@@ -160,7 +264,15 @@ impl WalkPlan {
         ];
         match &copy {
             Copy::Nowhere => {}
-            Copy::Backup => statements.push("-- with each batch, before it commits: its rows written to a backup file and flushed to disk, and the file recorded in the state schema".into()),
+            Copy::Backup => {
+                if !self.references.parts.is_empty() {
+                    statements.push("-- with each batch, in its REPEATABLE READ transaction and before its statement, what it takes from other tables through foreign keys (backed up with it):".into());
+                    for part in &self.references.parts {
+                        statements.push(self.part_statement(part, &["…".into()], true));
+                    }
+                }
+                statements.push("-- with each batch, before it commits: its rows written to a backup file and flushed to disk, and the file recorded in the state schema".into());
+            }
             Copy::Export(sentence) => statements.push(sentence.clone()),
         }
         Ok(Outcome {
@@ -179,6 +291,7 @@ impl WalkPlan {
                 "samples": samples,
                 "statements": statements,
                 "parameters": params,
+                "references": references,
             }),
         })
     }
@@ -223,6 +336,10 @@ impl WalkPlan {
                 .client
                 .prepare_typed(&self.statement(false, returning), &sql::WALK_PARAMS)
                 .await?,
+            parts: match backup.as_mut() {
+                Some(writer) => self.prepare_parts(ctx, writer).await?,
+                None => Vec::new(),
+            },
         };
         ctx.log_statement(&self.statement(true, returning));
         ctx.log_statement(&self.statement(false, returning));
@@ -325,6 +442,85 @@ impl WalkPlan {
         })
     }
 
+    /// Registers each table the removal reaches with the backup and
+    /// prepares the reads of what a batch takes from it. A cascade that
+    /// loops back, or a SET NULL on a table without a primary key to find
+    /// its rows again, cannot be backed up whole: the task stops before it
+    /// removes anything.
+    async fn prepare_parts(
+        &self,
+        ctx: &mut TaskContext<'_>,
+        writer: &mut BackupWriter,
+    ) -> Result<Vec<PartStatements>, TaskError> {
+        if let Some(cycle) = &self.references.cycle {
+            return Err(TaskError::Target(format!(
+                "the backup cannot hold everything a removal from {} takes: {cycle}, and pgmaint does not follow cascades round a cycle yet; nothing was removed. Set `backup = false` to remove without a backup, or remove the referencing rows first with their own task",
+                self.table
+            )));
+        }
+        let mut prepared = Vec::new();
+        for part in &self.references.parts {
+            let info = db::lookup_table(&*ctx.client, &part.table.quoted())
+                .await
+                .map_err(|e| TaskError::Target(e.to_string()))?;
+            let (columns, key_columns, action) = match part.action {
+                OnDelete::SetNull | OnDelete::SetDefault => {
+                    let key = db::primary_key(&*ctx.client, part.oid).await?;
+                    if key.is_empty() {
+                        return Err(TaskError::Target(format!(
+                            "foreign key \"{}\" of {} sets columns when rows of {} go, and {} has no primary key by which a restore could find those rows again; nothing was removed. Add a primary key to {}, or set `backup = false`",
+                            part.constraint, part.table, self.table, part.table, part.table
+                        )));
+                    }
+                    let mut saved: Vec<crate::db::Column> = Vec::new();
+                    for name in key.iter().chain(part.changed.iter()) {
+                        if let Some(column) = info.column(name)
+                            && !saved.iter().any(|c| &c.name == name)
+                        {
+                            saved.push(column.clone());
+                        }
+                    }
+                    let action = if part.action == OnDelete::SetNull {
+                        "set_null"
+                    } else {
+                        "set_default"
+                    };
+                    (saved, key, action)
+                }
+                _ => (info.columns.clone(), Vec::new(), "cascade"),
+            };
+            let names: Vec<String> = columns
+                .iter()
+                .filter(|c| !c.generated)
+                .map(|c| c.name.clone())
+                .collect();
+            let number = writer
+                .add_part(
+                    &*ctx.client,
+                    BackupPart {
+                        table: &part.table,
+                        columns,
+                        action,
+                        key_columns,
+                        via: &part.constraint,
+                    },
+                )
+                .await?;
+            let limited = self.part_statement(part, &names, true);
+            let narrow = self.part_statement(part, &names, false);
+            ctx.log_statement(&limited);
+            prepared.push(PartStatements {
+                number,
+                limited: ctx
+                    .client
+                    .prepare_typed(&limited, &sql::WALK_PARAMS)
+                    .await?,
+                narrow: ctx.client.prepare_typed(&narrow, &sql::WALK_PARAMS).await?,
+            });
+        }
+        Ok(prepared)
+    }
+
     async fn estimate_remaining(
         &self,
         client: &tokio_postgres::Client,
@@ -345,6 +541,15 @@ struct Statements {
     /// `ORDER BY ctid LIMIT batch_size`: for windows that might hold more.
     limited: tokio_postgres::Statement,
     /// The whole window: for windows that cannot.
+    narrow: tokio_postgres::Statement,
+    /// With a backup: the reads of what each batch takes from other tables.
+    parts: Vec<PartStatements>,
+}
+
+/// The two forms of the read of one backup part, as for the batch.
+struct PartStatements {
+    number: usize,
+    limited: tokio_postgres::Statement,
     narrow: tokio_postgres::Statement,
 }
 
@@ -508,7 +713,14 @@ impl<'p> Walk<'p> {
                     .query_one(statement, &params)
                     .await
                     .map(|row| Ok((row.get::<_, i64>(0) as u64, row.get::<_, Option<i64>>(1)))),
-                Some(writer) => backed_up_batch(ctx, statement, &params, writer).await,
+                Some(writer) => {
+                    let parts: Vec<(usize, &tokio_postgres::Statement)> = statements
+                        .parts
+                        .iter()
+                        .map(|p| (p.number, if narrow { &p.narrow } else { &p.limited }))
+                        .collect();
+                    backed_up_batch(ctx, statement, &parts, &params, writer).await
+                }
             };
             match result {
                 Ok(Ok((rows, last_page))) => {
@@ -550,10 +762,31 @@ impl<'p> Walk<'p> {
 async fn backed_up_batch(
     ctx: &mut TaskContext<'_>,
     statement: &tokio_postgres::Statement,
+    parts: &[(usize, &tokio_postgres::Statement)],
     params: &[&(dyn ToSql + Sync)],
     writer: &mut BackupWriter,
 ) -> Result<Result<(u64, Option<i64>), TaskError>, tokio_postgres::Error> {
-    ctx.client.batch_execute("BEGIN").await?;
+    // What cascades and SET NULL take is read before the statement, from
+    // the snapshot the statement and PostgreSQL's own foreign-key actions
+    // then work on: under REPEATABLE READ those actions either touch
+    // exactly the rows read here or fail with a serialization error (a
+    // row changed meanwhile), which is retried like a busy lock.
+    let begin = if parts.is_empty() {
+        "BEGIN"
+    } else {
+        "BEGIN ISOLATION LEVEL REPEATABLE READ"
+    };
+    ctx.client.batch_execute(begin).await?;
+    let mut reached = Vec::new();
+    for (number, part) in parts {
+        match ctx.client.query(*part, params).await {
+            Ok(rows) => reached.push((*number, rows)),
+            Err(err) => {
+                ctx.client.batch_execute("ROLLBACK").await?;
+                return Err(err);
+            }
+        }
+    }
     let rows = match ctx.client.query(statement, params).await {
         Ok(rows) => rows,
         Err(err) => {
@@ -567,18 +800,35 @@ async fn backed_up_batch(
         ctx.client.batch_execute("COMMIT").await?;
         return Ok(Ok((0, None)));
     }
-    let written = match writer.write_batch(ctx.client, &rows).await {
-        Ok(written) => written,
-        Err(err) => {
-            ctx.client.batch_execute("ROLLBACK").await?;
-            return Ok(Err(TaskError::Backup(err.to_string())));
+    let mut written = Vec::new();
+    let mut failed = None;
+    match writer.write_batch(ctx.client, &rows).await {
+        Ok(w) => written.push(w),
+        Err(err) => failed = Some(err),
+    }
+    for (number, rows) in &reached {
+        if failed.is_some() || rows.is_empty() {
+            continue;
         }
-    };
-    // Whether it committed is unknown if the connection broke: the file
-    // stays, and the next start of the task keeps it if its index row
-    // committed and removes it if not.
+        match writer.write_part(ctx.client, *number, rows).await {
+            Ok(w) => written.push(w),
+            Err(err) => failed = Some(err),
+        }
+    }
+    if let Some(err) = failed {
+        ctx.client.batch_execute("ROLLBACK").await?;
+        for w in &written {
+            w.remove();
+        }
+        return Ok(Err(TaskError::Backup(err.to_string())));
+    }
+    // Whether it committed is unknown if the connection broke: the files
+    // stay, and the next start of the task keeps those whose index rows
+    // committed and removes the others.
     ctx.client.batch_execute("COMMIT").await?;
-    writer.committed(&written);
+    for w in &written {
+        writer.committed(w);
+    }
     Ok(Ok((count, last_page)))
 }
 
@@ -595,6 +845,8 @@ mod tests {
             estimated_rows: rows,
             columns: vec![],
             destination: Destination::Delete,
+            references: References::default(),
+            on_referenced: OnReferenced::Keep,
         }
     }
 
