@@ -1,0 +1,466 @@
+//! The predicate is law, tested on generated cases: predicates whose string
+//! literals and comments hold `$N`, quotes, `--`, `/*`, parentheses, casts
+//! and non-ASCII text, over tables whose rows lie in generated layouts
+//! (clustered by the predicate's columns, interleaved, random, with dead
+//! tuples). For purge, archive (to a table, and to export files) and
+//! orphans: the dry run's count, the rows the run removes and `SELECT
+//! count(*) ... WHERE predicate` beforehand agree, and the rows left are
+//! exactly those the predicate does not name. The seed is fixed, so every
+//! run tries the same cases.
+
+mod common;
+
+use std::io::Read;
+
+use common::TestDb;
+use futures_util::SinkExt;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+
+/// Notes rows hold and predicates name: what a text replace or a naive
+/// tokenizer would trip over.
+const NOTES: &[&str] = &[
+    "costs $45",
+    "costs $35",
+    "$1",
+    "$4",
+    "$3::int",
+    "it's",
+    "''",
+    "-- not a comment",
+    "/* nor this */",
+    "a)b(",
+    ") OR (true",
+    "naïve ☃ 日本語",
+    "",
+    "$$dollar$$",
+    "back\\slash",
+    "semi;colon",
+    "%_",
+];
+
+#[derive(Debug, Clone)]
+enum Predicate {
+    NoteIs(usize),
+    NoteLike(usize),
+    NoteIsNull,
+    NBelow(i32),
+    NAsText(i32),
+    OlderThanDays(i32),
+    Not(Box<Predicate>),
+    And(Box<Predicate>, Box<Predicate>),
+    Or(Box<Predicate>, Box<Predicate>),
+    /// The predicate, then a line comment and a block comment that quote a
+    /// note (so `$4`, `)` and `'` appear outside any literal too).
+    Commented(Box<Predicate>, usize),
+}
+
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+impl Predicate {
+    fn sql(&self) -> String {
+        match self {
+            Predicate::NoteIs(i) => format!("note = {}", literal(NOTES[*i])),
+            Predicate::NoteLike(i) => {
+                let prefix: String = NOTES[*i].chars().take(3).collect();
+                format!("note LIKE {} || '%'", literal(&prefix))
+            }
+            Predicate::NoteIsNull => "note IS NULL".into(),
+            Predicate::NBelow(k) => format!("n < {k}"),
+            Predicate::NAsText(k) => format!("n::text = '{k}'"),
+            Predicate::OlderThanDays(d) => format!("at < now() - interval '{d} days'"),
+            Predicate::Not(p) => format!("NOT ({})", p.sql()),
+            Predicate::And(a, b) => format!("({}) AND ({})", a.sql(), b.sql()),
+            Predicate::Or(a, b) => format!("({}) OR\n({})", a.sql(), b.sql()),
+            Predicate::Commented(p, i) => format!(
+                "{} /* {} */ -- {}\n",
+                p.sql(),
+                NOTES[*i].replace("*/", "* /").replace("/*", "/ *"),
+                NOTES[*i]
+            ),
+        }
+    }
+}
+
+fn predicate() -> impl Strategy<Value = Predicate> {
+    let note = 0..NOTES.len();
+    let leaf = prop_oneof![
+        note.clone().prop_map(Predicate::NoteIs),
+        note.clone().prop_map(Predicate::NoteLike),
+        Just(Predicate::NoteIsNull),
+        (0..100i32).prop_map(Predicate::NBelow),
+        (0..100i32).prop_map(Predicate::NAsText),
+        (-5..30i32).prop_map(Predicate::OlderThanDays),
+    ];
+    leaf.prop_recursive(3, 12, 2, move |inner| {
+        prop_oneof![
+            inner.clone().prop_map(|p| Predicate::Not(Box::new(p))),
+            (inner.clone(), inner.clone())
+                .prop_map(|(a, b)| Predicate::And(Box::new(a), Box::new(b))),
+            (inner.clone(), inner.clone())
+                .prop_map(|(a, b)| Predicate::Or(Box::new(a), Box::new(b))),
+            (inner, 0..NOTES.len()).prop_map(|(p, i)| Predicate::Commented(Box::new(p), i)),
+        ]
+    })
+}
+
+/// How the rows lie in the table's pages.
+#[derive(Debug, Clone, Copy)]
+enum Layout {
+    /// As generated: every property spread over every page.
+    Random,
+    /// Sorted by `n`: predicates on `n` match contiguous pages.
+    ByN,
+    /// Sorted by note: predicates on notes match contiguous pages.
+    ByNote,
+    /// Random, then every third row updated, so live rows sit among dead
+    /// ones and past the table's first pages.
+    Churned,
+}
+
+#[derive(Debug, Clone)]
+struct Row {
+    note: Option<usize>,
+    n: i32,
+    age_days: i32,
+}
+
+fn rows() -> impl Strategy<Value = Vec<Row>> {
+    prop::collection::vec(
+        (
+            prop::option::weighted(0.9, 0..NOTES.len()),
+            0..100i32,
+            -10..40i32,
+        )
+            .prop_map(|(note, n, age_days)| Row { note, n, age_days }),
+        1..400,
+    )
+}
+
+fn layout() -> impl Strategy<Value = Layout> {
+    prop_oneof![
+        Just(Layout::Random),
+        Just(Layout::ByN),
+        Just(Layout::ByNote),
+        Just(Layout::Churned),
+    ]
+}
+
+/// A TOML basic string holding `text` exactly.
+fn toml_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Creates `t` with the rows in the layout's order; `analyzed` decides
+/// whether the planner knows its size.
+async fn load(db: &TestDb, mut rows: Vec<Row>, layout: Layout, analyzed: bool) {
+    match layout {
+        Layout::ByN => rows.sort_by_key(|r| r.n),
+        Layout::ByNote => rows.sort_by_key(|r| r.note),
+        Layout::Random | Layout::Churned => {}
+    }
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "DROP TABLE IF EXISTS t, t_archive, exported, parents CASCADE;
+             CREATE TABLE t (id int PRIMARY KEY, note text, n int NOT NULL, at timestamptz NOT NULL);",
+        )
+        .await
+        .unwrap();
+    let ids: Vec<i32> = (1..=rows.len() as i32).collect();
+    let notes: Vec<Option<&str>> = rows.iter().map(|r| r.note.map(|i| NOTES[i])).collect();
+    let ns: Vec<i32> = rows.iter().map(|r| r.n).collect();
+    let ages: Vec<i32> = rows.iter().map(|r| r.age_days).collect();
+    client
+        .execute(
+            "INSERT INTO t SELECT id, note, n, now() - age * interval '1 day'
+               FROM unnest($1::int[], $2::text[], $3::int[], $4::int[]) u(id, note, n, age)",
+            &[&ids, &notes, &ns, &ages],
+        )
+        .await
+        .unwrap();
+    if let Layout::Churned = layout {
+        client
+            .batch_execute("UPDATE t SET n = n WHERE id % 3 = 0")
+            .await
+            .unwrap();
+    }
+    if analyzed {
+        client.batch_execute("ANALYZE t").await.unwrap();
+    }
+}
+
+async fn ids(db: &TestDb, sql: &str) -> Vec<i32> {
+    db.client()
+        .await
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Where a removal's rows go.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Purge,
+    ArchiveTable,
+    ArchiveExport,
+}
+
+async fn one_removal(
+    db: &TestDb,
+    kind: Kind,
+    predicate: &Predicate,
+    rows: Vec<Row>,
+    layout: Layout,
+    analyzed: bool,
+    batch_size: u64,
+) -> Result<(), TestCaseError> {
+    load(db, rows, layout, analyzed).await;
+    let text = predicate.sql();
+    let named = ids(
+        db,
+        &format!("SELECT id FROM t WHERE ({text}\n) ORDER BY id"),
+    )
+    .await;
+    let others = ids(
+        db,
+        &format!("SELECT id FROM t WHERE NOT coalesce(({text}\n), false) ORDER BY id"),
+    )
+    .await;
+    let exports = db.dir.path().join("exports");
+    let _ = std::fs::remove_dir_all(&exports);
+    let keys = match kind {
+        Kind::Purge => "kind = \"purge\"".to_string(),
+        Kind::ArchiveTable => "kind = \"archive\"".to_string(),
+        Kind::ArchiveExport => {
+            std::fs::create_dir(&exports).unwrap();
+            "kind = \"archive\"\narchive_table = false\nexport = \"exports\"".to_string()
+        }
+    };
+    db.config(&format!(
+        "[tasks.generated]\n{keys}\ntable = \"t\"\nwhere = {}\nbatch_size = {batch_size}\n",
+        toml_string(&text)
+    ));
+    let plan = db.pgmaint(&["plan", "--json"]).await;
+    prop_assert_eq!(plan.code, 0, "plan of {}: {}", text, plan.stderr);
+    let planned = &plan.json()["tasks"][0];
+    prop_assert_eq!(planned["details"]["rows_exact"].as_bool(), Some(true));
+    prop_assert_eq!(
+        planned["rows"].as_u64(),
+        Some(named.len() as u64),
+        "plan of {}",
+        text
+    );
+    let run = db.pgmaint(&["run", "generated", "--json", "--yes"]).await;
+    prop_assert_eq!(run.code, 0, "run of {}: {}{}", text, run.stdout, run.stderr);
+    prop_assert_eq!(
+        run.json()["tasks"][0]["rows"].as_u64(),
+        Some(named.len() as u64),
+        "run of {}",
+        text
+    );
+    let left = ids(db, "SELECT id FROM t ORDER BY id").await;
+    prop_assert_eq!(&left, &others, "rows left after {}", text);
+    let moved = match kind {
+        Kind::Purge => return Ok(()),
+        Kind::ArchiveTable => ids(db, "SELECT id FROM t_archive ORDER BY id").await,
+        Kind::ArchiveExport => {
+            load_exported(db, &exports).await;
+            ids(db, "SELECT id FROM exported ORDER BY id").await
+        }
+    };
+    prop_assert_eq!(&moved, &named, "rows moved by {}", text);
+    Ok(())
+}
+
+/// Loads every export file under `dir` into a new table `exported`.
+async fn load_exported(db: &TestDb, dir: &std::path::Path) {
+    let client = db.client().await;
+    client
+        .batch_execute("CREATE TABLE exported (LIKE t)")
+        .await
+        .unwrap();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert!(!name.ends_with(".partial"), "{name}");
+        if !name.ends_with(".csv.gz") {
+            continue;
+        }
+        let mut csv = Vec::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(entry.path()).unwrap())
+            .read_to_end(&mut csv)
+            .unwrap();
+        let sink = client
+            .copy_in("COPY exported FROM STDIN (FORMAT csv, HEADER true)")
+            .await
+            .unwrap();
+        futures_util::pin_mut!(sink);
+        sink.send(bytes::Bytes::from(csv)).await.unwrap();
+        sink.finish().await.unwrap();
+    }
+}
+
+fn runner(cases: u32) -> TestRunner {
+    TestRunner::new_with_rng(
+        Config {
+            cases,
+            max_shrink_iters: 64,
+            failure_persistence: None,
+            ..Config::default()
+        },
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    )
+}
+
+fn removals(kind: Kind, cases: u32) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = runtime.block_on(async {
+        let db = TestDb::new().await;
+        db.config("");
+        db.pgmaint(&["init"]).await.assert_code(0);
+        db
+    });
+    let cases_strategy = (predicate(), rows(), layout(), any::<bool>(), 1..60u64);
+    runner(cases)
+        .run(
+            &cases_strategy,
+            |(predicate, rows, layout, analyzed, batch_size)| {
+                runtime.block_on(one_removal(
+                    &db, kind, &predicate, rows, layout, analyzed, batch_size,
+                ))
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn purge_removes_exactly_what_generated_predicates_name() {
+    removals(Kind::Purge, 64);
+}
+
+#[test]
+fn archive_moves_exactly_what_generated_predicates_name() {
+    removals(Kind::ArchiveTable, 32);
+}
+
+#[test]
+fn archive_exports_exactly_what_generated_predicates_name() {
+    removals(Kind::ArchiveExport, 24);
+}
+
+/// Children with references to parents that may be gone, NULL, or there.
+async fn one_orphan_case(
+    db: &TestDb,
+    parents: Vec<bool>,
+    children: Vec<Option<usize>>,
+    analyzed: bool,
+    batch_size: u64,
+) -> Result<(), TestCaseError> {
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "DROP TABLE IF EXISTS children, parents CASCADE;
+             CREATE TABLE parents (id int PRIMARY KEY);
+             CREATE TABLE children (id int PRIMARY KEY, parent_id int, note text);",
+        )
+        .await
+        .unwrap();
+    let kept: Vec<i32> = parents
+        .iter()
+        .enumerate()
+        .filter(|(_, kept)| **kept)
+        .map(|(i, _)| i as i32 + 1)
+        .collect();
+    client
+        .execute("INSERT INTO parents SELECT unnest($1::int[])", &[&kept])
+        .await
+        .unwrap();
+    let ids: Vec<i32> = (1..=children.len() as i32).collect();
+    let refs: Vec<Option<i32>> = children
+        .iter()
+        .map(|c| c.map(|p| (p % parents.len()) as i32 + 1))
+        .collect();
+    let notes: Vec<&str> = (0..children.len())
+        .map(|i| NOTES[i % NOTES.len()])
+        .collect();
+    client
+        .execute(
+            "INSERT INTO children SELECT * FROM unnest($1::int[], $2::int[], $3::text[])",
+            &[&ids, &refs, &notes],
+        )
+        .await
+        .unwrap();
+    if analyzed {
+        client.batch_execute("ANALYZE").await.unwrap();
+    }
+    let orphans = self::ids(
+        db,
+        "SELECT id FROM children c WHERE parent_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM parents p WHERE p.id = c.parent_id) ORDER BY id",
+    )
+    .await;
+    let others = self::ids(
+        db,
+        "SELECT id FROM children c WHERE parent_id IS NULL OR EXISTS (SELECT 1 FROM parents p WHERE p.id = c.parent_id) ORDER BY id",
+    )
+    .await;
+    db.config(&format!(
+        "[tasks.orphaned]\nkind = \"orphans\"\ntable = \"children\"\ncolumn = \"parent_id\"\nreferences = \"parents(id)\"\naction = \"delete\"\nbatch_size = {batch_size}\n"
+    ));
+    let plan = db.pgmaint(&["plan", "--json"]).await;
+    prop_assert_eq!(plan.code, 0, "{}", plan.stderr);
+    prop_assert_eq!(
+        plan.json()["tasks"][0]["rows"].as_u64(),
+        Some(orphans.len() as u64)
+    );
+    let run = db.pgmaint(&["run", "orphaned", "--json", "--yes"]).await;
+    prop_assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    prop_assert_eq!(
+        run.json()["tasks"][0]["rows"].as_u64(),
+        Some(orphans.len() as u64)
+    );
+    prop_assert_eq!(
+        self::ids(db, "SELECT id FROM children ORDER BY id").await,
+        others
+    );
+    Ok(())
+}
+
+#[test]
+fn orphans_removes_exactly_the_children_whose_parent_is_gone() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = runtime.block_on(async {
+        let db = TestDb::new().await;
+        db.config("");
+        db.pgmaint(&["init"]).await.assert_code(0);
+        db
+    });
+    let cases = (
+        prop::collection::vec(any::<bool>(), 1..60),
+        prop::collection::vec(prop::option::weighted(0.85, 0..1000usize), 1..400),
+        any::<bool>(),
+        1..60u64,
+    );
+    runner(24)
+        .run(&cases, |(parents, children, analyzed, batch_size)| {
+            runtime.block_on(one_orphan_case(
+                &db, parents, children, analyzed, batch_size,
+            ))
+        })
+        .unwrap();
+}
