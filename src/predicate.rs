@@ -8,8 +8,7 @@
 //! hold no `;` and no `$n` parameter (pgmaint binds its own), and parse as
 //! one expression. Everything here is pure: it runs when the config is read,
 //! with no database. What needs the catalog (which functions are volatile)
-//! is asked by the caller, with the names `called_functions` and
-//! `operator_runs` return.
+//! is asked by the caller, with the names `Calls` collects.
 
 use squawk_lexer::{LiteralKind, TokenKind};
 use squawk_syntax::{SourceFile, SyntaxKind, SyntaxNode};
@@ -218,21 +217,71 @@ fn catalog_name(written: &str) -> String {
     }
 }
 
-/// The plain (unqualified or `schema.name`) names of the functions the
-/// condition calls, anywhere in it, subqueries included. Special forms
-/// (`EXTRACT`, `current_date`...) and calls squawk does not see as calls
-/// are not listed. Empty for a condition that does not parse.
-pub fn called_functions(text: &str) -> Vec<FunctionName> {
-    let sql = format!("{PARSE_PREFIX}{text}{PARSE_SUFFIX}");
-    let root = SourceFile::parse(&sql).syntax_node();
-    let mut names: Vec<FunctionName> = root
-        .descendants()
-        .filter(|node| node.kind() == SyntaxKind::CALL_EXPR)
-        .filter_map(|call| call.first_child().and_then(|callee| function_name(&callee)))
-        .collect();
-    names.sort();
-    names.dedup();
-    names
+/// What a condition (or a view's query) calls and reads, for the caller
+/// to look up in the catalog: see `tasks::rows` for what is done with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Calls {
+    /// The functions called anywhere, subqueries included, by name
+    /// (unqualified or `schema.name`). Special forms (`EXTRACT`,
+    /// `current_date`...) and calls squawk does not see as calls are not
+    /// listed.
+    pub functions: Vec<FunctionName>,
+    /// The relations subqueries read, as written (`s."V"`), to be looked up
+    /// with `to_regclass`: a view among them may call functions of its own.
+    pub relations: Vec<String>,
+    /// The runs of operator characters outside literals and comments
+    /// (`<`, `<=`, `@>`, `->>`...): an operator PostgreSQL reads is always
+    /// a substring of one of them.
+    pub operator_runs: Vec<String>,
+}
+
+impl Calls {
+    /// What a `where` condition calls. Empty lists for one that does not
+    /// parse (`check` refuses it).
+    pub fn of_condition(text: &str) -> Calls {
+        let sql = format!("{PARSE_PREFIX}{text}{PARSE_SUFFIX}");
+        // The `FROM t` of the statement around the condition is not its own.
+        Calls::of(&sql, PARSE_PREFIX.len(), text)
+    }
+
+    /// What a query (a view's definition) calls.
+    pub fn of_query(sql: &str) -> Calls {
+        Calls::of(sql, 0, sql)
+    }
+
+    fn of(sql: &str, from: usize, own_text: &str) -> Calls {
+        let root = SourceFile::parse(sql).syntax_node();
+        let own = |node: &SyntaxNode| usize::from(node.text_range().start()) >= from;
+        let mut functions: Vec<FunctionName> = root
+            .descendants()
+            .filter(|node| node.kind() == SyntaxKind::CALL_EXPR && own(node))
+            .filter_map(|call| call.first_child().and_then(|callee| function_name(&callee)))
+            .collect();
+        functions.sort();
+        functions.dedup();
+        let mut relations: Vec<String> = root
+            .descendants()
+            .filter(|node| node.kind() == SyntaxKind::RELATION_NAME_REF && own(node))
+            .map(|node| {
+                node.descendants_with_tokens()
+                    .filter_map(|element| element.into_token())
+                    .filter(|token| {
+                        !token.kind().is_trivia()
+                            && !matches!(token.kind(), SyntaxKind::DOT | SyntaxKind::ONLY_KW)
+                    })
+                    .map(|token| token.text().to_string())
+                    .collect::<Vec<_>>()
+                    .join(".")
+            })
+            .collect();
+        relations.sort();
+        relations.dedup();
+        Calls {
+            functions,
+            relations,
+            operator_runs: operator_runs(own_text),
+        }
+    }
 }
 
 fn function_name(callee: &SyntaxNode) -> Option<FunctionName> {
@@ -260,42 +309,10 @@ fn function_name(callee: &SyntaxNode) -> Option<FunctionName> {
     }
 }
 
-/// The relations the condition's subqueries read, as written (`s."V"`),
-/// to be looked up with `to_regclass`: a view among them may call
-/// functions of its own.
-pub fn referenced_relations(text: &str) -> Vec<String> {
-    let sql = format!("{PARSE_PREFIX}{text}{PARSE_SUFFIX}");
-    let root = SourceFile::parse(&sql).syntax_node();
-    let mut names: Vec<String> = root
-        .descendants()
-        .filter(|node| node.kind() == SyntaxKind::RELATION_NAME_REF)
-        // The `FROM t` of the statement around the condition is not its own.
-        .filter(|node| usize::from(node.text_range().start()) >= PARSE_PREFIX.len())
-        .map(|node| {
-            node.descendants_with_tokens()
-                .filter_map(|element| element.into_token())
-                .filter(|token| {
-                    !token.kind().is_trivia()
-                        && !matches!(token.kind(), SyntaxKind::DOT | SyntaxKind::ONLY_KW)
-                })
-                .map(|token| token.text().to_string())
-                .collect::<Vec<_>>()
-                .join(".")
-        })
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-}
-
-/// The runs of operator characters in the condition outside literals and
-/// comments (`<`, `<=`, `@>`, `->>`...), each as one string. An operator
-/// PostgreSQL reads is always a substring of one of them.
-pub fn operator_runs(text: &str) -> Vec<String> {
+fn operator_runs(text: &str) -> Vec<String> {
     let mut runs: Vec<String> = Vec::new();
     let mut current = String::new();
     for token in tokens(text) {
-        let piece = &text[token.start..token.end];
         let operator_char = matches!(
             token.kind,
             TokenKind::Minus
@@ -317,7 +334,7 @@ pub fn operator_runs(text: &str) -> Vec<String> {
                 | TokenKind::Question
         );
         if operator_char {
-            current.push_str(piece);
+            current.push_str(&text[token.start..token.end]);
         } else if !current.is_empty() {
             runs.push(std::mem::take(&mut current));
         }
@@ -424,10 +441,10 @@ mod tests {
 
     #[test]
     fn finds_the_functions_a_condition_calls() {
-        let names = called_functions(
+        let calls = Calls::of_condition(
             "random() < 0.5 OR public.f(x) OR \"MyFn\"(1) OR NOW() > t OR id IN (SELECT g FROM generate_series(1, 3) g WHERE Clock_Timestamp() > t)",
         );
-        let shown: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let shown: Vec<String> = calls.functions.iter().map(|n| n.to_string()).collect();
         assert_eq!(
             shown,
             [
@@ -439,25 +456,39 @@ mod tests {
                 "public.f()"
             ]
         );
-        assert!(called_functions("note = 'random()'").is_empty());
-        assert!(called_functions("created_at < current_date").is_empty());
+        assert!(
+            Calls::of_condition("note = 'random()'")
+                .functions
+                .is_empty()
+        );
+        assert!(
+            Calls::of_condition("created_at < current_date")
+                .functions
+                .is_empty()
+        );
+        let view = Calls::of_query(
+            " SELECT id\n   FROM tokens\n  WHERE random() < 0.5::double precision;",
+        );
+        assert_eq!(view.functions[0].name, "random");
+        assert_eq!(view.relations, ["tokens"]);
     }
 
     #[test]
     fn finds_the_relations_subqueries_read() {
         assert_eq!(
-            referenced_relations(
+            Calls::of_condition(
                 "id IN (SELECT id FROM s.\"V\" JOIN w USING (id), ONLY x WHERE EXISTS (SELECT FROM q))"
-            ),
+            )
+            .relations,
             ["q", "s.\"V\"", "w", "x"]
         );
-        assert!(referenced_relations("a = 1").is_empty());
+        assert!(Calls::of_condition("a = 1").relations.is_empty());
     }
 
     #[test]
     fn operator_runs_skip_literals_and_comments() {
         assert_eq!(
-            operator_runs("a <-> b AND c >= '<<' -- ++\n AND d @> e"),
+            Calls::of_condition("a <-> b AND c >= '<<' -- ++\n AND d @> e").operator_runs,
             ["<->", ">=", "@>"]
         );
     }

@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 use super::{CheckProblem, ReportProblem};
 use crate::config::file::TaskFile;
 use crate::db::{self, TableInfo};
-use crate::predicate::{self, FunctionName};
+use crate::predicate::{self, Calls, FunctionName};
 use crate::retention;
 use crate::sql;
 
@@ -173,6 +173,9 @@ impl Filter {
     }
 }
 
+/// The most views followed from one condition (views reading views).
+const MAX_VIEWS: usize = 64;
+
 /// Refuses a `where` whose rows can change between two evaluations: a
 /// volatile function (`random()`, `clock_timestamp()`, `nextval()`, one with
 /// side effects) makes the dry run's count, each batch and the final count
@@ -180,6 +183,43 @@ impl Filter {
 /// once per row. Also refuses a backslash in a plain string literal when the
 /// server reads backslashes as escapes, where the config-time check read
 /// the literal differently.
+async fn calls_volatile(client: &Client, text: &str) -> Option<CheckProblem> {
+    match volatile_call(client, text).await {
+        Ok(Some(what)) => return Some(CheckProblem {
+            key: "where",
+            message: format!(
+                "the condition calls {what}, which is VOLATILE: it can give another answer each time it is evaluated, so the dry run, every batch and the final count would not agree"
+            ),
+            help: Some("use a stable equivalent: `now()` or `statement_timestamp()` instead of `clock_timestamp()`/`timeofday()`, a fixed value instead of `random()`; a function with side effects does not belong in a condition".into()),
+        }),
+        Ok(None) => {}
+        Err(err) => return Some(CheckProblem {
+            key: "where",
+            message: format!(
+                "cannot check which functions the condition calls: {}",
+                db::describe(&err)
+            ),
+            help: None,
+        }),
+    }
+    let at = predicate::backslash_in_plain_string(text)?;
+    let conforming = client
+        .query_one(
+            "SELECT current_setting('standard_conforming_strings') = 'on'",
+            &[],
+        )
+        .await
+        .map(|row| row.get::<_, bool>(0));
+    (!matches!(conforming, Ok(true))).then(|| CheckProblem {
+        key: "where",
+        message: format!(
+            "the string literal at {at} holds a backslash, and this server may read it as an escape (standard_conforming_strings is not on)"
+        ),
+        help: Some("write the literal as E'...' with the backslash doubled, or turn standard_conforming_strings on".into()),
+    })
+}
+
+/// The first volatile function or operator the condition calls, in words.
 ///
 /// How volatility is found, and why so: PostgreSQL offers no read-only way
 /// to ask whether an expression is volatile (a temporary view and its
@@ -195,152 +235,114 @@ impl Filter {
 /// - operators by their characters: an operator whose function is
 ///   VOLATILE (none is built in) refuses the condition when its name
 ///   appears in a run of operator characters of the condition.
-/// - views the condition's subqueries read, and the views they read, by
-///   the functions their rewrite rules depend on.
+/// - views the condition's subqueries read, and the views they read: their
+///   definitions (`pg_get_viewdef`) are read the same way. (`pg_depend`
+///   would not do: it records no dependency on built-in functions such as
+///   `random()`.)
 ///
 /// Not examined: casts (a type's input or cast function), functions a
 /// STABLE function calls in its body (PostgreSQL trusts the label, and so
 /// does pgmaint), row-level security policies and the attribute notation
 /// `row.function`.
-async fn calls_volatile(client: &Client, text: &str) -> Option<CheckProblem> {
-    let refuse = |what: String| {
-        CheckProblem {
-        key: "where",
-        message: format!(
-            "the condition calls {what}, which is VOLATILE: it can give another answer each time it is evaluated, so the dry run, every batch and the final count would not agree"
-        ),
-        help: Some("use a stable equivalent: `now()` or `statement_timestamp()` instead of `clock_timestamp()`/`timeofday()`, a fixed value instead of `random()`; a function with side effects does not belong in a condition".into()),
+async fn volatile_call(
+    client: &Client,
+    text: &str,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    // What the condition calls, then what each view it reads calls.
+    let own = Calls::of_condition(text);
+    let mut pending = own.relations.clone();
+    let mut read: Vec<(String, Calls)> = vec![(String::new(), own)];
+    while let Some(relation) = pending.pop() {
+        if read.len() > MAX_VIEWS {
+            break;
+        }
+        let Some(view) = client
+            .query_opt(
+                "SELECT c.oid::regclass::text, pg_get_viewdef(c.oid)
+                   FROM pg_class c
+                  WHERE c.oid = to_regclass($1) AND c.relkind = 'v'",
+                &[&relation],
+            )
+            .await?
+        else {
+            continue;
+        };
+        let name: String = view.get(0);
+        if read.iter().any(|(seen, _)| *seen == name) {
+            continue;
+        }
+        let calls = Calls::of_query(&view.get::<_, String>(1));
+        pending.extend(calls.relations.iter().cloned());
+        read.push((name, calls));
     }
+    let through = |view: &str| {
+        if view.is_empty() {
+            String::new()
+        } else {
+            format!(" through view {view}")
+        }
     };
-    let failed = |err: tokio_postgres::Error| CheckProblem {
-        key: "where",
-        message: format!(
-            "cannot check which functions the condition calls: {}",
-            db::describe(&err)
-        ),
-        help: None,
-    };
-    let functions = predicate::called_functions(text);
-    if !functions.is_empty() {
-        let schemas: Vec<String> = functions
-            .iter()
-            .map(|f| f.schema.clone().unwrap_or_default())
-            .collect();
-        let names: Vec<String> = functions.iter().map(|f| f.name.clone()).collect();
-        let rows = client
-            .query(
-                "SELECT DISTINCT c.schema, c.name
-                   FROM unnest($1::text[], $2::text[]) AS c(schema, name)
+
+    let (mut views, mut schemas, mut names) = (Vec::new(), Vec::new(), Vec::new());
+    for (view, calls) in &read {
+        for function in &calls.functions {
+            views.push(view.clone());
+            schemas.push(function.schema.clone().unwrap_or_default());
+            names.push(function.name.clone());
+        }
+    }
+    if !names.is_empty() {
+        let volatile = client
+            .query_opt(
+                "SELECT c.view, c.schema, c.name
+                   FROM unnest($1::text[], $2::text[], $3::text[]) AS c(view, schema, name)
                    JOIN pg_proc p ON p.proname = c.name
                    JOIN pg_namespace n ON n.oid = p.pronamespace
                   WHERE p.provolatile = 'v'
                     AND CASE WHEN c.schema = '' THEN n.nspname = ANY (current_schemas(true))
                              ELSE n.nspname = c.schema END
-                  ORDER BY 1, 2",
-                &[&schemas, &names],
+                  ORDER BY 1, 2, 3
+                  LIMIT 1",
+                &[&views, &schemas, &names],
             )
-            .await;
-        match rows {
-            Err(err) => return Some(failed(err)),
-            Ok(rows) if !rows.is_empty() => {
-                let called = rows
-                    .iter()
-                    .map(|row| {
-                        let schema: String = row.get(0);
-                        FunctionName {
-                            schema: (!schema.is_empty()).then_some(schema),
-                            name: row.get(1),
-                        }
-                        .to_string()
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Some(refuse(called));
-            }
-            Ok(_) => {}
+            .await?;
+        if let Some(row) = volatile {
+            let (view, schema): (String, String) = (row.get(0), row.get(1));
+            let function = FunctionName {
+                schema: (!schema.is_empty()).then_some(schema),
+                name: row.get(2),
+            };
+            return Ok(Some(format!("{function}{}", through(&view))));
         }
     }
-    let runs = predicate::operator_runs(text);
-    if !runs.is_empty() {
-        let rows = client
-            .query(
-                "SELECT DISTINCT o.oprname::text, p.oid::regproc::text
-                   FROM pg_operator o JOIN pg_proc p ON p.oid = o.oprcode
-                  WHERE p.provolatile = 'v'",
-                &[],
-            )
-            .await;
-        match rows {
-            Err(err) => return Some(failed(err)),
-            Ok(rows) => {
-                if let Some(row) = rows.iter().find(|row| {
-                    let name: String = row.get(0);
-                    runs.iter().any(|run| run.contains(&name))
-                }) {
-                    let (name, function): (String, String) = (row.get(0), row.get(1));
-                    return Some(refuse(format!("operator {name} (function {function}())")));
-                }
-            }
+
+    if read.iter().all(|(_, calls)| calls.operator_runs.is_empty()) {
+        return Ok(None);
+    }
+    let operators = client
+        .query(
+            "SELECT DISTINCT o.oprname::text, p.oid::regproc::text
+               FROM pg_operator o JOIN pg_proc p ON p.oid = o.oprcode
+              WHERE p.provolatile = 'v'
+              ORDER BY 1",
+            &[],
+        )
+        .await?;
+    for row in &operators {
+        let (operator, function): (String, String) = (row.get(0), row.get(1));
+        if let Some((view, _)) = read.iter().find(|(_, calls)| {
+            calls
+                .operator_runs
+                .iter()
+                .any(|run| run.contains(&operator))
+        }) {
+            return Ok(Some(format!(
+                "operator {operator} (function {function}()){}",
+                through(view)
+            )));
         }
     }
-    let relations = predicate::referenced_relations(text);
-    if !relations.is_empty() {
-        // A view's functions are what its rewrite rule depends on; views it
-        // reads are followed the same way.
-        let rows = client
-            .query(
-                "WITH RECURSIVE seen(oid) AS (
-                     SELECT to_regclass(r)::oid FROM unnest($1::text[]) r
-                      WHERE to_regclass(r) IS NOT NULL
-                     UNION
-                     SELECT d.refobjid
-                       FROM seen
-                       JOIN pg_rewrite w ON w.ev_class = seen.oid AND w.ev_type = '1'
-                       JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid
-                                       AND d.refclassid = 'pg_class'::regclass
-                 )
-                 SELECT DISTINCT seen.oid::regclass::text, p.oid::regproc::text
-                   FROM seen
-                   JOIN pg_rewrite w ON w.ev_class = seen.oid AND w.ev_type = '1'
-                   JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid
-                                   AND d.refclassid = 'pg_proc'::regclass
-                   JOIN pg_proc p ON p.oid = d.refobjid
-                  WHERE p.provolatile = 'v'
-                  ORDER BY 1, 2",
-                &[&relations],
-            )
-            .await;
-        match rows {
-            Err(err) => return Some(failed(err)),
-            Ok(rows) if !rows.is_empty() => {
-                let (view, function): (String, String) = (rows[0].get(0), rows[0].get(1));
-                return Some(refuse(format!("{function}() through view {view}")));
-            }
-            Ok(_) => {}
-        }
-    }
-    if let Some(at) = predicate::backslash_in_plain_string(text) {
-        let conforming = client
-            .query_one(
-                "SELECT current_setting('standard_conforming_strings') = 'on'",
-                &[],
-            )
-            .await;
-        match conforming {
-            Err(err) => return Some(failed(err)),
-            Ok(row) if !row.get::<_, bool>(0) => {
-                return Some(CheckProblem {
-                    key: "where",
-                    message: format!(
-                        "the string literal at {at} holds a backslash, and this server has standard_conforming_strings off, so it would read the backslash as an escape"
-                    ),
-                    help: Some("write the literal as E'...' with the backslash doubled, or turn standard_conforming_strings on".into()),
-                });
-            }
-            Ok(_) => {}
-        }
-    }
-    None
+    Ok(None)
 }
 
 /// Looks the table up for a batched task, refusing what a page walk cannot
