@@ -64,6 +64,9 @@ pub struct Target {
     pub config: Config,
     pub ssl_mode: SslMode,
     pub root_cert: Option<String>,
+    /// Set on every session right after it connects (the config's
+    /// `[database]` timeouts; pgmaint's defaults without one).
+    pub session: crate::db::SessionTimeouts,
 }
 
 impl Target {
@@ -186,6 +189,7 @@ pub fn resolve_with(
         config,
         ssl_mode,
         root_cert: rootcert,
+        session: crate::db::SessionTimeouts::default(),
     })
 }
 
@@ -344,8 +348,9 @@ fn split_pgpass_line(line: &str) -> Vec<String> {
     fields
 }
 
-/// Opens a connection. Server notices (from VACUUM, functions' RAISE NOTICE)
-/// are passed to the log rather than lost.
+/// Opens a connection and sets the target's session timeouts on it. Server
+/// notices (from VACUUM, functions' RAISE NOTICE) are passed to the log
+/// rather than lost.
 pub async fn connect(target: &Target) -> Result<Client, ConnectError> {
     let unreachable = |cause: String| ConnectError::Unreachable {
         target: target.describe(),
@@ -372,14 +377,23 @@ pub async fn connect(target: &Target) -> Result<Client, ConnectError> {
             client
         }};
     }
-    Ok(match target.ssl_mode {
+    let client = match target.ssl_mode {
         SslMode::Disable => drive!(target.config.connect(NoTls)),
         mode => drive!(
             target
                 .config
                 .connect(tls_connector(mode, target.root_cert.as_deref())?)
         ),
-    })
+    };
+    // Before anything else: from here on no statement of this session waits
+    // on a lock longer than lock_timeout. A SET rather than the startup
+    // packet's `options`, which transaction poolers refuse.
+    target
+        .session
+        .apply(&client)
+        .await
+        .map_err(|e| unreachable(crate::db::describe(&e)))?;
+    Ok(client)
 }
 
 fn tls_connector(

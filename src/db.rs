@@ -39,6 +39,62 @@ pub fn is_transient(err: &tokio_postgres::Error) -> bool {
     )
 }
 
+/// A statement's error, as `describe` words it, says that it gave up
+/// waiting for a lock (`lock_timeout`, SQLSTATE 55P03). Checks and tasks
+/// report errors as text; this is how the runner tells a busy lock from a
+/// wrong config in that text.
+pub fn gave_up_on_a_lock(text: &str) -> bool {
+    text.contains("[SQLSTATE 55P03]")
+}
+
+/// The timeouts every session pgmaint opens on a user's database runs
+/// under from its first statement on: the catalog lookups a task starts
+/// with take locks too, and must not queue behind an `ACCESS EXCLUSIVE`
+/// lock (and the application traffic queued behind that) any longer than a
+/// batch would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimeouts {
+    pub lock_timeout: crate::config::Duration,
+    pub statement_timeout: crate::config::Duration,
+}
+
+impl Default for SessionTimeouts {
+    fn default() -> Self {
+        let built_in = crate::config::TaskOptions::BUILT_IN;
+        SessionTimeouts {
+            lock_timeout: built_in.lock_timeout,
+            statement_timeout: built_in.statement_timeout,
+        }
+    }
+}
+
+impl SessionTimeouts {
+    /// The settings as the SQL a person would type, for `-v`.
+    pub fn statements(&self) -> [String; 2] {
+        [
+            format!("SET lock_timeout = '{}'", self.lock_timeout.as_pg_setting()),
+            format!(
+                "SET statement_timeout = '{}'",
+                self.statement_timeout.as_pg_setting()
+            ),
+        ]
+    }
+
+    /// Sets both for the session, in one round trip, through parameters.
+    pub async fn apply(&self, client: &impl GenericClient) -> Result<(), tokio_postgres::Error> {
+        client
+            .query_one(
+                "SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)",
+                &[
+                    &self.lock_timeout.as_pg_setting(),
+                    &self.statement_timeout.as_pg_setting(),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
 /// Runs `work` in a read-only transaction that is rolled back afterwards,
 /// so what a dry run or check reads can change nothing. `work` is a future:
 /// it does nothing until awaited here, after BEGIN.
@@ -117,6 +173,10 @@ pub enum LookupError {
     BadName(String, String),
     #[error("\"{0}\" is a {1}, not a table")]
     NotATable(String, &'static str),
+    #[error(
+        "table \"{0}\" is locked by another session; its catalog lookup gave up after lock_timeout ({1})"
+    )]
+    Locked(String, String),
     #[error("{0}")]
     Database(String),
 }
@@ -139,6 +199,10 @@ pub async fn lookup_table(
         )
         .await
         .map_err(|err| match err.as_db_error() {
+            // pg_relation_size opens the table, so it waits on its locks.
+            Some(db) if *db.code() == SqlState::LOCK_NOT_AVAILABLE => {
+                LookupError::Locked(written.into(), describe(&err))
+            }
             Some(db) => LookupError::BadName(written.into(), db.message().into()),
             None => LookupError::Database(describe(&err)),
         })?;

@@ -270,6 +270,20 @@ impl Config {
         }
     }
 
+    /// The timeouts every session starts with: `[database]` lock_timeout
+    /// and statement_timeout, else pgmaint's defaults. A task sets its own
+    /// while it runs.
+    pub fn session_timeouts(&self) -> crate::db::SessionTimeouts {
+        let built_in = TaskOptions::BUILT_IN;
+        crate::db::SessionTimeouts {
+            lock_timeout: self.database.lock_timeout.unwrap_or(built_in.lock_timeout),
+            statement_timeout: self
+                .database
+                .statement_timeout
+                .unwrap_or(built_in.statement_timeout),
+        }
+    }
+
     pub fn task(&self, name: &str) -> Option<&TaskConfig> {
         self.tasks.iter().find(|t| t.name == name)
     }

@@ -301,6 +301,15 @@ pub async fn run(client: &Client, config: &Config, only: &[String], exact: bool)
         "{}ms",
         (config.health.statement_timeout.as_millis() / 2).max(1)
     );
+    // The session's own timeouts (set at connect), put back afterwards.
+    let session: Option<(String, String)> = client
+        .query_one(
+            "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')",
+            &[],
+        )
+        .await
+        .ok()
+        .map(|row| (row.get(0), row.get(1)));
     let mut checks = Vec::new();
     for &name in CHECK_NAMES {
         let settings = config.health.checks.get(name).cloned().unwrap_or_default();
@@ -335,8 +344,10 @@ pub async fn run(client: &Client, config: &Config, only: &[String], exact: bool)
         let duration_ms = started.elapsed().as_millis() as u64;
         checks.push(report(name, outcome, &settings.exclude, duration_ms));
     }
-    let _ = db::set_session(client, "statement_timeout", "0").await;
-    let _ = db::set_session(client, "lock_timeout", "0").await;
+    if let Some((lock_timeout, statement_timeout)) = &session {
+        let _ = db::set_session(client, "statement_timeout", statement_timeout).await;
+        let _ = db::set_session(client, "lock_timeout", lock_timeout).await;
+    }
     let status = checks
         .iter()
         .map(|c| {

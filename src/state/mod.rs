@@ -82,8 +82,33 @@ async fn current_version(
 /// Creates or upgrades the schema. Returns the versions it applied.
 pub async fn init(client: &mut Client, schema: &str) -> Result<Vec<i32>, StateError> {
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INIT_LOCK])
-        .await?;
+    // Another `init` holds the lock for as long as its steps take, which may
+    // be longer than the session's lock_timeout: wait by polling, which no
+    // lock_timeout cuts short, up to the statement_timeout's worth of time.
+    let patience: f64 = tx
+        .query_one(
+            "SELECT extract(epoch FROM current_setting('statement_timeout')::interval)::float8",
+            &[],
+        )
+        .await?
+        .get(0);
+    let patience = if patience > 0.0 { patience } else { 300.0 };
+    let waiting_since = std::time::Instant::now();
+    loop {
+        let locked: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&INIT_LOCK])
+            .await?
+            .get(0);
+        if locked {
+            break;
+        }
+        if waiting_since.elapsed().as_secs_f64() > patience {
+            return Err(StateError::Database(
+                "another `pgmaint init` has held the state schema's lock past statement_timeout; try again when it is done".into(),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let quoted = quote_ident(schema);
     tx.batch_execute(&format!(
         "CREATE SCHEMA IF NOT EXISTS {quoted};
