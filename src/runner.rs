@@ -1,14 +1,27 @@
 //! Carries out a run: records it, takes each task's lock so no two
 //! processes work on one task, runs (or dry-runs) the tasks in order and
 //! records each outcome. The CLI, the daemon's scheduler and the API all
-//! start runs through here.
+//! start runs through here, so the safety rules live here, once, for every
+//! trigger:
+//!
+//! - a task that needs confirmation (`needs_confirmation`: today, a critical
+//!   one) runs only when the request carries it: `--yes` or a yes on a
+//!   terminal, the API's `{"yes": true}`, or a schedule with
+//!   `allow_critical = true`;
+//! - on a standby (`pg_is_in_recovery()`) nothing runs and nothing is
+//!   written, not even the audit trail (the state schema is read-only there);
+//! - every statement waits at most `lock_timeout` for a lock: the session's
+//!   timeouts are set at connect, each task runs under its own, and a task
+//!   whose table stays locked fails saying so, its duration counting the
+//!   wait.
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::config::{Config, Severity, TaskConfig};
+use crate::config::{Config, Problem, Problems, Severity, TaskConfig};
+use crate::db::{self, SessionTimeouts};
 use crate::output::Progress;
 use crate::state::{self, StateError, Trigger};
 use crate::status::Status;
@@ -22,10 +35,85 @@ pub struct RunRequest<'a> {
     pub batch_size: Option<u64>,
     pub max_runtime: Option<Duration>,
     pub trigger: Trigger,
+    /// How the run was confirmed, for tasks that need it.
+    pub confirmation: Confirmation,
+    /// Check every task against the live database before starting, and
+    /// refuse the whole run (recording nothing) if the config is wrong for
+    /// any: the CLI's "bad config: nothing was changed".
+    pub check_first: bool,
     pub verbose: bool,
     /// Told the run's id as soon as it is recorded (the API answers with it
     /// while the run goes on).
     pub started: Option<tokio::sync::oneshot::Sender<i64>>,
+}
+
+/// How a run was confirmed, which decides whether the tasks that need
+/// confirmation may run. A dry run needs none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Confirmation {
+    /// Nobody confirmed: a run with a task that needs confirmation is
+    /// refused before it starts.
+    #[default]
+    None,
+    /// A person confirmed: `--yes`, a yes on a terminal, or the API's
+    /// `{"yes": true}`.
+    Yes,
+    /// A schedule fired (or was run now): there is nobody to ask, so tasks
+    /// that need confirmation run only where the schedule allows them, and
+    /// are otherwise skipped (recorded, with the reason) while the rest run.
+    Schedule { allow_critical: bool },
+}
+
+/// Whether a task runs only when confirmed. The one place this rule is
+/// written; every caller and the runner itself ask here.
+pub fn needs_confirmation(task: &TaskConfig) -> bool {
+    task.severity == Severity::Critical
+}
+
+impl Confirmation {
+    /// Whether this confirmation lets `task` run for real.
+    pub fn covers(&self, task: &TaskConfig) -> bool {
+        !needs_confirmation(task)
+            || match self {
+                Confirmation::None => false,
+                Confirmation::Yes => true,
+                Confirmation::Schedule { allow_critical } => *allow_critical,
+            }
+    }
+}
+
+/// The tasks the runner would not run under this confirmation (none in a
+/// dry run), in order. Callers use it to ask before they start a run.
+pub fn unconfirmed<'t>(
+    tasks: &[&'t TaskConfig],
+    dry_run: bool,
+    confirmation: Confirmation,
+) -> Vec<&'t TaskConfig> {
+    if dry_run {
+        return Vec::new();
+    }
+    tasks
+        .iter()
+        .copied()
+        .filter(|t| !confirmation.covers(t))
+        .collect()
+}
+
+/// Why a task named by a schedule is left out of its fires, if it is.
+pub fn left_out_by_schedule(
+    task: &TaskConfig,
+    schedule: &crate::config::ScheduleConfig,
+) -> Option<String> {
+    let confirmation = Confirmation::Schedule {
+        allow_critical: schedule.allow_critical,
+    };
+    (!confirmation.covers(task)).then(|| {
+        format!(
+            "task {} is {} and this schedule does not set allow_critical = true",
+            task.name,
+            task.severity.as_str()
+        )
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -34,6 +122,9 @@ pub struct RunReport {
     pub dry_run: bool,
     pub status: Status,
     pub tasks: Vec<TaskReport>,
+    /// Tasks skipped because the schedule does not allow them.
+    #[serde(skip)]
+    pub unconfirmed: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -53,8 +144,43 @@ pub struct TaskReport {
     pub retries: u64,
 }
 
+/// A run the runner would not start; nothing was recorded or changed.
+#[derive(Debug)]
+pub enum Refusal {
+    /// These tasks need a confirmation the request does not carry.
+    Unconfirmed(Vec<String>),
+    /// The server is a standby: pgmaint writes nothing there.
+    Standby,
+    /// `check_first` found these problems in the config.
+    Problems(Vec<Problem>),
+}
+
+/// What the refusals say; callers add how to confirm in their own terms.
+pub const STANDBY: &str = "this server is a standby (pg_is_in_recovery() is true): pgmaint does not write here; nothing was done";
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Unconfirmed(names) => write!(
+                f,
+                "critical task(s) {} run only when confirmed; nothing was changed",
+                names.join(", ")
+            ),
+            Refusal::Standby => f.write_str(STANDBY),
+            Refusal::Problems(problems) => write!(
+                f,
+                "{}\n{} problem(s) found; nothing was changed",
+                Problems(problems.clone()),
+                problems.len()
+            ),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    #[error("{0}")]
+    Refused(Refusal),
     #[error("{0}")]
     State(#[from] StateError),
     #[error("{0}")]
@@ -67,6 +193,57 @@ impl From<tokio_postgres::Error> for RunError {
     }
 }
 
+/// What checking one task against the live database found.
+pub struct LiveCheck {
+    /// Config problems, each placed at its key in the file.
+    pub problems: Vec<Problem>,
+    /// Problems that are a lock another session holds, not the config.
+    pub busy: Vec<Problem>,
+    pub took: Duration,
+}
+
+/// Checks one task against the live database (under the session's
+/// timeouts, so a locked table is a bounded wait reported as `busy`).
+pub async fn check_task(client: &Client, config: &Config, task: &TaskConfig) -> LiveCheck {
+    let started = Instant::now();
+    let mut check = LiveCheck {
+        problems: Vec::new(),
+        busy: Vec::new(),
+        took: Duration::ZERO,
+    };
+    for found in task.spec.check(client).await {
+        let busy = db::gave_up_on_a_lock(&found.message);
+        let problem = config.problem(&["tasks", &task.name, found.key], found.message);
+        let problem = match found.help {
+            Some(help) if !busy => problem.with_help(help),
+            _ => problem,
+        };
+        if busy {
+            check.busy.push(problem);
+        } else {
+            check.problems.push(problem);
+        }
+    }
+    check.took = started.elapsed();
+    check
+}
+
+/// A task's statement gave up on a lock: say which lock and what it means.
+fn lock_busy(task: &TaskConfig, cause: &str) -> String {
+    format!(
+        "could not get its locks on {}: another session held a conflicting lock past lock_timeout {}; the task stopped there and the next run tries again ({cause})",
+        task.spec.target(),
+        task.options.lock_timeout
+    )
+}
+
+fn task_timeouts(task: &TaskConfig) -> SessionTimeouts {
+    SessionTimeouts {
+        lock_timeout: task.options.lock_timeout,
+        statement_timeout: task.options.statement_timeout,
+    }
+}
+
 pub async fn run(
     client: &mut Client,
     config: &Config,
@@ -74,6 +251,42 @@ pub async fn run(
     stop: &Stop,
     progress: &Progress,
 ) -> Result<RunReport, RunError> {
+    let unconfirmed = unconfirmed(&request.tasks, request.dry_run, request.confirmation);
+    if !unconfirmed.is_empty() && request.confirmation == Confirmation::None {
+        return Err(RunError::Refused(Refusal::Unconfirmed(
+            unconfirmed.iter().map(|t| t.name.clone()).collect(),
+        )));
+    }
+    // Once per run, before anything is written. A dry run records its plan
+    // in the state schema too, so it does not run on a standby either.
+    if db::in_recovery(client).await? {
+        return Err(RunError::Refused(Refusal::Standby));
+    }
+    let session = config.session_timeouts();
+    // What each task's live check took, and the lock it found busy: the
+    // task's duration includes it, and a busy task is not looked up again.
+    let mut checked: Vec<(Duration, Option<String>)> = Vec::new();
+    if request.check_first {
+        let mut problems = Vec::new();
+        for task in &request.tasks {
+            task_timeouts(task).apply(&*client).await?;
+            let check = check_task(client, config, task).await;
+            problems.extend(check.problems);
+            let busy = (!check.busy.is_empty()).then(|| {
+                check
+                    .busy
+                    .iter()
+                    .map(|p| format!("{}: {}", p.key, p.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            });
+            checked.push((check.took, busy));
+        }
+        session.apply(&*client).await?;
+        if !problems.is_empty() {
+            return Err(RunError::Refused(Refusal::Problems(problems)));
+        }
+    }
     let schema = config.state_schema.as_str();
     state::ensure_ready(client, schema).await?;
     for id in state::mark_interrupted(client, schema).await? {
@@ -87,11 +300,31 @@ pub async fn run(
         let _ = started.send(run_id);
     }
     let mut reports = Vec::new();
-    for task in &request.tasks {
+    for (index, task) in request.tasks.iter().enumerate() {
+        let (checking, busy) = checked.get(index).cloned().unwrap_or_default();
         let report = if stop.requested().is_some() {
             skipped(task, "the run was stopped before this task started".into())
+        } else if unconfirmed.iter().any(|t| t.name == task.name) {
+            let reason = format!(
+                "critical task left out: the schedule does not set allow_critical = true ({} runs only when confirmed)",
+                task.name
+            );
+            record_skipped(client, schema, run_id, task, &request, reason).await?
         } else {
-            run_task(client, config, run_id, task, &request, stop, progress).await?
+            task_timeouts(task).apply(&*client).await?;
+            if request.verbose {
+                for statement in task_timeouts(task).statements() {
+                    eprintln!("[{}] {statement}", task.name);
+                }
+            }
+            let ran = run_task(
+                client, config, run_id, task, &request, stop, progress, checking, busy,
+            )
+            .await;
+            // Tasks leave their own timeouts behind (or clear them); the
+            // statements between tasks run under the session's again.
+            session.apply(&*client).await?;
+            ran?
         };
         reports.push(report);
     }
@@ -114,6 +347,7 @@ pub async fn run(
         dry_run: request.dry_run,
         status,
         tasks: reports,
+        unconfirmed: unconfirmed.iter().map(|t| t.name.clone()).collect(),
     })
 }
 
@@ -132,6 +366,38 @@ fn skipped(task: &TaskConfig, reason: String) -> TaskReport {
     }
 }
 
+/// A task skipped for a reason the audit trail should keep.
+async fn record_skipped(
+    client: &mut Client,
+    schema: &str,
+    run_id: i64,
+    task: &TaskConfig,
+    request: &RunRequest<'_>,
+    reason: String,
+) -> Result<TaskReport, RunError> {
+    let report = skipped(task, reason);
+    let task_run_id = state::start_task_run(
+        client,
+        schema,
+        run_id,
+        &task.name,
+        report.kind,
+        request.dry_run,
+    )
+    .await?;
+    let outcome = Outcome {
+        status: Status::Skipped,
+        rows: 0,
+        batches: 0,
+        retries: 0,
+        error: None,
+        details: report.details.clone(),
+    };
+    state::finish_task_run(client, schema, task_run_id, &outcome, 0).await?;
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_task(
     client: &mut Client,
     config: &Config,
@@ -140,6 +406,8 @@ async fn run_task(
     request: &RunRequest<'_>,
     stop: &Stop,
     progress: &Progress,
+    checking: Duration,
+    busy: Option<String>,
 ) -> Result<TaskReport, RunError> {
     let schema = config.state_schema.as_str();
     let backups_dir = config.backups.dir.as_path();
@@ -148,8 +416,20 @@ async fn run_task(
         state::start_task_run(client, schema, run_id, &task.name, kind, request.dry_run).await?;
     let started = Instant::now();
     // A dry run only reads, so it does not compete for the task.
-    let locked = request.dry_run || state::try_lock_task(client, schema, &task.name).await?;
-    let outcome = if !locked {
+    let locked = busy.is_some()
+        || request.dry_run
+        || state::try_lock_task(client, schema, &task.name).await?;
+    let outcome = if let Some(cause) = &busy {
+        // Its check found the table locked: do not queue on it again.
+        Outcome {
+            status: Status::Failed,
+            rows: 0,
+            batches: 0,
+            retries: 0,
+            error: Some(lock_busy(task, cause)),
+            details: serde_json::json!({}),
+        }
+    } else if !locked {
         let holder = state::holder_of_task(client, schema, &task.name).await?;
         let reason = match holder {
             Some((id, who)) => format!("task is already running in run {id} ({who}); skipped"),
@@ -189,20 +469,27 @@ async fn run_task(
             task.spec.run(&mut ctx).await
         };
         progress.finish();
-        let outcome = result.unwrap_or_else(|err| Outcome {
-            status: Status::Failed,
-            rows: 0,
-            batches: 0,
-            retries: 0,
-            error: Some(err.to_string()),
-            details: serde_json::json!({}),
+        let outcome = result.unwrap_or_else(|err| {
+            let error = err.to_string();
+            Outcome {
+                status: Status::Failed,
+                rows: 0,
+                batches: 0,
+                retries: 0,
+                error: Some(if db::gave_up_on_a_lock(&error) {
+                    lock_busy(task, &error)
+                } else {
+                    error
+                }),
+                details: serde_json::json!({}),
+            }
         });
         if !request.dry_run {
             state::unlock_task(client, schema, &task.name).await?;
         }
         outcome
     };
-    let duration_ms = started.elapsed().as_millis() as u64;
+    let duration_ms = (checking + started.elapsed()).as_millis() as u64;
     let mut details = outcome.details.clone();
     if let Some(map) = details.as_object_mut() {
         map.insert("retries".into(), outcome.retries.into());

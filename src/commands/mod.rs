@@ -69,6 +69,10 @@ impl From<crate::runner::RunError> for CliError {
     fn from(err: crate::runner::RunError) -> Self {
         match err {
             crate::runner::RunError::State(state) => state.into(),
+            crate::runner::RunError::Refused(crate::runner::Refusal::Standby) => {
+                CliError::Failed(err.to_string())
+            }
+            crate::runner::RunError::Refused(_) => CliError::Usage(err.to_string()),
             other => CliError::Failed(other.to_string()),
         }
     }
@@ -116,9 +120,18 @@ pub fn load_config(cli: &Cli, required: bool) -> Result<Config, CliError> {
     Ok(Config::load(&path)?)
 }
 
+/// Connects as the flags and config say; the session starts under the
+/// config's timeouts, which `-v` shows.
 pub async fn connect(cli: &Cli, config: &Config) -> Result<Client, CliError> {
     let url = connect::choose_url(cli.database_url.as_deref(), config.database.url.as_deref());
-    let target = connect::resolve(url.as_deref(), config.database.connect_timeout.map(|d| d.0))?;
+    let mut target =
+        connect::resolve(url.as_deref(), config.database.connect_timeout.map(|d| d.0))?;
+    target.session = config.session_timeouts();
+    if cli.verbose > 0 {
+        for statement in target.session.statements() {
+            eprintln!("{statement}");
+        }
+    }
     Ok(connect::connect(&target).await?)
 }
 

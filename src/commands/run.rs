@@ -2,9 +2,9 @@
 
 use super::{CliError, connect, load_config, print_json};
 use crate::cli::{Cli, PlanArgs, RunArgs, Selection};
-use crate::config::{Config, Severity, TaskConfig};
+use crate::config::{Config, TaskConfig};
 use crate::output::{self, Progress};
-use crate::runner::{self, RunReport, RunRequest};
+use crate::runner::{self, Confirmation, Refusal, RunError, RunReport, RunRequest};
 use crate::state::Trigger;
 use crate::status::Status;
 use crate::stop::Stop;
@@ -12,13 +12,18 @@ use crate::stop::Stop;
 pub async fn run(cli: &Cli, args: &RunArgs) -> Result<bool, CliError> {
     let config = load_config(cli, true)?;
     let tasks = select(&config, &args.selection)?;
-    let critical: Vec<&str> = tasks
+    let mut confirmation = if args.yes {
+        Confirmation::Yes
+    } else {
+        Confirmation::None
+    };
+    let unconfirmed: Vec<&str> = runner::unconfirmed(&tasks, args.dry_run, confirmation)
         .iter()
-        .filter(|t| t.severity == Severity::Critical)
         .map(|t| t.name.as_str())
         .collect();
-    if !args.dry_run && !args.yes && !critical.is_empty() {
-        confirm(cli, &config, &critical).await?;
+    if !unconfirmed.is_empty() {
+        confirm(cli, &config, &unconfirmed).await?;
+        confirmation = Confirmation::Yes;
     }
     let request = RunRequest {
         tasks,
@@ -26,10 +31,20 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<bool, CliError> {
         batch_size: args.batch_size,
         max_runtime: args.max_runtime.map(|d| d.0),
         trigger: Trigger::cli(&command_line()),
+        confirmation,
+        check_first: true,
         verbose: cli.verbose > 0,
         started: None,
     };
     execute(cli, &config, request).await
+}
+
+/// The help of a refused critical task, in command-line terms.
+fn confirm_help(critical: &[&str]) -> String {
+    format!(
+        "  help: review `pgmaint plan {}`, then pass --yes",
+        critical.join(" ")
+    )
 }
 
 /// A critical task runs only when confirmed: `--yes`, or on a terminal a
@@ -41,8 +56,8 @@ async fn confirm(cli: &Cli, config: &Config, critical: &[&str]) -> Result<(), Cl
         std::io::stdin().is_terminal() && std::io::stderr().is_terminal() && !cli.json;
     if !interactive {
         return Err(CliError::Usage(format!(
-            "critical task(s) {names} run only when confirmed, and there is no terminal to ask on; nothing was changed\n  help: review `pgmaint plan {}`, then pass --yes",
-            critical.join(" ")
+            "critical task(s) {names} run only when confirmed, and there is no terminal to ask on; nothing was changed\n{}",
+            confirm_help(critical)
         )));
     }
     let request = RunRequest {
@@ -54,6 +69,8 @@ async fn confirm(cli: &Cli, config: &Config, critical: &[&str]) -> Result<(), Cl
         batch_size: None,
         max_runtime: None,
         trigger: Trigger::cli(&command_line()),
+        confirmation: Confirmation::None,
+        check_first: true,
         verbose: cli.verbose > 0,
         started: None,
     };
@@ -88,6 +105,8 @@ pub async fn plan(cli: &Cli, args: &PlanArgs) -> Result<bool, CliError> {
         batch_size: None,
         max_runtime: None,
         trigger: Trigger::cli(&command_line()),
+        confirmation: Confirmation::None,
+        check_first: true,
         verbose: cli.verbose > 0,
         started: None,
     };
@@ -180,28 +199,36 @@ async fn execute(cli: &Cli, config: &Config, request: RunRequest<'_>) -> Result<
         return Ok(true);
     }
     let mut client = connect(cli, config).await?;
-    if crate::db::in_recovery(&client).await? {
-        if cli.json {
-            print_json(
-                &serde_json::json!({ "run_id": null, "dry_run": request.dry_run, "status": "skipped", "tasks": [], "reason": "standby" }),
-            );
-        } else {
-            eprintln!(
-                "this server is a standby (pg_is_in_recovery() is true): pgmaint does not write here; nothing was done"
-            );
-        }
-        return Ok(true);
-    }
-    let problems = super::check::live_problems(&client, config, &request.tasks).await;
-    if !problems.is_empty() {
-        return Err(super::check::refuse(problems));
-    }
     let stop = Stop::default();
     stop.on_signals(|| {
         eprintln!("stopping after the current batch (signal again to stop at once)")
     });
     let progress = Progress::new(cli.json, cli.quiet);
-    let report = runner::run(&mut client, config, request, &stop, &progress).await?;
+    let dry_run = request.dry_run;
+    let report = match runner::run(&mut client, config, request, &stop, &progress).await {
+        Ok(report) => report,
+        Err(RunError::Refused(Refusal::Standby)) => {
+            if cli.json {
+                print_json(
+                    &serde_json::json!({ "run_id": null, "dry_run": dry_run, "status": "skipped", "tasks": [], "reason": "standby" }),
+                );
+            } else {
+                eprintln!("{}", runner::STANDBY);
+            }
+            return Ok(true);
+        }
+        Err(RunError::Refused(Refusal::Problems(problems))) => {
+            return Err(super::check::refuse(problems));
+        }
+        Err(RunError::Refused(Refusal::Unconfirmed(names))) => {
+            let help = confirm_help(&names.iter().map(String::as_str).collect::<Vec<_>>());
+            return Err(CliError::Usage(format!(
+                "{}\n{help}",
+                Refusal::Unconfirmed(names)
+            )));
+        }
+        Err(err) => return Err(err.into()),
+    };
     if cli.json {
         print_json(&report);
     } else if !cli.quiet {

@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::{CliError, load_config, print_json};
 use crate::cli::Cli;
 use crate::output;
+use crate::runner;
 use crate::schedule::Schedule;
 
 #[derive(Serialize)]
@@ -15,7 +16,15 @@ struct Line {
     timezone: String,
     enabled: bool,
     tasks: Vec<String>,
+    /// Tasks listed that the schedule's fires leave out, and why.
+    excluded: Vec<Excluded>,
     next: Vec<Fire>,
+}
+
+#[derive(Serialize)]
+struct Excluded {
+    task: String,
+    reason: String,
 }
 
 #[derive(Serialize)]
@@ -41,12 +50,24 @@ pub async fn schedules(cli: &Cli) -> Result<bool, CliError> {
                 utc: t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
             })
             .collect();
+        let excluded = s
+            .tasks
+            .iter()
+            .filter_map(|name| config.task(name))
+            .filter_map(|task| {
+                runner::left_out_by_schedule(task, s).map(|reason| Excluded {
+                    task: task.name.clone(),
+                    reason,
+                })
+            })
+            .collect();
         lines.push(Line {
             name: s.name.clone(),
             cron: s.cron.clone(),
             timezone: s.timezone.clone(),
             enabled: s.enabled,
             tasks: s.tasks.clone(),
+            excluded,
             next,
         });
     }
@@ -63,7 +84,17 @@ pub async fn schedules(cli: &Cli) -> Result<bool, CliError> {
                 if line.enabled { "" } else { " (disabled)" }
             ),
             format!("{}\n{}", line.cron, line.timezone),
-            line.tasks.join("\n"),
+            line.tasks
+                .iter()
+                .map(|task| {
+                    if line.excluded.iter().any(|e| &e.task == task) {
+                        format!("{task} (excluded: critical, needs allow_critical = true)")
+                    } else {
+                        task.clone()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
             line.next
                 .iter()
                 .map(|f| f.local.clone())

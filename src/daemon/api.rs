@@ -16,10 +16,10 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::Shared;
 use super::api_schedules::{self, ScheduleBody};
+use super::{Shared, StartError};
 use crate::config::ScheduleConfig;
-use crate::config::Severity;
+use crate::runner::{Confirmation, Refusal};
 use crate::schedule::Schedule;
 use crate::state;
 
@@ -216,7 +216,16 @@ async fn one_run(State(shared): State<Api>, Path(id): Path<i64>) -> Response {
     }
 }
 
-fn schedule_json(config: &ScheduleConfig, from_config: bool) -> serde_json::Value {
+fn schedule_json(shared: &Shared, config: &ScheduleConfig, from_config: bool) -> serde_json::Value {
+    let excluded: Vec<_> = config
+        .tasks
+        .iter()
+        .filter_map(|name| shared.config.task(name))
+        .filter_map(|task| {
+            crate::runner::left_out_by_schedule(task, config)
+                .map(|reason| json!({ "task": task.name, "reason": reason }))
+        })
+        .collect();
     let next: Vec<String> = Schedule::new(config)
         .map(|s| {
             s.upcoming(chrono::Utc::now(), 5)
@@ -230,6 +239,7 @@ fn schedule_json(config: &ScheduleConfig, from_config: bool) -> serde_json::Valu
         "cron": config.cron,
         "timezone": config.timezone,
         "tasks": config.tasks,
+        "excluded": excluded,
         "enabled": config.enabled,
         "allow_critical": config.allow_critical,
         "misfire": config.misfire,
@@ -263,7 +273,7 @@ async fn every_schedule(shared: &Shared) -> Result<Vec<(ScheduleConfig, bool)>, 
 
 async fn schedules(State(shared): State<Api>) -> Response {
     match every_schedule(&shared).await {
-        Ok(all) => Json(json!({ "schedules": all.iter().map(|(s, c)| schedule_json(s, *c)).collect::<Vec<_>>() })).into_response(),
+        Ok(all) => Json(json!({ "schedules": all.iter().map(|(s, c)| schedule_json(&shared, s, *c)).collect::<Vec<_>>() })).into_response(),
         Err(response) => response,
     }
 }
@@ -271,7 +281,7 @@ async fn schedules(State(shared): State<Api>) -> Response {
 async fn one_schedule(State(shared): State<Api>, Path(name): Path<String>) -> Response {
     match every_schedule(&shared).await {
         Ok(all) => match all.iter().find(|(s, _)| s.name == name) {
-            Some((s, c)) => Json(schedule_json(s, *c)).into_response(),
+            Some((s, c)) => Json(schedule_json(&shared, s, *c)).into_response(),
             None => error(
                 StatusCode::NOT_FOUND,
                 format!("there is no schedule {name}"),
@@ -360,7 +370,7 @@ async fn save_schedule(shared: &Shared, name: &str, body: ScheduleBody, create: 
                 } else {
                     StatusCode::OK
                 },
-                Json(schedule_json(&schedule, false)),
+                Json(schedule_json(shared, &schedule, false)),
             )
                 .into_response()
         }
@@ -406,35 +416,60 @@ struct RunBody {
     yes: bool,
 }
 
+/// The answer to a run the runner refused: 409, saying why and, for a
+/// critical task, how to confirm it here.
+fn refused(refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::Unconfirmed(names) => error(
+            StatusCode::CONFLICT,
+            format!(
+                "task {} is critical: send {{\"yes\": true}} to confirm (or {{\"dry_run\": true}} to see its plan)",
+                names.join(", ")
+            ),
+        ),
+        other => error(StatusCode::CONFLICT, other.to_string()),
+    }
+}
+
+fn started(result: Result<i64, StartError>, dry_run: bool) -> Response {
+    match result {
+        Ok(run_id) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "run_id": run_id, "dry_run": dry_run })),
+        )
+            .into_response(),
+        Err(StartError::Refused(refusal)) => refused(refusal),
+        Err(StartError::Failed(err)) => unavailable(err),
+    }
+}
+
 async fn run_task(
     State(shared): State<Api>,
     Path(name): Path<String>,
     body: Option<Json<RunBody>>,
 ) -> Response {
     let body = body.map(|Json(b)| b).unwrap_or_default();
-    let Some(task) = shared.config.task(&name) else {
+    if shared.config.task(&name).is_none() {
         return error(StatusCode::NOT_FOUND, format!("there is no task {name}"));
-    };
-    if task.severity == Severity::Critical && !body.dry_run && !body.yes {
-        return error(
-            StatusCode::CONFLICT,
-            format!(
-                "task {name} is critical: send {{\"yes\": true}} to confirm (or {{\"dry_run\": true}} to see its plan)"
-            ),
-        );
     }
     if shared.stop.requested().is_some() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
     }
+    let confirmation = if body.yes {
+        Confirmation::Yes
+    } else {
+        Confirmation::None
+    };
     let command = format!("POST /api/v1/tasks/{name}/run dry_run={}", body.dry_run);
-    match super::start_now(shared.clone(), vec![name], body.dry_run, command).await {
-        Ok(run_id) => (
-            StatusCode::ACCEPTED,
-            Json(json!({ "run_id": run_id, "dry_run": body.dry_run })),
-        )
-            .into_response(),
-        Err(err) => unavailable(err),
-    }
+    let result = super::start_now(
+        shared.clone(),
+        vec![name],
+        body.dry_run,
+        confirmation,
+        command,
+    )
+    .await;
+    started(result, body.dry_run)
 }
 
 async fn run_schedule(
@@ -449,25 +484,19 @@ async fn run_schedule(
             format!("there is no schedule {name}"),
         );
     };
-    let mut tasks = Vec::new();
-    for task in schedule
+    let tasks = schedule
         .tasks
         .iter()
         .filter_map(|t| shared.config.task(t))
         .filter(|t| t.enabled)
-    {
-        if task.severity == Severity::Critical && !schedule.allow_critical && !body.dry_run {
-            continue;
-        }
-        tasks.push(task.name.clone());
-    }
+        .map(|t| t.name.clone())
+        .collect();
+    // Run now as the schedule would run: its critical tasks only where it
+    // allows them (the runner skips the others and says so).
+    let confirmation = Confirmation::Schedule {
+        allow_critical: schedule.allow_critical,
+    };
     let command = format!("POST /api/v1/schedules/{name}/run dry_run={}", body.dry_run);
-    match super::start_now(shared.clone(), tasks, body.dry_run, command).await {
-        Ok(run_id) => (
-            StatusCode::ACCEPTED,
-            Json(json!({ "run_id": run_id, "dry_run": body.dry_run })),
-        )
-            .into_response(),
-        Err(err) => unavailable(err),
-    }
+    let result = super::start_now(shared.clone(), tasks, body.dry_run, confirmation, command).await;
+    started(result, body.dry_run)
 }

@@ -28,10 +28,10 @@ use tokio_postgres::Client;
 
 use crate::cli::{Cli, DaemonArgs};
 use crate::commands::{CliError, load_config};
-use crate::config::{Config, ScheduleConfig, Severity};
+use crate::config::{Config, ScheduleConfig};
 use crate::connect::{self, Target};
 use crate::output::Progress;
-use crate::runner::{self, RunRequest};
+use crate::runner::{self, Confirmation, Refusal, RunError, RunRequest};
 use crate::schedule::Schedule;
 use crate::state::{self, Trigger};
 use crate::status::Status;
@@ -65,7 +65,9 @@ impl Shared {
 pub async fn run(cli: &Cli, args: &DaemonArgs) -> Result<bool, CliError> {
     let config = load_config(cli, true)?;
     let url = connect::choose_url(cli.database_url.as_deref(), config.database.url.as_deref());
-    let target = connect::resolve(url.as_deref(), config.database.connect_timeout.map(|d| d.0))?;
+    let mut target =
+        connect::resolve(url.as_deref(), config.database.connect_timeout.map(|d| d.0))?;
+    target.session = config.session_timeouts();
     for s in &config.schedules {
         Schedule::new(s).map_err(CliError::Usage)?;
     }
@@ -90,7 +92,8 @@ pub async fn run(cli: &Cli, args: &DaemonArgs) -> Result<bool, CliError> {
     shared
         .stop
         .on_signals(|| tracing::info!("signal received: stopping (signal again to exit at once)"));
-    tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or(listen), daemon = shared.id, "pgmaint daemon started");
+    let session = shared.target.session;
+    tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or(listen), daemon = shared.id, lock_timeout = %session.lock_timeout, statement_timeout = %session.statement_timeout, "pgmaint daemon started");
     let server = tokio::spawn(api::serve(listener, shared.clone()));
     let watcher = tokio::spawn(watch::watch(shared.clone()));
     let mut runs = JoinSet::new();
@@ -169,6 +172,7 @@ async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
     let mut reachable = false;
     let mut client: Option<Client> = None;
     let mut last_prune: Option<std::time::Instant> = None;
+    let mut standby = false;
     while shared.stop.requested().is_none() {
         let Some(db) = (match client.take().filter(|c| !c.is_closed()) {
             Some(c) => Some(c),
@@ -179,6 +183,25 @@ async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
         let mut db = db;
         let mut next_wake = Utc::now() + chrono::Duration::from_std(TICK).expect("small");
         let pass = async {
+            // Claiming a fire writes to the state schema, which a standby
+            // cannot: claim nothing there, say so once, and look again each
+            // tick in case it is promoted.
+            if crate::db::in_recovery(&db)
+                .await
+                .map_err(|e| crate::db::describe(&e))?
+            {
+                if !standby {
+                    tracing::warn!(
+                        "this server is a standby (pg_is_in_recovery() is true): pgmaint does not write here, so no fires are claimed until it is promoted"
+                    );
+                    standby = true;
+                }
+                return Ok(());
+            }
+            if standby {
+                tracing::info!("the server is no longer a standby; scheduling");
+                standby = false;
+            }
             for id in state::mark_interrupted(&db, &schema)
                 .await
                 .map_err(|e| e.to_string())?
@@ -331,28 +354,12 @@ async fn run_fire(
         tracing::warn!(schedule = config.name, fire = %at, "skipped: {reason}");
         return Ok(());
     }
-    let mut tasks = Vec::new();
-    let mut left_out = Vec::new();
-    for name in &config.tasks {
-        let Some(task) = shared.config.task(name) else {
-            continue;
-        };
-        if !task.enabled {
-            continue;
-        }
-        if task.severity == Severity::Critical && !config.allow_critical {
-            left_out.push(name.clone());
-            continue;
-        }
-        tasks.push(task);
-    }
-    if !left_out.is_empty() {
-        tracing::warn!(
-            schedule = config.name,
-            "critical task(s) {} left out: the schedule does not set allow_critical = true",
-            left_out.join(", ")
-        );
-    }
+    let tasks = config
+        .tasks
+        .iter()
+        .filter_map(|name| shared.config.task(name))
+        .filter(|task| task.enabled)
+        .collect();
     let (started, run_id) = tokio::sync::oneshot::channel();
     let request = RunRequest {
         tasks,
@@ -360,6 +367,10 @@ async fn run_fire(
         batch_size: None,
         max_runtime: config.max_runtime,
         trigger: Trigger::schedule(&config.name, &at.to_rfc3339()),
+        confirmation: Confirmation::Schedule {
+            allow_critical: config.allow_critical,
+        },
+        check_first: false,
         verbose: false,
         started: Some(started),
     };
@@ -385,7 +396,33 @@ async fn run_fire(
             &[&fires::SCHEDULE_LOCK_CLASS, &config.name],
         )
         .await;
-    let report = report.map_err(|e| e.to_string())?;
+    let report = match report {
+        Ok(report) => report,
+        Err(RunError::Refused(refusal)) => {
+            // The runner wrote nothing; on a standby `book` cannot either.
+            let reason = refusal.to_string();
+            let _ = fires::finish(
+                &book,
+                schema,
+                &config.name,
+                at,
+                Status::Skipped,
+                Some(&reason),
+            )
+            .await;
+            tracing::warn!(schedule = config.name, fire = %at, "skipped: {reason}");
+            return Ok(());
+        }
+        Err(err) => return Err(err.to_string()),
+    };
+    let left_out = &report.unconfirmed;
+    if !left_out.is_empty() {
+        tracing::warn!(
+            schedule = config.name,
+            "critical task(s) {} left out: the schedule does not set allow_critical = true",
+            left_out.join(", ")
+        );
+    }
     let reason = (!left_out.is_empty())
         .then(|| format!("critical task(s) left out: {}", left_out.join(", ")));
     fires::finish(
@@ -437,23 +474,37 @@ async fn run_fire(
     Ok(())
 }
 
+/// Why a run the API asked for did not start.
+pub enum StartError {
+    /// The runner refused it (a critical task unconfirmed, a standby).
+    Refused(Refusal),
+    Failed(String),
+}
+
 /// Starts a run now (the API's run-now), returning its id once recorded.
 pub async fn start_now(
     shared: Arc<Shared>,
     tasks: Vec<String>,
     dry_run: bool,
+    confirmation: Confirmation,
     command: String,
-) -> Result<i64, String> {
+) -> Result<i64, StartError> {
     let (started, run_id) = tokio::sync::oneshot::channel();
+    let (refused, refusal) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let result = async {
-            let mut client = shared.connect().await.map_err(|e| e.to_string())?;
+            let mut client = shared
+                .connect()
+                .await
+                .map_err(|e| RunError::Database(e.to_string()))?;
             let request = RunRequest {
                 tasks: tasks.iter().filter_map(|t| shared.config.task(t)).collect(),
                 dry_run,
                 batch_size: None,
                 max_runtime: None,
                 trigger: Trigger::api(&command),
+                confirmation,
+                check_first: false,
                 verbose: false,
                 started: Some(started),
             };
@@ -465,14 +516,22 @@ pub async fn start_now(
                 &Progress::disabled(),
             )
             .await
-            .map_err(|e| e.to_string())
         }
         .await;
-        if let Err(err) = result {
-            tracing::error!("{command}: {err}");
+        match result {
+            Err(RunError::Refused(refusal)) => {
+                tracing::warn!("{command}: refused: {refusal}");
+                let _ = refused.send(refusal);
+            }
+            Err(err) => tracing::error!("{command}: {err}"),
+            Ok(_) => {}
         }
     });
-    run_id
-        .await
-        .map_err(|_| "the run could not start (see the daemon's log)".to_string())
+    match run_id.await {
+        Ok(id) => Ok(id),
+        Err(_) => Err(match refusal.await {
+            Ok(refusal) => StartError::Refused(refusal),
+            Err(_) => StartError::Failed("the run could not start (see the daemon's log)".into()),
+        }),
+    }
 }

@@ -37,7 +37,12 @@ pub async fn watch(shared: Arc<Shared>) {
 async fn once(shared: &Shared, client: &mut Client) -> Result<(), String> {
     let config = &shared.config;
     let report = health::run(client, config, &[], false).await;
-    for alert in &config.alerts {
+    // Alerts and snapshots are written to the state schema; a standby is
+    // read-only, so there the watch only keeps the report for /metrics.
+    let standby = crate::db::in_recovery(client)
+        .await
+        .map_err(|e| crate::db::describe(&e))?;
+    for alert in config.alerts.iter().filter(|_| !standby) {
         evaluate(shared, client, alert, &report)
             .await
             .map_err(|e| crate::db::describe(&e))?;
@@ -58,6 +63,9 @@ async fn once(shared: &Shared, client: &mut Client) -> Result<(), String> {
         sizes,
         at: chrono::Utc::now(),
     });
+    if standby {
+        return Ok(());
+    }
     let q = quote_ident(&config.state_schema);
     let due: bool = client
         .query_one(
