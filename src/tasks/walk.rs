@@ -377,6 +377,7 @@ impl WalkPlan {
         }
         .await;
         ctx.progress.finish();
+        flush_statistics(ctx.client).await?;
         db::set_session(ctx.client, "lock_timeout", "0").await?;
         db::set_session(ctx.client, "statement_timeout", "0").await?;
         if custom_plans {
@@ -392,6 +393,10 @@ impl WalkPlan {
         if let Destination::Move { archive, .. } = &self.destination {
             details["archive_table"] = json!(archive.to_string());
         }
+        // What later tasks of the run (a vacuum, an analyze) should look at.
+        let mut changed = vec![self.table.to_string()];
+        changed.extend(self.references.parts.iter().map(|p| p.table.to_string()));
+        details["changed_tables"] = json!(changed);
         if let Some(writer) = backup
             && let Some(id) = writer.finish(ctx.client).await?
         {
@@ -534,6 +539,26 @@ impl WalkPlan {
             .get(0);
         Ok(explain[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0) as u64)
     }
+}
+
+/// Makes this session's counts of the rows it removed visible in
+/// `pg_stat_user_tables` now. PostgreSQL 15+ sends a session's statistics
+/// at most once a second; without this, a VACUUM that follows in the same
+/// run would choose tables by figures from before the removal, and the
+/// late counts, arriving after its own report, would show the dead rows it
+/// just removed as still there. (14's statistics collector has no such
+/// call; the runner also tells later tasks what changed.)
+async fn flush_statistics(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await?
+        .get(0);
+    if version >= 150000 {
+        client
+            .batch_execute("SELECT pg_stat_force_next_flush()")
+            .await?;
+    }
+    Ok(())
 }
 
 /// The two prepared forms of a batch.
