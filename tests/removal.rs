@@ -309,3 +309,81 @@ async fn kill_9_during_a_backed_up_purge_with_cascades_loses_and_doubles_nothing
     }
     assert_eq!(checksum(&db, &TABLES).await, before);
 }
+
+#[tokio::test]
+async fn a_vacuum_after_purges_in_the_same_run_chooses_and_measures_what_they_changed() {
+    let mut sql = String::new();
+    let mut config = String::new();
+    for (i, table) in ["events", "logins", "tokens"].iter().enumerate() {
+        sql.push_str(&format!(
+            "CREATE TABLE {table} (id int PRIMARY KEY, at timestamptz NOT NULL) WITH (autovacuum_enabled = false);
+             INSERT INTO {table} SELECT g, now() - (g % 100) * interval '1 day' FROM generate_series(1, 20000) g;
+             "
+        ));
+        config.push_str(&format!(
+            "[tasks.old_{table}]\nkind = \"purge\"\ntable = \"{table}\"\ntime_column = \"at\"\nolder_than = \"{} days\"\n\n",
+            42 + i * 7
+        ));
+    }
+    config.push_str("[tasks.tidy]\nkind = \"vacuum\"\nauto = true\n\n[tasks.listed]\nkind = \"vacuum\"\ntables = [\"events\"]\n");
+    let db = with(&sql, &config).await;
+    let client = db.client().await;
+    for table in ["events", "logins", "tokens"] {
+        client
+            .batch_execute(&format!("VACUUM ANALYZE {table}"))
+            .await
+            .unwrap();
+    }
+    let run = db
+        .pgmaint(&[
+            "run",
+            "old_events",
+            "old_logins",
+            "old_tokens",
+            "tidy",
+            "--json",
+        ])
+        .await;
+    run.assert_code(0);
+    let run = run.json();
+    let tidy = &run["tasks"][3]["details"];
+    let vacuumed: Vec<&str> = tidy["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["table"].as_str().unwrap())
+        .collect();
+    for table in ["public.events", "public.logins", "public.tokens"] {
+        assert!(vacuumed.contains(&table), "{table} not in {tidy}");
+    }
+    for table in tidy["tables"].as_array().unwrap() {
+        assert!(
+            table["dead_rows_before"].as_i64().unwrap() > 8000,
+            "{table}"
+        );
+        assert_eq!(table["dead_rows_after"], 0, "{table}");
+    }
+    let health = db
+        .pgmaint(&["health", "--json", "--check", "dead-tuples"])
+        .await;
+    let report = health.json();
+    assert_eq!(
+        common::health_check(&report, "dead-tuples")["status"],
+        "ok",
+        "{report}"
+    );
+
+    // A listed vacuum right after a purge measures the rows it removed.
+    db.client()
+        .await
+        .batch_execute("INSERT INTO events SELECT g, now() - interval '90 days' FROM generate_series(100001, 110000) g")
+        .await
+        .unwrap();
+    let run = db.pgmaint(&["run", "old_events", "listed", "--json"]).await;
+    run.assert_code(0);
+    let listed = &run.json()["tasks"][1]["details"];
+    assert!(
+        listed["tables"][0]["dead_rows_before"].as_i64().unwrap() >= 10000,
+        "{listed}"
+    );
+}
