@@ -387,3 +387,45 @@ async fn a_vacuum_after_purges_in_the_same_run_chooses_and_measures_what_they_ch
         "{listed}"
     );
 }
+
+#[tokio::test]
+async fn an_archive_whose_rows_cascade_needs_a_backup_and_then_keeps_everything() {
+    let setup = "
+        CREATE TABLE orders (id int PRIMARY KEY, at timestamptz NOT NULL);
+        CREATE TABLE order_lines (id int PRIMARY KEY, order_id int NOT NULL REFERENCES orders (id) ON DELETE CASCADE, sku text);
+        INSERT INTO orders SELECT i, now() - (i % 60) * interval '1 day' FROM generate_series(1, 600) i;
+        INSERT INTO order_lines SELECT i, 1 + i % 600, 'sku' || i FROM generate_series(1, 1800) i;
+        ANALYZE;";
+    let config = "[tasks.old_orders]\nkind = \"archive\"\ntable = \"orders\"\ntime_column = \"at\"\nolder_than = \"30 days\"\n";
+    let db = with(setup, config).await;
+    let run = db.pgmaint(&["run", "old_orders"]).await;
+    run.assert_code(1);
+    assert!(
+        run.stdout.contains("order_lines_order_id_fkey") && run.stdout.contains("backup = true"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(db.count("SELECT count(*) FROM order_lines").await, 1800);
+    assert_eq!(db.count("SELECT count(*) FROM orders").await, 600);
+
+    db.config(&format!("{config}backup = true\n"));
+    let before = checksum(&db, &["orders", "order_lines"]).await;
+    let run = db.pgmaint(&["run", "old_orders", "--json"]).await;
+    run.assert_code(0);
+    let backup = run.json()["tasks"][0]["details"]["backup_id"]
+        .as_i64()
+        .unwrap();
+    let lines_left = db.count("SELECT count(*) FROM order_lines").await;
+    assert!(lines_left < 1800);
+    // The archived orders are put back from the archive table by hand; the
+    // cascaded lines come back from the backup.
+    db.client()
+        .await
+        .batch_execute("INSERT INTO orders SELECT id, at FROM orders_archive")
+        .await
+        .unwrap();
+    db.pgmaint(&["restore", &backup.to_string()])
+        .await
+        .assert_code(0);
+    assert_eq!(checksum(&db, &["orders", "order_lines"]).await, before);
+}

@@ -313,6 +313,26 @@ impl Task for ArchiveSpec {
         };
         let cutoff = self.filter.cutoff(ctx.client).await?;
         let references = super::references::load(ctx.client, &source.name, source.oid).await?;
+        // An archive keeps what it moves; rows a cascade would delete (or
+        // columns a SET NULL would clear) in other tables would be kept
+        // nowhere unless a backup or an export holds them.
+        if self.export.is_none()
+            && ctx.backup_dir.is_none()
+            && let Some(part) = references.parts.first()
+        {
+            return Err(TaskError::Target(format!(
+                "moving rows out of {} would also {} rows of {} through foreign key \"{}\", and nothing would keep them; nothing was moved. Set `backup = true` (the backup then holds them and `pgmaint restore` puts them back), or archive {} first",
+                source.name,
+                if part.action == super::references::OnDelete::Cascade {
+                    "delete"
+                } else {
+                    "change"
+                },
+                part.table,
+                part.constraint,
+                part.table
+            )));
+        }
         Ok(ArchivePlan {
             walk: WalkPlan {
                 table: source.name.clone(),
