@@ -74,21 +74,31 @@ fn is_trivia(kind: TokenKind) -> bool {
     )
 }
 
-/// What a token leaves open, if it was never closed.
-fn unterminated(kind: TokenKind) -> Option<&'static str> {
+/// What a token leaves open, if it was never closed, and how to close it.
+fn unterminated(kind: TokenKind) -> Option<(&'static str, &'static str)> {
+    const LITERAL: &str =
+        "close it; inside a string literal a quote is written '' (two single quotes)";
     match kind {
-        TokenKind::BlockComment { terminated: false } => Some("a `/*` comment"),
+        TokenKind::BlockComment { terminated: false } => {
+            Some(("a `/*` comment", "close it with `*/` (comments nest)"))
+        }
         TokenKind::QuotedIdent {
             terminated: false, ..
-        } => Some("a quoted name (`\"`)"),
+        } => Some((
+            "a quoted name (`\"`)",
+            "close it with `\"`; inside a quoted name a quote is written \"\"",
+        )),
         TokenKind::Literal { kind } => match kind {
             LiteralKind::Str { terminated: false }
             | LiteralKind::NationalStr { terminated: false }
             | LiteralKind::ByteStr { terminated: false }
             | LiteralKind::BitStr { terminated: false }
             | LiteralKind::UnicodeEscStr { terminated: false }
-            | LiteralKind::EscStr { terminated: false } => Some("a string literal"),
-            LiteralKind::DollarQuotedString { terminated: false } => Some("a dollar-quoted string"),
+            | LiteralKind::EscStr { terminated: false } => Some(("a string literal", LITERAL)),
+            LiteralKind::DollarQuotedString { terminated: false } => Some((
+                "a dollar-quoted string",
+                "close it with the same tag it opened with (`$$`, `$tag$`)",
+            )),
             _ => None,
         },
         _ => None,
@@ -106,10 +116,10 @@ pub fn check(text: &str) -> Result<(), Refusal> {
     let mut significant = 0usize;
     for token in tokens(text) {
         let at = position(text, token.start);
-        if let Some(what) = unterminated(token.kind) {
+        if let Some((what, help)) = unterminated(token.kind) {
             return Err(Refusal::new(
                 format!("the condition opens {what} at {at} that is never closed"),
-                "close it; inside a string literal write a quote as '' (two single quotes)",
+                help,
             ));
         }
         if is_trivia(token.kind) {
