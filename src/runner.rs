@@ -71,6 +71,16 @@ pub fn needs_confirmation(task: &TaskConfig) -> bool {
 }
 
 impl Confirmation {
+    /// Whether a removal whose condition turns out to match every row of
+    /// its table may go ahead: the confirmation a critical task needs.
+    pub fn confirms_every_row(&self) -> bool {
+        match self {
+            Confirmation::None => false,
+            Confirmation::Yes => true,
+            Confirmation::Schedule { allow_critical } => *allow_critical,
+        }
+    }
+
     /// Whether this confirmation lets `task` run for real.
     pub fn covers(&self, task: &TaskConfig) -> bool {
         !needs_confirmation(task)
@@ -299,7 +309,9 @@ pub async fn run(
     if let Some(started) = request.started.take() {
         let _ = started.send(run_id);
     }
-    let mut reports = Vec::new();
+    let mut reports: Vec<TaskReport> = Vec::new();
+    // What the removals so far changed, for a vacuum or analyze after them.
+    let mut changed_tables: Vec<String> = Vec::new();
     for (index, task) in request.tasks.iter().enumerate() {
         let (checking, busy) = checked.get(index).cloned().unwrap_or_default();
         let report = if stop.requested().is_some() {
@@ -318,7 +330,15 @@ pub async fn run(
                 }
             }
             let ran = run_task(
-                client, config, run_id, task, &request, stop, progress, checking, busy,
+                client,
+                config,
+                run_id,
+                task,
+                &request,
+                stop,
+                progress,
+                (checking, busy),
+                &changed_tables,
             )
             .await;
             // Tasks leave their own timeouts behind (or clear them); the
@@ -326,6 +346,19 @@ pub async fn run(
             session.apply(&*client).await?;
             ran?
         };
+        if !request.dry_run && report.rows > 0 {
+            for table in report.details["changed_tables"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if let Some(table) = table.as_str()
+                    && !changed_tables.iter().any(|t| t == table)
+                {
+                    changed_tables.push(table.to_string());
+                }
+            }
+        }
         reports.push(report);
     }
     if !request.dry_run && request.tasks.iter().any(|t| t.backup) {
@@ -406,8 +439,8 @@ async fn run_task(
     request: &RunRequest<'_>,
     stop: &Stop,
     progress: &Progress,
-    checking: Duration,
-    busy: Option<String>,
+    (checking, busy): (Duration, Option<String>),
+    changed_tables: &[String],
 ) -> Result<TaskReport, RunError> {
     let schema = config.state_schema.as_str();
     let backups_dir = config.backups.dir.as_path();
@@ -430,7 +463,7 @@ async fn run_task(
             details: serde_json::json!({}),
         }
     } else if !locked {
-        let holder = state::holder_of_task(client, schema, &task.name).await?;
+        let holder = state::holder_of_task(client, schema, &task.name, run_id).await?;
         let reason = match holder {
             Some((id, who)) => format!("task is already running in run {id} ({who}); skipped"),
             None => "task is already running in another pgmaint process; skipped".to_string(),
@@ -462,6 +495,8 @@ async fn run_task(
             backup_dir: task.backup.then(|| backups_dir.to_path_buf()),
             state_schema: schema.to_string(),
             task_run_id: Some(task_run_id),
+            confirmed: request.confirmation.confirms_every_row(),
+            changed_tables: changed_tables.to_vec(),
         };
         let result = if request.dry_run {
             task.spec.dry_run(&mut ctx).await

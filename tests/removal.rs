@@ -429,3 +429,58 @@ async fn an_archive_whose_rows_cascade_needs_a_backup_and_then_keeps_everything(
         .assert_code(0);
     assert_eq!(checksum(&db, &["orders", "order_lines"]).await, before);
 }
+
+#[tokio::test]
+async fn a_condition_that_matches_every_row_is_shown_and_needs_confirmation() {
+    let db = with(
+        "CREATE TABLE notes (id int PRIMARY KEY, body text);
+         INSERT INTO notes SELECT i, 'n' || i FROM generate_series(1, 300) i;
+         CREATE TABLE posts (id int PRIMARY KEY);
+         CREATE TABLE comments (id int PRIMARY KEY, post_id int);
+         INSERT INTO comments SELECT i, i FROM generate_series(1, 50) i;",
+        "[tasks.everything]\nkind = \"purge\"\ntable = \"notes\"\nwhere = \"id > 0\"\n\n\
+         [tasks.some]\nkind = \"purge\"\ntable = \"notes\"\nwhere = \"id > 200\"\n\n\
+         [tasks.orphaned]\nkind = \"orphans\"\ntable = \"comments\"\ncolumn = \"post_id\"\nreferences = \"posts(id)\"\naction = \"delete\"\n",
+    )
+    .await;
+    let plan = db.pgmaint(&["plan", "--json"]).await;
+    plan.assert_code(0);
+    let plan = plan.json();
+    let task = |name: &str| {
+        plan["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap()["details"]
+            .clone()
+    };
+    assert_eq!(task("everything")["matches_every_row"], true);
+    assert!(
+        task("everything")["needs_confirmation"]
+            .as_str()
+            .unwrap()
+            .contains("every row of public.notes")
+    );
+    assert_eq!(task("some")["matches_every_row"], false);
+    // Every comment is an orphan when the posts table is empty: the same rule.
+    assert_eq!(task("orphaned")["matches_every_row"], true);
+
+    for task in ["everything", "orphaned"] {
+        let run = db.pgmaint(&["run", task]).await;
+        run.assert_code(1);
+        assert!(
+            run.stdout.contains("matches every row") && run.stdout.contains("--yes"),
+            "{}",
+            run.stdout
+        );
+    }
+    assert_eq!(db.count("SELECT count(*) FROM notes").await, 300);
+    assert_eq!(db.count("SELECT count(*) FROM comments").await, 50);
+    db.pgmaint(&["run", "some"]).await.assert_code(0);
+    assert_eq!(db.count("SELECT count(*) FROM notes").await, 200);
+    db.pgmaint(&["run", "everything", "--yes"])
+        .await
+        .assert_code(0);
+    assert_eq!(db.count("SELECT count(*) FROM notes").await, 0);
+}

@@ -434,15 +434,17 @@ pub async fn holder_of_task(
     client: &Client,
     schema: &str,
     task: &str,
+    this_run: i64,
 ) -> Result<Option<(i64, String)>, StateError> {
     let q = quote_ident(schema);
     Ok(client
         .query_opt(
             &format!(
                 "SELECT r.id, r.triggered_by FROM {q}.task_runs t JOIN {q}.runs r ON r.id = t.run_id
-                  WHERE t.task = $1 AND t.status = 'running' AND NOT t.dry_run ORDER BY t.id DESC LIMIT 1"
+                  WHERE t.task = $1 AND t.status = 'running' AND NOT t.dry_run AND r.id <> $2
+                  ORDER BY t.id DESC LIMIT 1"
             ),
-            &[&task],
+            &[&task, &this_run],
         )
         .await?
         .map(|r| (r.get(0), r.get(1))))

@@ -479,6 +479,13 @@ pub struct TaskContext<'a> {
     /// pgmaint's state schema, and this task's run in it.
     pub state_schema: String,
     pub task_run_id: Option<i64>,
+    /// The run was confirmed as a critical task's must be (`--yes`, the
+    /// API's `yes`, a schedule with `allow_critical`): what a removal whose
+    /// condition matches every row of its table needs.
+    pub confirmed: bool,
+    /// Tables earlier tasks of this run removed rows from (or changed
+    /// through foreign keys), for a vacuum or analyze that follows.
+    pub changed_tables: Vec<String>,
 }
 
 impl TaskContext<'_> {

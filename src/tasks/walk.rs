@@ -124,6 +124,23 @@ impl WalkPlan {
         References::part_rows(part, &self.table, columns, &condition)
     }
 
+    /// Whether the condition names every row of a table that has rows (the
+    /// user's condition, before pgmaint keeps referenced rows): such a
+    /// removal empties the table, and runs only when confirmed. It reads
+    /// until the first row the condition leaves, so it is quick unless
+    /// nearly every row matches.
+    async fn matches_every_row(
+        &self,
+        client: &tokio_postgres::Client,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let t = self.table.quoted();
+        let statement = format!(
+            "SELECT EXISTS (SELECT 1 FROM {t}) AND NOT EXISTS (SELECT 1 FROM {t} WHERE ({}) IS NOT TRUE)",
+            self.filter_sql
+        );
+        Ok(self.read_matching(client, &statement).await?[0].get(0))
+    }
+
     /// How many rows match `filter`, read as the dry run reads.
     async fn count(
         &self,
@@ -232,10 +249,11 @@ impl WalkPlan {
             } else {
                 json!({"on_referenced": self.on_referenced, "counted": false})
             };
-            Ok((rows, exact, samples, references))
+            let every_row = self.matches_every_row(client).await?;
+            Ok((rows, exact, samples, references, every_row))
         })
         .await;
-        let (rows, exact, samples, references) = described?;
+        let (rows, exact, samples, references, every_row) = described?;
         let batches = rows.div_ceil(ctx.options.batch_size);
         let mut params = json!({
             "$1": "first page of the batch",
@@ -292,6 +310,8 @@ impl WalkPlan {
                 "statements": statements,
                 "parameters": params,
                 "references": references,
+                "matches_every_row": every_row,
+                "needs_confirmation": every_row.then(|| format!("the condition matches every row of {}: the run empties the table, and runs only when confirmed (--yes, the API's \"yes\", or a schedule with allow_critical = true)", self.table)),
             }),
         })
     }
@@ -303,6 +323,15 @@ impl WalkPlan {
         ctx: &mut TaskContext<'_>,
         mut backup: Option<BackupWriter>,
     ) -> Result<Outcome, TaskError> {
+        if !ctx.confirmed && self.matches_every_row(ctx.client).await? {
+            if let Some(writer) = backup {
+                writer.finish(ctx.client).await?;
+            }
+            return Err(TaskError::Target(format!(
+                "the condition matches every row of {}, so this run would empty the table; nothing was removed. If that is meant, confirm it as a critical task is confirmed: `pgmaint run {} --yes` (after `pgmaint plan {}`), {{\"yes\": true}} through the API, or allow_critical = true on the schedule",
+                self.table, ctx.task_name, ctx.task_name
+            )));
+        }
         db::set_session(
             ctx.client,
             "lock_timeout",
