@@ -8,6 +8,7 @@
 //! (even kill -9) the pipe closes, and the watchdog stops the server and
 //! removes the directory. Nothing is left running.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,19 +17,71 @@ use std::time::{Duration, Instant};
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error(
-        "PostgreSQL server binaries (initdb, postgres, pg_ctl) were not found\n  help: install them: `apt-get install postgresql` (Debian/Ubuntu), `dnf install postgresql-server` (Fedora), `brew install postgresql@16` (macOS); or set PGMAINT_PG_BIN to the directory holding initdb"
+        "PostgreSQL server binaries (initdb, postgres, pg_ctl, pg_isready) were not found in PGMAINT_PG_BIN, PATH, /usr/lib/postgresql/*/bin or Homebrew's prefixes\n  help: install them with {}, or set PGMAINT_PG_BIN to the directory holding initdb",
+        install_hint(SERVER_APT, SERVER_BREW)
     )]
     NoBinaries,
+    #[error(
+        "PGMAINT_PG_BIN is {}, which holds no {missing}\n  help: set PGMAINT_PG_BIN to the directory holding initdb, postgres, pg_ctl and pg_isready, or unset it to search PATH, /usr/lib/postgresql/*/bin and Homebrew's prefixes; to install them: {}",
+        dir.display(),
+        install_hint(SERVER_APT, SERVER_BREW)
+    )]
+    BadPgBin { dir: PathBuf, missing: &'static str },
     #[error(
         "running as root, but there is no `postgres` user to run the server as\n  help: create one (`useradd -m postgres`) or run as an ordinary user"
     )]
     NoPostgresUser,
+    #[error(
+        "running as root, but `runuser` (which runs the server as the `postgres` user) was not found\n  help: install it with {}, or run as an ordinary user",
+        install_hint("util-linux", "-")
+    )]
+    NoRunuser,
     #[error("{step} failed: {output}")]
     Step { step: &'static str, output: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
+impl ClusterError {
+    /// Whether this machine lacks something the cluster needs (binaries, a
+    /// user), as opposed to a step that failed while starting it.
+    pub fn is_setup(&self) -> bool {
+        matches!(
+            self,
+            ClusterError::NoBinaries
+                | ClusterError::BadPgBin { .. }
+                | ClusterError::NoPostgresUser
+                | ClusterError::NoRunuser
+        )
+    }
+}
+
+/// The packages that hold the server binaries. Homebrew's is 15, the
+/// version developed and tested here, which its pg_partman is built for.
+const SERVER_APT: &str = "postgresql";
+const SERVER_BREW: &str = "postgresql@15";
+
+/// The one command that installs a package on this machine, in backticks:
+/// Homebrew on macOS, apt-get (with sudo unless root) where it exists.
+/// Elsewhere both are named. `-` is a package the platform does not have.
+pub fn install_hint(apt_package: &str, brew_package: &str) -> String {
+    let apt = || {
+        let sudo = if running_as_root() { "" } else { "sudo " };
+        format!("`{sudo}apt-get install {apt_package}`")
+    };
+    if cfg!(target_os = "macos") && brew_package != "-" {
+        format!("`brew install {brew_package}`")
+    } else if Path::new("/usr/bin/apt-get").exists() && apt_package != "-" {
+        apt()
+    } else if brew_package == "-" {
+        format!("{} (Debian, Ubuntu)", apt())
+    } else {
+        format!(
+            "{} (Debian, Ubuntu) or `brew install {brew_package}` (macOS)",
+            apt()
+        )
+    }
+}
 pub struct ClusterOptions {
     /// Off makes tests faster; benchmarks keep it on to measure real commits.
     pub fsync: bool,
@@ -43,29 +96,80 @@ pub struct Cluster {
     watchdog: Option<Child>,
 }
 
-/// The directory holding `initdb`: `$PGMAINT_PG_BIN`, the newest
-/// /usr/lib/postgresql/*/bin, then `PATH`.
+/// The directory holding the server binaries, searched for in this order:
+/// `$PGMAINT_PG_BIN` (which must hold them: a wrong setting is an error, not
+/// a reason to look elsewhere), `PATH`, the newest /usr/lib/postgresql/*/bin
+/// (Debian, Ubuntu), then Homebrew's: the newest postgresql@N keg (they are
+/// keg-only, so not on PATH) under /opt/homebrew (Apple silicon) or
+/// /usr/local (Intel), then their linked bin directories. `scripts/test`
+/// searches the same way.
 pub fn find_bin_dir() -> Result<PathBuf, ClusterError> {
-    if let Some(dir) = std::env::var_os("PGMAINT_PG_BIN") {
-        return Ok(PathBuf::from(dir));
+    search_bin_dir(
+        std::env::var_os("PGMAINT_PG_BIN"),
+        std::env::var_os("PATH"),
+        Path::new("/"),
+    )
+}
+
+/// [`find_bin_dir`] with the environment and the file system's root given.
+fn search_bin_dir(
+    pg_bin: Option<OsString>,
+    path: Option<OsString>,
+    root: &Path,
+) -> Result<PathBuf, ClusterError> {
+    if let Some(dir) = pg_bin.filter(|dir| !dir.is_empty()) {
+        let dir = PathBuf::from(dir);
+        return match SERVER_PROGRAMS.iter().find(|p| !dir.join(p).is_file()) {
+            Some(missing) => Err(ClusterError::BadPgBin { dir, missing }),
+            None => Ok(dir),
+        };
     }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    let on_path = path
+        .iter()
+        .flat_map(std::env::split_paths)
+        .find(|dir| holds_server(dir));
+    on_path
+        .or_else(|| newest_versioned(&root.join("usr/lib/postgresql"), ""))
+        .or_else(|| newest_versioned(&root.join("opt/homebrew/opt"), "postgresql@"))
+        .or_else(|| newest_versioned(&root.join("usr/local/opt"), "postgresql@"))
+        .or_else(|| {
+            ["opt/homebrew/bin", "usr/local/bin"]
+                .into_iter()
+                .map(|dir| root.join(dir))
+                .find(|dir| holds_server(dir))
+        })
+        .ok_or(ClusterError::NoBinaries)
+}
+
+/// What a cluster runs. A directory with only some of them (a few symlinks
+/// in /usr/local/bin, say) is passed over.
+const SERVER_PROGRAMS: [&str; 4] = ["initdb", "postgres", "pg_ctl", "pg_isready"];
+
+fn holds_server(dir: &Path) -> bool {
+    SERVER_PROGRAMS.iter().all(|p| dir.join(p).is_file())
+}
+
+/// `parent/<prefix><N>/bin` with the highest version N that holds the server.
+fn newest_versioned(parent: &Path, prefix: &str) -> Option<PathBuf> {
+    std::fs::read_dir(parent)
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
-        .filter(|(_, bin): &(u32, PathBuf)| bin.join("initdb").exists())
-        .collect();
-    versions.sort();
-    if let Some((_, bin)) = versions.pop() {
-        return Ok(bin);
-    }
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .find(|p| p.join("initdb").exists() && p.join("postgres").exists())
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let version: u32 = name.to_str()?.strip_prefix(prefix)?.parse().ok()?;
+            Some((version, entry.path().join("bin")))
         })
-        .ok_or(ClusterError::NoBinaries)
+        .filter(|(_, bin)| holds_server(bin))
+        .max_by_key(|(version, _)| *version)
+        .map(|(_, bin)| bin)
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .any(|dir| dir.join(program).is_file())
 }
 
 fn running_as_root() -> bool {
@@ -118,8 +222,8 @@ rm -rf "$2"
 impl Cluster {
     pub fn start(options: ClusterOptions) -> Result<Cluster, ClusterError> {
         let bin = find_bin_dir()?;
-        if !bin.join("initdb").exists() {
-            return Err(ClusterError::NoBinaries);
+        if running_as_root() && !on_path("runuser") {
+            return Err(ClusterError::NoRunuser);
         }
         let dir = tempfile::Builder::new()
             .prefix("pgmaint-pg-")
@@ -264,5 +368,102 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake server directory under `root`.
+    fn server(root: &Path, dir: &str) -> PathBuf {
+        let bin = root.join(dir);
+        std::fs::create_dir_all(&bin).unwrap();
+        for program in SERVER_PROGRAMS {
+            std::fs::write(bin.join(program), "").unwrap();
+        }
+        bin
+    }
+
+    fn search(
+        root: &Path,
+        pg_bin: Option<&Path>,
+        path: &[PathBuf],
+    ) -> Result<PathBuf, ClusterError> {
+        search_bin_dir(
+            pg_bin.map(OsString::from),
+            Some(std::env::join_paths(path).unwrap()),
+            root,
+        )
+    }
+
+    #[test]
+    fn the_search_order_is_pgmaint_pg_bin_path_debian_then_homebrew() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let linked = server(root, "opt/homebrew/bin");
+        assert_eq!(search(root, None, &[]).unwrap(), linked);
+        server(root, "usr/local/opt/postgresql@17/bin");
+        let keg = server(root, "opt/homebrew/opt/postgresql@15/bin");
+        server(root, "opt/homebrew/opt/postgresql@9/bin");
+        assert_eq!(search(root, None, &[]).unwrap(), keg);
+        server(root, "usr/lib/postgresql/14/bin");
+        let debian = server(root, "usr/lib/postgresql/16/bin");
+        std::fs::create_dir_all(root.join("usr/lib/postgresql/17/bin")).unwrap();
+        assert_eq!(search(root, None, &[]).unwrap(), debian);
+        // A few symlinks on PATH (initdb and postgres, no pg_isready) are
+        // not a server.
+        let partial = root.join("partial");
+        std::fs::create_dir_all(&partial).unwrap();
+        for program in ["initdb", "postgres"] {
+            std::fs::write(partial.join(program), "").unwrap();
+        }
+        assert_eq!(search(root, None, &[partial]).unwrap(), debian);
+        let on_path = server(root, "custom/bin");
+        let path = [root.join("empty"), on_path.clone()];
+        assert_eq!(search(root, None, &path).unwrap(), on_path);
+        let chosen = server(root, "chosen");
+        assert_eq!(search(root, Some(&chosen), &path).unwrap(), chosen);
+        // Set but empty is unset, as in a shell.
+        assert_eq!(search(root, Some(Path::new("")), &path).unwrap(), on_path);
+    }
+
+    #[test]
+    fn a_pgmaint_pg_bin_without_initdb_is_an_error_not_a_reason_to_look_elsewhere() {
+        let root = tempfile::tempdir().unwrap();
+        let debian = server(root.path(), "usr/lib/postgresql/15/bin");
+        let empty = root.path().join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        let err = search(root.path(), Some(&empty), &[debian]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClusterError::BadPgBin {
+                    missing: "initdb",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("PGMAINT_PG_BIN is {}", empty.display())),
+            "{message}"
+        );
+        assert!(message.contains("install"), "{message}");
+    }
+
+    #[test]
+    fn no_binaries_anywhere_says_the_command_that_installs_them() {
+        let root = tempfile::tempdir().unwrap();
+        let err = search(root.path(), None, &[root.path().to_path_buf()]).unwrap_err();
+        assert!(matches!(err, ClusterError::NoBinaries), "{err}");
+        let hint = install_hint(SERVER_APT, SERVER_BREW);
+        assert!(err.to_string().contains(&hint), "{err}");
+        if cfg!(target_os = "macos") {
+            assert_eq!(hint, "`brew install postgresql@15`");
+        } else if Path::new("/usr/bin/apt-get").exists() {
+            assert!(hint.ends_with("apt-get install postgresql`"), "{hint}");
+        }
     }
 }

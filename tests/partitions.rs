@@ -248,20 +248,42 @@ async fn a_lock_on_the_parent_makes_it_retry_then_report_without_blocking_reader
 
 #[tokio::test]
 async fn the_same_partitions_as_pg_partman_given_the_same_premake_and_retention() {
+    common::require_extension(
+        "pg_partman",
+        "this test compares pgmaint's partitions with pg_partman's",
+        "postgresql-{major}-partman",
+        "pg_partman",
+    )
+    .await;
     let db = with_sql("CREATE SCHEMA partman; CREATE EXTENSION pg_partman SCHEMA partman;").await;
     let client = db.client().await;
+    // Debian 12 ships pg_partman 4, Homebrew 5, which renamed the type
+    // `native` to `range` and takes the interval as an interval.
+    let version: String = client
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'pg_partman'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (kind, interval) = if version.starts_with("4.") {
+        ("native", "monthly")
+    } else {
+        ("range", "1 month")
+    };
     // pg_partman sets up its table (partitions from premake months back to
     // premake months ahead, and a default); pgmaint gets an identical copy.
     client
-        .batch_execute(
+        .batch_execute(&format!(
             "CREATE TABLE by_partman (id bigint, at timestamptz NOT NULL) PARTITION BY RANGE (at);
              SELECT partman.create_parent(p_parent_table := 'public.by_partman', p_control := 'at',
-                                          p_type := 'native', p_interval := 'monthly', p_premake := 4);
+                                          p_type := '{kind}', p_interval := '{interval}', p_premake := 4);
              UPDATE partman.part_config SET retention = '3 months', retention_keep_table = false
               WHERE parent_table = 'public.by_partman';
              CREATE TABLE by_pgmaint (id bigint, at timestamptz NOT NULL) PARTITION BY RANGE (at);
-             CREATE TABLE by_pgmaint_default PARTITION OF by_pgmaint DEFAULT;",
-        )
+             CREATE TABLE by_pgmaint_default PARTITION OF by_pgmaint DEFAULT;"
+        ))
         .await
         .unwrap();
     for row in client

@@ -12,11 +12,17 @@ use pgmaint::cluster::{Cluster, ClusterOptions};
 use pgmaint::connect::{self, ConnectError};
 
 fn openssl(dir: &Path, args: &[&str]) {
+    common::require_tool(
+        "openssl",
+        "the TLS tests make their certificates with it",
+        "openssl",
+        "openssl@3",
+    );
     let output = Command::new("openssl")
         .args(args)
         .current_dir(dir)
         .output()
-        .expect("the TLS tests need the openssl command (apt-get install openssl)");
+        .expect("run openssl");
     assert!(
         output.status.success(),
         "openssl {args:?}: {}",

@@ -91,7 +91,15 @@ pub async fn demo(cli: &Cli, args: &DemoArgs) -> Result<bool, CliError> {
     })
     .await
     .map_err(|e| CliError::Failed(e.to_string()))?
-    .map_err(|e| CliError::Failed(e.to_string()))?;
+    .map_err(|e| {
+        // A machine without the server binaries (or a user to run them as)
+        // is a setup problem, exit 2: nothing was started or changed.
+        if e.is_setup() {
+            CliError::Usage(e.to_string())
+        } else {
+            CliError::Failed(e.to_string())
+        }
+    })?;
     let result = demo_on(cli, &cluster).await;
     if args.keep {
         let url = cluster.url("demo_app");

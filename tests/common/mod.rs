@@ -7,7 +7,7 @@ use std::process::Output;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use pgmaint::cluster::{Cluster, ClusterOptions};
+use pgmaint::cluster::{Cluster, ClusterOptions, install_hint};
 use tokio_postgres::{Client, NoTls};
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
@@ -16,8 +16,12 @@ static NEXT_DB: AtomicU32 = AtomicU32::new(1);
 /// The cluster shared by this test binary. It stops when the binary exits.
 pub fn cluster() -> &'static Cluster {
     CLUSTER.get_or_init(|| {
-        Cluster::start(ClusterOptions { fsync: false, keep: false }).unwrap_or_else(|err| {
-            panic!("cannot start a throwaway PostgreSQL for the tests: {err}\n(the tests need the PostgreSQL server binaries; `.ci/run` installs them with apt-get)")
+        Cluster::start(ClusterOptions {
+            fsync: false,
+            keep: false,
+        })
+        .unwrap_or_else(|err| {
+            panic!("cannot start a throwaway PostgreSQL for the tests: {err}\n  {SCRIPTS_TEST}")
         })
     })
 }
@@ -86,6 +90,12 @@ impl TestDb {
     /// A shell command line that runs pgmaint with `args` on a terminal 120
     /// columns wide (for `script`, which gives it a pseudo-terminal).
     pub fn terminal_command(&self, args: &str) -> String {
+        require_tool(
+            "script",
+            "this test runs pgmaint on a pseudo-terminal with it",
+            "bsdutils",
+            "-",
+        );
         format!(
             "stty cols 120 rows 40; {} --config {} --database-url '{}' {args}",
             env!("CARGO_BIN_EXE_pgmaint"),
@@ -102,6 +112,50 @@ impl TestDb {
             .expect(sql)
             .get(0)
     }
+}
+
+const SCRIPTS_TEST: &str =
+    "or run `scripts/test`, which installs everything the tests need and runs them";
+
+/// Fails the test unless `program` is on PATH, naming it and the command
+/// that installs it (`brew_package` "-" where Homebrew has none). A test
+/// whose tool is missing fails; it never passes by skipping.
+#[track_caller]
+pub fn require_tool(program: &str, why: &str, apt_package: &str, brew_package: &str) {
+    let found = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .any(|dir| dir.join(program).is_file());
+    assert!(
+        found,
+        "`{program}` is not installed (not on PATH); {why}\n  help: install it with {}, {SCRIPTS_TEST}",
+        install_hint(apt_package, brew_package)
+    );
+}
+
+/// Fails the test unless the shared cluster's server can `CREATE EXTENSION
+/// extension`, naming it, the server, and the command that installs it.
+/// `apt_package` may hold `{major}`, the server's major version.
+pub async fn require_extension(extension: &str, why: &str, apt_package: &str, brew_package: &str) {
+    let admin = connect(&cluster().url("postgres")).await;
+    let row = admin
+        .query_one(
+            "SELECT current_setting('server_version_num')::int / 10000,
+                    EXISTS (SELECT FROM pg_available_extensions WHERE name = $1)",
+            &[&extension],
+        )
+        .await
+        .expect("ask the server for its extensions");
+    let (major, available): (i32, bool) = (row.get(0), row.get(1));
+    assert!(
+        available,
+        "the extension {extension} is not installed for PostgreSQL {major} ({}); {why}\n  help: install it with {}, {SCRIPTS_TEST}",
+        cluster().bin.display(),
+        install_hint(
+            &apt_package.replace("{major}", &major.to_string()),
+            brew_package
+        )
+    );
 }
 
 pub async fn connect(url: &str) -> Client {
