@@ -484,3 +484,98 @@ async fn a_condition_that_matches_every_row_is_shown_and_needs_confirmation() {
         .assert_code(0);
     assert_eq!(db.count("SELECT count(*) FROM notes").await, 0);
 }
+
+#[tokio::test]
+async fn cascades_down_a_thread_of_replies_are_counted_backed_up_and_restored() {
+    // Comments reply to comments (ON DELETE CASCADE into the same table);
+    // likes follow their comment. Removing a post takes its comments, every
+    // reply under them at any depth, and all of their likes.
+    let setup = "
+        CREATE TABLE posts (id int PRIMARY KEY, old boolean NOT NULL);
+        CREATE TABLE comments (id int PRIMARY KEY, post_id int REFERENCES posts (id) ON DELETE CASCADE,
+                               parent_id int REFERENCES comments (id) ON DELETE CASCADE, at timestamptz NOT NULL);
+        CREATE TABLE likes (id int PRIMARY KEY, comment_id int NOT NULL REFERENCES comments (id) ON DELETE CASCADE);
+        INSERT INTO posts SELECT i, i % 3 = 0 FROM generate_series(1, 60) i;
+        -- Top-level comments on posts; replies (no post_id) hang under them, five deep.
+        INSERT INTO comments SELECT i, 1 + i % 60, NULL, now() - (i % 10) * interval '1 day' FROM generate_series(1, 300) i;
+        INSERT INTO comments SELECT 300 * d + i, NULL, 300 * (d - 1) + i, now() FROM generate_series(1, 300) i, generate_series(1, 5) d;
+        INSERT INTO likes SELECT i, 1 + i % 1800 FROM generate_series(1, 4000) i;
+        ANALYZE;";
+    let tables = ["posts", "comments", "likes"];
+    let db = with(
+        setup,
+        "[tasks.old_posts]\nkind = \"purge\"\ntable = \"posts\"\nwhere = \"old\"\nbackup = true\nbatch_size = 7\n\n\
+         [tasks.old_threads]\nkind = \"purge\"\ntable = \"comments\"\nwhere = \"post_id IS NOT NULL AND at < now() - interval '7 days'\"\nbackup = true\nbatch_size = 9\n",
+    )
+    .await;
+    let before = checksum(&db, &tables).await;
+    // Expected: comments under old posts, down the thread.
+    let under = |roots: &str| {
+        format!(
+            "WITH RECURSIVE t AS (SELECT id FROM comments WHERE {roots} UNION SELECT c.id FROM comments c JOIN t ON c.parent_id = t.id) "
+        )
+    };
+    let thread_of_old_posts = under("post_id IN (SELECT id FROM posts WHERE old)");
+    let comments = db
+        .count(&format!("{thread_of_old_posts}SELECT count(*) FROM t"))
+        .await;
+    let likes = db
+        .count(&format!(
+            "{thread_of_old_posts}SELECT count(*) FROM likes WHERE comment_id IN (SELECT id FROM t)"
+        ))
+        .await;
+    assert_eq!(
+        comments, 600,
+        "100 comments on old posts, each five replies deep"
+    );
+
+    let plan = db.pgmaint(&["plan", "old_posts", "--json"]).await;
+    plan.assert_code(0);
+    let plan = plan.json();
+    let cascade = plan["tasks"][0]["details"]["references"]["cascade"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let rows_of = |table: &str| {
+        cascade.iter().find(|p| p["table"] == table).unwrap()["rows"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(rows_of("public.comments"), comments, "{cascade:?}");
+    assert_eq!(rows_of("public.likes"), likes, "{cascade:?}");
+
+    let run = db.pgmaint(&["run", "old_posts", "--json"]).await;
+    run.assert_code(0);
+    let backup = run.json()["tasks"][0]["details"]["backup_id"].to_string();
+    db.pgmaint(&["restore", &backup]).await.assert_code(0);
+    assert_eq!(checksum(&db, &tables).await, before);
+
+    // The removed table's own tree: old top-level comments take their
+    // (new) replies with them; the plan counts those beyond the condition.
+    let old_threads = under("post_id IS NOT NULL AND at < now() - interval '7 days'");
+    let named = db
+        .count("SELECT count(*) FROM comments WHERE post_id IS NOT NULL AND at < now() - interval '7 days'")
+        .await;
+    let replies = db
+        .count(&format!("{old_threads}SELECT count(*) FROM t"))
+        .await
+        - named;
+    let plan = db.pgmaint(&["plan", "old_threads", "--json"]).await;
+    plan.assert_code(0);
+    let plan = plan.json();
+    assert_eq!(plan["tasks"][0]["rows"], named);
+    let cascade = plan["tasks"][0]["details"]["references"]["cascade"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let beyond = cascade
+        .iter()
+        .find(|p| p["table"] == "public.comments")
+        .unwrap();
+    assert_eq!(beyond["rows"], replies, "{cascade:?}");
+    let run = db.pgmaint(&["run", "old_threads", "--json"]).await;
+    run.assert_code(0);
+    let backup = run.json()["tasks"][0]["details"]["backup_id"].to_string();
+    db.pgmaint(&["restore", &backup]).await.assert_code(0);
+    assert_eq!(checksum(&db, &tables).await, before);
+}

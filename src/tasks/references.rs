@@ -7,6 +7,8 @@
 //! pgmaint's own, appended after the user's predicate with `AND`; the
 //! predicate's text is never touched.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::Client;
@@ -49,10 +51,23 @@ struct Step {
     child: TableName,
     columns: Vec<String>,
     parent_columns: Vec<String>,
+    /// The child's foreign keys into itself with ON DELETE CASCADE: the
+    /// rows reached are closed under them (a thread's replies, theirs...).
+    tree: Vec<SelfCascade>,
+}
+
+/// A table's foreign key into itself with `ON DELETE CASCADE`: a removed
+/// row takes the rows that reference it, and theirs, down the tree.
+#[derive(Debug, Clone)]
+struct SelfCascade {
+    columns: Vec<String>,
+    parent_columns: Vec<String>,
 }
 
 /// A table whose rows a removal deletes (by cascade) or changes (by
-/// `SET NULL`/`SET DEFAULT`), reached from the removed table by `path`.
+/// `SET NULL`/`SET DEFAULT`), reached from the removed table by `path`. An
+/// empty path is the removed table itself: the rows its own cascade into
+/// itself takes beyond those the condition names.
 #[derive(Debug, Clone)]
 pub struct Part {
     pub table: TableName,
@@ -77,6 +92,8 @@ pub struct Blocker {
 pub struct References {
     pub parts: Vec<Part>,
     pub blockers: Vec<Blocker>,
+    /// The removed table's own cascades into itself.
+    root_tree: Vec<SelfCascade>,
     /// A cascade that comes back to a table already on its way (a table
     /// referencing itself, say): where, in words.
     pub cycle: Option<String>,
@@ -109,11 +126,17 @@ impl References {
         Some(format!("({})", conditions.join(" OR ")))
     }
 
+    /// The condition that `blocker` still references a row of `table`.
+    pub fn blocked_by(blocker: &Blocker, table: &TableName) -> String {
+        chain_exists(&blocker.path, &table.quoted())
+    }
+
     /// `SELECT` of the rows of `part` that a removal of the rows of `table`
     /// matching `condition` would delete or change, each column as text
     /// after a leading 0 (the shape a backup file is written from). The
     /// condition is pasted as it is.
     pub fn part_rows(
+        &self,
         part: &Part,
         table: &TableName,
         columns: &[String],
@@ -127,16 +150,16 @@ impl References {
         format!(
             "SELECT 0::bigint, {as_text} FROM {} pgmaint_part WHERE {}",
             part.table.quoted(),
-            reached(&part.path, "pgmaint_part", table, condition)
+            self.reached(&part.path, "pgmaint_part", table, condition)
         )
     }
 
     /// `SELECT count(*)` of the rows of `part` a removal would reach.
-    pub fn part_count(part: &Part, table: &TableName, condition: &str) -> String {
+    pub fn part_count(&self, part: &Part, table: &TableName, condition: &str) -> String {
         format!(
             "SELECT count(*) FROM {} pgmaint_part WHERE {}",
             part.table.quoted(),
-            reached(&part.path, "pgmaint_part", table, condition)
+            self.reached(&part.path, "pgmaint_part", table, condition)
         )
     }
 
@@ -177,38 +200,109 @@ fn chain_exists(path: &[Step], parent: &str) -> String {
     condition
 }
 
-/// The condition on `alias` (the last table of `path`) that its row
-/// references, through the path, a row of `table` matching `condition`.
-fn reached(path: &[Step], alias: &str, table: &TableName, condition: &str) -> String {
-    // Innermost: the removed table's rows, unaliased so the condition
-    // (which names the table as it is) applies to them.
-    let mut inner = format!("{} WHERE {condition}", table.quoted());
-    let mut inner_name = table.quoted();
-    for (depth, step) in path.iter().enumerate() {
-        let last = depth + 1 == path.len();
-        let this = if last {
-            alias.to_string()
-        } else {
-            format!("pgmaint_via{}", depth + 1)
-        };
-        let keys = |name: &str, cols: &[String]| {
-            cols.iter()
-                .map(|c| format!("{name}.{}", quote_ident(c)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let membership = format!(
-            "({}) IN (SELECT {} FROM {inner})",
-            keys(&this, &step.columns),
-            keys(&inner_name, &step.parent_columns)
-        );
-        if last {
-            return membership;
+impl References {
+    /// The condition on `alias` (the last table of `path`) that its row
+    /// references, through the path, a row of `table` matching
+    /// `condition`, every table's rows closed under its cascades into
+    /// itself. With an empty path: `alias` is a row of `table` the removed
+    /// rows' cascade into their own table reaches, not one of them.
+    fn reached(&self, path: &[Step], alias: &str, table: &TableName, condition: &str) -> String {
+        let t = table.quoted();
+        let removed = format!("SELECT {t}.ctid FROM {t} WHERE {condition}");
+        if path.is_empty() {
+            return format!(
+                "{alias}.ctid IN ({}) AND {alias}.ctid NOT IN ({removed})",
+                tree(table, &self.root_tree, &removed, 0)
+            );
         }
-        inner = format!("{} {this} WHERE {membership}", step.child.quoted());
-        inner_name = this;
+        // Innermost: the removed rows, unaliased so the condition (which
+        // names the table as it is) applies to them.
+        let mut inner = if self.root_tree.is_empty() {
+            format!("{t} WHERE {condition}")
+        } else {
+            format!(
+                "{t} WHERE {t}.ctid IN ({})",
+                tree(table, &self.root_tree, &removed, 0)
+            )
+        };
+        let mut inner_name = t.clone();
+        for (depth, step) in path.iter().enumerate() {
+            let last = depth + 1 == path.len();
+            let this = if last {
+                alias.to_string()
+            } else {
+                format!("pgmaint_via{}", depth + 1)
+            };
+            let keys = |name: &str, cols: &[String]| {
+                cols.iter()
+                    .map(|c| format!("{name}.{}", quote_ident(c)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let references = |name: &str| {
+                format!(
+                    "({}) IN (SELECT {} FROM {inner})",
+                    keys(name, &step.columns),
+                    keys(&inner_name, &step.parent_columns)
+                )
+            };
+            let membership = if step.tree.is_empty() {
+                references(&this)
+            } else {
+                let seed_alias = format!("pgmaint_seed{}", depth + 1);
+                let seed = format!(
+                    "SELECT {seed_alias}.ctid FROM {} {seed_alias} WHERE {}",
+                    step.child.quoted(),
+                    references(&seed_alias)
+                );
+                format!(
+                    "{this}.ctid IN ({})",
+                    tree(&step.child, &step.tree, &seed, depth + 1)
+                )
+            };
+            if last {
+                return membership;
+            }
+            inner = format!("{} {this} WHERE {membership}", step.child.quoted());
+            inner_name = this;
+        }
+        condition.to_string()
     }
-    condition.to_string()
+}
+
+/// The ctids of `table`'s rows that `seed` (a SELECT of ctids) selects,
+/// and of every row that references one of them through the table's
+/// cascades into itself, down to the leaves. UNION (not UNION ALL) ends a
+/// loop in the data.
+fn tree(table: &TableName, loops: &[SelfCascade], seed: &str, level: usize) -> String {
+    if loops.is_empty() {
+        return seed.to_string();
+    }
+    let t = table.quoted();
+    let name = format!("pgmaint_tree{level}");
+    let joins = loops
+        .iter()
+        .map(|l| {
+            let pairs = l
+                .columns
+                .iter()
+                .zip(&l.parent_columns)
+                .map(|(c, p)| {
+                    format!(
+                        "pgmaint_down.{} = pgmaint_up.{}",
+                        quote_ident(c),
+                        quote_ident(p)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            format!("({pairs})")
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    format!(
+        "WITH RECURSIVE {name}(c) AS ({seed} UNION SELECT pgmaint_down.ctid FROM {t} pgmaint_down JOIN {t} pgmaint_up ON {joins} JOIN {name} ON pgmaint_up.ctid = {name}.c) SELECT c FROM {name}"
+    )
 }
 
 /// Reads the foreign keys into `oid`, and through cascades into the tables
@@ -219,15 +313,49 @@ pub async fn load(
     oid: u32,
 ) -> Result<References, tokio_postgres::Error> {
     let mut found = References::default();
-    let mut queue: Vec<(u32, TableName, Vec<Step>, Vec<u32>)> =
-        vec![(oid, table.clone(), Vec::new(), vec![oid])];
-    while let Some((parent_oid, _parent, path, seen)) = queue.pop() {
-        for key in foreign_keys_into(client, parent_oid).await? {
+    let mut keys_of: HashMap<u32, Vec<ForeignKey>> = HashMap::new();
+    let root_keys = foreign_keys_into(client, oid).await?;
+    found.root_tree = self_cascades(&root_keys, oid);
+    if let Some(first) = root_keys
+        .iter()
+        .find(|k| k.child_oid == oid && k.on_delete == OnDelete::Cascade)
+    {
+        found.parts.push(Part {
+            table: table.clone(),
+            oid,
+            constraint: first.constraint.clone(),
+            action: OnDelete::Cascade,
+            changed: Vec::new(),
+            path: Vec::new(),
+        });
+    }
+    keys_of.insert(oid, root_keys);
+    let mut queue: Vec<(u32, Vec<Step>, Vec<u32>)> = vec![(oid, Vec::new(), vec![oid])];
+    while let Some((parent_oid, path, seen)) = queue.pop() {
+        let keys = match keys_of.get(&parent_oid) {
+            Some(keys) => keys.clone(),
+            None => foreign_keys_into(client, parent_oid).await?,
+        };
+        for key in keys {
+            if key.child_oid == parent_oid && key.on_delete == OnDelete::Cascade {
+                // The table's tree of rows: followed in every step into it.
+                continue;
+            }
+            let child_keys = match (key.on_delete, keys_of.get(&key.child_oid)) {
+                (OnDelete::Cascade, Some(keys)) => keys.clone(),
+                (OnDelete::Cascade, None) => {
+                    let fetched = foreign_keys_into(client, key.child_oid).await?;
+                    keys_of.insert(key.child_oid, fetched.clone());
+                    fetched
+                }
+                _ => Vec::new(),
+            };
             let mut steps = path.clone();
             steps.push(Step {
                 child: key.child.clone(),
                 columns: key.columns.clone(),
                 parent_columns: key.parent_columns.clone(),
+                tree: self_cascades(&child_keys, key.child_oid),
             });
             match key.on_delete {
                 OnDelete::Block => found.blockers.push(Blocker {
@@ -247,8 +375,8 @@ pub async fn load(
                     if seen.contains(&key.child_oid) || steps.len() > MAX_DEPTH {
                         found.cycle.get_or_insert_with(|| {
                             format!(
-                                "foreign key \"{}\" cascades from {} back into {}",
-                                key.constraint, key.child, key.child
+                                "foreign key \"{}\" cascades from {} back into a table the cascade came through",
+                                key.constraint, key.child
                             )
                         });
                         continue;
@@ -263,7 +391,7 @@ pub async fn load(
                     });
                     let mut seen = seen.clone();
                     seen.push(key.child_oid);
-                    queue.push((key.child_oid, key.child.clone(), steps, seen));
+                    queue.push((key.child_oid, steps, seen));
                 }
             }
         }
@@ -271,6 +399,17 @@ pub async fn load(
     // Parents before children: restore puts rows back in this order.
     found.parts.sort_by_key(|p| p.path.len());
     Ok(found)
+}
+
+/// The cascades of the table `oid` into itself, among its foreign keys.
+fn self_cascades(keys: &[ForeignKey], oid: u32) -> Vec<SelfCascade> {
+    keys.iter()
+        .filter(|k| k.child_oid == oid && k.on_delete == OnDelete::Cascade)
+        .map(|k| SelfCascade {
+            columns: k.columns.clone(),
+            parent_columns: k.parent_columns.clone(),
+        })
+        .collect()
 }
 
 async fn foreign_keys_into(
@@ -333,6 +472,7 @@ mod tests {
             child: TableName::new("public", child),
             columns: vec![column.into()],
             parent_columns: vec![parent_column.into()],
+            tree: vec![],
         }
     }
 
@@ -371,7 +511,7 @@ mod tests {
         };
         let users = TableName::new("public", "users");
         assert_eq!(
-            References::part_count(&part, &users, "(\nx\n)"),
+            References::default().part_count(&part, &users, "(\nx\n)"),
             "SELECT count(*) FROM \"public\".\"likes\" pgmaint_part WHERE (pgmaint_part.\"comment_id\") IN (SELECT pgmaint_via1.\"id\" FROM \"public\".\"comments\" pgmaint_via1 WHERE (pgmaint_via1.\"user_id\") IN (SELECT \"public\".\"users\".\"id\" FROM \"public\".\"users\" WHERE (\nx\n)))"
         );
     }

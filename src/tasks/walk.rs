@@ -121,7 +121,8 @@ impl WalkPlan {
             },
             limited,
         );
-        References::part_rows(part, &self.table, columns, &condition)
+        self.references
+            .part_rows(part, &self.table, columns, &condition)
     }
 
     /// Whether the condition names every row of a table that has rows (the
@@ -169,11 +170,7 @@ impl WalkPlan {
                 )
                 .await?;
             for blocker in &self.references.blockers {
-                let one = References {
-                    blockers: vec![blocker.clone()],
-                    ..References::default()
-                };
-                let condition = one.referenced_condition(&self.table).unwrap_or_default();
+                let condition = References::blocked_by(blocker, &self.table);
                 let rows = self
                     .count(
                         client,
@@ -194,7 +191,10 @@ impl WalkPlan {
         let filter = self.batch_filter();
         for part in &self.references.parts {
             let rows = self
-                .count(client, &References::part_count(part, &self.table, &filter))
+                .count(
+                    client,
+                    &self.references.part_count(part, &self.table, &filter),
+                )
                 .await?;
             cascade.push(References::describe_part(part, rows));
         }
@@ -250,11 +250,35 @@ impl WalkPlan {
                 json!({"on_referenced": self.on_referenced, "counted": false})
             };
             let every_row = self.matches_every_row(client).await?;
-            Ok((rows, exact, samples, references, every_row))
+            // Where the matching rows lie, to walk the pages as the run
+            // will; only where the rows are counted exactly.
+            let per_page = if exact {
+                Some(
+                    self.read_matching(client, &matches_per_page(&self.table, &filter))
+                        .await?
+                        .iter()
+                        .map(|row| (row.get::<_, i64>(0), row.get::<_, i64>(1) as u64))
+                        .collect::<Vec<_>>(),
+                )
+            } else {
+                None
+            };
+            Ok((rows, exact, samples, references, every_row, per_page))
         })
         .await;
-        let (rows, exact, samples, references, every_row) = described?;
-        let batches = rows.div_ceil(ctx.options.batch_size);
+        let (rows, exact, samples, references, every_row, per_page) = described?;
+        let plain =
+            matches!(self.destination, Destination::Delete) && matches!(copy, Copy::Nowhere);
+        let estimate = match &per_page {
+            Some(per_page) => self.simulate(ctx.options.batch_size, plain, per_page),
+            None => BatchEstimate {
+                batches: rows.div_ceil(ctx.options.batch_size),
+                largest: rows.min(ctx.options.batch_size),
+                at_least: true,
+            },
+        };
+        let batches = estimate.batches;
+        let rate = recent_rate(client, &ctx.state_schema, ctx.task_name).await;
         let mut params = json!({
             "$1": "first page of the batch",
             "$2": "page after the batch",
@@ -311,6 +335,20 @@ impl WalkPlan {
                 "parameters": params,
                 "references": references,
                 "matches_every_row": every_row,
+                "batch_size": ctx.options.batch_size,
+                "batches_estimate": {
+                    "batches": estimate.batches,
+                    "largest_batch": estimate.largest,
+                    "at_least": estimate.at_least,
+                    "from": if estimate.at_least { "rows" } else { "pages" },
+                },
+                "lock_timeout": ctx.options.lock_timeout.to_string(),
+                "max_retries": ctx.options.max_retries,
+                "time_estimate": rate.map(|rate| json!({
+                    "ms": (rows as f64 / rate.rows_per_second * 1000.0).round() as u64,
+                    "rows_per_second": rate.rows_per_second.round() as u64,
+                    "runs": rate.runs,
+                })),
                 "needs_confirmation": every_row.then(|| format!("the condition matches every row of {}: the run empties the table, and runs only when confirmed (--yes, the API's \"yes\", or a schedule with allow_critical = true)", self.table)),
             }),
         })
@@ -568,6 +606,123 @@ impl WalkPlan {
             .get(0);
         Ok(explain[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0) as u64)
     }
+}
+
+/// What the dry run expects of the walk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchEstimate {
+    pub batches: u64,
+    /// The most rows one batch takes (a narrow window over pages denser
+    /// than average goes whole, so this can pass `batch_size`).
+    pub largest: u64,
+    /// Only a floor (rows / batch_size): the rows were estimated, not
+    /// counted page by page.
+    pub at_least: bool,
+}
+
+/// The matching rows per page, `(page, rows)` in page order: what the
+/// dry run walks instead of the rows themselves.
+fn matches_per_page(table: &TableName, filter: &str) -> String {
+    format!(
+        "SELECT (ctid::text::point)[0]::bigint, count(*) FROM {} WHERE {filter} GROUP BY 1 ORDER BY 1",
+        table.quoted()
+    )
+}
+
+impl WalkPlan {
+    /// Walks the pages as `execute` will, over the dry run's count of
+    /// matching rows per page: the same first window, the same growth over
+    /// sparse pages, the same `LIMIT` cuts and resumes, then the pages past
+    /// the end the run would find. What it cannot know is time (a batch
+    /// slower than [`SLOW_BATCH`] halves the next window) and rows that
+    /// change meanwhile, so the run can take more batches than this, not
+    /// fewer, on a quiet table.
+    fn simulate(&self, batch_size: u64, plain: bool, per_page: &[(i64, u64)]) -> BatchEstimate {
+        let mut left: std::collections::BTreeMap<i64, u64> = per_page
+            .iter()
+            .copied()
+            .filter(|(_, rows)| *rows > 0)
+            .collect();
+        let mut walk = Walk::new(self, batch_size);
+        let mut estimate = BatchEstimate::default();
+        let end = per_page.last().map_or(0, |(page, _)| page + 1);
+        let mut ranges = vec![(0, self.pages)];
+        if end > self.pages {
+            ranges.push((self.pages, end));
+        }
+        for (from, to) in ranges {
+            let mut page = from;
+            while page < to {
+                let upper = (page + walk.window).min(to);
+                let narrow = upper - page <= walk.narrow_window;
+                let (rows, last_page) =
+                    take(&mut left, page, upper, (!narrow).then_some(batch_size));
+                // A plain DELETE of a narrow window reports only its count.
+                let last_page = if plain && narrow { None } else { last_page };
+                estimate.batches += 1;
+                estimate.largest = estimate.largest.max(rows);
+                page = walk.next_page(page, upper, rows, last_page, Duration::ZERO);
+            }
+        }
+        estimate
+    }
+}
+
+/// Takes the matching rows of pages `[from, to)` in page order, at most
+/// `limit` of them: what one batch removes. Returns how many, and the last
+/// page it took from.
+fn take(
+    left: &mut std::collections::BTreeMap<i64, u64>,
+    from: i64,
+    to: i64,
+    limit: Option<u64>,
+) -> (u64, Option<i64>) {
+    let mut taken = 0;
+    let mut last = None;
+    let pages: Vec<(i64, u64)> = left.range(from..to).map(|(p, n)| (*p, *n)).collect();
+    for (page, rows) in pages {
+        let want = limit.map_or(rows, |limit| (limit - taken).min(rows));
+        if want == 0 {
+            break;
+        }
+        taken += want;
+        last = Some(page);
+        if want == rows {
+            left.remove(&page);
+        } else if let Some(rest) = left.get_mut(&page) {
+            *rest -= want;
+        }
+    }
+    (taken, last)
+}
+
+/// How fast the task's last successful runs removed rows.
+struct Rate {
+    rows_per_second: f64,
+    runs: usize,
+}
+
+/// Up to five of the task's latest successful runs that changed rows,
+/// from the audit trail: their rows over their time, for the dry run's
+/// "about how long". None without such a run.
+async fn recent_rate(client: &tokio_postgres::Client, schema: &str, task: &str) -> Option<Rate> {
+    let runs = crate::state::history(client, schema, Some(task), 50)
+        .await
+        .ok()?;
+    let measured: Vec<(i64, i64)> = runs
+        .iter()
+        .filter(|run| !run.dry_run)
+        .flat_map(|run| &run.tasks)
+        .filter(|t| t.status == "succeeded" && t.rows > 0)
+        .filter_map(|t| t.duration_ms.filter(|ms| *ms > 0).map(|ms| (t.rows, ms)))
+        .take(5)
+        .collect();
+    let rows: i64 = measured.iter().map(|(rows, _)| rows).sum();
+    let ms: i64 = measured.iter().map(|(_, ms)| ms).sum();
+    (ms > 0).then(|| Rate {
+        rows_per_second: rows as f64 * 1000.0 / ms as f64,
+        runs: measured.len(),
+    })
 }
 
 /// Makes this session's counts of the rows it removed visible in
@@ -919,6 +1074,35 @@ mod tests {
         assert_eq!((next, walk.window), (100, 400));
         let next = walk.next_page(100, 500, 1000, Some(150), Duration::from_millis(1));
         assert_eq!((next, walk.window), (150, 51));
+    }
+
+    #[test]
+    fn the_estimate_walks_sparse_matches_as_the_run_does() {
+        // 100 rows a page, every other row matching: the first window holds
+        // half a batch, later ones grow to about 90% of one. Rows / batch
+        // size would say 5; the walk takes more.
+        let p = plan(100, 10_000.0);
+        let per_page: Vec<(i64, u64)> = (0..100).map(|page| (page, 50)).collect();
+        let estimate = p.simulate(1000, true, &per_page);
+        assert!(estimate.batches > 5, "{estimate:?}");
+        assert!(estimate.largest <= 1000, "{estimate:?}");
+        // Matches only at the start: the windows over the rest are batches
+        // too, each four times wider than the one before.
+        let front: Vec<(i64, u64)> = (0..10).map(|page| (page, 100)).collect();
+        let estimate = p.simulate(1000, true, &front);
+        assert_eq!(estimate.batches, 4, "{estimate:?}");
+        // Nothing to walk, nothing to count.
+        assert_eq!(plan(0, 0.0).simulate(1000, true, &[]).batches, 0);
+    }
+
+    #[test]
+    fn a_limited_batch_takes_rows_in_page_order_and_resumes_on_its_last_page() {
+        let mut left: std::collections::BTreeMap<i64, u64> =
+            [(3, 400), (5, 400), (8, 400)].into_iter().collect();
+        assert_eq!(take(&mut left, 0, 10, Some(1000)), (1000, Some(8)));
+        assert_eq!(left.get(&8), Some(&200));
+        assert_eq!(take(&mut left, 8, 9, None), (200, Some(8)));
+        assert!(left.is_empty());
     }
 
     #[test]
