@@ -31,6 +31,8 @@ const MAX_WINDOW_PAGES: i64 = 8192;
 /// A batch slower than this scans a smaller window next time.
 const SLOW_BATCH: Duration = Duration::from_millis(150);
 const SAMPLE_ROWS: u32 = 5;
+/// The last pages looked at first for a row a condition leaves.
+const TAIL_PAGES: i64 = 64;
 
 /// Where a batch's removed rows are copied before it commits, for the dry
 /// run to say.
@@ -135,6 +137,23 @@ impl WalkPlan {
         client: &tokio_postgres::Client,
     ) -> Result<bool, tokio_postgres::Error> {
         let t = self.table.quoted();
+        // Rows are usually removed oldest first and appended newest last:
+        // a row the condition leaves is then found at once among the last
+        // pages, without reading the table from its start.
+        let tail = format!(
+            "SELECT EXISTS (SELECT 1 FROM {t} WHERE ctid >= format('(%s,0)', $1::bigint)::tid AND ({}) IS NOT TRUE)",
+            self.filter_sql
+        );
+        let prepared = client.prepare_typed(&tail, &sql::WALK_PARAMS).await?;
+        let from = (self.pages - TAIL_PAGES).max(0);
+        let none: Option<i64> = None;
+        let kept_at_the_end: bool = client
+            .query_one(&prepared, &[&from, &none, &none, self.cutoff_param()])
+            .await?
+            .get(0);
+        if kept_at_the_end {
+            return Ok(false);
+        }
         let statement = format!(
             "SELECT EXISTS (SELECT 1 FROM {t}) AND NOT EXISTS (SELECT 1 FROM {t} WHERE ({}) IS NOT TRUE)",
             self.filter_sql
