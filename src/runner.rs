@@ -482,12 +482,16 @@ async fn run_task(
             options.batch_size = batch_size;
         }
         let max_runtime = request.max_runtime.or(options.max_runtime.map(|d| d.0));
+        let deadline = max_runtime.map(|d| started + d);
+        // The task's pauses and backoffs end at its deadline, not only at a
+        // signal.
+        let stop = stop.until(deadline);
         let mut ctx = TaskContext {
             client,
             task_name: &task.name,
             options,
-            stop,
-            deadline: max_runtime.map(|d| started + d),
+            stop: &stop,
+            deadline,
             progress,
             record: (!request.dry_run)
                 .then(|| ProgressRecord::new(schema.to_string(), task_run_id)),

@@ -880,3 +880,68 @@ async fn the_daemon_rides_out_a_database_outage_logging_once_each_way() {
         "once at start, once after the outage: {messages:#?}"
     );
 }
+
+/// Waits for run `id` to finish; returns it as the API shows it.
+async fn finished_run(daemon: &Daemon, id: i64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = daemon
+            .http("GET", &format!("/api/v1/runs/{id}"), Some("s3cret"), "")
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let run: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if run["status"] != "running" {
+            return run;
+        }
+        assert!(Instant::now() < deadline, "run {id} did not finish: {run}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts a run through the API; returns its id.
+async fn start_run(daemon: &Daemon, path: &str, body: &str) -> i64 {
+    let (status, answer) = daemon.http("POST", path, Some("s3cret"), body).await;
+    assert_eq!(status, 202, "{path} {body}: {answer}");
+    serde_json::from_str::<serde_json::Value>(&answer).unwrap()["run_id"]
+        .as_i64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn max_runtime_ends_a_pause_between_batches() {
+    let db = setup(
+        "[tasks.slow_purge]\nkind = \"purge\"\ntable = \"items\"\nwhere = \"id % 2 = 0\"\n\
+         batch_size = 10\npause = \"30s\"\nmax_runtime = \"1s\"\n",
+    )
+    .await;
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items SELECT generate_series(1, 1000)",
+        )
+        .await
+        .unwrap();
+    let mut daemon = Daemon::start(&db);
+    let started = Instant::now();
+    let id = start_run(&daemon, "/api/v1/tasks/slow_purge/run", "{}").await;
+    let run = finished_run(&daemon, id).await;
+    let took = started.elapsed();
+    assert_eq!(run["status"], "cancelled", "{run}");
+    assert!(
+        run["tasks"][0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("max_runtime reached"),
+        "{run}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "max_runtime 1s, but the run took {took:?} (it slept through its 30s pause)"
+    );
+    assert!(
+        db.count("SELECT count(*) FROM items").await > 500,
+        "it stopped early"
+    );
+    daemon.terminate();
+    daemon.child.wait().await.unwrap();
+}
