@@ -18,6 +18,7 @@ pub mod notify;
 pub mod output;
 pub(crate) mod predicate;
 pub(crate) mod retention;
+pub(crate) mod retry;
 pub mod runner;
 pub mod schedule;
 pub mod sql;

@@ -714,7 +714,8 @@ impl PartitionsSpec {
             .expect("drained only when there is a default partition");
         let create = create_statement(ctx.client, plan, period).await?;
         let key = quote_ident(&plan.key_column);
-        for attempt in 0..=ctx.options.max_retries {
+        let mut waits = crate::retry::lock_waits(ctx.options.max_retries);
+        loop {
             let tx = ctx.client.transaction().await?;
             let result = async {
                 tx.batch_execute(&format!("CREATE TEMP TABLE pgmaint_drain (LIKE {}) ON COMMIT DROP", parent.quoted())).await?;
@@ -739,19 +740,17 @@ impl PartitionsSpec {
                     tx.commit().await?;
                     return Ok(rows);
                 }
-                Err(err) if db::is_transient(&err) && attempt < ctx.options.max_retries => {
+                Err(err) if db::is_transient(&err) => {
                     drop(tx);
                     *retries += 1;
-                    ctx.stop
-                        .sleep(std::time::Duration::from_millis(
-                            100 * 2u64.pow(attempt.min(6)),
-                        ))
-                        .await;
+                    match waits.next() {
+                        Some(wait) if ctx.should_stop().is_none() => ctx.stop.sleep(wait).await,
+                        _ => return Err(TaskError::Database(db::describe(&err))),
+                    }
                 }
                 Err(err) => return Err(TaskError::Database(db::describe(&err))),
             }
         }
-        unreachable!("the last attempt returns")
     }
 
     /// Exports an expired partition's rows to compressed files with a

@@ -33,7 +33,8 @@ pub async fn clear_timeouts(ctx: &TaskContext<'_>) -> Result<(), TaskError> {
 }
 
 /// Runs `statement` as a simple query (so outside a transaction), retrying
-/// lock timeouts with backoff up to `max_retries`; counts the retries.
+/// lock timeouts under the one retry policy (`retry.rs`) up to
+/// `max_retries`; counts the retries.
 /// Returns how long it took; locks that stayed busy through every retry
 /// are an error that says so (the statement changed nothing).
 pub async fn run(
@@ -42,19 +43,18 @@ pub async fn run(
     retries: &mut u64,
 ) -> Result<Duration, TaskError> {
     ctx.log_statement(statement);
-    for attempt in 0..=ctx.options.max_retries {
+    let mut waits = crate::retry::lock_waits(ctx.options.max_retries);
+    loop {
         let started = Instant::now();
         match ctx.client.batch_execute(statement).await {
             Ok(()) => return Ok(started.elapsed()),
             Err(err) if db::is_transient(&err) => {
                 *retries += 1;
                 tracing::info!(task = ctx.task_name, "{statement}: {}", db::describe(&err));
-                if attempt == ctx.options.max_retries || ctx.should_stop().is_some() {
-                    break;
+                match waits.next() {
+                    Some(wait) if ctx.should_stop().is_none() => ctx.stop.sleep(wait).await,
+                    _ => break,
                 }
-                let backoff = Duration::from_millis(100 * 2u64.pow(attempt.min(6)))
-                    .min(Duration::from_secs(5));
-                ctx.stop.sleep(backoff).await;
             }
             Err(err) => {
                 return Err(TaskError::Database(format!(

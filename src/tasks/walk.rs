@@ -919,12 +919,12 @@ impl<'p> Walk<'p> {
             &statements.limited
         };
         let plain = matches!(self.plan.destination, Destination::Delete) && backup.is_none();
-        for attempt in 0..=ctx.options.max_retries {
+        let mut waits = crate::retry::lock_waits(ctx.options.max_retries);
+        for attempt in 1.. {
             if ctx.verbose {
                 eprintln!(
-                    "[{}] batch pages {from}..{to} (attempt {})",
-                    ctx.task_name,
-                    attempt + 1
+                    "[{}] batch pages {from}..{to} (attempt {attempt})",
+                    ctx.task_name
                 );
             }
             let started = Instant::now();
@@ -968,12 +968,10 @@ impl<'p> Walk<'p> {
                         "batch could not get its locks: {}",
                         db::describe(&err)
                     );
-                    if attempt == ctx.options.max_retries || ctx.should_stop().is_some() {
-                        break;
+                    match waits.next() {
+                        Some(wait) if ctx.should_stop().is_none() => ctx.stop.sleep(wait).await,
+                        _ => break,
                     }
-                    let backoff = Duration::from_millis(100 * 2u64.pow(attempt.min(6)))
-                        .min(Duration::from_secs(5));
-                    ctx.stop.sleep(backoff).await;
                 }
                 Err(err) => return Err(TaskError::from_batch(&err, &self.plan.table)),
             }

@@ -1,0 +1,53 @@
+//! The one retry policy for statements that meet busy locks (a batch, a
+//! utility statement, a partition's DDL): wait, then try again, a bounded
+//! number of times. Exponential from 100 ms to at most 5 s, with jitter so
+//! that several pgmaint processes (or a process and the application) do not
+//! retry in step. The caller sleeps through its `Stop`, so a signal or
+//! `max_runtime` ends the wait.
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+
+/// The first wait after a busy lock.
+const FIRST_WAIT: Duration = Duration::from_millis(100);
+/// The longest wait between two attempts.
+const LONGEST_WAIT: Duration = Duration::from_secs(5);
+
+/// The waits between attempts of a statement whose locks stayed busy:
+/// `max_retries` of them, then none (give up).
+pub(crate) fn lock_waits(max_retries: u32) -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(FIRST_WAIT)
+        .with_max_delay(LONGEST_WAIT)
+        .with_factor(2.0)
+        .with_max_times(max_retries as usize)
+        .with_jitter()
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_grow_stay_bounded_and_end_after_max_retries() {
+        let waits: Vec<Duration> = lock_waits(8).collect();
+        assert_eq!(waits.len(), 8);
+        assert!(
+            waits[0] >= FIRST_WAIT && waits[0] < FIRST_WAIT * 2,
+            "{waits:?}"
+        );
+        // Jitter adds up to one more wait's worth; the cap bounds the base.
+        assert!(waits.iter().all(|w| *w <= LONGEST_WAIT * 2), "{waits:?}");
+        assert!(waits[5] >= Duration::from_millis(3200), "{waits:?}");
+        assert_eq!(lock_waits(0).count(), 0);
+    }
+
+    #[test]
+    fn two_policies_do_not_wait_in_step() {
+        let a: Vec<Duration> = lock_waits(6).collect();
+        let b: Vec<Duration> = lock_waits(6).collect();
+        assert_ne!(a, b);
+    }
+}
