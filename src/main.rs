@@ -1,27 +1,46 @@
 //! The `pgmaint` binary: parse the command line, set up logging, run the
 //! command, map the outcome to an exit code (0 ok, 1 failed, 2 bad usage).
+//! An error goes to stderr, and with `--json` also to stdout as the JSON
+//! error document, so a script reading stdout always gets one document.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use pgmaint::cli::Cli;
+use pgmaint::commands::CliError;
+use pgmaint::output;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    output::end_quietly_on_closed_stdout();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(err) => {
-            let code = if err.use_stderr() { 2 } else { 0 };
+        Err(err) if err.use_stderr() => {
+            // clap has not said whether --json was given; the raw
+            // arguments do.
+            if std::env::args_os().any(|arg| arg == "--json") {
+                let text = err.render().to_string();
+                let message = text.trim().trim_start_matches("error: ");
+                pgmaint::commands::print_json(&CliError::Usage(message.into()).to_json());
+            }
             let _ = err.print();
-            return ExitCode::from(code);
+            return ExitCode::from(2);
+        }
+        Err(help) => {
+            let _ = help.print();
+            return ExitCode::SUCCESS;
         }
     };
     init_logging(&cli);
+    let json = cli.json;
     match pgmaint::commands::execute(cli).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(err) => {
-            eprintln!("error: {err}");
+            output::eprint_wrapped(&format!("error: {err}"));
+            if json {
+                pgmaint::commands::print_json(&err.to_json());
+            }
             ExitCode::from(err.exit_code())
         }
     }

@@ -1,19 +1,362 @@
 //! What people see: tables on a terminal, a progress bar for long work, and
 //! numbers formatted for reading. `--json` output is built by the commands
 //! from their serde types and printed as one document.
+//!
+//! Everything bound for stdout goes through `print`/`println`: when the
+//! reader has gone (`pgmaint history | head -5`), the program ends as `ls`
+//! does, by SIGPIPE, quietly. pgmaint does not simply restore SIGPIPE's
+//! default action at start: it is a tokio program with sockets to
+//! PostgreSQL (std writes Unix sockets without MSG_NOSIGNAL), HTTP clients
+//! and child processes, where a signal would kill a daemon that should get
+//! an error and carry on. Only a write to stdout that fails with EPIPE ends
+//! the process; `main` also catches the panic of a `println!` that does.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use comfy_table::{Cell, Color, ContentArrangement, Table as Grid, presets::UTF8_FULL_CONDENSED};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Shown only on a terminal, and only once work has lasted this long.
 const SHOW_AFTER: Duration = Duration::from_millis(1500);
 
-pub fn table(headers: &[&str]) -> Table {
-    let mut table = Table::new();
+/// Narrower than this, a terminal is taken as unsized (a pseudo-terminal
+/// nobody sized says 0 columns).
+const NARROWEST: usize = 20;
+
+/// Writes to stdout; a closed stdout ends the program quietly.
+pub fn print(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(err) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            stdout_closed();
+        }
+    }
+}
+
+/// `print` with a newline.
+pub fn println(text: &str) {
+    print(&format!("{text}\n"));
+}
+
+/// Ends the process as a closed pipe ends `ls`: by SIGPIPE, so a shell
+/// with `pipefail` sees it, and with no message.
+pub fn stdout_closed() -> ! {
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default action and raising it has no
+    // preconditions; the process ends there.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    std::process::exit(141)
+}
+
+/// A panic from `println!` on a closed stdout ends the program as
+/// `stdout_closed` does, instead of printing a panic and exiting 101.
+pub fn end_quietly_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let text = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if text.starts_with("failed printing to stdout")
+            && text.to_ascii_lowercase().contains("broken pipe")
+        {
+            stdout_closed();
+        }
+        default(info)
+    }));
+}
+
+/// The width of the terminal on stdout, or `COLUMNS` when set; `None`
+/// when output goes to a file or pipe (nothing is wrapped then).
+pub fn stdout_width() -> Option<usize> {
+    width_of(&std::io::stdout())
+}
+
+/// The same for stderr, where errors go.
+pub fn stderr_width() -> Option<usize> {
+    width_of(&std::io::stderr())
+}
+
+fn width_of(stream: &(impl IsTerminal + std::os::fd::AsRawFd)) -> Option<usize> {
+    if let Some(columns) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|&c| c >= NARROWEST)
+    {
+        return Some(columns);
+    }
+    if !stream.is_terminal() {
+        return None;
+    }
+    // SAFETY: TIOCGWINSZ fills the winsize it is given and nothing else.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCGWINSZ, &mut size) } == 0;
+    Some(size.ws_col as usize).filter(|&c| ok && c >= NARROWEST)
+}
+
+/// Prose for stdout, wrapped to the terminal (see `wrap`).
+pub fn paragraph(text: &str) {
+    println(&wrap(text, stdout_width()));
+}
+
+/// An error or warning for stderr, wrapped to its terminal.
+pub fn eprint_wrapped(text: &str) {
+    eprintln!("{}", wrap(text, stderr_width()));
+}
+
+/// Wraps each line of `text` at spaces to `width` columns; a wrapped line
+/// continues under its own indentation (two more spaces for a `help:`
+/// line). A word longer than the line stays whole. Without a width the
+/// text is unchanged.
+pub fn wrap(text: &str, width: Option<usize>) -> String {
+    let Some(width) = width else {
+        return text.to_string();
+    };
+    let mut out = Vec::new();
+    for line in text.split('\n') {
+        let indent: String = line.chars().take_while(|c| *c == ' ').collect();
+        let body = &line[indent.len()..];
+        let hanging = if body.starts_with("help: ") || body.starts_with("note: ") {
+            format!("{indent}      ")
+        } else {
+            format!("{indent}  ")
+        };
+        let mut current = indent.clone();
+        let mut empty = true;
+        for word in body.split(' ').filter(|w| !w.is_empty()) {
+            let needed = current.chars().count() + usize::from(!empty) + word.chars().count();
+            if !empty && needed > width {
+                out.push(std::mem::replace(&mut current, hanging.clone()));
+                empty = true;
+            }
+            if !empty {
+                current.push(' ');
+            }
+            current.push_str(word);
+            empty = false;
+        }
+        out.push(current);
+    }
+    out.join("\n")
+}
+
+/// A table for the terminal. Columns wrap at spaces only, so a number or a
+/// word is never split; when the columns' longest words do not fit the
+/// terminal, the columns marked `optional` go (last first), then long
+/// words that are not numbers are cut with `…`.
+pub struct Table {
+    headers: Vec<String>,
+    optional: Vec<usize>,
+    rows: Vec<Vec<TableCell>>,
+}
+
+/// One cell's text, and its colour on a terminal.
+#[derive(Debug, Clone)]
+pub struct TableCell {
+    text: String,
+    colour: Option<Color>,
+}
+
+impl TableCell {
+    pub fn coloured(text: impl Into<String>, colour: Option<Color>) -> Self {
+        TableCell {
+            text: text.into(),
+            colour,
+        }
+    }
+}
+
+impl From<String> for TableCell {
+    fn from(text: String) -> Self {
+        TableCell { text, colour: None }
+    }
+}
+
+impl From<&str> for TableCell {
+    fn from(text: &str) -> Self {
+        TableCell::from(text.to_string())
+    }
+}
+
+impl Table {
+    pub fn new(headers: &[&str]) -> Self {
+        Table {
+            headers: headers.iter().map(|h| h.to_string()).collect(),
+            optional: Vec::new(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Columns (by header) that may be left out on a narrow terminal, the
+    /// first named the last to go.
+    pub fn optional(mut self, headers: &[&str]) -> Self {
+        self.optional = headers
+            .iter()
+            .filter_map(|h| self.headers.iter().position(|x| x == h))
+            .collect();
+        self
+    }
+
+    pub fn add_row<C: Into<TableCell>>(&mut self, cells: impl IntoIterator<Item = C>) {
+        let mut row: Vec<TableCell> = cells.into_iter().map(Into::into).collect();
+        row.resize(self.headers.len(), TableCell::from(""));
+        self.rows.push(row);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Prints the table on stdout, fitted to its terminal.
+    pub fn print(&self) {
+        println(&self.render(stdout_width()));
+    }
+
+    /// The table fitted to `width` columns (unbounded without one).
+    pub fn render(&self, width: Option<usize>) -> String {
+        let columns = self.headers.len();
+        let texts = |i: usize| {
+            std::iter::once(self.headers[i].as_str())
+                .chain(self.rows.iter().map(move |r| r[i].text.as_str()))
+        };
+        let natural: Vec<usize> = (0..columns)
+            .map(|i| texts(i).flat_map(str::lines).map(chars).max().unwrap_or(0))
+            .collect();
+        let longest_word: Vec<usize> = (0..columns)
+            .map(|i| {
+                texts(i)
+                    .flat_map(str::split_whitespace)
+                    .map(chars)
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        // Numbers are never cut; other words may be, down to a few letters.
+        let floor: Vec<usize> = (0..columns)
+            .map(|i| {
+                texts(i)
+                    .flat_map(str::split_whitespace)
+                    .map(|w| {
+                        if is_number(w) {
+                            chars(w)
+                        } else {
+                            chars(w).min(6)
+                        }
+                    })
+                    .max()
+                    .unwrap_or(0)
+                    .max(1)
+            })
+            .collect();
+        let mut shown: Vec<usize> = (0..columns).collect();
+        let mut widths = natural.clone();
+        if let Some(width) = width {
+            let overhead = |n: usize| 3 * n + 1;
+            let sum = |shown: &[usize], of: &[usize]| shown.iter().map(|&i| of[i]).sum::<usize>();
+            for &drop in self.optional.iter().rev() {
+                if sum(&shown, &longest_word) + overhead(shown.len()) <= width {
+                    break;
+                }
+                shown.retain(|&i| i != drop);
+            }
+            let mut minimum = longest_word.clone();
+            // Cut the widest columns' long words until the table fits.
+            while sum(&shown, &minimum) + overhead(shown.len()) > width {
+                let Some(&widest) = shown
+                    .iter()
+                    .filter(|&&i| minimum[i] > floor[i])
+                    .max_by_key(|&&i| minimum[i])
+                else {
+                    break;
+                };
+                minimum[widest] -= 1;
+            }
+            // Then give the room left to the columns that want it, a column
+            // at a time to the one short of the most.
+            let mut room = width.saturating_sub(sum(&shown, &minimum) + overhead(shown.len()));
+            widths = minimum;
+            while room > 0 {
+                let Some(&short) = shown
+                    .iter()
+                    .filter(|&&i| natural[i] > widths[i])
+                    .max_by_key(|&&i| natural[i] - widths[i])
+                else {
+                    break;
+                };
+                widths[short] += 1;
+                room -= 1;
+            }
+        }
+        let mut grid = Grid::new();
+        grid.load_style(UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Disabled);
+        grid.set_header(
+            shown
+                .iter()
+                .map(|&i| Cell::new(fit(&self.headers[i], widths[i]))),
+        );
+        for row in &self.rows {
+            grid.add_row(shown.iter().map(|&i| {
+                let cell = Cell::new(fit(&row[i].text, widths[i]));
+                match row[i].colour {
+                    Some(colour) => cell.fg(colour),
+                    None => cell,
+                }
+            }));
+        }
+        grid.to_string()
+    }
+}
+
+fn chars(text: &str) -> usize {
+    text.chars().count()
+}
+
+/// `1,234`, `~12`, `850ms`, `-3`, `12.5%`: a number, maybe with a unit.
+fn is_number(word: &str) -> bool {
+    word.trim_start_matches(['~', '-', '+'])
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_digit())
+}
+
+/// A cell's text wrapped at spaces to `width`, words that are longer cut
+/// with `…`.
+fn fit(text: &str, width: usize) -> String {
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        let mut current = String::new();
+        for word in line.split_whitespace() {
+            let word = if chars(word) > width {
+                let cut: String = word.chars().take(width.saturating_sub(1)).collect();
+                format!("{cut}…")
+            } else {
+                word.to_string()
+            };
+            if !current.is_empty() && chars(&current) + 1 + chars(&word) > width {
+                lines.push(std::mem::take(&mut current));
+            }
+            if !current.is_empty() {
+                current.push(' ');
+            }
+            current.push_str(&word);
+        }
+        lines.push(current);
+    }
+    lines.join("\n")
+}
+
+/// A comfy-table that fits the terminal by comfy-table's own rules (which
+/// may split words). Prefer `Table`, which never splits a number or word.
+pub fn table(headers: &[&str]) -> Grid {
+    let mut table = Grid::new();
     table.load_style(UTF8_FULL_CONDENSED).set_header(headers);
     // Fit the terminal's width, unless it reports none or an absurd one (a
     // pseudo-terminal nobody sized says 0 columns, which would put one

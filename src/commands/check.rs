@@ -1,9 +1,11 @@
 //! `pgmaint check`: the config against the live database. Read-only; lists
-//! every problem and exits 2 when there is one.
+//! every problem, those of the file and those the database shows, together,
+//! and exits 2 when there is one.
 
-use super::{CliError, connect, load_config, print_json};
+use super::{CliError, connect, load_config_with_problems, print_json};
 use crate::cli::Cli;
 use crate::config::{Config, Problem, Problems};
+use crate::output;
 use crate::runner;
 
 /// A critical task in a schedule that does not allow it: its fires leave
@@ -32,17 +34,46 @@ fn schedule_problems(config: &Config) -> Vec<Problem> {
 
 /// The usage error that lists problems and says nothing was changed.
 pub fn refuse(problems: Vec<Problem>) -> CliError {
-    let count = problems.len();
-    let text = Problems(problems).to_string();
-    CliError::Usage(format!(
-        "{text}\n{count} problem(s) found; nothing was changed"
-    ))
+    CliError::problems(problems)
 }
 
 pub async fn check(cli: &Cli) -> Result<bool, CliError> {
-    let config = load_config(cli, true)?;
-    let client = connect(cli, &config).await?;
-    let mut problems = schedule_problems(&config);
+    let (config, mut problems) = load_config_with_problems(cli)?;
+    // Without a config (the file is not TOML) there is nothing to check
+    // against the database.
+    let Some(config) = config else {
+        return Err(refuse(problems));
+    };
+    // Keys only some commands use (notifiers, the API token) are checked
+    // here as the commands that use them will.
+    // The config's URL only counts when no flag or DATABASE_URL replaces it.
+    let url_from_config = super::url_comes_from_config(cli);
+    problems.extend(
+        config
+            .deferred
+            .iter()
+            .filter(|d| url_from_config || d.need != crate::config::Need::DatabaseUrl)
+            .map(|d| d.problem.clone()),
+    );
+    problems.extend(schedule_problems(&config));
+    let client = match connect(cli, &config).await {
+        Ok(client) => client,
+        Err(err) if problems.is_empty() => return Err(err),
+        Err(err) => {
+            let err = match err {
+                CliError::Config { .. } => "its [database] url cannot be used".to_string(),
+                other => other.to_string(),
+            };
+            problems.sort_by_key(Problem::position);
+            let count = problems.len();
+            return Err(CliError::Config {
+                summary: format!(
+                    "{count} problem(s) found; the database was not checked: {err}\nnothing was changed"
+                ),
+                problems,
+            });
+        }
+    };
     // A table another session has locked cannot be checked now; that is
     // not a config problem, but it is not a pass either.
     let mut busy = Vec::new();
@@ -51,48 +82,39 @@ pub async fn check(cli: &Cli) -> Result<bool, CliError> {
         problems.extend(check.problems);
         busy.extend(check.busy);
     }
+    problems.sort_by_key(Problem::position);
     let state_note = match crate::state::ensure_ready(&client, &config.state_schema).await {
         Ok(()) => None,
         Err(err) => Some(err.to_string()),
     };
-    if cli.json {
-        let listed = |list: &[Problem]| {
-            list.iter()
-                .map(|p| {
-                    serde_json::json!({
-                        "place": p.place, "key": p.key, "message": p.message, "help": p.help,
-                    })
-                })
-                .collect::<Vec<_>>()
-        };
-        print_json(&serde_json::json!({
-            "ok": problems.is_empty() && busy.is_empty(),
-            "tasks": config.tasks.len(),
-            "problems": listed(&problems),
-            "busy": listed(&busy),
-            "state": state_note,
-        }));
-    } else if problems.is_empty() && busy.is_empty() && !cli.quiet {
-        println!(
-            "ok: {} task(s) checked against the database; no problems found",
-            config.tasks.len()
-        );
-        if let Some(note) = &state_note {
-            println!("note: {note}");
-        }
-    }
     if !problems.is_empty() {
         if !busy.is_empty() && !cli.json {
-            eprintln!("{}", Problems(busy));
+            output::eprint_wrapped(&Problems(busy).to_string());
         }
         return Err(refuse(problems));
     }
     if !busy.is_empty() {
         let count = busy.len();
-        return Err(CliError::Failed(format!(
-            "{}\n{count} check(s) could not finish: a lock another session holds stayed busy past lock_timeout; try again later",
+        return Err(CliError::Server(format!(
+            "{}\n{count} check(s) could not finish: a lock another session holds stayed busy past lock_timeout; try again later [SQLSTATE 55P03]",
             Problems(busy)
         )));
+    }
+    if cli.json {
+        print_json(&serde_json::json!({
+            "ok": true,
+            "tasks": config.tasks.len(),
+            "problems": [],
+            "state": state_note,
+        }));
+    } else if !cli.quiet {
+        output::paragraph(&format!(
+            "ok: {} task(s) checked against the database; no problems found",
+            config.tasks.len()
+        ));
+        if let Some(note) = &state_note {
+            output::paragraph(&format!("note: {note}"));
+        }
     }
     Ok(true)
 }

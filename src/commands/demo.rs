@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use super::{CliError, execute};
-use crate::cli::{Cli, Command, DemoArgs, HistoryArgs, PlanArgs, RunArgs, Selection};
+use crate::cli::{Cli, Command, DemoArgs, PlanArgs, RunArgs, Selection};
 use crate::cluster::{Cluster, ClusterOptions};
 
 const SAMPLE_APP: &str = r#"
@@ -182,11 +182,9 @@ async fn demo_on(cli: &Cli, cluster: &Cluster) -> Result<bool, CliError> {
         cli,
         "\n$ pgmaint history       # the audit trail: who ran what, when, and what it did",
     );
-    Box::pin(execute(step(Command::History(HistoryArgs {
-        task: None,
-        limit: 5,
-    }))))
-    .await?;
+    let history = <Cli as clap::Parser>::try_parse_from(["pgmaint", "history", "--limit", "5"])
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    Box::pin(execute(step(history.command))).await?;
     let remaining: i64 = app
         .query_one(
             "SELECT count(*) FROM request_logs WHERE created_at < now() - interval '7 days'",

@@ -18,40 +18,118 @@ use std::path::PathBuf;
 use tokio_postgres::Client;
 
 use crate::cli::{Cli, Command};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Need, Problem, Problems};
 use crate::connect;
 
-/// An error and the exit code it ends the process with.
+/// An error and the exit code it ends the process with. With `--json` it
+/// is also printed on stdout as the error document (`to_json`).
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// Bad usage or bad config: nothing was changed (exit 2).
+    /// Bad usage: nothing was changed (exit 2).
     #[error("{0}")]
     Usage(String),
     /// Something failed while working (exit 1).
     #[error("{0}")]
     Failed(String),
+    /// A config that cannot be used, or the problems `check` found: each
+    /// with its place, then a summary (exit 2).
+    #[error("{}", config_text(.problems, .summary))]
+    Config {
+        summary: String,
+        problems: Vec<Problem>,
+    },
+    /// The connection could not be made: exit 1 when the server did not
+    /// answer, 2 when the settings are wrong or name no database.
+    #[error("{message}")]
+    Connection { message: String, code: u8 },
+    /// The server failed a statement (exit 1).
+    #[error("{0}")]
+    Server(String),
+}
+
+fn config_text(problems: &[Problem], summary: &str) -> String {
+    if problems.is_empty() {
+        summary.to_string()
+    } else {
+        format!("{}\n{summary}", Problems(problems.to_vec()))
+    }
 }
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Usage(_) => 2,
-            CliError::Failed(_) => 1,
+            CliError::Usage(_) | CliError::Config { .. } => 2,
+            CliError::Failed(_) | CliError::Server(_) => 1,
+            CliError::Connection { code, .. } => *code,
+        }
+    }
+
+    /// The `kind` of the JSON error document.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CliError::Usage(_) => "usage",
+            CliError::Failed(_) => "task",
+            CliError::Config { .. } => "config",
+            CliError::Connection { .. } => "connection",
+            CliError::Server(_) => "server",
+        }
+    }
+
+    /// `{"error": {"kind", "message", "sqlstate"?, "problems": [...]}}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let (message, problems) = match self {
+            CliError::Config { summary, problems } => (summary.clone(), problems.clone()),
+            other => (other.to_string(), Vec::new()),
+        };
+        let mut error = serde_json::json!({
+            "kind": self.kind(),
+            "message": message,
+            "problems": problems,
+        });
+        if let Some(code) = sqlstate(&message) {
+            error["sqlstate"] = code.into();
+        }
+        serde_json::json!({ "error": error })
+    }
+
+    /// The usage error that lists config problems; nothing was changed.
+    pub fn problems(problems: Vec<Problem>) -> CliError {
+        let count = problems.len();
+        CliError::Config {
+            summary: format!("{count} problem(s) found; nothing was changed"),
+            problems,
         }
     }
 }
 
+/// The SQLSTATE that `db::describe` puts at the end of a server's message.
+fn sqlstate(message: &str) -> Option<String> {
+    let at = message.rfind("[SQLSTATE ")?;
+    let code = message[at + 10..].split(']').next()?;
+    (code.len() == 5 && code.chars().all(|c| c.is_ascii_alphanumeric())).then(|| code.into())
+}
+
 impl From<ConfigError> for CliError {
     fn from(err: ConfigError) -> Self {
-        CliError::Usage(err.to_string())
+        match err {
+            ConfigError::Invalid(problems) => CliError::problems(problems.0),
+            other => CliError::Config {
+                summary: other.to_string(),
+                problems: Vec::new(),
+            },
+        }
     }
 }
 
 impl From<connect::ConnectError> for CliError {
     fn from(err: connect::ConnectError) -> Self {
-        match err {
-            connect::ConnectError::Unreachable { .. } => CliError::Failed(err.to_string()),
-            _ => CliError::Usage(err.to_string()),
+        let code = match err {
+            connect::ConnectError::Unreachable { .. } => 1,
+            _ => 2,
+        };
+        CliError::Connection {
+            message: err.to_string(),
+            code,
         }
     }
 }
@@ -59,7 +137,7 @@ impl From<connect::ConnectError> for CliError {
 impl From<crate::state::StateError> for CliError {
     fn from(err: crate::state::StateError) -> Self {
         match err {
-            crate::state::StateError::Database(_) => CliError::Failed(err.to_string()),
+            crate::state::StateError::Database(_) => CliError::Server(err.to_string()),
             _ => CliError::Usage(err.to_string()),
         }
     }
@@ -72,6 +150,9 @@ impl From<crate::runner::RunError> for CliError {
             crate::runner::RunError::Refused(crate::runner::Refusal::Standby) => {
                 CliError::Failed(err.to_string())
             }
+            crate::runner::RunError::Refused(crate::runner::Refusal::Problems(problems)) => {
+                CliError::problems(problems)
+            }
             crate::runner::RunError::Refused(_) => CliError::Usage(err.to_string()),
             other => CliError::Failed(other.to_string()),
         }
@@ -80,7 +161,7 @@ impl From<crate::runner::RunError> for CliError {
 
 impl From<tokio_postgres::Error> for CliError {
     fn from(err: tokio_postgres::Error) -> Self {
-        CliError::Failed(crate::db::describe(&err))
+        CliError::Server(crate::db::describe(&err))
     }
 }
 
@@ -105,8 +186,8 @@ pub async fn execute(cli: Cli) -> Result<bool, CliError> {
 }
 
 /// The config file: `--config`, then `$PGMAINT_CONFIG`, then `./pgmaint.toml`.
-/// Without `required`, a missing default file means "no config".
-pub fn load_config(cli: &Cli, required: bool) -> Result<Config, CliError> {
+/// Without `required`, a missing default file means "no config" (`None`).
+fn config_path(cli: &Cli, required: bool) -> Option<PathBuf> {
     let explicit = cli
         .config
         .clone()
@@ -115,15 +196,83 @@ pub fn load_config(cli: &Cli, required: bool) -> Result<Config, CliError> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("pgmaint.toml"));
     if explicit.is_none() && !required && !path.exists() {
-        return Ok(Config::without_file());
+        return None;
     }
-    Ok(Config::load(&path)?)
+    Some(path)
 }
+
+/// The config, refused when it has a problem, or when a key this command
+/// needs cannot be used (a notifier for `daemon` and `notify test`, whose
+/// variable is not set); keys the command does not use do not hold it up.
+pub fn load_config(cli: &Cli, required: bool) -> Result<Config, CliError> {
+    let Some(path) = config_path(cli, required) else {
+        return Ok(Config::without_file());
+    };
+    let config = Config::load(&path)?;
+    let needed = config.problems_for(|need| needs(cli, need));
+    if !needed.is_empty() {
+        return Err(CliError::problems(needed));
+    }
+    Ok(config)
+}
+
+/// The config as far as it is valid, with every problem in it, for
+/// `check`, which lists these with what it finds in the database.
+pub fn load_config_with_problems(cli: &Cli) -> Result<(Option<Config>, Vec<Problem>), CliError> {
+    let path = config_path(cli, true).unwrap_or_else(|| PathBuf::from("pgmaint.toml"));
+    Ok(Config::load_all(&path)?)
+}
+
+fn needs(cli: &Cli, need: &Need) -> bool {
+    match (&cli.command, need) {
+        (Command::Daemon(_), Need::DatabaseUrl) => url_comes_from_config(cli),
+        (Command::Daemon(_), _) => true,
+        (Command::Notify(crate::cli::NotifyCommand::Test { name }), Need::Notifier(n)) => name == n,
+        _ => false,
+    }
+}
+
+/// No `--database-url` and no `DATABASE_URL`: the config's URL is the one.
+pub(super) fn url_comes_from_config(cli: &Cli) -> bool {
+    cli.database_url.is_none()
+        && std::env::var("DATABASE_URL")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .is_none()
+}
+
+/// Whether anything names a database: a URL, or libpq's variables.
+fn database_named(url: Option<&str>) -> bool {
+    url.is_some()
+        || [
+            "PGHOST",
+            "PGHOSTADDR",
+            "PGPORT",
+            "PGDATABASE",
+            "PGUSER",
+            "PGSERVICE",
+        ]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|v| !v.is_empty()))
+}
+
+/// What to say when nothing named a database and libpq's defaults failed.
+const NAME_A_DATABASE: &str = "  help: nothing named a database, so libpq's defaults were tried; point pgmaint at one with --database-url postgres://USER@HOST:5432/DBNAME, the DATABASE_URL variable, `[database] url` in pgmaint.toml (or --config FILE), or libpq's PGHOST, PGDATABASE and PGUSER";
 
 /// Connects as the flags and config say; the session starts under the
 /// config's timeouts, which `-v` shows.
 pub async fn connect(cli: &Cli, config: &Config) -> Result<Client, CliError> {
+    if url_comes_from_config(cli) {
+        let unusable = config.problems_for(|need| *need == Need::DatabaseUrl);
+        if !unusable.is_empty() {
+            return Err(CliError::Config {
+                summary: "cannot connect: the config's [database] url cannot be used; pass --database-url or set DATABASE_URL to connect anyway".into(),
+                problems: unusable,
+            });
+        }
+    }
     let url = connect::choose_url(cli.database_url.as_deref(), config.database.url.as_deref());
+    let named = database_named(url.as_deref());
     let mut target =
         connect::resolve(url.as_deref(), config.database.connect_timeout.map(|d| d.0))?;
     target.session = config.session_timeouts();
@@ -132,13 +281,16 @@ pub async fn connect(cli: &Cli, config: &Config) -> Result<Client, CliError> {
             eprintln!("{statement}");
         }
     }
-    Ok(connect::connect(&target).await?)
+    connect::connect(&target).await.map_err(|err| match err {
+        connect::ConnectError::Unreachable { .. } if !named => CliError::Connection {
+            message: format!("{err}\n{NAME_A_DATABASE}"),
+            code: 2,
+        },
+        other => other.into(),
+    })
 }
 
 /// Prints one JSON document on stdout.
 pub fn print_json(value: &impl serde::Serialize) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("serializable output")
-    );
+    crate::output::println(&serde_json::to_string_pretty(value).expect("serializable output"));
 }

@@ -15,6 +15,8 @@ use super::duration::Duration;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    /// A human name for this database or config, shown in notifications.
+    pub name: Option<String>,
     #[serde(default)]
     pub database: DatabaseFile,
     #[serde(default)]
@@ -311,6 +313,98 @@ pub enum TaskKind {
 }
 
 impl TaskKind {
+    pub const ALL: [TaskKind; 10] = [
+        TaskKind::Purge,
+        TaskKind::Archive,
+        TaskKind::Orphans,
+        TaskKind::Sql,
+        TaskKind::Files,
+        TaskKind::Refresh,
+        TaskKind::Vacuum,
+        TaskKind::Analyze,
+        TaskKind::Reindex,
+        TaskKind::Partitions,
+    ];
+
+    /// The keys every task takes, whatever its kind.
+    pub const COMMON_KEYS: &'static [&'static str] = &[
+        "kind",
+        "description",
+        "enabled",
+        "severity",
+        "batch_size",
+        "max_runtime",
+        "pause",
+        "lock_timeout",
+        "statement_timeout",
+        "max_retries",
+        "exact_count_limit",
+    ];
+
+    /// The keys that belong to this kind, beyond `COMMON_KEYS`: what an
+    /// unknown key's error lists and suggests from.
+    pub fn keys(self) -> &'static [&'static str] {
+        match self {
+            TaskKind::Purge => &[
+                "table",
+                "where",
+                "time_column",
+                "older_than",
+                "backup",
+                "on_referenced",
+            ],
+            TaskKind::Archive => &[
+                "table",
+                "where",
+                "time_column",
+                "older_than",
+                "archive_table",
+                "archived_at",
+                "export",
+                "compression",
+                "backup",
+                "on_referenced",
+            ],
+            TaskKind::Orphans => &[
+                "table",
+                "column",
+                "references",
+                "action",
+                "backup",
+                "on_referenced",
+            ],
+            TaskKind::Sql => &["sql", "transaction"],
+            TaskKind::Files => &["path", "pattern", "older_than", "keep_referenced"],
+            TaskKind::Refresh => &["views", "concurrently", "max_staleness"],
+            TaskKind::Vacuum => &[
+                "tables",
+                "auto",
+                "dead_ratio",
+                "min_dead_rows",
+                "max_age",
+                "analyze",
+                "freeze",
+                "full",
+                "parallel",
+                "index_cleanup",
+                "skip_locked",
+            ],
+            TaskKind::Analyze => &["tables", "auto", "mod_ratio", "max_age", "skip_locked"],
+            TaskKind::Reindex => &["tables", "indexes", "bloat_ratio"],
+            TaskKind::Partitions => &[
+                "table",
+                "interval",
+                "premake",
+                "timezone",
+                "retention",
+                "retention_action",
+                "drain_default",
+                "export",
+                "compression",
+            ],
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             TaskKind::Purge => "purge",

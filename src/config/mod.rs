@@ -1,12 +1,21 @@
-//! The config in two stages: `file` is the TOML as written, `resolve` applies
-//! defaults and interpolation and returns typed, validated settings. Nothing
-//! after this module parses strings from the config again.
+//! The config in two stages: `file` is the TOML as written (with `${VAR}`
+//! replaced in every string value as it is read), `resolve` applies
+//! defaults and returns typed, validated settings. Nothing after this
+//! module parses strings from the config again.
+//!
+//! A few keys are used by some commands only: notifiers (the daemon,
+//! `notify test`), `[api]` (the daemon) and `[database] url` (whatever
+//! connects without `--database-url`). A variable they use that is not set,
+//! or an address that does not parse, is kept as a `Deferred` problem: the
+//! commands that need the key refuse to start with it, `check` lists it,
+//! and the others work.
 
 pub mod duration;
 pub mod file;
 pub mod problem;
 mod source;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -14,7 +23,7 @@ use thiserror::Error;
 pub use duration::Duration;
 use file::{OptionsFile, TaskFile};
 pub use file::{Severity, TaskKind};
-pub use problem::{Problem, Problems};
+pub use problem::{Location, Problem, Problems};
 use source::Source;
 
 use crate::tasks::TaskSpec;
@@ -175,12 +184,32 @@ pub struct NotifierConfig {
     pub on_warning: bool,
 }
 
+/// What a deferred problem keeps from working.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    /// Sending through this notifier.
+    Notifier(String),
+    /// Serving the API (`[api]`).
+    Api,
+    /// Connecting with the config's `[database] url`.
+    DatabaseUrl,
+}
+
+/// A problem with a key only some commands use, reported by those.
+#[derive(Debug, Clone)]
+pub struct Deferred {
+    pub need: Need,
+    pub problem: Problem,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The file this came from; `None` when running without one.
     pub path: Option<PathBuf>,
     /// Its text, to point at keys in problems found later (by `check`).
     pub text: String,
+    /// `name = "..."`: what people call this database (for notifications).
+    pub name: Option<String>,
     pub database: DatabaseSettings,
     pub state_schema: String,
     pub backups: BackupSettings,
@@ -191,6 +220,8 @@ pub struct Config {
     pub notifiers: Vec<NotifierConfig>,
     pub keep_runs: Option<String>,
     pub alerts: Vec<AlertConfig>,
+    /// Problems only the commands that need these keys report.
+    pub deferred: Vec<Deferred>,
 }
 
 /// `[alerts.NAME]`, resolved.
@@ -254,6 +285,7 @@ impl Config {
         Config {
             path: None,
             text: String::new(),
+            name: None,
             database: DatabaseSettings::default(),
             state_schema: "pgmaint".into(),
             backups: BackupSettings::new(std::path::Path::new("."), None, None),
@@ -267,7 +299,17 @@ impl Config {
             notifiers: Vec::new(),
             keep_runs: None,
             alerts: Vec::new(),
+            deferred: Vec::new(),
         }
+    }
+
+    /// The deferred problems that keep `need` from working.
+    pub fn problems_for(&self, need: impl Fn(&Need) -> bool) -> Vec<Problem> {
+        self.deferred
+            .iter()
+            .filter(|d| need(&d.need))
+            .map(|d| d.problem.clone())
+            .collect()
     }
 
     /// The timeouts every session starts with: `[database]` lock_timeout
@@ -306,71 +348,108 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => ConfigError::NotFound(path.to_path_buf()),
-            _ => ConfigError::Unreadable {
-                path: path.to_path_buf(),
-                source,
-            },
-        })?;
+        let text = read_file(path)?;
         Config::parse(path, &text).map_err(ConfigError::Invalid)
     }
 
     /// Reads and resolves a config text, reporting every problem in it.
     pub fn parse(path: &Path, text: &str) -> Result<Config, Problems> {
-        let (source, file, mut problems) = source::read(path, text);
-        let config = file.map(|file| resolve(&source, file, &mut problems));
-        match config {
-            Some(config) if problems.is_empty() => Ok(config),
-            _ => Err(Problems(problems)),
+        match Config::parse_all(path, text) {
+            (Some(config), problems) if problems.is_empty() => Ok(config),
+            (_, problems) => Err(Problems(problems)),
         }
+    }
+
+    /// The config built from what is valid (tasks with a problem left
+    /// out), and every problem, in file order: so `check` can test the
+    /// rest against the database and list both kinds at once.
+    pub fn parse_all(path: &Path, text: &str) -> (Option<Config>, Vec<Problem>) {
+        Config::parse_all_with(path, text, &real_env)
+    }
+
+    /// `parse_all` with the variables `env` gives for `${VAR}`.
+    pub fn parse_all_with(
+        path: &Path,
+        text: &str,
+        env: &Env<'_>,
+    ) -> (Option<Config>, Vec<Problem>) {
+        let (source, file, mut problems) = source::read(path, text, env);
+        let config = file.map(|file| resolve(&source, file, &mut problems));
+        (config, problems)
+    }
+
+    /// `load`, keeping a config with problems (see `parse_all`).
+    pub fn load_all(path: &Path) -> Result<(Option<Config>, Vec<Problem>), ConfigError> {
+        let text = read_file(path)?;
+        Ok(Config::parse_all(path, &text))
     }
 }
 
+/// Where a key that only some commands use belongs: an unset variable or a
+/// bad value there fails those commands, not every command.
+fn need_of(key_path: &[String]) -> Option<Need> {
+    match key_path {
+        [section, name, ..] if section == "notifiers" => Some(Need::Notifier(name.clone())),
+        [section, ..] if section == "api" => Some(Need::Api),
+        [section, key] if section == "database" && key == "url" => Some(Need::DatabaseUrl),
+        _ => None,
+    }
+}
+
+fn starts_with(path: &[String], prefix: &[&str]) -> bool {
+    path.len() >= prefix.len() && path.iter().zip(prefix).all(|(a, b)| a == b)
+}
+
 fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>) -> Config {
-    let mut interpolate = |value: Option<String>, key: &[&str]| -> Option<String> {
-        let value = value?;
-        match interpolate_env(&value) {
-            Ok(value) => Some(value),
-            Err(missing) => {
-                problems.push(
-                    source
-                        .problem(key, format!("environment variable `{missing}` is not set"))
-                        .with_help(format!(
-                            "export {missing}=... before running pgmaint, or write the value here"
-                        )),
-                );
-                None
-            }
+    let mut deferred = Vec::new();
+    let mut unset_problems = Vec::new();
+    for unset in &source.unset {
+        let problem = Problem::new(
+            unset.location.clone(),
+            unset.key_path.join("."),
+            format!("environment variable `{}` is not set", unset.var),
+        )
+        .with_help(format!(
+            "export {}=... before running pgmaint, or write the value here (`$${{` writes a literal `${{`)",
+            unset.var
+        ));
+        match need_of(&unset.key_path) {
+            Some(need) => deferred.push(Deferred { need, problem }),
+            None => unset_problems.push(problem),
         }
+    }
+    let is_unset = |path: &[&str]| {
+        source.unset.iter().any(|u| {
+            u.key_path
+                .iter()
+                .map(String::as_str)
+                .eq(path.iter().copied())
+        })
     };
-    let url = interpolate(file.database.url, &["database", "url"]);
-    let state_schema =
-        interpolate(file.state.schema, &["state", "schema"]).unwrap_or_else(|| "pgmaint".into());
+
+    let url = if is_unset(&["database", "url"]) {
+        None
+    } else {
+        file.database.url.clone()
+    };
+    let state_schema = file
+        .state
+        .schema
+        .clone()
+        .unwrap_or_else(|| "pgmaint".into());
     let api = ApiSettings {
         listen: file
             .api
             .listen
             .clone()
             .unwrap_or_else(|| "127.0.0.1:9187".into()),
-        token: interpolate(file.api.token.clone(), &["api", "token"]),
+        token: file
+            .api
+            .token
+            .clone()
+            .filter(|_| !is_unset(&["api", "token"])),
     };
-    let keep_runs = interpolate(file.state.keep_runs.clone(), &["state", "keep_runs"]);
-    // Each notifier's address (`url`, or `smtp` for email) and secret, with
-    // `${VAR}`s replaced; read here, while `interpolate` may report.
-    let notifier_values: std::collections::BTreeMap<String, (Option<String>, Option<String>)> =
-        file.notifiers
-            .iter()
-            .map(|(name, n)| {
-                let (address, key) = match n.kind {
-                    file::NotifierKind::Email => (n.smtp.clone(), "smtp"),
-                    _ => (n.url.clone(), "url"),
-                };
-                let address = interpolate(address, &["notifiers", name, key]);
-                let secret = interpolate(n.secret.clone(), &["notifiers", name, "secret"]);
-                (name.clone(), (address, secret))
-            })
-            .collect();
+    let keep_runs = file.state.keep_runs.clone();
 
     let database_timeouts = OptionsFile {
         lock_timeout: file.database.lock_timeout,
@@ -379,8 +458,8 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
     };
     let backups = BackupSettings::new(
         source.path.parent().unwrap_or(std::path::Path::new(".")),
-        interpolate(file.backups.dir, &["backups", "dir"]),
-        interpolate(file.backups.keep, &["backups", "keep"]),
+        file.backups.dir.clone(),
+        file.backups.keep.clone(),
     );
     let base = TaskOptions::layered(TaskOptions::BUILT_IN, database_timeouts);
     let defaults = TaskOptions::layered(base, file.defaults.options());
@@ -402,17 +481,23 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
 
     for (name, check) in &file.health.checks {
         if !crate::health::CHECK_NAMES.contains(&name.as_str()) {
-            problems.push(
-                source
-                    .problem(
-                        &["health", "checks", name],
-                        format!("there is no health check named `{name}`"),
-                    )
-                    .with_help(format!(
-                        "checks are: {}",
-                        crate::health::CHECK_NAMES.join(", ")
-                    )),
+            let mut problem = source.problem(
+                &["health", "checks", name],
+                format!("there is no health check named `{name}`"),
             );
+            if let Some(near) = source::nearest(name, crate::health::CHECK_NAMES.iter().copied()) {
+                problem
+                    .message
+                    .push_str(&format!("; did you mean `{near}`?"));
+            }
+            problems.push(problem.with_help(format!(
+                "checks are: {}",
+                crate::health::CHECK_NAMES.join(", ")
+            )));
+            continue;
+        }
+        if let Some(problem) = threshold_order(source, name, check) {
+            problems.push(problem);
         }
         for pattern in &check.exclude {
             if let Err(err) = globset::Glob::new(pattern) {
@@ -445,15 +530,19 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         checks: file.health.checks,
     };
 
+    // Names as written, including tables that had problems of their own,
+    // so a schedule naming a task with a typo in it is not also told the
+    // task does not exist.
+    let task_names = source.names_in(&["tasks"]);
+    let notifier_names = source.names_in(&["notifiers"]);
     let mut schedules = Vec::new();
     for (name, schedule) in file.schedules {
         let key = |k: &'static str| ["schedules", name.as_str(), k];
-        let parser = crate::schedule::parser();
-        if let Err(err) = parser.parse(&schedule.cron) {
+        if let Err(err) = crate::schedule::parse_cron(&schedule.cron) {
             problems.push(
                 source
-                    .problem(&key("cron"), format!("invalid cron expression `{}`: {err}", schedule.cron))
-                    .with_help("write 5 fields (minute hour day month weekday) or 6 with seconds first, e.g. \"0 2 * * *\""),
+                    .problem(&key("cron"), err)
+                    .with_help("write 5 fields (minute hour day-of-month month day-of-week) or 6 with seconds first, e.g. \"0 2 * * *\""),
             );
         }
         let timezone = schedule.timezone.unwrap_or_else(|| "UTC".into());
@@ -465,10 +554,34 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
             );
         }
         for task in &schedule.tasks {
-            if !tasks.iter().any(|t: &TaskConfig| &t.name == task) {
-                problems.push(source.problem(
+            if !task_names.contains(task) {
+                let mut problem = source.problem(
                     &key("tasks"),
                     format!("schedule names task `{task}`, which is not configured"),
+                );
+                if let Some(near) = source::nearest(task, task_names.iter().map(String::as_str)) {
+                    problem
+                        .message
+                        .push_str(&format!("; did you mean `{near}`?"));
+                }
+                problems.push(problem);
+            }
+        }
+        let notify = match schedule.notify.clone() {
+            None => NotifyTargets::default(),
+            Some(file::NotifyFile::All(names)) => NotifyTargets::all(names),
+            Some(file::NotifyFile::ByOutcome(by)) => NotifyTargets {
+                on_failure: by.on_failure,
+                on_warning: by.on_warning,
+                on_success: by.on_success,
+            },
+        };
+        let mut named = BTreeSet::new();
+        for notifier in notify.names() {
+            if !notifier_names.contains(notifier) && named.insert(notifier.clone()) {
+                problems.push(source.problem(
+                    &["schedules", &name, "notify"],
+                    format!("schedule names notifier `{notifier}`, which is not configured"),
                 ));
             }
         }
@@ -485,28 +598,8 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
                 .misfire_grace
                 .map(|d| d.0)
                 .unwrap_or(std::time::Duration::from_secs(3600)),
-            notify: match schedule.notify.clone() {
-                None => NotifyTargets::default(),
-                Some(file::NotifyFile::All(names)) => NotifyTargets::all(names),
-                Some(file::NotifyFile::ByOutcome(by)) => NotifyTargets {
-                    on_failure: by.on_failure,
-                    on_warning: by.on_warning,
-                    on_success: by.on_success,
-                },
-            },
+            notify,
         });
-        let targets = schedules
-            .last()
-            .map(|s: &ScheduleConfig| s.notify.clone())
-            .unwrap_or_default();
-        for notifier in targets.names() {
-            if !file.notifiers.contains_key(notifier) {
-                problems.push(source.problem(
-                    &["schedules", &name, "notify"],
-                    format!("schedule names notifier `{notifier}`, which is not configured"),
-                ));
-            }
-        }
     }
 
     let mut alerts = Vec::new();
@@ -534,7 +627,7 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
             }
         }
         for notifier in &alert.notify {
-            if !file.notifiers.contains_key(notifier) {
+            if !notifier_names.contains(notifier) {
                 problems.push(source.problem(
                     &["alerts", name, "notify"],
                     format!("alert names notifier `{notifier}`, which is not configured"),
@@ -556,7 +649,11 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
     let mut notifiers = Vec::new();
     for (name, notifier) in &file.notifiers {
         let email = notifier.kind == file::NotifierKind::Email;
-        let (address, secret) = notifier_values.get(name).cloned().unwrap_or_default();
+        let address = if email {
+            notifier.smtp.clone()
+        } else {
+            notifier.url.clone()
+        };
         let Some(url) = address else {
             let (key, help) = if email {
                 (
@@ -589,22 +686,52 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
             );
             continue;
         }
+        // A notifier with a variable unset cannot be used; the commands
+        // that send through it say so (see `Need`), the others work.
+        if source
+            .unset
+            .iter()
+            .any(|u| starts_with(&u.key_path, &["notifiers", name]))
+        {
+            continue;
+        }
+        let bad = notifier_values(source, name, notifier, &url);
+        if !bad.is_empty() {
+            deferred.extend(bad.into_iter().map(|problem| Deferred {
+                need: Need::Notifier(name.clone()),
+                problem,
+            }));
+            continue;
+        }
         notifiers.push(NotifierConfig {
             name: name.clone(),
             kind: notifier.kind,
             url,
             from: notifier.from.clone(),
             to: notifier.to.clone(),
-            secret,
+            secret: notifier.secret.clone(),
             on_success: notifier.on_success.unwrap_or(false),
             on_failure: notifier.on_failure.unwrap_or(true),
             on_warning: notifier.on_warning.unwrap_or(true),
         });
     }
 
+    // A value whose variable is not set was read as written (`${X}`); what
+    // else is said about that key follows from that, so only the missing
+    // variable is reported.
+    problems.retain(|p| {
+        !source.unset.iter().any(|u| {
+            let key = u.key_path.join(".");
+            p.key == key || p.key.starts_with(&format!("{key}."))
+        })
+    });
+    problems.extend(unset_problems);
+    problems.sort_by_key(Problem::position);
+
     Config {
         path: Some(source.path.clone()),
         text: source.text.clone(),
+        name: file.name,
         database: DatabaseSettings {
             url,
             lock_timeout: file.database.lock_timeout,
@@ -620,7 +747,128 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         notifiers,
         keep_runs,
         alerts,
+        deferred,
     }
+}
+
+/// A check's warning and critical thresholds, its defaults overridden,
+/// must be in the order its direction needs: for most checks higher is
+/// worse (warning below critical); for cache-hit lower is worse.
+fn threshold_order(source: &Source, name: &str, check: &file::HealthCheckFile) -> Option<Problem> {
+    let defaults = crate::health::defaults(name);
+    let warning = check.warning.or(defaults.warning)?;
+    let critical = check.critical.or(defaults.critical)?;
+    let wrong = if defaults.lower_is_worse {
+        warning < critical
+    } else {
+        warning > critical
+    };
+    if !wrong {
+        return None;
+    }
+    let key = if check.critical.is_some() && check.warning.is_none() {
+        "critical"
+    } else {
+        "warning"
+    };
+    let shown = |value: f64, set: bool| {
+        if set {
+            format!("{value}")
+        } else {
+            format!("{value} (the default)")
+        }
+    };
+    let (direction, order) = if defaults.lower_is_worse {
+        ("lower values are worse", "above")
+    } else {
+        ("higher values are worse", "below")
+    };
+    Some(
+        source
+            .problem(
+                &["health", "checks", name, key],
+                format!(
+                    "warning {} and critical {} are in the wrong order: for {name} {direction}, so warning must be {order} critical",
+                    shown(warning, check.warning.is_some()),
+                    shown(critical, check.critical.is_some()),
+                ),
+            )
+            .with_help("swap the two values, or set both"),
+    )
+}
+
+/// A notifier's addresses, after `${VAR}`s: URLs that parse with the
+/// scheme their kind needs, email addresses that parse as mailboxes.
+fn notifier_values(
+    source: &Source,
+    name: &str,
+    notifier: &file::NotifierFile,
+    url: &str,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let at = |key: &str, message: String, help: &str| {
+        source
+            .problem(&["notifiers", name, key], message)
+            .with_help(help)
+    };
+    match notifier.kind {
+        file::NotifierKind::Webhook | file::NotifierKind::Slack => {
+            let parsed = reqwest::Url::parse(url);
+            let fine = parsed
+                .as_ref()
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+            if !fine {
+                let why = match parsed {
+                    Err(err) => err.to_string(),
+                    Ok(u) => format!("the scheme `{}` is not http or https", u.scheme()),
+                };
+                problems.push(at(
+                    "url",
+                    format!("this is not an http(s) URL: {why}"),
+                    "write the full URL, e.g. https://hooks.example.com/pgmaint",
+                ));
+            }
+        }
+        file::NotifierKind::Email => {
+            if let Err(err) = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url) {
+                problems.push(at(
+                    "smtp",
+                    format!("this is not an SMTP URL: {err}"),
+                    "write smtp://host:25, smtp://host:587?tls=required or smtps://user:password@host:465",
+                ));
+            }
+            let mailbox = |address: &str| address.parse::<lettre::message::Mailbox>().err();
+            if let Some(from) = &notifier.from
+                && let Some(err) = mailbox(from)
+            {
+                problems.push(at(
+                    "from",
+                    format!("`{from}` is not an email address: {err}"),
+                    "write an address such as pgmaint@example.com or \"pgmaint <pgmaint@example.com>\"",
+                ));
+            }
+            for to in &notifier.to {
+                if let Some(err) = mailbox(to) {
+                    problems.push(at(
+                        "to",
+                        format!("`{to}` is not an email address: {err}"),
+                        "write addresses such as [\"oncall@example.com\"]",
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => ConfigError::NotFound(path.to_path_buf()),
+        _ => ConfigError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
 }
 
 fn resolve_task(
@@ -674,6 +922,19 @@ fn resolve_task(
 /// Replaces `${VAR}` with the variable's value; `$${` keeps a literal `${`.
 /// Returns the name of the first variable that is not set.
 pub fn interpolate_env(value: &str) -> Result<String, String> {
+    interpolate_with(value, &real_env)
+}
+
+/// A variable of this process's environment.
+fn real_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Looks a variable up: the process's environment, or a test's.
+pub type Env<'a> = dyn Fn(&str) -> Option<String> + 'a;
+
+/// `interpolate_env` with the variables `env` gives.
+pub fn interpolate_with(value: &str, env: &Env<'_>) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(at) = rest.find('$') {
@@ -688,7 +949,7 @@ pub fn interpolate_env(value: &str) -> Result<String, String> {
                 return Ok(out);
             };
             let name = &stripped[..end];
-            out.push_str(&std::env::var(name).map_err(|_| name.to_string())?);
+            out.push_str(&env(name).ok_or_else(|| name.to_string())?);
             rest = &stripped[end + 1..];
         } else {
             out.push('$');

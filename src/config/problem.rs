@@ -3,10 +3,31 @@
 
 use std::{fmt, ops::Range, path::Path};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+use serde::Serialize;
+
+/// Where in a file: the file alone when no position is known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Location {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let (Some(line), Some(column)) = (self.line, self.column) {
+            write!(f, ":{line}:{column}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One problem; serialized as the `problems` of the JSON error document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
-    /// `file:line:column`, or just the file when no position is known.
-    pub place: String,
+    #[serde(flatten)]
+    pub location: Location,
     /// Dotted key path, e.g. `tasks.old_logs.older_than`.
     pub key: String,
     pub message: String,
@@ -14,9 +35,9 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(place: String, key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(location: Location, key: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            place,
+            location,
             key: key.into(),
             message: message.into(),
             help: None,
@@ -27,11 +48,24 @@ impl Problem {
         self.help = Some(help.into());
         self
     }
+
+    /// `file:line:column`, or just the file.
+    pub fn place(&self) -> String {
+        self.location.to_string()
+    }
+
+    /// Orders problems as they appear in the file (file-wide ones first).
+    pub fn position(&self) -> (usize, usize) {
+        (
+            self.location.line.unwrap_or(0),
+            self.location.column.unwrap_or(0),
+        )
+    }
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: ", self.place)?;
+        write!(f, "{}: ", self.location)?;
         if !self.key.is_empty() {
             write!(f, "{}: ", self.key)?;
         }
@@ -61,17 +95,26 @@ impl fmt::Display for Problems {
 
 impl std::error::Error for Problems {}
 
-/// `file:line:column` for a byte offset (1-based line and column, counting
+/// The location of a byte offset (1-based line and column, counting
 /// characters, as editors do).
-pub fn place(file: &Path, text: &str, span: Option<Range<usize>>) -> String {
+pub fn place(file: &Path, text: &str, span: Option<Range<usize>>) -> Location {
+    let file = file.display().to_string();
     let Some(span) = span else {
-        return file.display().to_string();
+        return Location {
+            file,
+            line: None,
+            column: None,
+        };
     };
     let offset = span.start.min(text.len());
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    format!("{}:{line}:{column}", file.display())
+    Location {
+        file,
+        line: Some(line),
+        column: Some(column),
+    }
 }
 
 #[cfg(test)]
@@ -81,8 +124,23 @@ mod tests {
     #[test]
     fn place_counts_lines_and_columns_from_one() {
         let text = "a = 1\nbb = 2\n";
-        assert_eq!(place(Path::new("f.toml"), text, Some(6..8)), "f.toml:2:1");
-        assert_eq!(place(Path::new("f.toml"), text, Some(11..12)), "f.toml:2:6");
-        assert_eq!(place(Path::new("f.toml"), text, None), "f.toml");
+        let at = |span| place(Path::new("f.toml"), text, span).to_string();
+        assert_eq!(at(Some(6..8)), "f.toml:2:1");
+        assert_eq!(at(Some(11..12)), "f.toml:2:6");
+        assert_eq!(at(None), "f.toml");
+    }
+
+    #[test]
+    fn a_problem_serializes_as_the_error_document_lists_it() {
+        let problem = Problem::new(
+            place(Path::new("f.toml"), "a = 1\n", Some(4..5)),
+            "a",
+            "wrong",
+        )
+        .with_help("fix it");
+        assert_eq!(
+            serde_json::to_value(&problem).unwrap(),
+            serde_json::json!({"file": "f.toml", "line": 1, "column": 5, "key": "a", "message": "wrong", "help": "fix it"})
+        );
     }
 }

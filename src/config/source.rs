@@ -2,18 +2,37 @@
 //! first: when serde rejects a key, that key is blanked out of the text (same
 //! length, so every other position stays right) and the file is read again.
 //! The parsed document is kept so later checks can point at a key's line.
+//!
+//! `${VAR}` is replaced in every string value before serde reads it, so a
+//! duration, a cron expression or a retention age can come from the
+//! environment like a URL. The replacement is made in the text serde reads
+//! (each string token swapped for the quoted expanded value), with a map
+//! from its offsets back to the file's, so every problem still points at
+//! the file as written. A variable that is not set leaves its value as
+//! written and is recorded in `Source::unset`; `resolve` decides whether
+//! that is a problem now or only for the commands that need the key.
 
 use std::{collections::BTreeSet, ops::Range, path::Path};
 
-use toml_edit::{Document, Item, TableLike};
+use toml_edit::{Document, Item, TableLike, Value};
 
-use super::file::ConfigFile;
-use super::problem::{Problem, place};
+use super::file::{ConfigFile, TaskKind};
+use super::problem::{Location, Problem, place};
 
 pub struct Source {
     pub path: std::path::PathBuf,
     pub text: String,
     doc: Option<Document<String>>,
+    /// The `${VAR}`s that are not set, at the keys that use them.
+    pub unset: Vec<Unset>,
+}
+
+/// A `${VAR}` whose variable is not set.
+#[derive(Debug, Clone)]
+pub struct Unset {
+    pub key_path: Vec<String>,
+    pub var: String,
+    pub location: Location,
 }
 
 /// What one entry in the document covers: its key path and byte range.
@@ -25,7 +44,7 @@ struct Entry {
 
 impl Source {
     /// `file:line:column` of a key (its value when it has one), or the file.
-    pub fn place_of(&self, key_path: &[&str]) -> String {
+    pub fn place_of(&self, key_path: &[&str]) -> Location {
         let span = self
             .doc
             .as_ref()
@@ -36,10 +55,24 @@ impl Source {
     pub fn problem(&self, key_path: &[&str], message: impl Into<String>) -> Problem {
         Problem::new(self.place_of(key_path), key_path.join("."), message)
     }
+
+    /// The names of a table's entries as written (`tasks` gives every task
+    /// name), including entries serde refused.
+    pub fn names_in(&self, key_path: &[&str]) -> Vec<String> {
+        let mut item = self.doc.as_ref().map(|doc| doc.as_item());
+        for key in key_path {
+            item = item
+                .and_then(Item::as_table_like)
+                .and_then(|table| table.get(key));
+        }
+        item.and_then(Item::as_table_like)
+            .map(|table| table.iter().map(|(name, _)| name.to_string()).collect())
+            .unwrap_or_default()
+    }
 }
 
 /// `file:line:column` of a key in a config text that parsed before.
-pub fn locate(path: &Path, text: &str, key_path: &[&str]) -> String {
+pub fn locate(path: &Path, text: &str, key_path: &[&str]) -> Location {
     let doc = Document::parse(text.to_string()).ok();
     let span = doc
         .as_ref()
@@ -49,45 +82,56 @@ pub fn locate(path: &Path, text: &str, key_path: &[&str]) -> String {
 
 /// Parses and deserializes `text`, collecting every problem serde finds.
 /// Returns the config built from what remained valid, and the problems.
-pub fn read(path: &Path, text: &str) -> (Source, Option<ConfigFile>, Vec<Problem>) {
-    let mut working = text.to_string();
+pub fn read(
+    path: &Path,
+    text: &str,
+    env: &super::Env<'_>,
+) -> (Source, Option<ConfigFile>, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut removed: BTreeSet<(Vec<String>, String)> = BTreeSet::new();
-    let original_doc = Document::parse(text.to_string()).ok();
     let mut source = Source {
         path: path.to_path_buf(),
         text: text.to_string(),
-        doc: original_doc,
+        doc: None,
+        unset: Vec::new(),
     };
+    let original = match Document::parse(text.to_string()) {
+        Ok(doc) => doc,
+        Err(err) => {
+            let message = err.message().trim().to_string();
+            problems.push(
+                Problem::new(place(path, text, err.span()), "", message)
+                    .with_help("this is not valid TOML; see https://toml.io for the syntax"),
+            );
+            return (source, None, problems);
+        }
+    };
+    let expansion = expand(&original, text, path, env);
+    source.doc = Some(original);
+    source.unset = expansion.unset;
+    let offsets = expansion.offsets;
+    let mut working = expansion.text;
+    let at = |span: Option<Range<usize>>| place(path, text, span.map(|s| offsets.original(s)));
 
     // Each round removes at least one entry, so the number of entries bounds it.
-    for _ in 0..=text.len() {
+    for _ in 0..=working.len() {
         let doc = match Document::parse(working.clone()) {
             Ok(doc) => doc,
             Err(err) => {
                 let message = err.message().trim().to_string();
                 problems.push(
-                    Problem::new(place(path, text, err.span()), "", message)
+                    Problem::new(at(err.span()), "", message)
                         .with_help("this is not valid TOML; see https://toml.io for the syntax"),
                 );
                 return (source, None, problems);
             }
         };
         let err = match toml_edit::de::from_document::<ConfigFile>(doc.clone()) {
-            Ok(file) => {
-                if source.doc.is_none() {
-                    source.doc = Some(doc);
-                }
-                return (source, Some(file), problems);
-            }
+            Ok(file) => return (source, Some(file), problems),
             Err(err) => err,
         };
         let Some(span) = err.span() else {
-            problems.push(Problem::new(
-                place(path, text, None),
-                "",
-                err.message().to_string(),
-            ));
+            problems.push(Problem::new(at(None), "", err.message().to_string()));
             return (source, None, problems);
         };
         let entries = entries(doc.as_item(), &mut Vec::new());
@@ -96,11 +140,7 @@ pub fn read(path: &Path, text: &str) -> (Source, Option<ConfigFile>, Vec<Problem
             .filter(|e| e.range.contains(&span.start))
             .min_by_key(|e| (e.is_table, e.range.len()));
         let Some(entry) = innermost else {
-            problems.push(Problem::new(
-                place(path, text, Some(span)),
-                "",
-                err.message().to_string(),
-            ));
+            problems.push(Problem::new(at(Some(span)), "", err.message().to_string()));
             return (source, None, problems);
         };
         // A value that serde rejected is removed alone; an error that belongs
@@ -111,16 +151,14 @@ pub fn read(path: &Path, text: &str) -> (Source, Option<ConfigFile>, Vec<Problem
         } else {
             entry
         };
-        let message = err.message().to_string();
+        let raw = err.message().to_string();
         let parent = target.path[..target.path.len().saturating_sub(1)].to_vec();
-        let already_reported = missing_field(&message)
+        let already_reported = missing_field(&raw)
             .is_some_and(|field| removed.contains(&(target.path.clone(), field.to_string())));
         if !already_reported {
             let key = target.path.join(".");
-            problems.push(
-                Problem::new(place(path, text, Some(span.clone())), key, message)
-                    .with_help_opt(help_for(&err)),
-            );
+            let (message, help) = explain(&raw, &target.path, &doc);
+            problems.push(Problem::new(at(Some(span.clone())), key, message).with_help_opt(help));
         }
         if let Some(last) = target.path.last() {
             removed.insert((parent, last.clone()));
@@ -142,18 +180,378 @@ impl Problem {
     }
 }
 
-fn help_for(err: &toml_edit::de::Error) -> Option<String> {
-    let message = err.message();
-    if message.starts_with("unknown field") {
-        Some(
-            "remove the key or fix its spelling; the keys this table accepts are listed above"
-                .into(),
-        )
-    } else if message.starts_with("unknown variant") {
-        Some("use one of the values listed above".into())
-    } else {
-        None
+/// The text serde reads, how its offsets map back, and the variables unset.
+struct Expansion {
+    text: String,
+    offsets: Offsets,
+    unset: Vec<Unset>,
+}
+
+/// The string tokens replaced by their expansion, in order.
+#[derive(Default)]
+struct Offsets {
+    edits: Vec<Edit>,
+}
+
+struct Edit {
+    original: Range<usize>,
+    expanded: Range<usize>,
+}
+
+impl Offsets {
+    /// The original offset of an offset in the expanded text; anywhere
+    /// inside a replaced token is the start of the token as written.
+    fn original_offset(&self, offset: usize) -> usize {
+        let mut shift: isize = 0;
+        for edit in &self.edits {
+            if offset < edit.expanded.start {
+                break;
+            }
+            if offset < edit.expanded.end {
+                return edit.original.start;
+            }
+            shift = edit.original.end as isize - edit.expanded.end as isize;
+        }
+        (offset as isize + shift).max(0) as usize
     }
+
+    fn original(&self, span: Range<usize>) -> Range<usize> {
+        let start = self.original_offset(span.start);
+        start..self.original_offset(span.end).max(start)
+    }
+}
+
+fn expand(doc: &Document<String>, text: &str, path: &Path, env: &super::Env<'_>) -> Expansion {
+    let mut strings = Vec::new();
+    if let Some(table) = doc.as_item().as_table_like() {
+        strings_in_table(table, &mut Vec::new(), &mut strings);
+    }
+    strings.sort_by_key(|(_, span, _)| span.start);
+    let mut out = String::with_capacity(text.len());
+    let mut offsets = Offsets::default();
+    let mut unset = Vec::new();
+    let mut copied = 0;
+    for (key_path, span, value) in strings {
+        if span.start < copied || !value.contains('$') {
+            continue;
+        }
+        match super::interpolate_with(&value, env) {
+            Ok(expanded) if expanded == value => {}
+            Ok(expanded) => {
+                out.push_str(&text[copied..span.start]);
+                let token = Value::from(expanded).to_string();
+                let token = token.trim();
+                let start = out.len();
+                out.push_str(token);
+                offsets.edits.push(Edit {
+                    original: span.clone(),
+                    expanded: start..out.len(),
+                });
+                copied = span.end;
+            }
+            Err(var) => unset.push(Unset {
+                key_path,
+                var,
+                location: place(path, text, Some(span)),
+            }),
+        }
+    }
+    out.push_str(&text[copied..]);
+    Expansion {
+        text: out,
+        offsets,
+        unset,
+    }
+}
+
+type StringValue = (Vec<String>, Range<usize>, String);
+
+fn strings_in_table(table: &dyn TableLike, path: &mut Vec<String>, out: &mut Vec<StringValue>) {
+    for (name, item) in table.iter() {
+        path.push(name.to_string());
+        strings_in_item(item, path, out);
+        path.pop();
+    }
+}
+
+fn strings_in_item(item: &Item, path: &mut Vec<String>, out: &mut Vec<StringValue>) {
+    match item {
+        Item::Value(value) => strings_in_value(value, path, out),
+        Item::Table(table) => strings_in_table(table, path, out),
+        Item::ArrayOfTables(tables) => {
+            for table in tables.iter() {
+                strings_in_table(table, path, out);
+            }
+        }
+        Item::None => {}
+    }
+}
+
+fn strings_in_value(value: &Value, path: &mut Vec<String>, out: &mut Vec<StringValue>) {
+    match value {
+        Value::String(s) => {
+            if let Some(span) = s.span() {
+                out.push((path.clone(), span, s.value().clone()));
+            }
+        }
+        Value::Array(array) => {
+            for value in array.iter() {
+                strings_in_value(value, path, out);
+            }
+        }
+        Value::InlineTable(table) => strings_in_table(table, path, out),
+        _ => {}
+    }
+}
+
+/// A serde message, reworded to name the key and say what it takes.
+fn explain(raw: &str, key_path: &[String], doc: &Document<String>) -> (String, Option<String>) {
+    let key = key_path.last().map(String::as_str).unwrap_or("");
+    if let Some(rest) = raw.strip_prefix("unknown field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        return unknown_key(field, &quoted_words(raw)[1..], key_path, doc);
+    }
+    if let Some(rest) = raw.strip_prefix("unknown variant `") {
+        let value = rest.split('`').next().unwrap_or_default();
+        let choices = &quoted_words(raw)[1..];
+        let mut message = format!(
+            "`{value}` is not a valid `{key}`; it takes {}",
+            one_of(choices)
+        );
+        if let Some(near) = nearest(value, choices.iter().map(String::as_str)) {
+            message.push_str(&format!("; did you mean `{near}`?"));
+        }
+        return (message, None);
+    }
+    if let Some(field) = missing_field(raw) {
+        let help = if field == "kind" && key_path.first().is_some_and(|k| k == "tasks") {
+            Some(format!(
+                "add `kind = \"...\"`: {}",
+                one_of(
+                    &TaskKind::ALL
+                        .iter()
+                        .map(|k| k.as_str().to_string())
+                        .collect::<Vec<_>>()
+                )
+            ))
+        } else {
+            None
+        };
+        return (format!("`{field}` is missing: this table needs it"), help);
+    }
+    if let Some(rest) = raw.strip_prefix("invalid type: ") {
+        if let Some((found, expected)) = rest.split_once(", expected ") {
+            return (
+                format!(
+                    "`{key}` must be {}, not {}",
+                    expectation(expected),
+                    found_phrase(found)
+                ),
+                None,
+            );
+        }
+    }
+    if let Some(rest) = raw.strip_prefix("invalid value: ") {
+        if let Some((found, expected)) = rest.split_once(", expected ") {
+            return (
+                format!(
+                    "`{key}` must be {}, not {}",
+                    expectation(expected),
+                    found_phrase(found)
+                ),
+                None,
+            );
+        }
+    }
+    if let Some(name) = raw.strip_prefix("data did not match any variant of untagged enum ") {
+        let takes = match name.trim() {
+            "OneOrMany" => "a name or a list of names",
+            "ArchiveTableFile" => "a table name, or false for no archive table",
+            "AutoOr" => "\"auto\", true or false",
+            "NotifyFile" => {
+                "a list of notifier names, or { on_failure = [...], on_warning = [...], on_success = [...] }"
+            }
+            _ => "something else",
+        };
+        return (format!("`{key}` must be {takes}"), None);
+    }
+    (raw.to_string(), None)
+}
+
+/// The words between backticks, in order.
+fn quoted_words(text: &str) -> Vec<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+fn one_of(choices: &[String]) -> String {
+    match choices {
+        [] => "nothing".into(),
+        [one] => format!("`{one}`"),
+        _ => format!(
+            "one of {}",
+            choices
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// serde's name for what it wanted, in words.
+fn expectation(expected: &str) -> String {
+    match expected.trim() {
+        "u64" | "usize" => "a whole number (0 or more)".into(),
+        "u32" => "a whole number from 0 to 4294967295".into(),
+        "u16" => "a whole number from 0 to 65535".into(),
+        "i64" | "i32" => "a whole number".into(),
+        "f64" | "f32" => "a number".into(),
+        "a boolean" => "true or false".into(),
+        "a sequence" => "a list (`[...]`)".into(),
+        "a map" => "a table".into(),
+        other if other.starts_with("struct ") => "a table".into(),
+        other => other.to_string(),
+    }
+}
+
+/// serde's description of what it found (`string "big"`), in words.
+fn found_phrase(found: &str) -> String {
+    let found = found.trim();
+    let unquote = |s: &str| s.trim_matches('`').to_string();
+    if let Some(s) = found.strip_prefix("string ") {
+        format!("the string {s}")
+    } else if let Some(n) = found.strip_prefix("integer ") {
+        unquote(n)
+    } else if let Some(n) = found.strip_prefix("floating point ") {
+        unquote(n)
+    } else if let Some(b) = found.strip_prefix("boolean ") {
+        unquote(b)
+    } else if found == "sequence" {
+        "a list".into()
+    } else if found == "map" {
+        "a table".into()
+    } else {
+        found.to_string()
+    }
+}
+
+/// An unknown key: the keys the table takes (for a task, those of its
+/// kind), and the nearest one when it looks like a misspelling.
+fn unknown_key(
+    field: &str,
+    expected: &[String],
+    key_path: &[String],
+    doc: &Document<String>,
+) -> (String, Option<String>) {
+    let task_kind = match key_path {
+        [tasks, name, _] if tasks == "tasks" => doc
+            .get("tasks")
+            .and_then(|t| t.get(name))
+            .and_then(|t| t.get("kind"))
+            .and_then(Item::as_str)
+            .and_then(|kind| TaskKind::ALL.iter().copied().find(|k| k.as_str() == kind)),
+        _ => None,
+    };
+    let (what, keys): (String, Vec<String>) = match task_kind {
+        Some(kind) => (
+            format!("{} {} task", article(kind.as_str()), kind.as_str()),
+            TaskKind::COMMON_KEYS
+                .iter()
+                .chain(kind.keys())
+                .map(|k| k.to_string())
+                .collect(),
+        ),
+        None => {
+            let table = &key_path[..key_path.len().saturating_sub(1)];
+            let what = if table.is_empty() {
+                "the top level".to_string()
+            } else {
+                format!("[{}]", table.join("."))
+            };
+            (what, expected.to_vec())
+        }
+    };
+    let mut message = format!("unknown key `{field}` in {what}");
+    if let Some(near) = nearest(field, keys.iter().map(String::as_str)) {
+        message.push_str(&format!("; did you mean `{near}`?"));
+    }
+    let help = match task_kind {
+        Some(kind) => {
+            format!(
+                "{} tasks take: {}",
+                kind.as_str(),
+                kind.keys()
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ) + &format!(
+                "; every task takes: {}",
+                TaskKind::COMMON_KEYS
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+        None if keys.is_empty() => "remove the key".to_string(),
+        None => format!(
+            "{what} takes: {}",
+            keys.iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    (message, Some(help))
+}
+
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
+/// The candidate closest to `word` by edit distance (a swap of two
+/// neighbours counts as one edit), if it is close enough to be a typo.
+pub fn nearest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).max(1);
+    candidates
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Optimal string alignment distance.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 fn missing_field(message: &str) -> Option<&str> {
@@ -172,11 +570,18 @@ fn table_to_drop(entries: &[Entry], offset: usize) -> Option<&Entry> {
         .min_by_key(|e| e.range.len())
 }
 
-/// Replaces a byte range with spaces, keeping newlines so lines do not move.
+/// Replaces a byte range with spaces, keeping newlines so lines do not
+/// move, and one space per byte so no offset after it moves either.
 fn blank(text: &mut String, range: Range<usize>) {
     let replaced: String = text[range.clone()]
         .chars()
-        .map(|c| if c == '\n' { '\n' } else { ' ' })
+        .map(|c| {
+            if c == '\n' {
+                "\n".to_string()
+            } else {
+                " ".repeat(c.len_utf8())
+            }
+        })
         .collect();
     text.replace_range(range, &replaced);
 }
@@ -233,4 +638,31 @@ fn span_of(item: &Item, key_path: &[&str]) -> Option<Range<usize>> {
             .or_else(|| key.span());
     }
     span_of(child, rest).or_else(|| key.span())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_map_back_through_replaced_tokens() {
+        let offsets = Offsets {
+            edits: vec![Edit {
+                original: 4..10,
+                expanded: 4..20,
+            }],
+        };
+        assert_eq!(offsets.original_offset(2), 2);
+        assert_eq!(offsets.original_offset(7), 4);
+        assert_eq!(offsets.original_offset(20), 10);
+        assert_eq!(offsets.original_offset(25), 15);
+    }
+
+    #[test]
+    fn typos_find_their_key() {
+        let keys = ["table", "where", "time_column", "older_than"];
+        assert_eq!(nearest("tabel", keys.into_iter()), Some("table"));
+        assert_eq!(nearest("older_then", keys.into_iter()), Some("older_than"));
+        assert_eq!(nearest("colour", keys.into_iter()), None);
+    }
 }

@@ -12,6 +12,16 @@ fn problems(text: &str) -> Vec<Problem> {
     parse(text).expect_err("config should be refused").0
 }
 
+/// Parses with these variables as the whole environment.
+fn parse_with(text: &str, vars: &[(&str, &str)]) -> (Option<Config>, Vec<Problem>) {
+    let env = |name: &str| {
+        vars.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_string())
+    };
+    Config::parse_all_with(Path::new("pgmaint.toml"), text, &env)
+}
+
 #[test]
 fn a_good_config_resolves_with_layered_defaults() {
     let config = parse(
@@ -71,18 +81,21 @@ colour = "red"
         "{text:#?}"
     );
     assert!(
-        text.iter()
-            .any(|t| t.starts_with("pgmaint.toml:6:1: tasks.a.tabel: unknown field `tabel`")),
+        text.iter().any(|t| t.starts_with(
+            "pgmaint.toml:6:1: tasks.a.tabel: unknown key `tabel` in a purge task; did you mean `table`?"
+        )),
         "{text:#?}"
     );
     assert!(
         text.iter()
-            .any(|t| t.starts_with("pgmaint.toml:11:9: tasks.b.table: invalid type")),
+            .any(|t| t
+                .starts_with("pgmaint.toml:11:9: tasks.b.table: `table` must be a string, not 5")),
         "{text:#?}"
     );
     assert!(
-        text.iter()
-            .any(|t| t.starts_with("pgmaint.toml:13:1: tasks.b.colour: unknown field `colour`")),
+        text.iter().any(|t| t.starts_with(
+            "pgmaint.toml:13:1: tasks.b.colour: unknown key `colour` in a purge task"
+        )),
         "{text:#?}"
     );
 }
@@ -100,8 +113,15 @@ fn a_task_missing_its_kind_does_not_hide_the_next_task() {
 fn unknown_kinds_are_refused_with_the_known_ones() {
     let found = problems("[tasks.a]\nkind = \"compact\"\ntable = \"t\"\n");
     assert!(
-        found[0].message.contains("unknown variant `compact`")
-            && found[0].message.contains("partitions"),
+        found[0]
+            .message
+            .starts_with("`compact` is not a valid `kind`; it takes one of `purge`")
+            && found[0].message.contains("`partitions`"),
+        "{found:#?}"
+    );
+    let found = problems("[tasks.a]\nkind = \"purg\"\ntable = \"t\"\n");
+    assert!(
+        found[0].message.ends_with("did you mean `purge`?"),
         "{found:#?}"
     );
 }
@@ -128,11 +148,255 @@ fn purge_needs_exactly_one_filter() {
 }
 
 #[test]
-fn a_missing_environment_variable_is_named() {
-    let found = problems("[database]\nurl = \"${PGMAINT_TEST_SURELY_UNSET}\"\n");
-    assert_eq!(found[0].key, "database.url");
-    assert!(found[0].message.contains("PGMAINT_TEST_SURELY_UNSET"));
-    assert!(found[0].place.starts_with("pgmaint.toml:2:"));
+fn a_missing_environment_variable_is_named_and_nothing_else_at_its_key() {
+    let (_, found) = parse_with(
+        "[tasks.a]\nkind = \"purge\"\ntable = \"t\"\ntime_column = \"c\"\nolder_than = \"${RETENTION}\"\n",
+        &[],
+    );
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].key, "tasks.a.older_than");
+    assert_eq!(
+        found[0].message,
+        "environment variable `RETENTION` is not set"
+    );
+    assert_eq!(found[0].place(), "pgmaint.toml:5:14");
+}
+
+#[test]
+fn variables_expand_in_every_string_value() {
+    let text = r#"name = "${APP} production"
+[database]
+lock_timeout = "${LOCK}"
+[tasks.old]
+kind = "purge"
+table = "${TABLE}"
+time_column = "created_at"
+older_than = "${RETENTION}"
+description = "keeps ${RETENTION}; $${literal}"
+[tasks.expired]
+kind = "purge"
+table = "t"
+where = "expires_at < now() - interval '${GRACE}'"
+[schedules.nightly]
+cron = "${CRON}"
+tasks = ["${TASK}"]
+[notifiers.mail]
+kind = "email"
+smtp = "${SMTP}"
+from = "${FROM_EMAIL}"
+to = ["${ONCALL}"]
+"#;
+    let vars = [
+        ("APP", "billing"),
+        ("LOCK", "2s"),
+        ("TABLE", "sessions"),
+        ("RETENTION", "30 days"),
+        ("GRACE", "1 hour"),
+        ("CRON", "0 3 * * *"),
+        ("TASK", "old"),
+        ("SMTP", "smtp://mail.example.com:587"),
+        ("FROM_EMAIL", "pgmaint@example.com"),
+        ("ONCALL", "oncall@example.com"),
+    ];
+    let (config, found) = parse_with(text, &vars);
+    assert!(found.is_empty(), "{found:#?}");
+    let config = config.unwrap();
+    assert_eq!(config.name.as_deref(), Some("billing production"));
+    assert_eq!(config.database.lock_timeout.unwrap().0.as_millis(), 2000);
+    let old = config.task("old").unwrap();
+    assert_eq!(old.spec.target(), "sessions");
+    assert_eq!(
+        old.description.as_deref(),
+        Some("keeps 30 days; ${literal}")
+    );
+    let spec = serde_json::to_value(&old.spec).unwrap();
+    assert!(spec.to_string().contains("30 days"), "{spec}");
+    let expired = serde_json::to_value(&config.task("expired").unwrap().spec).unwrap();
+    assert!(
+        expired.to_string().contains("interval '1 hour'"),
+        "{expired}"
+    );
+    assert_eq!(config.schedule("nightly").unwrap().cron, "0 3 * * *");
+    assert_eq!(config.schedule("nightly").unwrap().tasks, ["old"]);
+    assert_eq!(
+        config.notifiers[0].from.as_deref(),
+        Some("pgmaint@example.com")
+    );
+    assert_eq!(config.notifiers[0].to, ["oncall@example.com"]);
+    assert!(config.deferred.is_empty(), "{:#?}", config.deferred);
+}
+
+#[test]
+fn problems_after_an_expanded_value_point_at_the_file_as_written() {
+    let text = "[tasks.a]\nkind = \"purge\"\ntable = \"${TABLE}\"\nwhere = \"x\"\ntabel = 1\n[schedules.s]\ncron = \"${CRON}\"\ntasks = [\"a\"]\n";
+    let (_, found) = parse_with(
+        text,
+        &[
+            ("TABLE", "a_much_longer_table_name"),
+            ("CRON", "61 * * * *"),
+        ],
+    );
+    let places: Vec<(String, String)> = found.iter().map(|p| (p.place(), p.key.clone())).collect();
+    assert_eq!(
+        places,
+        [
+            ("pgmaint.toml:5:1".to_string(), "tasks.a.tabel".to_string()),
+            (
+                "pgmaint.toml:7:8".to_string(),
+                "schedules.s.cron".to_string()
+            ),
+        ],
+        "{found:#?}"
+    );
+    assert!(
+        found[1]
+            .message
+            .contains("the minute field `61` is not valid")
+            && found[1].message.contains("0-59"),
+        "the cron is checked after expansion: {found:#?}"
+    );
+}
+
+#[test]
+fn a_notifier_whose_variable_is_unset_holds_up_only_what_sends_through_it() {
+    let text = "[notifiers.mail]\nkind = \"email\"\nsmtp = \"smtp://mail.example.com\"\nfrom = \"${FROM_EMAIL}\"\nto = [\"oncall@example.com\"]\n[api]\ntoken = \"${API_TOKEN}\"\n";
+    let (config, found) = parse_with(text, &[]);
+    assert!(found.is_empty(), "{found:#?}");
+    let config = config.unwrap();
+    assert!(config.notifiers.is_empty());
+    let mail = config.problems_for(|need| *need == Need::Notifier("mail".into()));
+    assert_eq!(mail.len(), 1);
+    assert_eq!(mail[0].key, "notifiers.mail.from");
+    assert!(mail[0].message.contains("FROM_EMAIL"));
+    assert_eq!(config.problems_for(|need| *need == Need::Api).len(), 1);
+    assert_eq!(config.api.token, None);
+}
+
+#[test]
+fn notifier_addresses_and_urls_are_checked_after_expansion() {
+    let text = "[notifiers.mail]\nkind = \"email\"\nsmtp = \"${SMTP}\"\nfrom = \"${FROM_EMAIL}\"\nto = [\"oncall@example.com\", \"nobody\"]\n[notifiers.hook]\nkind = \"webhook\"\nurl = \"${HOOK}\"\n";
+    let (config, found) = parse_with(
+        text,
+        &[
+            ("SMTP", "imap://mail.example.com"),
+            ("FROM_EMAIL", "not an address"),
+            ("HOOK", "hooks.example.com/x"),
+        ],
+    );
+    assert!(found.is_empty(), "{found:#?}");
+    let config = config.unwrap();
+    let keys: Vec<String> = config
+        .problems_for(|_| true)
+        .iter()
+        .map(|p| p.key.clone())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "notifiers.hook.url",
+            "notifiers.mail.smtp",
+            "notifiers.mail.from",
+            "notifiers.mail.to"
+        ],
+        "{:#?}",
+        config.deferred
+    );
+    assert!(config.notifiers.is_empty());
+}
+
+#[test]
+fn thresholds_in_the_wrong_order_are_refused_for_every_check() {
+    let found = problems(
+        "[health.checks.cache-hit]\nwarning = 0.90\ncritical = 0.95\n[health.checks.connections]\nwarning = 0.99\n[health.checks.long-running-queries]\nwarning = 600\ncritical = 60\n",
+    );
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "health.checks.cache-hit.warning",
+            "health.checks.connections.warning",
+            "health.checks.long-running-queries.warning"
+        ],
+        "{found:#?}"
+    );
+    assert!(
+        found[0].message.contains("lower values are worse"),
+        "{found:#?}"
+    );
+    assert!(
+        found[1].message.contains("0.95 (the default)"),
+        "{found:#?}"
+    );
+    parse("[health.checks.cache-hit]\nwarning = 0.995\ncritical = 0.9\n[health.checks.connections]\ncritical = 0.99\n")
+        .expect("thresholds in order");
+}
+
+#[test]
+fn wrong_types_are_told_in_words_naming_the_key() {
+    let found = problems(
+        "[tasks.a]\nkind = \"purge\"\ntable = \"t\"\nwhere = \"x\"\nbatch_size = \"big\"\nenabled = \"yes\"\n",
+    );
+    let messages: Vec<&str> = found.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "`batch_size` must be a whole number (0 or more), not the string \"big\"",
+            "`enabled` must be true or false, not the string \"yes\"",
+        ],
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn an_unknown_key_lists_the_keys_of_its_kind_only() {
+    let found = problems("[tasks.a]\nkind = \"sql\"\nsqll = \"select 1\"\n");
+    let unknown = found.iter().find(|p| p.key == "tasks.a.sqll").unwrap();
+    assert_eq!(
+        unknown.message,
+        "unknown key `sqll` in a sql task; did you mean `sql`?"
+    );
+    let help = unknown.help.as_deref().unwrap();
+    assert!(
+        help.starts_with("sql tasks take: `sql`, `transaction`"),
+        "{help}"
+    );
+    assert!(
+        !help.contains("older_than") && !help.contains("views"),
+        "{help}"
+    );
+    let found = problems("[database]\nurll = \"x\"\n");
+    assert!(
+        found[0].message.ends_with("did you mean `url`?"),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn a_schedule_naming_a_task_with_a_problem_is_not_told_it_is_missing() {
+    let found = problems(
+        "[tasks.a]\nkind = \"purge\"\ntable = \"t\"\nwhere = \"x\"\nbogus = 1\n[schedules.s]\ncron = \"0 2 * * *\"\ntasks = [\"a\"]\n",
+    );
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["tasks.a.bogus"], "{found:#?}");
+}
+
+#[test]
+fn a_blanked_value_with_non_ascii_text_keeps_later_places_right() {
+    let found = problems(
+        "[tasks.a]\nkind = \"purge\"\ntable = \"t\"\nwhere = \"x\"\nbatch_size = \"größe\"\ntabel = 1\n",
+    );
+    let places: Vec<String> = found.iter().map(|p| p.place()).collect();
+    assert_eq!(
+        places,
+        ["pgmaint.toml:5:14", "pgmaint.toml:6:1"],
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn the_config_may_name_its_database() {
+    let config = parse("name = \"billing\"\n").unwrap();
+    assert_eq!(config.name.as_deref(), Some("billing"));
 }
 
 #[test]
@@ -187,5 +451,8 @@ fn high_severity_backs_up_by_default_and_keys_must_belong_to_the_kind() {
 #[test]
 fn syntax_errors_name_their_place() {
     let found = problems("[tasks.a\nkind = 1\n");
-    assert!(found[0].place.starts_with("pgmaint.toml:1:"), "{found:#?}");
+    assert!(
+        found[0].place().starts_with("pgmaint.toml:1:"),
+        "{found:#?}"
+    );
 }

@@ -153,7 +153,7 @@ impl Thresholds {
 }
 
 /// Built-in thresholds per check.
-fn defaults(name: &str) -> Thresholds {
+pub(crate) fn defaults(name: &str) -> Thresholds {
     let t = |w: f64, c: f64| Thresholds {
         warning: Some(w),
         critical: Some(c),
