@@ -288,7 +288,7 @@ async fn a_critical_task_needs_yes_or_a_confirmation_on_a_terminal() {
     };
     let (code, seen) = tokio::task::block_in_place(|| on_terminal("n"));
     assert!(
-        seen.contains("would delete 50 row(s)") && seen.contains("Run now? [y/N]"),
+        seen.contains("Would delete 50 rows") && seen.contains("Run now? [y/N]"),
         "{seen}"
     );
     assert_eq!(code, Some(2), "{seen}");

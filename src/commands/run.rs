@@ -232,7 +232,7 @@ async fn execute(cli: &Cli, config: &Config, request: RunRequest<'_>) -> Result<
     if cli.json {
         print_json(&report);
     } else if !cli.quiet {
-        print_report(&report, cli.verbose > 0);
+        print_report(&report, config, cli.verbose > 0);
     }
     // A run stopped by max_runtime did what it was allowed to; a signal or
     // a failure did not finish the job.
@@ -240,57 +240,39 @@ async fn execute(cli: &Cli, config: &Config, request: RunRequest<'_>) -> Result<
     Ok(!matches!(report.status, Status::Failed | Status::Interrupted) && !stopped_by_signal)
 }
 
-fn print_report(report: &RunReport, verbose: bool) {
+/// Output is read on terminals 80 columns wide: prose is wrapped to it.
+const WIDTH: usize = 80;
+/// Sample rows shown per task (the JSON has all the dry run read).
+const SAMPLES_SHOWN: usize = 3;
+/// Files, views, tables or indexes listed per task before "and N more".
+const LISTED: usize = 10;
+
+fn print_report(report: &RunReport, config: &Config, verbose: bool) {
+    if report.dry_run {
+        print_dry_run(report, config, verbose);
+        return;
+    }
     let mut table = output::table(&[
-        "task",
-        "kind",
-        "severity",
-        "status",
-        if report.dry_run {
-            "rows (would change)"
-        } else {
-            "rows"
-        },
-        "batches",
-        "duration",
+        "task", "kind", "severity", "status", "rows", "batches", "duration",
     ]);
     for task in &report.tasks {
-        let rows = if report.dry_run && task.details["rows_exact"] == false {
-            format!("~{} (estimate)", output::count(task.rows))
-        } else {
-            output::count(task.rows)
-        };
         table.add_row(vec![
             task.name.clone(),
             task.kind.to_string(),
             task.severity.as_str().to_string(),
             task.status.to_string(),
-            rows,
+            output::count(task.rows),
             output::count(task.batches),
             output::duration_ms(task.duration_ms),
         ]);
     }
-    let title = if report.dry_run { "Dry run" } else { "Run" };
-    println!("{title} {} {}", report.run_id, report.status);
+    println!("Run {} {}", report.run_id, report.status);
     println!("{table}");
     for task in &report.tasks {
-        if let Some(error) = &task.error {
-            println!("{}: {error}", task.name);
+        for line in notes(task) {
+            println!("{}", wrap(&format!("{}: {line}", task.name), "", "  "));
         }
-        if let Some(reason) = task.details["reason"].as_str() {
-            println!("{}: {reason}", task.name);
-        }
-        if task.retries > 0 {
-            println!(
-                "{}: {} batch attempt(s) could not get their locks and were retried",
-                task.name, task.retries
-            );
-        }
-        if report.dry_run && task.status == Status::Succeeded {
-            print_plan(task, verbose);
-        } else if !report.dry_run {
-            print_outcome(task);
-        }
+        print_outcome(task);
         if let Some(ms) = task.details["longest_batch_ms"].as_u64()
             && verbose
         {
@@ -301,131 +283,703 @@ fn print_report(report: &RunReport, verbose: bool) {
             );
         }
     }
-    if report.dry_run {
-        println!("Nothing was changed. `pgmaint run` with the same tasks would do the above.");
+}
+
+/// One line of a task's plan: prose, wrapped to [`WIDTH`] columns, or an
+/// item of a list (a sample row, a view, a file), cut with `…` instead.
+enum Line {
+    Say(String),
+    Item(String),
+}
+
+impl Line {
+    fn render(&self) -> String {
+        match self {
+            Line::Say(text) => wrap(text, "  ", "    "),
+            Line::Item(text) => wrap(text, "    ", "      "),
+        }
     }
 }
 
-fn print_plan(task: &runner::TaskReport, verbose: bool) {
-    let details = &task.details;
+/// A dry run: one block per task saying what a run would do, in words;
+/// the statements themselves only with `-v`.
+fn print_dry_run(report: &RunReport, config: &Config, verbose: bool) {
+    let tasks = report.tasks.len();
+    println!(
+        "Dry run {} of {tasks} task{}: nothing was changed.",
+        report.run_id,
+        if tasks == 1 { "" } else { "s" }
+    );
+    for task in &report.tasks {
+        println!();
+        let options = config
+            .task(&task.name)
+            .map(|t| t.options)
+            .unwrap_or(crate::config::TaskOptions::BUILT_IN);
+        for line in plan_lines(task, &options, verbose) {
+            println!("{line}");
+        }
+    }
     println!();
-    if let Some(summary) = details["summary"].as_str() {
-        println!("{}: {summary}", task.name);
+    println!(
+        "{}",
+        wrap(
+            &format!(
+                "`pgmaint run` with the same tasks would do the above.{}",
+                if verbose {
+                    ""
+                } else {
+                    " `-v` adds the statements it would issue."
+                }
+            ),
+            "",
+            ""
+        )
+    );
+}
+
+/// The lines of one task's plan, each at most [`WIDTH`] columns.
+fn plan_lines(
+    task: &runner::TaskReport,
+    options: &crate::config::TaskOptions,
+    verbose: bool,
+) -> Vec<String> {
+    let details = &task.details;
+    let mut out = vec![cut(&format!(
+        "{} ({}, {})",
+        task.name,
+        task.kind,
+        task.severity.as_str()
+    ))];
+    let lines = if task.status != Status::Succeeded {
+        std::iter::once(Line::Say(format!("{}:", capitalized(task.status.as_str()))))
+            .chain(notes(task).into_iter().map(Line::Say))
+            .collect()
+    } else if details["action"]
+        .as_str()
+        .is_some_and(|a| matches!(a, "delete" | "move" | "export"))
+    {
+        walk_plan(task, options)
+    } else if details["action"] == "report" {
+        orphans_report(details)
     } else {
-        let action = match details["action"].as_str() {
-            Some("move") => format!(
-                "move {} row(s) from {} to {}{}",
-                output::count(task.rows),
-                details["table"].as_str().unwrap_or("?"),
-                details["archive_table"].as_str().unwrap_or("?"),
-                details["export"]
-                    .as_str()
-                    .map(|dir| format!(" and to files in {dir}"))
-                    .unwrap_or_default()
+        upkeep_plan(task, options)
+    };
+    out.extend(lines.iter().map(Line::render));
+    if verbose {
+        out.extend(statement_lines(details));
+    }
+    out
+}
+
+/// An orphans task with `action = "report"`: how many, and a few keys.
+fn orphans_report(details: &serde_json::Value) -> Vec<Line> {
+    let orphans = details["orphans"].as_u64().unwrap_or(0);
+    let mut lines = vec![Line::Say(format!(
+        "Would report {} orphan row{} of {} (rows whose reference matches no row of {}); action = \"report\" changes nothing.",
+        output::count(orphans),
+        plural(orphans),
+        details["table"].as_str().unwrap_or("?"),
+        details["references"].as_str().unwrap_or("?"),
+    ))];
+    if let Some(keys) = details["sample_keys"].as_array()
+        && !keys.is_empty()
+    {
+        let keys: Vec<String> = keys.iter().take(LISTED).map(|k| k.to_string()).collect();
+        lines.push(Line::Say(format!("Sample keys: {}.", keys.join(", "))));
+    }
+    lines
+}
+
+/// What a purge, archive or orphans delete would do: rows and batches,
+/// what foreign keys keep or take, the every-row warning, a time estimate,
+/// locks, and a few of the rows.
+fn walk_plan(task: &runner::TaskReport, options: &crate::config::TaskOptions) -> Vec<Line> {
+    let details = &task.details;
+    let table = details["table"].as_str().unwrap_or("?");
+    let exact = details["rows_exact"] != false;
+    let rows = task.rows;
+    let mut lines: Vec<Line> = Vec::new();
+    let how_many = if exact {
+        format!("{} row{}", output::count(rows), plural(rows))
+    } else {
+        format!(
+            "about {} rows (the planner's estimate)",
+            output::count(rows)
+        )
+    };
+    let what = match details["action"].as_str() {
+        Some("move") => format!(
+            "move {how_many} of {table} to {}{}",
+            details["archive_table"].as_str().unwrap_or("?"),
+            details["export"]
+                .as_str()
+                .map(|dir| format!(" and to files in {dir}"))
+                .unwrap_or_default()
+        ),
+        Some("export") => format!(
+            "move {how_many} of {table} to files in {}",
+            details["export"].as_str().unwrap_or("?")
+        ),
+        _ if details["orphans"].is_u64() => format!("delete {how_many} of {table}, orphans"),
+        _ => format!("delete {how_many} of {table}"),
+    };
+    let cutoff = details["cutoff"]
+        .as_str()
+        .map(|c| format!(" older than {}", readable_time(c)))
+        .unwrap_or_default();
+    let estimate = &details["batches_estimate"];
+    let batches = estimate["batches"].as_u64().unwrap_or(task.batches);
+    let largest = estimate["largest_batch"]
+        .as_u64()
+        .unwrap_or(0)
+        .max(details["batch_size"].as_u64().unwrap_or(options.batch_size));
+    if rows == 0 {
+        lines.push(Line::Say(format!(
+            "Nothing to {}: no row of {table} matches{cutoff}.",
+            if details["action"] == "delete" {
+                "delete"
+            } else {
+                "move"
+            }
+        )));
+    } else {
+        let in_batches = match (batches, estimate["at_least"] == true) {
+            (1, false) => " in 1 batch".to_string(),
+            (n, false) => format!(
+                " in {} batches of up to {} rows (counted from the pages they are on)",
+                output::count(n),
+                output::count(largest)
             ),
-            Some("export") => format!(
-                "move {} row(s) from {} to files in {}",
-                output::count(task.rows),
-                details["table"].as_str().unwrap_or("?"),
-                details["export"].as_str().unwrap_or("?")
-            ),
-            _ => format!(
-                "delete {} row(s) from {}",
-                output::count(task.rows),
-                details["table"].as_str().unwrap_or("?")
+            (n, true) => format!(
+                " in at least {} batches of about {} rows (rows / batch_size: the rows were not counted)",
+                output::count(n),
+                output::count(options.batch_size)
             ),
         };
-        println!(
-            "{} would {action}{}{}",
-            task.name,
-            if details["rows_exact"] == false {
-                " (planner's estimate)"
-            } else {
-                ""
-            },
+        lines.push(Line::Say(format!(
+            "Would {what}{cutoff}{in_batches}{}.",
             if details["backup"] == true {
-                ", backing each batch up first"
+                ", backing each batch up before it commits"
             } else {
                 ""
             }
-        );
+        )));
     }
-    if let Some(cutoff) = details["cutoff"].as_str() {
-        println!("  cutoff: rows older than {cutoff}");
+    if details["creates_archive_table"] == true {
+        lines.push(Line::Say(format!(
+            "Creates {} first, like {table}.",
+            details["archive_table"].as_str().unwrap_or("?")
+        )));
     }
-    if let Some(orphans) = details["orphans"].as_u64() {
-        println!("  orphans: {}", output::count(orphans));
+    let references = &details["references"];
+    if references["counted"] == false {
+        lines.push(Line::Say(
+            "Foreign keys into the table were not counted (the rows were estimated).".to_string(),
+        ));
     }
-    for view in details["views"].as_array().into_iter().flatten() {
-        println!(
-            "  {} {}: {}",
-            view["view"].as_str().unwrap_or("?"),
-            if view["concurrently"] == true {
-                "CONCURRENTLY"
+    let kept = references["kept_referenced"].as_u64().unwrap_or(0);
+    if kept > 0 {
+        let by: Vec<String> = references["kept_referenced_by"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|k| k["rows"].as_u64().unwrap_or(0) > 0)
+            .map(|k| {
+                format!(
+                    "{} by {} (\"{}\")",
+                    output::count(k["rows"].as_u64().unwrap_or(0)),
+                    k["table"].as_str().unwrap_or("?"),
+                    k["constraint"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        if references["on_referenced"] == "fail" {
+            lines.push(Line::Say(format!(
+                "{} of these rows {} still referenced: {}. With on_referenced = \"fail\" the first batch that meets one fails and is rolled back.",
+                output::count(kept),
+                if kept == 1 { "is" } else { "are" },
+                by.join(", ")
+            )));
+        } else {
+            lines.push(Line::Say(format!(
+                "Keeps {} row{} still referenced through a foreign key without ON DELETE action: {}.",
+                output::count(kept),
+                plural(kept),
+                by.join(", ")
+            )));
+        }
+    }
+    for part in references["cascade"].as_array().into_iter().flatten() {
+        let part_rows = part["rows"].as_u64().unwrap_or(0);
+        let part_table = part["table"].as_str().unwrap_or("?");
+        let via = part["constraint"].as_str().unwrap_or("?");
+        let columns: Vec<&str> = part["changed_columns"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_str())
+            .collect();
+        lines.push(Line::Say(match part["action"].as_str() {
+            Some("set_null") | Some("set_default") => format!(
+                "Sets {} to {} in {} row{} of {part_table} (ON DELETE {} through \"{via}\").",
+                columns.join(", "),
+                if part["action"] == "set_null" {
+                    "NULL"
+                } else {
+                    "its default"
+                },
+                output::count(part_rows),
+                plural(part_rows),
+                if part["action"] == "set_null" {
+                    "SET NULL"
+                } else {
+                    "SET DEFAULT"
+                }
+            ),
+            _ => format!(
+                "Also deletes {} row{} of {part_table} (ON DELETE CASCADE through \"{via}\").",
+                output::count(part_rows),
+                plural(part_rows)
+            ),
+        }));
+    }
+    if let Some(cycle) = references["cascade_cycle"].as_str() {
+        lines.push(Line::Say(format!(
+            "The cascade counts are not complete: {cycle}."
+        )));
+    }
+    if details["matches_every_row"] == true {
+        lines.push(Line::Say(format!(
+            "The condition matches every row of {table}: the run would empty it, so it runs only when confirmed, as a critical task does (`pgmaint run {} --yes`).",
+            task.name
+        )));
+    }
+    if rows > 0
+        && let Some(ms) = details["time_estimate"]["ms"].as_u64()
+    {
+        let runs = details["time_estimate"]["runs"].as_u64().unwrap_or(0);
+        let measured = if runs == 1 {
+            "its last successful run".to_string()
+        } else {
+            format!("its last {runs} successful runs")
+        };
+        lines.push(Line::Say(format!(
+            "Takes about {}, at the {} rows/s of {measured}.",
+            output::duration_ms(ms.max(1)),
+            output::count(
+                details["time_estimate"]["rows_per_second"]
+                    .as_u64()
+                    .unwrap_or(0)
+            ),
+        )));
+    }
+    if rows > 0 {
+        let moving = details["action"] != "delete";
+        let cascades = references["cascade"]
+            .as_array()
+            .is_some_and(|parts| !parts.is_empty());
+        lines.push(Line::Say(format!(
+            "Locks: each batch (one transaction) takes ROW EXCLUSIVE on {table}{} and locks the rows it {}{} until it commits{}; a lock it cannot get within lock_timeout {} rolls it back, to be retried (up to {} times).",
+            if moving {
+                details["archive_table"]
+                    .as_str()
+                    .map(|a| format!(" and {a}"))
+                    .unwrap_or_default()
             } else {
-                "plain"
+                String::new()
             },
-            view["reason"].as_str().unwrap_or("")
+            if moving { "moves" } else { "deletes" },
+            if cascades { " and those its cascades change" } else { "" },
+            if details["backup"] == true || details["export"].is_string() {
+                ", after its rows are written to disk"
+            } else {
+                ""
+            },
+            details["lock_timeout"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| options.lock_timeout.to_string()),
+            details["max_retries"].as_u64().unwrap_or(options.max_retries as u64)
+        )));
+    }
+    if let Some(samples) = details["samples"].as_array()
+        && !samples.is_empty()
+    {
+        let shown = samples.len().min(SAMPLES_SHOWN);
+        lines.push(Line::Say(if shown as u64 >= rows {
+            "They are:".to_string()
+        } else {
+            format!("For example ({shown} of {}):", output::count(rows))
+        }));
+        for sample in samples.iter().take(SAMPLES_SHOWN) {
+            lines.push(Line::Item(sample_row(sample)));
+        }
+    }
+    lines
+}
+
+/// A sample row as `column=value` pairs, long values shortened, so a few
+/// columns of each row fit a line.
+fn sample_row(row: &serde_json::Value) -> String {
+    let Some(columns) = row.as_object() else {
+        return row.to_string();
+    };
+    columns
+        .iter()
+        .map(|(name, value)| {
+            let text = match value {
+                serde_json::Value::String(text) => readable_value(text),
+                other => other.to_string(),
+            };
+            let text = if text.chars().count() > 24 {
+                format!("{}…", text.chars().take(23).collect::<String>())
+            } else {
+                text
+            };
+            format!("{name}={text}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A timestamp as PostgreSQL's JSON writes it, to the second; anything
+/// else as it is.
+fn readable_value(text: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(text) {
+        Ok(time) => {
+            let offset = time.offset().local_minus_utc();
+            let zone = if offset % 3600 == 0 {
+                format!("{:+03}", offset / 3600)
+            } else {
+                time.format("%:z").to_string()
+            };
+            format!("{}{zone}", time.format("%Y-%m-%d %H:%M:%S"))
+        }
+        Err(_) => text.to_string(),
+    }
+}
+
+/// A refresh, vacuum, analyze, reindex, partitions, sql or files plan:
+/// its summary, what it chose and why, and what it locks.
+fn upkeep_plan(task: &runner::TaskReport, options: &crate::config::TaskOptions) -> Vec<Line> {
+    let details = &task.details;
+    let mut lines: Vec<Line> = Vec::new();
+    if let Some(summary) = details["summary"].as_str() {
+        lines.push(Line::Say(format!("{}.", capitalized(summary))));
+    }
+    let mut listed = 0;
+    let mut list = |lines: &mut Vec<Line>, line: String| {
+        if listed < LISTED {
+            lines.push(Line::Item(line));
+        }
+        listed += 1;
+    };
+    for view in details["views"].as_array().into_iter().flatten() {
+        let ago = view["last_refreshed_seconds_ago"]
+            .as_f64()
+            .map(|s| {
+                format!(
+                    "; refreshed {} ago",
+                    output::duration_ms((s * 1000.0) as u64)
+                )
+            })
+            .unwrap_or_default();
+        list(
+            &mut lines,
+            format!(
+                "{} {}: {}{ago}",
+                view["view"].as_str().unwrap_or("?"),
+                if view["concurrently"] == true {
+                    "CONCURRENTLY"
+                } else {
+                    "plain"
+                },
+                view["reason"].as_str().unwrap_or("")
+            ),
         );
     }
     for table in details["tables"].as_array().into_iter().flatten() {
-        println!(
-            "  {}: {} ({} dead rows, {} bytes)",
-            table["table"].as_str().unwrap_or("?"),
-            table["why"].as_str().unwrap_or(""),
-            table["dead_rows"],
-            output::count(table["size_bytes"].as_u64().unwrap_or(0))
+        list(
+            &mut lines,
+            format!(
+                "{}: {} ({} dead rows, {} bytes)",
+                table["table"].as_str().unwrap_or("?"),
+                table["why"].as_str().unwrap_or(""),
+                output::count(table["dead_rows"].as_u64().unwrap_or(0)),
+                output::count(table["size_bytes"].as_u64().unwrap_or(0))
+            ),
         );
     }
     for index in details["indexes"].as_array().into_iter().flatten() {
         let bloat = match index["bloat"].as_f64() {
             Some(b) => format!(
-                ", {:.0}% bloat ({})",
+                ", {:.0}% bloat by {}",
                 b * 100.0,
                 index["measured_by"].as_str().unwrap_or("?")
             ),
             None => String::new(),
         };
-        println!(
-            "  {} {}: {} ({} bytes{bloat})",
-            index["action"].as_str().unwrap_or("?"),
-            index["index"].as_str().unwrap_or("?"),
-            index["why"].as_str().unwrap_or(""),
-            output::count(index["size_bytes"].as_u64().unwrap_or(0))
+        list(
+            &mut lines,
+            format!(
+                "{} {}: {} ({} bytes{bloat})",
+                index["action"].as_str().unwrap_or("?"),
+                index["index"].as_str().unwrap_or("?"),
+                index["why"].as_str().unwrap_or(""),
+                output::count(index["size_bytes"].as_u64().unwrap_or(0))
+            ),
         );
     }
-    for (key, label) in [
-        ("samples", "for example"),
-        ("sample_keys", "sample keys"),
-        ("files", "files"),
-    ] {
-        if let Some(samples) = details[key].as_array()
-            && !samples.is_empty()
-        {
-            println!("  {label}:");
-            for sample in samples {
-                match sample.as_str() {
-                    Some(text) => println!("    {text}"),
-                    None => println!("    {sample}"),
-                }
+    let plan = &details["plan"];
+    for period in plan["create"].as_array().into_iter().flatten() {
+        list(
+            &mut lines,
+            format!(
+                "create {}: from {} to {}",
+                period["name"].as_str().unwrap_or("?"),
+                period["from"].as_str().unwrap_or("?"),
+                period["to"].as_str().unwrap_or("?")
+            ),
+        );
+    }
+    for old in plan["remove"].as_array().into_iter().flatten() {
+        list(
+            &mut lines,
+            format!(
+                "past retention: {} (up to {})",
+                old["name"].as_str().unwrap_or("?"),
+                old["to"].as_str().unwrap_or("?")
+            ),
+        );
+    }
+    for conflict in plan["conflicts"].as_array().into_iter().flatten() {
+        list(&mut lines, conflict.as_str().unwrap_or("?").to_string());
+    }
+    for file in details["files"].as_array().into_iter().flatten() {
+        list(&mut lines, file.as_str().unwrap_or("?").to_string());
+    }
+    if listed > LISTED {
+        lines.push(Line::Item(format!(
+            "and {} more (--json lists them)",
+            output::count((listed - LISTED) as u64)
+        )));
+    }
+    if let Some(kept) = details["kept_referenced"].as_u64()
+        && kept > 0
+    {
+        lines.push(Line::Say(format!(
+            "Keeps {} file{} that keep_referenced names.",
+            output::count(kept),
+            plural(kept)
+        )));
+    }
+    if let Some(locks) = upkeep_locks(task, plan) {
+        lines.push(Line::Say(format!(
+            "Locks: {locks}; each statement waits at most lock_timeout {} for its lock, and is retried (up to {} times).",
+            options.lock_timeout, options.max_retries
+        )));
+    }
+    lines
+}
+
+/// What an upkeep kind's statements lock, in words; None when it runs
+/// nothing under a table lock (files) or runs the user's own SQL.
+fn upkeep_locks(task: &runner::TaskReport, plan: &serde_json::Value) -> Option<String> {
+    let statements = task.details["statements"].to_string();
+    match task.kind {
+        "refresh" => Some(
+            "a CONCURRENTLY refresh takes EXCLUSIVE on its view (reads go on, writes wait), a plain one ACCESS EXCLUSIVE (reads of the view wait until it is done)"
+                .into(),
+        ),
+        "vacuum" if statements.contains("FULL") => Some(
+            "VACUUM FULL rewrites each table under ACCESS EXCLUSIVE: reads and writes wait until it is done"
+                .into(),
+        ),
+        "vacuum" | "analyze" => Some(format!(
+            "{} takes SHARE UPDATE EXCLUSIVE: reads and writes go on",
+            task.kind.to_uppercase()
+        )),
+        "reindex" => Some(
+            "REINDEX and DROP INDEX CONCURRENTLY take SHARE UPDATE EXCLUSIVE: reads and writes go on"
+                .into(),
+        ),
+        "partitions" => Some(format!(
+            "creating a partition takes ACCESS EXCLUSIVE on {} for that statement{}",
+            plan["parent"].as_str().unwrap_or("the parent"),
+            if statements.contains("DROP TABLE") || statements.contains("DETACH PARTITION \\\"") {
+                ", and so does dropping or detaching one"
+            } else {
+                ""
+            }
+        )),
+        "sql" => Some("whatever its SQL takes".into()),
+        _ => None,
+    }
+}
+
+/// With `-v`: the statements, then what each parameter of the batch
+/// statements stands for.
+fn statement_lines(details: &serde_json::Value) -> Vec<String> {
+    let Some(statements) = details["statements"].as_array() else {
+        return Vec::new();
+    };
+    let mut out = vec!["  Statements:".to_string()];
+    for statement in statements {
+        for line in statement.as_str().unwrap_or_default().lines() {
+            out.push(wrap_sql(line, "    "));
+        }
+    }
+    let params = &details["parameters"];
+    if params.is_object() {
+        out.push("  Parameters of both batch statements:".to_string());
+        let batch_size = params["$3"].as_u64().map(output::count).unwrap_or_default();
+        out.push(wrap(
+            "$1 the first page of the batch's window",
+            "    ",
+            "       ",
+        ));
+        out.push(wrap("$2 the page after the window", "    ", "       "));
+        out.push(wrap(
+            &format!("$3 the batch size, {batch_size}: the LIMIT of the first form, which the second (a narrow window, deleted whole) does not use"),
+            "    ",
+            "       ",
+        ));
+        out.push(wrap(
+            &match params["$4"].as_str() {
+                Some(cutoff) => format!("$4 the cutoff, {cutoff}"),
+                None => "$4 the cutoff: none for this task (NULL)".to_string(),
+            },
+            "    ",
+            "       ",
+        ));
+    }
+    out
+}
+
+/// What a task report says whatever its kind: its error, why it was
+/// skipped, retries.
+fn notes(task: &runner::TaskReport) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(error) = &task.error {
+        lines.push(error.clone());
+    }
+    if let Some(reason) = task.details["reason"].as_str() {
+        lines.push(reason.to_string());
+    }
+    if task.retries > 0 {
+        lines.push(format!(
+            "{} batch attempt(s) could not get their locks and were retried",
+            task.retries
+        ));
+    }
+    lines
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// `2026-11-25T03:51:35.682280+00:00` as `2026-11-25 03:51:35 UTC`.
+fn readable_time(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%d %H:%M:%S UTC")
+                .to_string()
+        })
+        .unwrap_or_else(|_| rfc3339.to_string())
+}
+
+/// Wraps prose to [`WIDTH`] columns at spaces: the first line after
+/// `first`, the others after `rest`.
+fn wrap(text: &str, first: &str, rest: &str) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = first.to_string();
+    let mut empty = true;
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        let width = line.chars().count();
+        if !empty && width + 1 + word.chars().count() > WIDTH {
+            lines.push(std::mem::replace(&mut line, rest.to_string()));
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        // A word longer than a whole line (a path, a URL) is split.
+        let mut chars = word.chars().peekable();
+        while chars.peek().is_some() {
+            let room = WIDTH.saturating_sub(line.chars().count()).max(1);
+            line.extend(chars.by_ref().take(room));
+            if chars.peek().is_some() {
+                lines.push(std::mem::replace(&mut line, rest.to_string()));
             }
         }
+        empty = false;
     }
-    if let Some(statements) = details["statements"].as_array() {
-        println!("  statements:");
-        for statement in statements {
-            let text = statement.as_str().unwrap_or_default();
-            let text = if verbose {
-                text.to_string()
-            } else {
-                text.lines().map(str::trim).collect::<Vec<_>>().join(" ")
-            };
-            println!("    {text}");
+    lines.push(line);
+    lines.join("\n")
+}
+
+/// One line of at most [`WIDTH`] columns, cut with `…` if longer.
+fn cut(line: &str) -> String {
+    if line.chars().count() <= WIDTH {
+        return line.to_string();
+    }
+    let mut cut: String = line.chars().take(WIDTH - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// A line of SQL wrapped at spaces outside quotes (so a literal shows as
+/// written), continuation lines indented two more.
+fn wrap_sql(line: &str, indent: &str) -> String {
+    let text = line.trim_end();
+    let lead = text.len() - text.trim_start().len();
+    let first = format!("{indent}{}", &text[..lead]);
+    let rest = format!("{first}  ");
+    let mut out: Vec<String> = Vec::new();
+    let mut current = first.clone();
+    let mut word = String::new();
+    let mut quote: Option<char> = None;
+    let flush = |current: &mut String, word: &mut String, out: &mut Vec<String>| {
+        if word.is_empty() {
+            return;
         }
-        if !details["parameters"].is_null() {
-            println!("  parameters: {}", details["parameters"]);
+        let at_start = current.trim().is_empty();
+        if !at_start && current.chars().count() + 1 + word.chars().count() > WIDTH {
+            out.push(std::mem::replace(current, rest.clone()));
+        } else if !at_start {
+            current.push(' ');
+        }
+        current.push_str(word);
+        word.clear();
+    };
+    for c in text.trim_start().chars() {
+        match (quote, c) {
+            (None, ' ') => flush(&mut current, &mut word, &mut out),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                word.push(c);
+            }
+            (Some(q), c) if c == q => {
+                quote = None;
+                word.push(c);
+            }
+            (_, c) => word.push(c),
         }
     }
+    flush(&mut current, &mut word, &mut out);
+    out.push(current);
+    out.join("\n")
 }
 
 /// What a finished task has to say beyond its row in the table: a summary
@@ -479,6 +1033,44 @@ fn print_outcome(task: &runner::TaskReport) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn prose_wraps_at_80_columns_and_keeps_every_word() {
+        let text = "Would delete 5,000 rows of public.tokens in 8 batches of up to 700 rows, and a path /a/very/long/path/that/does/not/fit/on/one/line/of/eighty/columns/at/all/anywhere.csv";
+        let wrapped = super::wrap(text, "  ", "    ");
+        assert!(
+            wrapped.lines().all(|l| l.chars().count() <= 80),
+            "{wrapped}"
+        );
+        assert!(wrapped.lines().skip(1).all(|l| l.starts_with("    ")));
+        let joined: String = wrapped.split_whitespace().collect();
+        assert_eq!(joined, text.split_whitespace().collect::<String>());
+    }
+
+    #[test]
+    fn sql_wraps_outside_literals_only() {
+        let line = format!(
+            "DELETE FROM t WHERE {} AND note = 'a literal  with two spaces and many words in it, long enough to be split'",
+            "x = 1 AND ".repeat(6)
+        );
+        let wrapped = super::wrap_sql(&line, "    ");
+        assert!(
+            wrapped.contains(
+                "'a literal  with two spaces and many words in it, long enough to be split'"
+            ),
+            "{wrapped}"
+        );
+        assert!(wrapped.lines().count() > 1, "{wrapped}");
+    }
+
+    #[test]
+    fn sample_rows_are_column_value_pairs_with_long_values_shortened() {
+        let row = serde_json::json!({"id": 1, "at": "2026-11-25T03:51:35.682280+00:00", "token": "c4ca4238a0b923820dcc509a6f75849b", "used": null});
+        assert_eq!(
+            super::sample_row(&row),
+            "at=2026-11-25 03:51:35+00 id=1 token=c4ca4238a0b923820dcc509… used=null"
+        );
+    }
+
     #[test]
     fn the_connection_url_is_never_recorded() {
         let args = [
