@@ -240,8 +240,10 @@ async fn execute(cli: &Cli, config: &Config, request: RunRequest<'_>) -> Result<
     Ok(!matches!(report.status, Status::Failed | Status::Interrupted) && !stopped_by_signal)
 }
 
-/// Output is read on terminals 80 columns wide: prose is wrapped to it.
-const WIDTH: usize = 80;
+/// Prose is wrapped to 80 columns, or to a narrower terminal.
+fn width() -> usize {
+    output::stdout_width().map_or(80, |columns| columns.min(80))
+}
 /// Sample rows shown per task (the JSON has all the dry run read).
 const SAMPLES_SHOWN: usize = 3;
 /// Files, views, tables or indexes listed per task before "and N more".
@@ -252,11 +254,14 @@ fn print_report(report: &RunReport, config: &Config, verbose: bool) {
         print_dry_run(report, config, verbose);
         return;
     }
-    let mut table = output::table(&[
+    // On a narrow terminal the severity (config, as `pgmaint tasks` shows
+    // it) goes first, the kind next.
+    let mut table = output::Table::new(&[
         "task", "kind", "severity", "status", "rows", "batches", "duration",
-    ]);
+    ])
+    .optional(&["kind", "severity"]);
     for task in &report.tasks {
-        table.add_row(vec![
+        table.add_row([
             task.name.clone(),
             task.kind.to_string(),
             task.severity.as_str().to_string(),
@@ -266,26 +271,31 @@ fn print_report(report: &RunReport, config: &Config, verbose: bool) {
             output::duration_ms(task.duration_ms),
         ]);
     }
-    println!("Run {} {}", report.run_id, report.status);
-    println!("{table}");
+    output::println(&format!("Run {} {}", report.run_id, report.status));
+    table.print();
     for task in &report.tasks {
         for line in notes(task) {
-            println!("{}", wrap(&format!("{}: {line}", task.name), "", "  "));
+            say(&format!("{}: {line}", task.name));
         }
         print_outcome(task);
         if let Some(ms) = task.details["longest_batch_ms"].as_u64()
             && verbose
         {
-            println!(
+            say(&format!(
                 "{}: longest batch held its locks for {}",
                 task.name,
                 output::duration_ms(ms)
-            );
+            ));
         }
     }
 }
 
-/// One line of a task's plan: prose, wrapped to [`WIDTH`] columns, or an
+/// Prints a line of prose, wrapped with a hanging indent.
+fn say(text: &str) {
+    output::println(&wrap(text, "", "  "));
+}
+
+/// One line of a task's plan: prose, wrapped to the output's width columns, or an
 /// item of a list (a sample row, a view, a file), cut with `…` instead.
 enum Line {
     Say(String),
@@ -305,40 +315,37 @@ impl Line {
 /// the statements themselves only with `-v`.
 fn print_dry_run(report: &RunReport, config: &Config, verbose: bool) {
     let tasks = report.tasks.len();
-    println!(
+    output::println(&format!(
         "Dry run {} of {tasks} task{}: nothing was changed.",
         report.run_id,
         if tasks == 1 { "" } else { "s" }
-    );
+    ));
     for task in &report.tasks {
-        println!();
+        output::println("");
         let options = config
             .task(&task.name)
             .map(|t| t.options)
             .unwrap_or(crate::config::TaskOptions::BUILT_IN);
         for line in plan_lines(task, &options, verbose) {
-            println!("{line}");
+            output::println(&line);
         }
     }
-    println!();
-    println!(
-        "{}",
-        wrap(
-            &format!(
-                "`pgmaint run` with the same tasks would do the above.{}",
-                if verbose {
-                    ""
-                } else {
-                    " `-v` adds the statements it would issue."
-                }
-            ),
-            "",
-            ""
-        )
-    );
+    output::println("");
+    output::println(&wrap(
+        &format!(
+            "`pgmaint run` with the same tasks would do the above.{}",
+            if verbose {
+                ""
+            } else {
+                " `-v` adds the statements it would issue."
+            }
+        ),
+        "",
+        "",
+    ));
 }
 
-/// The lines of one task's plan, each at most [`WIDTH`] columns.
+/// The lines of one task's plan, each at most the output's width columns.
 fn plan_lines(
     task: &runner::TaskReport,
     options: &crate::config::TaskOptions,
@@ -899,15 +906,17 @@ fn readable_time(rfc3339: &str) -> String {
         .unwrap_or_else(|_| rfc3339.to_string())
 }
 
-/// Wraps prose to [`WIDTH`] columns at spaces: the first line after
-/// `first`, the others after `rest`.
-fn wrap(text: &str, first: &str, rest: &str) -> String {
+/// Wraps prose at spaces to 80 columns (or a narrower terminal): the
+/// first line after `first`, the others after `rest`. Unlike
+/// `output::wrap`, it wraps when stdout is a pipe too, and splits a word
+/// longer than a line, so no line is ever wider.
+pub(super) fn wrap(text: &str, first: &str, rest: &str) -> String {
+    let columns = width();
     let mut lines: Vec<String> = Vec::new();
     let mut line = first.to_string();
     let mut empty = true;
     for word in text.split(' ').filter(|w| !w.is_empty()) {
-        let width = line.chars().count();
-        if !empty && width + 1 + word.chars().count() > WIDTH {
+        if !empty && line.chars().count() + 1 + word.chars().count() > columns {
             lines.push(std::mem::replace(&mut line, rest.to_string()));
             empty = true;
         }
@@ -917,7 +926,7 @@ fn wrap(text: &str, first: &str, rest: &str) -> String {
         // A word longer than a whole line (a path, a URL) is split.
         let mut chars = word.chars().peekable();
         while chars.peek().is_some() {
-            let room = WIDTH.saturating_sub(line.chars().count()).max(1);
+            let room = columns.saturating_sub(line.chars().count()).max(1);
             line.extend(chars.by_ref().take(room));
             if chars.peek().is_some() {
                 lines.push(std::mem::replace(&mut line, rest.to_string()));
@@ -929,12 +938,12 @@ fn wrap(text: &str, first: &str, rest: &str) -> String {
     lines.join("\n")
 }
 
-/// One line of at most [`WIDTH`] columns, cut with `…` if longer.
+/// One line of at most the output's width columns, cut with `…` if longer.
 fn cut(line: &str) -> String {
-    if line.chars().count() <= WIDTH {
+    if line.chars().count() <= width() {
         return line.to_string();
     }
-    let mut cut: String = line.chars().take(WIDTH - 1).collect();
+    let mut cut: String = line.chars().take(width() - 1).collect();
     cut.push('…');
     cut
 }
@@ -955,7 +964,7 @@ fn wrap_sql(line: &str, indent: &str) -> String {
             return;
         }
         let at_start = current.trim().is_empty();
-        if !at_start && current.chars().count() + 1 + word.chars().count() > WIDTH {
+        if !at_start && current.chars().count() + 1 + word.chars().count() > width() {
             out.push(std::mem::replace(current, rest.clone()));
         } else if !at_start {
             current.push(' ');
@@ -987,46 +996,49 @@ fn wrap_sql(line: &str, indent: &str) -> String {
 fn print_outcome(task: &runner::TaskReport) {
     let details = &task.details;
     if let Some(summary) = details["summary"].as_str() {
-        println!("{}: {summary}", task.name);
+        say(&format!("{}: {summary}", task.name));
     }
     if details["action"] == "report" {
-        println!(
+        say(&format!(
             "{}: {} orphan row(s) found (action = \"report\": nothing was deleted)",
             task.name,
             output::count(details["orphans"].as_u64().unwrap_or(0))
-        );
+        ));
         if let Some(keys) = details["sample_keys"].as_array()
             && !keys.is_empty()
         {
             let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-            println!("  sample keys: {}", keys.join(", "));
+            output::println(&wrap(
+                &format!("sample keys: {}", keys.join(", ")),
+                "  ",
+                "    ",
+            ));
         }
     }
     if let Some(id) = details["backup_id"].as_i64() {
-        println!(
+        say(&format!(
             "{}: removed rows are in backup {id} (`pgmaint restore {id}` puts them back)",
             task.name
-        );
+        ));
     }
     let result = &details["result"];
     if let Some(columns) = result["columns"].as_array()
         && !columns.is_empty()
     {
         let headers: Vec<&str> = columns.iter().map(|c| c.as_str().unwrap_or("?")).collect();
-        let mut table = output::table(&headers);
+        let mut table = output::Table::new(&headers);
         for row in result["rows"].as_array().into_iter().flatten() {
             table.add_row(
                 row.as_array()
                     .into_iter()
                     .flatten()
-                    .map(|v| v.as_str().unwrap_or("NULL").to_string())
-                    .collect::<Vec<_>>(),
+                    .map(|v| v.as_str().unwrap_or("NULL").to_string()),
             );
         }
-        println!("{}: result", task.name);
-        println!("{table}");
+        output::println(&format!("{}: result", task.name));
+        table.print();
         if result["truncated"] == true {
-            println!("  (more rows than shown; the run's details keep the first ones)");
+            say("  (more rows than shown; the run's details keep the first ones)");
         }
     }
 }
