@@ -16,6 +16,7 @@ Examples:
   pgmaint run --all                            run every enabled task
   pgmaint run old_request_logs --max-runtime 10min
   pgmaint history --task old_request_logs --json
+  pgmaint history --status failed --schedule nightly
   pgmaint health --fail-on critical            the database's health; exit 1 if critical
   pgmaint backups                              backups of removed rows
   pgmaint restore 12 --dry-run                 what restoring backup 12 would put back
@@ -62,7 +63,7 @@ pub enum Command {
     Plan(PlanArgs),
     /// Past runs and what each task did
     #[command(
-        after_help = "Examples:\n  pgmaint history\n  pgmaint history --task old_request_logs --limit 5 --json"
+        after_help = "Dry runs are recorded too, and shown with --all (or --dry-runs).\nExamples:\n  pgmaint history\n  pgmaint history --task old_request_logs --limit 5 --json\n  pgmaint history --schedule nightly --status failed\n  pgmaint history --all --trigger cli"
     )]
     History(HistoryArgs),
     /// List backups: the rows destructive tasks removed, kept on disk
@@ -137,9 +138,21 @@ pub struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
-    /// Only runs of this task
+    /// Only runs of this task (with --status: runs where this task had that status)
     #[arg(long, value_name = "NAME")]
     pub task: Option<String>,
+    /// Only runs with this status
+    #[arg(long, value_name = "STATUS", value_parser = ["running", "succeeded", "failed", "cancelled", "interrupted", "skipped"])]
+    pub status: Option<String>,
+    /// Only runs this schedule fired
+    #[arg(long, value_name = "NAME")]
+    pub schedule: Option<String>,
+    /// Only runs started this way
+    #[arg(long, value_name = "TRIGGER", value_parser = ["cli", "schedule", "api"])]
+    pub trigger: Option<String>,
+    /// Include dry runs (`plan`, `run --dry-run`), which are hidden otherwise
+    #[arg(long = "all", visible_alias = "dry-runs")]
+    pub all: bool,
     /// How many runs to show
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub limit: i64,

@@ -154,6 +154,7 @@ pub fn wrap(text: &str, width: Option<usize>) -> String {
 pub struct Table {
     headers: Vec<String>,
     optional: Vec<usize>,
+    whole: Vec<usize>,
     rows: Vec<Vec<TableCell>>,
 }
 
@@ -190,8 +191,19 @@ impl Table {
         Table {
             headers: headers.iter().map(|h| h.to_string()).collect(),
             optional: Vec::new(),
+            whole: Vec::new(),
             rows: Vec::new(),
         }
+    }
+
+    /// Columns (by header) whose lines are never wrapped (a timestamp
+    /// with its zone, one per line).
+    pub fn unwrapped(mut self, headers: &[&str]) -> Self {
+        self.whole = headers
+            .iter()
+            .filter_map(|h| self.headers.iter().position(|x| x == h))
+            .collect();
+        self
     }
 
     /// Columns (by header) that may be left out on a narrow terminal, the
@@ -231,6 +243,9 @@ impl Table {
             .collect();
         let longest_word: Vec<usize> = (0..columns)
             .map(|i| {
+                if self.whole.contains(&i) {
+                    return natural[i];
+                }
                 texts(i)
                     .flat_map(str::split_whitespace)
                     .map(chars)
@@ -241,6 +256,9 @@ impl Table {
         // Numbers are never cut; other words may be, down to a few letters.
         let floor: Vec<usize> = (0..columns)
             .map(|i| {
+                if self.whole.contains(&i) {
+                    return natural[i];
+                }
                 texts(i)
                     .flat_map(str::split_whitespace)
                     .map(|w| {
@@ -456,5 +474,86 @@ impl Progress {
         if let Some(bar) = self.state.lock().expect("progress lock").take() {
             bar.bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn widest_line(text: &str) -> usize {
+        text.lines().map(chars).max().unwrap_or(0)
+    }
+
+    #[test]
+    fn a_table_fits_its_width_without_splitting_a_word_or_number() {
+        let mut table = Table::new(&[
+            "run",
+            "started (UTC)",
+            "by",
+            "status",
+            "task",
+            "task status",
+            "rows",
+            "batches",
+            "duration",
+        ])
+        .optional(&["by", "duration", "batches"]);
+        table.add_row([
+            "12",
+            "2026-01-02 03:04:05",
+            "cli someone@a-rather-long-host-name.example.com",
+            "succeeded",
+            "expired_password_resets",
+            "succeeded",
+            "100,800",
+            "20",
+            "1m05s",
+        ]);
+        let text = table.render(Some(80));
+        assert!(widest_line(&text) <= 80, "\n{text}");
+        for whole in [
+            "succeeded",
+            "100,800",
+            "expired_password_resets",
+            "2026-01-02",
+        ] {
+            assert!(text.contains(whole), "`{whole}` was split:\n{text}");
+        }
+        // Without a width nothing is dropped or wrapped.
+        let wide = table.render(None);
+        assert!(
+            wide.contains("duration") && wide.lines().count() == 5,
+            "\n{wide}"
+        );
+    }
+
+    #[test]
+    fn optional_columns_go_before_words_are_cut() {
+        let mut table = Table::new(&["object", "value", "advice"]).optional(&["advice"]);
+        table.add_row([
+            "public.a_table_with_a_long_name",
+            "1,234,567",
+            "run VACUUM (ANALYZE) on it, then consider lowering autovacuum_vacuum_scale_factor",
+        ]);
+        let text = table.render(Some(40));
+        assert!(widest_line(&text) <= 40, "\n{text}");
+        assert!(!text.contains("advice"), "\n{text}");
+        assert!(text.contains("1,234,567"), "\n{text}");
+        let text = table.render(Some(24));
+        assert!(text.contains("1,234,567") && text.contains('…'), "\n{text}");
+    }
+
+    #[test]
+    fn prose_wraps_at_spaces_under_its_indentation() {
+        let text = "error: something long went wrong with the table public.request_logs\n  help: do this and then that and the other";
+        let wrapped = wrap(text, Some(30));
+        assert!(widest_line(&wrapped) <= 30, "\n{wrapped}");
+        assert!(wrapped.contains("public.request_logs"), "\n{wrapped}");
+        assert!(
+            wrapped.lines().any(|l| l.starts_with("        ")),
+            "\n{wrapped}"
+        );
+        assert_eq!(wrap(text, None), text);
     }
 }

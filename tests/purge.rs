@@ -82,7 +82,8 @@ async fn dry_run_counts_exactly_and_changes_nothing_then_run_deletes_exactly_tho
         "expired rows gone, valid rows kept"
     );
 
-    let history = db.pgmaint(&["history", "--json"]).await.json();
+    // The plan was recorded too; `--all` shows dry runs.
+    let history = db.pgmaint(&["history", "--json", "--all"]).await.json();
     let runs = history["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2);
     assert_eq!(

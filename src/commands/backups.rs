@@ -21,15 +21,16 @@ pub async fn backups(cli: &Cli) -> Result<bool, CliError> {
         return Ok(true);
     }
     if list.is_empty() {
-        println!(
+        output::paragraph(&format!(
             "No backups. Tasks with `backup = true` (the default for high and critical ones) write them to {}.",
             config.backups.dir.display()
-        );
+        ));
         return Ok(true);
     }
-    let mut table = output::table(&["id", "task", "table", "rows", "created", "path"]);
+    let mut table = output::Table::new(&["id", "task", "table", "rows", "created", "path"])
+        .optional(&["created", "path"]);
     for b in &list {
-        table.add_row(vec![
+        table.add_row([
             b.id.to_string(),
             b.task.clone(),
             b.table.clone(),
@@ -38,8 +39,8 @@ pub async fn backups(cli: &Cli) -> Result<bool, CliError> {
             b.path.clone(),
         ]);
     }
-    println!("{table}");
-    println!("Restore one with `pgmaint restore ID` (try --dry-run first).");
+    table.print();
+    output::paragraph("Restore one with `pgmaint restore ID` (try --dry-run first).");
     Ok(true)
 }
 
@@ -52,6 +53,21 @@ pub async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<bool, CliError> {
         return Err(CliError::Failed(
             "this server is a standby; restore into the primary".into(),
         ));
+    }
+    // A backup that does not exist is a usage error: nothing is recorded
+    // or changed.
+    let known = backup::list(&client, schema)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    if !known.iter().any(|b| b.id == args.backup) {
+        return Err(CliError::Usage(format!(
+            "there is no backup {}\n  help: `pgmaint backups` lists them{}",
+            args.backup,
+            match known.first() {
+                Some(latest) => format!(" (the latest is {})", latest.id),
+                None => " (there are none yet)".to_string(),
+            }
+        )));
     }
     let trigger = Trigger::cli(&super::run::command_line());
     let run_id = state::start_run(&mut client, schema, &trigger, args.dry_run).await?;
@@ -115,31 +131,31 @@ pub async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<bool, CliError> {
         } else {
             "put back"
         };
-        println!(
+        output::paragraph(&format!(
             "Backup {} into {}: {verb} {} of {} row(s); {} already present (left alone).",
             report.backup_id,
             report.table,
             output::count(report.restored),
             output::count(report.rows_in_backup),
             output::count(report.already_present)
-        );
+        ));
         for part in &report.cascade {
             let what = if part.action == "cascade" {
                 "row(s) its ON DELETE CASCADE removed"
             } else {
                 "row(s) whose columns it changed"
             };
-            println!(
+            output::paragraph(&format!(
                 "  {} ({}): {verb} {} of {} {what}; {} left alone.",
                 part.table,
                 part.via,
                 output::count(part.restored),
                 output::count(part.rows_in_backup),
                 output::count(part.already_present)
-            );
+            ));
         }
         if report.dry_run {
-            println!("Nothing was changed.");
+            output::println("Nothing was changed.");
         }
     }
     Ok(true)

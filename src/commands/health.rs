@@ -5,7 +5,8 @@ use std::io::IsTerminal;
 use super::{CliError, connect, load_config, print_json};
 use crate::cli::{Cli, HealthArgs};
 use crate::health::{self, CHECK_NAMES, Level, Report};
-use crate::output;
+use crate::output::{self, TableCell};
+use comfy_table::Color;
 
 pub async fn health(cli: &Cli, args: &HealthArgs) -> Result<bool, CliError> {
     let config = load_config(cli, false)?;
@@ -59,20 +60,32 @@ fn print_report(report: &Report) {
         };
         format!("\x1b[{code}m{text}\x1b[0m")
     };
+    let cell_colour = |level: Level| {
+        colour.then_some(match level {
+            Level::Critical => Color::Red,
+            Level::Warning => Color::Yellow,
+            Level::Unknown => Color::Magenta,
+            Level::Ok => Color::Green,
+        })
+    };
+    let width = output::stdout_width();
     let mut checks: Vec<_> = report.checks.iter().collect();
     checks.sort_by_key(|c| std::cmp::Reverse(c.status));
-    println!("Health: {}", paint(report.status, report.status.as_str()));
+    output::println(&format!(
+        "Health: {}",
+        paint(report.status, report.status.as_str())
+    ));
     let mut current = None;
     for check in checks {
         if current != Some(check.status) {
             current = Some(check.status);
-            println!();
-            println!(
-                "{}",
-                paint(check.status, &check.status.as_str().to_uppercase())
-            );
+            output::println("");
+            output::println(&paint(check.status, &check.status.as_str().to_uppercase()));
         }
-        println!("  {}: {}", check.name, check.summary);
+        output::println(&output::wrap(
+            &format!("  {}: {}", check.name, check.summary),
+            width,
+        ));
         let problems: Vec<_> = check
             .findings
             .iter()
@@ -81,24 +94,26 @@ fn print_report(report: &Report) {
         if problems.is_empty() {
             continue;
         }
-        let mut table = output::table(&["", "object", "value", "threshold", "advice"]);
+        let mut table = output::Table::new(&["", "object", "value", "threshold", "advice"])
+            .optional(&["advice", "threshold"]);
         for finding in problems.iter().take(20) {
-            table.add_row(vec![
-                paint(finding.status, finding.status.as_str()),
-                finding.object.clone(),
-                finding.value.clone(),
-                finding.threshold.clone(),
-                finding.advice.clone(),
+            table.add_row([
+                TableCell::coloured(finding.status.as_str(), cell_colour(finding.status)),
+                finding.object.clone().into(),
+                finding.value.clone().into(),
+                finding.threshold.clone().into(),
+                finding.advice.clone().into(),
             ]);
         }
-        for line in table.to_string().lines() {
-            println!("    {line}");
+        // Indented under its check, so four columns fewer.
+        for line in table.render(width.map(|w| w.saturating_sub(4))).lines() {
+            output::println(&format!("    {line}"));
         }
         if problems.len() > 20 {
-            println!(
+            output::println(&format!(
                 "    ... and {} more (--json lists them all)",
                 problems.len() - 20
-            );
+            ));
         }
     }
 }
@@ -112,7 +127,7 @@ pub async fn snapshot(cli: &Cli) -> Result<bool, CliError> {
     if cli.json {
         print_json(&snapshot);
     } else if !cli.quiet {
-        println!(
+        output::paragraph(&format!(
             "Snapshot {}: {} relations{}; {} old snapshot(s) pruned.",
             snapshot.id,
             snapshot.relations,
@@ -121,7 +136,7 @@ pub async fn snapshot(cli: &Cli) -> Result<bool, CliError> {
                 .map(|n| format!(", {n} pg_stat_statements entries"))
                 .unwrap_or_else(|| " (pg_stat_statements is not installed)".into()),
             snapshot.pruned
-        );
+        ));
     }
     Ok(true)
 }

@@ -31,8 +31,10 @@ pub async fn test(cli: &Cli, name: &str) -> Result<bool, CliError> {
         );
     } else if !cli.quiet {
         match &result {
-            Ok(()) => println!("Sent a test message through {name}."),
-            Err(err) => eprintln!("{name}: {err} (after {attempts} attempts)"),
+            Ok(()) => crate::output::paragraph(&format!("Sent a test message through {name}.")),
+            Err(err) => {
+                crate::output::eprint_wrapped(&format!("{name}: {err} (after {attempts} attempts)"))
+            }
         }
     }
     Ok(result.is_ok())

@@ -75,9 +75,12 @@ pub async fn schedules(cli: &Cli) -> Result<bool, CliError> {
         print_json(&serde_json::json!({ "schedules": lines }));
         return Ok(true);
     }
-    let mut table = output::table(&["schedule", "cron", "tasks", "next fires (local)", "(UTC)"]);
+    let mut table =
+        output::Table::new(&["schedule", "cron", "tasks", "next fires (local)", "(UTC)"])
+            .optional(&["(UTC)"])
+            .unwrapped(&["next fires (local)", "(UTC)"]);
     for line in &lines {
-        table.add_row(vec![
+        table.add_row([
             format!(
                 "{}{}",
                 line.name,
@@ -107,6 +110,6 @@ pub async fn schedules(cli: &Cli) -> Result<bool, CliError> {
                 .join("\n"),
         ]);
     }
-    println!("{table}");
+    table.print();
     Ok(true)
 }

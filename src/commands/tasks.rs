@@ -46,7 +46,7 @@ pub async fn tasks(cli: &Cli) -> Result<bool, CliError> {
                 .await
                 .ok(),
             Err(err) => {
-                eprintln!("(last refresh times need the database: {err})");
+                output::eprint_wrapped(&format!("(last refresh times need the database: {err})"));
                 None
             }
         }
@@ -92,7 +92,8 @@ pub async fn tasks(cli: &Cli) -> Result<bool, CliError> {
         print_json(&serde_json::json!({ "tasks": lines }));
         return Ok(true);
     }
-    let mut table = output::table(&[
+    let refreshes = lines.iter().any(|l| l.last_refresh.is_some());
+    let mut headers = vec![
         "task",
         "kind",
         "target",
@@ -100,10 +101,19 @@ pub async fn tasks(cli: &Cli) -> Result<bool, CliError> {
         "backup",
         "enabled",
         "schedules",
+    ];
+    if refreshes {
+        headers.push("last refresh");
+    }
+    let mut table = output::Table::new(&headers).optional(&[
+        "severity",
+        "schedules",
         "last refresh",
+        "enabled",
+        "backup",
     ]);
     for line in &lines {
-        table.add_row(vec![
+        table.add_row([
             line.name.clone(),
             line.kind.to_string(),
             line.target.clone(),
@@ -127,6 +137,6 @@ pub async fn tasks(cli: &Cli) -> Result<bool, CliError> {
                 .unwrap_or_default(),
         ]);
     }
-    println!("{table}");
+    table.print();
     Ok(true)
 }

@@ -470,21 +470,83 @@ pub struct RunRecord {
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
     pub trigger: String,
     pub triggered_by: String,
+    /// The schedule that fired the run (or that the API ran), if any.
+    pub schedule: Option<String>,
     pub status: String,
     pub dry_run: bool,
     pub error: Option<String>,
     pub tasks: Vec<TaskRunRecord>,
 }
 
+/// Which runs `history` shows. The default shows real runs only: every
+/// `plan` is recorded too, and would crowd them out.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    /// Only runs of this task, and only its rows of them.
+    pub task: Option<String>,
+    /// The run's status; with `task`, that task's status in the run.
+    pub status: Option<String>,
+    pub schedule: Option<String>,
+    pub trigger: Option<String>,
+    pub dry_runs: bool,
+    pub limit: i64,
+}
+
 /// The latest runs, newest first; with `task`, only runs that ran it (and
-/// only that task's rows).
+/// only that task's rows). Dry runs included.
 pub async fn history(
     client: &Client,
     schema: &str,
     task: Option<&str>,
     limit: i64,
 ) -> Result<Vec<RunRecord>, StateError> {
-    runs(client, schema, task, None, limit).await
+    let filter = HistoryFilter {
+        task: task.map(str::to_string),
+        dry_runs: true,
+        limit,
+        ..HistoryFilter::default()
+    };
+    runs(client, schema, &filter, None).await
+}
+
+/// The latest runs the filter lets through, newest first.
+pub async fn history_filtered(
+    client: &Client,
+    schema: &str,
+    filter: &HistoryFilter,
+) -> Result<Vec<RunRecord>, StateError> {
+    runs(client, schema, filter, None).await
+}
+
+/// How many dry runs the filter would show with `dry_runs` set: what a
+/// `history` that shows none says it left out.
+pub async fn hidden_dry_runs(
+    client: &Client,
+    schema: &str,
+    filter: &HistoryFilter,
+) -> Result<i64, StateError> {
+    let q = quote_ident(schema);
+    let filter = HistoryFilter {
+        dry_runs: true,
+        ..filter.clone()
+    };
+    Ok(client
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {q}.runs r WHERE r.dry_run AND {}",
+                run_conditions(&q)
+            ),
+            &[
+                &filter.task,
+                &filter.status,
+                &filter.schedule,
+                &filter.trigger,
+                &filter.dry_runs,
+                &None::<i64>,
+            ],
+        )
+        .await?
+        .get(0))
 }
 
 /// One run with its tasks.
@@ -493,26 +555,68 @@ pub async fn run_by_id(
     schema: &str,
     id: i64,
 ) -> Result<Option<RunRecord>, StateError> {
-    Ok(runs(client, schema, None, Some(id), 1).await?.pop())
+    let filter = HistoryFilter {
+        dry_runs: true,
+        limit: 1,
+        ..HistoryFilter::default()
+    };
+    Ok(runs(client, schema, &filter, Some(id)).await?.pop())
+}
+
+/// The schedule behind a run: the fire that started it (the daemon links
+/// its claim to the run), else what the trigger recorded, `schedule NAME
+/// at TIME` for a fire or the API's `POST /api/v1/schedules/NAME/run`.
+fn schedule_of_run(q: &str) -> String {
+    format!(
+        "coalesce(
+            (SELECT f.schedule FROM {q}.schedule_fires f WHERE f.run_id = r.id LIMIT 1),
+            CASE WHEN r.trigger = 'schedule' THEN substring(r.command FROM '^schedule (\\S+) at ')
+                 WHEN r.trigger = 'api' THEN substring(r.command FROM '^POST /api/v1/schedules/([^/ ]+)/run')
+            END)"
+    )
+}
+
+/// The conditions of a history query on runs `r`: $1 task, $2 status,
+/// $3 schedule, $4 trigger, $5 dry runs too, $6 one run's id.
+fn run_conditions(q: &str) -> String {
+    let schedule = schedule_of_run(q);
+    format!(
+        "($1::text IS NULL OR EXISTS (SELECT 1 FROM {q}.task_runs t WHERE t.run_id = r.id AND t.task = $1
+                                     AND ($2::text IS NULL OR t.status = $2)))
+         AND ($2::text IS NULL OR $1::text IS NOT NULL OR r.status = $2)
+         AND ($3::text IS NULL OR {schedule} = $3)
+         AND ($4::text IS NULL OR r.trigger = $4)
+         AND ($5 OR NOT r.dry_run)
+         AND ($6::bigint IS NULL OR r.id = $6)"
+    )
 }
 
 async fn runs(
     client: &Client,
     schema: &str,
-    task: Option<&str>,
+    filter: &HistoryFilter,
     id: Option<i64>,
-    limit: i64,
 ) -> Result<Vec<RunRecord>, StateError> {
     let q = quote_ident(schema);
     let runs = client
         .query(
             &format!(
-                "SELECT id, started_at, finished_at, trigger, triggered_by, status, dry_run, error FROM {q}.runs r
-                  WHERE ($1::text IS NULL OR EXISTS (SELECT 1 FROM {q}.task_runs t WHERE t.run_id = r.id AND t.task = $1))
-                    AND ($3::bigint IS NULL OR r.id = $3)
-                  ORDER BY id DESC LIMIT $2"
+                "SELECT id, started_at, finished_at, trigger, triggered_by, status, dry_run, error, {}
+                   FROM {q}.runs r
+                  WHERE {}
+                  ORDER BY id DESC LIMIT $7",
+                schedule_of_run(&q),
+                run_conditions(&q)
             ),
-            &[&task, &limit, &id],
+            &[
+                &filter.task,
+                &filter.status,
+                &filter.schedule,
+                &filter.trigger,
+                &filter.dry_runs,
+                &id,
+                &filter.limit,
+            ],
         )
         .await?;
     let ids: Vec<i64> = runs.iter().map(|r| r.get(0)).collect();
@@ -522,7 +626,7 @@ async fn runs(
                 "SELECT run_id, task, kind, status, rows, batches, retries, duration_ms, error, details
                    FROM {q}.task_runs WHERE run_id = ANY($1) AND ($2::text IS NULL OR task = $2) ORDER BY id"
             ),
-            &[&ids, &task],
+            &[&ids, &filter.task],
         )
         .await?;
     Ok(runs
@@ -538,6 +642,7 @@ async fn runs(
                 status: r.get(5),
                 dry_run: r.get(6),
                 error: r.get(7),
+                schedule: r.get(8),
                 tasks: task_rows
                     .iter()
                     .filter(|t| t.get::<_, i64>(0) == run_id)
