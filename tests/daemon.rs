@@ -658,6 +658,21 @@ async fn a_health_alert_is_sent_once_repeated_after_its_interval_and_recovers() 
     let first = next(&mut inbox).await;
     let started = Instant::now();
     assert_eq!(first["details"]["kind"], "alert", "{first}");
+    // It names the database: host, port, name; no user, no password.
+    let port = common::cluster().port;
+    assert_eq!(
+        first["details"]["database"],
+        serde_json::json!({"host": "127.0.0.1", "port": port, "database": db.name}),
+        "{first}"
+    );
+    assert!(
+        first["title"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(" on {} at 127.0.0.1:{port}", db.name)),
+        "{first}"
+    );
+    assert!(!first.to_string().contains("postgres@"), "{first}");
     assert!(
         first["title"]
             .as_str()
@@ -679,6 +694,11 @@ async fn a_health_alert_is_sent_once_repeated_after_its_interval_and_recovers() 
         recovery = next(&mut inbox).await;
     }
     assert_eq!(recovery["details"]["kind"], "recovery", "{recovery}");
+    assert_eq!(recovery["level"], "recovery", "{recovery}");
+    assert_eq!(
+        recovery["details"]["database"]["database"],
+        db.name.as_str()
+    );
     assert!(
         recovery["title"].as_str().unwrap().contains("recovered"),
         "{recovery}"
@@ -941,6 +961,349 @@ async fn max_runtime_ends_a_pause_between_batches() {
     assert!(
         db.count("SELECT count(*) FROM items").await > 500,
         "it stopped early"
+    );
+    daemon.terminate();
+    daemon.child.wait().await.unwrap();
+}
+
+/// Asserts an API answer is the API's JSON error with this status.
+#[track_caller]
+fn assert_json_error((status, body): &(u16, String), want: u16, what: &str) {
+    assert_eq!(*status, want, "{what}: {body}");
+    let json: serde_json::Value = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("{what}: not the API's JSON error ({e}): {body}"));
+    assert!(
+        json["error"].as_str().is_some_and(|m| !m.is_empty()),
+        "{what}: {body}"
+    );
+}
+
+#[tokio::test]
+async fn every_api_error_is_the_apis_json_error() {
+    let db = setup("").await;
+    let mut daemon = Daemon::start(&db);
+    let token = Some("s3cret");
+    for (body, what) in [
+        (r#"{"dry_run": "yes"}"#, "a wrong type"),
+        (r#"{"bogus": 1}"#, "an unknown field"),
+        ("not json", "not JSON"),
+        (r#"{"batch_size": 0}"#, "a zero batch size"),
+        (r#"{"max_runtime": "soon"}"#, "a bad duration"),
+    ] {
+        let answer = daemon
+            .http("POST", "/api/v1/tasks/mark/run", token, body)
+            .await;
+        assert_json_error(&answer, 400, what);
+    }
+    let big = format!("{{\"dry_run\": false, \"x\": \"{}\"}}", "a".repeat(20_000));
+    assert_json_error(
+        &daemon
+            .http("POST", "/api/v1/tasks/mark/run", token, &big)
+            .await,
+        413,
+        "a body over 16 KiB",
+    );
+    assert_json_error(
+        &daemon.http("GET", "/api/v1/runs/abc", token, "").await,
+        400,
+        "a run id that is not a number",
+    );
+    assert_json_error(
+        &daemon
+            .http("GET", "/api/v1/runs?limit=many", token, "")
+            .await,
+        400,
+        "a limit that is not a number",
+    );
+    assert_json_error(
+        &daemon
+            .http("GET", "/api/v1/runs?status=fine", token, "")
+            .await,
+        400,
+        "an unknown status",
+    );
+    assert_json_error(
+        &daemon.http("GET", "/api/v1/nothing-here", token, "").await,
+        404,
+        "an unknown route",
+    );
+    assert_json_error(
+        &daemon.http("DELETE", "/api/v1/tasks", token, "").await,
+        405,
+        "a wrong method",
+    );
+    assert_json_error(
+        &daemon.http("POST", "/api/v1/schedules", token, "{").await,
+        400,
+        "a schedule body that is not JSON",
+    );
+    // Nothing ran: every request above was refused.
+    assert_eq!(db.count("SELECT count(*) FROM pgmaint.runs").await, 0);
+    daemon.terminate();
+    daemon.child.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn run_now_takes_api_schedules_batch_size_and_max_runtime() {
+    let db = setup(
+        "[tasks.purge_some]\nkind = \"purge\"\ntable = \"items\"\nwhere = \"id <= 100\"\n\n\
+         [tasks.slow_purge]\nkind = \"purge\"\ntable = \"items\"\nwhere = \"id > 100 AND id % 2 = 0\"\nbatch_size = 10\npause = \"2s\"\n",
+    )
+    .await;
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items SELECT generate_series(1, 1000)",
+        )
+        .await
+        .unwrap();
+    let mut daemon = Daemon::start(&db);
+    let token = Some("s3cret");
+    let (status, body) = daemon
+        .http(
+            "POST",
+            "/api/v1/schedules",
+            token,
+            r#"{"name": "yearly", "cron": "0 0 1 1 *", "tasks": ["mark"]}"#,
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = start_run(&daemon, "/api/v1/schedules/yearly/run", "{}").await;
+    let run = finished_run(&daemon, id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["trigger"], "api", "{run}");
+    assert_eq!(db.count("SELECT count(*) FROM marks").await, 1);
+    assert_json_error(
+        &daemon
+            .http("POST", "/api/v1/schedules/nope/run", token, "{}")
+            .await,
+        404,
+        "an unknown schedule",
+    );
+
+    let id = start_run(
+        &daemon,
+        "/api/v1/tasks/purge_some/run",
+        r#"{"batch_size": 10}"#,
+    )
+    .await;
+    let run = finished_run(&daemon, id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["tasks"][0]["rows"], 100, "{run}");
+    // In one batch without it (batch_size 5000).
+    assert!(
+        run["tasks"][0]["batches"].as_i64().unwrap() >= 2,
+        "batch_size 10 takes 100 rows in several batches: {run}"
+    );
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM pgmaint.runs WHERE id = {id} AND command LIKE '%batch_size=10%'"
+        ))
+        .await,
+        1,
+        "the audit trail records the batch size"
+    );
+
+    let id = start_run(
+        &daemon,
+        "/api/v1/tasks/slow_purge/run",
+        r#"{"max_runtime": "1s"}"#,
+    )
+    .await;
+    let run = finished_run(&daemon, id).await;
+    assert_eq!(run["status"], "cancelled", "{run}");
+    assert!(db.count("SELECT count(*) FROM items").await > 100);
+    daemon.terminate();
+    daemon.child.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn metrics_and_status_without_the_database_name_nothing_of_it() {
+    let db = setup("").await;
+    let port = free_port();
+    let dead = free_port();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgmaint"))
+        .arg("--config")
+        .arg(db.dir.path().join("pgmaint.toml"))
+        .arg("--database-url")
+        .arg(format!(
+            "postgres://secret_user:secret_pw@127.0.0.1:{dead}/secret_db"
+        ))
+        .args(["daemon", "--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut daemon = Daemon { child, port };
+    let leaks = |body: &str| {
+        [
+            "secret_user",
+            "secret_pw",
+            "secret_db",
+            "127.0.0.1",
+            &dead.to_string(),
+        ]
+        .into_iter()
+        .filter(|s| body.contains(s))
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+    };
+    let (status, metrics) = daemon.http("GET", "/metrics", None, "").await;
+    assert_eq!(status, 200, "{metrics}");
+    assert!(
+        metrics.contains("pgmaint_up 1") && metrics.contains("pgmaint_database_up 0"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("unreachable"), "{metrics}");
+    assert_eq!(leaks(&metrics), Vec::<String>::new(), "{metrics}");
+    for path in ["/api/v1/status", "/api/v1/runs", "/api/v1/schedules"] {
+        let (_, body) = daemon.http("GET", path, Some("s3cret"), "").await;
+        assert!(body.contains("unreachable"), "{path}: {body}");
+        assert_eq!(leaks(&body), Vec::<String>::new(), "{path}: {body}");
+    }
+    daemon.terminate();
+    daemon.child.wait().await.unwrap();
+}
+
+/// A daemon on a free port writing JSON log lines to `log`.
+fn logging_daemon(db: &TestDb, log: &std::path::Path) -> Daemon {
+    let port = free_port();
+    let child = db
+        .command(&[
+            "daemon",
+            "--log-format",
+            "json",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    Daemon { child, port }
+}
+
+/// The messages of a JSON log, each with its fields.
+fn log_lines(log: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The next notification whose details say `key` is `value`.
+async fn next_where(
+    inbox: &mut tokio::sync::mpsc::UnboundedReceiver<Received>,
+    key: &str,
+    value: &str,
+) -> serde_json::Value {
+    loop {
+        let event = next(inbox).await;
+        if event["details"][key] == value {
+            return event;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_api_run_notifies_and_logs_as_a_fire_does() {
+    let (url, mut inbox) = receiver().await;
+    let db = setup(&format!(
+        "[tasks.broken]\nkind = \"sql\"\nsql = \"SELECT 1 / 0\"\n\n[notifiers.ops]\nkind = \"webhook\"\nurl = \"{url}\"\n\n\
+         [schedules.nightly]\ncron = \"0 3 * * *\"\ntasks = [\"broken\"]\nnotify = {{ on_failure = [\"ops\"] }}\n"
+    ))
+    .await;
+    let log = db.dir.path().join("daemon.log");
+    let mut daemon = logging_daemon(&db, &log);
+    // What a GitHub Actions cron or a Kubernetes CronJob calls.
+    let task_run = start_run(&daemon, "/api/v1/tasks/broken/run", "{}").await;
+    let event = next(&mut inbox).await;
+    assert_eq!(event["level"], "failure", "{event}");
+    assert_eq!(event["details"]["trigger"], "api", "{event}");
+    assert_eq!(event["details"]["task"], "broken", "{event}");
+    assert_eq!(event["details"]["run"]["run_id"], task_run, "{event}");
+    assert_eq!(event["details"]["database"]["database"], db.name.as_str());
+    assert!(
+        event["text"].as_str().unwrap().contains("division by zero"),
+        "{event}"
+    );
+    let schedule_run = start_run(&daemon, "/api/v1/schedules/nightly/run", "{}").await;
+    let event = next(&mut inbox).await;
+    assert_eq!(event["level"], "failure", "{event}");
+    assert_eq!(event["details"]["schedule"], "nightly", "{event}");
+    assert!(
+        event["title"].as_str().unwrap().starts_with(&format!(
+            "pgmaint: schedule nightly failed (run {schedule_run})"
+        )),
+        "{event}"
+    );
+    wait_for(
+        &db,
+        "SELECT count(*) FROM pgmaint.notifications WHERE notifier = 'ops' AND ok",
+        |n| n == 2,
+        "both recorded",
+    )
+    .await;
+    daemon.terminate();
+    daemon.child.wait().await.unwrap();
+    let lines = log_lines(&log);
+    for id in [task_run, schedule_run] {
+        for message in ["run started", "run finished"] {
+            assert!(
+                lines.iter().any(|l| l["fields"]["run_id"] == id
+                    && l["fields"]["trigger"] == "api"
+                    && l["fields"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with(message))),
+                "no `{message}` line for run {id}: {lines:#?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_schedules_list_for_an_outcome_is_what_it_says() {
+    let (url, mut inbox) = receiver().await;
+    let (quiet_url, mut quiet_inbox) = receiver().await;
+    // Neither notifier sets on_success (it defaults to false).
+    let db = setup(&format!(
+        "[notifiers.ops]\nkind = \"webhook\"\nurl = \"{url}\"\n\n\
+         [notifiers.quiet]\nkind = \"webhook\"\nurl = \"{quiet_url}\"\n\n\
+         [schedules.explicit]\ncron = \"* * * * * *\"\ntasks = [\"mark\"]\nnotify = {{ on_success = [\"ops\"] }}\n\n\
+         [schedules.plain]\ncron = \"* * * * * *\"\ntasks = [\"mark\"]\nnotify = [\"quiet\"]\n"
+    ))
+    .await;
+    let mut daemon = Daemon::start(&db);
+    let event = next_where(&mut inbox, "schedule", "explicit").await;
+    assert_eq!(event["level"], "success", "{event}");
+    // An API schedule's list is every outcome, success included.
+    let (status, body) = daemon
+        .http(
+            "POST",
+            "/api/v1/schedules",
+            Some("s3cret"),
+            r#"{"name": "from_api", "cron": "* * * * * *", "tasks": ["mark"], "notify": ["ops"]}"#,
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let event = next_where(&mut inbox, "schedule", "from_api").await;
+    assert_eq!(event["level"], "success", "{event}");
+    // A plain config list leaves success to the notifier, which does not
+    // take it.
+    wait_for(
+        &db,
+        "SELECT count(*) FROM pgmaint.schedule_fires WHERE schedule = 'plain' AND status = 'succeeded'",
+        |n| n >= 3,
+        "fires of the plain schedule",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        quiet_inbox.try_recv().is_err(),
+        "a plain list sent a success its notifier does not take"
     );
     daemon.terminate();
     daemon.child.wait().await.unwrap();

@@ -2,38 +2,126 @@
 //! and under `/api/v1` (bearer token, compared in constant time) status,
 //! tasks, runs, schedules, and starting a task or a schedule now. Every run
 //! started here is recorded in the audit trail with trigger `api`. Request
-//! bodies are limited to 16 KiB.
+//! bodies are limited to 16 KiB. Every error, whatever refused the request
+//! (a handler, a body that does not parse, an unknown route), is the same
+//! JSON `{"error": "..."}`, and none names the database's host, name or
+//! user: the daemon's log has the details.
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::api_schedules::{self, ScheduleBody};
-use super::{Shared, StartError};
+use super::{RunNow, Shared, StartError, Started};
 use crate::config::ScheduleConfig;
 use crate::runner::{Confirmation, Refusal};
 use crate::schedule::Schedule;
 use crate::state;
+use crate::status::Status;
 
 type Api = Arc<Shared>;
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+/// The largest request body.
+const BODY_LIMIT: usize = 16 * 1024;
+
+/// What every refused request gets: a status and a message a client can
+/// show, as `{"error": message}`.
+#[derive(Debug)]
+pub(super) struct ApiError {
+    status: StatusCode,
+    message: String,
 }
 
-fn unavailable(err: impl std::fmt::Display) -> Response {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("the database is not reachable: {err}"),
-    )
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// The database cannot be used. The cause names the server (host,
+    /// port, database, user), so it goes to the log and not to the client.
+    fn unreachable(cause: impl std::fmt::Display) -> ApiError {
+        tracing::warn!("an API request could not use the database: {cause}");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, UNREACHABLE)
+    }
+}
+
+/// What the API and /metrics say when the database cannot be used.
+const UNREACHABLE: &str = "the database is unreachable (the daemon's log says why)";
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::bad_request(rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::bad_request(rejection.body_text())
+    }
+}
+
+type Answer = Result<Response, ApiError>;
+
+/// A JSON request body, read whatever its Content-Type says (`curl -d`
+/// sends form-urlencoded) and refused as the API's JSON error. An empty
+/// body is `{}`.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(request, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is larger than {} KiB", BODY_LIMIT / 1024),
+                )
+            } else {
+                ApiError::bad_request(r.body_text())
+            }
+        })?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(text)
+            .map(Body)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid: {e}")))
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    ApiError::new(status, message).into_response()
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, shared: Api) {
@@ -52,16 +140,38 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Api) {
                 .delete(delete_schedule),
         )
         .route("/schedules/{name}/run", post(run_schedule))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(shared.clone(), authorize));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .nest("/api/v1", v1)
-        .layer(DefaultBodyLimit::max(16 * 1024))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(shared);
     if let Err(err) = axum::serve(listener, app).await {
         tracing::error!("the HTTP server stopped: {err}");
     }
+}
+
+async fn no_route(request: Request) -> ApiError {
+    ApiError::not_found(format!(
+        "there is no route {}; GET /api/v1/openapi.json lists them",
+        request.uri().path()
+    ))
+}
+
+async fn wrong_method(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} does not take {}; GET /api/v1/openapi.json lists what each route takes",
+            request.uri().path(),
+            request.method()
+        ),
+    )
 }
 
 /// The API's OpenAPI 3 description; a test checks that it names every
@@ -109,25 +219,23 @@ async fn authorize(State(shared): State<Api>, request: Request, next: Next) -> R
     }
 }
 
+/// Prometheus text. Without the database only this process's own figures,
+/// and a comment that the database is unreachable: /metrics needs no token,
+/// so it names nothing of the server (the log has the cause).
 async fn metrics(State(shared): State<Api>) -> Response {
-    let client = match shared.connect().await {
-        Ok(c) => c,
-        Err(err) => {
-            return (
-                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                format!("pgmaint_up 1\npgmaint_database_up 0\n# {err}\n"),
-            )
-                .into_response();
-        }
+    let text = match shared.connect().await {
+        Ok(client) => match super::metrics::render(&client, &shared).await {
+            Ok(text) => format!("{text}pgmaint_database_up 1\n"),
+            Err(err) => metrics_unreachable(crate::db::describe(&err)),
+        },
+        Err(err) => metrics_unreachable(err),
     };
-    match super::metrics::render(&client, &shared).await {
-        Ok(text) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            format!("{text}pgmaint_database_up 1\n"),
-        )
-            .into_response(),
-        Err(err) => unavailable(crate::db::describe(&err)),
-    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+fn metrics_unreachable(cause: impl std::fmt::Display) -> String {
+    tracing::debug!("/metrics could not use the database: {cause}");
+    "pgmaint_up 1\npgmaint_database_up 0\n# the database is unreachable\n".into()
 }
 
 async fn status(State(shared): State<Api>) -> Response {
@@ -136,7 +244,10 @@ async fn status(State(shared): State<Api>) -> Response {
             Ok(()) => json!({"reachable": true}),
             Err(err) => json!({"reachable": true, "error": err.to_string()}),
         },
-        Err(err) => json!({"reachable": false, "error": err.to_string()}),
+        Err(err) => {
+            tracing::warn!("an API request could not use the database: {err}");
+            json!({"reachable": false, "error": UNREACHABLE})
+        }
     };
     Json(json!({
         "daemon": shared.id,
@@ -170,6 +281,7 @@ async fn tasks(State(shared): State<Api>) -> Response {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RunsQuery {
     task: Option<String>,
     status: Option<String>,
@@ -177,42 +289,66 @@ struct RunsQuery {
     limit: Option<i64>,
 }
 
-async fn runs(State(shared): State<Api>, Query(query): Query<RunsQuery>) -> Response {
-    let client = match shared.connect().await {
-        Ok(c) => c,
-        Err(err) => return unavailable(err),
-    };
+const STATUSES: &[Status] = &[
+    Status::Running,
+    Status::Succeeded,
+    Status::Failed,
+    Status::Cancelled,
+    Status::Interrupted,
+    Status::Skipped,
+];
+const TRIGGERS: &[&str] = &["cli", "schedule", "api"];
+
+async fn runs(
+    State(shared): State<Api>,
+    query: Result<Query<RunsQuery>, QueryRejection>,
+) -> Answer {
+    let Query(query) = query?;
+    if let Some(status) = &query.status
+        && !STATUSES.iter().any(|s| s.as_str() == status)
+    {
+        let known: Vec<_> = STATUSES.iter().map(|s| s.as_str()).collect();
+        return Err(ApiError::bad_request(format!(
+            "there is no status `{status}`; statuses are {}",
+            known.join(", ")
+        )));
+    }
+    if let Some(trigger) = &query.trigger
+        && !TRIGGERS.contains(&trigger.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "there is no trigger `{trigger}`; triggers are {}",
+            TRIGGERS.join(", ")
+        )));
+    }
+    let client = shared.connect().await.map_err(ApiError::unreachable)?;
     let limit = query.limit.unwrap_or(50).clamp(1, 1000);
-    match state::history(
+    let runs = state::history(
         &client,
         &shared.config.state_schema,
         query.task.as_deref(),
         limit * 4,
     )
     .await
-    {
-        Ok(runs) => {
-            let runs: Vec<_> = runs
-                .into_iter()
-                .filter(|r| query.status.as_ref().is_none_or(|s| &r.status == s))
-                .filter(|r| query.trigger.as_ref().is_none_or(|t| &r.trigger == t))
-                .take(limit as usize)
-                .collect();
-            Json(json!({ "runs": runs })).into_response()
-        }
-        Err(err) => unavailable(err),
-    }
+    .map_err(ApiError::unreachable)?;
+    let runs: Vec<_> = runs
+        .into_iter()
+        .filter(|r| query.status.as_ref().is_none_or(|s| &r.status == s))
+        .filter(|r| query.trigger.as_ref().is_none_or(|t| &r.trigger == t))
+        .take(limit as usize)
+        .collect();
+    Ok(Json(json!({ "runs": runs })).into_response())
 }
 
-async fn one_run(State(shared): State<Api>, Path(id): Path<i64>) -> Response {
-    let client = match shared.connect().await {
-        Ok(c) => c,
-        Err(err) => return unavailable(err),
-    };
-    match state::run_by_id(&client, &shared.config.state_schema, id).await {
-        Ok(Some(run)) => Json(run).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("there is no run {id}")),
-        Err(err) => unavailable(err),
+async fn one_run(State(shared): State<Api>, id: Result<Path<i64>, PathRejection>) -> Answer {
+    let Path(id) = id?;
+    let client = shared.connect().await.map_err(ApiError::unreachable)?;
+    match state::run_by_id(&client, &shared.config.state_schema, id)
+        .await
+        .map_err(ApiError::unreachable)?
+    {
+        Some(run) => Ok(Json(run).into_response()),
+        None => Err(ApiError::not_found(format!("there is no run {id}"))),
     }
 }
 
@@ -257,11 +393,11 @@ fn schedule_json(shared: &Shared, config: &ScheduleConfig, from_config: bool) ->
 }
 
 /// Every schedule, config ones first; needs the database for API ones.
-async fn every_schedule(shared: &Shared) -> Result<Vec<(ScheduleConfig, bool)>, Response> {
-    let client = shared.connect().await.map_err(unavailable)?;
+async fn every_schedule(shared: &Shared) -> Result<Vec<(ScheduleConfig, bool)>, ApiError> {
+    let client = shared.connect().await.map_err(ApiError::unreachable)?;
     let all = super::all_schedules(shared, &client)
         .await
-        .map_err(|e| unavailable(crate::db::describe(&e)))?;
+        .map_err(|e| ApiError::unreachable(crate::db::describe(&e)))?;
     Ok(all
         .into_iter()
         .map(|s| {
@@ -271,141 +407,117 @@ async fn every_schedule(shared: &Shared) -> Result<Vec<(ScheduleConfig, bool)>, 
         .collect())
 }
 
-async fn schedules(State(shared): State<Api>) -> Response {
-    match every_schedule(&shared).await {
-        Ok(all) => Json(json!({ "schedules": all.iter().map(|(s, c)| schedule_json(&shared, s, *c)).collect::<Vec<_>>() })).into_response(),
-        Err(response) => response,
-    }
+async fn find_schedule(shared: &Shared, name: &str) -> Result<(ScheduleConfig, bool), ApiError> {
+    every_schedule(shared)
+        .await?
+        .into_iter()
+        .find(|(s, _)| s.name == name)
+        .ok_or_else(|| ApiError::not_found(format!("there is no schedule {name}")))
 }
 
-async fn one_schedule(State(shared): State<Api>, Path(name): Path<String>) -> Response {
-    match every_schedule(&shared).await {
-        Ok(all) => match all.iter().find(|(s, _)| s.name == name) {
-            Some((s, c)) => Json(schedule_json(&shared, s, *c)).into_response(),
-            None => error(
-                StatusCode::NOT_FOUND,
-                format!("there is no schedule {name}"),
-            ),
-        },
-        Err(response) => response,
-    }
+async fn schedules(State(shared): State<Api>) -> Answer {
+    let all = every_schedule(&shared).await?;
+    let list: Vec<_> = all
+        .iter()
+        .map(|(s, c)| schedule_json(&shared, s, *c))
+        .collect();
+    Ok(Json(json!({ "schedules": list })).into_response())
 }
 
-async fn create_schedule(
+async fn one_schedule(
     State(shared): State<Api>,
-    body: Result<Json<ScheduleBody>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Json(body) = match body {
-        Ok(body) => body,
-        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
-    };
+    name: Result<Path<String>, PathRejection>,
+) -> Answer {
+    let Path(name) = name?;
+    let (schedule, from_config) = find_schedule(&shared, &name).await?;
+    Ok(Json(schedule_json(&shared, &schedule, from_config)).into_response())
+}
+
+async fn create_schedule(State(shared): State<Api>, Body(body): Body<ScheduleBody>) -> Answer {
     let Some(name) = body.name.clone() else {
-        return error(StatusCode::BAD_REQUEST, "the schedule needs a `name`");
+        return Err(ApiError::bad_request("the schedule needs a `name`"));
     };
     save_schedule(&shared, &name, body, true).await
 }
 
 async fn update_schedule(
     State(shared): State<Api>,
-    Path(name): Path<String>,
-    body: Result<Json<ScheduleBody>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Json(body) = match body {
-        Ok(body) => body,
-        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
-    };
+    name: Result<Path<String>, PathRejection>,
+    Body(body): Body<ScheduleBody>,
+) -> Answer {
+    let Path(name) = name?;
     if body.name.as_ref().is_some_and(|n| n != &name) {
-        return error(
-            StatusCode::BAD_REQUEST,
+        return Err(ApiError::bad_request(
             "the body's `name` differs from the path's; a schedule cannot be renamed",
-        );
+        ));
     }
     save_schedule(&shared, &name, body, false).await
 }
 
-async fn save_schedule(shared: &Shared, name: &str, body: ScheduleBody, create: bool) -> Response {
-    if shared.config.schedule(name).is_some() {
-        return error(
-            StatusCode::FORBIDDEN,
-            format!("schedule {name} comes from the config file and is read-only through the API"),
-        );
-    }
-    let schedule = match api_schedules::validate(&shared.config, name, body) {
-        Ok(s) => s,
-        Err(problems) => return error(StatusCode::BAD_REQUEST, problems),
-    };
-    let mut client = match shared.connect().await {
-        Ok(c) => c,
-        Err(err) => return unavailable(err),
-    };
-    if !create {
-        let exists = api_schedules::load(&client, &shared.config.state_schema)
-            .await
-            .map(|all| all.iter().any(|s| s.name == name));
-        match exists {
-            Ok(true) => {}
-            Ok(false) => {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    format!("there is no schedule {name}"),
-                );
-            }
-            Err(err) => return unavailable(crate::db::describe(&err)),
-        }
-    }
-    match api_schedules::save(
-        &mut client,
-        &shared.config.state_schema,
-        &schedule,
-        create,
-        API_CALLER,
+fn read_only(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!("schedule {name} comes from the config file and is read-only through the API"),
     )
-    .await
-    {
-        Ok(true) => {
-            shared.schedules_changed.notify_one();
-            (
-                if create {
-                    StatusCode::CREATED
-                } else {
-                    StatusCode::OK
-                },
-                Json(schedule_json(shared, &schedule, false)),
-            )
-                .into_response()
+}
+
+async fn save_schedule(shared: &Shared, name: &str, body: ScheduleBody, create: bool) -> Answer {
+    if shared.config.schedule(name).is_some() {
+        return Err(read_only(name));
+    }
+    let schedule =
+        api_schedules::validate(&shared.config, name, body).map_err(ApiError::bad_request)?;
+    let mut client = shared.connect().await.map_err(ApiError::unreachable)?;
+    let schema = &shared.config.state_schema;
+    if !create {
+        let exists = api_schedules::load(&client, schema)
+            .await
+            .map_err(|e| ApiError::unreachable(crate::db::describe(&e)))?
+            .iter()
+            .any(|s| s.name == name);
+        if !exists {
+            return Err(ApiError::not_found(format!("there is no schedule {name}")));
         }
-        Ok(false) => error(
+    }
+    let saved = api_schedules::save(&mut client, schema, &schedule, create, API_CALLER)
+        .await
+        .map_err(|e| ApiError::unreachable(crate::db::describe(&e)))?;
+    if !saved {
+        return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("schedule {name} exists; PUT /api/v1/schedules/{name} replaces it"),
-        ),
-        Err(err) => unavailable(crate::db::describe(&err)),
+        ));
     }
-}
-
-async fn delete_schedule(State(shared): State<Api>, Path(name): Path<String>) -> Response {
-    if shared.config.schedule(&name).is_some() {
-        return error(
-            StatusCode::FORBIDDEN,
-            format!("schedule {name} comes from the config file and is read-only through the API"),
-        );
-    }
-    let mut client = match shared.connect().await {
-        Ok(c) => c,
-        Err(err) => return unavailable(err),
+    shared.schedules_changed.notify_one();
+    let status = if create {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
-    match api_schedules::delete(&mut client, &shared.config.state_schema, &name, API_CALLER).await {
-        Ok(true) => {
-            shared.schedules_changed.notify_one();
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Ok(false) => error(
-            StatusCode::NOT_FOUND,
-            format!("there is no schedule {name}"),
-        ),
-        Err(err) => unavailable(crate::db::describe(&err)),
-    }
+    Ok((status, Json(schedule_json(shared, &schedule, false))).into_response())
 }
 
+async fn delete_schedule(
+    State(shared): State<Api>,
+    name: Result<Path<String>, PathRejection>,
+) -> Answer {
+    let Path(name) = name?;
+    if shared.config.schedule(&name).is_some() {
+        return Err(read_only(&name));
+    }
+    let mut client = shared.connect().await.map_err(ApiError::unreachable)?;
+    let deleted =
+        api_schedules::delete(&mut client, &shared.config.state_schema, &name, API_CALLER)
+            .await
+            .map_err(|e| ApiError::unreachable(crate::db::describe(&e)))?;
+    if !deleted {
+        return Err(ApiError::not_found(format!("there is no schedule {name}")));
+    }
+    shared.schedules_changed.notify_one();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A run-now request: what `pgmaint run` takes on its command line.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RunBody {
@@ -414,76 +526,112 @@ struct RunBody {
     /// Confirms a critical task, as `--yes` does on the command line.
     #[serde(default)]
     yes: bool,
+    /// As `--batch-size`: every task's batch size for this run.
+    batch_size: Option<u64>,
+    /// As `--max-runtime` (`"30s"`, `"5min"`): each task's limit.
+    max_runtime: Option<crate::config::Duration>,
+}
+
+impl RunBody {
+    fn check(&self) -> Result<(), ApiError> {
+        if self.batch_size == Some(0) {
+            return Err(ApiError::bad_request("batch_size must be at least 1"));
+        }
+        if self.max_runtime.is_some_and(|d| d.0.is_zero()) {
+            return Err(ApiError::bad_request(
+                "max_runtime must be longer than 0 (leave it out for the task's own)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// How the request is written in the run's audit record.
+    fn command(&self, path: &str) -> String {
+        let mut command = format!("POST {path} dry_run={}", self.dry_run);
+        if let Some(n) = self.batch_size {
+            command.push_str(&format!(" batch_size={n}"));
+        }
+        if let Some(d) = self.max_runtime {
+            command.push_str(&format!(" max_runtime={d}"));
+        }
+        command
+    }
 }
 
 /// The answer to a run the runner refused: 409, saying why and, for a
 /// critical task, how to confirm it here.
-fn refused(refusal: Refusal) -> Response {
+fn refused(refusal: Refusal) -> ApiError {
     match refusal {
-        Refusal::Unconfirmed(names) => error(
+        Refusal::Unconfirmed(names) => ApiError::new(
             StatusCode::CONFLICT,
             format!(
                 "task {} is critical: send {{\"yes\": true}} to confirm (or {{\"dry_run\": true}} to see its plan)",
                 names.join(", ")
             ),
         ),
-        other => error(StatusCode::CONFLICT, other.to_string()),
+        other => ApiError::new(StatusCode::CONFLICT, other.to_string()),
     }
 }
 
-fn started(result: Result<i64, StartError>, dry_run: bool) -> Response {
+fn started(result: Result<i64, StartError>, dry_run: bool) -> Answer {
     match result {
-        Ok(run_id) => (
+        Ok(run_id) => Ok((
             StatusCode::ACCEPTED,
             Json(json!({ "run_id": run_id, "dry_run": dry_run })),
         )
-            .into_response(),
-        Err(StartError::Refused(refusal)) => refused(refusal),
-        Err(StartError::Failed(err)) => unavailable(err),
+            .into_response()),
+        Err(StartError::Refused(refusal)) => Err(refused(refusal)),
+        Err(StartError::Failed(err)) => Err(ApiError::unreachable(err)),
+    }
+}
+
+fn not_stopping(shared: &Shared) -> Result<(), ApiError> {
+    match shared.stop.requested() {
+        Some(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is stopping",
+        )),
+        None => Ok(()),
     }
 }
 
 async fn run_task(
     State(shared): State<Api>,
-    Path(name): Path<String>,
-    body: Option<Json<RunBody>>,
-) -> Response {
-    let body = body.map(|Json(b)| b).unwrap_or_default();
+    name: Result<Path<String>, PathRejection>,
+    Body(body): Body<RunBody>,
+) -> Answer {
+    let Path(name) = name?;
+    body.check()?;
     if shared.config.task(&name).is_none() {
-        return error(StatusCode::NOT_FOUND, format!("there is no task {name}"));
+        return Err(ApiError::not_found(format!("there is no task {name}")));
     }
-    if shared.stop.requested().is_some() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
-    }
+    not_stopping(&shared)?;
     let confirmation = if body.yes {
         Confirmation::Yes
     } else {
         Confirmation::None
     };
-    let command = format!("POST /api/v1/tasks/{name}/run dry_run={}", body.dry_run);
-    let result = super::start_now(
-        shared.clone(),
-        vec![name],
-        body.dry_run,
+    let run = RunNow {
+        command: body.command(&format!("/api/v1/tasks/{name}/run")),
+        tasks: vec![name.clone()],
+        dry_run: body.dry_run,
         confirmation,
-        command,
-    )
-    .await;
-    started(result, body.dry_run)
+        batch_size: body.batch_size,
+        max_runtime: body.max_runtime.map(|d| d.0),
+        started: Started::Task(name),
+    };
+    started(super::start_now(shared.clone(), run).await, body.dry_run)
 }
 
 async fn run_schedule(
     State(shared): State<Api>,
-    Path(name): Path<String>,
-    body: Option<Json<RunBody>>,
-) -> Response {
-    let body = body.map(|Json(b)| b).unwrap_or_default();
-    let Some(schedule) = shared.config.schedule(&name) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("there is no schedule {name}"),
-        );
-    };
+    name: Result<Path<String>, PathRejection>,
+    Body(body): Body<RunBody>,
+) -> Answer {
+    let Path(name) = name?;
+    body.check()?;
+    let (schedule, _) = find_schedule(&shared, &name).await?;
+    not_stopping(&shared)?;
     let tasks = schedule
         .tasks
         .iter()
@@ -492,11 +640,18 @@ async fn run_schedule(
         .map(|t| t.name.clone())
         .collect();
     // Run now as the schedule would run: its critical tasks only where it
-    // allows them (the runner skips the others and says so).
-    let confirmation = Confirmation::Schedule {
-        allow_critical: schedule.allow_critical,
+    // allows them (the runner skips the others and says so), under its
+    // max_runtime unless the request gives one.
+    let run = RunNow {
+        command: body.command(&format!("/api/v1/schedules/{name}/run")),
+        tasks,
+        dry_run: body.dry_run,
+        confirmation: Confirmation::Schedule {
+            allow_critical: schedule.allow_critical,
+        },
+        batch_size: body.batch_size,
+        max_runtime: body.max_runtime.map(|d| d.0).or(schedule.max_runtime),
+        started: Started::Schedule(schedule),
     };
-    let command = format!("POST /api/v1/schedules/{name}/run dry_run={}", body.dry_run);
-    let result = super::start_now(shared.clone(), tasks, body.dry_run, confirmation, command).await;
-    started(result, body.dry_run)
+    started(super::start_now(shared.clone(), run).await, body.dry_run)
 }

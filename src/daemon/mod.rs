@@ -16,6 +16,7 @@ mod api;
 mod api_schedules;
 mod fires;
 mod metrics;
+mod outcome;
 mod watch;
 
 use std::sync::Arc;
@@ -37,6 +38,8 @@ use crate::state::{self, Trigger};
 use crate::status::Status;
 use crate::stop::Stop;
 
+pub use outcome::Started;
+
 /// How long running tasks get to finish their batch after a stop.
 const GRACE: Duration = Duration::from_secs(30);
 /// The longest the loop sleeps without looking again.
@@ -54,6 +57,8 @@ pub struct Shared {
     pub schedules_changed: tokio::sync::Notify,
     /// The health watch's latest report, for /metrics.
     pub health: std::sync::Mutex<Option<watch::Watched>>,
+    /// The database, as notifications name it.
+    pub origin: crate::notify::Origin,
 }
 
 impl Shared {
@@ -80,7 +85,11 @@ pub async fn run(cli: &Cli, args: &DaemonArgs) -> Result<bool, CliError> {
             "cannot listen on {listen}: {e}\n  help: set [api] listen or --listen to a free address"
         ))
     })?;
+    // The config has no name of its own yet; the connection settings name
+    // the database.
+    let origin = crate::notify::Origin::of(&target, None);
     let shared = Arc::new(Shared {
+        origin,
         id: format!("{} pid {}", Trigger::who(), std::process::id()),
         config,
         target,
@@ -375,8 +384,14 @@ async fn run_fire(
         started: Some(started),
     };
     let progress = Progress::disabled();
+    let what = Started::Fire {
+        schedule: config.clone(),
+        at,
+    };
+    let since = std::time::Instant::now();
     let record_id = async {
         if let Ok(id) = run_id.await {
+            outcome::started(&what, id, false);
             let _ = fires::set_run(&book, schema, &config.name, at, id).await;
         }
     };
@@ -435,42 +450,7 @@ async fn run_fire(
     )
     .await
     .map_err(|e| e.to_string())?;
-    tracing::info!(schedule = config.name, fire = %at, run_id = report.run_id, status = %report.status, "finished");
-    let level = match report.status {
-        Status::Succeeded if left_out.is_empty() => "success",
-        Status::Succeeded | Status::Cancelled | Status::Skipped => "warning",
-        _ => "failure",
-    };
-    let failures: Vec<String> = report
-        .tasks
-        .iter()
-        .filter_map(|t| t.error.as_ref().map(|e| format!("{}: {e}", t.name)))
-        .collect();
-    let event = crate::notify::Event {
-        level,
-        title: format!(
-            "pgmaint: schedule {} {} (run {})",
-            config.name, report.status, report.run_id
-        ),
-        text: if failures.is_empty() {
-            report
-                .tasks
-                .iter()
-                .map(|t| format!("{}: {} ({} rows)", t.name, t.status, t.rows))
-                .collect::<Vec<_>>()
-                .join("\n")
-        } else {
-            failures.join("\n")
-        },
-        details: serde_json::json!({ "schedule": config.name, "scheduled_for": at.to_rfc3339(), "run": report }),
-    };
-    crate::notify::send(
-        &shared.config.notifiers,
-        config.notify.for_level(level),
-        &event,
-        Some((&book, schema)),
-    )
-    .await;
+    outcome::finished(shared, &book, &what, &report, since).await;
     Ok(())
 }
 
@@ -481,50 +461,73 @@ pub enum StartError {
     Failed(String),
 }
 
+/// A run the API asked for, as `pgmaint run` would take it.
+pub struct RunNow {
+    pub tasks: Vec<String>,
+    pub dry_run: bool,
+    pub confirmation: Confirmation,
+    pub batch_size: Option<u64>,
+    pub max_runtime: Option<Duration>,
+    /// The request, as the audit trail records it.
+    pub command: String,
+    pub started: Started,
+}
+
 /// Starts a run now (the API's run-now), returning its id once recorded.
-pub async fn start_now(
-    shared: Arc<Shared>,
-    tasks: Vec<String>,
-    dry_run: bool,
-    confirmation: Confirmation,
-    command: String,
-) -> Result<i64, StartError> {
+pub async fn start_now(shared: Arc<Shared>, run: RunNow) -> Result<i64, StartError> {
     let (started, run_id) = tokio::sync::oneshot::channel();
     let (refused, refusal) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
+        let command = run.command.clone();
+        let since = std::time::Instant::now();
+        let (recorded, recorded_id) = tokio::sync::oneshot::channel();
+        // Logged as soon as it is recorded, then told to the API's caller.
+        let announce = async {
+            if let Ok(id) = recorded_id.await {
+                outcome::started(&run.started, id, run.dry_run);
+                let _ = started.send(id);
+            }
+        };
         let result = async {
             let mut client = shared
                 .connect()
                 .await
                 .map_err(|e| RunError::Database(e.to_string()))?;
             let request = RunRequest {
-                tasks: tasks.iter().filter_map(|t| shared.config.task(t)).collect(),
-                dry_run,
-                batch_size: None,
-                max_runtime: None,
-                trigger: Trigger::api(&command),
-                confirmation,
+                tasks: run
+                    .tasks
+                    .iter()
+                    .filter_map(|t| shared.config.task(t))
+                    .collect(),
+                dry_run: run.dry_run,
+                batch_size: run.batch_size,
+                max_runtime: run.max_runtime,
+                trigger: Trigger::api(&run.command),
+                confirmation: run.confirmation,
                 check_first: false,
                 verbose: false,
-                started: Some(started),
+                started: Some(recorded),
             };
-            runner::run(
+            let report = runner::run(
                 &mut client,
                 &shared.config,
                 request,
                 &shared.stop,
                 &Progress::disabled(),
             )
-            .await
-        }
-        .await;
+            .await?;
+            Ok::<_, RunError>((report, client))
+        };
+        let (result, ()) = tokio::join!(result, announce);
         match result {
             Err(RunError::Refused(refusal)) => {
                 tracing::warn!("{command}: refused: {refusal}");
                 let _ = refused.send(refusal);
             }
             Err(err) => tracing::error!("{command}: {err}"),
-            Ok(_) => {}
+            Ok((report, client)) => {
+                outcome::finished(&shared, &client, &run.started, &report, since).await;
+            }
         }
     });
     match run_id.await {

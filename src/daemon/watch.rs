@@ -5,9 +5,10 @@
 //! Alerts: `[alerts.NAME]` names checks and a minimum level. A check that
 //! reaches the level notifies once, again every `repeat` while it stays (or
 //! at once if its level changes), and a recovery notice goes out when it
-//! clears. Which alerts fire is kept in `alert_state`; the daemon whose
-//! upsert (or delete) changes a row is the one that notifies, so several
-//! daemons never send the same notice twice.
+//! clears (level `recovery`, sent to the notifiers that took the level it
+//! recovers from). Which alerts fire is kept in `alert_state`; the daemon
+//! whose upsert (or delete) changes a row is the one that notifies, so
+//! several daemons never send the same notice twice.
 
 use std::sync::Arc;
 
@@ -137,12 +138,13 @@ async fn evaluate(
                     .take(10)
                     .map(|f| format!("{}: {} ({})", f.object, f.value, f.advice))
                     .collect();
+                let level = if check.status == Level::Critical {
+                    notify::FAILURE
+                } else {
+                    notify::WARNING
+                };
                 let event = Event {
-                    level: if check.status == Level::Critical {
-                        "failure"
-                    } else {
-                        "warning"
-                    },
+                    level,
                     title: format!(
                         "pgmaint health: {} is {}{}",
                         check.name,
@@ -151,10 +153,11 @@ async fn evaluate(
                     ),
                     text: format!("{}\n{}", check.summary, findings.join("\n")),
                     details: serde_json::json!({ "alert": alert.name, "check": check, "kind": if first { "alert" } else { "repeat" } }),
-                };
+                }
+                .about(&shared.origin);
                 notify::send(
                     &shared.config.notifiers,
-                    &alert.notify,
+                    &notify::by_own_flags(&shared.config.notifiers, &alert.notify, level),
                     &event,
                     Some((client, &shared.config.state_schema)),
                 )
@@ -169,19 +172,22 @@ async fn evaluate(
                 .await?;
             if let Some(row) = cleared {
                 let was: String = row.get(0);
+                // Whoever heard the alert hears that it cleared.
+                let alerted_at = if was == "critical" {
+                    notify::FAILURE
+                } else {
+                    notify::WARNING
+                };
                 let event = Event {
-                    level: if was == "critical" {
-                        "failure"
-                    } else {
-                        "warning"
-                    },
+                    level: notify::RECOVERY,
                     title: format!("pgmaint health: {} recovered (was {was})", check.name),
                     text: check.summary.clone(),
-                    details: serde_json::json!({ "alert": alert.name, "check": check, "kind": "recovery" }),
-                };
+                    details: serde_json::json!({ "alert": alert.name, "check": check, "kind": "recovery", "was": was }),
+                }
+                .about(&shared.origin);
                 notify::send(
                     &shared.config.notifiers,
-                    &alert.notify,
+                    &notify::by_own_flags(&shared.config.notifiers, &alert.notify, alerted_at),
                     &event,
                     Some((client, &shared.config.state_schema)),
                 )
