@@ -1118,6 +1118,49 @@ async fn run_now_takes_api_schedules_batch_size_and_max_runtime() {
 }
 
 #[tokio::test]
+async fn runs_are_filtered_before_the_limit() {
+    let db = setup("[schedules.nightly]\ncron = \"0 3 * * *\"\ntasks = [\"mark\"]\n").await;
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO pgmaint.runs (trigger, triggered_by, command, status, dry_run, pgmaint_version)
+             SELECT 'cli', 'x', 'old failure', 'failed', false, '0' FROM generate_series(1, 3);
+             INSERT INTO pgmaint.runs (trigger, triggered_by, command, status, dry_run, pgmaint_version)
+             SELECT 'api', 'x', 'new success', 'succeeded', false, '0' FROM generate_series(1, 20);",
+        )
+        .await
+        .unwrap();
+    let mut daemon = Daemon::start(&db);
+    let token = Some("s3cret");
+    let runs = |path: &'static str| {
+        let daemon = &daemon;
+        async move {
+            let (status, body) = daemon.http("GET", path, token, "").await;
+            assert_eq!(status, 200, "{path}: {body}");
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+            json["runs"].as_array().unwrap().clone()
+        }
+    };
+    let failed = runs("/api/v1/runs?status=failed&limit=2").await;
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(failed.iter().all(|r| r["status"] == "failed"), "{failed:?}");
+    assert_eq!(runs("/api/v1/runs?trigger=cli&limit=5").await.len(), 3);
+    assert_eq!(
+        runs("/api/v1/runs?trigger=api&status=failed").await.len(),
+        0
+    );
+    assert_eq!(runs("/api/v1/runs?limit=7").await.len(), 7);
+    // A run-now of a schedule is found by its schedule.
+    let id = start_run(&daemon, "/api/v1/schedules/nightly/run", "{}").await;
+    finished_run(&daemon, id).await;
+    let nightly = runs("/api/v1/runs?schedule=nightly").await;
+    assert_eq!(nightly.len(), 1, "{nightly:?}");
+    assert_eq!(nightly[0]["run_id"], id);
+    daemon.terminate();
+    daemon.child.wait().await.unwrap();
+}
+
+#[tokio::test]
 async fn metrics_and_status_without_the_database_name_nothing_of_it() {
     let db = setup("").await;
     let port = free_port();

@@ -285,6 +285,7 @@ async fn tasks(State(shared): State<Api>) -> Response {
 struct RunsQuery {
     task: Option<String>,
     status: Option<String>,
+    schedule: Option<String>,
     trigger: Option<String>,
     limit: Option<i64>,
 }
@@ -322,21 +323,19 @@ async fn runs(
         )));
     }
     let client = shared.connect().await.map_err(ApiError::unreachable)?;
-    let limit = query.limit.unwrap_or(50).clamp(1, 1000);
-    let runs = state::history(
-        &client,
-        &shared.config.state_schema,
-        query.task.as_deref(),
-        limit * 4,
-    )
-    .await
-    .map_err(ApiError::unreachable)?;
-    let runs: Vec<_> = runs
-        .into_iter()
-        .filter(|r| query.status.as_ref().is_none_or(|s| &r.status == s))
-        .filter(|r| query.trigger.as_ref().is_none_or(|t| &r.trigger == t))
-        .take(limit as usize)
-        .collect();
+    // Filtered in the query, before its LIMIT: a filter never shortens the
+    // answer while older matching runs exist. Dry runs are runs here too.
+    let filter = state::HistoryFilter {
+        task: query.task,
+        status: query.status,
+        schedule: query.schedule,
+        trigger: query.trigger,
+        dry_runs: true,
+        limit: query.limit.unwrap_or(50).clamp(1, 1000),
+    };
+    let runs = state::history_filtered(&client, &shared.config.state_schema, &filter)
+        .await
+        .map_err(ApiError::unreachable)?;
     Ok(Json(json!({ "runs": runs })).into_response())
 }
 
