@@ -5,6 +5,7 @@
 mod common;
 
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::TestDb;
@@ -340,4 +341,38 @@ fn health_without_a_database_says_how_to_name_one() {
     let json: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("a JSON error document");
     assert_eq!(json["error"]["kind"], "connection");
+}
+
+#[test]
+fn the_readme_stands_alone() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    // Every relative link points at a file of this repository.
+    for link in readme.split("](").skip(1) {
+        let target = link.split([')', '#']).next().unwrap_or_default();
+        if target.contains("://") || target.is_empty() {
+            continue;
+        }
+        let path = root.join(target);
+        assert!(
+            path.exists()
+                && path
+                    .canonicalize()
+                    .unwrap()
+                    .starts_with(root.canonicalize().unwrap()),
+            "README links to {target}, which is not in the repository"
+        );
+    }
+    for documented in [
+        "`description`",
+        "`enabled`",
+        "`$${`",
+        "name = \"",
+        ".manifest.json",
+    ] {
+        assert!(
+            readme.contains(documented),
+            "README does not document {documented}"
+        );
+    }
 }
