@@ -313,6 +313,11 @@ impl BackupWriter {
         })
     }
 
+    /// Whether this writes an archive's export files (not a backup).
+    pub fn is_export(&self) -> bool {
+        self.purpose == Purpose::Export
+    }
+
     /// Registers another table this backup saves rows of; returns the part
     /// number its batches are written under.
     pub async fn add_part(
@@ -858,7 +863,7 @@ pub async fn restore(
             contents.push(csv);
         }
         let has_key = db::has_unique_key(&*client, info.oid).await?;
-        prepared.push((contents, has_key));
+        prepared.push((contents, has_key, info.oid));
     }
     let tx = client.transaction().await?;
     tx.execute(
@@ -870,8 +875,15 @@ pub async fn restore(
         tx.execute("SELECT set_config($1, $2, true)", &[&name, &value])
             .await?;
     }
-    let mut counts = Vec::new();
-    for (part, (contents, has_key)) in parts.iter().zip(prepared) {
+    let order = restore_order(&tx, &parts, &prepared).await?;
+    let mut counts = vec![(0u64, 0u64); parts.len()];
+    let mut prepared: Vec<Option<(Vec<Vec<u8>>, bool, u32)>> =
+        prepared.into_iter().map(Some).collect();
+    for index in order {
+        let part = &parts[index];
+        let Some((contents, has_key, _)) = prepared[index].take() else {
+            continue;
+        };
         let names: Vec<String> = part.columns.iter().map(|(n, _)| n.clone()).collect();
         let list = column_list(&names);
         let temp = format!("pgmaint_restore_{}", part.part);
@@ -896,10 +908,19 @@ pub async fn restore(
             .get(0);
         let statement = match part.action.as_str() {
             "set_null" | "set_default" => set_back(part, &temp),
-            _ => put_back(&part.table, &names, &temp, has_key),
+            _ => Some(put_back(&part.table, &names, &temp, has_key)),
         };
-        let restored = tx.execute(&statement, &[]).await?;
-        counts.push((total as u64, restored));
+        let restored = match statement {
+            Some(statement) => tx.execute(&statement, &[]).await.map_err(|err| {
+                BackupError::Invalid(format!(
+                    "cannot restore backup {id}: putting back the rows of {} failed: {}; nothing was restored",
+                    part.table,
+                    db::describe(&err)
+                ))
+            })?,
+            None => 0,
+        };
+        counts[index] = (total as u64, restored);
     }
     if dry_run {
         tx.rollback().await?;
@@ -928,6 +949,52 @@ pub async fn restore(
             })
             .collect(),
     })
+}
+
+/// The order a restore handles a backup's parts in: first every part whose
+/// rows are put back, each table after the tables it references (so its
+/// foreign keys find their rows; the order of the parts breaks a cycle),
+/// then every SET NULL/SET DEFAULT part, whose rows must all be back before
+/// their columns are set back (a row a later batch cascaded away was saved
+/// with the NULL already in it).
+async fn restore_order(
+    tx: &tokio_postgres::Transaction<'_>,
+    parts: &[SavedPart],
+    prepared: &[(Vec<Vec<u8>>, bool, u32)],
+) -> Result<Vec<usize>, BackupError> {
+    let oids: Vec<u32> = prepared.iter().map(|(_, _, oid)| *oid).collect();
+    let edges: Vec<(u32, u32)> = tx
+        .query(
+            "SELECT conrelid, confrelid FROM pg_constraint
+              WHERE contype = 'f' AND conrelid = ANY($1) AND confrelid = ANY($1) AND conrelid <> confrelid",
+            &[&oids],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let inserts: Vec<usize> = (0..parts.len())
+        .filter(|&i| !matches!(parts[i].action.as_str(), "set_null" | "set_default"))
+        .collect();
+    let mut order: Vec<usize> = Vec::new();
+    let mut left = inserts;
+    while !left.is_empty() {
+        // The first part none of whose referenced tables is still to come.
+        let ready = left
+            .iter()
+            .position(|&i| {
+                !left
+                    .iter()
+                    .any(|&j| j != i && oids[j] != oids[i] && edges.contains(&(oids[i], oids[j])))
+            })
+            .unwrap_or(0);
+        order.push(left.remove(ready));
+    }
+    order.extend(
+        (0..parts.len())
+            .filter(|&i| matches!(parts[i].action.as_str(), "set_null" | "set_default")),
+    );
+    Ok(order)
 }
 
 /// Inserts the saved rows that are not there. Identity columns keep their
@@ -959,14 +1026,18 @@ fn put_back(table: &TableName, names: &[String], temp: &str, has_key: bool) -> S
 
 /// Sets the columns a SET NULL/SET DEFAULT changed back to their saved
 /// values, found by key. A SET NULL row whose columns are no longer all
-/// NULL was changed again since, and is left alone.
-fn set_back(part: &SavedPart, temp: &str) -> String {
+/// NULL was changed again since, and is left alone. None when there is
+/// nothing to set (every changed column is part of the key).
+fn set_back(part: &SavedPart, temp: &str) -> Option<String> {
     let changed: Vec<&String> = part
         .columns
         .iter()
         .map(|(n, _)| n)
         .filter(|n| !part.key_columns.contains(n))
         .collect();
+    if changed.is_empty() {
+        return None;
+    }
     let assignments = changed
         .iter()
         .map(|c| format!("{} = r.{}", quote_ident(c), quote_ident(c)))
@@ -996,8 +1067,8 @@ fn set_back(part: &SavedPart, temp: &str) -> String {
     } else {
         String::new()
     };
-    format!(
+    Some(format!(
         "UPDATE {} t SET {assignments} FROM {temp} r WHERE {by_key} AND ROW({current}) IS DISTINCT FROM ROW({saved}){untouched}",
         part.table.quoted()
-    )
+    ))
 }

@@ -579,3 +579,133 @@ async fn cascades_down_a_thread_of_replies_are_counted_backed_up_and_restored() 
     db.pgmaint(&["restore", &backup]).await.assert_code(0);
     assert_eq!(checksum(&db, &tables).await, before);
 }
+
+#[tokio::test]
+async fn restore_puts_tables_back_in_foreign_key_order_and_set_null_values_last() {
+    // users -> posts (CASCADE) -> reviews (CASCADE), and reviews also point
+    // at their reviewer (SET NULL); comments reach users twice (as author,
+    // and through posts). A review by one deleted user on the post of
+    // another is first SET NULL by one batch, then cascaded away by a later
+    // one; a user's comment on their own post is reached both ways.
+    let setup = "
+        CREATE TABLE users (id int PRIMARY KEY, gone boolean NOT NULL);
+        CREATE TABLE posts (id int PRIMARY KEY, user_id int NOT NULL REFERENCES users (id) ON DELETE CASCADE);
+        CREATE TABLE reviews (id int PRIMARY KEY, post_id int NOT NULL REFERENCES posts (id) ON DELETE CASCADE,
+                              reviewer_id int REFERENCES users (id) ON DELETE SET NULL);
+        CREATE TABLE comments (id int PRIMARY KEY, author_id int NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                               post_id int NOT NULL REFERENCES posts (id) ON DELETE CASCADE);
+        INSERT INTO users SELECT i, i % 2 = 1 FROM generate_series(1, 200) i;
+        INSERT INTO posts SELECT i, i FROM generate_series(1, 200) i;
+        -- Review i is on the post of user 201 - i, by user i.
+        INSERT INTO reviews SELECT i, 201 - i, i FROM generate_series(1, 200) i;
+        -- Comment i by user i on their own post, comment 1000 + i on the next user's post.
+        INSERT INTO comments SELECT i, i, i FROM generate_series(1, 200) i;
+        INSERT INTO comments SELECT 1000 + i, i, 1 + i % 200 FROM generate_series(1, 200) i;
+        ANALYZE;";
+    let tables = ["users", "posts", "reviews", "comments"];
+    let db = with(
+        setup,
+        "[tasks.gone]\nkind = \"purge\"\ntable = \"users\"\nwhere = \"gone\"\nbackup = true\nbatch_size = 3\n",
+    )
+    .await;
+    let before = checksum(&db, &tables).await;
+    let plan = db.pgmaint(&["plan", "--json"]).await;
+    plan.assert_code(0);
+    let plan = plan.json();
+    let cascade = plan["tasks"][0]["details"]["references"]["cascade"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let comments: Vec<_> = cascade
+        .iter()
+        .filter(|p| p["table"] == "public.comments")
+        .collect();
+    assert_eq!(comments.len(), 1, "one part per table: {cascade:?}");
+    let expected = db
+        .count("SELECT count(*) FROM comments c WHERE c.author_id % 2 = 1 OR c.post_id IN (SELECT id FROM posts WHERE user_id % 2 = 1)")
+        .await;
+    assert_eq!(comments[0]["rows"], expected, "{cascade:?}");
+    let run = db.pgmaint(&["run", "gone", "--json"]).await;
+    run.assert_code(0);
+    let backup = run.json()["tasks"][0]["details"]["backup_id"].to_string();
+    let restore = db.pgmaint(&["restore", &backup, "--json"]).await;
+    restore.assert_code(0);
+    assert_eq!(checksum(&db, &tables).await, before, "{}", restore.stdout);
+}
+
+#[tokio::test]
+async fn a_purge_of_one_partition_follows_the_keys_into_its_partitioned_parent() {
+    let setup = "
+        CREATE TABLE measurements (id int, at date NOT NULL, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+        CREATE TABLE measurements_2023 PARTITION OF measurements FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');
+        CREATE TABLE measurements_2024 PARTITION OF measurements FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+        CREATE TABLE alerts (id int PRIMARY KEY, m_id int NOT NULL, m_at date NOT NULL,
+                             FOREIGN KEY (m_id, m_at) REFERENCES measurements (id, at) ON DELETE CASCADE);
+        CREATE TABLE notes (id int PRIMARY KEY, m_id int, m_at date,
+                            FOREIGN KEY (m_id, m_at) REFERENCES measurements (id, at));
+        INSERT INTO measurements SELECT i, date '2023-01-01' + (i % 700) FROM generate_series(1, 1400) i;
+        INSERT INTO alerts SELECT i, i, date '2023-01-01' + (i % 700) FROM generate_series(1, 1400, 3) i;
+        INSERT INTO notes SELECT i, i, date '2023-01-01' + (i % 700) FROM generate_series(1, 1400, 50) i;
+        ANALYZE;";
+    let db = with(
+        setup,
+        "[tasks.old]\nkind = \"purge\"\ntable = \"measurements_2023\"\nwhere = \"true\"\nbackup = true\nbatch_size = 50\n",
+    )
+    .await;
+    let in_2023 = "m_at < date '2024-01-01'";
+    let alerts_kept = db
+        .count("SELECT count(*) FROM alerts a WHERE m_at < date '2024-01-01' AND EXISTS (SELECT 1 FROM notes n WHERE n.m_id = a.m_id AND n.m_at = a.m_at)")
+        .await;
+    let noted = db
+        .count(&format!("SELECT count(*) FROM notes WHERE {in_2023}"))
+        .await;
+    let rows = db.count("SELECT count(*) FROM measurements_2023").await;
+    let plan = db.pgmaint(&["plan", "--json"]).await;
+    plan.assert_code(0);
+    let task = &plan.json()["tasks"][0];
+    assert_eq!(task["rows"], rows - noted, "{task}");
+    assert_eq!(task["details"]["references"]["kept_referenced"], noted);
+    assert_eq!(
+        task["details"]["references"]["cascade"][0]["table"],
+        "public.alerts"
+    );
+    let before = checksum(&db, &["measurements", "alerts", "notes"]).await;
+    let run = db.pgmaint(&["run", "old", "--json", "--yes"]).await;
+    run.assert_code(0);
+    assert_eq!(run.json()["tasks"][0]["rows"], rows - noted);
+    assert_eq!(
+        db.count(&format!("SELECT count(*) FROM alerts WHERE {in_2023}"))
+            .await,
+        alerts_kept,
+        "the cascade took the alerts of every measurement removed"
+    );
+    let backup = run.json()["tasks"][0]["details"]["backup_id"].to_string();
+    db.pgmaint(&["restore", &backup]).await.assert_code(0);
+    assert_eq!(
+        checksum(&db, &["measurements", "alerts", "notes"]).await,
+        before
+    );
+}
+
+#[tokio::test]
+async fn named_replies_a_batch_takes_by_cascade_count_as_removed_once() {
+    // Old comments whose (also old) replies sit on later pages: the batch
+    // that removes a comment takes its replies, and the run's count is
+    // still the plan's.
+    let db = with(
+        "CREATE TABLE comments (id int PRIMARY KEY, parent_id int REFERENCES comments (id) ON DELETE CASCADE, old boolean NOT NULL);
+         INSERT INTO comments SELECT i, NULL, i % 2 = 0 FROM generate_series(1, 400) i;
+         INSERT INTO comments SELECT 1000 + i, i, i % 3 = 0 FROM generate_series(1, 400) i;
+         ANALYZE;",
+        "[tasks.old]\nkind = \"purge\"\ntable = \"comments\"\nwhere = \"old\"\nbatch_size = 10\n",
+    )
+    .await;
+    let named = db.count("SELECT count(*) FROM comments WHERE old").await;
+    let plan = db.pgmaint(&["plan", "--json"]).await;
+    plan.assert_code(0);
+    assert_eq!(plan.json()["tasks"][0]["rows"], named);
+    let run = db.pgmaint(&["run", "old", "--json"]).await;
+    run.assert_code(0);
+    assert_eq!(run.json()["tasks"][0]["rows"], named, "{}", run.stdout);
+    assert_eq!(db.count("SELECT count(*) FROM comments WHERE old").await, 0);
+}

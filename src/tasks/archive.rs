@@ -316,6 +316,14 @@ impl Task for ArchiveSpec {
         // An archive keeps what it moves; rows a cascade would delete (or
         // columns a SET NULL would clear) in other tables would be kept
         // nowhere unless a backup or an export holds them.
+        // A table that cascades into itself loses a named row's replies
+        // (named or not) to the cascade rather than to the archive.
+        if references.has_own_tree() {
+            return Err(TaskError::Target(format!(
+                "{} cascades into itself (a row's replies go with it), so moving a row would delete the rows under it instead of moving them; nothing was moved. Use a purge with `backup = true`, or drop the ON DELETE CASCADE of its self-reference",
+                source.name
+            )));
+        }
         if self.export.is_none()
             && ctx.backup_dir.is_none()
             && let Some(part) = references.parts.first()

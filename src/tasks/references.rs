@@ -76,7 +76,9 @@ pub struct Part {
     pub action: OnDelete,
     /// For SET NULL/SET DEFAULT: the columns changed.
     pub changed: Vec<String>,
-    path: Vec<Step>,
+    /// Every way the removal reaches the table (a table referenced through
+    /// two others is one part, reached two ways, so each row is in it once).
+    paths: Vec<Vec<Step>>,
 }
 
 /// A foreign key that keeps rows in place, reached through cascades.
@@ -126,6 +128,36 @@ impl References {
         Some(format!("({})", conditions.join(" OR ")))
     }
 
+    /// Adds a part, or another way to reach a part already there: one
+    /// table's cascaded rows (or one key's SET NULL) are one part.
+    fn add_part(&mut self, part: Part) {
+        match self.parts.iter_mut().find(|p| {
+            p.oid == part.oid
+                && p.action == part.action
+                && (p.action == OnDelete::Cascade || p.constraint == part.constraint)
+        }) {
+            Some(existing) => existing.paths.extend(part.paths),
+            None => self.parts.push(part),
+        }
+    }
+
+    /// Whether the table cascades into itself, so a batch can take rows
+    /// the condition names on pages the walk has not reached yet.
+    pub fn has_own_tree(&self) -> bool {
+        !self.root_tree.is_empty()
+    }
+
+    /// `SELECT count(*)` of the rows a batch (`condition`) takes through the
+    /// table's cascade into itself that `filter` names: rows its own later
+    /// batches would have removed, counted with this one.
+    pub fn named_beyond(&self, table: &TableName, condition: &str, filter: &str) -> String {
+        let t = table.quoted();
+        format!(
+            "SELECT count(*) FROM {t} pgmaint_part WHERE {} AND (pgmaint_part.tableoid, pgmaint_part.ctid) IN (SELECT {t}.tableoid, {t}.ctid FROM {t} WHERE {filter})",
+            self.reached(&[], "pgmaint_part", table, condition)
+        )
+    }
+
     /// The condition that `blocker` still references a row of `table`.
     pub fn blocked_by(blocker: &Blocker, table: &TableName) -> String {
         chain_exists(&blocker.path, &table.quoted())
@@ -150,7 +182,7 @@ impl References {
         format!(
             "SELECT 0::bigint, {as_text} FROM {} pgmaint_part WHERE {}",
             part.table.quoted(),
-            self.reached(&part.path, "pgmaint_part", table, condition)
+            self.reached_any(&part.paths, "pgmaint_part", table, condition)
         )
     }
 
@@ -159,7 +191,7 @@ impl References {
         format!(
             "SELECT count(*) FROM {} pgmaint_part WHERE {}",
             part.table.quoted(),
-            self.reached(&part.path, "pgmaint_part", table, condition)
+            self.reached_any(&part.paths, "pgmaint_part", table, condition)
         )
     }
 
@@ -201,6 +233,23 @@ fn chain_exists(path: &[Step], parent: &str) -> String {
 }
 
 impl References {
+    fn reached_any(
+        &self,
+        paths: &[Vec<Step>],
+        alias: &str,
+        table: &TableName,
+        condition: &str,
+    ) -> String {
+        let each: Vec<String> = paths
+            .iter()
+            .map(|path| self.reached(path, alias, table, condition))
+            .collect();
+        if each.len() == 1 {
+            return each.into_iter().next().unwrap_or_default();
+        }
+        format!("(({}))", each.join(") OR ("))
+    }
+
     /// The condition on `alias` (the last table of `path`) that its row
     /// references, through the path, a row of `table` matching
     /// `condition`, every table's rows closed under its cascades into
@@ -208,10 +257,12 @@ impl References {
     /// rows' cascade into their own table reaches, not one of them.
     fn reached(&self, path: &[Step], alias: &str, table: &TableName, condition: &str) -> String {
         let t = table.quoted();
-        let removed = format!("SELECT {t}.ctid FROM {t} WHERE {condition}");
+        // Rows are told apart by (tableoid, ctid): a ctid alone repeats
+        // across the partitions of a partitioned table.
+        let removed = format!("SELECT {t}.tableoid, {t}.ctid FROM {t} WHERE {condition}");
         if path.is_empty() {
             return format!(
-                "{alias}.ctid IN ({}) AND {alias}.ctid NOT IN ({removed})",
+                "({alias}.tableoid, {alias}.ctid) IN ({}) AND ({alias}.tableoid, {alias}.ctid) NOT IN ({removed})",
                 tree(table, &self.root_tree, &removed, 0)
             );
         }
@@ -221,7 +272,7 @@ impl References {
             format!("{t} WHERE {condition}")
         } else {
             format!(
-                "{t} WHERE {t}.ctid IN ({})",
+                "{t} WHERE ({t}.tableoid, {t}.ctid) IN ({})",
                 tree(table, &self.root_tree, &removed, 0)
             )
         };
@@ -251,12 +302,12 @@ impl References {
             } else {
                 let seed_alias = format!("pgmaint_seed{}", depth + 1);
                 let seed = format!(
-                    "SELECT {seed_alias}.ctid FROM {} {seed_alias} WHERE {}",
+                    "SELECT {seed_alias}.tableoid, {seed_alias}.ctid FROM {} {seed_alias} WHERE {}",
                     step.child.quoted(),
                     references(&seed_alias)
                 );
                 format!(
-                    "{this}.ctid IN ({})",
+                    "({this}.tableoid, {this}.ctid) IN ({})",
                     tree(&step.child, &step.tree, &seed, depth + 1)
                 )
             };
@@ -270,7 +321,8 @@ impl References {
     }
 }
 
-/// The ctids of `table`'s rows that `seed` (a SELECT of ctids) selects,
+/// The (tableoid, ctid) of `table`'s rows that `seed` (a SELECT of
+/// both) selects,
 /// and of every row that references one of them through the table's
 /// cascades into itself, down to the leaves. UNION (not UNION ALL) ends a
 /// loop in the data.
@@ -301,7 +353,7 @@ fn tree(table: &TableName, loops: &[SelfCascade], seed: &str, level: usize) -> S
         .collect::<Vec<_>>()
         .join(" OR ");
     format!(
-        "WITH RECURSIVE {name}(c) AS ({seed} UNION SELECT pgmaint_down.ctid FROM {t} pgmaint_down JOIN {t} pgmaint_up ON {joins} JOIN {name} ON pgmaint_up.ctid = {name}.c) SELECT c FROM {name}"
+        "WITH RECURSIVE {name}(o, c) AS ({seed} UNION SELECT pgmaint_down.tableoid, pgmaint_down.ctid FROM {t} pgmaint_down JOIN {t} pgmaint_up ON {joins} JOIN {name} ON (pgmaint_up.tableoid, pgmaint_up.ctid) = ({name}.o, {name}.c)) SELECT o, c FROM {name}"
     )
 }
 
@@ -326,7 +378,7 @@ pub async fn load(
             constraint: first.constraint.clone(),
             action: OnDelete::Cascade,
             changed: Vec::new(),
-            path: Vec::new(),
+            paths: vec![Vec::new()],
         });
     }
     keys_of.insert(oid, root_keys);
@@ -363,31 +415,38 @@ pub async fn load(
                     table: key.child.clone(),
                     path: steps,
                 }),
-                OnDelete::SetNull | OnDelete::SetDefault => found.parts.push(Part {
+                OnDelete::SetNull | OnDelete::SetDefault => found.add_part(Part {
                     table: key.child.clone(),
                     oid: key.child_oid,
                     constraint: key.constraint.clone(),
                     action: key.on_delete,
                     changed: key.changed.clone(),
-                    path: steps,
+                    paths: vec![steps],
                 }),
                 OnDelete::Cascade => {
                     if seen.contains(&key.child_oid) || steps.len() > MAX_DEPTH {
                         found.cycle.get_or_insert_with(|| {
-                            format!(
-                                "foreign key \"{}\" cascades from {} back into a table the cascade came through",
-                                key.constraint, key.child
-                            )
+                            if steps.len() > MAX_DEPTH {
+                                format!(
+                                    "cascades go deeper than {MAX_DEPTH} tables (at foreign key \"{}\" of {})",
+                                    key.constraint, key.child
+                                )
+                            } else {
+                                format!(
+                                    "foreign key \"{}\" cascades from {} back into a table the cascade came through",
+                                    key.constraint, key.child
+                                )
+                            }
                         });
                         continue;
                     }
-                    found.parts.push(Part {
+                    found.add_part(Part {
                         table: key.child.clone(),
                         oid: key.child_oid,
                         constraint: key.constraint.clone(),
                         action: OnDelete::Cascade,
                         changed: Vec::new(),
-                        path: steps.clone(),
+                        paths: vec![steps.clone()],
                     });
                     let mut seen = seen.clone();
                     seen.push(key.child_oid);
@@ -397,7 +456,9 @@ pub async fn load(
         }
     }
     // Parents before children: restore puts rows back in this order.
-    found.parts.sort_by_key(|p| p.path.len());
+    found
+        .parts
+        .sort_by_key(|p| p.paths.iter().map(Vec::len).min().unwrap_or(0));
     Ok(found)
 }
 
@@ -430,7 +491,12 @@ async fn foreign_keys_into(
                FROM pg_constraint c
                JOIN pg_class r ON r.oid = c.conrelid
                JOIN pg_namespace n ON n.oid = r.relnamespace
-              WHERE c.contype = 'f' AND c.confrelid = $1 AND c.conparentid = 0
+              WHERE c.contype = 'f' AND c.confrelid = $1
+                -- A key into a partitioned table is cloned onto each of its
+                -- partitions (same referencing table); a key of a partitioned
+                -- referencing table is cloned onto its partitions (another
+                -- referencing table), which the parent's row covers.
+                AND NOT EXISTS (SELECT 1 FROM pg_constraint p WHERE p.oid = c.conparentid AND p.conrelid <> c.conrelid)
               ORDER BY n.nspname, r.relname, c.conname",
             &[&oid],
         )
@@ -504,10 +570,10 @@ mod tests {
             constraint: "likes_comment_fk".into(),
             action: OnDelete::Cascade,
             changed: vec![],
-            path: vec![
+            paths: vec![vec![
                 step("comments", "user_id", "id"),
                 step("likes", "comment_id", "id"),
-            ],
+            ]],
         };
         let users = TableName::new("public", "users");
         assert_eq!(

@@ -123,8 +123,14 @@ impl WalkPlan {
             },
             limited,
         );
-        self.references
-            .part_rows(part, &self.table, columns, &condition)
+        // Locked as read: a row the application deletes or moves after the
+        // batch's snapshot fails the batch (40001, retried) instead of
+        // landing in the backup although the cascade no longer takes it.
+        format!(
+            "{} FOR NO KEY UPDATE OF pgmaint_part",
+            self.references
+                .part_rows(part, &self.table, columns, &condition)
+        )
     }
 
     /// Whether the condition names every row of a table that has rows (the
@@ -159,6 +165,24 @@ impl WalkPlan {
             self.filter_sql
         );
         Ok(self.read_matching(client, &statement).await?[0].get(0))
+    }
+
+    /// The count, in a batch's transaction, of rows the condition names that
+    /// the batch takes through the table's cascade into itself.
+    fn named_beyond_statement(&self, limited: bool) -> String {
+        let filter = self.batch_filter();
+        let condition = sql::walk_condition(
+            &WalkBatch {
+                table: &self.table,
+                filter: &filter,
+                columns: &self.columns,
+                destination: &self.destination,
+                returning: true,
+            },
+            limited,
+        );
+        self.references
+            .named_beyond(&self.table, &condition, &filter)
     }
 
     /// How many rows match `filter`, read as the dry run reads.
@@ -380,6 +404,17 @@ impl WalkPlan {
         ctx: &mut TaskContext<'_>,
         mut backup: Option<BackupWriter>,
     ) -> Result<Outcome, TaskError> {
+        if let Some(cycle) = &self.references.cycle
+            && !ctx.confirmed
+        {
+            if let Some(writer) = backup {
+                writer.finish(ctx.client).await?;
+            }
+            return Err(TaskError::Target(format!(
+                "removing rows of {} cascades round a cycle ({cycle}), so it can remove rows no condition names and that the plan cannot count; nothing was removed. Remove the rows of the cycle's other tables first, or confirm: `pgmaint run {} --yes`",
+                self.table, ctx.task_name
+            )));
+        }
         if !ctx.confirmed && self.matches_every_row(ctx.client).await? {
             if let Some(writer) = backup {
                 writer.finish(ctx.client).await?;
@@ -425,6 +460,18 @@ impl WalkPlan {
             parts: match backup.as_mut() {
                 Some(writer) => self.prepare_parts(ctx, writer).await?,
                 None => Vec::new(),
+            },
+            named_beyond: if self.references.has_own_tree() {
+                Some((
+                    ctx.client
+                        .prepare_typed(&self.named_beyond_statement(true), &sql::WALK_PARAMS)
+                        .await?,
+                    ctx.client
+                        .prepare_typed(&self.named_beyond_statement(false), &sql::WALK_PARAMS)
+                        .await?,
+                ))
+            } else {
+                None
             },
         };
         ctx.log_statement(&self.statement(true, returning));
@@ -543,6 +590,12 @@ impl WalkPlan {
         ctx: &mut TaskContext<'_>,
         writer: &mut BackupWriter,
     ) -> Result<Vec<PartStatements>, TaskError> {
+        if writer.is_export() && !self.references.parts.is_empty() {
+            return Err(TaskError::Target(format!(
+                "moving rows out of {} also removes or changes rows of {} through foreign keys, and an export keeps only the moved table's rows; nothing was moved. Archive the referencing tables first, or use `backup = true` without `export`",
+                self.table, self.references.parts[0].table
+            )));
+        }
         if let Some(cycle) = &self.references.cycle {
             return Err(TaskError::Target(format!(
                 "the backup cannot hold everything a removal from {} takes: {cycle}, and pgmaint does not follow cascades round a cycle yet; nothing was removed. Set `backup = false` to remove without a backup, or remove the referencing rows first with their own task",
@@ -772,6 +825,9 @@ struct Statements {
     narrow: tokio_postgres::Statement,
     /// With a backup: the reads of what each batch takes from other tables.
     parts: Vec<PartStatements>,
+    /// For a table that cascades into itself: the count of named rows a
+    /// batch takes by cascade (limited, narrow).
+    named_beyond: Option<(tokio_postgres::Statement, tokio_postgres::Statement)>,
 }
 
 /// The two forms of the read of one backup part, as for the batch.
@@ -797,6 +853,9 @@ struct Walk<'p> {
 enum Attempt {
     Done {
         rows: u64,
+        /// Rows the condition names that the batch's cascade into its own
+        /// table took (they count as removed; no later batch meets them).
+        by_cascade: u64,
         last_page: Option<i64>,
         took: Duration,
     },
@@ -846,10 +905,11 @@ impl<'p> Walk<'p> {
             {
                 Attempt::Done {
                     rows,
+                    by_cascade,
                     last_page,
                     took,
                 } => {
-                    self.counters.rows += rows;
+                    self.counters.rows += rows + by_cascade;
                     self.counters.batches += 1;
                     self.longest_batch = self.longest_batch.max(took);
                     page = self.next_page(page, upper, rows, last_page, took);
@@ -928,38 +988,79 @@ impl<'p> Walk<'p> {
                 );
             }
             let started = Instant::now();
-            let result = match backup.as_mut() {
-                // One statement is its own transaction: it commits whole or
-                // not at all, without BEGIN and COMMIT round trips.
-                None if plain && narrow => ctx
-                    .client
-                    .execute(statement, &params)
-                    .await
-                    .map(|rows| Ok((rows, None))),
-                None => ctx
-                    .client
-                    .query_one(statement, &params)
-                    .await
-                    .map(|row| Ok((row.get::<_, i64>(0) as u64, row.get::<_, Option<i64>>(1)))),
-                Some(writer) => {
-                    let parts: Vec<(usize, &tokio_postgres::Statement)> = statements
-                        .parts
-                        .iter()
-                        .map(|p| (p.number, if narrow { &p.narrow } else { &p.limited }))
-                        .collect();
-                    backed_up_batch(ctx, statement, &parts, &params, writer).await
-                }
-            };
+            let named_beyond = statements
+                .named_beyond
+                .as_ref()
+                .map(|(limited, narrow_form)| if narrow { narrow_form } else { limited });
+            let result =
+                match backup.as_mut() {
+                    None if named_beyond.is_some() => {
+                        let parts = Vec::new();
+                        in_transaction(
+                            ctx,
+                            statement,
+                            &parts,
+                            named_beyond,
+                            &params,
+                            None,
+                            plain && narrow,
+                        )
+                        .await
+                    }
+                    // One statement is its own transaction: it commits whole or
+                    // not at all, without BEGIN and COMMIT round trips.
+                    None if plain && narrow => ctx
+                        .client
+                        .execute(statement, &params)
+                        .await
+                        .map(|rows| Ok((rows, None, 0))),
+                    None => ctx.client.query_one(statement, &params).await.map(|row| {
+                        Ok((row.get::<_, i64>(0) as u64, row.get::<_, Option<i64>>(1), 0))
+                    }),
+                    Some(writer) => {
+                        let parts: Vec<(usize, &tokio_postgres::Statement)> = statements
+                            .parts
+                            .iter()
+                            .map(|p| (p.number, if narrow { &p.narrow } else { &p.limited }))
+                            .collect();
+                        in_transaction(
+                            ctx,
+                            statement,
+                            &parts,
+                            named_beyond,
+                            &params,
+                            Some(writer),
+                            false,
+                        )
+                        .await
+                    }
+                };
             match result {
-                Ok(Ok((rows, last_page))) => {
+                Ok(Ok((rows, last_page, by_cascade))) => {
                     return Ok(Attempt::Done {
                         rows,
+                        by_cascade,
                         last_page,
                         took: started.elapsed(),
                     });
                 }
                 Ok(Err(fatal)) => return Err(fatal),
-                Err(err) if db::is_transient(&err) => {
+                // A reference committed after the batch's snapshot fails
+                // its foreign-key check; the next attempt's snapshot sees it
+                // and keeps the row.
+                Err(err)
+                    if db::is_transient(&err)
+                        || (self.plan.on_referenced == OnReferenced::Keep
+                            && err.code()
+                                == Some(
+                                    &tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION,
+                                )
+                            && self
+                                .plan
+                                .references
+                                .referenced_condition(&self.plan.table)
+                                .is_some()) =>
+                {
                     self.counters.retries += 1;
                     tracing::info!(
                         task = ctx.task_name,
@@ -980,29 +1081,69 @@ impl<'p> Walk<'p> {
     }
 }
 
-/// A batch whose rows are backed up: the statement returns every row, the
-/// backup file is written and flushed and recorded, and only then does the
-/// transaction commit. A backup that cannot be written rolls the batch back.
-/// The outer `Result` is the database's (retryable when transient), the
-/// inner one a backup failure, which ends the task.
-async fn backed_up_batch(
+/// A batch as an explicit transaction, for when more than the statement
+/// must happen: with a backup, the statement returns every row, the backup
+/// files are written, flushed and recorded, and only then does the
+/// transaction commit (a backup that cannot be written rolls the batch
+/// back); for a table that cascades into itself, the named rows the
+/// cascade takes are counted first. Returns (rows, last page, named rows
+/// taken by cascade). The outer `Result` is the database's (retryable when
+/// transient), the inner one a backup failure, which ends the task.
+#[allow(clippy::too_many_arguments)]
+async fn in_transaction(
     ctx: &mut TaskContext<'_>,
     statement: &tokio_postgres::Statement,
     parts: &[(usize, &tokio_postgres::Statement)],
+    named_beyond: Option<&tokio_postgres::Statement>,
     params: &[&(dyn ToSql + Sync)],
-    writer: &mut BackupWriter,
-) -> Result<Result<(u64, Option<i64>), TaskError>, tokio_postgres::Error> {
+    writer: Option<&mut BackupWriter>,
+    bare_delete: bool,
+) -> Result<Result<(u64, Option<i64>, u64), TaskError>, tokio_postgres::Error> {
     // What cascades and SET NULL take is read before the statement, from
     // the snapshot the statement and PostgreSQL's own foreign-key actions
     // then work on: under REPEATABLE READ those actions either touch
     // exactly the rows read here or fail with a serialization error (a
     // row changed meanwhile), which is retried like a busy lock.
-    let begin = if parts.is_empty() {
+    let begin = if parts.is_empty() && named_beyond.is_none() {
         "BEGIN"
     } else {
         "BEGIN ISOLATION LEVEL REPEATABLE READ"
     };
     ctx.client.batch_execute(begin).await?;
+    let mut by_cascade = 0;
+    if let Some(named) = named_beyond {
+        match ctx.client.query_one(named, params).await {
+            Ok(row) => by_cascade = row.get::<_, i64>(0) as u64,
+            Err(err) => {
+                ctx.client.batch_execute("ROLLBACK").await?;
+                return Err(err);
+            }
+        }
+    }
+    let Some(writer) = writer else {
+        // No backup: the statement's own count is the batch's.
+        let done = if bare_delete {
+            ctx.client
+                .execute(statement, params)
+                .await
+                .map(|rows| (rows, None))
+        } else {
+            ctx.client
+                .query_one(statement, params)
+                .await
+                .map(|row| (row.get::<_, i64>(0) as u64, row.get::<_, Option<i64>>(1)))
+        };
+        return match done {
+            Ok((rows, last_page)) => {
+                ctx.client.batch_execute("COMMIT").await?;
+                Ok(Ok((rows, last_page, by_cascade)))
+            }
+            Err(err) => {
+                ctx.client.batch_execute("ROLLBACK").await?;
+                Err(err)
+            }
+        };
+    };
     let mut reached = Vec::new();
     for (number, part) in parts {
         match ctx.client.query(*part, params).await {
@@ -1024,7 +1165,7 @@ async fn backed_up_batch(
     let count = rows.len() as u64;
     if count == 0 {
         ctx.client.batch_execute("COMMIT").await?;
-        return Ok(Ok((0, None)));
+        return Ok(Ok((0, None, by_cascade)));
     }
     let mut written = Vec::new();
     let mut failed = None;
@@ -1055,7 +1196,7 @@ async fn backed_up_batch(
     for w in &written {
         writer.committed(w);
     }
-    Ok(Ok((count, last_page)))
+    Ok(Ok((count, last_page, by_cascade)))
 }
 
 #[cfg(test)]
