@@ -44,10 +44,17 @@ fn after<'t>(text: &'t str, marker: &str) -> &'t str {
         .trim_end_matches([',', '.', ':', ';', ')', '"'])
 }
 
-/// The directory the demo made: where its config was.
-fn demo_dir(prose: &str) -> PathBuf {
-    let config = after(prose, "The config is ");
-    PathBuf::from(config.trim_end_matches("/pgmaint.toml"))
+/// The directory the demo made: the first path under the temp dir that
+/// its output names.
+fn demo_dir(stdout: &str) -> Option<PathBuf> {
+    let prefix = std::env::temp_dir().join("pgmaint-pg-");
+    let prefix = prefix.to_str()?;
+    let start = stdout.find(prefix)?;
+    let name: String = stdout[start + prefix.len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    Some(PathBuf::from(format!("{prefix}{name}")))
 }
 
 fn process_exists(pid: u32) -> bool {
@@ -145,12 +152,8 @@ fn the_demo_shows_each_part_of_the_product_in_seconds_within_80_columns() {
     // The status the daemon answered names it: "daemon": "user@host pid N".
     let daemon: u32 = after(&prose, " pid ").parse().unwrap();
     assert!(!process_exists(daemon), "daemon {daemon} still runs");
-    let dir = demo_dir(&prose);
-    assert!(
-        dir.starts_with(std::env::temp_dir()) && !dir.exists(),
-        "{} is left behind",
-        dir.display()
-    );
+    let dir = demo_dir(&stdout).expect("the demo names its directory");
+    assert!(!dir.exists(), "{} is left behind", dir.display());
 }
 
 /// What `demo --keep` leaves running, stopped and removed when the test
@@ -158,7 +161,7 @@ fn the_demo_shows_each_part_of_the_product_in_seconds_within_80_columns() {
 struct Kept {
     daemon: Option<u32>,
     stop_cluster: Option<String>,
-    dir: PathBuf,
+    dir: Option<PathBuf>,
 }
 
 impl Drop for Kept {
@@ -166,10 +169,32 @@ impl Drop for Kept {
         if let Some(pid) = self.daemon {
             let _ = Command::new("kill").arg(pid.to_string()).status();
         }
-        if let Some(stop) = &self.stop_cluster {
-            let _ = Command::new("sh").args(["-c", stop]).status();
+        match (&self.stop_cluster, &self.dir) {
+            (Some(stop), _) => {
+                let _ = Command::new("sh").args(["-c", stop]).status();
+            }
+            // The test failed before it read the stop command: stop the
+            // server in the directory as the demo would have said.
+            (None, Some(dir)) => {
+                if let Ok(bin) = pgmaint::cluster::find_bin_dir() {
+                    let pg_ctl = format!(
+                        "{} -D {}/data stop -m fast",
+                        bin.join("pg_ctl").display(),
+                        dir.display()
+                    );
+                    let _ = Command::new("sh")
+                        .args([
+                            "-c",
+                            &format!("runuser -u postgres -- {pg_ctl} || {pg_ctl}"),
+                        ])
+                        .status();
+                }
+            }
+            (None, None) => {}
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -206,7 +231,7 @@ fn with_keep_the_daemon_stays_up_serving_its_api_and_metrics() {
     let mut kept = Kept {
         daemon: None,
         stop_cluster: None,
-        dir: demo_dir(&prose),
+        dir: demo_dir(&stdout),
     };
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
     kept.daemon = Some(after(&prose, "daemon: pid ").parse().unwrap());

@@ -59,11 +59,6 @@ async fn the_plans_batch_count_is_the_runs_on_a_table_where_matches_are_interlea
         let rows = planned["rows"].as_u64().unwrap();
         assert_eq!(rows, 3000 + 600 + 6000);
         let batches = planned["batches"].as_u64().unwrap();
-        assert_eq!(
-            planned["details"]["batches_estimate"]["batches"], batches,
-            "{planned}"
-        );
-        assert_eq!(planned["details"]["batches_estimate"]["at_least"], false);
 
         let run = db.pgmaint(&["run", "expired_tokens", "--json"]).await;
         run.assert_code(0);
@@ -87,6 +82,11 @@ async fn the_plans_batch_count_is_the_runs_on_a_table_where_matches_are_interlea
                 "backup = {backup}: plan {planned}\nrun {ran}"
             );
         }
+        assert_eq!(
+            planned["details"]["batches_estimate"]["batches"], batches,
+            "{planned}"
+        );
+        assert_eq!(planned["details"]["batches_estimate"]["at_least"], false);
         let largest = planned["details"]["batches_estimate"]["largest_batch"]
             .as_u64()
             .unwrap();

@@ -295,8 +295,8 @@ fn say(text: &str) {
     output::println(&wrap(text, "", "  "));
 }
 
-/// One line of a task's plan: prose, wrapped to the output's width columns, or an
-/// item of a list (a sample row, a view, a file), cut with `…` instead.
+/// One line of a task's plan: prose, or an item of a list (a sample row,
+/// a view, a file), indented under it. Both are wrapped to the width.
 enum Line {
     Say(String),
     Item(String),
@@ -345,7 +345,7 @@ fn print_dry_run(report: &RunReport, config: &Config, verbose: bool) {
     ));
 }
 
-/// The lines of one task's plan, each at most the output's width columns.
+/// The lines of one task's plan, none wider than the output.
 fn plan_lines(
     task: &runner::TaskReport,
     options: &crate::config::TaskOptions,
@@ -392,7 +392,11 @@ fn orphans_report(details: &serde_json::Value) -> Vec<Line> {
     if let Some(keys) = details["sample_keys"].as_array()
         && !keys.is_empty()
     {
-        let keys: Vec<String> = keys.iter().take(LISTED).map(|k| k.to_string()).collect();
+        let keys: Vec<String> = keys
+            .iter()
+            .take(SAMPLES_SHOWN)
+            .map(|k| k.to_string())
+            .collect();
         lines.push(Line::Say(format!("Sample keys: {}.", keys.join(", "))));
     }
     lines
@@ -415,9 +419,14 @@ fn walk_plan(task: &runner::TaskReport, options: &crate::config::TaskOptions) ->
             output::count(rows)
         )
     };
+    let cutoff = details["cutoff"]
+        .as_str()
+        .map(|c| format!(" older than {}", readable_time(c)))
+        .unwrap_or_default();
+    let source = format!("{how_many} of {table}{cutoff}");
     let what = match details["action"].as_str() {
         Some("move") => format!(
-            "move {how_many} of {table} to {}{}",
+            "move {source} to {}{}",
             details["archive_table"].as_str().unwrap_or("?"),
             details["export"]
                 .as_str()
@@ -425,16 +434,14 @@ fn walk_plan(task: &runner::TaskReport, options: &crate::config::TaskOptions) ->
                 .unwrap_or_default()
         ),
         Some("export") => format!(
-            "move {how_many} of {table} to files in {}",
+            "move {source} to files in {}",
             details["export"].as_str().unwrap_or("?")
         ),
-        _ if details["orphans"].is_u64() => format!("delete {how_many} of {table}, orphans"),
-        _ => format!("delete {how_many} of {table}"),
+        _ if details["orphans"].is_u64() => {
+            format!("delete {source} whose reference has no parent row")
+        }
+        _ => format!("delete {source}"),
     };
-    let cutoff = details["cutoff"]
-        .as_str()
-        .map(|c| format!(" older than {}", readable_time(c)))
-        .unwrap_or_default();
     let estimate = &details["batches_estimate"];
     let batches = estimate["batches"].as_u64().unwrap_or(task.batches);
     let largest = estimate["largest_batch"]
@@ -465,7 +472,7 @@ fn walk_plan(task: &runner::TaskReport, options: &crate::config::TaskOptions) ->
             ),
         };
         lines.push(Line::Say(format!(
-            "Would {what}{cutoff}{in_batches}{}.",
+            "Would {what}{in_batches}{}.",
             if details["backup"] == true {
                 ", backing each batch up before it commits"
             } else {
@@ -719,7 +726,9 @@ fn upkeep_plan(task: &runner::TaskReport, options: &crate::config::TaskOptions) 
         );
     }
     for index in details["indexes"].as_array().into_iter().flatten() {
+        let why = index["why"].as_str().unwrap_or("");
         let bloat = match index["bloat"].as_f64() {
+            Some(_) if why.contains("bloat") => String::new(),
             Some(b) => format!(
                 ", {:.0}% bloat by {}",
                 b * 100.0,
@@ -733,7 +742,7 @@ fn upkeep_plan(task: &runner::TaskReport, options: &crate::config::TaskOptions) 
                 "{} {}: {} ({} bytes{bloat})",
                 index["action"].as_str().unwrap_or("?"),
                 index["index"].as_str().unwrap_or("?"),
-                index["why"].as_str().unwrap_or(""),
+                why,
                 output::count(index["size_bytes"].as_u64().unwrap_or(0))
             ),
         );
@@ -786,6 +795,11 @@ fn upkeep_plan(task: &runner::TaskReport, options: &crate::config::TaskOptions) 
             "Locks: {locks}; each statement waits at most lock_timeout {} for its lock, and is retried (up to {} times).",
             options.lock_timeout, options.max_retries
         )));
+    } else if task.kind == "sql" {
+        lines.push(Line::Say(format!(
+            "Locks: what its SQL takes, each waited for at most lock_timeout {}.",
+            options.lock_timeout
+        )));
     }
     lines
 }
@@ -811,16 +825,21 @@ fn upkeep_locks(task: &runner::TaskReport, plan: &serde_json::Value) -> Option<S
             "REINDEX and DROP INDEX CONCURRENTLY take SHARE UPDATE EXCLUSIVE: reads and writes go on"
                 .into(),
         ),
-        "partitions" => Some(format!(
-            "creating a partition takes ACCESS EXCLUSIVE on {} for that statement{}",
-            plan["parent"].as_str().unwrap_or("the parent"),
-            if statements.contains("DROP TABLE") || statements.contains("DETACH PARTITION \\\"") {
-                ", and so does dropping or detaching one"
+        "partitions" => {
+            let detach = if statements.contains("DROP TABLE") {
+                ", as does dropping one (on it and on the parent)"
+            } else if statements.contains("DETACH PARTITION") && statements.contains("CONCURRENTLY") {
+                "; detaching one CONCURRENTLY takes SHARE UPDATE EXCLUSIVE (reads and writes go on)"
+            } else if statements.contains("DETACH PARTITION") {
+                ", as does detaching one (there is a default partition, so not CONCURRENTLY)"
             } else {
                 ""
-            }
-        )),
-        "sql" => Some("whatever its SQL takes".into()),
+            };
+            Some(format!(
+                "creating a partition takes ACCESS EXCLUSIVE on {} for that statement{detach}",
+                plan["parent"].as_str().unwrap_or("the parent"),
+            ))
+        }
         _ => None,
     }
 }
@@ -938,7 +957,7 @@ pub(super) fn wrap(text: &str, first: &str, rest: &str) -> String {
     lines.join("\n")
 }
 
-/// One line of at most the output's width columns, cut with `…` if longer.
+/// One line no wider than the output, cut with `…` if longer.
 fn cut(line: &str) -> String {
     if line.chars().count() <= width() {
         return line.to_string();
@@ -955,27 +974,25 @@ fn wrap_sql(line: &str, indent: &str) -> String {
     let lead = text.len() - text.trim_start().len();
     let first = format!("{indent}{}", &text[..lead]);
     let rest = format!("{first}  ");
-    let mut out: Vec<String> = Vec::new();
-    let mut current = first.clone();
+    // Words, each with whether a `--` comment began before it: such a word
+    // starting a line goes after a `-- ` of its own, so a copied line is
+    // still a comment.
+    let mut words: Vec<(String, bool)> = Vec::new();
     let mut word = String::new();
     let mut quote: Option<char> = None;
-    let flush = |current: &mut String, word: &mut String, out: &mut Vec<String>| {
-        if word.is_empty() {
-            return;
-        }
-        let at_start = current.trim().is_empty();
-        if !at_start && current.chars().count() + 1 + word.chars().count() > width() {
-            out.push(std::mem::replace(current, rest.clone()));
-        } else if !at_start {
-            current.push(' ');
-        }
-        current.push_str(word);
-        word.clear();
-    };
+    let mut comment = false;
+    let mut commented_before = false;
+    let mut previous = ' ';
     for c in text.trim_start().chars() {
         match (quote, c) {
-            (None, ' ') => flush(&mut current, &mut word, &mut out),
-            (None, '\'' | '"') => {
+            (None, ' ') if !comment || !word.is_empty() => {
+                if !word.is_empty() {
+                    words.push((std::mem::take(&mut word), commented_before));
+                }
+                commented_before = comment;
+            }
+            (None, ' ') => {}
+            (None, '\'' | '"') if !comment => {
                 quote = Some(c);
                 word.push(c);
             }
@@ -983,10 +1000,32 @@ fn wrap_sql(line: &str, indent: &str) -> String {
                 quote = None;
                 word.push(c);
             }
+            (None, '-') if previous == '-' => {
+                comment = true;
+                word.push(c);
+            }
             (_, c) => word.push(c),
         }
+        previous = c;
     }
-    flush(&mut current, &mut word, &mut out);
+    if !word.is_empty() {
+        words.push((word, commented_before));
+    }
+    let columns = width();
+    let mut out: Vec<String> = Vec::new();
+    let mut current = first.clone();
+    for (word, in_comment) in words {
+        let at_start = current.trim().is_empty();
+        if !at_start && current.chars().count() + 1 + word.chars().count() > columns {
+            out.push(std::mem::replace(&mut current, rest.clone()));
+            if in_comment {
+                current.push_str("-- ");
+            }
+        } else if !at_start {
+            current.push(' ');
+        }
+        current.push_str(&word);
+    }
     out.push(current);
     out.join("\n")
 }
@@ -1072,6 +1111,19 @@ mod tests {
             "{wrapped}"
         );
         assert!(wrapped.lines().count() > 1, "{wrapped}");
+        let comment = format!(
+            "x = 1 -- {}",
+            "a comment that goes on and on past the end of the line ".repeat(2)
+        );
+        let wrapped = super::wrap_sql(&comment, "    ");
+        assert!(wrapped.lines().count() > 1, "{wrapped}");
+        assert!(
+            wrapped
+                .lines()
+                .skip(1)
+                .all(|l| l.trim_start().starts_with("-- ")),
+            "{wrapped}"
+        );
     }
 
     #[test]
