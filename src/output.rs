@@ -28,10 +28,10 @@ const NARROWEST: usize = 20;
 /// Writes to stdout; a closed stdout ends the program quietly.
 pub fn print(text: &str) {
     let mut out = std::io::stdout().lock();
-    if let Err(err) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        if err.kind() == std::io::ErrorKind::BrokenPipe {
-            stdout_closed();
-        }
+    if let Err(err) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        && err.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        stdout_closed();
     }
 }
 

@@ -339,29 +339,29 @@ fn explain(raw: &str, key_path: &[String], doc: &Document<String>) -> (String, O
         };
         return (format!("`{field}` is missing: this table needs it"), help);
     }
-    if let Some(rest) = raw.strip_prefix("invalid type: ") {
-        if let Some((found, expected)) = rest.split_once(", expected ") {
-            return (
-                format!(
-                    "`{key}` must be {}, not {}",
-                    expectation(expected),
-                    found_phrase(found)
-                ),
-                None,
-            );
-        }
+    if let Some(rest) = raw.strip_prefix("invalid type: ")
+        && let Some((found, expected)) = rest.split_once(", expected ")
+    {
+        return (
+            format!(
+                "`{key}` must be {}, not {}",
+                expectation(expected),
+                found_phrase(found)
+            ),
+            None,
+        );
     }
-    if let Some(rest) = raw.strip_prefix("invalid value: ") {
-        if let Some((found, expected)) = rest.split_once(", expected ") {
-            return (
-                format!(
-                    "`{key}` must be {}, not {}",
-                    expectation(expected),
-                    found_phrase(found)
-                ),
-                None,
-            );
-        }
+    if let Some(rest) = raw.strip_prefix("invalid value: ")
+        && let Some((found, expected)) = rest.split_once(", expected ")
+    {
+        return (
+            format!(
+                "`{key}` must be {}, not {}",
+                expectation(expected),
+                found_phrase(found)
+            ),
+            None,
+        );
     }
     if let Some(name) = raw.strip_prefix("data did not match any variant of untagged enum ") {
         let takes = match name.trim() {
@@ -537,8 +537,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
