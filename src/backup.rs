@@ -729,6 +729,10 @@ pub struct PartRestore {
     pub already_present: u64,
 }
 
+/// A part's files read and verified, whether its table has a unique key,
+/// and its table's oid: what a restore needs before it writes.
+type ReadPart = (Vec<Vec<u8>>, bool, u32);
+
 /// One table's part of a backup, as the index describes it.
 struct SavedPart {
     part: i32,
@@ -877,8 +881,7 @@ pub async fn restore(
     }
     let order = restore_order(&tx, &parts, &prepared).await?;
     let mut counts = vec![(0u64, 0u64); parts.len()];
-    let mut prepared: Vec<Option<(Vec<Vec<u8>>, bool, u32)>> =
-        prepared.into_iter().map(Some).collect();
+    let mut prepared: Vec<Option<ReadPart>> = prepared.into_iter().map(Some).collect();
     for index in order {
         let part = &parts[index];
         let Some((contents, has_key, _)) = prepared[index].take() else {
@@ -960,7 +963,7 @@ pub async fn restore(
 async fn restore_order(
     tx: &tokio_postgres::Transaction<'_>,
     parts: &[SavedPart],
-    prepared: &[(Vec<Vec<u8>>, bool, u32)],
+    prepared: &[ReadPart],
 ) -> Result<Vec<usize>, BackupError> {
     let oids: Vec<u32> = prepared.iter().map(|(_, _, oid)| *oid).collect();
     let edges: Vec<(u32, u32)> = tx
