@@ -709,3 +709,23 @@ async fn named_replies_a_batch_takes_by_cascade_count_as_removed_once() {
     assert_eq!(run.json()["tasks"][0]["rows"], named, "{}", run.stdout);
     assert_eq!(db.count("SELECT count(*) FROM comments WHERE old").await, 0);
 }
+
+#[tokio::test]
+async fn a_keep_age_that_is_not_positive_is_a_config_error_before_any_backup_is_pruned() {
+    let db = TestDb::new().await;
+    for (section, key) in [
+        ("backups", "keep"),
+        ("state", "keep_runs"),
+        ("health", "keep"),
+    ] {
+        db.config(&format!("[{section}]\n{key} = \"-1 day\"\n"));
+        let check = db.pgmaint(&["check"]).await;
+        check.assert_code(2);
+        assert!(
+            check.stderr.contains(&format!("{section}.{key}"))
+                && check.stderr.contains("must be positive"),
+            "{}",
+            check.stderr
+        );
+    }
+}

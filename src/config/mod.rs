@@ -461,6 +461,23 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         file.backups.dir.clone(),
         file.backups.keep.clone(),
     );
+    // Ages that decide what pgmaint deletes of its own: a negative `keep`
+    // would make every backup (or run record) older than the future.
+    for (key_path, age) in [
+        (["backups", "keep"], file.backups.keep.as_deref()),
+        (["state", "keep_runs"], file.state.keep_runs.as_deref()),
+        (["health", "keep"], file.health.keep.as_deref()),
+    ] {
+        if let Some(age) = age
+            && let Err(problem) = crate::retention::check_written(age)
+        {
+            problems.push(
+                source
+                    .problem(&key_path, problem.message)
+                    .with_help(problem.help),
+            );
+        }
+    }
     let base = TaskOptions::layered(TaskOptions::BUILT_IN, database_timeouts);
     let defaults = TaskOptions::layered(base, file.defaults.options());
     let default_severity = file.defaults.severity.unwrap_or_default();
