@@ -289,11 +289,13 @@ fn with_keep_the_daemon_stays_up_serving_its_api_and_metrics() {
             .unwrap()
             .success()
     );
-    let stop = kept.stop_cluster.take().unwrap();
+    let stop = kept.stop_cluster.clone().unwrap();
     let stopped = Command::new("sh").args(["-c", &stop]).output().unwrap();
     assert!(
         stopped.status.success(),
         "{stop}: {}",
         String::from_utf8_lossy(&stopped.stderr)
     );
+    // Stopped: what is left to do at the end is removing the directory.
+    kept.stop_cluster = Some("true".into());
 }
