@@ -352,6 +352,28 @@ fn split_pgpass_line(line: &str) -> Vec<String> {
 /// notices (from VACUUM, functions' RAISE NOTICE) are passed to the log
 /// rather than lost.
 pub async fn connect(target: &Target) -> Result<Client, ConnectError> {
+    open(target, None).await
+}
+
+/// A connection whose `NOTIFY`s (for the channels it `LISTEN`s to) arrive
+/// on the receiver, which ends when the connection does.
+pub async fn connect_listening(
+    target: &Target,
+) -> Result<
+    (
+        Client,
+        tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+    ),
+    ConnectError,
+> {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    Ok((open(target, Some(sender)).await?, receiver))
+}
+
+async fn open(
+    target: &Target,
+    notifications: Option<tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>>,
+) -> Result<Client, ConnectError> {
     let unreachable = |cause: String| ConnectError::Unreachable {
         target: target.describe(),
         cause,
@@ -359,12 +381,18 @@ pub async fn connect(target: &Target) -> Result<Client, ConnectError> {
     macro_rules! drive {
         ($connect:expr) => {{
             let (client, mut connection) = $connect.await.map_err(|e| unreachable(crate::db::describe(&e)))?;
+            let notifications = notifications.clone();
             tokio::spawn(async move {
                 let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                 while let Some(message) = messages.next().await {
                     match message {
                         Ok(AsyncMessage::Notice(notice)) => {
                             tracing::info!(target: "postgres", "{}: {}", notice.severity(), notice.message())
+                        }
+                        Ok(AsyncMessage::Notification(notification)) => {
+                            if let Some(sender) = &notifications {
+                                let _ = sender.send(notification);
+                            }
                         }
                         Ok(_) => {}
                         Err(err) => {

@@ -1351,3 +1351,184 @@ async fn a_schedules_list_for_an_outcome_is_what_it_says() {
     daemon.terminate();
     daemon.child.wait().await.unwrap();
 }
+
+/// Waits until the JSON log at `log` has a message containing `text`.
+async fn logged(log: &std::path::Path, text: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if log_lines(log).iter().any(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(text))
+        }) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `{text}` in the log within {within:?}: {:#?}",
+            log_lines(log)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The fires GET listed for a schedule, as a SQL array literal.
+fn listed_fires(schedule: &serde_json::Value, n: usize) -> String {
+    let fires: Vec<&str> = schedule["next"].as_array().unwrap()[..n]
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    format!("'{{{}}}'::timestamptz[]", fires.join(","))
+}
+
+#[tokio::test]
+async fn api_schedule_changes_take_effect_at_once_on_every_daemon() {
+    let db = setup("").await;
+    let token = Some("s3cret");
+    let log = db.dir.path().join("b.log");
+    let mut a = Daemon::start(&db);
+    let mut b = logging_daemon(&db, &log);
+    let (status, body) = a
+        .http(
+            "POST",
+            "/api/v1/schedules",
+            token,
+            r#"{"name": "slow", "cron": "0 0 1 1 *", "tasks": ["mark"]}"#,
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(b.code("GET", "/healthz", None, "").await, 200);
+    // Both have scheduled (and now wait for a fire months away).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Created through one daemon: the fires GET lists are the ones that
+    // happen, and the other daemon heard of it at once.
+    let (status, body) = a
+        .http(
+            "POST",
+            "/api/v1/schedules",
+            token,
+            r#"{"name": "fast", "cron": "* * * * * *", "tasks": ["mark"]}"#,
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let created: serde_json::Value = serde_json::from_str(&body).unwrap();
+    logged(&log, "schedules changed (notified)", Duration::from_secs(2)).await;
+    let listed = listed_fires(&created, 3);
+    wait_for(
+        &db,
+        &format!(
+            "SELECT count(*) FROM pgmaint.schedule_fires WHERE schedule = 'fast' AND status = 'succeeded' AND scheduled_for = ANY({listed})"
+        ),
+        |n| n == 3,
+        "the three fires GET listed",
+    )
+    .await;
+
+    // Changed through the other: from a yearly cron to every second, it
+    // fires from its change on, and never for a time before it.
+    let (status, body) = b
+        .http(
+            "PUT",
+            "/api/v1/schedules/slow",
+            token,
+            r#"{"cron": "* * * * * *", "tasks": ["mark"]}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let changed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let listed = listed_fires(&changed, 2);
+    wait_for(
+        &db,
+        &format!(
+            "SELECT count(*) FROM pgmaint.schedule_fires WHERE schedule = 'slow' AND status = 'succeeded' AND scheduled_for = ANY({listed})"
+        ),
+        |n| n == 2,
+        "the fires GET listed after the change",
+    )
+    .await;
+    for (schedule, since) in [("fast", "created_at"), ("slow", "updated_at")] {
+        assert_eq!(
+            db.count(&format!(
+                "SELECT count(*) FROM pgmaint.schedule_fires f JOIN pgmaint.api_schedules s ON s.name = f.schedule
+                  WHERE f.schedule = '{schedule}' AND f.scheduled_for <= s.{since}"
+            ))
+            .await,
+            0,
+            "{schedule}: a fire (run or skipped) for a time before it read as it does"
+        );
+    }
+
+    // Deleted: no daemon fires it again.
+    assert_eq!(
+        a.code("DELETE", "/api/v1/schedules/fast", token, "").await,
+        204
+    );
+    let deleted_at = db.count("SELECT extract(epoch FROM now())::bigint").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM pgmaint.schedule_fires WHERE schedule = 'fast' AND scheduled_for > to_timestamp({deleted_at} + 1)"
+        ))
+        .await,
+        0,
+        "a deleted schedule fired"
+    );
+    for d in [&a, &b] {
+        d.terminate();
+    }
+    a.child.wait().await.unwrap();
+    b.child.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_schedule_change_no_notification_told_of_is_seen_within_seconds() {
+    let db = setup("").await;
+    let log = db.dir.path().join("daemon.log");
+    let mut daemon = logging_daemon(&db, &log);
+    assert_eq!(daemon.code("GET", "/healthz", None, "").await, 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // As through a transaction pooler, where LISTEN hears nothing: the row
+    // appears without a NOTIFY.
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO pgmaint.api_schedules (name, cron, timezone, tasks, enabled, allow_critical, misfire, misfire_grace_seconds, notify)
+             VALUES ('behind', '* * * * * *', 'UTC', '{mark}', true, false, 'run_once', 3600, '{}')",
+        )
+        .await
+        .unwrap();
+    logged(
+        &log,
+        "schedules changed (rechecked)",
+        Duration::from_secs(5),
+    )
+    .await;
+    wait_for(
+        &db,
+        "SELECT count(*) FROM pgmaint.schedule_fires WHERE schedule = 'behind' AND status = 'succeeded'",
+        |n| n >= 1,
+        "a fire of the schedule",
+    )
+    .await;
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM pgmaint.schedule_fires f JOIN pgmaint.api_schedules s ON s.name = f.schedule
+              WHERE f.scheduled_for <= s.created_at"
+        )
+        .await,
+        0,
+        "a fire (run or skipped) for a time before it existed"
+    );
+    assert!(
+        db.count(
+            "SELECT count(*) FROM pgmaint.schedule_fires f JOIN pgmaint.api_schedules s ON s.name = f.schedule
+              WHERE f.status = 'succeeded' AND f.claimed_at <= s.created_at + interval '5 seconds'"
+        )
+        .await
+            >= 1,
+        "not seen within seconds"
+    );
+    daemon.terminate();
+    daemon.child.wait().await.unwrap();
+}

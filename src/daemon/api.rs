@@ -361,7 +361,10 @@ fn schedule_json(shared: &Shared, config: &ScheduleConfig, from_config: bool) ->
                 .map(|reason| json!({ "task": task.name, "reason": reason }))
         })
         .collect();
+    // The fires that will happen: none while it is disabled.
     let next: Vec<String> = Schedule::new(config)
+        .ok()
+        .filter(|_| config.enabled)
         .map(|s| {
             s.upcoming(chrono::Utc::now(), 5)
                 .iter()
@@ -400,8 +403,8 @@ async fn every_schedule(shared: &Shared) -> Result<Vec<(ScheduleConfig, bool)>, 
     Ok(all
         .into_iter()
         .map(|s| {
-            let from_config = shared.config.schedule(&s.name).is_some();
-            (s, from_config)
+            let from_config = s.since.is_none();
+            (s.config, from_config)
         })
         .collect())
 }
@@ -473,7 +476,7 @@ async fn save_schedule(shared: &Shared, name: &str, body: ScheduleBody, create: 
             .await
             .map_err(|e| ApiError::unreachable(crate::db::describe(&e)))?
             .iter()
-            .any(|s| s.name == name);
+            .any(|s| s.config.name == name);
         if !exists {
             return Err(ApiError::not_found(format!("there is no schedule {name}")));
         }

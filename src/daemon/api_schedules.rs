@@ -1,7 +1,14 @@
 //! Schedules created through the API: stored in the state schema, checked
 //! exactly as config schedules are (cron, time zone, task and notifier
 //! names), and each change written to the audit table.
+//!
+//! A change reaches every daemon at once: its transaction also sends
+//! `NOTIFY pgmaint_schedules` (the payload is the state schema), which each
+//! scheduler LISTENs for. Where notifications do not arrive (a transaction
+//! pooler, a listening connection that dropped), a scheduler also compares
+//! `digest` every few seconds.
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tokio_postgres::Client;
 
@@ -9,6 +16,16 @@ use crate::config::file::Misfire;
 use crate::config::{Config, Duration, NotifyTargets, ScheduleConfig};
 use crate::schedule::Schedule;
 use crate::sql::quote_ident;
+
+/// The channel a change to the API's schedules is notified on.
+pub const CHANNEL: &str = "pgmaint_schedules";
+
+/// A schedule kept in the state schema, and since when it reads as it does
+/// (its creation or last change): no fire before that is its.
+pub struct ApiSchedule {
+    pub config: ScheduleConfig,
+    pub since: DateTime<Utc>,
+}
 
 /// A schedule as the API receives it.
 #[derive(Debug, Deserialize)]
@@ -88,19 +105,19 @@ pub fn validate(config: &Config, name: &str, body: ScheduleBody) -> Result<Sched
 pub async fn load(
     client: &Client,
     schema: &str,
-) -> Result<Vec<ScheduleConfig>, tokio_postgres::Error> {
+) -> Result<Vec<ApiSchedule>, tokio_postgres::Error> {
     let q = quote_ident(schema);
     Ok(client
         .query(
             &format!(
-                "SELECT name, cron, timezone, tasks, enabled, allow_critical, misfire, misfire_grace_seconds, max_runtime_seconds, notify
+                "SELECT name, cron, timezone, tasks, enabled, allow_critical, misfire, misfire_grace_seconds, max_runtime_seconds, notify, updated_at
                    FROM {q}.api_schedules ORDER BY name"
             ),
             &[],
         )
         .await?
         .iter()
-        .map(|r| ScheduleConfig {
+        .map(|r| ApiSchedule { since: r.get(10), config: ScheduleConfig {
             name: r.get(0),
             cron: r.get(1),
             timezone: r.get(2),
@@ -111,8 +128,33 @@ pub async fn load(
             misfire_grace: std::time::Duration::from_secs_f64(r.get(7)),
             max_runtime: r.get::<_, Option<f64>>(8).map(std::time::Duration::from_secs_f64),
             notify: NotifyTargets::all(r.get(9)),
-        })
+        }})
         .collect())
+}
+
+/// What the API's schedules are now, in one short value: any change
+/// (created, changed, deleted; committed in any order) changes it.
+pub async fn digest(client: &Client, schema: &str) -> Result<String, tokio_postgres::Error> {
+    let q = quote_ident(schema);
+    Ok(client
+        .query_one(
+            &format!(
+                "SELECT coalesce(md5(string_agg(name || ' ' || updated_at::text, ',' ORDER BY name)), '') FROM {q}.api_schedules"
+            ),
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
+/// Tells every daemon, when `tx` commits, that the schedules changed.
+async fn announce(
+    tx: &tokio_postgres::Transaction<'_>,
+    schema: &str,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &schema])
+        .await?;
+    Ok(())
 }
 
 /// Creates or replaces a schedule; `create` refuses one that exists.
@@ -151,6 +193,7 @@ pub async fn save(
     if changed {
         audit(&tx, schema, who, if create { "create schedule" } else { "update schedule" }, &s.name,
             serde_json::json!({"cron": s.cron, "timezone": s.timezone, "tasks": s.tasks, "enabled": s.enabled})).await?;
+        announce(&tx, schema).await?;
     }
     tx.commit().await?;
     Ok(changed)
@@ -181,6 +224,7 @@ pub async fn delete(
             serde_json::json!({}),
         )
         .await?;
+        announce(&tx, schema).await?;
     }
     tx.commit().await?;
     Ok(deleted)

@@ -7,7 +7,10 @@
 //! `misfire`: `run_once` runs the latest of them if it is within
 //! `misfire_grace`, `skip` runs none; the others are recorded as skipped.
 //! A fire whose previous run still goes (its session lock is held) is
-//! recorded as skipped too. When the database goes away the daemon keeps
+//! recorded as skipped too. A schedule created or changed through the API
+//! counts its fires from then, and reaches every daemon at once (its own
+//! API wakes it; the others hear a NOTIFY, or see the change within
+//! `RECHECK` where notifications do not arrive). When the database goes away the daemon keeps
 //! retrying with backoff, logging once per change. The first SIGTERM or
 //! Ctrl-C stops claiming and asks running tasks to stop after their batch;
 //! the daemon waits for them up to a grace period and exits 0.
@@ -161,19 +164,127 @@ async fn connect_with_retry(shared: &Shared, reachable: &mut bool) -> Option<Cli
     }
 }
 
+/// A schedule the daemon runs.
+pub struct Scheduled {
+    pub config: ScheduleConfig,
+    /// For an API schedule, since when it reads as it does (created or
+    /// last changed): its fires are counted from then, never before.
+    pub since: Option<DateTime<Utc>>,
+}
+
 /// The config's schedules and those created through the API (an API one
 /// whose name a config one took is ignored).
 pub async fn all_schedules(
     shared: &Shared,
     client: &Client,
-) -> Result<Vec<ScheduleConfig>, tokio_postgres::Error> {
-    let mut all = shared.config.schedules.clone();
+) -> Result<Vec<Scheduled>, tokio_postgres::Error> {
+    let mut all: Vec<Scheduled> = shared
+        .config
+        .schedules
+        .iter()
+        .map(|config| Scheduled {
+            config: config.clone(),
+            since: None,
+        })
+        .collect();
     for s in api_schedules::load(client, &shared.config.state_schema).await? {
-        if !all.iter().any(|c| c.name == s.name) {
-            all.push(s);
+        if shared.config.schedule(&s.config.name).is_none() {
+            all.push(Scheduled {
+                config: s.config,
+                since: Some(s.since),
+            });
         }
     }
     Ok(all)
+}
+
+/// How often a scheduler compares the API's schedules with what it last
+/// read, for the changes no notification told it of.
+const RECHECK: Duration = Duration::from_secs(3);
+
+/// How a scheduler learns that the API's schedules changed: this daemon's
+/// API wakes it (`Shared::schedules_changed`), every daemon's API notifies
+/// the channel it LISTENs on, and where notifications do not arrive it
+/// compares `api_schedules::digest` every `RECHECK`.
+struct Changes {
+    listener: Option<(
+        Client,
+        tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+    )>,
+    /// The digest as of the last pass.
+    digest: Option<String>,
+}
+
+impl Changes {
+    /// Listens again if the listening connection is gone (logged at debug:
+    /// the recheck still finds every change, a few seconds later).
+    async fn listen(&mut self, shared: &Shared) {
+        if self.listener.as_ref().is_some_and(|(c, _)| !c.is_closed()) {
+            return;
+        }
+        self.listener = None;
+        let listening = async {
+            let (client, notifications) = connect::connect_listening(&shared.target)
+                .await
+                .map_err(|e| e.to_string())?;
+            client
+                .batch_execute(&format!("LISTEN {}", api_schedules::CHANNEL))
+                .await
+                .map_err(|e| crate::db::describe(&e))?;
+            Ok::<_, String>((client, notifications))
+        };
+        match listening.await {
+            Ok(listener) => self.listener = Some(listener),
+            Err(err) => tracing::debug!("cannot LISTEN for schedule changes: {err}"),
+        }
+    }
+
+    /// Waits `wait`, or less if the API's schedules change meanwhile.
+    async fn wait(&mut self, shared: &Shared, db: &Client, wait: Duration) {
+        let schema = &shared.config.state_schema;
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let slice = until
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(RECHECK);
+            let notified = async {
+                match self.listener.as_mut() {
+                    Some((_, notifications)) => loop {
+                        match notifications.recv().await {
+                            Some(n) if n.payload() == schema.as_str() => return true,
+                            Some(_) => continue,
+                            None => return false,
+                        }
+                    },
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shared.stop.sleep(slice) => {}
+                _ = shared.schedules_changed.notified() => return,
+                heard = notified => {
+                    if heard {
+                        tracing::info!("the API's schedules changed (notified); scheduling them");
+                        return;
+                    }
+                    // The listening connection ended; the recheck goes on.
+                    self.listener = None;
+                }
+            }
+            if shared.stop.requested().is_some() || tokio::time::Instant::now() >= until {
+                return;
+            }
+            match api_schedules::digest(db, schema).await {
+                Ok(now) if self.digest.as_ref() != Some(&now) => {
+                    tracing::info!("the API's schedules changed (rechecked); scheduling them");
+                    return;
+                }
+                Ok(_) => {}
+                // The next pass finds out what is wrong, and says so.
+                Err(_) => return,
+            }
+        }
+    }
 }
 
 async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
@@ -182,6 +293,10 @@ async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
     let mut client: Option<Client> = None;
     let mut last_prune: Option<std::time::Instant> = None;
     let mut standby = false;
+    let mut changes = Changes {
+        listener: None,
+        digest: None,
+    };
     while shared.stop.requested().is_none() {
         let Some(db) = (match client.take().filter(|c| !c.is_closed()) {
             Some(c) => Some(c),
@@ -222,16 +337,25 @@ async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
             fires::mark_interrupted(&db, &schema)
                 .await
                 .map_err(|e| e.to_string())?;
+            changes.listen(shared).await;
+            // Read before the schedules, so a change made between the two
+            // reads is seen by the next recheck.
+            changes.digest = Some(
+                api_schedules::digest(&db, &schema)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
             let schedules = all_schedules(shared, &db)
                 .await
                 .map_err(|e| e.to_string())?;
-            for config in schedules.iter().filter(|c| c.enabled) {
+            for scheduled in schedules.iter().filter(|s| s.config.enabled) {
+                let config = &scheduled.config;
                 // API schedules were checked when saved; a config change
                 // since (a task renamed) leaves them invalid, not fatal.
                 let Ok(schedule) = Schedule::new(config) else {
                     continue;
                 };
-                if let Some(next) = due(shared, &mut db, config, &schedule, runs)
+                if let Some(next) = due(shared, &mut db, scheduled, &schedule, runs)
                     .await
                     .map_err(|e| e.to_string())?
                 {
@@ -265,10 +389,11 @@ async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
         // Reap finished runs so the set does not grow.
         while runs.try_join_next().is_some() {}
         let wait = (next_wake - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-        shared
-            .stop
-            .sleep(wait.min(TICK) + Duration::from_millis(5))
-            .await;
+        if let Some(db) = &client {
+            changes
+                .wait(shared, db, wait.min(TICK) + Duration::from_millis(5))
+                .await;
+        }
     }
 }
 
@@ -276,16 +401,30 @@ async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
 async fn due(
     shared: &Arc<Shared>,
     db: &mut Client,
-    config: &ScheduleConfig,
+    scheduled: &Scheduled,
     schedule: &Schedule,
     runs: &mut JoinSet<()>,
 ) -> Result<Option<DateTime<Utc>>, tokio_postgres::Error> {
+    let config = &scheduled.config;
     let schema = &shared.config.state_schema;
     let now = Utc::now();
-    let Some(last) = fires::last_fire(db, schema, &config.name).await? else {
-        // First sight of this schedule: count from now, do not back-fill.
-        fires::begin(db, schema, &config.name, now).await?;
-        return Ok(schedule.next_after(now));
+    // Fires are counted from the last one, but an API schedule's never
+    // from before it read as it does now: a new one from its creation (so
+    // the fires GET listed are the ones that happen, however late a daemon
+    // sees it), a changed one from its change.
+    let last = match (
+        fires::last_fire(db, schema, &config.name).await?,
+        scheduled.since,
+    ) {
+        (Some(last), Some(since)) => last.max(since),
+        (last, Some(since)) => last.unwrap_or(since),
+        (Some(last), None) => last,
+        (None, None) => {
+            // A config schedule's first sight: count from now, do not
+            // back-fill.
+            fires::begin(db, schema, &config.name, now).await?;
+            return Ok(schedule.next_after(now));
+        }
     };
     let due = crate::schedule::due_fires(schedule, config, last, now);
     for (fire, reason) in &due.skipped {
