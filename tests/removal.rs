@@ -218,6 +218,26 @@ async fn rows_still_referenced_stay_and_are_counted_and_the_rest_go() {
     );
 }
 
+/// Waits until no session but the test's own is connected to the database.
+async fn wait_for_no_other_sessions(db: &TestDb) {
+    let client = db.client().await;
+    for _ in 0..200 {
+        let others: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if others == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("a killed pgmaint's session stayed connected for 10 s");
+}
+
 #[tokio::test]
 async fn kill_9_during_a_backed_up_purge_with_cascades_loses_and_doubles_nothing() {
     let big_app = APP
@@ -264,7 +284,7 @@ async fn kill_9_during_a_backed_up_purge_with_cascades_loses_and_doubles_nothing
         child.wait().await.unwrap();
         // The server ends the killed session's statement and lock shortly
         // after; a run started before that is skipped, not killed.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        wait_for_no_other_sessions(&db).await;
     }
     assert!(kills >= 6, "only {kills} runs were killed mid-way");
     db.pgmaint(&["run", "deleted_users", "--batch-size", "200"])
