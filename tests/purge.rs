@@ -140,7 +140,7 @@ async fn bad_config_and_bad_targets_exit_2_naming_each_problem_and_its_place() {
     run.assert_code(2);
     assert!(
         run.stderr
-            .contains("pgmaint.toml:5:1: tasks.a.batchsize: unknown field `batchsize`"),
+            .contains("pgmaint.toml:5:1: tasks.a.batchsize: unknown key `batchsize` in a purge task; did you mean `batch_size`?"),
         "{}",
         run.stderr
     );
