@@ -250,15 +250,7 @@ impl BackupWriter {
     ) -> Result<BackupWriter, BackupError> {
         let q = quote_ident(schema);
         sweep(client, schema, task).await?;
-        let columns: Vec<(String, String)> = columns
-            .iter()
-            .filter(|c| !c.generated)
-            .map(|c| (c.name.clone(), c.type_name.clone()))
-            .collect();
-        let described: Vec<_> = columns
-            .iter()
-            .map(|(name, type_name)| serde_json::json!({"name": name, "type": type_name}))
-            .collect();
+        let (columns, described) = saved_columns_of(columns);
         let id: i64 = client
             .query_one(
                 &format!(
@@ -326,16 +318,7 @@ impl BackupWriter {
         part: BackupPart<'_>,
     ) -> Result<usize, BackupError> {
         let number = self.parts.len();
-        let columns: Vec<(String, String)> = part
-            .columns
-            .iter()
-            .filter(|c| !c.generated)
-            .map(|c| (c.name.clone(), c.type_name.clone()))
-            .collect();
-        let described: Vec<_> = columns
-            .iter()
-            .map(|(name, type_name)| serde_json::json!({"name": name, "type": type_name}))
-            .collect();
+        let (columns, described) = saved_columns_of(&part.columns);
         let q = quote_ident(&self.schema);
         client
             .execute(
@@ -482,6 +465,21 @@ impl BackupWriter {
         }
         Ok(None)
     }
+}
+
+/// The columns a backup saves (generated ones are computed again on
+/// restore), as (name, type) and as the index records them.
+fn saved_columns_of(columns: &[Column]) -> (Vec<(String, String)>, Vec<serde_json::Value>) {
+    let saved: Vec<(String, String)> = columns
+        .iter()
+        .filter(|c| !c.generated)
+        .map(|c| (c.name.clone(), c.type_name.clone()))
+        .collect();
+    let described = saved
+        .iter()
+        .map(|(name, type_name)| serde_json::json!({"name": name, "type": type_name}))
+        .collect();
+    (saved, described)
 }
 
 fn manifest_name(file: &str) -> String {

@@ -109,11 +109,11 @@ impl WalkPlan {
         )
     }
 
-    /// The read, in a batch's transaction and before its statement, of the
-    /// rows `part` loses when the batch's rows go.
-    fn part_statement(&self, part: &Part, columns: &[String], limited: bool) -> String {
+    /// A batch's `WHERE` condition over the table's own name, as its
+    /// statement has it, for the reads that go with the batch.
+    fn batch_condition(&self, limited: bool) -> String {
         let filter = self.batch_filter();
-        let condition = sql::walk_condition(
+        sql::walk_condition(
             &WalkBatch {
                 table: &self.table,
                 filter: &filter,
@@ -122,7 +122,13 @@ impl WalkPlan {
                 returning: true,
             },
             limited,
-        );
+        )
+    }
+
+    /// The read, in a batch's transaction and before its statement, of the
+    /// rows `part` loses when the batch's rows go.
+    fn part_statement(&self, part: &Part, columns: &[String], limited: bool) -> String {
+        let condition = self.batch_condition(limited);
         // Locked as read: a row the application deletes or moves after the
         // batch's snapshot fails the batch (40001, retried) instead of
         // landing in the backup although the cascade no longer takes it.
@@ -170,19 +176,11 @@ impl WalkPlan {
     /// The count, in a batch's transaction, of rows the condition names that
     /// the batch takes through the table's cascade into itself.
     fn named_beyond_statement(&self, limited: bool) -> String {
-        let filter = self.batch_filter();
-        let condition = sql::walk_condition(
-            &WalkBatch {
-                table: &self.table,
-                filter: &filter,
-                columns: &self.columns,
-                destination: &self.destination,
-                returning: true,
-            },
-            limited,
-        );
-        self.references
-            .named_beyond(&self.table, &condition, &filter)
+        self.references.named_beyond(
+            &self.table,
+            &self.batch_condition(limited),
+            &self.batch_filter(),
+        )
     }
 
     /// How many rows match `filter`, read as the dry run reads.
