@@ -1259,6 +1259,9 @@ async fn a_failed_api_run_notifies_and_logs_as_a_fire_does() {
          [schedules.nightly]\ncron = \"0 3 * * *\"\ntasks = [\"broken\"]\nnotify = {{ on_failure = [\"ops\"] }}\n"
     ))
     .await;
+    // A top-level `name`, which notifications carry beside the database.
+    let written = std::fs::read_to_string(db.dir.path().join("pgmaint.toml")).unwrap();
+    db.config(&format!("name = \"shop-eu\"\n{written}"));
     let log = db.dir.path().join("daemon.log");
     let mut daemon = logging_daemon(&db, &log);
     // What a GitHub Actions cron or a Kubernetes CronJob calls.
@@ -1269,6 +1272,12 @@ async fn a_failed_api_run_notifies_and_logs_as_a_fire_does() {
     assert_eq!(event["details"]["task"], "broken", "{event}");
     assert_eq!(event["details"]["run"]["run_id"], task_run, "{event}");
     assert_eq!(event["details"]["database"]["database"], db.name.as_str());
+    // The config's name comes with it.
+    assert_eq!(event["details"]["database"]["name"], "shop-eu", "{event}");
+    assert!(
+        event["title"].as_str().unwrap().contains("shop-eu"),
+        "{event}"
+    );
     assert!(
         event["text"].as_str().unwrap().contains("division by zero"),
         "{event}"

@@ -88,9 +88,9 @@ pub async fn run(cli: &Cli, args: &DaemonArgs) -> Result<bool, CliError> {
             "cannot listen on {listen}: {e}\n  help: set [api] listen or --listen to a free address"
         ))
     })?;
-    // The config has no name of its own yet; the connection settings name
-    // the database.
-    let origin = crate::notify::Origin::of(&target, None);
+    // Notifications name the database by its connection settings, and by
+    // the config's `name` when it has one.
+    let origin = crate::notify::Origin::of(&target, config.name.as_deref());
     let shared = Arc::new(Shared {
         origin,
         id: format!("{} pid {}", Trigger::who(), std::process::id()),
