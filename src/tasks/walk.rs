@@ -143,11 +143,13 @@ impl WalkPlan {
     /// user's condition, before pgmaint keeps referenced rows): such a
     /// removal empties the table, and runs only when confirmed. It reads
     /// until the first row the condition leaves, so it is quick unless
-    /// nearly every row matches.
+    /// nearly every row matches. Not `thorough`: only the last pages are
+    /// read, and None means they did not decide it.
     async fn matches_every_row(
         &self,
         client: &tokio_postgres::Client,
-    ) -> Result<bool, tokio_postgres::Error> {
+        thorough: bool,
+    ) -> Result<Option<bool>, tokio_postgres::Error> {
         let t = self.table.quoted();
         // Rows are usually removed oldest first and appended newest last:
         // a row the condition leaves is then found at once among the last
@@ -164,13 +166,18 @@ impl WalkPlan {
             .await?
             .get(0);
         if kept_at_the_end {
-            return Ok(false);
+            return Ok(Some(false));
+        }
+        if !thorough {
+            return Ok(None);
         }
         let statement = format!(
             "SELECT EXISTS (SELECT 1 FROM {t}) AND NOT EXISTS (SELECT 1 FROM {t} WHERE ({}) IS NOT TRUE)",
             self.filter_sql
         );
-        Ok(self.read_matching(client, &statement).await?[0].get(0))
+        Ok(Some(
+            self.read_matching(client, &statement).await?[0].get(0),
+        ))
     }
 
     /// The count, in a batch's transaction, of rows the condition names that
@@ -290,7 +297,9 @@ impl WalkPlan {
             } else {
                 json!({"on_referenced": self.on_referenced, "counted": false})
             };
-            let every_row = self.matches_every_row(client).await?;
+            // Above exact_count_limit the plan reads only the last pages;
+            // the run decides before it starts, reading as far as it must.
+            let every_row = self.matches_every_row(client, exact).await?;
             // Where the matching rows lie, to walk the pages as the run
             // will; only where the rows are counted exactly.
             let per_page = if exact {
@@ -390,7 +399,7 @@ impl WalkPlan {
                     "rows_per_second": rate.rows_per_second.round() as u64,
                     "runs": rate.runs,
                 })),
-                "needs_confirmation": every_row.then(|| format!("the condition matches every row of {}: the run empties the table, and runs only when confirmed (--yes, the API's \"yes\", or a schedule with allow_critical = true)", self.table)),
+                "needs_confirmation": (every_row == Some(true)).then(|| format!("the condition matches every row of {}: the run empties the table, and runs only when confirmed (--yes, the API's \"yes\", or a schedule with allow_critical = true)", self.table)),
             }),
         })
     }
@@ -413,7 +422,7 @@ impl WalkPlan {
                 self.table, ctx.task_name
             )));
         }
-        if !ctx.confirmed && self.matches_every_row(ctx.client).await? {
+        if !ctx.confirmed && self.matches_every_row(ctx.client, true).await? == Some(true) {
             if let Some(writer) = backup {
                 writer.finish(ctx.client).await?;
             }
