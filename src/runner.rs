@@ -23,7 +23,7 @@ use tokio_postgres::Client;
 use crate::config::{Config, Problem, Problems, Severity, TaskConfig};
 use crate::db::{self, SessionTimeouts};
 use crate::output::Progress;
-use crate::state::{self, StateError, Trigger};
+use crate::store::{self, StateError, Trigger};
 use crate::status::Status;
 use crate::stop::Stop;
 use crate::tasks::{Outcome, ProgressRecord, TaskContext};
@@ -298,14 +298,14 @@ pub async fn run(
         }
     }
     let schema = config.state_schema.as_str();
-    state::ensure_ready(client, schema).await?;
-    for id in state::mark_interrupted(client, schema).await? {
+    store::ensure_ready(client, schema).await?;
+    for id in store::mark_interrupted(client, schema).await? {
         tracing::warn!(
             "run {id} was left running by a process that is gone; marked it interrupted"
         );
     }
     let mut request = request;
-    let run_id = state::start_run(client, schema, &request.trigger, request.dry_run).await?;
+    let run_id = store::start_run(client, schema, &request.trigger, request.dry_run).await?;
     if let Some(started) = request.started.take() {
         let _ = started.send(run_id);
     }
@@ -374,7 +374,7 @@ pub async fn run(
         .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.name)))
         .collect();
     let error = (!failures.is_empty()).then(|| failures.join("; "));
-    state::finish_run(client, schema, run_id, status, error.as_deref()).await?;
+    store::finish_run(client, schema, run_id, status, error.as_deref()).await?;
     Ok(RunReport {
         run_id,
         dry_run: request.dry_run,
@@ -409,7 +409,7 @@ async fn record_skipped(
     reason: String,
 ) -> Result<TaskReport, RunError> {
     let report = skipped(task, reason);
-    let task_run_id = state::start_task_run(
+    let task_run_id = store::start_task_run(
         client,
         schema,
         run_id,
@@ -426,7 +426,7 @@ async fn record_skipped(
         error: None,
         details: report.details.clone(),
     };
-    state::finish_task_run(client, schema, task_run_id, &outcome, 0).await?;
+    store::finish_task_run(client, schema, task_run_id, &outcome, 0).await?;
     Ok(report)
 }
 
@@ -446,12 +446,12 @@ async fn run_task(
     let backups_dir = config.backups.dir.as_path();
     let kind = task.spec.kind().as_str();
     let task_run_id =
-        state::start_task_run(client, schema, run_id, &task.name, kind, request.dry_run).await?;
+        store::start_task_run(client, schema, run_id, &task.name, kind, request.dry_run).await?;
     let started = Instant::now();
     // A dry run only reads, so it does not compete for the task.
     let locked = busy.is_some()
         || request.dry_run
-        || state::try_lock_task(client, schema, &task.name).await?;
+        || store::try_lock_task(client, schema, &task.name).await?;
     let outcome = if let Some(cause) = &busy {
         // Its check found the table locked: do not queue on it again.
         Outcome {
@@ -463,7 +463,7 @@ async fn run_task(
             details: serde_json::json!({}),
         }
     } else if !locked {
-        let holder = state::holder_of_task(client, schema, &task.name, run_id).await?;
+        let holder = store::holder_of_task(client, schema, &task.name, run_id).await?;
         let reason = match holder {
             Some((id, who)) => format!("task is already running in run {id} ({who}); skipped"),
             None => "task is already running in another pgmaint process; skipped".to_string(),
@@ -524,7 +524,7 @@ async fn run_task(
             }
         });
         if !request.dry_run {
-            state::unlock_task(client, schema, &task.name).await?;
+            store::unlock_task(client, schema, &task.name).await?;
         }
         outcome
     };
@@ -540,7 +540,7 @@ async fn run_task(
         details: details.clone(),
         ..outcome.clone()
     };
-    state::finish_task_run(client, schema, task_run_id, &recorded, duration_ms as i64).await?;
+    store::finish_task_run(client, schema, task_run_id, &recorded, duration_ms as i64).await?;
     Ok(TaskReport {
         name: task.name.clone(),
         kind,

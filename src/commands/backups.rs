@@ -5,14 +5,14 @@ use super::{CliError, connect, load_config, print_json};
 use crate::backup;
 use crate::cli::{Cli, RestoreArgs};
 use crate::output;
-use crate::state::{self, Trigger};
+use crate::store::{self, Trigger};
 use crate::status::Status;
 use crate::tasks::Outcome;
 
 pub async fn backups(cli: &Cli) -> Result<bool, CliError> {
     let config = load_config(cli, false)?;
     let client = connect(cli, &config).await?;
-    state::ensure_ready(&client, &config.state_schema).await?;
+    store::ensure_ready(&client, &config.state_schema).await?;
     let list = backup::list(&client, &config.state_schema)
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
@@ -48,7 +48,7 @@ pub async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<bool, CliError> {
     let config = load_config(cli, false)?;
     let mut client = connect(cli, &config).await?;
     let schema = config.state_schema.as_str();
-    state::ensure_ready(&client, schema).await?;
+    store::ensure_ready(&client, schema).await?;
     if !args.dry_run && crate::db::in_recovery(&client).await? {
         return Err(CliError::Failed(
             "this server is a standby; restore into the primary".into(),
@@ -70,10 +70,10 @@ pub async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<bool, CliError> {
         )));
     }
     let trigger = Trigger::cli(&super::run::command_line());
-    let run_id = state::start_run(&mut client, schema, &trigger, args.dry_run).await?;
+    let run_id = store::start_run(&mut client, schema, &trigger, args.dry_run).await?;
     let task = format!("restore {}", args.backup);
     let task_run_id =
-        state::start_task_run(&client, schema, run_id, &task, "restore", args.dry_run).await?;
+        store::start_task_run(&client, schema, run_id, &task, "restore", args.dry_run).await?;
     let started = std::time::Instant::now();
     let lock_timeout = config
         .database
@@ -106,7 +106,7 @@ pub async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<bool, CliError> {
             details: serde_json::json!({ "backup_id": args.backup, "error": err.to_string() }),
         },
     };
-    state::finish_task_run(
+    store::finish_task_run(
         &client,
         schema,
         task_run_id,
@@ -114,7 +114,7 @@ pub async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<bool, CliError> {
         started.elapsed().as_millis() as i64,
     )
     .await?;
-    state::finish_run(
+    store::finish_run(
         &client,
         schema,
         run_id,

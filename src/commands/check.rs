@@ -83,7 +83,7 @@ pub async fn check(cli: &Cli) -> Result<bool, CliError> {
         busy.extend(check.busy);
     }
     problems.sort_by_key(Problem::position);
-    let state_note = match crate::state::ensure_ready(&client, &config.state_schema).await {
+    let state_note = match crate::store::ensure_ready(&client, &config.state_schema).await {
         Ok(()) => None,
         Err(err) => Some(err.to_string()),
     };

@@ -121,7 +121,7 @@ fn print_report(report: &Report) {
 pub async fn snapshot(cli: &Cli) -> Result<bool, CliError> {
     let config = load_config(cli, false)?;
     let mut client = connect(cli, &config).await?;
-    crate::state::ensure_ready(&client, &config.state_schema).await?;
+    crate::store::ensure_ready(&client, &config.state_schema).await?;
     let snapshot =
         health::snapshot::take(&mut client, &config.state_schema, &config.health.keep).await?;
     if cli.json {

@@ -5,15 +5,15 @@
 use super::{CliError, connect, load_config, print_json};
 use crate::cli::{Cli, HistoryArgs};
 use crate::output;
-use crate::state::{self, HistoryFilter, RunRecord};
+use crate::store::{self, HistoryFilter, RunRecord};
 
 pub async fn history(cli: &Cli, args: &HistoryArgs) -> Result<bool, CliError> {
     let config = load_config(cli, false)?;
     let client = connect(cli, &config).await?;
     let schema = &config.state_schema;
-    state::ensure_ready(&client, schema).await?;
+    store::ensure_ready(&client, schema).await?;
     if !crate::db::in_recovery(&client).await? {
-        state::mark_interrupted(&client, schema).await?;
+        store::mark_interrupted(&client, schema).await?;
     }
     let filter = HistoryFilter {
         task: args.task.clone(),
@@ -23,7 +23,7 @@ pub async fn history(cli: &Cli, args: &HistoryArgs) -> Result<bool, CliError> {
         dry_runs: args.all,
         limit: args.limit.max(1),
     };
-    let runs = state::history_filtered(&client, schema, &filter).await?;
+    let runs = store::history_filtered(&client, schema, &filter).await?;
     if cli.json {
         print_json(&serde_json::json!({ "runs": runs }));
         return Ok(true);
@@ -32,7 +32,7 @@ pub async fn history(cli: &Cli, args: &HistoryArgs) -> Result<bool, CliError> {
         let hidden = if args.all {
             0
         } else {
-            state::hidden_dry_runs(&client, schema, &filter).await?
+            store::hidden_dry_runs(&client, schema, &filter).await?
         };
         output::paragraph(&nothing_found(args, &config, hidden));
         return Ok(true);

@@ -3,7 +3,7 @@
 use super::{CliError, connect, load_config, print_json};
 use crate::cli::Cli;
 use crate::output;
-use crate::state;
+use crate::store;
 
 pub async fn init(cli: &Cli) -> Result<bool, CliError> {
     let config = load_config(cli, false)?;
@@ -12,8 +12,8 @@ pub async fn init(cli: &Cli) -> Result<bool, CliError> {
         return Err(CliError::Failed("this server is a standby (pg_is_in_recovery() is true); run `pgmaint init` against the primary".into()));
     }
     let schema = &config.state_schema;
-    let applied = state::init(&mut client, schema).await?;
-    let version = state::latest_version();
+    let applied = store::init(&mut client, schema).await?;
+    let version = store::latest_version();
     if cli.json {
         print_json(
             &serde_json::json!({ "schema": schema, "version": version, "applied": applied }),

@@ -134,10 +134,10 @@ impl From<connect::ConnectError> for CliError {
     }
 }
 
-impl From<crate::state::StateError> for CliError {
-    fn from(err: crate::state::StateError) -> Self {
+impl From<crate::store::StateError> for CliError {
+    fn from(err: crate::store::StateError) -> Self {
         match err {
-            crate::state::StateError::Database(_) => CliError::Server(err.to_string()),
+            crate::store::StateError::Database(_) => CliError::Server(err.to_string()),
             _ => CliError::Usage(err.to_string()),
         }
     }

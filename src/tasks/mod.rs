@@ -545,7 +545,7 @@ impl TaskContext<'_> {
             return Ok(());
         }
         record.last = Some(Instant::now());
-        crate::state::record_progress(self.client, &record.schema, record.task_run_id, counters)
+        crate::store::record_progress(self.client, &record.schema, record.task_run_id, counters)
             .await?;
         Ok(())
     }

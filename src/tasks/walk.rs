@@ -785,7 +785,7 @@ struct Rate {
 /// from the audit trail: their rows over their time, for the dry run's
 /// "about how long". None without such a run.
 async fn recent_rate(client: &tokio_postgres::Client, schema: &str, task: &str) -> Option<Rate> {
-    let runs = crate::state::history(client, schema, Some(task), 50)
+    let runs = crate::store::history(client, schema, Some(task), 50)
         .await
         .ok()?;
     let measured: Vec<(i64, i64)> = runs
