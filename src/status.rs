@@ -1,4 +1,6 @@
-//! The statuses a run or task run can have, as PRODUCT.md names them.
+//! The statuses a run or task run can have, as PRODUCT.md names them, and
+//! what a task did: shared by the tasks, the runner and the store, and
+//! depending on none of them.
 
 use serde::Serialize;
 
@@ -54,4 +56,24 @@ impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// What a task did (or, in a dry run, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub status: Status,
+    /// Rows changed, or in a dry run the rows that would be.
+    pub rows: u64,
+    pub batches: u64,
+    pub retries: u64,
+    pub error: Option<String>,
+    pub details: serde_json::Value,
+}
+
+/// Running totals a task reports while it works.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    pub rows: u64,
+    pub batches: u64,
+    pub retries: u64,
 }

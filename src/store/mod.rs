@@ -12,8 +12,7 @@ use serde::Serialize;
 use tokio_postgres::{Client, GenericClient};
 
 use crate::sql::quote_ident;
-use crate::status::Status;
-use crate::tasks::{Counters, Outcome};
+use crate::status::{Counters, Outcome, Status};
 
 /// First key of pgmaint's two-key advisory locks that mark a live run ("pgmr").
 const RUN_LOCK_CLASS: i32 = 0x7067_6d72;

@@ -25,7 +25,6 @@ use tokio_postgres::Client;
 
 use crate::config::{TaskKind, TaskOptions, file::TaskFile};
 use crate::output::Progress;
-use crate::status::Status;
 use crate::stop::Stop;
 
 /// A task as configured, resolved and typed; serialized tagged by `kind`.
@@ -425,25 +424,9 @@ impl From<tokio_postgres::Error> for TaskError {
     }
 }
 
-/// What a task did (or, in a dry run, would do).
-#[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
-    pub status: Status,
-    /// Rows changed, or in a dry run the rows that would be.
-    pub rows: u64,
-    pub batches: u64,
-    pub retries: u64,
-    pub error: Option<String>,
-    pub details: serde_json::Value,
-}
-
-/// Running totals a task reports while it works.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Counters {
-    pub rows: u64,
-    pub batches: u64,
-    pub retries: u64,
-}
+// Outcome and Counters live in the leaf `status` module, so the store can
+// record them without depending on the tasks.
+pub use crate::status::{Counters, Outcome};
 
 /// Where a running task records its progress in the state schema.
 pub struct ProgressRecord {
