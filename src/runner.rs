@@ -23,9 +23,9 @@ use tokio_postgres::Client;
 use crate::config::{Config, Problem, Problems, Severity, TaskConfig};
 use crate::db::{self, SessionTimeouts};
 use crate::output::Progress;
-use crate::store::{self, StateError, Trigger};
 use crate::status::Status;
 use crate::stop::Stop;
+use crate::store::{self, StateError, Trigger};
 use crate::tasks::{Outcome, ProgressRecord, TaskContext};
 
 /// What the caller asked for, already checked against the config.

@@ -5,8 +5,8 @@ use super::{CliError, connect, load_config, print_json};
 use crate::backup;
 use crate::cli::{Cli, RestoreArgs};
 use crate::output;
-use crate::store::{self, Trigger};
 use crate::status::Status;
+use crate::store::{self, Trigger};
 use crate::tasks::Outcome;
 
 pub async fn backups(cli: &Cli) -> Result<bool, CliError> {
