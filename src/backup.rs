@@ -18,7 +18,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures_util::SinkExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -26,6 +26,7 @@ use tokio_postgres::{Client, Row};
 
 use crate::db::{self, Column};
 use crate::sql::{TableName, column_list, quote_ident};
+use crate::store::backups as store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -248,26 +249,19 @@ impl BackupWriter {
         compression: Compression,
         place: impl FnOnce(i64) -> (PathBuf, String),
     ) -> Result<BackupWriter, BackupError> {
-        let q = quote_ident(schema);
         sweep(client, schema, task).await?;
         let (columns, described) = saved_columns_of(columns);
-        let id: i64 = client
-            .query_one(
-                &format!(
-                    "INSERT INTO {q}.backups (task_run_id, task, table_schema, table_name, columns, dir, purpose)
-                     VALUES ($1, $2, $3, $4, $5, '', $6) RETURNING id"
-                ),
-                &[
-                    &task_run_id,
-                    &task,
-                    &table.schema,
-                    &table.name,
-                    &serde_json::Value::Array(described),
-                    &purpose.as_str(),
-                ],
-            )
-            .await?
-            .get(0);
+        let id = store::insert_backup(
+            client,
+            schema,
+            task_run_id,
+            task,
+            &table.schema,
+            &table.name,
+            &serde_json::Value::Array(described),
+            purpose.as_str(),
+        )
+        .await?;
         let (dir, prefix) = place(id);
         let created = match purpose {
             Purpose::Backup => {
@@ -281,17 +275,10 @@ impl BackupWriter {
         }
         .map_err(write_error(&dir));
         if let Err(err) = created {
-            client
-                .execute(&format!("DELETE FROM {q}.backups WHERE id = $1"), &[&id])
-                .await?;
+            store::delete_backup(client, schema, id).await?;
             return Err(err);
         }
-        client
-            .execute(
-                &format!("UPDATE {q}.backups SET dir = $2, file_prefix = $3 WHERE id = $1"),
-                &[&id, &dir.display().to_string(), &prefix],
-            )
-            .await?;
+        store::place_backup(client, schema, id, &dir.display().to_string(), &prefix).await?;
         set_text_settings(client).await?;
         Ok(BackupWriter {
             schema: schema.to_string(),
@@ -319,25 +306,19 @@ impl BackupWriter {
     ) -> Result<usize, BackupError> {
         let number = self.parts.len();
         let (columns, described) = saved_columns_of(&part.columns);
-        let q = quote_ident(&self.schema);
-        client
-            .execute(
-                &format!(
-                    "INSERT INTO {q}.backup_parts (backup_id, part, table_schema, table_name, columns, action, key_columns, via)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-                ),
-                &[
-                    &self.id,
-                    &(number as i32),
-                    &part.table.schema,
-                    &part.table.name,
-                    &serde_json::Value::Array(described),
-                    &part.action,
-                    &serde_json::json!(part.key_columns),
-                    &part.via,
-                ],
-            )
-            .await?;
+        store::add_backup_part(
+            client,
+            &self.schema,
+            self.id,
+            number as i32,
+            &part.table.schema,
+            &part.table.name,
+            &serde_json::Value::Array(described),
+            part.action,
+            &serde_json::json!(part.key_columns),
+            part.via,
+        )
+        .await?;
         self.parts.push((part.table.clone(), columns));
         Ok(number)
     }
@@ -412,13 +393,17 @@ impl BackupWriter {
                 cause,
             });
         }
-        let q = quote_ident(&self.schema);
-        let recorded = client
-            .execute(
-                &format!("INSERT INTO {q}.backup_files (backup_id, seq, file, rows, sha256, part) VALUES ($1, $2, $3, $4, $5, $6)"),
-                &[&self.id, &seq, &name, &(rows.len() as i64), &sha256, &(part as i32)],
-            )
-            .await;
+        let recorded = store::record_backup_file(
+            client,
+            &self.schema,
+            self.id,
+            seq,
+            &name,
+            rows.len() as i64,
+            &sha256,
+            part as i32,
+        )
+        .await;
         if let Err(err) = recorded {
             for path in &paths {
                 let _ = std::fs::remove_file(path);
@@ -453,13 +438,7 @@ impl BackupWriter {
         if self.files > 0 {
             return Ok(Some(self.id));
         }
-        let q = quote_ident(&self.schema);
-        client
-            .execute(
-                &format!("DELETE FROM {q}.backups WHERE id = $1"),
-                &[&self.id],
-            )
-            .await?;
+        store::delete_backup(client, &self.schema, self.id).await?;
         if self.purpose == Purpose::Backup {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -526,25 +505,16 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// removed otherwise; a backup file no index row names is removed; a backup
 /// that never recorded a file goes.
 async fn sweep(client: &Client, schema: &str, task: &str) -> Result<(), BackupError> {
-    let q = quote_ident(schema);
-    let backups = client
-        .query(
-            &format!(
-                "SELECT b.id, b.dir, count(f.file)::int, b.file_prefix, b.purpose,
-                        coalesce(array_agg(f.file) FILTER (WHERE f.file IS NOT NULL), '{{}}')
-                   FROM {q}.backups b LEFT JOIN {q}.backup_files f ON f.backup_id = b.id
-                  WHERE b.task = $1 GROUP BY b.id"
-            ),
-            &[&task],
-        )
-        .await?;
-    for backup in backups {
-        let id: i64 = backup.get(0);
-        let dir = PathBuf::from(backup.get::<_, String>(1));
-        let files: i32 = backup.get(2);
-        let prefix: String = backup.get(3);
-        let purpose: String = backup.get(4);
-        let indexed: Vec<String> = backup.get(5);
+    for backup in store::backups_of_task(client, schema, task).await? {
+        let store::IndexedBackup {
+            id,
+            dir,
+            files,
+            prefix,
+            purpose,
+            indexed,
+        } = backup;
+        let dir = PathBuf::from(dir);
         let known = |name: &str| {
             indexed
                 .iter()
@@ -579,9 +549,7 @@ async fn sweep(client: &Client, schema: &str, task: &str) -> Result<(), BackupEr
             }
         }
         if files == 0 {
-            client
-                .execute(&format!("DELETE FROM {q}.backups WHERE id = $1"), &[&id])
-                .await?;
+            store::delete_backup(client, schema, id).await?;
             if purpose == "backup" && !dir.as_os_str().is_empty() {
                 let _ = std::fs::remove_dir_all(&dir);
             }
@@ -625,58 +593,19 @@ fn safe_file_name(name: &str) -> String {
         .collect()
 }
 
-/// A backup as `pgmaint backups` lists it.
-#[derive(Debug, Serialize)]
-pub struct BackupRecord {
-    pub id: i64,
-    pub task: String,
-    pub table: String,
-    pub rows: i64,
-    pub created_at: DateTime<Utc>,
-    pub path: String,
-}
+pub use crate::store::backups::BackupRecord;
 
 pub async fn list(client: &Client, schema: &str) -> Result<Vec<BackupRecord>, BackupError> {
-    let q = quote_ident(schema);
-    Ok(client
-        .query(
-            &format!(
-                "SELECT b.id, b.task, b.table_schema || '.' || b.table_name,
-                        coalesce((SELECT sum(f.rows) FROM {q}.backup_files f WHERE f.backup_id = b.id), 0)::bigint,
-                        b.created_at, b.dir
-                   FROM {q}.backups b WHERE b.purpose = 'backup' ORDER BY b.id DESC"
-            ),
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| BackupRecord {
-            id: r.get(0),
-            task: r.get(1),
-            table: r.get(2),
-            rows: r.get(3),
-            created_at: r.get(4),
-            path: r.get(5),
-        })
-        .collect())
+    Ok(store::list_backups(client, schema).await?)
 }
 
 /// Deletes backups older than `keep` (a PostgreSQL interval), files first.
 /// Returns how many went.
 pub async fn prune(client: &Client, schema: &str, keep: &str) -> Result<u64, BackupError> {
-    let q = quote_ident(schema);
-    let old = client
-        .query(
-            &format!(
-                "SELECT id, dir FROM {q}.backups WHERE purpose = 'backup' AND created_at < now() - $1::text::interval"
-            ),
-            &[&keep],
-        )
-        .await?;
-    for backup in &old {
-        let dir: String = backup.get(1);
+    let old = store::backups_older_than(client, schema, keep).await?;
+    for (id, dir) in &old {
         if !dir.is_empty() {
-            match std::fs::remove_dir_all(&dir) {
+            match std::fs::remove_dir_all(dir) {
                 Ok(()) => {}
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
                 Err(err) => {
@@ -686,12 +615,7 @@ pub async fn prune(client: &Client, schema: &str, keep: &str) -> Result<u64, Bac
                 }
             }
         }
-        client
-            .execute(
-                &format!("DELETE FROM {q}.backups WHERE id = $1"),
-                &[&backup.get::<_, i64>(0)],
-            )
-            .await?;
+        store::delete_backup(client, schema, *id).await?;
     }
     Ok(old.len() as u64)
 }
@@ -768,53 +692,35 @@ pub async fn restore(
     dry_run: bool,
     lock_timeout: &str,
 ) -> Result<RestoreReport, BackupError> {
-    let q = quote_ident(schema);
-    let Some(backup) = client
-        .query_opt(
-            &format!(
-                "SELECT table_schema, table_name, columns, dir FROM {q}.backups WHERE id = $1"
-            ),
-            &[&id],
-        )
-        .await?
-    else {
+    let Some(backup) = store::backup_table(&*client, schema, id).await? else {
         return Err(BackupError::Invalid(format!(
             "there is no backup {id}; `pgmaint backups` lists them"
         )));
     };
-    let table = TableName::new(backup.get::<_, String>(0), backup.get::<_, String>(1));
-    let dir = PathBuf::from(backup.get::<_, String>(3));
+    let table = TableName::new(backup.table_schema, backup.table_name);
+    let dir = PathBuf::from(backup.dir);
     let mut parts = vec![SavedPart {
         part: 0,
         table: table.clone(),
-        columns: saved_columns(&backup.get(2)),
+        columns: saved_columns(&backup.columns),
         action: "delete".into(),
         key_columns: Vec::new(),
         via: String::new(),
     }];
-    for row in client
-        .query(
-            &format!(
-                "SELECT part, table_schema, table_name, columns, action, key_columns, via
-                   FROM {q}.backup_parts WHERE backup_id = $1 ORDER BY part"
-            ),
-            &[&id],
-        )
-        .await?
-    {
-        let keys: serde_json::Value = row.get(5);
+    for row in store::backup_parts(&*client, schema, id).await? {
+        let keys = row.key_columns;
         parts.push(SavedPart {
-            part: row.get(0),
-            table: TableName::new(row.get::<_, String>(1), row.get::<_, String>(2)),
-            columns: saved_columns(&row.get(3)),
-            action: row.get(4),
+            part: row.part,
+            table: TableName::new(row.table_schema, row.table_name),
+            columns: saved_columns(&row.columns),
+            action: row.action,
             key_columns: keys
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(|k| k.as_str().map(String::from))
                 .collect(),
-            via: row.get(6),
+            via: row.via,
         });
     }
     // Check every table and read and verify every file before touching any.
@@ -842,21 +748,14 @@ pub async fn restore(
                 differences.join("; ")
             )));
         }
-        let files = client
-            .query(
-                &format!(
-                    "SELECT file, sha256 FROM {q}.backup_files WHERE backup_id = $1 AND part = $2 ORDER BY seq"
-                ),
-                &[&id, &part.part],
-            )
-            .await?;
+        let files = store::backup_files_of_part(&*client, schema, id, part.part).await?;
         let mut contents = Vec::new();
-        for file in &files {
-            let path = dir.join(file.get::<_, &str>(0));
+        for (file, sha256) in &files {
+            let path = dir.join(file);
             let csv = read_compressed(&path).map_err(|e| {
                 BackupError::Invalid(format!("cannot read {}: {e}", path.display()))
             })?;
-            if hex(&Sha256::digest(&csv)) != file.get::<_, &str>(1) {
+            if hex(&Sha256::digest(&csv)) != *sha256 {
                 return Err(BackupError::Invalid(format!(
                     "{} does not match its checksum; it was changed or damaged, nothing was restored",
                     path.display()

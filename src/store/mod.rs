@@ -6,6 +6,7 @@
 //! killed, machine lost), so the run is marked `interrupted`. No heartbeat
 //! and no clock comparison is involved. docs/architecture.md explains more.
 
+pub mod backups;
 mod migrations;
 
 use serde::Serialize;
