@@ -8,6 +8,7 @@
 
 pub mod backups;
 mod migrations;
+pub mod refreshes;
 
 use serde::Serialize;
 use tokio_postgres::{Client, GenericClient};

@@ -15,7 +15,7 @@ use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
 use crate::config::Duration;
 use crate::config::file::{AutoOr, OneOrMany, TaskFile};
 use crate::db;
-use crate::sql::{TableName, quote_ident};
+use crate::sql::TableName;
 use crate::status::Status;
 
 #[derive(Debug, Clone, Serialize)]
@@ -240,27 +240,8 @@ async fn dependency_order(
     Ok(order)
 }
 
-/// Each view's last refresh by pgmaint and its age in seconds, for `tasks`
-/// and (later) the staleness check.
-pub async fn refresh_ages(
-    client: &Client,
-    schema: &str,
-) -> Result<BTreeMap<String, f64>, tokio_postgres::Error> {
-    let q = quote_ident(schema);
-    Ok(client
-        .query(
-            &format!(
-                "SELECT DISTINCT ON (view_schema, view_name) view_schema || '.' || view_name,
-                        extract(epoch FROM now() - refreshed_at)::float8
-                   FROM {q}.refreshes ORDER BY view_schema, view_name, refreshed_at DESC"
-            ),
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect())
-}
+// Where `tasks` and the health checks have long found it.
+pub use crate::store::refreshes::refresh_ages;
 
 fn statement(view: &ViewPlan) -> String {
     format!(
@@ -326,13 +307,17 @@ impl Task for RefreshSpec {
                     } else {
                         "plain"
                     };
-                    let q = quote_ident(&ctx.state_schema);
-                    ctx.client
-                        .execute(
-                            &format!("INSERT INTO {q}.refreshes (view_schema, view_name, task, task_run_id, duration_ms, mode) VALUES ($1, $2, $3, $4, $5, $6)"),
-                            &[&view.name.schema, &view.name.name, &ctx.task_name, &ctx.task_run_id, &(took.as_millis() as i64), &mode],
-                        )
-                        .await?;
+                    crate::store::refreshes::record_refresh(
+                        &*ctx.client,
+                        &ctx.state_schema,
+                        &view.name.schema,
+                        &view.name.name,
+                        ctx.task_name,
+                        ctx.task_run_id,
+                        took.as_millis() as i64,
+                        mode,
+                    )
+                    .await?;
                     done.push(json!({"view": view.view, "mode": mode, "reason": view.reason, "duration_ms": took.as_millis() as u64}));
                 }
                 Err(err) => failed.push(format!("{}: {err}", view.view)),
