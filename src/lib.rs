@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod db;
 pub mod health;
 pub mod notify;
+pub(crate) mod outcome;
 pub mod output;
 pub(crate) mod predicate;
 pub(crate) mod retention;

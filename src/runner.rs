@@ -1,8 +1,9 @@
 //! Carries out a run: records it, takes each task's lock so no two
 //! processes work on one task, runs (or dry-runs) the tasks in order and
-//! records each outcome. The CLI, the daemon's scheduler and the API all
-//! start runs through here, so the safety rules live here, once, for every
-//! trigger:
+//! records each outcome, then logs it and sends it to the notifiers
+//! (`outcome`). The CLI, the daemon's scheduler and the API all start runs
+//! through here, so the safety rules and notifications live here, once, for
+//! every trigger:
 //!
 //! - a task that needs confirmation (`needs_confirmation`: today, a critical
 //!   one) runs only when the request carries it: `--yes` or a yes on a
@@ -22,6 +23,7 @@ use tokio_postgres::Client;
 
 use crate::config::{Config, Problem, Problems, Severity, TaskConfig};
 use crate::db::{self, SessionTimeouts};
+pub use crate::outcome::{Notice, Started};
 use crate::output::Progress;
 use crate::status::Status;
 use crate::stop::Stop;
@@ -45,6 +47,9 @@ pub struct RunRequest<'a> {
     /// Told the run's id as soon as it is recorded (the API answers with it
     /// while the run goes on).
     pub started: Option<tokio::sync::oneshot::Sender<i64>>,
+    /// Who started the run, for its log lines and the notifications of its
+    /// outcome, which the runner sends for every trigger.
+    pub notice: Notice,
 }
 
 /// How a run was confirmed, which decides whether the tasks that need
@@ -261,6 +266,7 @@ pub async fn run(
     stop: &Stop,
     progress: &Progress,
 ) -> Result<RunReport, RunError> {
+    let since = Instant::now();
     let unconfirmed = unconfirmed(&request.tasks, request.dry_run, request.confirmation);
     if !unconfirmed.is_empty() && request.confirmation == Confirmation::None {
         return Err(RunError::Refused(Refusal::Unconfirmed(
@@ -306,6 +312,7 @@ pub async fn run(
     }
     let mut request = request;
     let run_id = store::start_run(client, schema, &request.trigger, request.dry_run).await?;
+    crate::outcome::started(&request.notice.started, run_id, request.dry_run);
     if let Some(started) = request.started.take() {
         let _ = started.send(run_id);
     }
@@ -375,13 +382,15 @@ pub async fn run(
         .collect();
     let error = (!failures.is_empty()).then(|| failures.join("; "));
     store::finish_run(client, schema, run_id, status, error.as_deref()).await?;
-    Ok(RunReport {
+    let report = RunReport {
         run_id,
         dry_run: request.dry_run,
         status,
         tasks: reports,
         unconfirmed: unconfirmed.iter().map(|t| t.name.clone()).collect(),
-    })
+    };
+    crate::outcome::finished(config, &request.notice, client, &report, since).await;
+    Ok(report)
 }
 
 fn skipped(task: &TaskConfig, reason: String) -> TaskReport {

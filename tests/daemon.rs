@@ -1317,6 +1317,33 @@ async fn a_failed_api_run_notifies_and_logs_as_a_fire_does() {
 }
 
 #[tokio::test]
+async fn a_failed_cli_run_notifies_as_a_fire_does_and_a_dry_run_nobody() {
+    let (url, mut inbox) = receiver().await;
+    let db = setup(&format!(
+        "[tasks.broken]\nkind = \"sql\"\nsql = \"SELECT 1 / 0\"\n\n[notifiers.ops]\nkind = \"webhook\"\nurl = \"{url}\"\n"
+    ))
+    .await;
+    // A dry run changed nothing, so it tells nobody.
+    db.pgmaint(&["plan", "broken"]).await;
+    // `pgmaint run`, from a shell or a CronJob, goes through the runner too.
+    db.pgmaint(&["run", "broken"]).await.assert_code(1);
+    let event = next(&mut inbox).await;
+    assert_eq!(event["level"], "failure", "{event}");
+    assert_eq!(event["details"]["trigger"], "cli", "{event}");
+    assert_eq!(event["details"]["tasks"][0], "broken", "{event}");
+    assert_eq!(event["details"]["run"]["dry_run"], false, "{event}");
+    assert!(
+        event["text"].as_str().unwrap().contains("division by zero"),
+        "{event}"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pgmaint.notifications WHERE notifier = 'ops' AND ok")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
 async fn a_schedules_list_for_an_outcome_is_what_it_says() {
     let (url, mut inbox) = receiver().await;
     let (quiet_url, mut quiet_inbox) = receiver().await;

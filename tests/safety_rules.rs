@@ -257,6 +257,16 @@ fn request<'c>(config: &'c Config, confirmation: Confirmation) -> RunRequest<'c>
         check_first: false,
         verbose: false,
         started: None,
+        notice: pgmaint::runner::Notice {
+            started: pgmaint::runner::Started::Cli {
+                schedule: None,
+                tasks: vec!["wipe".into(), "purge_t".into()],
+            },
+            origin: pgmaint::notify::Origin::of(
+                &pgmaint::connect::resolve(None, None).unwrap(),
+                None,
+            ),
+        },
     }
 }
 

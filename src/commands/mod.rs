@@ -259,6 +259,13 @@ fn database_named(url: Option<&str>) -> bool {
 /// What to say when nothing named a database and libpq's defaults failed.
 const NAME_A_DATABASE: &str = "  help: nothing named a database, so libpq's defaults were tried; point pgmaint at one with --database-url postgres://USER@HOST:5432/DBNAME, the DATABASE_URL variable, `[database] url` in pgmaint.toml (or --config FILE), or libpq's PGHOST, PGDATABASE and PGUSER";
 
+/// The database the flags and config name, as notifications name it.
+pub(crate) fn origin(cli: &Cli, config: &Config) -> Result<crate::notify::Origin, CliError> {
+    let url = connect::choose_url(cli.database_url.as_deref(), config.database.url.as_deref());
+    let target = connect::resolve(url.as_deref(), config.database.connect_timeout.map(|d| d.0))?;
+    Ok(crate::notify::Origin::of(&target, config.name.as_deref()))
+}
+
 /// Connects as the flags and config say; the session starts under the
 /// config's timeouts, which `-v` shows.
 pub async fn connect(cli: &Cli, config: &Config) -> Result<Client, CliError> {

@@ -4,7 +4,9 @@ use super::{CliError, connect, load_config, print_json};
 use crate::cli::{Cli, PlanArgs, RunArgs, Selection};
 use crate::config::{Config, TaskConfig};
 use crate::output::{self, Progress};
-use crate::runner::{self, Confirmation, Refusal, RunError, RunReport, RunRequest};
+use crate::runner::{
+    self, Confirmation, Notice, Refusal, RunError, RunReport, RunRequest, Started,
+};
 use crate::state::Trigger;
 use crate::status::Status;
 use crate::stop::Stop;
@@ -25,7 +27,17 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<bool, CliError> {
         confirm(cli, &config, &unconfirmed).await?;
         confirmation = Confirmation::Yes;
     }
+    let notice = notice(
+        cli,
+        &config,
+        args.selection
+            .schedule
+            .as_deref()
+            .and_then(|name| config.schedule(name)),
+        &tasks,
+    )?;
     let request = RunRequest {
+        notice,
         tasks,
         dry_run: args.dry_run,
         batch_size: args.batch_size,
@@ -60,11 +72,13 @@ async fn confirm(cli: &Cli, config: &Config, critical: &[&str]) -> Result<(), Cl
             confirm_help(critical)
         )));
     }
+    let tasks: Vec<&TaskConfig> = critical
+        .iter()
+        .filter_map(|name| config.task(name))
+        .collect();
     let request = RunRequest {
-        tasks: critical
-            .iter()
-            .filter_map(|name| config.task(name))
-            .collect(),
+        notice: notice(cli, config, None, &tasks)?,
+        tasks,
         dry_run: true,
         batch_size: None,
         max_runtime: None,
@@ -99,8 +113,10 @@ pub async fn plan(cli: &Cli, args: &PlanArgs) -> Result<bool, CliError> {
         schedule: None,
         all: args.tasks.is_empty(),
     };
+    let tasks = select(&config, &selection)?;
     let request = RunRequest {
-        tasks: select(&config, &selection)?,
+        notice: notice(cli, &config, None, &tasks)?,
+        tasks,
         dry_run: true,
         batch_size: None,
         max_runtime: None,
@@ -111,6 +127,23 @@ pub async fn plan(cli: &Cli, args: &PlanArgs) -> Result<bool, CliError> {
         started: None,
     };
     execute(cli, &config, request).await
+}
+
+/// Who started the run, for the runner's log lines and notifications: a
+/// `--schedule` run routes its outcome as the schedule's fires do.
+fn notice(
+    cli: &Cli,
+    config: &Config,
+    schedule: Option<&crate::config::ScheduleConfig>,
+    tasks: &[&TaskConfig],
+) -> Result<Notice, CliError> {
+    Ok(Notice {
+        started: Started::Cli {
+            schedule: schedule.cloned(),
+            tasks: tasks.iter().map(|t| t.name.clone()).collect(),
+        },
+        origin: super::origin(cli, config)?,
+    })
 }
 
 /// The command line as recorded in the audit trail. The connection URL may

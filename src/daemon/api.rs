@@ -23,9 +23,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::api_schedules::{self, ScheduleBody};
-use super::{RunNow, Shared, StartError, Started};
+use super::{RunNow, Shared, StartError};
 use crate::config::ScheduleConfig;
-use crate::runner::{Confirmation, Refusal};
+use crate::runner::{Confirmation, Refusal, Started};
 use crate::schedule::Schedule;
 use crate::state;
 use crate::status::Status;

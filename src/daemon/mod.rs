@@ -19,7 +19,6 @@ mod api;
 mod api_schedules;
 mod fires;
 mod metrics;
-mod outcome;
 mod watch;
 
 use std::sync::Arc;
@@ -35,13 +34,11 @@ use crate::commands::{CliError, load_config};
 use crate::config::{Config, ScheduleConfig};
 use crate::connect::{self, Target};
 use crate::output::Progress;
-use crate::runner::{self, Confirmation, Refusal, RunError, RunRequest};
+use crate::runner::{self, Confirmation, Notice, Refusal, RunError, RunRequest, Started};
 use crate::schedule::Schedule;
 use crate::state::{self, Trigger};
 use crate::status::Status;
 use crate::stop::Stop;
-
-pub use outcome::Started;
 
 /// How long running tasks get to finish their batch after a stop.
 const GRACE: Duration = Duration::from_secs(30);
@@ -521,16 +518,17 @@ async fn run_fire(
         check_first: false,
         verbose: false,
         started: Some(started),
+        notice: Notice {
+            started: Started::Fire {
+                schedule: config.clone(),
+                at,
+            },
+            origin: shared.origin.clone(),
+        },
     };
     let progress = Progress::disabled();
-    let what = Started::Fire {
-        schedule: config.clone(),
-        at,
-    };
-    let since = std::time::Instant::now();
     let record_id = async {
         if let Ok(id) = run_id.await {
-            outcome::started(&what, id, false);
             let _ = fires::set_run(&book, schema, &config.name, at, id).await;
         }
     };
@@ -589,7 +587,6 @@ async fn run_fire(
     )
     .await
     .map_err(|e| e.to_string())?;
-    outcome::finished(shared, &book, &what, &report, since).await;
     Ok(())
 }
 
@@ -618,12 +615,10 @@ pub async fn start_now(shared: Arc<Shared>, run: RunNow) -> Result<i64, StartErr
     let (refused, refusal) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let command = run.command.clone();
-        let since = std::time::Instant::now();
         let (recorded, recorded_id) = tokio::sync::oneshot::channel();
-        // Logged as soon as it is recorded, then told to the API's caller.
+        // Told to the API's caller as soon as it is recorded.
         let announce = async {
             if let Ok(id) = recorded_id.await {
-                outcome::started(&run.started, id, run.dry_run);
                 let _ = started.send(id);
             }
         };
@@ -646,6 +641,10 @@ pub async fn start_now(shared: Arc<Shared>, run: RunNow) -> Result<i64, StartErr
                 check_first: false,
                 verbose: false,
                 started: Some(recorded),
+                notice: Notice {
+                    started: run.started,
+                    origin: shared.origin.clone(),
+                },
             };
             let report = runner::run(
                 &mut client,
@@ -664,9 +663,8 @@ pub async fn start_now(shared: Arc<Shared>, run: RunNow) -> Result<i64, StartErr
                 let _ = refused.send(refusal);
             }
             Err(err) => tracing::error!("{command}: {err}"),
-            Ok((report, client)) => {
-                outcome::finished(&shared, &client, &run.started, &report, since).await;
-            }
+            // The runner logged the outcome and sent it.
+            Ok(_) => {}
         }
     });
     match run_id.await {

@@ -1,17 +1,17 @@
-//! What the daemon does around every run it starts, whatever started it (a
-//! fire, or the API's run-now of a schedule or a task): one log line when
-//! the run is recorded, one when it ends, and its outcome sent to the
+//! What the runner does around every run, whatever started it (a fire, the
+//! API's run-now of a schedule or a task, or `pgmaint run`): one log line
+//! when the run is recorded, one when it ends, and its outcome sent to the
 //! notifiers and recorded in `notifications`. A dry run is logged and
-//! notifies nobody: it changed nothing.
+//! notifies nobody: it changed nothing. Only the runner calls this, so no
+//! trigger can forget it.
 
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
-use super::Shared;
-use crate::config::ScheduleConfig;
-use crate::notify::{self, Event};
+use crate::config::{Config, ScheduleConfig};
+use crate::notify::{self, Event, Origin};
 use crate::runner::RunReport;
 use crate::status::Status;
 
@@ -26,6 +26,20 @@ pub enum Started {
     Schedule(ScheduleConfig),
     /// `POST /api/v1/tasks/{name}/run`.
     Task(String),
+    /// `pgmaint run` (or `plan`): a config schedule's tasks when it named
+    /// one with `--schedule`, which then routes the outcome as a fire
+    /// would, or the tasks it named.
+    Cli {
+        schedule: Option<ScheduleConfig>,
+        tasks: Vec<String>,
+    },
+}
+
+/// Who started a run and the database it runs on, for its log lines and
+/// notifications.
+pub struct Notice {
+    pub started: Started,
+    pub origin: Origin,
 }
 
 impl Started {
@@ -33,6 +47,7 @@ impl Started {
         match self {
             Started::Fire { .. } => "schedule",
             Started::Schedule(_) | Started::Task(_) => "api",
+            Started::Cli { .. } => "cli",
         }
     }
 
@@ -43,27 +58,40 @@ impl Started {
                 format!("schedule {}", schedule.name)
             }
             Started::Task(name) => format!("task {name}"),
+            Started::Cli {
+                schedule: Some(schedule),
+                ..
+            } => format!("schedule {}", schedule.name),
+            Started::Cli { tasks, .. } => match tasks.as_slice() {
+                [one] => format!("task {one}"),
+                many => format!("tasks {}", many.join(", ")),
+            },
         }
     }
 
     /// The notifiers that hear of an outcome at `level`.
-    fn recipients(&self, shared: &Shared, level: &str) -> Vec<String> {
-        let notifiers = &shared.config.notifiers;
+    fn recipients(&self, config: &Config, level: &str) -> Vec<String> {
+        let notifiers = &config.notifiers;
         match self {
-            Started::Fire { schedule, .. } | Started::Schedule(schedule) => {
+            Started::Fire { schedule, .. }
+            | Started::Schedule(schedule)
+            | Started::Cli {
+                schedule: Some(schedule),
+                ..
+            } => {
                 // A config schedule's notify may be a plain list; an API
                 // schedule's list is every outcome.
-                let plain = shared.config.schedule(&schedule.name).is_some()
+                let plain = config.schedule(&schedule.name).is_some()
                     && notify::looks_plain(&schedule.notify);
                 notify::for_schedule(notifiers, &schedule.notify, plain, level)
             }
-            Started::Task(_) => notify::every_wanting(notifiers, level),
+            Started::Task(_) | Started::Cli { .. } => notify::every_wanting(notifiers, level),
         }
     }
 }
 
 /// Logs a run that was just recorded.
-pub fn started(what: &Started, run_id: i64, dry_run: bool) {
+pub(crate) fn started(what: &Started, run_id: i64, dry_run: bool) {
     match what {
         Started::Fire { at, .. } => {
             tracing::info!(run_id, trigger = what.trigger(), fire = %at, dry_run, "run started: {}", what.subject())
@@ -89,18 +117,21 @@ fn level(report: &RunReport) -> &'static str {
 
 /// Logs a finished run and sends its outcome; `book` records what was
 /// sent.
-pub async fn finished(
-    shared: &Shared,
+pub(crate) async fn finished(
+    config: &Config,
+    notice: &Notice,
     book: &Client,
-    what: &Started,
     report: &RunReport,
     since: Instant,
 ) {
+    let what = &notice.started;
     let rows: u64 = report.tasks.iter().map(|t| t.rows).sum();
     let duration_ms = since.elapsed().as_millis() as u64;
     let subject = what.subject();
     let status = report.status;
-    if matches!(status, Status::Failed | Status::Interrupted) {
+    // The CLI prints its own report; its log stays at warnings.
+    let cli = matches!(what, Started::Cli { .. });
+    if matches!(status, Status::Failed | Status::Interrupted) && !cli {
         tracing::warn!(run_id = report.run_id, trigger = what.trigger(), %status, rows, duration_ms, "run finished: {subject} {status}");
     } else {
         tracing::info!(run_id = report.run_id, trigger = what.trigger(), %status, rows, duration_ms, "run finished: {subject} {status}");
@@ -109,7 +140,7 @@ pub async fn finished(
         return;
     }
     let level = level(report);
-    let recipients = what.recipients(shared, level);
+    let recipients = what.recipients(config, level);
     if recipients.is_empty() {
         return;
     }
@@ -136,6 +167,10 @@ pub async fn finished(
         }
         Started::Schedule(schedule) => details["schedule"] = schedule.name.clone().into(),
         Started::Task(name) => details["task"] = name.clone().into(),
+        Started::Cli { schedule, tasks } => match schedule {
+            Some(schedule) => details["schedule"] = schedule.name.clone().into(),
+            None => details["tasks"] = tasks.clone().into(),
+        },
     }
     let event = Event {
         level,
@@ -143,12 +178,12 @@ pub async fn finished(
         text,
         details,
     }
-    .about(&shared.origin);
+    .about(&notice.origin);
     notify::send(
-        &shared.config.notifiers,
+        &config.notifiers,
         &recipients,
         &event,
-        Some((book, &shared.config.state_schema)),
+        Some((book, &config.state_schema)),
     )
     .await;
 }
