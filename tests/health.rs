@@ -291,3 +291,55 @@ async fn size_growth_compares_with_a_snapshot_a_day_old() {
         .to_string();
     assert!(value.contains("a day"), "{value}");
 }
+
+/// task-backlog asks the task's kind, which counts with its walk's own
+/// filter and fixed cutoff: the backlog is the dry run's count, exact up
+/// to the task's `exact_count_limit` and the planner's estimate above it
+/// (it once compared with `now() - interval` and counted exactly below a
+/// hard-coded million rows whatever the task said).
+#[tokio::test]
+async fn task_backlog_counts_what_the_dry_run_counts() {
+    let db = TestDb::new().await;
+    let setup = db.client().await;
+    setup
+        .batch_execute(
+            "CREATE TABLE events (id int, at timestamp);
+             INSERT INTO events SELECT i, now()::timestamp - i * interval '1 hour' FROM generate_series(1, 500) i;
+             ANALYZE events;",
+        )
+        .await
+        .unwrap();
+    let config = |limit: u64| {
+        format!(
+            "[tasks.old_events]\nkind = \"purge\"\ntable = \"events\"\ntime_column = \"at\"\nolder_than = \"10 days\"\nexact_count_limit = {limit}\n\n\
+             [health.checks.task-backlog]\nwarning = 1\n"
+        )
+    };
+    db.config(&config(1_000_000));
+    db.pgmaint(&["init"]).await.assert_code(0);
+    let plan = db.pgmaint(&["plan", "old_events", "--json"]).await;
+    plan.assert_code(0);
+    let rows = plan.json()["tasks"][0]["rows"].as_u64().unwrap();
+    assert_eq!(rows, 261, "{}", plan.stdout);
+
+    let backlog = |limit: u64| {
+        db.config(&config(limit));
+        async {
+            let health = db
+                .pgmaint(&["health", "--json", "--check", "task-backlog"])
+                .await;
+            let c = check(&health.json(), "task-backlog").clone();
+            c["findings"][0]["value"].as_str().unwrap().to_string()
+        }
+    };
+    assert_eq!(
+        backlog(1_000_000).await,
+        format!("{rows} rows qualify (exact)")
+    );
+    // Above the task's exact_count_limit, the planner's estimate.
+    let estimated = backlog(100).await;
+    assert!(
+        estimated.ends_with("rows qualify (estimate)"),
+        "{estimated}"
+    );
+}

@@ -4,9 +4,7 @@
 
 use super::{CheckContext, Outcome, measured, seconds};
 use crate::config::Config;
-use crate::sql::{self, quote_ident};
 use crate::tasks::TaskSpec;
-use crate::tasks::rows::Filter;
 
 pub async fn matview_staleness(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
     let config: &Config = ctx.config;
@@ -78,48 +76,18 @@ pub async fn matview_staleness(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_
 pub async fn task_backlog(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
     let mut findings = Vec::new();
     for task in &ctx.config.tasks {
-        let (table, filter) = match &task.spec {
-            TaskSpec::Purge(p) => (&p.table, &p.filter),
-            TaskSpec::Archive(a) => (&a.table, &a.filter),
-            _ => continue,
-        };
-        let Ok(info) = crate::db::lookup_table(ctx.client, table).await else {
+        // The kind counts its own rows, with the filter and cutoff its walk
+        // uses, so the backlog is what a dry run would say.
+        let Some((table, backlog)) = task.spec.backlog(ctx.client, &task.options).await? else {
             continue;
         };
-        let (predicate, params): (String, Vec<String>) = match filter {
-            Filter::Where { predicate } => (sql::predicate(predicate), vec![]),
-            Filter::OlderThan {
-                time_column,
-                older_than,
-            } => (
-                format!("{} < now() - $1::text::interval", quote_ident(time_column)),
-                vec![older_than.clone()],
-            ),
-        };
-        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            params.iter().map(|p| p as _).collect();
-        // Exact below a million rows (by the planner's estimate), else the
-        // planner's own estimate of the matching rows.
-        let (rows, how) = if info.estimated_rows < 1_000_000.0 {
-            let row = ctx
-                .client
-                .query_one(&sql::count_matching(&info.name, &predicate), &params)
-                .await?;
-            (row.get::<_, i64>(0) as f64, "exact")
-        } else {
-            let plan: serde_json::Value = ctx
-                .client
-                .query_one(&sql::explain_matching(&info.name, &predicate), &params)
-                .await?
-                .get(0);
-            (
-                plan[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0),
-                "estimate",
-            )
-        };
+        let (rows, how) = (
+            backlog.rows,
+            if backlog.exact { "exact" } else { "estimate" },
+        );
         let mut f = measured(
             ctx,
-            format!("{} ({})", task.name, info.name),
+            format!("{} ({table})", task.name),
             rows,
             |x| format!("{x:.0} rows"),
             &format!(

@@ -59,6 +59,16 @@ fn export_problem(export: &str) -> Option<CheckProblem> {
 }
 
 impl ArchiveSpec {
+    /// The rows this task would move now, for health's task-backlog:
+    /// the walk's own filter and cutoff.
+    pub async fn backlog(
+        &self,
+        client: &Client,
+        exact_count_limit: u64,
+    ) -> Result<Option<(crate::sql::TableName, super::rows::Backlog)>, tokio_postgres::Error> {
+        super::rows::pending(client, &self.table, &self.filter, exact_count_limit).await
+    }
+
     pub fn target(&self) -> String {
         let mut to = Vec::new();
         if self.to_table {

@@ -279,6 +279,28 @@ impl TaskSpec {
         spec.filter(|_| !foreign)
     }
 
+    /// The rows this task would act on now, for health's task-backlog:
+    /// `Some` for the kinds whose work is the rows a filter names, counted
+    /// with the kind's own filter and cutoff.
+    pub async fn backlog(
+        &self,
+        client: &Client,
+        options: &TaskOptions,
+    ) -> Result<Option<(crate::sql::TableName, rows::Backlog)>, tokio_postgres::Error> {
+        match self {
+            TaskSpec::Purge(t) => t.backlog(client, options.exact_count_limit).await,
+            TaskSpec::Archive(t) => t.backlog(client, options.exact_count_limit).await,
+            TaskSpec::Orphans(_)
+            | TaskSpec::Sql(_)
+            | TaskSpec::Files(_)
+            | TaskSpec::Refresh(_)
+            | TaskSpec::Vacuum(_)
+            | TaskSpec::Analyze(_)
+            | TaskSpec::Reindex(_)
+            | TaskSpec::Partitions(_) => Ok(None),
+        }
+    }
+
     /// Problems found by checking the config against the live database.
     pub async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         match self {

@@ -23,6 +23,16 @@ pub struct PurgeSpec {
 }
 
 impl PurgeSpec {
+    /// The rows this task would remove now, for health's task-backlog:
+    /// the walk's own filter and cutoff.
+    pub async fn backlog(
+        &self,
+        client: &Client,
+        exact_count_limit: u64,
+    ) -> Result<Option<(crate::sql::TableName, super::rows::Backlog)>, tokio_postgres::Error> {
+        super::rows::pending(client, &self.table, &self.filter, exact_count_limit).await
+    }
+
     pub fn target(&self) -> String {
         self.table.clone()
     }

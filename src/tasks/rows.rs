@@ -101,7 +101,7 @@ impl Filter {
             |key, message: String, help: Option<String>| CheckProblem { key, message, help };
         match self {
             Filter::Where { predicate } => {
-                let filter_sql = sql::predicate(predicate);
+                let filter_sql = self.sql();
                 let explain = sql::explain_matching(&info.name, &filter_sql);
                 if let Err(err) = db::read_only(client, client.query(&explain, &[])).await {
                     return Err(vec![problem(
@@ -147,9 +147,49 @@ impl Filter {
                 if !problems.is_empty() {
                     return Err(problems);
                 }
-                Ok(sql::older_than_predicate(time_column, 4))
+                Ok(self.sql())
             }
         }
+    }
+
+    /// The filter as every walk statement has it: the user's `where` in
+    /// pgmaint's parentheses, or the age comparison with the cutoff as `$4`
+    /// ([`sql::WALK_PARAMS`]).
+    pub fn sql(&self) -> String {
+        match self {
+            Filter::Where { predicate } => sql::predicate(predicate),
+            Filter::OlderThan { time_column, .. } => sql::older_than_predicate(time_column, 4),
+        }
+    }
+
+    /// The rows of `info` the filter names now, counted as a dry run counts
+    /// them: the same filter text and the same fixed cutoff, exactly up to
+    /// `exact_count_limit` (by the planner's estimate of the table), above
+    /// it the planner's estimate of the matching rows.
+    pub async fn backlog(
+        &self,
+        client: &Client,
+        info: &TableInfo,
+        exact_count_limit: u64,
+    ) -> Result<Backlog, tokio_postgres::Error> {
+        let cutoff = self.cutoff(client).await?;
+        let filter = self.sql();
+        if info.estimated_rows <= exact_count_limit as f64 {
+            let rows = read_matching(client, &sql::count_matching(&info.name, &filter), &cutoff)
+                .await?[0]
+                .get::<_, i64>(0);
+            return Ok(Backlog {
+                rows: rows as f64,
+                exact: true,
+            });
+        }
+        let plan: serde_json::Value =
+            read_matching(client, &sql::explain_matching(&info.name, &filter), &cutoff).await?[0]
+                .get(0);
+        Ok(Backlog {
+            rows: plan[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0),
+            exact: false,
+        })
     }
 
     /// The cutoff for `older_than`, fixed once per run so every batch uses
@@ -171,6 +211,45 @@ impl Filter {
             Filter::Where { .. } => None,
         })
     }
+}
+
+/// How many rows a task's filter names right now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    pub rows: f64,
+    /// Counted, rather than the planner's estimate.
+    pub exact: bool,
+}
+
+/// The rows of `table` that `filter` names now (see [`Filter::backlog`]),
+/// with the table as the catalog names it; `None` when the table is not
+/// there (`check` reports that).
+pub async fn pending(
+    client: &Client,
+    table: &str,
+    filter: &Filter,
+    exact_count_limit: u64,
+) -> Result<Option<(sql::TableName, Backlog)>, tokio_postgres::Error> {
+    let Ok(info) = db::lookup_table(client, table).await else {
+        return Ok(None);
+    };
+    let backlog = filter.backlog(client, &info, exact_count_limit).await?;
+    Ok(Some((info.name, backlog)))
+}
+
+/// Runs a read of the rows a filter names, prepared with the walk's
+/// parameters ([`sql::WALK_PARAMS`]) so the filter's text is the batches'
+/// own: the page and limit parameters NULL, the cutoff as `$4`.
+pub async fn read_matching(
+    client: &Client,
+    statement: &str,
+    cutoff: &Option<DateTime<Utc>>,
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    let prepared = client.prepare_typed(statement, &sql::WALK_PARAMS).await?;
+    let none: Option<i64> = None;
+    client
+        .query(&prepared, &[&none, &none, &none, cutoff])
+        .await
 }
 
 /// The most views followed from one condition (views reading views).

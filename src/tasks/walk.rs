@@ -73,11 +73,7 @@ impl WalkPlan {
         client: &tokio_postgres::Client,
         statement: &str,
     ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
-        let prepared = client.prepare_typed(statement, &sql::WALK_PARAMS).await?;
-        let none: Option<i64> = None;
-        client
-            .query(&prepared, &[&none, &none, &none, self.cutoff_param()])
-            .await
+        super::rows::read_matching(client, statement, &self.cutoff).await
     }
 
     /// The condition rows must meet to go: the user's filter as written,
