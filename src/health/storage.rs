@@ -3,7 +3,7 @@
 //! slots and the WAL they retain.
 
 use super::{CheckContext, Finding, Level, Outcome, human_bytes, measured, percent, seconds};
-use crate::sql::quote_ident;
+use crate::store::snapshots;
 
 pub async fn database_size(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
     let size: f64 = ctx
@@ -25,13 +25,9 @@ pub async fn database_size(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_post
 }
 
 pub async fn size_growth(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
-    let q = quote_ident(&ctx.config.state_schema);
-    let snapshots: i64 = match ctx
-        .client
-        .query_one(&format!("SELECT count(*) FROM {q}.snapshots WHERE taken_at > now() - interval '8 days'"), &[])
-        .await
-    {
-        Ok(row) => row.get(0),
+    let schema = &ctx.config.state_schema;
+    let snapshots: i64 = match snapshots::snapshots_in_last_8_days(ctx.client, schema).await {
+        Ok(count) => count,
         Err(_) => return Ok(Outcome::Unknown("no snapshots yet: run `pgmaint init`, then `pgmaint snapshot` (the daemon takes them on its own)".into())),
     };
     if snapshots == 0 {
@@ -40,53 +36,19 @@ pub async fn size_growth(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgr
                 .into(),
         ));
     }
-    let day_old: i64 = ctx
-        .client
-        .query_one(
-            &format!(
-                "SELECT count(*) FROM {q}.snapshots WHERE taken_at <= now() - interval '1 day'"
-            ),
-            &[],
-        )
-        .await?
-        .get(0);
+    let day_old = snapshots::snapshots_a_day_old(ctx.client, schema).await?;
     if day_old == 0 {
         return Ok(Outcome::Unknown("the snapshots do not reach a day back yet: growth is measured against one at least a day old".into()));
     }
     // For each table, its size now against the latest snapshot at least a
     // day (and a week) old.
-    let rows = ctx
-        .client
-        .query(
-            &format!(
-                "WITH now_ AS (SELECT c.oid, n.nspname || '.' || c.relname AS name, pg_total_relation_size(c.oid)::float8 AS size
-                                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                                WHERE c.relkind IN ('r', 'm', 'p') AND c.relpages >= 1280
-                                  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-                                  AND n.nspname NOT LIKE 'pg_toast%'),
-                      past AS (SELECT DISTINCT ON (r.relid, w.days) r.relid, w.days, r.total_bytes::float8 AS size
-                                 FROM {q}.snapshot_relations r JOIN {q}.snapshots s ON s.id = r.snapshot_id
-                                 CROSS JOIN (VALUES (1), (7)) w(days)
-                                WHERE s.taken_at <= now() - make_interval(days => w.days)
-                                  AND s.taken_at > now() - make_interval(days => w.days * 2)
-                                ORDER BY r.relid, w.days, s.taken_at DESC)
-                 SELECT n.name, n.size, d.size, w.size
-                   FROM now_ n
-                   LEFT JOIN past d ON d.relid = n.oid AND d.days = 1
-                   LEFT JOIN past w ON w.relid = n.oid AND w.days = 7
-                  WHERE d.size IS NOT NULL AND d.size > 0 AND n.size >= 10485760"
-            ),
-            &[],
-        )
-        .await?;
+    let rows = snapshots::table_sizes_against_snapshots(ctx.client, schema).await?;
     let mut findings: Vec<Finding> = Vec::new();
-    for r in rows {
-        let (now, day): (f64, f64) = (r.get(1), r.get(2));
-        let week: Option<f64> = r.get(3);
+    for (name, now, day, week) in rows {
         let growth = (now - day) / day;
         let mut f = measured(
             ctx,
-            r.get(0),
+            name,
             growth,
             percent,
             "find what writes it (pg_stat_user_tables n_tup_ins); a purge or archive task can bound it",

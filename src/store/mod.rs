@@ -9,6 +9,7 @@
 pub mod backups;
 mod migrations;
 pub mod refreshes;
+pub mod snapshots;
 
 use serde::Serialize;
 use tokio_postgres::{Client, GenericClient};
