@@ -456,3 +456,16 @@ fn syntax_errors_name_their_place() {
         "{found:#?}"
     );
 }
+
+#[test]
+fn a_key_of_another_kind_is_refused_with_the_keys_of_this_kind() {
+    let found =
+        problems("[tasks.a]\nkind = \"purge\"\ntable = \"t\"\nwhere = \"true\"\nviews = [\"v\"]\n");
+    let foreign = found.iter().find(|p| p.key == "tasks.a.views").unwrap();
+    assert_eq!(foreign.message, "`views` is not a key of a purge task");
+    assert_eq!(
+        foreign.help.as_deref(),
+        Some("purge tasks take: table, where, time_column, older_than, backup, on_referenced")
+    );
+    assert_eq!(found.len(), 1, "{found:#?}");
+}

@@ -46,69 +46,6 @@ pub enum TaskSpec {
 /// Reports a config problem: key within the task, message, optional help.
 pub type ReportProblem<'a> = dyn FnMut(&str, String, Option<String>) + 'a;
 
-/// The keys that belong to one kind (beyond the options every kind takes).
-fn kind_keys(kind: TaskKind) -> &'static [&'static str] {
-    match kind {
-        TaskKind::Purge => &[
-            "table",
-            "where",
-            "time_column",
-            "older_than",
-            "backup",
-            "on_referenced",
-        ],
-        TaskKind::Archive => &[
-            "table",
-            "where",
-            "time_column",
-            "older_than",
-            "archive_table",
-            "archived_at",
-            "export",
-            "compression",
-            "backup",
-            "on_referenced",
-        ],
-        TaskKind::Orphans => &[
-            "table",
-            "column",
-            "references",
-            "action",
-            "backup",
-            "on_referenced",
-        ],
-        TaskKind::Sql => &["sql", "transaction"],
-        TaskKind::Files => &["path", "pattern", "older_than", "keep_referenced"],
-        TaskKind::Refresh => &["views", "concurrently", "max_staleness"],
-        TaskKind::Vacuum => &[
-            "tables",
-            "auto",
-            "dead_ratio",
-            "min_dead_rows",
-            "max_age",
-            "analyze",
-            "freeze",
-            "full",
-            "parallel",
-            "index_cleanup",
-            "skip_locked",
-        ],
-        TaskKind::Analyze => &["tables", "auto", "mod_ratio", "max_age", "skip_locked"],
-        TaskKind::Reindex => &["tables", "indexes", "bloat_ratio"],
-        TaskKind::Partitions => &[
-            "table",
-            "interval",
-            "premake",
-            "timezone",
-            "retention",
-            "retention_action",
-            "drain_default",
-            "export",
-            "compression",
-        ],
-    }
-}
-
 /// The kind-specific keys a task sets.
 fn keys_set(file: &TaskFile) -> Vec<&'static str> {
     [
@@ -234,11 +171,11 @@ impl TaskSpec {
 
     /// Whether this kind removes rows that a backup could hold.
     pub fn can_back_up(&self) -> bool {
-        kind_keys(self.kind()).contains(&"backup")
+        self.kind().keys().contains(&"backup")
     }
 
     pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<TaskSpec> {
-        let allowed = kind_keys(file.kind);
+        let allowed = file.kind.keys();
         let mut foreign = false;
         for key in keys_set(file) {
             if !allowed.contains(&key) {
