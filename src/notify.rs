@@ -1,8 +1,10 @@
 //! Notifications: a run's outcome or a health alert sent to the notifiers a
 //! schedule or alert names: a JSON webhook (signed with HMAC-SHA256 when
 //! the notifier has a `secret`), a Slack incoming webhook, or an email over
-//! SMTP (lettre, STARTTLS or TLS). Each send is retried with backoff; a
-//! notifier that still fails is logged and recorded, never fatal to the run.
+//! SMTP (lettre, STARTTLS or TLS). The notifiers of one event are sent to
+//! concurrently, so a slow or unreachable one does not hold up the rest;
+//! each send is retried with backoff (`retry::notify_waits`); a notifier
+//! that still fails is logged and recorded, never fatal to the run.
 //!
 //! Who hears of what: a schedule's per-outcome lists (`notify = {
 //! on_success = ["ops"] }`, and an API schedule's list, which is every
@@ -25,9 +27,6 @@ use tokio_postgres::Client;
 use crate::config::file::NotifierKind;
 use crate::config::{NotifierConfig, NotifyTargets};
 use crate::sql::quote_ident;
-
-/// Attempts per notification, with 0.5 s, 1 s, 2 s between them.
-const ATTEMPTS: u32 = 4;
 
 /// The header a signed webhook carries: `sha256=<hex of HMAC-SHA256(body)>`.
 pub const SIGNATURE_HEADER: &str = "X-Pgmaint-Signature";
@@ -188,46 +187,51 @@ pub async fn send(
     event: &Event,
     record: Option<(&Client, &str)>,
 ) {
-    for notifier in notifiers.iter().filter(|n| names.contains(&n.name)) {
-        let (result, attempts) = send_one(notifier, event).await;
-        match &result {
-            Ok(()) => tracing::info!(notifier = notifier.name, attempts, "sent: {}", event.title),
-            Err(err) => tracing::warn!(
-                notifier = notifier.name,
-                attempts,
-                "could not notify: {err}"
-            ),
-        }
-        if let Some((client, schema)) = record {
-            let q = quote_ident(schema);
-            let error = result.as_ref().err();
-            let _ = client
-                .execute(
-                    &format!("INSERT INTO {q}.notifications (notifier, title, ok, attempts, error) VALUES ($1, $2, $3, $4, $5)"),
-                    &[&notifier.name, &event.title, &result.is_ok(), &(attempts as i32), &error],
-                )
-                .await;
-        }
-    }
+    let sends = notifiers
+        .iter()
+        .filter(|n| names.contains(&n.name))
+        .map(|notifier| async move {
+            let (result, attempts) = send_one(notifier, event).await;
+            match &result {
+                Ok(()) => {
+                    tracing::info!(notifier = notifier.name, attempts, "sent: {}", event.title)
+                }
+                Err(err) => tracing::warn!(
+                    notifier = notifier.name,
+                    attempts,
+                    "could not notify: {err}"
+                ),
+            }
+            if let Some((client, schema)) = record {
+                let q = quote_ident(schema);
+                let error = result.as_ref().err();
+                let _ = client
+                    .execute(
+                        &format!("INSERT INTO {q}.notifications (notifier, title, ok, attempts, error) VALUES ($1, $2, $3, $4, $5)"),
+                        &[&notifier.name, &event.title, &result.is_ok(), &(attempts as i32), &error],
+                    )
+                    .await;
+            }
+        });
+    futures_util::future::join_all(sends).await;
 }
 
 /// One notification, retried with backoff. Returns the outcome and the
 /// number of attempts.
 pub async fn send_one(notifier: &NotifierConfig, event: &Event) -> (Result<(), String>, u32) {
-    let mut last = Err(String::new());
-    for attempt in 1..=ATTEMPTS {
-        last = match notifier.kind {
+    let mut waits = crate::retry::notify_waits();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let result = match notifier.kind {
             NotifierKind::Email => email(notifier, event).await,
             NotifierKind::Webhook | NotifierKind::Slack => post(notifier, event).await,
         };
-        if last.is_ok() {
-            return (last, attempt);
-        }
-        if attempt < ATTEMPTS {
-            tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt - 1))).await;
+        match (result, waits.next()) {
+            (Err(_), Some(wait)) => tokio::time::sleep(wait).await,
+            (result, _) => return (result, attempts),
         }
     }
-    (last, ATTEMPTS)
 }
 
 async fn post(notifier: &NotifierConfig, event: &Event) -> Result<(), String> {

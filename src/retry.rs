@@ -3,7 +3,8 @@
 //! number of times. Exponential from 100 ms to at most 5 s, with jitter so
 //! that several pgmaint processes (or a process and the application) do not
 //! retry in step. The caller sleeps through its `Stop`, so a signal or
-//! `max_runtime` ends the wait.
+//! `max_runtime` ends the wait. Notifications retry the same way, on
+//! bounds of their own (`notify_waits`).
 
 use std::time::Duration;
 
@@ -26,6 +27,26 @@ pub(crate) fn lock_waits(max_retries: u32) -> impl Iterator<Item = Duration> {
         .build()
 }
 
+/// The first wait after a notifier failed.
+const FIRST_NOTIFY_WAIT: Duration = Duration::from_millis(500);
+/// The longest wait between two attempts at a notification.
+const LONGEST_NOTIFY_WAIT: Duration = Duration::from_secs(2);
+/// Retries of a notification after its first attempt.
+pub(crate) const NOTIFY_RETRIES: usize = 3;
+
+/// The waits between attempts at one notification: about 0.5 s, 1 s and
+/// 2 s, with jitter so that daemons that saw the same failure do not call
+/// a struggling notifier in step.
+pub(crate) fn notify_waits() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(FIRST_NOTIFY_WAIT)
+        .with_max_delay(LONGEST_NOTIFY_WAIT)
+        .with_factor(2.0)
+        .with_max_times(NOTIFY_RETRIES)
+        .with_jitter()
+        .build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,6 +63,17 @@ mod tests {
         assert!(waits.iter().all(|w| *w <= LONGEST_WAIT * 2), "{waits:?}");
         assert!(waits[5] >= Duration::from_millis(3200), "{waits:?}");
         assert_eq!(lock_waits(0).count(), 0);
+    }
+
+    #[test]
+    fn notification_waits_are_bounded_and_few() {
+        let waits: Vec<Duration> = notify_waits().collect();
+        assert_eq!(waits.len(), NOTIFY_RETRIES, "{waits:?}");
+        assert!(waits[0] >= FIRST_NOTIFY_WAIT, "{waits:?}");
+        assert!(
+            waits.iter().all(|w| *w <= LONGEST_NOTIFY_WAIT * 2),
+            "{waits:?}"
+        );
     }
 
     #[test]

@@ -1343,6 +1343,68 @@ async fn a_failed_cli_run_notifies_as_a_fire_does_and_a_dry_run_nobody() {
     );
 }
 
+/// A webhook that takes every connection and never answers, until
+/// `release` is sent; then it goes away, and later attempts are refused.
+async fn silent_receiver() -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (release, mut released) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => held.push(stream),
+                    Err(_) => return,
+                },
+                _ = &mut released => return,
+            }
+        }
+    });
+    (url, release)
+}
+
+#[tokio::test]
+async fn a_notifier_that_never_answers_does_not_delay_the_next() {
+    let (silent, release) = silent_receiver().await;
+    let (url, mut inbox) = receiver().await;
+    // `a_silent` comes first in the file and by name.
+    let db = setup(&format!(
+        "[tasks.broken]\nkind = \"sql\"\nsql = \"SELECT 1 / 0\"\n\n\
+         [notifiers.a_silent]\nkind = \"webhook\"\nurl = \"{silent}\"\n\n\
+         [notifiers.ops]\nkind = \"webhook\"\nurl = \"{url}\"\n"
+    ))
+    .await;
+    let run = tokio::spawn({
+        let mut command = db.command(&["run", "broken"]);
+        async move { command.output().await.unwrap() }
+    });
+    // Sent one after the other, `ops` would wait out the silent one's
+    // 10 s timeout, four times.
+    let event = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+        .await
+        .expect("ops is told while the silent notifier still says nothing")
+        .unwrap()
+        .json;
+    assert_eq!(event["level"], "failure", "{event}");
+    let _ = release.send(());
+    let output = run.await.unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        db.count("SELECT count(*) FROM pgmaint.notifications WHERE notifier = 'ops' AND ok")
+            .await,
+        1
+    );
+    // The silent one was retried, then recorded as failed.
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM pgmaint.notifications WHERE notifier = 'a_silent' AND NOT ok AND attempts = 4"
+        )
+        .await,
+        1
+    );
+}
+
 #[tokio::test]
 async fn a_schedules_list_for_an_outcome_is_what_it_says() {
     let (url, mut inbox) = receiver().await;
