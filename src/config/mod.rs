@@ -899,8 +899,20 @@ fn resolve_task(
     let severity = task.severity.unwrap_or(default_severity);
     let backup = task.backup.unwrap_or(severity >= Severity::High);
     let before = problems.len();
+    // The keys as written, so no list of set fields has to follow TaskFile;
+    // a key serde already refused is not reported twice.
+    let written: Vec<String> = source
+        .names_in(&["tasks", name])
+        .into_iter()
+        .filter(|key| !TaskKind::COMMON_KEYS.contains(&key.as_str()))
+        .filter(|key| {
+            let path = format!("tasks.{name}.{key}");
+            !problems.iter().any(|p| p.key == path)
+        })
+        .collect();
     let spec = TaskSpec::resolve(
         &task,
+        &written,
         &mut |key: &str, message: String, help: Option<String>| {
             let problem = source.problem(&["tasks", name, key], message);
             problems.push(match help {

@@ -469,3 +469,15 @@ fn a_key_of_another_kind_is_refused_with_the_keys_of_this_kind() {
     );
     assert_eq!(found.len(), 1, "{found:#?}");
 }
+
+#[test]
+fn a_foreign_key_that_serde_refused_is_reported_once() {
+    let found =
+        problems("[tasks.a]\nkind = \"purge\"\ntable = \"t\"\nwhere = \"true\"\nviews = 5\n");
+    let at_views: Vec<_> = found.iter().filter(|p| p.key == "tasks.a.views").collect();
+    assert_eq!(at_views.len(), 1, "{found:#?}");
+    assert_eq!(
+        at_views[0].message,
+        "`views` must be a name or a list of names"
+    );
+}

@@ -46,56 +46,6 @@ pub enum TaskSpec {
 /// Reports a config problem: key within the task, message, optional help.
 pub type ReportProblem<'a> = dyn FnMut(&str, String, Option<String>) + 'a;
 
-/// The kind-specific keys a task sets.
-fn keys_set(file: &TaskFile) -> Vec<&'static str> {
-    [
-        ("table", file.table.is_some()),
-        ("where", file.where_.is_some()),
-        ("time_column", file.time_column.is_some()),
-        ("older_than", file.older_than.is_some()),
-        ("archive_table", file.archive_table.is_some()),
-        ("archived_at", file.archived_at.is_some()),
-        ("export", file.export.is_some()),
-        ("compression", file.compression.is_some()),
-        ("column", file.column.is_some()),
-        ("references", file.references.is_some()),
-        ("action", file.action.is_some()),
-        ("sql", file.sql.is_some()),
-        ("transaction", file.transaction.is_some()),
-        ("path", file.path.is_some()),
-        ("pattern", file.pattern.is_some()),
-        ("keep_referenced", file.keep_referenced.is_some()),
-        ("backup", file.backup.is_some()),
-        ("views", file.views.is_some()),
-        ("concurrently", file.concurrently.is_some()),
-        ("max_staleness", file.max_staleness.is_some()),
-        ("tables", file.tables.is_some()),
-        ("indexes", file.indexes.is_some()),
-        ("auto", file.auto.is_some()),
-        ("dead_ratio", file.dead_ratio.is_some()),
-        ("min_dead_rows", file.min_dead_rows.is_some()),
-        ("mod_ratio", file.mod_ratio.is_some()),
-        ("max_age", file.max_age.is_some()),
-        ("analyze", file.analyze.is_some()),
-        ("freeze", file.freeze.is_some()),
-        ("full", file.full.is_some()),
-        ("parallel", file.parallel.is_some()),
-        ("index_cleanup", file.index_cleanup.is_some()),
-        ("skip_locked", file.skip_locked.is_some()),
-        ("bloat_ratio", file.bloat_ratio.is_some()),
-        ("interval", file.interval.is_some()),
-        ("premake", file.premake.is_some()),
-        ("timezone", file.timezone.is_some()),
-        ("retention", file.retention.is_some()),
-        ("retention_action", file.retention_action.is_some()),
-        ("drain_default", file.drain_default.is_some()),
-        ("on_referenced", file.on_referenced.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(key, set)| set.then_some(key))
-    .collect()
-}
-
 /// "a" or "an", for messages that name a kind.
 fn article(word: &str) -> &'static str {
     if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
@@ -174,11 +124,17 @@ impl TaskSpec {
         self.kind().keys().contains(&"backup")
     }
 
-    pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<TaskSpec> {
+    /// `written` is the task's keys as the file has them, beyond the ones
+    /// every task takes: each must be one of its kind's.
+    pub fn resolve(
+        file: &TaskFile,
+        written: &[String],
+        report: &mut ReportProblem<'_>,
+    ) -> Option<TaskSpec> {
         let allowed = file.kind.keys();
         let mut foreign = false;
-        for key in keys_set(file) {
-            if !allowed.contains(&key) {
+        for key in written {
+            if !allowed.contains(&key.as_str()) {
                 foreign = true;
                 report(
                     key,
