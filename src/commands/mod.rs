@@ -4,6 +4,7 @@
 
 mod backups;
 mod check;
+mod daemon;
 mod demo;
 mod health;
 mod history;
@@ -178,7 +179,7 @@ pub async fn execute(cli: Cli) -> Result<bool, CliError> {
         Command::Restore(args) => backups::restore(&cli, args).await,
         Command::Schedules => schedules::schedules(&cli).await,
         Command::Notify(crate::cli::NotifyCommand::Test { name }) => notify::test(&cli, name).await,
-        Command::Daemon(args) => crate::daemon::run(&cli, args).await,
+        Command::Daemon(args) => daemon::daemon(&cli, args).await,
         Command::Health(args) => health::health(&cli, args).await,
         Command::Snapshot => health::snapshot(&cli).await,
         Command::Demo(args) => demo::demo(&cli, args).await,

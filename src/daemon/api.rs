@@ -124,7 +124,10 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     ApiError::new(status, message).into_response()
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, shared: Api) {
+/// Every route the daemon serves, in one place: `/healthz` and `/metrics`
+/// open, `/api/v1/*` behind the token; anything else is the API's JSON 404
+/// or 405, and a body over `BODY_LIMIT` its JSON 413.
+pub fn router(shared: Api) -> Router {
     let v1 = Router::new()
         .route("/openapi.json", get(openapi))
         .route("/status", get(status))
@@ -143,15 +146,27 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Api) {
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(shared.clone(), authorize));
-    let app = Router::new()
+    Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .nest("/api/v1", v1)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(shared);
-    if let Err(err) = axum::serve(listener, app).await {
+        .with_state(shared)
+}
+
+/// Serves `app` on `listener` until `shutdown` completes; both come from
+/// the caller, so a test can bind `127.0.0.1:0` and stop it when it likes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    if let Err(err) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
         tracing::error!("the HTTP server stopped: {err}");
     }
 }

@@ -29,8 +29,6 @@ use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 use tokio_postgres::Client;
 
-use crate::cli::{Cli, DaemonArgs};
-use crate::commands::{CliError, load_config};
 use crate::config::{Config, ScheduleConfig};
 use crate::connect::{self, Target};
 use crate::output::Progress;
@@ -67,24 +65,26 @@ impl Shared {
     }
 }
 
-pub async fn run(cli: &Cli, args: &DaemonArgs) -> Result<bool, CliError> {
-    let config = load_config(cli, true)?;
-    let url = connect::choose_url(cli.database_url.as_deref(), config.database.url.as_deref());
-    let mut target =
-        connect::resolve(url.as_deref(), config.database.connect_timeout.map(|d| d.0))?;
-    target.session = config.session_timeouts();
+/// Why the daemon would not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// A config schedule cannot be computed (its cron or time zone).
+    #[error("{0}")]
+    Schedule(String),
+}
+
+/// Runs the schedules and serves the API on `listener` until a signal
+/// stops it. The caller resolves the config and the connection and binds
+/// the listener (a test binds `127.0.0.1:0`), so nothing here knows the
+/// command line.
+pub async fn run(
+    config: Config,
+    target: Target,
+    listener: tokio::net::TcpListener,
+) -> Result<(), DaemonError> {
     for s in &config.schedules {
-        Schedule::new(s).map_err(CliError::Usage)?;
+        Schedule::new(s).map_err(DaemonError::Schedule)?;
     }
-    let listen = args
-        .listen
-        .clone()
-        .unwrap_or_else(|| config.api.listen.clone());
-    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
-        CliError::Usage(format!(
-            "cannot listen on {listen}: {e}\n  help: set [api] listen or --listen to a free address"
-        ))
-    })?;
     // Notifications name the database by its connection settings, and by
     // the config's `name` when it has one.
     let origin = crate::notify::Origin::of(&target, config.name.as_deref());
@@ -102,8 +102,19 @@ pub async fn run(cli: &Cli, args: &DaemonArgs) -> Result<bool, CliError> {
         .stop
         .on_signals(|| tracing::info!("signal received: stopping (signal again to exit at once)"));
     let session = shared.target.session;
-    tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or(listen), daemon = shared.id, lock_timeout = %session.lock_timeout, statement_timeout = %session.statement_timeout, "pgmaint daemon started");
-    let server = tokio::spawn(api::serve(listener, shared.clone()));
+    let listen = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(listen = %listen, daemon = shared.id, lock_timeout = %session.lock_timeout, statement_timeout = %session.statement_timeout, "pgmaint daemon started");
+    let (shutdown, shutting_down) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(api::serve(
+        listener,
+        api::router(shared.clone()),
+        async move {
+            let _ = shutting_down.await;
+        },
+    ));
     let watcher = tokio::spawn(watch::watch(shared.clone()));
     let mut runs = JoinSet::new();
     scheduler(&shared, &mut runs).await;
@@ -119,10 +130,18 @@ pub async fn run(cli: &Cli, args: &DaemonArgs) -> Result<bool, CliError> {
             "running tasks did not stop within the grace period; the next pgmaint marks them interrupted"
         );
     }
-    server.abort();
+    // Requests under way get a moment to be answered; then the server goes.
+    let _ = shutdown.send(());
+    let server_handle = server.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(2), server)
+        .await
+        .is_err()
+    {
+        server_handle.abort();
+    }
     watcher.abort();
     tracing::info!("pgmaint daemon stopped");
-    Ok(true)
+    Ok(())
 }
 
 /// Connects, retrying with backoff until it works or a stop is asked for;
