@@ -21,6 +21,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
 
 use super::api_schedules::{self, ScheduleBody};
 use super::{RunNow, Shared, StartError};
@@ -153,8 +156,22 @@ pub fn router(shared: Api) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Outermost last: the token is marked sensitive before the trace
+        // layer sees the request, so it never reaches a log line.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+        ]))
         .with_state(shared)
 }
+
+/// The longest a request may take. Runs answer once recorded and go on in
+/// the background, so only a stuck database read comes near it.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Serves `app` on `listener` until `shutdown` completes; both come from
 /// the caller, so a test can bind `127.0.0.1:0` and stop it when it likes.
