@@ -689,3 +689,81 @@ async fn run_schedule(
     };
     started(super::start_now(shared.clone(), run).await, body.dry_run)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use axum::body::Body as HttpBody;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// The router over a config with a token and a database nobody
+    /// listens on: none of these requests reach it.
+    fn app() -> Router {
+        let config = crate::config::Config::parse(
+            std::path::Path::new("pgmaint.toml"),
+            "[api]\ntoken = \"s3cret\"\n",
+        )
+        .expect("a minimal config");
+        let target = crate::connect::resolve(Some("postgres://u@127.0.0.1:1/db"), None).unwrap();
+        router(Arc::new(Shared {
+            origin: crate::notify::Origin::of(&target, None),
+            config,
+            target,
+            stop: crate::stop::Stop::default(),
+            id: "test".into(),
+            fires_claimed: AtomicU64::new(0),
+            schedules_changed: tokio::sync::Notify::new(),
+            health: std::sync::Mutex::new(None),
+        }))
+    }
+
+    async fn answer(request: axum::http::Request<HttpBody>) -> (StatusCode, serde_json::Value) {
+        let response = app().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
+    fn request(
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> axum::http::Request<HttpBody> {
+        let mut builder = axum::http::Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        builder.body(HttpBody::from(body)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_api_needs_its_token() {
+        let (status, body) = answer(request("GET", "/api/v1/tasks", None, vec![])).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body["error"].is_string(), "{body}");
+        let (status, _) = answer(request("GET", "/api/v1/tasks", Some("wrong"), vec![])).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_route_is_a_json_404() {
+        let (status, body) = answer(request("GET", "/nope", None, vec![])).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body["error"].is_string(), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_a_json_413() {
+        let big = vec![b' '; BODY_LIMIT + 1];
+        let (status, body) =
+            answer(request("POST", "/api/v1/schedules", Some("s3cret"), big)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(body["error"].as_str().unwrap().contains("KiB"), "{body}");
+    }
+}
