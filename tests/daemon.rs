@@ -1380,8 +1380,9 @@ async fn a_notifier_that_never_answers_does_not_delay_the_next() {
         async move { command.output().await.unwrap() }
     });
     // Sent one after the other, `ops` would wait out the silent one's
-    // 10 s timeout, four times.
-    let event = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+    // 10 s timeout, four times; 8 s leaves a loaded CI machine room while
+    // still failing a send that waited even once.
+    let event = tokio::time::timeout(Duration::from_secs(8), inbox.recv())
         .await
         .expect("ops is told while the silent notifier still says nothing")
         .unwrap()
