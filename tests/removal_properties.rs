@@ -464,3 +464,162 @@ fn orphans_removes_exactly_the_children_whose_parent_is_gone() {
         })
         .unwrap();
 }
+
+/// What a child table's foreign key does when its parent row goes.
+#[derive(Debug, Clone, Copy)]
+enum ChildKey {
+    NoAction,
+    Cascade,
+    SetNull,
+}
+
+/// A purge of `t` that other rows reference: generated predicates over
+/// generated layouts, with a child table whose key is NO ACTION, CASCADE
+/// or SET NULL. The plan and the run remove exactly the named rows no
+/// NO ACTION child still references; children go, or lose their
+/// reference, exactly for the parents removed.
+async fn one_referenced_removal(
+    db: &TestDb,
+    predicate: &Predicate,
+    rows: Vec<Row>,
+    children: Vec<Option<usize>>,
+    key: ChildKey,
+    batch_size: u64,
+) -> Result<(), TestCaseError> {
+    load(db, rows.clone(), Layout::Random, true).await;
+    let action = match key {
+        ChildKey::NoAction => "",
+        ChildKey::Cascade => " ON DELETE CASCADE",
+        ChildKey::SetNull => " ON DELETE SET NULL",
+    };
+    let client = db.client().await;
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS kids; CREATE TABLE kids (id int PRIMARY KEY, t_id int REFERENCES t (id){action});"
+        ))
+        .await
+        .unwrap();
+    let kid_ids: Vec<i32> = (1..=children.len() as i32).collect();
+    let refs: Vec<Option<i32>> = children
+        .iter()
+        .map(|c| c.map(|p| (p % rows.len()) as i32 + 1))
+        .collect();
+    client
+        .execute(
+            "INSERT INTO kids SELECT * FROM unnest($1::int[], $2::int[])",
+            &[&kid_ids, &refs],
+        )
+        .await
+        .unwrap();
+    let text = predicate.sql();
+    let kept_by_kids = match key {
+        ChildKey::NoAction => " AND NOT EXISTS (SELECT 1 FROM kids k WHERE k.t_id = t.id)",
+        _ => "",
+    };
+    let removed = ids(
+        db,
+        &format!("SELECT id FROM t WHERE ({text}\n){kept_by_kids} ORDER BY id"),
+    )
+    .await;
+    let left_expected = ids(
+        db,
+        &format!(
+            "SELECT id FROM t WHERE NOT (coalesce(({text}\n), false){kept_by_kids}) ORDER BY id"
+        ),
+    )
+    .await;
+    let kids_untouched = ids(
+        db,
+        &format!(
+            "SELECT id FROM kids WHERE t_id IS NULL OR t_id <> ALL ('{{{}}}'::int[]) ORDER BY id",
+            removed
+                .iter()
+                .map(i32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    )
+    .await;
+    db.config(&format!(
+        "[tasks.generated]\nkind = \"purge\"\ntable = \"t\"\nwhere = {}\nbatch_size = {batch_size}\n",
+        toml_string(&text)
+    ));
+    let plan = db.pgmaint(&["plan", "--json"]).await;
+    prop_assert_eq!(plan.code, 0, "plan of {}: {}", text, plan.stderr);
+    prop_assert_eq!(
+        plan.json()["tasks"][0]["rows"].as_u64(),
+        Some(removed.len() as u64),
+        "plan of {} ({:?})",
+        text,
+        key
+    );
+    let run = db.pgmaint(&["run", "generated", "--json", "--yes"]).await;
+    prop_assert_eq!(run.code, 0, "run of {}: {}{}", text, run.stdout, run.stderr);
+    prop_assert_eq!(
+        run.json()["tasks"][0]["rows"].as_u64(),
+        Some(removed.len() as u64),
+        "run of {} ({:?})",
+        text,
+        key
+    );
+    prop_assert_eq!(
+        &ids(db, "SELECT id FROM t ORDER BY id").await,
+        &left_expected
+    );
+    match key {
+        ChildKey::NoAction => prop_assert_eq!(
+            db.count("SELECT count(*) FROM kids").await,
+            children.len() as i64
+        ),
+        ChildKey::Cascade => prop_assert_eq!(
+            &ids(db, "SELECT id FROM kids ORDER BY id").await,
+            &kids_untouched
+        ),
+        ChildKey::SetNull => {
+            // Every kid stays; exactly those of removed parents lost their reference.
+            prop_assert_eq!(
+                db.count("SELECT count(*) FROM kids").await,
+                children.len() as i64
+            );
+            let still_pointing: Vec<i32> = kids_untouched
+                .iter()
+                .copied()
+                .filter(|k| refs[*k as usize - 1].is_some())
+                .collect();
+            prop_assert_eq!(
+                &ids(db, "SELECT id FROM kids WHERE t_id IS NOT NULL ORDER BY id").await,
+                &still_pointing
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn purge_of_referenced_rows_removes_exactly_the_named_rows_nothing_still_references() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = runtime.block_on(async {
+        let db = TestDb::new().await;
+        db.config("");
+        db.pgmaint(&["init"]).await.assert_code(0);
+        db
+    });
+    let cases = (
+        predicate(),
+        rows(),
+        prop::collection::vec(prop::option::weighted(0.8, 0..400usize), 0..200),
+        prop_oneof![
+            Just(ChildKey::NoAction),
+            Just(ChildKey::Cascade),
+            Just(ChildKey::SetNull)
+        ],
+        1..60u64,
+    );
+    runner(30)
+        .run(&cases, |(predicate, rows, children, key, batch_size)| {
+            runtime.block_on(one_referenced_removal(
+                &db, &predicate, rows, children, key, batch_size,
+            ))
+        })
+        .unwrap();
+}
