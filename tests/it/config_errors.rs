@@ -3,7 +3,7 @@
 //! expansion, a notifier's unset variable failing only what needs it, and
 //! the JSON error document.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

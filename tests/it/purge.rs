@@ -1,7 +1,7 @@
 //! purge against a real PostgreSQL: exact rows, dry runs, locks, limits,
 //! crashes and concurrent runs.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! draining the default partition, lock retries, and the same partitions
 //! as pg_partman given the same premake and retention.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

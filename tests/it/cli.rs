@@ -2,7 +2,7 @@
 //! 80-column terminal, `init` and `history` output, exit codes of
 //! `restore` and `health`.
 
-mod common;
+use crate::common;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;

@@ -5,25 +5,30 @@
 //! schedule that lists one without `allow_critical` is a `check` error; on a
 //! standby nothing is written, by `run`, by a daemon's fires or by the API.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::TestDb;
+use common::{Daemon, TestDb};
+use pgmaint::cluster::Cluster;
 use pgmaint::config::Config;
 use pgmaint::output::Progress;
 use pgmaint::runner::{self, Confirmation, Refusal, RunError, RunRequest};
 use pgmaint::state::Trigger;
 use pgmaint::stop::Stop;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "a-token-that-is-at-least-32-characters-long";
 
 /// A table of 100 rows, half of them expired, and a purge task on it.
 async fn with_table(extra: &str) -> TestDb {
-    let db = TestDb::new().await;
+    with_table_on(common::cluster(), extra).await
+}
+
+/// [`with_table`] in a database of `cluster`.
+async fn with_table_on(cluster: &Cluster, extra: &str) -> TestDb {
+    let db = TestDb::on(cluster).await;
     db.client()
         .await
         .batch_execute(
@@ -113,7 +118,15 @@ async fn a_run_behind_an_exclusive_lock_waits_lock_timeout_and_counts_the_wait()
     );
 
     drop(holder);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The server lets go of the lock once it sees the session gone.
+    db.wait_for_count(
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+          WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+            AND c.relname = 't' AND l.mode = 'AccessExclusiveLock'",
+        |n| n == 0,
+        "the lock on t to go",
+    )
+    .await;
     db.pgmaint(&["run", "purge_t"]).await.assert_code(0);
     assert_eq!(db.count("SELECT count(*) FROM t").await, 50);
 }
@@ -134,80 +147,24 @@ fn at(db: &TestDb, url: &str, args: &[&str]) -> tokio::process::Command {
     command
 }
 
-/// A daemon on a free port; killed when dropped.
-struct Daemon {
-    child: tokio::process::Child,
-    port: u16,
+/// A daemon of the test database's config connecting to `url`, on a port
+/// the OS picks.
+async fn daemon_at(db: &TestDb, url: &str) -> Daemon {
+    let command = at(db, url, &["daemon", "--listen", "127.0.0.1:0"]);
+    Daemon::spawn(command, &db.log_path()).await
 }
 
-impl Daemon {
-    fn start(db: &TestDb, url: &str) -> Daemon {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = at(
-            db,
-            url,
-            &["daemon", "--listen", &format!("127.0.0.1:{port}")],
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-        Daemon { child, port }
-    }
-
-    async fn http(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut stream = loop {
-            match tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await {
-                Ok(s) => break s,
-                Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await
-                }
-                Err(e) => panic!("daemon not listening: {e}"),
-            }
-        };
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, serde_json::from_str(&body).unwrap_or_default())
-    }
-
-    /// Stops the daemon and returns what it logged.
-    async fn stop(mut self) -> String {
-        let pid = self.child.id().unwrap() as i32;
-        // SAFETY: kill(2) with a pid we own.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let mut log = String::new();
-        if let Some(mut stderr) = self.child.stderr.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(40), stderr.read_to_string(&mut log))
-                .await;
-        }
-        let status = self.child.wait().await.unwrap();
-        assert!(status.success(), "the daemon exits 0 on SIGTERM\n{log}");
-        log
-    }
+/// An API request with the token; the status and the body as JSON.
+async fn api(daemon: &Daemon, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let (status, body) = daemon.http(method, path, Some(TOKEN), body).await;
+    (status, serde_json::from_str(&body).unwrap_or_default())
 }
 
 /// Polls a run through the API until it is no longer running.
 async fn finished_run(daemon: &Daemon, run_id: i64) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, run) = daemon
-            .http("GET", &format!("/api/v1/runs/{run_id}"), "")
-            .await;
+        let (status, run) = api(daemon, "GET", &format!("/api/v1/runs/{run_id}"), "").await;
         assert_eq!(status, 200, "{run}");
         if run["status"] != "running" {
             return run;
@@ -223,10 +180,10 @@ async fn finished_run(daemon: &Daemon, run_id: i64) -> serde_json::Value {
 #[tokio::test]
 async fn an_api_run_behind_an_exclusive_lock_waits_lock_timeout_and_counts_the_wait() {
     let db = with_table("").await;
-    let daemon = Daemon::start(&db, &db.url);
+    let daemon = daemon_at(&db, &db.url).await;
     let holder = lock_table(&db).await;
     let started = Instant::now();
-    let (status, body) = daemon.http("POST", "/api/v1/tasks/purge_t/run", "{}").await;
+    let (status, body) = api(&daemon, "POST", "/api/v1/tasks/purge_t/run", "{}").await;
     assert_eq!(status, 202, "{body}");
     let run = finished_run(&daemon, body["run_id"].as_i64().unwrap()).await;
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -432,8 +389,7 @@ fn as_postgres(program: &Path) -> Command {
 }
 
 impl Standby {
-    fn start() -> Standby {
-        let primary = common::cluster();
+    fn start(primary: &Cluster) -> Standby {
         let bin = pgmaint::cluster::find_bin_dir().unwrap();
         let dir: PathBuf = tempfile::Builder::new()
             .prefix("pgmaint-standby-")
@@ -517,10 +473,24 @@ impl Drop for Standby {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_a_standby_run_the_daemon_and_the_api_write_nothing_and_say_why() {
-    let db =
-        with_table("[schedules.every_second]\ncron = \"* * * * * *\"\ntasks = [\"purge_t\"]\n")
-            .await;
-    let standby = tokio::task::spawn_blocking(Standby::start).await.unwrap();
+    // A primary of its own: the base backup copies this test's database
+    // alone, not every other test's.
+    let primary = std::sync::Arc::new(
+        tokio::task::spawn_blocking(common::own_cluster)
+            .await
+            .unwrap(),
+    );
+    let db = with_table_on(
+        &primary,
+        "[schedules.every_second]\ncron = \"* * * * * *\"\ntasks = [\"purge_t\"]\n",
+    )
+    .await;
+    let standby = tokio::task::spawn_blocking({
+        let primary = primary.clone();
+        move || Standby::start(&primary)
+    })
+    .await
+    .unwrap();
     let url = standby.url(&db.name);
     let on_standby = common::connect(&url).await;
     let in_recovery: bool = on_standby
@@ -542,15 +512,30 @@ async fn on_a_standby_run_the_daemon_and_the_api_write_nothing_and_say_why() {
 
     // The daemon: claims no fire, says so once, keeps going; the API's run
     // is refused with the reason.
-    let daemon = Daemon::start(&db, &url);
-    let (status, body) = daemon.http("POST", "/api/v1/tasks/purge_t/run", "{}").await;
+    let daemon = daemon_at(&db, &url).await;
+    let (status, body) = api(&daemon, "POST", "/api/v1/tasks/purge_t/run", "{}").await;
     assert_eq!(status, 409, "{body}");
     assert!(
         body["error"].as_str().unwrap().contains("standby"),
         "{body}"
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (status, _) = daemon.http("GET", "/api/v1/status", "").await;
+    // The scheduler's line, then real time in which an every-second
+    // schedule would have claimed fires, were it to claim any.
+    common::wait_for(
+        "the scheduler's standby line",
+        Duration::from_secs(30),
+        async || {
+            let standby = daemon
+                .log_text()
+                .lines()
+                .filter(|l| l.contains("is a standby"))
+                .count();
+            (standby >= 2).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, _) = api(&daemon, "GET", "/api/v1/status", "").await;
     assert_eq!(status, 200, "the daemon keeps serving");
     let log = daemon.stop().await;
     let standby_lines = log.lines().filter(|l| l.contains("is a standby")).count();

@@ -8,7 +8,7 @@
 //! exactly those the predicate does not name. The seed is fixed, so every
 //! run tries the same cases.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 

@@ -2,7 +2,7 @@
 //! report. Its own test binary (so its own cluster): the lock it holds open
 //! would show in the cluster-wide activity checks of other tests.
 
-mod common;
+use crate::common;
 
 use common::TestDb;
 

@@ -1,7 +1,7 @@
 //! orphans, sql, files, critical confirmation and the soft-delete recipe,
 //! against a real PostgreSQL and a real directory.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, SystemTime};
 

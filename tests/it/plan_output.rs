@@ -2,7 +2,7 @@
 //! words, the statements only with `-v`, every line within 80 columns, and
 //! a batch count the run then keeps to.
 
-mod common;
+use crate::common;
 
 use common::TestDb;
 

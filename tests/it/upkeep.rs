@@ -1,6 +1,6 @@
 //! refresh, vacuum, analyze and reindex against a real PostgreSQL.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! refusal is a config error at its key (file:line:column), exit 2, from
 //! `check`, `plan` and `run` alike, and nothing changes.
 
-mod common;
+use crate::common;
 
 use common::TestDb;
 

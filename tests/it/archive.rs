@@ -2,7 +2,7 @@
 //! table is created like the source, mismatches are refused, and kill -9 at
 //! random moments never loses or duplicates a row.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! never loses or duplicates a row across table and backups, old backups
 //! are pruned.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Connecting: precedence, secrets kept out of output, logs and state, and
 //! one clear line when the database cannot be reached.
 
-mod common;
+use crate::common;
 
 use common::TestDb;
 

@@ -2,7 +2,7 @@
 //! names whatever its text holds, rows still referenced left in place and
 //! counted, cascades counted and backed up so restore puts all of it back.
 
-mod common;
+use crate::common;
 
 use common::TestDb;
 

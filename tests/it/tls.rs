@@ -3,7 +3,7 @@
 //! certificate names only `localhost`, so connecting to 127.0.0.1 tells
 //! verify-full (checks the name) apart from verify-ca (checks the chain).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

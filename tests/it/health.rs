@@ -2,7 +2,7 @@
 //! made to fire by a condition the test builds, and a check that cannot get
 //! its lock reports unknown while the others report.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

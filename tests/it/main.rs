@@ -1,0 +1,32 @@
+//! The integration tests, one binary: `cargo test --test it`. Each module
+//! was once its own binary with its own cluster; together they start one
+//! throwaway PostgreSQL (`common::cluster()`), give each test a fresh
+//! database of it, and link pgmaint's test code once. A test that needs a
+//! server of its own (TLS on, a standby, a restart, or server-wide state
+//! that others' sessions would disturb) starts one with `common::own_cluster()`.
+//! docs/development.md describes the layout and how to add a module.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod archive;
+mod backups;
+mod cli;
+mod config_errors;
+mod connect;
+mod daemon;
+mod daemon_restart;
+mod demo;
+mod demo_tour;
+mod health;
+mod health_timeout;
+mod lifecycle;
+mod partitions;
+mod plan_output;
+mod predicates;
+mod purge;
+mod removal;
+mod removal_properties;
+mod safety_rules;
+mod tls;
+mod upkeep;
