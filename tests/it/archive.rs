@@ -169,23 +169,23 @@ async fn kill_9_at_random_moments_never_loses_or_duplicates_a_row() {
         .await;
 
     let mut random = Lcg(0x5eed);
-    let mut kills = 0;
-    for _ in 0..12 {
-        let mut child = db.command(&["-q", "run", "old_events"]).spawn().unwrap();
-        tokio::time::sleep(Duration::from_millis(150 + random.next(600))).await;
-        if child.try_wait().unwrap().is_none() {
-            child.start_kill().unwrap();
-            kills += 1;
-        }
-        child.wait().await.unwrap();
-        // At every moment, every row is in exactly one of the two tables.
-        let together = checksum(
-            &db,
-            "SELECT * FROM events UNION ALL SELECT * FROM events_archive",
-        )
-        .await;
-        assert_eq!(together, before, "after kill {kills}");
-    }
+    let delays: Vec<Duration> = (0..12)
+        .map(|_| Duration::from_millis(150 + random.next(600)))
+        .collect();
+    let kills = common::kill_after_each(
+        delays,
+        || db.command(&["-q", "run", "old_events"]),
+        async |kills| {
+            // At every moment, every row is in exactly one of the two tables.
+            let together = checksum(
+                &db,
+                "SELECT * FROM events UNION ALL SELECT * FROM events_archive",
+            )
+            .await;
+            assert_eq!(together, before, "after kill {kills}");
+        },
+    )
+    .await;
     assert!(kills >= 10, "only {kills} runs were killed mid-way");
     assert!(
         db.count("SELECT count(*) FROM events_archive").await < expected_moved,
@@ -330,16 +330,15 @@ async fn export_only_survives_kill_9_with_every_row_in_the_table_or_one_file() {
     .unwrap();
     let before = checksum(&db, "SELECT * FROM ledger").await;
     let mut random = Lcg(7);
-    let mut kills = 0;
-    for _ in 0..5 {
-        let mut child = db.command(&["-q", "run", "old_ledger"]).spawn().unwrap();
-        tokio::time::sleep(Duration::from_millis(150 + random.next(400))).await;
-        if child.try_wait().unwrap().is_none() {
-            child.start_kill().unwrap();
-            kills += 1;
-        }
-        child.wait().await.unwrap();
-    }
+    let delays: Vec<Duration> = (0..5)
+        .map(|_| Duration::from_millis(150 + random.next(400)))
+        .collect();
+    let kills = common::kill_after_each(
+        delays,
+        || db.command(&["-q", "run", "old_ledger"]),
+        async |_| {},
+    )
+    .await;
     assert_eq!(kills, 5, "every run should be killed mid-way");
     // The next run tidies what the kills left (.partial files), then finishes.
     db.pgmaint(&["run", "old_ledger"]).await.assert_code(0);

@@ -46,8 +46,7 @@ ANALYZE things;
 "#;
 
 async fn awkward_db(task_keys: &str) -> TestDb {
-    let db = TestDb::new().await;
-    db.client().await.batch_execute(AWKWARD).await.unwrap();
+    let db = TestDb::with_sql(AWKWARD).await;
     db.config(&format!(
         "[backups]\ndir = \"backups\"\n\n[tasks.old_things]\nkind = \"purge\"\ntable = \"things\"\nwhere = \"old\"\nbatch_size = 400\nbackup = true\n{task_keys}\n"
     ));
@@ -239,22 +238,20 @@ async fn kill_9_during_a_purge_with_backup_never_loses_or_duplicates_a_row() {
         .unwrap();
     let before = rows_as_text(&db, "things").await;
     let mut seed: u64 = 42;
-    let mut kills = 0;
-    for _ in 0..10 {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let mut child = db
-            .command(&["-q", "run", "old_things", "--batch-size", "200"])
-            .spawn()
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(150 + (seed >> 33) % 500)).await;
-        if child.try_wait().unwrap().is_none() {
-            child.start_kill().unwrap();
-            kills += 1;
-        }
-        child.wait().await.unwrap();
-    }
+    let delays: Vec<Duration> = (0..10)
+        .map(|_| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            Duration::from_millis(150 + (seed >> 33) % 500)
+        })
+        .collect();
+    let kills = common::kill_after_each(
+        delays,
+        || db.command(&["-q", "run", "old_things", "--batch-size", "200"]),
+        async |_| {},
+    )
+    .await;
     assert!(kills >= 8, "only {kills} runs were killed mid-way");
     db.pgmaint(&["run", "old_things"]).await.assert_code(0);
     load_backups(&db, "from_backups").await;

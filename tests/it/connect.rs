@@ -9,8 +9,7 @@ const PASSWORD: &str = "s3cret-Pa55word";
 
 #[tokio::test]
 async fn a_password_never_appears_in_output_logs_or_the_state_schema() {
-    let db = TestDb::new().await;
-    db.client().await.batch_execute("CREATE TABLE t (id int, old bool); INSERT INTO t SELECT i, i % 2 = 0 FROM generate_series(1, 100) i;").await.unwrap();
+    let db = TestDb::with_sql("CREATE TABLE t (id int, old bool); INSERT INTO t SELECT i, i % 2 = 0 FROM generate_series(1, 100) i;").await;
     db.config("[tasks.a]\nkind = \"purge\"\ntable = \"t\"\nwhere = \"old\"\n");
     // Trust auth ignores the password, so it only travels through pgmaint.
     let url = format!(

@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::TestDb;
 
@@ -54,10 +54,13 @@ const QUIET_ON_A_CLEAN_DATABASE: &[&str] = &[
     "task-backlog",
 ];
 
-// One test, so the cluster-wide activity checks see only its sessions.
+// On a cluster of its own, so the cluster-wide checks (activity, roles,
+// replication slots) see only its sessions and objects, and other tests
+// never see its.
 #[tokio::test]
 async fn quiet_when_clean_then_every_check_fires_on_the_condition_built_for_it() {
-    let db = TestDb::new().await;
+    let cluster = common::own_cluster();
+    let db = TestDb::on(&cluster).await;
     let setup = db.client().await;
     setup
         .batch_execute(
@@ -148,7 +151,9 @@ async fn quiet_when_clean_then_every_check_fires_on_the_condition_built_for_it()
         .await
         .unwrap();
     let sleeper = db.client().await;
-    let sleeping = tokio::spawn(async move { sleeper.batch_execute("SELECT pg_sleep(3)").await });
+    // Long enough to outlast the polling below on a loaded machine (it once
+    // slept 3 s and had ended before the report); cancelled at the end.
+    let sleeping = tokio::spawn(async move { sleeper.batch_execute("SELECT pg_sleep(120)").await });
     // The view was refreshed an hour ago, as far as the records go.
     setup
         .batch_execute("UPDATE pgmaint.refreshes SET refreshed_at = now() - interval '1 hour'")
@@ -169,17 +174,19 @@ async fn quiet_when_clean_then_every_check_fires_on_the_condition_built_for_it()
             .await
     });
     // Dead rows and the blocked update take a moment to show.
-    let mut report = serde_json::Value::Null;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    // Polled for 30 s at most; the assertions below then say what is missing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut report;
+    loop {
         report = db.pgmaint(&["health", "--json"]).await.json();
-        if check(&report, "dead-tuples")["status"] != "ok"
+        let showing = check(&report, "dead-tuples")["status"] != "ok"
             && check(&report, "blocked-queries")["status"] != "ok"
             && check(&report, "long-running-queries")["status"] != "ok"
-            && check(&report, "missing-indexes")["status"] != "ok"
-        {
+            && check(&report, "missing-indexes")["status"] != "ok";
+        if showing || Instant::now() > deadline {
             break;
         }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     fired(
         &report,
@@ -198,7 +205,7 @@ async fn quiet_when_clean_then_every_check_fires_on_the_condition_built_for_it()
     fired(&report, "matview-staleness", "public.order_stats");
     fired(&report, "security", "role no_password");
     fired(&report, "task-backlog", "expired_tokens");
-    fired(&report, "long-running-queries", "pg_sleep(3)");
+    fired(&report, "long-running-queries", "pg_sleep(120)");
     fired(&report, "unused-indexes", "wide_id");
     fired(&report, "missing-indexes", "public.wide");
     fired(&report, "table-bloat", "public.wide");
@@ -226,7 +233,18 @@ async fn quiet_when_clean_then_every_check_fires_on_the_condition_built_for_it()
 
     idle.batch_execute("ROLLBACK").await.unwrap();
     waiting.await.unwrap().unwrap();
-    sleeping.await.unwrap().unwrap();
+    setup
+        .batch_execute(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(120)'",
+        )
+        .await
+        .unwrap();
+    let cancelled = sleeping.await.unwrap().unwrap_err();
+    assert_eq!(
+        cancelled.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{cancelled}"
+    );
     setup.batch_execute("DROP ROLE no_password").await.unwrap();
     setup
         .batch_execute("SELECT pg_drop_replication_slot('health_test_slot')")

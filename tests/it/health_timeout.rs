@@ -1,6 +1,7 @@
 //! A health check that cannot get its lock reports unknown while the others
-//! report. Its own test binary (so its own cluster): the lock it holds open
-//! would show in the cluster-wide activity checks of other tests.
+//! report. Once its own binary, so that the lock it holds open stayed out
+//! of other tests' cluster-wide activity checks; the one test with such
+//! checks (health::quiet_when_clean_...) now has a cluster of its own.
 
 use crate::common;
 

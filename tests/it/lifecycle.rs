@@ -7,15 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use common::TestDb;
 
-async fn with_sql(sql: &str) -> TestDb {
-    let db = TestDb::new().await;
-    db.client().await.batch_execute(sql).await.unwrap();
-    db
-}
-
 #[tokio::test]
 async fn orphans_are_reported_then_deleted_and_null_references_are_not_orphans() {
-    let db = with_sql(
+    let db = TestDb::with_sql(
         "CREATE TABLE posts (id int PRIMARY KEY);
          INSERT INTO posts SELECT i FROM generate_series(1, 100) i;
          CREATE TABLE comments (id int PRIMARY KEY, post_id int, body text);
@@ -68,7 +62,7 @@ async fn orphans_are_reported_then_deleted_and_null_references_are_not_orphans()
 
 #[tokio::test]
 async fn composite_orphans_and_a_missing_parent() {
-    let db = with_sql(
+    let db = TestDb::with_sql(
         "CREATE TABLE orders (shop int, number int, PRIMARY KEY (shop, number));
          INSERT INTO orders VALUES (1, 1), (1, 2), (2, 1);
          CREATE TABLE lines (id int PRIMARY KEY, shop int, number int);
@@ -104,7 +98,7 @@ async fn composite_orphans_and_a_missing_parent() {
 
 #[tokio::test]
 async fn sql_runs_in_a_transaction_shows_its_rows_and_rolls_back_on_failure() {
-    let db = with_sql(
+    let db = TestDb::with_sql(
         "CREATE TABLE tokens (id int, expires_at timestamptz);
          INSERT INTO tokens SELECT i, now() + (i - 50) * interval '1 hour' FROM generate_series(1, 100) i;
          CREATE TABLE audit (note text);
@@ -179,7 +173,7 @@ fn touch(path: &std::path::Path, age: Duration) {
 
 #[tokio::test]
 async fn files_removes_old_unreferenced_matches_and_never_leaves_its_directory() {
-    let db = with_sql(
+    let db = TestDb::with_sql(
         "CREATE TABLE uploads (path text);
          INSERT INTO uploads VALUES ('keep/referenced.tmp'), ('./also-kept.tmp');",
     )
@@ -247,7 +241,7 @@ async fn files_removes_old_unreferenced_matches_and_never_leaves_its_directory()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_critical_task_needs_yes_or_a_confirmation_on_a_terminal() {
-    let db = with_sql(
+    let db = TestDb::with_sql(
         "CREATE TABLE sessions (id int, expired bool);
          INSERT INTO sessions SELECT i, i % 2 = 0 FROM generate_series(1, 100) i;",
     )
@@ -273,18 +267,38 @@ async fn a_critical_task_needs_yes_or_a_confirmation_on_a_terminal() {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("script (util-linux)");
-        use std::io::Write;
+        use std::io::{Read, Write};
         let mut stdin = child.stdin.take().unwrap();
-        // Answer once the question is up; the pty echoes it into the output.
-        std::thread::sleep(Duration::from_millis(1500));
-        stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
-        std::thread::sleep(Duration::from_millis(1500));
+        let mut stdout = child.stdout.take().unwrap();
+        // Should the question never come, this ends script, and the read.
+        let pid = child.id();
+        let (finished, done) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if done.recv_timeout(Duration::from_secs(60)).is_err() {
+                common::signal(pid, libc::SIGKILL);
+            }
+        });
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let mut answered = false;
+        loop {
+            let n = stdout.read(&mut chunk).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&chunk[..n]);
+            // Answer once the question is up; the pty echoes it into the output.
+            if !answered && String::from_utf8_lossy(&seen).contains("Run now? [y/N]") {
+                stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+                answered = true;
+            }
+        }
+        // The output ended: pgmaint exited (and script with it).
         drop(stdin);
-        let output = child.wait_with_output().unwrap();
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-        )
+        let status = child.wait().unwrap();
+        let _ = finished.send(());
+        watchdog.join().unwrap();
+        (status.code(), String::from_utf8_lossy(&seen).into_owned())
     };
     let (code, seen) = tokio::task::block_in_place(|| on_terminal("n"));
     assert!(
@@ -309,7 +323,7 @@ async fn a_critical_task_needs_yes_or_a_confirmation_on_a_terminal() {
 #[tokio::test]
 async fn soft_deleted_users_still_referenced_stay_or_with_on_referenced_fail_fail_naming_the_constraint()
  {
-    let db = with_sql(
+    let db = TestDb::with_sql(
         "CREATE TABLE users (id int PRIMARY KEY, is_deleted bool NOT NULL DEFAULT false, deleted_at timestamptz);
          INSERT INTO users SELECT i, i <= 40, CASE WHEN i <= 40 THEN now() - interval '60 days' END FROM generate_series(1, 100) i;
          CREATE TABLE orders (id int PRIMARY KEY, user_id int REFERENCES users (id));

@@ -9,12 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::TestDb;
 
-async fn with_sql(sql: &str) -> TestDb {
-    let db = TestDb::new().await;
-    db.client().await.batch_execute(sql).await.unwrap();
-    db
-}
-
 /// The parent's partitions as `name [from, to)`, in bound order.
 async fn partitions(db: &TestDb, parent: &str) -> Vec<String> {
     db.client()
@@ -60,7 +54,7 @@ async fn expected(
 
 #[tokio::test]
 async fn premake_crosses_month_and_year_boundaries_in_the_stated_zone() {
-    let db = with_sql(
+    let db = TestDb::with_sql(
         "SET TimeZone = 'UTC';
          CREATE TABLE daily (id bigint, at timestamptz NOT NULL) PARTITION BY RANGE (at);
          CREATE TABLE monthly (id bigint, at timestamptz NOT NULL) PARTITION BY RANGE (at);",
@@ -122,7 +116,7 @@ async fn premake_crosses_month_and_year_boundaries_in_the_stated_zone() {
 
 #[tokio::test]
 async fn retention_drops_only_fully_expired_partitions_and_drains_the_default() {
-    let db = with_sql(
+    let db = TestDb::with_sql(
         "CREATE TABLE events (id bigint, at timestamptz NOT NULL) PARTITION BY RANGE (at);
          CREATE TABLE events_default PARTITION OF events DEFAULT;",
     )
@@ -198,7 +192,7 @@ async fn retention_drops_only_fully_expired_partitions_and_drains_the_default() 
 
 #[tokio::test]
 async fn a_lock_on_the_parent_makes_it_retry_then_report_without_blocking_readers() {
-    let db = with_sql(
+    let db = TestDb::with_sql(
         "CREATE TABLE metrics (id bigint, at timestamptz NOT NULL) PARTITION BY RANGE (at);",
     )
     .await;
@@ -255,7 +249,8 @@ async fn the_same_partitions_as_pg_partman_given_the_same_premake_and_retention(
         "pg_partman",
     )
     .await;
-    let db = with_sql("CREATE SCHEMA partman; CREATE EXTENSION pg_partman SCHEMA partman;").await;
+    let db = TestDb::with_sql("CREATE SCHEMA partman; CREATE EXTENSION pg_partman SCHEMA partman;")
+        .await;
     let client = db.client().await;
     // Debian 12 ships pg_partman 4, Homebrew 5, which renamed the type
     // `native` to `range` and takes the interval as an interval.
@@ -324,7 +319,7 @@ async fn the_same_partitions_as_pg_partman_given_the_same_premake_and_retention(
 
 #[tokio::test]
 async fn expired_partitions_are_detached_concurrently_or_archived_to_files_then_dropped() {
-    let db = with_sql(
+    let db = TestDb::with_sql(
         "CREATE TABLE logs (id bigint, at timestamptz NOT NULL, line text) PARTITION BY RANGE (at);
          CREATE TABLE logs_old PARTITION OF logs FOR VALUES FROM (now() - interval '400 days') TO (now() - interval '300 days');
          INSERT INTO logs SELECT i, now() - interval '350 days', 'line ' || i FROM generate_series(1, 500) i;

@@ -6,12 +6,6 @@ use crate::common;
 
 use common::TestDb;
 
-async fn with_sql(sql: &str) -> TestDb {
-    let db = TestDb::new().await;
-    db.client().await.batch_execute(sql).await.unwrap();
-    db
-}
-
 #[track_caller]
 fn assert_fits_80_columns(text: &str) {
     for line in text.lines() {
@@ -48,7 +42,7 @@ const INTERLEAVED: &str = "
 #[tokio::test]
 async fn the_plans_batch_count_is_the_runs_on_a_table_where_matches_are_interleaved() {
     for backup in [false, true] {
-        let db = with_sql(INTERLEAVED).await;
+        let db = TestDb::with_sql(INTERLEAVED).await;
         db.config(&format!(
             "[backups]\ndir = \"backups\"\n\n[tasks.expired_tokens]\nkind = \"purge\"\ntable = \"tokens\"\nwhere = \"expired\"\nbatch_size = 700\nbackup = {backup}\n"
         ));
@@ -96,7 +90,7 @@ async fn the_plans_batch_count_is_the_runs_on_a_table_where_matches_are_interlea
 
 #[tokio::test]
 async fn above_the_exact_count_limit_the_plan_says_at_least() {
-    let db = with_sql(INTERLEAVED).await;
+    let db = TestDb::with_sql(INTERLEAVED).await;
     db.config("[tasks.expired_tokens]\nkind = \"purge\"\ntable = \"tokens\"\nwhere = \"expired\"\nbatch_size = 700\nexact_count_limit = 1000\n");
     db.pgmaint(&["init"]).await.assert_code(0);
     let plan = db.pgmaint(&["plan", "expired_tokens"]).await;
@@ -153,7 +147,7 @@ tables = ["users"]
 
 #[tokio::test]
 async fn the_plan_says_in_words_what_a_run_would_do_and_shows_statements_only_with_v() {
-    let db = with_sql(SOFT_DELETED_USERS).await;
+    let db = TestDb::with_sql(SOFT_DELETED_USERS).await;
     db.config(SOFT_DELETED_CONFIG);
     db.pgmaint(&["init"]).await.assert_code(0);
 
@@ -238,7 +232,7 @@ async fn the_plan_says_in_words_what_a_run_would_do_and_shows_statements_only_wi
 
 #[tokio::test]
 async fn after_a_run_the_plan_estimates_the_time_from_that_run() {
-    let db = with_sql(INTERLEAVED).await;
+    let db = TestDb::with_sql(INTERLEAVED).await;
     db.config("[tasks.expired_tokens]\nkind = \"purge\"\ntable = \"tokens\"\nwhere = \"expired\"\nbatch_size = 700\n");
     db.pgmaint(&["init"]).await.assert_code(0);
     let json = db

@@ -30,8 +30,7 @@ fn place(config: &str, task: &str, key: &str) -> String {
 /// A database with `setup` run and pgmaint's schema installed (from an
 /// empty config, so a config that is refused can be written afterwards).
 async fn database(setup: &str) -> TestDb {
-    let db = TestDb::new().await;
-    db.client().await.batch_execute(setup).await.unwrap();
+    let db = TestDb::with_sql(setup).await;
     db.config("");
     db.pgmaint(&["init"]).await.assert_code(0);
     db

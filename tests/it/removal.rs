@@ -8,8 +8,7 @@ use common::TestDb;
 
 /// A database with `sql` loaded and `config` written, initialised.
 async fn with(sql: &str, config: &str) -> TestDb {
-    let db = TestDb::new().await;
-    db.client().await.batch_execute(sql).await.unwrap();
+    let db = TestDb::with_sql(sql).await;
     db.config(config);
     db.pgmaint(&["init"]).await.assert_code(0);
     db
@@ -221,21 +220,22 @@ async fn rows_still_referenced_stay_and_are_counted_and_the_rest_go() {
 /// Waits until no session but the test's own is connected to the database.
 async fn wait_for_no_other_sessions(db: &TestDb) {
     let client = db.client().await;
-    for _ in 0..200 {
-        let others: i64 = client
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if others == 0 {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("a killed pgmaint's session stayed connected for 10 s");
+    common::wait_for(
+        "a killed pgmaint's session to go",
+        std::time::Duration::from_secs(10),
+        async || {
+            let others: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (others == 0).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -270,22 +270,22 @@ async fn kill_9_during_a_backed_up_purge_with_cascades_loses_and_doubles_nothing
         counts
     };
     let mut seed: u64 = 7;
-    let mut kills = 0;
-    for _ in 0..8 {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let mut child = db.command(&["-q", "run", "deleted_users"]).spawn().unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(200 + (seed >> 33) % 400)).await;
-        if child.try_wait().unwrap().is_none() {
-            child.start_kill().unwrap();
-            kills += 1;
-        }
-        child.wait().await.unwrap();
+    let delays: Vec<std::time::Duration> = (0..8)
+        .map(|_| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            std::time::Duration::from_millis(200 + (seed >> 33) % 400)
+        })
+        .collect();
+    let kills = common::kill_after_each(
+        delays,
+        || db.command(&["-q", "run", "deleted_users"]),
         // The server ends the killed session's statement and lock shortly
         // after; a run started before that is skipped, not killed.
-        wait_for_no_other_sessions(&db).await;
-    }
+        async |_| wait_for_no_other_sessions(&db).await,
+    )
+    .await;
     assert!(kills >= 6, "only {kills} runs were killed mid-way");
     db.pgmaint(&["run", "deleted_users", "--batch-size", "200"])
         .await

@@ -6,15 +6,9 @@ use std::time::Duration;
 
 use common::TestDb;
 
-async fn with_sql(sql: &str) -> TestDb {
-    let db = TestDb::new().await;
-    db.client().await.batch_execute(sql).await.unwrap();
-    db
-}
-
 #[tokio::test]
 async fn refresh_goes_concurrently_where_it_can_in_dependency_order_and_records_it() {
-    let db = with_sql(
+    let db = TestDb::with_sql(
         "CREATE TABLE scores (player int, points int);
          INSERT INTO scores SELECT i % 50, i FROM generate_series(1, 1000) i;
          CREATE MATERIALIZED VIEW leaderboard AS SELECT player, sum(points) AS total FROM scores GROUP BY player;
@@ -120,7 +114,7 @@ async fn dead_rows_visible(db: &TestDb, table: &str) -> i64 {
 
 #[tokio::test]
 async fn auto_vacuum_and_analyze_pick_the_tables_that_need_it() {
-    let db = with_sql(
+    let db = TestDb::with_sql(
         "CREATE TABLE dirty (id int, pad text) WITH (autovacuum_enabled = false);
          CREATE TABLE clean (id int, pad text) WITH (autovacuum_enabled = false);
          INSERT INTO dirty SELECT i, repeat('x', 100) FROM generate_series(1, 20000) i;
@@ -193,7 +187,7 @@ async fn auto_vacuum_and_analyze_pick_the_tables_that_need_it() {
 
 #[tokio::test]
 async fn an_invalid_index_is_rebuilt_once_its_duplicates_are_gone_and_leftovers_dropped() {
-    let db = with_sql(
+    let db = TestDb::with_sql(
         "CREATE TABLE accounts (id int, email text);
          INSERT INTO accounts SELECT i, 'user' || (i % 900) || '@example.com' FROM generate_series(1, 1000) i;",
     )
@@ -256,7 +250,7 @@ async fn an_invalid_index_is_rebuilt_once_its_duplicates_are_gone_and_leftovers_
 
 #[tokio::test]
 async fn bloated_indexes_are_measured_by_pgstattuple_or_estimated_and_rebuilt() {
-    let db = with_sql(
+    let db = TestDb::with_sql(
         "CREATE TABLE events (id int, note text) WITH (autovacuum_enabled = false);
          INSERT INTO events SELECT i, 'n' FROM generate_series(1, 200000) i;
          CREATE INDEX events_id ON events (id);
