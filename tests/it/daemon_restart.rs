@@ -1,10 +1,13 @@
 //! The PostgreSQL server restarted under a running daemon: the daemon
-//! recovers on its own. Its own binary and its own cluster, which this test
-//! restarts with pg_ctl.
+//! recovers on its own. Its own cluster, which this test restarts with
+//! pg_ctl.
+
+use crate::common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::Daemon;
 use pgmaint::cluster::{Cluster, ClusterOptions};
 use tokio_postgres::NoTls;
 
@@ -14,17 +17,13 @@ async fn count(url: &str, sql: &str) -> Option<i64> {
     client.query_one(sql, &[]).await.ok().map(|r| r.get(0))
 }
 
+/// Polls the count `sql` returns (none while the server is down) until
+/// `want` holds.
 async fn wait_for(url: &str, sql: &str, want: impl Fn(i64) -> bool, what: &str) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(value) = count(url, sql).await
-            && want(value)
-        {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::wait_for(what, Duration::from_secs(60), async || {
+        count(url, sql).await.filter(|value| want(*value))
+    })
+    .await
 }
 
 #[tokio::test]
@@ -61,16 +60,11 @@ async fn the_daemon_recovers_from_a_server_restart_without_being_restarted() {
         command
     };
     assert!(pgmaint(&["-q", "init"]).status().await.unwrap().success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut daemon = pgmaint(&["daemon", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut daemon = Daemon::spawn(
+        pgmaint(&["daemon", "--listen", "127.0.0.1:0"]),
+        &dir.path().join("daemon.log"),
+    )
+    .await;
     wait_for(
         &url,
         "SELECT count(*) FROM marks",
@@ -107,14 +101,10 @@ async fn the_daemon_recovers_from_a_server_restart_without_being_restarted() {
     )
     .await;
     assert!(
-        daemon.try_wait().unwrap().is_none(),
+        daemon.child.try_wait().unwrap().is_none(),
         "the daemon kept running"
     );
-
-    let pid = daemon.id().unwrap() as i32;
-    // SAFETY: kill(2) with our own child's pid.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    assert!(daemon.wait().await.unwrap().success());
+    daemon.stop().await;
     let _ = Command::new("sh")
         .args(["-c", &cluster.stop_command()])
         .status();

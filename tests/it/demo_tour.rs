@@ -4,7 +4,8 @@
 //! API and /metrics) in seconds, within 80 columns when its output is not a
 //! terminal, and leaves nothing behind unless `--keep`.
 
-use std::io::{Read, Write};
+use crate::common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -198,32 +199,6 @@ impl Drop for Kept {
     }
 }
 
-/// A GET over a plain socket: the status code and the body.
-fn get(url: &str, token: Option<&str>) -> (u16, String) {
-    let rest = url.strip_prefix("http://").expect("an http URL");
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut stream = std::net::TcpStream::connect(host).expect("connect to the daemon");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, response)
-}
-
 #[test]
 fn with_keep_the_daemon_stays_up_serving_its_api_and_metrics() {
     let (code, stdout, stderr, _) = demo(&["--keep"]);
@@ -270,13 +245,13 @@ fn with_keep_the_daemon_stays_up_serving_its_api_and_metrics() {
             .map(|host| format!("{host}/api/v1/status"))
             .unwrap()
     );
-    let (code, body) = get(&status, Some(token));
+    let (code, body) = common::get_blocking(&status, Some(token));
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"reachable\":true"), "{body}");
-    let (code, _) = get(&status, None);
+    let (code, _) = common::get_blocking(&status, None);
     assert_eq!(code, 401, "the API needs its token");
     let metrics = status.replace("/api/v1/status", "/metrics");
-    let (code, body) = get(&metrics, None);
+    let (code, body) = common::get_blocking(&metrics, None);
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("pgmaint_up 1"), "{body}");
 

@@ -213,8 +213,15 @@ async fn a_lock_on_the_parent_makes_it_retry_then_report_without_blocking_reader
             command.output().await.unwrap()
         }
     });
-    // Readers of the parent are not held up behind pgmaint's waiting DDL.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Readers of the parent are not held up behind pgmaint's waiting DDL:
+    // read while it waits for its lock.
+    db.wait_for_count(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+            AND wait_event_type = 'Lock' AND query ILIKE '%metrics%'",
+        |n| n >= 1,
+        "pgmaint's DDL to wait for its lock on metrics",
+    )
+    .await;
     let reader = db.client().await;
     let started = Instant::now();
     reader

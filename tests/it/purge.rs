@@ -232,7 +232,13 @@ async fn locked_rows_are_retried_and_the_other_session_waits_at_most_lock_timeou
         .unwrap();
     let pgmaint = db.command(&["run", "expired_tokens", "--json"]).output();
     let pgmaint = tokio::spawn(pgmaint);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    db.wait_for_count(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+            AND wait_event_type = 'Lock' AND query ILIKE '%tokens%'",
+        |n| n >= 1,
+        "pgmaint to wait for the locked row",
+    )
+    .await;
     // Row 11 is in the same batch as the locked row 4001. Whatever pgmaint
     // is doing now, the application must not wait for it past lock_timeout.
     let started = Instant::now();
@@ -244,6 +250,8 @@ async fn locked_rows_are_retried_and_the_other_session_waits_at_most_lock_timeou
         waited < Duration::from_millis(200 + 300),
         "the application waited {waited:?}"
     );
+    // Real time, not a condition: the row stays locked past several of
+    // pgmaint's 200 ms lock timeouts, so that it retries.
     tokio::time::sleep(Duration::from_millis(800)).await;
     app.batch_execute("COMMIT").await.unwrap();
 
@@ -339,11 +347,12 @@ async fn kill_9_mid_run_loses_nothing_and_shows_as_interrupted() {
     let db = tokens("batch_size = 100\npause = \"50ms\"").await;
     let mut child = db.command(&["run", "expired_tokens"]).spawn().unwrap();
     // Wait until some batches have committed, then kill without warning.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while db.count("SELECT count(*) FROM tokens").await > 9500 {
-        assert!(Instant::now() < deadline, "pgmaint made no progress");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    db.wait_for_count(
+        "SELECT count(*) FROM tokens",
+        |n| n <= 9500,
+        "pgmaint to make progress",
+    )
+    .await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     let left = db

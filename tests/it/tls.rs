@@ -8,7 +8,7 @@ use crate::common;
 use std::path::Path;
 use std::process::Command;
 
-use pgmaint::cluster::{Cluster, ClusterOptions};
+use pgmaint::cluster::Cluster;
 use pgmaint::connect::{self, ConnectError};
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -141,11 +141,8 @@ async fn encrypted(url: &str) -> Result<bool, ConnectError> {
 
 #[tokio::test]
 async fn every_sslmode_against_a_real_tls_server() {
-    let cluster = Cluster::start(ClusterOptions {
-        fsync: false,
-        keep: false,
-    })
-    .expect("start a throwaway cluster");
+    // A cluster of its own: TLS is a server-wide setting.
+    let cluster = common::own_cluster();
     let certs = tempfile::tempdir().unwrap();
     make_certificates(certs.path());
     enable_tls(&cluster, certs.path()).await;

@@ -2,8 +2,6 @@
 
 use crate::common;
 
-use std::time::Duration;
-
 use common::TestDb;
 
 #[tokio::test]
@@ -98,18 +96,12 @@ async fn refresh_goes_concurrently_where_it_can_in_dependency_order_and_records_
 
 /// Waits until the statistics show `n_dead_tup` for `table`.
 async fn dead_rows_visible(db: &TestDb, table: &str) -> i64 {
-    for _ in 0..100 {
-        let dead = db
-            .count(&format!(
-                "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = '{table}'"
-            ))
-            .await;
-        if dead > 0 {
-            return dead;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("no dead rows showed up in the statistics of {table}");
+    db.wait_for_count(
+        &format!("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = '{table}'"),
+        |dead| dead > 0,
+        &format!("dead rows in the statistics of {table}"),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -123,15 +115,12 @@ async fn auto_vacuum_and_analyze_pick_the_tables_that_need_it() {
     .await;
     // The inserts must be in the statistics before the ANALYZE resets the
     // change counters, or they would count as changes made after it.
-    for _ in 0..100 {
-        let inserted = db
-            .count("SELECT coalesce(sum(n_tup_ins), 0)::bigint FROM pg_stat_user_tables WHERE relname IN ('dirty', 'clean')")
-            .await;
-        if inserted == 40000 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    db.wait_for_count(
+        "SELECT coalesce(sum(n_tup_ins), 0)::bigint FROM pg_stat_user_tables WHERE relname IN ('dirty', 'clean')",
+        |inserted| inserted == 40000,
+        "the inserts in the statistics",
+    )
+    .await;
     let writer = db.client().await;
     writer.batch_execute("ANALYZE dirty").await.unwrap();
     writer.batch_execute("ANALYZE clean").await.unwrap();
