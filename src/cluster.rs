@@ -38,6 +38,10 @@ pub enum ClusterError {
     NoRunuser,
     #[error("{step} failed: {output}")]
     Step { step: &'static str, output: String },
+    /// The free port picked was taken by another process before the
+    /// server bound it; `start` tries again with another.
+    #[error("port {0} was taken before the server could listen on it")]
+    PortTaken(u16),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -219,8 +223,26 @@ wait "$pid"
 rm -rf "$2"
 "#;
 
+/// How many times `start` picks another port when the one it picked is
+/// taken before the server binds it (a port is found free by binding and
+/// letting go of it; another process may take it in between).
+const PORT_ATTEMPTS: usize = 5;
+
+/// The server's log line when it could bind none of its addresses.
+const NO_SOCKETS: &str = "could not create any TCP/IP sockets";
+
 impl Cluster {
     pub fn start(options: ClusterOptions) -> Result<Cluster, ClusterError> {
+        let mut attempt = 1;
+        loop {
+            match Cluster::start_once(&options) {
+                Err(ClusterError::PortTaken(_)) if attempt < PORT_ATTEMPTS => attempt += 1,
+                result => return result,
+            }
+        }
+    }
+
+    fn start_once(options: &ClusterOptions) -> Result<Cluster, ClusterError> {
         let bin = find_bin_dir()?;
         if running_as_root() && !on_path("runuser") {
             return Err(ClusterError::NoRunuser);
@@ -262,7 +284,7 @@ impl Cluster {
                 "-p {port} -k {} -c listen_addresses=127.0.0.1",
                 dir.display()
             );
-            run_step(
+            let started = run_step(
                 "pg_ctl start",
                 as_server_user(&bin.join("pg_ctl"))
                     .arg("-D")
@@ -270,7 +292,15 @@ impl Cluster {
                     .arg("-l")
                     .arg(dir.join("server.log"))
                     .args(["-o", &server_options, "-w", "start"]),
-            )?;
+            );
+            if let Err(err) = started {
+                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+                if log.contains(NO_SOCKETS) {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(ClusterError::PortTaken(port));
+                }
+                return Err(err);
+            }
             None
         } else {
             let mut command = as_server_user(Path::new("sh"));
@@ -314,11 +344,17 @@ impl Cluster {
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
-            if ready {
+            // Ready, and ours: had another server taken the port, pg_isready
+            // would answer for it, but our postmaster would never say ready.
+            if ready && self.postmaster_ready() {
                 return Ok(());
             }
+            let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+            if log.contains(NO_SOCKETS) {
+                // Dropping this cluster stops the watchdog, which removes the directory.
+                return Err(ClusterError::PortTaken(self.port));
+            }
             if Instant::now() > deadline {
-                let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
                 return Err(ClusterError::Step {
                     step: "starting postgres",
                     output: log,
@@ -326,6 +362,13 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Whether this cluster's own postmaster says it accepts connections
+    /// (the status line of postmaster.pid, as `pg_ctl -w` reads it).
+    fn postmaster_ready(&self) -> bool {
+        std::fs::read_to_string(self.dir.join("data/postmaster.pid"))
+            .is_ok_and(|pid| pid.lines().nth(7).is_some_and(|s| s.trim() == "ready"))
     }
 
     /// A URL for a database of this cluster, as the `postgres` superuser.

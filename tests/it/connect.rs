@@ -64,11 +64,10 @@ async fn a_password_never_appears_in_output_logs_or_the_state_schema() {
 async fn an_unreachable_database_is_one_line_naming_where_and_why() {
     let db = TestDb::new().await;
     db.config("[tasks.a]\nkind = \"purge\"\ntable = \"t\"\nwhere = \"true\"\n");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Bound and never listened on, for the whole test: refused, and no
+    // other process (another test's server) can take it meanwhile.
+    let closed = common::ClosedPort::new();
+    let port = closed.port;
     let url = format!(
         "postgres://appuser:{PASSWORD}@127.0.0.1:{port}/appdb?sslmode=disable&connect_timeout=2"
     );
