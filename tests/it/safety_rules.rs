@@ -390,6 +390,10 @@ fn as_postgres(program: &Path) -> Command {
 
 impl Standby {
     fn start(primary: &Cluster) -> Standby {
+        Standby::start_attempt(primary, 1)
+    }
+
+    fn start_attempt(primary: &Cluster, attempt: u32) -> Standby {
         let bin = pgmaint::cluster::find_bin_dir().unwrap();
         let dir: PathBuf = tempfile::Builder::new()
             .prefix("pgmaint-standby-")
@@ -424,6 +428,8 @@ impl Standby {
             "pg_basebackup: {}",
             String::from_utf8_lossy(&backup.stderr)
         );
+        // Found free and let go: another process may take it before the
+        // standby binds it; then it starts again on another port.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -441,15 +447,26 @@ impl Standby {
             .unwrap();
         let standby = Standby { watchdog, port };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !Command::new(bin.join("pg_isready"))
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "1", "-q"])
-            .status()
-            .is_ok_and(|s| s.success())
+        // Ready, and ours (its postmaster.pid says so, whoever answers on the port).
+        let ours = || {
+            std::fs::read_to_string(dir.join("data/postmaster.pid"))
+                .is_ok_and(|pid| pid.lines().nth(7).is_some_and(|s| s.trim() == "ready"))
+        };
+        while !(ours()
+            && Command::new(bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "1", "-q"])
+                .status()
+                .is_ok_and(|s| s.success()))
         {
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            if log.contains("could not create any TCP/IP sockets") && attempt < 5 {
+                // Its watchdog removes the directory when dropped.
+                drop(standby);
+                return Standby::start_attempt(primary, attempt + 1);
+            }
             assert!(
                 Instant::now() < deadline,
-                "the standby did not start: {}",
-                std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+                "the standby did not start: {log}"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
