@@ -154,13 +154,29 @@ impl TestDb {
 
     /// Polls the count `sql` returns until `want` holds (60 s at most);
     /// returns that count.
-    pub async fn wait_for_count(&self, sql: &str, want: impl Fn(i64) -> bool, what: &str) -> i64 {
-        let client = self.client().await;
-        wait_for(what, Duration::from_secs(60), async || {
-            let value: i64 = client.query_one(sql, &[]).await.expect(sql).get(0);
-            want(value).then_some(value)
-        })
-        .await
+    #[track_caller]
+    pub fn wait_for_count(
+        &self,
+        sql: &str,
+        want: impl Fn(i64) -> bool,
+        what: &str,
+    ) -> impl Future<Output = i64> {
+        let caller = std::panic::Location::caller();
+        async move {
+            let client = self.client().await;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let value: i64 = client.query_one(sql, &[]).await.expect(sql).get(0);
+                if want(value) {
+                    return value;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{caller}: timed out after 60 s waiting for {what} (last {value})"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 
     /// A daemon of this database and `pgmaint.toml` on a port the OS picks,
