@@ -30,8 +30,8 @@ use super::{RunNow, Shared, StartError};
 use crate::config::ScheduleConfig;
 use crate::runner::{Confirmation, Refusal, Started};
 use crate::schedule::Schedule;
-use crate::state;
 use crate::status::Status;
+use crate::store;
 
 type Api = Arc<Shared>;
 
@@ -272,7 +272,7 @@ fn metrics_unreachable(cause: impl std::fmt::Display) -> String {
 
 async fn status(State(shared): State<Api>) -> Response {
     let database = match shared.connect().await {
-        Ok(client) => match state::ensure_ready(&client, &shared.config.state_schema).await {
+        Ok(client) => match store::ensure_ready(&client, &shared.config.state_schema).await {
             Ok(()) => json!({"reachable": true}),
             Err(err) => json!({"reachable": true, "error": err.to_string()}),
         },
@@ -357,7 +357,7 @@ async fn runs(
     let client = shared.connect().await.map_err(ApiError::unreachable)?;
     // Filtered in the query, before its LIMIT: a filter never shortens the
     // answer while older matching runs exist. Dry runs are runs here too.
-    let filter = state::HistoryFilter {
+    let filter = store::HistoryFilter {
         task: query.task,
         status: query.status,
         schedule: query.schedule,
@@ -365,7 +365,7 @@ async fn runs(
         dry_runs: true,
         limit: query.limit.unwrap_or(50).clamp(1, 1000),
     };
-    let runs = state::history_filtered(&client, &shared.config.state_schema, &filter)
+    let runs = store::history_filtered(&client, &shared.config.state_schema, &filter)
         .await
         .map_err(ApiError::unreachable)?;
     Ok(Json(json!({ "runs": runs })).into_response())
@@ -374,7 +374,7 @@ async fn runs(
 async fn one_run(State(shared): State<Api>, id: Result<Path<i64>, PathRejection>) -> Answer {
     let Path(id) = id?;
     let client = shared.connect().await.map_err(ApiError::unreachable)?;
-    match state::run_by_id(&client, &shared.config.state_schema, id)
+    match store::run_by_id(&client, &shared.config.state_schema, id)
         .await
         .map_err(ApiError::unreachable)?
     {

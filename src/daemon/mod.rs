@@ -17,7 +17,6 @@
 
 mod api;
 mod api_schedules;
-mod fires;
 mod metrics;
 mod watch;
 
@@ -34,9 +33,9 @@ use crate::connect::{self, Target};
 use crate::output::Progress;
 use crate::runner::{self, Confirmation, Notice, Refusal, RunError, RunRequest, Started};
 use crate::schedule::Schedule;
-use crate::state::{self, Trigger};
 use crate::status::Status;
 use crate::stop::Stop;
+use crate::store::{self, Trigger};
 
 /// How long running tasks get to finish their batch after a stop.
 const GRACE: Duration = Duration::from_secs(30);
@@ -153,7 +152,7 @@ async fn connect_with_retry(shared: &Shared, reachable: &mut bool) -> Option<Cli
             return None;
         }
         match shared.connect().await {
-            Ok(client) => match state::ensure_ready(&client, &shared.config.state_schema).await {
+            Ok(client) => match store::ensure_ready(&client, &shared.config.state_schema).await {
                 Ok(()) => {
                     if !*reachable {
                         tracing::info!("the database is reachable; scheduling");
@@ -342,7 +341,7 @@ async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
                 tracing::info!("the server is no longer a standby; scheduling");
                 standby = false;
             }
-            for id in state::mark_interrupted(&db, &schema)
+            for id in store::mark_interrupted(&db, &schema)
                 .await
                 .map_err(|e| e.to_string())?
             {
@@ -350,7 +349,7 @@ async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
                     "run {id} was left running by a process that is gone; marked it interrupted"
                 );
             }
-            fires::mark_interrupted(&db, &schema)
+            store::mark_fires_interrupted(&db, &schema)
                 .await
                 .map_err(|e| e.to_string())?;
             changes.listen(shared).await;
@@ -381,7 +380,7 @@ async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
             if let Some(keep) = &shared.config.keep_runs
                 && last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600))
             {
-                let pruned = fires::prune(&db, &schema, keep)
+                let pruned = store::prune_runs_and_fires(&db, &schema, keep)
                     .await
                     .map_err(|e| e.to_string())?;
                 if pruned > 0 {
@@ -429,7 +428,7 @@ async fn due(
     // the fires GET listed are the ones that happen, however late a daemon
     // sees it), a changed one from its change.
     let last = match (
-        fires::last_fire(db, schema, &config.name).await?,
+        store::last_fire(db, schema, &config.name).await?,
         scheduled.since,
     ) {
         (Some(last), Some(since)) => last.max(since),
@@ -438,13 +437,13 @@ async fn due(
         (None, None) => {
             // A config schedule's first sight: count from now, do not
             // back-fill.
-            fires::begin(db, schema, &config.name, now).await?;
+            store::begin_schedule(db, schema, &config.name, now).await?;
             return Ok(schedule.next_after(now));
         }
     };
     let due = crate::schedule::due_fires(schedule, config, last, now);
     for (fire, reason) in &due.skipped {
-        if fires::claim(
+        if store::claim_fire(
             db,
             schema,
             &config.name,
@@ -461,7 +460,7 @@ async fn due(
     let Some(latest) = due.run else {
         return Ok(schedule.next_after(now));
     };
-    if fires::claim(
+    if store::claim_fire(
         db,
         schema,
         &config.name,
@@ -495,17 +494,12 @@ async fn run_fire(
     let schema = &shared.config.state_schema;
     let book = shared.connect().await.map_err(|e| e.to_string())?;
     let mut worker = shared.connect().await.map_err(|e| e.to_string())?;
-    let locked: bool = worker
-        .query_one(
-            "SELECT pg_try_advisory_lock($1, hashtext($2))",
-            &[&fires::SCHEDULE_LOCK_CLASS, &config.name],
-        )
+    let locked = store::try_lock_schedule(&worker, &config.name)
         .await
-        .map_err(|e| e.to_string())?
-        .get(0);
+        .map_err(|e| e.to_string())?;
     if !locked {
         let reason = "the previous run of this schedule is still going";
-        fires::finish(
+        store::finish_fire(
             &book,
             schema,
             &config.name,
@@ -548,7 +542,7 @@ async fn run_fire(
     let progress = Progress::disabled();
     let record_id = async {
         if let Ok(id) = run_id.await {
-            let _ = fires::set_run(&book, schema, &config.name, at, id).await;
+            let _ = store::set_fire_run(&book, schema, &config.name, at, id).await;
         }
     };
     let (report, ()) = tokio::join!(
@@ -561,18 +555,13 @@ async fn run_fire(
         ),
         record_id
     );
-    let _ = worker
-        .query_one(
-            "SELECT pg_advisory_unlock($1, hashtext($2))",
-            &[&fires::SCHEDULE_LOCK_CLASS, &config.name],
-        )
-        .await;
+    let _ = store::unlock_schedule(&worker, &config.name).await;
     let report = match report {
         Ok(report) => report,
         Err(RunError::Refused(refusal)) => {
             // The runner wrote nothing; on a standby `book` cannot either.
             let reason = refusal.to_string();
-            let _ = fires::finish(
+            let _ = store::finish_fire(
                 &book,
                 schema,
                 &config.name,
@@ -596,7 +585,7 @@ async fn run_fire(
     }
     let reason = (!left_out.is_empty())
         .then(|| format!("critical task(s) left out: {}", left_out.join(", ")));
-    fires::finish(
+    store::finish_fire(
         &book,
         schema,
         &config.name,
