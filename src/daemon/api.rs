@@ -129,8 +129,14 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// Every route the daemon serves, in one place: `/healthz` and `/metrics`
 /// open, `/api/v1/*` behind the token; anything else is the API's JSON 404
-/// or 405, and a body over `BODY_LIMIT` its JSON 413.
+/// or 405, a body over `BODY_LIMIT` its JSON 413, and a request that takes
+/// longer than `REQUEST_TIMEOUT` its JSON 408.
 pub fn router(shared: Api) -> Router {
+    router_with(shared, REQUEST_TIMEOUT)
+}
+
+/// `router` with each request limited to `timeout` (a test's is short).
+pub(super) fn router_with(shared: Api, timeout: std::time::Duration) -> Router {
     let v1 = Router::new()
         .route("/openapi.json", get(openapi))
         .route("/status", get(status))
@@ -160,7 +166,11 @@ pub fn router(shared: Api) -> Router {
         // layer sees the request, so it never reaches a log line.
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
+            timeout,
+        ))
+        // Outside the timeout: its bare 408 becomes the API's JSON error.
+        .layer(middleware::map_response(
+            move |response: Response| async move { timed_out(response, timeout) },
         ))
         .layer(TraceLayer::new_for_http())
         .layer(SetSensitiveRequestHeadersLayer::new([
@@ -172,6 +182,22 @@ pub fn router(shared: Api) -> Router {
 /// The longest a request may take. Runs answer once recorded and go on in
 /// the background, so only a stuck database read comes near it.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The timeout layer's 408 (no handler answers 408 itself) as the API's
+/// JSON error; every other answer as it is.
+fn timed_out(response: Response, timeout: std::time::Duration) -> Response {
+    if response.status() != StatusCode::REQUEST_TIMEOUT {
+        return response;
+    }
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "the request took longer than {} s and was stopped; a run started earlier goes on (GET /api/v1/runs)",
+            timeout.as_secs_f64()
+        ),
+    )
+    .into_response()
+}
 
 /// Serves `app` on `listener` until `shutdown` completes; both come from
 /// the caller, so a test can bind `127.0.0.1:0` and stop it when it likes.
@@ -255,8 +281,8 @@ async fn authorize(State(shared): State<Api>, request: Request, next: Next) -> R
 /// and a comment that the database is unreachable: /metrics needs no token,
 /// so it names nothing of the server (the log has the cause).
 async fn metrics(State(shared): State<Api>) -> Response {
-    let text = match shared.connect().await {
-        Ok(client) => match super::metrics::render(&client, &shared).await {
+    let text = match shared.pooled().await {
+        Ok(client) => match super::metrics::render(&*client, &shared).await {
             Ok(text) => format!("{text}pgmaint_database_up 1\n"),
             Err(err) => metrics_unreachable(crate::db::describe(&err)),
         },
@@ -271,10 +297,15 @@ fn metrics_unreachable(cause: impl std::fmt::Display) -> String {
 }
 
 async fn status(State(shared): State<Api>) -> Response {
-    let database = match shared.connect().await {
+    let database = match shared.pooled().await {
         Ok(client) => match store::ensure_ready(&client, &shared.config.state_schema).await {
             Ok(()) => json!({"reachable": true}),
-            Err(err) => json!({"reachable": true, "error": err.to_string()}),
+            Err(err) => {
+                // The cause may quote the server; the log has it, the
+                // client a stable message.
+                tracing::warn!("/api/v1/status: the state schema is not ready: {err}");
+                json!({"reachable": true, "error": not_ready(&err)})
+            }
         },
         Err(err) => {
             tracing::warn!("an API request could not use the database: {err}");
@@ -290,6 +321,25 @@ async fn status(State(shared): State<Api>) -> Response {
         "schedules": shared.config.schedules.len(),
     }))
     .into_response()
+}
+
+/// What the status says of a state schema that cannot be used, in words
+/// that do not change with the server or the driver.
+fn not_ready(err: &store::StateError) -> &'static str {
+    match err {
+        store::StateError::Missing(_) => {
+            "pgmaint's state schema does not exist in this database: run `pgmaint init`"
+        }
+        store::StateError::Outdated { .. } => {
+            "pgmaint's state schema is older than this pgmaint: run `pgmaint init` to upgrade it"
+        }
+        store::StateError::TooNew { .. } => {
+            "pgmaint's state schema is newer than this pgmaint: upgrade pgmaint"
+        }
+        store::StateError::Database(_) => {
+            "pgmaint's state schema could not be read (the daemon's log says why)"
+        }
+    }
 }
 
 async fn tasks(State(shared): State<Api>) -> Response {
@@ -354,7 +404,7 @@ async fn runs(
             TRIGGERS.join(", ")
         )));
     }
-    let client = shared.connect().await.map_err(ApiError::unreachable)?;
+    let client = shared.pooled().await.map_err(ApiError::unreachable)?;
     // Filtered in the query, before its LIMIT: a filter never shortens the
     // answer while older matching runs exist. Dry runs are runs here too.
     let filter = store::HistoryFilter {
@@ -373,7 +423,7 @@ async fn runs(
 
 async fn one_run(State(shared): State<Api>, id: Result<Path<i64>, PathRejection>) -> Answer {
     let Path(id) = id?;
-    let client = shared.connect().await.map_err(ApiError::unreachable)?;
+    let client = shared.pooled().await.map_err(ApiError::unreachable)?;
     match store::run_by_id(&client, &shared.config.state_schema, id)
         .await
         .map_err(ApiError::unreachable)?
@@ -428,7 +478,7 @@ fn schedule_json(shared: &Shared, config: &ScheduleConfig, from_config: bool) ->
 
 /// Every schedule, config ones first; needs the database for API ones.
 async fn every_schedule(shared: &Shared) -> Result<Vec<(ScheduleConfig, bool)>, ApiError> {
-    let client = shared.connect().await.map_err(ApiError::unreachable)?;
+    let client = shared.pooled().await.map_err(ApiError::unreachable)?;
     let all = super::all_schedules(shared, &client)
         .await
         .map_err(|e| ApiError::unreachable(crate::db::describe(&e)))?;
@@ -501,7 +551,7 @@ async fn save_schedule(shared: &Shared, name: &str, body: ScheduleBody, create: 
     }
     let schedule =
         api_schedules::validate(&shared.config, name, body).map_err(ApiError::bad_request)?;
-    let mut client = shared.connect().await.map_err(ApiError::unreachable)?;
+    let mut client = shared.pooled().await.map_err(ApiError::unreachable)?;
     let schema = &shared.config.state_schema;
     if !create {
         let exists = api_schedules::load(&client, schema)
@@ -539,7 +589,7 @@ async fn delete_schedule(
     if shared.config.schedule(&name).is_some() {
         return Err(read_only(&name));
     }
-    let mut client = shared.connect().await.map_err(ApiError::unreachable)?;
+    let mut client = shared.pooled().await.map_err(ApiError::unreachable)?;
     let deleted =
         api_schedules::delete(&mut client, &shared.config.state_schema, &name, API_CALLER)
             .await
@@ -692,8 +742,6 @@ async fn run_schedule(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU64;
-
     use axum::body::Body as HttpBody;
     use tower::ServiceExt;
 
@@ -708,16 +756,7 @@ mod tests {
         )
         .expect("a minimal config");
         let target = crate::connect::resolve(Some("postgres://u@127.0.0.1:1/db"), None).unwrap();
-        router(Arc::new(Shared {
-            origin: crate::notify::Origin::of(&target, None),
-            config,
-            target,
-            stop: crate::stop::Stop::default(),
-            id: "test".into(),
-            fires_claimed: AtomicU64::new(0),
-            schedules_changed: tokio::sync::Notify::new(),
-            health: std::sync::Mutex::new(None),
-        }))
+        router(Arc::new(Shared::new(config, target, "test".into())))
     }
 
     async fn answer(request: axum::http::Request<HttpBody>) -> (StatusCode, serde_json::Value) {
@@ -765,5 +804,44 @@ mod tests {
             answer(request("POST", "/api/v1/schedules", Some("s3cret"), big)).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(body["error"].as_str().unwrap().contains("KiB"), "{body}");
+    }
+
+    /// A request that outlives the timeout gets the API's JSON error: here
+    /// the "database" accepts the connection and never answers, so the
+    /// handler waits until the (short) timeout stops it.
+    #[tokio::test]
+    async fn a_request_over_the_timeout_is_a_json_408() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                open.push(socket);
+            }
+        });
+        let config = crate::config::Config::parse(
+            std::path::Path::new("pgmaint.toml"),
+            "[api]\ntoken = \"s3cret\"\n",
+        )
+        .expect("a minimal config");
+        let url = format!("postgres://u@127.0.0.1:{port}/db?sslmode=disable");
+        let target = crate::connect::resolve(Some(&url), None).unwrap();
+        let app = router_with(
+            Arc::new(Shared::new(config, target, "test".into())),
+            std::time::Duration::from_millis(200),
+        );
+        let response = app
+            .oneshot(request("GET", "/api/v1/runs", Some("s3cret"), vec![]))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let message = body["error"].as_str().unwrap();
+        assert!(message.contains("0.2 s"), "{body}");
+        held.abort();
     }
 }

@@ -18,6 +18,7 @@
 mod api;
 mod api_schedules;
 mod metrics;
+mod pool;
 mod watch;
 
 use std::sync::Arc;
@@ -56,11 +57,39 @@ pub struct Shared {
     pub health: std::sync::Mutex<Option<watch::Watched>>,
     /// The database, as notifications name it.
     pub origin: crate::notify::Origin,
+    /// The API's and /metrics' connections.
+    pool: pool::Pool,
 }
 
 impl Shared {
+    /// What the daemon shares, before anything connects.
+    fn new(config: Config, target: Target, id: String) -> Shared {
+        // Notifications name the database by its connection settings, and
+        // by the config's `name` when it has one.
+        let origin = crate::notify::Origin::of(&target, config.name.as_deref());
+        Shared {
+            origin,
+            id,
+            config,
+            pool: pool::new(target.clone()),
+            target,
+            stop: Stop::default(),
+            fires_claimed: AtomicU64::new(0),
+            schedules_changed: tokio::sync::Notify::new(),
+            health: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// A connection of its own, for a session that holds advisory locks or
+    /// LISTENs (the scheduler, a fire, a run, the health watch).
     pub async fn connect(&self) -> Result<Client, connect::ConnectError> {
         connect::connect(&self.target).await
+    }
+
+    /// A connection of the pool, for the API's and /metrics' reads and the
+    /// API's schedule changes.
+    pub(crate) async fn pooled(&self) -> Result<pool::Pooled, pool::PoolError> {
+        self.pool.get().await
     }
 }
 
@@ -70,6 +99,15 @@ pub enum DaemonError {
     /// A config schedule cannot be computed (its cron or time zone).
     #[error("{0}")]
     Schedule(String),
+}
+
+/// The daemon's HTTP routes over `config` and `target`, without its
+/// scheduler or health watch, each request limited to `request_timeout`
+/// (the daemon's own is 30 s): what a test calls in-process (tower's
+/// `oneshot`) or serves on a listener of its own.
+pub fn app(config: Config, target: Target, request_timeout: Duration) -> axum::Router {
+    let id = format!("{} pid {} (app)", Trigger::who(), std::process::id());
+    api::router_with(Arc::new(Shared::new(config, target, id)), request_timeout)
 }
 
 /// Runs the schedules and serves the API on `listener` until a signal
@@ -84,19 +122,8 @@ pub async fn run(
     for s in &config.schedules {
         Schedule::new(s).map_err(DaemonError::Schedule)?;
     }
-    // Notifications name the database by its connection settings, and by
-    // the config's `name` when it has one.
-    let origin = crate::notify::Origin::of(&target, config.name.as_deref());
-    let shared = Arc::new(Shared {
-        origin,
-        id: format!("{} pid {}", Trigger::who(), std::process::id()),
-        config,
-        target,
-        stop: Stop::default(),
-        fires_claimed: AtomicU64::new(0),
-        schedules_changed: tokio::sync::Notify::new(),
-        health: std::sync::Mutex::new(None),
-    });
+    let id = format!("{} pid {}", Trigger::who(), std::process::id());
+    let shared = Arc::new(Shared::new(config, target, id));
     shared
         .stop
         .on_signals(|| tracing::info!("signal received: stopping (signal again to exit at once)"));
@@ -143,10 +170,11 @@ pub async fn run(
     Ok(())
 }
 
-/// Connects, retrying with backoff until it works or a stop is asked for;
-/// logs when the database goes away and when it is back, once each.
+/// Connects, retrying on `retry::reconnect_waits` until it works or a stop
+/// is asked for; logs when the database goes away and when it is back, once
+/// each.
 async fn connect_with_retry(shared: &Shared, reachable: &mut bool) -> Option<Client> {
-    let mut backoff = Duration::from_millis(500);
+    let mut waits = crate::retry::reconnect_waits();
     loop {
         if shared.stop.requested().is_some() {
             return None;
@@ -174,8 +202,9 @@ async fn connect_with_retry(shared: &Shared, reachable: &mut bool) -> Option<Cli
                 }
             }
         }
-        shared.stop.sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+        // The policy never runs out; its longest wait if it ever did.
+        let wait = waits.next().unwrap_or(Duration::from_secs(30));
+        shared.stop.sleep(wait).await;
     }
 }
 
