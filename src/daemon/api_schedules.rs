@@ -28,19 +28,30 @@ pub struct ApiSchedule {
     pub since: DateTime<Utc>,
 }
 
-/// A schedule as the API receives it.
-#[derive(Debug, Deserialize)]
+/// A schedule as the API receives it (POST creates, PUT replaces); read
+/// as JSON whatever its Content-Type.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleBody {
+    /// Required on POST; on PUT, the path's name if given.
     pub name: Option<String>,
+    /// 5 fields, or 6 with seconds first.
     pub cron: String,
+    /// An IANA name; UTC when left out.
     pub timezone: Option<String>,
     pub tasks: Vec<String>,
+    /// True when left out.
     pub enabled: Option<bool>,
+    /// False when left out.
     pub allow_critical: Option<bool>,
+    /// `skip` or `run_once` (the default).
+    #[schema(value_type = Option<String>, example = "run_once")]
     pub misfire: Option<Misfire>,
+    #[schema(example = "1h")]
     pub misfire_grace: Option<String>,
+    #[schema(example = "30min")]
     pub max_runtime: Option<String>,
+    /// Notifiers told of this schedule's outcomes.
     #[serde(default)]
     pub notify: Vec<String>,
 }

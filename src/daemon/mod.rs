@@ -18,6 +18,7 @@
 mod api;
 mod api_schedules;
 mod metrics;
+mod openapi;
 mod pool;
 mod watch;
 
