@@ -26,7 +26,6 @@ use tokio_postgres::Client;
 
 use crate::config::file::NotifierKind;
 use crate::config::{NotifierConfig, NotifyTargets};
-use crate::sql::quote_ident;
 
 /// The header a signed webhook carries: `sha256=<hex of HMAC-SHA256(body)>`.
 pub const SIGNATURE_HEADER: &str = "X-Pgmaint-Signature";
@@ -203,14 +202,16 @@ pub async fn send(
                 ),
             }
             if let Some((client, schema)) = record {
-                let q = quote_ident(schema);
-                let error = result.as_ref().err();
-                let _ = client
-                    .execute(
-                        &format!("INSERT INTO {q}.notifications (notifier, title, ok, attempts, error) VALUES ($1, $2, $3, $4, $5)"),
-                        &[&notifier.name, &event.title, &result.is_ok(), &(attempts as i32), &error],
-                    )
-                    .await;
+                let _ = crate::store::record_notification(
+                    client,
+                    schema,
+                    &notifier.name,
+                    &event.title,
+                    result.is_ok(),
+                    attempts as i32,
+                    result.as_ref().err(),
+                )
+                .await;
             }
         });
     futures_util::future::join_all(sends).await;

@@ -4,7 +4,8 @@
 //! that several pgmaint processes (or a process and the application) do not
 //! retry in step. The caller sleeps through its `Stop`, so a signal or
 //! `max_runtime` ends the wait. Notifications retry the same way, on
-//! bounds of their own (`notify_waits`).
+//! bounds of their own (`notify_waits`), and so do the daemon's reconnects
+//! to a database that went away (`reconnect_waits`, without end).
 
 use std::time::Duration;
 
@@ -47,6 +48,26 @@ pub(crate) fn notify_waits() -> impl Iterator<Item = Duration> {
         .build()
 }
 
+/// The first wait after the daemon lost its database.
+const FIRST_RECONNECT_WAIT: Duration = Duration::from_millis(500);
+/// The longest wait between two reconnects.
+const LONGEST_RECONNECT_WAIT: Duration = Duration::from_secs(30);
+
+/// The waits between the daemon's attempts to reach its database again:
+/// from about 0.5 s doubling to 30 s, then every 30 s for as long as it
+/// takes (the daemon sleeps them through its `Stop`, so a signal ends the
+/// wait), with jitter so that the daemons of one database do not knock in
+/// step when it comes back.
+pub(crate) fn reconnect_waits() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(FIRST_RECONNECT_WAIT)
+        .with_max_delay(LONGEST_RECONNECT_WAIT)
+        .with_factor(2.0)
+        .without_max_times()
+        .with_jitter()
+        .build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +102,22 @@ mod tests {
         let a: Vec<Duration> = lock_waits(6).collect();
         let b: Vec<Duration> = lock_waits(6).collect();
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn reconnect_waits_grow_to_a_bound_and_never_end() {
+        let waits: Vec<Duration> = reconnect_waits().take(50).collect();
+        assert_eq!(waits.len(), 50, "reconnects never give up");
+        assert!(
+            waits[0] >= FIRST_RECONNECT_WAIT && waits[0] < FIRST_RECONNECT_WAIT * 2,
+            "{waits:?}"
+        );
+        assert!(
+            waits.iter().all(|w| *w <= LONGEST_RECONNECT_WAIT * 2),
+            "{waits:?}"
+        );
+        assert!(waits[49] >= LONGEST_RECONNECT_WAIT, "{waits:?}");
+        let again: Vec<Duration> = reconnect_waits().take(50).collect();
+        assert_ne!(waits, again, "jittered");
     }
 }

@@ -17,21 +17,21 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::{IntoParams, ToSchema};
 
 use super::api_schedules::{self, ScheduleBody};
 use super::{RunNow, Shared, StartError};
 use crate::config::ScheduleConfig;
 use crate::runner::{Confirmation, Refusal, Started};
 use crate::schedule::Schedule;
-use crate::state;
 use crate::status::Status;
+use crate::store;
 
 type Api = Arc<Shared>;
 
@@ -73,9 +73,22 @@ impl ApiError {
 /// What the API and /metrics say when the database cannot be used.
 const UNREACHABLE: &str = "the database is unreachable (the daemon's log says why)";
 
+/// The body of every error the API answers, whatever refused the request.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub(super) struct ErrorBody {
+    error: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -129,8 +142,14 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// Every route the daemon serves, in one place: `/healthz` and `/metrics`
 /// open, `/api/v1/*` behind the token; anything else is the API's JSON 404
-/// or 405, and a body over `BODY_LIMIT` its JSON 413.
+/// or 405, a body over `BODY_LIMIT` its JSON 413, and a request that takes
+/// longer than `REQUEST_TIMEOUT` its JSON 408.
 pub fn router(shared: Api) -> Router {
+    router_with(shared, REQUEST_TIMEOUT)
+}
+
+/// `router` with each request limited to `timeout` (a test's is short).
+pub(super) fn router_with(shared: Api, timeout: std::time::Duration) -> Router {
     let v1 = Router::new()
         .route("/openapi.json", get(openapi))
         .route("/status", get(status))
@@ -150,7 +169,7 @@ pub fn router(shared: Api) -> Router {
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(shared.clone(), authorize));
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", v1)
         .fallback(no_route)
@@ -160,7 +179,11 @@ pub fn router(shared: Api) -> Router {
         // layer sees the request, so it never reaches a log line.
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
+            timeout,
+        ))
+        // Outside the timeout: its bare 408 becomes the API's JSON error.
+        .layer(middleware::map_response(
+            move |response: Response| async move { timed_out(response, timeout) },
         ))
         .layer(TraceLayer::new_for_http())
         .layer(SetSensitiveRequestHeadersLayer::new([
@@ -172,6 +195,22 @@ pub fn router(shared: Api) -> Router {
 /// The longest a request may take. Runs answer once recorded and go on in
 /// the background, so only a stuck database read comes near it.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The timeout layer's 408 (no handler answers 408 itself) as the API's
+/// JSON error; every other answer as it is.
+fn timed_out(response: Response, timeout: std::time::Duration) -> Response {
+    if response.status() != StatusCode::REQUEST_TIMEOUT {
+        return response;
+    }
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "the request took longer than {} s and was stopped; a run started earlier goes on (GET /api/v1/runs)",
+            timeout.as_secs_f64()
+        ),
+    )
+    .into_response()
+}
 
 /// Serves `app` on `listener` until `shutdown` completes; both come from
 /// the caller, so a test can bind `127.0.0.1:0` and stop it when it likes.
@@ -206,12 +245,29 @@ async fn wrong_method(request: Request) -> ApiError {
     )
 }
 
-/// The API's OpenAPI 3 description; a test checks that it names every
-/// route. Like every /api/v1 route it needs the token.
-pub const OPENAPI: &str = include_str!("openapi.json");
-
+/// The API's OpenAPI 3 description, generated from the handlers' types
+/// (`super::openapi`); a test checks that it names every route and that
+/// the main answers have its shapes. Like every /api/v1 route it needs the
+/// token.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "api",
+    summary = "this document",
+    responses((status = 200, description = "the OpenAPI 3 document", content_type = "application/json"),
+        (status = 401, description = "missing or wrong bearer token", body = ErrorBody)))]
 async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let document = DOCUMENT.get_or_init(super::openapi::document);
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.as_str(),
+    )
+        .into_response()
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "daemon", security(()),
+    summary = "liveness",
+    responses((status = 200, description = "ok", content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok\n"
 }
 
 /// Who made an API change, for the audit table.
@@ -254,9 +310,13 @@ async fn authorize(State(shared): State<Api>, request: Request, next: Next) -> R
 /// Prometheus text. Without the database only this process's own figures,
 /// and a comment that the database is unreachable: /metrics needs no token,
 /// so it names nothing of the server (the log has the cause).
+#[utoipa::path(get, path = "/metrics", tag = "daemon", security(()),
+    summary = "Prometheus text format",
+    description = "without the database, only pgmaint_up 1, pgmaint_database_up 0 and a comment that the database is unreachable (nothing of its host, name or user)",
+    responses((status = 200, description = "metrics", content_type = "text/plain; version=0.0.4")))]
 async fn metrics(State(shared): State<Api>) -> Response {
-    let text = match shared.connect().await {
-        Ok(client) => match super::metrics::render(&client, &shared).await {
+    let text = match shared.pooled().await {
+        Ok(client) => match super::metrics::render(&*client, &shared).await {
             Ok(text) => format!("{text}pgmaint_database_up 1\n"),
             Err(err) => metrics_unreachable(crate::db::describe(&err)),
         },
@@ -270,56 +330,161 @@ fn metrics_unreachable(cause: impl std::fmt::Display) -> String {
     "pgmaint_up 1\npgmaint_database_up 0\n# the database is unreachable\n".into()
 }
 
-async fn status(State(shared): State<Api>) -> Response {
-    let database = match shared.connect().await {
-        Ok(client) => match state::ensure_ready(&client, &shared.config.state_schema).await {
-            Ok(()) => json!({"reachable": true}),
-            Err(err) => json!({"reachable": true, "error": err.to_string()}),
+/// `GET /api/v1/status`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Status)]
+pub(super) struct StatusBody {
+    /// This daemon (user, host and pid).
+    daemon: String,
+    version: &'static str,
+    /// A stop was asked for: no new fires or runs.
+    stopping: bool,
+    database: DatabaseStatus,
+    /// How many tasks and schedules the config has.
+    tasks: usize,
+    schedules: usize,
+}
+
+/// Whether the daemon can use its database; the error, when there is one,
+/// is a stable message (the daemon's log has the cause).
+#[derive(Serialize, ToSchema)]
+pub(super) struct DatabaseStatus {
+    reachable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+}
+
+#[utoipa::path(get, path = "/api/v1/status", tag = "api",
+    summary = "the daemon and its database",
+    responses((status = 200, description = "status", body = StatusBody),
+        (status = 401, description = "missing or wrong bearer token", body = ErrorBody)))]
+async fn status(State(shared): State<Api>) -> Json<StatusBody> {
+    let database = match shared.pooled().await {
+        Ok(client) => match store::ensure_ready(&client, &shared.config.state_schema).await {
+            Ok(()) => DatabaseStatus {
+                reachable: true,
+                error: None,
+            },
+            Err(err) => {
+                // The cause may quote the server; the log has it, the
+                // client a stable message.
+                tracing::warn!("/api/v1/status: the state schema is not ready: {err}");
+                DatabaseStatus {
+                    reachable: true,
+                    error: Some(not_ready(&err)),
+                }
+            }
         },
         Err(err) => {
             tracing::warn!("an API request could not use the database: {err}");
-            json!({"reachable": false, "error": UNREACHABLE})
+            DatabaseStatus {
+                reachable: false,
+                error: Some(UNREACHABLE),
+            }
         }
     };
-    Json(json!({
-        "daemon": shared.id,
-        "version": env!("CARGO_PKG_VERSION"),
-        "stopping": shared.stop.requested().is_some(),
-        "database": database,
-        "tasks": shared.config.tasks.len(),
-        "schedules": shared.config.schedules.len(),
-    }))
-    .into_response()
+    Json(StatusBody {
+        daemon: shared.id.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+        stopping: shared.stop.requested().is_some(),
+        database,
+        tasks: shared.config.tasks.len(),
+        schedules: shared.config.schedules.len(),
+    })
 }
 
-async fn tasks(State(shared): State<Api>) -> Response {
-    let list: Vec<_> = shared
+/// What the status says of a state schema that cannot be used, in words
+/// that do not change with the server or the driver.
+fn not_ready(err: &store::StateError) -> &'static str {
+    match err {
+        store::StateError::Missing(_) => {
+            "pgmaint's state schema does not exist in this database: run `pgmaint init`"
+        }
+        store::StateError::Outdated { .. } => {
+            "pgmaint's state schema is older than this pgmaint: run `pgmaint init` to upgrade it"
+        }
+        store::StateError::TooNew { .. } => {
+            "pgmaint's state schema is newer than this pgmaint: upgrade pgmaint"
+        }
+        store::StateError::Database(_) => {
+            "pgmaint's state schema could not be read (the daemon's log says why)"
+        }
+    }
+}
+
+/// `GET /api/v1/tasks`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Tasks {
+    tasks: Vec<TaskBody>,
+}
+
+/// A configured task.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Task)]
+pub(super) struct TaskBody {
+    name: String,
+    /// `purge`, `archive`, `vacuum`...
+    kind: &'static str,
+    /// What it works on (a table, views, a directory), as `tasks` prints it.
+    target: String,
+    /// `low`, `medium`, `high` or `critical`.
+    severity: &'static str,
+    backup: bool,
+    enabled: bool,
+    /// The config schedules that list it.
+    schedules: Vec<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/tasks", tag = "api",
+    summary = "the configured tasks",
+    responses((status = 200, description = "tasks", body = Tasks),
+        (status = 401, description = "missing or wrong bearer token", body = ErrorBody)))]
+async fn tasks(State(shared): State<Api>) -> Json<Tasks> {
+    let tasks = shared
         .config
         .tasks
         .iter()
-        .map(|t| {
-            json!({
-                "name": t.name,
-                "kind": t.spec.kind().as_str(),
-                "target": t.spec.target(),
-                "severity": t.severity.as_str(),
-                "backup": t.backup,
-                "enabled": t.enabled,
-                "schedules": shared.config.schedules.iter().filter(|s| s.tasks.contains(&t.name)).map(|s| s.name.clone()).collect::<Vec<_>>(),
-            })
+        .map(|t| TaskBody {
+            name: t.name.clone(),
+            kind: t.spec.kind().as_str(),
+            target: t.spec.target(),
+            severity: t.severity.as_str(),
+            backup: t.backup,
+            enabled: t.enabled,
+            schedules: shared
+                .config
+                .schedules
+                .iter()
+                .filter(|s| s.tasks.contains(&t.name))
+                .map(|s| s.name.clone())
+                .collect(),
         })
         .collect();
-    Json(json!({ "tasks": list })).into_response()
+    Json(Tasks { tasks })
 }
 
-#[derive(Deserialize)]
+/// Which runs `GET /api/v1/runs` lists: the filters apply before `limit`.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RunsQuery {
+    /// Runs of this task.
     task: Option<String>,
+    /// `running`, `succeeded`, `failed`, `cancelled`, `interrupted` or `skipped`.
     status: Option<String>,
+    /// Runs a schedule fired, or the API ran now.
     schedule: Option<String>,
+    /// `cli`, `schedule` or `api`.
     trigger: Option<String>,
+    /// At most this many, newest first (default 50, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+}
+
+/// `GET /api/v1/runs`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Runs {
+    runs: Vec<store::RunRecord>,
 }
 
 const STATUSES: &[Status] = &[
@@ -332,6 +497,14 @@ const STATUSES: &[Status] = &[
 ];
 const TRIGGERS: &[&str] = &["cli", "schedule", "api"];
 
+#[utoipa::path(get, path = "/api/v1/runs", tag = "api",
+    summary = "runs, newest first",
+    description = "filters apply before limit: the newest `limit` runs that match",
+    params(RunsQuery),
+    responses((status = 200, description = "runs", body = Runs),
+        (status = 400, description = "an unknown status or trigger, or a limit that is not a number", body = ErrorBody),
+        (status = 401, description = "missing or wrong bearer token", body = ErrorBody),
+        (status = 503, description = "the database is unreachable", body = ErrorBody)))]
 async fn runs(
     State(shared): State<Api>,
     query: Result<Query<RunsQuery>, QueryRejection>,
@@ -354,10 +527,10 @@ async fn runs(
             TRIGGERS.join(", ")
         )));
     }
-    let client = shared.connect().await.map_err(ApiError::unreachable)?;
+    let client = shared.pooled().await.map_err(ApiError::unreachable)?;
     // Filtered in the query, before its LIMIT: a filter never shortens the
     // answer while older matching runs exist. Dry runs are runs here too.
-    let filter = state::HistoryFilter {
+    let filter = store::HistoryFilter {
         task: query.task,
         status: query.status,
         schedule: query.schedule,
@@ -365,16 +538,23 @@ async fn runs(
         dry_runs: true,
         limit: query.limit.unwrap_or(50).clamp(1, 1000),
     };
-    let runs = state::history_filtered(&client, &shared.config.state_schema, &filter)
+    let runs = store::history_filtered(&client, &shared.config.state_schema, &filter)
         .await
         .map_err(ApiError::unreachable)?;
-    Ok(Json(json!({ "runs": runs })).into_response())
+    Ok(Json(Runs { runs }).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "api",
+    summary = "one run",
+    params(("id" = i64, Path, description = "the run's id")),
+    responses((status = 200, description = "run", body = store::RunRecord),
+        (status = 404, description = "no such run", body = ErrorBody),
+        (status = 401, description = "missing or wrong bearer token", body = ErrorBody),
+        (status = 503, description = "the database is unreachable", body = ErrorBody)))]
 async fn one_run(State(shared): State<Api>, id: Result<Path<i64>, PathRejection>) -> Answer {
     let Path(id) = id?;
-    let client = shared.connect().await.map_err(ApiError::unreachable)?;
-    match state::run_by_id(&client, &shared.config.state_schema, id)
+    let client = shared.pooled().await.map_err(ApiError::unreachable)?;
+    match store::run_by_id(&client, &shared.config.state_schema, id)
         .await
         .map_err(ApiError::unreachable)?
     {
@@ -383,14 +563,65 @@ async fn one_run(State(shared): State<Api>, id: Result<Path<i64>, PathRejection>
     }
 }
 
-fn schedule_json(shared: &Shared, config: &ScheduleConfig, from_config: bool) -> serde_json::Value {
-    let excluded: Vec<_> = config
+/// A schedule, from the config or the API, as the API shows it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Schedule)]
+pub(super) struct ScheduleView {
+    name: String,
+    cron: String,
+    timezone: String,
+    tasks: Vec<String>,
+    /// Tasks listed that the schedule's fires leave out (critical, without
+    /// allow_critical), with the reason.
+    excluded: Vec<Excluded>,
+    enabled: bool,
+    allow_critical: bool,
+    /// `skip` or `run_once`.
+    #[schema(value_type = String, example = "run_once")]
+    misfire: crate::config::file::Misfire,
+    misfire_grace_seconds: f64,
+    max_runtime_seconds: Option<f64>,
+    notify: ScheduleNotify,
+    /// `config` or `api`.
+    source: &'static str,
+    /// A config schedule cannot be changed through the API.
+    read_only: bool,
+    /// The next 5 fires (UTC, RFC 3339) that will happen; none while
+    /// disabled.
+    next: Vec<String>,
+}
+
+/// A task a schedule lists but leaves out, and why.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Excluded {
+    task: String,
+    reason: String,
+}
+
+/// Which notifiers hear of each outcome of the schedule's runs.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ScheduleNotify {
+    on_failure: Vec<String>,
+    on_warning: Vec<String>,
+    on_success: Vec<String>,
+}
+
+/// `GET /api/v1/schedules`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Schedules {
+    schedules: Vec<ScheduleView>,
+}
+
+fn schedule_json(shared: &Shared, config: &ScheduleConfig, from_config: bool) -> ScheduleView {
+    let excluded = config
         .tasks
         .iter()
         .filter_map(|name| shared.config.task(name))
         .filter_map(|task| {
-            crate::runner::left_out_by_schedule(task, config)
-                .map(|reason| json!({ "task": task.name, "reason": reason }))
+            crate::runner::left_out_by_schedule(task, config).map(|reason| Excluded {
+                task: task.name.clone(),
+                reason,
+            })
         })
         .collect();
     // The fires that will happen: none while it is disabled.
@@ -404,31 +635,31 @@ fn schedule_json(shared: &Shared, config: &ScheduleConfig, from_config: bool) ->
                 .collect()
         })
         .unwrap_or_default();
-    json!({
-        "name": config.name,
-        "cron": config.cron,
-        "timezone": config.timezone,
-        "tasks": config.tasks,
-        "excluded": excluded,
-        "enabled": config.enabled,
-        "allow_critical": config.allow_critical,
-        "misfire": config.misfire,
-        "misfire_grace_seconds": config.misfire_grace.as_secs_f64(),
-        "max_runtime_seconds": config.max_runtime.map(|d| d.as_secs_f64()),
-        "notify": {
-            "on_failure": config.notify.on_failure,
-            "on_warning": config.notify.on_warning,
-            "on_success": config.notify.on_success,
+    ScheduleView {
+        name: config.name.clone(),
+        cron: config.cron.clone(),
+        timezone: config.timezone.clone(),
+        tasks: config.tasks.clone(),
+        excluded,
+        enabled: config.enabled,
+        allow_critical: config.allow_critical,
+        misfire: config.misfire,
+        misfire_grace_seconds: config.misfire_grace.as_secs_f64(),
+        max_runtime_seconds: config.max_runtime.map(|d| d.as_secs_f64()),
+        notify: ScheduleNotify {
+            on_failure: config.notify.on_failure.clone(),
+            on_warning: config.notify.on_warning.clone(),
+            on_success: config.notify.on_success.clone(),
         },
-        "source": if from_config { "config" } else { "api" },
-        "read_only": from_config,
-        "next": next,
-    })
+        source: if from_config { "config" } else { "api" },
+        read_only: from_config,
+        next,
+    }
 }
 
 /// Every schedule, config ones first; needs the database for API ones.
 async fn every_schedule(shared: &Shared) -> Result<Vec<(ScheduleConfig, bool)>, ApiError> {
-    let client = shared.connect().await.map_err(ApiError::unreachable)?;
+    let client = shared.pooled().await.map_err(ApiError::unreachable)?;
     let all = super::all_schedules(shared, &client)
         .await
         .map_err(|e| ApiError::unreachable(crate::db::describe(&e)))?;
@@ -449,15 +680,27 @@ async fn find_schedule(shared: &Shared, name: &str) -> Result<(ScheduleConfig, b
         .ok_or_else(|| ApiError::not_found(format!("there is no schedule {name}")))
 }
 
+#[utoipa::path(get, path = "/api/v1/schedules", tag = "api",
+    summary = "every schedule, the config's first",
+    responses((status = 200, description = "schedules", body = Schedules),
+        (status = 401, description = "missing or wrong bearer token", body = ErrorBody),
+        (status = 503, description = "the database is unreachable", body = ErrorBody)))]
 async fn schedules(State(shared): State<Api>) -> Answer {
     let all = every_schedule(&shared).await?;
-    let list: Vec<_> = all
+    let schedules = all
         .iter()
         .map(|(s, c)| schedule_json(&shared, s, *c))
         .collect();
-    Ok(Json(json!({ "schedules": list })).into_response())
+    Ok(Json(Schedules { schedules }).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/schedules/{name}", tag = "api",
+    summary = "one schedule",
+    params(("name" = String, Path, description = "the schedule's name")),
+    responses((status = 200, description = "schedule", body = ScheduleView),
+        (status = 404, description = "no such schedule", body = ErrorBody),
+        (status = 401, description = "missing or wrong bearer token", body = ErrorBody),
+        (status = 503, description = "the database is unreachable", body = ErrorBody)))]
 async fn one_schedule(
     State(shared): State<Api>,
     name: Result<Path<String>, PathRejection>,
@@ -467,6 +710,17 @@ async fn one_schedule(
     Ok(Json(schedule_json(&shared, &schedule, from_config)).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/schedules", tag = "api",
+    summary = "create an API schedule",
+    description = "takes effect at once on every daemon of the database",
+    request_body = ScheduleBody,
+    responses((status = 201, description = "created", body = ScheduleView),
+        (status = 400, description = "invalid (every problem, joined), or a body that is not JSON", body = ErrorBody),
+        (status = 401, description = "missing or wrong bearer token", body = ErrorBody),
+        (status = 403, description = "a config schedule has the name: read-only", body = ErrorBody),
+        (status = 409, description = "a schedule of that name exists", body = ErrorBody),
+        (status = 413, description = "a body over 16 KiB", body = ErrorBody),
+        (status = 503, description = "the database is unreachable", body = ErrorBody)))]
 async fn create_schedule(State(shared): State<Api>, Body(body): Body<ScheduleBody>) -> Answer {
     let Some(name) = body.name.clone() else {
         return Err(ApiError::bad_request("the schedule needs a `name`"));
@@ -474,6 +728,18 @@ async fn create_schedule(State(shared): State<Api>, Body(body): Body<ScheduleBod
     save_schedule(&shared, &name, body, true).await
 }
 
+#[utoipa::path(put, path = "/api/v1/schedules/{name}", tag = "api",
+    summary = "replace an API schedule",
+    description = "takes effect at once on every daemon of the database",
+    params(("name" = String, Path, description = "the schedule's name")),
+    request_body = ScheduleBody,
+    responses((status = 200, description = "replaced", body = ScheduleView),
+        (status = 400, description = "invalid", body = ErrorBody),
+        (status = 401, description = "missing or wrong bearer token", body = ErrorBody),
+        (status = 403, description = "read-only", body = ErrorBody),
+        (status = 404, description = "no such schedule", body = ErrorBody),
+        (status = 413, description = "a body over 16 KiB", body = ErrorBody),
+        (status = 503, description = "the database is unreachable", body = ErrorBody)))]
 async fn update_schedule(
     State(shared): State<Api>,
     name: Result<Path<String>, PathRejection>,
@@ -501,7 +767,7 @@ async fn save_schedule(shared: &Shared, name: &str, body: ScheduleBody, create: 
     }
     let schedule =
         api_schedules::validate(&shared.config, name, body).map_err(ApiError::bad_request)?;
-    let mut client = shared.connect().await.map_err(ApiError::unreachable)?;
+    let mut client = shared.pooled().await.map_err(ApiError::unreachable)?;
     let schema = &shared.config.state_schema;
     if !create {
         let exists = api_schedules::load(&client, schema)
@@ -531,6 +797,15 @@ async fn save_schedule(shared: &Shared, name: &str, body: ScheduleBody, create: 
     Ok((status, Json(schedule_json(shared, &schedule, false))).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/v1/schedules/{name}", tag = "api",
+    summary = "delete an API schedule",
+    description = "takes effect at once on every daemon of the database",
+    params(("name" = String, Path, description = "the schedule's name")),
+    responses((status = 204, description = "deleted"),
+        (status = 401, description = "missing or wrong bearer token", body = ErrorBody),
+        (status = 403, description = "read-only", body = ErrorBody),
+        (status = 404, description = "no such schedule", body = ErrorBody),
+        (status = 503, description = "the database is unreachable", body = ErrorBody)))]
 async fn delete_schedule(
     State(shared): State<Api>,
     name: Result<Path<String>, PathRejection>,
@@ -539,7 +814,7 @@ async fn delete_schedule(
     if shared.config.schedule(&name).is_some() {
         return Err(read_only(&name));
     }
-    let mut client = shared.connect().await.map_err(ApiError::unreachable)?;
+    let mut client = shared.pooled().await.map_err(ApiError::unreachable)?;
     let deleted =
         api_schedules::delete(&mut client, &shared.config.state_schema, &name, API_CALLER)
             .await
@@ -551,9 +826,12 @@ async fn delete_schedule(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// A run-now request: what `pgmaint run` takes on its command line.
-#[derive(Deserialize, Default)]
+/// A run-now request: what `pgmaint run` takes on its command line. The
+/// body may be empty (all defaults); it is read as JSON whatever its
+/// Content-Type.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = RunRequest)]
 struct RunBody {
     #[serde(default)]
     dry_run: bool,
@@ -561,9 +839,19 @@ struct RunBody {
     #[serde(default)]
     yes: bool,
     /// As `--batch-size`: every task's batch size for this run.
+    #[schema(minimum = 1)]
     batch_size: Option<u64>,
-    /// As `--max-runtime` (`"30s"`, `"5min"`): each task's limit.
+    /// As `--max-runtime` (`"30s"`, `"5min"`): each task's limit; for a
+    /// schedule, its own max_runtime by default.
+    #[schema(value_type = Option<String>, example = "5min")]
     max_runtime: Option<crate::config::Duration>,
+}
+
+/// A run the API started: it goes on after the answer.
+#[derive(Serialize, ToSchema)]
+pub(super) struct RunStarted {
+    run_id: i64,
+    dry_run: bool,
 }
 
 impl RunBody {
@@ -609,11 +897,9 @@ fn refused(refusal: Refusal) -> ApiError {
 
 fn started(result: Result<i64, StartError>, dry_run: bool) -> Answer {
     match result {
-        Ok(run_id) => Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({ "run_id": run_id, "dry_run": dry_run })),
-        )
-            .into_response()),
+        Ok(run_id) => {
+            Ok((StatusCode::ACCEPTED, Json(RunStarted { run_id, dry_run })).into_response())
+        }
         Err(StartError::Refused(refusal)) => Err(refused(refusal)),
         Err(StartError::Failed(err)) => Err(ApiError::unreachable(err)),
     }
@@ -629,6 +915,17 @@ fn not_stopping(shared: &Shared) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/tasks/{name}/run", tag = "api",
+    summary = "run a task now (also for external schedulers)",
+    params(("name" = String, Path, description = "the task's name")),
+    request_body(content = RunBody, description = "may be empty", content_type = "application/json"),
+    responses((status = 202, description = "started: the run goes on", body = RunStarted),
+        (status = 400, description = "a body that is not JSON, has an unknown field or a wrong value", body = ErrorBody),
+        (status = 401, description = "missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "no such task", body = ErrorBody),
+        (status = 409, description = "refused: a critical task not confirmed, or the server is a standby", body = ErrorBody),
+        (status = 413, description = "a body over 16 KiB", body = ErrorBody),
+        (status = 503, description = "the database is unreachable, or the daemon is stopping", body = ErrorBody)))]
 async fn run_task(
     State(shared): State<Api>,
     name: Result<Path<String>, PathRejection>,
@@ -657,6 +954,18 @@ async fn run_task(
     started(super::start_now(shared.clone(), run).await, body.dry_run)
 }
 
+#[utoipa::path(post, path = "/api/v1/schedules/{name}/run", tag = "api",
+    summary = "run a schedule now, as its fire would",
+    description = "its critical tasks only where it sets allow_critical, under its max_runtime unless the body gives one",
+    params(("name" = String, Path, description = "the schedule's name")),
+    request_body(content = RunBody, description = "may be empty", content_type = "application/json"),
+    responses((status = 202, description = "started: the run goes on", body = RunStarted),
+        (status = 400, description = "a body that is not JSON, has an unknown field or a wrong value", body = ErrorBody),
+        (status = 401, description = "missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "no such schedule", body = ErrorBody),
+        (status = 409, description = "refused: the server is a standby", body = ErrorBody),
+        (status = 413, description = "a body over 16 KiB", body = ErrorBody),
+        (status = 503, description = "the database is unreachable, or the daemon is stopping", body = ErrorBody)))]
 async fn run_schedule(
     State(shared): State<Api>,
     name: Result<Path<String>, PathRejection>,
@@ -692,10 +1001,10 @@ async fn run_schedule(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU64;
-
     use axum::body::Body as HttpBody;
     use tower::ServiceExt;
+
+    use serde_json::json;
 
     use super::*;
 
@@ -708,16 +1017,7 @@ mod tests {
         )
         .expect("a minimal config");
         let target = crate::connect::resolve(Some("postgres://u@127.0.0.1:1/db"), None).unwrap();
-        router(Arc::new(Shared {
-            origin: crate::notify::Origin::of(&target, None),
-            config,
-            target,
-            stop: crate::stop::Stop::default(),
-            id: "test".into(),
-            fires_claimed: AtomicU64::new(0),
-            schedules_changed: tokio::sync::Notify::new(),
-            health: std::sync::Mutex::new(None),
-        }))
+        router(Arc::new(Shared::new(config, target, "test".into())))
     }
 
     async fn answer(request: axum::http::Request<HttpBody>) -> (StatusCode, serde_json::Value) {
@@ -765,5 +1065,113 @@ mod tests {
             answer(request("POST", "/api/v1/schedules", Some("s3cret"), big)).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(body["error"].as_str().unwrap().contains("KiB"), "{body}");
+    }
+
+    /// A request that outlives the timeout gets the API's JSON error: here
+    /// the "database" accepts the connection and never answers, so the
+    /// handler waits until the (short) timeout stops it.
+    #[tokio::test]
+    async fn a_request_over_the_timeout_is_a_json_408() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                open.push(socket);
+            }
+        });
+        let config = crate::config::Config::parse(
+            std::path::Path::new("pgmaint.toml"),
+            "[api]\ntoken = \"s3cret\"\n",
+        )
+        .expect("a minimal config");
+        let url = format!("postgres://u@127.0.0.1:{port}/db?sslmode=disable");
+        let target = crate::connect::resolve(Some(&url), None).unwrap();
+        let app = router_with(
+            Arc::new(Shared::new(config, target, "test".into())),
+            std::time::Duration::from_millis(200),
+        );
+        let response = app
+            .oneshot(request("GET", "/api/v1/runs", Some("s3cret"), vec![]))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let message = body["error"].as_str().unwrap();
+        assert!(message.contains("0.2 s"), "{body}");
+        held.abort();
+    }
+
+    /// Every route `router_with` serves, read from its source: the paths
+    /// of its `.route("..")` calls, those before the outer router under
+    /// `/api/v1`.
+    fn routed_paths() -> Vec<String> {
+        let source = include_str!("api.rs");
+        let body = &source[source.find("pub(super) fn router_with(").unwrap()..];
+        let body = &body[..body.find("\n}\n").unwrap()];
+        let outer = body.rfind("Router::new()").unwrap();
+        body.match_indices(".route(")
+            .map(|(at, m)| {
+                // rustfmt may put the path on a line of its own.
+                let rest = body[at + m.len()..].trim_start().strip_prefix('"').unwrap();
+                let path = &rest[..rest.find('"').unwrap()];
+                if at < outer {
+                    format!("/api/v1{path}")
+                } else {
+                    path.to_string()
+                }
+            })
+            .collect()
+    }
+
+    /// The document lists exactly what the router serves: each path with
+    /// each method it takes (a method is served when the answer is not the
+    /// router's 404 or 405 fallback).
+    #[tokio::test]
+    async fn the_openapi_document_lists_every_route() {
+        use std::collections::BTreeSet;
+        let doc = super::super::openapi::value();
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, operations)| {
+                operations
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |method| (method.to_uppercase(), path.clone()))
+            })
+            .collect();
+        let paths = routed_paths();
+        assert!(paths.len() >= 10, "{paths:?}");
+        let mut routed = BTreeSet::new();
+        for path in paths {
+            let concrete = path.replace("{name}", "no_such").replace("{id}", "1");
+            for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+                let (status, body) =
+                    answer(request(method, &concrete, Some("s3cret"), vec![])).await;
+                let error = body["error"].as_str().unwrap_or_default();
+                let fallback = (status == StatusCode::NOT_FOUND
+                    && error.starts_with("there is no route"))
+                    || (status == StatusCode::METHOD_NOT_ALLOWED
+                        && error.contains("does not take"));
+                if !fallback {
+                    routed.insert((method.to_string(), path.clone()));
+                }
+            }
+        }
+        assert_eq!(routed, documented);
+        // The open routes say so; the rest need the bearer token.
+        assert_eq!(doc["paths"]["/healthz"]["get"]["security"], json!([{}]));
+        assert_eq!(doc["security"], json!([{"bearer": []}]));
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
     }
 }

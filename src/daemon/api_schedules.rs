@@ -6,7 +6,8 @@
 //! `NOTIFY pgmaint_schedules` (the payload is the state schema), which each
 //! scheduler LISTENs for. Where notifications do not arrive (a transaction
 //! pooler, a listening connection that dropped), a scheduler also compares
-//! `digest` every few seconds.
+//! `digest` every few seconds. The SQL is `store::api_schedules`'; this
+//! module checks bodies and turns rows into schedules and back.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -15,10 +16,10 @@ use tokio_postgres::Client;
 use crate::config::file::Misfire;
 use crate::config::{Config, Duration, NotifyTargets, ScheduleConfig};
 use crate::schedule::Schedule;
-use crate::sql::quote_ident;
+use crate::store::{self, StoredSchedule};
 
 /// The channel a change to the API's schedules is notified on.
-pub const CHANNEL: &str = "pgmaint_schedules";
+pub(crate) use crate::store::SCHEDULES_CHANNEL as CHANNEL;
 
 /// A schedule kept in the state schema, and since when it reads as it does
 /// (its creation or last change): no fire before that is its.
@@ -27,19 +28,30 @@ pub struct ApiSchedule {
     pub since: DateTime<Utc>,
 }
 
-/// A schedule as the API receives it.
-#[derive(Debug, Deserialize)]
+/// A schedule as the API receives it (POST creates, PUT replaces); read
+/// as JSON whatever its Content-Type.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleBody {
+    /// Required on POST; on PUT, the path's name if given.
     pub name: Option<String>,
+    /// 5 fields, or 6 with seconds first.
     pub cron: String,
+    /// An IANA name; UTC when left out.
     pub timezone: Option<String>,
     pub tasks: Vec<String>,
+    /// True when left out.
     pub enabled: Option<bool>,
+    /// False when left out.
     pub allow_critical: Option<bool>,
+    /// `skip` or `run_once` (the default).
+    #[schema(value_type = Option<String>, example = "run_once")]
     pub misfire: Option<Misfire>,
+    #[schema(example = "1h")]
     pub misfire_grace: Option<String>,
+    #[schema(example = "30min")]
     pub max_runtime: Option<String>,
+    /// Notifiers told of this schedule's outcomes.
     #[serde(default)]
     pub notify: Vec<String>,
 }
@@ -102,59 +114,42 @@ pub fn validate(config: &Config, name: &str, body: ScheduleBody) -> Result<Sched
     }
 }
 
+/// The API's schedules, by name.
 pub async fn load(
     client: &Client,
     schema: &str,
 ) -> Result<Vec<ApiSchedule>, tokio_postgres::Error> {
-    let q = quote_ident(schema);
-    Ok(client
-        .query(
-            &format!(
-                "SELECT name, cron, timezone, tasks, enabled, allow_critical, misfire, misfire_grace_seconds, max_runtime_seconds, notify, updated_at
-                   FROM {q}.api_schedules ORDER BY name"
-            ),
-            &[],
-        )
+    Ok(store::load_api_schedules(client, schema)
         .await?
-        .iter()
-        .map(|r| ApiSchedule { since: r.get(10), config: ScheduleConfig {
-            name: r.get(0),
-            cron: r.get(1),
-            timezone: r.get(2),
-            tasks: r.get(3),
-            enabled: r.get(4),
-            allow_critical: r.get(5),
-            misfire: if r.get::<_, String>(6) == "skip" { Misfire::Skip } else { Misfire::RunOnce },
-            misfire_grace: std::time::Duration::from_secs_f64(r.get(7)),
-            max_runtime: r.get::<_, Option<f64>>(8).map(std::time::Duration::from_secs_f64),
-            notify: NotifyTargets::all(r.get(9)),
-        }})
+        .into_iter()
+        .map(|(r, since)| ApiSchedule {
+            since,
+            config: ScheduleConfig {
+                name: r.name,
+                cron: r.cron,
+                timezone: r.timezone,
+                tasks: r.tasks,
+                enabled: r.enabled,
+                allow_critical: r.allow_critical,
+                misfire: if r.misfire == "skip" {
+                    Misfire::Skip
+                } else {
+                    Misfire::RunOnce
+                },
+                misfire_grace: std::time::Duration::from_secs_f64(r.misfire_grace_seconds),
+                max_runtime: r
+                    .max_runtime_seconds
+                    .map(std::time::Duration::from_secs_f64),
+                notify: NotifyTargets::all(r.notify),
+            },
+        })
         .collect())
 }
 
 /// What the API's schedules are now, in one short value: any change
 /// (created, changed, deleted; committed in any order) changes it.
 pub async fn digest(client: &Client, schema: &str) -> Result<String, tokio_postgres::Error> {
-    let q = quote_ident(schema);
-    Ok(client
-        .query_one(
-            &format!(
-                "SELECT coalesce(md5(string_agg(name || ' ' || updated_at::text, ',' ORDER BY name)), '') FROM {q}.api_schedules"
-            ),
-            &[],
-        )
-        .await?
-        .get(0))
-}
-
-/// Tells every daemon, when `tx` commits, that the schedules changed.
-async fn announce(
-    tx: &tokio_postgres::Transaction<'_>,
-    schema: &str,
-) -> Result<(), tokio_postgres::Error> {
-    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &schema])
-        .await?;
-    Ok(())
+    store::api_schedules_digest(client, schema).await
 }
 
 /// Creates or replaces a schedule; `create` refuses one that exists.
@@ -165,38 +160,23 @@ pub async fn save(
     create: bool,
     who: &str,
 ) -> Result<bool, tokio_postgres::Error> {
-    let q = quote_ident(schema);
-    let misfire = match s.misfire {
-        Misfire::Skip => "skip",
-        Misfire::RunOnce => "run_once",
+    let row = StoredSchedule {
+        name: s.name.clone(),
+        cron: s.cron.clone(),
+        timezone: s.timezone.clone(),
+        tasks: s.tasks.clone(),
+        enabled: s.enabled,
+        allow_critical: s.allow_critical,
+        misfire: match s.misfire {
+            Misfire::Skip => "skip",
+            Misfire::RunOnce => "run_once",
+        }
+        .to_string(),
+        misfire_grace_seconds: s.misfire_grace.as_secs_f64(),
+        max_runtime_seconds: s.max_runtime.map(|d| d.as_secs_f64()),
+        notify: s.notify.on_failure.clone(),
     };
-    let conflict = if create {
-        "DO NOTHING"
-    } else {
-        "DO UPDATE SET cron = excluded.cron, timezone = excluded.timezone, tasks = excluded.tasks, enabled = excluded.enabled,
-                      allow_critical = excluded.allow_critical, misfire = excluded.misfire,
-                      misfire_grace_seconds = excluded.misfire_grace_seconds, max_runtime_seconds = excluded.max_runtime_seconds,
-                      notify = excluded.notify, updated_at = now()"
-    };
-    let tx = client.transaction().await?;
-    let changed = tx
-        .execute(
-            &format!(
-                "INSERT INTO {q}.api_schedules (name, cron, timezone, tasks, enabled, allow_critical, misfire, misfire_grace_seconds, max_runtime_seconds, notify)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) {conflict}"
-            ),
-            &[&s.name, &s.cron, &s.timezone, &s.tasks, &s.enabled, &s.allow_critical, &misfire,
-              &s.misfire_grace.as_secs_f64(), &s.max_runtime.map(|d| d.as_secs_f64()), &s.notify.on_failure],
-        )
-        .await?
-        == 1;
-    if changed {
-        audit(&tx, schema, who, if create { "create schedule" } else { "update schedule" }, &s.name,
-            serde_json::json!({"cron": s.cron, "timezone": s.timezone, "tasks": s.tasks, "enabled": s.enabled})).await?;
-        announce(&tx, schema).await?;
-    }
-    tx.commit().await?;
-    Ok(changed)
+    store::save_api_schedule(client, schema, &row, create, who).await
 }
 
 pub async fn delete(
@@ -205,47 +185,5 @@ pub async fn delete(
     name: &str,
     who: &str,
 ) -> Result<bool, tokio_postgres::Error> {
-    let q = quote_ident(schema);
-    let tx = client.transaction().await?;
-    let deleted = tx
-        .execute(
-            &format!("DELETE FROM {q}.api_schedules WHERE name = $1"),
-            &[&name],
-        )
-        .await?
-        == 1;
-    if deleted {
-        audit(
-            &tx,
-            schema,
-            who,
-            "delete schedule",
-            name,
-            serde_json::json!({}),
-        )
-        .await?;
-        announce(&tx, schema).await?;
-    }
-    tx.commit().await?;
-    Ok(deleted)
-}
-
-pub async fn audit(
-    client: &impl tokio_postgres::GenericClient,
-    schema: &str,
-    who: &str,
-    action: &str,
-    object: &str,
-    details: serde_json::Value,
-) -> Result<(), tokio_postgres::Error> {
-    let q = quote_ident(schema);
-    client
-        .execute(
-            &format!(
-                "INSERT INTO {q}.audit (who, action, object, details) VALUES ($1, $2, $3, $4)"
-            ),
-            &[&who, &action, &object, &details],
-        )
-        .await?;
-    Ok(())
+    store::delete_api_schedule(client, schema, name, who).await
 }

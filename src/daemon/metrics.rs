@@ -7,10 +7,10 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use tokio_postgres::Client;
+use tokio_postgres::GenericClient;
 
 use super::Shared;
-use crate::sql::quote_ident;
+use crate::store;
 
 /// Upper bounds (seconds) of the run duration histogram.
 const BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0];
@@ -22,8 +22,11 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-pub async fn render(client: &Client, shared: &Shared) -> Result<String, tokio_postgres::Error> {
-    let q = quote_ident(&shared.config.state_schema);
+pub async fn render(
+    client: &impl GenericClient,
+    shared: &Shared,
+) -> Result<String, tokio_postgres::Error> {
+    let schema = &shared.config.state_schema;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -39,11 +42,13 @@ pub async fn render(client: &Client, shared: &Shared) -> Result<String, tokio_po
         out,
         "# HELP pgmaint_task_runs_total Task runs by task and status (dry runs excluded).\n# TYPE pgmaint_task_runs_total counter"
     );
-    for r in client
-        .query(&format!("SELECT task, status, count(*) FROM {q}.task_runs WHERE NOT dry_run GROUP BY 1, 2 ORDER BY 1, 2"), &[])
-        .await?
-    {
-        let _ = writeln!(out, "pgmaint_task_runs_total{{task=\"{}\",status=\"{}\"}} {}", label(r.get(0)), label(r.get(1)), r.get::<_, i64>(2));
+    for (task, status, count) in store::task_run_counts(client, schema).await? {
+        let _ = writeln!(
+            out,
+            "pgmaint_task_runs_total{{task=\"{}\",status=\"{}\"}} {count}",
+            label(&task),
+            label(&status)
+        );
     }
     let _ = writeln!(
         out,
@@ -53,48 +58,45 @@ pub async fn render(client: &Client, shared: &Shared) -> Result<String, tokio_po
         out,
         "# HELP pgmaint_task_last_success_timestamp_seconds When each task last succeeded.\n# TYPE pgmaint_task_last_success_timestamp_seconds gauge"
     );
-    for r in client
-        .query(
-            &format!(
-                "SELECT task, sum(rows)::bigint, extract(epoch FROM max(finished_at) FILTER (WHERE status = 'succeeded'))::float8
-                   FROM {q}.task_runs WHERE NOT dry_run GROUP BY 1 ORDER BY 1"
-            ),
-            &[],
-        )
-        .await?
-    {
-        let task = label(r.get(0));
-        let _ = writeln!(out, "pgmaint_task_rows_total{{task=\"{task}\"}} {}", r.get::<_, i64>(1));
-        if let Some(at) = r.get::<_, Option<f64>>(2) {
-            let _ = writeln!(out, "pgmaint_task_last_success_timestamp_seconds{{task=\"{task}\"}} {at}");
+    for (task, rows, last_success) in store::task_totals(client, schema).await? {
+        let task = label(&task);
+        let _ = writeln!(out, "pgmaint_task_rows_total{{task=\"{task}\"}} {rows}");
+        if let Some(at) = last_success {
+            let _ = writeln!(
+                out,
+                "pgmaint_task_last_success_timestamp_seconds{{task=\"{task}\"}} {at}"
+            );
         }
     }
     let _ = writeln!(
         out,
         "# HELP pgmaint_task_run_duration_seconds How long task runs took.\n# TYPE pgmaint_task_run_duration_seconds histogram"
     );
-    let bounds: Vec<f64> = BUCKETS.to_vec();
-    for r in client
-        .query(
-            &format!(
-                "SELECT task, array(SELECT count(*) FILTER (WHERE duration_ms <= b * 1000) FROM unnest($1::float8[]) b),
-                        count(*), coalesce(sum(duration_ms), 0)::float8 / 1000
-                   FROM {q}.task_runs WHERE NOT dry_run AND duration_ms IS NOT NULL GROUP BY task ORDER BY task"
-            ),
-            &[&bounds],
-        )
+    for d in store::task_durations(client, schema, BUCKETS)
         .await
-        .or_else(|_| Ok::<_, tokio_postgres::Error>(Vec::new()))?
+        .unwrap_or_default()
     {
-        let task = label(r.get(0));
-        let counts: Vec<i64> = r.get(1);
-        for (bound, count) in BUCKETS.iter().zip(counts) {
-            let _ = writeln!(out, "pgmaint_task_run_duration_seconds_bucket{{task=\"{task}\",le=\"{bound}\"}} {count}");
+        let task = label(&d.task);
+        for (bound, count) in BUCKETS.iter().zip(d.counts) {
+            let _ = writeln!(
+                out,
+                "pgmaint_task_run_duration_seconds_bucket{{task=\"{task}\",le=\"{bound}\"}} {count}"
+            );
         }
-        let total: i64 = r.get(2);
-        let _ = writeln!(out, "pgmaint_task_run_duration_seconds_bucket{{task=\"{task}\",le=\"+Inf\"}} {total}");
-        let _ = writeln!(out, "pgmaint_task_run_duration_seconds_sum{{task=\"{task}\"}} {}", r.get::<_, f64>(3));
-        let _ = writeln!(out, "pgmaint_task_run_duration_seconds_count{{task=\"{task}\"}} {total}");
+        let total = d.total;
+        let _ = writeln!(
+            out,
+            "pgmaint_task_run_duration_seconds_bucket{{task=\"{task}\",le=\"+Inf\"}} {total}"
+        );
+        let _ = writeln!(
+            out,
+            "pgmaint_task_run_duration_seconds_sum{{task=\"{task}\"}} {}",
+            d.sum
+        );
+        let _ = writeln!(
+            out,
+            "pgmaint_task_run_duration_seconds_count{{task=\"{task}\"}} {total}"
+        );
     }
     let _ = writeln!(
         out,
@@ -104,20 +106,20 @@ pub async fn render(client: &Client, shared: &Shared) -> Result<String, tokio_po
         out,
         "# HELP pgmaint_schedule_last_success_timestamp_seconds When each schedule's fire last succeeded.\n# TYPE pgmaint_schedule_last_success_timestamp_seconds gauge"
     );
-    for r in client
-        .query(&format!("SELECT schedule, status, count(*) FROM {q}.schedule_fires GROUP BY 1, 2 ORDER BY 1, 2"), &[])
-        .await?
-    {
-        let _ = writeln!(out, "pgmaint_schedule_fires_total{{schedule=\"{}\",status=\"{}\"}} {}", label(r.get(0)), label(r.get(1)), r.get::<_, i64>(2));
+    for (schedule, status, count) in store::fire_counts(client, schema).await? {
+        let _ = writeln!(
+            out,
+            "pgmaint_schedule_fires_total{{schedule=\"{}\",status=\"{}\"}} {count}",
+            label(&schedule),
+            label(&status)
+        );
     }
-    for r in client
-        .query(
-            &format!("SELECT schedule, extract(epoch FROM max(scheduled_for))::float8 FROM {q}.schedule_fires WHERE status = 'succeeded' GROUP BY 1 ORDER BY 1"),
-            &[],
-        )
-        .await?
-    {
-        let _ = writeln!(out, "pgmaint_schedule_last_success_timestamp_seconds{{schedule=\"{}\"}} {}", label(r.get(0)), r.get::<_, f64>(1));
+    for (schedule, at) in store::schedule_last_success(client, schema).await? {
+        let _ = writeln!(
+            out,
+            "pgmaint_schedule_last_success_timestamp_seconds{{schedule=\"{}\"}} {at}",
+            label(&schedule)
+        );
     }
     health(&mut out, shared);
     Ok(out)

@@ -17,8 +17,9 @@
 
 mod api;
 mod api_schedules;
-mod fires;
 mod metrics;
+mod openapi;
+mod pool;
 mod watch;
 
 use std::sync::Arc;
@@ -34,9 +35,9 @@ use crate::connect::{self, Target};
 use crate::output::Progress;
 use crate::runner::{self, Confirmation, Notice, Refusal, RunError, RunRequest, Started};
 use crate::schedule::Schedule;
-use crate::state::{self, Trigger};
 use crate::status::Status;
 use crate::stop::Stop;
+use crate::store::{self, Trigger};
 
 /// How long running tasks get to finish their batch after a stop.
 const GRACE: Duration = Duration::from_secs(30);
@@ -57,11 +58,39 @@ pub struct Shared {
     pub health: std::sync::Mutex<Option<watch::Watched>>,
     /// The database, as notifications name it.
     pub origin: crate::notify::Origin,
+    /// The API's and /metrics' connections.
+    pool: pool::Pool,
 }
 
 impl Shared {
+    /// What the daemon shares, before anything connects.
+    fn new(config: Config, target: Target, id: String) -> Shared {
+        // Notifications name the database by its connection settings, and
+        // by the config's `name` when it has one.
+        let origin = crate::notify::Origin::of(&target, config.name.as_deref());
+        Shared {
+            origin,
+            id,
+            config,
+            pool: pool::new(target.clone()),
+            target,
+            stop: Stop::default(),
+            fires_claimed: AtomicU64::new(0),
+            schedules_changed: tokio::sync::Notify::new(),
+            health: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// A connection of its own, for a session that holds advisory locks or
+    /// LISTENs (the scheduler, a fire, a run, the health watch).
     pub async fn connect(&self) -> Result<Client, connect::ConnectError> {
         connect::connect(&self.target).await
+    }
+
+    /// A connection of the pool, for the API's and /metrics' reads and the
+    /// API's schedule changes.
+    pub(crate) async fn pooled(&self) -> Result<pool::Pooled, pool::PoolError> {
+        self.pool.get().await
     }
 }
 
@@ -71,6 +100,15 @@ pub enum DaemonError {
     /// A config schedule cannot be computed (its cron or time zone).
     #[error("{0}")]
     Schedule(String),
+}
+
+/// The daemon's HTTP routes over `config` and `target`, without its
+/// scheduler or health watch, each request limited to `request_timeout`
+/// (the daemon's own is 30 s): what a test calls in-process (tower's
+/// `oneshot`) or serves on a listener of its own.
+pub fn app(config: Config, target: Target, request_timeout: Duration) -> axum::Router {
+    let id = format!("{} pid {} (app)", Trigger::who(), std::process::id());
+    api::router_with(Arc::new(Shared::new(config, target, id)), request_timeout)
 }
 
 /// Runs the schedules and serves the API on `listener` until a signal
@@ -85,19 +123,8 @@ pub async fn run(
     for s in &config.schedules {
         Schedule::new(s).map_err(DaemonError::Schedule)?;
     }
-    // Notifications name the database by its connection settings, and by
-    // the config's `name` when it has one.
-    let origin = crate::notify::Origin::of(&target, config.name.as_deref());
-    let shared = Arc::new(Shared {
-        origin,
-        id: format!("{} pid {}", Trigger::who(), std::process::id()),
-        config,
-        target,
-        stop: Stop::default(),
-        fires_claimed: AtomicU64::new(0),
-        schedules_changed: tokio::sync::Notify::new(),
-        health: std::sync::Mutex::new(None),
-    });
+    let id = format!("{} pid {}", Trigger::who(), std::process::id());
+    let shared = Arc::new(Shared::new(config, target, id));
     shared
         .stop
         .on_signals(|| tracing::info!("signal received: stopping (signal again to exit at once)"));
@@ -144,16 +171,17 @@ pub async fn run(
     Ok(())
 }
 
-/// Connects, retrying with backoff until it works or a stop is asked for;
-/// logs when the database goes away and when it is back, once each.
+/// Connects, retrying on `retry::reconnect_waits` until it works or a stop
+/// is asked for; logs when the database goes away and when it is back, once
+/// each.
 async fn connect_with_retry(shared: &Shared, reachable: &mut bool) -> Option<Client> {
-    let mut backoff = Duration::from_millis(500);
+    let mut waits = crate::retry::reconnect_waits();
     loop {
         if shared.stop.requested().is_some() {
             return None;
         }
         match shared.connect().await {
-            Ok(client) => match state::ensure_ready(&client, &shared.config.state_schema).await {
+            Ok(client) => match store::ensure_ready(&client, &shared.config.state_schema).await {
                 Ok(()) => {
                     if !*reachable {
                         tracing::info!("the database is reachable; scheduling");
@@ -175,8 +203,9 @@ async fn connect_with_retry(shared: &Shared, reachable: &mut bool) -> Option<Cli
                 }
             }
         }
-        shared.stop.sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+        // The policy never runs out; its longest wait if it ever did.
+        let wait = waits.next().unwrap_or(Duration::from_secs(30));
+        shared.stop.sleep(wait).await;
     }
 }
 
@@ -342,7 +371,7 @@ async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
                 tracing::info!("the server is no longer a standby; scheduling");
                 standby = false;
             }
-            for id in state::mark_interrupted(&db, &schema)
+            for id in store::mark_interrupted(&db, &schema)
                 .await
                 .map_err(|e| e.to_string())?
             {
@@ -350,7 +379,7 @@ async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
                     "run {id} was left running by a process that is gone; marked it interrupted"
                 );
             }
-            fires::mark_interrupted(&db, &schema)
+            store::mark_fires_interrupted(&db, &schema)
                 .await
                 .map_err(|e| e.to_string())?;
             changes.listen(shared).await;
@@ -381,7 +410,7 @@ async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
             if let Some(keep) = &shared.config.keep_runs
                 && last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600))
             {
-                let pruned = fires::prune(&db, &schema, keep)
+                let pruned = store::prune_runs_and_fires(&db, &schema, keep)
                     .await
                     .map_err(|e| e.to_string())?;
                 if pruned > 0 {
@@ -429,7 +458,7 @@ async fn due(
     // the fires GET listed are the ones that happen, however late a daemon
     // sees it), a changed one from its change.
     let last = match (
-        fires::last_fire(db, schema, &config.name).await?,
+        store::last_fire(db, schema, &config.name).await?,
         scheduled.since,
     ) {
         (Some(last), Some(since)) => last.max(since),
@@ -438,13 +467,13 @@ async fn due(
         (None, None) => {
             // A config schedule's first sight: count from now, do not
             // back-fill.
-            fires::begin(db, schema, &config.name, now).await?;
+            store::begin_schedule(db, schema, &config.name, now).await?;
             return Ok(schedule.next_after(now));
         }
     };
     let due = crate::schedule::due_fires(schedule, config, last, now);
     for (fire, reason) in &due.skipped {
-        if fires::claim(
+        if store::claim_fire(
             db,
             schema,
             &config.name,
@@ -461,7 +490,7 @@ async fn due(
     let Some(latest) = due.run else {
         return Ok(schedule.next_after(now));
     };
-    if fires::claim(
+    if store::claim_fire(
         db,
         schema,
         &config.name,
@@ -495,17 +524,12 @@ async fn run_fire(
     let schema = &shared.config.state_schema;
     let book = shared.connect().await.map_err(|e| e.to_string())?;
     let mut worker = shared.connect().await.map_err(|e| e.to_string())?;
-    let locked: bool = worker
-        .query_one(
-            "SELECT pg_try_advisory_lock($1, hashtext($2))",
-            &[&fires::SCHEDULE_LOCK_CLASS, &config.name],
-        )
+    let locked = store::try_lock_schedule(&worker, &config.name)
         .await
-        .map_err(|e| e.to_string())?
-        .get(0);
+        .map_err(|e| e.to_string())?;
     if !locked {
         let reason = "the previous run of this schedule is still going";
-        fires::finish(
+        store::finish_fire(
             &book,
             schema,
             &config.name,
@@ -548,7 +572,7 @@ async fn run_fire(
     let progress = Progress::disabled();
     let record_id = async {
         if let Ok(id) = run_id.await {
-            let _ = fires::set_run(&book, schema, &config.name, at, id).await;
+            let _ = store::set_fire_run(&book, schema, &config.name, at, id).await;
         }
     };
     let (report, ()) = tokio::join!(
@@ -561,18 +585,13 @@ async fn run_fire(
         ),
         record_id
     );
-    let _ = worker
-        .query_one(
-            "SELECT pg_advisory_unlock($1, hashtext($2))",
-            &[&fires::SCHEDULE_LOCK_CLASS, &config.name],
-        )
-        .await;
+    let _ = store::unlock_schedule(&worker, &config.name).await;
     let report = match report {
         Ok(report) => report,
         Err(RunError::Refused(refusal)) => {
             // The runner wrote nothing; on a standby `book` cannot either.
             let reason = refusal.to_string();
-            let _ = fires::finish(
+            let _ = store::finish_fire(
                 &book,
                 schema,
                 &config.name,
@@ -596,7 +615,7 @@ async fn run_fire(
     }
     let reason = (!left_out.is_empty())
         .then(|| format!("critical task(s) left out: {}", left_out.join(", ")));
-    fires::finish(
+    store::finish_fire(
         &book,
         schema,
         &config.name,

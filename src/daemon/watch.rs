@@ -19,7 +19,7 @@ use crate::config::AlertConfig;
 use crate::config::file::AlertLevel;
 use crate::health::{self, Level, Report};
 use crate::notify::{self, Event};
-use crate::sql::quote_ident;
+use crate::store;
 
 pub async fn watch(shared: Arc<Shared>) {
     while shared.stop.requested().is_none() {
@@ -67,15 +67,13 @@ async fn once(shared: &Shared, client: &mut Client) -> Result<(), String> {
     if standby {
         return Ok(());
     }
-    let q = quote_ident(&config.state_schema);
-    let due: bool = client
-        .query_one(
-            &format!("SELECT coalesce(max(taken_at) < now() - $1::float8 * interval '1 second', true) FROM {q}.snapshots"),
-            &[&config.health.snapshot_every.as_secs_f64()],
-        )
-        .await
-        .map_err(|e| crate::db::describe(&e))?
-        .get(0);
+    let due = store::snapshots::snapshot_due(
+        client,
+        &config.state_schema,
+        config.health.snapshot_every.as_secs_f64(),
+    )
+    .await
+    .map_err(|e| crate::db::describe(&e))?;
     if due {
         let snapshot = health::snapshot::take(client, &config.state_schema, &config.health.keep)
             .await
@@ -103,7 +101,7 @@ async fn evaluate(
     alert: &AlertConfig,
     report: &Report,
 ) -> Result<(), tokio_postgres::Error> {
-    let q = quote_ident(&shared.config.state_schema);
+    let schema = &shared.config.state_schema;
     let minimum = match alert.level {
         AlertLevel::Warning => Level::Warning,
         AlertLevel::Critical => Level::Critical,
@@ -117,20 +115,16 @@ async fn evaluate(
             continue; // cannot tell: neither fire nor clear
         }
         if check.status >= minimum {
-            let sent = client
-                .query_opt(
-                    &format!(
-                        "INSERT INTO {q}.alert_state (alert, check_name, level) VALUES ($1, $2, $3)
-                         ON CONFLICT (alert, check_name) DO UPDATE SET level = excluded.level, last_sent = now()
-                          WHERE {q}.alert_state.level <> excluded.level
-                             OR {q}.alert_state.last_sent < now() - $4::float8 * interval '1 second'
-                         RETURNING (xmax = 0)"
-                    ),
-                    &[&alert.name, &check.name, &check.status.as_str(), &alert.repeat.as_secs_f64()],
-                )
-                .await?;
-            if let Some(row) = sent {
-                let first: bool = row.get(0);
+            let sent = store::raise_alert(
+                client,
+                schema,
+                &alert.name,
+                check.name,
+                check.status.as_str(),
+                alert.repeat.as_secs_f64(),
+            )
+            .await?;
+            if let Some(first) = sent {
                 let findings: Vec<String> = check
                     .findings
                     .iter()
@@ -164,14 +158,8 @@ async fn evaluate(
                 .await;
             }
         } else {
-            let cleared = client
-                .query_opt(
-                    &format!("DELETE FROM {q}.alert_state WHERE alert = $1 AND check_name = $2 RETURNING level"),
-                    &[&alert.name, &check.name],
-                )
-                .await?;
-            if let Some(row) = cleared {
-                let was: String = row.get(0);
+            let cleared = store::clear_alert(client, schema, &alert.name, check.name).await?;
+            if let Some(was) = cleared {
                 // Whoever heard the alert hears that it cleared.
                 let alerted_at = if was == "critical" {
                     notify::FAILURE

@@ -8,18 +8,29 @@
 //!
 //! This module owns pgmaint's schema: every query against it is one of the
 //! named functions here, by area (`backups`, `refreshes`, `snapshots`, runs,
-//! locks, versions). They take the client and the schema on each call, so a
+//! locks, versions, and the daemon's: fires and the schedule lock, API
+//! schedules and the audit, alerts, notifications, metrics reads). They take the client and the schema on each call, so a
 //! caller can use them inside its own transaction and keep one store per
 //! database.
 
+mod alerts;
+mod api_schedules;
 pub mod backups;
+mod fires;
 mod locks;
+mod metrics;
 mod migrations;
+mod notifications;
 pub mod refreshes;
 mod runs;
 pub mod snapshots;
 mod versions;
 
+pub(crate) use alerts::*;
+pub(crate) use api_schedules::*;
+pub(crate) use fires::*;
 pub use locks::{try_lock_task, unlock_task};
+pub(crate) use metrics::*;
+pub(crate) use notifications::*;
 pub use runs::*;
 pub use versions::*;

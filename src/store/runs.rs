@@ -265,7 +265,8 @@ pub async fn holder_of_task(
         .map(|r| (r.get(0), r.get(1))))
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One task of a run, as `history` and the API show it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TaskRunRecord {
     pub name: String,
     pub kind: String,
@@ -275,18 +276,25 @@ pub struct TaskRunRecord {
     pub retries: i64,
     pub duration_ms: Option<i64>,
     pub error: Option<String>,
+    /// What the task kind reports (its plan, counts, per-table figures).
+    #[schema(value_type = Object)]
     pub details: serde_json::Value,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A run, as `history` and the API show it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Run)]
 pub struct RunRecord {
     pub run_id: i64,
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// `cli`, `schedule` or `api`.
     pub trigger: String,
     pub triggered_by: String,
     /// The schedule that fired the run (or that the API ran), if any.
     pub schedule: Option<String>,
+    /// `running`, `succeeded`, `failed`, `cancelled`, `interrupted` or
+    /// `skipped`.
     pub status: String,
     pub dry_run: bool,
     pub error: Option<String>,

@@ -189,3 +189,20 @@ pub(crate) async fn statements_since_snapshot(
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect())
 }
+
+/// Whether a snapshot is due: none yet, or the latest older than
+/// `every_seconds`.
+pub(crate) async fn snapshot_due(
+    client: &impl GenericClient,
+    schema: &str,
+    every_seconds: f64,
+) -> Result<bool, Error> {
+    let q = quote_ident(schema);
+    Ok(client
+        .query_one(
+            &format!("SELECT coalesce(max(taken_at) < now() - $1::float8 * interval '1 second', true) FROM {q}.snapshots"),
+            &[&every_seconds],
+        )
+        .await?
+        .get(0))
+}

@@ -9,6 +9,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod api;
 mod archive;
 mod backups;
 mod cli;

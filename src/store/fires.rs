@@ -2,7 +2,8 @@
 //! fire, and the claim on each fire. A claim is a row keyed by (schedule,
 //! scheduled_for): the daemon whose INSERT wins runs the fire, every other
 //! daemon's INSERT finds the row and does nothing. No in-process lock is
-//! involved, so any number of daemons can run against one database.
+//! involved, so any number of daemons can run against one database. Also
+//! the session advisory lock a schedule's running fire holds.
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
@@ -12,10 +13,10 @@ use crate::status::Status;
 
 /// The class of the session advisory lock a schedule's running fire holds:
 /// a later fire that cannot take it knows the previous run still goes.
-pub const SCHEDULE_LOCK_CLASS: i32 = 0x7067_6d73;
+const SCHEDULE_LOCK_CLASS: i32 = 0x7067_6d73;
 
 /// The schedule's last fire, or None before its first.
-pub async fn last_fire(
+pub(crate) async fn last_fire(
     client: &Client,
     schema: &str,
     schedule: &str,
@@ -31,7 +32,7 @@ pub async fn last_fire(
 }
 
 /// Starts counting a schedule's fires from `from` (its first sight).
-pub async fn begin(
+pub(crate) async fn begin_schedule(
     client: &Client,
     schema: &str,
     schedule: &str,
@@ -49,7 +50,7 @@ pub async fn begin(
 
 /// Claims a fire with the given status; true when this daemon won it. The
 /// schedule's last fire moves forward in the same transaction.
-pub async fn claim(
+pub(crate) async fn claim_fire(
     client: &mut Client,
     schema: &str,
     schedule: &str,
@@ -82,7 +83,7 @@ pub async fn claim(
     Ok(won)
 }
 
-pub async fn set_run(
+pub(crate) async fn set_fire_run(
     client: &Client,
     schema: &str,
     schedule: &str,
@@ -99,7 +100,7 @@ pub async fn set_run(
     Ok(())
 }
 
-pub async fn finish(
+pub(crate) async fn finish_fire(
     client: &Client,
     schema: &str,
     schedule: &str,
@@ -119,7 +120,10 @@ pub async fn finish(
 
 /// Fires left `running` by a daemon that died: their run was marked
 /// interrupted, or they never got as far as starting one.
-pub async fn mark_interrupted(client: &Client, schema: &str) -> Result<u64, tokio_postgres::Error> {
+pub(crate) async fn mark_fires_interrupted(
+    client: &Client,
+    schema: &str,
+) -> Result<u64, tokio_postgres::Error> {
     let q = quote_ident(schema);
     client
         .execute(
@@ -135,7 +139,7 @@ pub async fn mark_interrupted(client: &Client, schema: &str) -> Result<u64, toki
 }
 
 /// Deletes runs (with their task runs) and fires older than `keep`.
-pub async fn prune(
+pub(crate) async fn prune_runs_and_fires(
     client: &Client,
     schema: &str,
     keep: &str,
@@ -154,4 +158,33 @@ pub async fn prune(
         )
         .await?;
     Ok(runs)
+}
+
+/// Takes the session lock a schedule's running fire holds, without
+/// waiting; false while the previous run of the schedule still goes. The
+/// lock dies with the session.
+pub(crate) async fn try_lock_schedule(
+    client: &Client,
+    schedule: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            "SELECT pg_try_advisory_lock($1, hashtext($2))",
+            &[&SCHEDULE_LOCK_CLASS, &schedule],
+        )
+        .await?
+        .get(0))
+}
+
+pub(crate) async fn unlock_schedule(
+    client: &Client,
+    schedule: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .query_one(
+            "SELECT pg_advisory_unlock($1, hashtext($2))",
+            &[&SCHEDULE_LOCK_CLASS, &schedule],
+        )
+        .await?;
+    Ok(())
 }

@@ -1,0 +1,26 @@
+//! `notifications`: each notice sent (or not), to whom, after how many
+//! attempts.
+
+use tokio_postgres::Client;
+
+use crate::sql::quote_ident;
+
+/// Records one notifier's outcome for one event.
+pub(crate) async fn record_notification(
+    client: &Client,
+    schema: &str,
+    notifier: &str,
+    title: &str,
+    ok: bool,
+    attempts: i32,
+    error: Option<&String>,
+) -> Result<(), tokio_postgres::Error> {
+    let q = quote_ident(schema);
+    client
+        .execute(
+            &format!("INSERT INTO {q}.notifications (notifier, title, ok, attempts, error) VALUES ($1, $2, $3, $4, $5)"),
+            &[&notifier, &title, &ok, &attempts, &error],
+        )
+        .await?;
+    Ok(())
+}
