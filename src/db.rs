@@ -3,6 +3,7 @@
 
 use tokio_postgres::{Client, GenericClient, error::SqlState};
 
+use crate::duration::Duration;
 use crate::sql::TableName;
 
 /// A driver error as one readable line: the server's message, its detail and
@@ -54,21 +55,25 @@ pub fn gave_up_on_a_lock(text: &str) -> bool {
 /// batch would.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionTimeouts {
-    pub lock_timeout: crate::config::Duration,
-    pub statement_timeout: crate::config::Duration,
+    pub lock_timeout: Duration,
+    pub statement_timeout: Duration,
 }
 
 impl Default for SessionTimeouts {
     fn default() -> Self {
-        let built_in = crate::config::TaskOptions::BUILT_IN;
-        SessionTimeouts {
-            lock_timeout: built_in.lock_timeout,
-            statement_timeout: built_in.statement_timeout,
-        }
+        SessionTimeouts::BUILT_IN
     }
 }
 
 impl SessionTimeouts {
+    /// pgmaint's own defaults, which a task's options also start from
+    /// (`config::TaskOptions::BUILT_IN`): a lock waited for at most 1 s, a
+    /// statement cut off after 5 min.
+    pub const BUILT_IN: SessionTimeouts = SessionTimeouts {
+        lock_timeout: Duration(std::time::Duration::from_secs(1)),
+        statement_timeout: Duration(std::time::Duration::from_secs(300)),
+    };
+
     /// The settings as the SQL a person would type, for `-v`.
     pub fn statements(&self) -> [String; 2] {
         [

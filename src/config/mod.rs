@@ -10,7 +10,6 @@
 //! commands that need the key refuse to start with it, `check` lists it,
 //! and the others work.
 
-pub mod duration;
 pub mod file;
 pub mod problem;
 mod source;
@@ -20,12 +19,14 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-pub use duration::Duration;
+pub use crate::duration::{self, Duration};
 use file::{OptionsFile, TaskFile};
 pub use file::{Severity, TaskKind};
 pub use problem::{Location, Problem, Problems};
 use source::Source;
 
+use crate::check_name::CheckName;
+use crate::db::SessionTimeouts;
 use crate::tasks::TaskSpec;
 
 #[derive(Debug, Error)]
@@ -84,8 +85,8 @@ impl TaskOptions {
         batch_size: 5000,
         max_runtime: None,
         pause: Duration(std::time::Duration::ZERO),
-        lock_timeout: Duration(std::time::Duration::from_secs(1)),
-        statement_timeout: Duration(std::time::Duration::from_secs(300)),
+        lock_timeout: SessionTimeouts::BUILT_IN.lock_timeout,
+        statement_timeout: SessionTimeouts::BUILT_IN.statement_timeout,
         max_retries: 5,
         exact_count_limit: 10_000_000,
     };
@@ -315,9 +316,9 @@ impl Config {
     /// The timeouts every session starts with: `[database]` lock_timeout
     /// and statement_timeout, else pgmaint's defaults. A task sets its own
     /// while it runs.
-    pub fn session_timeouts(&self) -> crate::db::SessionTimeouts {
+    pub fn session_timeouts(&self) -> SessionTimeouts {
         let built_in = TaskOptions::BUILT_IN;
-        crate::db::SessionTimeouts {
+        SessionTimeouts {
             lock_timeout: self.database.lock_timeout.unwrap_or(built_in.lock_timeout),
             statement_timeout: self
                 .database
@@ -497,23 +498,20 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
     }
 
     for (name, check) in &file.health.checks {
-        if !crate::health::CHECK_NAMES.contains(&name.as_str()) {
+        let Some(check_name) = CheckName::parse(name) else {
             let mut problem = source.problem(
                 &["health", "checks", name],
                 format!("there is no health check named `{name}`"),
             );
-            if let Some(near) = source::nearest(name, crate::health::CHECK_NAMES.iter().copied()) {
+            if let Some(near) = source::nearest(name, CheckName::ALL.iter().map(|c| c.as_str())) {
                 problem
                     .message
                     .push_str(&format!("; did you mean `{near}`?"));
             }
-            problems.push(problem.with_help(format!(
-                "checks are: {}",
-                crate::health::CHECK_NAMES.join(", ")
-            )));
+            problems.push(problem.with_help(format!("checks are: {}", CheckName::list())));
             continue;
-        }
-        if let Some(problem) = threshold_order(source, name, check) {
+        };
+        if let Some(problem) = threshold_order(source, check_name, check) {
             problems.push(problem);
         }
         for pattern in &check.exclude {
@@ -555,7 +553,7 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
     let mut schedules = Vec::new();
     for (name, schedule) in file.schedules {
         let key = |k: &'static str| ["schedules", name.as_str(), k];
-        if let Err(err) = crate::schedule::parse_cron(&schedule.cron) {
+        if let Err(err) = crate::cron::parse_cron(&schedule.cron) {
             problems.push(
                 source
                     .problem(&key("cron"), err)
@@ -629,17 +627,14 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
             .filter(|c| c != "*")
             .collect();
         for check in &checks {
-            if !crate::health::CHECK_NAMES.contains(&check.as_str()) {
+            if CheckName::parse(check).is_none() {
                 problems.push(
                     source
                         .problem(
                             &["alerts", name, "checks"],
                             format!("there is no health check named `{check}`"),
                         )
-                        .with_help(format!(
-                            "checks are: {}, or \"*\"",
-                            crate::health::CHECK_NAMES.join(", ")
-                        )),
+                        .with_help(format!("checks are: {}, or \"*\"", CheckName::list())),
                 );
             }
         }
@@ -771,8 +766,12 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
 /// A check's warning and critical thresholds, its defaults overridden,
 /// must be in the order its direction needs: for most checks higher is
 /// worse (warning below critical); for cache-hit lower is worse.
-fn threshold_order(source: &Source, name: &str, check: &file::HealthCheckFile) -> Option<Problem> {
-    let defaults = crate::health::defaults(name);
+fn threshold_order(
+    source: &Source,
+    name: CheckName,
+    check: &file::HealthCheckFile,
+) -> Option<Problem> {
+    let defaults = name.defaults();
     let warning = check.warning.or(defaults.warning)?;
     let critical = check.critical.or(defaults.critical)?;
     let wrong = if defaults.lower_is_worse {
@@ -803,7 +802,7 @@ fn threshold_order(source: &Source, name: &str, check: &file::HealthCheckFile) -
     Some(
         source
             .problem(
-                &["health", "checks", name, key],
+                &["health", "checks", name.as_str(), key],
                 format!(
                     "warning {} and critical {} are in the wrong order: for {name} {direction}, so warning must be {order} critical",
                     shown(warning, check.warning.is_some()),

@@ -3,125 +3,133 @@
 //! password hashing, CREATE on the public schema, and extensions with
 //! updates available. Parts that need privileges pgmaint lacks say so.
 
-use super::{CheckContext, Finding, Level, Outcome, found};
+use super::{Check, CheckContext, CheckName, Finding, Level, Outcome, found};
 
-pub async fn security(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
-    let client = ctx.client;
-    let mut findings: Vec<Finding> = Vec::new();
-    let mut unreadable = Vec::new();
-    for r in client
-        .query(
-            "SELECT r.rolname::text,
+pub(super) struct Security;
+
+impl Check for Security {
+    fn name(&self) -> CheckName {
+        CheckName::Security
+    }
+
+    async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+        let client = ctx.client;
+        let mut findings: Vec<Finding> = Vec::new();
+        let mut unreadable = Vec::new();
+        for r in client
+            .query(
+                "SELECT r.rolname::text,
                     coalesce((SELECT string_agg(m.rolname::text, ', ') FROM pg_auth_members am JOIN pg_roles m ON m.oid = am.member
                                WHERE am.roleid = r.oid AND m.rolcanlogin), '')
                FROM pg_roles r WHERE r.rolsuper AND r.rolname <> 'postgres'",
-            &[],
-        )
-        .await?
-    {
-        let members: String = r.get(1);
-        let value = if members.is_empty() { "superuser".to_string() } else { format!("superuser; can be assumed by {members}") };
-        findings.push(found(ctx, format!("role {}", r.get::<_, String>(0)), value, "keep superusers to the one the operator uses; give applications only the privileges they need"));
-    }
-    match client
-        .query(
-            "SELECT rolname::text FROM pg_authid WHERE rolcanlogin AND rolpassword IS NULL",
-            &[],
-        )
-        .await
-    {
-        Ok(rows) => {
-            for r in rows {
-                findings.push(found(ctx, format!("role {}", r.get::<_, String>(0)), "can log in, has no password".into(),
-                    "with `trust` or `peer` lines anyone on those routes is this role: set a password (\\password) or NOLOGIN"));
-            }
+                &[],
+            )
+            .await?
+        {
+            let members: String = r.get(1);
+            let value = if members.is_empty() { "superuser".to_string() } else { format!("superuser; can be assumed by {members}") };
+            findings.push(found(ctx, format!("role {}", r.get::<_, String>(0)), value, "keep superusers to the one the operator uses; give applications only the privileges they need"));
         }
-        Err(_) => unreadable.push("roles' passwords (pg_authid needs superuser)"),
-    }
-    match client
-        .query("SELECT type, coalesce(array_to_string(database, ','), ''), coalesce(array_to_string(user_name, ','), ''), coalesce(address, 'local'), line_number FROM pg_hba_file_rules WHERE auth_method = 'trust'", &[])
-        .await
-    {
-        Ok(rows) => {
-            for r in rows {
-                let mut f = found(ctx, format!("pg_hba.conf line {}", r.get::<_, i32>(4)),
-                    format!("{} {} {} {} trust", r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2), r.get::<_, String>(3)),
-                    "trust lets anyone who can reach that route in without a password: use scram-sha-256 (or peer for local sockets)");
-                if r.get::<_, String>(3) != "local" {
-                    f.status = Level::Critical;
+        match client
+            .query(
+                "SELECT rolname::text FROM pg_authid WHERE rolcanlogin AND rolpassword IS NULL",
+                &[],
+            )
+            .await
+        {
+            Ok(rows) => {
+                for r in rows {
+                    findings.push(found(ctx, format!("role {}", r.get::<_, String>(0)), "can log in, has no password".into(),
+                        "with `trust` or `peer` lines anyone on those routes is this role: set a password (\\password) or NOLOGIN"));
                 }
-                findings.push(f);
             }
+            Err(_) => unreadable.push("roles' passwords (pg_authid needs superuser)"),
         }
-        Err(_) => unreadable.push("pg_hba.conf (pg_hba_file_rules needs superuser)"),
-    }
-    let ssl: String = client
-        .query_one("SELECT current_setting('ssl')", &[])
-        .await?
-        .get(0);
-    if ssl != "on" {
-        findings.push(found(ctx, "ssl".into(), ssl, "connections travel unencrypted: set ssl = on with a certificate, and hostssl lines in pg_hba.conf"));
-    }
-    let hashing: String = client
-        .query_one("SELECT current_setting('password_encryption')", &[])
-        .await?
-        .get(0);
-    if hashing == "md5" {
-        findings.push(found(
-            ctx,
-            "password_encryption".into(),
-            hashing,
-            "set password_encryption = 'scram-sha-256' and reset the passwords",
-        ));
-    }
-    if let Ok(rows) = client
-        .query(
-            "SELECT rolname::text FROM pg_authid WHERE rolpassword LIKE 'md5%'",
-            &[],
-        )
-        .await
-    {
-        for r in rows {
+        match client
+            .query("SELECT type, coalesce(array_to_string(database, ','), ''), coalesce(array_to_string(user_name, ','), ''), coalesce(address, 'local'), line_number FROM pg_hba_file_rules WHERE auth_method = 'trust'", &[])
+            .await
+        {
+            Ok(rows) => {
+                for r in rows {
+                    let mut f = found(ctx, format!("pg_hba.conf line {}", r.get::<_, i32>(4)),
+                        format!("{} {} {} {} trust", r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2), r.get::<_, String>(3)),
+                        "trust lets anyone who can reach that route in without a password: use scram-sha-256 (or peer for local sockets)");
+                    if r.get::<_, String>(3) != "local" {
+                        f.status = Level::Critical;
+                    }
+                    findings.push(f);
+                }
+            }
+            Err(_) => unreadable.push("pg_hba.conf (pg_hba_file_rules needs superuser)"),
+        }
+        let ssl: String = client
+            .query_one("SELECT current_setting('ssl')", &[])
+            .await?
+            .get(0);
+        if ssl != "on" {
+            findings.push(found(ctx, "ssl".into(), ssl, "connections travel unencrypted: set ssl = on with a certificate, and hostssl lines in pg_hba.conf"));
+        }
+        let hashing: String = client
+            .query_one("SELECT current_setting('password_encryption')", &[])
+            .await?
+            .get(0);
+        if hashing == "md5" {
             findings.push(found(
                 ctx,
-                format!("role {}", r.get::<_, String>(0)),
-                "md5 password".into(),
-                "re-set its password under scram-sha-256 hashing",
+                "password_encryption".into(),
+                hashing,
+                "set password_encryption = 'scram-sha-256' and reset the passwords",
             ));
         }
-    }
-    let public_create: bool = client
-        .query_one(
-            "SELECT coalesce(bool_or(a.grantee = 0 AND a.privilege_type = 'CREATE'), false)
+        if let Ok(rows) = client
+            .query(
+                "SELECT rolname::text FROM pg_authid WHERE rolpassword LIKE 'md5%'",
+                &[],
+            )
+            .await
+        {
+            for r in rows {
+                findings.push(found(
+                    ctx,
+                    format!("role {}", r.get::<_, String>(0)),
+                    "md5 password".into(),
+                    "re-set its password under scram-sha-256 hashing",
+                ));
+            }
+        }
+        let public_create: bool = client
+            .query_one(
+                "SELECT coalesce(bool_or(a.grantee = 0 AND a.privilege_type = 'CREATE'), false)
                FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a WHERE n.nspname = 'public'",
-            &[],
-        )
-        .await?
-        .get(0);
-    if public_create {
-        findings.push(found(
-            ctx,
-            "schema public".into(),
-            "every role can CREATE in it".into(),
-            "REVOKE CREATE ON SCHEMA public FROM PUBLIC (the default since PostgreSQL 15)",
-        ));
+                &[],
+            )
+            .await?
+            .get(0);
+        if public_create {
+            findings.push(found(
+                ctx,
+                "schema public".into(),
+                "every role can CREATE in it".into(),
+                "REVOKE CREATE ON SCHEMA public FROM PUBLIC (the default since PostgreSQL 15)",
+            ));
+        }
+        for r in client
+            .query("SELECT name::text, installed_version, default_version FROM pg_available_extensions WHERE installed_version IS NOT NULL AND installed_version <> default_version", &[])
+            .await?
+        {
+            let mut f = found(ctx, format!("extension {}", r.get::<_, String>(0)), format!("{} installed, {} available", r.get::<_, String>(1), r.get::<_, String>(2)), "ALTER EXTENSION ... UPDATE after reading its release notes");
+            f.status = Level::Warning;
+            findings.push(f);
+        }
+        let summary = if unreadable.is_empty() {
+            None
+        } else {
+            let problems = findings.iter().filter(|f| f.status > Level::Ok).count();
+            Some(format!(
+                "{problems} finding(s); not readable without more privileges: {}",
+                unreadable.join(", ")
+            ))
+        };
+        Ok(Outcome::Findings(findings, summary))
     }
-    for r in client
-        .query("SELECT name::text, installed_version, default_version FROM pg_available_extensions WHERE installed_version IS NOT NULL AND installed_version <> default_version", &[])
-        .await?
-    {
-        let mut f = found(ctx, format!("extension {}", r.get::<_, String>(0)), format!("{} installed, {} available", r.get::<_, String>(1), r.get::<_, String>(2)), "ALTER EXTENSION ... UPDATE after reading its release notes");
-        f.status = Level::Warning;
-        findings.push(f);
-    }
-    let summary = if unreadable.is_empty() {
-        None
-    } else {
-        let problems = findings.iter().filter(|f| f.status > Level::Ok).count();
-        Some(format!(
-            "{problems} finding(s); not readable without more privileges: {}",
-            unreadable.join(", ")
-        ))
-    };
-    Ok(Outcome::Findings(findings, summary))
 }
