@@ -10,16 +10,18 @@ use comfy_table::Color;
 
 pub async fn health(cli: &Cli, args: &HealthArgs) -> Result<bool, CliError> {
     let config = load_config(cli, false)?;
+    let mut only = Vec::new();
     for name in &args.checks {
-        if CheckName::parse(name).is_none() {
+        let Some(check) = CheckName::parse(name) else {
             return Err(CliError::Usage(format!(
                 "there is no health check named \"{name}\"\n  help: checks are: {}",
                 CheckName::list()
             )));
-        }
+        };
+        only.push(check);
     }
     let client = connect(cli, &config).await?;
-    let report = health::run(&client, &config, &args.checks, args.exact).await;
+    let report = health::run(&client, &config, &only, args.exact).await;
     if cli.json {
         print_json(&report);
     } else if !cli.quiet {

@@ -9,7 +9,12 @@
 //! `wraparound`, `schema` (indexes, constraints, sequences), `tables`
 //! (dead rows, vacuum and analyze age, bloat, cache), `storage` (sizes,
 //! growth, replication), `statements` (pg_stat_statements), `pgmaint`
-//! (the tasks' own figures) and `security`.
+//! (the tasks' own figures) and `security`. Each check is a unit struct
+//! implementing `Check` (its `CheckName` and its queries); `CHECKS` lists
+//! them in report order and `run` iterates it, so a new check is its
+//! struct, a `CheckName` variant and its place in `ALL` (the compiler asks
+//! for its name and defaults), and one line in the list (a test holds the
+//! list to `ALL`).
 
 mod activity;
 mod pgmaint;
@@ -166,7 +171,7 @@ const CHECKS: [&dyn Listed; 26] = [
 
 /// Runs the selected checks (all enabled ones when `only` is empty), each
 /// under its own timeouts, and puts the session's own back afterwards.
-pub async fn run(client: &Client, config: &Config, only: &[String], exact: bool) -> Report {
+pub async fn run(client: &Client, config: &Config, only: &[CheckName], exact: bool) -> Report {
     let timeouts = CheckTimeouts::new(config.health.statement_timeout);
     let session = SessionSettings::read(client).await;
     let mut checks = Vec::new();
@@ -210,11 +215,11 @@ pub async fn run(client: &Client, config: &Config, only: &[String], exact: bool)
 }
 
 /// Named by `only`, or (when `only` is empty) not disabled in the config.
-fn selected(name: CheckName, only: &[String], settings: &HealthCheckFile) -> bool {
+fn selected(name: CheckName, only: &[CheckName], settings: &HealthCheckFile) -> bool {
     if only.is_empty() {
         settings.enabled != Some(false)
     } else {
-        only.iter().any(|o| o == name.as_str())
+        only.contains(&name)
     }
 }
 
