@@ -707,64 +707,11 @@ pub async fn restore(
         key_columns: Vec::new(),
         via: String::new(),
     }];
-    for row in store::backup_parts(&*client, schema, id).await? {
-        let keys = row.key_columns;
-        parts.push(SavedPart {
-            part: row.part,
-            table: TableName::new(row.table_schema, row.table_name),
-            columns: saved_columns(&row.columns),
-            action: row.action,
-            key_columns: keys
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|k| k.as_str().map(String::from))
-                .collect(),
-            via: row.via,
-        });
-    }
+    parts.extend(cascaded_parts(&*client, schema, id).await?);
     // Check every table and read and verify every file before touching any.
     let mut prepared = Vec::new();
     for part in &parts {
-        let info = db::lookup_table(&*client, &part.table.quoted())
-            .await
-            .map_err(|e| BackupError::Invalid(format!("cannot restore backup {id}: {e}")))?;
-        let differences: Vec<String> = part
-            .columns
-            .iter()
-            .filter_map(|(name, type_name)| match info.column(name) {
-                None => Some(format!("column \"{name}\" is gone")),
-                Some(c) if &c.type_name != type_name => Some(format!(
-                    "column \"{name}\" was {type_name} and is now {}",
-                    c.type_name
-                )),
-                Some(_) => None,
-            })
-            .collect();
-        if !differences.is_empty() {
-            return Err(BackupError::Invalid(format!(
-                "cannot restore backup {id} into {}: {}",
-                part.table,
-                differences.join("; ")
-            )));
-        }
-        let files = store::backup_files_of_part(&*client, schema, id, part.part).await?;
-        let mut contents = Vec::new();
-        for (file, sha256) in &files {
-            let path = dir.join(file);
-            let csv = read_compressed(&path).map_err(|e| {
-                BackupError::Invalid(format!("cannot read {}: {e}", path.display()))
-            })?;
-            if hex(&Sha256::digest(&csv)) != *sha256 {
-                return Err(BackupError::Invalid(format!(
-                    "{} does not match its checksum; it was changed or damaged, nothing was restored",
-                    path.display()
-                )));
-            }
-            contents.push(csv);
-        }
-        let has_key = db::has_unique_key(&*client, info.oid).await?;
-        prepared.push((contents, has_key, info.oid));
+        prepared.push(read_part(&*client, schema, id, &dir, part).await?);
     }
     let tx = client.transaction().await?;
     tx.execute(
@@ -780,47 +727,10 @@ pub async fn restore(
     let mut counts = vec![(0u64, 0u64); parts.len()];
     let mut prepared: Vec<Option<ReadPart>> = prepared.into_iter().map(Some).collect();
     for index in order {
-        let part = &parts[index];
         let Some((contents, has_key, _)) = prepared[index].take() else {
             continue;
         };
-        let names: Vec<String> = part.columns.iter().map(|(n, _)| n.clone()).collect();
-        let list = column_list(&names);
-        let temp = format!("pgmaint_restore_{}", part.part);
-        tx.batch_execute(&format!(
-            "CREATE TEMP TABLE {temp} ON COMMIT DROP AS SELECT {list} FROM {} WITH NO DATA",
-            part.table.quoted()
-        ))
-        .await?;
-        for csv in contents {
-            let sink = tx
-                .copy_in(&format!(
-                    "COPY {temp} ({list}) FROM STDIN (FORMAT csv, HEADER true)"
-                ))
-                .await?;
-            futures_util::pin_mut!(sink);
-            sink.send(bytes::Bytes::from(csv)).await?;
-            sink.finish().await?;
-        }
-        let total: i64 = tx
-            .query_one(&format!("SELECT count(*) FROM {temp}"), &[])
-            .await?
-            .get(0);
-        let statement = match part.action.as_str() {
-            "set_null" | "set_default" => set_back(part, &temp),
-            _ => Some(put_back(&part.table, &names, &temp, has_key)),
-        };
-        let restored = match statement {
-            Some(statement) => tx.execute(&statement, &[]).await.map_err(|err| {
-                BackupError::Invalid(format!(
-                    "cannot restore backup {id}: putting back the rows of {} failed: {}; nothing was restored",
-                    part.table,
-                    db::describe(&err)
-                ))
-            })?,
-            None => 0,
-        };
-        counts[index] = (total as u64, restored);
+        counts[index] = restore_part(&tx, id, &parts[index], contents, has_key).await?;
     }
     if dry_run {
         tx.rollback().await?;
@@ -849,6 +759,134 @@ pub async fn restore(
             })
             .collect(),
     })
+}
+
+/// The parts a backup saved besides the table's own rows: what cascades
+/// took from other tables, and the values SET NULL/SET DEFAULT changed.
+async fn cascaded_parts(
+    client: &Client,
+    schema: &str,
+    id: i64,
+) -> Result<Vec<SavedPart>, BackupError> {
+    Ok(store::backup_parts(client, schema, id)
+        .await?
+        .into_iter()
+        .map(|row| SavedPart {
+            part: row.part,
+            table: TableName::new(row.table_schema, row.table_name),
+            columns: saved_columns(&row.columns),
+            action: row.action,
+            key_columns: row
+                .key_columns
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k.as_str().map(String::from))
+                .collect(),
+            via: row.via,
+        })
+        .collect())
+}
+
+/// One part, ready to put back: its table still has the columns it had,
+/// and its files read and match their checksums.
+async fn read_part(
+    client: &Client,
+    schema: &str,
+    id: i64,
+    dir: &Path,
+    part: &SavedPart,
+) -> Result<ReadPart, BackupError> {
+    let info = db::lookup_table(client, &part.table.quoted())
+        .await
+        .map_err(|e| BackupError::Invalid(format!("cannot restore backup {id}: {e}")))?;
+    let differences: Vec<String> = part
+        .columns
+        .iter()
+        .filter_map(|(name, type_name)| match info.column(name) {
+            None => Some(format!("column \"{name}\" is gone")),
+            Some(c) if &c.type_name != type_name => Some(format!(
+                "column \"{name}\" was {type_name} and is now {}",
+                c.type_name
+            )),
+            Some(_) => None,
+        })
+        .collect();
+    if !differences.is_empty() {
+        return Err(BackupError::Invalid(format!(
+            "cannot restore backup {id} into {}: {}",
+            part.table,
+            differences.join("; ")
+        )));
+    }
+    let files = store::backup_files_of_part(client, schema, id, part.part).await?;
+    let mut contents = Vec::new();
+    for (file, sha256) in &files {
+        contents.push(read_verified(&dir.join(file), sha256)?);
+    }
+    let has_key = db::has_unique_key(client, info.oid).await?;
+    Ok((contents, has_key, info.oid))
+}
+
+/// A backup file's CSV, refused unless it matches its checksum.
+fn read_verified(path: &Path, sha256: &str) -> Result<Vec<u8>, BackupError> {
+    let csv = read_compressed(path)
+        .map_err(|e| BackupError::Invalid(format!("cannot read {}: {e}", path.display())))?;
+    if hex(&Sha256::digest(&csv)) != *sha256 {
+        return Err(BackupError::Invalid(format!(
+            "{} does not match its checksum; it was changed or damaged, nothing was restored",
+            path.display()
+        )));
+    }
+    Ok(csv)
+}
+
+/// Copies one part's files into a temporary table and puts back what is
+/// not there yet: the rows in the backup, and how many were put back.
+async fn restore_part(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: i64,
+    part: &SavedPart,
+    contents: Vec<Vec<u8>>,
+    has_key: bool,
+) -> Result<(u64, u64), BackupError> {
+    let names: Vec<String> = part.columns.iter().map(|(n, _)| n.clone()).collect();
+    let list = column_list(&names);
+    let temp = format!("pgmaint_restore_{}", part.part);
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE {temp} ON COMMIT DROP AS SELECT {list} FROM {} WITH NO DATA",
+        part.table.quoted()
+    ))
+    .await?;
+    for csv in contents {
+        let sink = tx
+            .copy_in(&format!(
+                "COPY {temp} ({list}) FROM STDIN (FORMAT csv, HEADER true)"
+            ))
+            .await?;
+        futures_util::pin_mut!(sink);
+        sink.send(bytes::Bytes::from(csv)).await?;
+        sink.finish().await?;
+    }
+    let total: i64 = tx
+        .query_one(&format!("SELECT count(*) FROM {temp}"), &[])
+        .await?
+        .get(0);
+    let statement = match part.action.as_str() {
+        "set_null" | "set_default" => set_back(part, &temp),
+        _ => Some(put_back(&part.table, &names, &temp, has_key)),
+    };
+    let restored = match statement {
+        Some(statement) => tx.execute(&statement, &[]).await.map_err(|err| {
+            BackupError::Invalid(format!(
+                "cannot restore backup {id}: putting back the rows of {} failed: {}; nothing was restored",
+                part.table,
+                db::describe(&err)
+            ))
+        })?,
+        None => 0,
+    };
+    Ok((total as u64, restored))
 }
 
 /// The order a restore handles a backup's parts in: first every part whose

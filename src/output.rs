@@ -233,85 +233,100 @@ impl Table {
 
     /// The table fitted to `width` columns (unbounded without one).
     pub fn render(&self, width: Option<usize>) -> String {
-        let columns = self.headers.len();
-        let texts = |i: usize| {
-            std::iter::once(self.headers[i].as_str())
-                .chain(self.rows.iter().map(move |r| r[i].text.as_str()))
-        };
-        let natural: Vec<usize> = (0..columns)
-            .map(|i| texts(i).flat_map(str::lines).map(chars).max().unwrap_or(0))
-            .collect();
-        let longest_word: Vec<usize> = (0..columns)
+        let natural: Vec<usize> = (0..self.headers.len())
             .map(|i| {
-                if self.whole.contains(&i) {
-                    return natural[i];
-                }
-                texts(i)
-                    .flat_map(str::split_whitespace)
+                self.texts(i)
+                    .flat_map(str::lines)
                     .map(chars)
                     .max()
                     .unwrap_or(0)
             })
             .collect();
-        // Numbers are never cut; other words may be, down to a few letters.
-        let floor: Vec<usize> = (0..columns)
+        let (shown, widths) = match width {
+            Some(width) => self.layout(width, &natural),
+            None => ((0..self.headers.len()).collect(), natural),
+        };
+        self.draw(&shown, &widths)
+    }
+
+    /// Column `i`'s header and cells.
+    fn texts(&self, i: usize) -> impl Iterator<Item = &str> {
+        std::iter::once(self.headers[i].as_str())
+            .chain(self.rows.iter().map(move |r| r[i].text.as_str()))
+    }
+
+    /// Each column's width with its words whole, and the least it may be
+    /// cut to: numbers are never cut; other words may be, down to a few
+    /// letters. A column kept whole is never narrower than its text.
+    fn word_widths(&self, natural: &[usize]) -> (Vec<usize>, Vec<usize>) {
+        let widest_word = |i: usize, width: &dyn Fn(&str) -> usize| {
+            self.texts(i)
+                .flat_map(str::split_whitespace)
+                .map(width)
+                .max()
+                .unwrap_or(0)
+        };
+        (0..self.headers.len())
             .map(|i| {
                 if self.whole.contains(&i) {
-                    return natural[i];
+                    return (natural[i], natural[i]);
                 }
-                texts(i)
-                    .flat_map(str::split_whitespace)
-                    .map(|w| {
-                        if is_number(w) {
-                            chars(w)
-                        } else {
-                            chars(w).min(6)
-                        }
-                    })
-                    .max()
-                    .unwrap_or(0)
-                    .max(1)
+                let longest = widest_word(i, &chars);
+                let floor = widest_word(i, &|w| {
+                    if is_number(w) {
+                        chars(w)
+                    } else {
+                        chars(w).min(6)
+                    }
+                });
+                (longest, floor.max(1))
             })
-            .collect();
-        let mut shown: Vec<usize> = (0..columns).collect();
-        let mut widths = natural.clone();
-        if let Some(width) = width {
-            let overhead = |n: usize| 3 * n + 1;
-            let sum = |shown: &[usize], of: &[usize]| shown.iter().map(|&i| of[i]).sum::<usize>();
-            for &drop in self.optional.iter().rev() {
-                if sum(&shown, &longest_word) + overhead(shown.len()) <= width {
-                    break;
-                }
-                shown.retain(|&i| i != drop);
+            .unzip()
+    }
+
+    /// The columns shown and their widths within `width`: optional
+    /// columns left out while the words do not fit, then the widest
+    /// columns' long words cut, then the room left given to the columns
+    /// that want it, a column at a time to the one short of the most.
+    fn layout(&self, width: usize, natural: &[usize]) -> (Vec<usize>, Vec<usize>) {
+        let (longest_word, floor) = self.word_widths(natural);
+        let overhead = |n: usize| 3 * n + 1;
+        let sum = |shown: &[usize], of: &[usize]| shown.iter().map(|&i| of[i]).sum::<usize>();
+        let mut shown: Vec<usize> = (0..self.headers.len()).collect();
+        for &drop in self.optional.iter().rev() {
+            if sum(&shown, &longest_word) + overhead(shown.len()) <= width {
+                break;
             }
-            let mut minimum = longest_word.clone();
-            // Cut the widest columns' long words until the table fits.
-            while sum(&shown, &minimum) + overhead(shown.len()) > width {
-                let Some(&widest) = shown
-                    .iter()
-                    .filter(|&&i| minimum[i] > floor[i])
-                    .max_by_key(|&&i| minimum[i])
-                else {
-                    break;
-                };
-                minimum[widest] -= 1;
-            }
-            // Then give the room left to the columns that want it, a column
-            // at a time to the one short of the most.
-            let mut room = width.saturating_sub(sum(&shown, &minimum) + overhead(shown.len()));
-            widths = minimum;
-            while room > 0 {
-                let Some(&short) = shown
-                    .iter()
-                    .filter(|&&i| natural[i] > widths[i])
-                    .max_by_key(|&&i| natural[i] - widths[i])
-                else {
-                    break;
-                };
-                widths[short] += 1;
-                room -= 1;
-            }
+            shown.retain(|&i| i != drop);
         }
+        let mut widths = longest_word;
+        while sum(&shown, &widths) + overhead(shown.len()) > width {
+            let Some(&widest) = shown
+                .iter()
+                .filter(|&&i| widths[i] > floor[i])
+                .max_by_key(|&&i| widths[i])
+            else {
+                break;
+            };
+            widths[widest] -= 1;
+        }
+        let mut room = width.saturating_sub(sum(&shown, &widths) + overhead(shown.len()));
+        while room > 0 {
+            let Some(&short) = shown
+                .iter()
+                .filter(|&&i| natural[i] > widths[i])
+                .max_by_key(|&&i| natural[i] - widths[i])
+            else {
+                break;
+            };
+            widths[short] += 1;
+            room -= 1;
+        }
+        (shown, widths)
+    }
+
+    /// The shown columns at their widths, with the rows' colours.
+    fn draw(&self, shown: &[usize], widths: &[usize]) -> String {
         let mut grid = Grid::new();
         grid.load_style(UTF8_FULL_CONDENSED)
             .set_content_arrangement(ContentArrangement::Disabled);
