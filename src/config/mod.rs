@@ -403,11 +403,7 @@ fn starts_with(path: &[String], prefix: &[&str]) -> bool {
 
 fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>) -> Config {
     let (mut deferred, unset_problems) = unset_variables(source);
-    let url = if unset_at(source, &["database", "url"]) {
-        None
-    } else {
-        file.database.url.clone()
-    };
+    let database = database_settings(source, &file.database);
     let state_schema = file
         .state
         .schema
@@ -453,12 +449,12 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
     // task does not exist.
     let task_names = source.names_in(&["tasks"]);
     let notifier_names = source.names_in(&["notifiers"]);
+    let named = Named {
+        tasks: &task_names,
+        notifiers: &notifier_names,
+    };
     let mut schedules = Vec::new();
     for (name, schedule) in file.schedules {
-        let named = Named {
-            tasks: &task_names,
-            notifiers: &notifier_names,
-        };
         schedules.push(resolve_schedule(source, name, schedule, named, problems));
     }
     let mut alerts = Vec::new();
@@ -467,31 +463,18 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
             source,
             name,
             alert,
-            &notifier_names,
+            named.notifiers,
             problems,
         ));
     }
-    let mut notifiers = Vec::new();
-    for (name, notifier) in &file.notifiers {
-        match resolve_notifier(source, name, notifier) {
-            Resolved::Ready(notifier) => notifiers.push(notifier),
-            Resolved::Refused(problem) => problems.push(problem),
-            Resolved::Deferred(bad) => deferred.extend(bad),
-            Resolved::Unset => {}
-        }
-    }
+    let notifiers = resolve_notifiers(source, &file.notifiers, problems, &mut deferred);
     settle_problems(source, problems, unset_problems);
 
     Config {
         path: Some(source.path.clone()),
         text: source.text.clone(),
         name: file.name,
-        database: DatabaseSettings {
-            url,
-            lock_timeout: file.database.lock_timeout,
-            statement_timeout: file.database.statement_timeout,
-            connect_timeout: file.database.connect_timeout,
-        },
+        database,
         state_schema,
         backups,
         tasks,
@@ -526,6 +509,21 @@ fn unset_variables(source: &Source) -> (Vec<Deferred>, Vec<Problem>) {
         }
     }
     (deferred, problems)
+}
+
+/// `[database]`; a `url` whose variable is not set is left out (the
+/// commands that need it say so).
+fn database_settings(source: &Source, database: &file::DatabaseFile) -> DatabaseSettings {
+    DatabaseSettings {
+        url: if unset_at(source, &["database", "url"]) {
+            None
+        } else {
+            database.url.clone()
+        },
+        lock_timeout: database.lock_timeout,
+        statement_timeout: database.statement_timeout,
+        connect_timeout: database.connect_timeout,
+    }
 }
 
 /// Whether the value at exactly `path` used a variable that is not set.
@@ -763,6 +761,26 @@ fn resolve_alert(
             .map(|d| d.0)
             .unwrap_or(std::time::Duration::from_secs(4 * 3600)),
     }
+}
+
+/// `[notifiers.NAME]`: the usable ones; a problem for each refused, and a
+/// deferred problem for each whose address does not parse.
+fn resolve_notifiers(
+    source: &Source,
+    written: &std::collections::BTreeMap<String, file::NotifierFile>,
+    problems: &mut Vec<Problem>,
+    deferred: &mut Vec<Deferred>,
+) -> Vec<NotifierConfig> {
+    let mut notifiers = Vec::new();
+    for (name, notifier) in written {
+        match resolve_notifier(source, name, notifier) {
+            Resolved::Ready(notifier) => notifiers.push(notifier),
+            Resolved::Refused(problem) => problems.push(problem),
+            Resolved::Deferred(bad) => deferred.extend(bad),
+            Resolved::Unset => {}
+        }
+    }
+    notifiers
 }
 
 /// What became of one `[notifiers.NAME]`.
