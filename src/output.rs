@@ -26,7 +26,7 @@ const SHOW_AFTER: Duration = Duration::from_millis(1500);
 const NARROWEST: usize = 20;
 
 /// Writes to stdout; a closed stdout ends the program quietly.
-pub fn print(text: &str) {
+pub(crate) fn print(text: &str) {
     let mut out = std::io::stdout().lock();
     if let Err(err) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
         && err.kind() == std::io::ErrorKind::BrokenPipe
@@ -36,13 +36,13 @@ pub fn print(text: &str) {
 }
 
 /// `print` with a newline.
-pub fn println(text: &str) {
+pub(crate) fn println(text: &str) {
     print(&format!("{text}\n"));
 }
 
 /// Ends the process as a closed pipe ends `ls`: by SIGPIPE, so a shell
 /// with `pipefail` sees it, and with no message.
-pub fn stdout_closed() -> ! {
+pub(crate) fn stdout_closed() -> ! {
     #[cfg(unix)]
     // SAFETY: restoring a signal's default action and raising it has no
     // preconditions; the process ends there.
@@ -75,12 +75,12 @@ pub fn end_quietly_on_closed_stdout() {
 
 /// The width of the terminal on stdout, or `COLUMNS` when set; `None`
 /// when output goes to a file or pipe (nothing is wrapped then).
-pub fn stdout_width() -> Option<usize> {
+pub(crate) fn stdout_width() -> Option<usize> {
     width_of(&std::io::stdout())
 }
 
 /// The same for stderr, where errors go.
-pub fn stderr_width() -> Option<usize> {
+pub(crate) fn stderr_width() -> Option<usize> {
     width_of(&std::io::stderr())
 }
 
@@ -102,7 +102,7 @@ fn width_of(stream: &(impl IsTerminal + std::os::fd::AsRawFd)) -> Option<usize> 
 }
 
 /// Prose for stdout, wrapped to the terminal (see `wrap`).
-pub fn paragraph(text: &str) {
+pub(crate) fn paragraph(text: &str) {
     println(&wrap(text, stdout_width()));
 }
 
@@ -115,7 +115,7 @@ pub fn eprint_wrapped(text: &str) {
 /// continues under its own indentation (two more spaces for a `help:`
 /// line). A word longer than the line stays whole. Without a width the
 /// text is unchanged.
-pub fn wrap(text: &str, width: Option<usize>) -> String {
+pub(crate) fn wrap(text: &str, width: Option<usize>) -> String {
     let Some(width) = width else {
         return text.to_string();
     };
@@ -151,7 +151,7 @@ pub fn wrap(text: &str, width: Option<usize>) -> String {
 /// word is never split; when the columns' longest words do not fit the
 /// terminal, the columns marked `optional` go (last first), then long
 /// words that are not numbers are cut with `…`.
-pub struct Table {
+pub(crate) struct Table {
     headers: Vec<String>,
     optional: Vec<usize>,
     whole: Vec<usize>,
@@ -160,13 +160,13 @@ pub struct Table {
 
 /// One cell's text, and its colour on a terminal.
 #[derive(Debug, Clone)]
-pub struct TableCell {
+pub(crate) struct TableCell {
     text: String,
     colour: Option<Color>,
 }
 
 impl TableCell {
-    pub fn coloured(text: impl Into<String>, colour: Option<Color>) -> Self {
+    pub(crate) fn coloured(text: impl Into<String>, colour: Option<Color>) -> Self {
         TableCell {
             text: text.into(),
             colour,
@@ -187,7 +187,7 @@ impl From<&str> for TableCell {
 }
 
 impl Table {
-    pub fn new(headers: &[&str]) -> Self {
+    pub(crate) fn new(headers: &[&str]) -> Self {
         Table {
             headers: headers.iter().map(|h| h.to_string()).collect(),
             optional: Vec::new(),
@@ -198,7 +198,7 @@ impl Table {
 
     /// Columns (by header) whose lines are never wrapped (a timestamp
     /// with its zone, one per line).
-    pub fn unwrapped(mut self, headers: &[&str]) -> Self {
+    pub(crate) fn unwrapped(mut self, headers: &[&str]) -> Self {
         self.whole = headers
             .iter()
             .filter_map(|h| self.headers.iter().position(|x| x == h))
@@ -208,7 +208,7 @@ impl Table {
 
     /// Columns (by header) that may be left out on a narrow terminal, the
     /// first named the last to go.
-    pub fn optional(mut self, headers: &[&str]) -> Self {
+    pub(crate) fn optional(mut self, headers: &[&str]) -> Self {
         self.optional = headers
             .iter()
             .filter_map(|h| self.headers.iter().position(|x| x == h))
@@ -216,23 +216,19 @@ impl Table {
         self
     }
 
-    pub fn add_row<C: Into<TableCell>>(&mut self, cells: impl IntoIterator<Item = C>) {
+    pub(crate) fn add_row<C: Into<TableCell>>(&mut self, cells: impl IntoIterator<Item = C>) {
         let mut row: Vec<TableCell> = cells.into_iter().map(Into::into).collect();
         row.resize(self.headers.len(), TableCell::from(""));
         self.rows.push(row);
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
     /// Prints the table on stdout, fitted to its terminal.
-    pub fn print(&self) {
+    pub(crate) fn print(&self) {
         println(&self.render(stdout_width()));
     }
 
     /// The table fitted to `width` columns (unbounded without one).
-    pub fn render(&self, width: Option<usize>) -> String {
+    pub(crate) fn render(&self, width: Option<usize>) -> String {
         let natural: Vec<usize> = (0..self.headers.len())
             .map(|i| {
                 self.texts(i)
@@ -401,7 +397,7 @@ pub fn table(headers: &[&str]) -> Grid {
 }
 
 /// `1234567` as `1,234,567`.
-pub fn count(n: u64) -> String {
+pub(crate) fn count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -414,7 +410,7 @@ pub fn count(n: u64) -> String {
 }
 
 /// `850ms`, `12.3s`, `4m05s`.
-pub fn duration_ms(ms: u64) -> String {
+pub(crate) fn duration_ms(ms: u64) -> String {
     match ms {
         ms if ms < 1000 => format!("{ms}ms"),
         ms if ms < 60_000 => format!("{:.1}s", ms as f64 / 1000.0),
@@ -436,7 +432,7 @@ struct Bar {
 
 impl Progress {
     /// Enabled when stderr is a terminal and output is not for machines.
-    pub fn new(json: bool, quiet: bool) -> Self {
+    pub(crate) fn new(json: bool, quiet: bool) -> Self {
         Progress {
             enabled: !json && !quiet && std::io::stderr().is_terminal(),
             state: Mutex::new(None),
@@ -450,7 +446,7 @@ impl Progress {
         }
     }
 
-    pub fn start(&self, total: u64, unit: &str) {
+    pub(crate) fn start(&self, total: u64, unit: &str) {
         if !self.enabled {
             return;
         }
@@ -468,7 +464,7 @@ impl Progress {
         });
     }
 
-    pub fn update(&self, position: u64, rows: u64) {
+    pub(crate) fn update(&self, position: u64, rows: u64) {
         let mut state = self.state.lock().expect("progress lock");
         let Some(bar) = state.as_mut() else { return };
         let elapsed = bar.started.elapsed();
@@ -485,7 +481,7 @@ impl Progress {
         bar.bar.set_position(position);
     }
 
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = self.state.lock().expect("progress lock").take() {
             bar.bar.finish_and_clear();
         }

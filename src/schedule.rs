@@ -12,13 +12,13 @@ use croner::Cron;
 use crate::config::ScheduleConfig;
 use crate::cron::parse_cron;
 
-pub struct Schedule {
+pub(crate) struct Schedule {
     pub cron: Cron,
     pub tz: Tz,
 }
 
 impl Schedule {
-    pub fn new(config: &ScheduleConfig) -> Result<Schedule, String> {
+    pub(crate) fn new(config: &ScheduleConfig) -> Result<Schedule, String> {
         let cron = parse_cron(&config.cron)?;
         let tz = config
             .timezone
@@ -28,7 +28,7 @@ impl Schedule {
     }
 
     /// The first fire strictly after `after`.
-    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron
             .find_next_occurrence(&after.with_timezone(&self.tz), false)
             .ok()
@@ -36,7 +36,7 @@ impl Schedule {
     }
 
     /// The next `n` fires after `after`.
-    pub fn upcoming(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+    pub(crate) fn upcoming(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
         let mut fires = Vec::new();
         let mut t = after;
         while fires.len() < n {
@@ -51,7 +51,7 @@ impl Schedule {
 }
 
 /// A fire missed by at most this much still counts as on time.
-pub const ON_TIME: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const ON_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What to do with a schedule's fires that are due at `now`, counting
 /// from its last fire: the ones to record as skipped (with why), and the
@@ -59,12 +59,12 @@ pub const ON_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 /// only the latest can run; under `run_once` if it is within
 /// `misfire_grace`, under `skip` only if it is on time.
 #[derive(Debug, PartialEq, Eq)]
-pub struct DueFires {
+pub(crate) struct DueFires {
     pub skipped: Vec<(DateTime<Utc>, String)>,
     pub run: Option<DateTime<Utc>>,
 }
 
-pub fn due_fires(
+pub(crate) fn due_fires(
     schedule: &Schedule,
     config: &ScheduleConfig,
     last: DateTime<Utc>,

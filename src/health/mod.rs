@@ -63,7 +63,7 @@ pub struct Report {
 }
 
 /// What one check gets.
-pub struct CheckContext<'a> {
+pub(crate) struct CheckContext<'a> {
     pub client: &'a Client,
     pub config: &'a Config,
     pub thresholds: Thresholds,
@@ -72,12 +72,12 @@ pub struct CheckContext<'a> {
 
 /// What one check returns: its findings (of any level), an optional
 /// summary, or a reason it cannot tell (`unknown`).
-pub enum Outcome {
+pub(crate) enum Outcome {
     Findings(Vec<Finding>, Option<String>),
     Unknown(String),
 }
 
-pub fn human_bytes(bytes: f64) -> String {
+pub(crate) fn human_bytes(bytes: f64) -> String {
     let units = ["B", "kB", "MB", "GB", "TB"];
     let mut value = bytes;
     let mut unit = 0;
@@ -92,11 +92,11 @@ pub fn human_bytes(bytes: f64) -> String {
     }
 }
 
-pub fn percent(fraction: f64) -> String {
+pub(crate) fn percent(fraction: f64) -> String {
     format!("{:.1}%", fraction * 100.0)
 }
 
-pub fn seconds(s: f64) -> String {
+pub(crate) fn seconds(s: f64) -> String {
     match s {
         s if s < 120.0 => format!("{s:.0}s"),
         s if s < 7200.0 => format!("{:.0}min", s / 60.0),
@@ -171,7 +171,12 @@ const CHECKS: [&dyn Listed; 26] = [
 
 /// Runs the selected checks (all enabled ones when `only` is empty), each
 /// under its own timeouts, and puts the session's own back afterwards.
-pub async fn run(client: &Client, config: &Config, only: &[CheckName], exact: bool) -> Report {
+pub(crate) async fn run(
+    client: &Client,
+    config: &Config,
+    only: &[CheckName],
+    exact: bool,
+) -> Report {
     let timeouts = CheckTimeouts::new(config.health.statement_timeout);
     let session = SessionSettings::read(client).await;
     let mut checks = Vec::new();
@@ -377,7 +382,7 @@ fn exclusions(patterns: &[String]) -> GlobSet {
 }
 
 /// A finding whose level comes from the thresholds.
-pub fn measured(
+pub(crate) fn measured(
     ctx: &CheckContext<'_>,
     object: String,
     value: f64,
@@ -395,7 +400,12 @@ pub fn measured(
 
 /// A finding that is a problem by being there (an invalid index, ...): a
 /// warning, or whatever the config sets `warning`/`critical` to mean.
-pub fn found(ctx: &CheckContext<'_>, object: String, value: String, advice: &str) -> Finding {
+pub(crate) fn found(
+    ctx: &CheckContext<'_>,
+    object: String,
+    value: String,
+    advice: &str,
+) -> Finding {
     let status = if ctx.thresholds.critical.is_some() {
         Level::Critical
     } else {
@@ -411,7 +421,10 @@ pub fn found(ctx: &CheckContext<'_>, object: String, value: String, advice: &str
 }
 
 /// Whether an extension is installed in this database.
-pub async fn has_extension(client: &Client, name: &str) -> Result<bool, tokio_postgres::Error> {
+pub(crate) async fn has_extension(
+    client: &Client,
+    name: &str,
+) -> Result<bool, tokio_postgres::Error> {
     Ok(client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = $1)",
