@@ -29,7 +29,7 @@ use crate::sql::{TableName, column_list, quote_ident};
 use crate::store::backups as store;
 
 #[derive(Debug, thiserror::Error)]
-pub enum BackupError {
+pub(crate) enum BackupError {
     #[error(
         "cannot write the backup to {path}: {cause}; nothing was removed by this batch (check that the directory exists, is writable and has space, or set [backups] dir)"
     )]
@@ -67,7 +67,7 @@ const TEXT_SETTINGS: [(&str, &str); 4] = [
     ("bytea_output", "hex"),
 ];
 
-pub async fn set_text_settings(client: &Client) -> Result<(), tokio_postgres::Error> {
+pub(crate) async fn set_text_settings(client: &Client) -> Result<(), tokio_postgres::Error> {
     for (name, value) in TEXT_SETTINGS {
         db::set_session(client, name, value).await?;
     }
@@ -130,13 +130,13 @@ impl Purpose {
 }
 
 /// A file a batch wrote, kept until the batch commits or not.
-pub struct Written {
+pub(crate) struct Written {
     paths: Vec<PathBuf>,
 }
 
 impl Written {
     /// The batch rolled back: its files go.
-    pub fn remove(&self) {
+    pub(crate) fn remove(&self) {
         for path in &self.paths {
             let _ = std::fs::remove_file(path);
         }
@@ -161,7 +161,7 @@ pub struct BackupWriter {
 /// A table of a removal beyond the removed one: rows an `ON DELETE
 /// CASCADE` deleted, or the earlier values of the columns a `SET NULL` /
 /// `SET DEFAULT` changed, with the key that finds their rows again.
-pub struct BackupPart<'a> {
+pub(crate) struct BackupPart<'a> {
     pub table: &'a TableName,
     /// The columns saved: every stored column for a cascade; the key and
     /// the changed columns for SET NULL/SET DEFAULT.
@@ -178,7 +178,7 @@ impl BackupWriter {
     /// of this task left without an index row (a crash between writing and
     /// committing) are removed first; the caller holds the task's lock.
     #[allow(clippy::too_many_arguments)]
-    pub async fn start(
+    pub(crate) async fn start(
         client: &Client,
         schema: &str,
         task_run_id: Option<i64>,
@@ -211,7 +211,7 @@ impl BackupWriter {
     /// `<schema>.<table>-<id>-<batch>.csv.gz` (or `.zst`), each with a
     /// `.manifest.json`.
     #[allow(clippy::too_many_arguments)]
-    pub async fn start_export(
+    pub(crate) async fn start_export(
         client: &Client,
         schema: &str,
         task_run_id: Option<i64>,
@@ -293,13 +293,13 @@ impl BackupWriter {
     }
 
     /// Whether this writes an archive's export files (not a backup).
-    pub fn is_export(&self) -> bool {
+    pub(crate) fn is_export(&self) -> bool {
         self.purpose == Purpose::Export
     }
 
     /// Registers another table this backup saves rows of; returns the part
     /// number its batches are written under.
-    pub async fn add_part(
+    pub(crate) async fn add_part(
         &mut self,
         client: &Client,
         part: BackupPart<'_>,
@@ -327,7 +327,7 @@ impl BackupWriter {
     /// to a new file, flushes it, and records it inside the caller's open
     /// transaction. An export's files keep a `.partial` suffix until
     /// `committed`.
-    pub async fn write_batch(
+    pub(crate) async fn write_batch(
         &mut self,
         client: &Client,
         rows: &[Row],
@@ -336,7 +336,7 @@ impl BackupWriter {
     }
 
     /// As `write_batch`, for the rows of part `part` (see `add_part`).
-    pub async fn write_part(
+    pub(crate) async fn write_part(
         &mut self,
         client: &Client,
         part: usize,
@@ -415,7 +415,7 @@ impl BackupWriter {
     }
 
     /// The batch committed: an export's files take their final names.
-    pub fn committed(&self, written: &Written) {
+    pub(crate) fn committed(&self, written: &Written) {
         if self.purpose != Purpose::Export {
             return;
         }
@@ -433,7 +433,7 @@ impl BackupWriter {
 
     /// Ends the backup. One that holds no rows is removed; returns the id
     /// of one that does.
-    pub async fn finish(self, client: &Client) -> Result<Option<i64>, BackupError> {
+    pub(crate) async fn finish(self, client: &Client) -> Result<Option<i64>, BackupError> {
         reset_text_settings(client).await?;
         if self.files > 0 {
             return Ok(Some(self.id));
@@ -595,13 +595,13 @@ fn safe_file_name(name: &str) -> String {
 
 pub use crate::store::backups::BackupRecord;
 
-pub async fn list(client: &Client, schema: &str) -> Result<Vec<BackupRecord>, BackupError> {
+pub(crate) async fn list(client: &Client, schema: &str) -> Result<Vec<BackupRecord>, BackupError> {
     Ok(store::list_backups(client, schema).await?)
 }
 
 /// Deletes backups older than `keep` (a PostgreSQL interval), files first.
 /// Returns how many went.
-pub async fn prune(client: &Client, schema: &str, keep: &str) -> Result<u64, BackupError> {
+pub(crate) async fn prune(client: &Client, schema: &str, keep: &str) -> Result<u64, BackupError> {
     let old = store::backups_older_than(client, schema, keep).await?;
     for (id, dir) in &old {
         if !dir.is_empty() {
@@ -622,7 +622,7 @@ pub async fn prune(client: &Client, schema: &str, keep: &str) -> Result<u64, Bac
 
 /// What a restore did, or in a dry run would do.
 #[derive(Debug, Serialize)]
-pub struct RestoreReport {
+pub(crate) struct RestoreReport {
     pub backup_id: i64,
     pub table: String,
     pub dry_run: bool,
@@ -639,7 +639,7 @@ pub struct RestoreReport {
 
 /// A restore's account of one table beyond the backup's own.
 #[derive(Debug, Serialize)]
-pub struct PartRestore {
+pub(crate) struct PartRestore {
     pub table: String,
     pub action: String,
     pub via: String,
@@ -685,7 +685,7 @@ fn saved_columns(saved: &serde_json::Value) -> Vec<(String, String)> {
 /// rows already there are left alone and counted, so a second restore
 /// changes nothing. Every file's checksum is verified before anything is
 /// written.
-pub async fn restore(
+pub(crate) async fn restore(
     client: &mut Client,
     schema: &str,
     id: i64,
@@ -707,64 +707,11 @@ pub async fn restore(
         key_columns: Vec::new(),
         via: String::new(),
     }];
-    for row in store::backup_parts(&*client, schema, id).await? {
-        let keys = row.key_columns;
-        parts.push(SavedPart {
-            part: row.part,
-            table: TableName::new(row.table_schema, row.table_name),
-            columns: saved_columns(&row.columns),
-            action: row.action,
-            key_columns: keys
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|k| k.as_str().map(String::from))
-                .collect(),
-            via: row.via,
-        });
-    }
+    parts.extend(cascaded_parts(&*client, schema, id).await?);
     // Check every table and read and verify every file before touching any.
     let mut prepared = Vec::new();
     for part in &parts {
-        let info = db::lookup_table(&*client, &part.table.quoted())
-            .await
-            .map_err(|e| BackupError::Invalid(format!("cannot restore backup {id}: {e}")))?;
-        let differences: Vec<String> = part
-            .columns
-            .iter()
-            .filter_map(|(name, type_name)| match info.column(name) {
-                None => Some(format!("column \"{name}\" is gone")),
-                Some(c) if &c.type_name != type_name => Some(format!(
-                    "column \"{name}\" was {type_name} and is now {}",
-                    c.type_name
-                )),
-                Some(_) => None,
-            })
-            .collect();
-        if !differences.is_empty() {
-            return Err(BackupError::Invalid(format!(
-                "cannot restore backup {id} into {}: {}",
-                part.table,
-                differences.join("; ")
-            )));
-        }
-        let files = store::backup_files_of_part(&*client, schema, id, part.part).await?;
-        let mut contents = Vec::new();
-        for (file, sha256) in &files {
-            let path = dir.join(file);
-            let csv = read_compressed(&path).map_err(|e| {
-                BackupError::Invalid(format!("cannot read {}: {e}", path.display()))
-            })?;
-            if hex(&Sha256::digest(&csv)) != *sha256 {
-                return Err(BackupError::Invalid(format!(
-                    "{} does not match its checksum; it was changed or damaged, nothing was restored",
-                    path.display()
-                )));
-            }
-            contents.push(csv);
-        }
-        let has_key = db::has_unique_key(&*client, info.oid).await?;
-        prepared.push((contents, has_key, info.oid));
+        prepared.push(read_part(&*client, schema, id, &dir, part).await?);
     }
     let tx = client.transaction().await?;
     tx.execute(
@@ -780,47 +727,10 @@ pub async fn restore(
     let mut counts = vec![(0u64, 0u64); parts.len()];
     let mut prepared: Vec<Option<ReadPart>> = prepared.into_iter().map(Some).collect();
     for index in order {
-        let part = &parts[index];
         let Some((contents, has_key, _)) = prepared[index].take() else {
             continue;
         };
-        let names: Vec<String> = part.columns.iter().map(|(n, _)| n.clone()).collect();
-        let list = column_list(&names);
-        let temp = format!("pgmaint_restore_{}", part.part);
-        tx.batch_execute(&format!(
-            "CREATE TEMP TABLE {temp} ON COMMIT DROP AS SELECT {list} FROM {} WITH NO DATA",
-            part.table.quoted()
-        ))
-        .await?;
-        for csv in contents {
-            let sink = tx
-                .copy_in(&format!(
-                    "COPY {temp} ({list}) FROM STDIN (FORMAT csv, HEADER true)"
-                ))
-                .await?;
-            futures_util::pin_mut!(sink);
-            sink.send(bytes::Bytes::from(csv)).await?;
-            sink.finish().await?;
-        }
-        let total: i64 = tx
-            .query_one(&format!("SELECT count(*) FROM {temp}"), &[])
-            .await?
-            .get(0);
-        let statement = match part.action.as_str() {
-            "set_null" | "set_default" => set_back(part, &temp),
-            _ => Some(put_back(&part.table, &names, &temp, has_key)),
-        };
-        let restored = match statement {
-            Some(statement) => tx.execute(&statement, &[]).await.map_err(|err| {
-                BackupError::Invalid(format!(
-                    "cannot restore backup {id}: putting back the rows of {} failed: {}; nothing was restored",
-                    part.table,
-                    db::describe(&err)
-                ))
-            })?,
-            None => 0,
-        };
-        counts[index] = (total as u64, restored);
+        counts[index] = restore_part(&tx, id, &parts[index], contents, has_key).await?;
     }
     if dry_run {
         tx.rollback().await?;
@@ -849,6 +759,134 @@ pub async fn restore(
             })
             .collect(),
     })
+}
+
+/// The parts a backup saved besides the table's own rows: what cascades
+/// took from other tables, and the values SET NULL/SET DEFAULT changed.
+async fn cascaded_parts(
+    client: &Client,
+    schema: &str,
+    id: i64,
+) -> Result<Vec<SavedPart>, BackupError> {
+    Ok(store::backup_parts(client, schema, id)
+        .await?
+        .into_iter()
+        .map(|row| SavedPart {
+            part: row.part,
+            table: TableName::new(row.table_schema, row.table_name),
+            columns: saved_columns(&row.columns),
+            action: row.action,
+            key_columns: row
+                .key_columns
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k.as_str().map(String::from))
+                .collect(),
+            via: row.via,
+        })
+        .collect())
+}
+
+/// One part, ready to put back: its table still has the columns it had,
+/// and its files read and match their checksums.
+async fn read_part(
+    client: &Client,
+    schema: &str,
+    id: i64,
+    dir: &Path,
+    part: &SavedPart,
+) -> Result<ReadPart, BackupError> {
+    let info = db::lookup_table(client, &part.table.quoted())
+        .await
+        .map_err(|e| BackupError::Invalid(format!("cannot restore backup {id}: {e}")))?;
+    let differences: Vec<String> = part
+        .columns
+        .iter()
+        .filter_map(|(name, type_name)| match info.column(name) {
+            None => Some(format!("column \"{name}\" is gone")),
+            Some(c) if &c.type_name != type_name => Some(format!(
+                "column \"{name}\" was {type_name} and is now {}",
+                c.type_name
+            )),
+            Some(_) => None,
+        })
+        .collect();
+    if !differences.is_empty() {
+        return Err(BackupError::Invalid(format!(
+            "cannot restore backup {id} into {}: {}",
+            part.table,
+            differences.join("; ")
+        )));
+    }
+    let files = store::backup_files_of_part(client, schema, id, part.part).await?;
+    let mut contents = Vec::new();
+    for (file, sha256) in &files {
+        contents.push(read_verified(&dir.join(file), sha256)?);
+    }
+    let has_key = db::has_unique_key(client, info.oid).await?;
+    Ok((contents, has_key, info.oid))
+}
+
+/// A backup file's CSV, refused unless it matches its checksum.
+fn read_verified(path: &Path, sha256: &str) -> Result<Vec<u8>, BackupError> {
+    let csv = read_compressed(path)
+        .map_err(|e| BackupError::Invalid(format!("cannot read {}: {e}", path.display())))?;
+    if hex(&Sha256::digest(&csv)) != *sha256 {
+        return Err(BackupError::Invalid(format!(
+            "{} does not match its checksum; it was changed or damaged, nothing was restored",
+            path.display()
+        )));
+    }
+    Ok(csv)
+}
+
+/// Copies one part's files into a temporary table and puts back what is
+/// not there yet: the rows in the backup, and how many were put back.
+async fn restore_part(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: i64,
+    part: &SavedPart,
+    contents: Vec<Vec<u8>>,
+    has_key: bool,
+) -> Result<(u64, u64), BackupError> {
+    let names: Vec<String> = part.columns.iter().map(|(n, _)| n.clone()).collect();
+    let list = column_list(&names);
+    let temp = format!("pgmaint_restore_{}", part.part);
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE {temp} ON COMMIT DROP AS SELECT {list} FROM {} WITH NO DATA",
+        part.table.quoted()
+    ))
+    .await?;
+    for csv in contents {
+        let sink = tx
+            .copy_in(&format!(
+                "COPY {temp} ({list}) FROM STDIN (FORMAT csv, HEADER true)"
+            ))
+            .await?;
+        futures_util::pin_mut!(sink);
+        sink.send(bytes::Bytes::from(csv)).await?;
+        sink.finish().await?;
+    }
+    let total: i64 = tx
+        .query_one(&format!("SELECT count(*) FROM {temp}"), &[])
+        .await?
+        .get(0);
+    let statement = match part.action.as_str() {
+        "set_null" | "set_default" => set_back(part, &temp),
+        _ => Some(put_back(&part.table, &names, &temp, has_key)),
+    };
+    let restored = match statement {
+        Some(statement) => tx.execute(&statement, &[]).await.map_err(|err| {
+            BackupError::Invalid(format!(
+                "cannot restore backup {id}: putting back the rows of {} failed: {}; nothing was restored",
+                part.table,
+                db::describe(&err)
+            ))
+        })?,
+        None => 0,
+    };
+    Ok((total as u64, restored))
 }
 
 /// The order a restore handles a backup's parts in: first every part whose

@@ -49,7 +49,7 @@ pub enum ClusterError {
 impl ClusterError {
     /// Whether this machine lacks something the cluster needs (binaries, a
     /// user), as opposed to a step that failed while starting it.
-    pub fn is_setup(&self) -> bool {
+    pub(crate) fn is_setup(&self) -> bool {
         matches!(
             self,
             ClusterError::NoBinaries

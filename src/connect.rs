@@ -71,7 +71,7 @@ pub struct Target {
 
 impl Target {
     /// `host H, port P, database D, user U`: for messages. No password.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let host = match self.config.get_hosts().first() {
             Some(Host::Tcp(h)) => h.clone(),
             Some(Host::Unix(p)) => p.display().to_string(),
@@ -87,7 +87,7 @@ impl Target {
 }
 
 /// The URL to use, by precedence: flag, `DATABASE_URL`, config.
-pub fn choose_url(flag: Option<&str>, config: Option<&str>) -> Option<String> {
+pub(crate) fn choose_url(flag: Option<&str>, config: Option<&str>) -> Option<String> {
     flag.map(str::to_string)
         .or_else(|| std::env::var("DATABASE_URL").ok().filter(|v| !v.is_empty()))
         .or_else(|| config.map(str::to_string))
@@ -357,7 +357,7 @@ pub async fn connect(target: &Target) -> Result<Client, ConnectError> {
 
 /// A connection whose `NOTIFY`s (for the channels it `LISTEN`s to) arrive
 /// on the receiver, which ends when the connection does.
-pub async fn connect_listening(
+pub(crate) async fn connect_listening(
     target: &Target,
 ) -> Result<
     (

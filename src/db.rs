@@ -3,11 +3,12 @@
 
 use tokio_postgres::{Client, GenericClient, error::SqlState};
 
+use crate::duration::Duration;
 use crate::sql::TableName;
 
 /// A driver error as one readable line: the server's message, its detail and
 /// hint, and the SQLSTATE for searching. Never includes connection secrets.
-pub fn describe(err: &tokio_postgres::Error) -> String {
+pub(crate) fn describe(err: &tokio_postgres::Error) -> String {
     if let Some(db) = err.as_db_error() {
         let mut text = db.message().to_string();
         if let Some(detail) = db.detail() {
@@ -30,7 +31,7 @@ pub fn describe(err: &tokio_postgres::Error) -> String {
 
 /// Errors worth retrying after a pause: the batch could not get its locks,
 /// or lost a deadlock or serialization race. Its work was rolled back.
-pub fn is_transient(err: &tokio_postgres::Error) -> bool {
+pub(crate) fn is_transient(err: &tokio_postgres::Error) -> bool {
     matches!(
         err.code(),
         Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE
@@ -43,7 +44,7 @@ pub fn is_transient(err: &tokio_postgres::Error) -> bool {
 /// waiting for a lock (`lock_timeout`, SQLSTATE 55P03). Checks and tasks
 /// report errors as text; this is how the runner tells a busy lock from a
 /// wrong config in that text.
-pub fn gave_up_on_a_lock(text: &str) -> bool {
+pub(crate) fn gave_up_on_a_lock(text: &str) -> bool {
     text.contains("[SQLSTATE 55P03]")
 }
 
@@ -54,23 +55,27 @@ pub fn gave_up_on_a_lock(text: &str) -> bool {
 /// batch would.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionTimeouts {
-    pub lock_timeout: crate::config::Duration,
-    pub statement_timeout: crate::config::Duration,
+    pub lock_timeout: Duration,
+    pub statement_timeout: Duration,
 }
 
 impl Default for SessionTimeouts {
     fn default() -> Self {
-        let built_in = crate::config::TaskOptions::BUILT_IN;
-        SessionTimeouts {
-            lock_timeout: built_in.lock_timeout,
-            statement_timeout: built_in.statement_timeout,
-        }
+        SessionTimeouts::BUILT_IN
     }
 }
 
 impl SessionTimeouts {
+    /// pgmaint's own defaults, which a task's options also start from
+    /// (`config::TaskOptions::BUILT_IN`): a lock waited for at most 1 s, a
+    /// statement cut off after 5 min.
+    pub(crate) const BUILT_IN: SessionTimeouts = SessionTimeouts {
+        lock_timeout: Duration(std::time::Duration::from_secs(1)),
+        statement_timeout: Duration(std::time::Duration::from_secs(300)),
+    };
+
     /// The settings as the SQL a person would type, for `-v`.
-    pub fn statements(&self) -> [String; 2] {
+    pub(crate) fn statements(&self) -> [String; 2] {
         [
             format!("SET lock_timeout = '{}'", self.lock_timeout.as_pg_setting()),
             format!(
@@ -81,7 +86,10 @@ impl SessionTimeouts {
     }
 
     /// Sets both for the session, in one round trip, through parameters.
-    pub async fn apply(&self, client: &impl GenericClient) -> Result<(), tokio_postgres::Error> {
+    pub(crate) async fn apply(
+        &self,
+        client: &impl GenericClient,
+    ) -> Result<(), tokio_postgres::Error> {
         client
             .query_one(
                 "SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)",
@@ -98,7 +106,7 @@ impl SessionTimeouts {
 /// Runs `work` in a read-only transaction that is rolled back afterwards,
 /// so what a dry run or check reads can change nothing. `work` is a future:
 /// it does nothing until awaited here, after BEGIN.
-pub async fn read_only<T>(
+pub(crate) async fn read_only<T>(
     client: &Client,
     work: impl Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, tokio_postgres::Error> {
@@ -110,7 +118,7 @@ pub async fn read_only<T>(
 
 /// Sets a session setting through a parameter (`set_config`), so no value
 /// is pasted into SQL.
-pub async fn set_session(
+pub(crate) async fn set_session(
     client: &impl GenericClient,
     name: &str,
     value: &str,
@@ -142,12 +150,12 @@ pub struct TableInfo {
 }
 
 impl TableInfo {
-    pub fn column(&self, name: &str) -> Option<&Column> {
+    pub(crate) fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
     }
 
     /// The columns an INSERT can name: all but generated ones.
-    pub fn insertable_columns(&self) -> Vec<String> {
+    pub(crate) fn insertable_columns(&self) -> Vec<String> {
         self.columns
             .iter()
             .filter(|c| !c.generated)
@@ -155,7 +163,7 @@ impl TableInfo {
             .collect()
     }
 
-    pub fn column_list(&self) -> String {
+    pub(crate) fn column_list(&self) -> String {
         self.columns
             .iter()
             .map(|c| c.name.as_str())
@@ -166,7 +174,7 @@ impl TableInfo {
 
 /// Why a table name given in the config does not lead to a table.
 #[derive(Debug, thiserror::Error)]
-pub enum LookupError {
+pub(crate) enum LookupError {
     #[error("table \"{0}\" does not exist (looked in the search_path: {1})")]
     Missing(String, String),
     #[error("\"{0}\" is not a valid table name: {1}")]
@@ -184,7 +192,7 @@ pub enum LookupError {
 /// Resolves a table name the way PostgreSQL would (`to_regclass`, so
 /// quoting, case folding and the search_path all behave as in psql) and
 /// reads its columns.
-pub async fn lookup_table(
+pub(crate) async fn lookup_table(
     client: &impl GenericClient,
     written: &str,
 ) -> Result<TableInfo, LookupError> {
@@ -249,7 +257,7 @@ pub async fn lookup_table(
 }
 
 /// The columns of the table's primary key, in key order (empty without one).
-pub async fn primary_key(
+pub(crate) async fn primary_key(
     client: &impl GenericClient,
     oid: u32,
 ) -> Result<Vec<String>, tokio_postgres::Error> {
@@ -271,7 +279,7 @@ pub async fn primary_key(
 
 /// Whether the table has a primary key or a unique constraint, so that
 /// `INSERT ... ON CONFLICT DO NOTHING` can tell a row that is already there.
-pub async fn has_unique_key(
+pub(crate) async fn has_unique_key(
     client: &impl GenericClient,
     oid: u32,
 ) -> Result<bool, tokio_postgres::Error> {
@@ -285,7 +293,7 @@ pub async fn has_unique_key(
 }
 
 /// Whether the server is a standby; pgmaint never writes on one.
-pub async fn in_recovery(client: &Client) -> Result<bool, tokio_postgres::Error> {
+pub(crate) async fn in_recovery(client: &Client) -> Result<bool, tokio_postgres::Error> {
     Ok(client
         .query_one("SELECT pg_is_in_recovery()", &[])
         .await?

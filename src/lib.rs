@@ -6,13 +6,16 @@
 //! library; the tests, the daemon and its API call the same functions.
 
 pub mod backup;
+pub(crate) mod check_name;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod connect;
+pub(crate) mod cron;
 pub mod daemon;
 pub mod db;
+pub mod duration;
 pub mod health;
 pub mod notify;
 pub(crate) mod outcome;

@@ -26,7 +26,7 @@ const SHOW_AFTER: Duration = Duration::from_millis(1500);
 const NARROWEST: usize = 20;
 
 /// Writes to stdout; a closed stdout ends the program quietly.
-pub fn print(text: &str) {
+pub(crate) fn print(text: &str) {
     let mut out = std::io::stdout().lock();
     if let Err(err) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
         && err.kind() == std::io::ErrorKind::BrokenPipe
@@ -36,13 +36,13 @@ pub fn print(text: &str) {
 }
 
 /// `print` with a newline.
-pub fn println(text: &str) {
+pub(crate) fn println(text: &str) {
     print(&format!("{text}\n"));
 }
 
 /// Ends the process as a closed pipe ends `ls`: by SIGPIPE, so a shell
 /// with `pipefail` sees it, and with no message.
-pub fn stdout_closed() -> ! {
+pub(crate) fn stdout_closed() -> ! {
     #[cfg(unix)]
     // SAFETY: restoring a signal's default action and raising it has no
     // preconditions; the process ends there.
@@ -75,12 +75,12 @@ pub fn end_quietly_on_closed_stdout() {
 
 /// The width of the terminal on stdout, or `COLUMNS` when set; `None`
 /// when output goes to a file or pipe (nothing is wrapped then).
-pub fn stdout_width() -> Option<usize> {
+pub(crate) fn stdout_width() -> Option<usize> {
     width_of(&std::io::stdout())
 }
 
 /// The same for stderr, where errors go.
-pub fn stderr_width() -> Option<usize> {
+pub(crate) fn stderr_width() -> Option<usize> {
     width_of(&std::io::stderr())
 }
 
@@ -102,7 +102,7 @@ fn width_of(stream: &(impl IsTerminal + std::os::fd::AsRawFd)) -> Option<usize> 
 }
 
 /// Prose for stdout, wrapped to the terminal (see `wrap`).
-pub fn paragraph(text: &str) {
+pub(crate) fn paragraph(text: &str) {
     println(&wrap(text, stdout_width()));
 }
 
@@ -115,7 +115,7 @@ pub fn eprint_wrapped(text: &str) {
 /// continues under its own indentation (two more spaces for a `help:`
 /// line). A word longer than the line stays whole. Without a width the
 /// text is unchanged.
-pub fn wrap(text: &str, width: Option<usize>) -> String {
+pub(crate) fn wrap(text: &str, width: Option<usize>) -> String {
     let Some(width) = width else {
         return text.to_string();
     };
@@ -151,7 +151,7 @@ pub fn wrap(text: &str, width: Option<usize>) -> String {
 /// word is never split; when the columns' longest words do not fit the
 /// terminal, the columns marked `optional` go (last first), then long
 /// words that are not numbers are cut with `…`.
-pub struct Table {
+pub(crate) struct Table {
     headers: Vec<String>,
     optional: Vec<usize>,
     whole: Vec<usize>,
@@ -160,13 +160,13 @@ pub struct Table {
 
 /// One cell's text, and its colour on a terminal.
 #[derive(Debug, Clone)]
-pub struct TableCell {
+pub(crate) struct TableCell {
     text: String,
     colour: Option<Color>,
 }
 
 impl TableCell {
-    pub fn coloured(text: impl Into<String>, colour: Option<Color>) -> Self {
+    pub(crate) fn coloured(text: impl Into<String>, colour: Option<Color>) -> Self {
         TableCell {
             text: text.into(),
             colour,
@@ -187,7 +187,7 @@ impl From<&str> for TableCell {
 }
 
 impl Table {
-    pub fn new(headers: &[&str]) -> Self {
+    pub(crate) fn new(headers: &[&str]) -> Self {
         Table {
             headers: headers.iter().map(|h| h.to_string()).collect(),
             optional: Vec::new(),
@@ -198,7 +198,7 @@ impl Table {
 
     /// Columns (by header) whose lines are never wrapped (a timestamp
     /// with its zone, one per line).
-    pub fn unwrapped(mut self, headers: &[&str]) -> Self {
+    pub(crate) fn unwrapped(mut self, headers: &[&str]) -> Self {
         self.whole = headers
             .iter()
             .filter_map(|h| self.headers.iter().position(|x| x == h))
@@ -208,7 +208,7 @@ impl Table {
 
     /// Columns (by header) that may be left out on a narrow terminal, the
     /// first named the last to go.
-    pub fn optional(mut self, headers: &[&str]) -> Self {
+    pub(crate) fn optional(mut self, headers: &[&str]) -> Self {
         self.optional = headers
             .iter()
             .filter_map(|h| self.headers.iter().position(|x| x == h))
@@ -216,102 +216,113 @@ impl Table {
         self
     }
 
-    pub fn add_row<C: Into<TableCell>>(&mut self, cells: impl IntoIterator<Item = C>) {
+    pub(crate) fn add_row<C: Into<TableCell>>(&mut self, cells: impl IntoIterator<Item = C>) {
         let mut row: Vec<TableCell> = cells.into_iter().map(Into::into).collect();
         row.resize(self.headers.len(), TableCell::from(""));
         self.rows.push(row);
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
     /// Prints the table on stdout, fitted to its terminal.
-    pub fn print(&self) {
+    pub(crate) fn print(&self) {
         println(&self.render(stdout_width()));
     }
 
     /// The table fitted to `width` columns (unbounded without one).
-    pub fn render(&self, width: Option<usize>) -> String {
-        let columns = self.headers.len();
-        let texts = |i: usize| {
-            std::iter::once(self.headers[i].as_str())
-                .chain(self.rows.iter().map(move |r| r[i].text.as_str()))
-        };
-        let natural: Vec<usize> = (0..columns)
-            .map(|i| texts(i).flat_map(str::lines).map(chars).max().unwrap_or(0))
-            .collect();
-        let longest_word: Vec<usize> = (0..columns)
+    pub(crate) fn render(&self, width: Option<usize>) -> String {
+        let natural: Vec<usize> = (0..self.headers.len())
             .map(|i| {
-                if self.whole.contains(&i) {
-                    return natural[i];
-                }
-                texts(i)
-                    .flat_map(str::split_whitespace)
+                self.texts(i)
+                    .flat_map(str::lines)
                     .map(chars)
                     .max()
                     .unwrap_or(0)
             })
             .collect();
-        // Numbers are never cut; other words may be, down to a few letters.
-        let floor: Vec<usize> = (0..columns)
+        let (shown, widths) = match width {
+            Some(width) => self.layout(width, &natural),
+            None => ((0..self.headers.len()).collect(), natural),
+        };
+        self.draw(&shown, &widths)
+    }
+
+    /// Column `i`'s header and cells.
+    fn texts(&self, i: usize) -> impl Iterator<Item = &str> {
+        std::iter::once(self.headers[i].as_str())
+            .chain(self.rows.iter().map(move |r| r[i].text.as_str()))
+    }
+
+    /// Each column's width with its words whole, and the least it may be
+    /// cut to: numbers are never cut; other words may be, down to a few
+    /// letters. A column kept whole is never narrower than its text.
+    fn word_widths(&self, natural: &[usize]) -> (Vec<usize>, Vec<usize>) {
+        let widest_word = |i: usize, width: &dyn Fn(&str) -> usize| {
+            self.texts(i)
+                .flat_map(str::split_whitespace)
+                .map(width)
+                .max()
+                .unwrap_or(0)
+        };
+        (0..self.headers.len())
             .map(|i| {
                 if self.whole.contains(&i) {
-                    return natural[i];
+                    return (natural[i], natural[i]);
                 }
-                texts(i)
-                    .flat_map(str::split_whitespace)
-                    .map(|w| {
-                        if is_number(w) {
-                            chars(w)
-                        } else {
-                            chars(w).min(6)
-                        }
-                    })
-                    .max()
-                    .unwrap_or(0)
-                    .max(1)
+                let longest = widest_word(i, &chars);
+                let floor = widest_word(i, &|w| {
+                    if is_number(w) {
+                        chars(w)
+                    } else {
+                        chars(w).min(6)
+                    }
+                });
+                (longest, floor.max(1))
             })
-            .collect();
-        let mut shown: Vec<usize> = (0..columns).collect();
-        let mut widths = natural.clone();
-        if let Some(width) = width {
-            let overhead = |n: usize| 3 * n + 1;
-            let sum = |shown: &[usize], of: &[usize]| shown.iter().map(|&i| of[i]).sum::<usize>();
-            for &drop in self.optional.iter().rev() {
-                if sum(&shown, &longest_word) + overhead(shown.len()) <= width {
-                    break;
-                }
-                shown.retain(|&i| i != drop);
+            .unzip()
+    }
+
+    /// The columns shown and their widths within `width`: optional
+    /// columns left out while the words do not fit, then the widest
+    /// columns' long words cut, then the room left given to the columns
+    /// that want it, a column at a time to the one short of the most.
+    fn layout(&self, width: usize, natural: &[usize]) -> (Vec<usize>, Vec<usize>) {
+        let (longest_word, floor) = self.word_widths(natural);
+        let overhead = |n: usize| 3 * n + 1;
+        let sum = |shown: &[usize], of: &[usize]| shown.iter().map(|&i| of[i]).sum::<usize>();
+        let mut shown: Vec<usize> = (0..self.headers.len()).collect();
+        for &drop in self.optional.iter().rev() {
+            if sum(&shown, &longest_word) + overhead(shown.len()) <= width {
+                break;
             }
-            let mut minimum = longest_word.clone();
-            // Cut the widest columns' long words until the table fits.
-            while sum(&shown, &minimum) + overhead(shown.len()) > width {
-                let Some(&widest) = shown
-                    .iter()
-                    .filter(|&&i| minimum[i] > floor[i])
-                    .max_by_key(|&&i| minimum[i])
-                else {
-                    break;
-                };
-                minimum[widest] -= 1;
-            }
-            // Then give the room left to the columns that want it, a column
-            // at a time to the one short of the most.
-            let mut room = width.saturating_sub(sum(&shown, &minimum) + overhead(shown.len()));
-            widths = minimum;
-            while room > 0 {
-                let Some(&short) = shown
-                    .iter()
-                    .filter(|&&i| natural[i] > widths[i])
-                    .max_by_key(|&&i| natural[i] - widths[i])
-                else {
-                    break;
-                };
-                widths[short] += 1;
-                room -= 1;
-            }
+            shown.retain(|&i| i != drop);
         }
+        let mut widths = longest_word;
+        while sum(&shown, &widths) + overhead(shown.len()) > width {
+            let Some(&widest) = shown
+                .iter()
+                .filter(|&&i| widths[i] > floor[i])
+                .max_by_key(|&&i| widths[i])
+            else {
+                break;
+            };
+            widths[widest] -= 1;
+        }
+        let mut room = width.saturating_sub(sum(&shown, &widths) + overhead(shown.len()));
+        while room > 0 {
+            let Some(&short) = shown
+                .iter()
+                .filter(|&&i| natural[i] > widths[i])
+                .max_by_key(|&&i| natural[i] - widths[i])
+            else {
+                break;
+            };
+            widths[short] += 1;
+            room -= 1;
+        }
+        (shown, widths)
+    }
+
+    /// The shown columns at their widths, with the rows' colours.
+    fn draw(&self, shown: &[usize], widths: &[usize]) -> String {
         let mut grid = Grid::new();
         grid.load_style(UTF8_FULL_CONDENSED)
             .set_content_arrangement(ContentArrangement::Disabled);
@@ -386,7 +397,7 @@ pub fn table(headers: &[&str]) -> Grid {
 }
 
 /// `1234567` as `1,234,567`.
-pub fn count(n: u64) -> String {
+pub(crate) fn count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -399,7 +410,7 @@ pub fn count(n: u64) -> String {
 }
 
 /// `850ms`, `12.3s`, `4m05s`.
-pub fn duration_ms(ms: u64) -> String {
+pub(crate) fn duration_ms(ms: u64) -> String {
     match ms {
         ms if ms < 1000 => format!("{ms}ms"),
         ms if ms < 60_000 => format!("{:.1}s", ms as f64 / 1000.0),
@@ -421,7 +432,7 @@ struct Bar {
 
 impl Progress {
     /// Enabled when stderr is a terminal and output is not for machines.
-    pub fn new(json: bool, quiet: bool) -> Self {
+    pub(crate) fn new(json: bool, quiet: bool) -> Self {
         Progress {
             enabled: !json && !quiet && std::io::stderr().is_terminal(),
             state: Mutex::new(None),
@@ -435,7 +446,7 @@ impl Progress {
         }
     }
 
-    pub fn start(&self, total: u64, unit: &str) {
+    pub(crate) fn start(&self, total: u64, unit: &str) {
         if !self.enabled {
             return;
         }
@@ -453,7 +464,7 @@ impl Progress {
         });
     }
 
-    pub fn update(&self, position: u64, rows: u64) {
+    pub(crate) fn update(&self, position: u64, rows: u64) {
         let mut state = self.state.lock().expect("progress lock");
         let Some(bar) = state.as_mut() else { return };
         let elapsed = bar.started.elapsed();
@@ -470,7 +481,7 @@ impl Progress {
         bar.bar.set_position(position);
     }
 
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = self.state.lock().expect("progress lock").take() {
             bar.bar.finish_and_clear();
         }

@@ -15,7 +15,7 @@ use squawk_syntax::{SourceFile, SyntaxKind, SyntaxNode};
 
 /// Why a condition is refused, and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     pub message: String,
     pub help: String,
 }
@@ -111,7 +111,7 @@ const PARSE_PREFIX: &str = "SELECT 1 FROM t WHERE (\n";
 const PARSE_SUFFIX: &str = "\n)";
 
 /// Checks a `where` condition without the database: see the module comment.
-pub fn check(text: &str) -> Result<(), Refusal> {
+pub(crate) fn check(text: &str) -> Result<(), Refusal> {
     let mut open: Vec<usize> = Vec::new();
     let mut significant = 0usize;
     for token in tokens(text) {
@@ -201,7 +201,7 @@ fn check_parses(text: &str) -> Result<(), Refusal> {
 /// and its name as the catalog stores it (unquoted names folded to lower
 /// case, quoted ones as written).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct FunctionName {
+pub(crate) struct FunctionName {
     pub schema: Option<String>,
     pub name: String,
 }
@@ -230,7 +230,7 @@ fn catalog_name(written: &str) -> String {
 /// What a condition (or a view's query) calls and reads, for the caller
 /// to look up in the catalog: see `tasks::rows` for what is done with it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Calls {
+pub(crate) struct Calls {
     /// The functions called anywhere, subqueries included, by name
     /// (unqualified or `schema.name`). Special forms (`EXTRACT`,
     /// `current_date`...) and calls squawk does not see as calls are not
@@ -248,14 +248,14 @@ pub struct Calls {
 impl Calls {
     /// What a `where` condition calls. Empty lists for one that does not
     /// parse (`check` refuses it).
-    pub fn of_condition(text: &str) -> Calls {
+    pub(crate) fn of_condition(text: &str) -> Calls {
         let sql = format!("{PARSE_PREFIX}{text}{PARSE_SUFFIX}");
         // The `FROM t` of the statement around the condition is not its own.
         Calls::of(&sql, PARSE_PREFIX.len(), text)
     }
 
     /// What a query (a view's definition) calls.
-    pub fn of_query(sql: &str) -> Calls {
+    pub(crate) fn of_query(sql: &str) -> Calls {
         Calls::of(sql, 0, sql)
     }
 
@@ -361,7 +361,7 @@ fn operator_runs(text: &str) -> Vec<String> {
 /// `standard_conforming_strings` off, PostgreSQL reads such a backslash as
 /// an escape where this lexer (and the default server) do not, so the two
 /// would disagree on where the literal ends.
-pub fn backslash_in_plain_string(text: &str) -> Option<String> {
+pub(crate) fn backslash_in_plain_string(text: &str) -> Option<String> {
     tokens(text)
         .into_iter()
         .find(|t| {

@@ -13,7 +13,7 @@ use tokio_postgres::Client;
 
 /// Why an age is refused, and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgeProblem {
+pub(crate) struct AgeProblem {
     pub message: String,
     pub help: String,
 }
@@ -188,7 +188,7 @@ fn signs(text: &str) -> Option<Vec<Sign>> {
 
 /// Refuses an age that is certainly not positive, from its text alone.
 /// Accepts what it cannot decide: `check_live` has the last word.
-pub fn check_written(age: &str) -> Result<(), AgeProblem> {
+pub(crate) fn check_written(age: &str) -> Result<(), AgeProblem> {
     let Some(signs) = signs(age) else {
         return Ok(());
     };
@@ -211,7 +211,7 @@ pub fn check_written(age: &str) -> Result<(), AgeProblem> {
 
 /// Validates the age with the database: a PostgreSQL interval, greater
 /// than zero as PostgreSQL compares intervals.
-pub async fn check_live(client: &Client, age: &str) -> Result<(), AgeProblem> {
+pub(crate) async fn check_live(client: &Client, age: &str) -> Result<(), AgeProblem> {
     match client
         .query_one("SELECT $1::text::interval > interval '0'", &[&age])
         .await

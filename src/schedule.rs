@@ -8,75 +8,17 @@
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
-use croner::parser::{CronParser, Seconds, Year};
 
 use crate::config::ScheduleConfig;
+use crate::cron::parse_cron;
 
-pub struct Schedule {
+pub(crate) struct Schedule {
     pub cron: Cron,
     pub tz: Tz,
 }
 
-/// The parser for 5 fields, or 6 with seconds first; `L`, `W` and `#` work.
-pub fn parser() -> CronParser {
-    CronParser::builder()
-        .seconds(Seconds::Optional)
-        .year(Year::Disallowed)
-        .build()
-}
-
-/// Parses a cron expression; a refusal names the field at fault and its
-/// range, since croner's own messages ("Number out of bounds.") do not.
-pub fn parse_cron(text: &str) -> Result<Cron, String> {
-    let err = match parser().parse(text) {
-        Ok(cron) => return Ok(cron),
-        Err(err) => err,
-    };
-    let fields: Vec<&str> = text.split_whitespace().collect();
-    let names: &[(&str, &str)] = match fields.len() {
-        5 => &FIELDS[1..],
-        6 => &FIELDS,
-        n => {
-            return Err(format!(
-                "invalid cron expression `{text}`: it has {n} field(s); write 5 (minute hour day-of-month month day-of-week) or 6 with seconds first"
-            ));
-        }
-    };
-    // The field at fault is the one whose replacement by `*` makes the
-    // expression parse.
-    let culprit = (0..fields.len()).find(|&i| {
-        let mut fixed = fields.clone();
-        fixed[i] = "*";
-        parser().parse(&fixed.join(" ")).is_ok()
-    });
-    let cause = err.to_string();
-    let cause = cause
-        .strip_prefix("Component error: ")
-        .or_else(|| cause.strip_prefix("Invalid pattern: "))
-        .unwrap_or(&cause)
-        .trim_end_matches('.')
-        .to_lowercase();
-    Err(match culprit {
-        Some(i) => format!(
-            "invalid cron expression `{text}`: the {} field `{}` is not valid ({cause}); it takes {}",
-            names[i].0, fields[i], names[i].1
-        ),
-        None => format!("invalid cron expression `{text}`: {cause}"),
-    })
-}
-
-/// Each field's name and what it takes, seconds first.
-const FIELDS: [(&str, &str); 6] = [
-    ("second", "0-59"),
-    ("minute", "0-59"),
-    ("hour", "0-23"),
-    ("day-of-month", "1-31, L or W"),
-    ("month", "1-12 or JAN-DEC"),
-    ("day-of-week", "0-7 or SUN-SAT (0 and 7 are Sunday), L or #"),
-];
-
 impl Schedule {
-    pub fn new(config: &ScheduleConfig) -> Result<Schedule, String> {
+    pub(crate) fn new(config: &ScheduleConfig) -> Result<Schedule, String> {
         let cron = parse_cron(&config.cron)?;
         let tz = config
             .timezone
@@ -86,7 +28,7 @@ impl Schedule {
     }
 
     /// The first fire strictly after `after`.
-    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron
             .find_next_occurrence(&after.with_timezone(&self.tz), false)
             .ok()
@@ -94,7 +36,7 @@ impl Schedule {
     }
 
     /// The next `n` fires after `after`.
-    pub fn upcoming(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+    pub(crate) fn upcoming(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
         let mut fires = Vec::new();
         let mut t = after;
         while fires.len() < n {
@@ -109,7 +51,7 @@ impl Schedule {
 }
 
 /// A fire missed by at most this much still counts as on time.
-pub const ON_TIME: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const ON_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What to do with a schedule's fires that are due at `now`, counting
 /// from its last fire: the ones to record as skipped (with why), and the
@@ -117,12 +59,12 @@ pub const ON_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 /// only the latest can run; under `run_once` if it is within
 /// `misfire_grace`, under `skip` only if it is on time.
 #[derive(Debug, PartialEq, Eq)]
-pub struct DueFires {
+pub(crate) struct DueFires {
     pub skipped: Vec<(DateTime<Utc>, String)>,
     pub run: Option<DateTime<Utc>>,
 }
 
-pub fn due_fires(
+pub(crate) fn due_fires(
     schedule: &Schedule,
     config: &ScheduleConfig,
     last: DateTime<Utc>,
@@ -181,21 +123,6 @@ pub fn due_fires(
 mod tests {
     use super::*;
     use chrono::TimeZone;
-
-    #[test]
-    fn a_refused_cron_names_its_field_and_range() {
-        let err = parse_cron("61 * * * *").unwrap_err();
-        assert!(
-            err.contains("the minute field `61` is not valid") && err.contains("0-59"),
-            "{err}"
-        );
-        assert!(!err.contains("Component error"), "{err}");
-        let err = parse_cron("0 0 25 * * *").unwrap_err();
-        assert!(err.contains("the hour field `25`"), "{err}");
-        let err = parse_cron("* * *").unwrap_err();
-        assert!(err.contains("it has 3 field(s)"), "{err}");
-        assert!(parse_cron("0 2 * * *").is_ok());
-    }
 
     fn config(cron: &str, tz: &str) -> ScheduleConfig {
         ScheduleConfig {

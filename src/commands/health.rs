@@ -4,22 +4,24 @@ use std::io::IsTerminal;
 
 use super::{CliError, connect, load_config, print_json};
 use crate::cli::{Cli, HealthArgs};
-use crate::health::{self, CHECK_NAMES, Level, Report};
+use crate::health::{self, CheckName, Level, Report};
 use crate::output::{self, TableCell};
 use comfy_table::Color;
 
 pub async fn health(cli: &Cli, args: &HealthArgs) -> Result<bool, CliError> {
     let config = load_config(cli, false)?;
+    let mut only = Vec::new();
     for name in &args.checks {
-        if !CHECK_NAMES.contains(&name.as_str()) {
+        let Some(check) = CheckName::parse(name) else {
             return Err(CliError::Usage(format!(
                 "there is no health check named \"{name}\"\n  help: checks are: {}",
-                CHECK_NAMES.join(", ")
+                CheckName::list()
             )));
-        }
+        };
+        only.push(check);
     }
     let client = connect(cli, &config).await?;
-    let report = health::run(&client, &config, &args.checks, args.exact).await;
+    let report = health::run(&client, &config, &only, args.exact).await;
     if cli.json {
         print_json(&report);
     } else if !cli.quiet {

@@ -10,7 +10,6 @@
 //! commands that need the key refuse to start with it, `check` lists it,
 //! and the others work.
 
-pub mod duration;
 pub mod file;
 pub mod problem;
 mod source;
@@ -20,12 +19,14 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-pub use duration::Duration;
+pub use crate::duration::{self, Duration};
 use file::{OptionsFile, TaskFile};
 pub use file::{Severity, TaskKind};
 pub use problem::{Location, Problem, Problems};
 use source::Source;
 
+use crate::check_name::CheckName;
+use crate::db::SessionTimeouts;
 use crate::tasks::TaskSpec;
 
 #[derive(Debug, Error)]
@@ -84,8 +85,8 @@ impl TaskOptions {
         batch_size: 5000,
         max_runtime: None,
         pause: Duration(std::time::Duration::ZERO),
-        lock_timeout: Duration(std::time::Duration::from_secs(1)),
-        statement_timeout: Duration(std::time::Duration::from_secs(300)),
+        lock_timeout: SessionTimeouts::BUILT_IN.lock_timeout,
+        statement_timeout: SessionTimeouts::BUILT_IN.statement_timeout,
         max_retries: 5,
         exact_count_limit: 10_000_000,
     };
@@ -315,9 +316,9 @@ impl Config {
     /// The timeouts every session starts with: `[database]` lock_timeout
     /// and statement_timeout, else pgmaint's defaults. A task sets its own
     /// while it runs.
-    pub fn session_timeouts(&self) -> crate::db::SessionTimeouts {
+    pub fn session_timeouts(&self) -> SessionTimeouts {
         let built_in = TaskOptions::BUILT_IN;
-        crate::db::SessionTimeouts {
+        SessionTimeouts {
             lock_timeout: self.database.lock_timeout.unwrap_or(built_in.lock_timeout),
             statement_timeout: self
                 .database
@@ -401,54 +402,14 @@ fn starts_with(path: &[String], prefix: &[&str]) -> bool {
 }
 
 fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>) -> Config {
-    let mut deferred = Vec::new();
-    let mut unset_problems = Vec::new();
-    for unset in &source.unset {
-        let problem = Problem::new(
-            unset.location.clone(),
-            unset.key_path.join("."),
-            format!("environment variable `{}` is not set", unset.var),
-        )
-        .with_help(format!(
-            "export {}=... before running pgmaint, or write the value here (`$${{` writes a literal `${{`)",
-            unset.var
-        ));
-        match need_of(&unset.key_path) {
-            Some(need) => deferred.push(Deferred { need, problem }),
-            None => unset_problems.push(problem),
-        }
-    }
-    let is_unset = |path: &[&str]| {
-        source.unset.iter().any(|u| {
-            u.key_path
-                .iter()
-                .map(String::as_str)
-                .eq(path.iter().copied())
-        })
-    };
-
-    let url = if is_unset(&["database", "url"]) {
-        None
-    } else {
-        file.database.url.clone()
-    };
+    let (mut deferred, unset_problems) = unset_variables(source);
+    let database = database_settings(source, &file.database);
     let state_schema = file
         .state
         .schema
         .clone()
         .unwrap_or_else(|| "pgmaint".into());
-    let api = ApiSettings {
-        listen: file
-            .api
-            .listen
-            .clone()
-            .unwrap_or_else(|| "127.0.0.1:9187".into()),
-        token: file
-            .api
-            .token
-            .clone()
-            .filter(|_| !is_unset(&["api", "token"])),
-    };
+    let api = api_settings(source, &file.api);
     let keep_runs = file.state.keep_runs.clone();
 
     let database_timeouts = OptionsFile {
@@ -461,23 +422,7 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         file.backups.dir.clone(),
         file.backups.keep.clone(),
     );
-    // Ages that decide what pgmaint deletes of its own: a negative `keep`
-    // would make every backup (or run record) older than the future.
-    for (key_path, age) in [
-        (["backups", "keep"], file.backups.keep.as_deref()),
-        (["state", "keep_runs"], file.state.keep_runs.as_deref()),
-        (["health", "keep"], file.health.keep.as_deref()),
-    ] {
-        if let Some(age) = age
-            && let Err(problem) = crate::retention::check_written(age)
-        {
-            problems.push(
-                source
-                    .problem(&key_path, problem.message)
-                    .with_help(problem.help),
-            );
-        }
-    }
+    check_retention_ages(source, &file, problems);
     let base = TaskOptions::layered(TaskOptions::BUILT_IN, database_timeouts);
     let defaults = TaskOptions::layered(base, file.defaults.options());
     let default_severity = file.defaults.severity.unwrap_or_default();
@@ -496,265 +441,40 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         }
     }
 
-    for (name, check) in &file.health.checks {
-        if !crate::health::CHECK_NAMES.contains(&name.as_str()) {
-            let mut problem = source.problem(
-                &["health", "checks", name],
-                format!("there is no health check named `{name}`"),
-            );
-            if let Some(near) = source::nearest(name, crate::health::CHECK_NAMES.iter().copied()) {
-                problem
-                    .message
-                    .push_str(&format!("; did you mean `{near}`?"));
-            }
-            problems.push(problem.with_help(format!(
-                "checks are: {}",
-                crate::health::CHECK_NAMES.join(", ")
-            )));
-            continue;
-        }
-        if let Some(problem) = threshold_order(source, name, check) {
-            problems.push(problem);
-        }
-        for pattern in &check.exclude {
-            if let Err(err) = globset::Glob::new(pattern) {
-                problems.push(source.problem(
-                    &["health", "checks", name, "exclude"],
-                    format!("`{pattern}` is not a valid pattern: {err}"),
-                ));
-            }
-        }
-    }
-    let defaults = HealthSettings::default();
-    let health = HealthSettings {
-        check_every: file
-            .health
-            .check_every
-            .map(|d| d.0)
-            .unwrap_or(defaults.check_every),
-        metrics_top: file.health.metrics_top.unwrap_or(defaults.metrics_top),
-        snapshot_every: file
-            .health
-            .snapshot_every
-            .map(|d| d.0)
-            .unwrap_or(defaults.snapshot_every),
-        keep: file.health.keep.unwrap_or(defaults.keep),
-        statement_timeout: file
-            .health
-            .statement_timeout
-            .map(|d| d.0)
-            .unwrap_or(defaults.statement_timeout),
-        checks: file.health.checks,
-    };
+    check_health_checks(source, &file.health.checks, problems);
+    let health = health_settings(file.health);
 
     // Names as written, including tables that had problems of their own,
     // so a schedule naming a task with a typo in it is not also told the
     // task does not exist.
     let task_names = source.names_in(&["tasks"]);
     let notifier_names = source.names_in(&["notifiers"]);
+    let named = Named {
+        tasks: &task_names,
+        notifiers: &notifier_names,
+    };
     let mut schedules = Vec::new();
     for (name, schedule) in file.schedules {
-        let key = |k: &'static str| ["schedules", name.as_str(), k];
-        if let Err(err) = crate::schedule::parse_cron(&schedule.cron) {
-            problems.push(
-                source
-                    .problem(&key("cron"), err)
-                    .with_help("write 5 fields (minute hour day-of-month month day-of-week) or 6 with seconds first, e.g. \"0 2 * * *\""),
-            );
-        }
-        let timezone = schedule.timezone.unwrap_or_else(|| "UTC".into());
-        if timezone.parse::<chrono_tz::Tz>().is_err() {
-            problems.push(
-                source
-                    .problem(&key("timezone"), format!("unknown time zone `{timezone}`"))
-                    .with_help("use an IANA name such as \"UTC\" or \"Europe/Berlin\""),
-            );
-        }
-        for task in &schedule.tasks {
-            if !task_names.contains(task) {
-                let mut problem = source.problem(
-                    &key("tasks"),
-                    format!("schedule names task `{task}`, which is not configured"),
-                );
-                if let Some(near) = source::nearest(task, task_names.iter().map(String::as_str)) {
-                    problem
-                        .message
-                        .push_str(&format!("; did you mean `{near}`?"));
-                }
-                problems.push(problem);
-            }
-        }
-        let notify = match schedule.notify.clone() {
-            None => NotifyTargets::default(),
-            Some(file::NotifyFile::All(names)) => NotifyTargets::all(names),
-            Some(file::NotifyFile::ByOutcome(by)) => NotifyTargets {
-                on_failure: by.on_failure,
-                on_warning: by.on_warning,
-                on_success: by.on_success,
-            },
-        };
-        let mut named = BTreeSet::new();
-        for notifier in notify.names() {
-            if !notifier_names.contains(notifier) && named.insert(notifier.clone()) {
-                problems.push(source.problem(
-                    &["schedules", &name, "notify"],
-                    format!("schedule names notifier `{notifier}`, which is not configured"),
-                ));
-            }
-        }
-        schedules.push(ScheduleConfig {
-            name: name.clone(),
-            cron: schedule.cron,
-            timezone,
-            tasks: schedule.tasks,
-            enabled: schedule.enabled.unwrap_or(true),
-            allow_critical: schedule.allow_critical.unwrap_or(false),
-            max_runtime: schedule.max_runtime.map(|d| d.0),
-            misfire: schedule.misfire.unwrap_or_default(),
-            misfire_grace: schedule
-                .misfire_grace
-                .map(|d| d.0)
-                .unwrap_or(std::time::Duration::from_secs(3600)),
-            notify,
-        });
+        schedules.push(resolve_schedule(source, name, schedule, named, problems));
     }
-
     let mut alerts = Vec::new();
     for (name, alert) in &file.alerts {
-        let checks: Vec<String> = alert
-            .checks
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|c| c != "*")
-            .collect();
-        for check in &checks {
-            if !crate::health::CHECK_NAMES.contains(&check.as_str()) {
-                problems.push(
-                    source
-                        .problem(
-                            &["alerts", name, "checks"],
-                            format!("there is no health check named `{check}`"),
-                        )
-                        .with_help(format!(
-                            "checks are: {}, or \"*\"",
-                            crate::health::CHECK_NAMES.join(", ")
-                        )),
-                );
-            }
-        }
-        for notifier in &alert.notify {
-            if !notifier_names.contains(notifier) {
-                problems.push(source.problem(
-                    &["alerts", name, "notify"],
-                    format!("alert names notifier `{notifier}`, which is not configured"),
-                ));
-            }
-        }
-        alerts.push(AlertConfig {
-            name: name.clone(),
-            checks,
-            level: alert.level.unwrap_or(file::AlertLevel::Warning),
-            notify: alert.notify.clone(),
-            repeat: alert
-                .repeat
-                .map(|d| d.0)
-                .unwrap_or(std::time::Duration::from_secs(4 * 3600)),
-        });
+        alerts.push(resolve_alert(
+            source,
+            name,
+            alert,
+            named.notifiers,
+            problems,
+        ));
     }
-
-    let mut notifiers = Vec::new();
-    for (name, notifier) in &file.notifiers {
-        let email = notifier.kind == file::NotifierKind::Email;
-        let address = if email {
-            notifier.smtp.clone()
-        } else {
-            notifier.url.clone()
-        };
-        let Some(url) = address else {
-            let (key, help) = if email {
-                (
-                    "smtp",
-                    "add `smtp = \"smtp://mail.example.com:587?tls=required\"`",
-                )
-            } else {
-                (
-                    "url",
-                    "add `url = \"https://...\"` (a webhook, or a Slack incoming-webhook URL)",
-                )
-            };
-            problems.push(
-                source
-                    .problem(&["notifiers", name], format!("this notifier needs `{key}`"))
-                    .with_help(help),
-            );
-            continue;
-        };
-        if email && (notifier.from.is_none() || notifier.to.is_empty()) {
-            problems.push(
-                source
-                    .problem(
-                        &["notifiers", name],
-                        "an email notifier needs `from` and `to`",
-                    )
-                    .with_help(
-                        "add `from = \"pgmaint@example.com\"` and `to = [\"oncall@example.com\"]`",
-                    ),
-            );
-            continue;
-        }
-        // A notifier with a variable unset cannot be used; the commands
-        // that send through it say so (see `Need`), the others work.
-        if source
-            .unset
-            .iter()
-            .any(|u| starts_with(&u.key_path, &["notifiers", name]))
-        {
-            continue;
-        }
-        let bad = notifier_values(source, name, notifier, &url);
-        if !bad.is_empty() {
-            deferred.extend(bad.into_iter().map(|problem| Deferred {
-                need: Need::Notifier(name.clone()),
-                problem,
-            }));
-            continue;
-        }
-        notifiers.push(NotifierConfig {
-            name: name.clone(),
-            kind: notifier.kind,
-            url,
-            from: notifier.from.clone(),
-            to: notifier.to.clone(),
-            secret: notifier.secret.clone(),
-            on_success: notifier.on_success.unwrap_or(false),
-            on_failure: notifier.on_failure.unwrap_or(true),
-            on_warning: notifier.on_warning.unwrap_or(true),
-        });
-    }
-
-    // A value whose variable is not set was read as written (`${X}`); what
-    // else is said about that key follows from that, so only the missing
-    // variable is reported.
-    problems.retain(|p| {
-        !source.unset.iter().any(|u| {
-            let key = u.key_path.join(".");
-            p.key == key || p.key.starts_with(&format!("{key}."))
-        })
-    });
-    problems.extend(unset_problems);
-    problems.sort_by_key(Problem::position);
+    let notifiers = resolve_notifiers(source, &file.notifiers, problems, &mut deferred);
+    settle_problems(source, problems, unset_problems);
 
     Config {
         path: Some(source.path.clone()),
         text: source.text.clone(),
         name: file.name,
-        database: DatabaseSettings {
-            url,
-            lock_timeout: file.database.lock_timeout,
-            statement_timeout: file.database.statement_timeout,
-            connect_timeout: file.database.connect_timeout,
-        },
+        database,
         state_schema,
         backups,
         tasks,
@@ -768,11 +488,405 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
     }
 }
 
+/// A problem for each `${VAR}` that is not set: deferred when only some
+/// commands use its key (see `Need`), else a problem of the file.
+fn unset_variables(source: &Source) -> (Vec<Deferred>, Vec<Problem>) {
+    let mut deferred = Vec::new();
+    let mut problems = Vec::new();
+    for unset in &source.unset {
+        let problem = Problem::new(
+            unset.location.clone(),
+            unset.key_path.join("."),
+            format!("environment variable `{}` is not set", unset.var),
+        )
+        .with_help(format!(
+            "export {}=... before running pgmaint, or write the value here (`$${{` writes a literal `${{`)",
+            unset.var
+        ));
+        match need_of(&unset.key_path) {
+            Some(need) => deferred.push(Deferred { need, problem }),
+            None => problems.push(problem),
+        }
+    }
+    (deferred, problems)
+}
+
+/// `[database]`; a `url` whose variable is not set is left out (the
+/// commands that need it say so).
+fn database_settings(source: &Source, database: &file::DatabaseFile) -> DatabaseSettings {
+    DatabaseSettings {
+        url: if unset_at(source, &["database", "url"]) {
+            None
+        } else {
+            database.url.clone()
+        },
+        lock_timeout: database.lock_timeout,
+        statement_timeout: database.statement_timeout,
+        connect_timeout: database.connect_timeout,
+    }
+}
+
+/// Whether the value at exactly `path` used a variable that is not set.
+fn unset_at(source: &Source, path: &[&str]) -> bool {
+    source.unset.iter().any(|u| {
+        u.key_path
+            .iter()
+            .map(String::as_str)
+            .eq(path.iter().copied())
+    })
+}
+
+fn api_settings(source: &Source, api: &file::ApiFile) -> ApiSettings {
+    ApiSettings {
+        listen: api
+            .listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:9187".into()),
+        token: api
+            .token
+            .clone()
+            .filter(|_| !unset_at(source, &["api", "token"])),
+    }
+}
+
+/// Ages that decide what pgmaint deletes of its own: a negative `keep`
+/// would make every backup (or run record) older than the future.
+fn check_retention_ages(source: &Source, file: &file::ConfigFile, problems: &mut Vec<Problem>) {
+    for (key_path, age) in [
+        (["backups", "keep"], file.backups.keep.as_deref()),
+        (["state", "keep_runs"], file.state.keep_runs.as_deref()),
+        (["health", "keep"], file.health.keep.as_deref()),
+    ] {
+        if let Some(age) = age
+            && let Err(problem) = crate::retention::check_written(age)
+        {
+            problems.push(
+                source
+                    .problem(&key_path, problem.message)
+                    .with_help(problem.help),
+            );
+        }
+    }
+}
+
+/// `[health.checks.NAME]`: a check that exists, thresholds in the order
+/// its direction needs, `exclude` patterns that parse.
+fn check_health_checks(
+    source: &Source,
+    checks: &std::collections::BTreeMap<String, file::HealthCheckFile>,
+    problems: &mut Vec<Problem>,
+) {
+    for (name, check) in checks {
+        let Some(check_name) = CheckName::parse(name) else {
+            problems.push(unknown_check(source, name));
+            continue;
+        };
+        if let Some(problem) = threshold_order(source, check_name, check) {
+            problems.push(problem);
+        }
+        for pattern in &check.exclude {
+            if let Err(err) = globset::Glob::new(pattern) {
+                problems.push(source.problem(
+                    &["health", "checks", name, "exclude"],
+                    format!("`{pattern}` is not a valid pattern: {err}"),
+                ));
+            }
+        }
+    }
+}
+
+fn unknown_check(source: &Source, name: &str) -> Problem {
+    let mut problem = source.problem(
+        &["health", "checks", name],
+        format!("there is no health check named `{name}`"),
+    );
+    if let Some(near) = source::nearest(name, CheckName::ALL.iter().map(|c| c.as_str())) {
+        problem
+            .message
+            .push_str(&format!("; did you mean `{near}`?"));
+    }
+    problem.with_help(format!("checks are: {}", CheckName::list()))
+}
+
+/// `[health]` over the defaults.
+fn health_settings(health: file::HealthFile) -> HealthSettings {
+    let defaults = HealthSettings::default();
+    HealthSettings {
+        check_every: health
+            .check_every
+            .map(|d| d.0)
+            .unwrap_or(defaults.check_every),
+        metrics_top: health.metrics_top.unwrap_or(defaults.metrics_top),
+        snapshot_every: health
+            .snapshot_every
+            .map(|d| d.0)
+            .unwrap_or(defaults.snapshot_every),
+        keep: health.keep.unwrap_or(defaults.keep),
+        statement_timeout: health
+            .statement_timeout
+            .map(|d| d.0)
+            .unwrap_or(defaults.statement_timeout),
+        checks: health.checks,
+    }
+}
+
+/// The names a schedule may refer to, as written in the file.
+#[derive(Clone, Copy)]
+struct Named<'a> {
+    tasks: &'a [String],
+    notifiers: &'a [String],
+}
+
+/// `[schedules.NAME]`: its cron and time zone checked, the tasks and
+/// notifiers it names looked up.
+fn resolve_schedule(
+    source: &Source,
+    name: String,
+    schedule: file::ScheduleFile,
+    named: Named<'_>,
+    problems: &mut Vec<Problem>,
+) -> ScheduleConfig {
+    let key = |k: &'static str| ["schedules", name.as_str(), k];
+    if let Err(err) = crate::cron::parse_cron(&schedule.cron) {
+        problems.push(
+            source
+                .problem(&key("cron"), err)
+                .with_help("write 5 fields (minute hour day-of-month month day-of-week) or 6 with seconds first, e.g. \"0 2 * * *\""),
+        );
+    }
+    let timezone = schedule.timezone.unwrap_or_else(|| "UTC".into());
+    if timezone.parse::<chrono_tz::Tz>().is_err() {
+        problems.push(
+            source
+                .problem(&key("timezone"), format!("unknown time zone `{timezone}`"))
+                .with_help("use an IANA name such as \"UTC\" or \"Europe/Berlin\""),
+        );
+    }
+    for task in &schedule.tasks {
+        if !named.tasks.contains(task) {
+            let mut problem = source.problem(
+                &key("tasks"),
+                format!("schedule names task `{task}`, which is not configured"),
+            );
+            if let Some(near) = source::nearest(task, named.tasks.iter().map(String::as_str)) {
+                problem
+                    .message
+                    .push_str(&format!("; did you mean `{near}`?"));
+            }
+            problems.push(problem);
+        }
+    }
+    let notify = notify_targets(schedule.notify.clone());
+    let mut reported = BTreeSet::new();
+    for notifier in notify.names() {
+        if !named.notifiers.contains(notifier) && reported.insert(notifier.clone()) {
+            problems.push(source.problem(
+                &["schedules", &name, "notify"],
+                format!("schedule names notifier `{notifier}`, which is not configured"),
+            ));
+        }
+    }
+    ScheduleConfig {
+        name: name.clone(),
+        cron: schedule.cron,
+        timezone,
+        tasks: schedule.tasks,
+        enabled: schedule.enabled.unwrap_or(true),
+        allow_critical: schedule.allow_critical.unwrap_or(false),
+        max_runtime: schedule.max_runtime.map(|d| d.0),
+        misfire: schedule.misfire.unwrap_or_default(),
+        misfire_grace: schedule
+            .misfire_grace
+            .map(|d| d.0)
+            .unwrap_or(std::time::Duration::from_secs(3600)),
+        notify,
+    }
+}
+
+fn notify_targets(notify: Option<file::NotifyFile>) -> NotifyTargets {
+    match notify {
+        None => NotifyTargets::default(),
+        Some(file::NotifyFile::All(names)) => NotifyTargets::all(names),
+        Some(file::NotifyFile::ByOutcome(by)) => NotifyTargets {
+            on_failure: by.on_failure,
+            on_warning: by.on_warning,
+            on_success: by.on_success,
+        },
+    }
+}
+
+/// `[alerts.NAME]`: the checks (`"*"` or none for all) and notifiers it
+/// names looked up.
+fn resolve_alert(
+    source: &Source,
+    name: &str,
+    alert: &file::AlertFile,
+    notifier_names: &[String],
+    problems: &mut Vec<Problem>,
+) -> AlertConfig {
+    let checks: Vec<String> = alert
+        .checks
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c != "*")
+        .collect();
+    for check in &checks {
+        if CheckName::parse(check).is_none() {
+            problems.push(
+                source
+                    .problem(
+                        &["alerts", name, "checks"],
+                        format!("there is no health check named `{check}`"),
+                    )
+                    .with_help(format!("checks are: {}, or \"*\"", CheckName::list())),
+            );
+        }
+    }
+    for notifier in &alert.notify {
+        if !notifier_names.contains(notifier) {
+            problems.push(source.problem(
+                &["alerts", name, "notify"],
+                format!("alert names notifier `{notifier}`, which is not configured"),
+            ));
+        }
+    }
+    AlertConfig {
+        name: name.to_string(),
+        checks,
+        level: alert.level.unwrap_or(file::AlertLevel::Warning),
+        notify: alert.notify.clone(),
+        repeat: alert
+            .repeat
+            .map(|d| d.0)
+            .unwrap_or(std::time::Duration::from_secs(4 * 3600)),
+    }
+}
+
+/// `[notifiers.NAME]`: the usable ones; a problem for each refused, and a
+/// deferred problem for each whose address does not parse.
+fn resolve_notifiers(
+    source: &Source,
+    written: &std::collections::BTreeMap<String, file::NotifierFile>,
+    problems: &mut Vec<Problem>,
+    deferred: &mut Vec<Deferred>,
+) -> Vec<NotifierConfig> {
+    let mut notifiers = Vec::new();
+    for (name, notifier) in written {
+        match resolve_notifier(source, name, notifier) {
+            Resolved::Ready(notifier) => notifiers.push(notifier),
+            Resolved::Refused(problem) => problems.push(problem),
+            Resolved::Deferred(bad) => deferred.extend(bad),
+            Resolved::Unset => {}
+        }
+    }
+    notifiers
+}
+
+/// What became of one `[notifiers.NAME]`.
+enum Resolved {
+    Ready(NotifierConfig),
+    /// Missing a key every notifier of its kind needs: a problem of the file.
+    Refused(Problem),
+    /// An address that does not parse: only what sends through it fails.
+    Deferred(Vec<Deferred>),
+    /// A variable in it is not set, which `unset_variables` reported.
+    Unset,
+}
+
+fn resolve_notifier(source: &Source, name: &str, notifier: &file::NotifierFile) -> Resolved {
+    let email = notifier.kind == file::NotifierKind::Email;
+    let address = if email {
+        notifier.smtp.clone()
+    } else {
+        notifier.url.clone()
+    };
+    let Some(url) = address else {
+        let (key, help) = if email {
+            (
+                "smtp",
+                "add `smtp = \"smtp://mail.example.com:587?tls=required\"`",
+            )
+        } else {
+            (
+                "url",
+                "add `url = \"https://...\"` (a webhook, or a Slack incoming-webhook URL)",
+            )
+        };
+        return Resolved::Refused(
+            source
+                .problem(&["notifiers", name], format!("this notifier needs `{key}`"))
+                .with_help(help),
+        );
+    };
+    if email && (notifier.from.is_none() || notifier.to.is_empty()) {
+        return Resolved::Refused(
+            source
+                .problem(
+                    &["notifiers", name],
+                    "an email notifier needs `from` and `to`",
+                )
+                .with_help(
+                    "add `from = \"pgmaint@example.com\"` and `to = [\"oncall@example.com\"]`",
+                ),
+        );
+    }
+    // A notifier with a variable unset cannot be used; the commands
+    // that send through it say so (see `Need`), the others work.
+    if source
+        .unset
+        .iter()
+        .any(|u| starts_with(&u.key_path, &["notifiers", name]))
+    {
+        return Resolved::Unset;
+    }
+    let bad = notifier_values(source, name, notifier, &url);
+    if !bad.is_empty() {
+        return Resolved::Deferred(
+            bad.into_iter()
+                .map(|problem| Deferred {
+                    need: Need::Notifier(name.to_string()),
+                    problem,
+                })
+                .collect(),
+        );
+    }
+    Resolved::Ready(NotifierConfig {
+        name: name.to_string(),
+        kind: notifier.kind,
+        url,
+        from: notifier.from.clone(),
+        to: notifier.to.clone(),
+        secret: notifier.secret.clone(),
+        on_success: notifier.on_success.unwrap_or(false),
+        on_failure: notifier.on_failure.unwrap_or(true),
+        on_warning: notifier.on_warning.unwrap_or(true),
+    })
+}
+
+/// A value whose variable is not set was read as written (`${X}`); what
+/// else is said about that key follows from that, so only the missing
+/// variable is reported. Then every problem in file order.
+fn settle_problems(source: &Source, problems: &mut Vec<Problem>, unset_problems: Vec<Problem>) {
+    problems.retain(|p| {
+        !source.unset.iter().any(|u| {
+            let key = u.key_path.join(".");
+            p.key == key || p.key.starts_with(&format!("{key}."))
+        })
+    });
+    problems.extend(unset_problems);
+    problems.sort_by_key(Problem::position);
+}
+
 /// A check's warning and critical thresholds, its defaults overridden,
 /// must be in the order its direction needs: for most checks higher is
 /// worse (warning below critical); for cache-hit lower is worse.
-fn threshold_order(source: &Source, name: &str, check: &file::HealthCheckFile) -> Option<Problem> {
-    let defaults = crate::health::defaults(name);
+fn threshold_order(
+    source: &Source,
+    name: CheckName,
+    check: &file::HealthCheckFile,
+) -> Option<Problem> {
+    let defaults = name.defaults();
     let warning = check.warning.or(defaults.warning)?;
     let critical = check.critical.or(defaults.critical)?;
     let wrong = if defaults.lower_is_worse {
@@ -803,7 +917,7 @@ fn threshold_order(source: &Source, name: &str, check: &file::HealthCheckFile) -
     Some(
         source
             .problem(
-                &["health", "checks", name, key],
+                &["health", "checks", name.as_str(), key],
                 format!(
                     "warning {} and critical {} are in the wrong order: for {name} {direction}, so warning must be {order} critical",
                     shown(warning, check.warning.is_some()),

@@ -2,11 +2,35 @@
 //! refresh task's `max_staleness`, and how many rows already qualify for
 //! each purge and archive task (a cheap planner estimate on big tables).
 
-use super::{CheckContext, Outcome, measured, seconds};
+use super::{Check, CheckContext, CheckName, Outcome, measured, seconds};
 use crate::config::Config;
 use crate::tasks::TaskSpec;
 
-pub async fn matview_staleness(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+pub(super) struct MatviewStaleness;
+
+impl Check for MatviewStaleness {
+    fn name(&self) -> CheckName {
+        CheckName::MatviewStaleness
+    }
+
+    async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+        matview_staleness(ctx).await
+    }
+}
+
+pub(super) struct TaskBacklog;
+
+impl Check for TaskBacklog {
+    fn name(&self) -> CheckName {
+        CheckName::TaskBacklog
+    }
+
+    async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+        task_backlog(ctx).await
+    }
+}
+
+async fn matview_staleness(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
     let config: &Config = ctx.config;
     // No state schema yet means no refresh recorded yet.
     let ages = crate::tasks::refresh::refresh_ages(ctx.client, &config.state_schema)
@@ -73,7 +97,7 @@ pub async fn matview_staleness(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_
     Ok(Outcome::Findings(findings, summary))
 }
 
-pub async fn task_backlog(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+async fn task_backlog(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
     let mut findings = Vec::new();
     for task in &ctx.config.tasks {
         // The kind counts its own rows, with the filter and cutoff its walk

@@ -2,15 +2,25 @@
 //! duplicate indexes, unused ones, tables that look like they miss one, and
 //! sequences close to the maximum of the column they feed.
 
-use super::{CheckContext, Finding, Outcome, found, has_extension, human_bytes, measured, percent};
+use super::{
+    Check, CheckContext, CheckName, Finding, Outcome, found, has_extension, human_bytes, measured,
+    percent,
+};
 
-pub async fn sequences(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
-    // The usable maximum is the smaller of the sequence's own and the
-    // maximum of every column it feeds (owned by, identity, or a default).
-    let rows = ctx
-        .client
-        .query(
-            "WITH seqs AS (
+pub(super) struct Sequences;
+
+impl Check for Sequences {
+    fn name(&self) -> CheckName {
+        CheckName::Sequences
+    }
+
+    async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+        // The usable maximum is the smaller of the sequence's own and the
+        // maximum of every column it feeds (owned by, identity, or a default).
+        let rows = ctx
+            .client
+            .query(
+                "WITH seqs AS (
                  SELECT s.oid, n.nspname || '.' || s.relname AS name, ps.last_value::float8 AS last, ps.max_value::float8 AS seq_max
                    FROM pg_class s JOIN pg_namespace n ON n.oid = s.relnamespace
                    JOIN pg_sequences ps ON ps.schemaname = n.nspname AND ps.sequencename = s.relname
@@ -30,66 +40,90 @@ pub async fn sequences(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres
                     coalesce(string_agg(DISTINCT f.attrelid::regclass::text || ' (' || format_type(f.atttypid, NULL) || ')', ', '), '')
                FROM seqs s LEFT JOIN feeds f ON f.seq = s.oid
               GROUP BY s.oid, s.name, s.last, s.seq_max",
-            &[],
-        )
-        .await?;
-    let findings = rows
-        .iter()
-        .map(|r| {
-            let (last, max): (f64, f64) = (r.get(1), r.get(2));
-            let feeds: String = r.get(3);
-            let object = if feeds.is_empty() { r.get::<_, String>(0) } else { format!("{} feeding {feeds}", r.get::<_, String>(0)) };
-            measured(ctx, object, last / max, percent, "widen the column to bigint (ALTER TABLE ... ALTER COLUMN ... TYPE bigint) before the sequence runs out")
-        })
-        .collect();
-    Ok(Outcome::Findings(findings, None))
+                &[],
+            )
+            .await?;
+        let findings = rows
+            .iter()
+            .map(|r| {
+                let (last, max): (f64, f64) = (r.get(1), r.get(2));
+                let feeds: String = r.get(3);
+                let object = if feeds.is_empty() { r.get::<_, String>(0) } else { format!("{} feeding {feeds}", r.get::<_, String>(0)) };
+                measured(ctx, object, last / max, percent, "widen the column to bigint (ALTER TABLE ... ALTER COLUMN ... TYPE bigint) before the sequence runs out")
+            })
+            .collect();
+        Ok(Outcome::Findings(findings, None))
+    }
 }
 
-pub async fn invalid_indexes(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
-    let rows = ctx
-        .client
-        .query(
-            "SELECT i.indexrelid::regclass::text, i.indrelid::regclass::text, pg_relation_size(i.indexrelid)::float8
+pub(super) struct InvalidIndexes;
+
+impl Check for InvalidIndexes {
+    fn name(&self) -> CheckName {
+        CheckName::InvalidIndexes
+    }
+
+    async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+        let rows = ctx
+            .client
+            .query(
+                "SELECT i.indexrelid::regclass::text, i.indrelid::regclass::text, pg_relation_size(i.indexrelid)::float8
                FROM pg_index i WHERE NOT i.indisvalid
                 AND i.indexrelid NOT IN (SELECT index_relid FROM pg_stat_progress_create_index)",
-            &[],
-        )
-        .await?;
-    let findings = rows
-        .iter()
-        .map(|r| found(ctx, format!("{} on {}", r.get::<_, String>(0), r.get::<_, String>(1)), human_bytes(r.get(2)),
-            "a failed CREATE INDEX CONCURRENTLY or REINDEX left it: it is maintained on every write but never used. Rebuild it (a `reindex` task does) or drop it"))
-        .collect();
-    Ok(Outcome::Findings(findings, None))
+                &[],
+            )
+            .await?;
+        let findings = rows
+            .iter()
+            .map(|r| found(ctx, format!("{} on {}", r.get::<_, String>(0), r.get::<_, String>(1)), human_bytes(r.get(2)),
+                "a failed CREATE INDEX CONCURRENTLY or REINDEX left it: it is maintained on every write but never used. Rebuild it (a `reindex` task does) or drop it"))
+            .collect();
+        Ok(Outcome::Findings(findings, None))
+    }
 }
 
-pub async fn invalid_constraints(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
-    let rows = ctx
-        .client
-        .query(
-            "SELECT c.conrelid::regclass::text, c.conname::text, c.contype::text
+pub(super) struct InvalidConstraints;
+
+impl Check for InvalidConstraints {
+    fn name(&self) -> CheckName {
+        CheckName::InvalidConstraints
+    }
+
+    async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+        let rows = ctx
+            .client
+            .query(
+                "SELECT c.conrelid::regclass::text, c.conname::text, c.contype::text
                FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
               WHERE NOT c.convalidated AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
-            &[],
-        )
-        .await?;
-    let findings = rows
-        .iter()
-        .map(|r| found(ctx, format!("{} on {}", r.get::<_, String>(1), r.get::<_, String>(0)), "NOT VALID".into(),
-            "existing rows are not checked: run ALTER TABLE ... VALIDATE CONSTRAINT (it takes only a SHARE UPDATE EXCLUSIVE lock)"))
-        .collect();
-    Ok(Outcome::Findings(findings, None))
+                &[],
+            )
+            .await?;
+        let findings = rows
+            .iter()
+            .map(|r| found(ctx, format!("{} on {}", r.get::<_, String>(1), r.get::<_, String>(0)), "NOT VALID".into(),
+                "existing rows are not checked: run ALTER TABLE ... VALIDATE CONSTRAINT (it takes only a SHARE UPDATE EXCLUSIVE lock)"))
+            .collect();
+        Ok(Outcome::Findings(findings, None))
+    }
 }
 
-pub async fn duplicate_indexes(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
-    // `a` is redundant when `b` is on the same table with the same access
-    // method, predicate and expressions, and a's columns (with their
-    // operator classes) are a prefix of b's; a unique `a` is not redundant
-    // unless `b` is the same index again.
-    let rows = ctx
-        .client
-        .query(
-            "SELECT a.indexrelid::regclass::text, b.indexrelid::regclass::text, a.indrelid::regclass::text,
+pub(super) struct DuplicateIndexes;
+
+impl Check for DuplicateIndexes {
+    fn name(&self) -> CheckName {
+        CheckName::DuplicateIndexes
+    }
+
+    async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+        // `a` is redundant when `b` is on the same table with the same access
+        // method, predicate and expressions, and a's columns (with their
+        // operator classes) are a prefix of b's; a unique `a` is not redundant
+        // unless `b` is the same index again.
+        let rows = ctx
+            .client
+            .query(
+                "SELECT a.indexrelid::regclass::text, b.indexrelid::regclass::text, a.indrelid::regclass::text,
                     pg_relation_size(a.indexrelid)::float8
                FROM pg_index a
                JOIN pg_index b ON b.indrelid = a.indrelid AND b.indexrelid <> a.indexrelid
@@ -107,108 +141,125 @@ pub async fn duplicate_indexes(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_
                          THEN (a.indisunique = b.indisunique AND a.indexrelid > b.indexrelid) OR (b.indisunique AND NOT a.indisunique)
                          ELSE NOT a.indisunique END
               ORDER BY 3, 1",
-            &[],
-        )
-        .await?;
-    let findings = rows
-        .iter()
-        .map(|r| found(ctx, format!("{} on {}", r.get::<_, String>(0), r.get::<_, String>(2)), human_bytes(r.get(3)),
-            &format!("{} covers the same columns first; drop the redundant one (DROP INDEX CONCURRENTLY)", r.get::<_, String>(1))))
-        .collect();
-    Ok(Outcome::Findings(findings, None))
+                &[],
+            )
+            .await?;
+        let findings = rows
+            .iter()
+            .map(|r| found(ctx, format!("{} on {}", r.get::<_, String>(0), r.get::<_, String>(2)), human_bytes(r.get(3)),
+                &format!("{} covers the same columns first; drop the redundant one (DROP INDEX CONCURRENTLY)", r.get::<_, String>(1))))
+            .collect();
+        Ok(Outcome::Findings(findings, None))
+    }
 }
 
 /// Sizes come from pg_class.relpages (kept by VACUUM and ANALYZE): asking
 /// the file system for 20,000 indexes' sizes takes a second.
-pub async fn unused_indexes(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
-    let min_size = ctx.thresholds.warning.unwrap_or(0.0);
-    let since: Option<String> = ctx
-        .client
-        .query_one(
-            "SELECT stats_reset::text FROM pg_stat_database WHERE datname = current_database()",
-            &[],
-        )
-        .await?
-        .get(0);
-    let rows = ctx
-        .client
-        .query(
-            "SELECT s.schemaname || '.' || s.indexrelname, s.schemaname || '.' || s.relname,
+pub(super) struct UnusedIndexes;
+
+impl Check for UnusedIndexes {
+    fn name(&self) -> CheckName {
+        CheckName::UnusedIndexes
+    }
+
+    async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+        let min_size = ctx.thresholds.warning.unwrap_or(0.0);
+        let since: Option<String> = ctx
+            .client
+            .query_one(
+                "SELECT stats_reset::text FROM pg_stat_database WHERE datname = current_database()",
+                &[],
+            )
+            .await?
+            .get(0);
+        let rows = ctx
+            .client
+            .query(
+                "SELECT s.schemaname || '.' || s.indexrelname, s.schemaname || '.' || s.relname,
                     c.relpages::float8 * current_setting('block_size')::float8
                FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid
                JOIN pg_class c ON c.oid = s.indexrelid
               WHERE s.idx_scan = 0 AND NOT i.indisunique AND NOT i.indisprimary AND i.indisvalid
                 AND c.relpages::float8 * current_setting('block_size')::float8 >= $1
               ORDER BY 3 DESC",
-            &[&min_size],
-        )
-        .await?;
-    let findings: Vec<Finding> = rows
-        .iter()
-        .map(|r| {
-            let mut f = found(ctx, format!("{} on {}", r.get::<_, String>(0), r.get::<_, String>(1)), human_bytes(r.get(2)),
-                "never scanned since the statistics were reset: check replicas too, then drop it (DROP INDEX CONCURRENTLY)");
-            f.threshold = format!("unused and at least {}", human_bytes(min_size));
-            f
-        })
-        .collect();
-    let summary = format!(
-        "{} unused index(es) of {} or more since {}",
-        findings.len(),
-        human_bytes(min_size),
-        since.unwrap_or_else(|| "the statistics began".into())
-    );
-    Ok(Outcome::Findings(findings, Some(summary)))
+                &[&min_size],
+            )
+            .await?;
+        let findings: Vec<Finding> = rows
+            .iter()
+            .map(|r| {
+                let mut f = found(ctx, format!("{} on {}", r.get::<_, String>(0), r.get::<_, String>(1)), human_bytes(r.get(2)),
+                    "never scanned since the statistics were reset: check replicas too, then drop it (DROP INDEX CONCURRENTLY)");
+                f.threshold = format!("unused and at least {}", human_bytes(min_size));
+                f
+            })
+            .collect();
+        let summary = format!(
+            "{} unused index(es) of {} or more since {}",
+            findings.len(),
+            human_bytes(min_size),
+            since.unwrap_or_else(|| "the statistics began".into())
+        );
+        Ok(Outcome::Findings(findings, Some(summary)))
+    }
 }
 
-pub async fn missing_indexes(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
-    // Large tables read mostly by sequential scans that each read many rows.
-    let rows = ctx
-        .client
-        .query(
-            "SELECT schemaname || '.' || relname, relname::text, seq_scan::float8, coalesce(idx_scan, 0)::float8,
+pub(super) struct MissingIndexes;
+
+impl Check for MissingIndexes {
+    fn name(&self) -> CheckName {
+        CheckName::MissingIndexes
+    }
+
+    async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+        // Large tables read mostly by sequential scans that each read many rows.
+        let rows = ctx
+            .client
+            .query(
+                "SELECT schemaname || '.' || relname, relname::text, seq_scan::float8, coalesce(idx_scan, 0)::float8,
                     (seq_tup_read / greatest(seq_scan, 1))::float8, n_live_tup::float8
                FROM pg_stat_user_tables
               WHERE n_live_tup >= 10000 AND seq_scan >= 10
                 AND seq_scan > 0.95 * (seq_scan + coalesce(idx_scan, 0))
                 AND seq_tup_read / greatest(seq_scan, 1) >= 1000
               ORDER BY seq_tup_read DESC LIMIT 20",
-            &[],
-        )
-        .await?;
-    let statements = has_extension(ctx.client, "pg_stat_statements").await?;
-    let mut findings = Vec::new();
-    for r in &rows {
-        let table: String = r.get(0);
-        let mut advice = "most reads are sequential scans: find the queries behind them and index their WHERE columns".to_string();
-        if statements {
-            let queries = ctx
-                .client
-                .query(
-                    "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 120) FROM pg_stat_statements
+                &[],
+            )
+            .await?;
+        let statements = has_extension(ctx.client, "pg_stat_statements").await?;
+        let mut findings = Vec::new();
+        for r in &rows {
+            let table: String = r.get(0);
+            let mut advice = "most reads are sequential scans: find the queries behind them and index their WHERE columns".to_string();
+            if statements {
+                let queries = ctx
+                    .client
+                    .query(
+                        "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 120) FROM pg_stat_statements
                       WHERE query ILIKE '%' || $1 || '%' ORDER BY total_exec_time DESC LIMIT 3",
-                    &[&r.get::<_, String>(1)],
-                )
-                .await
-                .map(|rows| rows.iter().map(|q| q.get::<_, String>(0)).collect::<Vec<_>>())
-                .unwrap_or_default();
-            if !queries.is_empty() {
-                advice = format!(
-                    "{advice}; the busiest queries on it: {}",
-                    queries.join(" | ")
-                );
+                        &[&r.get::<_, String>(1)],
+                    )
+                    .await
+                    .map(|rows| rows.iter().map(|q| q.get::<_, String>(0)).collect::<Vec<_>>())
+                    .unwrap_or_default();
+                if !queries.is_empty() {
+                    advice = format!(
+                        "{advice}; the busiest queries on it: {}",
+                        queries.join(" | ")
+                    );
+                }
+            } else {
+                advice.push_str(" (install pg_stat_statements to see them here)");
             }
-        } else {
-            advice.push_str(" (install pg_stat_statements to see them here)");
+            let value = format!(
+                "{:.0} sequential scans reading {:.0} rows each, {:.0} index scans, {:.0} rows",
+                r.get::<_, f64>(2),
+                r.get::<_, f64>(4),
+                r.get::<_, f64>(3),
+                r.get::<_, f64>(5)
+            );
+            findings.push(found(ctx, table, value, &advice));
         }
-        let value = format!(
-            "{:.0} sequential scans reading {:.0} rows each, {:.0} index scans, {:.0} rows",
-            r.get::<_, f64>(2),
-            r.get::<_, f64>(4),
-            r.get::<_, f64>(3),
-            r.get::<_, f64>(5)
-        );
-        findings.push(found(ctx, table, value, &advice));
+        Ok(Outcome::Findings(findings, None))
     }
-    Ok(Outcome::Findings(findings, None))
 }

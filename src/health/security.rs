@@ -3,13 +3,50 @@
 //! password hashing, CREATE on the public schema, and extensions with
 //! updates available. Parts that need privileges pgmaint lacks say so.
 
-use super::{CheckContext, Finding, Level, Outcome, found};
+use super::{Check, CheckContext, CheckName, Finding, Level, Outcome, found};
 
-pub async fn security(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
-    let client = ctx.client;
-    let mut findings: Vec<Finding> = Vec::new();
-    let mut unreadable = Vec::new();
-    for r in client
+pub(super) struct Security;
+
+impl Check for Security {
+    fn name(&self) -> CheckName {
+        CheckName::Security
+    }
+
+    async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+        let mut findings = superusers(ctx).await?;
+        let mut unreadable = Vec::new();
+        match passwordless_roles(ctx).await {
+            Ok(found) => findings.extend(found),
+            Err(_) => unreadable.push("roles' passwords (pg_authid needs superuser)"),
+        }
+        match trust_lines(ctx).await {
+            Ok(found) => findings.extend(found),
+            Err(_) => unreadable.push("pg_hba.conf (pg_hba_file_rules needs superuser)"),
+        }
+        findings.extend(server_settings(ctx).await?);
+        // Unreadable without superuser, like the passwords above; the
+        // setting itself is reported either way.
+        findings.extend(md5_roles(ctx).await.unwrap_or_default());
+        findings.extend(public_create(ctx).await?);
+        findings.extend(extension_updates(ctx).await?);
+        let summary = if unreadable.is_empty() {
+            None
+        } else {
+            let problems = findings.iter().filter(|f| f.status > Level::Ok).count();
+            Some(format!(
+                "{problems} finding(s); not readable without more privileges: {}",
+                unreadable.join(", ")
+            ))
+        };
+        Ok(Outcome::Findings(findings, summary))
+    }
+}
+
+/// Superusers other than `postgres`, and the login roles that can assume
+/// them.
+async fn superusers(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
+    let rows = ctx
+        .client
         .query(
             "SELECT r.rolname::text,
                     coalesce((SELECT string_agg(m.rolname::text, ', ') FROM pg_auth_members am JOIN pg_roles m ON m.oid = am.member
@@ -17,52 +54,70 @@ pub async fn security(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres:
                FROM pg_roles r WHERE r.rolsuper AND r.rolname <> 'postgres'",
             &[],
         )
-        .await?
-    {
-        let members: String = r.get(1);
-        let value = if members.is_empty() { "superuser".to_string() } else { format!("superuser; can be assumed by {members}") };
-        findings.push(found(ctx, format!("role {}", r.get::<_, String>(0)), value, "keep superusers to the one the operator uses; give applications only the privileges they need"));
-    }
-    match client
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let members: String = r.get(1);
+            let value = if members.is_empty() { "superuser".to_string() } else { format!("superuser; can be assumed by {members}") };
+            found(ctx, format!("role {}", r.get::<_, String>(0)), value, "keep superusers to the one the operator uses; give applications only the privileges they need")
+        })
+        .collect())
+}
+
+/// Roles that can log in without a password (reading pg_authid needs
+/// superuser).
+async fn passwordless_roles(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
+    let rows = ctx
+        .client
         .query(
             "SELECT rolname::text FROM pg_authid WHERE rolcanlogin AND rolpassword IS NULL",
             &[],
         )
-        .await
-    {
-        Ok(rows) => {
-            for r in rows {
-                findings.push(found(ctx, format!("role {}", r.get::<_, String>(0)), "can log in, has no password".into(),
-                    "with `trust` or `peer` lines anyone on those routes is this role: set a password (\\password) or NOLOGIN"));
-            }
-        }
-        Err(_) => unreadable.push("roles' passwords (pg_authid needs superuser)"),
-    }
-    match client
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            found(ctx, format!("role {}", r.get::<_, String>(0)), "can log in, has no password".into(),
+                "with `trust` or `peer` lines anyone on those routes is this role: set a password (\\password) or NOLOGIN")
+        })
+        .collect())
+}
+
+/// `trust` lines of pg_hba.conf: critical when they are not for local
+/// sockets (reading pg_hba_file_rules needs superuser).
+async fn trust_lines(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
+    let rows = ctx
+        .client
         .query("SELECT type, coalesce(array_to_string(database, ','), ''), coalesce(array_to_string(user_name, ','), ''), coalesce(address, 'local'), line_number FROM pg_hba_file_rules WHERE auth_method = 'trust'", &[])
-        .await
-    {
-        Ok(rows) => {
-            for r in rows {
-                let mut f = found(ctx, format!("pg_hba.conf line {}", r.get::<_, i32>(4)),
-                    format!("{} {} {} {} trust", r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2), r.get::<_, String>(3)),
-                    "trust lets anyone who can reach that route in without a password: use scram-sha-256 (or peer for local sockets)");
-                if r.get::<_, String>(3) != "local" {
-                    f.status = Level::Critical;
-                }
-                findings.push(f);
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let mut f = found(ctx, format!("pg_hba.conf line {}", r.get::<_, i32>(4)),
+                format!("{} {} {} {} trust", r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2), r.get::<_, String>(3)),
+                "trust lets anyone who can reach that route in without a password: use scram-sha-256 (or peer for local sockets)");
+            if r.get::<_, String>(3) != "local" {
+                f.status = Level::Critical;
             }
-        }
-        Err(_) => unreadable.push("pg_hba.conf (pg_hba_file_rules needs superuser)"),
-    }
-    let ssl: String = client
+            f
+        })
+        .collect())
+}
+
+/// `ssl` off and `password_encryption = md5`.
+async fn server_settings(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
+    let mut findings = Vec::new();
+    let ssl: String = ctx
+        .client
         .query_one("SELECT current_setting('ssl')", &[])
         .await?
         .get(0);
     if ssl != "on" {
         findings.push(found(ctx, "ssl".into(), ssl, "connections travel unencrypted: set ssl = on with a certificate, and hostssl lines in pg_hba.conf"));
     }
-    let hashing: String = client
+    let hashing: String = ctx
+        .client
         .query_one("SELECT current_setting('password_encryption')", &[])
         .await?
         .get(0);
@@ -74,23 +129,35 @@ pub async fn security(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres:
             "set password_encryption = 'scram-sha-256' and reset the passwords",
         ));
     }
-    if let Ok(rows) = client
+    Ok(findings)
+}
+
+/// Roles whose password is still an md5 hash.
+async fn md5_roles(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
+    let rows = ctx
+        .client
         .query(
             "SELECT rolname::text FROM pg_authid WHERE rolpassword LIKE 'md5%'",
             &[],
         )
-        .await
-    {
-        for r in rows {
-            findings.push(found(
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            found(
                 ctx,
                 format!("role {}", r.get::<_, String>(0)),
                 "md5 password".into(),
                 "re-set its password under scram-sha-256 hashing",
-            ));
-        }
-    }
-    let public_create: bool = client
+            )
+        })
+        .collect())
+}
+
+/// CREATE on the public schema granted to every role.
+async fn public_create(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
+    let public_create: bool = ctx
+        .client
         .query_one(
             "SELECT coalesce(bool_or(a.grantee = 0 AND a.privilege_type = 'CREATE'), false)
                FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a WHERE n.nspname = 'public'",
@@ -98,30 +165,40 @@ pub async fn security(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres:
         )
         .await?
         .get(0);
-    if public_create {
-        findings.push(found(
-            ctx,
-            "schema public".into(),
-            "every role can CREATE in it".into(),
-            "REVOKE CREATE ON SCHEMA public FROM PUBLIC (the default since PostgreSQL 15)",
-        ));
-    }
-    for r in client
+    Ok(public_create
+        .then(|| {
+            found(
+                ctx,
+                "schema public".into(),
+                "every role can CREATE in it".into(),
+                "REVOKE CREATE ON SCHEMA public FROM PUBLIC (the default since PostgreSQL 15)",
+            )
+        })
+        .into_iter()
+        .collect())
+}
+
+/// Installed extensions with a newer version available.
+async fn extension_updates(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
+    let rows = ctx
+        .client
         .query("SELECT name::text, installed_version, default_version FROM pg_available_extensions WHERE installed_version IS NOT NULL AND installed_version <> default_version", &[])
-        .await?
-    {
-        let mut f = found(ctx, format!("extension {}", r.get::<_, String>(0)), format!("{} installed, {} available", r.get::<_, String>(1), r.get::<_, String>(2)), "ALTER EXTENSION ... UPDATE after reading its release notes");
-        f.status = Level::Warning;
-        findings.push(f);
-    }
-    let summary = if unreadable.is_empty() {
-        None
-    } else {
-        let problems = findings.iter().filter(|f| f.status > Level::Ok).count();
-        Some(format!(
-            "{problems} finding(s); not readable without more privileges: {}",
-            unreadable.join(", ")
-        ))
-    };
-    Ok(Outcome::Findings(findings, summary))
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let mut f = found(
+                ctx,
+                format!("extension {}", r.get::<_, String>(0)),
+                format!(
+                    "{} installed, {} available",
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(2)
+                ),
+                "ALTER EXTENSION ... UPDATE after reading its release notes",
+            );
+            f.status = Level::Warning;
+            f
+        })
+        .collect())
 }

@@ -8,7 +8,7 @@ use tokio_postgres::Client;
 
 pub use crate::store::snapshots::Snapshot;
 
-pub async fn take(
+pub(crate) async fn take(
     client: &mut Client,
     schema: &str,
     keep: &str,

@@ -2,38 +2,46 @@
 //! stored snapshot and now (never by resetting the view, which would take
 //! the figures away from everyone else).
 
-use super::{CheckContext, Level, Outcome, has_extension, measured};
+use super::{Check, CheckContext, CheckName, Level, Outcome, has_extension, measured};
 use crate::store::snapshots;
 
-pub async fn slow_queries(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
-    if !has_extension(ctx.client, "pg_stat_statements").await? {
-        return Ok(Outcome::Unknown(
-            "pg_stat_statements is not installed (shared_preload_libraries = 'pg_stat_statements', then CREATE EXTENSION pg_stat_statements)".into(),
-        ));
+pub(super) struct SlowQueries;
+
+impl Check for SlowQueries {
+    fn name(&self) -> CheckName {
+        CheckName::SlowQueries
     }
-    let schema = &ctx.config.state_schema;
-    // No state schema yet reads as no snapshot yet.
-    let latest: Option<i64> = snapshots::latest_statements_snapshot(ctx.client, schema)
-        .await
-        .unwrap_or_default();
-    let Some(latest) = latest else {
-        return Ok(Outcome::Unknown("no snapshot of pg_stat_statements yet: run `pgmaint snapshot`, and again after a while".into()));
-    };
-    let rows = snapshots::statements_since_snapshot(ctx.client, schema, latest).await?;
-    let findings = rows
-        .into_iter()
-        .filter_map(|(query, calls, total)| {
-            let mean = total / calls.max(1.0);
-            let mut f = measured(
-                ctx,
-                query,
-                mean,
-                |ms| format!("{ms:.1} ms"),
-                "EXPLAIN (ANALYZE, BUFFERS) it; an index on its WHERE or JOIN columns often helps",
-            );
-            f.value = format!("{mean:.1} ms mean over {calls:.0} calls since the last snapshot");
-            (f.status > Level::Ok).then_some(f)
-        })
-        .collect();
-    Ok(Outcome::Findings(findings, None))
+
+    async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+        if !has_extension(ctx.client, "pg_stat_statements").await? {
+            return Ok(Outcome::Unknown(
+                "pg_stat_statements is not installed (shared_preload_libraries = 'pg_stat_statements', then CREATE EXTENSION pg_stat_statements)".into(),
+            ));
+        }
+        let schema = &ctx.config.state_schema;
+        // No state schema yet reads as no snapshot yet.
+        let latest: Option<i64> = snapshots::latest_statements_snapshot(ctx.client, schema)
+            .await
+            .unwrap_or_default();
+        let Some(latest) = latest else {
+            return Ok(Outcome::Unknown("no snapshot of pg_stat_statements yet: run `pgmaint snapshot`, and again after a while".into()));
+        };
+        let rows = snapshots::statements_since_snapshot(ctx.client, schema, latest).await?;
+        let findings = rows
+            .into_iter()
+            .filter_map(|(query, calls, total)| {
+                let mean = total / calls.max(1.0);
+                let mut f = measured(
+                    ctx,
+                    query,
+                    mean,
+                    |ms| format!("{ms:.1} ms"),
+                    "EXPLAIN (ANALYZE, BUFFERS) it; an index on its WHERE or JOIN columns often helps",
+                );
+                f.value = format!("{mean:.1} ms mean over {calls:.0} calls since the last snapshot");
+                (f.status > Level::Ok).then_some(f)
+            })
+            .collect();
+        Ok(Outcome::Findings(findings, None))
+    }
 }

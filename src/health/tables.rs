@@ -5,7 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::{CheckContext, Finding, Level, Outcome, has_extension, human_bytes, measured, percent};
+use super::{
+    Check, CheckContext, CheckName, Finding, Level, Outcome, has_extension, human_bytes, measured,
+    percent,
+};
 
 /// Bloat is only worth reporting for relations at least this big.
 const BLOAT_MIN_BYTES: i64 = 10 << 20;
@@ -15,41 +18,56 @@ const BLOAT_MIN_BYTES: i64 = 10 << 20;
 // relations.
 const EXACT_BUDGET: Duration = Duration::from_secs(10);
 
-pub async fn cache_hit(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
-    let row = ctx
-        .client
-        .query_one(
-            "SELECT coalesce(sum(heap_blks_hit), 0)::float8, coalesce(sum(heap_blks_read), 0)::float8,
+pub(super) struct CacheHit;
+
+impl Check for CacheHit {
+    fn name(&self) -> CheckName {
+        CheckName::CacheHit
+    }
+
+    async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+        let row = ctx
+            .client
+            .query_one(
+                "SELECT coalesce(sum(heap_blks_hit), 0)::float8, coalesce(sum(heap_blks_read), 0)::float8,
                     coalesce(sum(idx_blks_hit), 0)::float8, coalesce(sum(idx_blks_read), 0)::float8
                FROM pg_statio_user_tables",
-            &[],
-        )
-        .await?;
-    let mut findings = Vec::new();
-    for (object, hit, read) in [
-        ("tables", row.get::<_, f64>(0), row.get::<_, f64>(1)),
-        ("indexes", row.get(2), row.get(3)),
-    ] {
-        if hit + read < 1000.0 {
-            continue; // too few reads to say anything
+                &[],
+            )
+            .await?;
+        let mut findings = Vec::new();
+        for (object, hit, read) in [
+            ("tables", row.get::<_, f64>(0), row.get::<_, f64>(1)),
+            ("indexes", row.get(2), row.get(3)),
+        ] {
+            if hit + read < 1000.0 {
+                continue; // too few reads to say anything
+            }
+            findings.push(measured(ctx, object.into(), hit / (hit + read), percent,
+                "the working set does not fit in shared_buffers: raise shared_buffers (about 25% of RAM), or find the queries reading the most"));
         }
-        findings.push(measured(ctx, object.into(), hit / (hit + read), percent,
-            "the working set does not fit in shared_buffers: raise shared_buffers (about 25% of RAM), or find the queries reading the most"));
+        let summary = if findings.is_empty() {
+            Some("too few reads since the statistics were reset to judge".into())
+        } else {
+            None
+        };
+        Ok(Outcome::Findings(findings, summary))
     }
-    let summary = if findings.is_empty() {
-        Some("too few reads since the statistics were reset to judge".into())
-    } else {
-        None
-    };
-    Ok(Outcome::Findings(findings, summary))
 }
 
-pub async fn dead_tuples(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
-    let low = ctx.thresholds.warning.unwrap_or(1.0);
-    let rows = ctx
-        .client
-        .query(
-            "SELECT * FROM (
+pub(super) struct DeadTuples;
+
+impl Check for DeadTuples {
+    fn name(&self) -> CheckName {
+        CheckName::DeadTuples
+    }
+
+    async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+        let low = ctx.thresholds.warning.unwrap_or(1.0);
+        let rows = ctx
+            .client
+            .query(
+                "SELECT * FROM (
                  SELECT s.schemaname || '.' || s.relname AS name, s.n_dead_tup::float8 AS dead,
                         coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions) WHERE option_name = 'autovacuum_vacuum_threshold'),
                                  current_setting('autovacuum_vacuum_threshold'))::float8
@@ -60,30 +78,55 @@ pub async fn dead_tuples(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgr
                   WHERE s.n_dead_tup > 0) t
               WHERE dead / greatest(threshold, 1) >= $1::float8
               ORDER BY dead DESC LIMIT 100",
-            &[&low],
-        )
-        .await?;
-    let findings = rows
-        .iter()
-        .map(|r| {
-            let (dead, threshold): (f64, f64) = (r.get(1), r.get(2));
-            let autovacuum: String = r.get(3);
-            let advice = if autovacuum == "false" {
-                "autovacuum is off for this table (autovacuum_enabled = false): VACUUM it, or turn autovacuum back on".to_string()
-            } else {
-                "autovacuum is behind: check for long transactions holding it back, or make it more aggressive for this table (autovacuum_vacuum_scale_factor)".to_string()
-            };
-            let mut f = measured(ctx, r.get(0), dead / threshold.max(1.0), |x| format!("{x:.1}x"), &advice);
-            f.value = format!("{dead:.0} dead rows, {:.1}x the autovacuum threshold of {threshold:.0}", dead / threshold.max(1.0));
-            f
-        })
-        .collect();
-    Ok(Outcome::Findings(findings, None))
+                &[&low],
+            )
+            .await?;
+        let findings = rows
+            .iter()
+            .map(|r| {
+                let (dead, threshold): (f64, f64) = (r.get(1), r.get(2));
+                let autovacuum: String = r.get(3);
+                let advice = if autovacuum == "false" {
+                    "autovacuum is off for this table (autovacuum_enabled = false): VACUUM it, or turn autovacuum back on".to_string()
+                } else {
+                    "autovacuum is behind: check for long transactions holding it back, or make it more aggressive for this table (autovacuum_vacuum_scale_factor)".to_string()
+                };
+                let mut f = measured(ctx, r.get(0), dead / threshold.max(1.0), |x| format!("{x:.1}x"), &advice);
+                f.value = format!("{dead:.0} dead rows, {:.1}x the autovacuum threshold of {threshold:.0}", dead / threshold.max(1.0));
+                f
+            })
+            .collect();
+        Ok(Outcome::Findings(findings, None))
+    }
+}
+
+pub(super) struct VacuumAge;
+
+impl Check for VacuumAge {
+    fn name(&self) -> CheckName {
+        CheckName::VacuumAge
+    }
+
+    async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+        maintenance_age(ctx, "vacuum").await
+    }
+}
+
+pub(super) struct AnalyzeAge;
+
+impl Check for AnalyzeAge {
+    fn name(&self) -> CheckName {
+        CheckName::AnalyzeAge
+    }
+
+    async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+        maintenance_age(ctx, "analyze").await
+    }
 }
 
 /// `vacuum` or `analyze`: days since the last one (manual or auto), for
 /// tables that changed since.
-pub async fn maintenance_age(
+async fn maintenance_age(
     ctx: &CheckContext<'_>,
     kind: &str,
 ) -> Result<Outcome, tokio_postgres::Error> {
@@ -131,31 +174,46 @@ pub async fn maintenance_age(
     Ok(Outcome::Findings(findings, None))
 }
 
-pub async fn table_bloat(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
-    // Expected size: rows x (average width + 24-byte header + 4-byte line
-    // pointer), packed into 8 kB pages.
-    bloat(
-        ctx,
-        "SELECT c.oid, n.nspname || '.' || c.relname, pg_relation_size(c.oid)::float8,
+pub(super) struct TableBloat;
+
+impl Check for TableBloat {
+    fn name(&self) -> CheckName {
+        CheckName::TableBloat
+    }
+
+    async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+        // Expected size: rows x (average width + 24-byte header + 4-byte line
+        // pointer), packed into 8 kB pages.
+        bloat(
+            ctx,
+            "SELECT c.oid, n.nspname || '.' || c.relname, pg_relation_size(c.oid)::float8,
                 greatest(c.reltuples, 0)::float8 * (coalesce(w.width, 0) + 28) * 8192 / 8168 AS expected
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
            LEFT JOIN (SELECT schemaname, tablename, sum(avg_width)::float8 AS width FROM pg_stats GROUP BY 1, 2) w
                   ON w.schemaname = n.nspname AND w.tablename = c.relname
           WHERE c.relkind IN ('r', 'm') AND c.relpages::bigint * 8192 >= $1 AND pg_relation_size(c.oid) >= $1
             AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'",
-        "SELECT (approx_free_percent + dead_tuple_percent) / 100 FROM pgstattuple_approx($1::oid::regclass)",
-        "VACUUM FULL or pg_repack rewrites it (VACUUM FULL locks it); then keep autovacuum ahead of it",
-    )
-    .await
+            "SELECT (approx_free_percent + dead_tuple_percent) / 100 FROM pgstattuple_approx($1::oid::regclass)",
+            "VACUUM FULL or pg_repack rewrites it (VACUUM FULL locks it); then keep autovacuum ahead of it",
+        )
+        .await
+    }
 }
 
-pub async fn index_bloat(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
-    // Expected size: entries x (key width + 8-byte tuple header + 4-byte
-    // line pointer), leaves filled to 90%, plus the meta page. Measured: a
-    // fresh B-tree packs its leaves to 90%.
-    bloat(
-        ctx,
-        "SELECT i.indexrelid, n.nspname || '.' || c.relname, pg_relation_size(i.indexrelid)::float8,
+pub(super) struct IndexBloat;
+
+impl Check for IndexBloat {
+    fn name(&self) -> CheckName {
+        CheckName::IndexBloat
+    }
+
+    async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
+        // Expected size: entries x (key width + 8-byte tuple header + 4-byte
+        // line pointer), leaves filled to 90%, plus the meta page. Measured: a
+        // fresh B-tree packs its leaves to 90%.
+        bloat(
+            ctx,
+            "SELECT i.indexrelid, n.nspname || '.' || c.relname, pg_relation_size(i.indexrelid)::float8,
                 greatest(c.reltuples, 0)::float8 * (coalesce((SELECT sum(s.avg_width) FROM pg_attribute a
                     JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = t.relname AND s.attname = a.attname
                    WHERE a.attrelid = t.oid AND a.attnum = ANY (i.indkey)), 0) + 12) / 0.9 + 8192
@@ -163,10 +221,11 @@ pub async fn index_bloat(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgr
            JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am am ON am.oid = c.relam
           WHERE am.amname = 'btree' AND i.indisvalid AND c.relpages::bigint * 8192 >= $1 AND pg_relation_size(i.indexrelid) >= $1
             AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'",
-        "SELECT greatest(0, 1 - avg_leaf_density / 90) FROM pgstatindex($1::oid::regclass)",
-        "REINDEX INDEX CONCURRENTLY rebuilds it without blocking writes (a `reindex` task can)",
-    )
-    .await
+            "SELECT greatest(0, 1 - avg_leaf_density / 90) FROM pgstatindex($1::oid::regclass)",
+            "REINDEX INDEX CONCURRENTLY rebuilds it without blocking writes (a `reindex` task can)",
+        )
+        .await
+    }
 }
 
 /// Bloat of the relations `list` returns (oid, name, size, expected size;

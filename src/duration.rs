@@ -1,6 +1,10 @@
 //! Durations as people write them in the config (`500ms`, `30s`, `5min`,
 //! `2h`, `7 days`). Retention ages are PostgreSQL intervals and are not parsed
 //! here: PostgreSQL parses those itself.
+//!
+//! A leaf module (it imports nothing of pgmaint's) so that `db`'s session
+//! timeouts and the config can both hold durations without `db` importing
+//! the config; `config::Duration` re-exports it.
 
 use std::{fmt, str::FromStr, time::Duration as StdDuration};
 
