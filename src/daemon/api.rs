@@ -300,7 +300,7 @@ async fn tasks(State(shared): State<Api>) -> Response {
         .map(|t| {
             json!({
                 "name": t.name,
-                "kind": t.spec.kind().as_str(),
+                "kind": t.spec.kind(),
                 "target": t.spec.target(),
                 "severity": t.severity.as_str(),
                 "backup": t.backup,

@@ -4,7 +4,7 @@
 
 use super::{CheckContext, Outcome, measured, seconds};
 use crate::config::Config;
-use crate::tasks::TaskSpec;
+use crate::tasks::refresh::RefreshSpec;
 
 pub async fn matview_staleness(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
     let config: &Config = ctx.config;
@@ -14,7 +14,7 @@ pub async fn matview_staleness(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_
         .unwrap_or_default();
     let mut findings = Vec::new();
     for task in &config.tasks {
-        let TaskSpec::Refresh(spec) = &task.spec else {
+        let Some(spec) = task.spec.downcast_ref::<RefreshSpec>() else {
             continue;
         };
         let Some(max) = spec.max_staleness else {

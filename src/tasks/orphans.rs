@@ -8,15 +8,37 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::Client;
 
+use super::references::OnReferenced;
 use super::rows::walkable_table;
+use super::values::OneOrMany;
 use super::walk::{Copy, WalkPlan};
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
-use crate::config::file::{OnReferenced, OrphanAction, TaskFile};
 use crate::db::{self, TableInfo};
 use crate::sql::{self, Destination, TableName};
 use crate::status::Status;
 
 const SAMPLE_KEYS: i64 = 10;
+
+/// The keys of an orphans task, beyond those every task takes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrphansFile {
+    table: Option<String>,
+    column: Option<OneOrMany>,
+    references: Option<String>,
+    action: Option<OrphanAction>,
+    backup: Option<bool>,
+    on_referenced: Option<OnReferenced>,
+}
+
+impl super::registry::KindFile for OrphansFile {
+    const NAME: &'static str = "orphans";
+    type Spec = OrphansSpec;
+
+    fn resolve(self, report: &mut ReportProblem<'_>) -> Option<OrphansSpec> {
+        OrphansSpec::resolve(self, report)
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct OrphansSpec {
@@ -27,6 +49,9 @@ pub struct OrphansSpec {
     pub parent_columns: Vec<String>,
     pub action: OrphanAction,
     pub on_referenced: OnReferenced,
+    /// `backup = ...` as written.
+    #[serde(skip)]
+    pub backup: Option<bool>,
 }
 
 pub struct OrphansPlan {
@@ -52,17 +77,10 @@ fn parse_references(text: &str) -> Option<(String, Vec<String>)> {
 }
 
 impl OrphansSpec {
-    pub fn target(&self) -> String {
-        format!(
-            "{}({}) -> {}({})",
-            self.table,
-            self.columns.join(", "),
-            self.parent,
-            self.parent_columns.join(", ")
-        )
-    }
-
-    pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<OrphansSpec> {
+    pub(crate) fn resolve(
+        file: OrphansFile,
+        report: &mut ReportProblem<'_>,
+    ) -> Option<OrphansSpec> {
         let table = file.table.clone();
         if table.is_none() {
             report(
@@ -125,6 +143,7 @@ impl OrphansSpec {
             parent_columns,
             action: file.action.unwrap_or_default(),
             on_referenced: file.on_referenced.unwrap_or_default(),
+            backup: file.backup,
         })
     }
 
@@ -282,6 +301,20 @@ impl OrphansSpec {
 impl Task for OrphansSpec {
     type Plan = OrphansPlan;
 
+    fn backup(&self) -> Option<bool> {
+        self.backup
+    }
+
+    fn target(&self) -> String {
+        format!(
+            "{}({}) -> {}({})",
+            self.table,
+            self.columns.join(", "),
+            self.parent,
+            self.parent_columns.join(", ")
+        )
+    }
+
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<OrphansPlan, TaskError> {
         let (child, parent, filter_sql) = self
             .validate(ctx.client)
@@ -335,6 +368,14 @@ impl Task for OrphansSpec {
     async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         self.validate(client).await.err().unwrap_or_default()
     }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrphanAction {
+    #[default]
+    Report,
+    Delete,
 }
 
 #[cfg(test)]

@@ -18,10 +18,33 @@ use tokio_postgres::Client;
 use super::utility;
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
 use crate::backup::{BackupWriter, Compression};
-use crate::config::file::{RetentionAction, TaskFile};
 use crate::db;
 use crate::sql::{TableName, quote_ident};
 use crate::status::Status;
+
+/// The keys of a partitions task, beyond those every task takes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionsFile {
+    table: Option<String>,
+    interval: Option<String>,
+    premake: Option<u32>,
+    timezone: Option<String>,
+    retention: Option<String>,
+    retention_action: Option<RetentionAction>,
+    drain_default: Option<bool>,
+    export: Option<String>,
+    compression: Option<Compression>,
+}
+
+impl super::registry::KindFile for PartitionsFile {
+    const NAME: &'static str = "partitions";
+    type Spec = PartitionsSpec;
+
+    fn resolve(self, report: &mut ReportProblem<'_>) -> Option<PartitionsSpec> {
+        PartitionsSpec::resolve(self, report)
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PartitionsSpec {
@@ -99,11 +122,10 @@ pub struct PartitionsPlan {
 }
 
 impl PartitionsSpec {
-    pub fn target(&self) -> String {
-        format!("{} ({}ly, {} ahead)", self.table, self.unit, self.premake)
-    }
-
-    pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<PartitionsSpec> {
+    pub(crate) fn resolve(
+        file: PartitionsFile,
+        report: &mut ReportProblem<'_>,
+    ) -> Option<PartitionsSpec> {
         if file.table.is_none() {
             report(
                 "table",
@@ -530,6 +552,16 @@ async fn create_statement(
 impl Task for PartitionsSpec {
     type Plan = PartitionsPlan;
 
+    fn anchor_paths(&mut self, base: &std::path::Path) {
+        if let Some(export) = self.export.as_mut() {
+            super::anchor(base, export);
+        }
+    }
+
+    fn target(&self) -> String {
+        format!("{} ({}ly, {} ahead)", self.table, self.unit, self.premake)
+    }
+
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<PartitionsPlan, TaskError> {
         self.plan(ctx.client)
             .await
@@ -830,6 +862,16 @@ impl PartitionsSpec {
             }
         }
     }
+}
+
+/// What `partitions` does with a partition past its retention.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetentionAction {
+    #[default]
+    Detach,
+    Drop,
+    Archive,
 }
 
 #[cfg(test)]

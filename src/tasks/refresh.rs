@@ -11,12 +11,30 @@ use serde_json::json;
 use tokio_postgres::Client;
 
 use super::utility;
+use super::values::{AutoOr, OneOrMany};
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
-use crate::config::Duration;
-use crate::config::file::{AutoOr, OneOrMany, TaskFile};
 use crate::db;
+use crate::duration::Duration;
 use crate::sql::TableName;
 use crate::status::Status;
+
+/// The keys of a refresh task, beyond those every task takes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshFile {
+    views: Option<OneOrMany>,
+    concurrently: Option<AutoOr>,
+    max_staleness: Option<Duration>,
+}
+
+impl super::registry::KindFile for RefreshFile {
+    const NAME: &'static str = "refresh";
+    type Spec = RefreshSpec;
+
+    fn resolve(self, report: &mut ReportProblem<'_>) -> Option<RefreshSpec> {
+        RefreshSpec::resolve(self, report)
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RefreshSpec {
@@ -39,15 +57,10 @@ pub struct ViewPlan {
 }
 
 impl RefreshSpec {
-    pub fn target(&self) -> String {
-        if self.views.is_empty() {
-            "every materialized view".into()
-        } else {
-            self.views.join(", ")
-        }
-    }
-
-    pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<RefreshSpec> {
+    pub(crate) fn resolve(
+        file: RefreshFile,
+        report: &mut ReportProblem<'_>,
+    ) -> Option<RefreshSpec> {
         let views = match &file.views {
             Some(OneOrMany::One(all)) if all == "*" => Vec::new(),
             Some(OneOrMany::Many(list)) if !list.is_empty() => list.clone(),
@@ -257,6 +270,14 @@ fn statement(view: &ViewPlan) -> String {
 
 impl Task for RefreshSpec {
     type Plan = Vec<ViewPlan>;
+
+    fn target(&self) -> String {
+        if self.views.is_empty() {
+            "every materialized view".into()
+        } else {
+            self.views.join(", ")
+        }
+    }
 
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<Vec<ViewPlan>, TaskError> {
         self.plan(ctx.client, Some(&ctx.state_schema))

@@ -10,13 +10,30 @@ use tokio_postgres::Client;
 
 use super::utility;
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
-use crate::config::file::TaskFile;
 use crate::db;
 use crate::sql::TableName;
 use crate::status::Status;
 
 /// Indexes smaller than this are not worth rebuilding for bloat.
 const MIN_BLOAT_BYTES: i64 = 1 << 20;
+
+/// The keys of a reindex task, beyond those every task takes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReindexFile {
+    tables: Option<Vec<String>>,
+    indexes: Option<Vec<String>>,
+    bloat_ratio: Option<f64>,
+}
+
+impl super::registry::KindFile for ReindexFile {
+    const NAME: &'static str = "reindex";
+    type Spec = ReindexSpec;
+
+    fn resolve(self, report: &mut ReportProblem<'_>) -> Option<ReindexSpec> {
+        ReindexSpec::resolve(self, report)
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReindexSpec {
@@ -48,16 +65,10 @@ pub struct IndexPlan {
 }
 
 impl ReindexSpec {
-    pub fn target(&self) -> String {
-        match (self.tables.is_empty(), self.indexes.is_empty()) {
-            (true, true) => "every index".into(),
-            _ => [self.tables.clone(), self.indexes.clone()]
-                .concat()
-                .join(", "),
-        }
-    }
-
-    pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<ReindexSpec> {
+    pub(crate) fn resolve(
+        file: ReindexFile,
+        report: &mut ReportProblem<'_>,
+    ) -> Option<ReindexSpec> {
         let bloat_ratio = file.bloat_ratio.unwrap_or(0.3);
         if !(0.0..1.0).contains(&bloat_ratio) {
             report(
@@ -296,6 +307,15 @@ fn regex_escape(text: &str) -> String {
 
 impl Task for ReindexSpec {
     type Plan = Vec<IndexPlan>;
+
+    fn target(&self) -> String {
+        match (self.tables.is_empty(), self.indexes.is_empty()) {
+            (true, true) => "every index".into(),
+            _ => [self.tables.clone(), self.indexes.clone()]
+                .concat()
+                .join(", "),
+        }
+    }
 
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<Vec<IndexPlan>, TaskError> {
         self.plan(ctx.client)

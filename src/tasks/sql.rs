@@ -8,7 +8,6 @@ use serde_json::json;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
-use crate::config::file::TaskFile;
 use crate::db;
 use crate::status::Status;
 
@@ -17,6 +16,23 @@ const MAX_ROWS: usize = 100;
 /// ...and at most this many bytes of their text.
 const MAX_BYTES: usize = 64 * 1024;
 
+/// The keys of a sql task, beyond those every task takes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlFile {
+    sql: Option<String>,
+    transaction: Option<bool>,
+}
+
+impl super::registry::KindFile for SqlFile {
+    const NAME: &'static str = "sql";
+    type Spec = SqlSpec;
+
+    fn resolve(self, report: &mut ReportProblem<'_>) -> Option<SqlSpec> {
+        SqlSpec::resolve(self, report)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SqlSpec {
     pub sql: String,
@@ -24,16 +40,7 @@ pub struct SqlSpec {
 }
 
 impl SqlSpec {
-    pub fn target(&self) -> String {
-        let flat = self.sql.split_whitespace().collect::<Vec<_>>().join(" ");
-        if flat.chars().count() > 60 {
-            format!("{}...", flat.chars().take(57).collect::<String>())
-        } else {
-            flat
-        }
-    }
-
-    pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<SqlSpec> {
+    pub(crate) fn resolve(file: SqlFile, report: &mut ReportProblem<'_>) -> Option<SqlSpec> {
         match &file.sql {
             Some(sql) if !sql.trim().is_empty() => Some(SqlSpec {
                 sql: sql.clone(),
@@ -109,6 +116,15 @@ fn collect(messages: &[SimpleQueryMessage]) -> (u64, serde_json::Value) {
 
 impl Task for SqlSpec {
     type Plan = ();
+
+    fn target(&self) -> String {
+        let flat = self.sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        if flat.chars().count() > 60 {
+            format!("{}...", flat.chars().take(57).collect::<String>())
+        } else {
+            flat
+        }
+    }
 
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
         let problems = self.validate(ctx.client).await;
