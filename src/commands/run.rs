@@ -10,6 +10,7 @@ use crate::runner::{
 use crate::state::Trigger;
 use crate::status::Status;
 use crate::stop::Stop;
+use crate::tasks::PlanLine;
 
 pub async fn run(cli: &Cli, args: &RunArgs) -> Result<bool, CliError> {
     let config = load_config(cli, true)?;
@@ -391,17 +392,23 @@ fn plan_lines(
         task.kind,
         task.severity.as_str()
     ))];
+    let own = crate::tasks::registry::find(task.kind).and_then(|kind| kind.plan_lines(details));
     let lines = if task.status != Status::Succeeded {
         std::iter::once(Line::Say(format!("{}:", capitalized(task.status.as_str()))))
             .chain(notes(task).into_iter().map(Line::Say))
+            .collect()
+    } else if let Some(own) = own {
+        own.into_iter()
+            .map(|line| match line {
+                PlanLine::Say(text) => Line::Say(text),
+                PlanLine::Item(text) => Line::Item(text),
+            })
             .collect()
     } else if details["action"]
         .as_str()
         .is_some_and(|a| matches!(a, "delete" | "move" | "export"))
     {
         walk_plan(task, options)
-    } else if details["action"] == "report" {
-        orphans_report(details)
     } else {
         upkeep_plan(task, options)
     };
@@ -410,29 +417,6 @@ fn plan_lines(
         out.extend(statement_lines(details));
     }
     out
-}
-
-/// An orphans task with `action = "report"`: how many, and a few keys.
-fn orphans_report(details: &serde_json::Value) -> Vec<Line> {
-    let orphans = details["orphans"].as_u64().unwrap_or(0);
-    let mut lines = vec![Line::Say(format!(
-        "Would report {} orphan row{} of {} (rows whose reference matches no row of {}); action = \"report\" changes nothing.",
-        output::count(orphans),
-        plural(orphans),
-        details["table"].as_str().unwrap_or("?"),
-        details["references"].as_str().unwrap_or("?"),
-    ))];
-    if let Some(keys) = details["sample_keys"].as_array()
-        && !keys.is_empty()
-    {
-        let keys: Vec<String> = keys
-            .iter()
-            .take(SAMPLES_SHOWN)
-            .map(|k| k.to_string())
-            .collect();
-        lines.push(Line::Say(format!("Sample keys: {}.", keys.join(", "))));
-    }
-    lines
 }
 
 /// What a purge, archive or orphans delete would do: rows and batches,

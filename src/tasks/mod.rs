@@ -263,6 +263,24 @@ pub trait Task: std::fmt::Debug + Serialize + Send + Sync + 'static {
         plan: Self::Plan,
     ) -> impl Future<Output = Result<Outcome, TaskError>> + Send;
     fn check(&self, client: &Client) -> impl Future<Output = Vec<CheckProblem>> + Send;
+
+    /// The dry run's text, from this kind's own `details` (read back into
+    /// the kind's plan type): what `pgmaint plan` prints under the task.
+    /// `None` leaves it to the printer's generic text (summary, lists).
+    fn plan_lines(_details: &serde_json::Value) -> Option<Vec<PlanLine>>
+    where
+        Self: Sized,
+    {
+        None
+    }
+}
+
+/// One line of a task's plan as a person reads it: prose, or an item of a
+/// list under it. The printer indents and wraps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanLine {
+    Say(String),
+    Item(String),
 }
 
 /// Makes a relative path relative to `base`.

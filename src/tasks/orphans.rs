@@ -12,7 +12,7 @@ use super::references::OnReferenced;
 use super::rows::walkable_table;
 use super::values::OneOrMany;
 use super::walk::{Copy, WalkPlan};
-use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
+use super::{CheckProblem, Outcome, PlanLine, ReportProblem, Task, TaskContext, TaskError};
 use crate::db::{self, TableInfo};
 use crate::sql::{self, Destination, TableName};
 use crate::status::Status;
@@ -279,6 +279,14 @@ impl OrphansSpec {
         count: u64,
         samples: Vec<serde_json::Value>,
     ) -> Outcome {
+        let report = Report {
+            table: plan.child.name.to_string(),
+            references: format!("{}({})", plan.parent, self.parent_columns.join(", ")),
+            action: OrphanAction::Report,
+            orphans: count,
+            sample_keys: samples,
+            statements: vec![sql::count_matching(&plan.child.name, &plan.filter_sql)],
+        };
         Outcome {
             status: Status::Succeeded,
             // Reporting changes no row.
@@ -286,17 +294,24 @@ impl OrphansSpec {
             batches: 0,
             retries: 0,
             error: None,
-            details: json!({
-                "table": plan.child.name.to_string(),
-                "references": format!("{}({})", plan.parent, self.parent_columns.join(", ")),
-                "action": "report",
-                "orphans": count,
-                "sample_keys": samples,
-                "statements": [sql::count_matching(&plan.child.name, &plan.filter_sql)],
-            }),
+            details: serde_json::to_value(report).unwrap_or_default(),
         }
     }
 }
+
+/// What `action = "report"` found: the `details` of its run and dry run.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct Report {
+    pub table: String,
+    pub references: String,
+    pub action: OrphanAction,
+    pub orphans: u64,
+    pub sample_keys: Vec<serde_json::Value>,
+    pub statements: Vec<String>,
+}
+
+/// Sample keys a plan shows (the JSON has all the dry run read).
+const SAMPLES_SHOWN: usize = 3;
 
 impl Task for OrphansSpec {
     type Plan = OrphansPlan;
@@ -368,6 +383,32 @@ impl Task for OrphansSpec {
     async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         self.validate(client).await.err().unwrap_or_default()
     }
+
+    /// A report: how many, and a few keys. A delete is a walk, which the
+    /// printer renders as it does purge's.
+    fn plan_lines(details: &serde_json::Value) -> Option<Vec<PlanLine>> {
+        let report: Report = serde_json::from_value(details.clone()).ok()?;
+        if report.action != OrphanAction::Report {
+            return None;
+        }
+        let mut lines = vec![PlanLine::Say(format!(
+            "Would report {} orphan row{} of {} (rows whose reference matches no row of {}); action = \"report\" changes nothing.",
+            crate::output::count(report.orphans),
+            if report.orphans == 1 { "" } else { "s" },
+            report.table,
+            report.references,
+        ))];
+        if !report.sample_keys.is_empty() {
+            let keys: Vec<String> = report
+                .sample_keys
+                .iter()
+                .take(SAMPLES_SHOWN)
+                .map(|k| k.to_string())
+                .collect();
+            lines.push(PlanLine::Say(format!("Sample keys: {}.", keys.join(", "))));
+        }
+        Some(lines)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -381,6 +422,24 @@ pub enum OrphanAction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_plan_is_told_from_its_own_details() {
+        let details = json!({
+            "table": "public.comments", "references": "posts(id)", "action": "report",
+            "orphans": 2, "sample_keys": [[7], [9]], "statements": ["SELECT 1"],
+        });
+        let lines = <OrphansSpec as Task>::plan_lines(&details).unwrap();
+        assert_eq!(
+            lines,
+            [
+                PlanLine::Say("Would report 2 orphan rows of public.comments (rows whose reference matches no row of posts(id)); action = \"report\" changes nothing.".into()),
+                PlanLine::Say("Sample keys: [7], [9].".into()),
+            ]
+        );
+        let delete = json!({"action": "delete", "table": "public.comments"});
+        assert_eq!(<OrphansSpec as Task>::plan_lines(&delete), None);
+    }
 
     #[test]
     fn references_parse_simple_qualified_and_composite() {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use super::{ReportProblem, Task, TaskSpec};
+use super::{PlanLine, ReportProblem, Task, TaskSpec};
 use super::{analyze, archive, files, orphans, partitions, purge, refresh, reindex, sql, vacuum};
 
 /// Every kind this build knows, in the order messages list them.
@@ -52,6 +52,7 @@ pub struct Kind {
     pub name: &'static str,
     keys: fn() -> &'static [&'static str],
     read: Read,
+    plan_lines: fn(&serde_json::Value) -> Option<Vec<PlanLine>>,
 }
 
 impl std::fmt::Debug for Kind {
@@ -66,6 +67,7 @@ impl Kind {
             name: K::NAME,
             keys: fields_of::<K>,
             read: read::<K>,
+            plan_lines: <K::Spec as Task>::plan_lines,
         }
     }
 
@@ -86,6 +88,11 @@ impl Kind {
         report: &mut ReportProblem<'_>,
     ) -> Result<Option<TaskSpec>, toml_edit::de::Error> {
         (self.read)(table, base, report)
+    }
+
+    /// The dry run's text this kind renders itself from its `details`.
+    pub fn plan_lines(&self, details: &serde_json::Value) -> Option<Vec<PlanLine>> {
+        (self.plan_lines)(details)
     }
 
     /// Whether tasks of this kind remove rows that a backup could hold.
