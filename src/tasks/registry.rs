@@ -13,20 +13,19 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use super::{PlanLine, ReportProblem, Task, TaskSpec};
-use super::{analyze, archive, files, orphans, partitions, purge, refresh, reindex, sql, vacuum};
 
 /// Every kind this build knows, in the order messages list them.
 pub static KINDS: &[Kind] = &[
-    Kind::of::<purge::PurgeFile>(),
-    Kind::of::<archive::ArchiveFile>(),
-    Kind::of::<orphans::OrphansFile>(),
-    Kind::of::<sql::SqlFile>(),
-    Kind::of::<files::FilesFile>(),
-    Kind::of::<refresh::RefreshFile>(),
-    Kind::of::<vacuum::VacuumFile>(),
-    Kind::of::<analyze::AnalyzeFile>(),
-    Kind::of::<reindex::ReindexFile>(),
-    Kind::of::<partitions::PartitionsFile>(),
+    Kind::of::<super::purge::PurgeFile>(),
+    Kind::of::<super::archive::ArchiveFile>(),
+    Kind::of::<super::orphans::OrphansFile>(),
+    Kind::of::<super::sql::SqlFile>(),
+    Kind::of::<super::files::FilesFile>(),
+    Kind::of::<super::refresh::RefreshFile>(),
+    Kind::of::<super::vacuum::VacuumFile>(),
+    Kind::of::<super::analyze::AnalyzeFile>(),
+    Kind::of::<super::reindex::ReindexFile>(),
+    Kind::of::<super::partitions::PartitionsFile>(),
 ];
 
 /// A kind's config struct: the keys of `[tasks.NAME]` beyond the ones every
