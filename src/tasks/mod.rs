@@ -19,6 +19,7 @@ pub mod refresh;
 pub mod registry;
 pub mod reindex;
 pub mod rows;
+pub mod sessions;
 pub mod sql;
 pub mod utility;
 pub mod vacuum;

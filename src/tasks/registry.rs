@@ -26,6 +26,7 @@ pub static KINDS: &[Kind] = &[
     Kind::of::<super::analyze::AnalyzeFile>(),
     Kind::of::<super::reindex::ReindexFile>(),
     Kind::of::<super::partitions::PartitionsFile>(),
+    Kind::of::<super::sessions::SessionsFile>(),
 ];
 
 /// A kind's config struct: the keys of `[tasks.NAME]` beyond the ones every
