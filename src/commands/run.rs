@@ -280,8 +280,6 @@ fn width() -> usize {
 }
 /// Sample rows shown per task (the JSON has all the dry run read).
 const SAMPLES_SHOWN: usize = 3;
-/// Files, views, tables or indexes listed per task before "and N more".
-const LISTED: usize = 10;
 
 fn print_report(report: &RunReport, config: &Config, verbose: bool) {
     if report.dry_run {
@@ -392,7 +390,8 @@ fn plan_lines(
         task.kind,
         task.severity.as_str()
     ))];
-    let own = crate::tasks::registry::find(task.kind).and_then(|kind| kind.plan_lines(details));
+    let own =
+        crate::tasks::registry::find(task.kind).and_then(|kind| kind.plan_lines(details, options));
     let lines = if task.status != Status::Succeeded {
         std::iter::once(Line::Say(format!("{}:", capitalized(task.status.as_str()))))
             .chain(notes(task).into_iter().map(Line::Say))
@@ -410,7 +409,7 @@ fn plan_lines(
     {
         walk_plan(task, options)
     } else {
-        upkeep_plan(task, options)
+        upkeep_plan(task)
     };
     out.extend(lines.iter().map(Line::render));
     if verbose {
@@ -691,174 +690,13 @@ fn readable_value(text: &str) -> String {
     }
 }
 
-/// A refresh, vacuum, analyze, reindex, partitions, sql or files plan:
-/// its summary, what it chose and why, and what it locks.
-fn upkeep_plan(task: &runner::TaskReport, options: &crate::config::TaskOptions) -> Vec<Line> {
-    let details = &task.details;
-    let mut lines: Vec<Line> = Vec::new();
-    if let Some(summary) = details["summary"].as_str() {
-        lines.push(Line::Say(format!("{}.", capitalized(summary))));
-    }
-    let mut listed = 0;
-    let mut list = |lines: &mut Vec<Line>, line: String| {
-        if listed < LISTED {
-            lines.push(Line::Item(line));
-        }
-        listed += 1;
-    };
-    for view in details["views"].as_array().into_iter().flatten() {
-        let ago = view["last_refreshed_seconds_ago"]
-            .as_f64()
-            .map(|s| {
-                format!(
-                    "; refreshed {} ago",
-                    output::duration_ms((s * 1000.0) as u64)
-                )
-            })
-            .unwrap_or_default();
-        list(
-            &mut lines,
-            format!(
-                "{} {}: {}{ago}",
-                view["view"].as_str().unwrap_or("?"),
-                if view["concurrently"] == true {
-                    "CONCURRENTLY"
-                } else {
-                    "plain"
-                },
-                view["reason"].as_str().unwrap_or("")
-            ),
-        );
-    }
-    for table in details["tables"].as_array().into_iter().flatten() {
-        list(
-            &mut lines,
-            format!(
-                "{}: {} ({} dead rows, {} bytes)",
-                table["table"].as_str().unwrap_or("?"),
-                table["why"].as_str().unwrap_or(""),
-                output::count(table["dead_rows"].as_u64().unwrap_or(0)),
-                output::count(table["size_bytes"].as_u64().unwrap_or(0))
-            ),
-        );
-    }
-    for index in details["indexes"].as_array().into_iter().flatten() {
-        let why = index["why"].as_str().unwrap_or("");
-        let bloat = match index["bloat"].as_f64() {
-            Some(_) if why.contains("bloat") => String::new(),
-            Some(b) => format!(
-                ", {:.0}% bloat by {}",
-                b * 100.0,
-                index["measured_by"].as_str().unwrap_or("?")
-            ),
-            None => String::new(),
-        };
-        list(
-            &mut lines,
-            format!(
-                "{} {}: {} ({} bytes{bloat})",
-                index["action"].as_str().unwrap_or("?"),
-                index["index"].as_str().unwrap_or("?"),
-                why,
-                output::count(index["size_bytes"].as_u64().unwrap_or(0))
-            ),
-        );
-    }
-    let plan = &details["plan"];
-    for period in plan["create"].as_array().into_iter().flatten() {
-        list(
-            &mut lines,
-            format!(
-                "create {}: from {} to {}",
-                period["name"].as_str().unwrap_or("?"),
-                period["from"].as_str().unwrap_or("?"),
-                period["to"].as_str().unwrap_or("?")
-            ),
-        );
-    }
-    for old in plan["remove"].as_array().into_iter().flatten() {
-        list(
-            &mut lines,
-            format!(
-                "past retention: {} (up to {})",
-                old["name"].as_str().unwrap_or("?"),
-                old["to"].as_str().unwrap_or("?")
-            ),
-        );
-    }
-    for conflict in plan["conflicts"].as_array().into_iter().flatten() {
-        list(&mut lines, conflict.as_str().unwrap_or("?").to_string());
-    }
-    for file in details["files"].as_array().into_iter().flatten() {
-        list(&mut lines, file.as_str().unwrap_or("?").to_string());
-    }
-    if listed > LISTED {
-        lines.push(Line::Item(format!(
-            "and {} more (--json lists them)",
-            output::count((listed - LISTED) as u64)
-        )));
-    }
-    if let Some(kept) = details["kept_referenced"].as_u64()
-        && kept > 0
-    {
-        lines.push(Line::Say(format!(
-            "Keeps {} file{} that keep_referenced names.",
-            output::count(kept),
-            plural(kept)
-        )));
-    }
-    if let Some(locks) = upkeep_locks(task, plan) {
-        lines.push(Line::Say(format!(
-            "Locks: {locks}; each statement waits at most lock_timeout {} for its lock, and is retried (up to {} times).",
-            options.lock_timeout, options.max_retries
-        )));
-    } else if task.kind == "sql" {
-        lines.push(Line::Say(format!(
-            "Locks: what its SQL takes, each waited for at most lock_timeout {}.",
-            options.lock_timeout
-        )));
-    }
-    lines
-}
-
-/// What an upkeep kind's statements lock, in words; None when it runs
-/// nothing under a table lock (files) or runs the user's own SQL.
-fn upkeep_locks(task: &runner::TaskReport, plan: &serde_json::Value) -> Option<String> {
-    let statements = task.details["statements"].to_string();
-    match task.kind {
-        "refresh" => Some(
-            "a CONCURRENTLY refresh takes EXCLUSIVE on its view (reads go on, writes wait), a plain one ACCESS EXCLUSIVE (reads of the view wait until it is done)"
-                .into(),
-        ),
-        "vacuum" if statements.contains("FULL") => Some(
-            "VACUUM FULL rewrites each table under ACCESS EXCLUSIVE: reads and writes wait until it is done"
-                .into(),
-        ),
-        "vacuum" | "analyze" => Some(format!(
-            "{} takes SHARE UPDATE EXCLUSIVE: reads and writes go on",
-            task.kind.to_uppercase()
-        )),
-        "reindex" => Some(
-            "REINDEX and DROP INDEX CONCURRENTLY take SHARE UPDATE EXCLUSIVE: reads and writes go on"
-                .into(),
-        ),
-        "partitions" => {
-            let detach = if statements.contains("DROP TABLE") {
-                ", as does dropping one (on it and on the parent)"
-            } else if statements.contains("DETACH PARTITION") && statements.contains("CONCURRENTLY") {
-                "; detaching one CONCURRENTLY takes SHARE UPDATE EXCLUSIVE (reads and writes go on)"
-            } else if statements.contains("DETACH PARTITION") {
-                ", as does detaching one (there is a default partition, so not CONCURRENTLY)"
-            } else {
-                ""
-            };
-            Some(format!(
-                "creating a partition takes ACCESS EXCLUSIVE on {} for that statement{detach}",
-                plan["parent"].as_str().unwrap_or("the parent"),
-            ))
-        }
-        _ => None,
-    }
+/// The plan of a kind that renders nothing of its own: its summary.
+fn upkeep_plan(task: &runner::TaskReport) -> Vec<Line> {
+    task.details["summary"]
+        .as_str()
+        .map(|summary| Line::Say(format!("{}.", capitalized(summary))))
+        .into_iter()
+        .collect()
 }
 
 /// With `-v`: the statements, then what each parameter of the batch

@@ -119,4 +119,11 @@ impl Task for AnalyzeSpec {
             .err()
             .unwrap_or_default()
     }
+
+    fn plan_lines(
+        details: &serde_json::Value,
+        options: &super::TaskOptions,
+    ) -> Option<Vec<super::PlanLine>> {
+        vacuum::plan_lines("analyze", details, options)
+    }
 }

@@ -442,4 +442,33 @@ impl Task for FilesSpec {
     async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         self.validate(client).await
     }
+
+    /// The files it would remove, and those `keep_referenced` keeps.
+    fn plan_lines(
+        details: &serde_json::Value,
+        _: &super::TaskOptions,
+    ) -> Option<Vec<super::PlanLine>> {
+        use super::PlanLine;
+        let plan: PlanDetails = serde_json::from_value(details.clone()).ok()?;
+        let mut lines = vec![PlanLine::summary(&plan.summary)];
+        lines.extend(PlanLine::list(plan.files));
+        if let Some(kept) = plan.kept_referenced
+            && kept > 0
+        {
+            lines.push(PlanLine::Say(format!(
+                "Keeps {} file{} that keep_referenced names.",
+                crate::output::count(kept),
+                if kept == 1 { "" } else { "s" }
+            )));
+        }
+        Some(lines)
+    }
+}
+
+/// A files dry run's `details`, read back for its text.
+#[derive(Debug, serde::Deserialize)]
+struct PlanDetails {
+    summary: String,
+    files: Vec<String>,
+    kept_referenced: Option<u64>,
 }

@@ -268,7 +268,7 @@ pub trait Task: std::fmt::Debug + Serialize + Send + Sync + 'static {
     /// The dry run's text, from this kind's own `details` (read back into
     /// the kind's plan type): what `pgmaint plan` prints under the task.
     /// `None` leaves it to the printer's generic text (summary, lists).
-    fn plan_lines(_details: &serde_json::Value) -> Option<Vec<PlanLine>>
+    fn plan_lines(_details: &serde_json::Value, _options: &TaskOptions) -> Option<Vec<PlanLine>>
     where
         Self: Sized,
     {
@@ -282,6 +282,43 @@ pub trait Task: std::fmt::Debug + Serialize + Send + Sync + 'static {
 pub enum PlanLine {
     Say(String),
     Item(String),
+}
+
+/// Objects (tables, views, files) a plan lists before "and N more".
+pub(crate) const LISTED: usize = 10;
+
+impl PlanLine {
+    /// A list under a plan: the first `LISTED` items, then how many more.
+    pub(crate) fn list(items: impl IntoIterator<Item = String>) -> Vec<PlanLine> {
+        let items: Vec<String> = items.into_iter().collect();
+        let more = items.len().saturating_sub(LISTED);
+        let mut lines: Vec<PlanLine> = items.into_iter().take(LISTED).map(PlanLine::Item).collect();
+        if more > 0 {
+            lines.push(PlanLine::Item(format!(
+                "and {} more (--json lists them)",
+                crate::output::count(more as u64)
+            )));
+        }
+        lines
+    }
+
+    /// What an upkeep plan's statements lock, and how long each waits.
+    pub(crate) fn locks(locks: &str, options: &TaskOptions) -> PlanLine {
+        PlanLine::Say(format!(
+            "Locks: {locks}; each statement waits at most lock_timeout {} for its lock, and is retried (up to {} times).",
+            options.lock_timeout, options.max_retries
+        ))
+    }
+
+    /// A summary as the first line of a plan: capitalized, with a period.
+    pub(crate) fn summary(summary: &str) -> PlanLine {
+        let mut chars = summary.chars();
+        let capitalized: String = match chars.next() {
+            Some(first) => first.to_uppercase().chain(chars).collect(),
+            None => String::new(),
+        };
+        PlanLine::Say(format!("{capitalized}."))
+    }
 }
 
 /// Makes a relative path relative to `base`.

@@ -386,7 +386,7 @@ impl Task for OrphansSpec {
 
     /// A report: how many, and a few keys. A delete is a walk, which the
     /// printer renders as it does purge's.
-    fn plan_lines(details: &serde_json::Value) -> Option<Vec<PlanLine>> {
+    fn plan_lines(details: &serde_json::Value, _: &super::TaskOptions) -> Option<Vec<PlanLine>> {
         let report: Report = serde_json::from_value(details.clone()).ok()?;
         if report.action != OrphanAction::Report {
             return None;
@@ -429,7 +429,9 @@ mod tests {
             "table": "public.comments", "references": "posts(id)", "action": "report",
             "orphans": 2, "sample_keys": [[7], [9]], "statements": ["SELECT 1"],
         });
-        let lines = <OrphansSpec as Task>::plan_lines(&details).unwrap();
+        let lines =
+            <OrphansSpec as Task>::plan_lines(&details, &super::super::TaskOptions::BUILT_IN)
+                .unwrap();
         assert_eq!(
             lines,
             [
@@ -438,7 +440,10 @@ mod tests {
             ]
         );
         let delete = json!({"action": "delete", "table": "public.comments"});
-        assert_eq!(<OrphansSpec as Task>::plan_lines(&delete), None);
+        assert_eq!(
+            <OrphansSpec as Task>::plan_lines(&delete, &super::super::TaskOptions::BUILT_IN),
+            None
+        );
     }
 
     #[test]

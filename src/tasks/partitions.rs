@@ -706,6 +706,79 @@ impl Task for PartitionsSpec {
     async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         self.plan(client).await.err().unwrap_or_default()
     }
+
+    /// Partitions to create, partitions past retention, conflicts, and
+    /// what the statements lock.
+    fn plan_lines(
+        details: &serde_json::Value,
+        options: &super::TaskOptions,
+    ) -> Option<Vec<super::PlanLine>> {
+        use super::PlanLine;
+        let details: PlanDetails = serde_json::from_value(details.clone()).ok()?;
+        let plan = &details.plan;
+        let mut lines = vec![PlanLine::summary(&details.summary)];
+        let create = plan.create.iter().map(|p| {
+            format!(
+                "create {}: from {} to {}",
+                p.name,
+                p.from.as_deref().unwrap_or("?"),
+                p.to.as_deref().unwrap_or("?")
+            )
+        });
+        let remove = plan.remove.iter().map(|old| {
+            format!(
+                "past retention: {} (up to {})",
+                old.name,
+                old.to.as_deref().unwrap_or("?")
+            )
+        });
+        lines.extend(PlanLine::list(
+            create.chain(remove).chain(plan.conflicts.iter().cloned()),
+        ));
+        let statements = details.statements.join("\n");
+        let detach = if statements.contains("DROP TABLE") {
+            ", as does dropping one (on it and on the parent)"
+        } else if statements.contains("DETACH PARTITION") && statements.contains("CONCURRENTLY") {
+            "; detaching one CONCURRENTLY takes SHARE UPDATE EXCLUSIVE (reads and writes go on)"
+        } else if statements.contains("DETACH PARTITION") {
+            ", as does detaching one (there is a default partition, so not CONCURRENTLY)"
+        } else {
+            ""
+        };
+        lines.push(PlanLine::locks(
+            &format!(
+                "creating a partition takes ACCESS EXCLUSIVE on {} for that statement{detach}",
+                plan.parent
+            ),
+            options,
+        ));
+        Some(lines)
+    }
+}
+
+/// A partitions dry run's `details`, read back for its text.
+#[derive(Debug, serde::Deserialize)]
+struct PlanDetails {
+    summary: String,
+    plan: PlannedPartitions,
+    statements: Vec<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct PlannedPartitions {
+    parent: String,
+    create: Vec<PlannedPeriod>,
+    remove: Vec<PlannedPeriod>,
+    conflicts: Vec<String>,
+}
+
+/// A partition to create (`to` always set) or past retention.
+#[derive(Debug, serde::Deserialize)]
+struct PlannedPeriod {
+    name: String,
+    #[serde(default)]
+    from: Option<String>,
+    to: Option<String>,
 }
 
 impl PartitionsSpec {

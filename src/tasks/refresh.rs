@@ -362,4 +362,56 @@ impl Task for RefreshSpec {
     async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         self.plan(client, None).await.err().unwrap_or_default()
     }
+
+    /// Each view in order, how it is refreshed and why, and the locks.
+    fn plan_lines(
+        details: &serde_json::Value,
+        options: &super::TaskOptions,
+    ) -> Option<Vec<super::PlanLine>> {
+        use super::PlanLine;
+        let plan: PlanDetails = serde_json::from_value(details.clone()).ok()?;
+        let mut lines = vec![PlanLine::summary(&plan.summary)];
+        lines.extend(PlanLine::list(plan.views.iter().map(|view| {
+            let ago = view
+                .last_refreshed_seconds_ago
+                .map(|s| {
+                    format!(
+                        "; refreshed {} ago",
+                        crate::output::duration_ms((s * 1000.0) as u64)
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "{} {}: {}{ago}",
+                view.view,
+                if view.concurrently {
+                    "CONCURRENTLY"
+                } else {
+                    "plain"
+                },
+                view.reason
+            )
+        })));
+        lines.push(PlanLine::locks(
+            "a CONCURRENTLY refresh takes EXCLUSIVE on its view (reads go on, writes wait), a plain one ACCESS EXCLUSIVE (reads of the view wait until it is done)",
+            options,
+        ));
+        Some(lines)
+    }
+}
+
+/// A refresh dry run's `details`, read back for its text.
+#[derive(Debug, serde::Deserialize)]
+struct PlanDetails {
+    summary: String,
+    views: Vec<PlannedView>,
+}
+
+/// A view as the details hold it.
+#[derive(Debug, serde::Deserialize)]
+struct PlannedView {
+    view: String,
+    concurrently: bool,
+    reason: String,
+    last_refreshed_seconds_ago: Option<f64>,
 }

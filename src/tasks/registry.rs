@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use super::{PlanLine, ReportProblem, Task, TaskSpec};
+use super::{PlanLine, ReportProblem, Task, TaskOptions, TaskSpec};
 
 /// Every kind this build knows, in the order messages list them.
 pub static KINDS: &[Kind] = &[
@@ -52,7 +52,7 @@ pub struct Kind {
     pub name: &'static str,
     keys: fn() -> &'static [&'static str],
     read: Read,
-    plan_lines: fn(&serde_json::Value) -> Option<Vec<PlanLine>>,
+    plan_lines: fn(&serde_json::Value, &TaskOptions) -> Option<Vec<PlanLine>>,
 }
 
 impl std::fmt::Debug for Kind {
@@ -91,8 +91,12 @@ impl Kind {
     }
 
     /// The dry run's text this kind renders itself from its `details`.
-    pub fn plan_lines(&self, details: &serde_json::Value) -> Option<Vec<PlanLine>> {
-        (self.plan_lines)(details)
+    pub fn plan_lines(
+        &self,
+        details: &serde_json::Value,
+        options: &TaskOptions,
+    ) -> Option<Vec<PlanLine>> {
+        (self.plan_lines)(details, options)
     }
 
     /// Whether tasks of this kind remove rows that a backup could hold.

@@ -400,4 +400,55 @@ impl Task for ReindexSpec {
     async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         self.scope(client).await.err().unwrap_or_default()
     }
+
+    /// Each index, what is done to it and why, and the locks.
+    fn plan_lines(
+        details: &serde_json::Value,
+        options: &super::TaskOptions,
+    ) -> Option<Vec<super::PlanLine>> {
+        use super::PlanLine;
+        let plan: PlanDetails = serde_json::from_value(details.clone()).ok()?;
+        let mut lines = vec![PlanLine::summary(&plan.summary)];
+        lines.extend(PlanLine::list(plan.indexes.iter().map(|index| {
+            let bloat = match index.bloat {
+                Some(_) if index.why.contains("bloat") => String::new(),
+                Some(b) => format!(
+                    ", {:.0}% bloat by {}",
+                    b * 100.0,
+                    index.measured_by.as_deref().unwrap_or("?")
+                ),
+                None => String::new(),
+            };
+            format!(
+                "{} {}: {} ({} bytes{bloat})",
+                index.action,
+                index.index,
+                index.why,
+                crate::output::count(index.size_bytes.max(0) as u64)
+            )
+        })));
+        lines.push(PlanLine::locks(
+            "REINDEX and DROP INDEX CONCURRENTLY take SHARE UPDATE EXCLUSIVE: reads and writes go on",
+            options,
+        ));
+        Some(lines)
+    }
+}
+
+/// A reindex dry run's `details`, read back for its text.
+#[derive(Debug, serde::Deserialize)]
+struct PlanDetails {
+    summary: String,
+    indexes: Vec<PlannedIndex>,
+}
+
+/// An index as the details hold it.
+#[derive(Debug, serde::Deserialize)]
+struct PlannedIndex {
+    index: String,
+    action: String,
+    why: String,
+    size_bytes: i64,
+    bloat: Option<f64>,
+    measured_by: Option<String>,
 }

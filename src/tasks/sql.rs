@@ -223,4 +223,24 @@ impl Task for SqlSpec {
     async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         self.validate(client).await
     }
+
+    /// What it would run, and that its locks are its SQL's own.
+    fn plan_lines(
+        details: &serde_json::Value,
+        options: &super::TaskOptions,
+    ) -> Option<Vec<super::PlanLine>> {
+        use super::PlanLine;
+        #[derive(serde::Deserialize)]
+        struct PlanDetails {
+            summary: String,
+        }
+        let plan: PlanDetails = serde_json::from_value(details.clone()).ok()?;
+        Some(vec![
+            PlanLine::summary(&plan.summary),
+            PlanLine::Say(format!(
+                "Locks: what its SQL takes, each waited for at most lock_timeout {}.",
+                options.lock_timeout
+            )),
+        ])
+    }
 }

@@ -75,6 +75,54 @@ pub struct Chosen {
     pub size_bytes: i64,
 }
 
+/// A vacuum or analyze dry run's `details`, read back for its text.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct PlanDetails {
+    summary: String,
+    tables: Vec<ChosenTable>,
+    statements: Vec<String>,
+}
+
+/// A chosen table as the details hold it.
+#[derive(Debug, serde::Deserialize)]
+struct ChosenTable {
+    table: String,
+    why: String,
+    dead_rows: i64,
+    size_bytes: i64,
+}
+
+/// The dry run's text of a vacuum or analyze: what it would do, each table
+/// and why, and what the statements lock.
+pub(crate) fn plan_lines(
+    kind: &str,
+    details: &serde_json::Value,
+    options: &super::TaskOptions,
+) -> Option<Vec<super::PlanLine>> {
+    use super::PlanLine;
+    let plan: PlanDetails = serde_json::from_value(details.clone()).ok()?;
+    let mut lines = vec![PlanLine::summary(&plan.summary)];
+    lines.extend(PlanLine::list(plan.tables.iter().map(|t| {
+        format!(
+            "{}: {} ({} dead rows, {} bytes)",
+            t.table,
+            t.why,
+            crate::output::count(t.dead_rows.max(0) as u64),
+            crate::output::count(t.size_bytes.max(0) as u64)
+        )
+    })));
+    let locks = if plan.statements.iter().any(|s| s.contains("FULL")) {
+        "VACUUM FULL rewrites each table under ACCESS EXCLUSIVE: reads and writes wait until it is done".to_string()
+    } else {
+        format!(
+            "{} takes SHARE UPDATE EXCLUSIVE: reads and writes go on",
+            kind.to_uppercase()
+        )
+    };
+    lines.push(PlanLine::locks(&locks, options));
+    Some(lines)
+}
+
 /// What chooses a table with `auto = true`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Threshold {
@@ -457,5 +505,39 @@ impl Task for VacuumSpec {
             .await
             .err()
             .unwrap_or_default()
+    }
+
+    fn plan_lines(
+        details: &serde_json::Value,
+        options: &super::TaskOptions,
+    ) -> Option<Vec<super::PlanLine>> {
+        plan_lines("vacuum", details, options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::{PlanLine, TaskOptions};
+
+    #[test]
+    fn a_plan_lists_each_table_and_what_its_statement_locks() {
+        let details = json!({
+            "summary": "would vacuum 1 table(s)",
+            "tables": [{"table": "public.users", "why": "listed", "dead_rows": 1200, "size_bytes": 8192}],
+            "statements": ["VACUUM \"public\".\"users\""],
+        });
+        let lines = plan_lines("vacuum", &details, &TaskOptions::BUILT_IN).unwrap();
+        assert_eq!(
+            lines,
+            [
+                PlanLine::Say("Would vacuum 1 table(s).".into()),
+                PlanLine::Item("public.users: listed (1,200 dead rows, 8,192 bytes)".into()),
+                PlanLine::Say("Locks: VACUUM takes SHARE UPDATE EXCLUSIVE: reads and writes go on; each statement waits at most lock_timeout 1s for its lock, and is retried (up to 5 times).".into()),
+            ]
+        );
+        let full = json!({"summary": "would vacuum 0 table(s)", "tables": [], "statements": ["VACUUM (FULL) x"]});
+        let lines = plan_lines("vacuum", &full, &TaskOptions::BUILT_IN).unwrap();
+        assert!(matches!(&lines[1], PlanLine::Say(s) if s.contains("VACUUM FULL rewrites")));
     }
 }
