@@ -25,7 +25,8 @@ use toml_edit::{Document, Item, TableLike, Value};
 
 use super::file::{ConfigFile, TaskFile};
 use super::problem::{Location, Problem, place};
-use crate::tasks::{Kind, TaskSpec, registry};
+use crate::tasks::TaskSpec;
+use crate::tasks::registry::{self, Kind};
 
 pub struct Source {
     pub path: std::path::PathBuf,

@@ -16,7 +16,7 @@ pub mod partitions;
 pub mod purge;
 pub mod references;
 pub mod refresh;
-pub mod registry;
+pub(crate) mod registry;
 pub mod reindex;
 pub mod rows;
 pub mod sessions;
@@ -38,7 +38,7 @@ use tokio_postgres::Client;
 pub use crate::options::{Severity, TaskOptions};
 use crate::output::Progress;
 use crate::stop::Stop;
-pub use registry::Kind;
+use registry::Kind;
 
 /// A task as configured, resolved and typed, of whichever kind; serialized
 /// as its spec tagged by `kind`.
@@ -71,11 +71,6 @@ impl TaskSpec {
     /// What `kind = "..."` said.
     pub fn kind(&self) -> &'static str {
         self.kind.name
-    }
-
-    /// The kind's registry entry (its keys).
-    pub fn kind_entry(&self) -> &'static Kind {
-        self.kind
     }
 
     /// The spec of one kind, for the few places that show a kind's own
