@@ -122,8 +122,8 @@ impl Task for AnalyzeSpec {
 
     fn plan_lines(
         details: &serde_json::Value,
-        options: &super::TaskOptions,
+        context: &super::PlanContext<'_>,
     ) -> Option<Vec<super::PlanLine>> {
-        vacuum::plan_lines("analyze", details, options)
+        vacuum::plan_lines("analyze", details, context)
     }
 }

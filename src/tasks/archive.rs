@@ -507,6 +507,13 @@ impl Task for ArchiveSpec {
     async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         self.validate(client).await.err().unwrap_or_default()
     }
+
+    fn plan_lines(
+        details: &serde_json::Value,
+        context: &super::PlanContext<'_>,
+    ) -> Option<Vec<super::PlanLine>> {
+        super::walk_text::plan_lines(details, context)
+    }
 }
 
 /// `archive_table = "name"`, or `archive_table = false` for no table.

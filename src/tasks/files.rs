@@ -446,7 +446,7 @@ impl Task for FilesSpec {
     /// The files it would remove, and those `keep_referenced` keeps.
     fn plan_lines(
         details: &serde_json::Value,
-        _: &super::TaskOptions,
+        _: &super::PlanContext<'_>,
     ) -> Option<Vec<super::PlanLine>> {
         use super::PlanLine;
         let plan: PlanDetails = serde_json::from_value(details.clone()).ok()?;

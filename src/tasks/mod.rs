@@ -25,6 +25,7 @@ pub mod utility;
 pub mod vacuum;
 pub(crate) mod values;
 pub mod walk;
+pub(crate) mod walk_text;
 
 use std::any::Any;
 use std::future::Future;
@@ -263,12 +264,21 @@ pub trait Task: std::fmt::Debug + Serialize + Send + Sync + 'static {
     /// The dry run's text, from this kind's own `details` (read back into
     /// the kind's plan type): what `pgmaint plan` prints under the task.
     /// `None` leaves it to the printer's generic text (summary, lists).
-    fn plan_lines(_details: &serde_json::Value, _options: &TaskOptions) -> Option<Vec<PlanLine>>
+    fn plan_lines(_details: &serde_json::Value, _plan: &PlanContext<'_>) -> Option<Vec<PlanLine>>
     where
         Self: Sized,
     {
         None
     }
+}
+
+/// What a kind's plan text may use beyond its `details`: the task's name,
+/// its row and batch counts, and the options it runs with.
+pub struct PlanContext<'a> {
+    pub name: &'a str,
+    pub rows: u64,
+    pub batches: u64,
+    pub options: &'a TaskOptions,
 }
 
 /// One line of a task's plan as a person reads it: prose, or an item of a

@@ -386,11 +386,14 @@ impl Task for OrphansSpec {
 
     /// A report: how many, and a few keys. A delete is a walk, which the
     /// printer renders as it does purge's.
-    fn plan_lines(details: &serde_json::Value, _: &super::TaskOptions) -> Option<Vec<PlanLine>> {
-        let report: Report = serde_json::from_value(details.clone()).ok()?;
-        if report.action != OrphanAction::Report {
-            return None;
+    fn plan_lines(
+        details: &serde_json::Value,
+        context: &super::PlanContext<'_>,
+    ) -> Option<Vec<PlanLine>> {
+        if details["action"] != "report" {
+            return super::walk_text::plan_lines(details, context);
         }
+        let report: Report = serde_json::from_value(details.clone()).ok()?;
         let mut lines = vec![PlanLine::Say(format!(
             "Would report {} orphan row{} of {} (rows whose reference matches no row of {}); action = \"report\" changes nothing.",
             crate::output::count(report.orphans),
@@ -425,13 +428,17 @@ mod tests {
 
     #[test]
     fn a_report_plan_is_told_from_its_own_details() {
+        let context = super::super::PlanContext {
+            name: "a",
+            rows: 0,
+            batches: 0,
+            options: &super::super::TaskOptions::BUILT_IN,
+        };
         let details = json!({
             "table": "public.comments", "references": "posts(id)", "action": "report",
             "orphans": 2, "sample_keys": [[7], [9]], "statements": ["SELECT 1"],
         });
-        let lines =
-            <OrphansSpec as Task>::plan_lines(&details, &super::super::TaskOptions::BUILT_IN)
-                .unwrap();
+        let lines = <OrphansSpec as Task>::plan_lines(&details, &context).unwrap();
         assert_eq!(
             lines,
             [
@@ -440,9 +447,11 @@ mod tests {
             ]
         );
         let delete = json!({"action": "delete", "table": "public.comments"});
+        // A delete is a walk, told as purge's is.
+        let lines = <OrphansSpec as Task>::plan_lines(&delete, &context).unwrap();
         assert_eq!(
-            <OrphansSpec as Task>::plan_lines(&delete, &super::super::TaskOptions::BUILT_IN),
-            None
+            lines[0],
+            PlanLine::Say("Nothing to delete: no row of public.comments matches.".into())
         );
     }
 

@@ -711,7 +711,7 @@ impl Task for PartitionsSpec {
     /// what the statements lock.
     fn plan_lines(
         details: &serde_json::Value,
-        options: &super::TaskOptions,
+        context: &super::PlanContext<'_>,
     ) -> Option<Vec<super::PlanLine>> {
         use super::PlanLine;
         let details: PlanDetails = serde_json::from_value(details.clone()).ok()?;
@@ -750,7 +750,7 @@ impl Task for PartitionsSpec {
                 "creating a partition takes ACCESS EXCLUSIVE on {} for that statement{detach}",
                 plan.parent
             ),
-            options,
+            context.options,
         ));
         Some(lines)
     }

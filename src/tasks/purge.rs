@@ -156,4 +156,11 @@ impl Task for PurgeSpec {
     async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         self.validate(client).await.err().unwrap_or_default()
     }
+
+    fn plan_lines(
+        details: &serde_json::Value,
+        context: &super::PlanContext<'_>,
+    ) -> Option<Vec<super::PlanLine>> {
+        super::walk_text::plan_lines(details, context)
+    }
 }

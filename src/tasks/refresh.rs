@@ -366,7 +366,7 @@ impl Task for RefreshSpec {
     /// Each view in order, how it is refreshed and why, and the locks.
     fn plan_lines(
         details: &serde_json::Value,
-        options: &super::TaskOptions,
+        context: &super::PlanContext<'_>,
     ) -> Option<Vec<super::PlanLine>> {
         use super::PlanLine;
         let plan: PlanDetails = serde_json::from_value(details.clone()).ok()?;
@@ -394,7 +394,7 @@ impl Task for RefreshSpec {
         })));
         lines.push(PlanLine::locks(
             "a CONCURRENTLY refresh takes EXCLUSIVE on its view (reads go on, writes wait), a plain one ACCESS EXCLUSIVE (reads of the view wait until it is done)",
-            options,
+            context.options,
         ));
         Some(lines)
     }

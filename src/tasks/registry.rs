@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use super::{PlanLine, ReportProblem, Task, TaskOptions, TaskSpec};
+use super::{PlanContext, PlanLine, ReportProblem, Task, TaskSpec};
 
 /// Every kind this build knows, in the order messages list them.
 pub static KINDS: &[Kind] = &[
@@ -52,7 +52,7 @@ pub struct Kind {
     pub name: &'static str,
     keys: fn() -> &'static [&'static str],
     read: Read,
-    plan_lines: fn(&serde_json::Value, &TaskOptions) -> Option<Vec<PlanLine>>,
+    plan_lines: fn(&serde_json::Value, &PlanContext<'_>) -> Option<Vec<PlanLine>>,
 }
 
 impl std::fmt::Debug for Kind {
@@ -94,9 +94,9 @@ impl Kind {
     pub fn plan_lines(
         &self,
         details: &serde_json::Value,
-        options: &TaskOptions,
+        context: &PlanContext<'_>,
     ) -> Option<Vec<PlanLine>> {
-        (self.plan_lines)(details, options)
+        (self.plan_lines)(details, context)
     }
 
     /// Whether tasks of this kind remove rows that a backup could hold.

@@ -404,7 +404,7 @@ impl Task for ReindexSpec {
     /// Each index, what is done to it and why, and the locks.
     fn plan_lines(
         details: &serde_json::Value,
-        options: &super::TaskOptions,
+        context: &super::PlanContext<'_>,
     ) -> Option<Vec<super::PlanLine>> {
         use super::PlanLine;
         let plan: PlanDetails = serde_json::from_value(details.clone()).ok()?;
@@ -429,7 +429,7 @@ impl Task for ReindexSpec {
         })));
         lines.push(PlanLine::locks(
             "REINDEX and DROP INDEX CONCURRENTLY take SHARE UPDATE EXCLUSIVE: reads and writes go on",
-            options,
+            context.options,
         ));
         Some(lines)
     }

@@ -477,7 +477,10 @@ impl Task for SessionsSpec {
         }
     }
 
-    fn plan_lines(details: &serde_json::Value, _: &super::TaskOptions) -> Option<Vec<PlanLine>> {
+    fn plan_lines(
+        details: &serde_json::Value,
+        _: &super::PlanContext<'_>,
+    ) -> Option<Vec<PlanLine>> {
         let plan: SessionsPlan = serde_json::from_value(details.clone()).ok()?;
         let mut lines = vec![PlanLine::Say(format!("{}.", capitalized(&plan.summary)))];
         for session in &plan.sessions {

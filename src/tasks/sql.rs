@@ -227,7 +227,7 @@ impl Task for SqlSpec {
     /// What it would run, and that its locks are its SQL's own.
     fn plan_lines(
         details: &serde_json::Value,
-        options: &super::TaskOptions,
+        context: &super::PlanContext<'_>,
     ) -> Option<Vec<super::PlanLine>> {
         use super::PlanLine;
         #[derive(serde::Deserialize)]
@@ -239,7 +239,7 @@ impl Task for SqlSpec {
             PlanLine::summary(&plan.summary),
             PlanLine::Say(format!(
                 "Locks: what its SQL takes, each waited for at most lock_timeout {}.",
-                options.lock_timeout
+                context.options.lock_timeout
             )),
         ])
     }

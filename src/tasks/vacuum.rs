@@ -97,7 +97,7 @@ struct ChosenTable {
 pub(crate) fn plan_lines(
     kind: &str,
     details: &serde_json::Value,
-    options: &super::TaskOptions,
+    context: &super::PlanContext<'_>,
 ) -> Option<Vec<super::PlanLine>> {
     use super::PlanLine;
     let plan: PlanDetails = serde_json::from_value(details.clone()).ok()?;
@@ -119,7 +119,7 @@ pub(crate) fn plan_lines(
             kind.to_uppercase()
         )
     };
-    lines.push(PlanLine::locks(&locks, options));
+    lines.push(PlanLine::locks(&locks, context.options));
     Some(lines)
 }
 
@@ -509,9 +509,9 @@ impl Task for VacuumSpec {
 
     fn plan_lines(
         details: &serde_json::Value,
-        options: &super::TaskOptions,
+        context: &super::PlanContext<'_>,
     ) -> Option<Vec<super::PlanLine>> {
-        plan_lines("vacuum", details, options)
+        plan_lines("vacuum", details, context)
     }
 }
 
@@ -522,12 +522,18 @@ mod tests {
 
     #[test]
     fn a_plan_lists_each_table_and_what_its_statement_locks() {
+        let context = crate::tasks::PlanContext {
+            name: "v",
+            rows: 0,
+            batches: 1,
+            options: &TaskOptions::BUILT_IN,
+        };
         let details = json!({
             "summary": "would vacuum 1 table(s)",
             "tables": [{"table": "public.users", "why": "listed", "dead_rows": 1200, "size_bytes": 8192}],
             "statements": ["VACUUM \"public\".\"users\""],
         });
-        let lines = plan_lines("vacuum", &details, &TaskOptions::BUILT_IN).unwrap();
+        let lines = plan_lines("vacuum", &details, &context).unwrap();
         assert_eq!(
             lines,
             [
@@ -537,7 +543,7 @@ mod tests {
             ]
         );
         let full = json!({"summary": "would vacuum 0 table(s)", "tables": [], "statements": ["VACUUM (FULL) x"]});
-        let lines = plan_lines("vacuum", &full, &TaskOptions::BUILT_IN).unwrap();
+        let lines = plan_lines("vacuum", &full, &context).unwrap();
         assert!(matches!(&lines[1], PlanLine::Say(s) if s.contains("VACUUM FULL rewrites")));
     }
 }
