@@ -10,7 +10,7 @@ use crate::runner::{
 use crate::state::Trigger;
 use crate::status::Status;
 use crate::stop::Stop;
-use crate::tasks::{PlanContext, PlanLine};
+use crate::tasks::{OutcomeLine, PlanContext, PlanLine};
 
 pub async fn run(cli: &Cli, args: &RunArgs) -> Result<bool, CliError> {
     let config = load_config(cli, true)?;
@@ -604,21 +604,15 @@ fn print_outcome(task: &runner::TaskReport) {
     if let Some(summary) = details["summary"].as_str() {
         say(&format!("{}: {summary}", task.name));
     }
-    if details["action"] == "report" {
-        say(&format!(
-            "{}: {} orphan row(s) found (action = \"report\": nothing was deleted)",
-            task.name,
-            output::count(details["orphans"].as_u64().unwrap_or(0))
-        ));
-        if let Some(keys) = details["sample_keys"].as_array()
-            && !keys.is_empty()
-        {
-            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-            output::println(&wrap(
-                &format!("sample keys: {}", keys.join(", ")),
-                "  ",
-                "    ",
-            ));
+    let own = crate::tasks::registry::find(task.kind)
+        .map(|kind| kind.outcome_lines(details))
+        .unwrap_or_default();
+    for line in own {
+        match line {
+            OutcomeLine::Named(text) => say(&format!("{}: {text}", task.name)),
+            OutcomeLine::Plain(text) => say(&text),
+            OutcomeLine::Item(text) => output::println(&wrap(&text, "  ", "    ")),
+            OutcomeLine::Block(text) => output::println(&text),
         }
     }
     if let Some(id) = details["backup_id"].as_i64() {
@@ -626,26 +620,6 @@ fn print_outcome(task: &runner::TaskReport) {
             "{}: removed rows are in backup {id} (`pgmaint restore {id}` puts them back)",
             task.name
         ));
-    }
-    let result = &details["result"];
-    if let Some(columns) = result["columns"].as_array()
-        && !columns.is_empty()
-    {
-        let headers: Vec<&str> = columns.iter().map(|c| c.as_str().unwrap_or("?")).collect();
-        let mut table = output::Table::new(&headers);
-        for row in result["rows"].as_array().into_iter().flatten() {
-            table.add_row(
-                row.as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|v| v.as_str().unwrap_or("NULL").to_string()),
-            );
-        }
-        output::println(&format!("{}: result", task.name));
-        table.print();
-        if result["truncated"] == true {
-            say("  (more rows than shown; the run's details keep the first ones)");
-        }
     }
 }
 

@@ -270,6 +270,29 @@ pub trait Task: std::fmt::Debug + Serialize + Send + Sync + 'static {
     {
         None
     }
+
+    /// What a finished run of this kind says beyond its summary and its
+    /// row in the table, from its own `details` (orphans found, a sql
+    /// task's result rows).
+    fn outcome_lines(_details: &serde_json::Value) -> Vec<OutcomeLine>
+    where
+        Self: Sized,
+    {
+        Vec::new()
+    }
+}
+
+/// One line of what a finished task says, as the printer lays it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutcomeLine {
+    /// Prose after the task's name (`old_logs: ...`).
+    Named(String),
+    /// Prose on its own.
+    Plain(String),
+    /// An indented item under the line before.
+    Item(String),
+    /// Printed as it is (a table, already fitted to the terminal).
+    Block(String),
 }
 
 /// What a kind's plan text may use beyond its `details`: the task's name,

@@ -384,6 +384,29 @@ impl Task for OrphansSpec {
         self.validate(client).await.err().unwrap_or_default()
     }
 
+    /// A report's run: how many it found, and their keys.
+    fn outcome_lines(details: &serde_json::Value) -> Vec<super::OutcomeLine> {
+        use super::OutcomeLine;
+        let Ok(report) = serde_json::from_value::<Report>(details.clone()) else {
+            return Vec::new();
+        };
+        if report.action != OrphanAction::Report {
+            return Vec::new();
+        }
+        let mut lines = vec![OutcomeLine::Named(format!(
+            "{} orphan row(s) found (action = \"report\": nothing was deleted)",
+            crate::output::count(report.orphans)
+        ))];
+        if !report.sample_keys.is_empty() {
+            let keys: Vec<String> = report.sample_keys.iter().map(|k| k.to_string()).collect();
+            lines.push(OutcomeLine::Item(format!(
+                "sample keys: {}",
+                keys.join(", ")
+            )));
+        }
+        lines
+    }
+
     /// A report: how many, and a few keys. A delete is a walk, which the
     /// printer renders as it does purge's.
     fn plan_lines(
@@ -425,6 +448,23 @@ pub enum OrphanAction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_run_says_how_many_it_found_and_their_keys() {
+        let details = json!({
+            "table": "public.comments", "references": "posts(id)", "action": "report",
+            "orphans": 1200, "sample_keys": [[7]], "statements": [],
+        });
+        assert_eq!(
+            <OrphansSpec as Task>::outcome_lines(&details),
+            [
+                super::super::OutcomeLine::Named(
+                    "1,200 orphan row(s) found (action = \"report\": nothing was deleted)".into()
+                ),
+                super::super::OutcomeLine::Item("sample keys: [7]".into()),
+            ]
+        );
+    }
 
     #[test]
     fn a_report_plan_is_told_from_its_own_details() {

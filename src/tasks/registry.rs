@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use super::{PlanContext, PlanLine, ReportProblem, Task, TaskSpec};
+use super::{OutcomeLine, PlanContext, PlanLine, ReportProblem, Task, TaskSpec};
 
 /// Every kind this build knows, in the order messages list them.
 pub static KINDS: &[Kind] = &[
@@ -53,6 +53,7 @@ pub struct Kind {
     keys: fn() -> &'static [&'static str],
     read: Read,
     plan_lines: fn(&serde_json::Value, &PlanContext<'_>) -> Option<Vec<PlanLine>>,
+    outcome_lines: fn(&serde_json::Value) -> Vec<OutcomeLine>,
 }
 
 impl std::fmt::Debug for Kind {
@@ -68,6 +69,7 @@ impl Kind {
             keys: fields_of::<K>,
             read: read::<K>,
             plan_lines: <K::Spec as Task>::plan_lines,
+            outcome_lines: <K::Spec as Task>::outcome_lines,
         }
     }
 
@@ -97,6 +99,11 @@ impl Kind {
         context: &PlanContext<'_>,
     ) -> Option<Vec<PlanLine>> {
         (self.plan_lines)(details, context)
+    }
+
+    /// What a finished run of this kind says from its `details`.
+    pub fn outcome_lines(&self, details: &serde_json::Value) -> Vec<OutcomeLine> {
+        (self.outcome_lines)(details)
     }
 
     /// Whether tasks of this kind remove rows that a backup could hold.

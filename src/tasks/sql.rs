@@ -224,6 +224,46 @@ impl Task for SqlSpec {
         self.validate(client).await
     }
 
+    /// Its result rows, as a table.
+    fn outcome_lines(details: &serde_json::Value) -> Vec<super::OutcomeLine> {
+        use super::OutcomeLine;
+        #[derive(serde::Deserialize)]
+        struct RunDetails {
+            result: Option<ResultRows>,
+        }
+        #[derive(serde::Deserialize)]
+        struct ResultRows {
+            columns: Vec<String>,
+            rows: Vec<Vec<Option<String>>>,
+            #[serde(default)]
+            truncated: bool,
+        }
+        let Ok(RunDetails {
+            result: Some(result),
+        }) = serde_json::from_value(details.clone())
+        else {
+            return Vec::new();
+        };
+        if result.columns.is_empty() {
+            return Vec::new();
+        }
+        let headers: Vec<&str> = result.columns.iter().map(String::as_str).collect();
+        let mut table = crate::output::Table::new(&headers);
+        for row in result.rows {
+            table.add_row(row.into_iter().map(|v| v.unwrap_or_else(|| "NULL".into())));
+        }
+        let mut lines = vec![
+            OutcomeLine::Named("result".into()),
+            OutcomeLine::Block(table.render(crate::output::stdout_width())),
+        ];
+        if result.truncated {
+            lines.push(OutcomeLine::Plain(
+                "(more rows than shown; the run's details keep the first ones)".into(),
+            ));
+        }
+        lines
+    }
+
     /// What it would run, and that its locks are its SQL's own.
     fn plan_lines(
         details: &serde_json::Value,
@@ -242,5 +282,32 @@ impl Task for SqlSpec {
                 context.options.lock_timeout
             )),
         ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::OutcomeLine;
+
+    #[test]
+    fn a_run_shows_its_result_rows_as_a_table() {
+        let details = json!({
+            "transaction": true,
+            "result": {"columns": ["deleted"], "rows": [["3"], [null]], "truncated": true},
+        });
+        let lines = <SqlSpec as Task>::outcome_lines(&details);
+        assert_eq!(lines[0], OutcomeLine::Named("result".into()));
+        assert!(
+            matches!(&lines[1], OutcomeLine::Block(table) if table.contains("deleted") && table.contains("NULL")),
+            "{lines:?}"
+        );
+        assert_eq!(
+            lines[2],
+            OutcomeLine::Plain(
+                "(more rows than shown; the run's details keep the first ones)".into()
+            )
+        );
+        assert!(<SqlSpec as Task>::outcome_lines(&json!({"transaction": true})).is_empty());
     }
 }
