@@ -350,10 +350,6 @@ fn shorten(query: &str) -> String {
     }
 }
 
-fn seconds(ms: u64) -> String {
-    crate::output::duration_ms(ms)
-}
-
 impl Task for SessionsSpec {
     type Plan = SessionsPlan;
 
@@ -516,7 +512,7 @@ fn session_line(session: &Session) -> String {
         },
         session.client.as_deref().unwrap_or("local"),
         session.state,
-        seconds(session.for_ms),
+        crate::output::duration_ms(session.for_ms),
         session.query
     )
 }
