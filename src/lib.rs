@@ -18,6 +18,7 @@ pub mod db;
 pub mod duration;
 pub mod health;
 pub mod notify;
+pub mod options;
 pub(crate) mod outcome;
 pub mod output;
 pub(crate) mod predicate;

@@ -396,7 +396,7 @@ pub async fn run(
 fn skipped(task: &TaskConfig, reason: String) -> TaskReport {
     TaskReport {
         name: task.name.clone(),
-        kind: task.spec.kind().as_str(),
+        kind: task.spec.kind(),
         status: Status::Skipped,
         rows: 0,
         batches: 0,
@@ -453,7 +453,7 @@ async fn run_task(
 ) -> Result<TaskReport, RunError> {
     let schema = config.state_schema.as_str();
     let backups_dir = config.backups.dir.as_path();
-    let kind = task.spec.kind().as_str();
+    let kind = task.spec.kind();
     let task_run_id =
         store::start_task_run(client, schema, run_id, &task.name, kind, request.dry_run).await?;
     let started = Instant::now();

@@ -10,6 +10,7 @@ use crate::runner::{
 use crate::state::Trigger;
 use crate::status::Status;
 use crate::stop::Stop;
+use crate::tasks::{OutcomeLine, PlanContext, PlanLine};
 
 pub async fn run(cli: &Cli, args: &RunArgs) -> Result<bool, CliError> {
     let config = load_config(cli, true)?;
@@ -277,10 +278,6 @@ async fn execute(cli: &Cli, config: &Config, request: RunRequest<'_>) -> Result<
 fn width() -> usize {
     output::stdout_width().map_or(80, |columns| columns.min(80))
 }
-/// Sample rows shown per task (the JSON has all the dry run read).
-const SAMPLES_SHOWN: usize = 3;
-/// Files, views, tables or indexes listed per task before "and N more".
-const LISTED: usize = 10;
 
 fn print_report(report: &RunReport, config: &Config, verbose: bool) {
     if report.dry_run {
@@ -391,19 +388,27 @@ fn plan_lines(
         task.kind,
         task.severity.as_str()
     ))];
+    let context = PlanContext {
+        name: &task.name,
+        rows: task.rows,
+        batches: task.batches,
+        options,
+    };
+    let own =
+        crate::tasks::registry::find(task.kind).and_then(|kind| kind.plan_lines(details, &context));
     let lines = if task.status != Status::Succeeded {
         std::iter::once(Line::Say(format!("{}:", capitalized(task.status.as_str()))))
             .chain(notes(task).into_iter().map(Line::Say))
             .collect()
-    } else if details["action"]
-        .as_str()
-        .is_some_and(|a| matches!(a, "delete" | "move" | "export"))
-    {
-        walk_plan(task, options)
-    } else if details["action"] == "report" {
-        orphans_report(details)
+    } else if let Some(own) = own {
+        own.into_iter()
+            .map(|line| match line {
+                PlanLine::Say(text) => Line::Say(text),
+                PlanLine::Item(text) => Line::Item(text),
+            })
+            .collect()
     } else {
-        upkeep_plan(task, options)
+        upkeep_plan(task)
     };
     out.extend(lines.iter().map(Line::render));
     if verbose {
@@ -412,469 +417,13 @@ fn plan_lines(
     out
 }
 
-/// An orphans task with `action = "report"`: how many, and a few keys.
-fn orphans_report(details: &serde_json::Value) -> Vec<Line> {
-    let orphans = details["orphans"].as_u64().unwrap_or(0);
-    let mut lines = vec![Line::Say(format!(
-        "Would report {} orphan row{} of {} (rows whose reference matches no row of {}); action = \"report\" changes nothing.",
-        output::count(orphans),
-        plural(orphans),
-        details["table"].as_str().unwrap_or("?"),
-        details["references"].as_str().unwrap_or("?"),
-    ))];
-    if let Some(keys) = details["sample_keys"].as_array()
-        && !keys.is_empty()
-    {
-        let keys: Vec<String> = keys
-            .iter()
-            .take(SAMPLES_SHOWN)
-            .map(|k| k.to_string())
-            .collect();
-        lines.push(Line::Say(format!("Sample keys: {}.", keys.join(", "))));
-    }
-    lines
-}
-
-/// What a purge, archive or orphans delete would do: rows and batches,
-/// what foreign keys keep or take, the every-row warning, a time estimate,
-/// locks, and a few of the rows.
-fn walk_plan(task: &runner::TaskReport, options: &crate::config::TaskOptions) -> Vec<Line> {
-    let details = &task.details;
-    let table = details["table"].as_str().unwrap_or("?");
-    let exact = details["rows_exact"] != false;
-    let rows = task.rows;
-    let mut lines: Vec<Line> = Vec::new();
-    let how_many = if exact {
-        format!("{} row{}", output::count(rows), plural(rows))
-    } else {
-        format!(
-            "about {} rows (the planner's estimate)",
-            output::count(rows)
-        )
-    };
-    let cutoff = details["cutoff"]
+/// The plan of a kind that renders nothing of its own: its summary.
+fn upkeep_plan(task: &runner::TaskReport) -> Vec<Line> {
+    task.details["summary"]
         .as_str()
-        .map(|c| format!(" older than {}", readable_time(c)))
-        .unwrap_or_default();
-    let source = format!("{how_many} of {table}{cutoff}");
-    let what = match details["action"].as_str() {
-        Some("move") => format!(
-            "move {source} to {}{}",
-            details["archive_table"].as_str().unwrap_or("?"),
-            details["export"]
-                .as_str()
-                .map(|dir| format!(" and to files in {dir}"))
-                .unwrap_or_default()
-        ),
-        Some("export") => format!(
-            "move {source} to files in {}",
-            details["export"].as_str().unwrap_or("?")
-        ),
-        _ if details["orphans"].is_u64() => {
-            format!("delete {source} whose reference has no parent row")
-        }
-        _ => format!("delete {source}"),
-    };
-    let estimate = &details["batches_estimate"];
-    let batches = estimate["batches"].as_u64().unwrap_or(task.batches);
-    let largest = estimate["largest_batch"]
-        .as_u64()
-        .unwrap_or(0)
-        .max(details["batch_size"].as_u64().unwrap_or(options.batch_size));
-    if rows == 0 {
-        lines.push(Line::Say(format!(
-            "Nothing to {}: no row of {table} matches{cutoff}.",
-            if details["action"] == "delete" {
-                "delete"
-            } else {
-                "move"
-            }
-        )));
-    } else {
-        let in_batches = match (batches, estimate["at_least"] == true) {
-            (1, false) => " in 1 batch".to_string(),
-            (n, false) => format!(
-                " in {} batches of up to {} rows (counted from the pages they are on)",
-                output::count(n),
-                output::count(largest)
-            ),
-            (n, true) => format!(
-                " in at least {} batches of about {} rows (rows / batch_size: the rows were not counted)",
-                output::count(n),
-                output::count(options.batch_size)
-            ),
-        };
-        lines.push(Line::Say(format!(
-            "Would {what}{in_batches}{}.",
-            if details["backup"] == true {
-                ", backing each batch up before it commits"
-            } else {
-                ""
-            }
-        )));
-    }
-    if details["creates_archive_table"] == true {
-        lines.push(Line::Say(format!(
-            "Creates {} first, like {table}.",
-            details["archive_table"].as_str().unwrap_or("?")
-        )));
-    }
-    let references = &details["references"];
-    if references["counted"] == false {
-        lines.push(Line::Say(
-            "Foreign keys into the table were not counted (the rows were estimated).".to_string(),
-        ));
-    }
-    let kept = references["kept_referenced"].as_u64().unwrap_or(0);
-    if kept > 0 {
-        let by: Vec<String> = references["kept_referenced_by"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|k| k["rows"].as_u64().unwrap_or(0) > 0)
-            .map(|k| {
-                format!(
-                    "{} by {} (\"{}\")",
-                    output::count(k["rows"].as_u64().unwrap_or(0)),
-                    k["table"].as_str().unwrap_or("?"),
-                    k["constraint"].as_str().unwrap_or("?")
-                )
-            })
-            .collect();
-        if references["on_referenced"] == "fail" {
-            lines.push(Line::Say(format!(
-                "{} of these rows {} still referenced: {}. With on_referenced = \"fail\" the first batch that meets one fails and is rolled back.",
-                output::count(kept),
-                if kept == 1 { "is" } else { "are" },
-                by.join(", ")
-            )));
-        } else {
-            lines.push(Line::Say(format!(
-                "Keeps {} row{} still referenced through a foreign key without ON DELETE action: {}.",
-                output::count(kept),
-                plural(kept),
-                by.join(", ")
-            )));
-        }
-    }
-    for part in references["cascade"].as_array().into_iter().flatten() {
-        let part_rows = part["rows"].as_u64().unwrap_or(0);
-        let part_table = part["table"].as_str().unwrap_or("?");
-        let via = part["constraint"].as_str().unwrap_or("?");
-        let columns: Vec<&str> = part["changed_columns"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c.as_str())
-            .collect();
-        lines.push(Line::Say(match part["action"].as_str() {
-            Some("set_null") | Some("set_default") => format!(
-                "Sets {} to {} in {} row{} of {part_table} (ON DELETE {} through \"{via}\").",
-                columns.join(", "),
-                if part["action"] == "set_null" {
-                    "NULL"
-                } else {
-                    "its default"
-                },
-                output::count(part_rows),
-                plural(part_rows),
-                if part["action"] == "set_null" {
-                    "SET NULL"
-                } else {
-                    "SET DEFAULT"
-                }
-            ),
-            _ => format!(
-                "Also deletes {} row{} of {part_table} (ON DELETE CASCADE through \"{via}\").",
-                output::count(part_rows),
-                plural(part_rows)
-            ),
-        }));
-    }
-    if let Some(cycle) = references["cascade_cycle"].as_str() {
-        lines.push(Line::Say(format!(
-            "The cascade counts are not complete: {cycle}."
-        )));
-    }
-    if details["matches_every_row"] == true {
-        lines.push(Line::Say(format!(
-            "The condition matches every row of {table}: the run would empty it, so it runs only when confirmed, as a critical task does (`pgmaint run {} --yes`).",
-            task.name
-        )));
-    }
-    if rows > 0
-        && let Some(ms) = details["time_estimate"]["ms"].as_u64()
-    {
-        let runs = details["time_estimate"]["runs"].as_u64().unwrap_or(0);
-        let measured = if runs == 1 {
-            "its last successful run".to_string()
-        } else {
-            format!("its last {runs} successful runs")
-        };
-        lines.push(Line::Say(format!(
-            "Takes about {}, at the {} rows/s of {measured}.",
-            output::duration_ms(ms.max(1)),
-            output::count(
-                details["time_estimate"]["rows_per_second"]
-                    .as_u64()
-                    .unwrap_or(0)
-            ),
-        )));
-    }
-    if rows > 0 {
-        let moving = details["action"] != "delete";
-        let cascades = references["cascade"]
-            .as_array()
-            .is_some_and(|parts| !parts.is_empty());
-        lines.push(Line::Say(format!(
-            "Locks: each batch (one transaction) takes ROW EXCLUSIVE on {table}{} and locks the rows it {}{} until it commits{}; a lock it cannot get within lock_timeout {} rolls it back, to be retried (up to {} times).",
-            if moving {
-                details["archive_table"]
-                    .as_str()
-                    .map(|a| format!(" and {a}"))
-                    .unwrap_or_default()
-            } else {
-                String::new()
-            },
-            if moving { "moves" } else { "deletes" },
-            if cascades { " and those its cascades change" } else { "" },
-            if details["backup"] == true || details["export"].is_string() {
-                ", after its rows are written to disk"
-            } else {
-                ""
-            },
-            details["lock_timeout"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| options.lock_timeout.to_string()),
-            details["max_retries"].as_u64().unwrap_or(options.max_retries as u64)
-        )));
-    }
-    if let Some(samples) = details["samples"].as_array()
-        && !samples.is_empty()
-    {
-        let shown = samples.len().min(SAMPLES_SHOWN);
-        lines.push(Line::Say(if shown as u64 >= rows {
-            "They are:".to_string()
-        } else {
-            format!("For example ({shown} of {}):", output::count(rows))
-        }));
-        for sample in samples.iter().take(SAMPLES_SHOWN) {
-            lines.push(Line::Item(sample_row(sample)));
-        }
-    }
-    lines
-}
-
-/// A sample row as `column=value` pairs, long values shortened, so a few
-/// columns of each row fit a line.
-fn sample_row(row: &serde_json::Value) -> String {
-    let Some(columns) = row.as_object() else {
-        return row.to_string();
-    };
-    columns
-        .iter()
-        .map(|(name, value)| {
-            let text = match value {
-                serde_json::Value::String(text) => readable_value(text),
-                other => other.to_string(),
-            };
-            let text = if text.chars().count() > 24 {
-                format!("{}…", text.chars().take(23).collect::<String>())
-            } else {
-                text
-            };
-            format!("{name}={text}")
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// A timestamp as PostgreSQL's JSON writes it, to the second; anything
-/// else as it is.
-fn readable_value(text: &str) -> String {
-    match chrono::DateTime::parse_from_rfc3339(text) {
-        Ok(time) => {
-            let offset = time.offset().local_minus_utc();
-            let zone = if offset % 3600 == 0 {
-                format!("{:+03}", offset / 3600)
-            } else {
-                time.format("%:z").to_string()
-            };
-            format!("{}{zone}", time.format("%Y-%m-%d %H:%M:%S"))
-        }
-        Err(_) => text.to_string(),
-    }
-}
-
-/// A refresh, vacuum, analyze, reindex, partitions, sql or files plan:
-/// its summary, what it chose and why, and what it locks.
-fn upkeep_plan(task: &runner::TaskReport, options: &crate::config::TaskOptions) -> Vec<Line> {
-    let details = &task.details;
-    let mut lines: Vec<Line> = Vec::new();
-    if let Some(summary) = details["summary"].as_str() {
-        lines.push(Line::Say(format!("{}.", capitalized(summary))));
-    }
-    let mut listed = 0;
-    let mut list = |lines: &mut Vec<Line>, line: String| {
-        if listed < LISTED {
-            lines.push(Line::Item(line));
-        }
-        listed += 1;
-    };
-    for view in details["views"].as_array().into_iter().flatten() {
-        let ago = view["last_refreshed_seconds_ago"]
-            .as_f64()
-            .map(|s| {
-                format!(
-                    "; refreshed {} ago",
-                    output::duration_ms((s * 1000.0) as u64)
-                )
-            })
-            .unwrap_or_default();
-        list(
-            &mut lines,
-            format!(
-                "{} {}: {}{ago}",
-                view["view"].as_str().unwrap_or("?"),
-                if view["concurrently"] == true {
-                    "CONCURRENTLY"
-                } else {
-                    "plain"
-                },
-                view["reason"].as_str().unwrap_or("")
-            ),
-        );
-    }
-    for table in details["tables"].as_array().into_iter().flatten() {
-        list(
-            &mut lines,
-            format!(
-                "{}: {} ({} dead rows, {} bytes)",
-                table["table"].as_str().unwrap_or("?"),
-                table["why"].as_str().unwrap_or(""),
-                output::count(table["dead_rows"].as_u64().unwrap_or(0)),
-                output::count(table["size_bytes"].as_u64().unwrap_or(0))
-            ),
-        );
-    }
-    for index in details["indexes"].as_array().into_iter().flatten() {
-        let why = index["why"].as_str().unwrap_or("");
-        let bloat = match index["bloat"].as_f64() {
-            Some(_) if why.contains("bloat") => String::new(),
-            Some(b) => format!(
-                ", {:.0}% bloat by {}",
-                b * 100.0,
-                index["measured_by"].as_str().unwrap_or("?")
-            ),
-            None => String::new(),
-        };
-        list(
-            &mut lines,
-            format!(
-                "{} {}: {} ({} bytes{bloat})",
-                index["action"].as_str().unwrap_or("?"),
-                index["index"].as_str().unwrap_or("?"),
-                why,
-                output::count(index["size_bytes"].as_u64().unwrap_or(0))
-            ),
-        );
-    }
-    let plan = &details["plan"];
-    for period in plan["create"].as_array().into_iter().flatten() {
-        list(
-            &mut lines,
-            format!(
-                "create {}: from {} to {}",
-                period["name"].as_str().unwrap_or("?"),
-                period["from"].as_str().unwrap_or("?"),
-                period["to"].as_str().unwrap_or("?")
-            ),
-        );
-    }
-    for old in plan["remove"].as_array().into_iter().flatten() {
-        list(
-            &mut lines,
-            format!(
-                "past retention: {} (up to {})",
-                old["name"].as_str().unwrap_or("?"),
-                old["to"].as_str().unwrap_or("?")
-            ),
-        );
-    }
-    for conflict in plan["conflicts"].as_array().into_iter().flatten() {
-        list(&mut lines, conflict.as_str().unwrap_or("?").to_string());
-    }
-    for file in details["files"].as_array().into_iter().flatten() {
-        list(&mut lines, file.as_str().unwrap_or("?").to_string());
-    }
-    if listed > LISTED {
-        lines.push(Line::Item(format!(
-            "and {} more (--json lists them)",
-            output::count((listed - LISTED) as u64)
-        )));
-    }
-    if let Some(kept) = details["kept_referenced"].as_u64()
-        && kept > 0
-    {
-        lines.push(Line::Say(format!(
-            "Keeps {} file{} that keep_referenced names.",
-            output::count(kept),
-            plural(kept)
-        )));
-    }
-    if let Some(locks) = upkeep_locks(task, plan) {
-        lines.push(Line::Say(format!(
-            "Locks: {locks}; each statement waits at most lock_timeout {} for its lock, and is retried (up to {} times).",
-            options.lock_timeout, options.max_retries
-        )));
-    } else if task.kind == "sql" {
-        lines.push(Line::Say(format!(
-            "Locks: what its SQL takes, each waited for at most lock_timeout {}.",
-            options.lock_timeout
-        )));
-    }
-    lines
-}
-
-/// What an upkeep kind's statements lock, in words; None when it runs
-/// nothing under a table lock (files) or runs the user's own SQL.
-fn upkeep_locks(task: &runner::TaskReport, plan: &serde_json::Value) -> Option<String> {
-    let statements = task.details["statements"].to_string();
-    match task.kind {
-        "refresh" => Some(
-            "a CONCURRENTLY refresh takes EXCLUSIVE on its view (reads go on, writes wait), a plain one ACCESS EXCLUSIVE (reads of the view wait until it is done)"
-                .into(),
-        ),
-        "vacuum" if statements.contains("FULL") => Some(
-            "VACUUM FULL rewrites each table under ACCESS EXCLUSIVE: reads and writes wait until it is done"
-                .into(),
-        ),
-        "vacuum" | "analyze" => Some(format!(
-            "{} takes SHARE UPDATE EXCLUSIVE: reads and writes go on",
-            task.kind.to_uppercase()
-        )),
-        "reindex" => Some(
-            "REINDEX and DROP INDEX CONCURRENTLY take SHARE UPDATE EXCLUSIVE: reads and writes go on"
-                .into(),
-        ),
-        "partitions" => {
-            let detach = if statements.contains("DROP TABLE") {
-                ", as does dropping one (on it and on the parent)"
-            } else if statements.contains("DETACH PARTITION") && statements.contains("CONCURRENTLY") {
-                "; detaching one CONCURRENTLY takes SHARE UPDATE EXCLUSIVE (reads and writes go on)"
-            } else if statements.contains("DETACH PARTITION") {
-                ", as does detaching one (there is a default partition, so not CONCURRENTLY)"
-            } else {
-                ""
-            };
-            Some(format!(
-                "creating a partition takes ACCESS EXCLUSIVE on {} for that statement{detach}",
-                plan["parent"].as_str().unwrap_or("the parent"),
-            ))
-        }
-        _ => None,
-    }
+        .map(|summary| Line::Say(format!("{}.", capitalized(summary))))
+        .into_iter()
+        .collect()
 }
 
 /// With `-v`: the statements, then what each parameter of the batch
@@ -935,27 +484,12 @@ fn notes(task: &runner::TaskReport) -> Vec<String> {
     lines
 }
 
-fn plural(n: u64) -> &'static str {
-    if n == 1 { "" } else { "s" }
-}
-
 fn capitalized(text: &str) -> String {
     let mut chars = text.chars();
     match chars.next() {
         Some(first) => first.to_uppercase().chain(chars).collect(),
         None => String::new(),
     }
-}
-
-/// `2026-11-25T03:51:35.682280+00:00` as `2026-11-25 03:51:35 UTC`.
-fn readable_time(rfc3339: &str) -> String {
-    chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .map(|t| {
-            t.with_timezone(&chrono::Utc)
-                .format("%Y-%m-%d %H:%M:%S UTC")
-                .to_string()
-        })
-        .unwrap_or_else(|_| rfc3339.to_string())
 }
 
 /// Wraps prose at spaces to 80 columns (or a narrower terminal): the
@@ -1070,21 +604,15 @@ fn print_outcome(task: &runner::TaskReport) {
     if let Some(summary) = details["summary"].as_str() {
         say(&format!("{}: {summary}", task.name));
     }
-    if details["action"] == "report" {
-        say(&format!(
-            "{}: {} orphan row(s) found (action = \"report\": nothing was deleted)",
-            task.name,
-            output::count(details["orphans"].as_u64().unwrap_or(0))
-        ));
-        if let Some(keys) = details["sample_keys"].as_array()
-            && !keys.is_empty()
-        {
-            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-            output::println(&wrap(
-                &format!("sample keys: {}", keys.join(", ")),
-                "  ",
-                "    ",
-            ));
+    let own = crate::tasks::registry::find(task.kind)
+        .map(|kind| kind.outcome_lines(details))
+        .unwrap_or_default();
+    for line in own {
+        match line {
+            OutcomeLine::Named(text) => say(&format!("{}: {text}", task.name)),
+            OutcomeLine::Plain(text) => say(&text),
+            OutcomeLine::Item(text) => output::println(&wrap(&text, "  ", "    ")),
+            OutcomeLine::Block(text) => output::println(&text),
         }
     }
     if let Some(id) = details["backup_id"].as_i64() {
@@ -1092,26 +620,6 @@ fn print_outcome(task: &runner::TaskReport) {
             "{}: removed rows are in backup {id} (`pgmaint restore {id}` puts them back)",
             task.name
         ));
-    }
-    let result = &details["result"];
-    if let Some(columns) = result["columns"].as_array()
-        && !columns.is_empty()
-    {
-        let headers: Vec<&str> = columns.iter().map(|c| c.as_str().unwrap_or("?")).collect();
-        let mut table = output::Table::new(&headers);
-        for row in result["rows"].as_array().into_iter().flatten() {
-            table.add_row(
-                row.as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|v| v.as_str().unwrap_or("NULL").to_string()),
-            );
-        }
-        output::println(&format!("{}: result", task.name));
-        table.print();
-        if result["truncated"] == true {
-            say("  (more rows than shown; the run's details keep the first ones)");
-        }
     }
 }
 
@@ -1163,7 +671,7 @@ mod tests {
     fn sample_rows_are_column_value_pairs_with_long_values_shortened() {
         let row = serde_json::json!({"id": 1, "at": "2026-11-25T03:51:35.682280+00:00", "token": "c4ca4238a0b923820dcc509a6f75849b", "used": null});
         assert_eq!(
-            super::sample_row(&row),
+            crate::tasks::walk_text::sample_row(&row),
             "at=2026-11-25 03:51:35+00 id=1 token=c4ca4238a0b923820dcc509… used=null"
         );
     }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::{CliError, load_config, print_json};
 use crate::cli::Cli;
 use crate::output;
-use crate::tasks::{TaskSpec, refresh};
+use crate::tasks::refresh::{self, RefreshSpec};
 
 #[derive(Serialize)]
 struct TaskLine {
@@ -39,7 +39,7 @@ pub async fn tasks(cli: &Cli) -> Result<bool, CliError> {
     let ages = if config
         .tasks
         .iter()
-        .any(|t| matches!(t.spec, TaskSpec::Refresh(_)))
+        .any(|t| t.spec.downcast_ref::<RefreshSpec>().is_some())
     {
         match super::connect(cli, &config).await {
             Ok(client) => refresh::refresh_ages(&client, &config.state_schema)
@@ -58,7 +58,7 @@ pub async fn tasks(cli: &Cli) -> Result<bool, CliError> {
         .iter()
         .map(|t| TaskLine {
             name: t.name.clone(),
-            kind: t.spec.kind().as_str(),
+            kind: t.spec.kind(),
             target: t.spec.target(),
             severity: t.severity.as_str(),
             backup: t.backup,
@@ -71,8 +71,8 @@ pub async fn tasks(cli: &Cli) -> Result<bool, CliError> {
                 .collect(),
             description: t.description.clone(),
             spec: serde_json::to_value(&t.spec).unwrap_or_default(),
-            last_refresh: match (&t.spec, &ages) {
-                (TaskSpec::Refresh(spec), Some(ages)) => Some(
+            last_refresh: match (t.spec.downcast_ref::<RefreshSpec>(), &ages) {
+                (Some(spec), Some(ages)) => Some(
                     ages.iter()
                         .filter(|(view, _)| {
                             spec.views.is_empty()

@@ -1,10 +1,11 @@
 //! The config file exactly as written: serde types with `deny_unknown_fields`
 //! and nothing resolved yet. `super::resolve` turns them into settings.
 //!
-//! A task is one flat struct with every kind's keys rather than an enum
-//! tagged by `kind`: serde buffers internally tagged enums, which loses the
-//! source positions that errors must report. `resolve` checks that each key
-//! belongs to the task's kind.
+//! A task here is only the keys every task takes (`TaskFile`); each kind's
+//! own keys are that kind's struct in `tasks/`, read from the same table
+//! (see `source`). Not an enum tagged by `kind`: serde buffers internally
+//! tagged enums, which loses the source positions that errors must report,
+//! and `flatten` does not work with `deny_unknown_fields`.
 
 use std::collections::BTreeMap;
 
@@ -114,6 +115,8 @@ macro_rules! with_task_options {
     ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* $field:ident : $ty:ty,)* }) => {
         $(#[$meta])*
         pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty,)*
+            pub severity: Option<Severity>,
             pub batch_size: Option<u64>,
             pub max_runtime: Option<Duration>,
             pub pause: Option<Duration>,
@@ -121,8 +124,6 @@ macro_rules! with_task_options {
             pub statement_timeout: Option<Duration>,
             pub max_retries: Option<u32>,
             pub exact_count_limit: Option<u64>,
-            pub severity: Option<Severity>,
-            $($(#[$fmeta])* pub $field: $ty,)*
         }
 
         impl $name {
@@ -160,289 +161,27 @@ with_task_options! {
 }
 
 with_task_options! {
+    /// The keys every `[tasks.NAME]` takes, whatever its kind. The kind's
+    /// own keys are its struct's (`tasks::registry`): the file is read with
+    /// them blanked out here, and they are read on their own afterwards.
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct TaskFile {
-        kind: TaskKind,
+        kind: String,
         description: Option<String>,
         enabled: Option<bool>,
-        backup: Option<bool>,
-        table: Option<String>,
-        #[serde(rename = "where")]
-        where_: Option<String>,
-        time_column: Option<String>,
-        older_than: Option<String>,
-        archive_table: Option<ArchiveTableFile>,
-        archived_at: Option<String>,
-        export: Option<String>,
-        compression: Option<crate::backup::Compression>,
-        column: Option<OneOrMany>,
-        references: Option<String>,
-        action: Option<OrphanAction>,
-        sql: Option<String>,
-        transaction: Option<bool>,
-        path: Option<String>,
-        pattern: Option<String>,
-        keep_referenced: Option<String>,
-        views: Option<OneOrMany>,
-        concurrently: Option<AutoOr>,
-        max_staleness: Option<Duration>,
-        tables: Option<Vec<String>>,
-        indexes: Option<Vec<String>>,
-        auto: Option<bool>,
-        dead_ratio: Option<f64>,
-        min_dead_rows: Option<i64>,
-        mod_ratio: Option<f64>,
-        max_age: Option<String>,
-        analyze: Option<bool>,
-        freeze: Option<bool>,
-        full: Option<bool>,
-        parallel: Option<i32>,
-        index_cleanup: Option<AutoOr>,
-        skip_locked: Option<bool>,
-        bloat_ratio: Option<f64>,
-        interval: Option<String>,
-        premake: Option<u32>,
-        timezone: Option<String>,
-        retention: Option<String>,
-        retention_action: Option<RetentionAction>,
-        drain_default: Option<bool>,
-        on_referenced: Option<OnReferenced>,
     }
 }
 
-/// What a removal does with rows a foreign key without an ON DELETE action
-/// still references.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnReferenced {
-    /// Leave them in place and count them; remove the rest.
-    #[default]
-    Keep,
-    /// Fail the batch that meets one (PostgreSQL's own behaviour).
-    Fail,
-}
-
-/// What `partitions` does with a partition past its retention.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RetentionAction {
-    #[default]
-    Detach,
-    Drop,
-    Archive,
-}
-
-/// `"auto"`, or a boolean that overrides it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(untagged)]
-pub enum AutoOr {
-    Set(bool),
-    #[default]
-    #[serde(with = "auto_word")]
-    Auto,
-}
-
-mod auto_word {
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub fn serialize<S: Serializer>(s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("auto")
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
-        let word = String::deserialize(d)?;
-        if word == "auto" {
-            Ok(())
-        } else {
-            Err(D::Error::custom(format!(
-                "expected \"auto\", true or false, found \"{word}\""
-            )))
-        }
+impl TaskFile {
+    /// The names of the keys every task takes, in the order messages list
+    /// them.
+    pub fn keys() -> &'static [&'static str] {
+        crate::tasks::registry::fields_of::<TaskFile>()
     }
 }
 
-/// `archive_table = "name"`, or `archive_table = false` for no table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum ArchiveTableFile {
-    Name(String),
-    Enabled(bool),
-}
-
-/// `column = "a"` or `column = ["a", "b"]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    pub fn to_vec(&self) -> Vec<String> {
-        match self {
-            OneOrMany::One(one) => vec![one.clone()],
-            OneOrMany::Many(many) => many.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OrphanAction {
-    #[default]
-    Report,
-    Delete,
-}
-
-/// Every task kind this build knows. A kind named in PRODUCT.md but not yet
-/// built is refused by serde with the list of kinds that exist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskKind {
-    Purge,
-    Archive,
-    Orphans,
-    Sql,
-    Files,
-    Refresh,
-    Vacuum,
-    Analyze,
-    Reindex,
-    Partitions,
-}
-
-impl TaskKind {
-    pub const ALL: [TaskKind; 10] = [
-        TaskKind::Purge,
-        TaskKind::Archive,
-        TaskKind::Orphans,
-        TaskKind::Sql,
-        TaskKind::Files,
-        TaskKind::Refresh,
-        TaskKind::Vacuum,
-        TaskKind::Analyze,
-        TaskKind::Reindex,
-        TaskKind::Partitions,
-    ];
-
-    /// The keys every task takes, whatever its kind.
-    pub const COMMON_KEYS: &'static [&'static str] = &[
-        "kind",
-        "description",
-        "enabled",
-        "severity",
-        "batch_size",
-        "max_runtime",
-        "pause",
-        "lock_timeout",
-        "statement_timeout",
-        "max_retries",
-        "exact_count_limit",
-    ];
-
-    /// The keys that belong to this kind, beyond `COMMON_KEYS`: what an
-    /// unknown key's error lists and suggests from.
-    pub fn keys(self) -> &'static [&'static str] {
-        match self {
-            TaskKind::Purge => &[
-                "table",
-                "where",
-                "time_column",
-                "older_than",
-                "backup",
-                "on_referenced",
-            ],
-            TaskKind::Archive => &[
-                "table",
-                "where",
-                "time_column",
-                "older_than",
-                "archive_table",
-                "archived_at",
-                "export",
-                "compression",
-                "backup",
-                "on_referenced",
-            ],
-            TaskKind::Orphans => &[
-                "table",
-                "column",
-                "references",
-                "action",
-                "backup",
-                "on_referenced",
-            ],
-            TaskKind::Sql => &["sql", "transaction"],
-            TaskKind::Files => &["path", "pattern", "older_than", "keep_referenced"],
-            TaskKind::Refresh => &["views", "concurrently", "max_staleness"],
-            TaskKind::Vacuum => &[
-                "tables",
-                "auto",
-                "dead_ratio",
-                "min_dead_rows",
-                "max_age",
-                "analyze",
-                "freeze",
-                "full",
-                "parallel",
-                "index_cleanup",
-                "skip_locked",
-            ],
-            TaskKind::Analyze => &["tables", "auto", "mod_ratio", "max_age", "skip_locked"],
-            TaskKind::Reindex => &["tables", "indexes", "bloat_ratio"],
-            TaskKind::Partitions => &[
-                "table",
-                "interval",
-                "premake",
-                "timezone",
-                "retention",
-                "retention_action",
-                "drain_default",
-                "export",
-                "compression",
-            ],
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskKind::Purge => "purge",
-            TaskKind::Archive => "archive",
-            TaskKind::Orphans => "orphans",
-            TaskKind::Sql => "sql",
-            TaskKind::Files => "files",
-            TaskKind::Refresh => "refresh",
-            TaskKind::Vacuum => "vacuum",
-            TaskKind::Analyze => "analyze",
-            TaskKind::Reindex => "reindex",
-            TaskKind::Partitions => "partitions",
-        }
-    }
-}
-
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Low,
-    #[default]
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-}
+pub use crate::options::Severity;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

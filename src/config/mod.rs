@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use crate::duration::{self, Duration};
+pub use file::Severity;
 use file::{OptionsFile, TaskFile};
-pub use file::{Severity, TaskKind};
 pub use problem::{Location, Problem, Problems};
 use source::Source;
 
@@ -64,43 +64,18 @@ impl std::fmt::Debug for DatabaseSettings {
     }
 }
 
-/// The options every task runs with, after defaults are applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TaskOptions {
-    pub batch_size: u64,
-    pub max_runtime: Option<Duration>,
-    pub pause: Duration,
-    pub lock_timeout: Duration,
-    pub statement_timeout: Duration,
-    /// How often one batch is retried when it cannot get its locks.
-    pub max_retries: u32,
-    /// A dry run counts matching rows exactly up to a table of this many
-    /// rows (by the planner's estimate); above it, it shows the estimate.
-    pub exact_count_limit: u64,
-}
+pub use crate::options::TaskOptions;
 
-impl TaskOptions {
-    /// pgmaint's own defaults, before `[database]`, `[defaults]` and tasks.
-    pub const BUILT_IN: TaskOptions = TaskOptions {
-        batch_size: 5000,
-        max_runtime: None,
-        pause: Duration(std::time::Duration::ZERO),
-        lock_timeout: SessionTimeouts::BUILT_IN.lock_timeout,
-        statement_timeout: SessionTimeouts::BUILT_IN.statement_timeout,
-        max_retries: 5,
-        exact_count_limit: 10_000_000,
-    };
-
-    fn layered(base: TaskOptions, over: OptionsFile) -> TaskOptions {
-        TaskOptions {
-            batch_size: over.batch_size.unwrap_or(base.batch_size),
-            max_runtime: over.max_runtime.or(base.max_runtime),
-            pause: over.pause.unwrap_or(base.pause),
-            lock_timeout: over.lock_timeout.unwrap_or(base.lock_timeout),
-            statement_timeout: over.statement_timeout.unwrap_or(base.statement_timeout),
-            max_retries: over.max_retries.unwrap_or(base.max_retries),
-            exact_count_limit: over.exact_count_limit.unwrap_or(base.exact_count_limit),
-        }
+/// A task's options layered over `base`: what the task sets wins.
+fn layered(base: TaskOptions, over: OptionsFile) -> TaskOptions {
+    TaskOptions {
+        batch_size: over.batch_size.unwrap_or(base.batch_size),
+        max_runtime: over.max_runtime.or(base.max_runtime),
+        pause: over.pause.unwrap_or(base.pause),
+        lock_timeout: over.lock_timeout.unwrap_or(base.lock_timeout),
+        statement_timeout: over.statement_timeout.unwrap_or(base.statement_timeout),
+        max_retries: over.max_retries.unwrap_or(base.max_retries),
+        exact_count_limit: over.exact_count_limit.unwrap_or(base.exact_count_limit),
     }
 }
 
@@ -423,13 +398,13 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         file.backups.keep.clone(),
     );
     check_retention_ages(source, &file, problems);
-    let base = TaskOptions::layered(TaskOptions::BUILT_IN, database_timeouts);
-    let defaults = TaskOptions::layered(base, file.defaults.options());
+    let base = layered(TaskOptions::BUILT_IN, database_timeouts);
+    let defaults = layered(base, file.defaults.options());
     let default_severity = file.defaults.severity.unwrap_or_default();
 
     let mut tasks = Vec::new();
     for (name, task) in file.tasks {
-        let options = TaskOptions::layered(defaults, task.options());
+        let options = layered(defaults, task.options());
         if options.batch_size == 0 {
             problems.push(source.problem(
                 &["tasks", &name, "batch_size"],
@@ -1010,47 +985,21 @@ fn resolve_task(
     default_severity: Severity,
     problems: &mut Vec<Problem>,
 ) -> Option<TaskConfig> {
-    let severity = task.severity.unwrap_or(default_severity);
-    let backup = task.backup.unwrap_or(severity >= Severity::High);
+    let Some(kind) = crate::tasks::registry::find(&task.kind) else {
+        problems.push(source.unknown_kind(name, &task.kind));
+        return None;
+    };
     let before = problems.len();
-    // The keys as written, so no list of set fields has to follow TaskFile;
-    // a key serde already refused is not reported twice.
-    let written: Vec<String> = source
-        .names_in(&["tasks", name])
-        .into_iter()
-        .filter(|key| !TaskKind::COMMON_KEYS.contains(&key.as_str()))
-        .filter(|key| {
-            let path = format!("tasks.{name}.{key}");
-            !problems.iter().any(|p| p.key == path)
-        })
-        .collect();
-    let spec = TaskSpec::resolve(
-        &task,
-        &written,
-        &mut |key: &str, message: String, help: Option<String>| {
-            let problem = source.problem(&["tasks", name, key], message);
-            problems.push(match help {
-                Some(help) => problem.with_help(help),
-                None => problem,
-            });
-        },
-    );
-    let backup = backup && spec.as_ref().is_none_or(TaskSpec::can_back_up);
-    if task.backup == Some(true)
-        && let Some(spec) = &spec
-        && !spec.can_back_up()
-    {
-        problems.push(source.problem(
-            &["tasks", name, "backup"],
-            format!(
-                "a {} task removes no rows, so it has nothing to back up",
-                spec.kind().as_str()
-            ),
-        ));
-    }
-    let mut spec = spec.filter(|_| problems.len() == before)?;
-    let severity = severity.max(spec.minimum_severity());
-    spec.anchor_paths(source.path.parent().unwrap_or(std::path::Path::new(".")));
+    let spec = source.read_kind(name, kind, problems);
+    let spec = spec.filter(|_| problems.len() == before)?;
+    let severity = task
+        .severity
+        .unwrap_or(default_severity)
+        .max(spec.minimum_severity());
+    let backup = spec.can_back_up()
+        && spec
+            .backup()
+            .unwrap_or(task.severity.unwrap_or(default_severity) >= Severity::High);
     Some(TaskConfig {
         name: name.to_string(),
         spec,

@@ -3,6 +3,13 @@
 //! length, so every other position stays right) and the file is read again.
 //! The parsed document is kept so later checks can point at a key's line.
 //!
+//! A task table is read in two parts. The whole file is deserialized with
+//! each task's kind-specific keys blanked (so `TaskFile` sees only the keys
+//! every task takes); then `read_kind` takes the task's other keys out of
+//! the same document (toml_edit keeps their spans) and hands them to the
+//! kind in `tasks::registry`, blanking (removing) each key serde refuses
+//! and reading again, as for the file.
+//!
 //! `${VAR}` is replaced in every string value before serde reads it, so a
 //! duration, a cron expression or a retention age can come from the
 //! environment like a URL. The replacement is made in the text serde reads
@@ -16,13 +23,19 @@ use std::{collections::BTreeSet, ops::Range, path::Path};
 
 use toml_edit::{Document, Item, TableLike, Value};
 
-use super::file::{ConfigFile, TaskKind};
+use super::file::{ConfigFile, TaskFile};
 use super::problem::{Location, Problem, place};
+use crate::tasks::TaskSpec;
+use crate::tasks::registry::{self, Kind};
 
 pub struct Source {
     pub path: std::path::PathBuf,
     pub text: String,
     doc: Option<Document<String>>,
+    /// The text serde read (variables expanded, refused entries blanked),
+    /// parsed, and how its offsets map back to the file's.
+    working: Option<Document<String>>,
+    offsets: Offsets,
     /// The `${VAR}`s that are not set, at the keys that use them.
     pub unset: Vec<Unset>,
 }
@@ -93,6 +106,8 @@ pub fn read(
         path: path.to_path_buf(),
         text: text.to_string(),
         doc: None,
+        working: None,
+        offsets: Offsets::default(),
         unset: Vec::new(),
     };
     let original = match Document::parse(text.to_string()) {
@@ -126,15 +141,20 @@ pub fn read(
                 return (source, None, problems);
             }
         };
-        let err = match toml_edit::de::from_document::<ConfigFile>(doc.clone()) {
-            Ok(file) => return (source, Some(file), problems),
+        let entries = entries(doc.as_item(), &mut Vec::new());
+        let err = match toml_edit::de::from_document::<ConfigFile>(common_part(&working, &entries))
+        {
+            Ok(file) => {
+                source.working = Some(doc);
+                source.offsets = offsets;
+                return (source, Some(file), problems);
+            }
             Err(err) => err,
         };
         let Some(span) = err.span() else {
             problems.push(Problem::new(at(None), "", err.message().to_string()));
             return (source, None, problems);
         };
-        let entries = entries(doc.as_item(), &mut Vec::new());
         let innermost = entries
             .iter()
             .filter(|e| e.range.contains(&span.start))
@@ -157,7 +177,7 @@ pub fn read(
             .is_some_and(|field| removed.contains(&(target.path.clone(), field.to_string())));
         if !already_reported {
             let key = target.path.join(".");
-            let (message, help) = explain(&raw, &target.path, &doc);
+            let (message, help) = explain(&raw, &target.path);
             problems.push(Problem::new(at(Some(span.clone())), key, message).with_help_opt(help));
         }
         if let Some(last) = target.path.last() {
@@ -305,11 +325,11 @@ fn strings_in_value(value: &Value, path: &mut Vec<String>, out: &mut Vec<StringV
 }
 
 /// A serde message, reworded to name the key and say what it takes.
-fn explain(raw: &str, key_path: &[String], doc: &Document<String>) -> (String, Option<String>) {
+fn explain(raw: &str, key_path: &[String]) -> (String, Option<String>) {
     let key = key_path.last().map(String::as_str).unwrap_or("");
     if let Some(rest) = raw.strip_prefix("unknown field `") {
         let field = rest.split('`').next().unwrap_or_default();
-        return unknown_key(field, &quoted_words(raw)[1..], key_path, doc);
+        return unknown_key(field, &quoted_words(raw)[1..], key_path, None);
     }
     if let Some(rest) = raw.strip_prefix("unknown variant `") {
         let value = rest.split('`').next().unwrap_or_default();
@@ -325,15 +345,7 @@ fn explain(raw: &str, key_path: &[String], doc: &Document<String>) -> (String, O
     }
     if let Some(field) = missing_field(raw) {
         let help = if field == "kind" && key_path.first().is_some_and(|k| k == "tasks") {
-            Some(format!(
-                "add `kind = \"...\"`: {}",
-                one_of(
-                    &TaskKind::ALL
-                        .iter()
-                        .map(|k| k.as_str().to_string())
-                        .collect::<Vec<_>>()
-                )
-            ))
+            Some(format!("add `kind = \"...\"`: {}", one_of(&kind_names())))
         } else {
             None
         };
@@ -445,21 +457,13 @@ fn unknown_key(
     field: &str,
     expected: &[String],
     key_path: &[String],
-    doc: &Document<String>,
+    task_kind: Option<&Kind>,
 ) -> (String, Option<String>) {
-    let task_kind = match key_path {
-        [tasks, name, _] if tasks == "tasks" => doc
-            .get("tasks")
-            .and_then(|t| t.get(name))
-            .and_then(|t| t.get("kind"))
-            .and_then(Item::as_str)
-            .and_then(|kind| TaskKind::ALL.iter().copied().find(|k| k.as_str() == kind)),
-        _ => None,
-    };
+    let common = TaskFile::keys();
     let (what, keys): (String, Vec<String>) = match task_kind {
         Some(kind) => (
-            format!("{} {} task", article(kind.as_str()), kind.as_str()),
-            TaskKind::COMMON_KEYS
+            format!("{} {} task", article(kind.name), kind.name),
+            common
                 .iter()
                 .chain(kind.keys())
                 .map(|k| k.to_string())
@@ -479,25 +483,19 @@ fn unknown_key(
     if let Some(near) = nearest(field, keys.iter().map(String::as_str)) {
         message.push_str(&format!("; did you mean `{near}`?"));
     }
+    let ticked = |keys: &[&str]| {
+        keys.iter()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let help = match task_kind {
-        Some(kind) => {
-            format!(
-                "{} tasks take: {}",
-                kind.as_str(),
-                kind.keys()
-                    .iter()
-                    .map(|k| format!("`{k}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ) + &format!(
-                "; every task takes: {}",
-                TaskKind::COMMON_KEYS
-                    .iter()
-                    .map(|k| format!("`{k}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        }
+        Some(kind) => format!(
+            "{} tasks take: {}; every task takes: {}",
+            kind.name,
+            ticked(kind.keys()),
+            ticked(common)
+        ),
         None if keys.is_empty() => "remove the key".to_string(),
         None => format!(
             "{what} takes: {}",
@@ -508,6 +506,35 @@ fn unknown_key(
         ),
     };
     (message, Some(help))
+}
+
+/// A key of a kind's table that serde refused: a key of another kind, an
+/// unknown key, or a value of the wrong type.
+fn explain_kind_key(raw: &str, key_path: &[String], kind: &Kind) -> (String, Option<String>) {
+    let key = key_path.last().map(String::as_str).unwrap_or("");
+    if raw.starts_with("unknown field `") {
+        if registry::kinds_with(key).next().is_some() {
+            return (
+                format!(
+                    "`{key}` is not a key of {} {} task",
+                    article(kind.name),
+                    kind.name
+                ),
+                Some(format!(
+                    "{} tasks take: {}",
+                    kind.name,
+                    kind.keys().join(", ")
+                )),
+            );
+        }
+        return unknown_key(key, &[], key_path, Some(kind));
+    }
+    explain(raw, key_path)
+}
+
+/// The kinds this build has, for messages.
+fn kind_names() -> Vec<String> {
+    registry::KINDS.iter().map(|k| k.name.to_string()).collect()
 }
 
 fn article(word: &str) -> &'static str {
@@ -556,6 +583,126 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 fn missing_field(message: &str) -> Option<&str> {
     message.strip_prefix("missing field `")?.split('`').next()
+}
+
+/// The text with each task's kind-specific keys blanked: what `ConfigFile`
+/// (whose tasks are `TaskFile`, the keys every task takes) reads.
+fn common_part(working: &str, entries: &[Entry]) -> toml_edit::de::Deserializer {
+    let common = TaskFile::keys();
+    let mut text = working.to_string();
+    for entry in entries {
+        if let [tasks, _, key] = entry.path.as_slice()
+            && tasks == "tasks"
+            && !common.contains(&key.as_str())
+        {
+            blank(&mut text, entry.range.clone());
+        }
+    }
+    match Document::parse(text) {
+        Ok(doc) => doc.into(),
+        // Blanking whole entries keeps the TOML valid; should it not, the
+        // file as it is still gives serde's problems.
+        Err(_) => Document::parse(working.to_string())
+            .expect("the working text parsed a moment ago")
+            .into(),
+    }
+}
+
+impl Source {
+    /// `file:line:column` of a span of the text serde read.
+    fn at(&self, span: Option<Range<usize>>) -> Location {
+        place(
+            &self.path,
+            &self.text,
+            span.map(|s| self.offsets.original(s)),
+        )
+    }
+
+    /// Reads task `name`'s own keys (all but the ones every task takes)
+    /// into its kind's spec. Every problem goes to `problems`: each key
+    /// serde refuses is reported at its place and removed, and the rest
+    /// read again; then the kind's own checks report theirs.
+    pub fn read_kind(
+        &self,
+        name: &str,
+        kind: &'static Kind,
+        problems: &mut Vec<Problem>,
+    ) -> Option<TaskSpec> {
+        let mut table = self.task_table(name)?;
+        for key in TaskFile::keys() {
+            table.remove(key);
+        }
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        let mut refused = false;
+        // Each round removes a key, so the number of keys bounds it.
+        for _ in 0..=table.len() {
+            let mut reported: Vec<(String, String, Option<String>)> = Vec::new();
+            let result = kind.read(
+                toml_edit::DocumentMut::from(table.clone()),
+                base,
+                &mut |key: &str, message: String, help: Option<String>| {
+                    reported.push((key.to_string(), message, help));
+                },
+            );
+            for (key, message, help) in reported {
+                problems.push(
+                    self.problem(&["tasks", name, &key], message)
+                        .with_help_opt(help),
+                );
+            }
+            let err = match result {
+                Ok(spec) => return spec.filter(|_| !refused),
+                Err(err) => err,
+            };
+            refused = true;
+            let span = err.span();
+            let raw = err.message().to_string();
+            let item = Item::Table(table.clone());
+            let key = span.as_ref().and_then(|span| {
+                entries(&item, &mut Vec::new())
+                    .into_iter()
+                    .filter(|e| e.path.len() == 1 && e.range.contains(&span.start))
+                    .map(|e| e.path[0].clone())
+                    .next()
+            });
+            let Some(key) = key else {
+                // The table as a whole (a key the kind requires is missing).
+                let path = vec!["tasks".to_string(), name.to_string()];
+                let (message, help) = explain(&raw, &path);
+                problems
+                    .push(Problem::new(self.at(span), path.join("."), message).with_help_opt(help));
+                return None;
+            };
+            let path = vec!["tasks".to_string(), name.to_string(), key.clone()];
+            let (message, help) = explain_kind_key(&raw, &path, kind);
+            problems.push(Problem::new(self.at(span), path.join("."), message).with_help_opt(help));
+            table.remove(&key);
+        }
+        None
+    }
+
+    /// Task `name`'s table as serde read it.
+    fn task_table(&self, name: &str) -> Option<toml_edit::Table> {
+        let tasks = self.working.as_ref()?.as_item().get("tasks")?;
+        match tasks.get(name)? {
+            Item::Table(table) => Some(table.clone()),
+            Item::Value(Value::InlineTable(table)) => Some(table.clone().into_table()),
+            _ => None,
+        }
+    }
+
+    /// The problem for a `kind` this build does not have.
+    pub fn unknown_kind(&self, name: &str, kind: &str) -> Problem {
+        let choices = kind_names();
+        let mut message = format!(
+            "`{kind}` is not a valid `kind`; it takes {}",
+            one_of(&choices)
+        );
+        if let Some(near) = nearest(kind, choices.iter().map(String::as_str)) {
+            message.push_str(&format!("; did you mean `{near}`?"));
+        }
+        self.problem(&["tasks", name, "kind"], message)
+    }
 }
 
 /// The deepest task or schedule table (or top-level section) around `offset`.

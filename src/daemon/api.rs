@@ -446,7 +446,7 @@ async fn tasks(State(shared): State<Api>) -> Json<Tasks> {
         .iter()
         .map(|t| TaskBody {
             name: t.name.clone(),
-            kind: t.spec.kind().as_str(),
+            kind: t.spec.kind(),
             target: t.spec.target(),
             severity: t.severity.as_str(),
             backup: t.backup,

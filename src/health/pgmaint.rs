@@ -4,7 +4,7 @@
 
 use super::{Check, CheckContext, CheckName, Outcome, measured, seconds};
 use crate::config::Config;
-use crate::tasks::TaskSpec;
+use crate::tasks::refresh::RefreshSpec;
 
 pub(super) struct MatviewStaleness;
 
@@ -38,7 +38,7 @@ async fn matview_staleness(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_post
         .unwrap_or_default();
     let mut findings = Vec::new();
     for task in &config.tasks {
-        let TaskSpec::Refresh(spec) = &task.spec else {
+        let Some(spec) = task.spec.downcast_ref::<RefreshSpec>() else {
             continue;
         };
         let Some(max) = spec.max_staleness else {

@@ -9,13 +9,39 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::Client;
 
+use super::references::OnReferenced;
 use super::rows::{Filter, walkable_table};
 use super::walk::{Copy, WalkPlan};
-use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
+use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError, TaskOptions};
 use crate::backup::{BackupWriter, Compression};
-use crate::config::file::{ArchiveTableFile, OnReferenced, TaskFile};
 use crate::db::{self, TableInfo};
 use crate::sql::{Destination, TableName, quote_ident};
+
+/// The keys of an archive task, beyond those every task takes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveFile {
+    table: Option<String>,
+    #[serde(rename = "where")]
+    where_: Option<String>,
+    time_column: Option<String>,
+    older_than: Option<String>,
+    archive_table: Option<ArchiveTableFile>,
+    archived_at: Option<String>,
+    export: Option<String>,
+    compression: Option<Compression>,
+    backup: Option<bool>,
+    on_referenced: Option<OnReferenced>,
+}
+
+impl super::registry::KindFile for ArchiveFile {
+    const NAME: &'static str = "archive";
+    type Spec = ArchiveSpec;
+
+    fn resolve(self, report: &mut ReportProblem<'_>) -> Option<ArchiveSpec> {
+        ArchiveSpec::resolve(self, report)
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ArchiveSpec {
@@ -32,6 +58,9 @@ pub struct ArchiveSpec {
     pub export: Option<String>,
     pub compression: Compression,
     pub on_referenced: OnReferenced,
+    /// `backup = ...` as written.
+    #[serde(skip)]
+    pub backup: Option<bool>,
 }
 
 /// The archive table: found, or to be created by the run.
@@ -59,32 +88,10 @@ fn export_problem(export: &str) -> Option<CheckProblem> {
 }
 
 impl ArchiveSpec {
-    /// The rows this task would move now, for health's task-backlog:
-    /// the walk's own filter and cutoff.
-    pub async fn backlog(
-        &self,
-        client: &Client,
-        exact_count_limit: u64,
-    ) -> Result<Option<(crate::sql::TableName, super::rows::Backlog)>, tokio_postgres::Error> {
-        super::rows::pending(client, &self.table, &self.filter, exact_count_limit).await
-    }
-
-    pub fn target(&self) -> String {
-        let mut to = Vec::new();
-        if self.to_table {
-            to.push(
-                self.archive_table
-                    .clone()
-                    .unwrap_or_else(|| format!("{}_archive", self.table)),
-            );
-        }
-        if let Some(export) = &self.export {
-            to.push(format!("{export}/"));
-        }
-        format!("{} -> {}", self.table, to.join(" + "))
-    }
-
-    pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<ArchiveSpec> {
+    pub(crate) fn resolve(
+        file: ArchiveFile,
+        report: &mut ReportProblem<'_>,
+    ) -> Option<ArchiveSpec> {
         let table = file.table.clone();
         if table.is_none() {
             report(
@@ -93,7 +100,13 @@ impl ArchiveSpec {
                 Some("add `table = \"schema.table\"`".into()),
             );
         }
-        let filter = Filter::resolve(file, "archive", report);
+        let filter = Filter::resolve(
+            file.where_.as_ref(),
+            file.time_column.as_ref(),
+            file.older_than.as_ref(),
+            "archive",
+            report,
+        );
         let archive_table = match &file.archive_table {
             None | Some(ArchiveTableFile::Enabled(true)) => Some((None, true)),
             Some(ArchiveTableFile::Name(name)) if !name.trim().is_empty() => {
@@ -138,6 +151,7 @@ impl ArchiveSpec {
             export: file.export.clone(),
             compression: file.compression.unwrap_or_default(),
             on_referenced: file.on_referenced.unwrap_or_default(),
+            backup: file.backup,
         })
     }
 
@@ -305,6 +319,39 @@ fn create_statement(
 impl Task for ArchiveSpec {
     type Plan = ArchivePlan;
 
+    async fn backlog(
+        &self,
+        client: &Client,
+        options: &TaskOptions,
+    ) -> Result<Option<(crate::sql::TableName, super::rows::Backlog)>, tokio_postgres::Error> {
+        super::rows::pending(client, &self.table, &self.filter, options.exact_count_limit).await
+    }
+
+    fn backup(&self) -> Option<bool> {
+        self.backup
+    }
+
+    fn anchor_paths(&mut self, base: &std::path::Path) {
+        if let Some(export) = self.export.as_mut() {
+            super::anchor(base, export);
+        }
+    }
+
+    fn target(&self) -> String {
+        let mut to = Vec::new();
+        if self.to_table {
+            to.push(
+                self.archive_table
+                    .clone()
+                    .unwrap_or_else(|| format!("{}_archive", self.table)),
+            );
+        }
+        if let Some(export) = &self.export {
+            to.push(format!("{export}/"));
+        }
+        format!("{} -> {}", self.table, to.join(" + "))
+    }
+
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<ArchivePlan, TaskError> {
         let (source, filter_sql, archive, missing) = self
             .validate(ctx.client)
@@ -460,4 +507,19 @@ impl Task for ArchiveSpec {
     async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         self.validate(client).await.err().unwrap_or_default()
     }
+
+    fn plan_lines(
+        details: &serde_json::Value,
+        context: &super::PlanContext<'_>,
+    ) -> Option<Vec<super::PlanLine>> {
+        super::walk_text::plan_lines(details, context)
+    }
+}
+
+/// `archive_table = "name"`, or `archive_table = false` for no table.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum ArchiveTableFile {
+    Name(String),
+    Enabled(bool),
 }

@@ -13,13 +13,31 @@ use serde_json::json;
 use tokio_postgres::Client;
 
 use super::{CheckProblem, Counters, Outcome, ReportProblem, Task, TaskContext, TaskError};
-use crate::config::file::TaskFile;
 use crate::db;
 use crate::retention;
 use crate::status::Status;
 
 /// The dry run lists at most this many files.
 const MAX_LISTED: usize = 200;
+
+/// The keys of a files task, beyond those every task takes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesFile {
+    path: Option<String>,
+    pattern: Option<String>,
+    older_than: Option<String>,
+    keep_referenced: Option<String>,
+}
+
+impl super::registry::KindFile for FilesFile {
+    const NAME: &'static str = "files";
+    type Spec = FilesSpec;
+
+    fn resolve(self, report: &mut ReportProblem<'_>) -> Option<FilesSpec> {
+        FilesSpec::resolve(self, report)
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FilesSpec {
@@ -43,11 +61,7 @@ struct Candidate {
 }
 
 impl FilesSpec {
-    pub fn target(&self) -> String {
-        format!("{}/{}", self.path.trim_end_matches('/'), self.pattern)
-    }
-
-    pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<FilesSpec> {
+    pub(crate) fn resolve(file: FilesFile, report: &mut ReportProblem<'_>) -> Option<FilesSpec> {
         if file.path.is_none() {
             report(
                 "path",
@@ -261,6 +275,14 @@ async fn age(client: &Client, interval: &str) -> Result<Duration, tokio_postgres
 impl Task for FilesSpec {
     type Plan = FilesPlan;
 
+    fn anchor_paths(&mut self, base: &std::path::Path) {
+        super::anchor(base, &mut self.path);
+    }
+
+    fn target(&self) -> String {
+        format!("{}/{}", self.path.trim_end_matches('/'), self.pattern)
+    }
+
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<FilesPlan, TaskError> {
         let problems = self.validate(ctx.client).await;
         if !problems.is_empty() {
@@ -420,4 +442,33 @@ impl Task for FilesSpec {
     async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         self.validate(client).await
     }
+
+    /// The files it would remove, and those `keep_referenced` keeps.
+    fn plan_lines(
+        details: &serde_json::Value,
+        _: &super::PlanContext<'_>,
+    ) -> Option<Vec<super::PlanLine>> {
+        use super::PlanLine;
+        let plan: PlanDetails = serde_json::from_value(details.clone()).ok()?;
+        let mut lines = vec![PlanLine::summary(&plan.summary)];
+        lines.extend(PlanLine::list(plan.files));
+        if let Some(kept) = plan.kept_referenced
+            && kept > 0
+        {
+            lines.push(PlanLine::Say(format!(
+                "Keeps {} file{} that keep_referenced names.",
+                crate::output::count(kept),
+                if kept == 1 { "" } else { "s" }
+            )));
+        }
+        Some(lines)
+    }
+}
+
+/// A files dry run's `details`, read back for its text.
+#[derive(Debug, serde::Deserialize)]
+struct PlanDetails {
+    summary: String,
+    files: Vec<String>,
+    kept_referenced: Option<u64>,
 }

@@ -1,9 +1,14 @@
-//! Task kinds: one file each, all behind the `Task` trait. A kind first
-//! `prepare`s (cheap, read-only: resolve the table, fix the cutoff), then a
-//! dry run `describe`s that plan and a real run `execute`s the same plan, so
-//! what the dry run says is what the run does. `TaskSpec` is the registry:
-//! its exhaustive `match`es are where a new kind must be wired in.
+//! Task kinds: one file each, all behind the `Task` trait, listed in
+//! `registry` (one line per kind). A kind first `prepare`s (cheap,
+//! read-only: resolve the table, fix the cutoff), then a dry run
+//! `describe`s that plan and a real run `execute`s the same plan, so what
+//! the dry run says is what the run does. `TaskSpec` is a configured task
+//! of any kind; nothing outside a kind's file matches on kinds.
+//!
+//! Tasks depend on nothing in `config`: config hands each task's own keys
+//! to the registry, which reads them into the kind's struct.
 
+pub mod analyze;
 pub mod archive;
 pub mod files;
 pub mod orphans;
@@ -11,165 +16,89 @@ pub mod partitions;
 pub mod purge;
 pub mod references;
 pub mod refresh;
+pub(crate) mod registry;
 pub mod reindex;
 pub mod rows;
+pub mod sessions;
 pub mod sql;
 pub mod utility;
 pub mod vacuum;
+pub(crate) mod values;
 pub mod walk;
+pub(crate) mod walk_text;
 
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::config::{TaskKind, TaskOptions, file::TaskFile};
+pub use crate::options::{Severity, TaskOptions};
 use crate::output::Progress;
 use crate::stop::Stop;
+use registry::Kind;
 
-/// A task as configured, resolved and typed; serialized tagged by `kind`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum TaskSpec {
-    Purge(purge::PurgeSpec),
-    Archive(archive::ArchiveSpec),
-    Orphans(orphans::OrphansSpec),
-    Sql(sql::SqlSpec),
-    Files(files::FilesSpec),
-    Refresh(refresh::RefreshSpec),
-    Vacuum(vacuum::VacuumSpec),
-    Analyze(vacuum::VacuumSpec),
-    Reindex(reindex::ReindexSpec),
-    Partitions(partitions::PartitionsSpec),
+/// A task as configured, resolved and typed, of whichever kind; serialized
+/// as its spec tagged by `kind`.
+#[derive(Clone)]
+pub struct TaskSpec {
+    kind: &'static Kind,
+    task: Arc<dyn DynTask>,
+}
+
+impl std::fmt::Debug for TaskSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.task.fmt(f)
+    }
+}
+
+impl Serialize for TaskSpec {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut value = self.task.to_json();
+        if let Some(map) = value.as_object_mut() {
+            map.insert("kind".into(), self.kind.name.into());
+        }
+        value.serialize(serializer)
+    }
 }
 
 /// Reports a config problem: key within the task, message, optional help.
 pub type ReportProblem<'a> = dyn FnMut(&str, String, Option<String>) + 'a;
 
-/// "a" or "an", for messages that name a kind.
-fn article(word: &str) -> &'static str {
-    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
-        "an"
-    } else {
-        "a"
-    }
-}
-
 impl TaskSpec {
-    pub fn kind(&self) -> TaskKind {
-        match self {
-            TaskSpec::Purge(_) => TaskKind::Purge,
-            TaskSpec::Archive(_) => TaskKind::Archive,
-            TaskSpec::Orphans(_) => TaskKind::Orphans,
-            TaskSpec::Sql(_) => TaskKind::Sql,
-            TaskSpec::Files(_) => TaskKind::Files,
-            TaskSpec::Refresh(_) => TaskKind::Refresh,
-            TaskSpec::Vacuum(_) => TaskKind::Vacuum,
-            TaskSpec::Analyze(_) => TaskKind::Analyze,
-            TaskSpec::Reindex(_) => TaskKind::Reindex,
-            TaskSpec::Partitions(_) => TaskKind::Partitions,
-        }
+    /// What `kind = "..."` said.
+    pub fn kind(&self) -> &'static str {
+        self.kind.name
+    }
+
+    /// The spec of one kind, for the few places that show a kind's own
+    /// figures (refresh ages in `pgmaint tasks` and health).
+    pub fn downcast_ref<T: Task>(&self) -> Option<&T> {
+        self.task.as_any().downcast_ref()
     }
 
     /// The table (or other object) the task works on, for listings.
     pub fn target(&self) -> String {
-        match self {
-            TaskSpec::Purge(t) => t.target(),
-            TaskSpec::Archive(t) => t.target(),
-            TaskSpec::Orphans(t) => t.target(),
-            TaskSpec::Sql(t) => t.target(),
-            TaskSpec::Files(t) => t.target(),
-            TaskSpec::Refresh(t) => t.target(),
-            TaskSpec::Vacuum(t) | TaskSpec::Analyze(t) => t.target(),
-            TaskSpec::Reindex(t) => t.target(),
-            TaskSpec::Partitions(t) => t.target(),
-        }
+        self.task.target()
     }
 
-    /// Makes relative paths in the task relative to the config file's
-    /// directory, as `[backups] dir` is.
-    pub fn anchor_paths(&mut self, base: &std::path::Path) {
-        let anchor = |path: &mut String| {
-            if std::path::Path::new(path.as_str()).is_relative() {
-                *path = base.join(path.as_str()).display().to_string();
-            }
-        };
-        match self {
-            TaskSpec::Archive(t) => {
-                if let Some(export) = t.export.as_mut() {
-                    anchor(export);
-                }
-            }
-            TaskSpec::Files(t) => anchor(&mut t.path),
-            TaskSpec::Partitions(t) => {
-                if let Some(export) = t.export.as_mut() {
-                    anchor(export);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// The least severity this task can have: a VACUUM FULL rewrites the
-    /// table under an exclusive lock, so it is always critical.
-    pub fn minimum_severity(&self) -> crate::config::Severity {
-        match self {
-            TaskSpec::Vacuum(t) if t.full => crate::config::Severity::Critical,
-            _ => crate::config::Severity::Low,
-        }
+    /// The least severity this task can have (a VACUUM FULL is always
+    /// critical).
+    pub fn minimum_severity(&self) -> Severity {
+        self.task.minimum_severity()
     }
 
     /// Whether this kind removes rows that a backup could hold.
     pub fn can_back_up(&self) -> bool {
-        self.kind().keys().contains(&"backup")
+        self.kind.can_back_up()
     }
 
-    /// `written` is the task's keys as the file has them, beyond the ones
-    /// every task takes: each must be one of its kind's.
-    pub fn resolve(
-        file: &TaskFile,
-        written: &[String],
-        report: &mut ReportProblem<'_>,
-    ) -> Option<TaskSpec> {
-        let allowed = file.kind.keys();
-        let mut foreign = false;
-        for key in written {
-            if !allowed.contains(&key.as_str()) {
-                foreign = true;
-                report(
-                    key,
-                    format!(
-                        "`{key}` is not a key of {} {} task",
-                        article(file.kind.as_str()),
-                        file.kind.as_str()
-                    ),
-                    Some(format!(
-                        "{} tasks take: {}",
-                        file.kind.as_str(),
-                        allowed.join(", ")
-                    )),
-                );
-            }
-        }
-        let spec = match file.kind {
-            TaskKind::Purge => purge::PurgeSpec::resolve(file, report).map(TaskSpec::Purge),
-            TaskKind::Archive => archive::ArchiveSpec::resolve(file, report).map(TaskSpec::Archive),
-            TaskKind::Orphans => orphans::OrphansSpec::resolve(file, report).map(TaskSpec::Orphans),
-            TaskKind::Sql => sql::SqlSpec::resolve(file, report).map(TaskSpec::Sql),
-            TaskKind::Files => files::FilesSpec::resolve(file, report).map(TaskSpec::Files),
-            TaskKind::Refresh => refresh::RefreshSpec::resolve(file, report).map(TaskSpec::Refresh),
-            TaskKind::Vacuum => {
-                vacuum::VacuumSpec::resolve(file, false, report).map(TaskSpec::Vacuum)
-            }
-            TaskKind::Analyze => {
-                vacuum::VacuumSpec::resolve(file, true, report).map(TaskSpec::Analyze)
-            }
-            TaskKind::Reindex => reindex::ReindexSpec::resolve(file, report).map(TaskSpec::Reindex),
-            TaskKind::Partitions => {
-                partitions::PartitionsSpec::resolve(file, report).map(TaskSpec::Partitions)
-            }
-        };
-        spec.filter(|_| !foreign)
+    /// `backup = ...` as written, for the kinds that take it.
+    pub fn backup(&self) -> Option<bool> {
+        self.task.backup()
     }
 
     /// The rows this task would act on now, for health's task-backlog:
@@ -180,97 +109,251 @@ impl TaskSpec {
         client: &Client,
         options: &TaskOptions,
     ) -> Result<Option<(crate::sql::TableName, rows::Backlog)>, tokio_postgres::Error> {
-        match self {
-            TaskSpec::Purge(t) => t.backlog(client, options.exact_count_limit).await,
-            TaskSpec::Archive(t) => t.backlog(client, options.exact_count_limit).await,
-            TaskSpec::Orphans(_)
-            | TaskSpec::Sql(_)
-            | TaskSpec::Files(_)
-            | TaskSpec::Refresh(_)
-            | TaskSpec::Vacuum(_)
-            | TaskSpec::Analyze(_)
-            | TaskSpec::Reindex(_)
-            | TaskSpec::Partitions(_) => Ok(None),
-        }
+        self.task.backlog(client, options).await
     }
 
     /// Problems found by checking the config against the live database.
     pub async fn check(&self, client: &Client) -> Vec<CheckProblem> {
-        match self {
-            TaskSpec::Purge(t) => t.check(client).await,
-            TaskSpec::Archive(t) => t.check(client).await,
-            TaskSpec::Orphans(t) => t.check(client).await,
-            TaskSpec::Sql(t) => t.check(client).await,
-            TaskSpec::Files(t) => t.check(client).await,
-            TaskSpec::Refresh(t) => t.check(client).await,
-            TaskSpec::Vacuum(t) | TaskSpec::Analyze(t) => t.check(client).await,
-            TaskSpec::Reindex(t) => t.check(client).await,
-            TaskSpec::Partitions(t) => t.check(client).await,
-        }
+        self.task.check(client).await
     }
 
     pub async fn dry_run(&self, ctx: &mut TaskContext<'_>) -> Result<Outcome, TaskError> {
-        match self {
-            TaskSpec::Purge(t) => dry_run(t, ctx).await,
-            TaskSpec::Archive(t) => dry_run(t, ctx).await,
-            TaskSpec::Orphans(t) => dry_run(t, ctx).await,
-            TaskSpec::Sql(t) => dry_run(t, ctx).await,
-            TaskSpec::Files(t) => dry_run(t, ctx).await,
-            TaskSpec::Refresh(t) => dry_run(t, ctx).await,
-            TaskSpec::Vacuum(t) | TaskSpec::Analyze(t) => dry_run(t, ctx).await,
-            TaskSpec::Reindex(t) => dry_run(t, ctx).await,
-            TaskSpec::Partitions(t) => dry_run(t, ctx).await,
-        }
+        self.task.dry_run(ctx).await
     }
 
     pub async fn run(&self, ctx: &mut TaskContext<'_>) -> Result<Outcome, TaskError> {
-        match self {
-            TaskSpec::Purge(t) => run(t, ctx).await,
-            TaskSpec::Archive(t) => run(t, ctx).await,
-            TaskSpec::Orphans(t) => run(t, ctx).await,
-            TaskSpec::Sql(t) => run(t, ctx).await,
-            TaskSpec::Files(t) => run(t, ctx).await,
-            TaskSpec::Refresh(t) => run(t, ctx).await,
-            TaskSpec::Vacuum(t) | TaskSpec::Analyze(t) => run(t, ctx).await,
-            TaskSpec::Reindex(t) => run(t, ctx).await,
-            TaskSpec::Partitions(t) => run(t, ctx).await,
-        }
+        self.task.run(ctx).await
     }
 }
 
-async fn dry_run<T: Task>(task: &T, ctx: &mut TaskContext<'_>) -> Result<Outcome, TaskError> {
-    let plan = task.prepare(ctx).await?;
-    task.describe(ctx, &plan).await
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// `Task` as a trait object: what `TaskSpec` holds. Implemented for every
+/// `Task`, so a kind never writes it.
+trait DynTask: std::fmt::Debug + Send + Sync {
+    fn target(&self) -> String;
+    fn minimum_severity(&self) -> Severity;
+    fn backup(&self) -> Option<bool>;
+    fn to_json(&self) -> serde_json::Value;
+    fn as_any(&self) -> &dyn Any;
+    fn backlog<'a>(
+        &'a self,
+        client: &'a Client,
+        options: &'a TaskOptions,
+    ) -> BoxFuture<'a, Result<Option<(crate::sql::TableName, rows::Backlog)>, tokio_postgres::Error>>;
+    fn check<'a>(&'a self, client: &'a Client) -> BoxFuture<'a, Vec<CheckProblem>>;
+    fn dry_run<'a, 'c>(
+        &'a self,
+        ctx: &'a mut TaskContext<'c>,
+    ) -> BoxFuture<'a, Result<Outcome, TaskError>>;
+    fn run<'a, 'c>(
+        &'a self,
+        ctx: &'a mut TaskContext<'c>,
+    ) -> BoxFuture<'a, Result<Outcome, TaskError>>;
 }
 
-async fn run<T: Task>(task: &T, ctx: &mut TaskContext<'_>) -> Result<Outcome, TaskError> {
-    let plan = task.prepare(ctx).await?;
-    task.execute(ctx, plan).await
+impl<T: Task> DynTask for T {
+    fn target(&self) -> String {
+        Task::target(self)
+    }
+
+    fn minimum_severity(&self) -> Severity {
+        Task::minimum_severity(self)
+    }
+
+    fn backup(&self) -> Option<bool> {
+        Task::backup(self)
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn backlog<'a>(
+        &'a self,
+        client: &'a Client,
+        options: &'a TaskOptions,
+    ) -> BoxFuture<'a, Result<Option<(crate::sql::TableName, rows::Backlog)>, tokio_postgres::Error>>
+    {
+        Box::pin(Task::backlog(self, client, options))
+    }
+
+    fn check<'a>(&'a self, client: &'a Client) -> BoxFuture<'a, Vec<CheckProblem>> {
+        Box::pin(Task::check(self, client))
+    }
+
+    fn dry_run<'a, 'c>(
+        &'a self,
+        ctx: &'a mut TaskContext<'c>,
+    ) -> BoxFuture<'a, Result<Outcome, TaskError>> {
+        Box::pin(async move {
+            let plan = self.prepare(ctx).await?;
+            self.describe(ctx, &plan).await
+        })
+    }
+
+    fn run<'a, 'c>(
+        &'a self,
+        ctx: &'a mut TaskContext<'c>,
+    ) -> BoxFuture<'a, Result<Outcome, TaskError>> {
+        Box::pin(async move {
+            let plan = self.prepare(ctx).await?;
+            self.execute(ctx, plan).await
+        })
+    }
 }
 
-/// What every task kind implements.
-// Only used with static dispatch inside this crate, so the futures' auto
-// traits need no spelling out.
-#[allow(async_fn_in_trait)]
-pub trait Task {
-    type Plan;
+/// What every task kind implements. The futures are `Send` so a run can
+/// go to another thread (the daemon, the API).
+pub trait Task: std::fmt::Debug + Serialize + Send + Sync + 'static {
+    type Plan: Send + Sync;
+
+    /// The table (or other object) the task works on, for listings.
+    fn target(&self) -> String;
+
+    /// The least severity a task of this spec can have.
+    fn minimum_severity(&self) -> Severity {
+        Severity::Low
+    }
+
+    /// `backup = ...` as written, for the kinds that take it.
+    fn backup(&self) -> Option<bool> {
+        None
+    }
+
+    /// Makes relative paths in the task relative to the config file's
+    /// directory, as `[backups] dir` is.
+    fn anchor_paths(&mut self, _base: &std::path::Path) {}
+
+    /// The rows this task would act on now, for health's task-backlog:
+    /// `Some` for the kinds whose work is rows a filter names.
+    fn backlog(
+        &self,
+        _client: &Client,
+        _options: &TaskOptions,
+    ) -> impl Future<
+        Output = Result<Option<(crate::sql::TableName, rows::Backlog)>, tokio_postgres::Error>,
+    > + Send {
+        async { Ok(None) }
+    }
 
     /// Reads what the task needs to know (never writes, takes no lock beyond
     /// reading) and fixes the plan both a dry run and a run follow.
-    async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<Self::Plan, TaskError>;
+    fn prepare(
+        &self,
+        ctx: &mut TaskContext<'_>,
+    ) -> impl Future<Output = Result<Self::Plan, TaskError>> + Send;
     /// The dry run: what a run of this plan would do, changing nothing.
-    async fn describe(
+    fn describe(
         &self,
         ctx: &mut TaskContext<'_>,
         plan: &Self::Plan,
-    ) -> Result<Outcome, TaskError>;
+    ) -> impl Future<Output = Result<Outcome, TaskError>> + Send;
     /// The run: carries the plan out in bounded batches.
-    async fn execute(
+    fn execute(
         &self,
         ctx: &mut TaskContext<'_>,
         plan: Self::Plan,
-    ) -> Result<Outcome, TaskError>;
-    async fn check(&self, client: &Client) -> Vec<CheckProblem>;
+    ) -> impl Future<Output = Result<Outcome, TaskError>> + Send;
+    fn check(&self, client: &Client) -> impl Future<Output = Vec<CheckProblem>> + Send;
+
+    /// The dry run's text, from this kind's own `details` (read back into
+    /// the kind's plan type): what `pgmaint plan` prints under the task.
+    /// `None` leaves it to the printer's generic text (summary, lists).
+    fn plan_lines(_details: &serde_json::Value, _plan: &PlanContext<'_>) -> Option<Vec<PlanLine>>
+    where
+        Self: Sized,
+    {
+        None
+    }
+
+    /// What a finished run of this kind says beyond its summary and its
+    /// row in the table, from its own `details` (orphans found, a sql
+    /// task's result rows).
+    fn outcome_lines(_details: &serde_json::Value) -> Vec<OutcomeLine>
+    where
+        Self: Sized,
+    {
+        Vec::new()
+    }
+}
+
+/// One line of what a finished task says, as the printer lays it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutcomeLine {
+    /// Prose after the task's name (`old_logs: ...`).
+    Named(String),
+    /// Prose on its own.
+    Plain(String),
+    /// An indented item under the line before.
+    Item(String),
+    /// Printed as it is (a table, already fitted to the terminal).
+    Block(String),
+}
+
+/// What a kind's plan text may use beyond its `details`: the task's name,
+/// its row and batch counts, and the options it runs with.
+pub struct PlanContext<'a> {
+    pub name: &'a str,
+    pub rows: u64,
+    pub batches: u64,
+    pub options: &'a TaskOptions,
+}
+
+/// One line of a task's plan as a person reads it: prose, or an item of a
+/// list under it. The printer indents and wraps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanLine {
+    Say(String),
+    Item(String),
+}
+
+/// Objects (tables, views, files) a plan lists before "and N more".
+pub(crate) const LISTED: usize = 10;
+
+impl PlanLine {
+    /// A list under a plan: the first `LISTED` items, then how many more.
+    pub(crate) fn list(items: impl IntoIterator<Item = String>) -> Vec<PlanLine> {
+        let items: Vec<String> = items.into_iter().collect();
+        let more = items.len().saturating_sub(LISTED);
+        let mut lines: Vec<PlanLine> = items.into_iter().take(LISTED).map(PlanLine::Item).collect();
+        if more > 0 {
+            lines.push(PlanLine::Item(format!(
+                "and {} more (--json lists them)",
+                crate::output::count(more as u64)
+            )));
+        }
+        lines
+    }
+
+    /// What an upkeep plan's statements lock, and how long each waits.
+    pub(crate) fn locks(locks: &str, options: &TaskOptions) -> PlanLine {
+        PlanLine::Say(format!(
+            "Locks: {locks}; each statement waits at most lock_timeout {} for its lock, and is retried (up to {} times).",
+            options.lock_timeout, options.max_retries
+        ))
+    }
+
+    /// A summary as the first line of a plan: capitalized, with a period.
+    pub(crate) fn summary(summary: &str) -> PlanLine {
+        let mut chars = summary.chars();
+        let capitalized: String = match chars.next() {
+            Some(first) => first.to_uppercase().chain(chars).collect(),
+            None => String::new(),
+        };
+        PlanLine::Say(format!("{capitalized}."))
+    }
+}
+
+/// Makes a relative path relative to `base`.
+pub(crate) fn anchor(base: &std::path::Path, path: &mut String) {
+    if std::path::Path::new(path.as_str()).is_relative() {
+        *path = base.join(path.as_str()).display().to_string();
+    }
 }
 
 /// A problem `check` finds for one key of a task.

@@ -8,15 +8,37 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::Client;
 
+use super::references::OnReferenced;
 use super::rows::walkable_table;
+use super::values::OneOrMany;
 use super::walk::{Copy, WalkPlan};
-use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
-use crate::config::file::{OnReferenced, OrphanAction, TaskFile};
+use super::{CheckProblem, Outcome, PlanLine, ReportProblem, Task, TaskContext, TaskError};
 use crate::db::{self, TableInfo};
 use crate::sql::{self, Destination, TableName};
 use crate::status::Status;
 
 const SAMPLE_KEYS: i64 = 10;
+
+/// The keys of an orphans task, beyond those every task takes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrphansFile {
+    table: Option<String>,
+    column: Option<OneOrMany>,
+    references: Option<String>,
+    action: Option<OrphanAction>,
+    backup: Option<bool>,
+    on_referenced: Option<OnReferenced>,
+}
+
+impl super::registry::KindFile for OrphansFile {
+    const NAME: &'static str = "orphans";
+    type Spec = OrphansSpec;
+
+    fn resolve(self, report: &mut ReportProblem<'_>) -> Option<OrphansSpec> {
+        OrphansSpec::resolve(self, report)
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct OrphansSpec {
@@ -27,6 +49,9 @@ pub struct OrphansSpec {
     pub parent_columns: Vec<String>,
     pub action: OrphanAction,
     pub on_referenced: OnReferenced,
+    /// `backup = ...` as written.
+    #[serde(skip)]
+    pub backup: Option<bool>,
 }
 
 pub struct OrphansPlan {
@@ -52,17 +77,10 @@ fn parse_references(text: &str) -> Option<(String, Vec<String>)> {
 }
 
 impl OrphansSpec {
-    pub fn target(&self) -> String {
-        format!(
-            "{}({}) -> {}({})",
-            self.table,
-            self.columns.join(", "),
-            self.parent,
-            self.parent_columns.join(", ")
-        )
-    }
-
-    pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<OrphansSpec> {
+    pub(crate) fn resolve(
+        file: OrphansFile,
+        report: &mut ReportProblem<'_>,
+    ) -> Option<OrphansSpec> {
         let table = file.table.clone();
         if table.is_none() {
             report(
@@ -125,6 +143,7 @@ impl OrphansSpec {
             parent_columns,
             action: file.action.unwrap_or_default(),
             on_referenced: file.on_referenced.unwrap_or_default(),
+            backup: file.backup,
         })
     }
 
@@ -260,6 +279,14 @@ impl OrphansSpec {
         count: u64,
         samples: Vec<serde_json::Value>,
     ) -> Outcome {
+        let report = Report {
+            table: plan.child.name.to_string(),
+            references: format!("{}({})", plan.parent, self.parent_columns.join(", ")),
+            action: OrphanAction::Report,
+            orphans: count,
+            sample_keys: samples,
+            statements: vec![sql::count_matching(&plan.child.name, &plan.filter_sql)],
+        };
         Outcome {
             status: Status::Succeeded,
             // Reporting changes no row.
@@ -267,20 +294,41 @@ impl OrphansSpec {
             batches: 0,
             retries: 0,
             error: None,
-            details: json!({
-                "table": plan.child.name.to_string(),
-                "references": format!("{}({})", plan.parent, self.parent_columns.join(", ")),
-                "action": "report",
-                "orphans": count,
-                "sample_keys": samples,
-                "statements": [sql::count_matching(&plan.child.name, &plan.filter_sql)],
-            }),
+            details: serde_json::to_value(report).unwrap_or_default(),
         }
     }
 }
 
+/// What `action = "report"` found: the `details` of its run and dry run.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct Report {
+    pub table: String,
+    pub references: String,
+    pub action: OrphanAction,
+    pub orphans: u64,
+    pub sample_keys: Vec<serde_json::Value>,
+    pub statements: Vec<String>,
+}
+
+/// Sample keys a plan shows (the JSON has all the dry run read).
+const SAMPLES_SHOWN: usize = 3;
+
 impl Task for OrphansSpec {
     type Plan = OrphansPlan;
+
+    fn backup(&self) -> Option<bool> {
+        self.backup
+    }
+
+    fn target(&self) -> String {
+        format!(
+            "{}({}) -> {}({})",
+            self.table,
+            self.columns.join(", "),
+            self.parent,
+            self.parent_columns.join(", ")
+        )
+    }
 
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<OrphansPlan, TaskError> {
         let (child, parent, filter_sql) = self
@@ -335,11 +383,117 @@ impl Task for OrphansSpec {
     async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         self.validate(client).await.err().unwrap_or_default()
     }
+
+    /// A report's run: how many it found, and their keys.
+    fn outcome_lines(details: &serde_json::Value) -> Vec<super::OutcomeLine> {
+        use super::OutcomeLine;
+        let Ok(report) = serde_json::from_value::<Report>(details.clone()) else {
+            return Vec::new();
+        };
+        if report.action != OrphanAction::Report {
+            return Vec::new();
+        }
+        let mut lines = vec![OutcomeLine::Named(format!(
+            "{} orphan row(s) found (action = \"report\": nothing was deleted)",
+            crate::output::count(report.orphans)
+        ))];
+        if !report.sample_keys.is_empty() {
+            let keys: Vec<String> = report.sample_keys.iter().map(|k| k.to_string()).collect();
+            lines.push(OutcomeLine::Item(format!(
+                "sample keys: {}",
+                keys.join(", ")
+            )));
+        }
+        lines
+    }
+
+    /// A report: how many, and a few keys. A delete is a walk, which the
+    /// printer renders as it does purge's.
+    fn plan_lines(
+        details: &serde_json::Value,
+        context: &super::PlanContext<'_>,
+    ) -> Option<Vec<PlanLine>> {
+        if details["action"] != "report" {
+            return super::walk_text::plan_lines(details, context);
+        }
+        let report: Report = serde_json::from_value(details.clone()).ok()?;
+        let mut lines = vec![PlanLine::Say(format!(
+            "Would report {} orphan row{} of {} (rows whose reference matches no row of {}); action = \"report\" changes nothing.",
+            crate::output::count(report.orphans),
+            if report.orphans == 1 { "" } else { "s" },
+            report.table,
+            report.references,
+        ))];
+        if !report.sample_keys.is_empty() {
+            let keys: Vec<String> = report
+                .sample_keys
+                .iter()
+                .take(SAMPLES_SHOWN)
+                .map(|k| k.to_string())
+                .collect();
+            lines.push(PlanLine::Say(format!("Sample keys: {}.", keys.join(", "))));
+        }
+        Some(lines)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrphanAction {
+    #[default]
+    Report,
+    Delete,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_run_says_how_many_it_found_and_their_keys() {
+        let details = json!({
+            "table": "public.comments", "references": "posts(id)", "action": "report",
+            "orphans": 1200, "sample_keys": [[7]], "statements": [],
+        });
+        assert_eq!(
+            <OrphansSpec as Task>::outcome_lines(&details),
+            [
+                super::super::OutcomeLine::Named(
+                    "1,200 orphan row(s) found (action = \"report\": nothing was deleted)".into()
+                ),
+                super::super::OutcomeLine::Item("sample keys: [7]".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_report_plan_is_told_from_its_own_details() {
+        let context = super::super::PlanContext {
+            name: "a",
+            rows: 0,
+            batches: 0,
+            options: &super::super::TaskOptions::BUILT_IN,
+        };
+        let details = json!({
+            "table": "public.comments", "references": "posts(id)", "action": "report",
+            "orphans": 2, "sample_keys": [[7], [9]], "statements": ["SELECT 1"],
+        });
+        let lines = <OrphansSpec as Task>::plan_lines(&details, &context).unwrap();
+        assert_eq!(
+            lines,
+            [
+                PlanLine::Say("Would report 2 orphan rows of public.comments (rows whose reference matches no row of posts(id)); action = \"report\" changes nothing.".into()),
+                PlanLine::Say("Sample keys: [7], [9].".into()),
+            ]
+        );
+        let delete = json!({"action": "delete", "table": "public.comments"});
+        // A delete is a walk, told as purge's is.
+        let lines = <OrphansSpec as Task>::plan_lines(&delete, &context).unwrap();
+        assert_eq!(
+            lines[0],
+            PlanLine::Say("Nothing to delete: no row of public.comments matches.".into())
+        );
+    }
 
     #[test]
     fn references_parse_simple_qualified_and_composite() {

@@ -18,10 +18,33 @@ use tokio_postgres::Client;
 use super::utility;
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
 use crate::backup::{BackupWriter, Compression};
-use crate::config::file::{RetentionAction, TaskFile};
 use crate::db;
 use crate::sql::{TableName, quote_ident};
 use crate::status::Status;
+
+/// The keys of a partitions task, beyond those every task takes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionsFile {
+    table: Option<String>,
+    interval: Option<String>,
+    premake: Option<u32>,
+    timezone: Option<String>,
+    retention: Option<String>,
+    retention_action: Option<RetentionAction>,
+    drain_default: Option<bool>,
+    export: Option<String>,
+    compression: Option<Compression>,
+}
+
+impl super::registry::KindFile for PartitionsFile {
+    const NAME: &'static str = "partitions";
+    type Spec = PartitionsSpec;
+
+    fn resolve(self, report: &mut ReportProblem<'_>) -> Option<PartitionsSpec> {
+        PartitionsSpec::resolve(self, report)
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PartitionsSpec {
@@ -99,11 +122,10 @@ pub struct PartitionsPlan {
 }
 
 impl PartitionsSpec {
-    pub fn target(&self) -> String {
-        format!("{} ({}ly, {} ahead)", self.table, self.unit, self.premake)
-    }
-
-    pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<PartitionsSpec> {
+    pub(crate) fn resolve(
+        file: PartitionsFile,
+        report: &mut ReportProblem<'_>,
+    ) -> Option<PartitionsSpec> {
         if file.table.is_none() {
             report(
                 "table",
@@ -530,6 +552,16 @@ async fn create_statement(
 impl Task for PartitionsSpec {
     type Plan = PartitionsPlan;
 
+    fn anchor_paths(&mut self, base: &std::path::Path) {
+        if let Some(export) = self.export.as_mut() {
+            super::anchor(base, export);
+        }
+    }
+
+    fn target(&self) -> String {
+        format!("{} ({}ly, {} ahead)", self.table, self.unit, self.premake)
+    }
+
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<PartitionsPlan, TaskError> {
         self.plan(ctx.client)
             .await
@@ -674,6 +706,79 @@ impl Task for PartitionsSpec {
     async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         self.plan(client).await.err().unwrap_or_default()
     }
+
+    /// Partitions to create, partitions past retention, conflicts, and
+    /// what the statements lock.
+    fn plan_lines(
+        details: &serde_json::Value,
+        context: &super::PlanContext<'_>,
+    ) -> Option<Vec<super::PlanLine>> {
+        use super::PlanLine;
+        let details: PlanDetails = serde_json::from_value(details.clone()).ok()?;
+        let plan = &details.plan;
+        let mut lines = vec![PlanLine::summary(&details.summary)];
+        let create = plan.create.iter().map(|p| {
+            format!(
+                "create {}: from {} to {}",
+                p.name,
+                p.from.as_deref().unwrap_or("?"),
+                p.to.as_deref().unwrap_or("?")
+            )
+        });
+        let remove = plan.remove.iter().map(|old| {
+            format!(
+                "past retention: {} (up to {})",
+                old.name,
+                old.to.as_deref().unwrap_or("?")
+            )
+        });
+        lines.extend(PlanLine::list(
+            create.chain(remove).chain(plan.conflicts.iter().cloned()),
+        ));
+        let statements = details.statements.join("\n");
+        let detach = if statements.contains("DROP TABLE") {
+            ", as does dropping one (on it and on the parent)"
+        } else if statements.contains("DETACH PARTITION") && statements.contains("CONCURRENTLY") {
+            "; detaching one CONCURRENTLY takes SHARE UPDATE EXCLUSIVE (reads and writes go on)"
+        } else if statements.contains("DETACH PARTITION") {
+            ", as does detaching one (there is a default partition, so not CONCURRENTLY)"
+        } else {
+            ""
+        };
+        lines.push(PlanLine::locks(
+            &format!(
+                "creating a partition takes ACCESS EXCLUSIVE on {} for that statement{detach}",
+                plan.parent
+            ),
+            context.options,
+        ));
+        Some(lines)
+    }
+}
+
+/// A partitions dry run's `details`, read back for its text.
+#[derive(Debug, serde::Deserialize)]
+struct PlanDetails {
+    summary: String,
+    plan: PlannedPartitions,
+    statements: Vec<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct PlannedPartitions {
+    parent: String,
+    create: Vec<PlannedPeriod>,
+    remove: Vec<PlannedPeriod>,
+    conflicts: Vec<String>,
+}
+
+/// A partition to create (`to` always set) or past retention.
+#[derive(Debug, serde::Deserialize)]
+struct PlannedPeriod {
+    name: String,
+    #[serde(default)]
+    from: Option<String>,
+    to: Option<String>,
 }
 
 impl PartitionsSpec {
@@ -830,6 +935,16 @@ impl PartitionsSpec {
             }
         }
     }
+}
+
+/// What `partitions` does with a partition past its retention.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetentionAction {
+    #[default]
+    Detach,
+    Drop,
+    Archive,
 }
 
 #[cfg(test)]

@@ -6,12 +6,34 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use super::references;
+use super::references::OnReferenced;
 use super::rows::{Filter, walkable_table};
 use super::walk::{Copy, WalkPlan};
-use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
-use crate::config::file::{OnReferenced, TaskFile};
+use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError, TaskOptions};
 use crate::db::TableInfo;
 use crate::sql::Destination;
+
+/// The keys of a purge task, beyond those every task takes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeFile {
+    table: Option<String>,
+    #[serde(rename = "where")]
+    where_: Option<String>,
+    time_column: Option<String>,
+    older_than: Option<String>,
+    backup: Option<bool>,
+    on_referenced: Option<OnReferenced>,
+}
+
+impl super::registry::KindFile for PurgeFile {
+    const NAME: &'static str = "purge";
+    type Spec = PurgeSpec;
+
+    fn resolve(self, report: &mut ReportProblem<'_>) -> Option<PurgeSpec> {
+        PurgeSpec::resolve(self, report)
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PurgeSpec {
@@ -20,24 +42,13 @@ pub struct PurgeSpec {
     #[serde(flatten)]
     pub filter: Filter,
     pub on_referenced: OnReferenced,
+    /// `backup = ...` as written.
+    #[serde(skip)]
+    pub backup: Option<bool>,
 }
 
 impl PurgeSpec {
-    /// The rows this task would remove now, for health's task-backlog:
-    /// the walk's own filter and cutoff.
-    pub async fn backlog(
-        &self,
-        client: &Client,
-        exact_count_limit: u64,
-    ) -> Result<Option<(crate::sql::TableName, super::rows::Backlog)>, tokio_postgres::Error> {
-        super::rows::pending(client, &self.table, &self.filter, exact_count_limit).await
-    }
-
-    pub fn target(&self) -> String {
-        self.table.clone()
-    }
-
-    pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<PurgeSpec> {
+    pub(crate) fn resolve(file: PurgeFile, report: &mut ReportProblem<'_>) -> Option<PurgeSpec> {
         let table = file.table.clone();
         if table.is_none() {
             report(
@@ -46,11 +57,18 @@ impl PurgeSpec {
                 Some("add `table = \"schema.table\"`".into()),
             );
         }
-        let filter = Filter::resolve(file, "purge", report);
+        let filter = Filter::resolve(
+            file.where_.as_ref(),
+            file.time_column.as_ref(),
+            file.older_than.as_ref(),
+            "purge",
+            report,
+        );
         Some(PurgeSpec {
             table: table?,
             filter: filter?,
             on_referenced: file.on_referenced.unwrap_or_default(),
+            backup: file.backup,
         })
     }
 
@@ -71,6 +89,22 @@ pub struct PurgePlan {
 
 impl Task for PurgeSpec {
     type Plan = PurgePlan;
+
+    async fn backlog(
+        &self,
+        client: &Client,
+        options: &TaskOptions,
+    ) -> Result<Option<(crate::sql::TableName, super::rows::Backlog)>, tokio_postgres::Error> {
+        super::rows::pending(client, &self.table, &self.filter, options.exact_count_limit).await
+    }
+
+    fn backup(&self) -> Option<bool> {
+        self.backup
+    }
+
+    fn target(&self) -> String {
+        self.table.clone()
+    }
 
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<PurgePlan, TaskError> {
         let (info, filter_sql) = self
@@ -121,5 +155,12 @@ impl Task for PurgeSpec {
 
     async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         self.validate(client).await.err().unwrap_or_default()
+    }
+
+    fn plan_lines(
+        details: &serde_json::Value,
+        context: &super::PlanContext<'_>,
+    ) -> Option<Vec<super::PlanLine>> {
+        super::walk_text::plan_lines(details, context)
     }
 }

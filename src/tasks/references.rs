@@ -529,6 +529,18 @@ async fn foreign_keys_into(
         .collect())
 }
 
+/// What a removal does with rows a foreign key without an ON DELETE action
+/// still references.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnReferenced {
+    /// Leave them in place and count them; remove the rest.
+    #[default]
+    Keep,
+    /// Fail the batch that meets one (PostgreSQL's own behaviour).
+    Fail,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

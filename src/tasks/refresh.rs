@@ -11,12 +11,30 @@ use serde_json::json;
 use tokio_postgres::Client;
 
 use super::utility;
+use super::values::{AutoOr, OneOrMany};
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
-use crate::config::Duration;
-use crate::config::file::{AutoOr, OneOrMany, TaskFile};
 use crate::db;
+use crate::duration::Duration;
 use crate::sql::TableName;
 use crate::status::Status;
+
+/// The keys of a refresh task, beyond those every task takes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshFile {
+    views: Option<OneOrMany>,
+    concurrently: Option<AutoOr>,
+    max_staleness: Option<Duration>,
+}
+
+impl super::registry::KindFile for RefreshFile {
+    const NAME: &'static str = "refresh";
+    type Spec = RefreshSpec;
+
+    fn resolve(self, report: &mut ReportProblem<'_>) -> Option<RefreshSpec> {
+        RefreshSpec::resolve(self, report)
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RefreshSpec {
@@ -39,15 +57,10 @@ pub struct ViewPlan {
 }
 
 impl RefreshSpec {
-    pub fn target(&self) -> String {
-        if self.views.is_empty() {
-            "every materialized view".into()
-        } else {
-            self.views.join(", ")
-        }
-    }
-
-    pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<RefreshSpec> {
+    pub(crate) fn resolve(
+        file: RefreshFile,
+        report: &mut ReportProblem<'_>,
+    ) -> Option<RefreshSpec> {
         let views = match &file.views {
             Some(OneOrMany::One(all)) if all == "*" => Vec::new(),
             Some(OneOrMany::Many(list)) if !list.is_empty() => list.clone(),
@@ -258,6 +271,14 @@ fn statement(view: &ViewPlan) -> String {
 impl Task for RefreshSpec {
     type Plan = Vec<ViewPlan>;
 
+    fn target(&self) -> String {
+        if self.views.is_empty() {
+            "every materialized view".into()
+        } else {
+            self.views.join(", ")
+        }
+    }
+
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<Vec<ViewPlan>, TaskError> {
         self.plan(ctx.client, Some(&ctx.state_schema))
             .await
@@ -341,4 +362,56 @@ impl Task for RefreshSpec {
     async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         self.plan(client, None).await.err().unwrap_or_default()
     }
+
+    /// Each view in order, how it is refreshed and why, and the locks.
+    fn plan_lines(
+        details: &serde_json::Value,
+        context: &super::PlanContext<'_>,
+    ) -> Option<Vec<super::PlanLine>> {
+        use super::PlanLine;
+        let plan: PlanDetails = serde_json::from_value(details.clone()).ok()?;
+        let mut lines = vec![PlanLine::summary(&plan.summary)];
+        lines.extend(PlanLine::list(plan.views.iter().map(|view| {
+            let ago = view
+                .last_refreshed_seconds_ago
+                .map(|s| {
+                    format!(
+                        "; refreshed {} ago",
+                        crate::output::duration_ms((s * 1000.0) as u64)
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "{} {}: {}{ago}",
+                view.view,
+                if view.concurrently {
+                    "CONCURRENTLY"
+                } else {
+                    "plain"
+                },
+                view.reason
+            )
+        })));
+        lines.push(PlanLine::locks(
+            "a CONCURRENTLY refresh takes EXCLUSIVE on its view (reads go on, writes wait), a plain one ACCESS EXCLUSIVE (reads of the view wait until it is done)",
+            context.options,
+        ));
+        Some(lines)
+    }
+}
+
+/// A refresh dry run's `details`, read back for its text.
+#[derive(Debug, serde::Deserialize)]
+struct PlanDetails {
+    summary: String,
+    views: Vec<PlannedView>,
+}
+
+/// A view as the details hold it.
+#[derive(Debug, serde::Deserialize)]
+struct PlannedView {
+    view: String,
+    concurrently: bool,
+    reason: String,
+    last_refreshed_seconds_ago: Option<f64>,
 }

@@ -10,13 +10,30 @@ use tokio_postgres::Client;
 
 use super::utility;
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
-use crate::config::file::TaskFile;
 use crate::db;
 use crate::sql::TableName;
 use crate::status::Status;
 
 /// Indexes smaller than this are not worth rebuilding for bloat.
 const MIN_BLOAT_BYTES: i64 = 1 << 20;
+
+/// The keys of a reindex task, beyond those every task takes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReindexFile {
+    tables: Option<Vec<String>>,
+    indexes: Option<Vec<String>>,
+    bloat_ratio: Option<f64>,
+}
+
+impl super::registry::KindFile for ReindexFile {
+    const NAME: &'static str = "reindex";
+    type Spec = ReindexSpec;
+
+    fn resolve(self, report: &mut ReportProblem<'_>) -> Option<ReindexSpec> {
+        ReindexSpec::resolve(self, report)
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReindexSpec {
@@ -48,16 +65,10 @@ pub struct IndexPlan {
 }
 
 impl ReindexSpec {
-    pub fn target(&self) -> String {
-        match (self.tables.is_empty(), self.indexes.is_empty()) {
-            (true, true) => "every index".into(),
-            _ => [self.tables.clone(), self.indexes.clone()]
-                .concat()
-                .join(", "),
-        }
-    }
-
-    pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<ReindexSpec> {
+    pub(crate) fn resolve(
+        file: ReindexFile,
+        report: &mut ReportProblem<'_>,
+    ) -> Option<ReindexSpec> {
         let bloat_ratio = file.bloat_ratio.unwrap_or(0.3);
         if !(0.0..1.0).contains(&bloat_ratio) {
             report(
@@ -297,6 +308,15 @@ fn regex_escape(text: &str) -> String {
 impl Task for ReindexSpec {
     type Plan = Vec<IndexPlan>;
 
+    fn target(&self) -> String {
+        match (self.tables.is_empty(), self.indexes.is_empty()) {
+            (true, true) => "every index".into(),
+            _ => [self.tables.clone(), self.indexes.clone()]
+                .concat()
+                .join(", "),
+        }
+    }
+
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<Vec<IndexPlan>, TaskError> {
         self.plan(ctx.client)
             .await
@@ -380,4 +400,55 @@ impl Task for ReindexSpec {
     async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         self.scope(client).await.err().unwrap_or_default()
     }
+
+    /// Each index, what is done to it and why, and the locks.
+    fn plan_lines(
+        details: &serde_json::Value,
+        context: &super::PlanContext<'_>,
+    ) -> Option<Vec<super::PlanLine>> {
+        use super::PlanLine;
+        let plan: PlanDetails = serde_json::from_value(details.clone()).ok()?;
+        let mut lines = vec![PlanLine::summary(&plan.summary)];
+        lines.extend(PlanLine::list(plan.indexes.iter().map(|index| {
+            let bloat = match index.bloat {
+                Some(_) if index.why.contains("bloat") => String::new(),
+                Some(b) => format!(
+                    ", {:.0}% bloat by {}",
+                    b * 100.0,
+                    index.measured_by.as_deref().unwrap_or("?")
+                ),
+                None => String::new(),
+            };
+            format!(
+                "{} {}: {} ({} bytes{bloat})",
+                index.action,
+                index.index,
+                index.why,
+                crate::output::count(index.size_bytes.max(0) as u64)
+            )
+        })));
+        lines.push(PlanLine::locks(
+            "REINDEX and DROP INDEX CONCURRENTLY take SHARE UPDATE EXCLUSIVE: reads and writes go on",
+            context.options,
+        ));
+        Some(lines)
+    }
+}
+
+/// A reindex dry run's `details`, read back for its text.
+#[derive(Debug, serde::Deserialize)]
+struct PlanDetails {
+    summary: String,
+    indexes: Vec<PlannedIndex>,
+}
+
+/// An index as the details hold it.
+#[derive(Debug, serde::Deserialize)]
+struct PlannedIndex {
+    index: String,
+    action: String,
+    why: String,
+    size_bytes: i64,
+    bloat: Option<f64>,
+    measured_by: Option<String>,
 }

@@ -7,7 +7,6 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use super::{CheckProblem, ReportProblem};
-use crate::config::file::TaskFile;
 use crate::db::{self, TableInfo};
 use crate::predicate::{self, Calls, FunctionName};
 use crate::retention;
@@ -34,8 +33,14 @@ pub enum Filter {
 
 impl Filter {
     /// Reads `where` or `time_column` + `older_than`, reporting any mix-up.
-    pub fn resolve(file: &TaskFile, kind: &str, report: &mut ReportProblem<'_>) -> Option<Filter> {
-        match (&file.where_, &file.time_column, &file.older_than) {
+    pub fn resolve(
+        where_: Option<&String>,
+        time_column: Option<&String>,
+        older_than: Option<&String>,
+        kind: &str,
+        report: &mut ReportProblem<'_>,
+    ) -> Option<Filter> {
+        match (where_, time_column, older_than) {
             (Some(predicate), None, None) => match predicate::check(predicate) {
                 Ok(()) => Some(Filter::Where {
                     predicate: predicate.clone(),

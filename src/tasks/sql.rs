@@ -8,7 +8,6 @@ use serde_json::json;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
-use crate::config::file::TaskFile;
 use crate::db;
 use crate::status::Status;
 
@@ -17,6 +16,23 @@ const MAX_ROWS: usize = 100;
 /// ...and at most this many bytes of their text.
 const MAX_BYTES: usize = 64 * 1024;
 
+/// The keys of a sql task, beyond those every task takes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlFile {
+    sql: Option<String>,
+    transaction: Option<bool>,
+}
+
+impl super::registry::KindFile for SqlFile {
+    const NAME: &'static str = "sql";
+    type Spec = SqlSpec;
+
+    fn resolve(self, report: &mut ReportProblem<'_>) -> Option<SqlSpec> {
+        SqlSpec::resolve(self, report)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SqlSpec {
     pub sql: String,
@@ -24,16 +40,7 @@ pub struct SqlSpec {
 }
 
 impl SqlSpec {
-    pub fn target(&self) -> String {
-        let flat = self.sql.split_whitespace().collect::<Vec<_>>().join(" ");
-        if flat.chars().count() > 60 {
-            format!("{}...", flat.chars().take(57).collect::<String>())
-        } else {
-            flat
-        }
-    }
-
-    pub fn resolve(file: &TaskFile, report: &mut ReportProblem<'_>) -> Option<SqlSpec> {
+    pub(crate) fn resolve(file: SqlFile, report: &mut ReportProblem<'_>) -> Option<SqlSpec> {
         match &file.sql {
             Some(sql) if !sql.trim().is_empty() => Some(SqlSpec {
                 sql: sql.clone(),
@@ -109,6 +116,15 @@ fn collect(messages: &[SimpleQueryMessage]) -> (u64, serde_json::Value) {
 
 impl Task for SqlSpec {
     type Plan = ();
+
+    fn target(&self) -> String {
+        let flat = self.sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        if flat.chars().count() > 60 {
+            format!("{}...", flat.chars().take(57).collect::<String>())
+        } else {
+            flat
+        }
+    }
 
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
         let problems = self.validate(ctx.client).await;
@@ -206,5 +222,92 @@ impl Task for SqlSpec {
 
     async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         self.validate(client).await
+    }
+
+    /// Its result rows, as a table.
+    fn outcome_lines(details: &serde_json::Value) -> Vec<super::OutcomeLine> {
+        use super::OutcomeLine;
+        #[derive(serde::Deserialize)]
+        struct RunDetails {
+            result: Option<ResultRows>,
+        }
+        #[derive(serde::Deserialize)]
+        struct ResultRows {
+            columns: Vec<String>,
+            rows: Vec<Vec<Option<String>>>,
+            #[serde(default)]
+            truncated: bool,
+        }
+        let Ok(RunDetails {
+            result: Some(result),
+        }) = serde_json::from_value(details.clone())
+        else {
+            return Vec::new();
+        };
+        if result.columns.is_empty() {
+            return Vec::new();
+        }
+        let headers: Vec<&str> = result.columns.iter().map(String::as_str).collect();
+        let mut table = crate::output::Table::new(&headers);
+        for row in result.rows {
+            table.add_row(row.into_iter().map(|v| v.unwrap_or_else(|| "NULL".into())));
+        }
+        let mut lines = vec![
+            OutcomeLine::Named("result".into()),
+            OutcomeLine::Block(table.render(crate::output::stdout_width())),
+        ];
+        if result.truncated {
+            lines.push(OutcomeLine::Plain(
+                "(more rows than shown; the run's details keep the first ones)".into(),
+            ));
+        }
+        lines
+    }
+
+    /// What it would run, and that its locks are its SQL's own.
+    fn plan_lines(
+        details: &serde_json::Value,
+        context: &super::PlanContext<'_>,
+    ) -> Option<Vec<super::PlanLine>> {
+        use super::PlanLine;
+        #[derive(serde::Deserialize)]
+        struct PlanDetails {
+            summary: String,
+        }
+        let plan: PlanDetails = serde_json::from_value(details.clone()).ok()?;
+        Some(vec![
+            PlanLine::summary(&plan.summary),
+            PlanLine::Say(format!(
+                "Locks: what its SQL takes, each waited for at most lock_timeout {}.",
+                context.options.lock_timeout
+            )),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::OutcomeLine;
+
+    #[test]
+    fn a_run_shows_its_result_rows_as_a_table() {
+        let details = json!({
+            "transaction": true,
+            "result": {"columns": ["deleted"], "rows": [["3"], [null]], "truncated": true},
+        });
+        let lines = <SqlSpec as Task>::outcome_lines(&details);
+        assert_eq!(lines[0], OutcomeLine::Named("result".into()));
+        assert!(
+            matches!(&lines[1], OutcomeLine::Block(table) if table.contains("deleted") && table.contains("NULL")),
+            "{lines:?}"
+        );
+        assert_eq!(
+            lines[2],
+            OutcomeLine::Plain(
+                "(more rows than shown; the run's details keep the first ones)".into()
+            )
+        );
+        assert!(<SqlSpec as Task>::outcome_lines(&json!({"transaction": true})).is_empty());
     }
 }

@@ -18,10 +18,10 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio_postgres::types::ToSql;
 
+use super::references::OnReferenced;
 use super::references::{OnDelete, Part, References};
 use super::{Counters, Outcome, TaskContext, TaskError};
 use crate::backup::{BackupPart, BackupWriter};
-use crate::config::file::OnReferenced;
 use crate::db;
 use crate::sql::{self, Destination, TableName, WalkBatch};
 use crate::status::Status;

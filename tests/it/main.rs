@@ -29,5 +29,6 @@ mod purge;
 mod removal;
 mod removal_properties;
 mod safety_rules;
+mod sessions;
 mod tls;
 mod upkeep;
