@@ -27,10 +27,7 @@ pub(crate) mod retry;
 pub mod runner;
 pub mod schedule;
 pub mod sql;
-pub mod store;
-/// The store's old name, kept while `commands/run.rs` (being reworked
-/// elsewhere) and integration tests still say `state::`.
-pub use store as state;
 pub mod status;
 pub mod stop;
+pub mod store;
 pub mod tasks;

@@ -12,8 +12,7 @@ use tokio_postgres::Client;
 
 use crate::config::{Config, ScheduleConfig};
 use crate::notify::{self, Event, Origin};
-use crate::runner::RunReport;
-use crate::status::Status;
+use crate::status::{RunReport, Status};
 
 /// What started a run.
 pub enum Started {

@@ -18,7 +18,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::config::{Config, Problem, Problems, Severity, TaskConfig};
@@ -26,6 +25,7 @@ use crate::db::{self, SessionTimeouts};
 pub use crate::outcome::{Notice, Started};
 use crate::output::Progress;
 use crate::status::Status;
+pub use crate::status::{RunReport, TaskReport};
 use crate::stop::Stop;
 use crate::store::{self, StateError, Trigger};
 use crate::tasks::{Outcome, ProgressRecord, TaskContext};
@@ -129,34 +129,6 @@ pub fn left_out_by_schedule(
             task.severity.as_str()
         )
     })
-}
-
-#[derive(Debug, Serialize)]
-pub struct RunReport {
-    pub run_id: i64,
-    pub dry_run: bool,
-    pub status: Status,
-    pub tasks: Vec<TaskReport>,
-    /// Tasks skipped because the schedule does not allow them.
-    #[serde(skip)]
-    pub unconfirmed: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct TaskReport {
-    pub name: String,
-    pub kind: &'static str,
-    pub status: Status,
-    pub rows: u64,
-    pub batches: u64,
-    pub duration_ms: u64,
-    pub details: serde_json::Value,
-    #[serde(skip)]
-    pub severity: Severity,
-    #[serde(skip)]
-    pub error: Option<String>,
-    #[serde(skip)]
-    pub retries: u64,
 }
 
 /// A run the runner would not start; nothing was recorded or changed.

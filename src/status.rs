@@ -77,3 +77,33 @@ pub struct Counters {
     pub batches: u64,
     pub retries: u64,
 }
+
+/// What one run did, task by task: what the runner returns and what
+/// `run --json` prints.
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    pub run_id: i64,
+    pub dry_run: bool,
+    pub status: Status,
+    pub tasks: Vec<TaskReport>,
+    /// Tasks skipped because the schedule does not allow them.
+    #[serde(skip)]
+    pub unconfirmed: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TaskReport {
+    pub name: String,
+    pub kind: &'static str,
+    pub status: Status,
+    pub rows: u64,
+    pub batches: u64,
+    pub duration_ms: u64,
+    pub details: serde_json::Value,
+    #[serde(skip)]
+    pub severity: crate::options::Severity,
+    #[serde(skip)]
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub retries: u64,
+}

@@ -7,9 +7,9 @@ use crate::output::{self, Progress};
 use crate::runner::{
     self, Confirmation, Notice, Refusal, RunError, RunReport, RunRequest, Started,
 };
-use crate::state::Trigger;
 use crate::status::Status;
 use crate::stop::Stop;
+use crate::store::Trigger;
 use crate::tasks::{OutcomeLine, PlanContext, PlanLine};
 
 pub async fn run(cli: &Cli, args: &RunArgs) -> Result<bool, CliError> {

@@ -16,8 +16,8 @@ use pgmaint::cluster::Cluster;
 use pgmaint::config::Config;
 use pgmaint::output::Progress;
 use pgmaint::runner::{self, Confirmation, Refusal, RunError, RunRequest};
-use pgmaint::state::Trigger;
 use pgmaint::stop::Stop;
+use pgmaint::store::Trigger;
 
 const TOKEN: &str = "a-token-that-is-at-least-32-characters-long";
 
