@@ -7,6 +7,7 @@
 use serde::Deserialize;
 
 use super::{PlanContext, PlanLine};
+use crate::options::TaskOptions;
 
 /// Sample rows shown per task (the JSON has all the dry run read).
 const SAMPLES_SHOWN: usize = 3;
@@ -103,11 +104,40 @@ pub(crate) fn plan_lines(
     context: &PlanContext<'_>,
 ) -> Option<Vec<PlanLine>> {
     let details: WalkDetails = serde_json::from_value(details.clone()).ok()?;
-    let options = context.options;
     let table = details.table.as_deref().unwrap_or("?");
+    let rows = context.rows;
+    let mut lines = vec![summary_line(&details, context, table)];
+    if details.creates_archive_table == Some(true) {
+        lines.push(PlanLine::Say(format!(
+            "Creates {} first, like {table}.",
+            details.archive_table.as_deref().unwrap_or("?")
+        )));
+    }
+    lines.extend(reference_lines(&details.references));
+    if details.matches_every_row == Some(true) {
+        lines.push(PlanLine::Say(format!(
+            "The condition matches every row of {table}: the run would empty it, so it runs only when confirmed, as a critical task does (`pgmaint run {} --yes`).",
+            context.name
+        )));
+    }
+    if rows > 0 {
+        lines.extend(time_line(&details));
+        lines.push(lock_line(&details, context.options, table));
+    }
+    lines.extend(sample_lines(&details.samples, rows));
+    Some(lines)
+}
+
+/// The plan's first line: what would go where, in how many batches.
+fn summary_line(details: &WalkDetails, context: &PlanContext<'_>, table: &str) -> PlanLine {
+    let options = context.options;
     let exact = details.rows_exact != Some(false);
     let rows = context.rows;
-    let mut lines: Vec<PlanLine> = Vec::new();
+    let cutoff = details
+        .cutoff
+        .as_deref()
+        .map(|c| format!(" older than {}", readable_time(c)))
+        .unwrap_or_default();
     let how_many = if exact {
         format!("{} row{}", crate::output::count(rows), plural(rows))
     } else {
@@ -116,11 +146,6 @@ pub(crate) fn plan_lines(
             crate::output::count(rows)
         )
     };
-    let cutoff = details
-        .cutoff
-        .as_deref()
-        .map(|c| format!(" older than {}", readable_time(c)))
-        .unwrap_or_default();
     let source = format!("{how_many} of {table}{cutoff}");
     let what = match details.action.as_deref() {
         Some("move") => format!(
@@ -148,14 +173,14 @@ pub(crate) fn plan_lines(
         .unwrap_or(0)
         .max(details.batch_size.unwrap_or(options.batch_size));
     if rows == 0 {
-        lines.push(PlanLine::Say(format!(
+        PlanLine::Say(format!(
             "Nothing to {}: no row of {table} matches{cutoff}.",
             if details.action.as_deref() == Some("delete") {
                 "delete"
             } else {
                 "move"
             }
-        )));
+        ))
     } else {
         let in_batches = match (batches, estimate.at_least == Some(true)) {
             (1, false) => " in 1 batch".to_string(),
@@ -170,22 +195,20 @@ pub(crate) fn plan_lines(
                 crate::output::count(options.batch_size)
             ),
         };
-        lines.push(PlanLine::Say(format!(
+        PlanLine::Say(format!(
             "Would {what}{in_batches}{}.",
             if details.backup == Some(true) {
                 ", backing each batch up before it commits"
             } else {
                 ""
             }
-        )));
+        ))
     }
-    if details.creates_archive_table == Some(true) {
-        lines.push(PlanLine::Say(format!(
-            "Creates {} first, like {table}.",
-            details.archive_table.as_deref().unwrap_or("?")
-        )));
-    }
-    let references = &details.references;
+}
+
+/// What the foreign keys into the table keep, cascade or leave uncounted.
+fn reference_lines(references: &ReferencesDetails) -> Vec<PlanLine> {
+    let mut lines = Vec::new();
     if references.counted == Some(false) {
         lines.push(PlanLine::Say(
             "Foreign keys into the table were not counted (the rows were estimated).".to_string(),
@@ -249,57 +272,63 @@ pub(crate) fn plan_lines(
             "The cascade counts are not complete: {cycle}."
         )));
     }
-    if details.matches_every_row == Some(true) {
-        lines.push(PlanLine::Say(format!(
-            "The condition matches every row of {table}: the run would empty it, so it runs only when confirmed, as a critical task does (`pgmaint run {} --yes`).",
-            context.name
-        )));
-    }
-    if rows > 0
-        && let Some(time) = &details.time_estimate
-        && let Some(ms) = time.ms
-    {
-        let runs = time.runs.unwrap_or(0);
-        let measured = if runs == 1 {
-            "its last successful run".to_string()
-        } else {
-            format!("its last {runs} successful runs")
-        };
-        lines.push(PlanLine::Say(format!(
-            "Takes about {}, at the {} rows/s of {measured}.",
-            crate::output::duration_ms(ms.max(1)),
-            crate::output::count(time.rows_per_second.unwrap_or(0)),
-        )));
-    }
-    if rows > 0 {
-        let moving = details.action.as_deref() != Some("delete");
-        let cascades = !references.cascade.is_empty();
-        lines.push(PlanLine::Say(format!(
-            "Locks: each batch (one transaction) takes ROW EXCLUSIVE on {table}{} and locks the rows it {}{} until it commits{}; a lock it cannot get within lock_timeout {} rolls it back, to be retried (up to {} times).",
-            if moving {
-                details
-                    .archive_table
-                    .as_deref()
-                    .map(|a| format!(" and {a}"))
-                    .unwrap_or_default()
-            } else {
-                String::new()
-            },
-            if moving { "moves" } else { "deletes" },
-            if cascades { " and those its cascades change" } else { "" },
-            if details.backup == Some(true) || details.export.is_some() {
-                ", after its rows are written to disk"
-            } else {
-                ""
-            },
+    lines
+}
+
+/// How long the run would take, from this task's past runs.
+fn time_line(details: &WalkDetails) -> Option<PlanLine> {
+    let time = details.time_estimate.as_ref()?;
+    let ms = time.ms?;
+    let runs = time.runs.unwrap_or(0);
+    let measured = if runs == 1 {
+        "its last successful run".to_string()
+    } else {
+        format!("its last {runs} successful runs")
+    };
+    Some(PlanLine::Say(format!(
+        "Takes about {}, at the {} rows/s of {measured}.",
+        crate::output::duration_ms(ms.max(1)),
+        crate::output::count(time.rows_per_second.unwrap_or(0)),
+    )))
+}
+
+/// The locks each batch takes and what happens when it cannot get them.
+fn lock_line(details: &WalkDetails, options: &TaskOptions, table: &str) -> PlanLine {
+    let moving = details.action.as_deref() != Some("delete");
+    let cascades = !details.references.cascade.is_empty();
+    PlanLine::Say(format!(
+        "Locks: each batch (one transaction) takes ROW EXCLUSIVE on {table}{} and locks the rows it {}{} until it commits{}; a lock it cannot get within lock_timeout {} rolls it back, to be retried (up to {} times).",
+        if moving {
             details
-                .lock_timeout
-                .clone()
-                .unwrap_or_else(|| options.lock_timeout.to_string()),
-            details.max_retries.unwrap_or(options.max_retries as u64)
-        )));
-    }
-    let samples = &details.samples;
+                .archive_table
+                .as_deref()
+                .map(|a| format!(" and {a}"))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        },
+        if moving { "moves" } else { "deletes" },
+        if cascades {
+            " and those its cascades change"
+        } else {
+            ""
+        },
+        if details.backup == Some(true) || details.export.is_some() {
+            ", after its rows are written to disk"
+        } else {
+            ""
+        },
+        details
+            .lock_timeout
+            .clone()
+            .unwrap_or_else(|| options.lock_timeout.to_string()),
+        details.max_retries.unwrap_or(options.max_retries as u64)
+    ))
+}
+
+/// A few of the named rows, so a person sees what the condition means.
+fn sample_lines(samples: &[serde_json::Value], rows: u64) -> Vec<PlanLine> {
+    let mut lines = Vec::new();
     if !samples.is_empty() {
         let shown = samples.len().min(SAMPLES_SHOWN);
         lines.push(PlanLine::Say(if shown as u64 >= rows {
@@ -311,7 +340,7 @@ pub(crate) fn plan_lines(
             lines.push(PlanLine::Item(sample_row(sample)));
         }
     }
-    Some(lines)
+    lines
 }
 
 /// A sample row as `column=value` pairs, long values shortened, so a few
