@@ -593,7 +593,7 @@ fn safe_file_name(name: &str) -> String {
         .collect()
 }
 
-pub use crate::store::backups::BackupRecord;
+pub(crate) use crate::store::backups::BackupRecord;
 
 pub(crate) async fn list(client: &Client, schema: &str) -> Result<Vec<BackupRecord>, BackupError> {
     Ok(store::list_backups(client, schema).await?)

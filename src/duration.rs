@@ -20,7 +20,8 @@ const UNITS: &[(&[&str], u64)] = &[
     (&["w", "week", "weeks"], 604_800_000),
 ];
 
-pub const DURATION_HELP: &str = "write a number and a unit, e.g. 500ms, 30s, 5min, 2h, 7 days";
+pub(crate) const DURATION_HELP: &str =
+    "write a number and a unit, e.g. 500ms, 30s, 5min, 2h, 7 days";
 
 impl FromStr for Duration {
     type Err = String;
@@ -71,7 +72,7 @@ impl fmt::Display for Duration {
 
 impl Duration {
     /// The value PostgreSQL's `SET lock_timeout` and friends accept.
-    pub fn as_pg_setting(&self) -> String {
+    pub(crate) fn as_pg_setting(&self) -> String {
         format!("{}ms", self.0.as_millis())
     }
 }

@@ -28,18 +28,18 @@ use crate::config::file::NotifierKind;
 use crate::config::{NotifierConfig, NotifyTargets};
 
 /// The header a signed webhook carries: `sha256=<hex of HMAC-SHA256(body)>`.
-pub const SIGNATURE_HEADER: &str = "X-Pgmaint-Signature";
+pub(crate) const SIGNATURE_HEADER: &str = "X-Pgmaint-Signature";
 
 /// The levels of an event.
-pub const SUCCESS: &str = "success";
-pub const WARNING: &str = "warning";
-pub const FAILURE: &str = "failure";
+pub(crate) const SUCCESS: &str = "success";
+pub(crate) const WARNING: &str = "warning";
+pub(crate) const FAILURE: &str = "failure";
 /// A health alert that cleared.
 pub const RECOVERY: &str = "recovery";
 
 /// What happened, in a form every notifier can render.
 #[derive(Debug, Clone, Serialize)]
-pub struct Event {
+pub(crate) struct Event {
     /// `success`, `warning`, `failure`, or `recovery` (an alert cleared).
     pub level: &'static str,
     pub title: String,
@@ -84,7 +84,7 @@ impl Origin {
 
     /// `app at db.example.com:5432`, after the config's name if it has one:
     /// `billing (app at db.example.com:5432)`.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         let at = format!("{} at {}:{}", self.database, self.host, self.port);
         match &self.name {
             Some(name) => format!("{name} ({at})"),
@@ -97,7 +97,7 @@ impl Event {
     /// The event, saying which database it is about: in its title (an
     /// email's subject, Slack's first line), its text, and
     /// `details.database` for programs.
-    pub fn about(mut self, origin: &Origin) -> Event {
+    pub(crate) fn about(mut self, origin: &Origin) -> Event {
         let label = origin.label();
         self.title = format!("{} on {label}", self.title);
         self.text = format!("{}\ndatabase: {label}", self.text);
@@ -122,7 +122,11 @@ fn wants(notifier: &NotifierConfig, level: &str) -> bool {
 }
 
 /// The notifiers among `names` whose own flags take `level`.
-pub fn by_own_flags(notifiers: &[NotifierConfig], names: &[String], level: &str) -> Vec<String> {
+pub(crate) fn by_own_flags(
+    notifiers: &[NotifierConfig],
+    names: &[String],
+    level: &str,
+) -> Vec<String> {
     notifiers
         .iter()
         .filter(|n| names.contains(&n.name) && wants(n, level))
@@ -132,7 +136,7 @@ pub fn by_own_flags(notifiers: &[NotifierConfig], names: &[String], level: &str)
 
 /// Every notifier whose own flags take `level`: for what no schedule
 /// routes (a task run started through the API).
-pub fn every_wanting(notifiers: &[NotifierConfig], level: &str) -> Vec<String> {
+pub(crate) fn every_wanting(notifiers: &[NotifierConfig], level: &str) -> Vec<String> {
     let all: Vec<String> = notifiers.iter().map(|n| n.name.clone()).collect();
     by_own_flags(notifiers, &all, level)
 }
@@ -140,7 +144,7 @@ pub fn every_wanting(notifiers: &[NotifierConfig], level: &str) -> Vec<String> {
 /// Who hears of a schedule's run ending at `level`. `plain_list` is a
 /// config schedule's `notify = ["ops"]`: each outcome as the notifiers'
 /// own flags allow. Otherwise the list for the outcome is what it says.
-pub fn for_schedule(
+pub(crate) fn for_schedule(
     notifiers: &[NotifierConfig],
     targets: &NotifyTargets,
     plain_list: bool,
@@ -158,12 +162,12 @@ pub fn for_schedule(
 /// resolved config keeps the three lists only, and a plain list fills all
 /// three alike; a table that names the same notifiers for every outcome
 /// reads the same, and so is taken as one too.
-pub fn looks_plain(targets: &NotifyTargets) -> bool {
+pub(crate) fn looks_plain(targets: &NotifyTargets) -> bool {
     targets.on_failure == targets.on_warning && targets.on_warning == targets.on_success
 }
 
 /// `sha256=` and the hex HMAC-SHA256 of `body` under `secret`.
-pub fn signature(secret: &str, body: &[u8]) -> String {
+pub(crate) fn signature(secret: &str, body: &[u8]) -> String {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(body);
@@ -180,7 +184,7 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 /// Sends `event` to each notifier `names` names (routing is the caller's:
 /// `for_schedule`, `by_own_flags`), recording each outcome in the state
 /// schema when `record` is given.
-pub async fn send(
+pub(crate) async fn send(
     notifiers: &[NotifierConfig],
     names: &[String],
     event: &Event,
@@ -219,7 +223,10 @@ pub async fn send(
 
 /// One notification, retried with backoff. Returns the outcome and the
 /// number of attempts.
-pub async fn send_one(notifier: &NotifierConfig, event: &Event) -> (Result<(), String>, u32) {
+pub(crate) async fn send_one(
+    notifier: &NotifierConfig,
+    event: &Event,
+) -> (Result<(), String>, u32) {
     let mut waits = crate::retry::notify_waits();
     let mut attempts = 0;
     loop {

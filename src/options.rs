@@ -22,7 +22,7 @@ pub struct TaskOptions {
 
 impl TaskOptions {
     /// pgmaint's own defaults, before `[database]`, `[defaults]` and tasks.
-    pub const BUILT_IN: TaskOptions = TaskOptions {
+    pub(crate) const BUILT_IN: TaskOptions = TaskOptions {
         batch_size: 5000,
         max_runtime: None,
         pause: Duration(std::time::Duration::ZERO),

@@ -25,7 +25,7 @@ use crate::db::{self, SessionTimeouts};
 pub use crate::outcome::{Notice, Started};
 use crate::output::Progress;
 use crate::status::Status;
-pub use crate::status::{RunReport, TaskReport};
+pub(crate) use crate::status::{RunReport, TaskReport};
 use crate::stop::Stop;
 use crate::store::{self, StateError, Trigger};
 use crate::tasks::{Outcome, ProgressRecord, TaskContext};
@@ -71,14 +71,14 @@ pub enum Confirmation {
 
 /// Whether a task runs only when confirmed. The one place this rule is
 /// written; every caller and the runner itself ask here.
-pub fn needs_confirmation(task: &TaskConfig) -> bool {
+pub(crate) fn needs_confirmation(task: &TaskConfig) -> bool {
     task.severity == Severity::Critical
 }
 
 impl Confirmation {
     /// Whether a removal whose condition turns out to match every row of
     /// its table may go ahead: the confirmation a critical task needs.
-    pub fn confirms_every_row(&self) -> bool {
+    pub(crate) fn confirms_every_row(&self) -> bool {
         match self {
             Confirmation::None => false,
             Confirmation::Yes => true,
@@ -87,7 +87,7 @@ impl Confirmation {
     }
 
     /// Whether this confirmation lets `task` run for real.
-    pub fn covers(&self, task: &TaskConfig) -> bool {
+    pub(crate) fn covers(&self, task: &TaskConfig) -> bool {
         !needs_confirmation(task)
             || match self {
                 Confirmation::None => false,
@@ -99,7 +99,7 @@ impl Confirmation {
 
 /// The tasks the runner would not run under this confirmation (none in a
 /// dry run), in order. Callers use it to ask before they start a run.
-pub fn unconfirmed<'t>(
+pub(crate) fn unconfirmed<'t>(
     tasks: &[&'t TaskConfig],
     dry_run: bool,
     confirmation: Confirmation,
@@ -143,7 +143,7 @@ pub enum Refusal {
 }
 
 /// What the refusals say; callers add how to confirm in their own terms.
-pub const STANDBY: &str = "this server is a standby (pg_is_in_recovery() is true): pgmaint does not write here; nothing was done";
+pub(crate) const STANDBY: &str = "this server is a standby (pg_is_in_recovery() is true): pgmaint does not write here; nothing was done";
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -181,7 +181,7 @@ impl From<tokio_postgres::Error> for RunError {
 }
 
 /// What checking one task against the live database found.
-pub struct LiveCheck {
+pub(crate) struct LiveCheck {
     /// Config problems, each placed at its key in the file.
     pub problems: Vec<Problem>,
     /// Problems that are a lock another session holds, not the config.
@@ -191,7 +191,7 @@ pub struct LiveCheck {
 
 /// Checks one task against the live database (under the session's
 /// timeouts, so a locked table is a bounded wait reported as `busy`).
-pub async fn check_task(client: &Client, config: &Config, task: &TaskConfig) -> LiveCheck {
+pub(crate) async fn check_task(client: &Client, config: &Config, task: &TaskConfig) -> LiveCheck {
     let started = Instant::now();
     let mut check = LiveCheck {
         problems: Vec::new(),

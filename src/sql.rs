@@ -8,7 +8,7 @@ use std::fmt;
 /// Quotes an identifier the way PostgreSQL's `quote_ident` does, always.
 /// Always quoting (rather than only when needed) keeps case and makes a name
 /// such as `users; drop table x` one harmless identifier.
-pub fn quote_ident(name: &str) -> String {
+pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 

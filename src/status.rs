@@ -30,7 +30,7 @@ impl Status {
     }
 
     /// The run's status from its tasks' statuses: the worst one wins.
-    pub fn combine(statuses: impl IntoIterator<Item = Status>) -> Status {
+    pub(crate) fn combine(statuses: impl IntoIterator<Item = Status>) -> Status {
         let rank = |s: Status| match s {
             Status::Failed => 5,
             Status::Interrupted => 4,

@@ -41,14 +41,14 @@ impl Stop {
 
     /// Whether a stop was asked for (a deadline is not a request: a task
     /// asks `TaskContext::should_stop`, which tells the two apart).
-    pub fn requested(&self) -> Option<StopReason> {
+    pub(crate) fn requested(&self) -> Option<StopReason> {
         *self.receiver.borrow()
     }
 
     /// The same stop, whose sleeps also end at `deadline` (the earlier one,
     /// if it already has one). The runner gives each task this, with the
     /// task's `max_runtime`, so a pause or a backoff never outlasts it.
-    pub fn until(&self, deadline: Option<std::time::Instant>) -> Stop {
+    pub(crate) fn until(&self, deadline: Option<std::time::Instant>) -> Stop {
         let deadline = deadline.map(Instant::from_std);
         Stop {
             deadline: match (self.deadline, deadline) {

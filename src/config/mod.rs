@@ -11,7 +11,7 @@
 //! and the others work.
 
 pub mod file;
-pub mod problem;
+pub(crate) mod problem;
 mod source;
 
 use std::collections::BTreeSet;
@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-pub use crate::duration::{self, Duration};
-pub use file::Severity;
+pub(crate) use crate::duration::{self, Duration};
+pub(crate) use file::Severity;
 use file::{OptionsFile, TaskFile};
 pub use problem::{Location, Problem, Problems};
 use source::Source;
@@ -64,7 +64,7 @@ impl std::fmt::Debug for DatabaseSettings {
     }
 }
 
-pub use crate::options::TaskOptions;
+pub(crate) use crate::options::TaskOptions;
 
 /// A task's options layered over `base`: what the task sets wins.
 fn layered(base: TaskOptions, over: OptionsFile) -> TaskOptions {
@@ -123,7 +123,7 @@ impl NotifyTargets {
     }
 
     /// The notifiers for an event level (`success`, `warning`, `failure`).
-    pub fn for_level(&self, level: &str) -> &[String] {
+    pub(crate) fn for_level(&self, level: &str) -> &[String] {
         match level {
             "success" => &self.on_success,
             "failure" => &self.on_failure,
@@ -291,7 +291,7 @@ impl Config {
     /// The timeouts every session starts with: `[database]` lock_timeout
     /// and statement_timeout, else pgmaint's defaults. A task sets its own
     /// while it runs.
-    pub fn session_timeouts(&self) -> SessionTimeouts {
+    pub(crate) fn session_timeouts(&self) -> SessionTimeouts {
         let built_in = TaskOptions::BUILT_IN;
         SessionTimeouts {
             lock_timeout: self.database.lock_timeout.unwrap_or(built_in.lock_timeout),
@@ -306,12 +306,12 @@ impl Config {
         self.tasks.iter().find(|t| t.name == name)
     }
 
-    pub fn schedule(&self, name: &str) -> Option<&ScheduleConfig> {
+    pub(crate) fn schedule(&self, name: &str) -> Option<&ScheduleConfig> {
         self.schedules.iter().find(|s| s.name == name)
     }
 
     /// A problem with a key of this config, placed at its line.
-    pub fn problem(&self, key_path: &[&str], message: impl Into<String>) -> Problem {
+    pub(crate) fn problem(&self, key_path: &[&str], message: impl Into<String>) -> Problem {
         let path = self
             .path
             .clone()

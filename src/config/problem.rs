@@ -35,7 +35,11 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(location: Location, key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        location: Location,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             location,
             key: key.into(),
@@ -44,7 +48,7 @@ impl Problem {
         }
     }
 
-    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+    pub(crate) fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self
     }
@@ -97,7 +101,7 @@ impl std::error::Error for Problems {}
 
 /// The location of a byte offset (1-based line and column, counting
 /// characters, as editors do).
-pub fn place(file: &Path, text: &str, span: Option<Range<usize>>) -> Location {
+pub(crate) fn place(file: &Path, text: &str, span: Option<Range<usize>>) -> Location {
     let file = file.display().to_string();
     let Some(span) = span else {
         return Location {

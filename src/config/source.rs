@@ -85,7 +85,7 @@ impl Source {
 }
 
 /// `file:line:column` of a key in a config text that parsed before.
-pub fn locate(path: &Path, text: &str, key_path: &[&str]) -> Location {
+pub(crate) fn locate(path: &Path, text: &str, key_path: &[&str]) -> Location {
     let doc = Document::parse(text.to_string()).ok();
     let span = doc
         .as_ref()

@@ -20,7 +20,7 @@ mod activity;
 mod pgmaint;
 mod schema;
 mod security;
-pub mod snapshot;
+pub(crate) mod snapshot;
 mod statements;
 mod storage;
 mod tables;
@@ -33,7 +33,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 use tokio_postgres::Client;
 
-pub use crate::check_name::{CheckName, Level, Thresholds};
+pub(crate) use crate::check_name::{CheckName, Level, Thresholds};
 use crate::config::Config;
 use crate::config::file::HealthCheckFile;
 use crate::db;

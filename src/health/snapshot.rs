@@ -6,7 +6,7 @@
 
 use tokio_postgres::Client;
 
-pub use crate::store::snapshots::Snapshot;
+pub(crate) use crate::store::snapshots::Snapshot;
 
 pub(crate) async fn take(
     client: &mut Client,

@@ -15,7 +15,7 @@ pub(super) fn run_lock_key(run_id: i64) -> i32 {
 
 /// Takes the lock that keeps one task to one runner, without waiting.
 /// Returns false when another process holds it.
-pub async fn try_lock_task(
+pub(crate) async fn try_lock_task(
     client: &Client,
     schema: &str,
     task: &str,
@@ -30,7 +30,7 @@ pub async fn try_lock_task(
         .get(0))
 }
 
-pub async fn unlock_task(
+pub(crate) async fn unlock_task(
     client: &Client,
     schema: &str,
     task: &str,

@@ -4,7 +4,7 @@
 //! new step.
 
 /// `{schema}` is replaced by the quoted schema name.
-pub const STEPS: &[&str] = &[
+pub(crate) const STEPS: &[&str] = &[
     // 1: runs and task runs, the audit trail of everything pgmaint does.
     r#"
     CREATE TABLE {schema}.runs (

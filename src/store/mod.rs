@@ -15,22 +15,22 @@
 
 mod alerts;
 mod api_schedules;
-pub mod backups;
+pub(crate) mod backups;
 mod fires;
 mod locks;
 mod metrics;
 mod migrations;
 mod notifications;
-pub mod refreshes;
+pub(crate) mod refreshes;
 mod runs;
-pub mod snapshots;
+pub(crate) mod snapshots;
 mod versions;
 
 pub(crate) use alerts::*;
 pub(crate) use api_schedules::*;
 pub(crate) use fires::*;
-pub use locks::{try_lock_task, unlock_task};
+pub(crate) use locks::{try_lock_task, unlock_task};
 pub(crate) use metrics::*;
 pub(crate) use notifications::*;
 pub use runs::*;
-pub use versions::*;
+pub(crate) use versions::*;

@@ -51,7 +51,7 @@ impl Trigger {
 }
 
 /// Records a new run and takes the advisory lock that marks it alive.
-pub async fn start_run(
+pub(crate) async fn start_run(
     client: &mut Client,
     schema: &str,
     trigger: &Trigger,
@@ -80,7 +80,7 @@ pub async fn start_run(
     Ok(id)
 }
 
-pub async fn finish_run(
+pub(crate) async fn finish_run(
     client: &Client,
     schema: &str,
     run_id: i64,
@@ -105,7 +105,7 @@ pub async fn finish_run(
     Ok(())
 }
 
-pub async fn start_task_run(
+pub(crate) async fn start_task_run(
     client: &Client,
     schema: &str,
     run_id: i64,
@@ -148,7 +148,7 @@ pub async fn record_progress(
     Ok(())
 }
 
-pub async fn finish_task_run(
+pub(crate) async fn finish_task_run(
     client: &Client,
     schema: &str,
     task_run_id: i64,
@@ -179,7 +179,10 @@ pub async fn finish_task_run(
 
 /// Marks `interrupted` every run still `running` whose process is gone (its
 /// advisory lock is free). Returns the ids it marked.
-pub async fn mark_interrupted(client: &Client, schema: &str) -> Result<Vec<i64>, StateError> {
+pub(crate) async fn mark_interrupted(
+    client: &Client,
+    schema: &str,
+) -> Result<Vec<i64>, StateError> {
     let q = quote_ident(schema);
     let running: Vec<i64> = client
         .query(
@@ -245,7 +248,7 @@ pub async fn mark_interrupted(client: &Client, schema: &str) -> Result<Vec<i64>,
 
 /// The run that currently holds a task, for the message of the one that
 /// has to skip it.
-pub async fn holder_of_task(
+pub(crate) async fn holder_of_task(
     client: &Client,
     schema: &str,
     task: &str,

@@ -42,7 +42,7 @@ impl From<tokio_postgres::Error> for StateError {
     }
 }
 
-pub fn latest_version() -> i32 {
+pub(crate) fn latest_version() -> i32 {
     migrations::STEPS.len() as i32
 }
 
@@ -129,7 +129,7 @@ pub async fn init(client: &mut Client, schema: &str) -> Result<Vec<i32>, StateEr
 
 /// Fails with a message saying to run `pgmaint init` unless the schema is
 /// there and current.
-pub async fn ensure_ready(client: &Client, schema: &str) -> Result<(), StateError> {
+pub(crate) async fn ensure_ready(client: &Client, schema: &str) -> Result<(), StateError> {
     match current_version(client, schema).await? {
         None => Err(StateError::Missing(schema.into())),
         Some(found) if found < latest_version() => Err(StateError::Outdated {

@@ -8,23 +8,23 @@
 //! Tasks depend on nothing in `config`: config hands each task's own keys
 //! to the registry, which reads them into the kind's struct.
 
-pub mod analyze;
-pub mod archive;
-pub mod files;
-pub mod orphans;
-pub mod partitions;
-pub mod purge;
-pub mod references;
-pub mod refresh;
+pub(crate) mod analyze;
+pub(crate) mod archive;
+pub(crate) mod files;
+pub(crate) mod orphans;
+pub(crate) mod partitions;
+pub(crate) mod purge;
+pub(crate) mod references;
+pub(crate) mod refresh;
 pub(crate) mod registry;
-pub mod reindex;
-pub mod rows;
-pub mod sessions;
-pub mod sql;
-pub mod utility;
-pub mod vacuum;
+pub(crate) mod reindex;
+pub(crate) mod rows;
+pub(crate) mod sessions;
+pub(crate) mod sql;
+pub(crate) mod utility;
+pub(crate) mod vacuum;
 pub(crate) mod values;
-pub mod walk;
+pub(crate) mod walk;
 pub(crate) mod walk_text;
 
 use std::any::Any;
@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_postgres::Client;
 
-pub use crate::options::{Severity, TaskOptions};
+pub(crate) use crate::options::{Severity, TaskOptions};
 use crate::output::Progress;
 use crate::stop::Stop;
 use registry::Kind;
@@ -66,11 +66,11 @@ impl Serialize for TaskSpec {
 }
 
 /// Reports a config problem: key within the task, message, optional help.
-pub type ReportProblem<'a> = dyn FnMut(&str, String, Option<String>) + 'a;
+pub(crate) type ReportProblem<'a> = dyn FnMut(&str, String, Option<String>) + 'a;
 
 impl TaskSpec {
     /// What `kind = "..."` said.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         self.kind.name
     }
 
@@ -81,7 +81,7 @@ impl TaskSpec {
     }
 
     /// The table (or other object) the task works on, for listings.
-    pub fn target(&self) -> String {
+    pub(crate) fn target(&self) -> String {
         self.task.target()
     }
 
@@ -113,15 +113,15 @@ impl TaskSpec {
     }
 
     /// Problems found by checking the config against the live database.
-    pub async fn check(&self, client: &Client) -> Vec<CheckProblem> {
+    pub(crate) async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         self.task.check(client).await
     }
 
-    pub async fn dry_run(&self, ctx: &mut TaskContext<'_>) -> Result<Outcome, TaskError> {
+    pub(crate) async fn dry_run(&self, ctx: &mut TaskContext<'_>) -> Result<Outcome, TaskError> {
         self.task.dry_run(ctx).await
     }
 
-    pub async fn run(&self, ctx: &mut TaskContext<'_>) -> Result<Outcome, TaskError> {
+    pub(crate) async fn run(&self, ctx: &mut TaskContext<'_>) -> Result<Outcome, TaskError> {
         self.task.run(ctx).await
     }
 }
@@ -424,7 +424,7 @@ impl From<tokio_postgres::Error> for TaskError {
 
 // Outcome and Counters live in the leaf `status` module, so the store can
 // record them without depending on the tasks.
-pub use crate::status::{Counters, Outcome};
+pub(crate) use crate::status::{Counters, Outcome};
 
 /// Where a running task records its progress in the state schema.
 pub struct ProgressRecord {
@@ -434,7 +434,7 @@ pub struct ProgressRecord {
 }
 
 impl ProgressRecord {
-    pub fn new(schema: String, task_run_id: i64) -> Self {
+    pub(crate) fn new(schema: String, task_run_id: i64) -> Self {
         Self {
             schema,
             task_run_id,

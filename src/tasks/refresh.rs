@@ -254,7 +254,7 @@ async fn dependency_order(
 }
 
 // Where `tasks` and the health checks have long found it.
-pub use crate::store::refreshes::refresh_ages;
+pub(crate) use crate::store::refreshes::refresh_ages;
 
 fn statement(view: &ViewPlan) -> String {
     format!(
