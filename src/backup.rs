@@ -14,6 +14,7 @@
 //! extra_float_digits and bytea_output are fixed while writing so the text
 //! does not depend on the server's settings.
 
+use crate::unnamed::Unnamed;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -714,13 +715,13 @@ pub(crate) async fn restore(
         prepared.push(read_part(&*client, schema, id, &dir, part).await?);
     }
     let tx = client.transaction().await?;
-    tx.execute(
+    tx.exec(
         "SELECT set_config('lock_timeout', $1, true)",
         &[&lock_timeout],
     )
     .await?;
     for (name, value) in TEXT_SETTINGS {
-        tx.execute("SELECT set_config($1, $2, true)", &[&name, &value])
+        tx.exec("SELECT set_config($1, $2, true)", &[&name, &value])
             .await?;
     }
     let order = restore_order(&tx, &parts, &prepared).await?;
@@ -869,7 +870,7 @@ async fn restore_part(
         sink.finish().await?;
     }
     let total: i64 = tx
-        .query_one(&format!("SELECT count(*) FROM {temp}"), &[])
+        .row(&format!("SELECT count(*) FROM {temp}"), &[])
         .await?
         .get(0);
     let statement = match part.action.as_str() {
@@ -877,7 +878,7 @@ async fn restore_part(
         _ => Some(put_back(&part.table, &names, &temp, has_key)),
     };
     let restored = match statement {
-        Some(statement) => tx.execute(&statement, &[]).await.map_err(|err| {
+        Some(statement) => tx.exec(&statement, &[]).await.map_err(|err| {
             BackupError::Invalid(format!(
                 "cannot restore backup {id}: putting back the rows of {} failed: {}; nothing was restored",
                 part.table,
@@ -902,7 +903,7 @@ async fn restore_order(
 ) -> Result<Vec<usize>, BackupError> {
     let oids: Vec<u32> = prepared.iter().map(|(_, _, oid)| *oid).collect();
     let edges: Vec<(u32, u32)> = tx
-        .query(
+        .rows(
             "SELECT conrelid, confrelid FROM pg_constraint
               WHERE contype = 'f' AND conrelid = ANY($1) AND confrelid = ANY($1) AND conrelid <> confrelid",
             &[&oids],

@@ -1,6 +1,7 @@
 //! I/O with PostgreSQL that several modules share: catalog lookups, session
 //! settings, and turning driver errors into sentences a person can act on.
 
+use crate::unnamed::Unnamed;
 use tokio_postgres::{Client, GenericClient, error::SqlState};
 
 use crate::duration::Duration;
@@ -91,7 +92,7 @@ impl SessionTimeouts {
         client: &impl GenericClient,
     ) -> Result<(), tokio_postgres::Error> {
         client
-            .query_one(
+            .row(
                 "SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)",
                 &[
                     &self.lock_timeout.as_pg_setting(),
@@ -124,7 +125,7 @@ pub(crate) async fn set_session(
     value: &str,
 ) -> Result<(), tokio_postgres::Error> {
     client
-        .query_one("SELECT set_config($1, $2, false)", &[&name, &value])
+        .row("SELECT set_config($1, $2, false)", &[&name, &value])
         .await?;
     Ok(())
 }
@@ -197,7 +198,7 @@ pub(crate) async fn lookup_table(
     written: &str,
 ) -> Result<TableInfo, LookupError> {
     let row = client
-        .query_one(
+        .row(
             "SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text, c.reltuples::float8,
                     (pg_relation_size(c.oid) / current_setting('block_size')::bigint)
                FROM (SELECT to_regclass($1) AS oid) r
@@ -216,7 +217,7 @@ pub(crate) async fn lookup_table(
         })?;
     let Some(oid) = row.get::<_, Option<u32>>(0) else {
         let path: String = client
-            .query_one("SELECT current_setting('search_path')", &[])
+            .row("SELECT current_setting('search_path')", &[])
             .await
             .map(|r| r.get(0))
             .unwrap_or_default();
@@ -236,7 +237,7 @@ pub(crate) async fn lookup_table(
         return Err(LookupError::NotATable(written.into(), kind_name));
     }
     let columns = client
-        .query(
+        .rows(
             "SELECT attname::text, format_type(atttypid, atttypmod), attgenerated <> ''
                FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             &[&oid],
@@ -262,7 +263,7 @@ pub(crate) async fn primary_key(
     oid: u32,
 ) -> Result<Vec<String>, tokio_postgres::Error> {
     Ok(client
-        .query(
+        .rows(
             "SELECT a.attname::text
                FROM pg_index i
                CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position)
@@ -284,7 +285,7 @@ pub(crate) async fn has_unique_key(
     oid: u32,
 ) -> Result<bool, tokio_postgres::Error> {
     Ok(client
-        .query_one(
+        .row(
             "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = $1 AND indisunique AND indpred IS NULL AND indisvalid)",
             &[&oid],
         )
@@ -294,8 +295,5 @@ pub(crate) async fn has_unique_key(
 
 /// Whether the server is a standby; pgmaint never writes on one.
 pub(crate) async fn in_recovery(client: &Client) -> Result<bool, tokio_postgres::Error> {
-    Ok(client
-        .query_one("SELECT pg_is_in_recovery()", &[])
-        .await?
-        .get(0))
+    Ok(client.row("SELECT pg_is_in_recovery()", &[]).await?.get(0))
 }

@@ -31,3 +31,4 @@ pub mod status;
 pub mod stop;
 pub mod store;
 pub mod tasks;
+pub(crate) mod unnamed;

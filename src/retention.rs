@@ -9,6 +9,7 @@
 //! own rules (a month as 30 days, a day as 24 hours) wherever the interval
 //! is validated (`check`, `plan`, `run`).
 
+use crate::unnamed::Unnamed;
 use tokio_postgres::Client;
 
 /// Why an age is refused, and how to fix it.
@@ -213,7 +214,7 @@ pub(crate) fn check_written(age: &str) -> Result<(), AgeProblem> {
 /// than zero as PostgreSQL compares intervals.
 pub(crate) async fn check_live(client: &Client, age: &str) -> Result<(), AgeProblem> {
     match client
-        .query_one("SELECT $1::text::interval > interval '0'", &[&age])
+        .row("SELECT $1::text::interval > interval '0'", &[&age])
         .await
     {
         Ok(row) if row.get::<_, bool>(0) => Ok(()),

@@ -13,6 +13,7 @@
 //! `--json`, and say so. Without `--keep` the daemon is stopped and the
 //! cluster and its directory are removed.
 
+use crate::unnamed::Unnamed;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -326,19 +327,13 @@ impl Tour {
             .and_then(|list| list.iter().find(|b| b["task"] == "deleted_users"))
             .ok_or_else(|| CliError::Failed("the nightly run made no backup".into()))?;
         let id = backup["id"].to_string();
-        let users_before: i64 = app
-            .query_one("SELECT count(*) FROM users", &[])
-            .await?
-            .get(0);
+        let users_before: i64 = app.row("SELECT count(*) FROM users", &[]).await?.get(0);
         self.say(&format!(
             "\nBackup {id} holds {} rows: the users deleted_users removed and what their ON DELETE CASCADE took. Restore puts all of it back:",
             backup["rows"]
         ));
         self.step(&["restore", &id], "rows still there are left alone")?;
-        let users_after: i64 = app
-            .query_one("SELECT count(*) FROM users", &[])
-            .await?
-            .get(0);
+        let users_after: i64 = app.row("SELECT count(*) FROM users", &[]).await?.get(0);
         self.say(&format!(
             "  users: {users_before} before the restore, {users_after} after."
         ));

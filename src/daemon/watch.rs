@@ -10,6 +10,7 @@
 //! whose upsert (or delete) changes a row is the one that notifies, so
 //! several daemons never send the same notice twice.
 
+use crate::unnamed::Unnamed;
 use std::sync::Arc;
 
 use tokio_postgres::Client;
@@ -49,7 +50,7 @@ async fn once(shared: &Shared, client: &mut Client) -> Result<(), String> {
             .map_err(|e| crate::db::describe(&e))?;
     }
     let sizes = client
-        .query(
+        .rows(
             "SELECT n.nspname || '.' || c.relname, (c.relpages::float8 * current_setting('block_size')::float8)
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')

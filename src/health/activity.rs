@@ -3,6 +3,7 @@
 //! transactions left behind.
 
 use super::{Check, CheckContext, CheckName, Outcome, measured, percent, seconds};
+use crate::unnamed::Unnamed;
 
 pub(super) struct Connections;
 
@@ -14,7 +15,7 @@ impl Check for Connections {
     async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
         let row = ctx
             .client
-            .query_one(
+            .row(
                 "SELECT count(*)::float8, current_setting('max_connections')::float8,
                     current_setting('superuser_reserved_connections')::float8
                FROM pg_stat_activity WHERE backend_type = 'client backend'",
@@ -45,7 +46,7 @@ async fn sessions_in(
     let low = ctx.thresholds.warning.unwrap_or(0.0);
     let rows = ctx
         .client
-        .query(
+        .rows(
             &format!(
                 "SELECT pid, coalesce(usename::text, '?'), coalesce(datname::text, '?'),
                         extract(epoch FROM now() - {since})::float8, left(query, 200)
@@ -120,7 +121,7 @@ impl Check for BlockedQueries {
         let low = ctx.thresholds.warning.unwrap_or(0.0);
         let rows = ctx
             .client
-            .query(
+            .rows(
                 "SELECT pid, pg_blocking_pids(pid)::text, extract(epoch FROM now() - coalesce(query_start, state_change))::float8, left(query, 200)
                FROM pg_stat_activity
               WHERE cardinality(pg_blocking_pids(pid)) > 0
@@ -150,7 +151,7 @@ impl Check for PreparedTransactions {
     async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
         let rows = ctx
             .client
-            .query(
+            .rows(
                 "SELECT gid, database::text, extract(epoch FROM now() - prepared)::float8 FROM pg_prepared_xacts ORDER BY prepared",
                 &[],
             )

@@ -26,6 +26,7 @@ mod storage;
 mod tables;
 mod wraparound;
 
+use crate::unnamed::Unnamed;
 use std::time::Instant;
 
 use futures_util::future::BoxFuture;
@@ -272,7 +273,7 @@ struct SessionSettings {
 impl SessionSettings {
     async fn read(client: &Client) -> Option<SessionSettings> {
         client
-            .query_one(
+            .row(
                 "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')",
                 &[],
             )
@@ -426,7 +427,7 @@ pub(crate) async fn has_extension(
     name: &str,
 ) -> Result<bool, tokio_postgres::Error> {
     Ok(client
-        .query_one(
+        .row(
             "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = $1)",
             &[&name],
         )

@@ -5,6 +5,7 @@
 use super::{Check, CheckContext, CheckName, Outcome, measured, seconds};
 use crate::config::Config;
 use crate::tasks::refresh::RefreshSpec;
+use crate::unnamed::Unnamed;
 
 pub(super) struct MatviewStaleness;
 
@@ -46,7 +47,7 @@ async fn matview_staleness(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_post
         };
         let views: Vec<String> = if spec.views.is_empty() {
             ctx.client
-                .query(
+                .rows(
                     "SELECT schemaname || '.' || matviewname FROM pg_matviews",
                     &[],
                 )
@@ -59,7 +60,7 @@ async fn matview_staleness(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_post
             for view in &spec.views {
                 let row = ctx
                     .client
-                    .query_one("SELECT (SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1))", &[view])
+                    .row("SELECT (SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1))", &[view])
                     .await?;
                 if let Some(name) = row.get::<_, Option<String>>(0) {
                     resolved.push(name);

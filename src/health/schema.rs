@@ -6,6 +6,7 @@ use super::{
     Check, CheckContext, CheckName, Finding, Outcome, found, has_extension, human_bytes, measured,
     percent,
 };
+use crate::unnamed::Unnamed;
 
 pub(super) struct Sequences;
 
@@ -19,7 +20,7 @@ impl Check for Sequences {
         // maximum of every column it feeds (owned by, identity, or a default).
         let rows = ctx
             .client
-            .query(
+            .rows(
                 "WITH seqs AS (
                  SELECT s.oid, n.nspname || '.' || s.relname AS name, ps.last_value::float8 AS last, ps.max_value::float8 AS seq_max
                    FROM pg_class s JOIN pg_namespace n ON n.oid = s.relnamespace
@@ -66,7 +67,7 @@ impl Check for InvalidIndexes {
     async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
         let rows = ctx
             .client
-            .query(
+            .rows(
                 "SELECT i.indexrelid::regclass::text, i.indrelid::regclass::text, pg_relation_size(i.indexrelid)::float8
                FROM pg_index i WHERE NOT i.indisvalid
                 AND i.indexrelid NOT IN (SELECT index_relid FROM pg_stat_progress_create_index)",
@@ -92,7 +93,7 @@ impl Check for InvalidConstraints {
     async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
         let rows = ctx
             .client
-            .query(
+            .rows(
                 "SELECT c.conrelid::regclass::text, c.conname::text, c.contype::text
                FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
               WHERE NOT c.convalidated AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
@@ -122,7 +123,7 @@ impl Check for DuplicateIndexes {
         // unless `b` is the same index again.
         let rows = ctx
             .client
-            .query(
+            .rows(
                 "SELECT a.indexrelid::regclass::text, b.indexrelid::regclass::text, a.indrelid::regclass::text,
                     pg_relation_size(a.indexrelid)::float8
                FROM pg_index a
@@ -166,7 +167,7 @@ impl Check for UnusedIndexes {
         let min_size = ctx.thresholds.warning.unwrap_or(0.0);
         let since: Option<String> = ctx
             .client
-            .query_one(
+            .row(
                 "SELECT stats_reset::text FROM pg_stat_database WHERE datname = current_database()",
                 &[],
             )
@@ -174,7 +175,7 @@ impl Check for UnusedIndexes {
             .get(0);
         let rows = ctx
             .client
-            .query(
+            .rows(
                 "SELECT s.schemaname || '.' || s.indexrelname, s.schemaname || '.' || s.relname,
                     c.relpages::float8 * current_setting('block_size')::float8
                FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid
@@ -215,7 +216,7 @@ impl Check for MissingIndexes {
         // Large tables read mostly by sequential scans that each read many rows.
         let rows = ctx
             .client
-            .query(
+            .rows(
                 "SELECT schemaname || '.' || relname, relname::text, seq_scan::float8, coalesce(idx_scan, 0)::float8,
                     (seq_tup_read / greatest(seq_scan, 1))::float8, n_live_tup::float8
                FROM pg_stat_user_tables
@@ -234,7 +235,7 @@ impl Check for MissingIndexes {
             if statements {
                 let queries = ctx
                     .client
-                    .query(
+                    .rows(
                         "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 120) FROM pg_stat_statements
                       WHERE query ILIKE '%' || $1 || '%' ORDER BY total_exec_time DESC LIMIT 3",
                         &[&r.get::<_, String>(1)],

@@ -4,6 +4,7 @@
 //! updates available. Parts that need privileges pgmaint lacks say so.
 
 use super::{Check, CheckContext, CheckName, Finding, Level, Outcome, found};
+use crate::unnamed::Unnamed;
 
 pub(super) struct Security;
 
@@ -47,7 +48,7 @@ impl Check for Security {
 async fn superusers(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let rows = ctx
         .client
-        .query(
+        .rows(
             "SELECT r.rolname::text,
                     coalesce((SELECT string_agg(m.rolname::text, ', ') FROM pg_auth_members am JOIN pg_roles m ON m.oid = am.member
                                WHERE am.roleid = r.oid AND m.rolcanlogin), '')
@@ -70,7 +71,7 @@ async fn superusers(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, tokio_postgr
 async fn passwordless_roles(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let rows = ctx
         .client
-        .query(
+        .rows(
             "SELECT rolname::text FROM pg_authid WHERE rolcanlogin AND rolpassword IS NULL",
             &[],
         )
@@ -89,7 +90,7 @@ async fn passwordless_roles(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, toki
 async fn trust_lines(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let rows = ctx
         .client
-        .query("SELECT type, coalesce(array_to_string(database, ','), ''), coalesce(array_to_string(user_name, ','), ''), coalesce(address, 'local'), line_number FROM pg_hba_file_rules WHERE auth_method = 'trust'", &[])
+        .rows("SELECT type, coalesce(array_to_string(database, ','), ''), coalesce(array_to_string(user_name, ','), ''), coalesce(address, 'local'), line_number FROM pg_hba_file_rules WHERE auth_method = 'trust'", &[])
         .await?;
     Ok(rows
         .iter()
@@ -110,7 +111,7 @@ async fn server_settings(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, tokio_p
     let mut findings = Vec::new();
     let ssl: String = ctx
         .client
-        .query_one("SELECT current_setting('ssl')", &[])
+        .row("SELECT current_setting('ssl')", &[])
         .await?
         .get(0);
     if ssl != "on" {
@@ -118,7 +119,7 @@ async fn server_settings(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, tokio_p
     }
     let hashing: String = ctx
         .client
-        .query_one("SELECT current_setting('password_encryption')", &[])
+        .row("SELECT current_setting('password_encryption')", &[])
         .await?
         .get(0);
     if hashing == "md5" {
@@ -136,7 +137,7 @@ async fn server_settings(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, tokio_p
 async fn md5_roles(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let rows = ctx
         .client
-        .query(
+        .rows(
             "SELECT rolname::text FROM pg_authid WHERE rolpassword LIKE 'md5%'",
             &[],
         )
@@ -158,7 +159,7 @@ async fn md5_roles(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, tokio_postgre
 async fn public_create(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let public_create: bool = ctx
         .client
-        .query_one(
+        .row(
             "SELECT coalesce(bool_or(a.grantee = 0 AND a.privilege_type = 'CREATE'), false)
                FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a WHERE n.nspname = 'public'",
             &[],
@@ -182,7 +183,7 @@ async fn public_create(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, tokio_pos
 async fn extension_updates(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let rows = ctx
         .client
-        .query("SELECT name::text, installed_version, default_version FROM pg_available_extensions WHERE installed_version IS NOT NULL AND installed_version <> default_version", &[])
+        .rows("SELECT name::text, installed_version, default_version FROM pg_available_extensions WHERE installed_version IS NOT NULL AND installed_version <> default_version", &[])
         .await?;
     Ok(rows
         .iter()

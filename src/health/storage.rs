@@ -7,6 +7,7 @@ use super::{
     seconds,
 };
 use crate::store::snapshots;
+use crate::unnamed::Unnamed;
 
 pub(super) struct DatabaseSize;
 
@@ -18,7 +19,7 @@ impl Check for DatabaseSize {
     async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
         let size: f64 = ctx
             .client
-            .query_one("SELECT pg_database_size(current_database())::float8", &[])
+            .row("SELECT pg_database_size(current_database())::float8", &[])
             .await?
             .get(0);
         let finding = measured(
@@ -97,13 +98,13 @@ impl Check for Replication {
     async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
         let standby: bool = ctx
             .client
-            .query_one("SELECT pg_is_in_recovery()", &[])
+            .row("SELECT pg_is_in_recovery()", &[])
             .await?
             .get(0);
         if standby {
             let lag: Option<f64> = ctx
                 .client
-                .query_one(
+                .row(
                     "SELECT extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8",
                     &[],
                 )
@@ -128,7 +129,7 @@ impl Check for Replication {
         let mut findings = Vec::new();
         for r in ctx
             .client
-            .query(
+            .rows(
                 "SELECT coalesce(application_name, '') || ' ' || coalesce(client_addr::text, 'local'),
                     coalesce(extract(epoch FROM replay_lag), 0)::float8,
                     coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::float8
@@ -153,7 +154,7 @@ impl Check for Replication {
         }
         for r in ctx
             .client
-            .query(
+            .rows(
                 "SELECT slot_name::text, active, coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::float8
                FROM pg_replication_slots",
                 &[],

@@ -3,6 +3,7 @@
 //! from the planner's statistics, or with `--exact` measured by pgstattuple
 //! within a time budget; each figure says which).
 
+use crate::unnamed::Unnamed;
 use std::time::{Duration, Instant};
 
 use super::{
@@ -28,7 +29,7 @@ impl Check for CacheHit {
     async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
         let row = ctx
             .client
-            .query_one(
+            .row(
                 "SELECT coalesce(sum(heap_blks_hit), 0)::float8, coalesce(sum(heap_blks_read), 0)::float8,
                     coalesce(sum(idx_blks_hit), 0)::float8, coalesce(sum(idx_blks_read), 0)::float8
                FROM pg_statio_user_tables",
@@ -66,7 +67,7 @@ impl Check for DeadTuples {
         let low = ctx.thresholds.warning.unwrap_or(1.0);
         let rows = ctx
             .client
-            .query(
+            .rows(
                 "SELECT * FROM (
                  SELECT s.schemaname || '.' || s.relname AS name, s.n_dead_tup::float8 AS dead,
                         coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions) WHERE option_name = 'autovacuum_vacuum_threshold'),
@@ -140,7 +141,7 @@ async fn maintenance_age(
     let low = ctx.thresholds.warning.unwrap_or(0.0);
     let rows = ctx
         .client
-        .query(
+        .rows(
             &format!(
                 "SELECT schemaname || '.' || relname, extract(epoch FROM now() - {last})::float8 / 86400
                    FROM pg_stat_user_tables
@@ -238,14 +239,14 @@ async fn bloat(
     exact: &str,
     advice: &str,
 ) -> Result<Outcome, tokio_postgres::Error> {
-    let rows = ctx.client.query(list, &[&BLOAT_MIN_BYTES]).await?;
+    let rows = ctx.client.rows(list, &[&BLOAT_MIN_BYTES]).await?;
     let measure = ctx.exact && has_extension(ctx.client, "pgstattuple").await?;
     let started = Instant::now();
     let mut findings = Vec::new();
     for r in rows {
         let (oid, size, expected): (u32, f64, f64) = (r.get(0), r.get(2), r.get(3));
         let (bloat, how) = if measure && started.elapsed() < EXACT_BUDGET {
-            let measured: f64 = ctx.client.query_one(exact, &[&oid]).await?.get(0);
+            let measured: f64 = ctx.client.row(exact, &[&oid]).await?.get(0);
             (measured, "exact")
         } else {
             ((1.0 - expected / size).max(0.0), "estimate")

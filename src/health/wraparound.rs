@@ -3,6 +3,7 @@
 //! autovacuum_freeze_max_age (autovacuum should have frozen them).
 
 use super::{Check, CheckContext, CheckName, Finding, Level, Outcome, measured, percent};
+use crate::unnamed::Unnamed;
 
 const LIMIT: f64 = 2_147_483_648.0;
 
@@ -17,7 +18,7 @@ impl Check for XidWraparound {
         let advice = "VACUUM (FREEZE) the oldest tables; look for long transactions, prepared transactions or replication slots holding the horizon back";
         let mut findings: Vec<Finding> = ctx
             .client
-            .query(
+            .rows(
                 "SELECT datname::text, age(datfrozenxid)::float8 FROM pg_database WHERE datallowconn",
                 &[],
             )
@@ -35,7 +36,7 @@ impl Check for XidWraparound {
             .collect();
         let freeze_max: f64 = ctx
             .client
-            .query_one(
+            .row(
                 "SELECT current_setting('autovacuum_freeze_max_age')::float8",
                 &[],
             )
@@ -43,7 +44,7 @@ impl Check for XidWraparound {
             .get(0);
         for row in ctx
             .client
-            .query(
+            .rows(
                 "SELECT n.nspname || '.' || c.relname, age(c.relfrozenxid)::float8
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE c.relkind IN ('r', 'm', 't') AND age(c.relfrozenxid) > least($1::float8, 0.5 * $2::float8)
@@ -74,7 +75,7 @@ impl Check for MultixactAge {
     async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
         let findings = ctx
             .client
-            .query("SELECT datname::text, mxid_age(datminmxid)::float8 FROM pg_database WHERE datallowconn", &[])
+            .rows("SELECT datname::text, mxid_age(datminmxid)::float8 FROM pg_database WHERE datallowconn", &[])
             .await?
             .iter()
             .map(|r| measured(ctx, format!("database {}", r.get::<_, String>(0)), r.get::<_, f64>(1) / LIMIT, percent,

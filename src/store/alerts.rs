@@ -2,6 +2,7 @@
 //! was last sent. The daemon whose upsert (or delete) changes a row is the
 //! one that notifies, so several daemons never send one notice twice.
 
+use crate::unnamed::Unnamed;
 use tokio_postgres::Client;
 
 use crate::sql::quote_ident;
@@ -20,7 +21,7 @@ pub(crate) async fn raise_alert(
 ) -> Result<Option<bool>, tokio_postgres::Error> {
     let q = quote_ident(schema);
     Ok(client
-        .query_opt(
+        .row_opt(
             &format!(
                 "INSERT INTO {q}.alert_state (alert, check_name, level) VALUES ($1, $2, $3)
                          ON CONFLICT (alert, check_name) DO UPDATE SET level = excluded.level, last_sent = now()
@@ -44,7 +45,7 @@ pub(crate) async fn clear_alert(
 ) -> Result<Option<String>, tokio_postgres::Error> {
     let q = quote_ident(schema);
     Ok(client
-        .query_opt(
+        .row_opt(
             &format!(
                 "DELETE FROM {q}.alert_state WHERE alert = $1 AND check_name = $2 RETURNING level"
             ),

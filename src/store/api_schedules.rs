@@ -3,6 +3,7 @@
 //! daemon a schedule changed (sent in the change's transaction, so it is
 //! delivered at commit).
 
+use crate::unnamed::Unnamed;
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
@@ -36,7 +37,7 @@ pub(crate) async fn load_api_schedules(
 ) -> Result<Vec<(StoredSchedule, DateTime<Utc>)>, tokio_postgres::Error> {
     let q = quote_ident(schema);
     Ok(client
-        .query(
+        .rows(
             &format!(
                 "SELECT name, cron, timezone, tasks, enabled, allow_critical, misfire, misfire_grace_seconds, max_runtime_seconds, notify, updated_at
                    FROM {q}.api_schedules ORDER BY name"
@@ -73,7 +74,7 @@ pub(crate) async fn api_schedules_digest(
 ) -> Result<String, tokio_postgres::Error> {
     let q = quote_ident(schema);
     Ok(client
-        .query_one(
+        .row(
             &format!(
                 "SELECT coalesce(md5(string_agg(name || ' ' || updated_at::text, ',' ORDER BY name)), '') FROM {q}.api_schedules"
             ),
@@ -88,7 +89,7 @@ async fn announce(
     tx: &tokio_postgres::Transaction<'_>,
     schema: &str,
 ) -> Result<(), tokio_postgres::Error> {
-    tx.execute("SELECT pg_notify($1, $2)", &[&SCHEDULES_CHANNEL, &schema])
+    tx.exec("SELECT pg_notify($1, $2)", &[&SCHEDULES_CHANNEL, &schema])
         .await?;
     Ok(())
 }
@@ -114,7 +115,7 @@ pub(crate) async fn save_api_schedule(
     };
     let tx = client.transaction().await?;
     let changed = tx
-        .execute(
+        .exec(
             &format!(
                 "INSERT INTO {q}.api_schedules (name, cron, timezone, tasks, enabled, allow_critical, misfire, misfire_grace_seconds, max_runtime_seconds, notify)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) {conflict}"
@@ -143,7 +144,7 @@ pub(crate) async fn delete_api_schedule(
     let q = quote_ident(schema);
     let tx = client.transaction().await?;
     let deleted = tx
-        .execute(
+        .exec(
             &format!("DELETE FROM {q}.api_schedules WHERE name = $1"),
             &[&name],
         )
@@ -176,7 +177,7 @@ pub(crate) async fn audit(
 ) -> Result<(), tokio_postgres::Error> {
     let q = quote_ident(schema);
     client
-        .execute(
+        .exec(
             &format!(
                 "INSERT INTO {q}.audit (who, action, object, details) VALUES ($1, $2, $3, $4)"
             ),

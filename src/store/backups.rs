@@ -2,6 +2,7 @@
 //! files themselves, their CSV and their checksums are `backup.rs`'s; this
 //! is only where they are recorded.
 
+use crate::unnamed::Unnamed;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::{Error, GenericClient};
@@ -63,7 +64,7 @@ pub(crate) async fn insert_backup(
 ) -> Result<i64, Error> {
     let q = quote_ident(schema);
     Ok(client
-        .query_one(
+        .row(
             &format!(
                 "INSERT INTO {q}.backups (task_run_id, task, table_schema, table_name, columns, dir, purpose)
                      VALUES ($1, $2, $3, $4, $5, '', $6) RETURNING id"
@@ -89,7 +90,7 @@ pub(crate) async fn delete_backup(
 ) -> Result<(), Error> {
     let q = quote_ident(schema);
     client
-        .execute(&format!("DELETE FROM {q}.backups WHERE id = $1"), &[&id])
+        .exec(&format!("DELETE FROM {q}.backups WHERE id = $1"), &[&id])
         .await?;
     Ok(())
 }
@@ -104,7 +105,7 @@ pub(crate) async fn place_backup(
 ) -> Result<(), Error> {
     let q = quote_ident(schema);
     client
-        .execute(
+        .exec(
             &format!("UPDATE {q}.backups SET dir = $2, file_prefix = $3 WHERE id = $1"),
             &[&id, &dir, &prefix],
         )
@@ -128,7 +129,7 @@ pub(crate) async fn add_backup_part(
 ) -> Result<(), Error> {
     let q = quote_ident(schema);
     client
-        .execute(
+        .exec(
             &format!(
                 "INSERT INTO {q}.backup_parts (backup_id, part, table_schema, table_name, columns, action, key_columns, via)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
@@ -162,7 +163,7 @@ pub(crate) async fn record_backup_file(
 ) -> Result<(), Error> {
     let q = quote_ident(schema);
     client
-        .execute(
+        .exec(
             &format!("INSERT INTO {q}.backup_files (backup_id, seq, file, rows, sha256, part) VALUES ($1, $2, $3, $4, $5, $6)"),
             &[&backup_id, &seq, &file, &rows, &sha256, &part],
         )
@@ -178,7 +179,7 @@ pub(crate) async fn backups_of_task(
 ) -> Result<Vec<IndexedBackup>, Error> {
     let q = quote_ident(schema);
     Ok(client
-        .query(
+        .rows(
             &format!(
                 "SELECT b.id, b.dir, count(f.file)::int, b.file_prefix, b.purpose,
                         coalesce(array_agg(f.file) FILTER (WHERE f.file IS NOT NULL), '{{}}')
@@ -207,7 +208,7 @@ pub(crate) async fn list_backups(
 ) -> Result<Vec<BackupRecord>, Error> {
     let q = quote_ident(schema);
     Ok(client
-        .query(
+        .rows(
             &format!(
                 "SELECT b.id, b.task, b.table_schema || '.' || b.table_name,
                         coalesce((SELECT sum(f.rows) FROM {q}.backup_files f WHERE f.backup_id = b.id), 0)::bigint,
@@ -238,7 +239,7 @@ pub(crate) async fn backups_older_than(
 ) -> Result<Vec<(i64, String)>, Error> {
     let q = quote_ident(schema);
     Ok(client
-        .query(
+        .rows(
             &format!(
                 "SELECT id, dir FROM {q}.backups WHERE purpose = 'backup' AND created_at < now() - $1::text::interval"
             ),
@@ -258,7 +259,7 @@ pub(crate) async fn backup_table(
 ) -> Result<Option<BackupTable>, Error> {
     let q = quote_ident(schema);
     Ok(client
-        .query_opt(
+        .row_opt(
             &format!(
                 "SELECT table_schema, table_name, columns, dir FROM {q}.backups WHERE id = $1"
             ),
@@ -281,7 +282,7 @@ pub(crate) async fn backup_parts(
 ) -> Result<Vec<BackupPartRecord>, Error> {
     let q = quote_ident(schema);
     Ok(client
-        .query(
+        .rows(
             &format!(
                 "SELECT part, table_schema, table_name, columns, action, key_columns, via
                    FROM {q}.backup_parts WHERE backup_id = $1 ORDER BY part"
@@ -311,7 +312,7 @@ pub(crate) async fn backup_files_of_part(
 ) -> Result<Vec<(String, String)>, Error> {
     let q = quote_ident(schema);
     Ok(client
-        .query(
+        .rows(
             &format!(
                 "SELECT file, sha256 FROM {q}.backup_files WHERE backup_id = $1 AND part = $2 ORDER BY seq"
             ),

@@ -5,6 +5,7 @@
 //! involved, so any number of daemons can run against one database. Also
 //! the session advisory lock a schedule's running fire holds.
 
+use crate::unnamed::Unnamed;
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
@@ -23,7 +24,7 @@ pub(crate) async fn last_fire(
 ) -> Result<Option<DateTime<Utc>>, tokio_postgres::Error> {
     let q = quote_ident(schema);
     Ok(client
-        .query_opt(
+        .row_opt(
             &format!("SELECT last_fire FROM {q}.schedule_state WHERE schedule = $1"),
             &[&schedule],
         )
@@ -40,7 +41,7 @@ pub(crate) async fn begin_schedule(
 ) -> Result<(), tokio_postgres::Error> {
     let q = quote_ident(schema);
     client
-        .execute(
+        .exec(
             &format!("INSERT INTO {q}.schedule_state (schedule, last_fire) VALUES ($1, $2) ON CONFLICT DO NOTHING"),
             &[&schedule, &from],
         )
@@ -62,7 +63,7 @@ pub(crate) async fn claim_fire(
     let q = quote_ident(schema);
     let tx = client.transaction().await?;
     let won = tx
-        .execute(
+        .exec(
             &format!(
                 "INSERT INTO {q}.schedule_fires (schedule, scheduled_for, claimed_by, status, reason)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"
@@ -71,7 +72,7 @@ pub(crate) async fn claim_fire(
         )
         .await?
         == 1;
-    tx.execute(
+    tx.exec(
         &format!(
             "INSERT INTO {q}.schedule_state (schedule, last_fire) VALUES ($1, $2)
              ON CONFLICT (schedule) DO UPDATE SET last_fire = greatest({q}.schedule_state.last_fire, excluded.last_fire)"
@@ -92,7 +93,7 @@ pub(crate) async fn set_fire_run(
 ) -> Result<(), tokio_postgres::Error> {
     let q = quote_ident(schema);
     client
-        .execute(
+        .exec(
             &format!("UPDATE {q}.schedule_fires SET run_id = $3 WHERE schedule = $1 AND scheduled_for = $2"),
             &[&schedule, &at, &run_id],
         )
@@ -110,7 +111,7 @@ pub(crate) async fn finish_fire(
 ) -> Result<(), tokio_postgres::Error> {
     let q = quote_ident(schema);
     client
-        .execute(
+        .exec(
             &format!("UPDATE {q}.schedule_fires SET status = $3, reason = coalesce($4, reason) WHERE schedule = $1 AND scheduled_for = $2"),
             &[&schedule, &at, &status.as_str(), &reason],
         )
@@ -126,7 +127,7 @@ pub(crate) async fn mark_fires_interrupted(
 ) -> Result<u64, tokio_postgres::Error> {
     let q = quote_ident(schema);
     client
-        .execute(
+        .exec(
             &format!(
                 "UPDATE {q}.schedule_fires f SET status = 'interrupted', reason = 'the daemon running it died'
                   WHERE f.status = 'running'
@@ -146,13 +147,13 @@ pub(crate) async fn prune_runs_and_fires(
 ) -> Result<u64, tokio_postgres::Error> {
     let q = quote_ident(schema);
     let runs = client
-        .execute(
+        .exec(
             &format!("DELETE FROM {q}.runs WHERE status <> 'running' AND coalesce(finished_at, started_at) < now() - $1::text::interval"),
             &[&keep],
         )
         .await?;
     client
-        .execute(
+        .exec(
             &format!("DELETE FROM {q}.schedule_fires WHERE status <> 'running' AND scheduled_for < now() - $1::text::interval"),
             &[&keep],
         )
@@ -168,7 +169,7 @@ pub(crate) async fn try_lock_schedule(
     schedule: &str,
 ) -> Result<bool, tokio_postgres::Error> {
     Ok(client
-        .query_one(
+        .row(
             "SELECT pg_try_advisory_lock($1, hashtext($2))",
             &[&SCHEDULE_LOCK_CLASS, &schedule],
         )
@@ -181,7 +182,7 @@ pub(crate) async fn unlock_schedule(
     schedule: &str,
 ) -> Result<(), tokio_postgres::Error> {
     client
-        .query_one(
+        .row(
             "SELECT pg_advisory_unlock($1, hashtext($2))",
             &[&SCHEDULE_LOCK_CLASS, &schedule],
         )

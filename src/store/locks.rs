@@ -2,6 +2,7 @@
 //! holds it as long as it lives) and one per task (a task runs in one
 //! process at a time).
 
+use crate::unnamed::Unnamed;
 use tokio_postgres::Client;
 
 /// First key of pgmaint's two-key advisory locks that mark a live run ("pgmr").
@@ -22,7 +23,7 @@ pub(crate) async fn try_lock_task(
 ) -> Result<bool, tokio_postgres::Error> {
     let key = format!("{schema}.{task}");
     Ok(client
-        .query_one(
+        .row(
             "SELECT pg_try_advisory_lock($1, hashtext($2))",
             &[&TASK_LOCK_CLASS, &key],
         )
@@ -37,7 +38,7 @@ pub(crate) async fn unlock_task(
 ) -> Result<(), tokio_postgres::Error> {
     let key = format!("{schema}.{task}");
     client
-        .execute(
+        .exec(
             "SELECT pg_advisory_unlock($1, hashtext($2))",
             &[&TASK_LOCK_CLASS, &key],
         )

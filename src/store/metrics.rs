@@ -1,6 +1,7 @@
 //! The reads `/metrics` renders: task runs and schedule fires, counted in
 //! the state schema at scrape time (so every daemon reports every run).
 
+use crate::unnamed::Unnamed;
 use tokio_postgres::GenericClient;
 
 /// Task runs by task and status, dry runs excluded.
@@ -10,7 +11,7 @@ pub(crate) async fn task_run_counts(
 ) -> Result<Vec<(String, String, i64)>, tokio_postgres::Error> {
     let q = crate::sql::quote_ident(schema);
     Ok(client
-        .query(&format!("SELECT task, status, count(*) FROM {q}.task_runs WHERE NOT dry_run GROUP BY 1, 2 ORDER BY 1, 2"), &[])
+        .rows(&format!("SELECT task, status, count(*) FROM {q}.task_runs WHERE NOT dry_run GROUP BY 1, 2 ORDER BY 1, 2"), &[])
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
@@ -24,7 +25,7 @@ pub(crate) async fn task_totals(
 ) -> Result<Vec<(String, i64, Option<f64>)>, tokio_postgres::Error> {
     let q = crate::sql::quote_ident(schema);
     Ok(client
-        .query(
+        .rows(
             &format!(
                 "SELECT task, sum(rows)::bigint, extract(epoch FROM max(finished_at) FILTER (WHERE status = 'succeeded'))::float8
                    FROM {q}.task_runs WHERE NOT dry_run GROUP BY 1 ORDER BY 1"
@@ -54,7 +55,7 @@ pub(crate) async fn task_durations(
     let q = crate::sql::quote_ident(schema);
     let bounds: Vec<f64> = bounds.to_vec();
     Ok(client
-        .query(
+        .rows(
             &format!(
                 "SELECT task, array(SELECT count(*) FILTER (WHERE duration_ms <= b * 1000) FROM unnest($1::float8[]) b),
                         count(*), coalesce(sum(duration_ms), 0)::float8 / 1000
@@ -80,7 +81,7 @@ pub(crate) async fn fire_counts(
 ) -> Result<Vec<(String, String, i64)>, tokio_postgres::Error> {
     let q = crate::sql::quote_ident(schema);
     Ok(client
-        .query(&format!("SELECT schedule, status, count(*) FROM {q}.schedule_fires GROUP BY 1, 2 ORDER BY 1, 2"), &[])
+        .rows(&format!("SELECT schedule, status, count(*) FROM {q}.schedule_fires GROUP BY 1, 2 ORDER BY 1, 2"), &[])
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
@@ -94,7 +95,7 @@ pub(crate) async fn schedule_last_success(
 ) -> Result<Vec<(String, f64)>, tokio_postgres::Error> {
     let q = crate::sql::quote_ident(schema);
     Ok(client
-        .query(
+        .rows(
             &format!("SELECT schedule, extract(epoch FROM max(scheduled_for))::float8 FROM {q}.schedule_fires WHERE status = 'succeeded' GROUP BY 1 ORDER BY 1"),
             &[],
         )

@@ -1,6 +1,7 @@
 //! `notifications`: each notice sent (or not), to whom, after how many
 //! attempts.
 
+use crate::unnamed::Unnamed;
 use tokio_postgres::Client;
 
 use crate::sql::quote_ident;
@@ -17,7 +18,7 @@ pub(crate) async fn record_notification(
 ) -> Result<(), tokio_postgres::Error> {
     let q = quote_ident(schema);
     client
-        .execute(
+        .exec(
             &format!("INSERT INTO {q}.notifications (notifier, title, ok, attempts, error) VALUES ($1, $2, $3, $4, $5)"),
             &[&notifier, &title, &ok, &attempts, &error],
         )

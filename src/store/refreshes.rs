@@ -1,6 +1,7 @@
 //! `refreshes`: each materialized view refresh pgmaint made, which is what
 //! a view's staleness is measured from.
 
+use crate::unnamed::Unnamed;
 use std::collections::BTreeMap;
 
 use tokio_postgres::{Error, GenericClient};
@@ -22,7 +23,7 @@ pub(crate) async fn record_refresh(
 ) -> Result<(), Error> {
     let q = quote_ident(schema);
     client
-        .execute(
+        .exec(
             &format!("INSERT INTO {q}.refreshes (view_schema, view_name, task, task_run_id, duration_ms, mode) VALUES ($1, $2, $3, $4, $5, $6)"),
             &[&view_schema, &view_name, &task, &task_run_id, &duration_ms, &mode],
         )
@@ -38,7 +39,7 @@ pub async fn refresh_ages(
 ) -> Result<BTreeMap<String, f64>, Error> {
     let q = quote_ident(schema);
     Ok(client
-        .query(
+        .rows(
             &format!(
                 "SELECT DISTINCT ON (view_schema, view_name) view_schema || '.' || view_name,
                         extract(epoch FROM now() - refreshed_at)::float8

@@ -1,6 +1,7 @@
 //! Runs, task runs and their progress: the audit trail of everything
 //! pgmaint does, and the history read back from it.
 
+use crate::unnamed::Unnamed;
 use serde::Serialize;
 use tokio_postgres::Client;
 
@@ -60,7 +61,7 @@ pub(crate) async fn start_run(
     let q = quote_ident(schema);
     let tx = client.transaction().await?;
     let id: i64 = tx
-        .query_one(
+        .row(
             &format!(
                 "INSERT INTO {q}.runs (trigger, triggered_by, command, status, dry_run, pgmaint_version)
                  VALUES ($1, $2, $3, 'running', $4, $5) RETURNING id"
@@ -71,7 +72,7 @@ pub(crate) async fn start_run(
         .get(0);
     // Taken before the row is visible to anyone, so no one can see the run
     // without its lock.
-    tx.execute(
+    tx.exec(
         "SELECT pg_advisory_lock($1, $2)",
         &[&RUN_LOCK_CLASS, &run_lock_key(id)],
     )
@@ -89,7 +90,7 @@ pub(crate) async fn finish_run(
 ) -> Result<(), StateError> {
     let q = quote_ident(schema);
     client
-        .execute(
+        .exec(
             &format!(
                 "UPDATE {q}.runs SET status = $2, finished_at = now(), error = $3 WHERE id = $1"
             ),
@@ -97,7 +98,7 @@ pub(crate) async fn finish_run(
         )
         .await?;
     client
-        .execute(
+        .exec(
             "SELECT pg_advisory_unlock($1, $2)",
             &[&RUN_LOCK_CLASS, &run_lock_key(run_id)],
         )
@@ -115,7 +116,7 @@ pub(crate) async fn start_task_run(
 ) -> Result<i64, StateError> {
     let q = quote_ident(schema);
     Ok(client
-        .query_one(
+        .row(
             &format!(
                 "INSERT INTO {q}.task_runs (run_id, task, kind, status, dry_run) VALUES ($1, $2, $3, 'running', $4) RETURNING id"
             ),
@@ -133,7 +134,7 @@ pub async fn record_progress(
 ) -> Result<(), tokio_postgres::Error> {
     let q = quote_ident(schema);
     client
-        .execute(
+        .exec(
             &format!(
                 "UPDATE {q}.task_runs SET rows = $2, batches = $3, retries = $4 WHERE id = $1"
             ),
@@ -157,7 +158,7 @@ pub(crate) async fn finish_task_run(
 ) -> Result<(), StateError> {
     let q = quote_ident(schema);
     client
-        .execute(
+        .exec(
             &format!(
                 "UPDATE {q}.task_runs SET status = $2, rows = $3, batches = $4, retries = $5, duration_ms = $6,
                         error = $7, details = $8, finished_at = now() WHERE id = $1"
@@ -185,7 +186,7 @@ pub(crate) async fn mark_interrupted(
 ) -> Result<Vec<i64>, StateError> {
     let q = quote_ident(schema);
     let running: Vec<i64> = client
-        .query(
+        .rows(
             &format!("SELECT id FROM {q}.runs WHERE status = 'running' ORDER BY id"),
             &[],
         )
@@ -197,7 +198,7 @@ pub(crate) async fn mark_interrupted(
     for id in running {
         let key = run_lock_key(id);
         let free: bool = client
-            .query_one(
+            .row(
                 "SELECT pg_try_advisory_lock($1, $2)",
                 &[&RUN_LOCK_CLASS, &key],
             )
@@ -210,13 +211,13 @@ pub(crate) async fn mark_interrupted(
         client.batch_execute("BEGIN").await?;
         let updated = async {
             client
-                .execute(
+                .exec(
                     &format!("UPDATE {q}.runs SET status = 'interrupted', finished_at = now(), error = $2 WHERE id = $1 AND status = 'running'"),
                     &[&id, &message],
                 )
                 .await?;
             client
-                .execute(
+                .exec(
                     &format!(
                         "UPDATE {q}.task_runs SET status = 'interrupted', finished_at = now(), error = $2,
                                 duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint
@@ -235,7 +236,7 @@ pub(crate) async fn mark_interrupted(
             })
             .await?;
         client
-            .execute(
+            .exec(
                 "SELECT pg_advisory_unlock($1, $2)",
                 &[&RUN_LOCK_CLASS, &key],
             )
@@ -256,7 +257,7 @@ pub(crate) async fn holder_of_task(
 ) -> Result<Option<(i64, String)>, StateError> {
     let q = quote_ident(schema);
     Ok(client
-        .query_opt(
+        .row_opt(
             &format!(
                 "SELECT r.id, r.triggered_by FROM {q}.task_runs t JOIN {q}.runs r ON r.id = t.run_id
                   WHERE t.task = $1 AND t.status = 'running' AND NOT t.dry_run AND r.id <> $2
@@ -357,7 +358,7 @@ pub async fn hidden_dry_runs(
         ..filter.clone()
     };
     Ok(client
-        .query_one(
+        .row(
             &format!(
                 "SELECT count(*) FROM {q}.runs r WHERE r.dry_run AND {}",
                 run_conditions(&q)
@@ -425,7 +426,7 @@ async fn runs(
 ) -> Result<Vec<RunRecord>, StateError> {
     let q = quote_ident(schema);
     let runs = client
-        .query(
+        .rows(
             &format!(
                 "SELECT id, started_at, finished_at, trigger, triggered_by, status, dry_run, error, {}
                    FROM {q}.runs r
@@ -447,7 +448,7 @@ async fn runs(
         .await?;
     let ids: Vec<i64> = runs.iter().map(|r| r.get(0)).collect();
     let task_rows = client
-        .query(
+        .rows(
             &format!(
                 "SELECT run_id, task, kind, status, rows, batches, retries, duration_ms, error, details
                    FROM {q}.task_runs WHERE run_id = ANY($1) AND ($2::text IS NULL OR task = $2) ORDER BY id"

@@ -2,6 +2,7 @@
 //! `snapshot_statements`, taken by `pgmaint snapshot` and the daemon and
 //! read by the growth and slow-query checks.
 
+use crate::unnamed::Unnamed;
 use serde::Serialize;
 use tokio_postgres::{Client, Error, GenericClient};
 
@@ -27,14 +28,14 @@ pub(crate) async fn take_snapshot(
     let q = quote_ident(schema);
     let tx = client.transaction().await?;
     let id: i64 = tx
-        .query_one(
+        .row(
             &format!("INSERT INTO {q}.snapshots (statements) VALUES ($1) RETURNING id"),
             &[&statements],
         )
         .await?
         .get(0);
     let relations = tx
-        .execute(
+        .exec(
             &format!(
                 "INSERT INTO {q}.snapshot_relations (snapshot_id, relid, schema_name, name, kind, total_bytes, rows_estimate, dead_rows)
                  SELECT $1, c.oid, n.nspname, c.relname, c.relkind, pg_total_relation_size(c.oid), greatest(c.reltuples, 0), s.n_dead_tup
@@ -48,7 +49,7 @@ pub(crate) async fn take_snapshot(
         .await?;
     let statement_rows = if statements {
         Some(
-            tx.execute(
+            tx.exec(
                 &format!(
                     "INSERT INTO {q}.snapshot_statements (snapshot_id, queryid, userid, dbid, calls, total_exec_time, rows, query)
                      SELECT $1, queryid, userid, dbid, sum(calls), sum(total_exec_time), sum(rows), min(left(query, 1000))
@@ -62,7 +63,7 @@ pub(crate) async fn take_snapshot(
         None
     };
     let pruned = tx
-        .execute(
+        .exec(
             &format!("DELETE FROM {q}.snapshots WHERE taken_at < now() - $1::text::interval"),
             &[&keep],
         )
@@ -84,7 +85,7 @@ pub(crate) async fn snapshots_in_last_8_days(
 ) -> Result<i64, Error> {
     let q = quote_ident(schema);
     Ok(client
-        .query_one(
+        .row(
             &format!(
                 "SELECT count(*) FROM {q}.snapshots WHERE taken_at > now() - interval '8 days'"
             ),
@@ -101,7 +102,7 @@ pub(crate) async fn snapshots_a_day_old(
 ) -> Result<i64, Error> {
     let q = quote_ident(schema);
     Ok(client
-        .query_one(
+        .row(
             &format!(
                 "SELECT count(*) FROM {q}.snapshots WHERE taken_at <= now() - interval '1 day'"
             ),
@@ -119,7 +120,7 @@ pub(crate) async fn table_sizes_against_snapshots(
 ) -> Result<Vec<(String, f64, f64, Option<f64>)>, Error> {
     let q = quote_ident(schema);
     Ok(client
-        .query(
+        .rows(
             &format!(
                 "WITH now_ AS (SELECT c.oid, n.nspname || '.' || c.relname AS name, pg_total_relation_size(c.oid)::float8 AS size
                                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -153,7 +154,7 @@ pub(crate) async fn latest_statements_snapshot(
 ) -> Result<Option<i64>, Error> {
     let q = quote_ident(schema);
     Ok(client
-        .query_one(
+        .row(
             &format!("SELECT max(id) FROM {q}.snapshots WHERE statements"),
             &[],
         )
@@ -170,7 +171,7 @@ pub(crate) async fn statements_since_snapshot(
 ) -> Result<Vec<(String, f64, f64)>, Error> {
     let q = quote_ident(schema);
     Ok(client
-        .query(
+        .rows(
             &format!(
                 "SELECT left(regexp_replace(s.query, '\\s+', ' ', 'g'), 200),
                         (s.calls - coalesce(p.calls, 0))::float8,
@@ -199,7 +200,7 @@ pub(crate) async fn snapshot_due(
 ) -> Result<bool, Error> {
     let q = quote_ident(schema);
     Ok(client
-        .query_one(
+        .row(
             &format!("SELECT coalesce(max(taken_at) < now() - $1::float8 * interval '1 second', true) FROM {q}.snapshots"),
             &[&every_seconds],
         )

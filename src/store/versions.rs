@@ -2,6 +2,7 @@
 //! `migrations.rs` under a lock; every other command checks the schema is
 //! there and current.
 
+use crate::unnamed::Unnamed;
 use tokio_postgres::{Client, GenericClient};
 
 use super::migrations;
@@ -51,7 +52,7 @@ async fn current_version(
     schema: &str,
 ) -> Result<Option<i32>, StateError> {
     let exists: bool = client
-        .query_one(
+        .row(
             "SELECT to_regclass(format('%I.schema_version', $1::text)) IS NOT NULL",
             &[&schema],
         )
@@ -64,7 +65,7 @@ async fn current_version(
         "SELECT coalesce(max(version), 0) FROM {}.schema_version",
         quote_ident(schema)
     );
-    Ok(Some(client.query_one(&q, &[]).await?.get(0)))
+    Ok(Some(client.row(&q, &[]).await?.get(0)))
 }
 
 /// Creates or upgrades the schema. Returns the versions it applied.
@@ -74,7 +75,7 @@ pub async fn init(client: &mut Client, schema: &str) -> Result<Vec<i32>, StateEr
     // be longer than the session's lock_timeout: wait by polling, which no
     // lock_timeout cuts short, up to the statement_timeout's worth of time.
     let patience: f64 = tx
-        .query_one(
+        .row(
             "SELECT extract(epoch FROM current_setting('statement_timeout')::interval)::float8",
             &[],
         )
@@ -84,7 +85,7 @@ pub async fn init(client: &mut Client, schema: &str) -> Result<Vec<i32>, StateEr
     let waiting_since = std::time::Instant::now();
     loop {
         let locked: bool = tx
-            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&INIT_LOCK])
+            .row("SELECT pg_try_advisory_xact_lock($1)", &[&INIT_LOCK])
             .await?
             .get(0);
         if locked {
@@ -116,7 +117,7 @@ pub async fn init(client: &mut Client, schema: &str) -> Result<Vec<i32>, StateEr
     for (index, step) in migrations::STEPS.iter().enumerate().skip(found as usize) {
         let version = index as i32 + 1;
         tx.batch_execute(&step.replace("{schema}", &quoted)).await?;
-        tx.execute(
+        tx.exec(
             &format!("INSERT INTO {quoted}.schema_version (version) VALUES ($1)"),
             &[&version],
         )

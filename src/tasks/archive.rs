@@ -5,6 +5,7 @@
 //! moment. The archive table is created like the source (columns, primary
 //! key) when missing.
 
+use crate::unnamed::Unnamed;
 use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::Client;
@@ -169,7 +170,7 @@ impl ArchiveSpec {
             ));
         };
         let parts: Vec<String> = client
-            .query_one("SELECT parse_ident($1)", &[written])
+            .row("SELECT parse_ident($1)", &[written])
             .await
             .map_err(|err| CheckProblem {
                 key: "archive_table",
@@ -467,7 +468,7 @@ impl Task for ArchiveSpec {
         if let Some(create) = &plan.create {
             ctx.log_statement(create);
             let tx = ctx.client.transaction().await?;
-            tx.execute(
+            tx.exec(
                 "SELECT set_config('lock_timeout', $1, true)",
                 &[&ctx.options.lock_timeout.as_pg_setting()],
             )

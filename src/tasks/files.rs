@@ -3,6 +3,7 @@
 //! paths relative to `path`) still names. Symlinks are never followed and
 //! never removed, so nothing outside `path` can be reached.
 
+use crate::unnamed::Unnamed;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -118,13 +119,13 @@ impl FilesSpec {
             });
         }
         if let Some(query) = &self.keep_referenced {
-            match client.prepare(query).await {
-                Ok(statement) if statement.columns().len() == 1 => {}
-                Ok(statement) => problems.push(CheckProblem {
+            match crate::unnamed::parse(client, query).await {
+                Ok(columns) if columns.len() == 1 => {}
+                Ok(columns) => problems.push(CheckProblem {
                     key: "keep_referenced",
                     message: format!(
                         "the query returns {} columns; it must return one, the file's path",
-                        statement.columns().len()
+                        columns.len()
                     ),
                     help: None,
                 }),
@@ -263,7 +264,7 @@ fn relative_name(root: &Path, text: &str) -> String {
 
 async fn age(client: &Client, interval: &str) -> Result<Duration, tokio_postgres::Error> {
     let seconds: f64 = client
-        .query_one(
+        .row(
             "SELECT extract(epoch FROM $1::text::interval)::float8",
             &[&interval],
         )

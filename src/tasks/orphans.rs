@@ -4,6 +4,7 @@
 //! `action = "report"` counts them and shows sample keys; `"delete"` removes
 //! them with the same batched ctid walk as purge, the anti-join as filter.
 
+use crate::unnamed::Unnamed;
 use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::Client;
@@ -221,7 +222,7 @@ impl OrphansSpec {
     ) -> Result<(u64, Vec<serde_json::Value>), tokio_postgres::Error> {
         crate::db::read_only(client, async {
             let count: i64 = client
-                .query_one(
+                .row(
                     &sql::count_matching(&plan.child.name, &plan.filter_sql),
                     &[],
                 )
@@ -234,7 +235,7 @@ impl OrphansSpec {
                 .collect::<Vec<_>>()
                 .join(", ");
             let samples = client
-                .query(
+                .rows(
                     &format!(
                         "SELECT DISTINCT {keys} FROM {} WHERE {} LIMIT {SAMPLE_KEYS}",
                         plan.child.name.quoted(),

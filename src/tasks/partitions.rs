@@ -11,6 +11,7 @@
 //! DDL takes no bind parameters, so its boundary literals are formatted by
 //! PostgreSQL itself (`format('%L')`), never pasted from Rust.
 
+use crate::unnamed::Unnamed;
 use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::Client;
@@ -211,7 +212,7 @@ impl PartitionsSpec {
             ));
         }
         let key = client
-            .query_one(
+            .row(
                 "SELECT p.partstrat::text, p.partnatts::int, a.attname::text, format_type(a.atttypid, a.atttypmod)
                    FROM pg_partitioned_table p
                    LEFT JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
@@ -277,7 +278,7 @@ impl PartitionsSpec {
             plan.default_partition = Some(default.name.clone());
             plan.default_table = Some(default.table.clone());
             plan.default_rows = client
-                .query_one(
+                .row(
                     &format!("SELECT count(*) FROM {}", default.table.quoted()),
                     &[],
                 )
@@ -330,11 +331,9 @@ impl PartitionsSpec {
                 }
             };
             let cutoff: f64 = if key.type_name == "timestamp with time zone" {
-                client.query_one(cutoff_sql, &[retention]).await
+                client.row(cutoff_sql, &[retention]).await
             } else {
-                client
-                    .query_one(cutoff_sql, &[retention, &self.timezone])
-                    .await
+                client.row(cutoff_sql, &[retention, &self.timezone]).await
             }
             .map_err(fail)?
             .get(0);
@@ -356,7 +355,7 @@ impl PartitionsSpec {
         key: &Key,
     ) -> Result<Vec<Existing>, tokio_postgres::Error> {
         let rows = client
-            .query(
+            .rows(
                 "SELECT n.nspname::text, c.relname::text, m[1], m[2], pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'
                    FROM pg_inherits i
                    JOIN pg_class c ON c.oid = i.inhrelid
@@ -376,7 +375,7 @@ impl PartitionsSpec {
             let range = match (&from, &to) {
                 (Some(from), Some(to)) if !is_default => {
                     let epochs = client
-                        .query_one(
+                        .row(
                             &format!(
                                 "SELECT extract(epoch FROM $1::text::{t})::float8, extract(epoch FROM $2::text::{t})::float8",
                                 t = key.type_name
@@ -412,7 +411,7 @@ impl PartitionsSpec {
         last: i32,
     ) -> Result<Vec<Period>, tokio_postgres::Error> {
         let rows = client
-            .query(
+            .rows(
                 "SELECT to_char(b, $5), b::text, (b + $4::text::interval)::text
                    FROM (SELECT date_trunc($3, now() AT TIME ZONE $6) + k * $4::text::interval AS b
                            FROM generate_series($1::int, $2::int) k) s",
@@ -450,7 +449,7 @@ impl PartitionsSpec {
             _ => format!("{}::timestamp", quote_ident(&key.column)),
         };
         let rows = client
-            .query(
+            .rows(
                 &format!(
                     "SELECT to_char(b, $2), b::text, (b + $4::text::interval)::text
                        FROM (SELECT DISTINCT date_trunc($1, {local}) AS b FROM {} WHERE {} IS NOT NULL) s ORDER BY b",
@@ -487,11 +486,9 @@ impl PartitionsSpec {
             hi = key.value_of_local("$2").replace("$tz", "$3")
         );
         let row = if key.type_name == "timestamp with time zone" {
-            client
-                .query_one(&sql, &[&start, &end, &self.timezone])
-                .await?
+            client.row(&sql, &[&start, &end, &self.timezone]).await?
         } else {
-            client.query_one(&sql, &[&start, &end]).await?
+            client.row(&sql, &[&start, &end]).await?
         };
         Ok(Period {
             name: format!("{}_p{suffix}", parent.name),
@@ -541,7 +538,7 @@ async fn create_statement(
 ) -> Result<String, tokio_postgres::Error> {
     let parent = plan.parent_name.as_ref().expect("planned from a parent");
     Ok(client
-        .query_one(
+        .row(
             "SELECT format('CREATE TABLE %I.%I PARTITION OF %I.%I FOR VALUES FROM (%L) TO (%L)', $1::text, $2::text, $1::text, $3::text, $4::text, $5::text)",
             &[&parent.schema, &period.name, &parent.name, &period.from, &period.to],
         )
@@ -825,7 +822,7 @@ impl PartitionsSpec {
             let result = async {
                 tx.batch_execute(&format!("CREATE TEMP TABLE pgmaint_drain (LIKE {}) ON COMMIT DROP", parent.quoted())).await?;
                 let rows = tx
-                    .execute(
+                    .exec(
                         &format!(
                             "WITH moved AS (DELETE FROM {d} WHERE {key} >= $1::text::{t} AND {key} < $2::text::{t} RETURNING *)
                              INSERT INTO pgmaint_drain SELECT * FROM moved",
@@ -894,7 +891,7 @@ impl PartitionsSpec {
         let result = async {
             let rows = ctx
                 .client
-                .query(
+                .rows(
                     &format!(
                         "SELECT 0::bigint, {} FROM {}",
                         columns.join(", "),

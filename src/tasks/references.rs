@@ -7,6 +7,7 @@
 //! pgmaint's own, appended after the user's predicate with `AND`; the
 //! predicate's text is never touched.
 
+use crate::unnamed::Unnamed;
 use std::collections::HashMap;
 
 use serde::Serialize;
@@ -479,7 +480,7 @@ async fn foreign_keys_into(
 ) -> Result<Vec<ForeignKey>, tokio_postgres::Error> {
     // confdelsetcols is PostgreSQL 15's; read through to_jsonb so 14 works.
     let rows = client
-        .query(
+        .rows(
             "SELECT c.conname::text, c.confdeltype::text, n.nspname::text, r.relname::text, r.oid,
                     ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(attnum, i)
                             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum ORDER BY k.i),

@@ -4,6 +4,7 @@
 //! no WHERE), so readers are never blocked. Every refresh is recorded in the
 //! state schema, which is what staleness is measured from.
 
+use crate::unnamed::Unnamed;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
@@ -98,7 +99,7 @@ impl RefreshSpec {
         let mut problems = Vec::new();
         if self.views.is_empty() {
             let rows = client
-                .query(
+                .rows(
                     "SELECT c.oid, n.nspname::text, c.relname::text, c.relispopulated
                        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                       WHERE c.relkind = 'm' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -117,7 +118,7 @@ impl RefreshSpec {
         }
         for written in &self.views {
             let row = client
-                .query_one(
+                .row(
                     "SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text, c.relispopulated
                        FROM (SELECT to_regclass($1) AS oid) r
                        LEFT JOIN pg_class c ON c.oid = r.oid
@@ -164,7 +165,7 @@ impl RefreshSpec {
                 .expect("ordered from found")
                 .clone();
             let unique: bool = client
-                .query_one(
+                .row(
                     "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = $1 AND indisunique AND indisvalid
                                        AND indpred IS NULL AND indexprs IS NULL)",
                     &[&oid],
@@ -214,7 +215,7 @@ async fn dependency_order(
     oids: &[u32],
 ) -> Result<Vec<u32>, tokio_postgres::Error> {
     let edges = client
-        .query(
+        .rows(
             "WITH RECURSIVE reads(view, ref) AS (
                  SELECT r.ev_class, d.refobjid
                    FROM pg_rewrite r

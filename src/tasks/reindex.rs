@@ -4,6 +4,7 @@
 //! `pgstatindex` when the extension is installed, and estimated from the
 //! planner's statistics otherwise; the output says which.
 
+use crate::unnamed::Unnamed;
 use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::Client;
@@ -98,7 +99,7 @@ impl ReindexSpec {
         ] {
             for written in list {
                 let row = client
-                    .query_one(
+                    .row(
                         "SELECT c.oid, c.relkind::text FROM (SELECT to_regclass($1) AS oid) r LEFT JOIN pg_class c ON c.oid = r.oid",
                         &[written],
                     )
@@ -113,7 +114,7 @@ impl ReindexSpec {
                             oids.push(oid);
                         } else {
                             let indexes = client
-                                .query(
+                                .rows(
                                     "SELECT indexrelid FROM pg_index WHERE indrelid = $1",
                                     &[&oid],
                                 )
@@ -161,7 +162,7 @@ impl ReindexSpec {
             }]
         };
         let pgstattuple: bool = client
-            .query_one(
+            .row(
                 "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pgstattuple')",
                 &[],
             )
@@ -169,7 +170,7 @@ impl ReindexSpec {
             .map_err(fail)?
             .get(0);
         let rows = client
-            .query(
+            .rows(
                 "SELECT i.indexrelid, n.nspname::text, c.relname::text, t.relname::text, i.indisvalid,
                         c.relname ~ '_cc(new|old)[0-9]*$', pg_relation_size(i.indexrelid), am.amname = 'btree',
                         i.indexrelid IN (SELECT index_relid FROM pg_stat_progress_create_index),
@@ -226,7 +227,7 @@ impl ReindexSpec {
             }
             let (bloat, measured_by) = if pgstattuple {
                 let density: f64 = client
-                    .query_one(
+                    .row(
                         "SELECT avg_leaf_density FROM pgstatindex($1::oid::regclass)",
                         &[&oid],
                     )
@@ -274,7 +275,7 @@ async fn drop_failed_copy(
 ) -> Result<(), TaskError> {
     let copies = ctx
         .client
-        .query(
+        .rows(
             "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                JOIN pg_index i ON i.indexrelid = c.oid
               WHERE n.nspname = $1 AND NOT i.indisvalid AND c.relname ~ ('^' || $2 || '_ccnew[0-9]*$')",
@@ -363,7 +364,7 @@ impl Task for ReindexSpec {
                 Ok(took) => {
                     let after: i64 = if index.action == Action::Rebuild {
                         ctx.client
-                            .query_one(
+                            .row(
                                 "SELECT coalesce(pg_relation_size(to_regclass($1)), 0)",
                                 &[&index.name.quoted()],
                             )

@@ -2,6 +2,7 @@
 //! `older_than`. Shared by purge and archive, so both read, validate and
 //! describe their rows the same way.
 
+use crate::unnamed::Unnamed;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -108,7 +109,7 @@ impl Filter {
             Filter::Where { predicate } => {
                 let filter_sql = self.sql();
                 let explain = sql::explain_matching(&info.name, &filter_sql);
-                if let Err(err) = db::read_only(client, client.query(&explain, &[])).await {
+                if let Err(err) = db::read_only(client, client.rows(&explain, &[])).await {
                     return Err(vec![problem(
                         "where",
                         format!(
@@ -206,7 +207,7 @@ impl Filter {
         Ok(match self {
             Filter::OlderThan { older_than, .. } => Some(
                 client
-                    .query_one(
+                    .row(
                         "SELECT (now() - $1::text::interval)::timestamptz",
                         &[older_than],
                     )
@@ -250,10 +251,13 @@ pub async fn read_matching(
     statement: &str,
     cutoff: &Option<DateTime<Utc>>,
 ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
-    let prepared = client.prepare_typed(statement, &sql::WALK_PARAMS).await?;
     let none: Option<i64> = None;
+    let [a, b, c, d] = sql::WALK_PARAMS;
     client
-        .query(&prepared, &[&none, &none, &none, cutoff])
+        .query_typed(
+            statement,
+            &[(&none, a), (&none, b), (&none, c), (cutoff, d)],
+        )
         .await
 }
 
@@ -288,7 +292,7 @@ async fn calls_volatile(client: &Client, text: &str) -> Option<CheckProblem> {
     }
     let at = predicate::backslash_in_plain_string(text)?;
     let conforming = client
-        .query_one(
+        .row(
             "SELECT current_setting('standard_conforming_strings') = 'on'",
             &[],
         )
@@ -341,7 +345,7 @@ async fn volatile_call(
             break;
         }
         let Some(view) = client
-            .query_opt(
+            .row_opt(
                 "SELECT c.oid::regclass::text, pg_get_viewdef(c.oid)
                    FROM pg_class c
                   WHERE c.oid = to_regclass($1) AND c.relkind = 'v'",
@@ -377,7 +381,7 @@ async fn volatile_call(
     }
     if !names.is_empty() {
         let volatile = client
-            .query_opt(
+            .row_opt(
                 "SELECT c.view, c.schema, c.name
                    FROM unnest($1::text[], $2::text[], $3::text[]) AS c(view, schema, name)
                    JOIN pg_proc p ON p.proname = c.name
@@ -404,7 +408,7 @@ async fn volatile_call(
         return Ok(None);
     }
     let operators = client
-        .query(
+        .rows(
             "SELECT DISTINCT o.oprname::text, p.oid::regproc::text
                FROM pg_operator o JOIN pg_proc p ON p.oid = o.oprcode
               WHERE p.provolatile = 'v'

@@ -13,6 +13,7 @@
 //! and query unchanged), so a reused pid or a session that moved on is not
 //! hit.
 
+use crate::unnamed::Unnamed;
 use chrono::{DateTime, Utc};
 use globset::{Glob, GlobMatcher};
 use serde::{Deserialize, Serialize};
@@ -275,7 +276,7 @@ impl SessionsSpec {
 
     async fn find(&self, client: &Client) -> Result<SessionsPlan, tokio_postgres::Error> {
         let rows = client
-            .query(
+            .rows(
                 FIND,
                 &[
                     &Self::millis(self.idle_in_transaction),
@@ -401,7 +402,7 @@ impl Task for SessionsSpec {
             }
             let result = ctx
                 .client
-                .query_opt(
+                .row_opt(
                     &statement,
                     &[
                         &session.pid,
@@ -453,7 +454,7 @@ impl Task for SessionsSpec {
 
     async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         match client
-            .query_one("SELECT pg_has_role('pg_signal_backend', 'MEMBER') OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)", &[])
+            .row("SELECT pg_has_role('pg_signal_backend', 'MEMBER') OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)", &[])
             .await
         {
             Ok(row) if row.get::<_, Option<bool>>(0) == Some(true) => Vec::new(),

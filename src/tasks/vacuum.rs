@@ -7,6 +7,7 @@
 //! transaction, under the task's timeouts, and reports dead rows and size
 //! before and after.
 
+use crate::unnamed::Unnamed;
 use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::Client;
@@ -258,7 +259,7 @@ pub(crate) async fn choose(
         help: None,
     };
     if let Some(age) = selection.max_age
-        && let Err(err) = client.query_one("SELECT $1::text::interval", &[age]).await
+        && let Err(err) = client.row("SELECT $1::text::interval", &[age]).await
     {
         return Err(vec![problem(
             "max_age",
@@ -282,7 +283,7 @@ pub(crate) async fn choose(
     let mut chosen = Vec::new();
     if selection.auto {
         let rows = client
-            .query(&format!("{stats} ORDER BY 2, 3"), &[&selection.max_age])
+            .rows(&format!("{stats} ORDER BY 2, 3"), &[&selection.max_age])
             .await
             .map_err(|e| vec![problem("auto", db::describe(&e))])?;
         for row in rows {
@@ -346,7 +347,7 @@ pub(crate) async fn choose(
             Err(err) => problems.push(problem("tables", err.to_string())),
             Ok(info) => {
                 let row = client
-                    .query_opt(
+                    .row_opt(
                         &format!("{stats} WHERE s.relid = $2"),
                         &[&selection.max_age, &info.oid],
                     )
@@ -376,7 +377,7 @@ async fn measure(client: &Client, table: &TableName) -> Result<(i64, i64), tokio
         .batch_execute("SELECT pg_stat_clear_snapshot()")
         .await?;
     let row = client
-        .query_one(
+        .row(
             "SELECT coalesce((SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = $1::text::regclass), 0),
                     pg_total_relation_size($1::text::regclass)",
             &[&table.quoted()],

@@ -12,11 +12,12 @@
 //! plus the backup's index row, committed only after the backup file is on
 //! disk.
 
+use crate::unnamed::Unnamed;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 
 use super::references::OnReferenced;
 use super::references::{OnDelete, Part, References};
@@ -154,11 +155,13 @@ impl WalkPlan {
             "SELECT EXISTS (SELECT 1 FROM {t} WHERE ctid >= format('(%s,0)', $1::bigint)::tid AND ({}) IS NOT TRUE)",
             self.filter_sql
         );
-        let prepared = client.prepare_typed(&tail, &sql::WALK_PARAMS).await?;
         let from = (self.pages - TAIL_PAGES).max(0);
         let none: Option<i64> = None;
         let kept_at_the_end: bool = client
-            .query_one(&prepared, &[&from, &none, &none, self.cutoff_param()])
+            .query_typed_one(
+                &tail,
+                &walk_params(&from, &none, &none, self.cutoff_param()),
+            )
             .await?
             .get(0);
         if kept_at_the_end {
@@ -440,38 +443,21 @@ impl WalkPlan {
         )
         .await?;
         let returning = backup.is_some();
-        // A move or a backed-up batch: plan each batch for its own page
-        // range and cutoff. A generic plan of these CTE statements (which
-        // PostgreSQL switches to after five executions) cannot see how
-        // narrow the range is; measured on archive, it made each batch
-        // ~6 ms slower (bench/archive: 1.35x against 1.03x). A plain
-        // purge's DELETE keeps its TID Range Scan in the generic plan, and
-        // planning every batch measurably slowed it, so it keeps `auto`.
-        let custom_plans = returning || !matches!(self.destination, Destination::Delete);
-        if custom_plans {
-            db::set_session(ctx.client, "plan_cache_mode", "force_custom_plan").await?;
-        }
+        // Each batch is an unnamed statement (`crate::unnamed`), planned
+        // for its own page range and cutoff: no prepared statement outlives
+        // a transaction behind a pooler, and no generic plan hides how
+        // narrow the range is.
         let statements = Statements {
-            limited: ctx
-                .client
-                .prepare_typed(&self.statement(true, returning), &sql::WALK_PARAMS)
-                .await?,
-            narrow: ctx
-                .client
-                .prepare_typed(&self.statement(false, returning), &sql::WALK_PARAMS)
-                .await?,
+            limited: self.statement(true, returning),
+            narrow: self.statement(false, returning),
             parts: match backup.as_mut() {
                 Some(writer) => self.prepare_parts(ctx, writer).await?,
                 None => Vec::new(),
             },
             named_beyond: if self.references.has_own_tree() {
                 Some((
-                    ctx.client
-                        .prepare_typed(&self.named_beyond_statement(true), &sql::WALK_PARAMS)
-                        .await?,
-                    ctx.client
-                        .prepare_typed(&self.named_beyond_statement(false), &sql::WALK_PARAMS)
-                        .await?,
+                    self.named_beyond_statement(true),
+                    self.named_beyond_statement(false),
                 ))
             } else {
                 None
@@ -491,7 +477,7 @@ impl WalkPlan {
             while stopped.is_none() {
                 let now: i64 = ctx
                     .client
-                    .query_one("SELECT pg_relation_size($1::text::regclass) / current_setting('block_size')::bigint", &[&self.table.quoted()])
+                    .row("SELECT pg_relation_size($1::text::regclass) / current_setting('block_size')::bigint", &[&self.table.quoted()])
                     .await?
                     .get(0);
                 if now <= end {
@@ -516,9 +502,6 @@ impl WalkPlan {
         flush_statistics(ctx.client).await?;
         db::set_session(ctx.client, "lock_timeout", "0").await?;
         db::set_session(ctx.client, "statement_timeout", "0").await?;
-        if custom_plans {
-            db::set_session(ctx.client, "plan_cache_mode", "auto").await?;
-        }
 
         let mut details = json!({
             "table": self.table.to_string(),
@@ -658,11 +641,8 @@ impl WalkPlan {
             ctx.log_statement(&limited);
             prepared.push(PartStatements {
                 number,
-                limited: ctx
-                    .client
-                    .prepare_typed(&limited, &sql::WALK_PARAMS)
-                    .await?,
-                narrow: ctx.client.prepare_typed(&narrow, &sql::WALK_PARAMS).await?,
+                limited,
+                narrow,
             });
         }
         Ok(prepared)
@@ -809,7 +789,7 @@ async fn recent_rate(client: &tokio_postgres::Client, schema: &str, task: &str) 
 /// call; the runner also tells later tasks what changed.)
 async fn flush_statistics(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
     let version: i32 = client
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .row("SELECT current_setting('server_version_num')::int", &[])
         .await?
         .get(0);
     if version >= 150000 {
@@ -820,24 +800,36 @@ async fn flush_statistics(client: &tokio_postgres::Client) -> Result<(), tokio_p
     Ok(())
 }
 
-/// The two prepared forms of a batch.
+/// The walk's four parameters with their types ([`sql::WALK_PARAMS`]):
+/// page range, limit and cutoff, sent with each unnamed statement.
+fn walk_params<'a>(
+    from: &'a (dyn ToSql + Sync),
+    to: &'a (dyn ToSql + Sync),
+    limit: &'a (dyn ToSql + Sync),
+    cutoff: &'a (dyn ToSql + Sync),
+) -> [(&'a (dyn ToSql + Sync), Type); 4] {
+    let [a, b, c, d] = sql::WALK_PARAMS;
+    [(from, a), (to, b), (limit, c), (cutoff, d)]
+}
+
+/// The two forms of a batch.
 struct Statements {
     /// `ORDER BY ctid LIMIT batch_size`: for windows that might hold more.
-    limited: tokio_postgres::Statement,
+    limited: String,
     /// The whole window: for windows that cannot.
-    narrow: tokio_postgres::Statement,
+    narrow: String,
     /// With a backup: the reads of what each batch takes from other tables.
     parts: Vec<PartStatements>,
     /// For a table that cascades into itself: the count of named rows a
     /// batch takes by cascade (limited, narrow).
-    named_beyond: Option<(tokio_postgres::Statement, tokio_postgres::Statement)>,
+    named_beyond: Option<(String, String)>,
 }
 
 /// The two forms of the read of one backup part, as for the batch.
 struct PartStatements {
     number: usize,
-    limited: tokio_postgres::Statement,
-    narrow: tokio_postgres::Statement,
+    limited: String,
+    narrow: String,
 }
 
 /// The state of one ctid walk over a table.
@@ -975,7 +967,7 @@ impl<'p> Walk<'p> {
     ) -> Result<Attempt, TaskError> {
         let limit = self.batch_size as i64;
         let narrow = to - from <= self.narrow_window;
-        let params: [&(dyn ToSql + Sync); 4] = [&from, &to, &limit, self.plan.cutoff_param()];
+        let params = walk_params(&from, &to, &limit, self.plan.cutoff_param());
         let statement = if narrow {
             &statements.narrow
         } else {
@@ -994,50 +986,66 @@ impl<'p> Walk<'p> {
             let named_beyond = statements
                 .named_beyond
                 .as_ref()
-                .map(|(limited, narrow_form)| if narrow { narrow_form } else { limited });
-            let result =
-                match backup.as_mut() {
-                    None if named_beyond.is_some() => {
-                        let parts = Vec::new();
-                        in_transaction(
-                            ctx,
-                            statement,
-                            &parts,
-                            named_beyond,
-                            &params,
-                            None,
-                            plain && narrow,
-                        )
-                        .await
+                .map(|(limited, narrow_form)| {
+                    if narrow {
+                        narrow_form.as_str()
+                    } else {
+                        limited.as_str()
                     }
-                    // One statement is its own transaction: it commits whole or
-                    // not at all, without BEGIN and COMMIT round trips.
-                    None if plain && narrow => ctx
-                        .client
-                        .execute(statement, &params)
-                        .await
-                        .map(|rows| Ok((rows, None, 0))),
-                    None => ctx.client.query_one(statement, &params).await.map(|row| {
-                        Ok((row.get::<_, i64>(0) as u64, row.get::<_, Option<i64>>(1), 0))
-                    }),
-                    Some(writer) => {
-                        let parts: Vec<(usize, &tokio_postgres::Statement)> = statements
-                            .parts
-                            .iter()
-                            .map(|p| (p.number, if narrow { &p.narrow } else { &p.limited }))
-                            .collect();
-                        in_transaction(
-                            ctx,
-                            statement,
-                            &parts,
-                            named_beyond,
-                            &params,
-                            Some(writer),
-                            false,
-                        )
-                        .await
-                    }
-                };
+                });
+            let result = match backup.as_mut() {
+                None if named_beyond.is_some() => {
+                    let parts = Vec::new();
+                    in_transaction(
+                        ctx,
+                        statement,
+                        &parts,
+                        named_beyond,
+                        &params,
+                        None,
+                        plain && narrow,
+                    )
+                    .await
+                }
+                // One statement is its own transaction: it commits whole or
+                // not at all, without BEGIN and COMMIT round trips.
+                None if plain && narrow => ctx
+                    .client
+                    .execute_typed(statement, &params)
+                    .await
+                    .map(|rows| Ok((rows, None, 0))),
+                None => ctx
+                    .client
+                    .query_typed_one(statement, &params)
+                    .await
+                    .map(|row| Ok((row.get::<_, i64>(0) as u64, row.get::<_, Option<i64>>(1), 0))),
+                Some(writer) => {
+                    let parts: Vec<(usize, &str)> = statements
+                        .parts
+                        .iter()
+                        .map(|p| {
+                            (
+                                p.number,
+                                if narrow {
+                                    p.narrow.as_str()
+                                } else {
+                                    p.limited.as_str()
+                                },
+                            )
+                        })
+                        .collect();
+                    in_transaction(
+                        ctx,
+                        statement,
+                        &parts,
+                        named_beyond,
+                        &params,
+                        Some(writer),
+                        false,
+                    )
+                    .await
+                }
+            };
             match result {
                 Ok(Ok((rows, last_page, by_cascade))) => {
                     return Ok(Attempt::Done {
@@ -1095,10 +1103,10 @@ impl<'p> Walk<'p> {
 #[allow(clippy::too_many_arguments)]
 async fn in_transaction(
     ctx: &mut TaskContext<'_>,
-    statement: &tokio_postgres::Statement,
-    parts: &[(usize, &tokio_postgres::Statement)],
-    named_beyond: Option<&tokio_postgres::Statement>,
-    params: &[&(dyn ToSql + Sync)],
+    statement: &str,
+    parts: &[(usize, &str)],
+    named_beyond: Option<&str>,
+    params: &[(&(dyn ToSql + Sync), Type)],
     writer: Option<&mut BackupWriter>,
     bare_delete: bool,
 ) -> Result<Result<(u64, Option<i64>, u64), TaskError>, tokio_postgres::Error> {
@@ -1115,7 +1123,7 @@ async fn in_transaction(
     ctx.client.batch_execute(begin).await?;
     let mut by_cascade = 0;
     if let Some(named) = named_beyond {
-        match ctx.client.query_one(named, params).await {
+        match ctx.client.query_typed_one(named, params).await {
             Ok(row) => by_cascade = row.get::<_, i64>(0) as u64,
             Err(err) => {
                 ctx.client.batch_execute("ROLLBACK").await?;
@@ -1127,12 +1135,12 @@ async fn in_transaction(
         // No backup: the statement's own count is the batch's.
         let done = if bare_delete {
             ctx.client
-                .execute(statement, params)
+                .execute_typed(statement, params)
                 .await
                 .map(|rows| (rows, None))
         } else {
             ctx.client
-                .query_one(statement, params)
+                .query_typed_one(statement, params)
                 .await
                 .map(|row| (row.get::<_, i64>(0) as u64, row.get::<_, Option<i64>>(1)))
         };
@@ -1149,7 +1157,7 @@ async fn in_transaction(
     };
     let mut reached = Vec::new();
     for (number, part) in parts {
-        match ctx.client.query(*part, params).await {
+        match ctx.client.query_typed(part, params).await {
             Ok(rows) => reached.push((*number, rows)),
             Err(err) => {
                 ctx.client.batch_execute("ROLLBACK").await?;
@@ -1157,7 +1165,7 @@ async fn in_transaction(
             }
         }
     }
-    let rows = match ctx.client.query(statement, params).await {
+    let rows = match ctx.client.query_typed(statement, params).await {
         Ok(rows) => rows,
         Err(err) => {
             ctx.client.batch_execute("ROLLBACK").await?;

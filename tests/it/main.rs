@@ -6,6 +6,10 @@
 //! that others' sessions would disturb) starts one with `common::own_cluster()`.
 //! docs/development.md describes the layout and how to add a module.
 
+// The tests talk to their own cluster directly, never through a pooler:
+// the named statements clippy.toml refuses in src/ are fine here.
+#![allow(clippy::disallowed_methods)]
+
 #[path = "../common/mod.rs"]
 mod common;
 
