@@ -12,6 +12,7 @@ use tokio_postgres::Client;
 
 use super::references::OnReferenced;
 use super::rows::{Filter, walkable_table};
+use super::leaves::{Walks, same_filter};
 use super::walk::{Copy, WalkPlan};
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError, TaskOptions};
 use crate::backup::{BackupWriter, Compression};
@@ -66,7 +67,7 @@ pub struct ArchiveSpec {
 
 /// The archive table: found, or to be created by the run.
 pub struct ArchivePlan {
-    walk: WalkPlan,
+    walk: Walks,
     source: TableInfo,
     create: Option<String>,
 }
@@ -399,10 +400,9 @@ impl Task for ArchiveSpec {
                 part.table
             )));
         }
-        Ok(ArchivePlan {
-            walk: WalkPlan {
+        let whole = WalkPlan {
                 table: source.name.clone(),
-                filter_sql,
+                filter_sql: filter_sql.clone(),
                 cutoff,
                 pages: source.pages,
                 estimated_rows: source.estimated_rows,
@@ -417,7 +417,9 @@ impl Task for ArchiveSpec {
                 },
                 references,
                 on_referenced: self.on_referenced,
-            },
+        };
+        Ok(ArchivePlan {
+            walk: Walks::of(ctx.client, whole, &source, same_filter(&filter_sql)).await?,
             source,
             create,
         })
@@ -429,12 +431,13 @@ impl Task for ArchiveSpec {
         plan: &ArchivePlan,
     ) -> Result<Outcome, TaskError> {
         // An export is the rows' copy; a backup is only taken without one.
-        let copy = match &self.export {
+        let backup = ctx.backup_dir.is_some();
+        let copy = || match &self.export {
             Some(export) => Copy::Export(format!(
                 "-- with each batch, before it commits: its rows written to {export} as {:?}-compressed CSV with a manifest, flushed to disk, and recorded in the state schema; files keep a .partial suffix until the batch commits",
                 self.compression
             )),
-            None if ctx.backup_dir.is_some() => Copy::Backup,
+            None if backup => Copy::Backup,
             None => Copy::Nowhere,
         };
         let mut outcome = plan.walk.describe(ctx, "move", copy).await?;
@@ -445,7 +448,7 @@ impl Task for ArchiveSpec {
             outcome.details["archive_table"] = json!(null);
             outcome.details["action"] = json!("export");
         }
-        if let Destination::Move { archive, .. } = &plan.walk.destination {
+        if let Destination::Move { archive, .. } = &plan.walk.whole().destination {
             outcome.details["archive_table"] = json!(archive.to_string());
         }
         if let Some(create) = &plan.create {

@@ -11,6 +11,7 @@
 pub(crate) mod analyze;
 pub(crate) mod archive;
 pub(crate) mod files;
+pub(crate) mod leaves;
 pub(crate) mod orphans;
 pub(crate) mod partitions;
 pub(crate) mod purge;

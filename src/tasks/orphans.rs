@@ -12,6 +12,7 @@ use tokio_postgres::Client;
 use super::references::OnReferenced;
 use super::rows::walkable_table;
 use super::values::OneOrMany;
+use super::leaves::Walks;
 use super::walk::{Copy, WalkPlan};
 use super::{CheckProblem, Outcome, PlanLine, ReportProblem, Task, TaskContext, TaskError};
 use crate::db::{self, TableInfo};
@@ -59,7 +60,7 @@ pub struct OrphansPlan {
     child: TableInfo,
     parent: TableName,
     filter_sql: String,
-    references: super::references::References,
+    walks: Walks,
 }
 
 /// `parent(col)` or `schema.parent(a, b)` into the table and its columns.
@@ -260,20 +261,6 @@ impl OrphansSpec {
         .await
     }
 
-    fn walk(&self, plan: &OrphansPlan) -> WalkPlan {
-        WalkPlan {
-            table: plan.child.name.clone(),
-            filter_sql: plan.filter_sql.clone(),
-            cutoff: None,
-            pages: plan.child.pages,
-            estimated_rows: plan.child.estimated_rows,
-            columns: plan.child.insertable_columns(),
-            destination: Destination::Delete,
-            references: plan.references.clone(),
-            on_referenced: self.on_referenced,
-        }
-    }
-
     fn report_outcome(
         &self,
         plan: &OrphansPlan,
@@ -337,11 +324,28 @@ impl Task for OrphansSpec {
             .await
             .map_err(|p| TaskError::from_problems(&p))?;
         let references = super::references::load(ctx.client, &child.name, child.oid).await?;
+        let whole = WalkPlan {
+            table: child.name.clone(),
+            filter_sql: filter_sql.clone(),
+            cutoff: None,
+            pages: child.pages,
+            estimated_rows: child.estimated_rows,
+            columns: child.insertable_columns(),
+            destination: Destination::Delete,
+            references,
+            on_referenced: self.on_referenced,
+        };
+        // The predicate names the child table: each leaf reads it with its
+        // own name.
+        let for_leaf = |leaf: &TableName| {
+            sql::orphan_predicate(leaf, &self.columns, &parent, &self.parent_columns)
+        };
+        let walks = Walks::of(ctx.client, whole, &child, for_leaf).await?;
         Ok(OrphansPlan {
             child,
             parent,
             filter_sql,
-            references,
+            walks,
         })
     }
 
@@ -354,12 +358,9 @@ impl Task for OrphansSpec {
         if self.action == OrphanAction::Report {
             return Ok(self.report_outcome(plan, count, samples));
         }
-        let copy = if ctx.backup_dir.is_some() {
-            Copy::Backup
-        } else {
-            Copy::Nowhere
-        };
-        let mut outcome = self.walk(plan).describe(ctx, "delete", copy).await?;
+        let backup = ctx.backup_dir.is_some();
+        let copy = || if backup { Copy::Backup } else { Copy::Nowhere };
+        let mut outcome = plan.walks.describe(ctx, "delete", copy).await?;
         outcome.details["orphans"] = json!(count);
         outcome.details["sample_keys"] = json!(samples);
         Ok(outcome)
@@ -378,7 +379,7 @@ impl Task for OrphansSpec {
         let writer = ctx
             .backup_writer(&plan.child.name, &plan.child.columns)
             .await?;
-        self.walk(&plan).execute(ctx, writer).await
+        plan.walks.execute(ctx, writer).await
     }
 
     async fn check(&self, client: &Client) -> Vec<CheckProblem> {

@@ -8,6 +8,7 @@ use tokio_postgres::Client;
 use super::references;
 use super::references::OnReferenced;
 use super::rows::{Filter, walkable_table};
+use super::leaves::{Walks, same_filter};
 use super::walk::{Copy, WalkPlan};
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError, TaskOptions};
 use crate::db::TableInfo;
@@ -83,7 +84,7 @@ impl PurgeSpec {
 }
 
 pub struct PurgePlan {
-    walk: WalkPlan,
+    walk: Walks,
     info: TableInfo,
 }
 
@@ -113,10 +114,9 @@ impl Task for PurgeSpec {
             .map_err(|p| TaskError::from_problems(&p))?;
         let cutoff = self.filter.cutoff(ctx.client).await?;
         let references = references::load(ctx.client, &info.name, info.oid).await?;
-        Ok(PurgePlan {
-            walk: WalkPlan {
+        let whole = WalkPlan {
                 table: info.name.clone(),
-                filter_sql,
+                filter_sql: filter_sql.clone(),
                 cutoff,
                 pages: info.pages,
                 estimated_rows: info.estimated_rows,
@@ -124,7 +124,9 @@ impl Task for PurgeSpec {
                 destination: Destination::Delete,
                 references,
                 on_referenced: self.on_referenced,
-            },
+        };
+        Ok(PurgePlan {
+            walk: Walks::of(ctx.client, whole, &info, same_filter(&filter_sql)).await?,
             info,
         })
     }
@@ -134,11 +136,8 @@ impl Task for PurgeSpec {
         ctx: &mut TaskContext<'_>,
         plan: &PurgePlan,
     ) -> Result<Outcome, TaskError> {
-        let copy = if ctx.backup_dir.is_some() {
-            Copy::Backup
-        } else {
-            Copy::Nowhere
-        };
+        let backup = ctx.backup_dir.is_some();
+        let copy = || if backup { Copy::Backup } else { Copy::Nowhere };
         plan.walk.describe(ctx, "delete", copy).await
     }
 

@@ -443,15 +443,5 @@ pub async fn walkable_table(client: &Client, written: &str) -> Result<TableInfo,
             message: err.to_string(),
             help: Some("check the name, or set search_path / qualify it as schema.table".into()),
         })?;
-    if info.kind == 'p' {
-        return Err(CheckProblem {
-            key: "table",
-            message: format!(
-                "{} is a partitioned table; batched tasks walk one table's pages",
-                info.name
-            ),
-            help: Some("configure a task per partition".into()),
-        });
-    }
     Ok(info)
 }

@@ -46,6 +46,7 @@ pub enum Copy {
 
 /// What `prepare` fixed for a walk: the table as found in the catalog, the
 /// filter's SQL and its cutoff, the pages to walk, and where rows go.
+#[derive(Clone)]
 pub struct WalkPlan {
     pub table: TableName,
     pub filter_sql: String,
@@ -142,7 +143,7 @@ impl WalkPlan {
     /// until the first row the condition leaves, so it is quick unless
     /// nearly every row matches. Not `thorough`: only the last pages are
     /// read, and None means they did not decide it.
-    async fn matches_every_row(
+    pub(crate) async fn matches_every_row(
         &self,
         client: &tokio_postgres::Client,
         thorough: bool,
@@ -410,26 +411,49 @@ impl WalkPlan {
         ctx: &mut TaskContext<'_>,
         mut backup: Option<BackupWriter>,
     ) -> Result<Outcome, TaskError> {
-        if let Some(cycle) = &self.references.cycle
-            && !ctx.confirmed
-        {
+        if let Err(refused) = self.refuse_unconfirmed(ctx).await {
             if let Some(writer) = backup {
                 writer.finish(ctx.client).await?;
             }
+            return Err(refused);
+        }
+        let mut outcome = self.walk_pages(ctx, &mut backup).await?;
+        if let Some(writer) = backup
+            && let Some(id) = writer.finish(ctx.client).await?
+        {
+            outcome.details["backup_id"] = json!(id);
+        }
+        Ok(outcome)
+    }
+
+    /// Refuses, before anything is removed, a removal that cascades round a
+    /// cycle or that names every row of the table, unless the run is
+    /// confirmed.
+    pub(crate) async fn refuse_unconfirmed(&self, ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
+        if let Some(cycle) = &self.references.cycle
+            && !ctx.confirmed
+        {
             return Err(TaskError::Target(format!(
                 "removing rows of {} cascades round a cycle ({cycle}), so it can remove rows no condition names and that the plan cannot count; nothing was removed. Remove the rows of the cycle's other tables first, or confirm: `pgmaint run {} --yes`",
                 self.table, ctx.task_name
             )));
         }
         if !ctx.confirmed && self.matches_every_row(ctx.client, true).await? == Some(true) {
-            if let Some(writer) = backup {
-                writer.finish(ctx.client).await?;
-            }
             return Err(TaskError::Target(format!(
                 "the condition matches every row of {}, so this run would empty the table; nothing was removed. If that is meant, confirm it as a critical task is confirmed: `pgmaint run {} --yes` (after `pgmaint plan {}`), {{\"yes\": true}} through the API, or allow_critical = true on the schedule",
                 self.table, ctx.task_name, ctx.task_name
             )));
         }
+        Ok(())
+    }
+
+    /// Walks the table's pages into `backup` (left open: the caller
+    /// finishes it), after the checks of [`Self::refuse_unconfirmed`].
+    pub(crate) async fn walk_pages(
+        &self,
+        ctx: &mut TaskContext<'_>,
+        backup: &mut Option<BackupWriter>,
+    ) -> Result<Outcome, TaskError> {
         db::set_session(
             ctx.client,
             "lock_timeout",
@@ -469,7 +493,7 @@ impl WalkPlan {
         ctx.progress.start(self.pages as u64, "pages");
 
         let walked = async {
-            let mut stopped = walk.pages(ctx, &statements, &mut backup, 0, self.pages).await?;
+            let mut stopped = walk.pages(ctx, &statements, backup, 0, self.pages).await?;
             // Rows inserted or moved (by an update) past the end while the
             // walk ran: walk the pages added since, until the table stops
             // growing.
@@ -483,7 +507,7 @@ impl WalkPlan {
                 if now <= end {
                     break;
                 }
-                stopped = walk.pages(ctx, &statements, &mut backup, end, now).await?;
+                stopped = walk.pages(ctx, &statements, backup, end, now).await?;
                 end = now;
             }
             // Ranges whose locks stayed busy get one more round at the end.
@@ -493,7 +517,7 @@ impl WalkPlan {
                     walk.deferred.push((from, to));
                     continue;
                 }
-                stopped = walk.pages(ctx, &statements, &mut backup, from, to).await?;
+                stopped = walk.pages(ctx, &statements, backup, from, to).await?;
             }
             Ok::<_, TaskError>(stopped)
         }
@@ -516,11 +540,6 @@ impl WalkPlan {
         let mut changed = vec![self.table.to_string()];
         changed.extend(self.references.parts.iter().map(|p| p.table.to_string()));
         details["changed_tables"] = json!(changed);
-        if let Some(writer) = backup
-            && let Some(id) = writer.finish(ctx.client).await?
-        {
-            details["backup_id"] = json!(id);
-        }
         let counters = walk.counters;
         let (status, error) = match walked {
             Err(err) => (

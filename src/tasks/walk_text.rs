@@ -34,6 +34,17 @@ struct WalkDetails {
     lock_timeout: Option<String>,
     max_retries: Option<u64>,
     samples: Vec<serde_json::Value>,
+    /// A partitioned table's leaves that can hold matching rows.
+    partitions: Option<Vec<PartitionDetails>>,
+    partitions_total: Option<u64>,
+}
+
+/// One leaf partition's share of the plan.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct PartitionDetails {
+    table: Option<String>,
+    rows: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +124,7 @@ pub(crate) fn plan_lines(
             details.archive_table.as_deref().unwrap_or("?")
         )));
     }
+    lines.extend(partition_lines(&details));
     lines.extend(reference_lines(&details.references));
     if details.matches_every_row == Some(true) {
         lines.push(PlanLine::Say(format!(
@@ -126,6 +138,29 @@ pub(crate) fn plan_lines(
     }
     lines.extend(sample_lines(&details.samples, rows));
     Some(lines)
+}
+
+/// Which leaf partitions a partitioned table's walk visits, with their
+/// rows; the rest the planner's pruning rules out.
+fn partition_lines(details: &WalkDetails) -> Vec<PlanLine> {
+    let Some(partitions) = &details.partitions else {
+        return Vec::new();
+    };
+    let total = details.partitions_total.unwrap_or(partitions.len() as u64);
+    let mut lines = vec![PlanLine::Say(format!(
+        "Partitioned: walks {} of its {total} partition{}, each in turn; the others cannot hold a matching row.",
+        partitions.len(),
+        plural(total)
+    ))];
+    for partition in partitions {
+        lines.push(PlanLine::Item(format!(
+            "{}: {} row{}",
+            partition.table.as_deref().unwrap_or("?"),
+            crate::output::count(partition.rows.unwrap_or(0)),
+            plural(partition.rows.unwrap_or(0))
+        )));
+    }
+    lines
 }
 
 /// The plan's first line: what would go where, in how many batches.

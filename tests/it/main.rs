@@ -26,6 +26,7 @@ mod demo_tour;
 mod health;
 mod health_timeout;
 mod lifecycle;
+mod partitioned;
 mod partitions;
 mod plan_output;
 mod predicates;
