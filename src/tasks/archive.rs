@@ -10,9 +10,9 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::Client;
 
+use super::leaves::{Walks, same_filter};
 use super::references::OnReferenced;
 use super::rows::{Filter, walkable_table};
-use super::leaves::{Walks, same_filter};
 use super::walk::{Copy, WalkPlan};
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError, TaskOptions};
 use crate::backup::{BackupWriter, Compression};
@@ -401,22 +401,22 @@ impl Task for ArchiveSpec {
             )));
         }
         let whole = WalkPlan {
-                table: source.name.clone(),
-                filter_sql: filter_sql.clone(),
-                cutoff,
-                pages: source.pages,
-                estimated_rows: source.estimated_rows,
-                columns: source.insertable_columns(),
-                destination: if self.to_table {
-                    Destination::Move {
-                        archive,
-                        archived_at: self.archived_at.clone(),
-                    }
-                } else {
-                    Destination::Delete
-                },
-                references,
-                on_referenced: self.on_referenced,
+            table: source.name.clone(),
+            filter_sql: filter_sql.clone(),
+            cutoff,
+            pages: source.pages,
+            estimated_rows: source.estimated_rows,
+            columns: source.insertable_columns(),
+            destination: if self.to_table {
+                Destination::Move {
+                    archive,
+                    archived_at: self.archived_at.clone(),
+                }
+            } else {
+                Destination::Delete
+            },
+            references,
+            on_referenced: self.on_referenced,
         };
         Ok(ArchivePlan {
             walk: Walks::of(ctx.client, whole, &source, same_filter(&filter_sql)).await?,

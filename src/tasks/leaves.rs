@@ -125,8 +125,9 @@ impl Walks {
             // there is nothing to do.
             None => self.whole.describe(ctx, verb, copy()).await?,
         };
-        let every_row = crate::db::read_only(ctx.client, self.whole.matches_every_row(ctx.client, true))
-            .await?;
+        let every_row =
+            crate::db::read_only(ctx.client, self.whole.matches_every_row(ctx.client, true))
+                .await?;
         let details = &mut outcome.details;
         details["table"] = json!(self.whole.table.to_string());
         details["pages"] = json!(partitions.walks.iter().map(|w| w.pages).sum::<i64>());
@@ -138,7 +139,10 @@ impl Walks {
             partitions
                 .all
                 .iter()
-                .filter(|name| !partitions.walks.iter().any(|w| &w.table.to_string() == *name))
+                .filter(|name| !partitions
+                    .walks
+                    .iter()
+                    .any(|w| &w.table.to_string() == *name))
                 .collect::<Vec<_>>()
         );
         Ok(outcome)
@@ -187,7 +191,11 @@ impl Walks {
             combined.retries += outcome.retries;
             longest = longest.max(outcome.details["longest_batch_ms"].as_u64().unwrap_or(0));
             reached.push(json!({"table": walk.table.to_string(), "rows": outcome.rows}));
-            for table in outcome.details["changed_tables"].as_array().into_iter().flatten() {
+            for table in outcome.details["changed_tables"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
                 if !changed.iter().any(|c| json!(c) == *table) {
                     changed.push(table.as_str().unwrap_or_default().to_string());
                 }
@@ -295,9 +303,15 @@ fn add_described(mut sum: Outcome, next: Outcome) -> Outcome {
         let more = b["references"][key].as_array().cloned().unwrap_or_default();
         if let Some(list) = a["references"][key].as_array_mut() {
             for entry in more {
-                match list.iter_mut().find(|e| e["table"] == entry["table"] && e["action"] == entry["action"]) {
+                match list
+                    .iter_mut()
+                    .find(|e| e["table"] == entry["table"] && e["action"] == entry["action"])
+                {
                     Some(same) => {
-                        same["rows"] = json!(same["rows"].as_u64().unwrap_or(0) + entry["rows"].as_u64().unwrap_or(0));
+                        same["rows"] = json!(
+                            same["rows"].as_u64().unwrap_or(0)
+                                + entry["rows"].as_u64().unwrap_or(0)
+                        );
                     }
                     None => list.push(entry),
                 }
@@ -305,6 +319,11 @@ fn add_described(mut sum: Outcome, next: Outcome) -> Outcome {
         }
     }
     sum
+}
+
+/// The filter as a leaf reads it: the text as written.
+pub(crate) fn same_filter(filter: &str) -> impl Fn(&TableName) -> String + '_ {
+    move |_| filter.to_string()
 }
 
 #[cfg(test)]
@@ -328,9 +347,4 @@ mod tests {
             ]
         );
     }
-}
-
-/// The filter as a leaf reads it: the text as written.
-pub(crate) fn same_filter(filter: &str) -> impl Fn(&TableName) -> String + '_ {
-    move |_| filter.to_string()
 }

@@ -9,10 +9,10 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::Client;
 
+use super::leaves::Walks;
 use super::references::OnReferenced;
 use super::rows::walkable_table;
 use super::values::OneOrMany;
-use super::leaves::Walks;
 use super::walk::{Copy, WalkPlan};
 use super::{CheckProblem, Outcome, PlanLine, ReportProblem, Task, TaskContext, TaskError};
 use crate::db::{self, TableInfo};

@@ -5,10 +5,10 @@
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use super::leaves::{Walks, same_filter};
 use super::references;
 use super::references::OnReferenced;
 use super::rows::{Filter, walkable_table};
-use super::leaves::{Walks, same_filter};
 use super::walk::{Copy, WalkPlan};
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError, TaskOptions};
 use crate::db::TableInfo;
@@ -115,15 +115,15 @@ impl Task for PurgeSpec {
         let cutoff = self.filter.cutoff(ctx.client).await?;
         let references = references::load(ctx.client, &info.name, info.oid).await?;
         let whole = WalkPlan {
-                table: info.name.clone(),
-                filter_sql: filter_sql.clone(),
-                cutoff,
-                pages: info.pages,
-                estimated_rows: info.estimated_rows,
-                columns: info.insertable_columns(),
-                destination: Destination::Delete,
-                references,
-                on_referenced: self.on_referenced,
+            table: info.name.clone(),
+            filter_sql: filter_sql.clone(),
+            cutoff,
+            pages: info.pages,
+            estimated_rows: info.estimated_rows,
+            columns: info.insertable_columns(),
+            destination: Destination::Delete,
+            references,
+            on_referenced: self.on_referenced,
         };
         Ok(PurgePlan {
             walk: Walks::of(ctx.client, whole, &info, same_filter(&filter_sql)).await?,

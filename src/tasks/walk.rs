@@ -429,7 +429,10 @@ impl WalkPlan {
     /// Refuses, before anything is removed, a removal that cascades round a
     /// cycle or that names every row of the table, unless the run is
     /// confirmed.
-    pub(crate) async fn refuse_unconfirmed(&self, ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
+    pub(crate) async fn refuse_unconfirmed(
+        &self,
+        ctx: &mut TaskContext<'_>,
+    ) -> Result<(), TaskError> {
         if let Some(cycle) = &self.references.cycle
             && !ctx.confirmed
         {

@@ -86,7 +86,11 @@ async fn a_purge_of_a_partitioned_table_walks_the_leaves_it_can_match_and_restor
     assert_eq!(task["details"]["partitions_total"], 4);
     assert_eq!(
         partitions_of(task),
-        ["public.events_2024", "public.events_2025", "public.events_default"],
+        [
+            "public.events_2024",
+            "public.events_2025",
+            "public.events_default"
+        ],
         "the 2026 partition cannot hold a row before June 2025"
     );
     // Every row of events_2024 matches, but not every row of the table.
@@ -158,7 +162,10 @@ async fn an_older_than_cutoff_prunes_by_the_bounds_and_an_archive_moves_every_le
     let task = &run.json()["tasks"][0];
     assert_eq!(task["rows"], named.0, "{task}");
     assert_eq!(checksum(&db, "SELECT * FROM events").await, kept);
-    let archive = task["details"]["archive_table"].as_str().unwrap().to_string();
+    let archive = task["details"]["archive_table"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(
         checksum(
             &db,
@@ -197,17 +204,26 @@ async fn orphans_of_a_partitioned_child_are_found_in_every_leaf_and_an_every_row
     // A condition every row meets empties the parent: refused unconfirmed,
     // though no single leaf decides it.
     let plan = db.pgmaint(&["plan", "everything", "--json"]).await;
-    assert_eq!(plan.json()["tasks"][0]["details"]["matches_every_row"], true);
+    assert_eq!(
+        plan.json()["tasks"][0]["details"]["matches_every_row"],
+        true
+    );
     let refused = db.pgmaint(&["run", "everything"]).await;
     refused.assert_code(1);
     assert!(
-        refused.stderr.contains("matches every row of public.events")
-            || refused.stdout.contains("matches every row of public.events"),
+        refused
+            .stderr
+            .contains("matches every row of public.events")
+            || refused
+                .stdout
+                .contains("matches every row of public.events"),
         "{}{}",
         refused.stdout,
         refused.stderr
     );
     assert_eq!(checksum(&db, "SELECT * FROM events").await, kept);
-    db.pgmaint(&["run", "everything", "--yes"]).await.assert_code(0);
+    db.pgmaint(&["run", "everything", "--yes"])
+        .await
+        .assert_code(0);
     assert_eq!(db.count("SELECT count(*) FROM events").await, 0);
 }
