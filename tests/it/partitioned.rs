@@ -227,3 +227,50 @@ async fn orphans_of_a_partitioned_child_are_found_in_every_leaf_and_an_every_row
         .assert_code(0);
     assert_eq!(db.count("SELECT count(*) FROM events").await, 0);
 }
+
+#[tokio::test]
+async fn what_a_cascade_takes_from_each_leaf_is_backed_up_and_restored() {
+    let db = events(&format!(
+        "[backups]\ndir = \"backups\"\n\n[tasks.old_events]\nkind = \"purge\"\ntable = \"events\"\nwhere = \"{OLD}\"\nbatch_size = 500\nbackup = true\n"
+    ))
+    .await;
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE notes (id int PRIMARY KEY, event_id bigint NOT NULL, event_at timestamptz NOT NULL,
+                                 FOREIGN KEY (event_id, event_at) REFERENCES events ON DELETE CASCADE);
+             INSERT INTO notes SELECT row_number() OVER (), id, at FROM events WHERE id % 3 = 0;",
+        )
+        .await
+        .unwrap();
+    let events_before = checksum(&db, "SELECT * FROM events").await;
+    let notes_before = checksum(&db, "SELECT * FROM notes").await;
+    let going = db
+        .count(&format!(
+            "SELECT count(*) FROM notes n JOIN events e ON (e.id, e.at) = (n.event_id, n.event_at) WHERE {OLD}"
+        ))
+        .await;
+    assert!(going > 0);
+    let plan = db.pgmaint(&["plan", "old_events", "--json"]).await;
+    plan.assert_code(0);
+    let cascade = &plan.json()["tasks"][0]["details"]["references"]["cascade"];
+    let counted: u64 = cascade
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["rows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted as i64, going, "{cascade}");
+
+    let run = db.pgmaint(&["run", "old_events", "--json"]).await;
+    run.assert_code(0);
+    let task = &run.json()["tasks"][0];
+    let notes_left = db.count("SELECT count(*) FROM notes").await;
+    assert_eq!(notes_left, notes_before.0 - going);
+    let backup = task["details"]["backup_id"].as_i64().expect("one backup");
+    db.pgmaint(&["restore", &backup.to_string()])
+        .await
+        .assert_code(0);
+    assert_eq!(checksum(&db, "SELECT * FROM events").await, events_before);
+    assert_eq!(checksum(&db, "SELECT * FROM notes").await, notes_before);
+}
