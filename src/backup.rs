@@ -251,7 +251,7 @@ impl BackupWriter {
         place: impl FnOnce(i64) -> (PathBuf, String),
     ) -> Result<BackupWriter, BackupError> {
         sweep(client, schema, task).await?;
-        let (columns, described) = saved_columns_of(columns);
+        let (columns, described) = saved_columns_of(columns, purpose);
         let id = store::insert_backup(
             client,
             schema,
@@ -306,7 +306,7 @@ impl BackupWriter {
         part: BackupPart<'_>,
     ) -> Result<usize, BackupError> {
         let number = self.parts.len();
-        let (columns, described) = saved_columns_of(&part.columns);
+        let (columns, described) = saved_columns_of(&part.columns, Purpose::Backup);
         store::add_backup_part(
             client,
             &self.schema,
@@ -448,11 +448,15 @@ impl BackupWriter {
 }
 
 /// The columns a backup saves (generated ones are computed again on
-/// restore), as (name, type) and as the index records them.
-fn saved_columns_of(columns: &[Column]) -> (Vec<(String, String)>, Vec<serde_json::Value>) {
+/// restore; an export keeps them, as an archive holds a row whole), as
+/// (name, type) and as the index records them.
+fn saved_columns_of(
+    columns: &[Column],
+    purpose: Purpose,
+) -> (Vec<(String, String)>, Vec<serde_json::Value>) {
     let saved: Vec<(String, String)> = columns
         .iter()
-        .filter(|c| !c.generated)
+        .filter(|c| purpose == Purpose::Export || !c.generated)
         .map(|c| (c.name.clone(), c.type_name.clone()))
         .collect();
     let described = saved
@@ -654,7 +658,9 @@ pub(crate) struct PartRestore {
 
 /// A part's files read and verified, whether its table has a unique key,
 /// and its table's oid: what a restore needs before it writes.
-type ReadPart = (Vec<Vec<u8>>, bool, u32);
+/// A part's verified files, whether its table has a unique key, its oid,
+/// and its columns that are generated now (computed again, never put back).
+type ReadPart = (Vec<Vec<u8>>, bool, u32, Vec<String>);
 
 /// One table's part of a backup, as the index describes it.
 struct SavedPart {
@@ -728,10 +734,10 @@ pub(crate) async fn restore(
     let mut counts = vec![(0u64, 0u64); parts.len()];
     let mut prepared: Vec<Option<ReadPart>> = prepared.into_iter().map(Some).collect();
     for index in order {
-        let Some((contents, has_key, _)) = prepared[index].take() else {
+        let Some((contents, has_key, _, generated)) = prepared[index].take() else {
             continue;
         };
-        counts[index] = restore_part(&tx, id, &parts[index], contents, has_key).await?;
+        counts[index] = restore_part(&tx, id, &parts[index], contents, has_key, &generated).await?;
     }
     if dry_run {
         tx.rollback().await?;
@@ -826,7 +832,13 @@ async fn read_part(
         contents.push(read_verified(&dir.join(file), sha256)?);
     }
     let has_key = db::has_unique_key(client, info.oid).await?;
-    Ok((contents, has_key, info.oid))
+    let generated = info
+        .columns
+        .iter()
+        .filter(|c| c.generated)
+        .map(|c| c.name.clone())
+        .collect();
+    Ok((contents, has_key, info.oid, generated))
 }
 
 /// A backup file's CSV, refused unless it matches its checksum.
@@ -850,6 +862,7 @@ async fn restore_part(
     part: &SavedPart,
     contents: Vec<Vec<u8>>,
     has_key: bool,
+    generated: &[String],
 ) -> Result<(u64, u64), BackupError> {
     let names: Vec<String> = part.columns.iter().map(|(n, _)| n.clone()).collect();
     let list = column_list(&names);
@@ -875,7 +888,16 @@ async fn restore_part(
         .get(0);
     let statement = match part.action.as_str() {
         "set_null" | "set_default" => set_back(part, &temp),
-        _ => Some(put_back(&part.table, &names, &temp, has_key)),
+        _ => {
+            // An export keeps a stored generated column's value; the table
+            // computes it again.
+            let stored: Vec<String> = names
+                .iter()
+                .filter(|n| !generated.contains(n))
+                .cloned()
+                .collect();
+            Some(put_back(&part.table, &stored, &temp, has_key))
+        }
     };
     let restored = match statement {
         Some(statement) => tx.exec(&statement, &[]).await.map_err(|err| {
@@ -901,7 +923,7 @@ async fn restore_order(
     parts: &[SavedPart],
     prepared: &[ReadPart],
 ) -> Result<Vec<usize>, BackupError> {
-    let oids: Vec<u32> = prepared.iter().map(|(_, _, oid)| *oid).collect();
+    let oids: Vec<u32> = prepared.iter().map(|(_, _, oid, _)| *oid).collect();
     let edges: Vec<(u32, u32)> = tx
         .rows(
             "SELECT conrelid, confrelid FROM pg_constraint

@@ -66,6 +66,10 @@ pub enum Destination {
     Move {
         archive: TableName,
         archived_at: Option<String>,
+        /// The archive's columns the rows are inserted into: the source's
+        /// stored columns, and its generated ones the archive holds as
+        /// plain columns (their values copied, never computed again).
+        columns: Vec<String>,
     },
 }
 
@@ -117,25 +121,38 @@ pub fn walk_batch(batch: &WalkBatch<'_>, limited: bool) -> String {
     if plain && !limited {
         return format!("DELETE FROM {t} WHERE {condition}");
     }
-    let columns = column_list(batch.columns);
+    // What the batch returns: the columns saved (a backup's, an export's),
+    // then any others the archive takes.
+    let mut returned: Vec<String> = batch.columns.to_vec();
+    if let Destination::Move { columns, .. } = batch.destination {
+        returned.extend(
+            columns
+                .iter()
+                .filter(|c| !batch.columns.contains(c))
+                .cloned(),
+        );
+    }
     let mut statement = if plain {
         format!("WITH deleted AS (\n  DELETE FROM {t} WHERE {condition}\n  RETURNING ctid)")
     } else {
         format!(
-            "WITH deleted AS (\n  DELETE FROM {t} WHERE {condition}\n  RETURNING ctid, {columns})"
+            "WITH deleted AS (\n  DELETE FROM {t} WHERE {condition}\n  RETURNING ctid, {})",
+            column_list(&returned)
         )
     };
     if let Destination::Move {
         archive,
         archived_at,
+        columns,
     } = batch.destination
     {
+        let columns = column_list(columns);
         let (extra_column, extra_value) = match archived_at {
             Some(column) => (format!(", {}", quote_ident(column)), ", now()"),
             None => (String::new(), ""),
         };
         statement.push_str(&format!(
-            ",\nmoved AS (\n  INSERT INTO {} ({columns}{extra_column})\n  SELECT {columns}{extra_value} FROM deleted)",
+            ",\nmoved AS (\n  INSERT INTO {} ({columns}{extra_column}) OVERRIDING SYSTEM VALUE\n  SELECT {columns}{extra_value} FROM deleted)",
             archive.quoted()
         ));
     }
@@ -301,6 +318,7 @@ mod tests {
         let destination = Destination::Move {
             archive: a,
             archived_at: Some("archived_at".into()),
+            columns: columns.clone(),
         };
         let statement = walk_batch(&batch(&t, "true", &columns, &destination, true), false);
         assert!(
@@ -308,10 +326,27 @@ mod tests {
             "{statement}"
         );
         assert!(statement.contains(
-            "INSERT INTO \"public\".\"ledger_archive\" (\"id\", \"we\"\"ird\", \"archived_at\")\n  SELECT \"id\", \"we\"\"ird\", now() FROM deleted"
+            "INSERT INTO \"public\".\"ledger_archive\" (\"id\", \"we\"\"ird\", \"archived_at\") OVERRIDING SYSTEM VALUE\n  SELECT \"id\", \"we\"\"ird\", now() FROM deleted"
         ), "{statement}");
         assert!(
             statement.ends_with("\"id\"::text, \"we\"\"ird\"::text FROM deleted"),
+            "{statement}"
+        );
+        // A generated column the archive holds as a plain one: returned and
+        // inserted, though the backup does not save it.
+        let destination = Destination::Move {
+            archive: TableName::new("public", "ledger_archive"),
+            archived_at: None,
+            columns: vec!["id".into(), "total".into()],
+        };
+        let statement = walk_batch(&batch(&t, "true", &columns[..1], &destination, true), false);
+        assert!(
+            statement.contains("RETURNING ctid, \"id\", \"total\""),
+            "{statement}"
+        );
+        assert!(statement.contains("(\"id\", \"total\") OVERRIDING SYSTEM VALUE\n  SELECT \"id\", \"total\" FROM deleted"), "{statement}");
+        assert!(
+            statement.ends_with("SELECT (ctid::text::point)[0]::bigint, \"id\"::text FROM deleted"),
             "{statement}"
         );
     }

@@ -196,11 +196,12 @@ impl ArchiveSpec {
     }
 
     /// Checks source, filter and archive table. Returns the source, the
-    /// filter's SQL, the archive's name, and whether it must be created.
+    /// filter's SQL, the archive's name, whether it must be created, and
+    /// the archive's columns a move inserts into.
     async fn validate(
         &self,
         client: &Client,
-    ) -> Result<(TableInfo, String, TableName, bool), Vec<CheckProblem>> {
+    ) -> Result<(TableInfo, String, TableName, bool, Vec<String>), Vec<CheckProblem>> {
         let source = walkable_table(client, &self.table)
             .await
             .map_err(|p| vec![p])?;
@@ -220,17 +221,17 @@ impl ArchiveSpec {
             }]);
         }
         if !self.to_table {
-            return Ok((source, filter_sql, archive, false));
+            return Ok((source, filter_sql, archive, false, Vec::new()));
         }
-        let missing = match db::lookup_table(client, &archive.quoted()).await {
+        let (missing, moved) = match db::lookup_table(client, &archive.quoted()).await {
             Ok(found) => {
                 let problems = differences(&source, &found, self.archived_at.as_deref());
                 if !problems.is_empty() {
                     return Err(problems);
                 }
-                false
+                (false, moved_columns(&source, Some(&found)))
             }
-            Err(db::LookupError::Missing(..)) => true,
+            Err(db::LookupError::Missing(..)) => (true, moved_columns(&source, None)),
             Err(err) => {
                 return Err(vec![CheckProblem {
                     key: "archive_table",
@@ -239,8 +240,25 @@ impl ArchiveSpec {
                 }]);
             }
         };
-        Ok((source, filter_sql, archive, missing))
+        Ok((source, filter_sql, archive, missing, moved))
     }
+}
+
+/// The archive's columns a move inserts into: every stored column of the
+/// source, and each generated one the archive holds as a plain column (a
+/// created archive holds them all so: `LIKE` copies no generation
+/// expression), whose value is copied as it was, since the expression can
+/// change later. One the archive computes itself is left to it.
+fn moved_columns(source: &TableInfo, archive: Option<&TableInfo>) -> Vec<String> {
+    source
+        .columns
+        .iter()
+        .filter(|c| {
+            !c.generated
+                || archive.is_none_or(|a| a.column(&c.name).is_some_and(|mine| !mine.generated))
+        })
+        .map(|c| c.name.clone())
+        .collect()
 }
 
 /// How an existing archive table fails to take the source's rows: each
@@ -355,7 +373,7 @@ impl Task for ArchiveSpec {
     }
 
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<ArchivePlan, TaskError> {
-        let (source, filter_sql, archive, missing) = self
+        let (source, filter_sql, archive, missing, moved) = self
             .validate(ctx.client)
             .await
             .map_err(|p| TaskError::from_problems(&p))?;
@@ -406,11 +424,18 @@ impl Task for ArchiveSpec {
             cutoff,
             pages: source.pages,
             estimated_rows: source.estimated_rows,
-            columns: source.insertable_columns(),
+            // An export keeps generated columns' values; a backup leaves
+            // them to be computed again.
+            columns: if self.export.is_some() {
+                source.columns.iter().map(|c| c.name.clone()).collect()
+            } else {
+                source.insertable_columns()
+            },
             destination: if self.to_table {
                 Destination::Move {
                     archive,
                     archived_at: self.archived_at.clone(),
+                    columns: moved,
                 }
             } else {
                 Destination::Delete

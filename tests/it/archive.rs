@@ -222,7 +222,7 @@ async fn kill_9_at_random_moments_never_loses_or_duplicates_a_row() {
 
 /// Every export data file in `dir` (none may be left `.partial`), loaded
 /// into a new table `into` shaped like `like`; returns the manifests.
-async fn load_exports(
+pub(crate) async fn load_exports(
     db: &TestDb,
     dir: &std::path::Path,
     into: &str,

@@ -33,6 +33,7 @@ mod predicates;
 mod purge;
 mod removal;
 mod removal_properties;
+mod row_shapes;
 mod safety_rules;
 mod sessions;
 mod tls;
