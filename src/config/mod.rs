@@ -423,6 +423,14 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
     // so a schedule naming a task with a typo in it is not also told the
     // task does not exist.
     let task_names = source.names_in(&["tasks"]);
+    // In the order the file lists them: `run --all` and `plan` go in that
+    // order (a vacuum written after the purges runs after them).
+    tasks.sort_by_key(|t: &TaskConfig| {
+        task_names
+            .iter()
+            .position(|n| *n == t.name)
+            .unwrap_or(usize::MAX)
+    });
     let notifier_names = source.names_in(&["notifiers"]);
     let named = Named {
         tasks: &task_names,

@@ -34,6 +34,7 @@ mod purge;
 mod removal;
 mod removal_properties;
 mod row_shapes;
+mod run_order;
 mod safety_rules;
 mod sessions;
 mod tls;
