@@ -249,7 +249,7 @@ pub(crate) async fn lookup_table(
             .await
             .map(|r| r.get(0))
             .unwrap_or_default();
-        let help = relation_help(client, "table", written, &["r", "p"]).await;
+        let help = relation_help(client, "table", false, written, &["r", "p"]).await;
         return Err(LookupError::Missing(written.into(), path, help));
     };
     let kind = row.get::<_, String>(3).chars().next().unwrap_or('r');
@@ -395,13 +395,22 @@ fn read_part(part: &str) -> String {
 /// can paste: an unquoted mixed-case name whose quoted form exists gets
 /// `mixed-case names must be quoted`; else the nearest relation of the
 /// `kinds` (pg_class.relkind) in the named schema or the search_path gets
-/// `did you mean`. `None` when nothing is near.
+/// `did you mean`. `None` when nothing is near. `list`: the key takes an
+/// array of names (`views = ['...']`).
 pub(crate) async fn relation_help(
     client: &impl GenericClient,
     key: &str,
+    list: bool,
     written: &str,
     kinds: &[&str],
 ) -> Option<String> {
+    let value = |name: &str| {
+        if list {
+            format!("{key} = ['{name}']")
+        } else {
+            format!("{key} = '{name}'")
+        }
+    };
     let parts = name_parts(written);
     if parts.len() > 2 || parts.iter().any(|p| p.is_empty()) {
         return None;
@@ -430,7 +439,8 @@ pub(crate) async fn relation_help(
             .is_some();
         if exists {
             return Some(format!(
-                "mixed-case names must be quoted: {key} = '{quoted}'"
+                "mixed-case names must be quoted: {}",
+                value(&quoted)
             ));
         }
     }
@@ -458,7 +468,7 @@ pub(crate) async fn relation_help(
     } else {
         format!("{}.{}", as_written(&schema), as_written(found))
     };
-    Some(format!("did you mean {key} = '{suggestion}'?"))
+    Some(format!("did you mean {}?", value(&suggestion)))
 }
 
 impl TableInfo {
