@@ -30,6 +30,7 @@ mod partitions;
 mod plan_output;
 mod predicates;
 mod purge;
+mod real_schemas;
 mod removal;
 mod removal_properties;
 mod safety_rules;

@@ -1,0 +1,256 @@
+//! The shapes real applications' schemas have (#15): Rails' `timestamp(6)`
+//! and Prisma's `timestamp(3)` and quoted PascalCase names, domains over
+//! time types, a table partitioned by a `"timestamp"` column with a default
+//! partition, and a parent pg_partman manages. Exact row counts, and
+//! check's help for names PostgreSQL would not resolve.
+
+use crate::common;
+
+use common::TestDb;
+
+/// Shared set-up: the database's `timezone` far from UTC, so a
+/// `timestamp without time zone` compared as if it were UTC would be off
+/// by 14 hours and the counts below would differ.
+const SCHEMA: &str = r#"
+DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET timezone = %L', current_database(), 'Pacific/Kiritimati'); END $$;
+SET timezone = 'Pacific/Kiritimati';
+CREATE TABLE webhooks (id bigserial PRIMARY KEY, updated_at timestamp(6) without time zone NOT NULL);
+INSERT INTO webhooks (updated_at)
+     SELECT localtimestamp - interval '7 days 1 hour' - i * interval '1 minute' FROM generate_series(1, 100) i;
+INSERT INTO webhooks (updated_at)
+     SELECT localtimestamp - interval '7 days' + interval '1 hour' FROM generate_series(1, 40) i;
+CREATE TABLE "Session" (id text PRIMARY KEY, "userId" text NOT NULL, "createdAt" timestamp(3) NOT NULL);
+INSERT INTO "Session"
+     SELECT 'c' || i, 'u' || i % 7, localtimestamp - CASE WHEN i <= 30 THEN interval '31 days' ELSE interval '29 days' END
+       FROM generate_series(1, 50) i;
+CREATE DOMAIN moment AS timestamptz;
+CREATE DOMAIN audited_moment AS moment CHECK (VALUE > '2000-01-01');
+CREATE TABLE audit_log (id bigserial PRIMARY KEY, at audited_moment NOT NULL);
+INSERT INTO audit_log (at) SELECT now() - (i || ' days')::interval FROM generate_series(1, 20) i;
+CREATE TABLE daily_stats (day date NOT NULL, n int);
+INSERT INTO daily_stats SELECT current_date - 8, i FROM generate_series(1, 5) i;
+INSERT INTO daily_stats SELECT current_date - 7, i FROM generate_series(1, 6) i;
+"#;
+
+#[tokio::test]
+async fn purge_and_archive_by_age_on_rails_prisma_domain_and_date_columns() {
+    let db = TestDb::with_sql(SCHEMA).await;
+    db.config(
+        r#"[tasks.webhooks]
+kind = "purge"
+table = "webhooks"
+time_column = "updated_at"
+older_than = "7 days"
+
+[tasks.sessions]
+kind = "archive"
+table = '"Session"'
+time_column = '"createdAt"'
+older_than = "30 days"
+
+[tasks.audit]
+kind = "purge"
+table = "audit_log"
+time_column = "at"
+older_than = "10 days 1 hour"
+
+[tasks.stats]
+kind = "purge"
+table = "daily_stats"
+time_column = "day"
+older_than = "7 days"
+"#,
+    );
+    db.pgmaint(&["init"]).await.assert_code(0);
+    let check = db.pgmaint(&["check"]).await;
+    check.assert_code(0);
+    let plan = db.pgmaint(&["plan", "--json"]).await;
+    plan.assert_code(0);
+    db.pgmaint(&["run", "--all"]).await.assert_code(0);
+    // timestamp(6): the cutoff is the server zone's local time 7 days ago.
+    assert_eq!(db.count("SELECT count(*) FROM webhooks").await, 40);
+    // timestamp(3), quoted PascalCase table and camelCase column.
+    assert_eq!(db.count(r#"SELECT count(*) FROM "Session""#).await, 20);
+    assert_eq!(
+        db.count(r#"SELECT count(*) FROM "Session_archive""#).await,
+        30
+    );
+    // A domain over a domain over timestamptz: days 11..20 go.
+    assert_eq!(db.count("SELECT count(*) FROM audit_log").await, 10);
+    // date: compared with the cutoff's date, so the cutoff's own day stays.
+    assert_eq!(db.count("SELECT count(*) FROM daily_stats").await, 6);
+}
+
+#[tokio::test]
+async fn partitions_on_a_timestamp6_column_named_timestamp_with_a_default() {
+    let db = TestDb::with_sql(
+        r#"CREATE TABLE enriched_events (id bigint NOT NULL, "timestamp" timestamp(6) without time zone NOT NULL)
+             PARTITION BY RANGE ("timestamp");
+           CREATE TABLE enriched_events_default PARTITION OF enriched_events DEFAULT;
+           INSERT INTO enriched_events
+                SELECT i, date_trunc('day', now() AT TIME ZONE 'UTC') + interval '1 hour' + i * interval '1 second'
+                  FROM generate_series(1, 30) i;"#,
+    )
+    .await;
+    db.config(
+        "[tasks.events]\nkind = \"partitions\"\ntable = \"enriched_events\"\ninterval = \"1 day\"\npremake = 2\ndrain_default = true\n",
+    );
+    db.pgmaint(&["init"]).await.assert_code(0);
+    db.pgmaint(&["check"]).await.assert_code(0);
+    let plan = db.pgmaint(&["plan", "--json"]).await;
+    plan.assert_code(0);
+    let details = &plan.json()["tasks"][0]["details"]["plan"];
+    assert_eq!(details["create"].as_array().unwrap().len(), 3, "{details}");
+    assert_eq!(details["default_rows"], 30);
+    db.pgmaint(&["run", "--all"]).await.assert_code(0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM enriched_events_default")
+            .await,
+        0
+    );
+    assert_eq!(db.count("SELECT count(*) FROM enriched_events").await, 30);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'enriched_events'::regclass"
+        )
+        .await,
+        4
+    );
+    // Today's partition holds the 30 rows.
+    let today: String = db
+        .client()
+        .await
+        .query_one(
+            "SELECT 'enriched_events_p' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        db.count(&format!("SELECT count(*) FROM \"{today}\"")).await,
+        30
+    );
+}
+
+#[tokio::test]
+async fn check_says_how_to_quote_mixed_case_names_and_suggests_near_misses() {
+    let db = TestDb::with_sql(
+        r#"CREATE TABLE "Session" (id text PRIMARY KEY, "createdAt" timestamp(3) NOT NULL);
+           CREATE TABLE webhooks (id bigint, updated_at timestamp(6) NOT NULL);
+           CREATE MATERIALIZED VIEW "DailyStats" AS SELECT 1 AS n;
+           CREATE MATERIALIZED VIEW user_counts AS SELECT 1 AS n;"#,
+    )
+    .await;
+    db.config(
+        r#"[tasks.unquoted]
+kind = "purge"
+table = "Session"
+time_column = "createdAt"
+older_than = "7 days"
+
+[tasks.typo]
+kind = "purge"
+table = "webhook"
+time_column = "updated_at"
+older_than = "7 days"
+
+[tasks.column]
+kind = "purge"
+table = '"Session"'
+time_column = "created_at"
+older_than = "7 days"
+
+[tasks.views]
+kind = "refresh"
+views = ["DailyStats"]
+
+[tasks.view_typo]
+kind = "refresh"
+views = ["user_count"]
+"#,
+    );
+    db.pgmaint(&["init"]).await.assert_code(0);
+    let check = db.pgmaint(&["check"]).await;
+    check.assert_code(2);
+    let err = &check.stderr;
+    for expected in [
+        "pgmaint.toml:3:9: tasks.unquoted.table: table \"Session\" does not exist",
+        "help: mixed-case names must be quoted: table = '\"Session\"'",
+        "pgmaint.toml:9:9: tasks.typo.table: table \"webhook\" does not exist",
+        "help: did you mean table = 'webhooks'?",
+        "pgmaint.toml:16:15: tasks.column.time_column: table public.",
+        "has no column \"created_at\"; columns are: id, createdAt",
+        "help: did you mean time_column = '\"createdAt\"'?",
+        "tasks.views.views: materialized view \"DailyStats\" does not exist",
+        "help: mixed-case names must be quoted: views = ['\"DailyStats\"']",
+        "tasks.view_typo.views: materialized view \"user_count\" does not exist",
+        "help: did you mean views = ['user_counts']?",
+        "5 problem(s) found; nothing was changed",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}
+
+#[tokio::test]
+async fn partitions_refuses_a_parent_pg_partman_manages() {
+    common::require_extension(
+        "pg_partman",
+        "this test gives pgmaint a table pg_partman manages",
+        "postgresql-{major}-partman",
+        "pg_partman",
+    )
+    .await;
+    let db = TestDb::with_sql("CREATE SCHEMA partman; CREATE EXTENSION pg_partman SCHEMA partman;")
+        .await;
+    let client = db.client().await;
+    let version: String = client
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'pg_partman'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (kind, interval) = if version.starts_with("4.") {
+        ("native", "daily")
+    } else {
+        ("range", "1 day")
+    };
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE managed (id bigint, at timestamptz NOT NULL) PARTITION BY RANGE (at);
+             SELECT partman.create_parent(p_parent_table := 'public.managed', p_control := 'at',
+                                          p_type := '{kind}', p_interval := '{interval}', p_premake := 2);"
+        ))
+        .await
+        .unwrap();
+    let partitions = "SELECT count(*) FROM pg_inherits WHERE inhparent = 'managed'::regclass";
+    let before = db.count(partitions).await;
+    db.config(
+        "[tasks.managed]\nkind = \"partitions\"\ntable = \"managed\"\ninterval = \"1 day\"\npremake = 7\n",
+    );
+    db.pgmaint(&["init"]).await.assert_code(0);
+    let check = db.pgmaint(&["check"]).await;
+    check.assert_code(2);
+    for expected in [
+        "pgmaint.toml:3:9: tasks.managed.table: public.managed is managed by pg_partman (partman.part_config: control column at",
+        "so pgmaint leaves it alone",
+        "help: leave the table to pg_partman",
+    ] {
+        assert!(
+            check.stderr.contains(expected),
+            "missing {expected:?} in:\n{}",
+            check.stderr
+        );
+    }
+    let plan = db.pgmaint(&["plan"]).await;
+    assert!(
+        format!("{}{}", plan.stdout, plan.stderr).contains("is managed by pg_partman"),
+        "{}{}",
+        plan.stdout,
+        plan.stderr
+    );
+    let _ = db.pgmaint(&["run", "--all"]).await;
+    assert_eq!(db.count(partitions).await, before, "nothing created beside pg_partman's");
+}
