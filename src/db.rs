@@ -354,7 +354,10 @@ pub(crate) fn as_written(name: &str) -> String {
 
 /// The candidate nearest to `word` (case ignored) by edit distance, when
 /// near enough to be a typo: at most a third of its length, at least 1.
-pub(crate) fn nearest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn nearest<'a>(
+    word: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
     let word = word.to_lowercase();
     let limit = (word.chars().count() / 3).max(1);
     candidates
@@ -416,7 +419,10 @@ pub(crate) async fn relation_help(
         return None;
     }
     let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
-    if parts.iter().any(|p| !p.starts_with('"') && p.chars().any(|c| c.is_uppercase())) {
+    if parts
+        .iter()
+        .any(|p| !p.starts_with('"') && p.chars().any(|c| c.is_uppercase()))
+    {
         let quoted: Vec<String> = parts
             .iter()
             .map(|p| {
@@ -495,7 +501,11 @@ impl TableInfo {
                 message: format!(
                     "table {} has no column {}; columns are: {}",
                     self.name,
-                    if quoted { trimmed.to_string() } else { format!("\"{trimmed}\"") },
+                    if quoted {
+                        trimmed.to_string()
+                    } else {
+                        format!("\"{trimmed}\"")
+                    },
                     self.column_list()
                 ),
                 help,
@@ -509,4 +519,31 @@ impl TableInfo {
 pub(crate) struct ColumnMissing {
     pub message: String,
     pub help: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_written_back_as_postgresql_reads_them() {
+        assert_eq!(as_written("webhooks"), "webhooks");
+        assert_eq!(as_written("Session"), "\"Session\"");
+        assert_eq!(as_written("createdAt"), "\"createdAt\"");
+        assert_eq!(as_written("2fa"), "\"2fa\"");
+        assert_eq!(
+            name_parts(r#"public."Se.ssion""#),
+            ["public", r#""Se.ssion""#]
+        );
+        assert_eq!(read_part(r#""A""b""#), r#"A"b"#);
+        assert_eq!(read_part("Created_At"), "created_at");
+    }
+
+    #[test]
+    fn near_misses_within_a_third_of_the_length() {
+        let names = ["webhooks", "users", "Session"];
+        assert_eq!(nearest("webhook", names.iter().copied()), Some("webhooks"));
+        assert_eq!(nearest("session", names.iter().copied()), Some("Session"));
+        assert_eq!(nearest("orders", names.iter().copied()), None);
+    }
 }

@@ -364,4 +364,22 @@ mod tests {
     fn predicate_survives_trailing_comment() {
         assert_eq!(predicate(" a = 1 -- note "), "(\na = 1 -- note\n)");
     }
+
+    #[test]
+    fn the_cutoff_is_cast_to_the_column_type_never_the_column() {
+        assert_eq!(
+            older_than_predicate("at", TimeKind::Timestamptz, 4),
+            "\"at\" < $4::timestamptz"
+        );
+        assert_eq!(
+            older_than_predicate("timestamp", TimeKind::Timestamp, 4),
+            "\"timestamp\" < $4::timestamptz::timestamp"
+        );
+        assert_eq!(
+            older_than_predicate("day", TimeKind::Date, 4),
+            "\"day\" < $4::timestamptz::date"
+        );
+        assert_eq!(TimeKind::of_oid(1114), Some(TimeKind::Timestamp));
+        assert_eq!(TimeKind::of_oid(1083), None, "time of day is not an age");
+    }
 }

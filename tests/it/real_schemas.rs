@@ -110,10 +110,8 @@ async fn partitions_on_a_timestamp6_column_named_timestamp_with_a_default() {
     );
     assert_eq!(db.count("SELECT count(*) FROM enriched_events").await, 30);
     assert_eq!(
-        db.count(
-            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'enriched_events'::regclass"
-        )
-        .await,
+        db.count("SELECT count(*) FROM pg_inherits WHERE inhparent = 'enriched_events'::regclass")
+            .await,
         4
     );
     // Today's partition holds the 30 rows.
@@ -252,5 +250,9 @@ async fn partitions_refuses_a_parent_pg_partman_manages() {
         plan.stderr
     );
     let _ = db.pgmaint(&["run", "--all"]).await;
-    assert_eq!(db.count(partitions).await, before, "nothing created beside pg_partman's");
+    assert_eq!(
+        db.count(partitions).await,
+        before,
+        "nothing created beside pg_partman's"
+    );
 }
