@@ -256,3 +256,146 @@ async fn partitions_refuses_a_parent_pg_partman_manages() {
         "nothing created beside pg_partman's"
     );
 }
+
+/// The conventions of several frameworks in one database, written from
+/// their documentation (#15 item 3, a first fixture): Rails 7 (bigint ids,
+/// `timestamp(6)`, `index_x_on_y`, `schema_migrations`,
+/// `ar_internal_metadata`), Prisma (quoted PascalCase tables, camelCase
+/// columns, `timestamp(3)`, text ids, `_prisma_migrations`), Django
+/// (`app_model`, timestamptz, a deferred FK), Drizzle/TypeORM (uuid keys,
+/// `"createdAt"`), an enum, a generated column, a domain, a second schema,
+/// a table without a primary key, TOAST-sized rows and a table partitioned
+/// by a `"timestamp"` column with a default partition.
+const CONVENTIONS: &str = r#"
+CREATE TABLE schema_migrations (version varchar PRIMARY KEY);
+CREATE TABLE ar_internal_metadata (key varchar PRIMARY KEY, value varchar,
+    created_at timestamp(6) NOT NULL, updated_at timestamp(6) NOT NULL);
+CREATE TABLE users (id bigserial PRIMARY KEY, email varchar NOT NULL,
+    created_at timestamp(6) NOT NULL, updated_at timestamp(6) NOT NULL);
+CREATE UNIQUE INDEX index_users_on_email ON users (email);
+CREATE TABLE webhooks (id bigserial PRIMARY KEY, user_id bigint REFERENCES users,
+    created_at timestamp(6) NOT NULL, updated_at timestamp(6) NOT NULL);
+CREATE INDEX index_webhooks_on_user_id ON webhooks (user_id);
+CREATE TABLE "_prisma_migrations" (id varchar(36) PRIMARY KEY, checksum varchar(64) NOT NULL,
+    finished_at timestamptz, migration_name varchar(255) NOT NULL, started_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE "User" (id text PRIMARY KEY, "createdAt" timestamp(3) NOT NULL DEFAULT CURRENT_TIMESTAMP);
+CREATE TABLE "Session" (id text PRIMARY KEY, "userId" text NOT NULL,
+    "createdAt" timestamp(3) NOT NULL DEFAULT CURRENT_TIMESTAMP, "expiresAt" timestamp(3) NOT NULL);
+CREATE TABLE django_migrations (id bigserial PRIMARY KEY, app varchar(255), name varchar(255), applied timestamptz NOT NULL);
+CREATE TYPE order_status AS ENUM ('open', 'paid', 'void');
+CREATE DOMAIN moment AS timestamptz;
+CREATE TABLE shop_order (id bigserial PRIMARY KEY, status order_status NOT NULL, placed_at moment NOT NULL,
+    total numeric(12,2), total_cents bigint GENERATED ALWAYS AS ((total * 100)::bigint) STORED);
+CREATE TABLE shop_orderline (id bigserial PRIMARY KEY,
+    order_id bigint REFERENCES shop_order DEFERRABLE INITIALLY DEFERRED, note text);
+CREATE SCHEMA audit;
+CREATE TABLE audit.events (id uuid NOT NULL DEFAULT gen_random_uuid(), "createdAt" timestamptz NOT NULL, payload text);
+CREATE MATERIALIZED VIEW "UserCounts" AS SELECT count(*) AS n FROM "User";
+CREATE TABLE enriched_events (id bigint NOT NULL, "timestamp" timestamp(6) NOT NULL) PARTITION BY RANGE ("timestamp");
+CREATE TABLE enriched_events_default PARTITION OF enriched_events DEFAULT;
+INSERT INTO users (email, created_at, updated_at) SELECT 'u' || i, localtimestamp - i * interval '1 day', localtimestamp FROM generate_series(1, 60) i;
+INSERT INTO webhooks (user_id, created_at, updated_at) SELECT 1 + i % 60, localtimestamp, localtimestamp - i * interval '1 day' FROM generate_series(1, 60) i;
+INSERT INTO "User" (id, "createdAt") SELECT 'c' || i, localtimestamp FROM generate_series(1, 10) i;
+INSERT INTO "Session" SELECT 's' || i, 'c' || (1 + i % 12), localtimestamp - i * interval '1 day', localtimestamp - i * interval '1 hour' FROM generate_series(1, 40) i;
+INSERT INTO shop_order (status, placed_at, total) SELECT 'paid', now() - i * interval '1 day', i FROM generate_series(1, 50) i;
+INSERT INTO shop_orderline (order_id, note) SELECT 1 + i % 20, repeat('x', 3000) FROM generate_series(1, 100) i;
+INSERT INTO audit.events ("createdAt", payload) SELECT now() - i * interval '1 day', repeat(md5(i::text), 200) FROM generate_series(1, 30) i;
+INSERT INTO enriched_events SELECT i, date_trunc('day', now() AT TIME ZONE 'UTC') + interval '1 hour' FROM generate_series(1, 5) i;
+"#;
+
+#[tokio::test]
+async fn every_task_kind_checks_plans_and_runs_over_framework_conventions() {
+    let db = TestDb::with_sql(CONVENTIONS).await;
+    db.config(
+        r#"[tasks.rails_webhooks]
+kind = "purge"
+table = "webhooks"
+time_column = "updated_at"
+older_than = "30 days"
+
+[tasks.prisma_sessions]
+kind = "purge"
+table = '"Session"'
+where = "\"expiresAt\" < now() - interval '1 day'"
+
+[tasks.prisma_orphans]
+kind = "orphans"
+table = '"Session"'
+column = "userId"
+references = '"User"(id)'
+action = "delete"
+
+[tasks.django_orders]
+kind = "archive"
+table = "shop_order"
+time_column = "placed_at"
+older_than = "40 days"
+
+[tasks.drizzle_events]
+kind = "purge"
+table = 'audit.events'
+time_column = "createdAt"
+older_than = "20 days"
+
+[tasks.partitions]
+kind = "partitions"
+table = "enriched_events"
+interval = "1 day"
+premake = 1
+drain_default = true
+
+[tasks.counts]
+kind = "refresh"
+views = ['"UserCounts"']
+
+[tasks.vacuum]
+kind = "vacuum"
+auto = true
+
+[tasks.analyze]
+kind = "analyze"
+auto = true
+
+[tasks.reindex]
+kind = "reindex"
+tables = ['"Session"', "users"]
+"#,
+    );
+    db.pgmaint(&["init"]).await.assert_code(0);
+    let check = db.pgmaint(&["check"]).await;
+    assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+    let plan = db.pgmaint(&["plan"]).await;
+    assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
+    let run = db.pgmaint(&["run", "--all", "--yes"]).await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    // webhooks: updated i days before the set-up for i = 1..60; the cutoff
+    // is 30 days before the run, a moment later, so i >= 30 go.
+    assert_eq!(db.count("SELECT count(*) FROM webhooks").await, 29);
+    // Sessions that expired i hours before the set-up went for i >= 24 (a
+    // day before the run, a moment later); of the other 23, the four whose
+    // "userId" names no "User" (c11, c12: i = 10, 11, 22, 23) went as orphans.
+    assert_eq!(
+        db.count(r#"SELECT count(*) FROM "Session" s WHERE NOT EXISTS (SELECT FROM "User" u WHERE u.id = s."userId")"#)
+            .await,
+        0
+    );
+    assert_eq!(db.count(r#"SELECT count(*) FROM "Session""#).await, 19);
+    // Orders 40..50 (a domain over timestamptz; none has order lines).
+    assert_eq!(db.count("SELECT count(*) FROM shop_order").await, 39);
+    assert_eq!(
+        db.count("SELECT count(*) FROM shop_order_archive").await,
+        11
+    );
+    assert_eq!(db.count("SELECT count(*) FROM audit.events").await, 19);
+    assert_eq!(
+        db.count("SELECT count(*) FROM enriched_events_default")
+            .await,
+        0
+    );
+    assert_eq!(db.count(r#"SELECT n FROM "UserCounts""#).await, 10);
+    // Health reads the same schema without failing (without --fail-on its
+    // findings do not change the exit code).
+    let health = db.pgmaint(&["health", "--json"]).await;
+    health.assert_code(0);
+    assert!(health.json().is_object(), "{}", health.stdout);
+}
