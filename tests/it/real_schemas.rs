@@ -135,7 +135,7 @@ async fn partitions_on_a_timestamp6_column_named_timestamp_with_a_default() {
 async fn check_says_how_to_quote_mixed_case_names_and_suggests_near_misses() {
     let db = TestDb::with_sql(
         r#"CREATE TABLE "Session" (id text PRIMARY KEY, "createdAt" timestamp(3) NOT NULL);
-           CREATE TABLE webhooks (id bigint, updated_at timestamp(6) NOT NULL);
+           CREATE TABLE webhooks (id bigint PRIMARY KEY, updated_at timestamp(6) NOT NULL);
            CREATE MATERIALIZED VIEW "DailyStats" AS SELECT 1 AS n;
            CREATE MATERIALIZED VIEW user_counts AS SELECT 1 AS n;"#,
     )
@@ -166,6 +166,11 @@ views = ["DailyStats"]
 [tasks.view_typo]
 kind = "refresh"
 views = ["user_count"]
+
+[tasks.reindex]
+kind = "reindex"
+tables = ["Session"]
+indexes = ["webhooks_pkeys"]
 "#,
     );
     db.pgmaint(&["init"]).await.assert_code(0);
@@ -184,7 +189,11 @@ views = ["user_count"]
         "help: mixed-case names must be quoted: views = ['\"DailyStats\"']",
         "tasks.view_typo.views: materialized view \"user_count\" does not exist",
         "help: did you mean views = ['user_counts']?",
-        "5 problem(s) found; nothing was changed",
+        "tasks.reindex.tables: table \"Session\" does not exist",
+        "help: mixed-case names must be quoted: tables = ['\"Session\"']",
+        "tasks.reindex.indexes: index \"webhooks_pkeys\" does not exist",
+        "help: did you mean indexes = ['webhooks_pkey']?",
+        "7 problem(s) found; nothing was changed",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
