@@ -5,7 +5,7 @@ use crate::unnamed::Unnamed;
 use tokio_postgres::{Client, GenericClient, error::SqlState};
 
 use crate::duration::Duration;
-use crate::sql::TableName;
+use crate::sql::{TableName, TimeKind};
 
 /// A driver error as one readable line: the server's message, its detail and
 /// hint, and the SQLSTATE for searching. Never includes connection secrets.
@@ -136,6 +136,21 @@ pub struct Column {
     pub type_name: String,
     /// A generated column: computed by PostgreSQL, never inserted.
     pub generated: bool,
+    /// Which time type the column holds, by its type's OID (through
+    /// domains); `None` for every other type.
+    pub time: Option<TimeKind>,
+}
+
+/// SQL for the OID of `type_oid`'s base type: the type itself, or for a
+/// domain the type it is over, followed through domains over domains.
+pub(crate) fn base_type_sql(type_oid: &str) -> String {
+    format!(
+        "(WITH RECURSIVE d(oid, base, typtype) AS (
+              SELECT t.oid, t.typbasetype, t.typtype FROM pg_type t WHERE t.oid = {type_oid}
+              UNION ALL
+              SELECT t.oid, t.typbasetype, t.typtype FROM pg_type t JOIN d ON t.oid = d.base WHERE d.typtype = 'd')
+          SELECT oid FROM d WHERE typtype <> 'd' LIMIT 1)"
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -176,8 +191,10 @@ impl TableInfo {
 /// Why a table name given in the config does not lead to a table.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LookupError {
+    /// The name, the search_path looked in, and help for a name written in
+    /// the wrong case or near another ([`relation_help`]).
     #[error("table \"{0}\" does not exist (looked in the search_path: {1})")]
-    Missing(String, String),
+    Missing(String, String, Option<String>),
     #[error("\"{0}\" is not a valid table name: {1}")]
     BadName(String, String),
     #[error("\"{0}\" is a {1}, not a table")]
@@ -188,6 +205,17 @@ pub(crate) enum LookupError {
     Locked(String, String),
     #[error("{0}")]
     Database(String),
+}
+
+impl LookupError {
+    /// What to do about it: for a missing table the quoting or near miss
+    /// when there is one, else `otherwise`.
+    pub(crate) fn help(&self, otherwise: Option<&str>) -> Option<String> {
+        match self {
+            LookupError::Missing(_, _, Some(help)) => Some(help.clone()),
+            _ => otherwise.map(str::to_string),
+        }
+    }
 }
 
 /// Resolves a table name the way PostgreSQL would (`to_regclass`, so
@@ -221,7 +249,8 @@ pub(crate) async fn lookup_table(
             .await
             .map(|r| r.get(0))
             .unwrap_or_default();
-        return Err(LookupError::Missing(written.into(), path));
+        let help = relation_help(client, "table", false, written, &["r", "p"]).await;
+        return Err(LookupError::Missing(written.into(), path, help));
     };
     let kind = row.get::<_, String>(3).chars().next().unwrap_or('r');
     let kind_name = match kind {
@@ -238,14 +267,22 @@ pub(crate) async fn lookup_table(
     }
     let columns = client
         .rows(
-            "SELECT attname::text, format_type(atttypid, atttypmod), attgenerated <> ''
-               FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            &format!(
+                "SELECT attname::text, format_type(atttypid, atttypmod), attgenerated <> '', {}
+                   FROM pg_attribute a WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                base_type_sql("a.atttypid")
+            ),
             &[&oid],
         )
         .await
         .map_err(|e| LookupError::Database(describe(&e)))?
         .iter()
-        .map(|r| Column { name: r.get(0), type_name: r.get(1), generated: r.get(2) })
+        .map(|r| Column {
+            name: r.get(0),
+            type_name: r.get(1),
+            generated: r.get(2),
+            time: r.get::<_, Option<u32>>(3).and_then(TimeKind::of_oid),
+        })
         .collect();
     Ok(TableInfo {
         oid,
@@ -296,4 +333,217 @@ pub(crate) async fn has_unique_key(
 /// Whether the server is a standby; pgmaint never writes on one.
 pub(crate) async fn in_recovery(client: &Client) -> Result<bool, tokio_postgres::Error> {
     Ok(client.row("SELECT pg_is_in_recovery()", &[]).await?.get(0))
+}
+
+/// A name as a person writes it in the config for PostgreSQL to read: a
+/// plain lowercase identifier as it is, anything else double-quoted.
+pub(crate) fn as_written(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+    if plain {
+        name.to_string()
+    } else {
+        crate::sql::quote_ident(name)
+    }
+}
+
+/// The candidate nearest to `word` (case ignored) by edit distance, when
+/// near enough to be a typo: at most a third of its length, at least 1.
+pub(crate) fn nearest<'a>(
+    word: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let word = word.to_lowercase();
+    let limit = (word.chars().count() / 3).max(1);
+    candidates
+        .map(|c| (strsim::osa_distance(&word, &c.to_lowercase()), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// The parts of a dotted name as written, quotes kept (`public."Session"`
+/// gives `public` and `"Session"`).
+fn name_parts(written: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut quoted = false;
+    for c in written.trim().chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                parts.last_mut().expect("one part").push(c);
+            }
+            '.' if !quoted => parts.push(String::new()),
+            _ => parts.last_mut().expect("one part").push(c),
+        }
+    }
+    parts
+}
+
+/// One part of a name as PostgreSQL reads it: inside quotes exactly,
+/// otherwise folded to lowercase.
+fn read_part(part: &str) -> String {
+    match part.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+        Some(inner) => inner.replace("\"\"", "\""),
+        None => part.to_lowercase(),
+    }
+}
+
+/// Help for a relation name that names nothing, as `key = '...'` the user
+/// can paste: an unquoted mixed-case name whose quoted form exists gets
+/// `mixed-case names must be quoted`; else the nearest relation of the
+/// `kinds` (pg_class.relkind) in the named schema or the search_path gets
+/// `did you mean`. `None` when nothing is near. `list`: the key takes an
+/// array of names (`views = ['...']`).
+pub(crate) async fn relation_help(
+    client: &impl GenericClient,
+    key: &str,
+    list: bool,
+    written: &str,
+    kinds: &[&str],
+) -> Option<String> {
+    let value = |name: &str| {
+        if list {
+            format!("{key} = ['{name}']")
+        } else {
+            format!("{key} = '{name}'")
+        }
+    };
+    let parts = name_parts(written);
+    if parts.len() > 2 || parts.iter().any(|p| p.is_empty()) {
+        return None;
+    }
+    let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+    if parts
+        .iter()
+        .any(|p| !p.starts_with('"') && p.chars().any(|c| c.is_uppercase()))
+    {
+        let quoted: Vec<String> = parts
+            .iter()
+            .map(|p| {
+                if p.starts_with('"') || !p.chars().any(|c| c.is_uppercase()) {
+                    p.clone()
+                } else {
+                    crate::sql::quote_ident(p)
+                }
+            })
+            .collect();
+        let quoted = quoted.join(".");
+        let exists = client
+            .row_opt(
+                "SELECT 1 FROM pg_class WHERE oid = to_regclass($1) AND relkind::text = ANY ($2)",
+                &[&quoted, &kinds],
+            )
+            .await
+            .ok()
+            .flatten()
+            .is_some();
+        if exists {
+            return Some(format!(
+                "mixed-case names must be quoted: {}",
+                value(&quoted)
+            ));
+        }
+    }
+    let (schema, name) = match parts.as_slice() {
+        [schema, name] => (read_part(schema), name.clone()),
+        [name] => (String::new(), name.clone()),
+        _ => return None,
+    };
+    let rows = client
+        .rows(
+            "SELECT n.nspname::text, c.relname::text
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind::text = ANY ($1)
+                AND CASE WHEN $2 = '' THEN n.nspname = ANY (current_schemas(false)) ELSE n.nspname = $2 END
+              ORDER BY 1, 2",
+            &[&kinds, &schema],
+        )
+        .await
+        .ok()?;
+    let names: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let word = name.trim_matches('"');
+    let found = nearest(word, names.iter().map(|(_, n)| n.as_str()))?;
+    let suggestion = if schema.is_empty() {
+        as_written(found)
+    } else {
+        format!("{}.{}", as_written(&schema), as_written(found))
+    };
+    Some(format!("did you mean {}?", value(&suggestion)))
+}
+
+impl TableInfo {
+    /// The column a config key names, read as PostgreSQL reads an
+    /// identifier: `"createdAt"` (quotes in the value) exactly; unquoted,
+    /// the name as stored if there is one (`createdAt` is that column too),
+    /// else folded to lowercase (`Created_At` is `created_at`). When none
+    /// is found, the error says which columns there are and, for a near
+    /// miss, `did you mean key = '...'`.
+    pub(crate) fn named_column(&self, key: &str, written: &str) -> Result<&Column, ColumnMissing> {
+        let trimmed = written.trim();
+        let quoted = trimmed.len() >= 2 && trimmed.starts_with('"') && trimmed.ends_with('"');
+        let found = if quoted {
+            self.column(&read_part(trimmed))
+        } else {
+            self.column(trimmed)
+                .or_else(|| self.column(&trimmed.to_lowercase()))
+        };
+        found.ok_or_else(|| {
+            let word = trimmed.trim_matches('"');
+            let help = nearest(word, self.columns.iter().map(|c| c.name.as_str()))
+                .map(|near| format!("did you mean {key} = '{}'?", as_written(near)));
+            ColumnMissing {
+                message: format!(
+                    "table {} has no column {}; columns are: {}",
+                    self.name,
+                    if quoted {
+                        trimmed.to_string()
+                    } else {
+                        format!("\"{trimmed}\"")
+                    },
+                    self.column_list()
+                ),
+                help,
+            }
+        })
+    }
+}
+
+/// A column the config names that the table does not have.
+#[derive(Debug, Clone)]
+pub(crate) struct ColumnMissing {
+    pub message: String,
+    pub help: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_written_back_as_postgresql_reads_them() {
+        assert_eq!(as_written("webhooks"), "webhooks");
+        assert_eq!(as_written("Session"), "\"Session\"");
+        assert_eq!(as_written("createdAt"), "\"createdAt\"");
+        assert_eq!(as_written("2fa"), "\"2fa\"");
+        assert_eq!(
+            name_parts(r#"public."Se.ssion""#),
+            ["public", r#""Se.ssion""#]
+        );
+        assert_eq!(read_part(r#""A""b""#), r#"A"b"#);
+        assert_eq!(read_part("Created_At"), "created_at");
+    }
+
+    #[test]
+    fn near_misses_within_a_third_of_the_length() {
+        let names = ["webhooks", "users", "Session"];
+        assert_eq!(nearest("webhook", names.iter().copied()), Some("webhooks"));
+        assert_eq!(nearest("session", names.iter().copied()), Some("Session"));
+        assert_eq!(nearest("orders", names.iter().copied()), None);
+    }
 }

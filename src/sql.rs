@@ -47,13 +47,57 @@ pub fn predicate(user_sql: &str) -> String {
     format!("(\n{}\n)", user_sql.trim())
 }
 
-/// `column < $n::timestamptz`: the age filter of purge-like tasks, compared
-/// with a cutoff computed once at the start of the run so every batch uses
-/// the same one. The cast lets one timestamptz parameter serve date,
-/// timestamp and timestamptz columns (PostgreSQL's cross-type comparison,
-/// which indexes on the column still serve).
-pub fn older_than_predicate(column: &str, param: usize) -> String {
-    format!("{} < ${param}::timestamptz", quote_ident(column))
+/// The three types an age or a partition period is measured in, told by
+/// the OID of the column's type, or of a domain's base type
+/// (`pg_type.typbasetype`, followed through domains over domains), never by
+/// the printed name: `timestamp(6) without time zone` (Rails),
+/// `timestamp(3)` (Prisma) and a domain over `timestamptz` are all one of
+/// these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum TimeKind {
+    Date,
+    Timestamp,
+    Timestamptz,
+}
+
+impl TimeKind {
+    /// The kind of a base type's OID (`date` 1082, `timestamp` 1114,
+    /// `timestamptz` 1184).
+    pub(crate) fn of_oid(oid: u32) -> Option<TimeKind> {
+        match oid {
+            1082 => Some(TimeKind::Date),
+            1114 => Some(TimeKind::Timestamp),
+            1184 => Some(TimeKind::Timestamptz),
+            _ => None,
+        }
+    }
+
+    /// The type's SQL name, without modifier: what a value is cast to.
+    pub(crate) fn sql_type(self) -> &'static str {
+        match self {
+            TimeKind::Date => "date",
+            TimeKind::Timestamp => "timestamp",
+            TimeKind::Timestamptz => "timestamptz",
+        }
+    }
+}
+
+/// `column < $n::timestamptz`, cast on to the column's own type: the age
+/// filter of purge-like tasks, compared with a cutoff instant computed once
+/// at the start of the run so every batch uses the same one. A
+/// `timestamp without time zone` column compares with the cutoff as a
+/// local time in the session's `TimeZone` (the server's `timezone` unless
+/// the role or database sets another), as an application that writes
+/// `now()` into it means it; a `date` column with the cutoff's date there,
+/// so the cutoff's own day stays. The cast is of the parameter, never the
+/// column, so an index on the column still serves.
+pub fn older_than_predicate(column: &str, kind: TimeKind, param: usize) -> String {
+    let cast = match kind {
+        TimeKind::Timestamptz => "",
+        TimeKind::Timestamp => "::timestamp",
+        TimeKind::Date => "::date",
+    };
+    format!("{} < ${param}::timestamptz{cast}", quote_ident(column))
 }
 
 /// Where the rows a batch removes go.
@@ -275,7 +319,7 @@ mod tests {
     #[test]
     fn delete_batch_uses_parameters_for_bounds_and_cutoff() {
         let t = TableName::new("public", "request_logs");
-        let f = older_than_predicate("created_at", 4);
+        let f = older_than_predicate("created_at", TimeKind::Timestamptz, 4);
         let statement = walk_batch(&batch(&t, &f, &[], &Destination::Delete, false), true);
         assert!(statement.contains("DELETE FROM \"public\".\"request_logs\" WHERE ctid = ANY"));
         assert!(statement.contains("ctid >= format('(%s,0)', $1::bigint)::tid"));
@@ -354,5 +398,23 @@ mod tests {
     #[test]
     fn predicate_survives_trailing_comment() {
         assert_eq!(predicate(" a = 1 -- note "), "(\na = 1 -- note\n)");
+    }
+
+    #[test]
+    fn the_cutoff_is_cast_to_the_column_type_never_the_column() {
+        assert_eq!(
+            older_than_predicate("at", TimeKind::Timestamptz, 4),
+            "\"at\" < $4::timestamptz"
+        );
+        assert_eq!(
+            older_than_predicate("timestamp", TimeKind::Timestamp, 4),
+            "\"timestamp\" < $4::timestamptz::timestamp"
+        );
+        assert_eq!(
+            older_than_predicate("day", TimeKind::Date, 4),
+            "\"day\" < $4::timestamptz::date"
+        );
+        assert_eq!(TimeKind::of_oid(1114), Some(TimeKind::Timestamp));
+        assert_eq!(TimeKind::of_oid(1083), None, "time of day is not an age");
     }
 }

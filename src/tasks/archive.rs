@@ -286,10 +286,17 @@ fn differences(
     if let Some(at) = archived_at {
         match archive.column(at) {
             None => found.push(format!("the archived_at column \"{at}\" is missing")),
-            Some(c) if !c.type_name.starts_with("timestamp") => found.push(format!(
-                "the archived_at column \"{at}\" is {}, not a timestamp",
-                c.type_name
-            )),
+            Some(c)
+                if !matches!(
+                    c.time,
+                    Some(crate::sql::TimeKind::Timestamp | crate::sql::TimeKind::Timestamptz)
+                ) =>
+            {
+                found.push(format!(
+                    "the archived_at column \"{at}\" is {}, not a timestamp",
+                    c.type_name
+                ))
+            }
             Some(_) => {}
         }
     }

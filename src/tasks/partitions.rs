@@ -20,7 +20,7 @@ use super::utility;
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
 use crate::backup::{BackupWriter, Compression};
 use crate::db;
-use crate::sql::{TableName, quote_ident};
+use crate::sql::{TableName, TimeKind, quote_ident};
 use crate::status::Status;
 
 /// The keys of a partitions task, beyond those every task takes.
@@ -61,22 +61,23 @@ pub struct PartitionsSpec {
     pub compression: Compression,
 }
 
-/// The partition key's column and type (one of three).
+/// The partition key's column and type (one of three, by OID: any
+/// precision, or a domain over one).
 struct Key {
     column: String,
-    type_name: String,
+    kind: TimeKind,
 }
 
 impl Key {
     /// A period start, a local timestamp in the task's zone, as a value of
     /// the key's type (SQL, `$n` being the local timestamp text).
     fn value_of_local(&self, param: &str) -> String {
-        match self.type_name.as_str() {
-            "timestamp with time zone" => {
+        match self.kind {
+            TimeKind::Timestamptz => {
                 format!("({param}::text::timestamp AT TIME ZONE $tz::text)")
             }
-            "date" => format!("{param}::text::timestamp::date"),
-            _ => format!("{param}::text::timestamp"),
+            TimeKind::Date => format!("{param}::text::timestamp::date"),
+            TimeKind::Timestamp => format!("{param}::text::timestamp"),
         }
     }
 }
@@ -203,7 +204,7 @@ impl PartitionsSpec {
         let fail = |e: tokio_postgres::Error| problem("table", db::describe(&e), None);
         let info = db::lookup_table(client, &self.table)
             .await
-            .map_err(|e| problem("table", e.to_string(), None))?;
+            .map_err(|e| problem("table", e.to_string(), e.help(None)))?;
         if info.kind != 'p' {
             return Err(problem(
                 "table",
@@ -213,35 +214,49 @@ impl PartitionsSpec {
         }
         let key = client
             .row(
-                "SELECT p.partstrat::text, p.partnatts::int, a.attname::text, format_type(a.atttypid, a.atttypmod)
+                &format!("SELECT p.partstrat::text, p.partnatts::int, a.attname::text, format_type(a.atttypid, a.atttypmod), {}
                    FROM pg_partitioned_table p
                    LEFT JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
-                  WHERE p.partrelid = $1",
+                  WHERE p.partrelid = $1", db::base_type_sql("a.atttypid")),
                 &[&info.oid],
             )
             .await
             .map_err(fail)?;
         let (strategy, columns): (String, i32) = (key.get(0), key.get(1));
-        let key = Key {
-            column: key.get::<_, Option<String>>(2).unwrap_or_default(),
-            type_name: key.get::<_, Option<String>>(3).unwrap_or_default(),
-        };
-        if strategy != "r"
-            || columns != 1
-            || ![
-                "timestamp with time zone",
-                "timestamp without time zone",
-                "date",
-            ]
-            .contains(&key.type_name.as_str())
-        {
+        let column: Option<String> = key.get(2);
+        let type_name: Option<String> = key.get(3);
+        let kind = key.get::<_, Option<u32>>(4).and_then(TimeKind::of_oid);
+        let (Some(column), Some(kind), "r", 1) = (column.clone(), kind, strategy.as_str(), columns)
+        else {
+            let found = match (strategy.as_str(), columns, &column, &type_name) {
+                ("l", ..) => "it is partitioned BY LIST".to_string(),
+                ("h", ..) => "it is partitioned BY HASH".to_string(),
+                (_, n, ..) if n != 1 => format!("its key has {n} columns"),
+                (_, _, None, _) => "its key is an expression".to_string(),
+                (_, _, Some(c), Some(t)) => format!("its key column \"{c}\" is {t}"),
+                _ => "its key is of another kind".to_string(),
+            };
             return Err(problem(
                 "table",
                 format!(
-                    "{} must be partitioned BY RANGE on one date or timestamp column",
+                    "{} must be partitioned BY RANGE on one date or timestamp column; {found}",
                     info.name
                 ),
-                None,
+                Some("partitions manages range partitions of a date, timestamp or timestamptz column (any precision, or a domain over one)".into()),
+            ));
+        };
+        let key = Key { column, kind };
+        if let Some(partman) = managed_by_partman(client, info.oid).await.map_err(fail)? {
+            return Err(problem(
+                "table",
+                format!(
+                    "{} is managed by pg_partman ({}.part_config: control column {}, interval {}, premake {}); pgmaint's partitions would sit next to pg_partman's under other names and bounds, and each would drop or drain the other's, so pgmaint leaves it alone",
+                    info.name, partman.schema, partman.control, partman.interval, partman.premake
+                ),
+                Some(format!(
+                    "leave the table to pg_partman (its run_maintenance() or background worker) and remove this task; or, to hand it to pgmaint, delete its row from {}.part_config first",
+                    quote_ident(&partman.schema)
+                )),
             ));
         }
         if let Some(retention) = &self.retention
@@ -269,7 +284,7 @@ impl PartitionsSpec {
             parent: info.name.to_string(),
             key: key.column.clone(),
             parent_name: Some(info.name.clone()),
-            key_type: key.type_name.clone(),
+            key_type: key.kind.sql_type().to_string(),
             key_column: key.column.clone(),
             ..Default::default()
         };
@@ -322,15 +337,15 @@ impl PartitionsSpec {
         }
         plan.create.sort_by(|a, b| a.range.0.total_cmp(&b.range.0));
         if let Some(retention) = &self.retention {
-            let cutoff_sql = match key.type_name.as_str() {
-                "timestamp with time zone" => {
+            let cutoff_sql = match key.kind {
+                TimeKind::Timestamptz => {
                     "SELECT extract(epoch FROM now() - $1::text::interval)::float8"
                 }
                 _ => {
                     "SELECT extract(epoch FROM (now() AT TIME ZONE $2) - $1::text::interval)::float8"
                 }
             };
-            let cutoff: f64 = if key.type_name == "timestamp with time zone" {
+            let cutoff: f64 = if key.kind == TimeKind::Timestamptz {
                 client.row(cutoff_sql, &[retention]).await
             } else {
                 client.row(cutoff_sql, &[retention, &self.timezone]).await
@@ -378,7 +393,7 @@ impl PartitionsSpec {
                         .row(
                             &format!(
                                 "SELECT extract(epoch FROM $1::text::{t})::float8, extract(epoch FROM $2::text::{t})::float8",
-                                t = key.type_name
+                                t = key.kind.sql_type()
                             ),
                             &[from, to],
                         )
@@ -444,8 +459,8 @@ impl PartitionsSpec {
         parent: &TableName,
         scheme: &str,
     ) -> Result<Vec<Period>, tokio_postgres::Error> {
-        let local = match key.type_name.as_str() {
-            "timestamp with time zone" => format!("({} AT TIME ZONE $3)", quote_ident(&key.column)),
+        let local = match key.kind {
+            TimeKind::Timestamptz => format!("({} AT TIME ZONE $3)", quote_ident(&key.column)),
             _ => format!("{}::timestamp", quote_ident(&key.column)),
         };
         let rows = client
@@ -485,7 +500,7 @@ impl PartitionsSpec {
             lo = key.value_of_local("$1").replace("$tz", "$3"),
             hi = key.value_of_local("$2").replace("$tz", "$3")
         );
-        let row = if key.type_name == "timestamp with time zone" {
+        let row = if key.kind == TimeKind::Timestamptz {
             client.row(&sql, &[&start, &end, &self.timezone]).await?
         } else {
             client.row(&sql, &[&start, &end]).await?
@@ -497,6 +512,50 @@ impl PartitionsSpec {
             range: (row.get(2), row.get(3)),
         })
     }
+}
+
+/// A pg_partman `part_config` row for a parent.
+struct Partman {
+    schema: String,
+    control: String,
+    interval: String,
+    premake: i32,
+}
+
+/// pg_partman's configuration of `parent`, when the extension is installed
+/// and has a `part_config` row for it (matched by OID, so a name written
+/// in any case or schema form is found).
+async fn managed_by_partman(
+    client: &Client,
+    parent: u32,
+) -> Result<Option<Partman>, tokio_postgres::Error> {
+    let Some(schema) = client
+        .row_opt(
+            "SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+              WHERE e.extname = 'pg_partman'",
+            &[],
+        )
+        .await?
+        .map(|r| r.get::<_, String>(0))
+    else {
+        return Ok(None);
+    };
+    let row = client
+        .row_opt(
+            &format!(
+                "SELECT control::text, partition_interval::text, premake::int
+                   FROM {}.part_config WHERE to_regclass(parent_table)::oid = $1",
+                quote_ident(&schema)
+            ),
+            &[&parent],
+        )
+        .await?;
+    Ok(row.map(|r| Partman {
+        schema,
+        control: r.get(0),
+        interval: r.get(1),
+        premake: r.get(2),
+    }))
 }
 
 /// The `to_char` format of partition suffixes: the scheme most existing

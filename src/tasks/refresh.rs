@@ -133,7 +133,13 @@ impl RefreshSpec {
                 )),
                 Ok(row) if row.get::<_, Option<u32>>(0).is_none() => problems.push(problem(
                     format!("materialized view \"{written}\" does not exist"),
-                    Some("check the name, or qualify it as schema.view".into()),
+                    Some(
+                        db::relation_help(client, "views", true, written, &["m"])
+                            .await
+                            .unwrap_or_else(|| {
+                                "check the name, or qualify it as schema.view".into()
+                            }),
+                    ),
                 )),
                 Ok(row) if row.get::<_, String>(3) != "m" => problems.push(problem(
                     format!("\"{written}\" is not a materialized view"),

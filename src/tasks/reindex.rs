@@ -135,7 +135,13 @@ impl ReindexSpec {
                             "{} \"{written}\" does not exist",
                             if kind == "i" { "index" } else { "table" }
                         ),
-                        help: Some("check the name, or qualify it as schema.name".into()),
+                        help: Some(
+                            db::relation_help(client, key, true, written, &[kind])
+                                .await
+                                .unwrap_or_else(|| {
+                                    "check the name, or qualify it as schema.name".into()
+                                }),
+                        ),
                     }),
                     Err(err) => problems.push(CheckProblem {
                         key,

@@ -13,12 +13,6 @@ use crate::predicate::{self, Calls, FunctionName};
 use crate::retention;
 use crate::sql;
 
-const TIME_TYPES: &[&str] = &[
-    "date",
-    "timestamp without time zone",
-    "timestamp with time zone",
-];
-
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Filter {
@@ -107,7 +101,7 @@ impl Filter {
             |key, message: String, help: Option<String>| CheckProblem { key, message, help };
         match self {
             Filter::Where { predicate } => {
-                let filter_sql = self.sql();
+                let filter_sql = self.sql(info);
                 let explain = sql::explain_matching(&info.name, &filter_sql);
                 if let Err(err) = db::read_only(client, client.rows(&explain, &[])).await {
                     return Err(vec![problem(
@@ -134,18 +128,14 @@ impl Filter {
                 older_than,
             } => {
                 let mut problems = Vec::new();
-                match info.column(time_column) {
-                    None => problems.push(problem(
+                match info.named_column("time_column", time_column) {
+                    Err(missing) => problems.push(problem("time_column", missing.message, missing.help)),
+                    Ok(column) if column.time.is_none() => problems.push(problem(
                         "time_column",
-                        format!("table {} has no column \"{time_column}\"; columns are: {}", info.name, info.column_list()),
-                        None,
+                        format!("column \"{}\" of {} is {}, not a date or timestamp", column.name, info.name, column.type_name),
+                        Some("use a column of type date, timestamp or timestamptz (any precision, or a domain over one), or write a `where` condition".into()),
                     )),
-                    Some(column) if !TIME_TYPES.contains(&column.type_name.as_str()) => problems.push(problem(
-                        "time_column",
-                        format!("column \"{time_column}\" of {} is {}, not a date or timestamp", info.name, column.type_name),
-                        Some("use a column of type date, timestamp or timestamptz, or write a `where` condition".into()),
-                    )),
-                    Some(_) => {}
+                    Ok(_) => {}
                 }
                 if let Err(age) = retention::check_live(client, older_than).await {
                     problems.push(problem("older_than", age.message, Some(age.help)));
@@ -153,18 +143,29 @@ impl Filter {
                 if !problems.is_empty() {
                     return Err(problems);
                 }
-                Ok(self.sql())
+                Ok(self.sql(info))
             }
         }
     }
 
     /// The filter as every walk statement has it: the user's `where` in
     /// pgmaint's parentheses, or the age comparison with the cutoff as `$4`
-    /// ([`sql::WALK_PARAMS`]).
-    pub fn sql(&self) -> String {
+    /// ([`sql::WALK_PARAMS`]), the cutoff cast to the column's own type
+    /// ([`sql::older_than_predicate`]).
+    pub fn sql(&self, info: &TableInfo) -> String {
         match self {
             Filter::Where { predicate } => sql::predicate(predicate),
-            Filter::OlderThan { time_column, .. } => sql::older_than_predicate(time_column, 4),
+            Filter::OlderThan { time_column, .. } => {
+                match info.named_column("time_column", time_column) {
+                    Ok(column) => sql::older_than_predicate(
+                        &column.name,
+                        column.time.unwrap_or(sql::TimeKind::Timestamptz),
+                        4,
+                    ),
+                    // validate refuses this before any statement runs.
+                    Err(_) => sql::older_than_predicate(time_column, sql::TimeKind::Timestamptz, 4),
+                }
+            }
         }
     }
 
@@ -179,7 +180,7 @@ impl Filter {
         exact_count_limit: u64,
     ) -> Result<Backlog, tokio_postgres::Error> {
         let cutoff = self.cutoff(client).await?;
-        let filter = self.sql();
+        let filter = self.sql(info);
         if info.estimated_rows <= exact_count_limit as f64 {
             let rows = read_matching(client, &sql::count_matching(&info.name, &filter), &cutoff)
                 .await?[0]
@@ -440,8 +441,10 @@ pub async fn walkable_table(client: &Client, written: &str) -> Result<TableInfo,
         .await
         .map_err(|err| CheckProblem {
             key: "table",
+            help: err.help(Some(
+                "check the name, or set search_path / qualify it as schema.table",
+            )),
             message: err.to_string(),
-            help: Some("check the name, or set search_path / qualify it as schema.table".into()),
         })?;
     Ok(info)
 }

@@ -31,6 +31,7 @@ mod partitions;
 mod plan_output;
 mod predicates;
 mod purge;
+mod real_schemas;
 mod removal;
 mod removal_properties;
 mod row_shapes;
