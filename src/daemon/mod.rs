@@ -6,8 +6,10 @@
 //! runs it. Fires missed while no daemon ran follow the schedule's
 //! `misfire`: `run_once` runs the latest of them if it is within
 //! `misfire_grace`, `skip` runs none; the others are recorded as skipped.
-//! A fire whose previous run still goes (its session lock is held) is
-//! recorded as skipped too. A schedule created or changed through the API
+//! A fire whose previous run still goes (its schedule's lease is held) is
+//! recorded as skipped too. Claims, runs and schedule leases belong to
+//! this daemon's lease owner, renewed by its `lease::Keeper`; no session
+//! lock is held, so the daemon works through a transaction pooler. A schedule created or changed through the API
 //! counts its fires from then, and reaches every daemon at once (its own
 //! API wakes it; the others hear a NOTIFY, or see the change within
 //! `RECHECK` where notifications do not arrive). When the database goes away the daemon keeps
@@ -56,6 +58,8 @@ pub struct Shared {
     pub schedules_changed: tokio::sync::Notify,
     /// The health watch's latest report, for /metrics.
     pub health: std::sync::Mutex<Option<watch::Watched>>,
+    /// Renews the leases of this daemon's claims, runs and schedules.
+    pub keeper: crate::lease::Keeper,
     /// The database, as notifications name it.
     pub origin: crate::notify::Origin,
     /// The API's and /metrics' connections.
@@ -71,8 +75,13 @@ impl Shared {
         Shared {
             origin,
             id,
-            config,
             pool: pool::new(target.clone()),
+            keeper: crate::lease::Keeper::start(
+                &target,
+                &config.state_schema,
+                store::LeaseOwner::new(),
+            ),
+            config,
             target,
             stop: Stop::default(),
             fires_claimed: AtomicU64::new(0),
@@ -371,7 +380,7 @@ async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
                 tracing::info!("the server is no longer a standby; scheduling");
                 standby = false;
             }
-            for id in store::mark_interrupted(&db, &schema)
+            for id in store::mark_interrupted(&mut db, &schema)
                 .await
                 .map_err(|e| e.to_string())?
             {
@@ -481,6 +490,7 @@ async fn due(
             &shared.id,
             Status::Skipped,
             Some(reason),
+            shared.keeper.owner(),
         )
         .await?
         {
@@ -498,6 +508,7 @@ async fn due(
         &shared.id,
         Status::Running,
         None,
+        shared.keeper.owner(),
     )
     .await?
     {
@@ -524,7 +535,8 @@ async fn run_fire(
     let schema = &shared.config.state_schema;
     let book = shared.connect().await.map_err(|e| e.to_string())?;
     let mut worker = shared.connect().await.map_err(|e| e.to_string())?;
-    let locked = store::try_lock_schedule(&worker, &config.name)
+    let owner = shared.keeper.owner();
+    let locked = store::try_lock_schedule(&mut worker, schema, &config.name, owner)
         .await
         .map_err(|e| e.to_string())?;
     if !locked {
@@ -561,6 +573,7 @@ async fn run_fire(
         check_first: false,
         verbose: false,
         started: Some(started),
+        lease: Some(owner),
         notice: Notice {
             started: Started::Fire {
                 schedule: config.clone(),
@@ -585,7 +598,7 @@ async fn run_fire(
         ),
         record_id
     );
-    let _ = store::unlock_schedule(&worker, &config.name).await;
+    let _ = store::unlock_schedule(&worker, schema, &config.name, owner).await;
     let report = match report {
         Ok(report) => report,
         Err(RunError::Refused(refusal)) => {
@@ -679,6 +692,7 @@ pub async fn start_now(shared: Arc<Shared>, run: RunNow) -> Result<i64, StartErr
                 check_first: false,
                 verbose: false,
                 started: Some(recorded),
+                lease: Some(shared.keeper.owner()),
                 notice: Notice {
                     started: run.started,
                     origin: shared.origin.clone(),
