@@ -29,6 +29,7 @@ mod lifecycle;
 mod partitions;
 mod plan_output;
 mod predicates;
+mod pooler;
 mod purge;
 mod removal;
 mod removal_properties;

@@ -1,0 +1,157 @@
+//! pgmaint through a real PgBouncer in `pool_mode = transaction` (as the
+//! pooled endpoints of hosted databases are): three daemons fire each
+//! second exactly once with no overlapping runs and no claim left
+//! `running`; a purge with backup and its restore count exactly.
+
+use crate::common;
+
+use common::TestDb;
+use common::pgbouncer::PgBouncer;
+
+#[tokio::test]
+async fn three_daemons_through_a_transaction_pooler_run_each_fire_exactly_once() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute("CREATE TABLE marks (at timestamptz NOT NULL)")
+        .await
+        .unwrap();
+    let bouncer = PgBouncer::start(common::cluster(), 6);
+    let mut db = db;
+    db.pgmaint_url = Some(bouncer.url(&db.name));
+    db.config(
+        "[tasks.mark]\nkind = \"sql\"\nsql = \"INSERT INTO marks SELECT clock_timestamp() FROM pg_sleep(0.3)\"\n\n\
+         [schedules.every_second]\ncron = \"* * * * * *\"\ntasks = [\"mark\"]\n",
+    );
+    db.pgmaint(&["init"]).await.assert_code(0);
+    let mut daemons = Vec::new();
+    for _ in 0..3 {
+        daemons.push(db.daemon().await);
+    }
+    db.wait_for_count(
+        "SELECT count(*) FROM pgmaint.schedule_fires WHERE status = 'succeeded'",
+        |n| n >= 30,
+        "thirty fires",
+    )
+    .await;
+    for d in &daemons {
+        d.terminate();
+    }
+    let mut logs = String::new();
+    for mut d in daemons {
+        assert!(d.child.wait().await.unwrap().success(), "SIGTERM exits 0");
+        logs.push_str(&d.log_text());
+    }
+    let fires = db
+        .count("SELECT count(*) FROM pgmaint.schedule_fires WHERE status = 'succeeded'")
+        .await;
+    assert!(fires >= 30);
+    assert_eq!(db.count("SELECT count(*) FROM marks").await, fires, "one run per fire\n{logs}");
+    assert_eq!(
+        db.count("SELECT count(DISTINCT run_id) FROM pgmaint.schedule_fires WHERE status = 'succeeded'")
+            .await,
+        fires
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pgmaint.runs WHERE trigger = 'schedule' AND status = 'succeeded'")
+            .await,
+        fires
+    );
+    // Every second from the first fire to the last was claimed once, and
+    // none was skipped, interrupted or left running.
+    assert_eq!(
+        db.count("SELECT count(*) FROM pgmaint.schedule_fires").await,
+        db.count(
+            "SELECT extract(epoch FROM max(scheduled_for) - min(scheduled_for))::bigint + 1 FROM pgmaint.schedule_fires"
+        )
+        .await
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pgmaint.schedule_fires WHERE status NOT IN ('succeeded', 'cancelled')")
+            .await,
+        0,
+        "{logs}"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pgmaint.runs WHERE status = 'running'").await,
+        0
+    );
+    // No two runs of the schedule overlapped.
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM pgmaint.runs a JOIN pgmaint.runs b ON a.id < b.id
+              WHERE a.trigger = 'schedule' AND b.trigger = 'schedule'
+                AND tstzrange(a.started_at, a.finished_at) && tstzrange(b.started_at, b.finished_at)"
+        )
+        .await,
+        0
+    );
+    assert_eq!(db.count("SELECT count(*) FROM pgmaint.leases").await, 0, "every lease given back");
+    for bad in ["prepared statement", "advisory", "ExclusiveLock"] {
+        assert!(!logs.contains(bad), "{bad} in the daemons' logs:\n{logs}");
+    }
+}
+
+#[tokio::test]
+async fn a_purge_with_backup_and_its_restore_through_a_transaction_pooler_count_exactly() {
+    let db = TestDb::with_sql(
+        "CREATE TABLE tokens (id bigint PRIMARY KEY, expired boolean NOT NULL, note text);
+         INSERT INTO tokens SELECT i, i % 3 = 0, 'token ' || i FROM generate_series(1, 5000) i;",
+    )
+    .await;
+    let bouncer = PgBouncer::start(common::cluster(), 2);
+    let mut db = db;
+    db.pgmaint_url = Some(bouncer.url(&db.name));
+    db.config(
+        "[database]\nlock_timeout = \"2s\"\nstatement_timeout = \"1min\"\n\n[backups]\ndir = \"backups\"\n\n\
+         [tasks.expired_tokens]\nkind = \"purge\"\ntable = \"tokens\"\nwhere = \"expired\"\nbatch_size = 200\nbackup = true\n",
+    );
+    db.pgmaint(&["init"]).await.assert_code(0);
+    // Another client of the pooler sharing its two server connections all
+    // along, in transactions of its own.
+    let busy = tokio::spawn({
+        let url = bouncer.url(&db.name);
+        async move {
+            let client = common::connect(&url).await;
+            for _ in 0..200 {
+                client
+                    .simple_query("BEGIN; SELECT count(*) FROM tokens; COMMIT")
+                    .await
+                    .unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+    });
+    let run = db.pgmaint(&["run", "expired_tokens", "--json"]).await;
+    run.assert_code(0);
+    let task = &run.json()["tasks"][0];
+    assert_eq!(task["rows"], 1666, "{}", run.json());
+    let backup_id = task["details"]["backup_id"].as_i64().expect("a backup id");
+    assert_eq!(db.count("SELECT count(*) FROM tokens").await, 5000 - 1666);
+    assert_eq!(db.count("SELECT count(*) FROM tokens WHERE expired").await, 0);
+
+    let id = backup_id.to_string();
+    let dry = db.pgmaint(&["restore", &id, "--dry-run", "--json"]).await;
+    dry.assert_code(0);
+    assert_eq!(dry.json()["restored"], 1666);
+    let restore = db.pgmaint(&["restore", &id, "--json"]).await;
+    restore.assert_code(0);
+    assert_eq!(restore.json()["restored"], 1666);
+    assert_eq!(restore.json()["already_present"], 0);
+    assert_eq!(db.count("SELECT count(*) FROM tokens").await, 5000);
+    assert_eq!(db.count("SELECT count(*) FROM tokens WHERE expired").await, 1666);
+    let again = db.pgmaint(&["restore", &id, "--json"]).await;
+    assert_eq!(again.json()["restored"], 0);
+    assert_eq!(again.json()["already_present"], 1666);
+    busy.await.unwrap();
+    let history = db.pgmaint(&["history", "--json"]).await.json();
+    let statuses: Vec<&str> = history["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    // The purge and the two restores (history leaves dry runs out).
+    assert_eq!(statuses, ["succeeded", "succeeded", "succeeded"], "{history}");
+    assert!(!bouncer.log().contains("prepared statement"), "{}", bouncer.log());
+}
