@@ -58,7 +58,9 @@ async fn renew_forever(target: Target, schema: String, owner: Arc<LeaseOwner>) {
                 Ok(c) => c,
                 Err(err) => {
                     if !failing {
-                        tracing::warn!("could not renew leases: {err}; trying again every {beat:?}");
+                        tracing::warn!(
+                            "could not renew leases: {err}; trying again every {beat:?}"
+                        );
                         failing = true;
                     }
                     continue;

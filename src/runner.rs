@@ -295,8 +295,7 @@ pub async fn run(
             &own_owner
         }
     };
-    let run_id =
-        store::start_run(client, schema, &request.trigger, request.dry_run, owner).await?;
+    let run_id = store::start_run(client, schema, &request.trigger, request.dry_run, owner).await?;
     crate::outcome::started(&request.notice.started, run_id, request.dry_run);
     if let Some(started) = request.started.take() {
         let _ = started.send(run_id);
@@ -561,4 +560,27 @@ fn runs_are_send(
 ) {
     fn assert_send<T: Send>(_: &T) {}
     assert_send(&run(client, config, request, stop, progress));
+}
+
+/// The tasks of a run that need a session of their own (`Task::needs_session`):
+/// none for a dry run, which runs no such statement.
+pub fn needing_a_session<'a>(tasks: &[&'a TaskConfig], dry_run: bool) -> Vec<&'a str> {
+    if dry_run {
+        return Vec::new();
+    }
+    tasks
+        .iter()
+        .filter(|t| t.spec.needs_session())
+        .map(|t| t.name.as_str())
+        .collect()
+}
+
+/// The refusal of a run whose tasks need a session when the connection
+/// looks like a transaction pooler (`seen`) and `[database] direct_url` is
+/// not set: nothing runs half-protected.
+pub fn needs_direct_url(tasks: &[&str], seen: &str) -> String {
+    format!(
+        "{} cannot run through a transaction pooler: they run statements that cannot be in a transaction block (VACUUM, ... CONCURRENTLY) under session timeouts that a pooler does not keep ({seen}); nothing was changed\n  help: set [database] direct_url to a connection that is a session of its own (the database's direct endpoint, not the pooler's), as Prisma's directUrl",
+        tasks.join(", ")
+    )
 }

@@ -236,6 +236,26 @@ async fn execute(cli: &Cli, config: &Config, request: RunRequest<'_>) -> Result<
         return Ok(true);
     }
     let (target, named) = super::target(cli, config)?;
+    // A task that needs a session runs on `[database] direct_url`; without
+    // one, through what looks like a pooler, the run is refused.
+    let needing = runner::needing_a_session(&request.tasks, request.dry_run);
+    let target = match (&config.database.direct_url, needing.is_empty()) {
+        (_, true) => target,
+        (Some(direct), false) => {
+            let mut direct = crate::connect::resolve(
+                Some(direct),
+                config.database.connect_timeout.map(|d| d.0),
+            )?;
+            direct.session = target.session;
+            direct
+        }
+        (None, false) => {
+            if let Some(seen) = crate::connect::detect_pooler(&target).await {
+                return Err(CliError::Usage(runner::needs_direct_url(&needing, &seen)));
+            }
+            target
+        }
+    };
     let mut client = super::connect_to(&target, named).await?;
     // The run's leases, renewed on a connection of their own while it goes.
     let keeper = crate::lease::Keeper::start(

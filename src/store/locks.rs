@@ -130,8 +130,9 @@ pub(crate) async fn try_take(
         )
         .await?
         == 1;
-    let taken = inserted || {
-        let current = tx
+    let taken = inserted
+        || {
+            let current = tx
             .row_opt(
                 &format!(
                     "SELECT expires_at < now(), owner FROM {q}.leases WHERE name = $1 FOR UPDATE SKIP LOCKED"
@@ -139,21 +140,21 @@ pub(crate) async fn try_take(
                 &[&name],
             )
             .await?;
-        match current {
-            Some(row) if row.get::<_, bool>(0) || holder_is_gone(row.get(1)) => {
-                tx.exec(
-                    &format!(
-                        "UPDATE {q}.leases SET owner = $2, run_id = $3, taken_at = now(),
+            match current {
+                Some(row) if row.get::<_, bool>(0) || holder_is_gone(row.get(1)) => {
+                    tx.exec(
+                        &format!(
+                            "UPDATE {q}.leases SET owner = $2, run_id = $3, taken_at = now(),
                                 expires_at = now() + make_interval(secs => $4) WHERE name = $1"
-                    ),
-                    &[&name, &owner.owner, &run_id, &owner.ttl_secs()],
-                )
-                .await?;
-                true
+                        ),
+                        &[&name, &owner.owner, &run_id, &owner.ttl_secs()],
+                    )
+                    .await?;
+                    true
+                }
+                _ => false,
             }
-            _ => false,
-        }
-    };
+        };
     tx.commit().await?;
     Ok(taken)
 }
@@ -218,7 +219,11 @@ pub(crate) async fn renew(
     let q = quote_ident(schema);
     let tx = client.transaction().await?;
     let mut renewed = 0;
-    for table in ["leases SET expires_at", "runs SET lease_until", "schedule_fires SET lease_until"] {
+    for table in [
+        "leases SET expires_at",
+        "runs SET lease_until",
+        "schedule_fires SET lease_until",
+    ] {
         let running = if table.starts_with("leases") {
             ""
         } else {

@@ -180,12 +180,17 @@ pub(crate) async fn mark_interrupted(
     // Runs whose lease still holds but whose owner's process is known gone.
     let gone: Vec<i64> = client
         .rows(
-            &format!("SELECT id, owner FROM {q}.runs WHERE status = 'running' AND lease_until >= now()"),
+            &format!(
+                "SELECT id, owner FROM {q}.runs WHERE status = 'running' AND lease_until >= now()"
+            ),
             &[],
         )
         .await?
         .iter()
-        .filter(|r| r.get::<_, Option<&str>>(1).is_some_and(super::locks::holder_is_gone))
+        .filter(|r| {
+            r.get::<_, Option<&str>>(1)
+                .is_some_and(super::locks::holder_is_gone)
+        })
         .map(|r| r.get(0))
         .collect();
     let tx = client.transaction().await?;

@@ -555,6 +555,10 @@ impl Task for PartitionsSpec {
         }
     }
 
+    fn needs_session(&self) -> bool {
+        true
+    }
+
     fn target(&self) -> String {
         format!("{} ({}ly, {} ahead)", self.table, self.unit, self.premake)
     }

@@ -109,6 +109,9 @@ fn postgres_ids() -> Option<(u32, u32)> {
     let user = std::ffi::CString::new("postgres").expect("no NUL");
     // SAFETY: getpwnam reads a static record; the ids are copied out at once.
     let entry = unsafe { libc::getpwnam(user.as_ptr()) };
-    assert!(!entry.is_null(), "as root, pgbouncer runs as the postgres user, and there is none");
+    assert!(
+        !entry.is_null(),
+        "as root, pgbouncer runs as the postgres user, and there is none"
+    );
     Some(unsafe { ((*entry).pw_uid, (*entry).pw_gid) })
 }

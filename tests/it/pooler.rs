@@ -46,15 +46,23 @@ async fn three_daemons_through_a_transaction_pooler_run_each_fire_exactly_once()
         .count("SELECT count(*) FROM pgmaint.schedule_fires WHERE status = 'succeeded'")
         .await;
     assert!(fires >= 30);
-    assert_eq!(db.count("SELECT count(*) FROM marks").await, fires, "one run per fire\n{logs}");
     assert_eq!(
-        db.count("SELECT count(DISTINCT run_id) FROM pgmaint.schedule_fires WHERE status = 'succeeded'")
-            .await,
+        db.count("SELECT count(*) FROM marks").await,
+        fires,
+        "one run per fire\n{logs}"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(DISTINCT run_id) FROM pgmaint.schedule_fires WHERE status = 'succeeded'"
+        )
+        .await,
         fires
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM pgmaint.runs WHERE trigger = 'schedule' AND status = 'succeeded'")
-            .await,
+        db.count(
+            "SELECT count(*) FROM pgmaint.runs WHERE trigger = 'schedule' AND status = 'succeeded'"
+        )
+        .await,
         fires
     );
     // Every second from the first fire to the last was claimed once, and
@@ -73,7 +81,8 @@ async fn three_daemons_through_a_transaction_pooler_run_each_fire_exactly_once()
         "{logs}"
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM pgmaint.runs WHERE status = 'running'").await,
+        db.count("SELECT count(*) FROM pgmaint.runs WHERE status = 'running'")
+            .await,
         0
     );
     // No two runs of the schedule overlapped.
@@ -86,7 +95,11 @@ async fn three_daemons_through_a_transaction_pooler_run_each_fire_exactly_once()
         .await,
         0
     );
-    assert_eq!(db.count("SELECT count(*) FROM pgmaint.leases").await, 0, "every lease given back");
+    assert_eq!(
+        db.count("SELECT count(*) FROM pgmaint.leases").await,
+        0,
+        "every lease given back"
+    );
     for bad in ["prepared statement", "advisory", "ExclusiveLock"] {
         assert!(!logs.contains(bad), "{bad} in the daemons' logs:\n{logs}");
     }
@@ -128,7 +141,10 @@ async fn a_purge_with_backup_and_its_restore_through_a_transaction_pooler_count_
     assert_eq!(task["rows"], 1666, "{}", run.json());
     let backup_id = task["details"]["backup_id"].as_i64().expect("a backup id");
     assert_eq!(db.count("SELECT count(*) FROM tokens").await, 5000 - 1666);
-    assert_eq!(db.count("SELECT count(*) FROM tokens WHERE expired").await, 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM tokens WHERE expired").await,
+        0
+    );
 
     let id = backup_id.to_string();
     let dry = db.pgmaint(&["restore", &id, "--dry-run", "--json"]).await;
@@ -139,7 +155,10 @@ async fn a_purge_with_backup_and_its_restore_through_a_transaction_pooler_count_
     assert_eq!(restore.json()["restored"], 1666);
     assert_eq!(restore.json()["already_present"], 0);
     assert_eq!(db.count("SELECT count(*) FROM tokens").await, 5000);
-    assert_eq!(db.count("SELECT count(*) FROM tokens WHERE expired").await, 1666);
+    assert_eq!(
+        db.count("SELECT count(*) FROM tokens WHERE expired").await,
+        1666
+    );
     let again = db.pgmaint(&["restore", &id, "--json"]).await;
     assert_eq!(again.json()["restored"], 0);
     assert_eq!(again.json()["already_present"], 1666);
@@ -152,6 +171,59 @@ async fn a_purge_with_backup_and_its_restore_through_a_transaction_pooler_count_
         .map(|r| r["status"].as_str().unwrap())
         .collect();
     // The purge and the two restores (history leaves dry runs out).
-    assert_eq!(statuses, ["succeeded", "succeeded", "succeeded"], "{history}");
-    assert!(!bouncer.log().contains("prepared statement"), "{}", bouncer.log());
+    assert_eq!(
+        statuses,
+        ["succeeded", "succeeded", "succeeded"],
+        "{history}"
+    );
+    assert!(
+        !bouncer.log().contains("prepared statement"),
+        "{}",
+        bouncer.log()
+    );
+}
+
+#[tokio::test]
+async fn through_a_pooler_a_vacuum_needs_direct_url_and_check_says_so() {
+    let db =
+        TestDb::with_sql("CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 100);")
+            .await;
+    let bouncer = PgBouncer::start(common::cluster(), 4);
+    let mut db = db;
+    db.pgmaint_url = Some(bouncer.url(&db.name));
+    let tasks = "[tasks.vacuum_t]\nkind = \"vacuum\"\ntables = [\"t\"]\n";
+    db.config(tasks);
+    db.pgmaint(&["init"]).await.assert_code(0);
+    let check = db.pgmaint(&["check"]).await;
+    check.assert_code(0);
+    assert!(
+        check.stdout.contains("transaction pooler"),
+        "{}",
+        check.stdout
+    );
+    assert!(check.stdout.contains("direct_url"), "{}", check.stdout);
+    let refused = db.pgmaint(&["run", "vacuum_t"]).await;
+    refused.assert_code(2);
+    assert!(
+        refused.stderr.contains("[database] direct_url"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pgmaint.runs").await,
+        0,
+        "nothing ran"
+    );
+    // Directly, check sees no pooler.
+    let direct = db.url.clone();
+    db.config(&format!("[database]\ndirect_url = \"{direct}\"\n\n{tasks}"));
+    db.pgmaint(&["run", "vacuum_t"]).await.assert_code(0);
+    let mut direct_db = db;
+    direct_db.pgmaint_url = None;
+    let check = direct_db.pgmaint(&["check"]).await;
+    assert!(
+        check.stdout.contains("direct (no transaction pooler seen)"),
+        "{}",
+        check.stdout
+    );
 }
