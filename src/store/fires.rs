@@ -52,6 +52,7 @@ pub(crate) async fn begin_schedule(
 
 /// Claims a fire with the given status; true when this daemon won it. The
 /// schedule's last fire moves forward in the same transaction.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn claim_fire(
     client: &mut Client,
     schema: &str,
