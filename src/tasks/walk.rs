@@ -1001,16 +1001,7 @@ impl<'p> Walk<'p> {
                 // task's timeouts are SET LOCAL in it (BEGIN and the
                 // settings go in one round trip).
                 None => {
-                    in_transaction(
-                        ctx,
-                        statement,
-                        &[],
-                        None,
-                        &params,
-                        None,
-                        plain && narrow,
-                    )
-                    .await
+                    in_transaction(ctx, statement, &[], None, &params, None, plain && narrow).await
                 }
                 Some(writer) => {
                     let parts: Vec<(usize, &str)> = statements

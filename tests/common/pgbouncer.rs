@@ -21,12 +21,18 @@ impl PgBouncer {
     /// Starts one in front of `cluster`, with `pool_size` server
     /// connections per database and user (small, so clients share them).
     pub fn start(cluster: &Cluster, pool_size: u32) -> PgBouncer {
-        super::require_tool(
-            "pgbouncer",
-            "the pooler tests run pgmaint through a real PgBouncer in transaction mode",
-            "pgbouncer",
-            "pgbouncer",
-        );
+        // Debian puts it in /usr/sbin, which a user's PATH may leave out.
+        let program = if std::path::Path::new("/usr/sbin/pgbouncer").is_file() {
+            "/usr/sbin/pgbouncer"
+        } else {
+            super::require_tool(
+                "pgbouncer",
+                "the pooler tests run pgmaint through a real PgBouncer in transaction mode",
+                "pgbouncer",
+                "pgbouncer",
+            );
+            "pgbouncer"
+        };
         let dir = tempfile::Builder::new()
             .prefix("pgmaint-pgbouncer-")
             .tempdir()
@@ -52,7 +58,7 @@ impl PgBouncer {
             dir = dir.display(),
         );
         std::fs::write(dir.join("pgbouncer.ini"), ini).expect("write pgbouncer.ini");
-        let mut command = std::process::Command::new("pgbouncer");
+        let mut command = std::process::Command::new(program);
         command
             .arg(dir.join("pgbouncer.ini"))
             .stdout(std::process::Stdio::null())

@@ -1,7 +1,9 @@
 //! pgmaint through a real PgBouncer in `pool_mode = transaction` (as the
 //! pooled endpoints of hosted databases are): three daemons fire each
 //! second exactly once with no overlapping runs and no claim left
-//! `running`; a purge with backup and its restore count exactly.
+//! `running`; a purge with backup and its restore count exactly; an expired
+//! lease is taken over (its run marked interrupted once), a live one holds;
+//! a vacuum needs `[database] direct_url` and `check` says so.
 
 use crate::common;
 
@@ -225,5 +227,85 @@ async fn through_a_pooler_a_vacuum_needs_direct_url_and_check_says_so() {
         check.stdout.contains("direct (no transaction pooler seen)"),
         "{}",
         check.stdout
+    );
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over_and_its_run_marked_interrupted_once() {
+    let db = TestDb::with_sql(
+        "CREATE TABLE tokens (id bigint PRIMARY KEY, expired boolean NOT NULL);
+         INSERT INTO tokens SELECT i, i % 2 = 0 FROM generate_series(1, 1000) i;",
+    )
+    .await;
+    let bouncer = PgBouncer::start(common::cluster(), 3);
+    let mut db = db;
+    db.pgmaint_url = Some(bouncer.url(&db.name));
+    db.config(
+        "[tasks.expired_tokens]\nkind = \"purge\"\ntable = \"tokens\"\nwhere = \"expired\"\n\n\
+         [tasks.other]\nkind = \"purge\"\ntable = \"tokens\"\nwhere = \"false\"\n",
+    );
+    db.pgmaint(&["init"]).await.assert_code(0);
+    // Two runs of processes on another machine: one whose lease expired
+    // (it died, or lost the database), one alive (its lease holds).
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO pgmaint.runs (id, trigger, triggered_by, command, status, dry_run, pgmaint_version, owner, lease_until)
+             VALUES (101, 'cli', 'x@elsewhere', 'run expired_tokens', 'running', false, '0', 'x@elsewhere #1-0 @far:pid:[1]/7', now() - interval '1 minute'),
+                    (102, 'cli', 'y@elsewhere', 'run other', 'running', false, '0', 'y@elsewhere #1-0 @far:pid:[1]/8', now() + interval '10 minutes');
+             INSERT INTO pgmaint.task_runs (run_id, task, kind, status, dry_run)
+             VALUES (101, 'expired_tokens', 'purge', 'running', false), (102, 'other', 'purge', 'running', false);
+             INSERT INTO pgmaint.leases (name, owner, run_id, expires_at)
+             VALUES ('task:expired_tokens', 'x@elsewhere #1-0 @far:pid:[1]/7', 101, now() - interval '1 minute'),
+                    ('task:other', 'y@elsewhere #1-0 @far:pid:[1]/8', 102, now() + interval '10 minutes');",
+        )
+        .await
+        .unwrap();
+    let run = db
+        .pgmaint(&["run", "expired_tokens", "other", "--json"])
+        .await;
+    run.assert_code(0);
+    let tasks = &run.json()["tasks"];
+    assert_eq!(tasks[0]["status"], "succeeded", "{}", run.json());
+    assert_eq!(tasks[0]["rows"], 500);
+    assert_eq!(
+        tasks[1]["status"],
+        "skipped",
+        "the live lease holds: {}",
+        run.json()
+    );
+    assert!(
+        tasks[1]["details"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("already running in run 102"),
+        "{}",
+        run.json()
+    );
+    let status = |id: i64| {
+        format!("SELECT count(*) FROM pgmaint.runs WHERE id = {id} AND status = 'interrupted'")
+    };
+    assert_eq!(db.count(&status(101)).await, 1, "the expired run is marked");
+    assert_eq!(db.count(&status(102)).await, 0, "the live one is not");
+    // Looking again marks nothing twice.
+    db.pgmaint(&["history", "--json"]).await.assert_code(0);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM pgmaint.task_runs WHERE run_id = 101 AND status = 'interrupted'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pgmaint.leases WHERE name = 'task:other'")
+            .await,
+        1,
+        "the live lease is left alone"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pgmaint.leases WHERE name = 'task:expired_tokens'")
+            .await,
+        0,
+        "taken over, then given back"
     );
 }
