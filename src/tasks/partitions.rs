@@ -893,6 +893,7 @@ impl PartitionsSpec {
             .collect();
         ctx.client.batch_execute("BEGIN").await?;
         let result = async {
+            crate::backup::set_local_text_settings(&*ctx.client).await?;
             let rows = ctx
                 .client
                 .rows(

@@ -1115,6 +1115,11 @@ async fn in_transaction(
         )
     );
     begun?;
+    // The text of the rows a backup file holds, fixed in this transaction.
+    let local = match (local, writer.is_some()) {
+        (Ok(()), true) => crate::backup::set_local_text_settings(&*ctx.client).await,
+        (local, _) => local,
+    };
     if let Err(err) = local {
         ctx.client.batch_execute("ROLLBACK").await?;
         return Err(err);
