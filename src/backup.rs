@@ -68,20 +68,21 @@ const TEXT_SETTINGS: [(&str, &str); 4] = [
     ("bytea_output", "hex"),
 ];
 
-pub(crate) async fn set_text_settings(client: &Client) -> Result<(), tokio_postgres::Error> {
-    for (name, value) in TEXT_SETTINGS {
-        db::set_session(client, name, value).await?;
-    }
-    Ok(())
-}
-
-/// Puts the session's text settings back to their defaults.
-async fn reset_text_settings(client: &Client) -> Result<(), tokio_postgres::Error> {
-    for (name, _) in TEXT_SETTINGS {
-        client
-            .batch_execute(&format!("RESET {}", quote_ident(name)))
-            .await?;
-    }
+/// Sets the text settings for the current transaction only (as SET
+/// LOCAL), in the transaction whose rows a backup file holds: no session
+/// setting, which behind a transaction pooler would land on another
+/// backend than the batch's and stay there for other clients.
+pub(crate) async fn set_local_text_settings(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<(), tokio_postgres::Error> {
+    use crate::unnamed::Unnamed;
+    let [(n1, v1), (n2, v2), (n3, v3), (n4, v4)] = TEXT_SETTINGS;
+    client
+        .row(
+            "SELECT set_config($1, $2, true), set_config($3, $4, true), set_config($5, $6, true), set_config($7, $8, true)",
+            &[&n1, &v1, &n2, &v2, &n3, &v3, &n4, &v4],
+        )
+        .await?;
     Ok(())
 }
 
@@ -280,7 +281,6 @@ impl BackupWriter {
             return Err(err);
         }
         store::place_backup(client, schema, id, &dir.display().to_string(), &prefix).await?;
-        set_text_settings(client).await?;
         Ok(BackupWriter {
             schema: schema.to_string(),
             id,
@@ -435,7 +435,6 @@ impl BackupWriter {
     /// Ends the backup. One that holds no rows is removed; returns the id
     /// of one that does.
     pub(crate) async fn finish(self, client: &Client) -> Result<Option<i64>, BackupError> {
-        reset_text_settings(client).await?;
         if self.files > 0 {
             return Ok(Some(self.id));
         }

@@ -573,6 +573,49 @@ impl ServerCertVerifier for ChainOnly {
     }
 }
 
+/// Whether `target` looks like a transaction-mode pooler (PgBouncer,
+/// Supavisor, a hosted database's pooled endpoint) rather than a session of
+/// its own: for messages only (`check`, the daemon's first log line, the
+/// refusal of a run that needs a session), since it can miss. Two clients:
+/// the first asks its backend's pid, the second holds a transaction, the
+/// first asks again. Direct, the first keeps its backend and the second
+/// has another; through a pooler the second may get the first's former
+/// backend, or the first lands on another one (or waits for one). Returns
+/// what it saw, or None when it saw nothing of a pooler.
+pub async fn detect_pooler(target: &Target) -> Option<String> {
+    async fn pid(client: &Client) -> Option<String> {
+        client
+            .simple_query("SELECT pg_backend_pid()")
+            .await
+            .ok()?
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+                _ => None,
+            })
+    }
+    let first = connect(target).await.ok()?;
+    let second = connect(target).await.ok()?;
+    let before = pid(&first).await?;
+    second.simple_query("BEGIN").await.ok()?;
+    let held = pid(&second).await;
+    let after = tokio::time::timeout(std::time::Duration::from_millis(500), pid(&first)).await;
+    let _ = second.simple_query("COMMIT").await;
+    let seen = match (held, after) {
+        (Some(held), _) if held == before => Some(format!(
+            "two connections ran on the same server backend (pid {before}), one after the other"
+        )),
+        (_, Ok(Some(after))) if after != before => Some(format!(
+            "two statements of one connection, outside a transaction, ran on different server backends (pids {before} and {after})"
+        )),
+        (_, Err(_)) => Some(
+            "a statement outside a transaction waited for a server connection while another client held one".to_string(),
+        ),
+        _ => None,
+    };
+    seen.map(|how| format!("this looks like a transaction pooler: {how}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,6 +117,24 @@ pub(crate) async fn read_only<T>(
     result
 }
 
+/// Sets `lock_timeout` and `statement_timeout` for the current transaction
+/// only (`set_config(..., true)`, as SET LOCAL), through parameters: what
+/// each transaction pgmaint opens starts with, so nothing of it outlives
+/// the transaction behind a transaction pooler.
+pub(crate) async fn set_local_timeouts(
+    client: &impl GenericClient,
+    lock_timeout: &crate::duration::Duration,
+    statement_timeout: &crate::duration::Duration,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .row(
+            "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)",
+            &[&lock_timeout.as_pg_setting(), &statement_timeout.as_pg_setting()],
+        )
+        .await?;
+    Ok(())
+}
+
 /// Sets a session setting through a parameter (`set_config`), so no value
 /// is pasted into SQL.
 pub(crate) async fn set_session(

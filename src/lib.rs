@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod db;
 pub mod duration;
 pub mod health;
+pub mod lease;
 pub mod notify;
 pub mod options;
 pub(crate) mod outcome;

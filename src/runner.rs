@@ -50,6 +50,10 @@ pub struct RunRequest<'a> {
     /// Who started the run, for its log lines and the notifications of its
     /// outcome, which the runner sends for every trigger.
     pub notice: Notice,
+    /// Who holds the run's leases, renewed by the caller's `lease::Keeper`
+    /// for as long as the run goes. None: an owner of the run's own that
+    /// nobody renews (its leases expire after their ttl), for tests.
+    pub lease: Option<&'a store::LeaseOwner>,
 }
 
 /// How a run was confirmed, which decides whether the tasks that need
@@ -283,7 +287,15 @@ pub async fn run(
         );
     }
     let mut request = request;
-    let run_id = store::start_run(client, schema, &request.trigger, request.dry_run).await?;
+    let own_owner;
+    let owner = match request.lease {
+        Some(owner) => owner,
+        None => {
+            own_owner = store::LeaseOwner::new();
+            &own_owner
+        }
+    };
+    let run_id = store::start_run(client, schema, &request.trigger, request.dry_run, owner).await?;
     crate::outcome::started(&request.notice.started, run_id, request.dry_run);
     if let Some(started) = request.started.take() {
         let _ = started.send(run_id);
@@ -311,7 +323,7 @@ pub async fn run(
             let ran = run_task(
                 client,
                 config,
-                run_id,
+                (run_id, owner),
                 task,
                 &request,
                 stop,
@@ -415,7 +427,7 @@ async fn record_skipped(
 async fn run_task(
     client: &mut Client,
     config: &Config,
-    run_id: i64,
+    (run_id, owner): (i64, &store::LeaseOwner),
     task: &TaskConfig,
     request: &RunRequest<'_>,
     stop: &Stop,
@@ -432,7 +444,7 @@ async fn run_task(
     // A dry run only reads, so it does not compete for the task.
     let locked = busy.is_some()
         || request.dry_run
-        || store::try_lock_task(client, schema, &task.name).await?;
+        || store::try_lock_task(client, schema, &task.name, owner, run_id).await?;
     let outcome = if let Some(cause) = &busy {
         // Its check found the table locked: do not queue on it again.
         Outcome {
@@ -505,7 +517,7 @@ async fn run_task(
             }
         });
         if !request.dry_run {
-            store::unlock_task(client, schema, &task.name).await?;
+            store::unlock_task(client, schema, &task.name, owner).await?;
         }
         outcome
     };
@@ -548,4 +560,27 @@ fn runs_are_send(
 ) {
     fn assert_send<T: Send>(_: &T) {}
     assert_send(&run(client, config, request, stop, progress));
+}
+
+/// The tasks of a run that need a session of their own (`Task::needs_session`):
+/// none for a dry run, which runs no such statement.
+pub fn needing_a_session<'a>(tasks: &[&'a TaskConfig], dry_run: bool) -> Vec<&'a str> {
+    if dry_run {
+        return Vec::new();
+    }
+    tasks
+        .iter()
+        .filter(|t| t.spec.needs_session())
+        .map(|t| t.name.as_str())
+        .collect()
+}
+
+/// The refusal of a run whose tasks need a session when the connection
+/// looks like a transaction pooler (`seen`) and `[database] direct_url` is
+/// not set: nothing runs half-protected.
+pub fn needs_direct_url(tasks: &[&str], seen: &str) -> String {
+    format!(
+        "{} cannot run through a transaction pooler: they run statements that cannot be in a transaction block (VACUUM, ... CONCURRENTLY) under session timeouts that a pooler does not keep ({seen}); nothing was changed\n  help: set [database] direct_url to a connection that is a session of its own (the database's direct endpoint, not the pooler's), as Prisma's directUrl",
+        tasks.join(", ")
+    )
 }

@@ -46,8 +46,11 @@ pub async fn backups(cli: &Cli) -> Result<bool, CliError> {
 
 pub async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<bool, CliError> {
     let config = load_config(cli, false)?;
-    let mut client = connect(cli, &config).await?;
+    let (target, named) = super::target(cli, &config)?;
+    let mut client = super::connect_to(&target, named).await?;
     let schema = config.state_schema.as_str();
+    // The restore's run is leased, renewed on a connection of its own.
+    let keeper = crate::lease::Keeper::start(&target, schema, crate::store::LeaseOwner::new());
     store::ensure_ready(&client, schema).await?;
     if !args.dry_run && crate::db::in_recovery(&client).await? {
         return Err(CliError::Failed(
@@ -70,7 +73,8 @@ pub async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<bool, CliError> {
         )));
     }
     let trigger = Trigger::cli(&super::run::command_line());
-    let run_id = store::start_run(&mut client, schema, &trigger, args.dry_run).await?;
+    let run_id =
+        store::start_run(&mut client, schema, &trigger, args.dry_run, keeper.owner()).await?;
     let task = format!("restore {}", args.backup);
     let task_run_id =
         store::start_task_run(&client, schema, run_id, &task, "restore", args.dry_run).await?;

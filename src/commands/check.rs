@@ -100,12 +100,14 @@ pub async fn check(cli: &Cli) -> Result<bool, CliError> {
             Problems(busy)
         )));
     }
+    let connection = connection_line(cli, &config).await;
     if cli.json {
         print_json(&serde_json::json!({
             "ok": true,
             "tasks": config.tasks.len(),
             "problems": [],
             "state": state_note,
+            "connection": connection,
         }));
     } else if !cli.quiet {
         output::paragraph(&format!(
@@ -115,6 +117,31 @@ pub async fn check(cli: &Cli) -> Result<bool, CliError> {
         if let Some(note) = &state_note {
             output::paragraph(&format!("note: {note}"));
         }
+        output::paragraph(&format!("connection: {connection}"));
     }
     Ok(true)
+}
+
+/// What `check` says of the connection: direct, or what it saw of a
+/// transaction pooler and whether `[database] direct_url` covers the tasks
+/// that need a session. For the message only (detection can miss).
+async fn connection_line(cli: &Cli, config: &Config) -> String {
+    let Ok((target, _)) = super::target(cli, config) else {
+        return "not checked".into();
+    };
+    let Some(seen) = crate::connect::detect_pooler(&target).await else {
+        return "direct (no transaction pooler seen)".into();
+    };
+    let tasks: Vec<&crate::config::TaskConfig> = config.tasks.iter().collect();
+    let needing = runner::needing_a_session(&tasks, false);
+    if config.database.direct_url.is_some() {
+        format!("{seen}; tasks that need a session use [database] direct_url")
+    } else if needing.is_empty() {
+        format!("{seen}; no task here needs a session of its own")
+    } else {
+        format!(
+            "{seen}; {} need a session of their own and are refused until [database] direct_url is set",
+            needing.join(", ")
+        )
+    }
 }

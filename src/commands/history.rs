@@ -9,11 +9,11 @@ use crate::store::{self, HistoryFilter, RunRecord};
 
 pub async fn history(cli: &Cli, args: &HistoryArgs) -> Result<bool, CliError> {
     let config = load_config(cli, false)?;
-    let client = connect(cli, &config).await?;
+    let mut client = connect(cli, &config).await?;
     let schema = &config.state_schema;
     store::ensure_ready(&client, schema).await?;
     if !crate::db::in_recovery(&client).await? {
-        store::mark_interrupted(&client, schema).await?;
+        store::mark_interrupted(&mut client, schema).await?;
     }
     let filter = HistoryFilter {
         task: args.task.clone(),

@@ -270,6 +270,14 @@ pub(crate) fn origin(cli: &Cli, config: &Config) -> Result<crate::notify::Origin
 /// Connects as the flags and config say; the session starts under the
 /// config's timeouts, which `-v` shows.
 pub async fn connect(cli: &Cli, config: &Config) -> Result<Client, CliError> {
+    let (target, named) = target(cli, config)?;
+    connect_to(&target, named).await
+}
+
+/// Where `connect` goes: the flag's, the environment's or the config's
+/// URL, with the config's session timeouts; and whether it names a
+/// database.
+pub(crate) fn target(cli: &Cli, config: &Config) -> Result<(connect::Target, bool), CliError> {
     if url_comes_from_config(cli) {
         let unusable = config.problems_for(|need| *need == Need::DatabaseUrl);
         if !unusable.is_empty() {
@@ -289,7 +297,11 @@ pub async fn connect(cli: &Cli, config: &Config) -> Result<Client, CliError> {
             eprintln!("{statement}");
         }
     }
-    connect::connect(&target).await.map_err(|err| match err {
+    Ok((target, named))
+}
+
+pub(crate) async fn connect_to(target: &connect::Target, named: bool) -> Result<Client, CliError> {
+    connect::connect(target).await.map_err(|err| match err {
         connect::ConnectError::Unreachable { .. } if !named => CliError::Connection {
             message: format!("{err}\n{NAME_A_DATABASE}"),
             code: 2,

@@ -1,6 +1,6 @@
 //! `pgmaint run` and `pgmaint plan` (a run with `--dry-run`).
 
-use super::{CliError, connect, load_config, print_json};
+use super::{CliError, load_config, print_json};
 use crate::cli::{Cli, PlanArgs, RunArgs, Selection};
 use crate::config::{Config, TaskConfig};
 use crate::output::{self, Progress};
@@ -48,6 +48,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<bool, CliError> {
         check_first: true,
         verbose: cli.verbose > 0,
         started: None,
+        lease: None,
     };
     execute(cli, &config, request).await
 }
@@ -88,6 +89,7 @@ async fn confirm(cli: &Cli, config: &Config, critical: &[&str]) -> Result<(), Cl
         check_first: true,
         verbose: cli.verbose > 0,
         started: None,
+        lease: None,
     };
     execute(cli, config, request).await?;
     eprint!(
@@ -126,6 +128,7 @@ pub async fn plan(cli: &Cli, args: &PlanArgs) -> Result<bool, CliError> {
         check_first: true,
         verbose: cli.verbose > 0,
         started: None,
+        lease: None,
     };
     execute(cli, &config, request).await
 }
@@ -232,7 +235,38 @@ async fn execute(cli: &Cli, config: &Config, request: RunRequest<'_>) -> Result<
         }
         return Ok(true);
     }
-    let mut client = connect(cli, config).await?;
+    let (target, named) = super::target(cli, config)?;
+    // A task that needs a session runs on `[database] direct_url`; without
+    // one, through what looks like a pooler, the run is refused.
+    let needing = runner::needing_a_session(&request.tasks, request.dry_run);
+    let target = match (&config.database.direct_url, needing.is_empty()) {
+        (_, true) => target,
+        (Some(direct), false) => {
+            let mut direct = crate::connect::resolve(
+                Some(direct),
+                config.database.connect_timeout.map(|d| d.0),
+            )?;
+            direct.session = target.session;
+            direct
+        }
+        (None, false) => {
+            if let Some(seen) = crate::connect::detect_pooler(&target).await {
+                return Err(CliError::Usage(runner::needs_direct_url(&needing, &seen)));
+            }
+            target
+        }
+    };
+    let mut client = super::connect_to(&target, named).await?;
+    // The run's leases, renewed on a connection of their own while it goes.
+    let keeper = crate::lease::Keeper::start(
+        &target,
+        &config.state_schema,
+        crate::store::LeaseOwner::new(),
+    );
+    let request = RunRequest {
+        lease: Some(keeper.owner()),
+        ..request
+    };
     let stop = Stop::default();
     stop.on_signals(|| {
         eprintln!("stopping after the current batch (signal again to stop at once)")

@@ -89,6 +89,9 @@ pub struct HealthCheckFile {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseFile {
     pub url: Option<String>,
+    /// A connection that is a session of its own (not through a transaction
+    /// pooler), for what cannot run in a transaction: Prisma's `directUrl`.
+    pub direct_url: Option<String>,
     pub lock_timeout: Option<Duration>,
     pub statement_timeout: Option<Duration>,
     pub connect_timeout: Option<Duration>,

@@ -49,6 +49,9 @@ pub enum ConfigError {
 pub struct DatabaseSettings {
     /// After `${VAR}` interpolation. May hold a password: never print it.
     pub url: Option<String>,
+    /// `direct_url`: a session of its own (not through a transaction
+    /// pooler), for the runs that need one. May hold a password.
+    pub direct_url: Option<String>,
     pub lock_timeout: Option<Duration>,
     pub statement_timeout: Option<Duration>,
     pub connect_timeout: Option<Duration>,
@@ -58,6 +61,10 @@ impl std::fmt::Debug for DatabaseSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatabaseSettings")
             .field("url", &self.url.as_ref().map(|_| "<redacted>"))
+            .field(
+                "direct_url",
+                &self.direct_url.as_ref().map(|_| "<redacted>"),
+            )
             .field("lock_timeout", &self.lock_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .finish()
@@ -502,6 +509,11 @@ fn database_settings(source: &Source, database: &file::DatabaseFile) -> Database
             None
         } else {
             database.url.clone()
+        },
+        direct_url: if unset_at(source, &["database", "direct_url"]) {
+            None
+        } else {
+            database.direct_url.clone()
         },
         lock_timeout: database.lock_timeout,
         statement_timeout: database.statement_timeout,

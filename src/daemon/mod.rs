@@ -6,8 +6,10 @@
 //! runs it. Fires missed while no daemon ran follow the schedule's
 //! `misfire`: `run_once` runs the latest of them if it is within
 //! `misfire_grace`, `skip` runs none; the others are recorded as skipped.
-//! A fire whose previous run still goes (its session lock is held) is
-//! recorded as skipped too. A schedule created or changed through the API
+//! A fire whose previous run still goes (its schedule's lease is held) is
+//! recorded as skipped too. Claims, runs and schedule leases belong to
+//! this daemon's lease owner, renewed by its `lease::Keeper`; no session
+//! lock is held, so the daemon works through a transaction pooler. A schedule created or changed through the API
 //! counts its fires from then, and reaches every daemon at once (its own
 //! API wakes it; the others hear a NOTIFY, or see the change within
 //! `RECHECK` where notifications do not arrive). When the database goes away the daemon keeps
@@ -56,6 +58,12 @@ pub struct Shared {
     pub schedules_changed: tokio::sync::Notify,
     /// The health watch's latest report, for /metrics.
     pub health: std::sync::Mutex<Option<watch::Watched>>,
+    /// Renews the leases of this daemon's claims, runs and schedules.
+    pub keeper: crate::lease::Keeper,
+    /// `[database] direct_url`'s target, for the runs that need a session.
+    direct: Option<Target>,
+    /// What the start saw of a transaction pooler (`connect::detect_pooler`).
+    pooler: std::sync::Mutex<Option<String>>,
     /// The database, as notifications name it.
     pub origin: crate::notify::Origin,
     /// The API's and /metrics' connections.
@@ -71,8 +79,21 @@ impl Shared {
         Shared {
             origin,
             id,
-            config,
             pool: pool::new(target.clone()),
+            keeper: crate::lease::Keeper::start(
+                &target,
+                &config.state_schema,
+                store::LeaseOwner::new(),
+            ),
+            direct: config.database.direct_url.as_deref().and_then(|url| {
+                let mut direct =
+                    connect::resolve(Some(url), config.database.connect_timeout.map(|d| d.0))
+                        .ok()?;
+                direct.session = target.session;
+                Some(direct)
+            }),
+            pooler: std::sync::Mutex::new(None),
+            config,
             target,
             stop: Stop::default(),
             fires_claimed: AtomicU64::new(0),
@@ -85,6 +106,28 @@ impl Shared {
     /// LISTENs (the scheduler, a fire, a run, the health watch).
     pub async fn connect(&self) -> Result<Client, connect::ConnectError> {
         connect::connect(&self.target).await
+    }
+
+    /// A connection for a run of `tasks`: on `[database] direct_url` when a
+    /// task needs a session of its own; refused (the reason) when one does,
+    /// direct_url is unset and the start saw a transaction pooler.
+    pub async fn connect_for(
+        &self,
+        tasks: &[&crate::config::TaskConfig],
+    ) -> Result<Client, String> {
+        let needing = runner::needing_a_session(tasks, false);
+        let target = match (&self.direct, needing.is_empty()) {
+            (_, true) => &self.target,
+            (Some(direct), false) => direct,
+            (None, false) => {
+                let seen = self.pooler.lock().expect("not poisoned").clone();
+                if let Some(seen) = seen {
+                    return Err(runner::needs_direct_url(&needing, &seen));
+                }
+                &self.target
+            }
+        };
+        connect::connect(target).await.map_err(|e| e.to_string())
     }
 
     /// A connection of the pool, for the API's and /metrics' reads and the
@@ -123,6 +166,10 @@ pub async fn run(
     for s in &config.schedules {
         Schedule::new(s).map_err(DaemonError::Schedule)?;
     }
+    if let Some(url) = &config.database.direct_url {
+        connect::resolve(Some(url), None)
+            .map_err(|e| DaemonError::Schedule(format!("[database] direct_url: {e}")))?;
+    }
     let id = format!("{} pid {}", Trigger::who(), std::process::id());
     let shared = Arc::new(Shared::new(config, target, id));
     shared
@@ -133,7 +180,23 @@ pub async fn run(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(listen = %listen, daemon = shared.id, lock_timeout = %session.lock_timeout, statement_timeout = %session.statement_timeout, "pgmaint daemon started");
+    // For the first line's sake only: correctness never depends on it.
+    let pooler = tokio::time::timeout(
+        Duration::from_secs(3),
+        connect::detect_pooler(&shared.target),
+    )
+    .await
+    .ok()
+    .flatten();
+    let connection = match (&pooler, shared.direct.is_some()) {
+        (None, _) => "direct (no pooler seen)".to_string(),
+        (Some(seen), true) => format!("{seen}; runs that need a session use [database] direct_url"),
+        (Some(seen), false) => format!(
+            "{seen}; runs of vacuum, analyze, reindex, partitions and refresh tasks are refused until [database] direct_url is set"
+        ),
+    };
+    *shared.pooler.lock().expect("not poisoned") = pooler;
+    tracing::info!(listen = %listen, daemon = shared.id, lock_timeout = %session.lock_timeout, statement_timeout = %session.statement_timeout, connection = %connection, "pgmaint daemon started");
     let (shutdown, shutting_down) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(api::serve(
         listener,
@@ -371,7 +434,7 @@ async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
                 tracing::info!("the server is no longer a standby; scheduling");
                 standby = false;
             }
-            for id in store::mark_interrupted(&db, &schema)
+            for id in store::mark_interrupted(&mut db, &schema)
                 .await
                 .map_err(|e| e.to_string())?
             {
@@ -481,6 +544,7 @@ async fn due(
             &shared.id,
             Status::Skipped,
             Some(reason),
+            shared.keeper.owner(),
         )
         .await?
         {
@@ -498,6 +562,7 @@ async fn due(
         &shared.id,
         Status::Running,
         None,
+        shared.keeper.owner(),
     )
     .await?
     {
@@ -523,8 +588,30 @@ async fn run_fire(
 ) -> Result<(), String> {
     let schema = &shared.config.state_schema;
     let book = shared.connect().await.map_err(|e| e.to_string())?;
-    let mut worker = shared.connect().await.map_err(|e| e.to_string())?;
-    let locked = store::try_lock_schedule(&worker, &config.name)
+    let tasks: Vec<&crate::config::TaskConfig> = config
+        .tasks
+        .iter()
+        .filter_map(|name| shared.config.task(name))
+        .filter(|task| task.enabled)
+        .collect();
+    let mut worker = match shared.connect_for(&tasks).await {
+        Ok(worker) => worker,
+        Err(reason) => {
+            let _ = store::finish_fire(
+                &book,
+                schema,
+                &config.name,
+                at,
+                Status::Skipped,
+                Some(&reason),
+            )
+            .await;
+            tracing::warn!(schedule = config.name, fire = %at, "skipped: {reason}");
+            return Ok(());
+        }
+    };
+    let owner = shared.keeper.owner();
+    let locked = store::try_lock_schedule(&mut worker, schema, &config.name, owner)
         .await
         .map_err(|e| e.to_string())?;
     if !locked {
@@ -542,12 +629,6 @@ async fn run_fire(
         tracing::warn!(schedule = config.name, fire = %at, "skipped: {reason}");
         return Ok(());
     }
-    let tasks = config
-        .tasks
-        .iter()
-        .filter_map(|name| shared.config.task(name))
-        .filter(|task| task.enabled)
-        .collect();
     let (started, run_id) = tokio::sync::oneshot::channel();
     let request = RunRequest {
         tasks,
@@ -561,6 +642,7 @@ async fn run_fire(
         check_first: false,
         verbose: false,
         started: Some(started),
+        lease: Some(owner),
         notice: Notice {
             started: Started::Fire {
                 schedule: config.clone(),
@@ -585,7 +667,7 @@ async fn run_fire(
         ),
         record_id
     );
-    let _ = store::unlock_schedule(&worker, &config.name).await;
+    let _ = store::unlock_schedule(&worker, schema, &config.name, owner).await;
     let report = match report {
         Ok(report) => report,
         Err(RunError::Refused(refusal)) => {
@@ -661,16 +743,20 @@ pub async fn start_now(shared: Arc<Shared>, run: RunNow) -> Result<i64, StartErr
             }
         };
         let result = async {
-            let mut client = shared
-                .connect()
-                .await
-                .map_err(|e| RunError::Database(e.to_string()))?;
+            let tasks: Vec<&crate::config::TaskConfig> = run
+                .tasks
+                .iter()
+                .filter_map(|t| shared.config.task(t))
+                .collect();
+            let needing = runner::needing_a_session(&tasks, run.dry_run);
+            let mut client = if needing.is_empty() {
+                shared.connect().await.map_err(|e| e.to_string())
+            } else {
+                shared.connect_for(&tasks).await
+            }
+            .map_err(RunError::Database)?;
             let request = RunRequest {
-                tasks: run
-                    .tasks
-                    .iter()
-                    .filter_map(|t| shared.config.task(t))
-                    .collect(),
+                tasks,
                 dry_run: run.dry_run,
                 batch_size: run.batch_size,
                 max_runtime: run.max_runtime,
@@ -679,6 +765,7 @@ pub async fn start_now(shared: Arc<Shared>, run: RunNow) -> Result<i64, StartErr
                 check_first: false,
                 verbose: false,
                 started: Some(recorded),
+                lease: Some(shared.keeper.owner()),
                 notice: Notice {
                     started: run.started,
                     origin: shared.origin.clone(),

@@ -2,8 +2,11 @@
 //! fire, and the claim on each fire. A claim is a row keyed by (schedule,
 //! scheduled_for): the daemon whose INSERT wins runs the fire, every other
 //! daemon's INSERT finds the row and does nothing. No in-process lock is
-//! involved, so any number of daemons can run against one database. Also
-//! the session advisory lock a schedule's running fire holds.
+//! involved, so any number of daemons can run against one database. A
+//! running fire is leased to its daemon's owner (`locks::LeaseOwner`),
+//! renewed while it runs; one whose lease expired is marked interrupted.
+//! Also the lease a schedule's running fire holds, so the next fire of the
+//! schedule is skipped while it goes.
 
 use crate::unnamed::Unnamed;
 use chrono::{DateTime, Utc};
@@ -12,9 +15,7 @@ use tokio_postgres::Client;
 use crate::sql::quote_ident;
 use crate::status::Status;
 
-/// The class of the session advisory lock a schedule's running fire holds:
-/// a later fire that cannot take it knows the previous run still goes.
-const SCHEDULE_LOCK_CLASS: i32 = 0x7067_6d73;
+use super::locks::{LeaseOwner, schedule_lease};
 
 /// The schedule's last fire, or None before its first.
 pub(crate) async fn last_fire(
@@ -51,6 +52,7 @@ pub(crate) async fn begin_schedule(
 
 /// Claims a fire with the given status; true when this daemon won it. The
 /// schedule's last fire moves forward in the same transaction.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn claim_fire(
     client: &mut Client,
     schema: &str,
@@ -59,16 +61,17 @@ pub(crate) async fn claim_fire(
     by: &str,
     status: Status,
     reason: Option<&str>,
+    owner: &LeaseOwner,
 ) -> Result<bool, tokio_postgres::Error> {
     let q = quote_ident(schema);
     let tx = client.transaction().await?;
     let won = tx
         .exec(
             &format!(
-                "INSERT INTO {q}.schedule_fires (schedule, scheduled_for, claimed_by, status, reason)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"
+                "INSERT INTO {q}.schedule_fires (schedule, scheduled_for, claimed_by, status, reason, owner, lease_until)
+                 VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7)) ON CONFLICT DO NOTHING"
             ),
-            &[&schedule, &at, &by, &status.as_str(), &reason],
+            &[&schedule, &at, &by, &status.as_str(), &reason, &owner.owner, &owner.ttl_secs()],
         )
         .await?
         == 1;
@@ -119,8 +122,10 @@ pub(crate) async fn finish_fire(
     Ok(())
 }
 
-/// Fires left `running` by a daemon that died: their run was marked
-/// interrupted, or they never got as far as starting one.
+/// Fires left `running` by a daemon that died or lost the database: their
+/// lease expired (or, before leases, their run was marked interrupted or
+/// never started). Each is marked once: the rows are locked `FOR UPDATE
+/// SKIP LOCKED` and the UPDATE re-checks the status.
 pub(crate) async fn mark_fires_interrupted(
     client: &Client,
     schema: &str,
@@ -129,10 +134,17 @@ pub(crate) async fn mark_fires_interrupted(
     client
         .exec(
             &format!(
-                "UPDATE {q}.schedule_fires f SET status = 'interrupted', reason = 'the daemon running it died'
-                  WHERE f.status = 'running'
-                    AND (EXISTS (SELECT 1 FROM {q}.runs r WHERE r.id = f.run_id AND r.status = 'interrupted')
-                         OR (f.run_id IS NULL AND f.claimed_at < now() - interval '5 minutes'))"
+                "WITH dead AS (
+                   SELECT f.schedule, f.scheduled_for FROM {q}.schedule_fires f
+                    WHERE f.status = 'running'
+                      AND (f.lease_until < now()
+                           OR EXISTS (SELECT 1 FROM {q}.runs r WHERE r.id = f.run_id AND r.status = 'interrupted')
+                           OR (f.lease_until IS NULL AND f.run_id IS NULL AND f.claimed_at < now() - interval '5 minutes'))
+                    FOR UPDATE OF f SKIP LOCKED)
+                 UPDATE {q}.schedule_fires f SET status = 'interrupted',
+                        reason = 'the daemon running it stopped renewing its lease (it died, or lost the database)'
+                   FROM dead
+                  WHERE f.schedule = dead.schedule AND f.scheduled_for = dead.scheduled_for AND f.status = 'running'"
             ),
             &[],
         )
@@ -161,31 +173,23 @@ pub(crate) async fn prune_runs_and_fires(
     Ok(runs)
 }
 
-/// Takes the session lock a schedule's running fire holds, without
-/// waiting; false while the previous run of the schedule still goes. The
-/// lock dies with the session.
+/// Takes the lease a schedule's running fire holds, without waiting;
+/// false while the previous run of the schedule still goes (its owner
+/// renews the lease; one whose owner died expires and is taken over).
 pub(crate) async fn try_lock_schedule(
-    client: &Client,
+    client: &mut Client,
+    schema: &str,
     schedule: &str,
+    owner: &LeaseOwner,
 ) -> Result<bool, tokio_postgres::Error> {
-    Ok(client
-        .row(
-            "SELECT pg_try_advisory_lock($1, hashtext($2))",
-            &[&SCHEDULE_LOCK_CLASS, &schedule],
-        )
-        .await?
-        .get(0))
+    super::locks::try_take(client, schema, &schedule_lease(schedule), owner, None).await
 }
 
 pub(crate) async fn unlock_schedule(
     client: &Client,
+    schema: &str,
     schedule: &str,
+    owner: &LeaseOwner,
 ) -> Result<(), tokio_postgres::Error> {
-    client
-        .row(
-            "SELECT pg_advisory_unlock($1, hashtext($2))",
-            &[&SCHEDULE_LOCK_CLASS, &schedule],
-        )
-        .await?;
-    Ok(())
+    super::locks::release(client, schema, &schedule_lease(schedule), owner).await
 }

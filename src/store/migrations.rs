@@ -200,4 +200,21 @@ pub(crate) const STEPS: &[&str] = &[
     );
     ALTER TABLE {schema}.backup_files ADD COLUMN part integer NOT NULL DEFAULT 0;
     "#,
+    // 11: leases instead of session advisory locks, which a transaction
+    // pooler cannot keep: a run, a task and a schedule's running fire each
+    // belong to an owner until an expiry the owner renews while it works.
+    // An expired lease may be taken over; a run or fire whose lease expired
+    // is marked interrupted, once.
+    r#"
+    ALTER TABLE {schema}.runs ADD COLUMN owner text, ADD COLUMN lease_until timestamptz;
+    ALTER TABLE {schema}.schedule_fires ADD COLUMN owner text, ADD COLUMN lease_until timestamptz;
+    CREATE TABLE {schema}.leases (
+        name        text PRIMARY KEY,
+        owner       text NOT NULL,
+        run_id      bigint,
+        taken_at    timestamptz NOT NULL DEFAULT now(),
+        expires_at  timestamptz NOT NULL
+    );
+    CREATE INDEX leases_owner ON {schema}.leases (owner);
+    "#,
 ];

@@ -6,7 +6,7 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use super::StateError;
-use super::locks::{RUN_LOCK_CLASS, run_lock_key};
+use super::locks::LeaseOwner;
 use crate::sql::quote_ident;
 use crate::status::{Counters, Outcome, Status};
 
@@ -51,34 +51,26 @@ impl Trigger {
     }
 }
 
-/// Records a new run and takes the advisory lock that marks it alive.
+/// Records a new run, leased to `owner` (who renews it while the run goes;
+/// whoever finds it `running` past its lease marks it interrupted).
 pub(crate) async fn start_run(
     client: &mut Client,
     schema: &str,
     trigger: &Trigger,
     dry_run: bool,
+    owner: &LeaseOwner,
 ) -> Result<i64, StateError> {
     let q = quote_ident(schema);
-    let tx = client.transaction().await?;
-    let id: i64 = tx
+    Ok(client
         .row(
             &format!(
-                "INSERT INTO {q}.runs (trigger, triggered_by, command, status, dry_run, pgmaint_version)
-                 VALUES ($1, $2, $3, 'running', $4, $5) RETURNING id"
+                "INSERT INTO {q}.runs (trigger, triggered_by, command, status, dry_run, pgmaint_version, owner, lease_until)
+                 VALUES ($1, $2, $3, 'running', $4, $5, $6, now() + make_interval(secs => $7)) RETURNING id"
             ),
-            &[&trigger.kind, &trigger.who, &trigger.command, &dry_run, &env!("CARGO_PKG_VERSION")],
+            &[&trigger.kind, &trigger.who, &trigger.command, &dry_run, &env!("CARGO_PKG_VERSION"), &owner.owner, &owner.ttl_secs()],
         )
         .await?
-        .get(0);
-    // Taken before the row is visible to anyone, so no one can see the run
-    // without its lock.
-    tx.exec(
-        "SELECT pg_advisory_lock($1, $2)",
-        &[&RUN_LOCK_CLASS, &run_lock_key(id)],
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(id)
+        .get(0))
 }
 
 pub(crate) async fn finish_run(
@@ -95,12 +87,6 @@ pub(crate) async fn finish_run(
                 "UPDATE {q}.runs SET status = $2, finished_at = now(), error = $3 WHERE id = $1"
             ),
             &[&run_id, &status.as_str(), &error],
-        )
-        .await?;
-    client
-        .exec(
-            "SELECT pg_advisory_unlock($1, $2)",
-            &[&RUN_LOCK_CLASS, &run_lock_key(run_id)],
         )
         .await?;
     Ok(())
@@ -178,72 +164,67 @@ pub(crate) async fn finish_task_run(
     Ok(())
 }
 
-/// Marks `interrupted` every run still `running` whose process is gone (its
-/// advisory lock is free). Returns the ids it marked.
+/// Marks `interrupted` every run still `running` whose lease expired (its
+/// owner stopped renewing it: killed, crashed or cut off from the
+/// database), each exactly once: the rows are locked `FOR UPDATE SKIP
+/// LOCKED` and re-checked by the UPDATE, so two processes looking at once
+/// mark each run once between them. A run from before leases (no
+/// `lease_until`) counts as expired, and so does one whose owner's process
+/// is known gone (`locks::holder_is_gone`: same machine, pid free). Returns the ids it marked.
 pub(crate) async fn mark_interrupted(
-    client: &Client,
+    client: &mut Client,
     schema: &str,
 ) -> Result<Vec<i64>, StateError> {
     let q = quote_ident(schema);
-    let running: Vec<i64> = client
+    let message = "its process ended without finishing (killed, crashed or lost its connection: its lease expired); uncommitted batches were rolled back";
+    // Runs whose lease still holds but whose owner's process is known gone.
+    let gone: Vec<i64> = client
         .rows(
-            &format!("SELECT id FROM {q}.runs WHERE status = 'running' ORDER BY id"),
+            &format!(
+                "SELECT id, owner FROM {q}.runs WHERE status = 'running' AND lease_until >= now()"
+            ),
             &[],
+        )
+        .await?
+        .iter()
+        .filter(|r| {
+            r.get::<_, Option<&str>>(1)
+                .is_some_and(super::locks::holder_is_gone)
+        })
+        .map(|r| r.get(0))
+        .collect();
+    let tx = client.transaction().await?;
+    let marked: Vec<i64> = tx
+        .rows(
+            &format!(
+                "WITH dead AS (
+                   SELECT id FROM {q}.runs
+                    WHERE status = 'running' AND (coalesce(lease_until, '-infinity') < now() OR id = ANY($2))
+                    ORDER BY id FOR UPDATE SKIP LOCKED)
+                 UPDATE {q}.runs r SET status = 'interrupted', finished_at = now(), error = $1
+                   FROM dead WHERE r.id = dead.id AND r.status = 'running'
+                 RETURNING r.id"
+            ),
+            &[&message, &gone],
         )
         .await?
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let mut marked = Vec::new();
-    for id in running {
-        let key = run_lock_key(id);
-        let free: bool = client
-            .row(
-                "SELECT pg_try_advisory_lock($1, $2)",
-                &[&RUN_LOCK_CLASS, &key],
-            )
-            .await?
-            .get(0);
-        if !free {
-            continue;
-        }
-        let message = "its process ended without finishing (killed, crashed or lost its connection); uncommitted batches were rolled back";
-        client.batch_execute("BEGIN").await?;
-        let updated = async {
-            client
-                .exec(
-                    &format!("UPDATE {q}.runs SET status = 'interrupted', finished_at = now(), error = $2 WHERE id = $1 AND status = 'running'"),
-                    &[&id, &message],
-                )
-                .await?;
-            client
-                .exec(
-                    &format!(
-                        "UPDATE {q}.task_runs SET status = 'interrupted', finished_at = now(), error = $2,
-                                duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint
-                          WHERE run_id = $1 AND status = 'running'"
-                    ),
-                    &[&id, &message],
-                )
-                .await
-        }
-        .await;
-        client
-            .batch_execute(if updated.is_ok() {
-                "COMMIT"
-            } else {
-                "ROLLBACK"
-            })
-            .await?;
-        client
-            .exec(
-                "SELECT pg_advisory_unlock($1, $2)",
-                &[&RUN_LOCK_CLASS, &key],
-            )
-            .await?;
-        updated?;
-        marked.push(id);
+    if !marked.is_empty() {
+        tx.exec(
+            &format!(
+                "UPDATE {q}.task_runs SET status = 'interrupted', finished_at = now(), error = $2,
+                        duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint
+                  WHERE run_id = ANY($1) AND status = 'running'"
+            ),
+            &[&marked, &message],
+        )
+        .await?;
     }
+    tx.commit().await?;
+    let mut marked = marked;
+    marked.sort();
     Ok(marked)
 }
 

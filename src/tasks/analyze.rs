@@ -83,6 +83,10 @@ impl AnalyzeSpec {
 impl Task for AnalyzeSpec {
     type Plan = Vec<Chosen>;
 
+    fn needs_session(&self) -> bool {
+        true
+    }
+
     fn target(&self) -> String {
         if self.auto {
             "tables over thresholds".into()

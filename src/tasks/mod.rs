@@ -92,6 +92,13 @@ impl TaskSpec {
         self.task.minimum_severity()
     }
 
+    /// Whether the task runs statements that cannot run in a transaction
+    /// block (VACUUM, `... CONCURRENTLY`) under session timeouts: through a
+    /// transaction pooler it needs `[database] direct_url`.
+    pub fn needs_session(&self) -> bool {
+        self.task.needs_session()
+    }
+
     /// Whether this kind removes rows that a backup could hold.
     pub fn can_back_up(&self) -> bool {
         self.kind.can_back_up()
@@ -135,6 +142,7 @@ trait DynTask: std::fmt::Debug + Send + Sync {
     fn target(&self) -> String;
     fn minimum_severity(&self) -> Severity;
     fn backup(&self) -> Option<bool>;
+    fn needs_session(&self) -> bool;
     fn to_json(&self) -> serde_json::Value;
     fn as_any(&self) -> &dyn Any;
     fn backlog<'a>(
@@ -164,6 +172,10 @@ impl<T: Task> DynTask for T {
 
     fn backup(&self) -> Option<bool> {
         Task::backup(self)
+    }
+
+    fn needs_session(&self) -> bool {
+        Task::needs_session(self)
     }
 
     fn to_json(&self) -> serde_json::Value {
@@ -224,6 +236,13 @@ pub trait Task: std::fmt::Debug + Serialize + Send + Sync + 'static {
     /// `backup = ...` as written, for the kinds that take it.
     fn backup(&self) -> Option<bool> {
         None
+    }
+
+    /// Whether the kind runs statements outside any transaction (VACUUM,
+    /// `... CONCURRENTLY`; `utility::run`), which need a session of their
+    /// own: `[database] direct_url` behind a transaction pooler.
+    fn needs_session(&self) -> bool {
+        false
     }
 
     /// Makes relative paths in the task relative to the config file's

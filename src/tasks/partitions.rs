@@ -614,6 +614,10 @@ impl Task for PartitionsSpec {
         }
     }
 
+    fn needs_session(&self) -> bool {
+        true
+    }
+
     fn target(&self) -> String {
         format!("{} ({}ly, {} ahead)", self.table, self.unit, self.premake)
     }
@@ -948,6 +952,7 @@ impl PartitionsSpec {
             .collect();
         ctx.client.batch_execute("BEGIN").await?;
         let result = async {
+            crate::backup::set_local_text_settings(&*ctx.client).await?;
             let rows = ctx
                 .client
                 .rows(

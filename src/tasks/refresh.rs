@@ -278,6 +278,10 @@ fn statement(view: &ViewPlan) -> String {
 impl Task for RefreshSpec {
     type Plan = Vec<ViewPlan>;
 
+    fn needs_session(&self) -> bool {
+        true
+    }
+
     fn target(&self) -> String {
         if self.views.is_empty() {
             "every materialized view".into()

@@ -315,6 +315,10 @@ fn regex_escape(text: &str) -> String {
 impl Task for ReindexSpec {
     type Plan = Vec<IndexPlan>;
 
+    fn needs_session(&self) -> bool {
+        true
+    }
+
     fn target(&self) -> String {
         match (self.tables.is_empty(), self.indexes.is_empty()) {
             (true, true) => "every index".into(),

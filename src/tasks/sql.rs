@@ -117,6 +117,10 @@ fn collect(messages: &[SimpleQueryMessage]) -> (u64, serde_json::Value) {
 impl Task for SqlSpec {
     type Plan = ();
 
+    fn needs_session(&self) -> bool {
+        !self.transaction
+    }
+
     fn target(&self) -> String {
         let flat = self.sql.split_whitespace().collect::<Vec<_>>().join(" ");
         if flat.chars().count() > 60 {
@@ -135,18 +139,21 @@ impl Task for SqlSpec {
     }
 
     async fn describe(&self, ctx: &mut TaskContext<'_>, _: &()) -> Result<Outcome, TaskError> {
-        let mut statements = vec![
-            format!(
-                "SET lock_timeout = '{}'",
-                ctx.options.lock_timeout.as_pg_setting()
-            ),
-            format!(
-                "SET statement_timeout = '{}'",
-                ctx.options.statement_timeout.as_pg_setting()
-            ),
-        ];
+        let (lock, statement) = (
+            ctx.options.lock_timeout.as_pg_setting(),
+            ctx.options.statement_timeout.as_pg_setting(),
+        );
+        // In a transaction the timeouts are its own (SET LOCAL); outside
+        // one they are the session's, which is why such a task needs a
+        // session of its own (`needs_session`).
+        let mut statements = Vec::new();
         if self.transaction {
             statements.push("BEGIN".into());
+            statements.push(format!("SET LOCAL lock_timeout = '{lock}'"));
+            statements.push(format!("SET LOCAL statement_timeout = '{statement}'"));
+        } else {
+            statements.push(format!("SET lock_timeout = '{lock}'"));
+            statements.push(format!("SET statement_timeout = '{statement}'"));
         }
         statements.push(self.sql.clone());
         if self.transaction {
@@ -171,22 +178,21 @@ impl Task for SqlSpec {
 
     async fn execute(&self, ctx: &mut TaskContext<'_>, _: ()) -> Result<Outcome, TaskError> {
         let client = &*ctx.client;
-        db::set_session(
-            client,
-            "lock_timeout",
-            &ctx.options.lock_timeout.as_pg_setting(),
-        )
-        .await?;
-        db::set_session(
-            client,
-            "statement_timeout",
-            &ctx.options.statement_timeout.as_pg_setting(),
-        )
-        .await?;
+        let (lock, statement) = (&ctx.options.lock_timeout, &ctx.options.statement_timeout);
         ctx.log_statement(&self.sql);
         let result = if self.transaction {
-            client.batch_execute("BEGIN").await?;
-            match client.simple_query(&self.sql).await {
+            // The timeouts for this transaction only: nothing is left on
+            // the session (or, behind a pooler, on another client's).
+            let (begun, local) = tokio::join!(
+                client.batch_execute("BEGIN"),
+                db::set_local_timeouts(client, lock, statement)
+            );
+            begun?;
+            let ran = match local {
+                Ok(()) => client.simple_query(&self.sql).await,
+                Err(err) => Err(err),
+            };
+            match ran {
                 Ok(messages) => client.batch_execute("COMMIT").await.map(|_| messages),
                 Err(err) => {
                     let _ = client.batch_execute("ROLLBACK").await;
@@ -194,10 +200,15 @@ impl Task for SqlSpec {
                 }
             }
         } else {
-            client.simple_query(&self.sql).await
+            // Outside a transaction (VACUUM, a procedure that commits): a
+            // session of its own, `[database] direct_url` behind a pooler.
+            db::set_session(client, "lock_timeout", &lock.as_pg_setting()).await?;
+            db::set_session(client, "statement_timeout", &statement.as_pg_setting()).await?;
+            let ran = client.simple_query(&self.sql).await;
+            db::set_session(client, "lock_timeout", "0").await?;
+            db::set_session(client, "statement_timeout", "0").await?;
+            ran
         };
-        db::set_session(client, "lock_timeout", "0").await?;
-        db::set_session(client, "statement_timeout", "0").await?;
         let messages = result.map_err(|err| {
             TaskError::Database(format!(
                 "the SQL failed{}: {}",

@@ -461,6 +461,10 @@ pub(crate) async fn execute(
 impl Task for VacuumSpec {
     type Plan = Vec<Chosen>;
 
+    fn needs_session(&self) -> bool {
+        true
+    }
+
     fn target(&self) -> String {
         if self.auto {
             "tables over thresholds".into()

@@ -339,11 +339,11 @@ impl WalkPlan {
         }
         let mut statements = vec![
             format!(
-                "SET lock_timeout = '{}'",
+                "SET LOCAL lock_timeout = '{}'",
                 ctx.options.lock_timeout.as_pg_setting()
             ),
             format!(
-                "SET statement_timeout = '{}'",
+                "SET LOCAL statement_timeout = '{}'",
                 ctx.options.statement_timeout.as_pg_setting()
             ),
             format!(
@@ -457,18 +457,10 @@ impl WalkPlan {
         ctx: &mut TaskContext<'_>,
         backup: &mut Option<BackupWriter>,
     ) -> Result<Outcome, TaskError> {
-        db::set_session(
-            ctx.client,
-            "lock_timeout",
-            &ctx.options.lock_timeout.as_pg_setting(),
-        )
-        .await?;
-        db::set_session(
-            ctx.client,
-            "statement_timeout",
-            &ctx.options.statement_timeout.as_pg_setting(),
-        )
-        .await?;
+        // The task's timeouts are set in each batch's own transaction
+        // (`in_transaction`, SET LOCAL): no session setting, which behind a
+        // transaction pooler would land on whichever backend and stay there
+        // for other clients.
         let returning = backup.is_some();
         // Each batch is an unnamed statement (`crate::unnamed`), planned
         // for its own page range and cutoff: no prepared statement outlives
@@ -527,8 +519,6 @@ impl WalkPlan {
         .await;
         ctx.progress.finish();
         flush_statistics(ctx.client).await?;
-        db::set_session(ctx.client, "lock_timeout", "0").await?;
-        db::set_session(ctx.client, "statement_timeout", "0").await?;
 
         let mut details = json!({
             "table": self.table.to_string(),
@@ -1029,18 +1019,12 @@ impl<'p> Walk<'p> {
                     )
                     .await
                 }
-                // One statement is its own transaction: it commits whole or
-                // not at all, without BEGIN and COMMIT round trips.
-                None if plain && narrow => ctx
-                    .client
-                    .execute_typed(statement, &params)
-                    .await
-                    .map(|rows| Ok((rows, None, 0))),
-                None => ctx
-                    .client
-                    .query_typed_one(statement, &params)
-                    .await
-                    .map(|row| Ok((row.get::<_, i64>(0) as u64, row.get::<_, Option<i64>>(1), 0))),
+                // A transaction of its own even for one statement: the
+                // task's timeouts are SET LOCAL in it (BEGIN and the
+                // settings go in one round trip).
+                None => {
+                    in_transaction(ctx, statement, &[], None, &params, None, plain && narrow).await
+                }
                 Some(writer) => {
                     let parts: Vec<(usize, &str)> = statements
                         .parts
@@ -1142,7 +1126,26 @@ async fn in_transaction(
     } else {
         "BEGIN ISOLATION LEVEL REPEATABLE READ"
     };
-    ctx.client.batch_execute(begin).await?;
+    // BEGIN and the task's timeouts for this transaction only, pipelined.
+    let client = &*ctx.client;
+    let (begun, local) = tokio::join!(
+        client.batch_execute(begin),
+        db::set_local_timeouts(
+            client,
+            &ctx.options.lock_timeout,
+            &ctx.options.statement_timeout
+        )
+    );
+    begun?;
+    // The text of the rows a backup file holds, fixed in this transaction.
+    let local = match (local, writer.is_some()) {
+        (Ok(()), true) => crate::backup::set_local_text_settings(&*ctx.client).await,
+        (local, _) => local,
+    };
+    if let Err(err) = local {
+        ctx.client.batch_execute("ROLLBACK").await?;
+        return Err(err);
+    }
     let mut by_cascade = 0;
     if let Some(named) = named_beyond {
         match ctx.client.query_typed_one(named, params).await {

@@ -17,6 +17,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod pgbouncer;
+
 use pgmaint::cluster::{Cluster, ClusterOptions, install_hint};
 use tokio_postgres::{Client, NoTls};
 
@@ -52,6 +54,9 @@ pub fn own_cluster() -> Cluster {
 
 pub struct TestDb {
     pub url: String,
+    /// Where pgmaint (`command`, `pgmaint`, `daemon`) connects when not
+    /// `url`: a pooler in front of it. The test's own clients stay direct.
+    pub pgmaint_url: Option<String>,
     pub name: String,
     pub dir: tempfile::TempDir,
 }
@@ -87,6 +92,7 @@ impl TestDb {
             .expect("create test database");
         TestDb {
             url: cluster.url(&name),
+            pgmaint_url: None,
             name,
             dir: tempfile::tempdir().expect("temp dir"),
         }
@@ -118,7 +124,7 @@ impl TestDb {
             .arg("--config")
             .arg(self.dir.path().join("pgmaint.toml"))
             .arg("--database-url")
-            .arg(&self.url)
+            .arg(self.pgmaint_url.as_deref().unwrap_or(&self.url))
             .args(args)
             .env_remove("DATABASE_URL")
             .env_remove("PGMAINT_CONFIG")

@@ -29,6 +29,7 @@ mod lifecycle;
 mod partitioned;
 mod partitions;
 mod plan_output;
+mod pooler;
 mod predicates;
 mod purge;
 mod real_schemas;

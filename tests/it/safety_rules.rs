@@ -214,6 +214,7 @@ fn request<'c>(config: &'c Config, confirmation: Confirmation) -> RunRequest<'c>
         check_first: false,
         verbose: false,
         started: None,
+        lease: None,
         notice: pgmaint::runner::Notice {
             started: pgmaint::runner::Started::Cli {
                 schedule: None,
