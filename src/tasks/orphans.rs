@@ -61,6 +61,18 @@ pub struct OrphansPlan {
     parent: TableName,
     filter_sql: String,
     walks: Walks,
+    /// The child's and the parent's key columns, as the catalog names them.
+    columns: Vec<String>,
+    parent_columns: Vec<String>,
+}
+
+/// What `validate` found.
+struct Validated {
+    child: TableInfo,
+    parent: TableName,
+    filter: String,
+    columns: Vec<String>,
+    parent_columns: Vec<String>,
 }
 
 /// `parent(col)` or `schema.parent(a, b)` into the table and its columns.
@@ -149,41 +161,37 @@ impl OrphansSpec {
         })
     }
 
-    async fn validate(
-        &self,
-        client: &Client,
-    ) -> Result<(TableInfo, TableName, String), Vec<CheckProblem>> {
+    /// Checks both tables and their columns. Returns the child, the
+    /// parent's name, the orphans' condition, and the columns of each as
+    /// the catalog names them (`"userId"` or `userId` as written).
+    async fn validate(&self, client: &Client) -> Result<Validated, Vec<CheckProblem>> {
         let mut problems = Vec::new();
         let child = walkable_table(client, &self.table).await;
         let parent = db::lookup_table(client, &self.parent).await;
+        let mut columns = Vec::new();
         if let Ok(child) = &child {
             for column in &self.columns {
-                if child.column(column).is_none() {
-                    problems.push(CheckProblem {
+                match child.named_column("column", column) {
+                    Ok(found) => columns.push(found.name.clone()),
+                    Err(missing) => problems.push(CheckProblem {
                         key: "column",
-                        message: format!(
-                            "table {} has no column \"{column}\"; columns are: {}",
-                            child.name,
-                            child.column_list()
-                        ),
-                        help: None,
-                    });
+                        message: missing.message,
+                        help: missing.help,
+                    }),
                 }
             }
         }
+        let mut parent_columns = Vec::new();
         match &parent {
             Ok(parent) => {
                 for column in &self.parent_columns {
-                    if parent.column(column).is_none() {
-                        problems.push(CheckProblem {
+                    match parent.named_column("references", column) {
+                        Ok(found) => parent_columns.push(found.name.clone()),
+                        Err(missing) => problems.push(CheckProblem {
                             key: "references",
-                            message: format!(
-                                "parent table {} has no column \"{column}\"; columns are: {}",
-                                parent.name,
-                                parent.column_list()
-                            ),
-                            help: None,
-                        });
+                            message: format!("parent {}", missing.message),
+                            help: missing.help,
+                        }),
                     }
                 }
             }
@@ -206,13 +214,14 @@ impl OrphansSpec {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let filter = sql::orphan_predicate(
-            &child.name,
-            &self.columns,
-            &parent.name,
-            &self.parent_columns,
-        );
-        Ok((child, parent.name, filter))
+        let filter = sql::orphan_predicate(&child.name, &columns, &parent.name, &parent_columns);
+        Ok(Validated {
+            child,
+            parent: parent.name,
+            filter,
+            columns,
+            parent_columns,
+        })
     }
 
     /// The orphans' count and a few of their keys, read-only.
@@ -229,7 +238,7 @@ impl OrphansSpec {
                 )
                 .await?
                 .get(0);
-            let keys = self
+            let keys = plan
                 .columns
                 .iter()
                 .map(|c| format!("{}::text", sql::quote_ident(c)))
@@ -269,7 +278,7 @@ impl OrphansSpec {
     ) -> Outcome {
         let report = Report {
             table: plan.child.name.to_string(),
-            references: format!("{}({})", plan.parent, self.parent_columns.join(", ")),
+            references: format!("{}({})", plan.parent, plan.parent_columns.join(", ")),
             action: OrphanAction::Report,
             orphans: count,
             sample_keys: samples,
@@ -319,7 +328,13 @@ impl Task for OrphansSpec {
     }
 
     async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<OrphansPlan, TaskError> {
-        let (child, parent, filter_sql) = self
+        let Validated {
+            child,
+            parent,
+            filter: filter_sql,
+            columns,
+            parent_columns,
+        } = self
             .validate(ctx.client)
             .await
             .map_err(|p| TaskError::from_problems(&p))?;
@@ -337,15 +352,16 @@ impl Task for OrphansSpec {
         };
         // The predicate names the child table: each leaf reads it with its
         // own name.
-        let for_leaf = |leaf: &TableName| {
-            sql::orphan_predicate(leaf, &self.columns, &parent, &self.parent_columns)
-        };
+        let for_leaf =
+            |leaf: &TableName| sql::orphan_predicate(leaf, &columns, &parent, &parent_columns);
         let walks = Walks::of(ctx.client, whole, &child, for_leaf).await?;
         Ok(OrphansPlan {
             child,
             parent,
             filter_sql,
             walks,
+            columns,
+            parent_columns,
         })
     }
 

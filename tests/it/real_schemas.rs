@@ -408,3 +408,43 @@ tables = ['"Session"', "users"]
     health.assert_code(0);
     assert!(health.json().is_object(), "{}", health.stdout);
 }
+
+#[tokio::test]
+async fn orphans_take_quoted_camel_case_columns_as_written_or_quoted() {
+    let db = TestDb::with_sql(
+        r#"CREATE TABLE "User" (id text PRIMARY KEY);
+           CREATE TABLE "Session" (id text PRIMARY KEY, "userId" text);
+           INSERT INTO "User" SELECT 'u' || i FROM generate_series(1, 10) i;
+           INSERT INTO "Session" SELECT 's' || i, 'u' || (i % 20) FROM generate_series(1, 200) i;"#,
+    )
+    .await;
+    db.config(
+        "[tasks.quoted]\nkind = \"orphans\"\ntable = '\"Session\"'\ncolumn = '\"userId\"'\nreferences = '\"User\"(id)'\naction = \"delete\"\n\n\
+         [tasks.as_written]\nkind = \"orphans\"\ntable = '\"Session\"'\ncolumn = \"userId\"\nreferences = '\"User\"(id)'\n\n\
+         [tasks.near_miss]\nkind = \"orphans\"\ntable = '\"Session\"'\ncolumn = '\"userID\"'\nreferences = '\"User\"(id)'\n",
+    );
+    db.pgmaint(&["init"]).await.assert_code(0);
+    let expected = db
+        .count(r#"SELECT count(*) FROM "Session" s WHERE NOT EXISTS (SELECT 1 FROM "User" u WHERE u.id = s."userId")"#)
+        .await;
+    assert!(expected > 0);
+    let check = db.pgmaint(&["check"]).await;
+    assert!(
+        check.stdout.contains("did you mean column = '\"userId\"'")
+            || check.stderr.contains("did you mean column = '\"userId\"'"),
+        "{}{}",
+        check.stdout,
+        check.stderr
+    );
+    assert!(!check.stderr.contains("tasks.quoted"), "{}", check.stderr);
+    let report = db.pgmaint(&["run", "as_written", "--json"]).await;
+    report.assert_code(0);
+    assert_eq!(report.json()["tasks"][0]["details"]["orphans"], expected);
+    let run = db.pgmaint(&["run", "quoted", "--json"]).await;
+    run.assert_code(0);
+    assert_eq!(run.json()["tasks"][0]["rows"], expected);
+    assert_eq!(
+        db.count(r#"SELECT count(*) FROM "Session""#).await,
+        200 - expected
+    );
+}
