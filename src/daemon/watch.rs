@@ -110,7 +110,8 @@ async fn evaluate(
     for check in report
         .checks
         .iter()
-        .filter(|c| alert.checks.is_empty() || alert.checks.iter().any(|n| n == c.name))
+        .filter(|_| alert.watches_checks)
+        .filter(|c| alert.checks.is_empty() || alert.checks.iter().any(|n| *n == c.name))
     {
         if check.status == Level::Unknown {
             continue; // cannot tell: neither fire nor clear
@@ -120,7 +121,7 @@ async fn evaluate(
                 client,
                 schema,
                 &alert.name,
-                check.name,
+                &check.name,
                 check.status.as_str(),
                 alert.repeat.as_secs_f64(),
             )
@@ -159,7 +160,7 @@ async fn evaluate(
                 .await;
             }
         } else {
-            let cleared = store::clear_alert(client, schema, &alert.name, check.name).await?;
+            let cleared = store::clear_alert(client, schema, &alert.name, &check.name).await?;
             if let Some(was) = cleared {
                 // Whoever heard the alert hears that it cleared.
                 let alerted_at = if was == "critical" {

@@ -38,7 +38,8 @@ impl Check for Sequences {
              SELECT s.name, s.last, least(s.seq_max, coalesce(min(CASE f.atttypid WHEN 'int2'::regtype THEN 32767
                                                                                 WHEN 'int4'::regtype THEN 2147483647
                                                                                 ELSE 9223372036854775807 END)::float8, s.seq_max)),
-                    coalesce(string_agg(DISTINCT f.attrelid::regclass::text || ' (' || format_type(f.atttypid, NULL) || ')', ', '), '')
+                    coalesce(string_agg(DISTINCT f.attrelid::regclass::text || ' (' || format_type(f.atttypid, NULL) || ')', ', '), ''),
+                    s.seq_max
                FROM seqs s LEFT JOIN feeds f ON f.seq = s.oid
               GROUP BY s.oid, s.name, s.last, s.seq_max",
                 &[],
@@ -50,7 +51,17 @@ impl Check for Sequences {
                 let (last, max): (f64, f64) = (r.get(1), r.get(2));
                 let feeds: String = r.get(3);
                 let object = if feeds.is_empty() { r.get::<_, String>(0) } else { format!("{} feeding {feeds}", r.get::<_, String>(0)) };
-                measured(ctx, object, last / max, percent, "widen the column to bigint (ALTER TABLE ... ALTER COLUMN ... TYPE bigint) before the sequence runs out")
+                let seq_max: f64 = r.get(4);
+                // A column narrower than the sequence is what runs out
+                // first; otherwise it is the sequence's own maximum.
+                let advice = if max < seq_max {
+                    "widen the column to bigint (ALTER TABLE ... ALTER COLUMN ... TYPE bigint) before the sequence runs out"
+                } else {
+                    "the sequence nears its own maximum: raise it (ALTER SEQUENCE ... AS bigint MAXVALUE ...) before nextval fails"
+                };
+                let mut f = measured(ctx, object, last / max, percent, advice);
+                f.value = format!("{} used ({last:.0} of {max:.0})", percent(last / max));
+                f
             })
             .collect();
         Ok(Outcome::Findings(findings, None))
