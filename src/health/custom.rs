@@ -10,7 +10,8 @@ use tokio_postgres::Client;
 use tokio_postgres::types::{FromSql, Type};
 
 use super::{Finding, Level, Outcome, Thresholds};
-use crate::config::CustomCheck;
+use crate::config::problem::Problem;
+use crate::config::{Config, CustomCheck};
 use crate::unnamed::Unnamed;
 
 /// The types `object` and `detail` may have.
@@ -67,6 +68,49 @@ pub(crate) fn column_problems(columns: &[(String, Type)]) -> Vec<String> {
                 if column == "value" { "float8" } else { "text" }
             )),
             Some(_) => {}
+        }
+    }
+    problems
+}
+
+/// `check`: each custom check's query parsed on the server (one
+/// statement; its columns by name and type) and EXPLAINed, in a read-only
+/// transaction; a problem at its `sql` key for each that fails.
+pub(crate) async fn check_queries(client: &Client, config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for check in &config.health.custom {
+        let key = ["health", "custom", check.name.as_str(), "sql"];
+        let columns = match crate::unnamed::parse(client, &check.sql).await {
+            Ok(columns) => columns,
+            Err(err) => {
+                problems.push(
+                    config
+                        .problem(&key, format!("the query does not parse: {}", crate::db::describe(&err)))
+                        .with_help("one SELECT returning object and value (and optionally detail); try it in psql first"),
+                );
+                continue;
+            }
+        };
+        for message in column_problems(&columns) {
+            problems.push(
+                config
+                    .problem(&key, message)
+                    .with_help("name the columns with AS: SELECT ... AS object, ... AS value"),
+            );
+        }
+        let explained = crate::db::read_only(client, async {
+            client.rows(&format!("EXPLAIN {}", check.sql), &[]).await
+        })
+        .await;
+        if let Err(err) = explained {
+            problems.push(
+                config
+                    .problem(
+                        &key,
+                        format!("EXPLAIN of the query fails: {}", crate::db::describe(&err)),
+                    )
+                    .with_help("the query must run read-only, with no parameters"),
+            );
         }
     }
     problems
