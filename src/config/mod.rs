@@ -435,8 +435,8 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         }
     }
 
-    check_health_checks(source, &file.health.checks, problems);
     let custom_names: Vec<String> = file.health.custom.keys().cloned().collect();
+    check_health_checks(source, &file.health.checks, &custom_names, problems);
     let custom = resolve_custom_checks(source, &file.health.custom, problems);
     let mut health = health_settings(file.health);
     health.custom = custom;
@@ -572,15 +572,23 @@ fn check_retention_ages(source: &Source, file: &file::ConfigFile, problems: &mut
 fn check_health_checks(
     source: &Source,
     checks: &std::collections::BTreeMap<String, file::HealthCheckFile>,
+    custom_names: &[String],
     problems: &mut Vec<Problem>,
 ) {
     for (name, check) in checks {
-        let Some(check_name) = CheckName::parse(name) else {
-            problems.push(unknown_check(source, name));
-            continue;
-        };
-        if let Some(problem) = threshold_order(source, check_name, check) {
-            problems.push(problem);
+        match CheckName::parse(name) {
+            Some(check_name) => {
+                if let Some(problem) = threshold_order(source, check_name, check) {
+                    problems.push(problem);
+                }
+            }
+            // A custom check's thresholds are its own keys; only `exclude`
+            // and `enabled` mean something here.
+            None if custom_names.contains(name) => {}
+            None => {
+                problems.push(unknown_check(source, name));
+                continue;
+            }
         }
         for pattern in &check.exclude {
             if let Err(err) = globset::Glob::new(pattern) {

@@ -258,6 +258,9 @@ pub(crate) async fn run_selected(
             .get(&custom.name)
             .cloned()
             .unwrap_or_default();
+        if only_custom.is_empty() && settings.enabled == Some(false) {
+            continue;
+        }
         let started = Instant::now();
         let outcome = match timeouts.apply(client).await {
             Ok(()) => custom::run(client, custom, &timeouts.statement, &timeouts.lock).await,
