@@ -139,8 +139,21 @@ pub async fn snapshot(cli: &Cli) -> Result<bool, CliError> {
     let config = load_config(cli, false)?;
     let mut client = connect(cli, &config).await?;
     crate::store::ensure_ready(&client, &config.state_schema).await?;
-    let snapshot =
-        health::snapshot::take(&mut client, &config.state_schema, &config.health.keep).await?;
+    // The custom checks' findings are kept with the snapshot.
+    let custom: Vec<String> = config
+        .health
+        .custom
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    let checks = if custom.is_empty() {
+        Vec::new()
+    } else {
+        health::run_selected(&client, &config, &[], &custom, false)
+            .await
+            .checks
+    };
+    let snapshot = health::snapshot::take(&mut client, &config, &checks).await?;
     if cli.json {
         print_json(&snapshot);
     } else if !cli.quiet {

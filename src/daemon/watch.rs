@@ -76,7 +76,14 @@ async fn once(shared: &Shared, client: &mut Client) -> Result<(), String> {
     .await
     .map_err(|e| crate::db::describe(&e))?;
     if due {
-        let snapshot = health::snapshot::take(client, &config.state_schema, &config.health.keep)
+        let checks = shared
+            .health
+            .lock()
+            .expect("health lock")
+            .as_ref()
+            .map(|w| w.report.checks.clone())
+            .unwrap_or_default();
+        let snapshot = health::snapshot::take(client, config, &checks)
             .await
             .map_err(|e| crate::db::describe(&e))?;
         tracing::info!(

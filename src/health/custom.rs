@@ -191,6 +191,7 @@ pub(crate) async fn run(
             },
             advice: check.advice.clone(),
             status,
+            measure: Some(value),
         });
     }
     Ok(Outcome::Findings(findings, None))

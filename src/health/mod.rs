@@ -47,6 +47,9 @@ pub struct Finding {
     pub threshold: String,
     pub advice: String,
     pub status: Level,
+    /// The value as a number, where it is one (kept with snapshots).
+    #[serde(skip)]
+    pub measure: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -454,6 +457,7 @@ pub(crate) fn measured(
     advice: &str,
 ) -> Finding {
     Finding {
+        measure: Some(value),
         status: ctx.thresholds.level(value),
         value: show(value),
         threshold: ctx.thresholds.describe(&show),
@@ -481,6 +485,7 @@ pub(crate) fn found(
         threshold: "any".into(),
         advice: advice.to_string(),
         status,
+        measure: None,
     }
 }
 

@@ -55,6 +55,19 @@ async fn a_custom_checks_rows_are_findings_by_its_thresholds() {
     let text = db.pgmaint(&["health", "--check", "failed_logins"]).await;
     assert!(text.stdout.contains("failed_logins"), "{}", text.stdout);
     assert!(text.stdout.contains("10.0.0.1"), "{}", text.stdout);
+    // A snapshot keeps every row's finding (ok ones too), for the dashboard.
+    db.pgmaint(&["init"]).await.assert_code(0);
+    db.pgmaint(&["snapshot"]).await.assert_code(0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM pgmaint.snapshot_checks WHERE check_name = 'failed_logins'")
+            .await,
+        3
+    );
+    assert_eq!(
+        db.count("SELECT value::bigint FROM pgmaint.snapshot_checks WHERE object = '10.0.0.1' AND status = 'critical'")
+            .await,
+        120
+    );
     // Quiet when the rows are under the thresholds.
     db.client()
         .await
