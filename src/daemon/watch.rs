@@ -118,7 +118,7 @@ async fn evaluate(
         .checks
         .iter()
         .filter(|_| alert.watches_checks)
-        .filter(|c| alert.checks.is_empty() || alert.checks.iter().any(|n| *n == c.name))
+        .filter(|c| alert.checks.is_empty() || alert.checks.contains(&c.name))
     {
         if check.status == Level::Unknown {
             continue; // cannot tell: neither fire nor clear

@@ -217,3 +217,22 @@ async fn extension_updates(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, tokio
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_local;
+
+    #[test]
+    fn only_the_socket_and_loopback_networks_are_local() {
+        assert!(is_local("local", ""));
+        assert!(is_local("127.0.0.1", "255.255.255.255"));
+        assert!(is_local("127.0.0.0", "255.0.0.0"));
+        assert!(is_local("::1", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"));
+        assert!(!is_local("127.0.0.0", "0.0.0.0"), "127.0.0.0/0 is everyone");
+        assert!(!is_local("0.0.0.0", "0.0.0.0"));
+        assert!(!is_local("10.0.0.0", "255.0.0.0"));
+        assert!(!is_local("::", "::"));
+        assert!(!is_local("all", ""));
+        assert!(!is_local("samenet", ""));
+    }
+}
