@@ -272,7 +272,9 @@ impl Check for MissingIndexes {
                 r.get::<_, f64>(3),
                 r.get::<_, f64>(5)
             );
-            findings.push(found(ctx, table, value, &advice));
+            let mut f = found(ctx, table, value, &advice);
+            f.threshold = "tables of 10000+ rows with 10+ sequential scans of 1000+ rows each, 95% of their scans".into();
+            findings.push(f);
         }
         Ok(Outcome::Findings(findings, None))
     }
