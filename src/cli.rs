@@ -197,6 +197,9 @@ pub struct HealthArgs {
     /// Measure bloat with pgstattuple (within a time budget) instead of estimating it
     #[arg(long)]
     pub exact: bool,
+    /// List ok findings too (by default only warning, critical and unknown ones)
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]

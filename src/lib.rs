@@ -31,5 +31,6 @@ pub mod sql;
 pub mod status;
 pub mod stop;
 pub mod store;
+pub(crate) mod task_alerts;
 pub mod tasks;
 pub(crate) mod unnamed;

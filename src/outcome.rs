@@ -138,6 +138,7 @@ pub(crate) async fn finished(
     if report.dry_run {
         return;
     }
+    crate::task_alerts::evaluate(config, &notice.origin, book, report).await;
     let level = level(report);
     let recipients = what.recipients(config, level);
     if recipients.is_empty() {

@@ -82,6 +82,7 @@ pub async fn check(cli: &Cli) -> Result<bool, CliError> {
         problems.extend(check.problems);
         busy.extend(check.busy);
     }
+    problems.extend(crate::health::custom::check_queries(&client, &config).await);
     problems.sort_by_key(Problem::position);
     let state_note = match crate::store::ensure_ready(&client, &config.state_schema).await {
         Ok(()) => None,

@@ -11,17 +11,35 @@ use comfy_table::Color;
 pub async fn health(cli: &Cli, args: &HealthArgs) -> Result<bool, CliError> {
     let config = load_config(cli, false)?;
     let mut only = Vec::new();
+    let mut only_custom = Vec::new();
     for name in &args.checks {
+        if config.health.custom.iter().any(|c| &c.name == name) {
+            only_custom.push(name.clone());
+            continue;
+        }
         let Some(check) = CheckName::parse(name) else {
+            let custom: Vec<&str> = config
+                .health
+                .custom
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            let custom = if custom.is_empty() {
+                String::new()
+            } else {
+                format!("; custom checks: {}", custom.join(", "))
+            };
             return Err(CliError::Usage(format!(
-                "there is no health check named \"{name}\"\n  help: checks are: {}",
+                "there is no health check named \"{name}\"\n  help: checks are: {}{custom}",
                 CheckName::list()
             )));
         };
         only.push(check);
     }
     let client = connect(cli, &config).await?;
-    let report = health::run(&client, &config, &only, args.exact).await;
+    let report = health::run_selected(&client, &config, &only, &only_custom, args.exact)
+        .await
+        .listed(args.all);
     if cli.json {
         print_json(&report);
     } else if !cli.quiet {
@@ -88,11 +106,8 @@ fn print_report(report: &Report) {
             &format!("  {}: {}", check.name, check.summary),
             width,
         ));
-        let problems: Vec<_> = check
-            .findings
-            .iter()
-            .filter(|f| f.status > Level::Ok)
-            .collect();
+        // `listed` has already left out the ok findings unless --all.
+        let problems: Vec<_> = check.findings.iter().collect();
         if problems.is_empty() {
             continue;
         }
@@ -124,8 +139,21 @@ pub async fn snapshot(cli: &Cli) -> Result<bool, CliError> {
     let config = load_config(cli, false)?;
     let mut client = connect(cli, &config).await?;
     crate::store::ensure_ready(&client, &config.state_schema).await?;
-    let snapshot =
-        health::snapshot::take(&mut client, &config.state_schema, &config.health.keep).await?;
+    // The custom checks' findings are kept with the snapshot.
+    let custom: Vec<String> = config
+        .health
+        .custom
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    let checks = if custom.is_empty() {
+        Vec::new()
+    } else {
+        health::run_selected(&client, &config, &[], &custom, false)
+            .await
+            .checks
+    };
+    let snapshot = health::snapshot::take(&mut client, &config, &checks).await?;
     if cli.json {
         print_json(&snapshot);
     } else if !cli.quiet {

@@ -44,11 +44,17 @@ pub struct ConfigFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertFile {
-    /// Check names, or `["*"]` (the default) for all.
+    /// Check names (built-in or `[health.custom.NAME]`), or `["*"]` (the
+    /// default unless `tasks` is set) for all.
     pub checks: Option<Vec<String>>,
     pub level: Option<AlertLevel>,
     pub notify: Vec<String>,
     pub repeat: Option<Duration>,
+    /// Tasks whose outcomes alert: a failure, a report finding
+    /// `found_rows` rows or more, a run longer than `max_duration`.
+    pub tasks: Option<Vec<String>>,
+    pub max_duration: Option<Duration>,
+    pub found_rows: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -72,6 +78,20 @@ pub struct HealthFile {
     pub metrics_top: Option<usize>,
     #[serde(default)]
     pub checks: BTreeMap<String, HealthCheckFile>,
+    #[serde(default)]
+    pub custom: BTreeMap<String, CustomCheckFile>,
+}
+
+/// `[health.custom.NAME]`: a read-only query whose rows (`object`,
+/// `value`, optional `detail`) are findings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomCheckFile {
+    pub sql: String,
+    pub warning: Option<f64>,
+    pub critical: Option<f64>,
+    pub advice: Option<String>,
+    pub enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

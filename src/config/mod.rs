@@ -211,8 +211,14 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct AlertConfig {
     pub name: String,
-    /// Empty means every check.
+    /// Empty means every check (unless `watches_checks` is false).
     pub checks: Vec<String>,
+    /// False when the alert names `tasks` and no `checks`.
+    pub watches_checks: bool,
+    /// Tasks whose outcomes alert (see `task_alerts`).
+    pub tasks: Vec<String>,
+    pub max_duration: Option<std::time::Duration>,
+    pub found_rows: u64,
     pub level: file::AlertLevel,
     pub notify: Vec<String>,
     pub repeat: std::time::Duration,
@@ -228,6 +234,18 @@ pub struct HealthSettings {
     pub keep: String,
     pub statement_timeout: std::time::Duration,
     pub checks: std::collections::BTreeMap<String, file::HealthCheckFile>,
+    /// `[health.custom.NAME]`, in name order, the enabled ones.
+    pub custom: Vec<CustomCheck>,
+}
+
+/// `[health.custom.NAME]`, resolved.
+#[derive(Debug, Clone)]
+pub struct CustomCheck {
+    pub name: String,
+    pub sql: String,
+    pub warning: Option<f64>,
+    pub critical: Option<f64>,
+    pub advice: String,
 }
 
 impl Default for HealthSettings {
@@ -239,6 +257,7 @@ impl Default for HealthSettings {
             keep: "90 days".into(),
             statement_timeout: std::time::Duration::from_secs(5),
             checks: Default::default(),
+            custom: Vec::new(),
         }
     }
 }
@@ -423,8 +442,11 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         }
     }
 
-    check_health_checks(source, &file.health.checks, problems);
-    let health = health_settings(file.health);
+    let custom_names: Vec<String> = file.health.custom.keys().cloned().collect();
+    check_health_checks(source, &file.health.checks, &custom_names, problems);
+    let custom = resolve_custom_checks(source, &file.health.custom, problems);
+    let mut health = health_settings(file.health);
+    health.custom = custom;
 
     // Names as written, including tables that had problems of their own,
     // so a schedule naming a task with a typo in it is not also told the
@@ -453,7 +475,8 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
             source,
             name,
             alert,
-            named.notifiers,
+            named,
+            &custom_names,
             problems,
         ));
     }
@@ -569,15 +592,23 @@ fn check_retention_ages(source: &Source, file: &file::ConfigFile, problems: &mut
 fn check_health_checks(
     source: &Source,
     checks: &std::collections::BTreeMap<String, file::HealthCheckFile>,
+    custom_names: &[String],
     problems: &mut Vec<Problem>,
 ) {
     for (name, check) in checks {
-        let Some(check_name) = CheckName::parse(name) else {
-            problems.push(unknown_check(source, name));
-            continue;
-        };
-        if let Some(problem) = threshold_order(source, check_name, check) {
-            problems.push(problem);
+        match CheckName::parse(name) {
+            Some(check_name) => {
+                if let Some(problem) = threshold_order(source, check_name, check) {
+                    problems.push(problem);
+                }
+            }
+            // A custom check's thresholds are its own keys; only `exclude`
+            // and `enabled` mean something here.
+            None if custom_names.contains(name) => {}
+            None => {
+                problems.push(unknown_check(source, name));
+                continue;
+            }
         }
         for pattern in &check.exclude {
             if let Err(err) = globset::Glob::new(pattern) {
@@ -603,6 +634,76 @@ fn unknown_check(source: &Source, name: &str) -> Problem {
     problem.with_help(format!("checks are: {}", CheckName::list()))
 }
 
+/// `[health.custom.NAME]`: a name of the task-name form that no built-in
+/// check has, a query, thresholds in order (higher is worse). Disabled
+/// ones are left out.
+fn resolve_custom_checks(
+    source: &Source,
+    custom: &std::collections::BTreeMap<String, file::CustomCheckFile>,
+    problems: &mut Vec<Problem>,
+) -> Vec<CustomCheck> {
+    let mut resolved = Vec::new();
+    for (name, check) in custom {
+        let key = |k: &'static str| ["health", "custom", name.as_str(), k];
+        let valid = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !valid {
+            problems.push(
+                source
+                    .problem(
+                        &["health", "custom", name],
+                        format!("`{name}` is not a valid check name"),
+                    )
+                    .with_help("use 1-63 characters of a-z, 0-9, _ and -"),
+            );
+            continue;
+        }
+        if CheckName::parse(name).is_some() {
+            problems.push(
+                source
+                    .problem(
+                        &["health", "custom", name],
+                        format!("`{name}` is the name of a built-in check"),
+                    )
+                    .with_help("give the custom check a name of its own"),
+            );
+            continue;
+        }
+        if check.sql.trim().is_empty() {
+            problems.push(source.problem(&key("sql"), "the query is empty").with_help(
+                "a SELECT returning the columns object and value (and optionally detail)",
+            ));
+            continue;
+        }
+        if let (Some(w), Some(c)) = (check.warning, check.critical)
+            && w > c
+        {
+            problems.push(
+                source
+                    .problem(
+                        &key("warning"),
+                        format!("warning {w} and critical {c} are in the wrong order: higher values are worse, so warning must be below critical"),
+                    )
+                    .with_help("swap the two values"),
+            );
+        }
+        if check.enabled == Some(false) {
+            continue;
+        }
+        resolved.push(CustomCheck {
+            name: name.clone(),
+            sql: check.sql.clone(),
+            warning: check.warning,
+            critical: check.critical,
+            advice: check.advice.clone().unwrap_or_default(),
+        });
+    }
+    resolved
+}
+
 /// `[health]` over the defaults.
 fn health_settings(health: file::HealthFile) -> HealthSettings {
     let defaults = HealthSettings::default();
@@ -622,6 +723,7 @@ fn health_settings(health: file::HealthFile) -> HealthSettings {
             .map(|d| d.0)
             .unwrap_or(defaults.statement_timeout),
         checks: health.checks,
+        custom: Vec::new(),
     }
 }
 
@@ -716,9 +818,11 @@ fn resolve_alert(
     source: &Source,
     name: &str,
     alert: &file::AlertFile,
-    notifier_names: &[String],
+    named: Named<'_>,
+    custom_names: &[String],
     problems: &mut Vec<Problem>,
 ) -> AlertConfig {
+    let notifier_names = named.notifiers;
     let checks: Vec<String> = alert
         .checks
         .clone()
@@ -727,7 +831,7 @@ fn resolve_alert(
         .filter(|c| c != "*")
         .collect();
     for check in &checks {
-        if CheckName::parse(check).is_none() {
+        if CheckName::parse(check).is_none() && !custom_names.contains(check) {
             problems.push(
                 source
                     .problem(
@@ -746,8 +850,40 @@ fn resolve_alert(
             ));
         }
     }
+    let tasks = alert.tasks.clone().unwrap_or_default();
+    for task in &tasks {
+        if !named.tasks.contains(task) {
+            problems.push(
+                source
+                    .problem(
+                        &["alerts", name, "tasks"],
+                        format!("alert names task `{task}`, which is not configured"),
+                    )
+                    .with_help("name a task of [tasks]"),
+            );
+        }
+    }
+    if tasks.is_empty() && (alert.max_duration.is_some() || alert.found_rows.is_some()) {
+        let key = if alert.max_duration.is_some() {
+            "max_duration"
+        } else {
+            "found_rows"
+        };
+        problems.push(
+            source
+                .problem(
+                    &["alerts", name, key],
+                    format!("`{key}` applies to tasks, and the alert names none"),
+                )
+                .with_help("add tasks = [\"...\"] to the alert"),
+        );
+    }
     AlertConfig {
         name: name.to_string(),
+        watches_checks: alert.checks.is_some() || alert.tasks.is_none(),
+        tasks,
+        max_duration: alert.max_duration.map(|d| d.0),
+        found_rows: alert.found_rows.unwrap_or(1).max(1),
         checks,
         level: alert.level.unwrap_or(file::AlertLevel::Warning),
         notify: alert.notify.clone(),

@@ -76,7 +76,14 @@ async fn once(shared: &Shared, client: &mut Client) -> Result<(), String> {
     .await
     .map_err(|e| crate::db::describe(&e))?;
     if due {
-        let snapshot = health::snapshot::take(client, &config.state_schema, &config.health.keep)
+        let checks = shared
+            .health
+            .lock()
+            .expect("health lock")
+            .as_ref()
+            .map(|w| w.report.checks.clone())
+            .unwrap_or_default();
+        let snapshot = health::snapshot::take(client, config, &checks)
             .await
             .map_err(|e| crate::db::describe(&e))?;
         tracing::info!(
@@ -110,7 +117,8 @@ async fn evaluate(
     for check in report
         .checks
         .iter()
-        .filter(|c| alert.checks.is_empty() || alert.checks.iter().any(|n| n == c.name))
+        .filter(|_| alert.watches_checks)
+        .filter(|c| alert.checks.is_empty() || alert.checks.contains(&c.name))
     {
         if check.status == Level::Unknown {
             continue; // cannot tell: neither fire nor clear
@@ -120,7 +128,7 @@ async fn evaluate(
                 client,
                 schema,
                 &alert.name,
-                check.name,
+                &check.name,
                 check.status.as_str(),
                 alert.repeat.as_secs_f64(),
             )
@@ -159,7 +167,7 @@ async fn evaluate(
                 .await;
             }
         } else {
-            let cleared = store::clear_alert(client, schema, &alert.name, check.name).await?;
+            let cleared = store::clear_alert(client, schema, &alert.name, &check.name).await?;
             if let Some(was) = cleared {
                 // Whoever heard the alert hears that it cleared.
                 let alerted_at = if was == "critical" {

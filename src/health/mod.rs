@@ -17,6 +17,7 @@
 //! list to `ALL`).
 
 mod activity;
+pub(crate) mod custom;
 mod pgmaint;
 mod schema;
 mod security;
@@ -46,11 +47,15 @@ pub struct Finding {
     pub threshold: String,
     pub advice: String,
     pub status: Level,
+    /// The value as a number, where it is one (kept with snapshots).
+    #[serde(skip)]
+    pub measure: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckReport {
-    pub name: &'static str,
+    /// A built-in check's name, or a `[health.custom.NAME]`'s.
+    pub name: String,
     pub status: Level,
     pub summary: String,
     pub findings: Vec<Finding>,
@@ -61,6 +66,20 @@ pub struct CheckReport {
 pub struct Report {
     pub status: Level,
     pub checks: Vec<CheckReport>,
+}
+
+impl Report {
+    /// The report as listed: each check's findings that are warning,
+    /// critical or unknown, or (with `all`) every finding, ok ones too.
+    /// Statuses and summaries stay what they were.
+    pub fn listed(mut self, all: bool) -> Report {
+        if !all {
+            for check in &mut self.checks {
+                check.findings.retain(|f| f.status > Level::Ok);
+            }
+        }
+        self
+    }
 }
 
 /// What one check gets.
@@ -178,6 +197,18 @@ pub(crate) async fn run(
     only: &[CheckName],
     exact: bool,
 ) -> Report {
+    run_selected(client, config, only, &[], exact).await
+}
+
+/// `run`, with custom checks selected by name as well: every check when
+/// both lists are empty, else those the two lists name.
+pub(crate) async fn run_selected(
+    client: &Client,
+    config: &Config,
+    only: &[CheckName],
+    only_custom: &[String],
+    exact: bool,
+) -> Report {
     let timeouts = CheckTimeouts::new(config.health.statement_timeout);
     let session = SessionSettings::read(client).await;
     let mut checks = Vec::new();
@@ -189,7 +220,7 @@ pub(crate) async fn run(
             .get(name.as_str())
             .cloned()
             .unwrap_or_default();
-        if !selected(name, only, &settings) {
+        if !selected(name, only, &settings) || (only.is_empty() && !only_custom.is_empty()) {
             continue;
         }
         let ctx = CheckContext {
@@ -205,7 +236,42 @@ pub(crate) async fn run(
         };
         let duration_ms = started.elapsed().as_millis() as u64;
         checks.push(report(
-            name.as_str(),
+            name.as_str().to_string(),
+            outcome,
+            &settings.exclude,
+            duration_ms,
+        ));
+    }
+    let custom_selected = |name: &str| {
+        if only.is_empty() && only_custom.is_empty() {
+            true
+        } else {
+            only_custom.iter().any(|n| n == name)
+        }
+    };
+    for custom in config
+        .health
+        .custom
+        .iter()
+        .filter(|c| custom_selected(&c.name))
+    {
+        let settings = config
+            .health
+            .checks
+            .get(&custom.name)
+            .cloned()
+            .unwrap_or_default();
+        if only_custom.is_empty() && settings.enabled == Some(false) {
+            continue;
+        }
+        let started = Instant::now();
+        let outcome = match timeouts.apply(client).await {
+            Ok(()) => custom::run(client, custom, &timeouts.statement, &timeouts.lock).await,
+            Err(err) => Err(err),
+        };
+        let duration_ms = started.elapsed().as_millis() as u64;
+        checks.push(report(
+            custom.name.clone(),
             outcome,
             &settings.exclude,
             duration_ms,
@@ -308,7 +374,7 @@ fn overall(checks: &[CheckReport]) -> Level {
 }
 
 fn report(
-    name: &'static str,
+    name: String,
     outcome: Result<Outcome, tokio_postgres::Error>,
     exclude: &[String],
     duration_ms: u64,
@@ -391,6 +457,7 @@ pub(crate) fn measured(
     advice: &str,
 ) -> Finding {
     Finding {
+        measure: Some(value),
         status: ctx.thresholds.level(value),
         value: show(value),
         threshold: ctx.thresholds.describe(&show),
@@ -418,6 +485,7 @@ pub(crate) fn found(
         threshold: "any".into(),
         advice: advice.to_string(),
         status,
+        measure: None,
     }
 }
 

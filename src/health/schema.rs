@@ -38,7 +38,8 @@ impl Check for Sequences {
              SELECT s.name, s.last, least(s.seq_max, coalesce(min(CASE f.atttypid WHEN 'int2'::regtype THEN 32767
                                                                                 WHEN 'int4'::regtype THEN 2147483647
                                                                                 ELSE 9223372036854775807 END)::float8, s.seq_max)),
-                    coalesce(string_agg(DISTINCT f.attrelid::regclass::text || ' (' || format_type(f.atttypid, NULL) || ')', ', '), '')
+                    coalesce(string_agg(DISTINCT f.attrelid::regclass::text || ' (' || format_type(f.atttypid, NULL) || ')', ', '), ''),
+                    s.seq_max, coalesce(bool_or(f.atttypid IN ('int2'::regtype, 'int4'::regtype)), false)
                FROM seqs s LEFT JOIN feeds f ON f.seq = s.oid
               GROUP BY s.oid, s.name, s.last, s.seq_max",
                 &[],
@@ -50,7 +51,19 @@ impl Check for Sequences {
                 let (last, max): (f64, f64) = (r.get(1), r.get(2));
                 let feeds: String = r.get(3);
                 let object = if feeds.is_empty() { r.get::<_, String>(0) } else { format!("{} feeding {feeds}", r.get::<_, String>(0)) };
-                measured(ctx, object, last / max, percent, "widen the column to bigint (ALTER TABLE ... ALTER COLUMN ... TYPE bigint) before the sequence runs out")
+                let (seq_max, narrow): (f64, bool) = (r.get(4), r.get(5));
+                // What runs out first decides what to do: a column narrower
+                // than bigint, the sequence's own MAXVALUE, or bigint itself.
+                let advice = if narrow {
+                    "widen the column and its sequence to bigint (ALTER TABLE ... ALTER COLUMN ... TYPE bigint; ALTER SEQUENCE ... AS bigint) before the sequence runs out"
+                } else if seq_max < 9.2e18 {
+                    "the sequence's own MAXVALUE is the limit: raise it (ALTER SEQUENCE ... AS bigint MAXVALUE ...) before nextval fails"
+                } else {
+                    "bigint itself runs out: plan a new key range (ALTER SEQUENCE ... MINVALUE ... RESTART on negative values) or a new key (uuid)"
+                };
+                let mut f = measured(ctx, object, last / max, percent, advice);
+                f.value = format!("{} used ({last:.0} of {max:.0})", percent(last / max));
+                f
             })
             .collect();
         Ok(Outcome::Findings(findings, None))
@@ -259,7 +272,9 @@ impl Check for MissingIndexes {
                 r.get::<_, f64>(3),
                 r.get::<_, f64>(5)
             );
-            findings.push(found(ctx, table, value, &advice));
+            let mut f = found(ctx, table, value, &advice);
+            f.threshold = "tables of 10000+ rows with 10+ sequential scans of 1000+ rows each, 95% of their scans".into();
+            findings.push(f);
         }
         Ok(Outcome::Findings(findings, None))
     }

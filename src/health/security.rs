@@ -90,20 +90,34 @@ async fn passwordless_roles(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, toki
 async fn trust_lines(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, tokio_postgres::Error> {
     let rows = ctx
         .client
-        .rows("SELECT type, coalesce(array_to_string(database, ','), ''), coalesce(array_to_string(user_name, ','), ''), coalesce(address, 'local'), line_number FROM pg_hba_file_rules WHERE auth_method = 'trust'", &[])
+        .rows("SELECT type, coalesce(array_to_string(database, ','), ''), coalesce(array_to_string(user_name, ','), ''), coalesce(address, 'local'), line_number, coalesce(netmask, '') FROM pg_hba_file_rules WHERE auth_method = 'trust'", &[])
         .await?;
     Ok(rows
         .iter()
         .map(|r| {
+            let address: String = r.get(3);
             let mut f = found(ctx, format!("pg_hba.conf line {}", r.get::<_, i32>(4)),
-                format!("{} {} {} {} trust", r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2), r.get::<_, String>(3)),
+                format!("{} {} {} {address} trust", r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2)),
                 "trust lets anyone who can reach that route in without a password: use scram-sha-256 (or peer for local sockets)");
-            if r.get::<_, String>(3) != "local" {
-                f.status = Level::Critical;
-            }
+            // The local socket and the loopback addresses are open only to
+            // those with a shell on the machine (a warning, as initdb's
+            // defaults and throwaway clusters have them); any other
+            // address is open to the network (critical).
+            f.status = if is_local(&address, &r.get::<_, String>(5)) { Level::Warning } else { Level::Critical };
+            f.threshold = "trust on the local socket or loopback: warning; on any other address: critical".into();
             f
         })
         .collect())
+}
+
+/// The local socket, or addresses within the loopback network only (the
+/// netmask at least /8 for 127.0.0.0, exactly ::1 for IPv6).
+fn is_local(address: &str, netmask: &str) -> bool {
+    match address {
+        "local" => true,
+        "::1" => netmask == "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        a => a.starts_with("127.") && netmask.starts_with("255."),
+    }
 }
 
 /// `ssl` off and `password_encryption = md5`.
@@ -202,4 +216,23 @@ async fn extension_updates(ctx: &CheckContext<'_>) -> Result<Vec<Finding>, tokio
             f
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_local;
+
+    #[test]
+    fn only_the_socket_and_loopback_networks_are_local() {
+        assert!(is_local("local", ""));
+        assert!(is_local("127.0.0.1", "255.255.255.255"));
+        assert!(is_local("127.0.0.0", "255.0.0.0"));
+        assert!(is_local("::1", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"));
+        assert!(!is_local("127.0.0.0", "0.0.0.0"), "127.0.0.0/0 is everyone");
+        assert!(!is_local("0.0.0.0", "0.0.0.0"));
+        assert!(!is_local("10.0.0.0", "255.0.0.0"));
+        assert!(!is_local("::", "::"));
+        assert!(!is_local("all", ""));
+        assert!(!is_local("samenet", ""));
+    }
 }

@@ -27,7 +27,7 @@ impl Check for SlowQueries {
             return Ok(Outcome::Unknown("no snapshot of pg_stat_statements yet: run `pgmaint snapshot`, and again after a while".into()));
         };
         let rows = snapshots::statements_since_snapshot(ctx.client, schema, latest).await?;
-        let findings = rows
+        let findings: Vec<_> = rows
             .into_iter()
             .filter_map(|(query, calls, total)| {
                 let mean = total / calls.max(1.0);
@@ -39,9 +39,19 @@ impl Check for SlowQueries {
                     "EXPLAIN (ANALYZE, BUFFERS) it; an index on its WHERE or JOIN columns often helps",
                 );
                 f.value = format!("{mean:.1} ms mean over {calls:.0} calls since the last snapshot");
+                f.threshold = format!(
+                    "{}; statements of {} calls or more since the snapshot",
+                    f.threshold,
+                    snapshots::SLOW_MIN_CALLS
+                );
                 (f.status > Level::Ok).then_some(f)
             })
             .collect();
-        Ok(Outcome::Findings(findings, None))
+        let summary = format!(
+            "{} statement(s) past the thresholds; statements called fewer than {} times since the last snapshot are not judged",
+            findings.len(),
+            snapshots::SLOW_MIN_CALLS
+        );
+        Ok(Outcome::Findings(findings, Some(summary)))
     }
 }

@@ -175,6 +175,7 @@ impl Check for Replication {
                 threshold: "inactive: warning; inactive with 10 GB retained: critical".into(),
                 advice: "an inactive slot keeps every WAL file since it stopped: reconnect its consumer or drop it (pg_drop_replication_slot)".into(),
                 status,
+                measure: Some(retained),
             });
         }
         let summary = if findings.is_empty() {

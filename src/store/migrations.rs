@@ -217,4 +217,16 @@ pub(crate) const STEPS: &[&str] = &[
     );
     CREATE INDEX leases_owner ON {schema}.leases (owner);
     "#,
+    // 12: each custom
+    // check's findings at every snapshot, for the dashboard's charts.
+    r#"
+    CREATE TABLE {schema}.snapshot_checks (
+        snapshot_id   bigint NOT NULL REFERENCES {schema}.snapshots (id) ON DELETE CASCADE,
+        check_name    text NOT NULL,
+        object        text NOT NULL,
+        value         double precision,
+        status        text NOT NULL
+    );
+    CREATE INDEX snapshot_checks_check ON {schema}.snapshot_checks (check_name, snapshot_id);
+    "#,
 ];

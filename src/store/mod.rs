@@ -18,6 +18,7 @@ mod alerts;
 mod api_schedules;
 pub(crate) mod backups;
 mod fires;
+pub(crate) mod health_reads;
 mod locks;
 mod metrics;
 mod migrations;

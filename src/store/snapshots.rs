@@ -162,7 +162,11 @@ pub(crate) async fn latest_statements_snapshot(
         .get(0))
 }
 
-/// This database's statements called 5 times or more since snapshot
+/// Statements called fewer times than this since the snapshot are too few
+/// to judge a mean by (slow-queries).
+pub(crate) const SLOW_MIN_CALLS: i64 = 5;
+
+/// This database's statements called `SLOW_MIN_CALLS` times or more since snapshot
 /// `snapshot`: their text (200 characters), calls and total time since.
 pub(crate) async fn statements_since_snapshot(
     client: &impl GenericClient,
@@ -180,10 +184,10 @@ pub(crate) async fn statements_since_snapshot(
                    LEFT JOIN {q}.snapshot_statements p
                           ON p.snapshot_id = $1 AND p.queryid = s.queryid AND p.userid = s.userid AND p.dbid = s.dbid
                   WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-                    AND s.calls - coalesce(p.calls, 0) >= 5
+                    AND s.calls - coalesce(p.calls, 0) >= $2
                   ORDER BY 3 DESC LIMIT 200"
             ),
-            &[&snapshot],
+            &[&snapshot, &SLOW_MIN_CALLS],
         )
         .await?
         .iter()

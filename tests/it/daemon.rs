@@ -470,14 +470,14 @@ async fn schedules_created_through_the_api_are_checked_run_and_audited() {
 }
 
 /// A request the local receiver got.
-struct Received {
+pub(crate) struct Received {
     head: String,
     raw: String,
-    json: serde_json::Value,
+    pub(crate) json: serde_json::Value,
 }
 
 /// A local HTTP receiver: every request, in order.
-async fn receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Received>) {
+pub(crate) async fn receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Received>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -534,7 +534,9 @@ async fn next_request(inbox: &mut tokio::sync::mpsc::UnboundedReceiver<Received>
         .unwrap()
 }
 
-async fn next(inbox: &mut tokio::sync::mpsc::UnboundedReceiver<Received>) -> serde_json::Value {
+pub(crate) async fn next(
+    inbox: &mut tokio::sync::mpsc::UnboundedReceiver<Received>,
+) -> serde_json::Value {
     next_request(inbox).await.json
 }
 

@@ -135,8 +135,11 @@ fn the_demo_shows_each_part_of_the_product_in_seconds_within_80_columns() {
     has("users: 462 before the restore, 500 after.");
     // Health, history, the daemon.
     let health = after(&prose, "Health: ");
+    // A fresh database pgmaint just cleaned is never critical (#14): no
+    // "never vacuumed" on new tables, no dead rows the purges just left,
+    // no critical `trust` in the throwaway cluster's pg_hba.conf.
     assert!(
-        ["ok", "warning", "critical"].contains(&health),
+        ["ok", "warning"].contains(&health),
         "health {health:?} in:\n{stdout}"
     );
     has("$ pgmaint history");

@@ -361,3 +361,219 @@ async fn task_backlog_counts_what_the_dry_run_counts() {
         "{estimated}"
     );
 }
+
+/// The findings of one check.
+fn findings<'a>(report: &'a serde_json::Value, name: &str) -> &'a Vec<serde_json::Value> {
+    check(report, name)["findings"].as_array().unwrap()
+}
+
+#[tokio::test]
+async fn a_new_table_counts_its_vacuum_age_from_its_creation_not_never() {
+    let db = TestDb::new().await;
+    let setup = db.client().await;
+    setup
+        .batch_execute(
+            "CREATE TABLE fresh (id int) WITH (autovacuum_enabled = false);
+             INSERT INTO fresh SELECT generate_series(1, 5000);
+             DELETE FROM fresh WHERE id <= 100;",
+        )
+        .await
+        .unwrap();
+    setup
+        .batch_execute("SELECT pg_stat_force_next_flush()")
+        .await
+        .unwrap();
+    db.config("");
+    db.pgmaint(&["init"]).await.assert_code(0);
+    let seen = |report: &serde_json::Value| {
+        findings(report, "vacuum-age")
+            .iter()
+            .find(|f| f["object"] == "public.fresh")
+            .cloned()
+    };
+    // Never vacuumed, and no record of its age: ok, listed only with --all,
+    // saying why.
+    let report = db
+        .pgmaint(&["health", "--json", "--check", "vacuum-age"])
+        .await
+        .json();
+    assert_eq!(check(&report, "vacuum-age")["status"], "ok", "{report}");
+    assert!(
+        seen(&report).is_none(),
+        "ok findings are not listed: {report}"
+    );
+    let all = db
+        .pgmaint(&["health", "--json", "--all", "--check", "vacuum-age"])
+        .await
+        .json();
+    let f = seen(&all).unwrap_or_else(|| panic!("--all lists it: {all}"));
+    assert_eq!(f["status"], "ok", "{f}");
+    assert!(
+        f["value"].as_str().unwrap().contains("age is unknown"),
+        "{f}"
+    );
+    assert!(
+        f["threshold"].as_str().unwrap().contains("1000+ live rows"),
+        "the minimum is in the output: {f}"
+    );
+    // A snapshot starts the count: seconds old is ok.
+    db.pgmaint(&["snapshot"]).await.assert_code(0);
+    let all = db
+        .pgmaint(&["health", "--json", "--all", "--check", "vacuum-age"])
+        .await
+        .json();
+    let f = seen(&all).unwrap();
+    assert_eq!(f["status"], "ok", "{f}");
+    assert!(
+        f["value"]
+            .as_str()
+            .unwrap()
+            .contains("since it was created"),
+        "{f}"
+    );
+    // Seen ten days ago and never vacuumed since: a warning.
+    setup
+        .batch_execute("UPDATE pgmaint.snapshots SET taken_at = now() - interval '10 days'")
+        .await
+        .unwrap();
+    let report = db
+        .pgmaint(&["health", "--json", "--check", "vacuum-age"])
+        .await
+        .json();
+    fired(&report, "vacuum-age", "public.fresh");
+    let f = seen(&report).unwrap();
+    assert_eq!(f["status"], "warning", "{f}");
+    assert!(
+        f["value"]
+            .as_str()
+            .unwrap()
+            .starts_with("no vacuum yet, 10.0 days"),
+        "{f}"
+    );
+    // Vacuumed now: quiet again.
+    setup.batch_execute("VACUUM fresh").await.unwrap();
+    let report = db
+        .pgmaint(&["health", "--json", "--check", "vacuum-age"])
+        .await
+        .json();
+    assert_eq!(check(&report, "vacuum-age")["status"], "ok", "{report}");
+}
+
+#[tokio::test]
+async fn dead_rows_a_purge_just_left_wait_for_autovacuum() {
+    let db = TestDb::new().await;
+    let setup = db.client().await;
+    setup
+        .batch_execute(
+            "CREATE TABLE sessions (id int PRIMARY KEY, expired boolean);
+             INSERT INTO sessions SELECT i, i > 1000 FROM generate_series(1, 6000) i;
+             ANALYZE sessions;",
+        )
+        .await
+        .unwrap();
+    setup
+        .batch_execute("SELECT pg_stat_force_next_flush()")
+        .await
+        .unwrap();
+    db.config(
+        "[tasks.old_sessions]\nkind = \"purge\"\ntable = \"sessions\"\nwhere = \"expired\"\n",
+    );
+    db.pgmaint(&["init"]).await.assert_code(0);
+    db.pgmaint(&["run", "old_sessions"]).await.assert_code(0);
+    let dead = || async {
+        db.count("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'sessions'")
+            .await
+    };
+    let report = db
+        .pgmaint(&["health", "--json", "--all", "--check", "dead-tuples"])
+        .await
+        .json();
+    assert_eq!(check(&report, "dead-tuples")["status"], "ok", "{report}");
+    if dead().await >= 1000 {
+        let f = &findings(&report, "dead-tuples")[0];
+        assert!(
+            f["value"]
+                .as_str()
+                .unwrap()
+                .contains("pgmaint's `old_sessions` removed rows"),
+            "{f}"
+        );
+        assert!(
+            f["threshold"]
+                .as_str()
+                .unwrap()
+                .contains("at least 1000 dead rows"),
+            "{f}"
+        );
+    }
+    // An hour later, still there: autovacuum is behind, and it fires.
+    setup
+        .batch_execute("UPDATE pgmaint.task_runs SET finished_at = now() - interval '1 hour'")
+        .await
+        .unwrap();
+    let report = db
+        .pgmaint(&["health", "--json", "--check", "dead-tuples"])
+        .await
+        .json();
+    if dead().await >= 1000 {
+        fired(&report, "dead-tuples", "public.sessions");
+    }
+}
+
+#[tokio::test]
+async fn trust_on_the_local_socket_and_loopback_is_a_warning_not_critical() {
+    // The test cluster's pg_hba.conf is initdb's with -A trust: local,
+    // 127.0.0.1/32 and ::1/128.
+    let db = TestDb::new().await;
+    db.config("");
+    let report = db
+        .pgmaint(&["health", "--json", "--check", "security"])
+        .await
+        .json();
+    let lines: Vec<_> = findings(&report, "security")
+        .iter()
+        .filter(|f| f["object"].as_str().unwrap().starts_with("pg_hba.conf"))
+        .collect();
+    assert!(!lines.is_empty(), "{report}");
+    for line in lines {
+        assert_eq!(line["status"], "warning", "{line}");
+    }
+}
+
+#[tokio::test]
+async fn a_sequence_feeding_bigint_is_not_told_to_widen_to_bigint() {
+    let db = TestDb::new().await;
+    let setup = db.client().await;
+    setup
+        .batch_execute(
+            "CREATE TABLE big (id bigserial PRIMARY KEY);
+             CREATE TABLE small (id serial PRIMARY KEY);
+             SELECT setval('big_id_seq', 9000000000000000000);
+             SELECT setval('small_id_seq', 2000000000);",
+        )
+        .await
+        .unwrap();
+    db.config("");
+    let report = db
+        .pgmaint(&["health", "--json", "--check", "sequences"])
+        .await
+        .json();
+    let advice = |object: &str| {
+        findings(&report, "sequences")
+            .iter()
+            .find(|f| f["object"].as_str().unwrap().starts_with(object))
+            .unwrap_or_else(|| panic!("{object} in {report}"))["advice"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(!advice("public.big_id_seq").contains("widen"), "{report}");
+    assert!(
+        advice("public.big_id_seq").contains("bigint itself runs out"),
+        "{report}"
+    );
+    assert!(
+        advice("public.small_id_seq").contains("widen the column and its sequence to bigint"),
+        "{report}"
+    );
+}
