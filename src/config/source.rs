@@ -69,6 +69,17 @@ impl Source {
         Problem::new(self.place_of(key_path), key_path.join("."), message)
     }
 
+    /// A string value as written in the file (before `${VAR}`s).
+    pub fn raw_str(&self, key_path: &[&str]) -> Option<String> {
+        let mut item = self.doc.as_ref().map(|doc| doc.as_item());
+        for key in key_path {
+            item = item
+                .and_then(Item::as_table_like)
+                .and_then(|table| table.get(key));
+        }
+        item.and_then(Item::as_str).map(str::to_string)
+    }
+
     /// The names of a table's entries as written (`tasks` gives every task
     /// name), including entries serde refused.
     pub fn names_in(&self, key_path: &[&str]) -> Vec<String> {

@@ -1013,7 +1013,7 @@ mod tests {
     fn app() -> Router {
         let config = crate::config::Config::parse(
             std::path::Path::new("pgmaint.toml"),
-            "[api]\ntoken = \"s3cret\"\n",
+            "[api]\ntoken = \"s3cret-an-api-token-of-32-characters\"\n",
         )
         .expect("a minimal config");
         let target = crate::connect::resolve(Some("postgres://u@127.0.0.1:1/db"), None).unwrap();
@@ -1062,7 +1062,7 @@ mod tests {
     async fn a_body_over_the_limit_is_a_json_413() {
         let big = vec![b' '; BODY_LIMIT + 1];
         let (status, body) =
-            answer(request("POST", "/api/v1/schedules", Some("s3cret"), big)).await;
+            answer(request("POST", "/api/v1/schedules", Some("s3cret-an-api-token-of-32-characters"), big)).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(body["error"].as_str().unwrap().contains("KiB"), "{body}");
     }
@@ -1082,7 +1082,7 @@ mod tests {
         });
         let config = crate::config::Config::parse(
             std::path::Path::new("pgmaint.toml"),
-            "[api]\ntoken = \"s3cret\"\n",
+            "[api]\ntoken = \"s3cret-an-api-token-of-32-characters\"\n",
         )
         .expect("a minimal config");
         let url = format!("postgres://u@127.0.0.1:{port}/db?sslmode=disable");
@@ -1092,7 +1092,7 @@ mod tests {
             std::time::Duration::from_millis(200),
         );
         let response = app
-            .oneshot(request("GET", "/api/v1/runs", Some("s3cret"), vec![]))
+            .oneshot(request("GET", "/api/v1/runs", Some("s3cret-an-api-token-of-32-characters"), vec![]))
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
@@ -1154,7 +1154,7 @@ mod tests {
             let concrete = path.replace("{name}", "no_such").replace("{id}", "1");
             for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
                 let (status, body) =
-                    answer(request(method, &concrete, Some("s3cret"), vec![])).await;
+                    answer(request(method, &concrete, Some("s3cret-an-api-token-of-32-characters"), vec![])).await;
                 let error = body["error"].as_str().unwrap_or_default();
                 let fallback = (status == StatusCode::NOT_FOUND
                     && error.starts_with("there is no route"))
