@@ -117,10 +117,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(request, state).await.map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the request body is larger than {} KiB", BODY_LIMIT / 1024),
-                )
+                too_large()
             } else {
                 ApiError::bad_request(r.body_text())
             }
@@ -170,11 +167,13 @@ pub(super) fn router_with(shared: Api, timeout: std::time::Duration) -> Router {
         .layer(middleware::from_fn_with_state(shared.clone(), authorize));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", v1)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(limit_body))
         // Outermost last: the token is marked sensitive before the trace
         // layer sees the request, so it never reaches a log line.
         .layer(TimeoutLayer::with_status_code(
@@ -219,8 +218,11 @@ pub async fn serve(
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    if let Err(err) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    if let Err(err) = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
         .await
     {
         tracing::error!("the HTTP server stopped: {err}");
@@ -263,11 +265,121 @@ async fn openapi() -> Response {
         .into_response()
 }
 
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Liveness {
+    /// `ok`, or `degraded` while the daemon's database work keeps failing.
+    status: &'static str,
+    /// Why it is degraded (the error and since when); absent when ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+impl Liveness {
+    fn of(shared: &Shared) -> Liveness {
+        let reason = shared.trouble();
+        Liveness {
+            status: if reason.is_some() { "degraded" } else { "ok" },
+            reason,
+        }
+    }
+}
+
 #[utoipa::path(get, path = "/healthz", tag = "daemon", security(()),
-    summary = "liveness",
-    responses((status = 200, description = "ok", content_type = "text/plain")))]
-async fn healthz() -> &'static str {
-    "ok\n"
+    summary = "liveness: 200 while the process works, degraded while its database work fails",
+    responses((status = 200, description = "the process works; `status` says whether its database work does", body = Liveness)))]
+async fn healthz(State(shared): State<Api>) -> Json<Liveness> {
+    Json(Liveness::of(&shared))
+}
+
+/// How long `/readyz` waits for the database.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[utoipa::path(get, path = "/readyz", tag = "daemon", security(()),
+    summary = "readiness: 503 while the database cannot be used",
+    responses((status = 200, description = "the database and the state schema can be used", body = Liveness),
+        (status = 503, description = "the database cannot be used; `reason` says why", body = Liveness)))]
+async fn readyz(State(shared): State<Api>) -> Response {
+    let mut liveness = Liveness::of(&shared);
+    if liveness.reason.is_none() {
+        let checked = tokio::time::timeout(READY_TIMEOUT, async {
+            let client = shared
+                .pooled()
+                .await
+                .map_err(|_| UNREACHABLE.to_string())?;
+            store::ensure_ready(&client, &shared.config.state_schema)
+                .await
+                .map_err(|err| not_ready(&err).to_string())
+        })
+        .await
+        .unwrap_or_else(|_| Err(format!("the database did not answer within {}s", READY_TIMEOUT.as_secs())));
+        if let Err(reason) = checked {
+            liveness = Liveness {
+                status: "degraded",
+                reason: Some(reason),
+            };
+        }
+    }
+    let status = if liveness.reason.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(liveness)).into_response()
+}
+
+/// Failed authentications from one address that close the API to it for
+/// the rest of the minute.
+pub(super) const AUTH_FAILURES_PER_MINUTE: u32 = 10;
+const AUTH_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// One address's failed authentications in the current minute.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AuthWindow {
+    started: std::time::Instant,
+    failures: u32,
+}
+
+fn client_address(request: &Request) -> std::net::IpAddr {
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
+/// Whether `address` used up its failures for this minute.
+fn locked_out(shared: &Shared, address: std::net::IpAddr) -> bool {
+    let windows = shared.auth_failures.lock().expect("not poisoned");
+    windows.get(&address).is_some_and(|w| {
+        w.started.elapsed() < AUTH_WINDOW && w.failures >= AUTH_FAILURES_PER_MINUTE
+    })
+}
+
+/// Counts a failed authentication; the one that reaches the limit is
+/// logged, once per address and minute.
+fn failed_authentication(shared: &Shared, address: std::net::IpAddr) {
+    let mut windows = shared.auth_failures.lock().expect("not poisoned");
+    if windows.len() > 4096 {
+        windows.retain(|_, w| w.started.elapsed() < AUTH_WINDOW);
+    }
+    let window = windows.entry(address).or_insert(AuthWindow {
+        started: std::time::Instant::now(),
+        failures: 0,
+    });
+    if window.started.elapsed() >= AUTH_WINDOW {
+        *window = AuthWindow {
+            started: std::time::Instant::now(),
+            failures: 0,
+        };
+    }
+    window.failures += 1;
+    if window.failures == AUTH_FAILURES_PER_MINUTE {
+        tracing::warn!(
+            address = %address,
+            "{AUTH_FAILURES_PER_MINUTE} failed API authentications within a minute from {address}: answering it 429 for the rest of the minute"
+        );
+    }
 }
 
 /// Who made an API change, for the audit table.
@@ -293,6 +405,13 @@ async fn authorize(State(shared): State<Api>, request: Request, next: Next) -> R
             "the API is closed: set [api] token (e.g. token = \"${PGMAINT_API_TOKEN}\") to open it",
         );
     };
+    let address = client_address(&request);
+    if locked_out(&shared, address) {
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("more than {AUTH_FAILURES_PER_MINUTE} failed authentications within a minute from this address; try again in a minute"),
+        );
+    }
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -300,11 +419,36 @@ async fn authorize(State(shared): State<Api>, request: Request, next: Next) -> R
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(token) if same_secret(token, expected) => next.run(request).await,
-        _ => error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token (Authorization: Bearer <token>)",
-        ),
+        _ => {
+            failed_authentication(&shared, address);
+            error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (Authorization: Bearer <token>)",
+            )
+        }
     }
+}
+
+/// A body whose Content-Length is over `BODY_LIMIT` is refused before any
+/// route reads it, whatever the route (one that reads its body refuses a
+/// longer one without a Content-Length the same way).
+async fn limit_body(request: Request, next: Next) -> Response {
+    let length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if length.is_some_and(|l| l > BODY_LIMIT as u64) {
+        return too_large().into_response();
+    }
+    next.run(request).await
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is larger than {} KiB", BODY_LIMIT / 1024),
+    )
 }
 
 /// Prometheus text. Without the database only this process's own figures,
