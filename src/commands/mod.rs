@@ -155,7 +155,7 @@ impl From<crate::runner::RunError> for CliError {
                 CliError::problems(problems)
             }
             crate::runner::RunError::Refused(_) => CliError::Usage(err.to_string()),
-            other => CliError::Failed(other.to_string()),
+            crate::runner::RunError::Database(text) => CliError::Server(text),
         }
     }
 }

@@ -1196,6 +1196,78 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ten_failed_authentications_in_a_minute_close_the_api_to_that_address() {
+        let app = app();
+        let from = |ip: [u8; 4], token: Option<&str>| {
+            let mut request = request("GET", "/api/v1/status", token, vec![]);
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((ip, 4000))));
+            request
+        };
+        for _ in 0..AUTH_FAILURES_PER_MINUTE {
+            let response = app.clone().oneshot(from([10, 0, 0, 1], Some("wrong"))).await.unwrap();
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        }
+        // The rest of the minute: 429, even with the right token.
+        for token in [Some("wrong"), Some("s3cret-an-api-token-of-32-characters")] {
+            let response = app.clone().oneshot(from([10, 0, 0, 1], token)).await.unwrap();
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        }
+        // Another address is not held up.
+        let response = app.clone().oneshot(from([10, 0, 0, 2], Some("wrong"))).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn a_huge_body_is_413_on_every_route_by_its_length() {
+        for (method, uri) in [
+            ("POST", "/api/v1/schedules"),
+            ("PUT", "/api/v1/schedules/x"),
+            ("POST", "/api/v1/schedules/x/run"),
+            ("POST", "/api/v1/tasks/t/run"),
+            ("GET", "/healthz"),
+        ] {
+            let mut req = request(
+                method,
+                uri,
+                Some("s3cret-an-api-token-of-32-characters"),
+                vec![b'a'; 5 << 20],
+            );
+            req.headers_mut()
+                .insert(header::CONTENT_LENGTH, (5u64 << 20).to_string().parse().unwrap());
+            let (status, body) = answer(req).await;
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{method} {uri}: {body}");
+            assert!(body["error"].as_str().unwrap().contains("KiB"), "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn healthz_is_200_and_degraded_with_the_reason_while_readyz_is_503() {
+        let (status, body) = answer(request("GET", "/healthz", None, vec![])).await;
+        assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ok")));
+        // Nobody listens on the test's database.
+        let (status, body) = answer(request("GET", "/readyz", None, vec![])).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body["reason"].is_string(), "{body}");
+        let config = crate::config::Config::parse(std::path::Path::new("pgmaint.toml"), "")
+            .expect("an empty config");
+        let target = crate::connect::resolve(Some("postgres://u@127.0.0.1:1/db"), None).unwrap();
+        let shared = Arc::new(Shared::new(config, target, "test".into()));
+        shared.set_trouble(Some("a scheduling pass failed: relation does not exist".into()));
+        let response = router(shared.clone())
+            .oneshot(request("GET", "/healthz", None, vec![]))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["status"], "degraded", "{body}");
+        assert!(body["reason"].as_str().unwrap().contains("does not exist"), "{body}");
+        assert!(super::super::openapi::value()["paths"]["/readyz"]["get"].is_object());
+    }
+
+    #[tokio::test]
     async fn an_unknown_route_is_a_json_404() {
         let (status, body) = answer(request("GET", "/nope", None, vec![])).await;
         assert_eq!(status, StatusCode::NOT_FOUND);

@@ -187,10 +187,11 @@ async fn a_fire_whose_previous_run_still_goes_is_skipped_and_a_killed_daemons_ru
 async fn the_api_needs_its_token_and_records_what_it_starts() {
     let db = setup("[tasks.dangerous]\nkind = \"sql\"\nsql = \"SELECT 1\"\nseverity = \"critical\"\n\n[schedules.nightly]\ncron = \"0 3 * * *\"\ntimezone = \"Europe/Berlin\"\ntasks = [\"mark\"]\n").await;
     let mut daemon = db.daemon().await;
-    assert_eq!(
-        daemon.http("GET", "/healthz", None, "").await,
-        (200, "ok\n".into())
-    );
+    let (status, body) = daemon.http("GET", "/healthz", None, "").await;
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["status"], "ok", "{body}");
+    assert_eq!(daemon.code("GET", "/readyz", None, "").await, 200);
     let (status, body) = daemon.http("GET", "/api/v1/status", None, "").await;
     assert_eq!(status, 401);
     assert!(body.contains("\"error\""), "{body}");
@@ -887,6 +888,31 @@ async fn every_api_error_is_the_apis_json_error() {
         413,
         "a body over 16 KiB",
     );
+    // 413 on every route, whatever the body: 5 MB of a schedule.
+    let huge = format!(
+        "{{\"name\": \"n\", \"cron\": \"* * * * *\", \"tasks\": [\"mark\"], \"x\": \"{}\"}}",
+        "a".repeat(5 << 20)
+    );
+    for (method, path) in [
+        ("POST", "/api/v1/schedules"),
+        ("PUT", "/api/v1/schedules/n"),
+        ("POST", "/api/v1/schedules/n/run"),
+        ("POST", "/api/v1/tasks/mark/run"),
+        ("GET", "/api/v1/status"),
+    ] {
+        assert_json_error(
+            &daemon.http(method, path, token, &huge).await,
+            413,
+            &format!("5 MB to {method} {path}"),
+        );
+    }
+    let long_name = format!(
+        "{{\"name\": \"{}\", \"cron\": \"* * * * *\", \"tasks\": [\"mark\"]}}",
+        "a".repeat(10_000)
+    );
+    let answer = daemon.http("POST", "/api/v1/schedules", token, &long_name).await;
+    assert_json_error(&answer, 400, "a 10,000-character schedule name");
+    assert!(answer.1.contains("1 to 63"), "{}", answer.1);
     assert_json_error(
         &daemon.http("GET", "/api/v1/runs/abc", token, "").await,
         400,

@@ -21,6 +21,7 @@ mod config_errors;
 mod connect;
 mod daemon;
 mod daemon_restart;
+mod errors;
 mod demo;
 mod demo_tour;
 mod health;
