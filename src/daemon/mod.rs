@@ -701,7 +701,7 @@ async fn run_fire(
         reason.as_deref(),
     )
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| described(&e))?;
     Ok(())
 }
 
