@@ -82,16 +82,19 @@ impl Failing {
         shared.stop.sleep(wait).await;
     }
 
-    /// The work went through: logs the recovery of a failure, if any.
-    pub(crate) fn recovered(&mut self, shared: &Shared) {
-        if let Some(current) = self.current.take() {
-            tracing::info!(
-                "the daemon's database work succeeds again, after failing for {} ({} tries); scheduling",
-                human(current.since.elapsed()),
-                current.tries
-            );
-            shared.set_trouble(None);
-        }
+    /// The work went through: logs the recovery of a failure, if any, and
+    /// says whether there was one.
+    pub(crate) fn recovered(&mut self, shared: &Shared) -> bool {
+        let Some(current) = self.current.take() else {
+            return false;
+        };
+        tracing::info!(
+            "the database is reachable and the daemon's work on it succeeds again, after failing for {} ({} tries); scheduling",
+            human(current.since.elapsed()),
+            current.tries
+        );
+        shared.set_trouble(None);
+        true
     }
 }
 

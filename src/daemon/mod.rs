@@ -208,7 +208,7 @@ async fn connect_with_retry(shared: &Shared, failing: &mut Failing) -> Option<Cl
             },
             Err(err) => {
                 failing
-                    .failed(shared, "cannot reach the database", &err.to_string())
+                    .failed(shared, "the database went away (cannot connect)", &err.to_string())
                     .await
             }
         }
@@ -347,6 +347,8 @@ impl Changes {
 async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
     let schema = shared.config.state_schema.clone();
     let mut failing = Failing::default();
+    // Whether a pass went through yet (the first says the database is reachable).
+    let mut started = false;
     let mut client: Option<Client> = None;
     let mut last_prune: Option<std::time::Instant> = None;
     let mut standby = false;
@@ -433,18 +435,21 @@ async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
         .await;
         match pass {
             Ok(()) => {
-                failing.recovered(shared);
+                if !failing.recovered(shared) && !started {
+                    tracing::info!("the database is reachable; scheduling");
+                }
+                started = true;
                 client = Some(db);
             }
             Err(err) => {
                 // A lost connection is connected again; a server error
                 // keeps the connection and waits the same.
-                let what = if db.is_closed() {
-                    "the connection to the database was lost"
+                let what = if db.is_closed() || lost_to_the_server(&err) {
+                    "the database went away (the connection was lost)"
                 } else {
                     "a scheduling pass failed"
                 };
-                if !db.is_closed() {
+                if !db.is_closed() && !lost_to_the_server(&err) {
                     client = Some(db);
                 }
                 failing.failed(shared, what, &err).await;
