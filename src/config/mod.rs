@@ -595,12 +595,18 @@ fn check_api_token(source: &Source, api: &ApiSettings, problems: &mut Vec<Proble
 /// the same unless written `"off"` on purpose.
 fn check_timeouts(source: &Source, file: &file::ConfigFile, problems: &mut Vec<Problem>) {
     let mut at: Vec<(Vec<String>, Option<Duration>)> = vec![
-        (vec!["database".into(), "lock_timeout".into()], file.database.lock_timeout),
+        (
+            vec!["database".into(), "lock_timeout".into()],
+            file.database.lock_timeout,
+        ),
         (
             vec!["database".into(), "statement_timeout".into()],
             file.database.statement_timeout,
         ),
-        (vec!["defaults".into(), "lock_timeout".into()], file.defaults.lock_timeout),
+        (
+            vec!["defaults".into(), "lock_timeout".into()],
+            file.defaults.lock_timeout,
+        ),
         (
             vec!["defaults".into(), "statement_timeout".into()],
             file.defaults.statement_timeout,

@@ -506,11 +506,13 @@ lock_timeout = "off"
         "{found:?}"
     );
     assert_eq!(found[0].location.line, Some(3));
-    assert!(found[1].help.as_deref().unwrap().contains("\"off\""), "{found:?}");
-    let config = parse(
-        "[database]\nstatement_timeout = \"off\"\n[health]\nstatement_timeout = \"OFF\"\n",
-    )
-    .expect("off is a deliberate no-limit");
+    assert!(
+        found[1].help.as_deref().unwrap().contains("\"off\""),
+        "{found:?}"
+    );
+    let config =
+        parse("[database]\nstatement_timeout = \"off\"\n[health]\nstatement_timeout = \"OFF\"\n")
+            .expect("off is a deliberate no-limit");
     assert!(config.session_timeouts().statement_timeout.0.is_zero());
 }
 
@@ -543,7 +545,11 @@ fn a_short_api_token_is_an_error_saying_how_to_make_one() {
     assert_eq!(found[0].key, "api.token");
     assert!(found[0].message.contains("at least 32"), "{found:?}");
     assert!(
-        found[0].help.as_deref().unwrap().contains("openssl rand -hex 32"),
+        found[0]
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("openssl rand -hex 32"),
         "{found:?}"
     );
     parse(&format!("[api]\ntoken = \"{}\"\n", "a".repeat(32))).expect("32 characters");

@@ -223,7 +223,7 @@ pub async fn serve(
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
-        .await
+    .await
     {
         tracing::error!("the HTTP server stopped: {err}");
     }
@@ -303,16 +303,18 @@ async fn readyz(State(shared): State<Api>) -> Response {
     let mut liveness = Liveness::of(&shared);
     if liveness.reason.is_none() {
         let checked = tokio::time::timeout(READY_TIMEOUT, async {
-            let client = shared
-                .pooled()
-                .await
-                .map_err(|_| UNREACHABLE.to_string())?;
+            let client = shared.pooled().await.map_err(|_| UNREACHABLE.to_string())?;
             store::ensure_ready(&client, &shared.config.state_schema)
                 .await
                 .map_err(|err| not_ready(&err).to_string())
         })
         .await
-        .unwrap_or_else(|_| Err(format!("the database did not answer within {}s", READY_TIMEOUT.as_secs())));
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "the database did not answer within {}s",
+                READY_TIMEOUT.as_secs()
+            ))
+        });
         if let Err(reason) = checked {
             liveness = Liveness {
                 status: "degraded",
@@ -409,7 +411,9 @@ async fn authorize(State(shared): State<Api>, request: Request, next: Next) -> R
     if locked_out(&shared, address) {
         return error(
             StatusCode::TOO_MANY_REQUESTS,
-            format!("more than {AUTH_FAILURES_PER_MINUTE} failed authentications within a minute from this address; try again in a minute"),
+            format!(
+                "more than {AUTH_FAILURES_PER_MINUTE} failed authentications within a minute from this address; try again in a minute"
+            ),
         );
     }
     let given = request
@@ -1200,22 +1204,34 @@ mod tests {
         let app = app();
         let from = |ip: [u8; 4], token: Option<&str>| {
             let mut request = request("GET", "/api/v1/status", token, vec![]);
-            request
-                .extensions_mut()
-                .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((ip, 4000))));
+            request.extensions_mut().insert(axum::extract::ConnectInfo(
+                std::net::SocketAddr::from((ip, 4000)),
+            ));
             request
         };
         for _ in 0..AUTH_FAILURES_PER_MINUTE {
-            let response = app.clone().oneshot(from([10, 0, 0, 1], Some("wrong"))).await.unwrap();
+            let response = app
+                .clone()
+                .oneshot(from([10, 0, 0, 1], Some("wrong")))
+                .await
+                .unwrap();
             assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         }
         // The rest of the minute: 429, even with the right token.
         for token in [Some("wrong"), Some("s3cret-an-api-token-of-32-characters")] {
-            let response = app.clone().oneshot(from([10, 0, 0, 1], token)).await.unwrap();
+            let response = app
+                .clone()
+                .oneshot(from([10, 0, 0, 1], token))
+                .await
+                .unwrap();
             assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         }
         // Another address is not held up.
-        let response = app.clone().oneshot(from([10, 0, 0, 2], Some("wrong"))).await.unwrap();
+        let response = app
+            .clone()
+            .oneshot(from([10, 0, 0, 2], Some("wrong")))
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
 
@@ -1234,10 +1250,16 @@ mod tests {
                 Some("s3cret-an-api-token-of-32-characters"),
                 vec![b'a'; 5 << 20],
             );
-            req.headers_mut()
-                .insert(header::CONTENT_LENGTH, (5u64 << 20).to_string().parse().unwrap());
+            req.headers_mut().insert(
+                header::CONTENT_LENGTH,
+                (5u64 << 20).to_string().parse().unwrap(),
+            );
             let (status, body) = answer(req).await;
-            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{method} {uri}: {body}");
+            assert_eq!(
+                status,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "{method} {uri}: {body}"
+            );
             assert!(body["error"].as_str().unwrap().contains("KiB"), "{body}");
         }
     }
@@ -1245,7 +1267,10 @@ mod tests {
     #[tokio::test]
     async fn healthz_is_200_and_degraded_with_the_reason_while_readyz_is_503() {
         let (status, body) = answer(request("GET", "/healthz", None, vec![])).await;
-        assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ok")));
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (StatusCode::OK, Some("ok"))
+        );
         // Nobody listens on the test's database.
         let (status, body) = answer(request("GET", "/readyz", None, vec![])).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
@@ -1254,16 +1279,23 @@ mod tests {
             .expect("an empty config");
         let target = crate::connect::resolve(Some("postgres://u@127.0.0.1:1/db"), None).unwrap();
         let shared = Arc::new(Shared::new(config, target, "test".into()));
-        shared.set_trouble(Some("a scheduling pass failed: relation does not exist".into()));
+        shared.set_trouble(Some(
+            "a scheduling pass failed: relation does not exist".into(),
+        ));
         let response = router(shared.clone())
             .oneshot(request("GET", "/healthz", None, vec![]))
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
         let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(body["status"], "degraded", "{body}");
-        assert!(body["reason"].as_str().unwrap().contains("does not exist"), "{body}");
+        assert!(
+            body["reason"].as_str().unwrap().contains("does not exist"),
+            "{body}"
+        );
         assert!(super::super::openapi::value()["paths"]["/readyz"]["get"].is_object());
     }
 
@@ -1277,8 +1309,13 @@ mod tests {
     #[tokio::test]
     async fn a_body_over_the_limit_is_a_json_413() {
         let big = vec![b' '; BODY_LIMIT + 1];
-        let (status, body) =
-            answer(request("POST", "/api/v1/schedules", Some("s3cret-an-api-token-of-32-characters"), big)).await;
+        let (status, body) = answer(request(
+            "POST",
+            "/api/v1/schedules",
+            Some("s3cret-an-api-token-of-32-characters"),
+            big,
+        ))
+        .await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(body["error"].as_str().unwrap().contains("KiB"), "{body}");
     }
@@ -1308,7 +1345,12 @@ mod tests {
             std::time::Duration::from_millis(200),
         );
         let response = app
-            .oneshot(request("GET", "/api/v1/runs", Some("s3cret-an-api-token-of-32-characters"), vec![]))
+            .oneshot(request(
+                "GET",
+                "/api/v1/runs",
+                Some("s3cret-an-api-token-of-32-characters"),
+                vec![],
+            ))
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
@@ -1369,8 +1411,13 @@ mod tests {
         for path in paths {
             let concrete = path.replace("{name}", "no_such").replace("{id}", "1");
             for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
-                let (status, body) =
-                    answer(request(method, &concrete, Some("s3cret-an-api-token-of-32-characters"), vec![])).await;
+                let (status, body) = answer(request(
+                    method,
+                    &concrete,
+                    Some("s3cret-an-api-token-of-32-characters"),
+                    vec![],
+                ))
+                .await;
                 let error = body["error"].as_str().unwrap_or_default();
                 let fallback = (status == StatusCode::NOT_FOUND
                     && error.starts_with("there is no route"))

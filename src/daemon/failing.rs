@@ -72,13 +72,12 @@ impl Failing {
         }
         shared.set_trouble(Some(format!(
             "{what}: {err} (failing since {}, {} tries)",
-            current.since_wall.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            current
+                .since_wall
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             current.tries
         )));
-        let wait = current
-            .waits
-            .next()
-            .unwrap_or(Duration::from_secs(30));
+        let wait = current.waits.next().unwrap_or(Duration::from_secs(30));
         shared.stop.sleep(wait).await;
     }
 

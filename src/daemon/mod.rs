@@ -32,7 +32,6 @@ use tokio::task::JoinSet;
 use tokio_postgres::Client;
 
 use crate::config::{Config, ScheduleConfig};
-use failing::Failing;
 use crate::connect::{self, Target};
 use crate::output::Progress;
 use crate::runner::{self, Confirmation, Notice, Refusal, RunError, RunRequest, Started};
@@ -40,6 +39,7 @@ use crate::schedule::Schedule;
 use crate::status::Status;
 use crate::stop::Stop;
 use crate::store::{self, Trigger};
+use failing::Failing;
 
 /// How long running tasks get to finish their batch after a stop.
 const GRACE: Duration = Duration::from_secs(30);
@@ -208,7 +208,11 @@ async fn connect_with_retry(shared: &Shared, failing: &mut Failing) -> Option<Cl
             },
             Err(err) => {
                 failing
-                    .failed(shared, "the database went away (cannot connect)", &err.to_string())
+                    .failed(
+                        shared,
+                        "the database went away (cannot connect)",
+                        &err.to_string(),
+                    )
                     .await
             }
         }
@@ -560,14 +564,11 @@ const RECORD_TRIES: usize = 8;
 /// later taken for one whose daemon died. Tries a few fresh connections on
 /// the shared policy; a stop or a database still away leaves it to the
 /// next pass's `mark_fires_interrupted`.
-async fn record_lost_fire(
-    shared: &Shared,
-    config: &ScheduleConfig,
-    at: DateTime<Utc>,
-    err: &str,
-) {
+async fn record_lost_fire(shared: &Shared, config: &ScheduleConfig, at: DateTime<Utc>, err: &str) {
     let reason = if lost_to_the_server(err) {
-        format!("lost to a database server restart (or its connection dropped) during the run: {err}")
+        format!(
+            "lost to a database server restart (or its connection dropped) during the run: {err}"
+        )
     } else {
         format!("the run failed before it was recorded: {err}")
     };

@@ -203,7 +203,12 @@ async fn the_api_needs_its_token_and_records_what_it_starts() {
     );
     assert_eq!(
         daemon
-            .code("GET", "/api/v1/status", Some("s3cret-an-api-token-of-32-characters"), "")
+            .code(
+                "GET",
+                "/api/v1/status",
+                Some("s3cret-an-api-token-of-32-characters"),
+                ""
+            )
             .await,
         200
     );
@@ -223,7 +228,12 @@ async fn the_api_needs_its_token_and_records_what_it_starts() {
     db.wait_for_count("SELECT count(*) FROM marks", |n| n == 1, "the API's run")
         .await;
     let (status, body) = daemon
-        .http("GET", &format!("/api/v1/runs/{run_id}"), Some("s3cret-an-api-token-of-32-characters"), "")
+        .http(
+            "GET",
+            &format!("/api/v1/runs/{run_id}"),
+            Some("s3cret-an-api-token-of-32-characters"),
+            "",
+        )
         .await;
     assert_eq!(status, 200);
     let run: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -232,13 +242,23 @@ async fn the_api_needs_its_token_and_records_what_it_starts() {
 
     assert_eq!(
         daemon
-            .code("POST", "/api/v1/tasks/nope/run", Some("s3cret-an-api-token-of-32-characters"), "{}")
+            .code(
+                "POST",
+                "/api/v1/tasks/nope/run",
+                Some("s3cret-an-api-token-of-32-characters"),
+                "{}"
+            )
             .await,
         404
     );
     assert_eq!(
         daemon
-            .code("POST", "/api/v1/tasks/dangerous/run", Some("s3cret-an-api-token-of-32-characters"), "{}")
+            .code(
+                "POST",
+                "/api/v1/tasks/dangerous/run",
+                Some("s3cret-an-api-token-of-32-characters"),
+                "{}"
+            )
             .await,
         409
     );
@@ -256,13 +276,23 @@ async fn the_api_needs_its_token_and_records_what_it_starts() {
     let big = format!("{{\"dry_run\": false, \"x\": \"{}\"}}", "a".repeat(20_000));
     assert_eq!(
         daemon
-            .code("POST", "/api/v1/tasks/mark/run", Some("s3cret-an-api-token-of-32-characters"), &big)
+            .code(
+                "POST",
+                "/api/v1/tasks/mark/run",
+                Some("s3cret-an-api-token-of-32-characters"),
+                &big
+            )
             .await,
         413
     );
 
     let (status, body) = daemon
-        .http("GET", "/api/v1/schedules/nightly", Some("s3cret-an-api-token-of-32-characters"), "")
+        .http(
+            "GET",
+            "/api/v1/schedules/nightly",
+            Some("s3cret-an-api-token-of-32-characters"),
+            "",
+        )
         .await;
     assert_eq!(status, 200);
     let schedule: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -791,7 +821,12 @@ async fn finished_run(daemon: &Daemon, id: i64) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (status, body) = daemon
-            .http("GET", &format!("/api/v1/runs/{id}"), Some("s3cret-an-api-token-of-32-characters"), "")
+            .http(
+                "GET",
+                &format!("/api/v1/runs/{id}"),
+                Some("s3cret-an-api-token-of-32-characters"),
+                "",
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         let run: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -805,7 +840,14 @@ async fn finished_run(daemon: &Daemon, id: i64) -> serde_json::Value {
 
 /// Starts a run through the API; returns its id.
 async fn start_run(daemon: &Daemon, path: &str, body: &str) -> i64 {
-    let (status, answer) = daemon.http("POST", path, Some("s3cret-an-api-token-of-32-characters"), body).await;
+    let (status, answer) = daemon
+        .http(
+            "POST",
+            path,
+            Some("s3cret-an-api-token-of-32-characters"),
+            body,
+        )
+        .await;
     assert_eq!(status, 202, "{path} {body}: {answer}");
     serde_json::from_str::<serde_json::Value>(&answer).unwrap()["run_id"]
         .as_i64()
@@ -910,7 +952,9 @@ async fn every_api_error_is_the_apis_json_error() {
         "{{\"name\": \"{}\", \"cron\": \"* * * * *\", \"tasks\": [\"mark\"]}}",
         "a".repeat(10_000)
     );
-    let answer = daemon.http("POST", "/api/v1/schedules", token, &long_name).await;
+    let answer = daemon
+        .http("POST", "/api/v1/schedules", token, &long_name)
+        .await;
     assert_json_error(&answer, 400, "a 10,000-character schedule name");
     assert!(answer.1.contains("1 to 63"), "{}", answer.1);
     assert_json_error(
@@ -1109,7 +1153,14 @@ async fn metrics_and_status_without_the_database_name_nothing_of_it() {
     assert!(metrics.contains("unreachable"), "{metrics}");
     assert_eq!(leaks(&metrics), Vec::<String>::new(), "{metrics}");
     for path in ["/api/v1/status", "/api/v1/runs", "/api/v1/schedules"] {
-        let (_, body) = daemon.http("GET", path, Some("s3cret-an-api-token-of-32-characters"), "").await;
+        let (_, body) = daemon
+            .http(
+                "GET",
+                path,
+                Some("s3cret-an-api-token-of-32-characters"),
+                "",
+            )
+            .await;
         assert!(body.contains("unreachable"), "{path}: {body}");
         assert_eq!(leaks(&body), Vec::<String>::new(), "{path}: {body}");
     }

@@ -77,7 +77,10 @@ async fn check_computes_each_cutoff_so_an_age_too_long_is_named_at_its_key() {
     let problems = &check.json()["error"]["problems"];
     assert_eq!(problems[0]["key"], "tasks.a.older_than", "{problems}");
     assert!(
-        problems[0]["message"].as_str().unwrap().contains("out of range"),
+        problems[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("out of range"),
         "{problems}"
     );
 }
@@ -151,7 +154,10 @@ async fn a_persistent_error_backs_off_with_few_log_lines_and_a_degraded_healthz(
         "{new} error/warning lines in {:?}, not a spin:\n{log}",
         started.elapsed()
     );
-    assert!(log.contains("schedule_fires"), "the log has the server's text:\n{log}");
+    assert!(
+        log.contains("schedule_fires"),
+        "the log has the server's text:\n{log}"
+    );
     assert!(!log.contains("db error"), "{log}");
     let (status, body) = daemon.http("GET", "/healthz", None, "").await;
     assert_eq!(status, 200, "{body}");
