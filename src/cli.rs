@@ -153,8 +153,8 @@ pub struct HistoryArgs {
     /// Include dry runs (`plan`, `run --dry-run`), which are hidden otherwise
     #[arg(long = "all", visible_alias = "dry-runs")]
     pub all: bool,
-    /// How many runs to show
-    #[arg(long, default_value_t = 20, value_name = "N")]
+    /// How many runs to show (at least 1)
+    #[arg(long, default_value_t = 20, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
     pub limit: i64,
 }
 

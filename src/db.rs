@@ -49,6 +49,35 @@ pub(crate) fn gave_up_on_a_lock(text: &str) -> bool {
     text.contains("[SQLSTATE 55P03]")
 }
 
+/// Whether an error's text, as `describe` words it, is the server or the
+/// connection failing rather than something the config says: a SQLSTATE
+/// of a class no config value causes (connection 08, transaction state 25,
+/// prepared statements 26 and 42P05, rollbacks 40, resources 53/54, object
+/// state 55 but a busy lock, operator intervention 57, system 58, internal
+/// XX), or a connection that closed. `check` reports these as server
+/// errors, never as a problem to fix in the file.
+pub(crate) fn server_fault(text: &str) -> bool {
+    let connection = [
+        "connection closed",
+        "error communicating with the server",
+        "timeout waiting for server",
+    ];
+    if connection.iter().any(|c| text.contains(c)) {
+        return true;
+    }
+    let Some(at) = text.rfind("[SQLSTATE ") else {
+        return false;
+    };
+    let code = text[at + 10..].split(']').next().unwrap_or_default();
+    if code.len() != 5 || code == "55P03" {
+        return false;
+    }
+    code == "42P05"
+        || ["08", "25", "26", "40", "53", "54", "55", "57", "58", "XX"]
+            .iter()
+            .any(|class| code.starts_with(class))
+}
+
 /// The timeouts every session pgmaint opens on a user's database runs
 /// under from its first statement on: the catalog lookups a task starts
 /// with take locks too, and must not queue behind an `ACCESS EXCLUSIVE`
@@ -258,8 +287,20 @@ pub(crate) async fn lookup_table(
             Some(db) if *db.code() == SqlState::LOCK_NOT_AVAILABLE => {
                 LookupError::Locked(written.into(), describe(&err))
             }
-            Some(db) => LookupError::BadName(written.into(), db.message().into()),
-            None => LookupError::Database(describe(&err)),
+            // Only what to_regclass says of the name itself is about the name.
+            Some(db)
+                if [
+                    SqlState::SYNTAX_ERROR,
+                    SqlState::INVALID_NAME,
+                    SqlState::INVALID_SCHEMA_NAME,
+                    SqlState::FEATURE_NOT_SUPPORTED,
+                    SqlState::UNDEFINED_OBJECT,
+                ]
+                .contains(db.code()) =>
+            {
+                LookupError::BadName(written.into(), db.message().into())
+            }
+            _ => LookupError::Database(describe(&err)),
         })?;
     let Some(oid) = row.get::<_, Option<u32>>(0) else {
         let path: String = client

@@ -28,6 +28,11 @@ impl FromStr for Duration {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let trimmed = text.trim();
+        // PostgreSQL's word for a timeout of 0; the config decides where
+        // that is allowed.
+        if trimmed.eq_ignore_ascii_case("off") {
+            return Ok(Duration(StdDuration::ZERO));
+        }
         let split = trimmed
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(trimmed.len());

@@ -217,7 +217,7 @@ pub(crate) async fn check_live(client: &Client, age: &str) -> Result<(), AgeProb
         .row("SELECT $1::text::interval > interval '0'", &[&age])
         .await
     {
-        Ok(row) if row.get::<_, bool>(0) => Ok(()),
+        Ok(row) if row.get::<_, bool>(0) => cutoff_in_range(client, age).await,
         Ok(_) => Err(AgeProblem {
             message: format!(
                 "`{age}` is not a positive interval (PostgreSQL reads it as zero or less); a retention age must be positive"
@@ -230,6 +230,25 @@ pub(crate) async fn check_live(client: &Client, age: &str) -> Result<(), AgeProb
                 crate::db::describe(&err)
             ),
             help: HELP.into(),
+        }),
+    }
+}
+
+/// The cutoff a run computes (`now() - age`), computed now: an age so long
+/// that the cutoff is before PostgreSQL's first timestamp fails here, at
+/// its key, rather than in the run.
+async fn cutoff_in_range(client: &Client, age: &str) -> Result<(), AgeProblem> {
+    match client
+        .row("SELECT (now() - $1::text::interval)::timestamptz", &[&age])
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(err) => Err(AgeProblem {
+            message: format!(
+                "`{age}` is too long: the cutoff now() - {age} cannot be computed ({})",
+                crate::db::describe(&err)
+            ),
+            help: "write an age PostgreSQL can subtract from now(), e.g. \"10 years\"".into(),
         }),
     }
 }

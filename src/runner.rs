@@ -190,6 +190,9 @@ pub(crate) struct LiveCheck {
     pub problems: Vec<Problem>,
     /// Problems that are a lock another session holds, not the config.
     pub busy: Vec<Problem>,
+    /// The server or the connection failed a check's statement
+    /// (`db::server_fault`): not a config problem, and not a pass.
+    pub server: Vec<String>,
     pub took: Duration,
 }
 
@@ -200,9 +203,17 @@ pub(crate) async fn check_task(client: &Client, config: &Config, task: &TaskConf
     let mut check = LiveCheck {
         problems: Vec::new(),
         busy: Vec::new(),
+        server: Vec::new(),
         took: Duration::ZERO,
     };
     for found in task.spec.check(client).await {
+        if db::server_fault(&found.message) {
+            check.server.push(format!(
+                "task {} ({}): {}",
+                task.name, found.key, found.message
+            ));
+            continue;
+        }
         let busy = db::gave_up_on_a_lock(&found.message);
         let problem = config.problem(&["tasks", &task.name, found.key], found.message);
         let problem = match found.help {
@@ -263,6 +274,9 @@ pub async fn run(
         for task in &request.tasks {
             task_timeouts(task).apply(&*client).await?;
             let check = check_task(client, config, task).await;
+            if !check.server.is_empty() {
+                return Err(RunError::Database(check.server.join("\n")));
+            }
             problems.extend(check.problems);
             let busy = (!check.busy.is_empty()).then(|| {
                 check

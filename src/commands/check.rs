@@ -77,17 +77,35 @@ pub async fn check(cli: &Cli) -> Result<bool, CliError> {
     // A table another session has locked cannot be checked now; that is
     // not a config problem, but it is not a pass either.
     let mut busy = Vec::new();
+    // The server failing a check's statement is neither a config problem
+    // nor a pass: `check` says so and exits 1, whatever else it found.
+    let mut server = Vec::new();
     for task in &config.tasks {
         let check = runner::check_task(&client, &config, task).await;
         problems.extend(check.problems);
         busy.extend(check.busy);
+        server.extend(check.server);
     }
     problems.extend(crate::health::custom::check_queries(&client, &config).await);
     problems.sort_by_key(Problem::position);
     let state_note = match crate::store::ensure_ready(&client, &config.state_schema).await {
         Ok(()) => None,
+        Err(err @ crate::store::StateError::Database(_)) => {
+            server.push(format!("pgmaint's state schema could not be read: {err}"));
+            None
+        }
         Err(err) => Some(err.to_string()),
     };
+    if !server.is_empty() {
+        if !problems.is_empty() && !cli.json {
+            output::eprint_wrapped(&Problems(problems.clone()).to_string());
+        }
+        let count = server.len();
+        return Err(CliError::Server(format!(
+            "{}\n{count} check(s) failed on the server, not because of the config; the database was not fully checked",
+            server.join("\n")
+        )));
+    }
     if !problems.is_empty() {
         if !busy.is_empty() && !cli.json {
             output::eprint_wrapped(&Problems(busy).to_string());

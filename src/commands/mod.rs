@@ -48,11 +48,27 @@ pub enum CliError {
     Server(String),
 }
 
+/// The most problems an error lists; the rest are counted.
+pub const LISTED_PROBLEMS: usize = 100;
+
+/// The first `LISTED_PROBLEMS`, and a line saying how many more.
+fn listed(problems: &[Problem]) -> (&[Problem], Option<String>) {
+    let shown = &problems[..problems.len().min(LISTED_PROBLEMS)];
+    let more = problems.len() - shown.len();
+    (
+        shown,
+        (more > 0).then(|| format!("... and {more} more problem(s), not listed")),
+    )
+}
+
 fn config_text(problems: &[Problem], summary: &str) -> String {
     if problems.is_empty() {
-        summary.to_string()
-    } else {
-        format!("{}\n{summary}", Problems(problems.to_vec()))
+        return summary.to_string();
+    }
+    let (shown, more) = listed(problems);
+    match more {
+        Some(more) => format!("{}\n{more}\n{summary}", Problems(shown.to_vec())),
+        None => format!("{}\n{summary}", Problems(shown.to_vec())),
     }
 }
 
@@ -79,7 +95,14 @@ impl CliError {
     /// `{"error": {"kind", "message", "sqlstate"?, "problems": [...]}}`.
     pub fn to_json(&self) -> serde_json::Value {
         let (message, problems) = match self {
-            CliError::Config { summary, problems } => (summary.clone(), problems.clone()),
+            CliError::Config { summary, problems } => {
+                let (shown, more) = listed(problems);
+                let summary = match more {
+                    Some(more) => format!("{summary} ({more})"),
+                    None => summary.clone(),
+                };
+                (summary, shown.to_vec())
+            }
             other => (other.to_string(), Vec::new()),
         };
         let mut error = serde_json::json!({
@@ -155,7 +178,7 @@ impl From<crate::runner::RunError> for CliError {
                 CliError::problems(problems)
             }
             crate::runner::RunError::Refused(_) => CliError::Usage(err.to_string()),
-            other => CliError::Failed(other.to_string()),
+            crate::runner::RunError::Database(text) => CliError::Server(text),
         }
     }
 }

@@ -301,6 +301,12 @@ async fn execute(cli: &Cli, config: &Config, request: RunRequest<'_>) -> Result<
         print_json(&report);
     } else if !cli.quiet {
         print_report(&report, config, cli.verbose > 0);
+    } else {
+        // Quiet hides progress, never errors.
+        for task in report.tasks.iter().filter(|t| t.status == Status::Failed) {
+            let error = task.error.as_deref().unwrap_or("failed");
+            output::eprint_wrapped(&format!("error: task {}: {error}", task.name));
+        }
     }
     // A run stopped by max_runtime did what it was allowed to; a signal or
     // a failure did not finish the job.

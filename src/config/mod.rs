@@ -424,6 +424,9 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         file.backups.keep.clone(),
     );
     check_retention_ages(source, &file, problems);
+    check_timeouts(source, &file, problems);
+    check_names(source, problems);
+    check_api_token(source, &api, problems);
     let base = layered(TaskOptions::BUILT_IN, database_timeouts);
     let defaults = layered(base, file.defaults.options());
     let default_severity = file.defaults.severity.unwrap_or_default();
@@ -564,6 +567,131 @@ fn api_settings(source: &Source, api: &file::ApiFile) -> ApiSettings {
             .token
             .clone()
             .filter(|_| !unset_at(source, &["api", "token"])),
+    }
+}
+
+/// Task and schedule names: 1–63 characters of `a-z`, `0-9`, `_` and `-`
+/// (the API holds its schedules to the same rule).
+pub fn name_problem(name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > 63 {
+        return Some(format!(
+            "a name is 1 to 63 characters; this one has {}",
+            name.chars().count()
+        ));
+    }
+    let bad: BTreeSet<char> = name
+        .chars()
+        .filter(|c| !matches!(c, 'a'..='z' | '0'..='9' | '_' | '-'))
+        .collect();
+    if bad.is_empty() {
+        return None;
+    }
+    let bad: String = bad.into_iter().collect();
+    Some(format!(
+        "`{name}` is not a valid name: it has {bad:?}; names are made of a-z, 0-9, `_` and `-`"
+    ))
+}
+
+/// The help that goes with `name_problem`.
+pub const NAME_HELP: &str =
+    "rename it with lower-case letters, digits, `_` and `-` only, at most 63 characters";
+
+fn check_names(source: &Source, problems: &mut Vec<Problem>) {
+    for section in ["tasks", "schedules"] {
+        for name in source.names_in(&[section]) {
+            if let Some(message) = name_problem(&name) {
+                problems.push(
+                    source
+                        .problem(&[section, &name], message)
+                        .with_help(NAME_HELP),
+                );
+            }
+        }
+    }
+}
+
+/// The shortest `[api] token` accepted.
+pub const MIN_TOKEN_LEN: usize = 32;
+
+fn check_api_token(source: &Source, api: &ApiSettings, problems: &mut Vec<Problem>) {
+    if let Some(token) = &api.token
+        && token.chars().count() < MIN_TOKEN_LEN
+    {
+        problems.push(
+            source
+                .problem(
+                    &["api", "token"],
+                    format!(
+                        "the API token is {} characters; it must be at least {MIN_TOKEN_LEN}, so that it cannot be guessed",
+                        token.chars().count()
+                    ),
+                )
+                .with_help(
+                    "make one with `openssl rand -hex 32` and pass it in a variable: token = \"${PGMAINT_API_TOKEN}\"",
+                ),
+        );
+    }
+}
+
+/// A zero `lock_timeout` means "wait for ever" to PostgreSQL, which is
+/// what the timeout is there to prevent; a zero `statement_timeout` is
+/// the same unless written `"off"` on purpose.
+fn check_timeouts(source: &Source, file: &file::ConfigFile, problems: &mut Vec<Problem>) {
+    let mut at: Vec<(Vec<String>, Option<Duration>)> = vec![
+        (
+            vec!["database".into(), "lock_timeout".into()],
+            file.database.lock_timeout,
+        ),
+        (
+            vec!["database".into(), "statement_timeout".into()],
+            file.database.statement_timeout,
+        ),
+        (
+            vec!["defaults".into(), "lock_timeout".into()],
+            file.defaults.lock_timeout,
+        ),
+        (
+            vec!["defaults".into(), "statement_timeout".into()],
+            file.defaults.statement_timeout,
+        ),
+        (
+            vec!["health".into(), "statement_timeout".into()],
+            file.health.statement_timeout,
+        ),
+    ];
+    for (name, task) in &file.tasks {
+        at.push((
+            vec!["tasks".into(), name.clone(), "lock_timeout".into()],
+            task.lock_timeout,
+        ));
+        at.push((
+            vec!["tasks".into(), name.clone(), "statement_timeout".into()],
+            task.statement_timeout,
+        ));
+    }
+    for (key_path, value) in at {
+        let Some(value) = value.filter(|d| d.0.is_zero()) else {
+            continue;
+        };
+        let path: Vec<&str> = key_path.iter().map(String::as_str).collect();
+        let key = *path.last().expect("a key");
+        let written_off = source
+            .raw_str(&path)
+            .is_some_and(|raw| raw.trim().eq_ignore_ascii_case("off"));
+        if key == "statement_timeout" && written_off {
+            continue;
+        }
+        let _ = value;
+        let problem = if key == "lock_timeout" {
+            source
+                .problem(&path, "a zero lock_timeout means waiting for a lock for ever, in front of the application's traffic")
+                .with_help("write a short positive duration, e.g. lock_timeout = \"1s\"")
+        } else {
+            source
+                .problem(&path, "a zero statement_timeout means no limit on a statement")
+                .with_help("write a positive duration, e.g. statement_timeout = \"5min\", or \"off\" to mean no limit on purpose")
+        };
+        problems.push(problem);
     }
 }
 

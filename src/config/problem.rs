@@ -121,9 +121,57 @@ pub(crate) fn place(file: &Path, text: &str, span: Option<Range<usize>>) -> Loca
     }
 }
 
+/// Where each line of a text starts, so that placing a problem costs a
+/// binary search rather than a scan of the text before it (a config with
+/// tens of thousands of problems is placed in linear time).
+pub(crate) struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub(crate) fn new(text: &str) -> LineIndex {
+        LineIndex {
+            starts: std::iter::once(0)
+                .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect(),
+        }
+    }
+
+    /// `place`, through the index of `text`.
+    pub(crate) fn place(&self, file: &Path, text: &str, span: Option<Range<usize>>) -> Location {
+        let Some(span) = span else {
+            return place(file, text, None);
+        };
+        let offset = span.start.min(text.len());
+        let line = self.starts.partition_point(|&start| start <= offset).max(1);
+        let start = self.starts[line - 1];
+        Location {
+            file: file.display().to_string(),
+            line: Some(line),
+            column: Some(text[start..offset].chars().count() + 1),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_line_index_places_as_place_does() {
+        let text = "a = 1\nbb = 2\n\nü = 3\n";
+        let index = LineIndex::new(text);
+        for offset in 0..=text.len() {
+            if text.is_char_boundary(offset) {
+                let span = Some(offset..offset);
+                assert_eq!(
+                    index.place(Path::new("f"), text, span.clone()).to_string(),
+                    place(Path::new("f"), text, span).to_string(),
+                    "{offset}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn place_counts_lines_and_columns_from_one() {

@@ -24,7 +24,7 @@ use std::{collections::BTreeSet, ops::Range, path::Path};
 use toml_edit::{Document, Item, TableLike, Value};
 
 use super::file::{ConfigFile, TaskFile};
-use super::problem::{Location, Problem, place};
+use super::problem::{LineIndex, Location, Problem, place};
 use crate::tasks::TaskSpec;
 use crate::tasks::registry::{self, Kind};
 
@@ -36,6 +36,8 @@ pub struct Source {
     /// parsed, and how its offsets map back to the file's.
     working: Option<Document<String>>,
     offsets: Offsets,
+    /// Where the file's lines start, to place problems.
+    lines: LineIndex,
     /// The `${VAR}`s that are not set, at the keys that use them.
     pub unset: Vec<Unset>,
 }
@@ -62,11 +64,22 @@ impl Source {
             .doc
             .as_ref()
             .and_then(|doc| span_of(doc.as_item(), key_path));
-        place(&self.path, &self.text, span)
+        self.lines.place(&self.path, &self.text, span)
     }
 
     pub fn problem(&self, key_path: &[&str], message: impl Into<String>) -> Problem {
         Problem::new(self.place_of(key_path), key_path.join("."), message)
+    }
+
+    /// A string value as written in the file (before `${VAR}`s).
+    pub fn raw_str(&self, key_path: &[&str]) -> Option<String> {
+        let mut item = self.doc.as_ref().map(|doc| doc.as_item());
+        for key in key_path {
+            item = item
+                .and_then(Item::as_table_like)
+                .and_then(|table| table.get(key));
+        }
+        item.and_then(Item::as_str).map(str::to_string)
     }
 
     /// The names of a table's entries as written (`tasks` gives every task
@@ -108,6 +121,7 @@ pub fn read(
         doc: None,
         working: None,
         offsets: Offsets::default(),
+        lines: LineIndex::new(text),
         unset: Vec::new(),
     };
     let original = match Document::parse(text.to_string()) {
@@ -126,7 +140,17 @@ pub fn read(
     source.unset = expansion.unset;
     let offsets = expansion.offsets;
     let mut working = expansion.text;
-    let at = |span: Option<Range<usize>>| place(path, text, span.map(|s| offsets.original(s)));
+    let lines = LineIndex::new(text);
+    let at =
+        |span: Option<Range<usize>>| lines.place(path, text, span.map(|s| offsets.original(s)));
+    // Each task, schedule or section on its own first, so a file with many
+    // problems is read in time linear in its size; then the whole once
+    // more, for what only the whole shows.
+    if let Some(found) = by_unit(&working, &at) {
+        working = found.working;
+        problems.extend(found.problems);
+        removed.extend(found.removed);
+    }
 
     // Each round removes at least one entry, so the number of entries bounds it.
     for _ in 0..=working.len() {
@@ -189,6 +213,102 @@ pub fn read(
         blank(&mut working, target.range.clone());
     }
     (source, None, problems)
+}
+
+/// What `by_unit` found: the problems, the working text with each refused
+/// entry blanked, and the keys removed.
+struct ByUnit {
+    working: String,
+    problems: Vec<Problem>,
+    removed: BTreeSet<(Vec<String>, String)>,
+}
+
+/// The top-level tables whose entries are named tables read on their own.
+const NAMED_TABLES: &[&str] = &["tasks", "schedules", "notifiers", "alerts"];
+
+/// Reads each unit of the file (a named task, schedule, notifier or alert,
+/// or another top-level entry) as a text of its own, removing each entry
+/// serde refuses as `read` does: one refused value costs a parse of its
+/// unit, not of the file. `None` when the file has no problem serde finds,
+/// or a unit cannot be read alone (the caller then reads the whole).
+fn by_unit(working: &str, at: &dyn Fn(Option<Range<usize>>) -> Location) -> Option<ByUnit> {
+    let doc = Document::parse(working.to_string()).ok()?;
+    let all = entries(doc.as_item(), &mut Vec::new());
+    if toml_edit::de::from_document::<ConfigFile>(common_part(working, &all)).is_ok() {
+        return None;
+    }
+    let named = |e: &Entry| e.is_table && NAMED_TABLES.contains(&e.path[0].as_str());
+    let mut units: Vec<Range<usize>> = Vec::new();
+    for top in all.iter().filter(|e| e.path.len() == 1) {
+        if named(top) {
+            units.extend(
+                all.iter()
+                    .filter(|e| e.path.len() == 2 && e.path[0] == top.path[0])
+                    .map(|e| e.range.clone()),
+            );
+        } else {
+            units.push(top.range.clone());
+        }
+    }
+    units.sort_by_key(|r| r.start);
+    let mut found = ByUnit {
+        working: working.to_string(),
+        problems: Vec::new(),
+        removed: BTreeSet::new(),
+    };
+    let mut blanks: Vec<Range<usize>> = Vec::new();
+    for unit in units {
+        // From the start of its line, so a table's header comes along.
+        let base = working[..unit.start].rfind('\n').map_or(0, |i| i + 1);
+        let mut text = working[base..unit.end].to_string();
+        let shift = |r: &Range<usize>| r.start + base..r.end + base;
+        for _ in 0..=text.len() {
+            let doc = Document::parse(text.clone()).ok()?;
+            let entries = entries(doc.as_item(), &mut Vec::new());
+            let err = match toml_edit::de::from_document::<ConfigFile>(common_part(&text, &entries))
+            {
+                Ok(_) => break,
+                Err(err) => err,
+            };
+            let span = err.span()?;
+            let entry = entries
+                .iter()
+                .filter(|e| e.range.contains(&span.start))
+                .min_by_key(|e| (e.is_table, e.range.len()))?;
+            let target = if entry.is_table {
+                table_to_drop(&entries, span.start).unwrap_or(entry)
+            } else {
+                entry
+            };
+            if target.path.len() <= 1 && named(target) {
+                // The whole `[tasks]` table, say: only the file shows why.
+                return None;
+            }
+            let raw = err.message().to_string();
+            let parent = target.path[..target.path.len().saturating_sub(1)].to_vec();
+            let already_reported = missing_field(&raw).is_some_and(|field| {
+                found
+                    .removed
+                    .contains(&(target.path.clone(), field.to_string()))
+            });
+            if !already_reported {
+                let (message, help) = explain(&raw, &target.path);
+                found.problems.push(
+                    Problem::new(at(Some(shift(&span))), target.path.join("."), message)
+                        .with_help_opt(help),
+                );
+            }
+            if let Some(last) = target.path.last() {
+                found.removed.insert((parent, last.clone()));
+            }
+            blank(&mut text, target.range.clone());
+            blanks.push(shift(&target.range));
+        }
+    }
+    for range in blanks {
+        blank(&mut found.working, range);
+    }
+    Some(found)
 }
 
 impl Problem {
@@ -611,7 +731,7 @@ fn common_part(working: &str, entries: &[Entry]) -> toml_edit::de::Deserializer 
 impl Source {
     /// `file:line:column` of a span of the text serde read.
     fn at(&self, span: Option<Range<usize>>) -> Location {
-        place(
+        self.lines.place(
             &self.path,
             &self.text,
             span.map(|s| self.offsets.original(s)),

@@ -480,3 +480,77 @@ fn a_foreign_key_that_serde_refused_is_reported_once() {
     // that is what is said (before #12 item 1 it was the value's type).
     assert_eq!(at_views[0].message, "`views` is not a key of a purge task");
 }
+
+#[test]
+fn a_zero_timeout_is_an_error_at_its_key_unless_statement_timeout_says_off() {
+    let found = problems(
+        r#"
+[database]
+lock_timeout = "0ms"
+statement_timeout = "0s"
+[tasks.a]
+kind = "purge"
+table = "t"
+where = "x"
+lock_timeout = "off"
+"#,
+    );
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "database.lock_timeout",
+            "database.statement_timeout",
+            "tasks.a.lock_timeout"
+        ],
+        "{found:?}"
+    );
+    assert_eq!(found[0].location.line, Some(3));
+    assert!(
+        found[1].help.as_deref().unwrap().contains("\"off\""),
+        "{found:?}"
+    );
+    let config =
+        parse("[database]\nstatement_timeout = \"off\"\n[health]\nstatement_timeout = \"OFF\"\n")
+            .expect("off is a deliberate no-limit");
+    assert!(config.session_timeouts().statement_timeout.0.is_zero());
+}
+
+#[test]
+fn names_are_1_to_63_characters_of_lower_case_digits_underscore_and_dash() {
+    let long = "a".repeat(64);
+    let text = format!(
+        "[tasks.\"Bad.Name\"]\nkind = \"sql\"\nsql = \"SELECT 1\"\n[tasks.{long}]\nkind = \"sql\"\nsql = \"SELECT 1\"\n[tasks.ok-name_2]\nkind = \"sql\"\nsql = \"SELECT 1\"\n[schedules.\"nightly run\"]\ncron = \"0 2 * * *\"\ntasks = [\"ok-name_2\"]\n"
+    );
+    let found = problems(&text);
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "tasks.Bad.Name",
+            &format!("tasks.{long}"),
+            "schedules.nightly run"
+        ],
+        "{found:?}"
+    );
+    assert!(found[1].message.contains("1 to 63"), "{found:?}");
+    assert!(super::name_problem(&"a".repeat(63)).is_none());
+    assert!(super::name_problem("").is_some());
+}
+
+#[test]
+fn a_short_api_token_is_an_error_saying_how_to_make_one() {
+    let found = problems("[api]\ntoken = \"x\"\n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].key, "api.token");
+    assert!(found[0].message.contains("at least 32"), "{found:?}");
+    assert!(
+        found[0]
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("openssl rand -hex 32"),
+        "{found:?}"
+    );
+    parse(&format!("[api]\ntoken = \"{}\"\n", "a".repeat(32))).expect("32 characters");
+}

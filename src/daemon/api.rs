@@ -117,10 +117,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(request, state).await.map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the request body is larger than {} KiB", BODY_LIMIT / 1024),
-                )
+                too_large()
             } else {
                 ApiError::bad_request(r.body_text())
             }
@@ -170,11 +167,13 @@ pub(super) fn router_with(shared: Api, timeout: std::time::Duration) -> Router {
         .layer(middleware::from_fn_with_state(shared.clone(), authorize));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", v1)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(limit_body))
         // Outermost last: the token is marked sensitive before the trace
         // layer sees the request, so it never reaches a log line.
         .layer(TimeoutLayer::with_status_code(
@@ -219,9 +218,12 @@ pub async fn serve(
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    if let Err(err) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    if let Err(err) = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
     {
         tracing::error!("the HTTP server stopped: {err}");
     }
@@ -263,11 +265,123 @@ async fn openapi() -> Response {
         .into_response()
 }
 
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Liveness {
+    /// `ok`, or `degraded` while the daemon's database work keeps failing.
+    status: &'static str,
+    /// Why it is degraded (the error and since when); absent when ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+impl Liveness {
+    fn of(shared: &Shared) -> Liveness {
+        let reason = shared.trouble();
+        Liveness {
+            status: if reason.is_some() { "degraded" } else { "ok" },
+            reason,
+        }
+    }
+}
+
 #[utoipa::path(get, path = "/healthz", tag = "daemon", security(()),
-    summary = "liveness",
-    responses((status = 200, description = "ok", content_type = "text/plain")))]
-async fn healthz() -> &'static str {
-    "ok\n"
+    summary = "liveness: 200 while the process works, degraded while its database work fails",
+    responses((status = 200, description = "the process works; `status` says whether its database work does", body = Liveness)))]
+async fn healthz(State(shared): State<Api>) -> Json<Liveness> {
+    Json(Liveness::of(&shared))
+}
+
+/// How long `/readyz` waits for the database.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[utoipa::path(get, path = "/readyz", tag = "daemon", security(()),
+    summary = "readiness: 503 while the database cannot be used",
+    responses((status = 200, description = "the database and the state schema can be used", body = Liveness),
+        (status = 503, description = "the database cannot be used; `reason` says why", body = Liveness)))]
+async fn readyz(State(shared): State<Api>) -> Response {
+    let mut liveness = Liveness::of(&shared);
+    if liveness.reason.is_none() {
+        let checked = tokio::time::timeout(READY_TIMEOUT, async {
+            let client = shared.pooled().await.map_err(|_| UNREACHABLE.to_string())?;
+            store::ensure_ready(&client, &shared.config.state_schema)
+                .await
+                .map_err(|err| not_ready(&err).to_string())
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "the database did not answer within {}s",
+                READY_TIMEOUT.as_secs()
+            ))
+        });
+        if let Err(reason) = checked {
+            liveness = Liveness {
+                status: "degraded",
+                reason: Some(reason),
+            };
+        }
+    }
+    let status = if liveness.reason.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(liveness)).into_response()
+}
+
+/// Failed authentications from one address that close the API to it for
+/// the rest of the minute.
+pub(super) const AUTH_FAILURES_PER_MINUTE: u32 = 10;
+const AUTH_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// One address's failed authentications in the current minute.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AuthWindow {
+    started: std::time::Instant,
+    failures: u32,
+}
+
+fn client_address(request: &Request) -> std::net::IpAddr {
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
+/// Whether `address` used up its failures for this minute.
+fn locked_out(shared: &Shared, address: std::net::IpAddr) -> bool {
+    let windows = shared.auth_failures.lock().expect("not poisoned");
+    windows.get(&address).is_some_and(|w| {
+        w.started.elapsed() < AUTH_WINDOW && w.failures >= AUTH_FAILURES_PER_MINUTE
+    })
+}
+
+/// Counts a failed authentication; the one that reaches the limit is
+/// logged, once per address and minute.
+fn failed_authentication(shared: &Shared, address: std::net::IpAddr) {
+    let mut windows = shared.auth_failures.lock().expect("not poisoned");
+    if windows.len() > 4096 {
+        windows.retain(|_, w| w.started.elapsed() < AUTH_WINDOW);
+    }
+    let window = windows.entry(address).or_insert(AuthWindow {
+        started: std::time::Instant::now(),
+        failures: 0,
+    });
+    if window.started.elapsed() >= AUTH_WINDOW {
+        *window = AuthWindow {
+            started: std::time::Instant::now(),
+            failures: 0,
+        };
+    }
+    window.failures += 1;
+    if window.failures == AUTH_FAILURES_PER_MINUTE {
+        tracing::warn!(
+            address = %address,
+            "{AUTH_FAILURES_PER_MINUTE} failed API authentications within a minute from {address}: answering it 429 for the rest of the minute"
+        );
+    }
 }
 
 /// Who made an API change, for the audit table.
@@ -293,6 +407,15 @@ async fn authorize(State(shared): State<Api>, request: Request, next: Next) -> R
             "the API is closed: set [api] token (e.g. token = \"${PGMAINT_API_TOKEN}\") to open it",
         );
     };
+    let address = client_address(&request);
+    if locked_out(&shared, address) {
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "more than {AUTH_FAILURES_PER_MINUTE} failed authentications within a minute from this address; try again in a minute"
+            ),
+        );
+    }
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -300,11 +423,36 @@ async fn authorize(State(shared): State<Api>, request: Request, next: Next) -> R
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(token) if same_secret(token, expected) => next.run(request).await,
-        _ => error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token (Authorization: Bearer <token>)",
-        ),
+        _ => {
+            failed_authentication(&shared, address);
+            error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (Authorization: Bearer <token>)",
+            )
+        }
     }
+}
+
+/// A body whose Content-Length is over `BODY_LIMIT` is refused before any
+/// route reads it, whatever the route (one that reads its body refuses a
+/// longer one without a Content-Length the same way).
+async fn limit_body(request: Request, next: Next) -> Response {
+    let length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if length.is_some_and(|l| l > BODY_LIMIT as u64) {
+        return too_large().into_response();
+    }
+    next.run(request).await
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is larger than {} KiB", BODY_LIMIT / 1024),
+    )
 }
 
 /// Prometheus text. Without the database only this process's own figures,
@@ -1013,7 +1161,7 @@ mod tests {
     fn app() -> Router {
         let config = crate::config::Config::parse(
             std::path::Path::new("pgmaint.toml"),
-            "[api]\ntoken = \"s3cret\"\n",
+            "[api]\ntoken = \"s3cret-an-api-token-of-32-characters\"\n",
         )
         .expect("a minimal config");
         let target = crate::connect::resolve(Some("postgres://u@127.0.0.1:1/db"), None).unwrap();
@@ -1052,6 +1200,106 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ten_failed_authentications_in_a_minute_close_the_api_to_that_address() {
+        let app = app();
+        let from = |ip: [u8; 4], token: Option<&str>| {
+            let mut request = request("GET", "/api/v1/status", token, vec![]);
+            request.extensions_mut().insert(axum::extract::ConnectInfo(
+                std::net::SocketAddr::from((ip, 4000)),
+            ));
+            request
+        };
+        for _ in 0..AUTH_FAILURES_PER_MINUTE {
+            let response = app
+                .clone()
+                .oneshot(from([10, 0, 0, 1], Some("wrong")))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        }
+        // The rest of the minute: 429, even with the right token.
+        for token in [Some("wrong"), Some("s3cret-an-api-token-of-32-characters")] {
+            let response = app
+                .clone()
+                .oneshot(from([10, 0, 0, 1], token))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        }
+        // Another address is not held up.
+        let response = app
+            .clone()
+            .oneshot(from([10, 0, 0, 2], Some("wrong")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn a_huge_body_is_413_on_every_route_by_its_length() {
+        for (method, uri) in [
+            ("POST", "/api/v1/schedules"),
+            ("PUT", "/api/v1/schedules/x"),
+            ("POST", "/api/v1/schedules/x/run"),
+            ("POST", "/api/v1/tasks/t/run"),
+            ("GET", "/healthz"),
+        ] {
+            let mut req = request(
+                method,
+                uri,
+                Some("s3cret-an-api-token-of-32-characters"),
+                vec![b'a'; 5 << 20],
+            );
+            req.headers_mut().insert(
+                header::CONTENT_LENGTH,
+                (5u64 << 20).to_string().parse().unwrap(),
+            );
+            let (status, body) = answer(req).await;
+            assert_eq!(
+                status,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "{method} {uri}: {body}"
+            );
+            assert!(body["error"].as_str().unwrap().contains("KiB"), "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn healthz_is_200_and_degraded_with_the_reason_while_readyz_is_503() {
+        let (status, body) = answer(request("GET", "/healthz", None, vec![])).await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (StatusCode::OK, Some("ok"))
+        );
+        // Nobody listens on the test's database.
+        let (status, body) = answer(request("GET", "/readyz", None, vec![])).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body["reason"].is_string(), "{body}");
+        let config = crate::config::Config::parse(std::path::Path::new("pgmaint.toml"), "")
+            .expect("an empty config");
+        let target = crate::connect::resolve(Some("postgres://u@127.0.0.1:1/db"), None).unwrap();
+        let shared = Arc::new(Shared::new(config, target, "test".into()));
+        shared.set_trouble(Some(
+            "a scheduling pass failed: relation does not exist".into(),
+        ));
+        let response = router(shared.clone())
+            .oneshot(request("GET", "/healthz", None, vec![]))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["status"], "degraded", "{body}");
+        assert!(
+            body["reason"].as_str().unwrap().contains("does not exist"),
+            "{body}"
+        );
+        assert!(super::super::openapi::value()["paths"]["/readyz"]["get"].is_object());
+    }
+
+    #[tokio::test]
     async fn an_unknown_route_is_a_json_404() {
         let (status, body) = answer(request("GET", "/nope", None, vec![])).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
@@ -1061,8 +1309,13 @@ mod tests {
     #[tokio::test]
     async fn a_body_over_the_limit_is_a_json_413() {
         let big = vec![b' '; BODY_LIMIT + 1];
-        let (status, body) =
-            answer(request("POST", "/api/v1/schedules", Some("s3cret"), big)).await;
+        let (status, body) = answer(request(
+            "POST",
+            "/api/v1/schedules",
+            Some("s3cret-an-api-token-of-32-characters"),
+            big,
+        ))
+        .await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(body["error"].as_str().unwrap().contains("KiB"), "{body}");
     }
@@ -1082,7 +1335,7 @@ mod tests {
         });
         let config = crate::config::Config::parse(
             std::path::Path::new("pgmaint.toml"),
-            "[api]\ntoken = \"s3cret\"\n",
+            "[api]\ntoken = \"s3cret-an-api-token-of-32-characters\"\n",
         )
         .expect("a minimal config");
         let url = format!("postgres://u@127.0.0.1:{port}/db?sslmode=disable");
@@ -1092,7 +1345,12 @@ mod tests {
             std::time::Duration::from_millis(200),
         );
         let response = app
-            .oneshot(request("GET", "/api/v1/runs", Some("s3cret"), vec![]))
+            .oneshot(request(
+                "GET",
+                "/api/v1/runs",
+                Some("s3cret-an-api-token-of-32-characters"),
+                vec![],
+            ))
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
@@ -1153,8 +1411,13 @@ mod tests {
         for path in paths {
             let concrete = path.replace("{name}", "no_such").replace("{id}", "1");
             for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
-                let (status, body) =
-                    answer(request(method, &concrete, Some("s3cret"), vec![])).await;
+                let (status, body) = answer(request(
+                    method,
+                    &concrete,
+                    Some("s3cret-an-api-token-of-32-characters"),
+                    vec![],
+                ))
+                .await;
                 let error = body["error"].as_str().unwrap_or_default();
                 let fallback = (status == StatusCode::NOT_FOUND
                     && error.starts_with("there is no route"))

@@ -59,12 +59,8 @@ pub struct ScheduleBody {
 /// Checks a body the way the config is checked; every problem, joined.
 pub fn validate(config: &Config, name: &str, body: ScheduleBody) -> Result<ScheduleConfig, String> {
     let mut problems = Vec::new();
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        problems.push(format!("name `{name}`: use letters, digits, `_` and `-`"));
+    if let Some(problem) = crate::config::name_problem(name) {
+        problems.push(format!("name: {problem}"));
     }
     let duration = |key: &str, value: &Option<String>, problems: &mut Vec<String>| {
         value.as_ref().and_then(|v| match v.parse::<Duration>() {

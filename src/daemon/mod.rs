@@ -19,6 +19,7 @@
 
 mod api;
 mod api_schedules;
+mod failing;
 mod metrics;
 mod openapi;
 mod pool;
@@ -40,6 +41,7 @@ use crate::schedule::Schedule;
 use crate::status::Status;
 use crate::stop::Stop;
 use crate::store::{self, Trigger};
+use failing::Failing;
 
 /// How long running tasks get to finish their batch after a stop.
 const GRACE: Duration = Duration::from_secs(30);
@@ -68,6 +70,12 @@ pub struct Shared {
     pub origin: crate::notify::Origin,
     /// The API's and /metrics' connections.
     pool: pool::Pool,
+    /// Why the scheduler's database work keeps failing, and since when;
+    /// `None` while it works. `/healthz` says degraded, `/readyz` 503.
+    trouble: std::sync::Mutex<Option<String>>,
+    /// Failed API authentications per address in the current minute.
+    pub(crate) auth_failures:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, api::AuthWindow>>,
 }
 
 impl Shared {
@@ -99,7 +107,18 @@ impl Shared {
             fires_claimed: AtomicU64::new(0),
             schedules_changed: tokio::sync::Notify::new(),
             health: std::sync::Mutex::new(None),
+            trouble: std::sync::Mutex::new(None),
+            auth_failures: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// Why the daemon's database work is failing, if it is.
+    pub(crate) fn trouble(&self) -> Option<String> {
+        self.trouble.lock().expect("not poisoned").clone()
+    }
+
+    fn set_trouble(&self, reason: Option<String>) {
+        *self.trouble.lock().expect("not poisoned") = reason;
     }
 
     /// A connection of its own, for a session that holds advisory locks or
@@ -234,42 +253,39 @@ pub async fn run(
     Ok(())
 }
 
-/// Connects, retrying on `retry::reconnect_waits` until it works or a stop
-/// is asked for; logs when the database goes away and when it is back, once
-/// each.
-async fn connect_with_retry(shared: &Shared, reachable: &mut bool) -> Option<Client> {
-    let mut waits = crate::retry::reconnect_waits();
+/// Connects, retrying on the shared policy (`Failing`) until it works or
+/// a stop is asked for; what fails is logged as news, not once per try.
+async fn connect_with_retry(shared: &Shared, failing: &mut Failing) -> Option<Client> {
     loop {
         if shared.stop.requested().is_some() {
             return None;
         }
         match shared.connect().await {
             Ok(client) => match store::ensure_ready(&client, &shared.config.state_schema).await {
-                Ok(()) => {
-                    if !*reachable {
-                        tracing::info!("the database is reachable; scheduling");
-                        *reachable = true;
-                    }
-                    return Some(client);
-                }
+                Ok(()) => return Some(client),
                 Err(err) => {
-                    if *reachable {
-                        tracing::error!("{err}");
-                        *reachable = false;
-                    }
+                    failing
+                        .failed(shared, "the state schema cannot be used", &err.to_string())
+                        .await
                 }
             },
             Err(err) => {
-                if *reachable {
-                    tracing::error!("the database went away: {err}; retrying with backoff");
-                    *reachable = false;
-                }
+                failing
+                    .failed(
+                        shared,
+                        "the database went away (cannot connect)",
+                        &err.to_string(),
+                    )
+                    .await
             }
         }
-        // The policy never runs out; its longest wait if it ever did.
-        let wait = waits.next().unwrap_or(Duration::from_secs(30));
-        shared.stop.sleep(wait).await;
     }
+}
+
+/// A driver error's full text: the server's message, detail, hint and
+/// SQLSTATE (`db::describe`), not the driver's bare "db error".
+fn described(err: &tokio_postgres::Error) -> String {
+    crate::db::describe(err)
 }
 
 /// A schedule the daemon runs.
@@ -397,7 +413,9 @@ impl Changes {
 
 async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
     let schema = shared.config.state_schema.clone();
-    let mut reachable = false;
+    let mut failing = Failing::default();
+    // Whether a pass went through yet (the first says the database is reachable).
+    let mut started = false;
     let mut client: Option<Client> = None;
     let mut last_prune: Option<std::time::Instant> = None;
     let mut standby = false;
@@ -408,7 +426,7 @@ async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
     while shared.stop.requested().is_none() {
         let Some(db) = (match client.take().filter(|c| !c.is_closed()) {
             Some(c) => Some(c),
-            None => connect_with_retry(shared, &mut reachable).await,
+            None => connect_with_retry(shared, &mut failing).await,
         }) else {
             break;
         };
@@ -418,9 +436,7 @@ async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
             // Claiming a fire writes to the state schema, which a standby
             // cannot: claim nothing there, say so once, and look again each
             // tick in case it is promoted.
-            if crate::db::in_recovery(&db)
-                .await
-                .map_err(|e| crate::db::describe(&e))?
+            if crate::db::in_recovery(&db).await.map_err(|e| described(&e))?
             {
                 if !standby {
                     tracing::warn!(
@@ -444,18 +460,18 @@ async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
             }
             store::mark_fires_interrupted(&db, &schema)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| described(&e))?;
             changes.listen(shared).await;
             // Read before the schedules, so a change made between the two
             // reads is seen by the next recheck.
             changes.digest = Some(
                 api_schedules::digest(&db, &schema)
                     .await
-                    .map_err(|e| e.to_string())?,
+                    .map_err(|e| described(&e))?,
             );
             let schedules = all_schedules(shared, &db)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| described(&e))?;
             for scheduled in schedules.iter().filter(|s| s.config.enabled) {
                 let config = &scheduled.config;
                 // API schedules were checked when saved; a config change
@@ -465,7 +481,7 @@ async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
                 };
                 if let Some(next) = due(shared, &mut db, scheduled, &schedule, runs)
                     .await
-                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("schedule {}: {}", config.name, described(&e)))?
                 {
                     next_wake = next_wake.min(next);
                 }
@@ -475,7 +491,7 @@ async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
             {
                 let pruned = store::prune_runs_and_fires(&db, &schema, keep)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| described(&e))?;
                 if pruned > 0 {
                     tracing::info!("deleted {pruned} run(s) older than keep_runs = {keep}");
                 }
@@ -485,12 +501,25 @@ async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
         }
         .await;
         match pass {
-            Ok(()) => client = Some(db),
-            Err(err) => {
-                if reachable {
-                    tracing::error!("the database went away: {err}; retrying with backoff");
-                    reachable = false;
+            Ok(()) => {
+                if !failing.recovered(shared) && !started {
+                    tracing::info!("the database is reachable; scheduling");
                 }
+                started = true;
+                client = Some(db);
+            }
+            Err(err) => {
+                // A lost connection is connected again; a server error
+                // keeps the connection and waits the same.
+                let what = if db.is_closed() || lost_to_the_server(&err) {
+                    "the database went away (the connection was lost)"
+                } else {
+                    "a scheduling pass failed"
+                };
+                if !db.is_closed() && !lost_to_the_server(&err) {
+                    client = Some(db);
+                }
+                failing.failed(shared, what, &err).await;
                 continue;
             }
         }
@@ -572,11 +601,65 @@ async fn due(
         let config = config.clone();
         runs.spawn(async move {
             if let Err(err) = run_fire(&shared, &config, latest).await {
-                tracing::error!(schedule = config.name, fire = %latest, "{err}");
+                tracing::error!(schedule = config.name, fire = %latest, "the fire failed: {err}");
+                record_lost_fire(&shared, &config, latest, &err).await;
             }
         });
     }
     Ok(schedule.next_after(now))
+}
+
+/// Whether an error's text says the server went away under the work: it
+/// was shut down or restarted (SQLSTATE 57P01..57P03), or the connection
+/// closed.
+fn lost_to_the_server(err: &str) -> bool {
+    ["[SQLSTATE 57P01]", "[SQLSTATE 57P02]", "[SQLSTATE 57P03]"]
+        .iter()
+        .any(|code| err.contains(code))
+        || err.contains("connection closed")
+        || err.contains("error communicating with the server")
+        || err.contains("could not connect")
+}
+
+/// How many times a fire's end is tried on a fresh connection.
+const RECORD_TRIES: usize = 8;
+
+/// Records a fire whose run failed before it could record its own end (a
+/// server restart took its connections), with what happened, so it is not
+/// later taken for one whose daemon died. Tries a few fresh connections on
+/// the shared policy; a stop or a database still away leaves it to the
+/// next pass's `mark_fires_interrupted`.
+async fn record_lost_fire(shared: &Shared, config: &ScheduleConfig, at: DateTime<Utc>, err: &str) {
+    let reason = if lost_to_the_server(err) {
+        format!(
+            "lost to a database server restart (or its connection dropped) during the run: {err}"
+        )
+    } else {
+        format!("the run failed before it was recorded: {err}")
+    };
+    let mut waits = crate::retry::reconnect_waits().take(RECORD_TRIES);
+    loop {
+        if let Ok(client) = shared.connect().await
+            && store::finish_fire(
+                &client,
+                &shared.config.state_schema,
+                &config.name,
+                at,
+                Status::Interrupted,
+                Some(&reason),
+            )
+            .await
+            .is_ok()
+        {
+            tracing::warn!(schedule = config.name, fire = %at, "marked interrupted: {reason}");
+            return;
+        }
+        let Some(wait) = waits.next() else { return };
+        if shared.stop.requested().is_some() {
+            return;
+        }
+        shared.stop.sleep(wait).await;
+    }
 }
 
 /// Runs one claimed fire on its own connections: one for the run, one to
@@ -613,7 +696,7 @@ async fn run_fire(
     let owner = shared.keeper.owner();
     let locked = store::try_lock_schedule(&mut worker, schema, &config.name, owner)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| described(&e))?;
     if !locked {
         let reason = "the previous run of this schedule is still going";
         store::finish_fire(
@@ -625,7 +708,7 @@ async fn run_fire(
             Some(reason),
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| described(&e))?;
         tracing::warn!(schedule = config.name, fire = %at, "skipped: {reason}");
         return Ok(());
     }
@@ -706,7 +789,7 @@ async fn run_fire(
         reason.as_deref(),
     )
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| described(&e))?;
     Ok(())
 }
 

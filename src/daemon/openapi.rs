@@ -16,6 +16,7 @@ use super::api;
     ),
     paths(
         api::healthz,
+        api::readyz,
         api::metrics,
         api::openapi,
         api::status,

@@ -18,7 +18,7 @@ async fn setup(extra: &str) -> TestDb {
         .await
         .unwrap();
     db.config(&format!(
-        "[api]\ntoken = \"s3cret\"\n\n[tasks.mark]\nkind = \"sql\"\nsql = \"INSERT INTO marks DEFAULT VALUES\"\n\n{extra}"
+        "[api]\ntoken = \"s3cret-an-api-token-of-32-characters\"\n\n[tasks.mark]\nkind = \"sql\"\nsql = \"INSERT INTO marks DEFAULT VALUES\"\n\n{extra}"
     ));
     db.pgmaint(&["init"]).await.assert_code(0);
     db
@@ -187,10 +187,11 @@ async fn a_fire_whose_previous_run_still_goes_is_skipped_and_a_killed_daemons_ru
 async fn the_api_needs_its_token_and_records_what_it_starts() {
     let db = setup("[tasks.dangerous]\nkind = \"sql\"\nsql = \"SELECT 1\"\nseverity = \"critical\"\n\n[schedules.nightly]\ncron = \"0 3 * * *\"\ntimezone = \"Europe/Berlin\"\ntasks = [\"mark\"]\n").await;
     let mut daemon = db.daemon().await;
-    assert_eq!(
-        daemon.http("GET", "/healthz", None, "").await,
-        (200, "ok\n".into())
-    );
+    let (status, body) = daemon.http("GET", "/healthz", None, "").await;
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["status"], "ok", "{body}");
+    assert_eq!(daemon.code("GET", "/readyz", None, "").await, 200);
     let (status, body) = daemon.http("GET", "/api/v1/status", None, "").await;
     assert_eq!(status, 401);
     assert!(body.contains("\"error\""), "{body}");
@@ -202,7 +203,12 @@ async fn the_api_needs_its_token_and_records_what_it_starts() {
     );
     assert_eq!(
         daemon
-            .code("GET", "/api/v1/status", Some("s3cret"), "")
+            .code(
+                "GET",
+                "/api/v1/status",
+                Some("s3cret-an-api-token-of-32-characters"),
+                ""
+            )
             .await,
         200
     );
@@ -211,7 +217,7 @@ async fn the_api_needs_its_token_and_records_what_it_starts() {
         .http(
             "POST",
             "/api/v1/tasks/mark/run",
-            Some("s3cret"),
+            Some("s3cret-an-api-token-of-32-characters"),
             "{\"dry_run\": false}",
         )
         .await;
@@ -222,7 +228,12 @@ async fn the_api_needs_its_token_and_records_what_it_starts() {
     db.wait_for_count("SELECT count(*) FROM marks", |n| n == 1, "the API's run")
         .await;
     let (status, body) = daemon
-        .http("GET", &format!("/api/v1/runs/{run_id}"), Some("s3cret"), "")
+        .http(
+            "GET",
+            &format!("/api/v1/runs/{run_id}"),
+            Some("s3cret-an-api-token-of-32-characters"),
+            "",
+        )
         .await;
     assert_eq!(status, 200);
     let run: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -231,13 +242,23 @@ async fn the_api_needs_its_token_and_records_what_it_starts() {
 
     assert_eq!(
         daemon
-            .code("POST", "/api/v1/tasks/nope/run", Some("s3cret"), "{}")
+            .code(
+                "POST",
+                "/api/v1/tasks/nope/run",
+                Some("s3cret-an-api-token-of-32-characters"),
+                "{}"
+            )
             .await,
         404
     );
     assert_eq!(
         daemon
-            .code("POST", "/api/v1/tasks/dangerous/run", Some("s3cret"), "{}")
+            .code(
+                "POST",
+                "/api/v1/tasks/dangerous/run",
+                Some("s3cret-an-api-token-of-32-characters"),
+                "{}"
+            )
             .await,
         409
     );
@@ -246,7 +267,7 @@ async fn the_api_needs_its_token_and_records_what_it_starts() {
             .code(
                 "POST",
                 "/api/v1/tasks/dangerous/run",
-                Some("s3cret"),
+                Some("s3cret-an-api-token-of-32-characters"),
                 "{\"yes\": true}"
             )
             .await,
@@ -255,13 +276,23 @@ async fn the_api_needs_its_token_and_records_what_it_starts() {
     let big = format!("{{\"dry_run\": false, \"x\": \"{}\"}}", "a".repeat(20_000));
     assert_eq!(
         daemon
-            .code("POST", "/api/v1/tasks/mark/run", Some("s3cret"), &big)
+            .code(
+                "POST",
+                "/api/v1/tasks/mark/run",
+                Some("s3cret-an-api-token-of-32-characters"),
+                &big
+            )
             .await,
         413
     );
 
     let (status, body) = daemon
-        .http("GET", "/api/v1/schedules/nightly", Some("s3cret"), "")
+        .http(
+            "GET",
+            "/api/v1/schedules/nightly",
+            Some("s3cret-an-api-token-of-32-characters"),
+            "",
+        )
         .await;
     assert_eq!(status, 200);
     let schedule: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -340,7 +371,7 @@ async fn a_failed_scheduled_run_reaches_the_webhook_signed() {
 async fn schedules_created_through_the_api_are_checked_run_and_audited() {
     let db = setup("[schedules.nightly]\ncron = \"0 3 * * *\"\ntasks = [\"mark\"]\n").await;
     let mut daemon = db.daemon().await;
-    let token = Some("s3cret");
+    let token = Some("s3cret-an-api-token-of-32-characters");
     let (status, body) = daemon
         .http(
             "POST",
@@ -792,7 +823,12 @@ async fn finished_run(daemon: &Daemon, id: i64) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (status, body) = daemon
-            .http("GET", &format!("/api/v1/runs/{id}"), Some("s3cret"), "")
+            .http(
+                "GET",
+                &format!("/api/v1/runs/{id}"),
+                Some("s3cret-an-api-token-of-32-characters"),
+                "",
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         let run: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -806,7 +842,14 @@ async fn finished_run(daemon: &Daemon, id: i64) -> serde_json::Value {
 
 /// Starts a run through the API; returns its id.
 async fn start_run(daemon: &Daemon, path: &str, body: &str) -> i64 {
-    let (status, answer) = daemon.http("POST", path, Some("s3cret"), body).await;
+    let (status, answer) = daemon
+        .http(
+            "POST",
+            path,
+            Some("s3cret-an-api-token-of-32-characters"),
+            body,
+        )
+        .await;
     assert_eq!(status, 202, "{path} {body}: {answer}");
     serde_json::from_str::<serde_json::Value>(&answer).unwrap()["run_id"]
         .as_i64()
@@ -868,7 +911,7 @@ fn assert_json_error((status, body): &(u16, String), want: u16, what: &str) {
 async fn every_api_error_is_the_apis_json_error() {
     let db = setup("").await;
     let mut daemon = db.daemon().await;
-    let token = Some("s3cret");
+    let token = Some("s3cret-an-api-token-of-32-characters");
     for (body, what) in [
         (r#"{"dry_run": "yes"}"#, "a wrong type"),
         (r#"{"bogus": 1}"#, "an unknown field"),
@@ -889,6 +932,33 @@ async fn every_api_error_is_the_apis_json_error() {
         413,
         "a body over 16 KiB",
     );
+    // 413 on every route, whatever the body: 5 MB of a schedule.
+    let huge = format!(
+        "{{\"name\": \"n\", \"cron\": \"* * * * *\", \"tasks\": [\"mark\"], \"x\": \"{}\"}}",
+        "a".repeat(5 << 20)
+    );
+    for (method, path) in [
+        ("POST", "/api/v1/schedules"),
+        ("PUT", "/api/v1/schedules/n"),
+        ("POST", "/api/v1/schedules/n/run"),
+        ("POST", "/api/v1/tasks/mark/run"),
+        ("GET", "/api/v1/status"),
+    ] {
+        assert_json_error(
+            &daemon.http(method, path, token, &huge).await,
+            413,
+            &format!("5 MB to {method} {path}"),
+        );
+    }
+    let long_name = format!(
+        "{{\"name\": \"{}\", \"cron\": \"* * * * *\", \"tasks\": [\"mark\"]}}",
+        "a".repeat(10_000)
+    );
+    let answer = daemon
+        .http("POST", "/api/v1/schedules", token, &long_name)
+        .await;
+    assert_json_error(&answer, 400, "a 10,000-character schedule name");
+    assert!(answer.1.contains("1 to 63"), "{}", answer.1);
     assert_json_error(
         &daemon.http("GET", "/api/v1/runs/abc", token, "").await,
         400,
@@ -944,7 +1014,7 @@ async fn run_now_takes_api_schedules_batch_size_and_max_runtime() {
         .await
         .unwrap();
     let mut daemon = db.daemon().await;
-    let token = Some("s3cret");
+    let token = Some("s3cret-an-api-token-of-32-characters");
     let (status, body) = daemon
         .http(
             "POST",
@@ -1017,7 +1087,7 @@ async fn runs_are_filtered_before_the_limit() {
         .await
         .unwrap();
     let mut daemon = db.daemon().await;
-    let token = Some("s3cret");
+    let token = Some("s3cret-an-api-token-of-32-characters");
     let runs = |path: &'static str| {
         let daemon = &daemon;
         async move {
@@ -1085,7 +1155,14 @@ async fn metrics_and_status_without_the_database_name_nothing_of_it() {
     assert!(metrics.contains("unreachable"), "{metrics}");
     assert_eq!(leaks(&metrics), Vec::<String>::new(), "{metrics}");
     for path in ["/api/v1/status", "/api/v1/runs", "/api/v1/schedules"] {
-        let (_, body) = daemon.http("GET", path, Some("s3cret"), "").await;
+        let (_, body) = daemon
+            .http(
+                "GET",
+                path,
+                Some("s3cret-an-api-token-of-32-characters"),
+                "",
+            )
+            .await;
         assert!(body.contains("unreachable"), "{path}: {body}");
         assert_eq!(leaks(&body), Vec::<String>::new(), "{path}: {body}");
     }
@@ -1295,7 +1372,7 @@ async fn a_schedules_list_for_an_outcome_is_what_it_says() {
         .http(
             "POST",
             "/api/v1/schedules",
-            Some("s3cret"),
+            Some("s3cret-an-api-token-of-32-characters"),
             r#"{"name": "from_api", "cron": "* * * * * *", "tasks": ["mark"], "notify": ["ops"]}"#,
         )
         .await;
@@ -1371,7 +1448,7 @@ fn listed_fires(schedule: &serde_json::Value, n: usize) -> String {
 #[tokio::test]
 async fn api_schedule_changes_take_effect_at_once_on_every_daemon() {
     let db = setup("").await;
-    let token = Some("s3cret");
+    let token = Some("s3cret-an-api-token-of-32-characters");
     let log = db.dir.path().join("b.log");
     let mut a = db.daemon().await;
     let mut b = logging_daemon(&db, &log).await;

@@ -23,6 +23,7 @@ mod daemon;
 mod daemon_restart;
 mod demo;
 mod demo_tour;
+mod errors;
 mod health;
 mod health_custom;
 mod health_timeout;
