@@ -539,8 +539,8 @@ pub(crate) async fn relation_help(
 impl TableInfo {
     /// The column a config key names, read as PostgreSQL reads an
     /// identifier: `"createdAt"` (quotes in the value) exactly; unquoted,
-    /// the name as stored if there is one (`createdAt` is that column too),
-    /// else folded to lowercase (`Created_At` is `created_at`). When none
+    /// folded to lowercase (`Created_At` is `created_at`), else the name as
+    /// stored (`createdAt` is that column too, when no `createdat`). When none
     /// is found, the error says which columns there are and, for a near
     /// miss, `did you mean key = '...'`.
     pub(crate) fn named_column(&self, key: &str, written: &str) -> Result<&Column, ColumnMissing> {
@@ -549,8 +549,10 @@ impl TableInfo {
         let found = if quoted {
             self.column(&read_part(trimmed))
         } else {
-            self.column(trimmed)
-                .or_else(|| self.column(&trimmed.to_lowercase()))
+            // Folded as PostgreSQL folds it; the spelling as written only
+            // when no column has the folded name (`createdAt` unquoted).
+            self.column(&trimmed.to_lowercase())
+                .or_else(|| self.column(trimmed))
         };
         found.ok_or_else(|| {
             let word = trimmed.trim_matches('"');

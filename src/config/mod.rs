@@ -457,12 +457,12 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
     let task_names = source.names_in(&["tasks"]);
     // In the order the file lists them: `run --all` and `plan` go in that
     // order (a vacuum written after the purges runs after them).
-    tasks.sort_by_key(|t: &TaskConfig| {
-        task_names
-            .iter()
-            .position(|n| *n == t.name)
-            .unwrap_or(usize::MAX)
-    });
+    let written: std::collections::HashMap<&str, usize> = task_names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    tasks.sort_by_key(|t: &TaskConfig| written.get(t.name.as_str()).copied().unwrap_or(usize::MAX));
     let notifier_names = source.names_in(&["notifiers"]);
     let named = Named {
         tasks: &task_names,

@@ -664,6 +664,26 @@ async fn record_lost_fire(shared: &Shared, config: &ScheduleConfig, at: DateTime
 
 /// Runs one claimed fire on its own connections: one for the run, one to
 /// keep its claim up to date.
+/// Records a claimed fire as skipped, with the reason, and logs it.
+async fn skip_fire(
+    book: &Client,
+    schema: &str,
+    config: &ScheduleConfig,
+    at: DateTime<Utc>,
+    reason: &str,
+) -> Result<(), tokio_postgres::Error> {
+    tracing::warn!(schedule = config.name, fire = %at, "skipped: {reason}");
+    store::finish_fire(
+        book,
+        schema,
+        &config.name,
+        at,
+        Status::Skipped,
+        Some(reason),
+    )
+    .await
+}
+
 async fn run_fire(
     shared: &Shared,
     config: &ScheduleConfig,
@@ -680,16 +700,7 @@ async fn run_fire(
     let mut worker = match shared.connect_for(&tasks).await {
         Ok(worker) => worker,
         Err(reason) => {
-            let _ = store::finish_fire(
-                &book,
-                schema,
-                &config.name,
-                at,
-                Status::Skipped,
-                Some(&reason),
-            )
-            .await;
-            tracing::warn!(schedule = config.name, fire = %at, "skipped: {reason}");
+            let _ = skip_fire(&book, schema, config, at, &reason).await;
             return Ok(());
         }
     };
@@ -699,17 +710,9 @@ async fn run_fire(
         .map_err(|e| described(&e))?;
     if !locked {
         let reason = "the previous run of this schedule is still going";
-        store::finish_fire(
-            &book,
-            schema,
-            &config.name,
-            at,
-            Status::Skipped,
-            Some(reason),
-        )
-        .await
-        .map_err(|e| described(&e))?;
-        tracing::warn!(schedule = config.name, fire = %at, "skipped: {reason}");
+        skip_fire(&book, schema, config, at, reason)
+            .await
+            .map_err(|e| described(&e))?;
         return Ok(());
     }
     let (started, run_id) = tokio::sync::oneshot::channel();
@@ -755,17 +758,7 @@ async fn run_fire(
         Ok(report) => report,
         Err(RunError::Refused(refusal)) => {
             // The runner wrote nothing; on a standby `book` cannot either.
-            let reason = refusal.to_string();
-            let _ = store::finish_fire(
-                &book,
-                schema,
-                &config.name,
-                at,
-                Status::Skipped,
-                Some(&reason),
-            )
-            .await;
-            tracing::warn!(schedule = config.name, fire = %at, "skipped: {reason}");
+            let _ = skip_fire(&book, schema, config, at, &refusal.to_string()).await;
             return Ok(());
         }
         Err(err) => return Err(err.to_string()),

@@ -270,7 +270,13 @@ fn differences(
     archived_at: Option<&str>,
 ) -> Vec<CheckProblem> {
     let mut found = Vec::new();
-    for column in source.columns.iter().filter(|c| !c.generated) {
+    // A generated column the archive holds as a plain one is copied into
+    // it, so its type must match too; one the archive lacks or computes
+    // itself is left out of the move.
+    let copied = |c: &&crate::db::Column| {
+        !c.generated || archive.column(&c.name).is_some_and(|a| !a.generated)
+    };
+    for column in source.columns.iter().filter(copied) {
         match archive.column(&column.name) {
             None => found.push(format!(
                 "column \"{}\" ({}) is missing",

@@ -274,3 +274,30 @@ async fn what_a_cascade_takes_from_each_leaf_is_backed_up_and_restored() {
     assert_eq!(checksum(&db, "SELECT * FROM events").await, events_before);
     assert_eq!(checksum(&db, "SELECT * FROM notes").await, notes_before);
 }
+
+#[tokio::test]
+async fn a_cascade_of_a_partitioned_table_into_itself_is_refused_before_anything_goes() {
+    let db = events(&format!(
+        "[tasks.old_events]\nkind = \"purge\"\ntable = \"events\"\nwhere = \"{OLD}\"\n"
+    ))
+    .await;
+    db.client()
+        .await
+        .batch_execute(
+            "ALTER TABLE events ADD COLUMN parent_id bigint, ADD COLUMN parent_at timestamptz;
+             ALTER TABLE events ADD FOREIGN KEY (parent_id, parent_at) REFERENCES events ON DELETE CASCADE;",
+        )
+        .await
+        .unwrap();
+    let before = checksum(&db, "SELECT * FROM events").await;
+    let run = db.pgmaint(&["run", "old_events"]).await;
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("foreign key into itself")
+            || run.stdout.contains("foreign key into itself"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(checksum(&db, "SELECT * FROM events").await, before);
+}

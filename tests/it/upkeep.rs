@@ -81,7 +81,7 @@ async fn refresh_goes_concurrently_where_it_can_in_dependency_order_and_records_
     // Recorded, and shown by `tasks`.
     assert_eq!(db.count("SELECT count(*) FROM pgmaint.refreshes").await, 2);
     let tasks = db.pgmaint(&["tasks", "--json"]).await.json();
-    let ages = &tasks["tasks"][1]["last_refresh"];
+    let ages = &tasks["tasks"][0]["last_refresh"];
     assert!(
         ages["public.leaderboard"].as_f64().unwrap() < 60.0,
         "{tasks}"
@@ -169,7 +169,11 @@ async fn auto_vacuum_and_analyze_pick_the_tables_that_need_it() {
 
     // VACUUM FULL is critical: it needs confirmation.
     let tasks = db.pgmaint(&["tasks", "--json"]).await.json();
-    assert_eq!(tasks["tasks"][1]["severity"], "critical");
+    assert_eq!(
+        tasks["tasks"][2]["name"], "full",
+        "tasks in the order written: {tasks}"
+    );
+    assert_eq!(tasks["tasks"][2]["severity"], "critical");
     db.pgmaint(&["run", "full"]).await.assert_code(2);
     db.pgmaint(&["run", "full", "--yes"]).await.assert_code(0);
 }
