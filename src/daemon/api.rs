@@ -443,9 +443,32 @@ async fn limit_body(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if length.is_some_and(|l| l > BODY_LIMIT as u64) {
+        drain(request).await;
         return too_large().into_response();
     }
     next.run(request).await
+}
+
+/// Most of a refused body read and dropped before the answer.
+const DRAIN_LIMIT: u64 = 8 << 20;
+
+/// Reads and drops what the client is still sending of a refused body (up
+/// to `DRAIN_LIMIT`, for at most 2 s), as a lingering close does: closing
+/// with it unread resets the connection, and the client would see the reset
+/// instead of the 413.
+async fn drain(request: Request) {
+    use futures_util::StreamExt;
+    let mut stream = request.into_body().into_data_stream();
+    let mut read = 0u64;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len() as u64;
+            if read > DRAIN_LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn too_large() -> ApiError {
