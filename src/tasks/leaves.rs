@@ -251,6 +251,26 @@ impl Walks {
     }
 }
 
+/// One leaf partition of a partitioned table, if it has any: where
+/// `check` tries the condition as each batch will run it.
+pub(crate) async fn first_leaf(client: &Client, oid: u32) -> Option<TableName> {
+    let row = client
+        .row_opt(
+            "SELECT n.nspname::text, c.relname::text
+               FROM pg_partition_tree($1::oid::regclass) t
+               JOIN pg_class c ON c.oid = t.relid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE t.isleaf ORDER BY t.level, n.nspname, c.relname LIMIT 1",
+            &[&oid],
+        )
+        .await
+        .ok()??;
+    Some(TableName::new(
+        row.get::<_, String>(0),
+        row.get::<_, String>(1),
+    ))
+}
+
 /// The leaf partitions the planner keeps for the filter: those named in
 /// the plan of a read of the matching rows, after pruning by the
 /// partition bounds (at plan time, and at executor start for stable

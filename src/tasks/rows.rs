@@ -118,6 +118,27 @@ impl Filter {
                         )),
                     )]);
                 }
+                // A partitioned table's condition runs on each leaf as
+                // written: one that names the parent does not resolve there.
+                if info.kind == 'p'
+                    && let Some(leaf) = super::leaves::first_leaf(client, info.oid).await
+                {
+                    let explain = sql::explain_matching(&leaf, &filter_sql);
+                    if let Err(err) = db::read_only(client, client.rows(&explain, &[])).await {
+                        return Err(vec![problem(
+                            "where",
+                            format!(
+                                "the condition is valid for {} but not for its partition {leaf}, where each batch runs it: {}",
+                                info.name,
+                                db::describe(&err)
+                            ),
+                            Some(format!(
+                                "write the columns unqualified (`at < ...`, not `{}.at < ...`): the condition is pasted into each partition's statements as written",
+                                info.name.name
+                            )),
+                        )]);
+                    }
+                }
                 if let Some(problem) = calls_volatile(client, predicate).await {
                     return Err(vec![problem]);
                 }

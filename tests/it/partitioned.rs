@@ -301,3 +301,19 @@ async fn a_cascade_of_a_partitioned_table_into_itself_is_refused_before_anything
     );
     assert_eq!(checksum(&db, "SELECT * FROM events").await, before);
 }
+
+#[tokio::test]
+async fn check_says_a_condition_naming_the_parent_does_not_run_on_its_partitions() {
+    let db = events(
+        "[tasks.qualified]\nkind = \"purge\"\ntable = \"events\"\nwhere = \"events.at < '2025-06-01'\"\n",
+    )
+    .await;
+    let check = db.pgmaint(&["check"]).await;
+    assert_eq!(check.code, 2, "{}{}", check.stdout, check.stderr);
+    let text = format!("{}{}", check.stdout, check.stderr);
+    assert!(text.contains("not for its partition"), "{text}");
+    assert!(text.contains("write the columns unqualified"), "{text}");
+    let before = checksum(&db, "SELECT * FROM events").await;
+    db.pgmaint(&["run", "qualified"]).await;
+    assert_eq!(checksum(&db, "SELECT * FROM events").await, before);
+}
