@@ -417,7 +417,16 @@ impl WalkPlan {
             }
             return Err(refused);
         }
-        let mut outcome = self.walk_pages(ctx, &mut backup).await?;
+        let walked = self.walk_pages(ctx, &mut backup).await;
+        let mut outcome = match walked {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                if let Some(writer) = backup {
+                    writer.finish(ctx.client).await?;
+                }
+                return Err(err);
+            }
+        };
         if let Some(writer) = backup
             && let Some(id) = writer.finish(ctx.client).await?
         {
