@@ -159,7 +159,7 @@ impl Check for DuplicateIndexes {
                ), pair AS (
                  SELECT a.oid AS a, b.oid AS b, a.rel,
                         (b.keys = a.keys AND b.incl <@ a.cols AND (NOT b.uniq OR a.uniq)) AS mutual
-                   FROM ix a JOIN ix b ON b.rel = a.rel AND b.oid <> a.oid AND b.am = a.am
+                   FROM ix a JOIN ix b ON b.rel = a.rel AND b.am = a.am AND b.keys[1] = a.keys[1] AND b.oid <> a.oid
                   WHERE a.pred = b.pred AND a.exprs = b.exprs
                     AND (a.keys = b.keys
                          OR (a.am = (SELECT oid FROM pg_am WHERE amname = 'btree')
