@@ -131,30 +131,48 @@ impl Check for DuplicateIndexes {
 
     async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
         // `a` is redundant when `b` is on the same table with the same access
-        // method, predicate and expressions, and a's columns (with their
-        // operator classes) are a prefix of b's; a unique `a` is not redundant
-        // unless `b` is the same index again.
+        // method, predicate and expressions, and a's key columns (each with
+        // its operator class, collation and order) are b's key columns, or
+        // for B-tree a leading prefix of them; a's INCLUDE columns are among
+        // b's columns; and a unique `a` only when `b` is unique on the same
+        // key. Of two that are each other's duplicate, the newer is reported;
+        // an index covered by several is reported once.
         let rows = ctx
             .client
             .rows(
-                "SELECT a.indexrelid::regclass::text, b.indexrelid::regclass::text, a.indrelid::regclass::text,
-                    pg_relation_size(a.indexrelid)::float8
-               FROM pg_index a
-               JOIN pg_index b ON b.indrelid = a.indrelid AND b.indexrelid <> a.indexrelid
-               JOIN pg_class ca ON ca.oid = a.indexrelid
-               JOIN pg_class cb ON cb.oid = b.indexrelid
-               JOIN pg_namespace n ON n.oid = ca.relnamespace
-              WHERE ca.relam = cb.relam AND a.indisvalid AND b.indisvalid
-                AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
-                AND coalesce(pg_get_expr(a.indpred, a.indrelid), '') = coalesce(pg_get_expr(b.indpred, b.indrelid), '')
-                AND coalesce(pg_get_expr(a.indexprs, a.indrelid), '') = coalesce(pg_get_expr(b.indexprs, b.indrelid), '')
-                AND (b.indkey::text || ' ') LIKE (a.indkey::text || ' %')
-                AND (b.indclass::text || ' ') LIKE (a.indclass::text || ' %')
-                AND (b.indcollation::text || ' ') LIKE (a.indcollation::text || ' %')
-                AND CASE WHEN a.indkey::text = b.indkey::text
-                         THEN (a.indisunique = b.indisunique AND a.indexrelid > b.indexrelid) OR (b.indisunique AND NOT a.indisunique)
-                         ELSE NOT a.indisunique END
-              ORDER BY 3, 1",
+                "WITH ix AS (
+                 SELECT i.indexrelid AS oid, i.indrelid AS rel, c.relam AS am, i.indisunique AS uniq,
+                        coalesce(pg_get_expr(i.indpred, i.indrelid), '') AS pred,
+                        coalesce(pg_get_expr(i.indexprs, i.indrelid), '') AS exprs,
+                        ARRAY(SELECT concat_ws('/', u.k, u.cl, u.co, u.op)
+                                FROM unnest(string_to_array(i.indkey::text, ' '), string_to_array(i.indclass::text, ' '),
+                                            string_to_array(i.indcollation::text, ' '), string_to_array(i.indoption::text, ' '))
+                                     WITH ORDINALITY AS u(k, cl, co, op, n)
+                               WHERE u.n <= i.indnkeyatts ORDER BY u.n) AS keys,
+                        (string_to_array(i.indkey::text, ' '))[i.indnkeyatts + 1:i.indnatts] AS incl,
+                        string_to_array(i.indkey::text, ' ') AS cols
+                   FROM pg_index i
+                   JOIN pg_class c ON c.oid = i.indexrelid
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                    AND n.nspname NOT LIKE 'pg_toast%'
+               ), pair AS (
+                 SELECT a.oid AS a, b.oid AS b, a.rel,
+                        (b.keys = a.keys AND b.incl <@ a.cols AND (NOT b.uniq OR a.uniq)) AS mutual
+                   FROM ix a JOIN ix b ON b.rel = a.rel AND b.am = a.am AND b.keys[1] = a.keys[1] AND b.oid <> a.oid
+                  WHERE a.pred = b.pred AND a.exprs = b.exprs
+                    AND (a.keys = b.keys
+                         OR (a.am = (SELECT oid FROM pg_am WHERE amname = 'btree')
+                             AND cardinality(a.keys) < cardinality(b.keys)
+                             AND a.keys = b.keys[1:cardinality(a.keys)]))
+                    AND a.incl <@ b.cols
+                    AND (NOT a.uniq OR (b.uniq AND a.keys = b.keys))
+               )
+               SELECT * FROM (
+                 SELECT DISTINCT ON (a) a::regclass::text, b::regclass::text AS covered_by, rel::regclass::text AS tab,
+                        pg_relation_size(a)::float8
+                   FROM pair WHERE NOT mutual OR a > b ORDER BY a, b
+               ) d ORDER BY 3, 1",
                 &[],
             )
             .await?;

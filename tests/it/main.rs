@@ -25,6 +25,7 @@ mod demo;
 mod demo_tour;
 mod errors;
 mod health;
+mod health_catalog;
 mod health_custom;
 mod health_timeout;
 mod lifecycle;
