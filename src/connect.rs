@@ -64,9 +64,15 @@ pub struct Target {
     pub config: Config,
     pub ssl_mode: SslMode,
     pub root_cert: Option<String>,
-    /// Set on every session right after it connects (the config's
-    /// `[database]` timeouts; pgmaint's defaults without one).
+    /// The config's `[database]` timeouts (pgmaint's defaults without
+    /// one): what each transaction pgmaint opens sets LOCAL, and, on a
+    /// `direct` target only, the session right after it connects.
     pub session: crate::db::SessionTimeouts,
+    /// A session of its own (`[database] direct_url`): only here is a
+    /// session setting kept. Any other target may be a transaction pooler,
+    /// where a session SET would stay on the server connection and reach
+    /// another client's transactions, so nothing is SET on it.
+    pub direct: bool,
 }
 
 impl Target {
@@ -190,6 +196,7 @@ pub fn resolve_with(
         ssl_mode,
         root_cert: rootcert,
         session: crate::db::SessionTimeouts::default(),
+        direct: false,
     })
 }
 
@@ -348,7 +355,8 @@ fn split_pgpass_line(line: &str) -> Vec<String> {
     fields
 }
 
-/// Opens a connection and sets the target's session timeouts on it. Server
+/// Opens a connection; on a `direct` target, sets the session timeouts on
+/// it. Server
 /// notices (from VACUUM, functions' RAISE NOTICE) are passed to the log
 /// rather than lost.
 pub async fn connect(target: &Target) -> Result<Client, ConnectError> {
@@ -413,14 +421,18 @@ async fn open(
                 .connect(tls_connector(mode, target.root_cert.as_deref())?)
         ),
     };
-    // Before anything else: from here on no statement of this session waits
-    // on a lock longer than lock_timeout. A SET rather than the startup
-    // packet's `options`, which transaction poolers refuse.
-    target
-        .session
-        .apply(&client)
-        .await
-        .map_err(|e| unreachable(crate::db::describe(&e)))?;
+    // On a session of its own, before anything else: from here on no
+    // statement of it waits on a lock longer than lock_timeout. A SET rather
+    // than the startup packet's `options`, which transaction poolers refuse.
+    // Elsewhere no session state at all: each transaction sets its own
+    // timeouts LOCAL (`db::read_only`, the batches, the health checks).
+    if target.direct {
+        target
+            .session
+            .apply(&client)
+            .await
+            .map_err(|e| unreachable(crate::db::describe(&e)))?;
+    }
     Ok(client)
 }
 

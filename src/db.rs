@@ -133,15 +133,43 @@ impl SessionTimeouts {
     }
 }
 
+tokio::task_local! {
+    /// The timeouts of the work under way (a task's, while it is checked or
+    /// runs): what `read_only` and `lookup_table` set LOCAL.
+    static TIMEOUTS: SessionTimeouts;
+}
+
+/// Runs `work` with `timeouts` as the ones each transaction it opens
+/// through `read_only` (and each catalog lookup) sets LOCAL.
+pub(crate) async fn under<F: Future>(timeouts: SessionTimeouts, work: F) -> F::Output {
+    TIMEOUTS.scope(timeouts, work).await
+}
+
+/// The timeouts of the work under way; pgmaint's own outside `under`.
+pub(crate) fn current_timeouts() -> SessionTimeouts {
+    TIMEOUTS
+        .try_with(|t| *t)
+        .unwrap_or(SessionTimeouts::BUILT_IN)
+}
+
 /// Runs `work` in a read-only transaction that is rolled back afterwards,
-/// so what a dry run or check reads can change nothing. `work` is a future:
-/// it does nothing until awaited here, after BEGIN.
+/// so what a dry run or check reads can change nothing; its first
+/// statement sets the timeouts of the work under way LOCAL to it
+/// (`current_timeouts`), so no session setting is needed or left behind a
+/// transaction pooler. `work` is a future: it does nothing until awaited
+/// here, after BEGIN.
 pub(crate) async fn read_only<T>(
     client: &Client,
     work: impl Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, tokio_postgres::Error> {
     client.batch_execute("BEGIN READ ONLY").await?;
-    let result = work.await;
+    let timeouts = current_timeouts();
+    let result =
+        match set_local_timeouts(client, &timeouts.lock_timeout, &timeouts.statement_timeout).await
+        {
+            Ok(()) => work.await,
+            Err(err) => Err(err),
+        };
     client.batch_execute("ROLLBACK").await?;
     result
 }
@@ -267,7 +295,11 @@ impl LookupError {
 
 /// Resolves a table name the way PostgreSQL would (`to_regclass`, so
 /// quoting, case folding and the search_path all behave as in psql) and
-/// reads its columns.
+/// reads its columns. The lookup waits on the table's lock (in
+/// `pg_relation_size`, after the FROM list) at most the `lock_timeout` of
+/// the work under way, set LOCAL in the statement itself: outside a
+/// transaction that is the statement's own implicit one, so nothing of it
+/// stays on the session (behind a transaction pooler).
 pub(crate) async fn lookup_table(
     client: &impl GenericClient,
     written: &str,
@@ -276,10 +308,11 @@ pub(crate) async fn lookup_table(
         .row(
             "SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text, c.reltuples::float8,
                     (pg_relation_size(c.oid) / current_setting('block_size')::bigint)
-               FROM (SELECT to_regclass($1) AS oid) r
+               FROM (SELECT set_config('lock_timeout', $2, true) OFFSET 0) t
+              CROSS JOIN (SELECT to_regclass($1) AS oid) r
                LEFT JOIN pg_class c ON c.oid = r.oid
                LEFT JOIN pg_namespace n ON n.oid = c.relnamespace",
-            &[&written],
+            &[&written, &current_timeouts().lock_timeout.as_pg_setting()],
         )
         .await
         .map_err(|err| match err.as_db_error() {

@@ -11,8 +11,10 @@
 //!   `allow_critical = true`;
 //! - on a standby (`pg_is_in_recovery()`) nothing runs and nothing is
 //!   written, not even the audit trail (the state schema is read-only there);
-//! - every statement waits at most `lock_timeout` for a lock: the session's
-//!   timeouts are set at connect, each task runs under its own, and a task
+//! - every statement waits at most `lock_timeout` for a lock: each task runs
+//!   under its own (`db::under`), SET LOCAL in every transaction it opens
+//!   and in each catalog lookup, with no session setting (only a
+//!   `[database] direct_url` session gets the config's at connect); a task
 //!   whose table stays locked fails saying so, its duration counting the
 //!   wait.
 
@@ -206,7 +208,7 @@ pub(crate) async fn check_task(client: &Client, config: &Config, task: &TaskConf
         server: Vec::new(),
         took: Duration::ZERO,
     };
-    for found in task.spec.check(client).await {
+    for found in db::under(task_timeouts(task), task.spec.check(client)).await {
         if db::server_fault(&found.message) {
             check.server.push(format!(
                 "task {} ({}): {}",
@@ -265,14 +267,12 @@ pub async fn run(
     if db::in_recovery(client).await? {
         return Err(RunError::Refused(Refusal::Standby));
     }
-    let session = config.session_timeouts();
     // What each task's live check took, and the lock it found busy: the
     // task's duration includes it, and a busy task is not looked up again.
     let mut checked: Vec<(Duration, Option<String>)> = Vec::new();
     if request.check_first {
         let mut problems = Vec::new();
         for task in &request.tasks {
-            task_timeouts(task).apply(&*client).await?;
             let check = check_task(client, config, task).await;
             if !check.server.is_empty() {
                 return Err(RunError::Database(check.server.join("\n")));
@@ -288,7 +288,6 @@ pub async fn run(
             });
             checked.push((check.took, busy));
         }
-        session.apply(&*client).await?;
         if !problems.is_empty() {
             return Err(RunError::Refused(Refusal::Problems(problems)));
         }
@@ -328,27 +327,28 @@ pub async fn run(
             );
             record_skipped(client, schema, run_id, task, &request, reason).await?
         } else {
-            task_timeouts(task).apply(&*client).await?;
             if request.verbose {
                 for statement in task_timeouts(task).statements() {
                     eprintln!("[{}] {statement}", task.name);
                 }
             }
-            let ran = run_task(
-                client,
-                config,
-                (run_id, owner),
-                task,
-                &request,
-                stop,
-                progress,
-                (checking, busy),
-                &changed_tables,
+            // The task's timeouts are SET LOCAL in each transaction it
+            // opens (no session setting, which a pooler would pass on).
+            let ran = db::under(
+                task_timeouts(task),
+                run_task(
+                    client,
+                    config,
+                    (run_id, owner),
+                    task,
+                    &request,
+                    stop,
+                    progress,
+                    (checking, busy),
+                    &changed_tables,
+                ),
             )
             .await;
-            // Tasks leave their own timeouts behind (or clear them); the
-            // statements between tasks run under the session's again.
-            session.apply(&*client).await?;
             ran?
         };
         if !request.dry_run && report.rows > 0 {

@@ -247,6 +247,7 @@ async fn execute(cli: &Cli, config: &Config, request: RunRequest<'_>) -> Result<
                 config.database.connect_timeout.map(|d| d.0),
             )?;
             direct.session = target.session;
+            direct.direct = true;
             direct
         }
         (None, false) => {

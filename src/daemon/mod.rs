@@ -98,6 +98,7 @@ impl Shared {
                     connect::resolve(Some(url), config.database.connect_timeout.map(|d| d.0))
                         .ok()?;
                 direct.session = target.session;
+                direct.direct = true;
                 Some(direct)
             }),
             pooler: std::sync::Mutex::new(None),

@@ -124,8 +124,8 @@ pub(crate) fn thresholds(check: &CustomCheck) -> Thresholds {
     }
 }
 
-/// Runs one custom check's query (the session's timeouts are already the
-/// health ones; they are set again LOCAL to the read-only transaction).
+/// Runs one custom check's query in a read-only transaction, under the
+/// health timeouts SET LOCAL to it.
 pub(crate) async fn run(
     client: &Client,
     check: &CustomCheck,

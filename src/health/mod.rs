@@ -210,7 +210,6 @@ pub(crate) async fn run_selected(
     exact: bool,
 ) -> Report {
     let timeouts = CheckTimeouts::new(config.health.statement_timeout);
-    let session = SessionSettings::read(client).await;
     let mut checks = Vec::new();
     for check in CHECKS {
         let name = check.name();
@@ -230,10 +229,13 @@ pub(crate) async fn run_selected(
             exact,
         };
         let started = Instant::now();
-        let outcome = match timeouts.apply(client).await {
-            Ok(()) => check.run(&ctx).await,
-            Err(err) => Err(err),
-        };
+        // Each check in a read-only transaction of its own, its timeouts
+        // SET LOCAL in it: nothing outlives it behind a transaction pooler.
+        let outcome = db::read_only(client, async {
+            timeouts.apply(client).await?;
+            check.run(&ctx).await
+        })
+        .await;
         let duration_ms = started.elapsed().as_millis() as u64;
         checks.push(report(
             name.as_str().to_string(),
@@ -265,10 +267,7 @@ pub(crate) async fn run_selected(
             continue;
         }
         let started = Instant::now();
-        let outcome = match timeouts.apply(client).await {
-            Ok(()) => custom::run(client, custom, &timeouts.statement, &timeouts.lock).await,
-            Err(err) => Err(err),
-        };
+        let outcome = custom::run(client, custom, &timeouts.statement, &timeouts.lock).await;
         let duration_ms = started.elapsed().as_millis() as u64;
         checks.push(report(
             custom.name.clone(),
@@ -276,9 +275,6 @@ pub(crate) async fn run_selected(
             &settings.exclude,
             duration_ms,
         ));
-    }
-    if let Some(session) = &session {
-        session.restore(client).await;
     }
     Report {
         status: overall(&checks),
@@ -319,41 +315,16 @@ impl CheckTimeouts {
         }
     }
 
-    /// Sets both, and drops the statistics snapshot so the check reads
-    /// fresh figures.
+    /// Sets both for the current transaction only (`set_config(..., true)`),
+    /// and drops the statistics snapshot so the check reads fresh figures.
     async fn apply(&self, client: &Client) -> Result<(), tokio_postgres::Error> {
-        db::set_session(client, "statement_timeout", &self.statement).await?;
-        db::set_session(client, "lock_timeout", &self.lock).await?;
-        client
-            .batch_execute("SELECT pg_stat_clear_snapshot()")
-            .await
-    }
-}
-
-/// The session's own timeouts (set at connect), put back after the checks.
-struct SessionSettings {
-    lock_timeout: String,
-    statement_timeout: String,
-}
-
-impl SessionSettings {
-    async fn read(client: &Client) -> Option<SessionSettings> {
         client
             .row(
-                "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')",
-                &[],
+                "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $2, true), pg_stat_clear_snapshot()",
+                &[&self.statement, &self.lock],
             )
-            .await
-            .ok()
-            .map(|row| SessionSettings {
-                lock_timeout: row.get(0),
-                statement_timeout: row.get(1),
-            })
-    }
-
-    async fn restore(&self, client: &Client) {
-        let _ = db::set_session(client, "statement_timeout", &self.statement_timeout).await;
-        let _ = db::set_session(client, "lock_timeout", &self.lock_timeout).await;
+            .await?;
+        Ok(())
     }
 }
 

@@ -1,6 +1,6 @@
 //! The PostgreSQL server restarted under a running daemon: the daemon
-//! recovers on its own. Its own cluster, which this test restarts with
-//! pg_ctl.
+//! recovers on its own, and a fire the restart cut short is marked lost to
+//! it. Each test has its own cluster, which it restarts with pg_ctl.
 
 use crate::common;
 
@@ -100,6 +100,108 @@ async fn the_daemon_recovers_from_a_server_restart_without_being_restarted() {
         "fires after the restart",
     )
     .await;
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the daemon kept running"
+    );
+    daemon.stop().await;
+    let _ = Command::new("sh")
+        .args(["-c", &cluster.stop_command()])
+        .status();
+    let _ = std::fs::remove_dir_all(&cluster.dir);
+}
+
+#[tokio::test]
+async fn a_fire_running_when_the_server_restarts_is_marked_lost_to_the_restart() {
+    let cluster = Cluster::start(ClusterOptions {
+        fsync: false,
+        keep: true,
+    })
+    .expect("a throwaway cluster");
+    let url = cluster.url("postgres");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pgmaint.toml");
+    std::fs::write(
+        &config,
+        "[tasks.slow]\nkind = \"sql\"\nsql = \"SELECT pg_sleep(60)\"\nstatement_timeout = \"5min\"\n\n[schedules.every_second]\ncron = \"* * * * * *\"\ntasks = [\"slow\"]\n",
+    )
+    .unwrap();
+    let pgmaint = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgmaint"));
+        command
+            .arg("--config")
+            .arg(&config)
+            .arg("--database-url")
+            .arg(&url)
+            .args(args)
+            .kill_on_drop(true);
+        command
+    };
+    assert!(pgmaint(&["-q", "init"]).status().await.unwrap().success());
+    let mut daemon = Daemon::spawn(
+        pgmaint(&["daemon", "--listen", "127.0.0.1:0"]),
+        &dir.path().join("daemon.log"),
+    )
+    .await;
+    // The slow task is running: its fire is `running`, its sleep under way.
+    wait_for(
+        &url,
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%'",
+        |n| n >= 1,
+        "the slow task running",
+    )
+    .await;
+    let running = wait_for(
+        &url,
+        "SELECT count(*) FROM pgmaint.schedule_fires WHERE status = 'running'",
+        |n| n >= 1,
+        "its fire running",
+    )
+    .await;
+    assert_eq!(running, 1);
+    let restart = cluster.stop_command().replace(
+        " stop",
+        &format!(
+            " -l {}/restart.log -m fast -w restart",
+            cluster.dir.display()
+        ),
+    );
+    let status = Command::new("sh")
+        .args(["-c", &restart])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{restart}");
+    wait_for(
+        &url,
+        "SELECT count(*) FROM pgmaint.schedule_fires WHERE status = 'interrupted'",
+        |n| n >= 1,
+        "the lost fire recorded",
+    )
+    .await;
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let reasons: Vec<String> = client
+        .query(
+            "SELECT coalesce(reason, '') FROM pgmaint.schedule_fires WHERE status = 'interrupted' ORDER BY scheduled_for",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
+    assert!(
+        reasons[0].contains("lost to a database server restart"),
+        "{reasons:?}\n{log}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .all(|r| !r.contains("stopped renewing its lease")),
+        "{reasons:?}\n{log}"
+    );
     assert!(
         daemon.child.try_wait().unwrap().is_none(),
         "the daemon kept running"

@@ -3,7 +3,8 @@
 //! second exactly once with no overlapping runs and no claim left
 //! `running`; a purge with backup and its restore count exactly; an expired
 //! lease is taken over (its run marked interrupted once), a live one holds;
-//! a vacuum needs `[database] direct_url` and `check` says so.
+//! a vacuum needs `[database] direct_url` and `check` says so; no session
+//! setting pgmaint makes reaches another client of the pooler.
 
 use crate::common;
 
@@ -335,5 +336,73 @@ async fn an_expired_lease_is_taken_over_and_its_run_marked_interrupted_once() {
             .await,
         0,
         "taken over, then given back"
+    );
+}
+
+/// What a client of the pooler sees of the session settings on the one
+/// server connection: `lock_timeout` and `statement_timeout`.
+async fn settings_seen(client: &tokio_postgres::Client) -> (String, String) {
+    let show = |name: &'static str| async move {
+        client
+            .simple_query(&format!("SHOW {name}"))
+            .await
+            .unwrap()
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+                _ => None,
+            })
+            .unwrap()
+    };
+    (show("lock_timeout").await, show("statement_timeout").await)
+}
+
+#[tokio::test]
+async fn through_a_transaction_pooler_no_session_setting_of_pgmaint_reaches_another_client() {
+    let db = TestDb::with_sql(
+        "CREATE TABLE tokens (id bigint PRIMARY KEY, expired boolean NOT NULL);
+         INSERT INTO tokens SELECT i, i % 3 = 0 FROM generate_series(1, 2000) i;",
+    )
+    .await;
+    let defaults = settings_seen(&db.client().await).await;
+    // One server connection: whatever pgmaint left on it, the next client
+    // of the pooler gets.
+    let bouncer = PgBouncer::start(common::cluster(), 1);
+    let mut db = db;
+    db.pgmaint_url = Some(bouncer.url(&db.name));
+    db.config(
+        "[database]\nlock_timeout = \"7s\"\nstatement_timeout = \"3min\"\n\n\
+         [tasks.expired_tokens]\nkind = \"purge\"\ntable = \"tokens\"\nwhere = \"expired\"\nbatch_size = 100\n\
+         lock_timeout = \"3s\"\nstatement_timeout = \"2min\"\n",
+    );
+    let other = common::connect(&bouncer.url(&db.name)).await;
+    assert_eq!(settings_seen(&other).await, defaults, "before pgmaint");
+    db.pgmaint(&["init"]).await.assert_code(0);
+    for args in [
+        &["check"][..],
+        &["plan", "expired_tokens", "--json"],
+        &["run", "expired_tokens", "--json"],
+        &["health", "--json"],
+        &["history", "--json"],
+    ] {
+        let ran = db.pgmaint(args).await;
+        assert!(
+            ran.code == 0 || (args[0] == "health" && ran.code <= 2),
+            "{args:?}: {}\n{}",
+            ran.stdout,
+            ran.stderr
+        );
+        for _ in 0..5 {
+            assert_eq!(
+                settings_seen(&other).await,
+                defaults,
+                "after pgmaint {args:?}: a session setting stayed on the server connection"
+            );
+        }
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM tokens WHERE expired").await,
+        0,
+        "the purge ran"
     );
 }
