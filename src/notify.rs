@@ -34,6 +34,12 @@ pub(crate) const SIGNATURE_HEADER: &str = "X-Pgmaint-Signature";
 pub(crate) const SUCCESS: &str = "success";
 pub(crate) const WARNING: &str = "warning";
 pub(crate) const FAILURE: &str = "failure";
+
+/// The level whose notifiers heard an alert that was `was` (critical or
+/// warning): they are the ones told it recovered.
+pub(crate) fn alerted_at(was: &str) -> &'static str {
+    if was == "critical" { FAILURE } else { WARNING }
+}
 /// A health alert that cleared.
 pub const RECOVERY: &str = "recovery";
 

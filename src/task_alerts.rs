@@ -128,11 +128,7 @@ async fn one(
             let Some(was) = store::clear_alert(client, schema, &alert.name, &key).await? else {
                 return Ok(());
             };
-            let heard_by = if was == "critical" {
-                notify::FAILURE
-            } else {
-                notify::WARNING
-            };
+            let heard_by = notify::alerted_at(&was);
             let event = Event {
                 level: notify::RECOVERY,
                 title: format!("pgmaint task {} recovered (was {was})", task.name),

@@ -170,11 +170,7 @@ async fn evaluate(
             let cleared = store::clear_alert(client, schema, &alert.name, &check.name).await?;
             if let Some(was) = cleared {
                 // Whoever heard the alert hears that it cleared.
-                let alerted_at = if was == "critical" {
-                    notify::FAILURE
-                } else {
-                    notify::WARNING
-                };
+                let alerted_at = notify::alerted_at(&was);
                 let event = Event {
                     level: notify::RECOVERY,
                     title: format!("pgmaint health: {} recovered (was {was})", check.name),
