@@ -118,6 +118,9 @@ enum Layout {
     /// Random, then every third row updated, so live rows sit among dead
     /// ones and past the table's first pages.
     Churned,
+    /// Random, in a table partitioned BY RANGE (n) with a default
+    /// partition: each leaf walked in turn, pruned ones skipped.
+    Partitioned,
 }
 
 #[derive(Debug, Clone)]
@@ -145,6 +148,7 @@ fn layout() -> impl Strategy<Value = Layout> {
         Just(Layout::ByN),
         Just(Layout::ByNote),
         Just(Layout::Churned),
+        Just(Layout::Partitioned),
     ]
 }
 
@@ -170,14 +174,21 @@ async fn load(db: &TestDb, mut rows: Vec<Row>, layout: Layout, analyzed: bool) {
     match layout {
         Layout::ByN => rows.sort_by_key(|r| r.n),
         Layout::ByNote => rows.sort_by_key(|r| r.note),
-        Layout::Random | Layout::Churned => {}
+        Layout::Random | Layout::Churned | Layout::Partitioned => {}
     }
     let client = db.client().await;
+    let create = if let Layout::Partitioned = layout {
+        "CREATE TABLE t (id int, note text, n int NOT NULL, at timestamptz NOT NULL, PRIMARY KEY (id, n)) PARTITION BY RANGE (n);
+         CREATE TABLE t_low PARTITION OF t FOR VALUES FROM (MINVALUE) TO (30);
+         CREATE TABLE t_mid PARTITION OF t FOR VALUES FROM (30) TO (60);
+         CREATE TABLE t_rest PARTITION OF t DEFAULT;"
+    } else {
+        "CREATE TABLE t (id int PRIMARY KEY, note text, n int NOT NULL, at timestamptz NOT NULL);"
+    };
     client
-        .batch_execute(
-            "DROP TABLE IF EXISTS t, t_archive, exported, parents CASCADE;
-             CREATE TABLE t (id int PRIMARY KEY, note text, n int NOT NULL, at timestamptz NOT NULL);",
-        )
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS t, t_archive, exported, parents CASCADE; {create}"
+        ))
         .await
         .unwrap();
     let ids: Vec<i32> = (1..=rows.len() as i32).collect();
