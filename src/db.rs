@@ -104,12 +104,16 @@ impl SessionTimeouts {
         statement_timeout: Duration(std::time::Duration::from_secs(300)),
     };
 
-    /// The settings as the SQL a person would type, for `-v`.
+    /// The settings as each transaction sets them, for `-v` (a
+    /// connection that may be pooled carries no session setting).
     pub(crate) fn statements(&self) -> [String; 2] {
         [
-            format!("SET lock_timeout = '{}'", self.lock_timeout.as_pg_setting()),
             format!(
-                "SET statement_timeout = '{}'",
+                "SET LOCAL lock_timeout = '{}'",
+                self.lock_timeout.as_pg_setting()
+            ),
+            format!(
+                "SET LOCAL statement_timeout = '{}'",
                 self.statement_timeout.as_pg_setting()
             ),
         ]

@@ -87,8 +87,10 @@ async fn a_run_behind_an_exclusive_lock_waits_lock_timeout_and_counts_the_wait()
     run.assert_code(1);
     assert!(took < Duration::from_secs(10), "took {took:?}");
     assert!(
-        run.stderr.contains("SET lock_timeout = '1000ms'")
-            && run.stderr.contains("SET statement_timeout = '300000ms'"),
+        run.stderr.contains("SET LOCAL lock_timeout = '1000ms'")
+            && run
+                .stderr
+                .contains("SET LOCAL statement_timeout = '300000ms'"),
         "-v shows the session settings: {}",
         run.stderr
     );
