@@ -46,34 +46,7 @@ async fn each_fire_runs_exactly_once_across_three_daemons() {
     let fires = db
         .count("SELECT count(*) FROM pgmaint.schedule_fires WHERE status = 'succeeded'")
         .await;
-    assert_eq!(
-        db.count("SELECT count(*) FROM marks").await,
-        fires,
-        "one run per fire"
-    );
-    assert_eq!(
-        db.count(
-            "SELECT count(DISTINCT run_id) FROM pgmaint.schedule_fires WHERE status = 'succeeded'"
-        )
-        .await,
-        fires
-    );
-    assert_eq!(
-        db.count(
-            "SELECT count(*) FROM pgmaint.runs WHERE trigger = 'schedule' AND status = 'succeeded'"
-        )
-        .await,
-        fires
-    );
-    // Every second from the first fire to the last was claimed (none lost
-    // between daemons), each once (the primary key makes sure).
-    assert_eq!(
-        db.count("SELECT count(*) FROM pgmaint.schedule_fires").await,
-        db.count(
-            "SELECT extract(epoch FROM max(scheduled_for) - min(scheduled_for))::bigint + 1 FROM pgmaint.schedule_fires"
-        )
-        .await
-    );
+    assert_each_fire_ran_once(&db, fires, "").await;
 }
 
 #[tokio::test]
@@ -1614,4 +1587,37 @@ async fn a_schedule_change_no_notification_told_of_is_seen_within_seconds() {
     );
     daemon.terminate();
     daemon.child.wait().await.unwrap();
+}
+
+/// `fires` fires, each run exactly once: one mark and one succeeded run
+/// per fire, and every second from the first fire to the last claimed
+/// (none lost between daemons), each once (the primary key makes sure).
+/// `logs` is shown when an assertion fails.
+pub(crate) async fn assert_each_fire_ran_once(db: &TestDb, fires: i64, logs: &str) {
+    assert_eq!(
+        db.count("SELECT count(*) FROM marks").await,
+        fires,
+        "one run per fire\n{logs}"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(DISTINCT run_id) FROM pgmaint.schedule_fires WHERE status = 'succeeded'"
+        )
+        .await,
+        fires
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM pgmaint.runs WHERE trigger = 'schedule' AND status = 'succeeded'"
+        )
+        .await,
+        fires
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pgmaint.schedule_fires").await,
+        db.count(
+            "SELECT extract(epoch FROM max(scheduled_for) - min(scheduled_for))::bigint + 1 FROM pgmaint.schedule_fires"
+        )
+        .await
+    );
 }
