@@ -19,6 +19,32 @@ async fn count(url: &str, sql: &str) -> Option<i64> {
 
 /// Polls the count `sql` returns (none while the server is down) until
 /// `want` holds.
+/// `pgmaint init`, then a daemon, with `config` against `url`; its log in
+/// `dir`.
+async fn init_and_start_daemon(
+    config: &std::path::Path,
+    url: &str,
+    dir: &std::path::Path,
+) -> Daemon {
+    let pgmaint = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgmaint"));
+        command
+            .arg("--config")
+            .arg(config)
+            .arg("--database-url")
+            .arg(url)
+            .args(args)
+            .kill_on_drop(true);
+        command
+    };
+    assert!(pgmaint(&["-q", "init"]).status().await.unwrap().success());
+    Daemon::spawn(
+        pgmaint(&["daemon", "--listen", "127.0.0.1:0"]),
+        &dir.join("daemon.log"),
+    )
+    .await
+}
+
 async fn wait_for(url: &str, sql: &str, want: impl Fn(i64) -> bool, what: &str) -> i64 {
     common::wait_for(what, Duration::from_secs(60), async || {
         count(url, sql).await.filter(|value| want(*value))
@@ -48,23 +74,7 @@ async fn the_daemon_recovers_from_a_server_restart_without_being_restarted() {
         .batch_execute("CREATE TABLE marks (at timestamptz DEFAULT now())")
         .await
         .unwrap();
-    let pgmaint = |args: &[&str]| {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgmaint"));
-        command
-            .arg("--config")
-            .arg(&config)
-            .arg("--database-url")
-            .arg(&url)
-            .args(args)
-            .kill_on_drop(true);
-        command
-    };
-    assert!(pgmaint(&["-q", "init"]).status().await.unwrap().success());
-    let mut daemon = Daemon::spawn(
-        pgmaint(&["daemon", "--listen", "127.0.0.1:0"]),
-        &dir.path().join("daemon.log"),
-    )
-    .await;
+    let mut daemon = init_and_start_daemon(&config, &url, dir.path()).await;
     wait_for(
         &url,
         "SELECT count(*) FROM marks",
@@ -126,23 +136,7 @@ async fn a_fire_running_when_the_server_restarts_is_marked_lost_to_the_restart()
         "[tasks.slow]\nkind = \"sql\"\nsql = \"SELECT pg_sleep(60)\"\nstatement_timeout = \"5min\"\n\n[schedules.every_second]\ncron = \"* * * * * *\"\ntasks = [\"slow\"]\n",
     )
     .unwrap();
-    let pgmaint = |args: &[&str]| {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgmaint"));
-        command
-            .arg("--config")
-            .arg(&config)
-            .arg("--database-url")
-            .arg(&url)
-            .args(args)
-            .kill_on_drop(true);
-        command
-    };
-    assert!(pgmaint(&["-q", "init"]).status().await.unwrap().success());
-    let mut daemon = Daemon::spawn(
-        pgmaint(&["daemon", "--listen", "127.0.0.1:0"]),
-        &dir.path().join("daemon.log"),
-    )
-    .await;
+    let mut daemon = init_and_start_daemon(&config, &url, dir.path()).await;
     // The slow task is running: its fire is `running`, its sleep under way.
     wait_for(
         &url,
