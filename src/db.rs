@@ -178,6 +178,49 @@ pub(crate) async fn read_only<T>(
     result
 }
 
+/// Runs `work`, pgmaint's own bookkeeping (a run's start and end, its
+/// progress, a lease given back), in a transaction of its own that commits
+/// when `work` succeeds and rolls back when it fails. Its first statement
+/// sets the timeouts of the work under way LOCAL, as `read_only` does:
+/// behind a transaction pooler no session setting holds, and a statement
+/// outside a transaction would wait on a lock for ever. Never call it
+/// inside a transaction: its COMMIT would end that one.
+pub(crate) async fn committed<T, E: From<tokio_postgres::Error>>(
+    client: &Client,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    client.batch_execute("BEGIN").await?;
+    let timeouts = current_timeouts();
+    let result =
+        match set_local_timeouts(client, &timeouts.lock_timeout, &timeouts.statement_timeout).await
+        {
+            Ok(()) => work.await,
+            Err(err) => Err(err.into()),
+        };
+    match result {
+        Ok(value) => {
+            client.batch_execute("COMMIT").await?;
+            Ok(value)
+        }
+        Err(err) => {
+            // A failed ROLLBACK leaves nothing to undo: the connection is gone.
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(err)
+        }
+    }
+}
+
+/// Opens a transaction whose first statement sets the timeouts of the work
+/// under way LOCAL: every transaction pgmaint's state store opens.
+pub(crate) async fn begin(
+    client: &mut Client,
+) -> Result<tokio_postgres::Transaction<'_>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let timeouts = current_timeouts();
+    set_local_timeouts(&tx, &timeouts.lock_timeout, &timeouts.statement_timeout).await?;
+    Ok(tx)
+}
+
 /// Sets `lock_timeout` and `statement_timeout` for the current transaction
 /// only (`set_config(..., true)`, as SET LOCAL), through parameters: what
 /// each transaction pgmaint opens starts with, so nothing of it outlives
@@ -428,7 +471,10 @@ pub(crate) async fn has_unique_key(
 
 /// Whether the server is a standby; pgmaint never writes on one.
 pub(crate) async fn in_recovery(client: &Client) -> Result<bool, tokio_postgres::Error> {
-    Ok(client.row("SELECT pg_is_in_recovery()", &[]).await?.get(0))
+    read_only(client, async {
+        Ok(client.row("SELECT pg_is_in_recovery()", &[]).await?.get(0))
+    })
+    .await
 }
 
 /// A name as a person writes it in the config for PostgreSQL to read: a

@@ -55,9 +55,9 @@ fn init_logging(cli: &Cli) {
     };
     let level = match (cli.quiet, cli.verbose, daemon.is_some()) {
         (true, _, _) => "error",
-        (_, 0, true) => "info",
-        (_, 0, false) | (_, 1, _) => "warn",
-        (_, 2, _) => "info",
+        // A daemon logs at info by default; -v adds the statements to it.
+        (_, 0 | 1, true) => "info",
+        (_, 0 | 1, false) => "warn",
         _ => "debug",
     };
     let filter =

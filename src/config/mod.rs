@@ -191,6 +191,8 @@ pub struct Config {
     pub path: Option<PathBuf>,
     /// Its text, to point at keys in problems found later (by `check`).
     pub text: String,
+    /// Where the keys of `text` are, parsed once for all those problems.
+    locator: source::Locator,
     /// `name = "..."`: what people call this database (for notifications).
     pub name: Option<String>,
     pub database: DatabaseSettings,
@@ -287,6 +289,7 @@ impl Config {
         Config {
             path: None,
             text: String::new(),
+            locator: source::Locator::default(),
             name: None,
             database: DatabaseSettings::default(),
             state_schema: "pgmaint".into(),
@@ -343,7 +346,7 @@ impl Config {
             .clone()
             .unwrap_or_else(|| PathBuf::from("(no config file)"));
         Problem::new(
-            source::locate(&path, &self.text, key_path),
+            self.locator.locate(&path, &self.text, key_path),
             key_path.join("."),
             message,
         )
@@ -489,6 +492,7 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
     Config {
         path: Some(source.path.clone()),
         text: source.text.clone(),
+        locator: source::Locator::default(),
         name: file.name,
         database,
         state_schema,

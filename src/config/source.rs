@@ -19,7 +19,12 @@
 //! written and is recorded in `Source::unset`; `resolve` decides whether
 //! that is a problem now or only for the commands that need the key.
 
-use std::{collections::BTreeSet, ops::Range, path::Path};
+use std::{
+    collections::BTreeSet,
+    ops::Range,
+    path::Path,
+    sync::{Arc, OnceLock},
+};
 
 use toml_edit::{Document, Item, TableLike, Value};
 
@@ -97,13 +102,30 @@ impl Source {
     }
 }
 
-/// `file:line:column` of a key in a config text that parsed before.
-pub(crate) fn locate(path: &Path, text: &str, key_path: &[&str]) -> Location {
-    let doc = Document::parse(text.to_string()).ok();
-    let span = doc
-        .as_ref()
-        .and_then(|doc| span_of(doc.as_item(), key_path));
-    place(path, text, span)
+/// Places the keys of a config text that parsed before: the text is parsed
+/// once, the first time a problem is placed, however many problems `check`
+/// finds in the database afterwards (one parse per problem made a config of
+/// 10,000 tasks quadratic).
+#[derive(Clone, Default)]
+pub(crate) struct Locator(Arc<OnceLock<(Option<Document<String>>, LineIndex)>>);
+
+impl std::fmt::Debug for Locator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Locator")
+    }
+}
+
+impl Locator {
+    /// `file:line:column` of a key in `text` (always the same text).
+    pub(crate) fn locate(&self, path: &Path, text: &str, key_path: &[&str]) -> Location {
+        let (doc, lines) = self
+            .0
+            .get_or_init(|| (Document::parse(text.to_string()).ok(), LineIndex::new(text)));
+        let span = doc
+            .as_ref()
+            .and_then(|doc| span_of(doc.as_item(), key_path));
+        lines.place(path, text, span)
+    }
 }
 
 /// Parses and deserializes `text`, collecting every problem serde finds.

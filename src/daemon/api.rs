@@ -487,10 +487,12 @@ fn too_large() -> ApiError {
     responses((status = 200, description = "metrics", content_type = "text/plain; version=0.0.4")))]
 async fn metrics(State(shared): State<Api>) -> Response {
     let text = match shared.pooled().await {
-        Ok(client) => match super::metrics::render(&*client, &shared).await {
-            Ok(text) => format!("{text}pgmaint_database_up 1\n"),
-            Err(err) => metrics_unreachable(crate::db::describe(&err)),
-        },
+        Ok(client) => {
+            match crate::db::read_only(&client, super::metrics::render(&*client, &shared)).await {
+                Ok(text) => format!("{text}pgmaint_database_up 1\n"),
+                Err(err) => metrics_unreachable(crate::db::describe(&err)),
+            }
+        }
         Err(err) => metrics_unreachable(err),
     };
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()

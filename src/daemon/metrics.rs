@@ -72,10 +72,7 @@ pub async fn render(
         out,
         "# HELP pgmaint_task_run_duration_seconds How long task runs took.\n# TYPE pgmaint_task_run_duration_seconds histogram"
     );
-    for d in store::task_durations(client, schema, BUCKETS)
-        .await
-        .unwrap_or_default()
-    {
+    for d in store::task_durations(client, schema, BUCKETS).await? {
         let task = label(&d.task);
         for (bound, count) in BUCKETS.iter().zip(d.counts) {
             let _ = writeln!(

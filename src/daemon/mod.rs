@@ -473,6 +473,10 @@ async fn scheduler(shared: &Arc<Shared>, runs: &mut JoinSet<()>) {
             let schedules = all_schedules(shared, &db)
                 .await
                 .map_err(|e| described(&e))?;
+            tracing::debug!(
+                schedules = schedules.len(),
+                "read the schedules and the API's digest"
+            );
             for scheduled in schedules.iter().filter(|s| s.config.enabled) {
                 let config = &scheduled.config;
                 // API schedules were checked when saved; a config change

@@ -68,10 +68,13 @@ async fn once(shared: &Shared, client: &mut Client) -> Result<(), String> {
     if standby {
         return Ok(());
     }
-    let due = store::snapshots::snapshot_due(
+    let due = crate::db::read_only(
         client,
-        &config.state_schema,
-        config.health.snapshot_every.as_secs_f64(),
+        store::snapshots::snapshot_due(
+            client,
+            &config.state_schema,
+            config.health.snapshot_every.as_secs_f64(),
+        ),
     )
     .await
     .map_err(|e| crate::db::describe(&e))?;

@@ -19,20 +19,23 @@ pub(crate) async fn raise_alert(
     level: &str,
     repeat_seconds: f64,
 ) -> Result<Option<bool>, tokio_postgres::Error> {
-    let q = quote_ident(schema);
-    Ok(client
-        .row_opt(
-            &format!(
-                "INSERT INTO {q}.alert_state (alert, check_name, level) VALUES ($1, $2, $3)
-                         ON CONFLICT (alert, check_name) DO UPDATE SET level = excluded.level, last_sent = now()
-                          WHERE {q}.alert_state.level <> excluded.level
-                             OR {q}.alert_state.last_sent < now() - $4::float8 * interval '1 second'
-                         RETURNING (xmax = 0)"
-            ),
-            &[&alert, &check, &level, &repeat_seconds],
-        )
-        .await?
-        .map(|row| row.get(0)))
+    crate::db::committed(client, async {
+        let q = quote_ident(schema);
+        Ok(client
+            .row_opt(
+                &format!(
+                    "INSERT INTO {q}.alert_state (alert, check_name, level) VALUES ($1, $2, $3)
+                             ON CONFLICT (alert, check_name) DO UPDATE SET level = excluded.level, last_sent = now()
+                              WHERE {q}.alert_state.level <> excluded.level
+                                 OR {q}.alert_state.last_sent < now() - $4::float8 * interval '1 second'
+                             RETURNING (xmax = 0)"
+                ),
+                &[&alert, &check, &level, &repeat_seconds],
+            )
+            .await?
+            .map(|row| row.get(0)))
+    })
+    .await
 }
 
 /// Clears `alert` for `check`; the level it had, or None if it was not
@@ -43,14 +46,17 @@ pub(crate) async fn clear_alert(
     alert: &str,
     check: &str,
 ) -> Result<Option<String>, tokio_postgres::Error> {
-    let q = quote_ident(schema);
-    Ok(client
-        .row_opt(
-            &format!(
-                "DELETE FROM {q}.alert_state WHERE alert = $1 AND check_name = $2 RETURNING level"
-            ),
-            &[&alert, &check],
-        )
-        .await?
-        .map(|row| row.get(0)))
+    crate::db::committed(client, async {
+        let q = quote_ident(schema);
+        Ok(client
+            .row_opt(
+                &format!(
+                    "DELETE FROM {q}.alert_state WHERE alert = $1 AND check_name = $2 RETURNING level"
+                ),
+                &[&alert, &check],
+            )
+            .await?
+            .map(|row| row.get(0)))
+    })
+    .await
 }

@@ -35,35 +35,38 @@ pub(crate) async fn load_api_schedules(
     client: &Client,
     schema: &str,
 ) -> Result<Vec<(StoredSchedule, DateTime<Utc>)>, tokio_postgres::Error> {
-    let q = quote_ident(schema);
-    Ok(client
-        .rows(
-            &format!(
-                "SELECT name, cron, timezone, tasks, enabled, allow_critical, misfire, misfire_grace_seconds, max_runtime_seconds, notify, updated_at
-                   FROM {q}.api_schedules ORDER BY name"
-            ),
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| {
-            (
-                StoredSchedule {
-                    name: r.get(0),
-                    cron: r.get(1),
-                    timezone: r.get(2),
-                    tasks: r.get(3),
-                    enabled: r.get(4),
-                    allow_critical: r.get(5),
-                    misfire: r.get(6),
-                    misfire_grace_seconds: r.get(7),
-                    max_runtime_seconds: r.get(8),
-                    notify: r.get(9),
-                },
-                r.get(10),
+    crate::db::committed(client, async {
+        let q = quote_ident(schema);
+        Ok(client
+            .rows(
+                &format!(
+                    "SELECT name, cron, timezone, tasks, enabled, allow_critical, misfire, misfire_grace_seconds, max_runtime_seconds, notify, updated_at
+                       FROM {q}.api_schedules ORDER BY name"
+                ),
+                &[],
             )
-        })
-        .collect())
+            .await?
+            .iter()
+            .map(|r| {
+                (
+                    StoredSchedule {
+                        name: r.get(0),
+                        cron: r.get(1),
+                        timezone: r.get(2),
+                        tasks: r.get(3),
+                        enabled: r.get(4),
+                        allow_critical: r.get(5),
+                        misfire: r.get(6),
+                        misfire_grace_seconds: r.get(7),
+                        max_runtime_seconds: r.get(8),
+                        notify: r.get(9),
+                    },
+                    r.get(10),
+                )
+            })
+            .collect())
+    })
+    .await
 }
 
 /// What the API's schedules are now, in one short value: any change
@@ -72,16 +75,19 @@ pub(crate) async fn api_schedules_digest(
     client: &Client,
     schema: &str,
 ) -> Result<String, tokio_postgres::Error> {
-    let q = quote_ident(schema);
-    Ok(client
-        .row(
-            &format!(
-                "SELECT coalesce(md5(string_agg(name || ' ' || updated_at::text, ',' ORDER BY name)), '') FROM {q}.api_schedules"
-            ),
-            &[],
-        )
-        .await?
-        .get(0))
+    crate::db::committed(client, async {
+        let q = quote_ident(schema);
+        Ok(client
+            .row(
+                &format!(
+                    "SELECT coalesce(md5(string_agg(name || ' ' || updated_at::text, ',' ORDER BY name)), '') FROM {q}.api_schedules"
+                ),
+                &[],
+            )
+            .await?
+            .get(0))
+    })
+    .await
 }
 
 /// Tells every daemon, when `tx` commits, that the schedules changed.
@@ -113,7 +119,7 @@ pub(crate) async fn save_api_schedule(
                       misfire_grace_seconds = excluded.misfire_grace_seconds, max_runtime_seconds = excluded.max_runtime_seconds,
                       notify = excluded.notify, updated_at = now()"
     };
-    let tx = client.transaction().await?;
+    let tx = crate::db::begin(client).await?;
     let changed = tx
         .exec(
             &format!(
@@ -142,7 +148,7 @@ pub(crate) async fn delete_api_schedule(
     who: &str,
 ) -> Result<bool, tokio_postgres::Error> {
     let q = quote_ident(schema);
-    let tx = client.transaction().await?;
+    let tx = crate::db::begin(client).await?;
     let deleted = tx
         .exec(
             &format!("DELETE FROM {q}.api_schedules WHERE name = $1"),

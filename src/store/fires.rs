@@ -23,14 +23,17 @@ pub(crate) async fn last_fire(
     schema: &str,
     schedule: &str,
 ) -> Result<Option<DateTime<Utc>>, tokio_postgres::Error> {
-    let q = quote_ident(schema);
-    Ok(client
-        .row_opt(
-            &format!("SELECT last_fire FROM {q}.schedule_state WHERE schedule = $1"),
-            &[&schedule],
-        )
-        .await?
-        .map(|r| r.get(0)))
+    crate::db::committed(client, async {
+        let q = quote_ident(schema);
+        Ok(client
+            .row_opt(
+                &format!("SELECT last_fire FROM {q}.schedule_state WHERE schedule = $1"),
+                &[&schedule],
+            )
+            .await?
+            .map(|r| r.get(0)))
+    })
+    .await
 }
 
 /// Starts counting a schedule's fires from `from` (its first sight).
@@ -40,14 +43,17 @@ pub(crate) async fn begin_schedule(
     schedule: &str,
     from: DateTime<Utc>,
 ) -> Result<(), tokio_postgres::Error> {
-    let q = quote_ident(schema);
-    client
-        .exec(
-            &format!("INSERT INTO {q}.schedule_state (schedule, last_fire) VALUES ($1, $2) ON CONFLICT DO NOTHING"),
-            &[&schedule, &from],
-        )
-        .await?;
-    Ok(())
+    crate::db::committed(client, async {
+        let q = quote_ident(schema);
+        client
+            .exec(
+                &format!("INSERT INTO {q}.schedule_state (schedule, last_fire) VALUES ($1, $2) ON CONFLICT DO NOTHING"),
+                &[&schedule, &from],
+            )
+            .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// Claims a fire with the given status; true when this daemon won it. The
@@ -64,7 +70,7 @@ pub(crate) async fn claim_fire(
     owner: &LeaseOwner,
 ) -> Result<bool, tokio_postgres::Error> {
     let q = quote_ident(schema);
-    let tx = client.transaction().await?;
+    let tx = crate::db::begin(client).await?;
     let won = tx
         .exec(
             &format!(
@@ -94,14 +100,17 @@ pub(crate) async fn set_fire_run(
     at: DateTime<Utc>,
     run_id: i64,
 ) -> Result<(), tokio_postgres::Error> {
-    let q = quote_ident(schema);
-    client
-        .exec(
-            &format!("UPDATE {q}.schedule_fires SET run_id = $3 WHERE schedule = $1 AND scheduled_for = $2"),
-            &[&schedule, &at, &run_id],
-        )
-        .await?;
-    Ok(())
+    crate::db::committed(client, async {
+        let q = quote_ident(schema);
+        client
+            .exec(
+                &format!("UPDATE {q}.schedule_fires SET run_id = $3 WHERE schedule = $1 AND scheduled_for = $2"),
+                &[&schedule, &at, &run_id],
+            )
+            .await?;
+        Ok(())
+    })
+    .await
 }
 
 pub(crate) async fn finish_fire(
@@ -112,14 +121,17 @@ pub(crate) async fn finish_fire(
     status: Status,
     reason: Option<&str>,
 ) -> Result<(), tokio_postgres::Error> {
-    let q = quote_ident(schema);
-    client
-        .exec(
-            &format!("UPDATE {q}.schedule_fires SET status = $3, reason = coalesce($4, reason) WHERE schedule = $1 AND scheduled_for = $2"),
-            &[&schedule, &at, &status.as_str(), &reason],
-        )
-        .await?;
-    Ok(())
+    crate::db::committed(client, async {
+        let q = quote_ident(schema);
+        client
+            .exec(
+                &format!("UPDATE {q}.schedule_fires SET status = $3, reason = coalesce($4, reason) WHERE schedule = $1 AND scheduled_for = $2"),
+                &[&schedule, &at, &status.as_str(), &reason],
+            )
+            .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// Fires left `running` by a daemon that died or lost the database: their
@@ -130,25 +142,28 @@ pub(crate) async fn mark_fires_interrupted(
     client: &Client,
     schema: &str,
 ) -> Result<u64, tokio_postgres::Error> {
-    let q = quote_ident(schema);
-    client
-        .exec(
-            &format!(
-                "WITH dead AS (
-                   SELECT f.schedule, f.scheduled_for FROM {q}.schedule_fires f
-                    WHERE f.status = 'running'
-                      AND (f.lease_until < now()
-                           OR EXISTS (SELECT 1 FROM {q}.runs r WHERE r.id = f.run_id AND r.status = 'interrupted')
-                           OR (f.lease_until IS NULL AND f.run_id IS NULL AND f.claimed_at < now() - interval '5 minutes'))
-                    FOR UPDATE OF f SKIP LOCKED)
-                 UPDATE {q}.schedule_fires f SET status = 'interrupted',
-                        reason = 'the daemon running it stopped renewing its lease (it died, or lost the database)'
-                   FROM dead
-                  WHERE f.schedule = dead.schedule AND f.scheduled_for = dead.scheduled_for AND f.status = 'running'"
-            ),
-            &[],
-        )
-        .await
+    crate::db::committed(client, async {
+        let q = quote_ident(schema);
+        client
+            .exec(
+                &format!(
+                    "WITH dead AS (
+                       SELECT f.schedule, f.scheduled_for FROM {q}.schedule_fires f
+                        WHERE f.status = 'running'
+                          AND (f.lease_until < now()
+                               OR EXISTS (SELECT 1 FROM {q}.runs r WHERE r.id = f.run_id AND r.status = 'interrupted')
+                               OR (f.lease_until IS NULL AND f.run_id IS NULL AND f.claimed_at < now() - interval '5 minutes'))
+                        FOR UPDATE OF f SKIP LOCKED)
+                     UPDATE {q}.schedule_fires f SET status = 'interrupted',
+                            reason = 'the daemon running it stopped renewing its lease (it died, or lost the database)'
+                       FROM dead
+                      WHERE f.schedule = dead.schedule AND f.scheduled_for = dead.scheduled_for AND f.status = 'running'"
+                ),
+                &[],
+            )
+            .await
+    })
+    .await
 }
 
 /// Deletes runs (with their task runs) and fires older than `keep`.
@@ -157,20 +172,23 @@ pub(crate) async fn prune_runs_and_fires(
     schema: &str,
     keep: &str,
 ) -> Result<u64, tokio_postgres::Error> {
-    let q = quote_ident(schema);
-    let runs = client
-        .exec(
-            &format!("DELETE FROM {q}.runs WHERE status <> 'running' AND coalesce(finished_at, started_at) < now() - $1::text::interval"),
-            &[&keep],
-        )
-        .await?;
-    client
-        .exec(
-            &format!("DELETE FROM {q}.schedule_fires WHERE status <> 'running' AND scheduled_for < now() - $1::text::interval"),
-            &[&keep],
-        )
-        .await?;
-    Ok(runs)
+    crate::db::committed(client, async {
+        let q = quote_ident(schema);
+        let runs = client
+            .exec(
+                &format!("DELETE FROM {q}.runs WHERE status <> 'running' AND coalesce(finished_at, started_at) < now() - $1::text::interval"),
+                &[&keep],
+            )
+            .await?;
+        client
+            .exec(
+                &format!("DELETE FROM {q}.schedule_fires WHERE status <> 'running' AND scheduled_for < now() - $1::text::interval"),
+                &[&keep],
+            )
+            .await?;
+        Ok(runs)
+    })
+    .await
 }
 
 /// Takes the lease a schedule's running fire holds, without waiting;

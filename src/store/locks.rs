@@ -119,7 +119,7 @@ pub(crate) async fn try_take(
     run_id: Option<i64>,
 ) -> Result<bool, tokio_postgres::Error> {
     let q = quote_ident(schema);
-    let tx = client.transaction().await?;
+    let tx = crate::db::begin(client).await?;
     let inserted = tx
         .exec(
             &format!(
@@ -166,14 +166,17 @@ pub(crate) async fn release(
     name: &str,
     owner: &LeaseOwner,
 ) -> Result<(), tokio_postgres::Error> {
-    let q = quote_ident(schema);
-    client
-        .exec(
-            &format!("DELETE FROM {q}.leases WHERE name = $1 AND owner = $2"),
-            &[&name, &owner.owner],
-        )
-        .await?;
-    Ok(())
+    crate::db::committed(client, async {
+        let q = quote_ident(schema);
+        client
+            .exec(
+                &format!("DELETE FROM {q}.leases WHERE name = $1 AND owner = $2"),
+                &[&name, &owner.owner],
+            )
+            .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// The lease that keeps a task to one runner.
@@ -217,7 +220,7 @@ pub(crate) async fn renew(
     owner: &LeaseOwner,
 ) -> Result<u64, tokio_postgres::Error> {
     let q = quote_ident(schema);
-    let tx = client.transaction().await?;
+    let tx = crate::db::begin(client).await?;
     let mut renewed = 0;
     for table in [
         "leases SET expires_at",

@@ -57,9 +57,13 @@ pub(crate) async fn task_durations(
     Ok(client
         .rows(
             &format!(
-                "SELECT task, array(SELECT count(*) FILTER (WHERE duration_ms <= b * 1000) FROM unnest($1::float8[]) b),
-                        count(*), coalesce(sum(duration_ms), 0)::float8 / 1000
-                   FROM {q}.task_runs WHERE NOT dry_run AND duration_ms IS NOT NULL GROUP BY task ORDER BY task"
+                "SELECT task, array_agg(within ORDER BY i), max(total), max(seconds)
+                   FROM (SELECT r.task, u.i, count(*) FILTER (WHERE r.duration_ms <= u.b * 1000) AS within,
+                                count(*) AS total, coalesce(sum(r.duration_ms), 0)::float8 / 1000 AS seconds
+                           FROM {q}.task_runs r CROSS JOIN unnest($1::float8[]) WITH ORDINALITY u(b, i)
+                          WHERE NOT r.dry_run AND r.duration_ms IS NOT NULL
+                          GROUP BY r.task, u.i) per_bound
+                  GROUP BY task ORDER BY task"
             ),
             &[&bounds],
         )

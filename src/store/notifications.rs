@@ -16,12 +16,15 @@ pub(crate) async fn record_notification(
     attempts: i32,
     error: Option<&String>,
 ) -> Result<(), tokio_postgres::Error> {
-    let q = quote_ident(schema);
-    client
-        .exec(
-            &format!("INSERT INTO {q}.notifications (notifier, title, ok, attempts, error) VALUES ($1, $2, $3, $4, $5)"),
-            &[&notifier, &title, &ok, &attempts, &error],
-        )
-        .await?;
-    Ok(())
+    crate::db::committed(client, async {
+        let q = quote_ident(schema);
+        client
+            .exec(
+                &format!("INSERT INTO {q}.notifications (notifier, title, ok, attempts, error) VALUES ($1, $2, $3, $4, $5)"),
+                &[&notifier, &title, &ok, &attempts, &error],
+            )
+            .await?;
+        Ok(())
+    })
+    .await
 }

@@ -60,17 +60,20 @@ pub(crate) async fn start_run(
     dry_run: bool,
     owner: &LeaseOwner,
 ) -> Result<i64, StateError> {
-    let q = quote_ident(schema);
-    Ok(client
-        .row(
-            &format!(
-                "INSERT INTO {q}.runs (trigger, triggered_by, command, status, dry_run, pgmaint_version, owner, lease_until)
-                 VALUES ($1, $2, $3, 'running', $4, $5, $6, now() + make_interval(secs => $7)) RETURNING id"
-            ),
-            &[&trigger.kind, &trigger.who, &trigger.command, &dry_run, &env!("CARGO_PKG_VERSION"), &owner.owner, &owner.ttl_secs()],
-        )
-        .await?
-        .get(0))
+    crate::db::committed(&*client, async {
+        let q = quote_ident(schema);
+        Ok(client
+            .row(
+                &format!(
+                    "INSERT INTO {q}.runs (trigger, triggered_by, command, status, dry_run, pgmaint_version, owner, lease_until)
+                     VALUES ($1, $2, $3, 'running', $4, $5, $6, now() + make_interval(secs => $7)) RETURNING id"
+                ),
+                &[&trigger.kind, &trigger.who, &trigger.command, &dry_run, &env!("CARGO_PKG_VERSION"), &owner.owner, &owner.ttl_secs()],
+            )
+            .await?
+            .get(0))
+    })
+    .await
 }
 
 pub(crate) async fn finish_run(
@@ -80,16 +83,19 @@ pub(crate) async fn finish_run(
     status: Status,
     error: Option<&str>,
 ) -> Result<(), StateError> {
-    let q = quote_ident(schema);
-    client
-        .exec(
-            &format!(
-                "UPDATE {q}.runs SET status = $2, finished_at = now(), error = $3 WHERE id = $1"
-            ),
-            &[&run_id, &status.as_str(), &error],
-        )
-        .await?;
-    Ok(())
+    crate::db::committed(client, async {
+        let q = quote_ident(schema);
+        client
+            .exec(
+                &format!(
+                    "UPDATE {q}.runs SET status = $2, finished_at = now(), error = $3 WHERE id = $1"
+                ),
+                &[&run_id, &status.as_str(), &error],
+            )
+            .await?;
+        Ok(())
+    })
+    .await
 }
 
 pub(crate) async fn start_task_run(
@@ -100,16 +106,19 @@ pub(crate) async fn start_task_run(
     kind: &str,
     dry_run: bool,
 ) -> Result<i64, StateError> {
-    let q = quote_ident(schema);
-    Ok(client
-        .row(
-            &format!(
-                "INSERT INTO {q}.task_runs (run_id, task, kind, status, dry_run) VALUES ($1, $2, $3, 'running', $4) RETURNING id"
-            ),
-            &[&run_id, &task, &kind, &dry_run],
-        )
-        .await?
-        .get(0))
+    crate::db::committed(client, async {
+        let q = quote_ident(schema);
+        Ok(client
+            .row(
+                &format!(
+                    "INSERT INTO {q}.task_runs (run_id, task, kind, status, dry_run) VALUES ($1, $2, $3, 'running', $4) RETURNING id"
+                ),
+                &[&run_id, &task, &kind, &dry_run],
+            )
+            .await?
+            .get(0))
+    })
+    .await
 }
 
 pub async fn record_progress(
@@ -118,21 +127,24 @@ pub async fn record_progress(
     task_run_id: i64,
     counters: Counters,
 ) -> Result<(), tokio_postgres::Error> {
-    let q = quote_ident(schema);
-    client
-        .exec(
-            &format!(
-                "UPDATE {q}.task_runs SET rows = $2, batches = $3, retries = $4 WHERE id = $1"
-            ),
-            &[
-                &task_run_id,
-                &(counters.rows as i64),
-                &(counters.batches as i64),
-                &(counters.retries as i64),
-            ],
-        )
-        .await?;
-    Ok(())
+    crate::db::committed(client, async {
+        let q = quote_ident(schema);
+        client
+            .exec(
+                &format!(
+                    "UPDATE {q}.task_runs SET rows = $2, batches = $3, retries = $4 WHERE id = $1"
+                ),
+                &[
+                    &task_run_id,
+                    &(counters.rows as i64),
+                    &(counters.batches as i64),
+                    &(counters.retries as i64),
+                ],
+            )
+            .await?;
+        Ok(())
+    })
+    .await
 }
 
 pub(crate) async fn finish_task_run(
@@ -142,26 +154,29 @@ pub(crate) async fn finish_task_run(
     outcome: &Outcome,
     duration_ms: i64,
 ) -> Result<(), StateError> {
-    let q = quote_ident(schema);
-    client
-        .exec(
-            &format!(
-                "UPDATE {q}.task_runs SET status = $2, rows = $3, batches = $4, retries = $5, duration_ms = $6,
-                        error = $7, details = $8, finished_at = now() WHERE id = $1"
-            ),
-            &[
-                &task_run_id,
-                &outcome.status.as_str(),
-                &(outcome.rows as i64),
-                &(outcome.batches as i64),
-                &(outcome.retries as i64),
-                &duration_ms,
-                &outcome.error,
-                &outcome.details,
-            ],
-        )
-        .await?;
-    Ok(())
+    crate::db::committed(client, async {
+        let q = quote_ident(schema);
+        client
+            .exec(
+                &format!(
+                    "UPDATE {q}.task_runs SET status = $2, rows = $3, batches = $4, retries = $5, duration_ms = $6,
+                            error = $7, details = $8, finished_at = now() WHERE id = $1"
+                ),
+                &[
+                    &task_run_id,
+                    &outcome.status.as_str(),
+                    &(outcome.rows as i64),
+                    &(outcome.batches as i64),
+                    &(outcome.retries as i64),
+                    &duration_ms,
+                    &outcome.error,
+                    &outcome.details,
+                ],
+            )
+            .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// Marks `interrupted` every run still `running` whose lease expired (its
@@ -177,8 +192,9 @@ pub(crate) async fn mark_interrupted(
 ) -> Result<Vec<i64>, StateError> {
     let q = quote_ident(schema);
     let message = "its process ended without finishing (killed, crashed or lost its connection: its lease expired); uncommitted batches were rolled back";
+    let tx = crate::db::begin(client).await?;
     // Runs whose lease still holds but whose owner's process is known gone.
-    let gone: Vec<i64> = client
+    let gone: Vec<i64> = tx
         .rows(
             &format!(
                 "SELECT id, owner FROM {q}.runs WHERE status = 'running' AND lease_until >= now()"
@@ -193,7 +209,6 @@ pub(crate) async fn mark_interrupted(
         })
         .map(|r| r.get(0))
         .collect();
-    let tx = client.transaction().await?;
     let marked: Vec<i64> = tx
         .rows(
             &format!(
@@ -236,18 +251,21 @@ pub(crate) async fn holder_of_task(
     task: &str,
     this_run: i64,
 ) -> Result<Option<(i64, String)>, StateError> {
-    let q = quote_ident(schema);
-    Ok(client
-        .row_opt(
-            &format!(
-                "SELECT r.id, r.triggered_by FROM {q}.task_runs t JOIN {q}.runs r ON r.id = t.run_id
-                  WHERE t.task = $1 AND t.status = 'running' AND NOT t.dry_run AND r.id <> $2
-                  ORDER BY t.id DESC LIMIT 1"
-            ),
-            &[&task, &this_run],
-        )
-        .await?
-        .map(|r| (r.get(0), r.get(1))))
+    crate::db::committed(client, async {
+        let q = quote_ident(schema);
+        Ok(client
+            .row_opt(
+                &format!(
+                    "SELECT r.id, r.triggered_by FROM {q}.task_runs t JOIN {q}.runs r ON r.id = t.run_id
+                      WHERE t.task = $1 AND t.status = 'running' AND NOT t.dry_run AND r.id <> $2
+                      ORDER BY t.id DESC LIMIT 1"
+                ),
+                &[&task, &this_run],
+            )
+            .await?
+            .map(|r| (r.get(0), r.get(1))))
+    })
+    .await
 }
 
 /// One task of a run, as `history` and the API show it.
@@ -308,13 +326,16 @@ pub async fn history(
     task: Option<&str>,
     limit: i64,
 ) -> Result<Vec<RunRecord>, StateError> {
-    let filter = HistoryFilter {
-        task: task.map(str::to_string),
-        dry_runs: true,
-        limit,
-        ..HistoryFilter::default()
-    };
-    runs(client, schema, &filter, None).await
+    crate::db::committed(client, async {
+        let filter = HistoryFilter {
+            task: task.map(str::to_string),
+            dry_runs: true,
+            limit,
+            ..HistoryFilter::default()
+        };
+        runs(client, schema, &filter, None).await
+    })
+    .await
 }
 
 /// The latest runs the filter lets through, newest first.
@@ -323,7 +344,7 @@ pub async fn history_filtered(
     schema: &str,
     filter: &HistoryFilter,
 ) -> Result<Vec<RunRecord>, StateError> {
-    runs(client, schema, filter, None).await
+    crate::db::committed(client, async { runs(client, schema, filter, None).await }).await
 }
 
 /// How many dry runs the filter would show with `dry_runs` set: what a
@@ -333,28 +354,31 @@ pub async fn hidden_dry_runs(
     schema: &str,
     filter: &HistoryFilter,
 ) -> Result<i64, StateError> {
-    let q = quote_ident(schema);
-    let filter = HistoryFilter {
-        dry_runs: true,
-        ..filter.clone()
-    };
-    Ok(client
-        .row(
-            &format!(
-                "SELECT count(*) FROM {q}.runs r WHERE r.dry_run AND {}",
-                run_conditions(&q)
-            ),
-            &[
-                &filter.task,
-                &filter.status,
-                &filter.schedule,
-                &filter.trigger,
-                &filter.dry_runs,
-                &None::<i64>,
-            ],
-        )
-        .await?
-        .get(0))
+    crate::db::committed(client, async {
+        let q = quote_ident(schema);
+        let filter = HistoryFilter {
+            dry_runs: true,
+            ..filter.clone()
+        };
+        Ok(client
+            .row(
+                &format!(
+                    "SELECT count(*) FROM {q}.runs r WHERE r.dry_run AND {}",
+                    run_conditions(&q)
+                ),
+                &[
+                    &filter.task,
+                    &filter.status,
+                    &filter.schedule,
+                    &filter.trigger,
+                    &filter.dry_runs,
+                    &None::<i64>,
+                ],
+            )
+            .await?
+            .get(0))
+    })
+    .await
 }
 
 /// One run with its tasks.
@@ -363,12 +387,15 @@ pub async fn run_by_id(
     schema: &str,
     id: i64,
 ) -> Result<Option<RunRecord>, StateError> {
-    let filter = HistoryFilter {
-        dry_runs: true,
-        limit: 1,
-        ..HistoryFilter::default()
-    };
-    Ok(runs(client, schema, &filter, Some(id)).await?.pop())
+    crate::db::committed(client, async {
+        let filter = HistoryFilter {
+            dry_runs: true,
+            limit: 1,
+            ..HistoryFilter::default()
+        };
+        Ok(runs(client, schema, &filter, Some(id)).await?.pop())
+    })
+    .await
 }
 
 /// The schedule behind a run: the fire that started it (the daemon links

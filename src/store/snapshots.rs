@@ -26,7 +26,7 @@ pub(crate) async fn take_snapshot(
     statements: bool,
 ) -> Result<Snapshot, Error> {
     let q = quote_ident(schema);
-    let tx = client.transaction().await?;
+    let tx = crate::db::begin(client).await?;
     let id: i64 = tx
         .row(
             &format!("INSERT INTO {q}.snapshots (statements) VALUES ($1) RETURNING id"),

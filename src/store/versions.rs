@@ -70,7 +70,7 @@ async fn current_version(
 
 /// Creates or upgrades the schema. Returns the versions it applied.
 pub async fn init(client: &mut Client, schema: &str) -> Result<Vec<i32>, StateError> {
-    let tx = client.transaction().await?;
+    let tx = crate::db::begin(client).await?;
     // Another `init` holds the lock for as long as its steps take, which may
     // be longer than the session's lock_timeout: wait by polling, which no
     // lock_timeout cuts short, up to the statement_timeout's worth of time.
@@ -131,18 +131,21 @@ pub async fn init(client: &mut Client, schema: &str) -> Result<Vec<i32>, StateEr
 /// Fails with a message saying to run `pgmaint init` unless the schema is
 /// there and current.
 pub(crate) async fn ensure_ready(client: &Client, schema: &str) -> Result<(), StateError> {
-    match current_version(client, schema).await? {
-        None => Err(StateError::Missing(schema.into())),
-        Some(found) if found < latest_version() => Err(StateError::Outdated {
-            schema: schema.into(),
-            found,
-            wanted: latest_version(),
-        }),
-        Some(found) if found > latest_version() => Err(StateError::TooNew {
-            schema: schema.into(),
-            found,
-            wanted: latest_version(),
-        }),
-        Some(_) => Ok(()),
-    }
+    crate::db::committed(client, async {
+        match current_version(client, schema).await? {
+            None => Err(StateError::Missing(schema.into())),
+            Some(found) if found < latest_version() => Err(StateError::Outdated {
+                schema: schema.into(),
+                found,
+                wanted: latest_version(),
+            }),
+            Some(found) if found > latest_version() => Err(StateError::TooNew {
+                schema: schema.into(),
+                found,
+                wanted: latest_version(),
+            }),
+            Some(_) => Ok(()),
+        }
+    })
+    .await
 }

@@ -160,7 +160,9 @@ impl RefreshSpec {
             .await
             .map_err(|e| vec![problem(db::describe(&e), None)])?;
         let last = match state_schema {
-            Some(schema) => refresh_ages(client, schema).await.unwrap_or_default(),
+            Some(schema) => db::read_only(client, refresh_ages(client, schema))
+                .await
+                .unwrap_or_default(),
             None => Default::default(),
         };
         let mut plans = Vec::new();

@@ -4,7 +4,8 @@
 //! `running`; a purge with backup and its restore count exactly; an expired
 //! lease is taken over (its run marked interrupted once), a live one holds;
 //! a vacuum needs `[database] direct_url` and `check` says so; no session
-//! setting pgmaint makes reaches another client of the pooler.
+//! setting pgmaint makes reaches another client of the pooler; a locked
+//! state table stops a run within lock_timeout.
 
 use crate::common;
 
@@ -378,5 +379,56 @@ async fn through_a_transaction_pooler_no_session_setting_of_pgmaint_reaches_anot
         db.count("SELECT count(*) FROM tokens WHERE expired").await,
         0,
         "the purge ran"
+    );
+}
+
+/// pgmaint's own bookkeeping (reading the runs left behind, recording a
+/// run) is bounded by lock_timeout through a pooler too, where no session
+/// setting holds: a state table locked by someone else stops the run with
+/// the lock named, in about a second, instead of a wait for ever.
+#[tokio::test]
+async fn through_a_transaction_pooler_a_locked_state_table_stops_the_run_within_lock_timeout() {
+    let db = TestDb::with_sql(
+        "CREATE TABLE tokens (id bigint PRIMARY KEY, expired boolean NOT NULL);
+         INSERT INTO tokens SELECT i, i % 3 = 0 FROM generate_series(1, 300) i;",
+    )
+    .await;
+    let bouncer = PgBouncer::start(common::cluster(), 2);
+    let mut db = db;
+    db.pgmaint_url = Some(bouncer.url(&db.name));
+    db.config(
+        "[tasks.expired_tokens]\nkind = \"purge\"\ntable = \"tokens\"\nwhere = \"expired\"\n",
+    );
+    db.pgmaint(&["init"]).await.assert_code(0);
+    let holder = db.client().await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE pgmaint.runs IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let ran = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        db.pgmaint(&["run", "expired_tokens", "--json"]),
+    )
+    .await
+    .expect("the run waited on the locked state table for over 30 s");
+    assert_ne!(ran.code, 0, "{}\n{}", ran.stdout, ran.stderr);
+    assert!(
+        ran.stdout.contains("lock") && ran.stdout.contains("55P03"),
+        "the lock timeout is named: {}\n{}",
+        ran.stdout,
+        ran.stderr
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        db.count("SELECT count(*) FROM tokens WHERE expired").await,
+        100,
+        "nothing was removed"
+    );
+    db.pgmaint(&["run", "expired_tokens"]).await.assert_code(0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM tokens WHERE expired").await,
+        0
     );
 }
