@@ -477,6 +477,29 @@ pub(crate) async fn in_recovery(client: &Client) -> Result<bool, tokio_postgres:
     .await
 }
 
+/// Whether foreign key `constraint` of `schema`.`table` is INITIALLY
+/// DEFERRED, so PostgreSQL checks it at COMMIT.
+pub(crate) async fn constraint_is_deferred(
+    client: &Client,
+    schema: &str,
+    table: &str,
+    constraint: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    read_only(client, async {
+        Ok(client
+            .row_opt(
+                "SELECT c.condeferred FROM pg_constraint c
+                   JOIN pg_class t ON t.oid = c.conrelid
+                   JOIN pg_namespace n ON n.oid = t.relnamespace
+                  WHERE n.nspname = $1 AND t.relname = $2 AND c.conname = $3",
+                &[&schema, &table, &constraint],
+            )
+            .await?
+            .is_some_and(|row| row.get(0)))
+    })
+    .await
+}
+
 /// A name as a person writes it in the config for PostgreSQL to read: a
 /// plain lowercase identifier as it is, anything else double-quoted.
 pub(crate) fn as_written(name: &str) -> String {

@@ -414,19 +414,52 @@ impl TaskError {
     }
 
     /// A batch's error, with a foreign key that blocks a delete named in
-    /// words a person can act on.
-    pub fn from_batch(err: &tokio_postgres::Error, table: &crate::sql::TableName) -> TaskError {
-        if let Some(db) = err.as_db_error()
-            && *db.code() == tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION
-        {
-            let constraint = db.constraint().unwrap_or("?");
-            let referencing = db.table().unwrap_or("another table");
-            let detail = db.detail().map(|d| format!(" ({d})")).unwrap_or_default();
-            return TaskError::Database(format!(
-                "rows of {table} are still referenced by table \"{referencing}\" through foreign key \"{constraint}\"{detail}; the batch was rolled back (on_referenced = \"fail\"). Leave out `on_referenced` to keep referenced rows in place and remove the rest, or delete or re-point the referencing rows first (another task, ON DELETE CASCADE / SET NULL on the constraint)"
-            ));
-        }
-        TaskError::Database(crate::db::describe(err))
+    /// words a person can act on: the referencing table schema-qualified as
+    /// the config spells it, and whether the constraint is deferred (its
+    /// check came at the batch's COMMIT), read from the catalog.
+    pub async fn from_batch(
+        err: &tokio_postgres::Error,
+        table: &crate::sql::TableName,
+        client: &Client,
+    ) -> TaskError {
+        let Some(db) = err
+            .as_db_error()
+            .filter(|db| *db.code() == tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION)
+        else {
+            return TaskError::Database(crate::db::describe(err));
+        };
+        let constraint = db.constraint().unwrap_or("?");
+        let referencing = match (db.schema(), db.table()) {
+            (Some(schema), Some(name)) => format!(
+                "{}.{}",
+                crate::db::as_written(schema),
+                crate::db::as_written(name)
+            ),
+            (None, Some(name)) => crate::db::as_written(name),
+            _ => "another table".into(),
+        };
+        let deferred = match (db.schema(), db.table()) {
+            (Some(schema), Some(name)) => {
+                crate::db::constraint_is_deferred(client, schema, name, constraint)
+                    .await
+                    .unwrap_or(false)
+            }
+            _ => false,
+        };
+        let when = if deferred {
+            ", a deferred constraint checked when the batch commits"
+        } else {
+            ""
+        };
+        let detail = db.detail().map(|d| format!(" ({d})")).unwrap_or_default();
+        let source = format!(
+            "{}.{}",
+            crate::db::as_written(&table.schema),
+            crate::db::as_written(&table.name)
+        );
+        TaskError::Database(format!(
+            "rows of {source} are still referenced by {referencing} through foreign key \"{constraint}\"{when}{detail}; the batch was rolled back (on_referenced = \"fail\"). Leave out `on_referenced` to keep referenced rows in place and remove the rest, or remove or re-point the rows of {referencing} first (a task listed before this one, or the application itself); if an ORM's migrations manage the schema, a change to the constraint belongs in them"
+        ))
     }
 }
 

@@ -1100,7 +1100,9 @@ impl<'p> Walk<'p> {
                         _ => break,
                     }
                 }
-                Err(err) => return Err(TaskError::from_batch(&err, &self.plan.table)),
+                Err(err) => {
+                    return Err(TaskError::from_batch(&err, &self.plan.table, &*ctx.client).await);
+                }
             }
         }
         Ok(Attempt::LocksBusy)

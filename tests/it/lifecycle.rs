@@ -320,6 +320,60 @@ async fn a_critical_task_needs_yes_or_a_confirmation_on_a_terminal() {
     assert_eq!(db.count("SELECT count(*) FROM sessions").await, 0);
 }
 
+/// A Prisma-style schema whose foreign key is DEFERRABLE INITIALLY
+/// DEFERRED: PostgreSQL checks it at the batch's COMMIT, not at the DELETE.
+/// The failure names the constraint with its schema-qualified table as the
+/// config spells it, says that it is deferred, and does not tell the user
+/// to alter a constraint the ORM's migrations own. Without `on_referenced`
+/// the referenced users stay and the rest go, deferred or not.
+#[tokio::test]
+async fn a_deferred_foreign_key_that_blocks_a_purge_at_commit_is_named_with_its_table() {
+    let db = TestDb::with_sql(
+        r#"CREATE TABLE "User" (id int PRIMARY KEY, "deletedAt" timestamp(3));
+         INSERT INTO "User" SELECT i, CASE WHEN i <= 40 THEN now() - interval '60 days' END FROM generate_series(1, 100) i;
+         CREATE TABLE "Order" (id int PRIMARY KEY, "userId" int,
+             CONSTRAINT "Order_userId_fkey" FOREIGN KEY ("userId") REFERENCES "User" (id) DEFERRABLE INITIALLY DEFERRED);
+         INSERT INTO "Order" VALUES (1, 5), (2, 70);"#,
+    )
+    .await;
+    let task = r#"[tasks.deleted_users]
+kind = "purge"
+table = '"User"'
+where = "\"deletedAt\" < now() - interval '30 days'"
+batch_size = 1000
+"#;
+    db.config(&format!("{task}on_referenced = \"fail\"\n"));
+    db.pgmaint(&["init"]).await.assert_code(0);
+    let run = db.pgmaint(&["run", "deleted_users"]).await;
+    run.assert_code(1);
+    // The message as one line, whatever the terminal's width wrapped.
+    let said = run.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        said.contains("rows of public.\"User\" are still referenced by public.\"Order\" through foreign key \"Order_userId_fkey\", a deferred constraint checked when the batch commits"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !said.contains("ON DELETE CASCADE") && !said.contains("SQLSTATE"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        db.count(r#"SELECT count(*) FROM "User""#).await,
+        100,
+        "the batch rolled back"
+    );
+
+    db.config(task);
+    db.pgmaint(&["run", "deleted_users"]).await.assert_code(0);
+    assert_eq!(db.count(r#"SELECT count(*) FROM "User""#).await, 61);
+    assert_eq!(
+        db.count(r#"SELECT count(*) FROM "User" WHERE id = 5"#)
+            .await,
+        1
+    );
+}
+
 #[tokio::test]
 async fn soft_deleted_users_still_referenced_stay_or_with_on_referenced_fail_fail_naming_the_constraint()
  {
@@ -339,7 +393,7 @@ async fn soft_deleted_users_still_referenced_stay_or_with_on_referenced_fail_fai
     let run = db.pgmaint(&["run", "deleted_users"]).await;
     run.assert_code(1);
     assert!(
-        run.stdout.contains("referenced by table \"orders\"")
+        run.stdout.contains("referenced by public.orders")
             && run.stdout.contains("\"orders_user_id_fkey\""),
         "{}",
         run.stdout
