@@ -4,6 +4,7 @@
 
 use super::{Check, CheckContext, CheckName, Level, Outcome, has_extension, measured};
 use crate::store::snapshots;
+use crate::unnamed::Unnamed;
 
 pub(super) struct SlowQueries;
 
@@ -13,10 +14,24 @@ impl Check for SlowQueries {
     }
 
     async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
-        if !has_extension(ctx.client, "pg_stat_statements").await? {
-            return Ok(Outcome::Unknown(
-                "pg_stat_statements is not installed (shared_preload_libraries = 'pg_stat_statements', then CREATE EXTENSION pg_stat_statements)".into(),
-            ));
+        let created = has_extension(ctx.client, "pg_stat_statements").await?;
+        let loaded = preloaded(ctx.client).await?;
+        // Only the step that is missing, so nobody restarts a server that
+        // already loads the library.
+        let missing = match (loaded, created) {
+            (true, true) => None,
+            (true, false) => Some(
+                "pg_stat_statements is loaded (shared_preload_libraries) but not created in this database: CREATE EXTENSION pg_stat_statements",
+            ),
+            (false, true) => Some(
+                "pg_stat_statements is created in this database but not loaded: add it to shared_preload_libraries and restart the server",
+            ),
+            (false, false) => Some(
+                "pg_stat_statements is not installed: add it to shared_preload_libraries, restart the server, then CREATE EXTENSION pg_stat_statements",
+            ),
+        };
+        if let Some(missing) = missing {
+            return Ok(Outcome::Unknown(missing.into()));
         }
         let schema = &ctx.config.state_schema;
         // No state schema yet reads as no snapshot yet.
@@ -54,4 +69,15 @@ impl Check for SlowQueries {
         );
         Ok(Outcome::Findings(findings, Some(summary)))
     }
+}
+
+/// Whether the server loaded pg_stat_statements at start.
+async fn preloaded(client: &tokio_postgres::Client) -> Result<bool, tokio_postgres::Error> {
+    let libraries: String = client
+        .row("SELECT current_setting('shared_preload_libraries')", &[])
+        .await?
+        .get(0);
+    Ok(libraries
+        .split(',')
+        .any(|l| l.trim().trim_matches('"') == "pg_stat_statements"))
 }

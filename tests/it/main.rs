@@ -27,6 +27,7 @@ mod errors;
 mod health;
 mod health_catalog;
 mod health_custom;
+mod health_statements;
 mod health_timeout;
 mod lifecycle;
 mod partitioned;
