@@ -51,6 +51,50 @@ pub enum Action {
     Drop,
 }
 
+/// What a reindex will do, and how many indexes in scope it passes over
+/// and why, so an empty selection says why it is empty.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    indexes: Vec<IndexPlan>,
+    passed_over: PassedOver,
+}
+
+/// Indexes in scope that are left alone, by reason.
+#[derive(Debug, Clone, Default, Serialize)]
+struct PassedOver {
+    /// Valid B-trees under `MIN_BLOAT_BYTES`.
+    small: u64,
+    /// Valid B-trees at or under `bloat_ratio`.
+    under_ratio: u64,
+    /// Valid indexes of another access method (bloat is measured on B-trees).
+    not_btree: u64,
+    /// Being built by someone's CREATE INDEX CONCURRENTLY right now.
+    building: u64,
+}
+
+impl PassedOver {
+    /// The reasons, in words, or None when nothing was passed over.
+    fn words(&self, bloat_ratio: f64) -> Option<String> {
+        let parts: Vec<String> = [
+            (
+                self.small,
+                format!("under the {} MiB size floor", MIN_BLOAT_BYTES >> 20),
+            ),
+            (
+                self.under_ratio,
+                format!("at or under bloat_ratio {bloat_ratio}"),
+            ),
+            (self.not_btree, "not B-tree".to_string()),
+            (self.building, "being built".to_string()),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, why)| format!("{n} {why}"))
+        .collect();
+        (!parts.is_empty()).then(|| format!("passed over: {}", parts.join(", ")))
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct IndexPlan {
     pub index: String,
@@ -158,7 +202,7 @@ impl ReindexSpec {
         }
     }
 
-    async fn plan(&self, client: &Client) -> Result<Vec<IndexPlan>, Vec<CheckProblem>> {
+    async fn plan(&self, client: &Client) -> Result<Selection, Vec<CheckProblem>> {
         let scope = self.scope(client).await?;
         let fail = |e: tokio_postgres::Error| {
             vec![CheckProblem {
@@ -197,6 +241,7 @@ impl ReindexSpec {
             .await
             .map_err(fail)?;
         let mut plans = Vec::new();
+        let mut passed_over = PassedOver::default();
         for row in rows {
             let oid: u32 = row.get(0);
             let name = TableName::new(row.get::<_, String>(1), row.get::<_, String>(2));
@@ -215,7 +260,9 @@ impl ReindexSpec {
                 measured_by: None,
             };
             if building {
-                continue; // someone's CREATE INDEX CONCURRENTLY is running right now
+                // Someone's CREATE INDEX CONCURRENTLY is running right now.
+                passed_over.building += 1;
+                continue;
             }
             if !valid && leftover {
                 plan.action = Action::Drop;
@@ -228,7 +275,12 @@ impl ReindexSpec {
                 plans.push(plan);
                 continue;
             }
-            if !btree || size < MIN_BLOAT_BYTES {
+            if !btree {
+                passed_over.not_btree += 1;
+                continue;
+            }
+            if size < MIN_BLOAT_BYTES {
+                passed_over.small += 1;
                 continue;
             }
             let (bloat, measured_by) = if pgstattuple {
@@ -258,11 +310,16 @@ impl ReindexSpec {
                     self.bloat_ratio
                 );
                 plans.push(plan);
+            } else {
+                passed_over.under_ratio += 1;
             }
         }
         // Drop leftovers before rebuilding anything.
         plans.sort_by_key(|p| p.action == Action::Rebuild);
-        Ok(plans)
+        Ok(Selection {
+            indexes: plans,
+            passed_over,
+        })
     }
 }
 
@@ -313,7 +370,7 @@ fn regex_escape(text: &str) -> String {
 }
 
 impl Task for ReindexSpec {
-    type Plan = Vec<IndexPlan>;
+    type Plan = Selection;
 
     fn needs_session(&self) -> bool {
         true
@@ -328,7 +385,7 @@ impl Task for ReindexSpec {
         }
     }
 
-    async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<Vec<IndexPlan>, TaskError> {
+    async fn prepare(&self, ctx: &mut TaskContext<'_>) -> Result<Selection, TaskError> {
         self.plan(ctx.client)
             .await
             .map_err(|p| TaskError::from_problems(&p))
@@ -337,9 +394,17 @@ impl Task for ReindexSpec {
     async fn describe(
         &self,
         _: &mut TaskContext<'_>,
-        plan: &Vec<IndexPlan>,
+        selection: &Selection,
     ) -> Result<Outcome, TaskError> {
+        let plan = &selection.indexes;
         let rebuilds = plan.iter().filter(|p| p.action == Action::Rebuild).count();
+        let mut summary = format!(
+            "would rebuild {rebuilds} index(es) and drop {} leftover(s)",
+            plan.len() - rebuilds
+        );
+        if let Some(why) = selection.passed_over.words(self.bloat_ratio) {
+            summary.push_str(&format!("; {why}"));
+        }
         Ok(Outcome {
             status: Status::Succeeded,
             rows: 0,
@@ -347,8 +412,9 @@ impl Task for ReindexSpec {
             retries: 0,
             error: None,
             details: json!({
-                "summary": format!("would rebuild {rebuilds} index(es) and drop {} leftover(s)", plan.len() - rebuilds),
+                "summary": summary,
                 "indexes": plan,
+                "passed_over": selection.passed_over,
                 "statements": plan.iter().map(statement).collect::<Vec<_>>(),
             }),
         })
@@ -357,8 +423,9 @@ impl Task for ReindexSpec {
     async fn execute(
         &self,
         ctx: &mut TaskContext<'_>,
-        plan: Vec<IndexPlan>,
+        selection: Selection,
     ) -> Result<Outcome, TaskError> {
+        let plan = selection.indexes;
         utility::set_timeouts(ctx).await?;
         let mut retries = 0;
         let mut done = Vec::new();

@@ -284,4 +284,42 @@ async fn bloated_indexes_are_measured_by_pgstattuple_or_estimated_and_rebuilt() 
         serde_json::json!([]),
         "{after}"
     );
+    // An empty selection says why: the rebuilt index is under the floor.
+    let summary = after["tasks"][0]["details"]["summary"].as_str().unwrap();
+    assert!(
+        summary.ends_with("; passed over: 1 under the 1 MiB size floor"),
+        "{summary}"
+    );
+}
+
+#[tokio::test]
+async fn a_reindex_that_selects_nothing_says_what_it_passed_over_and_why() {
+    let db = TestDb::with_sql(
+        "CREATE TABLE events (id int, note text);
+         INSERT INTO events SELECT i, 'n' FROM generate_series(1, 200000) i;
+         CREATE INDEX events_id ON events (id);
+         CREATE INDEX events_id_hash ON events USING hash (id);
+         CREATE TABLE small (id int PRIMARY KEY);
+         ANALYZE events;",
+    )
+    .await;
+    db.config(
+        "[tasks.bloat]\nkind = \"reindex\"\ntables = [\"events\", \"small\"]\nbloat_ratio = 0.5\n",
+    );
+    db.pgmaint(&["init"]).await.assert_code(0);
+    let plan = db.pgmaint(&["plan", "bloat", "--json"]).await.json();
+    let details = &plan["tasks"][0]["details"];
+    assert_eq!(details["indexes"], serde_json::json!([]), "{plan}");
+    assert_eq!(
+        details["summary"],
+        "would rebuild 0 index(es) and drop 0 leftover(s); passed over: 1 under the 1 MiB size floor, 1 at or under bloat_ratio 0.5, 1 not B-tree",
+        "{plan}"
+    );
+    assert_eq!(details["passed_over"]["not_btree"], 1, "{plan}");
+    let text = db.pgmaint(&["plan", "bloat"]).await;
+    assert!(
+        text.stdout.contains("1 at or under bloat_ratio 0.5"),
+        "{}",
+        text.stdout
+    );
 }
