@@ -168,10 +168,18 @@ impl Check for DuplicateIndexes {
                     AND a.incl <@ b.cols
                     AND (NOT a.uniq OR (b.uniq AND a.keys = b.keys))
                )
+               , named AS (
+                 SELECT c.oid, format('%I.%I', n.nspname, c.relname) AS name
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               )
                SELECT * FROM (
-                 SELECT DISTINCT ON (a) a::regclass::text, b::regclass::text AS covered_by, rel::regclass::text AS tab,
+                 SELECT DISTINCT ON (a) na.name, nb.name AS covered_by, nt.name AS tab,
                         pg_relation_size(a)::float8
-                   FROM pair WHERE NOT mutual OR a > b ORDER BY a, b
+                   FROM pair
+                   JOIN named na ON na.oid = pair.a
+                   JOIN named nb ON nb.oid = pair.b
+                   JOIN named nt ON nt.oid = pair.rel
+                  WHERE NOT mutual OR a > b ORDER BY a, b
                ) d ORDER BY 3, 1",
                 &[],
             )
@@ -179,7 +187,7 @@ impl Check for DuplicateIndexes {
         let findings = rows
             .iter()
             .map(|r| found(ctx, format!("{} on {}", r.get::<_, String>(0), r.get::<_, String>(2)), human_bytes(r.get(3)),
-                &format!("{} covers the same columns first; drop the redundant one (DROP INDEX CONCURRENTLY)", r.get::<_, String>(1))))
+                &format!("{} covers the same columns first; drop {} in the migration that made it when migrations manage the schema (a bare DROP INDEX makes the ORM's schema drift), or else DROP INDEX CONCURRENTLY {}", r.get::<_, String>(1), r.get::<_, String>(0), r.get::<_, String>(0))))
             .collect();
         Ok(Outcome::Findings(findings, None))
     }

@@ -577,3 +577,40 @@ async fn a_sequence_feeding_bigint_is_not_told_to_widen_to_bigint() {
         "{report}"
     );
 }
+
+/// A Prisma-style table whose `"Recipient_email_idx"` two other indexes
+/// cover: one finding, named as it is pasted back (`public."..."`), naming
+/// an index that covers it, with advice to drop it where the ORM's
+/// migrations would (a bare DROP INDEX makes their schema drift).
+#[tokio::test]
+async fn a_duplicate_index_covered_twice_is_one_finding_with_advice_for_migrations() {
+    let db = TestDb::with_sql(
+        r#"CREATE TABLE "Recipient" (id int PRIMARY KEY, email text, name text);
+         CREATE INDEX "Recipient_email_idx" ON "Recipient" (email);
+         CREATE INDEX "Recipient_email_name_idx" ON "Recipient" (email, name);
+         CREATE UNIQUE INDEX "Recipient_email_key" ON "Recipient" (email);"#,
+    )
+    .await;
+    db.config("");
+    let report = db
+        .pgmaint(&["health", "--json", "--check", "duplicate-indexes"])
+        .await
+        .json();
+    let findings = check(&report, "duplicate-indexes")["findings"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    let finding = &findings[0];
+    assert_eq!(
+        finding["object"], r#"public."Recipient_email_idx" on public."Recipient""#,
+        "{finding}"
+    );
+    let advice = finding["advice"].as_str().unwrap();
+    assert!(
+        advice.contains(r#"public."Recipient_email_"#)
+            && advice.contains("in the migration that made it")
+            && advice.contains(r#"DROP INDEX CONCURRENTLY public."Recipient_email_idx""#),
+        "{advice}"
+    );
+}
