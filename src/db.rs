@@ -149,11 +149,28 @@ pub(crate) async fn under<F: Future>(timeouts: SessionTimeouts, work: F) -> F::O
     TIMEOUTS.scope(timeouts, work).await
 }
 
-/// The timeouts of the work under way; pgmaint's own outside `under`.
+/// The `[database]` timeouts of the config this process loaded: what
+/// pgmaint's own transactions set outside any task (a run's bookkeeping,
+/// `init`, the daemon's claims and the API's reads), so a user's
+/// `lock_timeout` or `statement_timeout = 0` holds there too. One value per
+/// process while a process serves one config; a fleet of databases will
+/// carry it with each database's target instead.
+static CONFIGURED: std::sync::OnceLock<SessionTimeouts> = std::sync::OnceLock::new();
+
+/// Records the loaded config's `[database]` timeouts (the first call wins).
+pub(crate) fn configure_timeouts(timeouts: SessionTimeouts) {
+    let _ = CONFIGURED.set(timeouts);
+}
+
+/// The timeouts of the work under way; outside `under`, the config's
+/// `[database]` ones, else pgmaint's built-in ones.
 pub(crate) fn current_timeouts() -> SessionTimeouts {
-    TIMEOUTS
-        .try_with(|t| *t)
-        .unwrap_or(SessionTimeouts::BUILT_IN)
+    TIMEOUTS.try_with(|t| *t).unwrap_or_else(|_| {
+        CONFIGURED
+            .get()
+            .copied()
+            .unwrap_or(SessionTimeouts::BUILT_IN)
+    })
 }
 
 /// Runs `work` in a read-only transaction that is rolled back afterwards,

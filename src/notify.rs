@@ -211,20 +211,25 @@ pub(crate) async fn send(
                     "could not notify: {err}"
                 ),
             }
-            if let Some((client, schema)) = record {
-                let _ = crate::store::record_notification(
-                    client,
-                    schema,
-                    &notifier.name,
-                    &event.title,
-                    result.is_ok(),
-                    attempts as i32,
-                    result.as_ref().err(),
-                )
-                .await;
-            }
+            (notifier, result, attempts)
         });
-    futures_util::future::join_all(sends).await;
+    let sent = futures_util::future::join_all(sends).await;
+    // Recorded one after another: each record is a transaction of its own
+    // on the one connection, which concurrent futures would interleave.
+    if let Some((client, schema)) = record {
+        for (notifier, result, attempts) in sent {
+            let _ = crate::store::record_notification(
+                client,
+                schema,
+                &notifier.name,
+                &event.title,
+                result.is_ok(),
+                attempts as i32,
+                result.as_ref().err(),
+            )
+            .await;
+        }
+    }
 }
 
 /// One notification, retried with backoff. Returns the outcome and the

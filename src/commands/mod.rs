@@ -233,6 +233,7 @@ pub fn load_config(cli: &Cli, required: bool) -> Result<Config, CliError> {
         return Ok(Config::without_file());
     };
     let config = Config::load(&path)?;
+    crate::db::configure_timeouts(config.session_timeouts());
     let needed = config.problems_for(|need| needs(cli, need));
     if !needed.is_empty() {
         return Err(CliError::problems(needed));
@@ -244,7 +245,11 @@ pub fn load_config(cli: &Cli, required: bool) -> Result<Config, CliError> {
 /// `check`, which lists these with what it finds in the database.
 pub fn load_config_with_problems(cli: &Cli) -> Result<(Option<Config>, Vec<Problem>), CliError> {
     let path = config_path(cli, true).unwrap_or_else(|| PathBuf::from("pgmaint.toml"));
-    Ok(Config::load_all(&path)?)
+    let (config, problems) = Config::load_all(&path)?;
+    if let Some(config) = &config {
+        crate::db::configure_timeouts(config.session_timeouts());
+    }
+    Ok((config, problems))
 }
 
 fn needs(cli: &Cli, need: &Need) -> bool {

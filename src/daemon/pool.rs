@@ -2,8 +2,8 @@
 //! deadpool pool whose connections are opened by `connect::connect`, so each
 //! has today's session setup (TLS as `sslmode` says, `lock_timeout` and
 //! `statement_timeout` SET at connect, server notices to the log). A
-//! connection that closed is dropped when it comes back, not handed out
-//! again. Sessions that hold advisory locks or LISTEN (the scheduler, a
+//! connection that closed, or that a handler cut short left inside a
+//! transaction, is dropped when it is next taken, not handed out again. Sessions that hold advisory locks or LISTEN (the scheduler, a
 //! fire, a run) stay dedicated connections of their own.
 
 use std::time::Duration;
@@ -35,7 +35,27 @@ impl managed::Manager for Manager {
         if client.is_closed() {
             return Err(RecycleError::message("the connection closed"));
         }
-        Ok(())
+        // A handler cut short (a request timeout) can leave its transaction
+        // open: inside one, now() is the transaction's start, not this
+        // statement's. Such a connection is dropped, which ends it.
+        // One Query message (the simple protocol): outside a transaction its
+        // implicit one starts with it, so the two times are the same.
+        let idle = client
+            .simple_query("SELECT now() = statement_timestamp()")
+            .await
+            .ok()
+            .and_then(|messages| {
+                messages.into_iter().find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(|v| v == "t"),
+                    _ => None,
+                })
+            });
+        match idle {
+            Some(true) => Ok(()),
+            _ => Err(RecycleError::message(
+                "the connection was left inside a transaction",
+            )),
+        }
     }
 }
 

@@ -19,15 +19,18 @@ impl Check for SlowQueries {
         // Only the step that is missing, so nobody restarts a server that
         // already loads the library.
         let missing = match (loaded, created) {
-            (true, true) => None,
-            (true, false) => Some(
+            (Some(true) | None, true) => None,
+            (Some(true), false) => Some(
                 "pg_stat_statements is loaded (shared_preload_libraries) but not created in this database: CREATE EXTENSION pg_stat_statements",
             ),
-            (false, true) => Some(
+            (Some(false), true) => Some(
                 "pg_stat_statements is created in this database but not loaded: add it to shared_preload_libraries and restart the server",
             ),
-            (false, false) => Some(
+            (Some(false), false) => Some(
                 "pg_stat_statements is not installed: add it to shared_preload_libraries, restart the server, then CREATE EXTENSION pg_stat_statements",
+            ),
+            (None, false) => Some(
+                "pg_stat_statements is not created in this database: CREATE EXTENSION pg_stat_statements (the server must also list it in shared_preload_libraries, which this role cannot read)",
             ),
         };
         if let Some(missing) = missing {
@@ -71,13 +74,22 @@ impl Check for SlowQueries {
     }
 }
 
-/// Whether the server loaded pg_stat_statements at start.
-async fn preloaded(client: &tokio_postgres::Client) -> Result<bool, tokio_postgres::Error> {
-    let libraries: String = client
-        .row("SELECT current_setting('shared_preload_libraries')", &[])
+/// Whether the server loaded pg_stat_statements at start, or None when
+/// this role may not read `shared_preload_libraries` (pg_settings hides it
+/// without superuser or pg_read_all_settings). An entry may be a path
+/// (`$libdir/pg_stat_statements`).
+async fn preloaded(client: &tokio_postgres::Client) -> Result<Option<bool>, tokio_postgres::Error> {
+    let libraries: Option<String> = client
+        .row_opt(
+            "SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'",
+            &[],
+        )
         .await?
-        .get(0);
-    Ok(libraries
-        .split(',')
-        .any(|l| l.trim().trim_matches('"') == "pg_stat_statements"))
+        .and_then(|row| row.get(0));
+    Ok(libraries.map(|libraries| {
+        libraries.split(',').any(|entry| {
+            let entry = entry.trim().trim_matches('"');
+            entry.rsplit('/').next() == Some("pg_stat_statements")
+        })
+    }))
 }
