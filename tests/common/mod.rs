@@ -565,3 +565,29 @@ impl Drop for ClosedPort {
         unsafe { libc::close(self.fd) };
     }
 }
+
+/// Restarts a cluster started with `keep: true` (pg_ctl manages it), fast,
+/// and waits until it accepts connections again.
+pub fn restart_cluster(cluster: &Cluster) {
+    let restart = cluster.stop_command().replace(
+        " stop",
+        &format!(
+            " -l {}/restart.log -m fast -w restart",
+            cluster.dir.display()
+        ),
+    );
+    let status = std::process::Command::new("sh")
+        .args(["-c", &restart])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{restart}");
+}
+
+/// Stops a cluster started with `keep: true` and removes its directory.
+pub fn remove_kept_cluster(cluster: &Cluster) {
+    let _ = std::process::Command::new("sh")
+        .args(["-c", &cluster.stop_command()])
+        .status();
+    let _ = std::fs::remove_dir_all(&cluster.dir);
+}

@@ -4,7 +4,6 @@
 
 use crate::common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::Daemon;
@@ -83,19 +82,7 @@ async fn the_daemon_recovers_from_a_server_restart_without_being_restarted() {
     )
     .await;
 
-    let restart = cluster.stop_command().replace(
-        " stop",
-        &format!(
-            " -l {}/restart.log -m fast -w restart",
-            cluster.dir.display()
-        ),
-    );
-    let status = Command::new("sh")
-        .args(["-c", &restart])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "{restart}");
+    common::restart_cluster(&cluster);
     let before = wait_for(
         &url,
         "SELECT count(*) FROM marks",
@@ -115,10 +102,7 @@ async fn the_daemon_recovers_from_a_server_restart_without_being_restarted() {
         "the daemon kept running"
     );
     daemon.stop().await;
-    let _ = Command::new("sh")
-        .args(["-c", &cluster.stop_command()])
-        .status();
-    let _ = std::fs::remove_dir_all(&cluster.dir);
+    common::remove_kept_cluster(&cluster);
 }
 
 #[tokio::test]
@@ -153,19 +137,7 @@ async fn a_fire_running_when_the_server_restarts_is_marked_lost_to_the_restart()
     )
     .await;
     assert_eq!(running, 1);
-    let restart = cluster.stop_command().replace(
-        " stop",
-        &format!(
-            " -l {}/restart.log -m fast -w restart",
-            cluster.dir.display()
-        ),
-    );
-    let status = Command::new("sh")
-        .args(["-c", &restart])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "{restart}");
+    common::restart_cluster(&cluster);
     wait_for(
         &url,
         "SELECT count(*) FROM pgmaint.schedule_fires WHERE status = 'interrupted'",
@@ -201,8 +173,5 @@ async fn a_fire_running_when_the_server_restarts_is_marked_lost_to_the_restart()
         "the daemon kept running"
     );
     daemon.stop().await;
-    let _ = Command::new("sh")
-        .args(["-c", &cluster.stop_command()])
-        .status();
-    let _ = std::fs::remove_dir_all(&cluster.dir);
+    common::remove_kept_cluster(&cluster);
 }

@@ -5,8 +5,6 @@
 
 use crate::common;
 
-use std::process::Command;
-
 use common::health_check as check;
 use pgmaint::cluster::{Cluster, ClusterOptions};
 use tokio_postgres::NoTls;
@@ -59,19 +57,7 @@ async fn slow_queries_names_the_missing_step_of_pg_stat_statements() {
         "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'",
     )
     .await;
-    let restart = cluster.stop_command().replace(
-        " stop",
-        &format!(
-            " -l {}/restart.log -m fast -w restart",
-            cluster.dir.display()
-        ),
-    );
-    let restarted = Command::new("sh")
-        .args(["-c", &restart])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(restarted.success(), "{restart}");
+    common::restart_cluster(&cluster);
 
     // Loaded, not created: only CREATE EXTENSION is asked for.
     let (status, summary) = slow_queries(&url, &config).await;
@@ -89,8 +75,5 @@ async fn slow_queries_names_the_missing_step_of_pg_stat_statements() {
         "{summary}"
     );
 
-    let _ = Command::new("sh")
-        .args(["-c", &cluster.stop_command()])
-        .status();
-    let _ = std::fs::remove_dir_all(&cluster.dir);
+    common::remove_kept_cluster(&cluster);
 }
