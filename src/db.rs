@@ -183,16 +183,7 @@ pub(crate) async fn read_only<T>(
     client: &Client,
     work: impl Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, tokio_postgres::Error> {
-    client.batch_execute("BEGIN READ ONLY").await?;
-    let timeouts = current_timeouts();
-    let result =
-        match set_local_timeouts(client, &timeouts.lock_timeout, &timeouts.statement_timeout).await
-        {
-            Ok(()) => work.await,
-            Err(err) => Err(err),
-        };
-    client.batch_execute("ROLLBACK").await?;
-    result
+    bounded(client, "BEGIN READ ONLY", "ROLLBACK", work).await
 }
 
 /// Runs `work`, pgmaint's own bookkeeping (a run's start and end, its
@@ -206,7 +197,19 @@ pub(crate) async fn committed<T, E: From<tokio_postgres::Error>>(
     client: &Client,
     work: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
-    client.batch_execute("BEGIN").await?;
+    bounded(client, "BEGIN", "COMMIT", work).await
+}
+
+/// `begin`, the timeouts of the work under way SET LOCAL, `work`, then
+/// `end` when it succeeds or ROLLBACK when it fails: `read_only` and
+/// `committed`.
+async fn bounded<T, E: From<tokio_postgres::Error>>(
+    client: &Client,
+    begin: &str,
+    end: &str,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    client.batch_execute(begin).await?;
     let timeouts = current_timeouts();
     let result =
         match set_local_timeouts(client, &timeouts.lock_timeout, &timeouts.statement_timeout).await
@@ -216,7 +219,7 @@ pub(crate) async fn committed<T, E: From<tokio_postgres::Error>>(
         };
     match result {
         Ok(value) => {
-            client.batch_execute("COMMIT").await?;
+            client.batch_execute(end).await?;
             Ok(value)
         }
         Err(err) => {
