@@ -210,8 +210,8 @@ impl BackupWriter {
     }
 
     /// Starts an export into `dir` (which must exist): files named
-    /// `<schema>.<table>-<id>-<batch>.csv.gz` (or `.zst`), each with a
-    /// `.manifest.json`.
+    /// `<schema>_<table>-<id>-<batch>.csv.gz` (or `.zst`; the name made
+    /// safe by `safe_file_name`), each with a `.manifest.json`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn start_export(
         client: &Client,
@@ -443,6 +443,23 @@ impl BackupWriter {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
         Ok(None)
+    }
+
+    /// Ends the backup and names it in a task's details: `backup_id` for a
+    /// backup, `export_id` for an archive's export.
+    pub(crate) async fn finish_into(
+        self,
+        client: &Client,
+        details: &mut serde_json::Value,
+    ) -> Result<(), BackupError> {
+        let key = match self.purpose {
+            Purpose::Backup => "backup_id",
+            Purpose::Export => "export_id",
+        };
+        if let Some(id) = self.finish(client).await? {
+            details[key] = serde_json::json!(id);
+        }
+        Ok(())
     }
 }
 

@@ -520,23 +520,6 @@ pub(crate) async fn constraint_is_deferred(
     .await
 }
 
-/// A name as a person writes it in the config for PostgreSQL to read: a
-/// plain lowercase identifier as it is, anything else double-quoted.
-pub(crate) fn as_written(name: &str) -> String {
-    let plain = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
-    if plain {
-        name.to_string()
-    } else {
-        crate::sql::quote_ident(name)
-    }
-}
-
 /// The candidate nearest to `word` (case ignored) by edit distance, when
 /// near enough to be a typo: at most a third of its length, at least 1.
 pub(crate) fn nearest<'a>(
@@ -655,9 +638,13 @@ pub(crate) async fn relation_help(
     let word = name.trim_matches('"');
     let found = nearest(word, names.iter().map(|(_, n)| n.as_str()))?;
     let suggestion = if schema.is_empty() {
-        as_written(found)
+        crate::sql::as_written(found)
     } else {
-        format!("{}.{}", as_written(&schema), as_written(found))
+        format!(
+            "{}.{}",
+            crate::sql::as_written(&schema),
+            crate::sql::as_written(found)
+        )
     };
     Some(format!("did you mean {}?", value(&suggestion)))
 }
@@ -683,7 +670,7 @@ impl TableInfo {
         found.ok_or_else(|| {
             let word = trimmed.trim_matches('"');
             let help = nearest(word, self.columns.iter().map(|c| c.name.as_str()))
-                .map(|near| format!("did you mean {key} = '{}'?", as_written(near)));
+                .map(|near| format!("did you mean {key} = '{}'?", crate::sql::as_written(near)));
             ColumnMissing {
                 message: format!(
                     "table {} has no column {}; columns are: {}",
@@ -714,10 +701,6 @@ mod tests {
 
     #[test]
     fn names_are_written_back_as_postgresql_reads_them() {
-        assert_eq!(as_written("webhooks"), "webhooks");
-        assert_eq!(as_written("Session"), "\"Session\"");
-        assert_eq!(as_written("createdAt"), "\"createdAt\"");
-        assert_eq!(as_written("2fa"), "\"2fa\"");
         assert_eq!(
             name_parts(r#"public."Se.ssion""#),
             ["public", r#""Se.ssion""#]

@@ -33,11 +33,190 @@ impl TableName {
     }
 }
 
+/// `schema.name` as a person writes it in the config, quoted where
+/// PostgreSQL would otherwise fold or refuse it (`public."Session"`), so
+/// what pgmaint prints can be pasted back.
 impl fmt::Display for TableName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.schema, self.name)
+        write!(f, "{}.{}", as_written(&self.schema), as_written(&self.name))
     }
 }
+
+/// A name as a person writes it for PostgreSQL to read: a lowercase
+/// identifier that is not a keyword as it is, anything else double-quoted
+/// (what the server's `quote_ident` does).
+pub fn as_written(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && QUOTED_KEYWORDS.binary_search(&name).is_err();
+    if plain {
+        name.to_string()
+    } else {
+        quote_ident(name)
+    }
+}
+
+/// PostgreSQL's keywords that are not unreserved (reserved, type or
+/// function names, column names): `quote_ident` quotes these, sorted.
+/// A test compares them with the server's `pg_get_keywords()`.
+const QUOTED_KEYWORDS: &[&str] = &[
+    "all",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "authorization",
+    "between",
+    "bigint",
+    "binary",
+    "bit",
+    "boolean",
+    "both",
+    "case",
+    "cast",
+    "char",
+    "character",
+    "check",
+    "coalesce",
+    "collate",
+    "collation",
+    "column",
+    "concurrently",
+    "constraint",
+    "create",
+    "cross",
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_schema",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "dec",
+    "decimal",
+    "default",
+    "deferrable",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "except",
+    "exists",
+    "extract",
+    "false",
+    "fetch",
+    "float",
+    "for",
+    "foreign",
+    "freeze",
+    "from",
+    "full",
+    "grant",
+    "greatest",
+    "group",
+    "grouping",
+    "having",
+    "ilike",
+    "in",
+    "initially",
+    "inner",
+    "inout",
+    "int",
+    "integer",
+    "intersect",
+    "interval",
+    "into",
+    "is",
+    "isnull",
+    "join",
+    "lateral",
+    "leading",
+    "least",
+    "left",
+    "like",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "national",
+    "natural",
+    "nchar",
+    "none",
+    "normalize",
+    "not",
+    "notnull",
+    "null",
+    "nullif",
+    "numeric",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "out",
+    "outer",
+    "overlaps",
+    "overlay",
+    "placing",
+    "position",
+    "precision",
+    "primary",
+    "real",
+    "references",
+    "returning",
+    "right",
+    "row",
+    "select",
+    "session_user",
+    "setof",
+    "similar",
+    "smallint",
+    "some",
+    "substring",
+    "symmetric",
+    "table",
+    "tablesample",
+    "then",
+    "time",
+    "timestamp",
+    "to",
+    "trailing",
+    "treat",
+    "trim",
+    "true",
+    "union",
+    "unique",
+    "user",
+    "using",
+    "values",
+    "varchar",
+    "variadic",
+    "verbose",
+    "when",
+    "where",
+    "window",
+    "with",
+    "xmlattributes",
+    "xmlconcat",
+    "xmlelement",
+    "xmlexists",
+    "xmlforest",
+    "xmlnamespaces",
+    "xmlparse",
+    "xmlpi",
+    "xmlroot",
+    "xmlserialize",
+    "xmltable",
+];
 
 /// Wraps a user-written predicate so that it stays one boolean expression:
 /// parentheses around it, and newlines so a trailing `--` comment cannot
@@ -289,6 +468,20 @@ pub fn orphan_predicate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_written_as_postgresql_reads_them_back() {
+        assert_eq!(as_written("webhooks"), "webhooks");
+        assert_eq!(as_written("Session"), "\"Session\"");
+        assert_eq!(as_written("createdAt"), "\"createdAt\"");
+        assert_eq!(as_written("2fa"), "\"2fa\"");
+        assert_eq!(as_written("user"), "\"user\"");
+        assert_eq!(
+            TableName::new("public", "User_id_seq").to_string(),
+            r#"public."User_id_seq""#
+        );
+        assert!(QUOTED_KEYWORDS.windows(2).all(|w| w[0] < w[1]));
+    }
 
     #[test]
     fn quoting_doubles_embedded_quotes() {

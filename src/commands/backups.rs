@@ -27,20 +27,27 @@ pub async fn backups(cli: &Cli) -> Result<bool, CliError> {
         ));
         return Ok(true);
     }
-    let mut table = output::Table::new(&["id", "task", "table", "rows", "created", "path"])
-        .optional(&["created", "path"]);
+    let mut table = output::Table::new(&[
+        "id", "kind", "task", "table", "rows", "files", "run", "created", "path",
+    ])
+    .optional(&["files", "run", "created", "path"]);
     for b in &list {
         table.add_row([
             b.id.to_string(),
+            b.kind.clone(),
             b.task.clone(),
             b.table.clone(),
             output::count(b.rows as u64),
+            b.files.to_string(),
+            b.run_id.map_or_else(|| "-".into(), |id| id.to_string()),
             b.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
             b.path.clone(),
         ]);
     }
     table.print();
-    output::paragraph("Restore one with `pgmaint restore ID` (try --dry-run first).");
+    output::paragraph(
+        "Restore a backup with `pgmaint restore ID` (try --dry-run first). An export is an archive's own copy of the rows it moved, kept with the archive and never pruned.",
+    );
     Ok(true)
 }
 
@@ -62,11 +69,23 @@ pub async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<bool, CliError> {
     let known = backup::list(&client, schema)
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
-    if !known.iter().any(|b| b.id == args.backup) {
+    if let Some(export) = known
+        .iter()
+        .find(|b| b.id == args.backup && b.kind == "export")
+    {
+        return Err(CliError::Usage(format!(
+            "{} is an export, not a backup: archive task `{}` wrote the rows it moved from {} to {} ({} file(s)), as its copy of them\n  help: restore takes the id of a backup (kind `backup` in `pgmaint backups`); to load an export's rows into a table, read each file with `\\copy TABLE FROM PROGRAM 'zstd -dc FILE' (FORMAT csv, HEADER)` (`gzip -dc` for .csv.gz)",
+            export.id, export.task, export.table, export.path, export.files
+        )));
+    }
+    if !known
+        .iter()
+        .any(|b| b.id == args.backup && b.kind == "backup")
+    {
         return Err(CliError::Usage(format!(
             "there is no backup {}\n  help: `pgmaint backups` lists them{}",
             args.backup,
-            match known.first() {
+            match known.iter().find(|b| b.kind == "backup") {
                 Some(latest) => format!(" (the latest is {})", latest.id),
                 None => " (there are none yet)".to_string(),
             }

@@ -662,6 +662,12 @@ fn print_outcome(task: &runner::TaskReport) {
             task.name
         ));
     }
+    if let Some(id) = details["export_id"].as_i64() {
+        say(&format!(
+            "{}: the moved rows are also in export {id}'s files (`pgmaint backups` lists them)",
+            task.name
+        ));
+    }
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ async fn once(shared: &Shared, client: &mut Client) -> Result<(), String> {
     }
     let sizes = client
         .rows(
-            "SELECT n.nspname || '.' || c.relname, (c.relpages::float8 * current_setting('block_size')::float8)
+            "SELECT format('%I.%I', n.nspname, c.relname), (c.relpages::float8 * current_setting('block_size')::float8)
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
                 AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 2 DESC",

@@ -48,7 +48,7 @@ async fn matview_staleness(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_post
         let views: Vec<String> = if spec.views.is_empty() {
             ctx.client
                 .rows(
-                    "SELECT schemaname || '.' || matviewname FROM pg_matviews",
+                    "SELECT format('%I.%I', schemaname, matviewname) FROM pg_matviews",
                     &[],
                 )
                 .await?
@@ -60,7 +60,7 @@ async fn matview_staleness(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_post
             for view in &spec.views {
                 let row = ctx
                     .client
-                    .row("SELECT (SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1))", &[view])
+                    .row("SELECT (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1))", &[view])
                     .await?;
                 if let Some(name) = row.get::<_, Option<String>>(0) {
                     resolved.push(name);

@@ -22,7 +22,7 @@ impl Check for Sequences {
             .client
             .rows(
                 "WITH seqs AS (
-                 SELECT s.oid, n.nspname || '.' || s.relname AS name, ps.last_value::float8 AS last, ps.max_value::float8 AS seq_max
+                 SELECT s.oid, format('%I.%I', n.nspname, s.relname) AS name, ps.last_value::float8 AS last, ps.max_value::float8 AS seq_max
                    FROM pg_class s JOIN pg_namespace n ON n.oid = s.relnamespace
                    JOIN pg_sequences ps ON ps.schemaname = n.nspname AND ps.sequencename = s.relname
                   WHERE s.relkind = 'S' AND ps.last_value IS NOT NULL),
@@ -38,7 +38,7 @@ impl Check for Sequences {
              SELECT s.name, s.last, least(s.seq_max, coalesce(min(CASE f.atttypid WHEN 'int2'::regtype THEN 32767
                                                                                 WHEN 'int4'::regtype THEN 2147483647
                                                                                 ELSE 9223372036854775807 END)::float8, s.seq_max)),
-                    coalesce(string_agg(DISTINCT f.attrelid::regclass::text || ' (' || format_type(f.atttypid, NULL) || ')', ', '), ''),
+                    coalesce(string_agg(DISTINCT (SELECT format('%I.%I', fn.nspname, fc.relname) FROM pg_class fc JOIN pg_namespace fn ON fn.oid = fc.relnamespace WHERE fc.oid = f.attrelid) || ' (' || format_type(f.atttypid, NULL) || ')', ', '), ''),
                     s.seq_max, coalesce(bool_or(f.atttypid IN ('int2'::regtype, 'int4'::regtype)), false)
                FROM seqs s LEFT JOIN feeds f ON f.seq = s.oid
               GROUP BY s.oid, s.name, s.last, s.seq_max",
@@ -81,8 +81,10 @@ impl Check for InvalidIndexes {
         let rows = ctx
             .client
             .rows(
-                "SELECT i.indexrelid::regclass::text, i.indrelid::regclass::text, pg_relation_size(i.indexrelid)::float8
-               FROM pg_index i WHERE NOT i.indisvalid
+                "SELECT format('%I.%I', n.nspname, ic.relname), format('%I.%I', n.nspname, tc.relname), pg_relation_size(i.indexrelid)::float8
+               FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class tc ON tc.oid = i.indrelid
+               JOIN pg_namespace n ON n.oid = tc.relnamespace
+              WHERE NOT i.indisvalid
                 AND i.indexrelid NOT IN (SELECT index_relid FROM pg_stat_progress_create_index)",
                 &[],
             )
@@ -107,8 +109,10 @@ impl Check for InvalidConstraints {
         let rows = ctx
             .client
             .rows(
-                "SELECT c.conrelid::regclass::text, c.conname::text, c.contype::text
+                "SELECT coalesce(format('%I.%I', n.nspname, r.relname), format('domain %I.%I', n.nspname, d.typname)),
+                        quote_ident(c.conname), c.contype::text
                FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+               LEFT JOIN pg_class r ON r.oid = c.conrelid LEFT JOIN pg_type d ON d.oid = c.contypid
               WHERE NOT c.convalidated AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
                 &[],
             )
@@ -215,7 +219,7 @@ impl Check for UnusedIndexes {
         let rows = ctx
             .client
             .rows(
-                "SELECT s.schemaname || '.' || s.indexrelname, s.schemaname || '.' || s.relname,
+                "SELECT format('%I.%I', s.schemaname, s.indexrelname), format('%I.%I', s.schemaname, s.relname),
                     c.relpages::float8 * current_setting('block_size')::float8
                FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid
                JOIN pg_class c ON c.oid = s.indexrelid
@@ -256,7 +260,7 @@ impl Check for MissingIndexes {
         let rows = ctx
             .client
             .rows(
-                "SELECT schemaname || '.' || relname, relname::text, seq_scan::float8, coalesce(idx_scan, 0)::float8,
+                "SELECT format('%I.%I', schemaname, relname), relname::text, seq_scan::float8, coalesce(idx_scan, 0)::float8,
                     (seq_tup_read / greatest(seq_scan, 1))::float8, n_live_tup::float8
                FROM pg_stat_user_tables
               WHERE n_live_tup >= 10000 AND seq_scan >= 10

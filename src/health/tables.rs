@@ -86,7 +86,7 @@ impl Check for DeadTuples {
             .client
             .rows(
                 "SELECT * FROM (
-                 SELECT s.schemaname || '.' || s.relname AS name, s.n_dead_tup::float8 AS dead,
+                 SELECT format('%I.%I', s.schemaname, s.relname) AS name, s.n_dead_tup::float8 AS dead,
                         coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions) WHERE option_name = 'autovacuum_vacuum_threshold'),
                                  current_setting('autovacuum_vacuum_threshold'))::float8
                       + coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions) WHERE option_name = 'autovacuum_vacuum_scale_factor'),
@@ -159,7 +159,7 @@ async fn recently_changed_by_pgmaint(
         let resolved = ctx
             .client
             .row(
-                "SELECT (SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1))",
+                "SELECT (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1))",
                 &[&task.spec.target()],
             )
             .await
@@ -229,7 +229,7 @@ async fn maintenance_age(
         .client
         .rows(
             &format!(
-                "SELECT s.schemaname || '.' || s.relname, s.relid, extract(epoch FROM now() - {last})::float8 / 86400,
+                "SELECT format('%I.%I', s.schemaname, s.relname), s.relid, extract(epoch FROM now() - {last})::float8 / 86400,
                         CASE WHEN current_setting('track_commit_timestamp') = 'on'
                              THEN extract(epoch FROM now() - pg_xact_commit_timestamp(c.xmin))::float8 / 86400 END,
                         (SELECT extract(epoch FROM now() - stats_reset)::float8 / 86400 FROM pg_stat_database WHERE datname = current_database())
@@ -314,7 +314,7 @@ impl Check for TableBloat {
         // pointer), packed into 8 kB pages.
         bloat(
             ctx,
-            "SELECT c.oid, n.nspname || '.' || c.relname, pg_relation_size(c.oid)::float8,
+            "SELECT c.oid, format('%I.%I', n.nspname, c.relname), pg_relation_size(c.oid)::float8,
                 greatest(c.reltuples, 0)::float8 * (coalesce(w.width, 0) + 28) * 8192 / 8168 AS expected
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
            LEFT JOIN (SELECT schemaname, tablename, sum(avg_width)::float8 AS width FROM pg_stats GROUP BY 1, 2) w
@@ -341,7 +341,7 @@ impl Check for IndexBloat {
         // fresh B-tree packs its leaves to 90%.
         bloat(
             ctx,
-            "SELECT i.indexrelid, n.nspname || '.' || c.relname, pg_relation_size(i.indexrelid)::float8,
+            "SELECT i.indexrelid, format('%I.%I', n.nspname, c.relname), pg_relation_size(i.indexrelid)::float8,
                 greatest(c.reltuples, 0)::float8 * (coalesce((SELECT sum(s.avg_width) FROM pg_attribute a
                     JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = t.relname AND s.attname = a.attname
                    WHERE a.attrelid = t.oid AND a.attnum = ANY (i.indkey)), 0) + 12) / 0.9 + 8192

@@ -45,7 +45,7 @@ impl Check for XidWraparound {
         for row in ctx
             .client
             .rows(
-                "SELECT n.nspname || '.' || c.relname, age(c.relfrozenxid)::float8
+                "SELECT format('%I.%I', n.nspname, c.relname), age(c.relfrozenxid)::float8
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE c.relkind IN ('r', 'm', 't') AND age(c.relfrozenxid) > least($1::float8, 0.5 * $2::float8)
               ORDER BY 2 DESC LIMIT 20",

@@ -9,14 +9,23 @@ use tokio_postgres::{Error, GenericClient};
 
 use crate::sql::quote_ident;
 
-/// A backup as `pgmaint backups` lists it.
+/// A backup or an export as `pgmaint backups` lists it.
 #[derive(Debug, Serialize)]
 pub struct BackupRecord {
     pub id: i64,
+    /// `backup` (rows a task removed, for `restore`) or `export` (an
+    /// archive's files, kept as its copy of the rows).
+    pub kind: String,
     pub task: String,
+    /// Schema-qualified, written as the config takes it.
     pub table: String,
     pub rows: i64,
+    pub files: i64,
+    /// The run that made it; `None` once that run has been pruned.
+    pub run_id: Option<i64>,
     pub created_at: DateTime<Utc>,
+    /// A backup's directory; for an export, its files' pattern
+    /// (`DIR/public_ledger-7-*`).
     pub path: String,
 }
 
@@ -201,7 +210,7 @@ pub(crate) async fn backups_of_task(
         .collect())
 }
 
-/// Every backup (not exports), newest first.
+/// Every backup and export, newest first.
 pub(crate) async fn list_backups(
     client: &impl GenericClient,
     schema: &str,
@@ -210,10 +219,13 @@ pub(crate) async fn list_backups(
     Ok(client
         .rows(
             &format!(
-                "SELECT b.id, b.task, b.table_schema || '.' || b.table_name,
-                        coalesce((SELECT sum(f.rows) FROM {q}.backup_files f WHERE f.backup_id = b.id), 0)::bigint,
-                        b.created_at, b.dir
-                   FROM {q}.backups b WHERE b.purpose = 'backup' ORDER BY b.id DESC"
+                "SELECT b.id, b.purpose, b.task, b.table_schema, b.table_name,
+                        coalesce(sum(f.rows), 0)::bigint, count(f.file),
+                        (SELECT t.run_id FROM {q}.task_runs t WHERE t.id = b.task_run_id),
+                        b.created_at,
+                        CASE b.purpose WHEN 'export' THEN b.dir || '/' || b.file_prefix || '*' ELSE b.dir END
+                   FROM {q}.backups b LEFT JOIN {q}.backup_files f ON f.backup_id = b.id
+                  GROUP BY b.id ORDER BY b.id DESC"
             ),
             &[],
         )
@@ -221,11 +233,15 @@ pub(crate) async fn list_backups(
         .iter()
         .map(|r| BackupRecord {
             id: r.get(0),
-            task: r.get(1),
-            table: r.get(2),
-            rows: r.get(3),
-            created_at: r.get(4),
-            path: r.get(5),
+            kind: r.get(1),
+            task: r.get(2),
+            table: crate::sql::TableName::new(r.get::<_, String>(3), r.get::<_, String>(4))
+                .to_string(),
+            rows: r.get(5),
+            files: r.get(6),
+            run_id: r.get(7),
+            created_at: r.get(8),
+            path: r.get(9),
         })
         .collect())
 }

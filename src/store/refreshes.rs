@@ -41,7 +41,7 @@ pub async fn refresh_ages(
     Ok(client
         .rows(
             &format!(
-                "SELECT DISTINCT ON (view_schema, view_name) view_schema || '.' || view_name,
+                "SELECT DISTINCT ON (view_schema, view_name) format('%I.%I', view_schema, view_name),
                         extract(epoch FROM now() - refreshed_at)::float8
                    FROM {q}.refreshes ORDER BY view_schema, view_name, refreshed_at DESC"
             ),

@@ -122,7 +122,7 @@ pub(crate) async fn table_sizes_against_snapshots(
     Ok(client
         .rows(
             &format!(
-                "WITH now_ AS (SELECT c.oid, n.nspname || '.' || c.relname AS name, pg_total_relation_size(c.oid)::float8 AS size
+                "WITH now_ AS (SELECT c.oid, format('%I.%I', n.nspname, c.relname) AS name, pg_total_relation_size(c.oid)::float8 AS size
                                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                                 WHERE c.relkind IN ('r', 'm', 'p') AND c.relpages >= 1280
                                   AND n.nspname NOT IN ('pg_catalog', 'information_schema')

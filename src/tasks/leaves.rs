@@ -242,10 +242,10 @@ impl Walks {
         details["changed_tables"] = json!(changed);
         details["partitions"] = json!(reached);
         details["partitions_total"] = json!(partitions.all.len());
-        if let Some(writer) = backup
-            && let Some(id) = writer.finish(ctx.client).await?
-        {
-            combined.details["backup_id"] = json!(id);
+        if let Some(writer) = backup {
+            writer
+                .finish_into(ctx.client, &mut combined.details)
+                .await?;
         }
         Ok(combined)
     }

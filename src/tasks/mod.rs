@@ -432,10 +432,10 @@ impl TaskError {
         let referencing = match (db.schema(), db.table()) {
             (Some(schema), Some(name)) => format!(
                 "{}.{}",
-                crate::db::as_written(schema),
-                crate::db::as_written(name)
+                crate::sql::as_written(schema),
+                crate::sql::as_written(name)
             ),
-            (None, Some(name)) => crate::db::as_written(name),
+            (None, Some(name)) => crate::sql::as_written(name),
             _ => "another table".into(),
         };
         let deferred = match (db.schema(), db.table()) {
@@ -454,8 +454,8 @@ impl TaskError {
         let detail = db.detail().map(|d| format!(" ({d})")).unwrap_or_default();
         let source = format!(
             "{}.{}",
-            crate::db::as_written(&table.schema),
-            crate::db::as_written(&table.name)
+            crate::sql::as_written(&table.schema),
+            crate::sql::as_written(&table.name)
         );
         TaskError::Database(format!(
             "rows of {source} are still referenced by {referencing} through foreign key \"{constraint}\"{when}{detail}; the batch was rolled back (on_referenced = \"fail\"). Leave out `on_referenced` to keep referenced rows in place and remove the rest, or remove or re-point the rows of {referencing} first (a task listed before this one, or the application itself); if an ORM's migrations manage the schema, a change to the constraint belongs in them"

@@ -368,8 +368,8 @@ async fn volatile_call(
         }
         let Some(view) = client
             .row_opt(
-                "SELECT c.oid::regclass::text, pg_get_viewdef(c.oid)
-                   FROM pg_class c
+                "SELECT format('%I.%I', n.nspname, c.relname), pg_get_viewdef(c.oid)
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                   WHERE c.oid = to_regclass($1) AND c.relkind = 'v'",
                 &[&relation],
             )

@@ -427,10 +427,8 @@ impl WalkPlan {
                 return Err(err);
             }
         };
-        if let Some(writer) = backup
-            && let Some(id) = writer.finish(ctx.client).await?
-        {
-            outcome.details["backup_id"] = json!(id);
+        if let Some(writer) = backup {
+            writer.finish_into(ctx.client, &mut outcome.details).await?;
         }
         Ok(outcome)
     }

@@ -372,3 +372,94 @@ async fn a_missing_export_directory_is_refused_before_anything_moves() {
     db.pgmaint(&["run", "old_ledger"]).await.assert_code(2);
     assert_eq!(db.count("SELECT count(*) FROM ledger").await, 10000);
 }
+
+#[tokio::test]
+async fn an_export_is_listed_with_its_files_and_run_and_restore_refuses_it_with_help() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute(
+            r#"CREATE TABLE "WebhookCall" (id bigint PRIMARY KEY, "createdAt" timestamp(3) NOT NULL, body text);
+               INSERT INTO "WebhookCall" SELECT i, now() - CASE WHEN i <= 400 THEN interval '40 days' ELSE interval '1 day' END, 'call ' || i
+                 FROM generate_series(1, 1000) i;
+               CREATE TABLE tokens (id int PRIMARY KEY, used boolean NOT NULL);
+               INSERT INTO tokens SELECT i, i % 4 = 0 FROM generate_series(1, 100) i;"#,
+        )
+        .await
+        .unwrap();
+    std::fs::create_dir(db.dir.path().join("exports")).unwrap();
+    db.config(
+        "[backups]\ndir = \"backups\"\n\n\
+         [tasks.used_tokens]\nkind = \"purge\"\ntable = \"tokens\"\nwhere = \"used\"\nbackup = true\n\n\
+         [tasks.old_calls]\nkind = \"archive\"\ntable = '\"WebhookCall\"'\ntime_column = '\"createdAt\"'\nolder_than = \"30 days\"\n\
+         archive_table = false\nexport = \"exports\"\ncompression = \"zstd\"\nbatch_size = 150\n",
+    );
+    db.pgmaint(&["init"]).await.assert_code(0);
+    let run = db.pgmaint(&["run", "--all", "--json"]).await;
+    run.assert_code(0);
+    let run = run.json();
+    let run_id = run["run_id"].as_i64().unwrap();
+    let archive = &run["tasks"][1];
+    assert_eq!(archive["name"], "old_calls", "{run}");
+    let export_id = archive["details"]["export_id"]
+        .as_i64()
+        .expect("an export id");
+    assert!(archive["details"]["backup_id"].is_null(), "{run}");
+    let backup_id = run["tasks"][0]["details"]["backup_id"].as_i64().unwrap();
+
+    // Both are listed, each with its rows, files and run.
+    let list = db.pgmaint(&["backups", "--json"]).await;
+    list.assert_code(0);
+    let list = list.json();
+    let entries = list["backups"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{list}");
+    let export = entries.iter().find(|b| b["id"] == export_id).unwrap();
+    assert_eq!(export["kind"], "export");
+    assert_eq!(export["task"], "old_calls");
+    assert_eq!(export["table"], r#"public."WebhookCall""#);
+    assert_eq!(export["rows"], 400);
+    assert_eq!(export["files"], 3);
+    assert_eq!(export["run_id"], run_id);
+    let backup = entries.iter().find(|b| b["id"] == backup_id).unwrap();
+    assert_eq!(backup["kind"], "backup");
+    assert_eq!(backup["rows"], 25);
+    assert_eq!(backup["files"], 1);
+    assert_eq!(backup["run_id"], run_id);
+
+    // The files are named as the README says: `<schema>_<table>-<id>-<NNNNNN>`.
+    let exports = db.dir.path().join("exports");
+    for batch in 1..=3 {
+        for suffix in ["csv.zst", "manifest.json"] {
+            let name = format!("public_WebhookCall-{export_id}-{batch:06}.{suffix}");
+            assert!(exports.join(&name).is_file(), "{name} is missing");
+        }
+    }
+    assert_eq!(
+        export["path"],
+        format!("{}/public_WebhookCall-{export_id}-*", exports.display())
+    );
+    let text = db.pgmaint(&["backups"]).await;
+    text.assert_code(0);
+    assert!(text.stdout.contains("export"), "{}", text.stdout);
+
+    // A restore of an export is a usage error that says what it is, and
+    // records nothing.
+    let runs = db.count("SELECT count(*) FROM pgmaint.runs").await;
+    let refused = db.pgmaint(&["restore", &export_id.to_string()]).await;
+    refused.assert_code(2);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("{export_id} is an export, not a backup")),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("help:"), "{}", refused.stderr);
+    assert_eq!(db.count("SELECT count(*) FROM pgmaint.runs").await, runs);
+    // The backup beside it restores.
+    let restored = db
+        .pgmaint(&["restore", &backup_id.to_string(), "--json"])
+        .await;
+    restored.assert_code(0);
+    assert_eq!(restored.json()["restored"], 25);
+}

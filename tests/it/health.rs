@@ -199,7 +199,7 @@ async fn quiet_when_clean_then_every_check_fires_on_the_condition_built_for_it()
     fired(
         &report,
         "sequences",
-        "orders_id_seq feeding orders (integer)",
+        "public.orders_id_seq feeding public.orders (integer)",
     );
     fired(&report, "dead-tuples", "public.churn");
     fired(&report, "matview-staleness", "public.order_stats");

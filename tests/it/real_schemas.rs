@@ -448,3 +448,40 @@ async fn orphans_take_quoted_camel_case_columns_as_written_or_quoted() {
         200 - expected
     );
 }
+
+/// pgmaint writes a name as the server's `quote_ident` does, so what it
+/// prints can be pasted back: every keyword PostgreSQL has, and the shapes
+/// ORMs make.
+#[tokio::test]
+async fn names_are_printed_as_the_server_quotes_them() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let mut words: Vec<String> = client
+        .query("SELECT word FROM pg_get_keywords()", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    words.extend(
+        [
+            "Session",
+            "createdAt",
+            "user_id",
+            "_prisma_migrations",
+            "2fa",
+            "a$b",
+            "é",
+            "we\"ird",
+        ]
+        .map(String::from),
+    );
+    for word in &words {
+        let quoted: String = client
+            .query_one("SELECT quote_ident($1)", &[word])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(pgmaint::sql::as_written(word), quoted, "{word}");
+    }
+}
