@@ -321,12 +321,37 @@ impl TableInfo {
             .collect()
     }
 
+    /// The columns, each written as a condition names it (`id, "createdAt"`).
     pub(crate) fn column_list(&self) -> String {
         self.columns
             .iter()
-            .map(|c| c.name.as_str())
+            .map(|c| crate::sql::as_written(&c.name))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+
+    /// Help for a condition that names a column PostgreSQL folded: the
+    /// server says `column "createdat" does not exist` and the table has
+    /// `"createdAt"`.
+    pub(crate) fn folded_column_help(&self, err: &tokio_postgres::Error) -> Option<String> {
+        let db = err.as_db_error()?;
+        if *db.code() != tokio_postgres::error::SqlState::UNDEFINED_COLUMN {
+            return None;
+        }
+        // `column "createdat" does not exist`, or `column s.createdat ...`.
+        let named = db
+            .message()
+            .strip_prefix("column ")?
+            .strip_suffix(" does not exist")?;
+        let named = named.rsplit('.').next()?.trim_matches('"');
+        let column = self
+            .columns
+            .iter()
+            .find(|c| c.name != named && c.name.to_lowercase() == named)?;
+        let quoted = crate::sql::quote_ident(&column.name);
+        Some(format!(
+            "the column is {quoted}; quote it: PostgreSQL folds an unquoted name to lower case (a TOML '...' string keeps double quotes as they are)"
+        ))
     }
 }
 
@@ -535,6 +560,28 @@ pub(crate) fn nearest<'a>(
         .map(|(_, c)| c)
 }
 
+/// The spelling that keeps the case of a dotted name PostgreSQL would fold
+/// (an unquoted part with an upper-case letter: `WebhookCall_archive` gives
+/// `"WebhookCall_archive"`); `None` when nothing folds.
+pub(crate) fn quoted_if_folded(written: &str) -> Option<String> {
+    let folds = |p: &String| !p.starts_with('"') && p.chars().any(char::is_uppercase);
+    let parts = name_parts(written);
+    if !parts.iter().any(folds) {
+        return None;
+    }
+    let quoted: Vec<String> = parts
+        .iter()
+        .map(|p| {
+            if folds(p) {
+                crate::sql::quote_ident(p)
+            } else {
+                p.clone()
+            }
+        })
+        .collect();
+    Some(quoted.join("."))
+}
+
 /// The parts of a dotted name as written, quotes kept (`public."Session"`
 /// gives `public` and `"Session"`).
 fn name_parts(written: &str) -> Vec<String> {
@@ -587,21 +634,7 @@ pub(crate) async fn relation_help(
         return None;
     }
     let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
-    if parts
-        .iter()
-        .any(|p| !p.starts_with('"') && p.chars().any(|c| c.is_uppercase()))
-    {
-        let quoted: Vec<String> = parts
-            .iter()
-            .map(|p| {
-                if p.starts_with('"') || !p.chars().any(|c| c.is_uppercase()) {
-                    p.clone()
-                } else {
-                    crate::sql::quote_ident(p)
-                }
-            })
-            .collect();
-        let quoted = quoted.join(".");
+    if let Some(quoted) = quoted_if_folded(written) {
         let exists = client
             .row_opt(
                 "SELECT 1 FROM pg_class WHERE oid = to_regclass($1) AND relkind::text = ANY ($2)",

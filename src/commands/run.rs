@@ -664,7 +664,7 @@ fn print_outcome(task: &runner::TaskReport) {
     }
     if let Some(id) = details["export_id"].as_i64() {
         say(&format!(
-            "{}: the moved rows are also in export {id}'s files (`pgmaint backups` lists them)",
+            "{}: export {id} holds the rows it moved, in files (`pgmaint backups` lists them)",
             task.name
         ));
     }

@@ -112,7 +112,24 @@ impl ArchiveSpec {
         let archive_table = match &file.archive_table {
             None | Some(ArchiveTableFile::Enabled(true)) => Some((None, true)),
             Some(ArchiveTableFile::Name(name)) if !name.trim().is_empty() => {
-                Some((Some(name.clone()), true))
+                // A name that makes a table is taken as PostgreSQL reads it,
+                // so an unquoted mixed-case one would quietly fold.
+                if let Some(quoted) = db::quoted_if_folded(name) {
+                    report(
+                        "archive_table",
+                        format!(
+                            "`{name}` is not quoted, so PostgreSQL would fold it to `{}`",
+                            name.to_lowercase()
+                        ),
+                        Some(format!(
+                            "mixed-case names must be quoted: archive_table = '{quoted}' (or write it in lower case: archive_table = '{}')",
+                            name.to_lowercase()
+                        )),
+                    );
+                    None
+                } else {
+                    Some((Some(name.clone()), true))
+                }
             }
             Some(ArchiveTableFile::Name(_)) => {
                 report("archive_table", "`archive_table` is empty".into(), None);
@@ -149,7 +166,13 @@ impl ArchiveSpec {
             filter: filter?,
             archive_table,
             to_table,
-            archived_at: file.archived_at.clone(),
+            // A quoted name (`'"archivedAt"'`) is that column.
+            archived_at: file.archived_at.as_deref().map(|at| {
+                at.trim()
+                    .strip_prefix('"')
+                    .and_then(|a| a.strip_suffix('"'))
+                    .map_or_else(|| at.to_string(), |inner| inner.replace("\"\"", "\""))
+            }),
             export: file.export.clone(),
             compression: file.compression.unwrap_or_default(),
             on_referenced: file.on_referenced.unwrap_or_default(),

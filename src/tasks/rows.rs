@@ -111,11 +111,9 @@ impl Filter {
                             info.name,
                             db::describe(&err)
                         ),
-                        Some(format!(
-                            "columns of {} are: {}",
-                            info.name,
-                            info.column_list()
-                        )),
+                        Some(info.folded_column_help(&err).unwrap_or_else(|| {
+                            format!("columns of {} are: {}", info.name, info.column_list())
+                        })),
                     )]);
                 }
                 // A partitioned table's condition runs on each leaf as

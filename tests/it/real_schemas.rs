@@ -171,6 +171,19 @@ views = ["user_count"]
 kind = "reindex"
 tables = ["Session"]
 indexes = ["webhooks_pkeys"]
+
+[tasks.folded_where]
+kind = "purge"
+table = '"Session"'
+where = "createdAt < now() - interval '7 days'"
+
+[tasks.lower_archive]
+kind = "archive"
+table = '"Session"'
+time_column = '"createdAt"'
+older_than = "7 days"
+archive_table = "session_archive"
+archived_at = '"archivedAt"'
 "#,
     );
     db.pgmaint(&["init"]).await.assert_code(0);
@@ -183,7 +196,7 @@ indexes = ["webhooks_pkeys"]
         "pgmaint.toml:9:9: tasks.typo.table: table \"webhook\" does not exist",
         "help: did you mean table = 'webhooks'?",
         "pgmaint.toml:16:15: tasks.column.time_column: table public.",
-        "has no column \"created_at\"; columns are: id, createdAt",
+        "has no column \"created_at\"; columns are: id, \"createdAt\"",
         "help: did you mean time_column = '\"createdAt\"'?",
         "tasks.views.views: materialized view \"DailyStats\" does not exist",
         "help: mixed-case names must be quoted: views = ['\"DailyStats\"']",
@@ -193,10 +206,48 @@ indexes = ["webhooks_pkeys"]
         "help: mixed-case names must be quoted: tables = ['\"Session\"']",
         "tasks.reindex.indexes: index \"webhooks_pkeys\" does not exist",
         "help: did you mean indexes = ['webhooks_pkey']?",
-        "7 problem(s) found; nothing was changed",
+        "tasks.folded_where.where: the condition is not valid for table public.\"Session\": column \"createdat\" does not exist",
+        "help: the column is \"createdAt\"; quote it",
+        "8 problem(s) found; nothing was changed",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
+    assert!(!err.contains("tasks.lower_archive"), "{err}");
+    // What check accepts runs: the lower-case archive table is made with
+    // the quoted archived_at column.
+    db.client()
+        .await
+        .batch_execute(
+            r#"INSERT INTO "Session" VALUES ('s1', now() - interval '8 days'), ('s2', now())"#,
+        )
+        .await
+        .unwrap();
+    let run = db.pgmaint(&["run", "lower_archive", "--json"]).await;
+    run.assert_code(0);
+    assert_eq!(run.json()["tasks"][0]["rows"], 1);
+    assert_eq!(
+        db.count(r#"SELECT count("archivedAt") FROM session_archive"#)
+            .await,
+        1
+    );
+    // A mixed-case name in a key that creates a table is refused before
+    // anything runs: PostgreSQL would fold it.
+    db.config(
+        "[tasks.folding_archive]\nkind = \"archive\"\ntable = '\"Session\"'\ntime_column = '\"createdAt\"'\nolder_than = \"1 day\"\narchive_table = \"Session_archive\"\n",
+    );
+    let run = db.pgmaint(&["run", "--all"]).await;
+    run.assert_code(2);
+    for expected in [
+        "pgmaint.toml:6:17: tasks.folding_archive.archive_table: `Session_archive` is not quoted, so PostgreSQL would fold it to `session_archive`",
+        "help: mixed-case names must be quoted: archive_table = '\"Session_archive\"' (or write it in lower case: archive_table = 'session_archive')",
+    ] {
+        assert!(
+            run.stderr.contains(expected),
+            "missing {expected:?} in:\n{}",
+            run.stderr
+        );
+    }
+    assert_eq!(db.count(r#"SELECT count(*) FROM "Session""#).await, 1);
 }
 
 #[tokio::test]
