@@ -152,7 +152,15 @@ impl Filter {
                     Ok(column) if column.time.is_none() => problems.push(problem(
                         "time_column",
                         format!("column \"{}\" of {} is {}, not a date or timestamp", column.name, info.name, column.type_name),
-                        Some("use a column of type date, timestamp or timestamptz (any precision, or a domain over one), or write a `where` condition".into()),
+                        Some(if is_text(&column.type_name) {
+                            // Drizzle's and others' dates kept as ISO text.
+                            format!(
+                                "dates kept as text compare as text, not by age: write a `where` condition that casts them, e.g. where = '''{}::timestamptz < now() - interval '{older_than}'''' (it reads every row: no index on the text serves the cast)",
+                                sql::as_written(&column.name)
+                            )
+                        } else {
+                            "use a column of type date, timestamp or timestamptz (any precision, or a domain over one), or write a `where` condition".into()
+                        }),
                     )),
                     Ok(_) => {}
                 }
@@ -466,4 +474,13 @@ pub async fn walkable_table(client: &Client, written: &str) -> Result<TableInfo,
             message: err.to_string(),
         })?;
     Ok(info)
+}
+
+/// Whether a column's printed type is a string type (`text`, `varchar(n)`,
+/// `character(n)`).
+fn is_text(type_name: &str) -> bool {
+    type_name == "text"
+        || type_name.starts_with("character varying")
+        || type_name.starts_with("character(")
+        || type_name == "character"
 }

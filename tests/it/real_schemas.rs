@@ -84,7 +84,11 @@ older_than = "7 days"
 #[tokio::test]
 async fn partitions_on_a_timestamp6_column_named_timestamp_with_a_default() {
     let db = TestDb::with_sql(
-        r#"CREATE TABLE enriched_events (id bigint NOT NULL, "timestamp" timestamp(6) without time zone NOT NULL)
+        r#"CREATE TABLE "user" (id text PRIMARY KEY, name text NOT NULL, created_at text NOT NULL);
+CREATE TABLE "Account" (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "userId" text,
+    "updatedAt" timestamp(3) NOT NULL, "balanceCents" bigint NOT NULL,
+    balance numeric GENERATED ALWAYS AS ("balanceCents" / 100.0) STORED);
+CREATE TABLE enriched_events (id bigint NOT NULL, "timestamp" timestamp(6) without time zone NOT NULL)
              PARTITION BY RANGE ("timestamp");
            CREATE TABLE enriched_events_default PARTITION OF enriched_events DEFAULT;
            INSERT INTO enriched_events
@@ -137,7 +141,8 @@ async fn check_says_how_to_quote_mixed_case_names_and_suggests_near_misses() {
         r#"CREATE TABLE "Session" (id text PRIMARY KEY, "createdAt" timestamp(3) NOT NULL);
            CREATE TABLE webhooks (id bigint PRIMARY KEY, updated_at timestamp(6) NOT NULL);
            CREATE MATERIALIZED VIEW "DailyStats" AS SELECT 1 AS n;
-           CREATE MATERIALIZED VIEW user_counts AS SELECT 1 AS n;"#,
+           CREATE MATERIALIZED VIEW user_counts AS SELECT 1 AS n;
+           CREATE TABLE "user" (id text PRIMARY KEY, created_at text NOT NULL);"#,
     )
     .await;
     db.config(
@@ -177,6 +182,12 @@ kind = "purge"
 table = '"Session"'
 where = "createdAt < now() - interval '7 days'"
 
+[tasks.text_dates]
+kind = "purge"
+table = "user"
+time_column = "created_at"
+older_than = "30 days"
+
 [tasks.lower_archive]
 kind = "archive"
 table = '"Session"'
@@ -208,7 +219,9 @@ archived_at = '"archivedAt"'
         "help: did you mean indexes = ['webhooks_pkey']?",
         "tasks.folded_where.where: the condition is not valid for table public.\"Session\": column \"createdat\" does not exist",
         "help: the column is \"createdAt\"; quote it",
-        "8 problem(s) found; nothing was changed",
+        "tasks.text_dates.time_column: column \"created_at\" of public.\"user\" is text, not a date or timestamp",
+        "help: dates kept as text compare as text, not by age: write a `where` condition that casts them, e.g. where = '''created_at::timestamptz < now() - interval '30 days''''",
+        "9 problem(s) found; nothing was changed",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
@@ -351,6 +364,10 @@ CREATE TABLE shop_orderline (id bigserial PRIMARY KEY,
 CREATE SCHEMA audit;
 CREATE TABLE audit.events (id uuid NOT NULL DEFAULT gen_random_uuid(), "createdAt" timestamptz NOT NULL, payload text);
 CREATE MATERIALIZED VIEW "UserCounts" AS SELECT count(*) AS n FROM "User";
+CREATE TABLE "user" (id text PRIMARY KEY, name text NOT NULL, created_at text NOT NULL);
+CREATE TABLE "Account" (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "userId" text,
+    "updatedAt" timestamp(3) NOT NULL, "balanceCents" bigint NOT NULL,
+    balance numeric GENERATED ALWAYS AS ("balanceCents" / 100.0) STORED);
 CREATE TABLE enriched_events (id bigint NOT NULL, "timestamp" timestamp(6) NOT NULL) PARTITION BY RANGE ("timestamp");
 CREATE TABLE enriched_events_default PARTITION OF enriched_events DEFAULT;
 INSERT INTO users (email, created_at, updated_at) SELECT 'u' || i, localtimestamp - i * interval '1 day', localtimestamp FROM generate_series(1, 60) i;
@@ -360,6 +377,8 @@ INSERT INTO "Session" SELECT 's' || i, 'c' || (1 + i % 12), localtimestamp - i *
 INSERT INTO shop_order (status, placed_at, total) SELECT 'paid', now() - i * interval '1 day', i FROM generate_series(1, 50) i;
 INSERT INTO shop_orderline (order_id, note) SELECT 1 + i % 20, repeat('x', 3000) FROM generate_series(1, 100) i;
 INSERT INTO audit.events ("createdAt", payload) SELECT now() - i * interval '1 day', repeat(md5(i::text), 200) FROM generate_series(1, 30) i;
+INSERT INTO "user" SELECT 'u' || i, 'name ' || i, (now() - i * interval '1 day')::text FROM generate_series(1, 60) i;
+INSERT INTO "Account" ("userId", "updatedAt", "balanceCents") SELECT 'c' || (1 + i % 12), localtimestamp - i * interval '1 day', i * 101 FROM generate_series(1, 30) i;
 INSERT INTO enriched_events SELECT i, date_trunc('day', now() AT TIME ZONE 'UTC') + interval '1 hour' FROM generate_series(1, 5) i;
 "#;
 
@@ -396,6 +415,23 @@ kind = "purge"
 table = 'audit.events'
 time_column = "createdAt"
 older_than = "20 days"
+
+[tasks.drizzle_users]
+kind = "purge"
+table = "user"
+where = "created_at::timestamptz < now() - interval '30 days'"
+
+[tasks.prisma_accounts]
+kind = "archive"
+table = '"Account"'
+time_column = '"updatedAt"'
+older_than = "20 days"
+
+[tasks.account_orphans]
+kind = "orphans"
+table = '"Account"'
+column = '"userId"'
+references = '"User"(id)'
 
 [tasks.partitions]
 kind = "partitions"
@@ -453,6 +489,17 @@ tables = ['"Session"', "users"]
         0
     );
     assert_eq!(db.count(r#"SELECT n FROM "UserCounts""#).await, 10);
+    // Drizzle's "user" with dates kept as text: created i days before the
+    // set-up, i >= 30 went.
+    assert_eq!(db.count(r#"SELECT count(*) FROM "user""#).await, 29);
+    // Accounts updated i days before the set-up, i >= 20 moved, with the
+    // identity values and the stored generated column's values as they were.
+    assert_eq!(db.count(r#"SELECT count(*) FROM "Account""#).await, 19);
+    assert_eq!(
+        db.count(r#"SELECT count(*) FROM "Account_archive" WHERE id BETWEEN 20 AND 30 AND balance = "balanceCents" / 100.0"#)
+            .await,
+        11
+    );
     // Health reads the same schema without failing (without --fail-on its
     // findings do not change the exit code).
     let health = db.pgmaint(&["health", "--json"]).await;
