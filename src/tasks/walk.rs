@@ -346,6 +346,11 @@ impl WalkPlan {
                 "SET LOCAL statement_timeout = '{}'",
                 ctx.options.statement_timeout.as_pg_setting()
             ),
+        ];
+        if let Some(zone) = ctx.options.time_zone {
+            statements.push(format!("SET LOCAL TimeZone = '{}'", zone.name()));
+        }
+        statements.extend([
             format!(
                 "-- each batch, one transaction, walking pages 0..{} of {}; windows that can hold more than a batch:",
                 self.pages, self.table
@@ -353,7 +358,7 @@ impl WalkPlan {
             self.statement(true, returning),
             "-- windows that cannot hold more than a batch ($3 unused):".to_string(),
             self.statement(false, returning),
-        ];
+        ]);
         match &copy {
             Copy::Nowhere => {}
             Copy::Backup => {
@@ -1144,7 +1149,8 @@ async fn in_transaction(
         db::set_local_timeouts(
             client,
             &ctx.options.lock_timeout,
-            &ctx.options.statement_timeout
+            &ctx.options.statement_timeout,
+            ctx.options.time_zone
         )
     );
     begun?;
