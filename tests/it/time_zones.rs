@@ -110,3 +110,60 @@ async fn an_unknown_time_zone_is_a_config_error_at_its_line() {
     assert!(check.stderr.contains("Europe/Berlln"), "{}", check.stderr);
     assert!(check.stderr.contains("IANA"), "{}", check.stderr);
 }
+
+#[tokio::test]
+async fn check_warns_of_a_timestamp_column_read_in_a_zone_that_is_not_utc() {
+    let db = prisma_events(OLDER_THAN, "").await;
+    let check = db.pgmaint(&["check"]).await;
+    check.assert_code(0);
+    for word in [
+        "at",
+        "Europe/Berlin",
+        "Prisma",
+        "Rails",
+        "Drizzle",
+        "TypeORM",
+        "time_zone = \"UTC\"",
+    ] {
+        assert!(check.stderr.contains(word), "{word}: {}", check.stderr);
+    }
+    let json = db.pgmaint(&["check", "--json"]).await;
+    json.assert_code(0);
+    assert_eq!(
+        json.json()["warnings"].as_array().unwrap().len(),
+        1,
+        "{}",
+        json.stdout
+    );
+}
+
+#[tokio::test]
+async fn check_does_not_warn_with_a_time_zone_or_on_a_utc_session() {
+    let with = prisma_events(OLDER_THAN, "time_zone = \"UTC\"").await;
+    let check = with.pgmaint(&["check", "--json"]).await;
+    check.assert_code(0);
+    assert_eq!(
+        check.json()["warnings"],
+        serde_json::json!([]),
+        "{}",
+        check.stdout
+    );
+
+    let utc = prisma_events(OLDER_THAN, "").await;
+    utc.client()
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET TimeZone = 'Etc/UTC'",
+            utc.name
+        ))
+        .await
+        .unwrap();
+    let check = utc.pgmaint(&["check", "--json"]).await;
+    check.assert_code(0);
+    assert_eq!(
+        check.json()["warnings"],
+        serde_json::json!([]),
+        "{}",
+        check.stdout
+    );
+}
