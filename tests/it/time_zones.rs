@@ -167,3 +167,16 @@ async fn check_does_not_warn_with_a_time_zone_or_on_a_utc_session() {
         check.stdout
     );
 }
+
+#[tokio::test]
+async fn the_cutoff_is_printed_in_the_time_zone_it_is_compared_in() {
+    let db = prisma_events(OLDER_THAN, "time_zone = \"Asia/Tokyo\"").await;
+    let plan = db.pgmaint(&["plan", "--json"]).await;
+    plan.assert_code(0);
+    let cutoff = plan.json()["tasks"][0]["details"]["cutoff"].clone();
+    assert!(cutoff.as_str().unwrap().ends_with("+09:00"), "{cutoff}");
+    let text = db.pgmaint(&["plan"]).await;
+    text.assert_code(0);
+    assert!(text.stdout.contains("+09:00"), "{}", text.stdout);
+    assert!(!text.stdout.contains(" UTC"), "{}", text.stdout);
+}
