@@ -180,3 +180,31 @@ async fn the_cutoff_is_printed_in_the_time_zone_it_is_compared_in() {
     assert!(text.stdout.contains("+09:00"), "{}", text.stdout);
     assert!(!text.stdout.contains(" UTC"), "{}", text.stdout);
 }
+
+#[tokio::test]
+async fn a_backup_taken_under_a_time_zone_restores_identical_values() {
+    let db = TestDb::with_sql(
+        "CREATE TABLE stamps (id int PRIMARY KEY, at timestamp(3) NOT NULL, tz timestamptz NOT NULL, d date NOT NULL);
+         INSERT INTO stamps SELECT i, timestamp '2001-01-01 00:00:00.123' + i * interval '37 hours 11 minutes',
+                timestamptz '1850-06-01 12:00:00+00' + i * interval '71 days 5 hours', date '2000-02-29' + i
+           FROM generate_series(1, 300) i;",
+    )
+    .await;
+    let digest =
+        "SELECT md5(string_agg(format('%s|%s|%s|%s', id, at, tz, d), ',' ORDER BY id)) FROM stamps";
+    let client = db.client().await;
+    let before: String = client.query_one(digest, &[]).await.unwrap().get(0);
+    db.config(
+        "[database]\ntime_zone = \"Asia/Kolkata\"\n[tasks.old_stamps]\nkind = \"purge\"\ntable = \"stamps\"\nwhere = \"true\"\nbackup = true\n",
+    );
+    db.pgmaint(&["init"]).await.assert_code(0);
+    let run = db.pgmaint(&["run", "old_stamps", "--yes", "--json"]).await;
+    run.assert_code(0);
+    assert_eq!(run.json()["tasks"][0]["rows"], 300, "{}", run.stdout);
+    let list = db.pgmaint(&["backups", "--json"]).await;
+    list.assert_code(0);
+    let id = list.json()["backups"][0]["id"].to_string();
+    db.pgmaint(&["restore", &id, "--json"]).await.assert_code(0);
+    let after: String = client.query_one(digest, &[]).await.unwrap().get(0);
+    assert_eq!(before, after);
+}
