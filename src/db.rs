@@ -87,6 +87,11 @@ pub(crate) fn server_fault(text: &str) -> bool {
 pub struct SessionTimeouts {
     pub lock_timeout: Duration,
     pub statement_timeout: Duration,
+    /// `time_zone`: the `TimeZone` each transaction sets LOCAL, so
+    /// `timestamp without time zone` values, casts and `now()` in a `where`
+    /// are read in the zone the application meant; `None` keeps the
+    /// session's own.
+    pub time_zone: Option<chrono_tz::Tz>,
 }
 
 impl Default for SessionTimeouts {
@@ -102,6 +107,7 @@ impl SessionTimeouts {
     pub(crate) const BUILT_IN: SessionTimeouts = SessionTimeouts {
         lock_timeout: Duration(std::time::Duration::from_secs(1)),
         statement_timeout: Duration(std::time::Duration::from_secs(300)),
+        time_zone: None,
     };
 
     /// The settings as each transaction sets them, for `-v` (a
@@ -211,12 +217,17 @@ async fn bounded<T, E: From<tokio_postgres::Error>>(
 ) -> Result<T, E> {
     client.batch_execute(begin).await?;
     let timeouts = current_timeouts();
-    let result =
-        match set_local_timeouts(client, &timeouts.lock_timeout, &timeouts.statement_timeout).await
-        {
-            Ok(()) => work.await,
-            Err(err) => Err(err.into()),
-        };
+    let result = match set_local_timeouts(
+        client,
+        &timeouts.lock_timeout,
+        &timeouts.statement_timeout,
+        timeouts.time_zone,
+    )
+    .await
+    {
+        Ok(()) => work.await,
+        Err(err) => Err(err.into()),
+    };
     match result {
         Ok(value) => {
             client.batch_execute(end).await?;
@@ -237,25 +248,49 @@ pub(crate) async fn begin(
 ) -> Result<tokio_postgres::Transaction<'_>, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     let timeouts = current_timeouts();
-    set_local_timeouts(&tx, &timeouts.lock_timeout, &timeouts.statement_timeout).await?;
+    set_local_timeouts(
+        &tx,
+        &timeouts.lock_timeout,
+        &timeouts.statement_timeout,
+        timeouts.time_zone,
+    )
+    .await?;
     Ok(tx)
 }
 
 /// Sets `lock_timeout` and `statement_timeout` for the current transaction
 /// only (`set_config(..., true)`, as SET LOCAL), through parameters: what
 /// each transaction pgmaint opens starts with, so nothing of it outlives
-/// the transaction behind a transaction pooler.
+/// the transaction behind a transaction pooler. A `time_zone` is set the
+/// same way as `TimeZone`; without one the session's zone stays.
 pub(crate) async fn set_local_timeouts(
     client: &impl GenericClient,
     lock_timeout: &crate::duration::Duration,
     statement_timeout: &crate::duration::Duration,
+    time_zone: Option<chrono_tz::Tz>,
 ) -> Result<(), tokio_postgres::Error> {
-    client
-        .row(
-            "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)",
-            &[&lock_timeout.as_pg_setting(), &statement_timeout.as_pg_setting()],
-        )
-        .await?;
+    match time_zone {
+        None => {
+            client
+                .row(
+                    "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)",
+                    &[&lock_timeout.as_pg_setting(), &statement_timeout.as_pg_setting()],
+                )
+                .await?
+        }
+        Some(zone) => {
+            client
+                .row(
+                    "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true), set_config('TimeZone', $3, true)",
+                    &[
+                        &lock_timeout.as_pg_setting(),
+                        &statement_timeout.as_pg_setting(),
+                        &zone.name(),
+                    ],
+                )
+                .await?
+        }
+    };
     Ok(())
 }
 

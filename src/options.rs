@@ -18,6 +18,10 @@ pub struct TaskOptions {
     /// A dry run counts matching rows exactly up to a table of this many
     /// rows (by the planner's estimate); above it, it shows the estimate.
     pub exact_count_limit: u64,
+    /// The zone `timestamp without time zone` values are meant in, set
+    /// LOCAL as `TimeZone` in each of the task's transactions; `None`
+    /// leaves the session's own (as psql does).
+    pub time_zone: Option<chrono_tz::Tz>,
 }
 
 impl TaskOptions {
@@ -30,6 +34,7 @@ impl TaskOptions {
         statement_timeout: crate::db::SessionTimeouts::BUILT_IN.statement_timeout,
         max_retries: 5,
         exact_count_limit: 10_000_000,
+        time_zone: None,
     };
 }
 

@@ -245,6 +245,7 @@ fn task_timeouts(task: &TaskConfig) -> SessionTimeouts {
     SessionTimeouts {
         lock_timeout: task.options.lock_timeout,
         statement_timeout: task.options.statement_timeout,
+        time_zone: task.options.time_zone,
     }
 }
 

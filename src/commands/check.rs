@@ -7,6 +7,7 @@ use crate::cli::Cli;
 use crate::config::{Config, Problem, Problems};
 use crate::output;
 use crate::runner;
+use crate::unnamed::Unnamed;
 
 /// A critical task in a schedule that does not allow it: its fires leave
 /// it out, which is a mistake in the config unless said otherwise.
@@ -120,9 +121,16 @@ pub async fn check(cli: &Cli) -> Result<bool, CliError> {
         )));
     }
     let connection = connection_line(cli, &config).await;
+    let warnings = time_zone_warnings(&client, &config).await;
+    if !cli.json {
+        for warning in &warnings {
+            output::eprint_wrapped(warning);
+        }
+    }
     if cli.json {
         print_json(&serde_json::json!({
             "ok": true,
+            "warnings": warnings,
             "tasks": config.tasks.len(),
             "problems": [],
             "state": state_note,
@@ -163,4 +171,76 @@ async fn connection_line(cli: &Cli, config: &Config) -> String {
             needing.join(", ")
         )
     }
+}
+
+/// Zone names whose offset from UTC is always zero.
+const UTC_NAMES: &[&str] = &[
+    "UTC",
+    "Etc/UTC",
+    "UCT",
+    "Etc/UCT",
+    "Universal",
+    "Etc/Universal",
+    "Zulu",
+    "Etc/Zulu",
+    "GMT",
+    "Etc/GMT",
+    "GMT0",
+    "Etc/GMT0",
+    "GMT+0",
+    "Etc/GMT+0",
+    "GMT-0",
+    "Etc/GMT-0",
+    "Greenwich",
+    "Etc/Greenwich",
+];
+
+/// A task comparing a `timestamp without time zone` column (or a domain
+/// over it) with its cutoff, with no `time_zone`, on a session whose
+/// `TimeZone` is not UTC: the ORMs that fill such columns write UTC
+/// wall-clock time, so the cutoff is read off by the zone's offset.
+async fn time_zone_warnings(client: &tokio_postgres::Client, config: &Config) -> Vec<String> {
+    let Ok(row) = client.row("SELECT current_setting('TimeZone')", &[]).await else {
+        return Vec::new();
+    };
+    let zone: String = row.get(0);
+    if UTC_NAMES.iter().any(|n| n.eq_ignore_ascii_case(&zone)) {
+        return Vec::new();
+    }
+    let mut warnings = Vec::new();
+    for task in config
+        .tasks
+        .iter()
+        .filter(|t| t.options.time_zone.is_none())
+    {
+        let (table, filter) =
+            if let Some(spec) = task.spec.downcast_ref::<crate::tasks::purge::PurgeSpec>() {
+                (&spec.table, &spec.filter)
+            } else if let Some(spec) = task
+                .spec
+                .downcast_ref::<crate::tasks::archive::ArchiveSpec>()
+            {
+                (&spec.table, &spec.filter)
+            } else {
+                continue;
+            };
+        let crate::tasks::rows::Filter::OlderThan { time_column, .. } = filter else {
+            continue;
+        };
+        let without_zone = client
+            .row_opt(
+                "SELECT 1 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                  WHERE a.attrelid = to_regclass($1) AND a.attname = $2
+                    AND 'timestamp'::regtype IN (a.atttypid, t.typbasetype)",
+                &[table, time_column],
+            )
+            .await;
+        if let Ok(Some(_)) = without_zone {
+            warnings.push(format!(
+                "warning: task {}: column {time_column} of {table} is `timestamp without time zone` and the session's TimeZone is {zone}, with no time_zone set: its cutoff is read in {zone}; Prisma, Rails (ActiveRecord), Drizzle's `timestamp()` and TypeORM write UTC wall-clock time into such columns\n  help: set time_zone = \"UTC\" under [database] (or the zone the application writes in)",
+                task.name
+            ));
+        }
+    }
+    warnings
 }

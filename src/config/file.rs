@@ -115,6 +115,8 @@ pub struct DatabaseFile {
     pub lock_timeout: Option<Duration>,
     pub statement_timeout: Option<Duration>,
     pub connect_timeout: Option<Duration>,
+    /// The IANA zone `timestamp without time zone` values are meant in.
+    pub time_zone: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -147,6 +149,7 @@ macro_rules! with_task_options {
             pub statement_timeout: Option<Duration>,
             pub max_retries: Option<u32>,
             pub exact_count_limit: Option<u64>,
+            pub time_zone: Option<String>,
         }
 
         impl $name {
@@ -159,6 +162,7 @@ macro_rules! with_task_options {
                     statement_timeout: self.statement_timeout,
                     max_retries: self.max_retries,
                     exact_count_limit: self.exact_count_limit,
+                    time_zone: self.time_zone.as_deref().and_then(|z| z.parse().ok()),
                 }
             }
         }
@@ -175,6 +179,8 @@ pub struct OptionsFile {
     pub statement_timeout: Option<Duration>,
     pub max_retries: Option<u32>,
     pub exact_count_limit: Option<u64>,
+    /// An unknown zone is left out here; `resolve` reports it.
+    pub time_zone: Option<chrono_tz::Tz>,
 }
 
 with_task_options! {

@@ -83,6 +83,7 @@ fn layered(base: TaskOptions, over: OptionsFile) -> TaskOptions {
         statement_timeout: over.statement_timeout.unwrap_or(base.statement_timeout),
         max_retries: over.max_retries.unwrap_or(base.max_retries),
         exact_count_limit: over.exact_count_limit.unwrap_or(base.exact_count_limit),
+        time_zone: over.time_zone.or(base.time_zone),
     }
 }
 
@@ -328,6 +329,7 @@ impl Config {
                 .database
                 .statement_timeout
                 .unwrap_or(built_in.statement_timeout),
+            time_zone: None,
         }
     }
 
@@ -419,6 +421,11 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
     let database_timeouts = OptionsFile {
         lock_timeout: file.database.lock_timeout,
         statement_timeout: file.database.statement_timeout,
+        time_zone: file
+            .database
+            .time_zone
+            .as_deref()
+            .and_then(|z| z.parse().ok()),
         ..OptionsFile::default()
     };
     let backups = BackupSettings::new(
@@ -428,6 +435,7 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
     );
     check_retention_ages(source, &file, problems);
     check_timeouts(source, &file, problems);
+    check_time_zones(source, &file, problems);
     check_names(source, problems);
     check_api_token(source, &api, problems);
     let base = layered(TaskOptions::BUILT_IN, database_timeouts);
@@ -696,6 +704,37 @@ fn check_timeouts(source: &Source, file: &file::ConfigFile, problems: &mut Vec<P
                 .with_help("write a positive duration, e.g. statement_timeout = \"5min\", or \"off\" to mean no limit on purpose")
         };
         problems.push(problem);
+    }
+}
+
+/// `time_zone` in `[database]`, `[defaults]` and each task: an IANA name.
+fn check_time_zones(source: &Source, file: &file::ConfigFile, problems: &mut Vec<Problem>) {
+    let mut at: Vec<(Vec<String>, Option<&str>)> = vec![
+        (
+            vec!["database".into(), "time_zone".into()],
+            file.database.time_zone.as_deref(),
+        ),
+        (
+            vec!["defaults".into(), "time_zone".into()],
+            file.defaults.time_zone.as_deref(),
+        ),
+    ];
+    for (name, task) in &file.tasks {
+        at.push((
+            vec!["tasks".into(), name.clone(), "time_zone".into()],
+            task.time_zone.as_deref(),
+        ));
+    }
+    for (key_path, zone) in at {
+        let Some(zone) = zone.filter(|z| z.parse::<chrono_tz::Tz>().is_err()) else {
+            continue;
+        };
+        let path: Vec<&str> = key_path.iter().map(String::as_str).collect();
+        problems.push(
+            source
+                .problem(&path, format!("unknown time zone `{zone}`"))
+                .with_help("use an IANA name such as \"UTC\" or \"Europe/Berlin\": the zone the application writes `timestamp without time zone` values in"),
+        );
     }
 }
 

@@ -185,7 +185,7 @@ impl Task for SqlSpec {
             // the session (or, behind a pooler, on another client's).
             let (begun, local) = tokio::join!(
                 client.batch_execute("BEGIN"),
-                db::set_local_timeouts(client, lock, statement)
+                db::set_local_timeouts(client, lock, statement, ctx.options.time_zone)
             );
             begun?;
             let ran = match local {

@@ -62,6 +62,16 @@ pub struct WalkPlan {
 }
 
 impl WalkPlan {
+    /// The cutoff as the plan and the run show it: in the task's
+    /// `time_zone` when it has one (the zone a `timestamp` column is read
+    /// in), else in UTC.
+    fn cutoff_text(&self, zone: Option<chrono_tz::Tz>) -> Option<String> {
+        self.cutoff.map(|c| match zone {
+            Some(zone) => c.with_timezone(&zone).to_rfc3339(),
+            None => c.to_rfc3339(),
+        })
+    }
+
     /// The cutoff, as the `$4` every walk statement takes ([`sql::WALK_PARAMS`]).
     fn cutoff_param(&self) -> &(dyn ToSql + Sync) {
         &self.cutoff
@@ -346,6 +356,11 @@ impl WalkPlan {
                 "SET LOCAL statement_timeout = '{}'",
                 ctx.options.statement_timeout.as_pg_setting()
             ),
+        ];
+        if let Some(zone) = ctx.options.time_zone {
+            statements.push(format!("SET LOCAL TimeZone = '{}'", zone.name()));
+        }
+        statements.extend([
             format!(
                 "-- each batch, one transaction, walking pages 0..{} of {}; windows that can hold more than a batch:",
                 self.pages, self.table
@@ -353,7 +368,7 @@ impl WalkPlan {
             self.statement(true, returning),
             "-- windows that cannot hold more than a batch ($3 unused):".to_string(),
             self.statement(false, returning),
-        ];
+        ]);
         match &copy {
             Copy::Nowhere => {}
             Copy::Backup => {
@@ -377,7 +392,7 @@ impl WalkPlan {
                 "table": self.table.to_string(),
                 "action": verb,
                 "rows_exact": exact,
-                "cutoff": self.cutoff.map(|c| c.to_rfc3339()),
+                "cutoff": self.cutoff_text(ctx.options.time_zone),
                 "pages": self.pages,
                 "backup": matches!(copy, Copy::Backup),
                 "samples": samples,
@@ -529,7 +544,7 @@ impl WalkPlan {
 
         let mut details = json!({
             "table": self.table.to_string(),
-            "cutoff": self.cutoff.map(|c| c.to_rfc3339()),
+            "cutoff": self.cutoff_text(ctx.options.time_zone),
             "pages": self.pages,
             "longest_batch_ms": walk.longest_batch.as_millis() as u64,
         });
@@ -1142,7 +1157,8 @@ async fn in_transaction(
         db::set_local_timeouts(
             client,
             &ctx.options.lock_timeout,
-            &ctx.options.statement_timeout
+            &ctx.options.statement_timeout,
+            ctx.options.time_zone
         )
     );
     begun?;

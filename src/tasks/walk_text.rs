@@ -100,11 +100,17 @@ fn plural(n: u64) -> &'static str {
 
 /// `2026-11-25T03:51:35.682280+00:00` as `2026-11-25 03:51:35 UTC`.
 fn readable_time(rfc3339: &str) -> String {
+    // A cutoff in a task's time_zone keeps its offset: it is the
+    // wall-clock time a `timestamp` column is compared with.
     chrono::DateTime::parse_from_rfc3339(rfc3339)
         .map(|t| {
-            t.with_timezone(&chrono::Utc)
-                .format("%Y-%m-%d %H:%M:%S UTC")
-                .to_string()
+            if t.offset().local_minus_utc() == 0 {
+                t.with_timezone(&chrono::Utc)
+                    .format("%Y-%m-%d %H:%M:%S UTC")
+                    .to_string()
+            } else {
+                t.format("%Y-%m-%d %H:%M:%S %:z").to_string()
+            }
         })
         .unwrap_or_else(|_| rfc3339.to_string())
 }

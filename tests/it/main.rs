@@ -44,5 +44,6 @@ mod run_order;
 mod safety_rules;
 mod sessions;
 mod task_alerts;
+mod time_zones;
 mod tls;
 mod upkeep;
