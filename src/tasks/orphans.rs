@@ -3,6 +3,9 @@
 //! NULL reference is not an orphan (as with a foreign key's MATCH SIMPLE).
 //! `action = "report"` counts them and shows sample keys; `"delete"` removes
 //! them with the same batched ctid walk as purge, the anti-join as filter.
+//! `"set_null"` is checked (nullable, not generated reference columns, a
+//! primary key or unique not-null key to find rows again) but not carried
+//! out yet: a run refuses it before it writes anything.
 
 use crate::unnamed::Unnamed;
 use serde::Serialize;
@@ -214,6 +217,22 @@ impl OrphansSpec {
         if !problems.is_empty() {
             return Err(problems);
         }
+        if self.action == OrphanAction::SetNull {
+            problems.extend(
+                set_null_problems(client, child.oid, &columns)
+                    .await
+                    .map_err(|err| {
+                        vec![CheckProblem {
+                            key: "action",
+                            message: format!("cannot read the columns of {}: {err}", child.name),
+                            help: None,
+                        }]
+                    })?,
+            );
+            if !problems.is_empty() {
+                return Err(problems);
+            }
+        }
         let filter = sql::orphan_predicate(&child.name, &columns, &parent.name, &parent_columns);
         Ok(Validated {
             child,
@@ -338,6 +357,12 @@ impl Task for OrphansSpec {
             .validate(ctx.client)
             .await
             .map_err(|p| TaskError::from_problems(&p))?;
+        if self.action == OrphanAction::SetNull {
+            // Refused before any read of rows or any write.
+            return Err(TaskError::Target(
+                "action = \"set_null\" is not carried out yet by this version; use action = \"report\" or \"delete\"".into(),
+            ));
+        }
         let references = super::references::load(ctx.client, &child.name, child.oid).await?;
         let whole = WalkPlan {
             table: child.name.clone(),
@@ -461,6 +486,73 @@ pub enum OrphanAction {
     #[default]
     Report,
     Delete,
+    /// Sets the reference column(s) to NULL; the rows stay.
+    SetNull,
+}
+
+/// Why `action = "set_null"` cannot clear these reference columns: a NOT
+/// NULL or generated column, or a table without a primary key or unique
+/// not-null key (which a restore needs to find each row again).
+async fn set_null_problems(
+    client: &Client,
+    oid: u32,
+    columns: &[String],
+) -> Result<Vec<CheckProblem>, tokio_postgres::Error> {
+    let mut problems = Vec::new();
+    let rows = client
+        .rows(
+            "SELECT attname::text, attnotnull, attgenerated <> '' FROM pg_attribute
+              WHERE attrelid = $1 AND attname::text = ANY($2) AND attnum > 0 AND NOT attisdropped",
+            &[&oid, &columns],
+        )
+        .await?;
+    for column in columns {
+        let Some(row) = rows.iter().find(|r| r.get::<_, String>(0) == *column) else {
+            continue;
+        };
+        if row.get::<_, bool>(1) {
+            problems.push(CheckProblem {
+                key: "column",
+                message: format!(
+                    "column \"{column}\" is NOT NULL: action = \"set_null\" cannot clear it"
+                ),
+                help: Some(
+                    "use action = \"delete\", or make the column nullable (ALTER TABLE ... ALTER COLUMN ... DROP NOT NULL)"
+                        .into(),
+                ),
+            });
+        } else if row.get::<_, bool>(2) {
+            problems.push(CheckProblem {
+                key: "column",
+                message: format!(
+                    "column \"{column}\" is a generated column: action = \"set_null\" cannot set it"
+                ),
+                help: Some("name the stored reference column, or use action = \"delete\"".into()),
+            });
+        }
+    }
+    // A primary key, or a unique index on NOT NULL columns only, without
+    // predicate or expression, none of whose columns is being cleared.
+    let keyed: bool = client
+        .row(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i
+              WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
+                AND i.indexprs IS NULL
+                AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                  WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                    AND (NOT a.attnotnull OR a.attname::text = ANY($2))))",
+            &[&oid, &columns],
+        )
+        .await?
+        .get(0);
+    if !keyed {
+        problems.push(CheckProblem {
+            key: "action",
+            message: "action = \"set_null\" needs a primary key or a unique key on NOT NULL columns, to find each row again on restore; the table has none".into(),
+            help: Some("add a primary key to the table, or use action = \"report\" or \"delete\"".into()),
+        });
+    }
+    Ok(problems)
 }
 
 #[cfg(test)]

@@ -415,3 +415,30 @@ async fn soft_deleted_users_still_referenced_stay_or_with_on_referenced_fail_fai
         "cascaded"
     );
 }
+
+#[tokio::test]
+async fn set_null_orphans_are_refused_by_check_on_a_not_null_column_or_a_keyless_table() {
+    let db = TestDb::with_sql(
+        "CREATE TABLE orgs (id int PRIMARY KEY);
+         CREATE TABLE sessions (id int PRIMARY KEY, org_id int, owner_id int NOT NULL);
+         CREATE TABLE loose (org_id int);",
+    )
+    .await;
+    db.config("[tasks.clear_owner]\nkind = \"orphans\"\ntable = \"sessions\"\ncolumn = \"owner_id\"\nreferences = \"orgs(id)\"\naction = \"set_null\"\n\n[tasks.clear_loose]\nkind = \"orphans\"\ntable = \"loose\"\ncolumn = \"org_id\"\nreferences = \"orgs(id)\"\naction = \"set_null\"\n\n[tasks.clear_org]\nkind = \"orphans\"\ntable = \"sessions\"\ncolumn = \"org_id\"\nreferences = \"orgs(id)\"\naction = \"set_null\"\n");
+    let run = db.pgmaint(&["check"]).await;
+    run.assert_code(2);
+    let text = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        text.contains("column \"owner_id\" is NOT NULL")
+            && text.contains("use action = \"delete\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("needs a primary key or a unique key"),
+        "{text}"
+    );
+    // The nullable column of a keyed table passes check.
+    assert!(!text.contains("\"org_id\" is NOT NULL"), "{text}");
+    // Each problem is placed at its task's key in the file.
+    assert!(text.contains("pgmaint.toml:"), "{text}");
+}
