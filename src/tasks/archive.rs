@@ -424,7 +424,7 @@ impl Task for ArchiveSpec {
         } else {
             None
         };
-        let cutoff = self.filter.cutoff(ctx.client).await?;
+        let (cutoff, session_zone) = self.filter.cutoff_in_session(ctx.client).await?;
         let references = super::references::load(ctx.client, &source.name, source.oid).await?;
         // An archive keeps what it moves; rows a cascade would delete (or
         // columns a SET NULL would clear) in other tables would be kept
@@ -458,6 +458,7 @@ impl Task for ArchiveSpec {
             table: source.name.clone(),
             filter_sql: filter_sql.clone(),
             cutoff,
+            session_zone,
             pages: source.pages,
             estimated_rows: source.estimated_rows,
             // An export keeps generated columns' values; a backup leaves

@@ -237,7 +237,7 @@ impl Walks {
         }
         let details = &mut combined.details;
         details["table"] = json!(self.whole.table.to_string());
-        details["cutoff"] = json!(self.whole.cutoff.map(|c| c.to_rfc3339()));
+        details["cutoff"] = json!(self.whole.cutoff_text(ctx.options.time_zone));
         details["longest_batch_ms"] = json!(longest);
         details["changed_tables"] = json!(changed);
         details["partitions"] = json!(reached);

@@ -368,6 +368,7 @@ impl Task for OrphansSpec {
             table: child.name.clone(),
             filter_sql: filter_sql.clone(),
             cutoff: None,
+            session_zone: None,
             pages: child.pages,
             estimated_rows: child.estimated_rows,
             columns: child.insertable_columns(),

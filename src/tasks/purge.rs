@@ -112,12 +112,13 @@ impl Task for PurgeSpec {
             .validate(ctx.client)
             .await
             .map_err(|p| TaskError::from_problems(&p))?;
-        let cutoff = self.filter.cutoff(ctx.client).await?;
+        let (cutoff, session_zone) = self.filter.cutoff_in_session(ctx.client).await?;
         let references = references::load(ctx.client, &info.name, info.oid).await?;
         let whole = WalkPlan {
             table: info.name.clone(),
             filter_sql: filter_sql.clone(),
             cutoff,
+            session_zone,
             pages: info.pages,
             estimated_rows: info.estimated_rows,
             columns: info.insertable_columns(),

@@ -232,17 +232,28 @@ impl Filter {
         &self,
         client: &Client,
     ) -> Result<Option<DateTime<Utc>>, tokio_postgres::Error> {
+        Ok(self.cutoff_in_session(client).await?.0)
+    }
+
+    /// The cutoff, and the session's `TimeZone` it is compared in (the
+    /// wall-clock time a `timestamp` column is compared with is the cutoff
+    /// there), when that is a zone name chrono knows.
+    pub async fn cutoff_in_session(
+        &self,
+        client: &Client,
+    ) -> Result<(Option<DateTime<Utc>>, Option<chrono_tz::Tz>), tokio_postgres::Error> {
         Ok(match self {
-            Filter::OlderThan { older_than, .. } => Some(
-                client
+            Filter::OlderThan { older_than, .. } => {
+                let row = client
                     .row(
-                        "SELECT (now() - $1::text::interval)::timestamptz",
+                        "SELECT (now() - $1::text::interval)::timestamptz, current_setting('TimeZone')",
                         &[older_than],
                     )
-                    .await?
-                    .get(0),
-            ),
-            Filter::Where { .. } => None,
+                    .await?;
+                let zone: String = row.get(1);
+                (Some(row.get(0)), zone.parse().ok())
+            }
+            Filter::Where { .. } => (None, None),
         })
     }
 }

@@ -51,6 +51,9 @@ pub struct WalkPlan {
     pub table: TableName,
     pub filter_sql: String,
     pub cutoff: Option<DateTime<Utc>>,
+    /// The session's `TimeZone` when the cutoff was fixed: where it is
+    /// shown without a task `time_zone`.
+    pub session_zone: Option<chrono_tz::Tz>,
     pub pages: i64,
     pub estimated_rows: f64,
     /// The columns a move copies and a backup saves (generated ones left out).
@@ -64,9 +67,9 @@ pub struct WalkPlan {
 impl WalkPlan {
     /// The cutoff as the plan and the run show it: in the task's
     /// `time_zone` when it has one (the zone a `timestamp` column is read
-    /// in), else in UTC.
-    fn cutoff_text(&self, zone: Option<chrono_tz::Tz>) -> Option<String> {
-        self.cutoff.map(|c| match zone {
+    /// in), else in the session's zone, where it is compared.
+    pub(crate) fn cutoff_text(&self, zone: Option<chrono_tz::Tz>) -> Option<String> {
+        self.cutoff.map(|c| match zone.or(self.session_zone) {
             Some(zone) => c.with_timezone(&zone).to_rfc3339(),
             None => c.to_rfc3339(),
         })
@@ -1269,6 +1272,7 @@ mod tests {
             table: TableName::new("public", "t"),
             filter_sql: "true".into(),
             cutoff: None,
+            session_zone: None,
             pages,
             estimated_rows: rows,
             columns: vec![],

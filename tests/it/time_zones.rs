@@ -48,6 +48,13 @@ async fn without_time_zone_the_session_zone_applies_as_in_psql() {
     let (plan, run) = planned_then_run(&db).await;
     assert_eq!(plan["tasks"][0]["rows"], 360, "{plan}");
     assert_eq!(run["tasks"][0]["rows"], 360, "{run}");
+    // The cutoff is shown where it is compared: Berlin's wall clock (+01:00
+    // in winter, +02:00 in summer), not UTC.
+    let cutoff = plan["tasks"][0]["details"]["cutoff"].as_str().unwrap();
+    assert!(
+        cutoff.ends_with("+01:00") || cutoff.ends_with("+02:00"),
+        "{cutoff}"
+    );
 }
 
 #[tokio::test]
