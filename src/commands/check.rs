@@ -227,15 +227,16 @@ async fn time_zone_warnings(client: &tokio_postgres::Client, config: &Config) ->
         let crate::tasks::rows::Filter::OlderThan { time_column, .. } = filter else {
             continue;
         };
-        let without_zone = client
-            .row_opt(
-                "SELECT 1 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-                  WHERE a.attrelid = to_regclass($1) AND a.attname = $2
-                    AND 'timestamp'::regtype IN (a.atttypid, t.typbasetype)",
-                &[table, time_column],
-            )
-            .await;
-        if let Ok(Some(_)) = without_zone {
+        // The column as the task reads it (`'"createdAt"'` quoted, a
+        // domain over `timestamp` told by its base type).
+        let Ok(info) = crate::db::lookup_table(client, table).await else {
+            continue;
+        };
+        let Ok(column) = info.named_column("time_column", time_column) else {
+            continue;
+        };
+        if column.time == Some(crate::sql::TimeKind::Timestamp) {
+            let (table, time_column) = (&info.name, crate::sql::as_written(&column.name));
             warnings.push(format!(
                 "warning: task {}: column {time_column} of {table} is `timestamp without time zone` and the session's TimeZone is {zone}, with no time_zone set: its cutoff is read in {zone}; Prisma, Rails (ActiveRecord), Drizzle's `timestamp()` and TypeORM write UTC wall-clock time into such columns\n  help: set time_zone = \"UTC\" under [database] (or the zone the application writes in)",
                 task.name

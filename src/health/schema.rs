@@ -109,7 +109,7 @@ impl Check for InvalidConstraints {
         let rows = ctx
             .client
             .rows(
-                "SELECT coalesce(format('%I.%I', n.nspname, r.relname), format('domain %I.%I', n.nspname, d.typname)),
+                "SELECT CASE WHEN c.conrelid <> 0 THEN format('%I.%I', n.nspname, r.relname) ELSE format('domain %I.%I', n.nspname, d.typname) END,
                         quote_ident(c.conname), c.contype::text
                FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
                LEFT JOIN pg_class r ON r.oid = c.conrelid LEFT JOIN pg_type d ON d.oid = c.contypid
@@ -119,8 +119,15 @@ impl Check for InvalidConstraints {
             .await?;
         let findings = rows
             .iter()
-            .map(|r| found(ctx, format!("{} on {}", r.get::<_, String>(1), r.get::<_, String>(0)), "NOT VALID".into(),
-                "existing rows are not checked: run ALTER TABLE ... VALIDATE CONSTRAINT (it takes only a SHARE UPDATE EXCLUSIVE lock)"))
+            .map(|r| {
+                let on: String = r.get(0);
+                let advice = if on.starts_with("domain ") {
+                    "existing values are not checked: run ALTER DOMAIN ... VALIDATE CONSTRAINT"
+                } else {
+                    "existing rows are not checked: run ALTER TABLE ... VALIDATE CONSTRAINT (it takes only a SHARE UPDATE EXCLUSIVE lock)"
+                };
+                found(ctx, format!("{} on {on}", r.get::<_, String>(1)), "NOT VALID".into(), advice)
+            })
             .collect();
         Ok(Outcome::Findings(findings, None))
     }

@@ -424,7 +424,10 @@ impl Task for ArchiveSpec {
         } else {
             None
         };
-        let (cutoff, session_zone) = self.filter.cutoff_in_session(ctx.client).await?;
+        // Fixed in the task's time_zone: `now() - interval` of days and
+        // months follows the zone's clock changes.
+        let (cutoff, session_zone) =
+            db::read_only(ctx.client, self.filter.cutoff_in_session(ctx.client)).await?;
         let references = super::references::load(ctx.client, &source.name, source.oid).await?;
         // An archive keeps what it moves; rows a cascade would delete (or
         // columns a SET NULL would clear) in other tables would be kept

@@ -58,7 +58,8 @@ impl Walks {
                 &[&info.oid],
             )
             .await?;
-        let reached = reached_leaves(client, &whole).await?;
+        // Pruning compares with the cutoff in the task's time_zone.
+        let reached = crate::db::read_only(client, reached_leaves(client, &whole)).await?;
         let mut walks = Vec::new();
         let mut all = Vec::new();
         for row in &leaves {

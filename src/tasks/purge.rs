@@ -11,7 +11,7 @@ use super::references::OnReferenced;
 use super::rows::{Filter, walkable_table};
 use super::walk::{Copy, WalkPlan};
 use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError, TaskOptions};
-use crate::db::TableInfo;
+use crate::db::{self, TableInfo};
 use crate::sql::Destination;
 
 /// The keys of a purge task, beyond those every task takes.
@@ -112,7 +112,10 @@ impl Task for PurgeSpec {
             .validate(ctx.client)
             .await
             .map_err(|p| TaskError::from_problems(&p))?;
-        let (cutoff, session_zone) = self.filter.cutoff_in_session(ctx.client).await?;
+        // Fixed in the task's time_zone: `now() - interval` of days and
+        // months follows the zone's clock changes.
+        let (cutoff, session_zone) =
+            db::read_only(ctx.client, self.filter.cutoff_in_session(ctx.client)).await?;
         let references = references::load(ctx.client, &info.name, info.oid).await?;
         let whole = WalkPlan {
             table: info.name.clone(),

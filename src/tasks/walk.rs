@@ -466,7 +466,12 @@ impl WalkPlan {
                 self.table, ctx.task_name
             )));
         }
-        if !ctx.confirmed && self.matches_every_row(ctx.client, true).await? == Some(true) {
+        // Read as the plan reads it: in a transaction with the task's
+        // timeouts and time_zone, so plan and run agree.
+        if !ctx.confirmed
+            && crate::db::read_only(ctx.client, self.matches_every_row(ctx.client, true)).await?
+                == Some(true)
+        {
             return Err(TaskError::Target(format!(
                 "the condition matches every row of {}, so this run would empty the table; nothing was removed. If that is meant, confirm it as a critical task is confirmed: `pgmaint run {} --yes` (after `pgmaint plan {}`), {{\"yes\": true}} through the API, or allow_critical = true on the schedule",
                 self.table, ctx.task_name, ctx.task_name

@@ -614,3 +614,40 @@ async fn a_duplicate_index_covered_twice_is_one_finding_with_advice_for_migratio
         "{advice}"
     );
 }
+
+/// A NOT VALID constraint of a table and one of a domain are both named as
+/// they are pasted back, each with the statement that validates it (a
+/// domain's has no table: the check must not fail on it).
+#[tokio::test]
+async fn invalid_constraints_name_table_and_domain_constraints_with_their_fix() {
+    let db = TestDb::with_sql(
+        r#"CREATE TABLE "Order" (id int PRIMARY KEY, total int);
+           ALTER TABLE "Order" ADD CONSTRAINT "totalPositive" CHECK (total > 0) NOT VALID;
+           CREATE DOMAIN cents AS int;
+           ALTER DOMAIN cents ADD CONSTRAINT cents_positive CHECK (VALUE >= 0) NOT VALID;"#,
+    )
+    .await;
+    db.config("");
+    let report = db
+        .pgmaint(&["health", "--json", "--check", "invalid-constraints"])
+        .await
+        .json();
+    let c = check(&report, "invalid-constraints");
+    assert_eq!(c["status"], "warning", "{c}");
+    let findings = c["findings"].as_array().unwrap();
+    let on_table = findings
+        .iter()
+        .find(|f| f["object"] == r#""totalPositive" on public."Order""#)
+        .unwrap_or_else(|| panic!("{c}"));
+    assert!(on_table["advice"].as_str().unwrap().contains("ALTER TABLE"));
+    let on_domain = findings
+        .iter()
+        .find(|f| f["object"] == "cents_positive on domain public.cents")
+        .unwrap_or_else(|| panic!("{c}"));
+    assert!(
+        on_domain["advice"]
+            .as_str()
+            .unwrap()
+            .contains("ALTER DOMAIN")
+    );
+}

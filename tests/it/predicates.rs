@@ -191,7 +191,7 @@ async fn a_where_that_calls_a_volatile_function_is_refused_and_a_stable_one_runs
         ("bump() = 1", "calls bump()"),
         (
             "id IN (SELECT id FROM via_lucky)",
-            "random() through view lucky",
+            "random() through view public.lucky",
         ),
     ] {
         let config = format!(

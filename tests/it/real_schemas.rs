@@ -338,8 +338,12 @@ async fn partitions_refuses_a_parent_pg_partman_manages() {
 /// (`app_model`, timestamptz, a deferred FK), Drizzle/TypeORM (uuid keys,
 /// `"createdAt"`), an enum, a generated column, a domain, a second schema,
 /// a table without a primary key, TOAST-sized rows and a table partitioned
-/// by a `"timestamp"` column with a default partition.
+/// by a `"timestamp"` column with a default partition. The server's zone is
+/// America/New_York while the ORMs write UTC wall-clock time into their
+/// `timestamp` columns (`now() AT TIME ZONE 'UTC'`), so the config names
+/// `time_zone = "UTC"`.
 const CONVENTIONS: &str = r#"
+DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET timezone = %L', current_database(), 'America/New_York'); END $$;
 CREATE TABLE schema_migrations (version varchar PRIMARY KEY);
 CREATE TABLE ar_internal_metadata (key varchar PRIMARY KEY, value varchar,
     created_at timestamp(6) NOT NULL, updated_at timestamp(6) NOT NULL);
@@ -370,15 +374,15 @@ CREATE TABLE "Account" (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "userId
     balance numeric GENERATED ALWAYS AS ("balanceCents" / 100.0) STORED);
 CREATE TABLE enriched_events (id bigint NOT NULL, "timestamp" timestamp(6) NOT NULL) PARTITION BY RANGE ("timestamp");
 CREATE TABLE enriched_events_default PARTITION OF enriched_events DEFAULT;
-INSERT INTO users (email, created_at, updated_at) SELECT 'u' || i, localtimestamp - i * interval '1 day', localtimestamp FROM generate_series(1, 60) i;
-INSERT INTO webhooks (user_id, created_at, updated_at) SELECT 1 + i % 60, localtimestamp, localtimestamp - i * interval '1 day' FROM generate_series(1, 60) i;
-INSERT INTO "User" (id, "createdAt") SELECT 'c' || i, localtimestamp FROM generate_series(1, 10) i;
-INSERT INTO "Session" SELECT 's' || i, 'c' || (1 + i % 12), localtimestamp - i * interval '1 day', localtimestamp - i * interval '1 hour' FROM generate_series(1, 40) i;
+INSERT INTO users (email, created_at, updated_at) SELECT 'u' || i, (now() AT TIME ZONE 'UTC') - i * interval '1 day', (now() AT TIME ZONE 'UTC') FROM generate_series(1, 60) i;
+INSERT INTO webhooks (user_id, created_at, updated_at) SELECT 1 + i % 60, (now() AT TIME ZONE 'UTC'), (now() AT TIME ZONE 'UTC') - i * interval '1 day' FROM generate_series(1, 60) i;
+INSERT INTO "User" (id, "createdAt") SELECT 'c' || i, (now() AT TIME ZONE 'UTC') FROM generate_series(1, 10) i;
+INSERT INTO "Session" SELECT 's' || i, 'c' || (1 + i % 12), (now() AT TIME ZONE 'UTC') - i * interval '1 day', (now() AT TIME ZONE 'UTC') - i * interval '1 hour' FROM generate_series(1, 40) i;
 INSERT INTO shop_order (status, placed_at, total) SELECT 'paid', now() - i * interval '1 day', i FROM generate_series(1, 50) i;
 INSERT INTO shop_orderline (order_id, note) SELECT 1 + i % 20, repeat('x', 3000) FROM generate_series(1, 100) i;
 INSERT INTO audit.events ("createdAt", payload) SELECT now() - i * interval '1 day', repeat(md5(i::text), 200) FROM generate_series(1, 30) i;
 INSERT INTO "user" SELECT 'u' || i, 'name ' || i, (now() - i * interval '1 day')::text FROM generate_series(1, 60) i;
-INSERT INTO "Account" ("userId", "updatedAt", "balanceCents") SELECT 'c' || (1 + i % 12), localtimestamp - i * interval '1 day', i * 101 FROM generate_series(1, 30) i;
+INSERT INTO "Account" ("userId", "updatedAt", "balanceCents") SELECT 'c' || (1 + i % 12), (now() AT TIME ZONE 'UTC') - i * interval '1 day', i * 101 FROM generate_series(1, 30) i;
 INSERT INTO enriched_events SELECT i, date_trunc('day', now() AT TIME ZONE 'UTC') + interval '1 hour' FROM generate_series(1, 5) i;
 "#;
 
@@ -386,7 +390,10 @@ INSERT INTO enriched_events SELECT i, date_trunc('day', now() AT TIME ZONE 'UTC'
 async fn every_task_kind_checks_plans_and_runs_over_framework_conventions() {
     let db = TestDb::with_sql(CONVENTIONS).await;
     db.config(
-        r#"[tasks.rails_webhooks]
+        r#"[database]
+time_zone = "UTC"
+
+[tasks.rails_webhooks]
 kind = "purge"
 table = "webhooks"
 time_column = "updated_at"
@@ -460,6 +467,7 @@ tables = ['"Session"', "users"]
     db.pgmaint(&["init"]).await.assert_code(0);
     let check = db.pgmaint(&["check"]).await;
     assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+    assert!(!check.stderr.contains("warning"), "{}", check.stderr);
     let plan = db.pgmaint(&["plan"]).await;
     assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
     let run = db.pgmaint(&["run", "--all", "--yes"]).await;

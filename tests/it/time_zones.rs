@@ -145,6 +145,30 @@ async fn check_warns_of_a_timestamp_column_read_in_a_zone_that_is_not_utc() {
 }
 
 #[tokio::test]
+async fn check_warns_of_a_quoted_camel_case_column_as_the_task_reads_it() {
+    let db = prisma_events(OLDER_THAN, "").await;
+    db.client()
+        .await
+        .batch_execute(
+            r#"CREATE TABLE "Session" (id int PRIMARY KEY, "expiresAt" timestamp(3) NOT NULL)"#,
+        )
+        .await
+        .unwrap();
+    db.config(
+        "[tasks.sessions]\nkind = \"purge\"\ntable = '\"Session\"'\ntime_column = '\"expiresAt\"'\nolder_than = \"1 day\"\n",
+    );
+    let check = db.pgmaint(&["check"]).await;
+    check.assert_code(0);
+    assert!(
+        check
+            .stderr
+            .contains(r#"column "expiresAt" of public."Session" is `timestamp without time zone`"#),
+        "{}",
+        check.stderr
+    );
+}
+
+#[tokio::test]
 async fn check_does_not_warn_with_a_time_zone_or_on_a_utc_session() {
     let with = prisma_events(OLDER_THAN, "time_zone = \"UTC\"").await;
     let check = with.pgmaint(&["check", "--json"]).await;
