@@ -112,8 +112,8 @@ impl SessionTimeouts {
 
     /// The settings as each transaction sets them, for `-v` (a
     /// connection that may be pooled carries no session setting).
-    pub(crate) fn statements(&self) -> [String; 2] {
-        [
+    pub(crate) fn statements(&self) -> Vec<String> {
+        let mut statements = vec![
             format!(
                 "SET LOCAL lock_timeout = '{}'",
                 self.lock_timeout.as_pg_setting()
@@ -122,7 +122,11 @@ impl SessionTimeouts {
                 "SET LOCAL statement_timeout = '{}'",
                 self.statement_timeout.as_pg_setting()
             ),
-        ]
+        ];
+        if let Some(zone) = self.time_zone {
+            statements.push(format!("SET LOCAL TimeZone = '{}'", zone.name()));
+        }
+        statements
     }
 
     /// Sets both for the session, in one round trip, through parameters.

@@ -103,7 +103,27 @@ async fn task_backlog(ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres:
     for task in &ctx.config.tasks {
         // The kind counts its own rows, with the filter and cutoff its walk
         // uses, so the backlog is what a dry run would say.
-        let Some((table, backlog)) = task.spec.backlog(ctx.client, &task.options).await? else {
+        // In the task's time_zone, as its dry run counts: set LOCAL in the
+        // check's own transaction, and the session's zone put back after.
+        let session_zone = match task.options.time_zone {
+            Some(zone) => Some(
+                ctx.client
+                    .row(
+                        "SELECT current_setting('TimeZone'), set_config('TimeZone', $1, true)",
+                        &[&zone.name()],
+                    )
+                    .await?
+                    .get::<_, String>(0),
+            ),
+            None => None,
+        };
+        let counted = task.spec.backlog(ctx.client, &task.options).await;
+        if let Some(zone) = session_zone {
+            ctx.client
+                .exec("SELECT set_config('TimeZone', $1, true)", &[&zone])
+                .await?;
+        }
+        let Some((table, backlog)) = counted? else {
             continue;
         };
         let (rows, how) = (

@@ -239,3 +239,31 @@ async fn a_backup_taken_under_a_time_zone_restores_identical_values() {
     let after: String = client.query_one(digest, &[]).await.unwrap().get(0);
     assert_eq!(before, after);
 }
+
+/// health's task-backlog counts what the dry run counts, in the task's
+/// time_zone, and leaves the session's zone as it was for the tasks after.
+#[tokio::test]
+async fn task_backlog_counts_in_the_tasks_time_zone() {
+    let db = prisma_events(OLDER_THAN, "").await;
+    db.config(&format!(
+        "[tasks.in_utc]\nkind = \"purge\"\ntable = \"events\"\n{OLDER_THAN}\ntime_zone = \"UTC\"\n\n\
+         [tasks.in_session]\nkind = \"purge\"\ntable = \"events\"\n{OLDER_THAN}\n\n\
+         [health.checks.task-backlog]\nwarning = 1\n"
+    ));
+    let health = db
+        .pgmaint(&["health", "--json", "--check", "task-backlog"])
+        .await;
+    let report = health.json();
+    let c = common::health_check(&report, "task-backlog");
+    let value = |task: &str| {
+        c["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["object"].as_str().unwrap().starts_with(task))
+            .unwrap_or_else(|| panic!("{c}"))["value"]
+            .clone()
+    };
+    assert_eq!(value("in_utc"), "300 rows qualify (exact)", "{c}");
+    assert_eq!(value("in_session"), "360 rows qualify (exact)", "{c}");
+}
