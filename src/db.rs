@@ -220,15 +220,7 @@ async fn bounded<T, E: From<tokio_postgres::Error>>(
     work: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
     client.batch_execute(begin).await?;
-    let timeouts = current_timeouts();
-    let result = match set_local_timeouts(
-        client,
-        &timeouts.lock_timeout,
-        &timeouts.statement_timeout,
-        timeouts.time_zone,
-    )
-    .await
-    {
+    let result = match set_local_timeouts(client, &current_timeouts()).await {
         Ok(()) => work.await,
         Err(err) => Err(err.into()),
     };
@@ -251,14 +243,7 @@ pub(crate) async fn begin(
     client: &mut Client,
 ) -> Result<tokio_postgres::Transaction<'_>, tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    let timeouts = current_timeouts();
-    set_local_timeouts(
-        &tx,
-        &timeouts.lock_timeout,
-        &timeouts.statement_timeout,
-        timeouts.time_zone,
-    )
-    .await?;
+    set_local_timeouts(&tx, &current_timeouts()).await?;
     Ok(tx)
 }
 
@@ -269,32 +254,19 @@ pub(crate) async fn begin(
 /// same way as `TimeZone`; without one the session's zone stays.
 pub(crate) async fn set_local_timeouts(
     client: &impl GenericClient,
-    lock_timeout: &crate::duration::Duration,
-    statement_timeout: &crate::duration::Duration,
-    time_zone: Option<chrono_tz::Tz>,
+    timeouts: &SessionTimeouts,
 ) -> Result<(), tokio_postgres::Error> {
-    match time_zone {
-        None => {
-            client
-                .row(
-                    "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)",
-                    &[&lock_timeout.as_pg_setting(), &statement_timeout.as_pg_setting()],
-                )
-                .await?
-        }
-        Some(zone) => {
-            client
-                .row(
-                    "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true), set_config('TimeZone', $3, true)",
-                    &[
-                        &lock_timeout.as_pg_setting(),
-                        &statement_timeout.as_pg_setting(),
-                        &zone.name(),
-                    ],
-                )
-                .await?
-        }
-    };
+    client
+        .row(
+            "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true),
+                    CASE WHEN $3::text IS NOT NULL THEN set_config('TimeZone', $3, true) END",
+            &[
+                &timeouts.lock_timeout.as_pg_setting(),
+                &timeouts.statement_timeout.as_pg_setting(),
+                &timeouts.time_zone.map(|zone| zone.name()),
+            ],
+        )
+        .await?;
     Ok(())
 }
 

@@ -36,6 +36,15 @@ impl TaskOptions {
         exact_count_limit: 10_000_000,
         time_zone: None,
     };
+
+    /// What each of the task's transactions sets LOCAL.
+    pub(crate) fn session(&self) -> crate::db::SessionTimeouts {
+        crate::db::SessionTimeouts {
+            lock_timeout: self.lock_timeout,
+            statement_timeout: self.statement_timeout,
+            time_zone: self.time_zone,
+        }
+    }
 }
 
 /// How much a task can hurt: what confirmation and backups follow.

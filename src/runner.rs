@@ -242,11 +242,7 @@ fn lock_busy(task: &TaskConfig, cause: &str) -> String {
 }
 
 fn task_timeouts(task: &TaskConfig) -> SessionTimeouts {
-    SessionTimeouts {
-        lock_timeout: task.options.lock_timeout,
-        statement_timeout: task.options.statement_timeout,
-        time_zone: task.options.time_zone,
-    }
+    task.options.session()
 }
 
 pub async fn run(

@@ -213,17 +213,9 @@ async fn time_zone_warnings(client: &tokio_postgres::Client, config: &Config) ->
         .iter()
         .filter(|t| t.options.time_zone.is_none())
     {
-        let (table, filter) =
-            if let Some(spec) = task.spec.downcast_ref::<crate::tasks::purge::PurgeSpec>() {
-                (&spec.table, &spec.filter)
-            } else if let Some(spec) = task
-                .spec
-                .downcast_ref::<crate::tasks::archive::ArchiveSpec>()
-            {
-                (&spec.table, &spec.filter)
-            } else {
-                continue;
-            };
+        let Some((table, filter)) = task.spec.rows_filter() else {
+            continue;
+        };
         let crate::tasks::rows::Filter::OlderThan { time_column, .. } = filter else {
             continue;
         };

@@ -14,7 +14,7 @@ use super::leaves::{Walks, same_filter};
 use super::references::OnReferenced;
 use super::rows::{Filter, walkable_table};
 use super::walk::{Copy, WalkPlan};
-use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError, TaskOptions};
+use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
 use crate::backup::{BackupWriter, Compression};
 use crate::db::{self, TableInfo};
 use crate::sql::{Destination, TableName, quote_ident};
@@ -375,12 +375,8 @@ fn create_statement(
 impl Task for ArchiveSpec {
     type Plan = ArchivePlan;
 
-    async fn backlog(
-        &self,
-        client: &Client,
-        options: &TaskOptions,
-    ) -> Result<Option<(crate::sql::TableName, super::rows::Backlog)>, tokio_postgres::Error> {
-        super::rows::pending(client, &self.table, &self.filter, options.exact_count_limit).await
+    fn rows_filter(&self) -> Option<(&str, &super::rows::Filter)> {
+        Some((&self.table, &self.filter))
     }
 
     fn backup(&self) -> Option<bool> {

@@ -120,6 +120,12 @@ impl TaskSpec {
         self.task.backlog(client, options).await
     }
 
+    /// The table as written and the filter that names its rows, for the
+    /// kinds whose work is the rows a filter names.
+    pub(crate) fn rows_filter(&self) -> Option<(&str, &rows::Filter)> {
+        self.task.rows_filter()
+    }
+
     /// Problems found by checking the config against the live database.
     pub(crate) async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         self.task.check(client).await
@@ -150,6 +156,7 @@ trait DynTask: std::fmt::Debug + Send + Sync {
         client: &'a Client,
         options: &'a TaskOptions,
     ) -> BoxFuture<'a, Result<Option<(crate::sql::TableName, rows::Backlog)>, tokio_postgres::Error>>;
+    fn rows_filter(&self) -> Option<(&str, &rows::Filter)>;
     fn check<'a>(&'a self, client: &'a Client) -> BoxFuture<'a, Vec<CheckProblem>>;
     fn dry_run<'a, 'c>(
         &'a self,
@@ -193,6 +200,10 @@ impl<T: Task> DynTask for T {
     ) -> BoxFuture<'a, Result<Option<(crate::sql::TableName, rows::Backlog)>, tokio_postgres::Error>>
     {
         Box::pin(Task::backlog(self, client, options))
+    }
+
+    fn rows_filter(&self) -> Option<(&str, &rows::Filter)> {
+        Task::rows_filter(self)
     }
 
     fn check<'a>(&'a self, client: &'a Client) -> BoxFuture<'a, Vec<CheckProblem>> {
@@ -250,15 +261,29 @@ pub trait Task: std::fmt::Debug + Serialize + Send + Sync + 'static {
     fn anchor_paths(&mut self, _base: &std::path::Path) {}
 
     /// The rows this task would act on now, for health's task-backlog:
-    /// `Some` for the kinds whose work is rows a filter names.
+    /// `Some` for the kinds whose work is rows a filter names
+    /// ([`Task::rows_filter`]), counted as their dry run counts.
     fn backlog(
         &self,
-        _client: &Client,
-        _options: &TaskOptions,
+        client: &Client,
+        options: &TaskOptions,
     ) -> impl Future<
         Output = Result<Option<(crate::sql::TableName, rows::Backlog)>, tokio_postgres::Error>,
     > + Send {
-        async { Ok(None) }
+        let limit = options.exact_count_limit;
+        let filtered = self.rows_filter();
+        async move {
+            match filtered {
+                Some((table, filter)) => rows::pending(client, table, filter, limit).await,
+                None => Ok(None),
+            }
+        }
+    }
+
+    /// The table as written and the filter naming its rows, for the kinds
+    /// whose work is the rows a filter names (`check` reads its column).
+    fn rows_filter(&self) -> Option<(&str, &rows::Filter)> {
+        None
     }
 
     /// Reads what the task needs to know (never writes, takes no lock beyond

@@ -10,7 +10,7 @@ use super::references;
 use super::references::OnReferenced;
 use super::rows::{Filter, walkable_table};
 use super::walk::{Copy, WalkPlan};
-use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError, TaskOptions};
+use super::{CheckProblem, Outcome, ReportProblem, Task, TaskContext, TaskError};
 use crate::db::{self, TableInfo};
 use crate::sql::Destination;
 
@@ -91,12 +91,8 @@ pub struct PurgePlan {
 impl Task for PurgeSpec {
     type Plan = PurgePlan;
 
-    async fn backlog(
-        &self,
-        client: &Client,
-        options: &TaskOptions,
-    ) -> Result<Option<(crate::sql::TableName, super::rows::Backlog)>, tokio_postgres::Error> {
-        super::rows::pending(client, &self.table, &self.filter, options.exact_count_limit).await
+    fn rows_filter(&self) -> Option<(&str, &super::rows::Filter)> {
+        Some((&self.table, &self.filter))
     }
 
     fn backup(&self) -> Option<bool> {

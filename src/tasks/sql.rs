@@ -179,13 +179,14 @@ impl Task for SqlSpec {
     async fn execute(&self, ctx: &mut TaskContext<'_>, _: ()) -> Result<Outcome, TaskError> {
         let client = &*ctx.client;
         let (lock, statement) = (&ctx.options.lock_timeout, &ctx.options.statement_timeout);
+        let session = ctx.options.session();
         ctx.log_statement(&self.sql);
         let result = if self.transaction {
             // The timeouts for this transaction only: nothing is left on
             // the session (or, behind a pooler, on another client's).
             let (begun, local) = tokio::join!(
                 client.batch_execute("BEGIN"),
-                db::set_local_timeouts(client, lock, statement, ctx.options.time_zone)
+                db::set_local_timeouts(client, &session)
             );
             begun?;
             let ran = match local {

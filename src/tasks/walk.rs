@@ -350,19 +350,7 @@ impl WalkPlan {
         if let Some(cutoff) = self.cutoff {
             params["$4"] = json!(cutoff.to_rfc3339());
         }
-        let mut statements = vec![
-            format!(
-                "SET LOCAL lock_timeout = '{}'",
-                ctx.options.lock_timeout.as_pg_setting()
-            ),
-            format!(
-                "SET LOCAL statement_timeout = '{}'",
-                ctx.options.statement_timeout.as_pg_setting()
-            ),
-        ];
-        if let Some(zone) = ctx.options.time_zone {
-            statements.push(format!("SET LOCAL TimeZone = '{}'", zone.name()));
-        }
+        let mut statements = ctx.options.session().statements();
         statements.extend([
             format!(
                 "-- each batch, one transaction, walking pages 0..{} of {}; windows that can hold more than a batch:",
@@ -1160,14 +1148,10 @@ async fn in_transaction(
     };
     // BEGIN and the task's timeouts for this transaction only, pipelined.
     let client = &*ctx.client;
+    let session = ctx.options.session();
     let (begun, local) = tokio::join!(
         client.batch_execute(begin),
-        db::set_local_timeouts(
-            client,
-            &ctx.options.lock_timeout,
-            &ctx.options.statement_timeout,
-            ctx.options.time_zone
-        )
+        db::set_local_timeouts(client, &session)
     );
     begun?;
     // The text of the rows a backup file holds, fixed in this transaction.
