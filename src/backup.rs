@@ -188,6 +188,7 @@ impl BackupWriter {
         task: &str,
         table: &TableName,
         columns: &[Column],
+        saved_as: &store::SavedAs<'_>,
     ) -> Result<BackupWriter, BackupError> {
         let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
         Self::begin(
@@ -196,7 +197,7 @@ impl BackupWriter {
             task_run_id,
             task,
             table,
-            columns,
+            (columns, saved_as),
             Purpose::Backup,
             Compression::Gzip,
             |id| {
@@ -231,7 +232,7 @@ impl BackupWriter {
             task_run_id,
             task,
             table,
-            columns,
+            (columns, &store::SavedAs::REMOVED),
             Purpose::Export,
             compression,
             |id| (dir.clone(), format!("{stem}-{id}-")),
@@ -246,7 +247,7 @@ impl BackupWriter {
         task_run_id: Option<i64>,
         task: &str,
         table: &TableName,
-        columns: &[Column],
+        (columns, saved_as): (&[Column], &store::SavedAs<'_>),
         purpose: Purpose,
         compression: Compression,
         place: impl FnOnce(i64) -> (PathBuf, String),
@@ -262,6 +263,7 @@ impl BackupWriter {
             &table.name,
             &serde_json::Value::Array(described),
             purpose.as_str(),
+            saved_as,
         )
         .await?;
         let (dir, prefix) = place(id);
@@ -646,6 +648,10 @@ pub(crate) async fn prune(client: &Client, schema: &str, keep: &str) -> Result<u
 pub(crate) struct RestoreReport {
     pub backup_id: i64,
     pub table: String,
+    /// `delete`: the backup holds removed rows, put back by insert;
+    /// `set_null`: the earlier values of columns an orphans task set to
+    /// NULL, set back in rows that still hold NULL.
+    pub action: String,
     pub dry_run: bool,
     pub rows_in_backup: u64,
     /// Rows put back.
@@ -702,6 +708,16 @@ fn saved_columns(saved: &serde_json::Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A JSON array of column names.
+fn names_of(names: &serde_json::Value) -> Vec<String> {
+    names
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| k.as_str().map(String::from))
+        .collect()
+}
+
 /// Puts a backup's rows back: the table's own first, then what cascades
 /// took from other tables (parents before children), then the values
 /// SET NULL/SET DEFAULT changed. One transaction under `lock_timeout`;
@@ -726,8 +742,8 @@ pub(crate) async fn restore(
         part: 0,
         table: table.clone(),
         columns: saved_columns(&backup.columns),
-        action: "delete".into(),
-        key_columns: Vec::new(),
+        action: backup.action,
+        key_columns: names_of(&backup.key_columns),
         via: String::new(),
     }];
     parts.extend(cascaded_parts(&*client, schema, id).await?);
@@ -764,6 +780,7 @@ pub(crate) async fn restore(
     Ok(RestoreReport {
         backup_id: id,
         table: table.to_string(),
+        action: parts[0].action.clone(),
         dry_run,
         rows_in_backup,
         restored,
@@ -799,13 +816,7 @@ async fn cascaded_parts(
             table: TableName::new(row.table_schema, row.table_name),
             columns: saved_columns(&row.columns),
             action: row.action,
-            key_columns: row
-                .key_columns
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|k| k.as_str().map(String::from))
-                .collect(),
+            key_columns: names_of(&row.key_columns),
             via: row.via,
         })
         .collect())

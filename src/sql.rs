@@ -294,6 +294,10 @@ pub enum Destination {
         /// plain columns (their values copied, never computed again).
         columns: Vec<String>,
     },
+    /// Nowhere: the rows stay, with `columns` set to NULL (an orphans
+    /// task's `action = "set_null"`). The batch returns the rows' earlier
+    /// values, read in the same statement.
+    Clear { columns: Vec<String> },
 }
 
 /// What a batch statement of a ctid walk is made of.
@@ -340,6 +344,9 @@ const PAGE_RANGE: &str =
 pub fn walk_batch(batch: &WalkBatch<'_>, limited: bool) -> String {
     let t = batch.table.quoted();
     let condition = walk_condition(batch, limited);
+    if let Destination::Clear { columns } = batch.destination {
+        return clear_batch(batch, columns, &condition);
+    }
     let plain = matches!(batch.destination, Destination::Delete) && !batch.returning;
     if plain && !limited {
         return format!("DELETE FROM {t} WHERE {condition}");
@@ -391,6 +398,47 @@ pub fn walk_batch(batch: &WalkBatch<'_>, limited: bool) -> String {
         ));
     } else {
         statement.push_str("\nSELECT count(*), max((ctid::text::point)[0])::bigint FROM deleted");
+    }
+    statement
+}
+
+/// A batch that sets `cleared` to NULL in the rows `condition` names. An
+/// UPDATE's RETURNING sees the new values, so the rows are read first in a
+/// subquery of the same statement and joined back by ctid: RETURNING gives
+/// their earlier values and their ctid before the update (the page the
+/// walk resumes from). A row another transaction changed after the
+/// statement's snapshot fails the join in its new version (a new ctid), so
+/// it is neither updated nor returned: it is left for the next run. The
+/// same shapes of result as `walk_batch`.
+fn clear_batch(batch: &WalkBatch<'_>, cleared: &[String], condition: &str) -> String {
+    let t = batch.table.quoted();
+    let set = cleared
+        .iter()
+        .map(|c| format!("{} = NULL", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let earlier = if batch.returning {
+        format!(", {}", column_list(batch.columns))
+    } else {
+        String::new()
+    };
+    let mut statement = format!(
+        "WITH cleared AS (\n  UPDATE {t} SET {set}\n    FROM (SELECT ctid AS pgmaint_ctid{earlier} FROM {t}\n     WHERE {condition}) AS pgmaint_earlier\n   WHERE {t}.ctid = pgmaint_earlier.pgmaint_ctid\n  RETURNING pgmaint_earlier.*)"
+    );
+    if batch.returning {
+        let as_text = batch
+            .columns
+            .iter()
+            .map(|c| format!("{}::text", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        statement.push_str(&format!(
+            "\nSELECT (pgmaint_ctid::text::point)[0]::bigint, {as_text} FROM cleared"
+        ));
+    } else {
+        statement.push_str(
+            "\nSELECT count(*), max((pgmaint_ctid::text::point)[0])::bigint FROM cleared",
+        );
     }
     statement
 }
@@ -545,6 +593,39 @@ mod tests {
             }
         }
         assert!(count_matching(&t, &f).ends_with(&f));
+    }
+
+    #[test]
+    fn a_clear_updates_the_rows_it_reads_and_returns_their_earlier_values() {
+        let t = TableName::new("public", "sessions");
+        let parent = TableName::new("public", "orgs");
+        let f = orphan_predicate(&t, &["org_id".into()], &parent, &["id".into()]);
+        let destination = Destination::Clear {
+            columns: vec!["org_id".into()],
+        };
+        let saved = ["id".to_string(), "org_id".to_string()];
+        for limited in [true, false] {
+            let counted = walk_batch(&batch(&t, &f, &saved, &destination, false), limited);
+            assert!(
+                counted.starts_with(
+                    "WITH cleared AS (\n  UPDATE \"public\".\"sessions\" SET \"org_id\" = NULL\n    FROM (SELECT ctid AS pgmaint_ctid FROM \"public\".\"sessions\"\n"
+                ),
+                "{counted}"
+            );
+            assert!(
+                counted
+                    .contains("WHERE \"public\".\"sessions\".ctid = pgmaint_earlier.pgmaint_ctid")
+            );
+            assert!(counted.ends_with(
+                "SELECT count(*), max((pgmaint_ctid::text::point)[0])::bigint FROM cleared"
+            ));
+            assert!(counted.contains(&f));
+            let returned = walk_batch(&batch(&t, &f, &saved, &destination, true), limited);
+            assert!(returned.contains("SELECT ctid AS pgmaint_ctid, \"id\", \"org_id\" FROM"));
+            assert!(returned.ends_with(
+                "SELECT (pgmaint_ctid::text::point)[0]::bigint, \"id\"::text, \"org_id\"::text FROM cleared"
+            ));
+        }
     }
 
     #[test]

@@ -154,14 +154,30 @@ pub async fn restore(cli: &Cli, args: &RestoreArgs) -> Result<bool, CliError> {
         } else {
             "put back"
         };
-        output::paragraph(&format!(
-            "Backup {} into {}: {verb} {} of {} row(s); {} already present (left alone).",
-            report.backup_id,
-            report.table,
-            output::count(report.restored),
-            output::count(report.rows_in_backup),
-            output::count(report.already_present)
-        ));
+        if report.action == "set_null" {
+            let verb = if report.dry_run {
+                "would set back"
+            } else {
+                "set back"
+            };
+            output::paragraph(&format!(
+                "Backup {} into {}: {verb} the columns set to NULL in {} of {} row(s); {} hold a value again (set back before, or changed since) or are gone: left alone.",
+                report.backup_id,
+                report.table,
+                output::count(report.restored),
+                output::count(report.rows_in_backup),
+                output::count(report.already_present)
+            ));
+        } else {
+            output::paragraph(&format!(
+                "Backup {} into {}: {verb} {} of {} row(s); {} already present (left alone).",
+                report.backup_id,
+                report.table,
+                output::count(report.restored),
+                output::count(report.rows_in_backup),
+                output::count(report.already_present)
+            ));
+        }
         for part in &report.cascade {
             let what = if part.action == "cascade" {
                 "row(s) its ON DELETE CASCADE removed"

@@ -657,10 +657,17 @@ fn print_outcome(task: &runner::TaskReport) {
         }
     }
     if let Some(id) = details["backup_id"].as_i64() {
-        say(&format!(
-            "{}: removed rows are in backup {id} (`pgmaint restore {id}` puts them back)",
-            task.name
-        ));
+        if details["action"] == "set_null" {
+            say(&format!(
+                "{}: the values it set to NULL are in backup {id} (`pgmaint restore {id}` sets them back)",
+                task.name
+            ));
+        } else {
+            say(&format!(
+                "{}: removed rows are in backup {id} (`pgmaint restore {id}` puts them back)",
+                task.name
+            ));
+        }
     }
     if let Some(id) = details["export_id"].as_i64() {
         say(&format!(

@@ -40,12 +40,30 @@ pub(crate) struct IndexedBackup {
     pub indexed: Vec<String>,
 }
 
+/// What a backup's own rows are: rows removed from its table (`delete`,
+/// put back by insert), or rows that stayed with columns set to NULL
+/// (`set_null`, set back by `key_columns`).
+pub(crate) struct SavedAs<'a> {
+    pub action: &'a str,
+    pub key_columns: &'a [String],
+}
+
+impl SavedAs<'static> {
+    /// Rows removed from the table.
+    pub(crate) const REMOVED: SavedAs<'static> = SavedAs {
+        action: "delete",
+        key_columns: &[],
+    };
+}
+
 /// A backup's own table, as recorded when it started.
 pub(crate) struct BackupTable {
     pub table_schema: String,
     pub table_name: String,
     pub columns: serde_json::Value,
     pub dir: String,
+    pub action: String,
+    pub key_columns: serde_json::Value,
 }
 
 /// A table a backup's cascades reached, as recorded.
@@ -70,13 +88,14 @@ pub(crate) async fn insert_backup(
     table_name: &str,
     columns: &serde_json::Value,
     purpose: &str,
+    saved_as: &SavedAs<'_>,
 ) -> Result<i64, Error> {
     let q = quote_ident(schema);
     Ok(client
         .row(
             &format!(
-                "INSERT INTO {q}.backups (task_run_id, task, table_schema, table_name, columns, dir, purpose)
-                     VALUES ($1, $2, $3, $4, $5, '', $6) RETURNING id"
+                "INSERT INTO {q}.backups (task_run_id, task, table_schema, table_name, columns, dir, purpose, action, key_columns)
+                     VALUES ($1, $2, $3, $4, $5, '', $6, $7, $8) RETURNING id"
             ),
             &[
                 &task_run_id,
@@ -85,6 +104,8 @@ pub(crate) async fn insert_backup(
                 &table_name,
                 columns,
                 &purpose,
+                &saved_as.action,
+                &serde_json::json!(saved_as.key_columns),
             ],
         )
         .await?
@@ -277,7 +298,7 @@ pub(crate) async fn backup_table(
     Ok(client
         .row_opt(
             &format!(
-                "SELECT table_schema, table_name, columns, dir FROM {q}.backups WHERE id = $1"
+                "SELECT table_schema, table_name, columns, dir, action, key_columns FROM {q}.backups WHERE id = $1"
             ),
             &[&id],
         )
@@ -287,6 +308,8 @@ pub(crate) async fn backup_table(
             table_name: backup.get(1),
             columns: backup.get(2),
             dir: backup.get(3),
+            action: backup.get(4),
+            key_columns: backup.get(5),
         }))
 }
 

@@ -229,4 +229,12 @@ pub(crate) const STEPS: &[&str] = &[
     );
     CREATE INDEX snapshot_checks_check ON {schema}.snapshot_checks (check_name, snapshot_id);
     "#,
+    // 13: a backup whose rows stayed in their table, with the columns an
+    // orphans task set to NULL: restore sets them back (`action`), finding
+    // each row by `key_columns`.
+    r#"
+    ALTER TABLE {schema}.backups
+        ADD COLUMN action text NOT NULL DEFAULT 'delete' CHECK (action IN ('delete', 'set_null')),
+        ADD COLUMN key_columns jsonb NOT NULL DEFAULT '[]';
+    "#,
 ];

@@ -79,7 +79,11 @@ impl Walks {
             walk.filter_sql = filter_for(&name);
             walk.pages = row.get(4);
             walk.estimated_rows = row.get(5);
-            walk.references = super::references::load(client, &name, oid).await?;
+            // Setting columns to NULL removes no row: no foreign key into
+            // the table is reached (set_null refuses referenced columns).
+            if !matches!(walk.destination, crate::sql::Destination::Clear { .. }) {
+                walk.references = super::references::load(client, &name, oid).await?;
+            }
             // A key of the parent into itself is cloned onto each leaf as a
             // key of the parent into the leaf: the walk would take the
             // cascade for another table's and count named rows twice.

@@ -575,6 +575,18 @@ impl TaskContext<'_> {
         table: &crate::sql::TableName,
         columns: &[crate::db::Column],
     ) -> Result<Option<crate::backup::BackupWriter>, TaskError> {
+        self.backup_writer_as(table, columns, &crate::store::backups::SavedAs::REMOVED)
+            .await
+    }
+
+    /// As `backup_writer`, for rows saved as `saved_as` says (an orphans
+    /// task's `set_null` saves the values it clears, with the row's key).
+    pub(crate) async fn backup_writer_as(
+        &self,
+        table: &crate::sql::TableName,
+        columns: &[crate::db::Column],
+        saved_as: &crate::store::backups::SavedAs<'_>,
+    ) -> Result<Option<crate::backup::BackupWriter>, TaskError> {
         let Some(dir) = &self.backup_dir else {
             return Ok(None);
         };
@@ -586,6 +598,7 @@ impl TaskContext<'_> {
             self.task_name,
             table,
             columns,
+            saved_as,
         )
         .await?;
         Ok(Some(writer))

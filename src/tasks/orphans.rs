@@ -2,10 +2,11 @@
 //! `references = "parent(col)"`, for relations without a foreign key. A
 //! NULL reference is not an orphan (as with a foreign key's MATCH SIMPLE).
 //! `action = "report"` counts them and shows sample keys; `"delete"` removes
-//! them with the same batched ctid walk as purge, the anti-join as filter.
-//! `"set_null"` is checked (nullable, not generated reference columns, a
-//! primary key or unique not-null key to find rows again) but not carried
-//! out yet: a run refuses it before it writes anything.
+//! them with the same batched ctid walk as purge, the anti-join as filter;
+//! `"set_null"` walks the same way and sets the reference columns to NULL
+//! instead, backing up their earlier values with each row's key (a
+//! primary key or a unique key on NOT NULL columns) so `restore` can set
+//! them back.
 
 use crate::unnamed::Unnamed;
 use serde::Serialize;
@@ -18,9 +19,10 @@ use super::rows::walkable_table;
 use super::values::OneOrMany;
 use super::walk::{Copy, WalkPlan};
 use super::{CheckProblem, Outcome, PlanLine, ReportProblem, Task, TaskContext, TaskError};
-use crate::db::{self, TableInfo};
+use crate::db::{self, Column, TableInfo};
 use crate::sql::{self, Destination, TableName};
 use crate::status::Status;
+use crate::store::backups::SavedAs;
 
 const SAMPLE_KEYS: i64 = 10;
 
@@ -67,6 +69,10 @@ pub struct OrphansPlan {
     /// The child's and the parent's key columns, as the catalog names them.
     columns: Vec<String>,
     parent_columns: Vec<String>,
+    /// For `set_null`: the columns each batch's backup saves (the row's
+    /// key, then the columns cleared) and the key among them.
+    saved: Vec<Column>,
+    key: Vec<String>,
 }
 
 /// What `validate` found.
@@ -315,6 +321,21 @@ impl OrphansSpec {
     }
 }
 
+impl OrphansSpec {
+    /// For `set_null`: the columns cleared, and the key a restore finds
+    /// each row by, in the run's and the dry run's details.
+    fn describe_set_null(&self, plan: &OrphansPlan, details: &mut serde_json::Value) {
+        if self.action != OrphanAction::SetNull {
+            return;
+        }
+        let written = |names: &[String]| -> Vec<String> {
+            names.iter().map(|c| sql::as_written(c)).collect()
+        };
+        details["set_null_columns"] = json!(written(&plan.columns));
+        details["key_columns"] = json!(written(&plan.key));
+    }
+}
+
 /// What `action = "report"` found: the `details` of its run and dry run.
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub struct Report {
@@ -357,13 +378,23 @@ impl Task for OrphansSpec {
             .validate(ctx.client)
             .await
             .map_err(|p| TaskError::from_problems(&p))?;
-        if self.action == OrphanAction::SetNull {
-            // Refused before any read of rows or any write.
-            return Err(TaskError::Target(
-                "action = \"set_null\" is not carried out yet by this version; use action = \"report\" or \"delete\"".into(),
-            ));
-        }
-        let references = super::references::load(ctx.client, &child.name, child.oid).await?;
+        let (key, saved, destination, references) = if self.action == OrphanAction::SetNull {
+            // Setting columns removes no row: no foreign key into the table
+            // is reached (validate refuses columns a key references).
+            let key = row_key(ctx.client, child.oid, &columns).await?;
+            let saved: Vec<Column> = key
+                .iter()
+                .chain(&columns)
+                .filter_map(|name| child.column(name).cloned())
+                .collect();
+            let destination = Destination::Clear {
+                columns: columns.clone(),
+            };
+            (key, saved, destination, Default::default())
+        } else {
+            let references = super::references::load(ctx.client, &child.name, child.oid).await?;
+            (Vec::new(), Vec::new(), Destination::Delete, references)
+        };
         let whole = WalkPlan {
             table: child.name.clone(),
             filter_sql: filter_sql.clone(),
@@ -371,8 +402,12 @@ impl Task for OrphansSpec {
             session_zone: None,
             pages: child.pages,
             estimated_rows: child.estimated_rows,
-            columns: child.insertable_columns(),
-            destination: Destination::Delete,
+            columns: if saved.is_empty() {
+                child.insertable_columns()
+            } else {
+                saved.iter().map(|c| c.name.clone()).collect()
+            },
+            destination,
             references,
             on_referenced: self.on_referenced,
         };
@@ -388,6 +423,8 @@ impl Task for OrphansSpec {
             walks,
             columns,
             parent_columns,
+            saved,
+            key,
         })
     }
 
@@ -402,9 +439,14 @@ impl Task for OrphansSpec {
         }
         let backup = ctx.backup_dir.is_some();
         let copy = || if backup { Copy::Backup } else { Copy::Nowhere };
-        let mut outcome = plan.walks.describe(ctx, "delete", copy).await?;
+        let verb = match self.action {
+            OrphanAction::SetNull => "set_null",
+            _ => "delete",
+        };
+        let mut outcome = plan.walks.describe(ctx, verb, copy).await?;
         outcome.details["orphans"] = json!(count);
         outcome.details["sample_keys"] = json!(samples);
+        self.describe_set_null(plan, &mut outcome.details);
         Ok(outcome)
     }
 
@@ -418,10 +460,23 @@ impl Task for OrphansSpec {
             let (count, samples) = self.count_and_samples(ctx.client, &plan).await?;
             return Ok(self.report_outcome(&plan, count, samples));
         }
-        let writer = ctx
-            .backup_writer(&plan.child.name, &plan.child.columns)
-            .await?;
-        plan.walks.execute(ctx, writer).await
+        let writer = if self.action == OrphanAction::SetNull {
+            let saved_as = SavedAs {
+                action: "set_null",
+                key_columns: &plan.key,
+            };
+            ctx.backup_writer_as(&plan.child.name, &plan.saved, &saved_as)
+                .await?
+        } else {
+            ctx.backup_writer(&plan.child.name, &plan.child.columns)
+                .await?
+        };
+        let mut outcome = plan.walks.execute(ctx, writer).await?;
+        if self.action == OrphanAction::SetNull {
+            outcome.details["action"] = json!("set_null");
+        }
+        self.describe_set_null(&plan, &mut outcome.details);
+        Ok(outcome)
     }
 
     async fn check(&self, client: &Client) -> Vec<CheckProblem> {
@@ -532,20 +587,7 @@ async fn set_null_problems(
             });
         }
     }
-    // A primary key, or a unique index on NOT NULL columns only, without
-    // predicate or expression, none of whose columns is being cleared.
-    let keyed: bool = client
-        .row(
-            "SELECT EXISTS (SELECT 1 FROM pg_index i
-              WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
-                AND i.indexprs IS NULL
-                AND NOT EXISTS (SELECT 1 FROM pg_attribute a
-                  WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-                    AND (NOT a.attnotnull OR a.attname::text = ANY($2))))",
-            &[&oid, &columns],
-        )
-        .await?
-        .get(0);
+    let keyed = !row_key(client, oid, columns).await?.is_empty();
     if !keyed {
         problems.push(CheckProblem {
             key: "action",
@@ -553,7 +595,86 @@ async fn set_null_problems(
             help: Some("add a primary key to the table, or use action = \"report\" or \"delete\"".into()),
         });
     }
+    // Other tables' foreign keys onto a cleared column would block the
+    // update or carry it on (ON UPDATE), changing rows no backup holds.
+    let referenced = client
+        .rows(
+            "SELECT DISTINCT a.attname::text, c.conname::text, format('%I.%I', n.nspname, r.relname)
+               FROM pg_constraint c
+               JOIN pg_class r ON r.oid = c.conrelid
+               JOIN pg_namespace n ON n.oid = r.relnamespace
+               JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = ANY(c.confkey)
+              WHERE c.contype = 'f' AND c.confrelid = $1 AND a.attname::text = ANY($2)",
+            &[&oid, &columns],
+        )
+        .await?;
+    for row in &referenced {
+        problems.push(CheckProblem {
+            key: "column",
+            message: format!(
+                "column \"{}\" is referenced by foreign key \"{}\" of {}: setting it to NULL would change or block rows there that no backup holds",
+                row.get::<_, String>(0),
+                row.get::<_, String>(1),
+                row.get::<_, String>(2)
+            ),
+            help: Some("use action = \"report\", or clear the referencing rows first".into()),
+        });
+    }
+    // A partition key column set to NULL would move the row to another
+    // partition, or fail.
+    let keyed_by: Vec<String> = client
+        .rows(
+            "SELECT DISTINCT a.attname::text
+               FROM pg_partition_ancestors($1::oid::regclass) t
+               JOIN pg_partitioned_table p ON p.partrelid = t.relid
+               JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = ANY(p.partattrs)
+              WHERE a.attname::text = ANY($2)",
+            &[&oid, &columns],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for column in keyed_by {
+        problems.push(CheckProblem {
+            key: "column",
+            message: format!(
+                "column \"{column}\" is part of the partition key: action = \"set_null\" cannot clear it"
+            ),
+            help: Some("use action = \"delete\" or \"report\"".into()),
+        });
+    }
     Ok(problems)
+}
+
+/// The key `set_null` saves with each row, by which a restore finds it
+/// again: the primary key, else a unique index on NOT NULL stored columns
+/// (without predicate or expression), none of them a column it clears.
+/// Empty when the table has none.
+async fn row_key(
+    client: &Client,
+    oid: u32,
+    cleared: &[String],
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let row = client
+        .row_opt(
+            "SELECT ARRAY(SELECT a.attname::text
+                            FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, position)
+                            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                           WHERE k.position <= i.indnkeyatts
+                           ORDER BY k.position)
+               FROM pg_index i
+              WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
+                AND i.indexprs IS NULL
+                AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                  WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                    AND (NOT a.attnotnull OR a.attgenerated <> '' OR a.attname::text = ANY($2)))
+              ORDER BY i.indisprimary DESC, i.indnkeyatts, i.indexrelid
+              LIMIT 1",
+            &[&oid, &cleared],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -405,7 +405,7 @@ impl WalkPlan {
                     "rows_per_second": rate.rows_per_second.round() as u64,
                     "runs": rate.runs,
                 })),
-                "needs_confirmation": (every_row == Some(true)).then(|| format!("the condition matches every row of {}: the run empties the table, and runs only when confirmed (--yes, the API's \"yes\", or a schedule with allow_critical = true)", self.table)),
+                "needs_confirmation": (every_row == Some(true)).then(|| format!("the condition matches every row of {}: the run {}, and runs only when confirmed (--yes, the API's \"yes\", or a schedule with allow_critical = true)", self.table, self.every_row_effect(false))),
             }),
         })
     }
@@ -439,6 +439,24 @@ impl WalkPlan {
         Ok(outcome)
     }
 
+    /// What a run whose condition names every row does to the table
+    /// ("would" do, when `refused`).
+    fn every_row_effect(&self, refused: bool) -> String {
+        match &self.destination {
+            Destination::Clear { columns } => format!(
+                "{} {} to NULL in every row",
+                if refused { "would set" } else { "sets" },
+                columns
+                    .iter()
+                    .map(|c| sql::as_written(c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ if refused => "would empty the table".to_string(),
+            _ => "empties the table".to_string(),
+        }
+    }
+
     /// Refuses, before anything is removed, a removal that cascades round a
     /// cycle or that names every row of the table, unless the run is
     /// confirmed.
@@ -461,8 +479,11 @@ impl WalkPlan {
                 == Some(true)
         {
             return Err(TaskError::Target(format!(
-                "the condition matches every row of {}, so this run would empty the table; nothing was removed. If that is meant, confirm it as a critical task is confirmed: `pgmaint run {} --yes` (after `pgmaint plan {}`), {{\"yes\": true}} through the API, or allow_critical = true on the schedule",
-                self.table, ctx.task_name, ctx.task_name
+                "the condition matches every row of {}, so this run {}; nothing was changed. If that is meant, confirm it as a critical task is confirmed: `pgmaint run {} --yes` (after `pgmaint plan {}`), {{\"yes\": true}} through the API, or allow_critical = true on the schedule",
+                self.table,
+                self.every_row_effect(true),
+                ctx.task_name,
+                ctx.task_name
             )));
         }
         Ok(())
@@ -511,7 +532,10 @@ impl WalkPlan {
             // walk ran: walk the pages added since, until the table stops
             // growing.
             let mut end = self.pages;
-            while stopped.is_none() {
+            // Not for a walk that sets columns to NULL: its own updates put
+            // the rows' new versions there, which no longer match.
+            let follows_growth = !matches!(self.destination, Destination::Clear { .. });
+            while stopped.is_none() && follows_growth {
                 let now: i64 = ctx
                     .client
                     .row("SELECT pg_relation_size($1::text::regclass) / current_setting('block_size')::bigint", &[&self.table.quoted()])

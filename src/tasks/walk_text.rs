@@ -1,8 +1,9 @@
 //! The dry-run text of the walk purge, archive and orphans (`action =
-//! "delete"`) share: rows and batches, what foreign keys keep or take, the
-//! every-row warning, a time estimate, locks, and a few of the rows. It
-//! reads the walk's `details` (their JSON is the `--json` contract) back
-//! into `WalkDetails`, so no key is read as an untyped string.
+//! "delete"` or `"set_null"`) share: rows and batches, what foreign keys
+//! keep or take, the every-row warning, a time estimate, locks, and a few
+//! of the rows. It reads the walk's `details` (their JSON is the `--json`
+//! contract) back into `WalkDetails`, so no key is read as an untyped
+//! string.
 
 use serde::Deserialize;
 
@@ -24,6 +25,8 @@ struct WalkDetails {
     archive_table: Option<String>,
     export: Option<String>,
     orphans: Option<u64>,
+    /// An orphans task's `action = "set_null"`: the columns it clears.
+    set_null_columns: Vec<String>,
     batches_estimate: BatchesEstimate,
     batch_size: Option<u64>,
     backup: Option<bool>,
@@ -133,8 +136,16 @@ pub(crate) fn plan_lines(
     lines.extend(partition_lines(&details));
     lines.extend(reference_lines(&details.references));
     if details.matches_every_row == Some(true) {
+        let effect = if details.action.as_deref() == Some("set_null") {
+            format!(
+                "would set {} to NULL in every row",
+                details.set_null_columns.join(", ")
+            )
+        } else {
+            "would empty it".to_string()
+        };
         lines.push(PlanLine::Say(format!(
-            "The condition matches every row of {table}: the run would empty it, so it runs only when confirmed, as a critical task does (`pgmaint run {} --yes`).",
+            "The condition matches every row of {table}: the run {effect}, so it runs only when confirmed, as a critical task does (`pgmaint run {} --yes`).",
             context.name
         )));
     }
@@ -202,6 +213,10 @@ fn summary_line(details: &WalkDetails, context: &PlanContext<'_>, table: &str) -
             "move {source} to files in {}",
             details.export.as_deref().unwrap_or("?")
         ),
+        Some("set_null") => format!(
+            "set {} to NULL in {source} whose reference has no parent row",
+            details.set_null_columns.join(", ")
+        ),
         _ if details.orphans.is_some() => {
             format!("delete {source} whose reference has no parent row")
         }
@@ -216,10 +231,10 @@ fn summary_line(details: &WalkDetails, context: &PlanContext<'_>, table: &str) -
     if rows == 0 {
         PlanLine::Say(format!(
             "Nothing to {}: no row of {table} matches{cutoff}.",
-            if details.action.as_deref() == Some("delete") {
-                "delete"
-            } else {
-                "move"
+            match details.action.as_deref() {
+                Some("delete") => "delete",
+                Some("set_null") => "set to NULL",
+                _ => "move",
             }
         ))
     } else {
@@ -335,7 +350,7 @@ fn time_line(details: &WalkDetails) -> Option<PlanLine> {
 
 /// The locks each batch takes and what happens when it cannot get them.
 fn lock_line(details: &WalkDetails, options: &TaskOptions, table: &str) -> PlanLine {
-    let moving = details.action.as_deref() != Some("delete");
+    let moving = !matches!(details.action.as_deref(), Some("delete" | "set_null"));
     let cascades = !details.references.cascade.is_empty();
     PlanLine::Say(format!(
         "Locks: each batch (one transaction) takes ROW EXCLUSIVE on {table}{} and locks the rows it {}{} until it commits{}; a lock it cannot get within lock_timeout {} rolls it back, to be retried (up to {} times).",
@@ -348,7 +363,11 @@ fn lock_line(details: &WalkDetails, options: &TaskOptions, table: &str) -> PlanL
         } else {
             String::new()
         },
-        if moving { "moves" } else { "deletes" },
+        match details.action.as_deref() {
+            Some("delete") => "deletes",
+            Some("set_null") => "updates",
+            _ => "moves",
+        },
         if cascades {
             " and those its cascades change"
         } else {

@@ -30,6 +30,7 @@ mod health_custom;
 mod health_statements;
 mod health_timeout;
 mod lifecycle;
+mod orphans_set_null;
 mod partitioned;
 mod partitions;
 mod plan_output;
