@@ -5,8 +5,10 @@
 //! tuples). For purge, archive (to a table, and to export files) and
 //! orphans: the dry run's count, the rows the run removes and `SELECT
 //! count(*) ... WHERE predicate` beforehand agree, and the rows left are
-//! exactly those the predicate does not name. The seed is fixed, so every
-//! run tries the same cases.
+//! exactly those the predicate does not name; orphans' `set_null` keeps
+//! every row, clears exactly the orphans' references, and its restore gives
+//! back every row as it was. The seed is fixed, so every run tries the
+//! same cases.
 
 use crate::common;
 
@@ -376,12 +378,15 @@ fn archive_exports_exactly_what_generated_predicates_name() {
 }
 
 /// Children with references to parents that may be gone, NULL, or there.
+/// `clear` sets the orphans' references to NULL (backed up, then
+/// restored) instead of deleting them.
 async fn one_orphan_case(
     db: &TestDb,
     parents: Vec<bool>,
     children: Vec<Option<usize>>,
     analyzed: bool,
     batch_size: u64,
+    clear: bool,
 ) -> Result<(), TestCaseError> {
     let client = db.client().await;
     client
@@ -430,8 +435,22 @@ async fn one_orphan_case(
         "SELECT id FROM children c WHERE parent_id IS NULL OR EXISTS (SELECT 1 FROM parents p WHERE p.id = c.parent_id) ORDER BY id",
     )
     .await;
+    let as_text = "SELECT string_agg(c::text, '|' ORDER BY id) FROM children c";
+    let before = text_of(db, as_text).await;
+    let expected = text_of(
+        db,
+        "SELECT string_agg(c::text, '|' ORDER BY id) FROM (
+           SELECT id, CASE WHEN EXISTS (SELECT 1 FROM parents p WHERE p.id = x.parent_id) THEN parent_id END AS parent_id, note
+             FROM children x) c",
+    )
+    .await;
+    let action = if clear {
+        "set_null\"\nbackup = true"
+    } else {
+        "delete\""
+    };
     db.config(&format!(
-        "[tasks.orphaned]\nkind = \"orphans\"\ntable = \"children\"\ncolumn = \"parent_id\"\nreferences = \"parents(id)\"\naction = \"delete\"\nbatch_size = {batch_size}\n"
+        "[backups]\ndir = \"backups\"\n\n[tasks.orphaned]\nkind = \"orphans\"\ntable = \"children\"\ncolumn = \"parent_id\"\nreferences = \"parents(id)\"\naction = \"{action}\nbatch_size = {batch_size}\n"
     ));
     let plan = db.pgmaint(&["plan", "--json"]).await;
     prop_assert_eq!(plan.code, 0, "{}", plan.stderr);
@@ -445,11 +464,32 @@ async fn one_orphan_case(
         run.json()["tasks"][0]["rows"].as_u64(),
         Some(orphans.len() as u64)
     );
-    prop_assert_eq!(
-        self::ids(db, "SELECT id FROM children ORDER BY id").await,
-        others
-    );
+    if !clear {
+        prop_assert_eq!(
+            self::ids(db, "SELECT id FROM children ORDER BY id").await,
+            others
+        );
+        return Ok(());
+    }
+    // Every row stays; exactly the orphans lost their reference.
+    prop_assert_eq!(text_of(db, as_text).await, expected);
+    if let Some(id) = run.json()["tasks"][0]["details"]["backup_id"].as_i64() {
+        let restore = db.pgmaint(&["restore", &id.to_string()]).await;
+        prop_assert_eq!(restore.code, 0, "{}", restore.stderr);
+    }
+    prop_assert_eq!(text_of(db, as_text).await, before);
     Ok(())
+}
+
+/// The one text value `sql` returns (NULL as empty).
+async fn text_of(db: &TestDb, sql: &str) -> String {
+    db.client()
+        .await
+        .query_one(sql, &[])
+        .await
+        .unwrap()
+        .get::<_, Option<String>>(0)
+        .unwrap_or_default()
 }
 
 #[test]
@@ -466,13 +506,17 @@ fn orphans_removes_exactly_the_children_whose_parent_is_gone() {
         prop::collection::vec(prop::option::weighted(0.85, 0..1000usize), 1..400),
         any::<bool>(),
         1..60u64,
+        any::<bool>(),
     );
-    runner(24)
-        .run(&cases, |(parents, children, analyzed, batch_size)| {
-            runtime.block_on(one_orphan_case(
-                &db, parents, children, analyzed, batch_size,
-            ))
-        })
+    runner(32)
+        .run(
+            &cases,
+            |(parents, children, analyzed, batch_size, clear)| {
+                runtime.block_on(one_orphan_case(
+                    &db, parents, children, analyzed, batch_size, clear,
+                ))
+            },
+        )
         .unwrap();
 }
 
