@@ -440,6 +440,13 @@ table = '"Account"'
 column = '"userId"'
 references = '"User"(id)'
 
+[tasks.account_pointers]
+kind = "orphans"
+table = '"Account"'
+column = "userId"
+references = '"User"(id)'
+action = "set_null"
+
 [tasks.partitions]
 kind = "partitions"
 table = "enriched_events"
@@ -507,6 +514,18 @@ tables = ['"Session"', "users"]
         db.count(r#"SELECT count(*) FROM "Account_archive" WHERE id BETWEEN 20 AND 30 AND balance = "balanceCents" / 100.0"#)
             .await,
         11
+    );
+    // Of the accounts left, those of c11 and c12 (i = 10, 11) pointed at no
+    // "User": set to NULL, every other column as it was.
+    assert_eq!(
+        db.count(r#"SELECT count(*) FROM "Account" WHERE "userId" IS NULL AND id IN (10, 11) AND balance = "balanceCents" / 100.0"#)
+            .await,
+        2
+    );
+    assert_eq!(
+        db.count(r#"SELECT count(*) FROM "Account" WHERE "userId" IS NOT NULL"#)
+            .await,
+        17
     );
     // Health reads the same schema without failing (without --fail-on its
     // findings do not change the exit code).
