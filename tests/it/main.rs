@@ -19,6 +19,7 @@ mod backups;
 mod cli;
 mod config_errors;
 mod connect;
+mod conventions;
 mod daemon;
 mod daemon_restart;
 mod demo;
