@@ -331,8 +331,8 @@ async fn partitions_refuses_a_parent_pg_partman_manages() {
 }
 
 /// The conventions of several frameworks in one database, written from
-/// their documentation, all in one database (tests/it/conventions.rs has one
-/// fixture per framework, each running every kind): Rails 7 (bigint ids,
+/// their documentation (tests/it/conventions.rs has one fixture per
+/// framework, each running every kind): Rails 7 (bigint ids,
 /// `timestamp(6)`, `index_x_on_y`, `schema_migrations`,
 /// `ar_internal_metadata`), Prisma (quoted PascalCase tables, camelCase
 /// columns, `timestamp(3)`, text ids, `_prisma_migrations`), Django
