@@ -278,3 +278,49 @@ async fn after_a_run_the_plan_estimates_the_time_from_that_run() {
     );
     assert_fits_80_columns(&text.stdout);
 }
+
+#[tokio::test]
+async fn the_plans_time_estimate_is_within_2x_of_the_run_on_a_table_over_100k_rows() {
+    // 300,000 sessions, one per day of age 0..89 in turn: the first run
+    // takes those older than 60 days, the next those older than 30.
+    let db = TestDb::with_sql(
+        "CREATE TABLE sessions (id bigint PRIMARY KEY, seen_at timestamptz NOT NULL, data text);
+         INSERT INTO sessions SELECT i, now() - (i % 90 + 0.5) * interval '1 day', md5(i::text)
+           FROM generate_series(1, 300000) i;
+         CREATE INDEX ON sessions (seen_at);
+         ANALYZE sessions;",
+    )
+    .await;
+    let config = |older_than: &str| {
+        format!(
+            "[tasks.stale]\nkind = \"purge\"\ntable = \"sessions\"\ntime_column = \"seen_at\"\nolder_than = \"{older_than}\"\n"
+        )
+    };
+    db.config(&config("60 days"));
+    db.pgmaint(&["init"]).await.assert_code(0);
+    let first = db.pgmaint(&["run", "stale", "--json"]).await;
+    first.assert_code(0);
+    assert!(first.json()["tasks"][0]["rows"].as_i64().unwrap() > 90_000);
+    db.client()
+        .await
+        .batch_execute("VACUUM ANALYZE sessions")
+        .await
+        .unwrap();
+
+    db.config(&config("30 days"));
+    let plan = db.pgmaint(&["plan", "stale", "--json"]).await;
+    plan.assert_code(0);
+    let planned = &plan.json()["tasks"][0];
+    assert!(planned["rows"].as_i64().unwrap() > 90_000, "{planned}");
+    let estimate = planned["details"]["time_estimate"]["ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no estimate: {planned}"));
+    let run = db.pgmaint(&["run", "stale", "--json"]).await;
+    run.assert_code(0);
+    let took = run.json()["tasks"][0]["duration_ms"].as_f64().unwrap();
+    let ratio = estimate / took;
+    assert!(
+        (0.5..=2.0).contains(&ratio),
+        "estimated {estimate} ms, took {took} ms ({ratio:.2}x)"
+    );
+}
