@@ -794,3 +794,42 @@ async fn bloat_is_reported_while_a_migration_holds_the_bloated_table() {
     fired(&report, "table-bloat", "public.wide");
     fired(&report, "index-bloat", "public.wide_pad");
 }
+
+// No database here is near wraparound (2^31 transaction IDs), so the
+// threshold comes down to a few IDs, as docs/health.md's comparison does
+// with check_postgres's txn_wraparound. The value gives the age in IDs
+// beside the share, which reads 0.0% for the first 10 million.
+#[tokio::test]
+async fn xid_wraparound_fires_past_a_lowered_threshold_with_the_age_in_ids() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE burn (id int);
+             INSERT INTO burn VALUES (1); INSERT INTO burn VALUES (2); INSERT INTO burn VALUES (3);",
+        )
+        .await
+        .unwrap();
+    db.config("[health.checks.xid-wraparound]\nwarning = 0.000000001\n");
+    let report = db
+        .pgmaint(&["health", "--json", "--check", "xid-wraparound"])
+        .await
+        .json();
+    let name = db
+        .client()
+        .await
+        .query_one("SELECT current_database()::text", &[])
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    fired(&report, "xid-wraparound", &format!("database {name}"));
+    let f = findings(&report, "xid-wraparound")
+        .iter()
+        .find(|f| f["object"] == format!("database {name}"))
+        .unwrap();
+    let value = f["value"].as_str().unwrap();
+    assert!(
+        value.starts_with("0.0% (") && value.ends_with(" of 2147483648 IDs)"),
+        "{f}"
+    );
+}
