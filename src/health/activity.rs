@@ -1,8 +1,9 @@
 //! Sessions and locks: connections against max_connections, long-running
-//! queries, idle-in-transaction sessions, blocked queries, and prepared
+//! queries and transactions, idle-in-transaction sessions, blocked queries, and prepared
 //! transactions left behind.
 
 use super::{Check, CheckContext, CheckName, Outcome, measured, percent, seconds};
+use crate::config::Config;
 use crate::unnamed::Unnamed;
 
 pub(super) struct Connections;
@@ -81,15 +82,80 @@ impl Check for LongRunningQueries {
         CheckName::LongRunningQueries
     }
 
+    /// A query running, or a transaction open, longer than the thresholds:
+    /// a transaction of many short statements holds its locks and the xmin
+    /// horizon as long as one long query does, and no statement of it is
+    /// ever old. Each session is measured from its transaction's start
+    /// (its query's, outside one). A session idle in its transaction is
+    /// idle-in-transaction's once it has been idle past that check's
+    /// warning; before that it is judged here by its transaction's age.
     async fn run(&self, ctx: &CheckContext<'_>) -> Result<Outcome, tokio_postgres::Error> {
-        sessions_in(
-            ctx,
-            "state = 'active'",
-            "query_start",
-            "check the query's plan; cancel it with pg_cancel_backend(pid) if it is stuck",
-        )
-        .await
+        let low = ctx.thresholds.warning.unwrap_or(0.0);
+        let idle_limit = idle_in_transaction_warning(ctx.config);
+        let rows = ctx
+            .client
+            .rows(
+                "SELECT pid, coalesce(usename::text, '?'), coalesce(datname::text, '?'),
+                        extract(epoch FROM now() - coalesce(xact_start, query_start))::float8,
+                        extract(epoch FROM now() - query_start)::float8,
+                        extract(epoch FROM now() - state_change)::float8,
+                        state = 'active', left(query, 200)
+                   FROM pg_stat_activity
+                  WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'
+                    AND (state = 'active'
+                         OR (state IN ('idle in transaction', 'idle in transaction (aborted)')
+                             AND extract(epoch FROM now() - state_change) < $2::float8))
+                    AND extract(epoch FROM now() - coalesce(xact_start, query_start)) >= $1::float8
+                  ORDER BY 4 DESC LIMIT 50",
+                &[&low, &idle_limit],
+            )
+            .await?;
+        let findings = rows
+            .iter()
+            .map(|r| {
+                let object = format!(
+                    "pid {} ({}@{}): {}",
+                    r.get::<_, i32>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(2),
+                    r.get::<_, String>(7)
+                );
+                let (age, query_age, idle, active): (f64, f64, f64, bool) =
+                    (r.get(3), r.get(4), r.get(5), r.get(6));
+                // One statement that is the whole transaction is a long query.
+                if active && age - query_age < 1.0 {
+                    return measured(ctx, object, age, seconds, "check the query's plan; cancel it with pg_cancel_backend(pid) if it is stuck");
+                }
+                let mut f = measured(ctx, object, age, seconds,
+                    "a transaction open this long keeps its locks and holds back vacuum (rows dead since it began stay): commit in smaller transactions, or end it with pg_terminate_backend(pid)");
+                f.value = if active {
+                    format!("transaction open {}; its current statement {}", seconds(age), seconds(query_age))
+                } else {
+                    format!("transaction open {}; idle in it for {}", seconds(age), seconds(idle))
+                };
+                f
+            })
+            .collect();
+        Ok(Outcome::Findings(findings, None))
     }
+}
+
+/// The idle time from which idle-in-transaction reports a session: its
+/// warning, or never when it is disabled or has no warning.
+fn idle_in_transaction_warning(config: &Config) -> f64 {
+    let name = CheckName::IdleInTransaction;
+    let settings = config
+        .health
+        .checks
+        .get(name.as_str())
+        .cloned()
+        .unwrap_or_default();
+    if settings.enabled == Some(false) {
+        return f64::INFINITY;
+    }
+    super::thresholds(name, &settings)
+        .warning
+        .unwrap_or(f64::INFINITY)
 }
 
 pub(super) struct IdleInTransaction;

@@ -16,9 +16,12 @@ use crate::store;
 /// Bloat is only worth reporting for relations at least this big.
 const BLOAT_MIN_BYTES: i64 = 10 << 20;
 /// `--exact` measures for at most this long, then estimates the rest.
-// The queries filter on pg_class.relpages (kept by VACUUM and ANALYZE)
-// before asking the file system for sizes, which is slow across 20,000
-// relations.
+// Sizes are pg_class.relpages (kept by VACUUM and ANALYZE, with the
+// reltuples the expected size comes from), never pg_relation_size: that
+// asks the file system, slowly across 20,000 relations, and waits for a
+// lock on each relation, so one table a migration holds ACCESS EXCLUSIVE
+// made the whole check unknown (check_postgres's bloat, reading relpages,
+// still reported).
 const EXACT_BUDGET: Duration = Duration::from_secs(10);
 
 pub(super) struct CacheHit;
@@ -314,12 +317,12 @@ impl Check for TableBloat {
         // pointer), packed into 8 kB pages.
         bloat(
             ctx,
-            "SELECT c.oid, format('%I.%I', n.nspname, c.relname), pg_relation_size(c.oid)::float8,
+            "SELECT c.oid, format('%I.%I', n.nspname, c.relname), c.relpages::float8 * current_setting('block_size')::float8,
                 greatest(c.reltuples, 0)::float8 * (coalesce(w.width, 0) + 28) * 8192 / 8168 AS expected
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
            LEFT JOIN (SELECT schemaname, tablename, sum(avg_width)::float8 AS width FROM pg_stats GROUP BY 1, 2) w
                   ON w.schemaname = n.nspname AND w.tablename = c.relname
-          WHERE c.relkind IN ('r', 'm') AND c.relpages::bigint * 8192 >= $1 AND pg_relation_size(c.oid) >= $1
+          WHERE c.relkind IN ('r', 'm') AND c.relpages::bigint * current_setting('block_size')::bigint >= $1
             AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'",
             "SELECT (approx_free_percent + dead_tuple_percent) / 100 FROM pgstattuple_approx($1::oid::regclass)",
             "VACUUM FULL or pg_repack rewrites it (VACUUM FULL locks it); then keep autovacuum ahead of it",
@@ -341,13 +344,13 @@ impl Check for IndexBloat {
         // fresh B-tree packs its leaves to 90%.
         bloat(
             ctx,
-            "SELECT i.indexrelid, format('%I.%I', n.nspname, c.relname), pg_relation_size(i.indexrelid)::float8,
+            "SELECT i.indexrelid, format('%I.%I', n.nspname, c.relname), c.relpages::float8 * current_setting('block_size')::float8,
                 greatest(c.reltuples, 0)::float8 * (coalesce((SELECT sum(s.avg_width) FROM pg_attribute a
                     JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = t.relname AND s.attname = a.attname
                    WHERE a.attrelid = t.oid AND a.attnum = ANY (i.indkey)), 0) + 12) / 0.9 + 8192
            FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid
            JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am am ON am.oid = c.relam
-          WHERE am.amname = 'btree' AND i.indisvalid AND c.relpages::bigint * 8192 >= $1 AND pg_relation_size(i.indexrelid) >= $1
+          WHERE am.amname = 'btree' AND i.indisvalid AND c.relpages::bigint * current_setting('block_size')::bigint >= $1
             AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'",
             "SELECT greatest(0, 1 - avg_leaf_density / 90) FROM pgstatindex($1::oid::regclass)",
             "REINDEX INDEX CONCURRENTLY rebuilds it without blocking writes (a `reindex` task can)",

@@ -25,13 +25,16 @@ impl Check for XidWraparound {
             .await?
             .iter()
             .map(|r| {
-                measured(
+                let age: f64 = r.get(1);
+                let mut f = measured(
                     ctx,
                     format!("database {}", r.get::<_, String>(0)),
-                    r.get::<_, f64>(1) / LIMIT,
+                    age / LIMIT,
                     percent,
                     advice,
-                )
+                );
+                f.value = of_the_limit(age);
+                f
             })
             .collect();
         let freeze_max: f64 = ctx
@@ -55,6 +58,7 @@ impl Check for XidWraparound {
         {
             let age: f64 = row.get(1);
             let mut finding = measured(ctx, format!("table {}", row.get::<_, String>(0)), age / LIMIT, percent, advice);
+            finding.value = of_the_limit(age);
             if age > freeze_max && finding.status < Level::Warning {
                 finding.status = Level::Warning;
                 finding.threshold = format!("autovacuum_freeze_max_age {freeze_max:.0}");
@@ -63,6 +67,12 @@ impl Check for XidWraparound {
         }
         Ok(Outcome::Findings(findings, None))
     }
+}
+
+/// "0.0% (1022 of 2147483648 IDs)": the share alone reads 0.0% for
+/// the first 10 million.
+fn of_the_limit(age: f64) -> String {
+    format!("{} ({age:.0} of {LIMIT:.0} IDs)", percent(age / LIMIT))
 }
 
 pub(super) struct MultixactAge;

@@ -651,3 +651,185 @@ async fn invalid_constraints_name_table_and_domain_constraints_with_their_fix() 
             .contains("ALTER DOMAIN")
     );
 }
+
+// check_postgres's txn_time finds a transaction open long whose statements
+// are each short (a batch job in one transaction), which
+// long-running-queries once missed: it measured the current statement.
+// (docs/health.md, "long transaction of short queries")
+#[tokio::test]
+async fn a_long_transaction_of_short_statements_is_a_long_running_finding() {
+    let db = TestDb::new().await;
+    db.config("[health.checks.long-running-queries]\nwarning = 1\n");
+    // Active: a statement just begun in a transaction open for seconds.
+    let active = db.client().await;
+    active
+        .batch_execute("BEGIN; SELECT 'the batch begins'")
+        .await
+        .unwrap();
+    // Idle in its transaction for less than idle-in-transaction's warning
+    // (60 s): judged here by the transaction's age.
+    let idle = db.client().await;
+    idle.batch_execute("BEGIN; SELECT 'idle in a long transaction'")
+        .await
+        .unwrap();
+    // Real time must pass: the transactions' age is what is measured.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let running = tokio::spawn(async move {
+        active
+            .batch_execute("SELECT pg_sleep(60) AS a_short_step")
+            .await
+    });
+    let ours = |report: &serde_json::Value, text: &str| {
+        findings(report, "long-running-queries")
+            .iter()
+            .find(|f| f["object"].as_str().unwrap().contains(text))
+            .cloned()
+    };
+    let mut report = serde_json::Value::Null;
+    for _ in 0..100 {
+        report = db
+            .pgmaint(&["health", "--json", "--check", "long-running-queries"])
+            .await
+            .json();
+        if ours(&report, "a_short_step").is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fired(&report, "long-running-queries", "a_short_step");
+    let step = ours(&report, "a_short_step").unwrap();
+    assert_eq!(step["status"], "warning", "{step}");
+    let value = step["value"].as_str().unwrap();
+    assert!(
+        value.starts_with("transaction open ") && value.contains("; its current statement "),
+        "{step}"
+    );
+    assert!(
+        step["advice"]
+            .as_str()
+            .unwrap()
+            .contains("commit in smaller transactions"),
+        "{step}"
+    );
+    let waiting = ours(&report, "idle in a long transaction")
+        .unwrap_or_else(|| panic!("the idle one is judged by its transaction's age: {report}"));
+    assert!(
+        waiting["value"]
+            .as_str()
+            .unwrap()
+            .contains("; idle in it for "),
+        "{waiting}"
+    );
+    // Left to idle-in-transaction once idle past its warning: one finding,
+    // not two.
+    db.config(
+        "[health.checks.long-running-queries]\nwarning = 1\n\n[health.checks.idle-in-transaction]\nwarning = 1\n",
+    );
+    let report = db
+        .pgmaint(&[
+            "health",
+            "--json",
+            "--check",
+            "long-running-queries",
+            "--check",
+            "idle-in-transaction",
+        ])
+        .await
+        .json();
+    assert!(
+        ours(&report, "idle in a long transaction").is_none(),
+        "{report}"
+    );
+    fired(&report, "idle-in-transaction", "idle in a long transaction");
+
+    db.client()
+        .await
+        .batch_execute(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60) AS a_short_step'",
+        )
+        .await
+        .unwrap();
+    assert!(running.await.unwrap().is_err());
+    idle.batch_execute("ROLLBACK").await.unwrap();
+}
+
+// check_postgres's bloat reads pg_class.relpages and reported a bloated
+// table while a migration held another table ACCESS EXCLUSIVE; table-bloat
+// asked pg_relation_size, waited for that lock and reported unknown.
+// Now neither bloat check takes a lock, even on the bloated table itself.
+// (docs/health.md, "table bloat")
+#[tokio::test]
+async fn bloat_is_reported_while_a_migration_holds_the_bloated_table() {
+    let db = TestDb::new().await;
+    let setup = db.client().await;
+    setup
+        .batch_execute(
+            "CREATE TABLE wide (id int, pad text) WITH (autovacuum_enabled = false);
+             INSERT INTO wide SELECT i, repeat('x', 200) || i FROM generate_series(1, 60000) i;
+             CREATE INDEX wide_pad ON wide (pad);
+             DELETE FROM wide WHERE id % 10 <> 0;",
+        )
+        .await
+        .unwrap();
+    setup.batch_execute("VACUUM wide").await.unwrap();
+    setup.batch_execute("ANALYZE wide").await.unwrap();
+    db.config("[health]\nstatement_timeout = \"300ms\"\n");
+    let migration = db.client().await;
+    migration
+        .batch_execute("BEGIN; DROP INDEX wide_pad;")
+        .await
+        .unwrap();
+    let run = db
+        .pgmaint(&[
+            "health",
+            "--json",
+            "--check",
+            "table-bloat",
+            "--check",
+            "index-bloat",
+        ])
+        .await;
+    migration.batch_execute("ROLLBACK").await.unwrap();
+    let report = run.json();
+    fired(&report, "table-bloat", "public.wide");
+    fired(&report, "index-bloat", "public.wide_pad");
+}
+
+// No database here is near wraparound (2^31 transaction IDs), so the
+// threshold comes down to a few IDs, as docs/health.md's comparison does
+// with check_postgres's txn_wraparound. The value gives the age in IDs
+// beside the share, which reads 0.0% for the first 10 million.
+#[tokio::test]
+async fn xid_wraparound_fires_past_a_lowered_threshold_with_the_age_in_ids() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE burn (id int);
+             INSERT INTO burn VALUES (1); INSERT INTO burn VALUES (2); INSERT INTO burn VALUES (3);",
+        )
+        .await
+        .unwrap();
+    db.config("[health.checks.xid-wraparound]\nwarning = 0.000000001\n");
+    let report = db
+        .pgmaint(&["health", "--json", "--check", "xid-wraparound"])
+        .await
+        .json();
+    let name = db
+        .client()
+        .await
+        .query_one("SELECT current_database()::text", &[])
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    fired(&report, "xid-wraparound", &format!("database {name}"));
+    let f = findings(&report, "xid-wraparound")
+        .iter()
+        .find(|f| f["object"] == format!("database {name}"))
+        .unwrap();
+    let value = f["value"].as_str().unwrap();
+    assert!(
+        value.starts_with("0.0% (") && value.ends_with(" of 2147483648 IDs)"),
+        "{f}"
+    );
+}
