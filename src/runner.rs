@@ -56,6 +56,9 @@ pub struct RunRequest<'a> {
     /// for as long as the run goes. None: an owner of the run's own that
     /// nobody renews (its leases expire after their ttl), for tests.
     pub lease: Option<&'a store::LeaseOwner>,
+    /// The database the run's client is connected to, for tasks that open
+    /// more connections (a walk's `parallel = N`); None: they walk alone.
+    pub target: Option<&'a crate::connect::Target>,
 }
 
 /// How a run was confirmed, which decides whether the tasks that need
@@ -505,6 +508,7 @@ async fn run_task(
             task_run_id: Some(task_run_id),
             confirmed: request.confirmation.confirms_every_row(),
             changed_tables: changed_tables.to_vec(),
+            target: request.target,
         };
         let result = if request.dry_run {
             task.spec.dry_run(&mut ctx).await

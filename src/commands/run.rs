@@ -49,6 +49,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<bool, CliError> {
         verbose: cli.verbose > 0,
         started: None,
         lease: None,
+        target: None,
     };
     execute(cli, &config, request).await
 }
@@ -90,6 +91,7 @@ async fn confirm(cli: &Cli, config: &Config, critical: &[&str]) -> Result<(), Cl
         verbose: cli.verbose > 0,
         started: None,
         lease: None,
+        target: None,
     };
     execute(cli, config, request).await?;
     eprint!(
@@ -129,6 +131,7 @@ pub async fn plan(cli: &Cli, args: &PlanArgs) -> Result<bool, CliError> {
         verbose: cli.verbose > 0,
         started: None,
         lease: None,
+        target: None,
     };
     execute(cli, &config, request).await
 }
@@ -266,6 +269,7 @@ async fn execute(cli: &Cli, config: &Config, request: RunRequest<'_>) -> Result<
     );
     let request = RunRequest {
         lease: Some(keeper.owner()),
+        target: Some(&target),
         ..request
     };
     let stop = Stop::default();

@@ -465,7 +465,9 @@ fn a_key_of_another_kind_is_refused_with_the_keys_of_this_kind() {
     assert_eq!(foreign.message, "`views` is not a key of a purge task");
     assert_eq!(
         foreign.help.as_deref(),
-        Some("purge tasks take: table, where, time_column, older_than, backup, on_referenced")
+        Some(
+            "purge tasks take: table, where, time_column, older_than, backup, on_referenced, parallel"
+        )
     );
     assert_eq!(found.len(), 1, "{found:#?}");
 }

@@ -734,6 +734,7 @@ async fn run_fire(
         verbose: false,
         started: Some(started),
         lease: Some(owner),
+        target: Some(&shared.target),
         notice: Notice {
             started: Started::Fire {
                 schedule: config.clone(),
@@ -847,6 +848,7 @@ pub async fn start_now(shared: Arc<Shared>, run: RunNow) -> Result<i64, StartErr
                 verbose: false,
                 started: Some(recorded),
                 lease: Some(shared.keeper.owner()),
+                target: Some(&shared.target),
                 notice: Notice {
                     started: run.started,
                     origin: shared.origin.clone(),

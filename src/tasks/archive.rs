@@ -34,6 +34,7 @@ pub struct ArchiveFile {
     compression: Option<Compression>,
     backup: Option<bool>,
     on_referenced: Option<OnReferenced>,
+    parallel: Option<u32>,
 }
 
 impl super::registry::KindFile for ArchiveFile {
@@ -60,6 +61,8 @@ pub struct ArchiveSpec {
     pub export: Option<String>,
     pub compression: Compression,
     pub on_referenced: OnReferenced,
+    /// Walkers over disjoint page ranges (`parallel = N`).
+    pub parallel: u32,
     /// `backup = ...` as written.
     #[serde(skip)]
     pub backup: Option<bool>,
@@ -176,6 +179,7 @@ impl ArchiveSpec {
             export: file.export.clone(),
             compression: file.compression.unwrap_or_default(),
             on_referenced: file.on_referenced.unwrap_or_default(),
+            parallel: super::walk::parallel_of(file.parallel, report),
             backup: file.backup,
         })
     }
@@ -478,6 +482,7 @@ impl Task for ArchiveSpec {
             },
             references,
             on_referenced: self.on_referenced,
+            parallel: self.parallel,
         };
         Ok(ArchivePlan {
             walk: Walks::of(ctx.client, whole, &source, same_filter(&filter_sql)).await?,

@@ -545,6 +545,9 @@ pub struct TaskContext<'a> {
     /// Tables earlier tasks of this run removed rows from (or changed
     /// through foreign keys), for a vacuum or analyze that follows.
     pub changed_tables: Vec<String>,
+    /// Where more connections to the same database come from (a walk's
+    /// `parallel = N` walkers); None where there is none to open.
+    pub target: Option<&'a crate::connect::Target>,
 }
 
 impl TaskContext<'_> {

@@ -36,6 +36,7 @@ pub struct OrphansFile {
     action: Option<OrphanAction>,
     backup: Option<bool>,
     on_referenced: Option<OnReferenced>,
+    parallel: Option<u32>,
 }
 
 impl super::registry::KindFile for OrphansFile {
@@ -56,6 +57,8 @@ pub struct OrphansSpec {
     pub parent_columns: Vec<String>,
     pub action: OrphanAction,
     pub on_referenced: OnReferenced,
+    /// Walkers over disjoint page ranges (`parallel = N`).
+    pub parallel: u32,
     /// `backup = ...` as written.
     #[serde(skip)]
     pub backup: Option<bool>,
@@ -166,6 +169,7 @@ impl OrphansSpec {
             parent_columns,
             action: file.action.unwrap_or_default(),
             on_referenced: file.on_referenced.unwrap_or_default(),
+            parallel: super::walk::parallel_of(file.parallel, report),
             backup: file.backup,
         })
     }
@@ -410,6 +414,7 @@ impl Task for OrphansSpec {
             destination,
             references,
             on_referenced: self.on_referenced,
+            parallel: self.parallel,
         };
         // The predicate names the child table: each leaf reads it with its
         // own name.

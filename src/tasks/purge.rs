@@ -25,6 +25,7 @@ pub struct PurgeFile {
     older_than: Option<String>,
     backup: Option<bool>,
     on_referenced: Option<OnReferenced>,
+    parallel: Option<u32>,
 }
 
 impl super::registry::KindFile for PurgeFile {
@@ -43,6 +44,8 @@ pub struct PurgeSpec {
     #[serde(flatten)]
     pub filter: Filter,
     pub on_referenced: OnReferenced,
+    /// Walkers over disjoint page ranges (`parallel = N`).
+    pub parallel: u32,
     /// `backup = ...` as written.
     #[serde(skip)]
     pub backup: Option<bool>,
@@ -69,6 +72,7 @@ impl PurgeSpec {
             table: table?,
             filter: filter?,
             on_referenced: file.on_referenced.unwrap_or_default(),
+            parallel: super::walk::parallel_of(file.parallel, report),
             backup: file.backup,
         })
     }
@@ -124,6 +128,7 @@ impl Task for PurgeSpec {
             destination: Destination::Delete,
             references,
             on_referenced: self.on_referenced,
+            parallel: self.parallel,
         };
         Ok(PurgePlan {
             walk: Walks::of(ctx.client, whole, &info, same_filter(&filter_sql)).await?,

@@ -191,7 +191,8 @@ mod tests {
                 "time_column",
                 "older_than",
                 "backup",
-                "on_referenced"
+                "on_referenced",
+                "parallel"
             ]
         );
         assert!(find("purge").unwrap().can_back_up());

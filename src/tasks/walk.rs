@@ -62,6 +62,65 @@ pub struct WalkPlan {
     /// What the removal reaches through foreign keys into the table.
     pub references: References,
     pub on_referenced: OnReferenced,
+    /// How many walkers may share the pages (`parallel = N`).
+    pub parallel: u32,
+}
+
+/// The most walkers one task may run (`parallel`), each a connection.
+const MAX_PARALLEL: u32 = 16;
+
+/// `parallel = N` as the config gives it: 1 to [`MAX_PARALLEL`], 1 when
+/// unset; anything else is reported at the key (and 1 returned).
+pub(crate) fn parallel_of(value: Option<u32>, report: &mut super::ReportProblem<'_>) -> u32 {
+    match value {
+        None => 1,
+        Some(n @ 1..=MAX_PARALLEL) => n,
+        Some(n) => {
+            report(
+                "parallel",
+                format!("`parallel = {n}` is not between 1 and {MAX_PARALLEL}"),
+                Some(format!(
+                    "each walker is a connection and a backend busy with the table; 2 to 4 is usually plenty (at most {MAX_PARALLEL})"
+                )),
+            );
+            1
+        }
+    }
+}
+
+/// Walkers' running totals, summed for the progress bar and the task's
+/// history row while they go.
+#[derive(Default)]
+struct Tally {
+    pages: std::sync::atomic::AtomicU64,
+    rows: std::sync::atomic::AtomicU64,
+    batches: std::sync::atomic::AtomicU64,
+    retries: std::sync::atomic::AtomicU64,
+}
+
+impl Tally {
+    /// Adds one batch of a walker (the pages it moved on, its counters
+    /// before and after); returns the pages and rows all walkers did.
+    fn add(&self, pages: i64, before: Counters, after: Counters) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.batches
+            .fetch_add(after.batches - before.batches, Relaxed);
+        self.retries
+            .fetch_add(after.retries - before.retries, Relaxed);
+        let rows =
+            self.rows.fetch_add(after.rows - before.rows, Relaxed) + after.rows - before.rows;
+        let pages = self.pages.fetch_add(pages.max(0) as u64, Relaxed) + pages.max(0) as u64;
+        (pages, rows)
+    }
+
+    fn counters(&self) -> Counters {
+        use std::sync::atomic::Ordering::Relaxed;
+        Counters {
+            rows: self.rows.load(Relaxed),
+            batches: self.batches.load(Relaxed),
+            retries: self.retries.load(Relaxed),
+        }
+    }
 }
 
 impl WalkPlan {
@@ -392,6 +451,7 @@ impl WalkPlan {
                 "references": references,
                 "matches_every_row": every_row,
                 "batch_size": ctx.options.batch_size,
+                "walkers": self.ranges(ctx.options.batch_size).len(),
                 "batches_estimate": {
                     "batches": estimate.batches,
                     "largest_batch": estimate.largest,
@@ -437,6 +497,23 @@ impl WalkPlan {
             writer.finish_into(ctx.client, &mut outcome.details).await?;
         }
         Ok(outcome)
+    }
+
+    /// The page ranges the walkers share: `parallel` equal slices of the
+    /// table, fewer when the table is too small for each walker to have
+    /// several batches' worth of pages. One walker only where walkers
+    /// could meet in the same rows: a table that cascades into itself.
+    pub(crate) fn ranges(&self, batch_size: u64) -> Vec<(i64, i64)> {
+        let narrow = Walk::new(self, batch_size).narrow_window;
+        let most = (self.pages / (4 * narrow).max(1)).max(1);
+        let walkers = if self.references.has_own_tree() {
+            1
+        } else {
+            i64::from(self.parallel).min(most)
+        };
+        (0..walkers)
+            .map(|k| (self.pages * k / walkers, self.pages * (k + 1) / walkers))
+            .collect()
     }
 
     /// What a run whose condition names every row does to the table
@@ -525,9 +602,24 @@ impl WalkPlan {
         ctx.log_statement(&self.statement(false, returning));
         let mut walk = Walk::new(self, ctx.options.batch_size);
         ctx.progress.start(self.pages as u64, "pages");
+        // Shared by the walkers; each batch holds it only to write and
+        // record its files.
+        let writer = backup.take().map(tokio::sync::Mutex::new);
 
+        let ranges = self.ranges(ctx.options.batch_size);
+        let walkers = if ctx.target.is_some() {
+            ranges.len()
+        } else {
+            1
+        };
         let walked = async {
-            let mut stopped = walk.pages(ctx, &statements, backup, 0, self.pages).await?;
+            let mut stopped = if ranges.len() > 1 {
+                self.walk_in_parallel(ctx, &statements, writer.as_ref(), &ranges, &mut walk)
+                    .await?
+            } else {
+                walk.pages(ctx, &statements, writer.as_ref(), 0, self.pages)
+                    .await?
+            };
             // Rows inserted or moved (by an update) past the end while the
             // walk ran: walk the pages added since, until the table stops
             // growing.
@@ -544,7 +636,9 @@ impl WalkPlan {
                 if now <= end {
                     break;
                 }
-                stopped = walk.pages(ctx, &statements, backup, end, now).await?;
+                stopped = walk
+                    .pages(ctx, &statements, writer.as_ref(), end, now)
+                    .await?;
                 end = now;
             }
             // Ranges whose locks stayed busy get one more round at the end.
@@ -554,11 +648,14 @@ impl WalkPlan {
                     walk.deferred.push((from, to));
                     continue;
                 }
-                stopped = walk.pages(ctx, &statements, backup, from, to).await?;
+                stopped = walk
+                    .pages(ctx, &statements, writer.as_ref(), from, to)
+                    .await?;
             }
             Ok::<_, TaskError>(stopped)
         }
         .await;
+        *backup = writer.map(tokio::sync::Mutex::into_inner);
         ctx.progress.finish();
         flush_statistics(ctx.client).await?;
 
@@ -567,6 +664,7 @@ impl WalkPlan {
             "cutoff": self.cutoff_text(ctx.options.time_zone),
             "pages": self.pages,
             "longest_batch_ms": walk.longest_batch.as_millis() as u64,
+            "walkers": walkers,
         });
         if let Destination::Move { archive, .. } = &self.destination {
             details["archive_table"] = json!(archive.to_string());
@@ -618,6 +716,104 @@ impl WalkPlan {
             error,
             details,
         })
+    }
+
+    /// Walks `ranges` at once, each on a connection of its own (`parallel
+    /// = N`), each batch its own transaction under the same rules as one
+    /// walker's. Their counts, longest batch and busy ranges end up in
+    /// `walk`, which goes on alone from there (pages added meanwhile, busy
+    /// ranges). Returns why a walker stopped early, if one did: the others
+    /// stop at their next batch too.
+    async fn walk_in_parallel(
+        &self,
+        ctx: &mut TaskContext<'_>,
+        statements: &Statements,
+        writer: Option<&tokio::sync::Mutex<BackupWriter>>,
+        ranges: &[(i64, i64)],
+        walk: &mut Walk<'_>,
+    ) -> Result<Option<&'static str>, TaskError> {
+        let Some(target) = ctx.target else {
+            // No way to open more connections here: one walker.
+            return walk.pages(ctx, statements, writer, 0, self.pages).await;
+        };
+        let mut clients = Vec::new();
+        for _ in ranges {
+            clients.push(crate::connect::connect(target).await.map_err(|err| {
+                TaskError::Target(format!(
+                    "parallel = {}: could not open a connection for another walker: {err}; nothing more was done",
+                    ranges.len()
+                ))
+            })?);
+        }
+        if ctx.verbose {
+            eprintln!(
+                "[{}] {} walkers over pages {}",
+                ctx.task_name,
+                ranges.len(),
+                ranges
+                    .iter()
+                    .map(|(a, b)| format!("{a}..{b}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let tally = Tally::default();
+        let (task_name, stop, progress, options) =
+            (ctx.task_name, ctx.stop, ctx.progress, ctx.options);
+        let (deadline, verbose, target) = (ctx.deadline, ctx.verbose, ctx.target);
+        let mut contexts: Vec<TaskContext<'_>> = clients
+            .iter_mut()
+            .map(|client| TaskContext {
+                client,
+                task_name,
+                options,
+                stop,
+                deadline,
+                progress,
+                record: None,
+                verbose,
+                backup_dir: ctx.backup_dir.clone(),
+                state_schema: ctx.state_schema.clone(),
+                task_run_id: ctx.task_run_id,
+                confirmed: ctx.confirmed,
+                changed_tables: Vec::new(),
+                target,
+            })
+            .collect();
+        let mut walkers: Vec<Walk<'_>> = ranges
+            .iter()
+            .map(|_| {
+                let mut walker = Walk::new(self, options.batch_size);
+                walker.tally = Some(&tally);
+                walker
+            })
+            .collect();
+        let stopped = {
+            let all = futures_util::future::try_join_all(
+                walkers.iter_mut().zip(contexts.iter_mut()).zip(ranges).map(
+                    |((walker, sub), &(from, to))| walker.pages(sub, statements, writer, from, to),
+                ),
+            );
+            futures_util::pin_mut!(all);
+            // The main connection keeps the task's history row current while
+            // the walkers go.
+            loop {
+                tokio::select! {
+                    done = &mut all => break done?,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                        ctx.record_progress(tally.counters()).await?;
+                    }
+                }
+            }
+        };
+        for walker in walkers {
+            walk.counters.rows += walker.counters.rows;
+            walk.counters.batches += walker.counters.batches;
+            walk.counters.retries += walker.counters.retries;
+            walk.longest_batch = walk.longest_batch.max(walker.longest_batch);
+            walk.deferred.extend(walker.deferred);
+        }
+        Ok(stopped.into_iter().flatten().next())
     }
 
     /// Registers each table the removal reaches with the backup and
@@ -752,14 +948,24 @@ impl WalkPlan {
             .copied()
             .filter(|(_, rows)| *rows > 0)
             .collect();
-        let mut walk = Walk::new(self, batch_size);
         let mut estimate = BatchEstimate::default();
         let end = per_page.last().map_or(0, |(page, _)| page + 1);
-        let mut ranges = vec![(0, self.pages)];
+        // Each walker starts afresh on its range; with several, the pages
+        // past the end are walked afterwards by a walker of its own.
+        let shared = self.ranges(batch_size);
+        let alone = shared.len() == 1;
+        let mut ranges: Vec<(i64, i64, bool)> = shared
+            .into_iter()
+            .map(|(from, to)| (from, to, true))
+            .collect();
         if end > self.pages {
-            ranges.push((self.pages, end));
+            ranges.push((self.pages, end, !alone));
         }
-        for (from, to) in ranges {
+        let mut walk = Walk::new(self, batch_size);
+        for (from, to, fresh) in ranges {
+            if fresh {
+                walk = Walk::new(self, batch_size);
+            }
             let mut page = from;
             while page < to {
                 let upper = (page + walk.window).min(to);
@@ -897,6 +1103,8 @@ struct Walk<'p> {
     counters: Counters,
     longest_batch: Duration,
     deferred: Vec<(i64, i64)>,
+    /// With other walkers: the totals all of them add to.
+    tally: Option<&'p Tally>,
 }
 
 enum Attempt {
@@ -930,6 +1138,7 @@ impl<'p> Walk<'p> {
             counters: Counters::default(),
             longest_batch: Duration::ZERO,
             deferred: Vec::new(),
+            tally: None,
         }
     }
 
@@ -938,7 +1147,7 @@ impl<'p> Walk<'p> {
         &mut self,
         ctx: &mut TaskContext<'_>,
         statements: &Statements,
-        backup: &mut Option<BackupWriter>,
+        backup: Option<&tokio::sync::Mutex<BackupWriter>>,
         from: i64,
         to: i64,
     ) -> Result<Option<&'static str>, TaskError> {
@@ -948,6 +1157,7 @@ impl<'p> Walk<'p> {
                 return Ok(Some(reason));
             }
             let upper = (page + self.window).min(to);
+            let (started_at, before) = (page, self.counters);
             match self
                 .batch_with_retries(ctx, statements, backup, page, upper)
                 .await?
@@ -968,8 +1178,16 @@ impl<'p> Walk<'p> {
                     page = upper;
                 }
             }
-            ctx.progress.update(page as u64, self.counters.rows);
-            ctx.record_progress(self.counters).await?;
+            match self.tally {
+                None => {
+                    ctx.progress.update(page as u64, self.counters.rows);
+                    ctx.record_progress(self.counters).await?;
+                }
+                Some(tally) => {
+                    let (pages, rows) = tally.add(page - started_at, before, self.counters);
+                    ctx.progress.update(pages, rows);
+                }
+            }
             if !ctx.options.pause.0.is_zero() && page < to {
                 ctx.stop.sleep(ctx.options.pause.0).await;
             }
@@ -1015,7 +1233,7 @@ impl<'p> Walk<'p> {
         &mut self,
         ctx: &mut TaskContext<'_>,
         statements: &Statements,
-        backup: &mut Option<BackupWriter>,
+        backup: Option<&tokio::sync::Mutex<BackupWriter>>,
         from: i64,
         to: i64,
     ) -> Result<Attempt, TaskError> {
@@ -1047,7 +1265,7 @@ impl<'p> Walk<'p> {
                         limited.as_str()
                     }
                 });
-            let result = match backup.as_mut() {
+            let result = match backup {
                 None if named_beyond.is_some() => {
                     let parts = Vec::new();
                     in_transaction(
@@ -1157,7 +1375,7 @@ async fn in_transaction(
     parts: &[(usize, &str)],
     named_beyond: Option<&str>,
     params: &[(&(dyn ToSql + Sync), Type)],
-    writer: Option<&mut BackupWriter>,
+    writer: Option<&tokio::sync::Mutex<BackupWriter>>,
     bare_delete: bool,
 ) -> Result<Result<(u64, Option<i64>, u64), TaskError>, tokio_postgres::Error> {
     // What cascades and SET NULL take is read before the statement, from
@@ -1246,17 +1464,22 @@ async fn in_transaction(
     }
     let mut written = Vec::new();
     let mut failed = None;
-    match writer.write_batch(ctx.client, &rows).await {
-        Ok(w) => written.push(w),
-        Err(err) => failed = Some(err),
-    }
-    for (number, rows) in &reached {
-        if failed.is_some() || rows.is_empty() {
-            continue;
-        }
-        match writer.write_part(ctx.client, *number, rows).await {
+    {
+        // Other walkers wait only while this batch's files are written and
+        // recorded, not for its commit.
+        let mut writer = writer.lock().await;
+        match writer.write_batch(ctx.client, &rows).await {
             Ok(w) => written.push(w),
             Err(err) => failed = Some(err),
+        }
+        for (number, rows) in &reached {
+            if failed.is_some() || rows.is_empty() {
+                continue;
+            }
+            match writer.write_part(ctx.client, *number, rows).await {
+                Ok(w) => written.push(w),
+                Err(err) => failed = Some(err),
+            }
         }
     }
     if let Some(err) = failed {
@@ -1270,6 +1493,7 @@ async fn in_transaction(
     // stay, and the next start of the task keeps those whose index rows
     // committed and removes the others.
     ctx.client.batch_execute("COMMIT").await?;
+    let writer = writer.lock().await;
     for w in &written {
         writer.committed(w);
     }
@@ -1292,7 +1516,27 @@ mod tests {
             destination: Destination::Delete,
             references: References::default(),
             on_referenced: OnReferenced::Keep,
+            parallel: 1,
         }
+    }
+
+    #[test]
+    fn walkers_share_the_pages_in_slices_of_several_batches_each() {
+        // 100 rows a page, batches of 1,000: ten pages a batch.
+        let mut p = plan(1000, 100_000.0);
+        assert_eq!(p.ranges(1000), vec![(0, 1000)]);
+        p.parallel = 4;
+        assert_eq!(
+            p.ranges(1000),
+            vec![(0, 250), (250, 500), (500, 750), (750, 1000)]
+        );
+        // Too few pages for four walkers of several batches each.
+        let mut small = plan(60, 6000.0);
+        small.parallel = 4;
+        assert_eq!(small.ranges(1000), vec![(0, 60)]);
+        let mut some = plan(100, 10_000.0);
+        some.parallel = 4;
+        assert_eq!(some.ranges(1000), vec![(0, 50), (50, 100)]);
     }
 
     #[test]

@@ -29,6 +29,8 @@ struct WalkDetails {
     set_null_columns: Vec<String>,
     batches_estimate: BatchesEstimate,
     batch_size: Option<u64>,
+    /// Walkers sharing the pages (`parallel = N`), when more than one.
+    walkers: Option<u64>,
     backup: Option<bool>,
     creates_archive_table: Option<bool>,
     references: ReferencesDetails,
@@ -251,8 +253,14 @@ fn summary_line(details: &WalkDetails, context: &PlanContext<'_>, table: &str) -
                 crate::output::count(options.batch_size)
             ),
         };
+        let walkers = match details.walkers {
+            Some(n) if n > 1 => format!(
+                ", {n} walkers at once (each a connection of its own, over its own share of the pages)"
+            ),
+            _ => String::new(),
+        };
         PlanLine::Say(format!(
-            "Would {what}{in_batches}{}.",
+            "Would {what}{in_batches}{walkers}{}.",
             if details.backup == Some(true) {
                 ", backing each batch up before it commits"
             } else {

@@ -32,6 +32,7 @@ mod health_statements;
 mod health_timeout;
 mod lifecycle;
 mod orphans_set_null;
+mod parallel;
 mod partitioned;
 mod partitions;
 mod plan_output;

@@ -217,6 +217,7 @@ fn request<'c>(config: &'c Config, confirmation: Confirmation) -> RunRequest<'c>
         verbose: false,
         started: None,
         lease: None,
+        target: None,
         notice: pgmaint::runner::Notice {
             started: pgmaint::runner::Started::Cli {
                 schedule: None,
