@@ -96,6 +96,8 @@ struct Tally {
     rows: std::sync::atomic::AtomicU64,
     batches: std::sync::atomic::AtomicU64,
     retries: std::sync::atomic::AtomicU64,
+    /// A walker failed: the others stop at their next batch.
+    failed: std::sync::atomic::AtomicBool,
 }
 
 impl Tally {
@@ -788,10 +790,20 @@ impl WalkPlan {
                 walker
             })
             .collect();
-        let stopped = {
-            let all = futures_util::future::try_join_all(
+        let results = {
+            let tally = &tally;
+            let all = futures_util::future::join_all(
                 walkers.iter_mut().zip(contexts.iter_mut()).zip(ranges).map(
-                    |((walker, sub), &(from, to))| walker.pages(sub, statements, writer, from, to),
+                    |((walker, sub), &(from, to))| async move {
+                        let walked = walker.pages(sub, statements, writer, from, to).await;
+                        if walked.is_err() {
+                            // The others stop at their next batch.
+                            tally
+                                .failed
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        walked
+                    },
                 ),
             );
             futures_util::pin_mut!(all);
@@ -799,13 +811,14 @@ impl WalkPlan {
             // the walkers go.
             loop {
                 tokio::select! {
-                    done = &mut all => break done?,
+                    done = &mut all => break done,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {
                         ctx.record_progress(tally.counters()).await?;
                     }
                 }
             }
         };
+        // What every walker did counts, whether or not another failed.
         for walker in walkers {
             walk.counters.rows += walker.counters.rows;
             walk.counters.batches += walker.counters.batches;
@@ -813,7 +826,13 @@ impl WalkPlan {
             walk.longest_batch = walk.longest_batch.max(walker.longest_batch);
             walk.deferred.extend(walker.deferred);
         }
-        Ok(stopped.into_iter().flatten().next())
+        let mut stopped = None;
+        for result in results {
+            if let Some(reason) = result? {
+                stopped.get_or_insert(reason);
+            }
+        }
+        Ok(stopped)
     }
 
     /// Registers each table the removal reaches with the backup and
@@ -1155,6 +1174,13 @@ impl<'p> Walk<'p> {
         while page < to {
             if let Some(reason) = ctx.should_stop() {
                 return Ok(Some(reason));
+            }
+            if self
+                .tally
+                .is_some_and(|t| t.failed.load(std::sync::atomic::Ordering::Relaxed))
+            {
+                // Another walker's error ends the walk; it is the one told.
+                return Ok(None);
             }
             let upper = (page + self.window).min(to);
             let (started_at, before) = (page, self.counters);

@@ -170,3 +170,32 @@ async fn parallel_outside_1_to_16_is_a_config_error_at_its_key() {
         check.stderr
     );
 }
+
+#[tokio::test]
+async fn a_walker_that_fails_stops_the_others_and_every_row_done_is_counted() {
+    let db = tokens("on_referenced = \"fail\"").await;
+    // An expired token near the end is still referenced: the last walker's
+    // batch there fails, as one walker's would.
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE uses (token_id bigint REFERENCES tokens (id));
+             INSERT INTO uses VALUES (59997);",
+        )
+        .await
+        .unwrap();
+    let run = db.pgmaint(&["run", "expired", "--json"]).await;
+    run.assert_code(1);
+    let task = &run.json()["tasks"][0];
+    assert_eq!(task["status"], "failed", "{task}");
+    let left = db.count("SELECT count(*) FROM tokens WHERE expired").await;
+    assert!(left > 0, "the failing batch's rows stay");
+    assert_eq!(task["rows"].as_i64().unwrap(), 20000 - left, "{task}");
+    assert_eq!(
+        db.count("SELECT rows FROM pgmaint.task_runs ORDER BY id DESC LIMIT 1")
+            .await,
+        20000 - left
+    );
+    let error = task["details"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("uses_token_id_fkey"), "{error}");
+}
