@@ -476,7 +476,9 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         .enumerate()
         .map(|(i, n)| (n.as_str(), i))
         .collect();
-    tasks.sort_by_key(|t: &TaskConfig| written.get(t.name.as_str()).copied().unwrap_or(usize::MAX));
+    tasks.sort_by_cached_key(|t: &TaskConfig| {
+        written.get(t.name.as_str()).copied().unwrap_or(usize::MAX)
+    });
     let notifier_names = source.names_in(&["notifiers"]);
     let task_names: Arc<[String]> = task_names.into();
     let task_set: HashSet<&str> = task_names.iter().map(String::as_str).collect();
@@ -1181,12 +1183,15 @@ fn resolve_notifier(source: &Source, name: &str, notifier: &file::NotifierFile) 
 /// else is said about that key follows from that, so only the missing
 /// variable is reported. Then every problem in file order.
 fn settle_problems(source: &Source, problems: &mut Vec<Problem>, unset_problems: Vec<Problem>) {
-    problems.retain(|p| {
-        !source.unset.iter().any(|u| {
-            let key = u.key_path.join(".");
-            p.key == key || p.key.starts_with(&format!("{key}."))
-        })
-    });
+    let unset: HashSet<String> = source.unset.iter().map(|u| u.key_path.join(".")).collect();
+    if !unset.is_empty() {
+        // The key, or a table it is in.
+        problems.retain(|p| {
+            !std::iter::once(p.key.as_str())
+                .chain(p.key.match_indices('.').map(|(i, _)| &p.key[..i]))
+                .any(|key| unset.contains(key))
+        });
+    }
     problems.extend(unset_problems);
     problems.sort_by_key(Problem::position);
 }

@@ -132,11 +132,17 @@ struct UnitKeys {
     /// For each named unit (`tasks.NAME`): where it is and where each of
     /// its keys is (its value when it has one), as file spans, so placing
     /// a problem of a task parses nothing.
-    places: HashMap<String, Vec<(String, Option<Range<usize>>)>>,
+    places: HashMap<String, Places>,
     /// Each task's own keys as its kind read them, with their problems
     /// (see `read_kind`), taken once by `resolve`.
-    kinds: RefCell<HashMap<String, (Vec<Problem>, Option<TaskSpec>)>>,
+    kinds: RefCell<HashMap<String, KindRead>>,
 }
+
+/// A named unit's own span (key `""`) and each of its keys' spans.
+type Places = Vec<(String, Option<Range<usize>>)>;
+
+/// What a task's kind made of its keys, and the problems it found.
+type KindRead = (Vec<Problem>, Option<TaskSpec>);
 
 impl UnitKeys {
     fn named_path<'k>(&self, key_path: &'k [&'k str]) -> Option<&units::Named> {
@@ -235,7 +241,7 @@ impl Source {
 
     /// Where the named unit `table.name` and each of its keys are, as
     /// file spans (see `UnitKeys::places`).
-    fn places_in(&self, table: &str, name: &str) -> Vec<(String, Option<Range<usize>>)> {
+    fn places_in(&self, table: &str, name: &str) -> Places {
         let Some(doc) = &self.doc else {
             return Vec::new();
         };
