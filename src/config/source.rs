@@ -1,14 +1,17 @@
 //! Reading the TOML text in a way that finds every problem, not just the
-//! first: when serde rejects a key, that key is blanked out of the text (same
-//! length, so every other position stays right) and the file is read again.
+//! first: when serde rejects a key, that key is taken out of the parsed
+//! tree (which keeps every other key's span) and the tree is read again.
 //! The parsed document is kept so later checks can point at a key's line.
+//! A file of the plain shape is read one unit at a time (see `units`): each
+//! task, schedule, notifier and alert as a text of its own, placed back in
+//! the file by `Placer`, so no tree of the whole file is built.
 //!
-//! A task table is read in two parts. The whole file is deserialized with
-//! each task's kind-specific keys blanked (so `TaskFile` sees only the keys
-//! every task takes); then `read_kind` takes the task's other keys out of
-//! the same document (toml_edit keeps their spans) and hands them to the
-//! kind in `tasks::registry`, blanking (removing) each key serde refuses
-//! and reading again, as for the file.
+//! A task table is read in two parts. The document is deserialized with
+//! each task's kind-specific keys taken out (so `TaskFile` sees only the
+//! keys every task takes); then `read_kind` takes the task's other keys
+//! (toml_edit keeps their spans) and hands them to the kind in
+//! `tasks::registry`, removing each key serde refuses and reading again,
+//! as for the file.
 //!
 //! `${VAR}` is replaced in every string value before serde reads it, so a
 //! duration, a cron expression or a retention age can come from the
