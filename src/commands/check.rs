@@ -13,8 +13,10 @@ use crate::unnamed::Unnamed;
 /// it out, which is a mistake in the config unless said otherwise.
 fn schedule_problems(config: &Config) -> Vec<Problem> {
     let mut problems = Vec::new();
+    let tasks: std::collections::HashMap<&str, &crate::config::TaskConfig> =
+        config.tasks.iter().map(|t| (t.name.as_str(), t)).collect();
     for schedule in &config.schedules {
-        for task in schedule.tasks.iter().filter_map(|t| config.task(t)) {
+        for task in schedule.tasks.iter().filter_map(|t| tasks.get(t.as_str())) {
             if let Some(reason) = runner::left_out_by_schedule(task, schedule) {
                 problems.push(
                     config
@@ -99,7 +101,13 @@ pub async fn check(cli: &Cli) -> Result<bool, CliError> {
     };
     if !server.is_empty() {
         if !problems.is_empty() && !cli.json {
-            output::eprint_wrapped(&Problems(problems.clone()).to_string());
+            let (shown, more) = super::listed(&problems);
+            let mut text = Problems(shown.to_vec()).to_string();
+            if let Some(more) = more {
+                text.push('\n');
+                text.push_str(&more);
+            }
+            output::eprint_wrapped(&text);
         }
         let count = server.len();
         return Err(CliError::Server(format!(

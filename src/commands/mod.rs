@@ -48,8 +48,7 @@ pub enum CliError {
     Server(String),
 }
 
-/// The most problems an error lists; the rest are counted.
-pub const LISTED_PROBLEMS: usize = 100;
+pub use crate::config::LISTED_PROBLEMS;
 
 /// The first `LISTED_PROBLEMS`, and a line saying how many more.
 fn listed(problems: &[Problem]) -> (&[Problem], Option<String>) {

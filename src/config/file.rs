@@ -40,6 +40,17 @@ pub struct ConfigFile {
     pub alerts: BTreeMap<String, AlertFile>,
 }
 
+impl ConfigFile {
+    /// Takes in the named tables (`super::source::NAMED_TABLES`) of a
+    /// config read from one unit of the file.
+    pub(crate) fn absorb(&mut self, unit: ConfigFile) {
+        self.tasks.extend(unit.tasks);
+        self.schedules.extend(unit.schedules);
+        self.notifiers.extend(unit.notifiers);
+        self.alerts.extend(unit.alerts);
+    }
+}
+
 /// `[alerts.NAME]`: which checks, from which level, to whom, how often.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -13,16 +13,18 @@
 pub mod file;
 pub(crate) mod problem;
 mod source;
+mod units;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use thiserror::Error;
 
 pub(crate) use crate::duration::{self, Duration};
 pub(crate) use file::Severity;
 use file::{OptionsFile, TaskFile};
-pub use problem::{Location, Problem, Problems};
+pub use problem::{LISTED_PROBLEMS, Location, Problem, Problems};
 use source::Source;
 
 use crate::check_name::CheckName;
@@ -382,6 +384,7 @@ impl Config {
     ) -> (Option<Config>, Vec<Problem>) {
         let (source, file, mut problems) = source::read(path, text, env);
         let config = file.map(|file| resolve(&source, file, &mut problems));
+        problem::suggest_for_listed(&mut problems);
         (config, problems)
     }
 
@@ -473,11 +476,17 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         .enumerate()
         .map(|(i, n)| (n.as_str(), i))
         .collect();
-    tasks.sort_by_key(|t: &TaskConfig| written.get(t.name.as_str()).copied().unwrap_or(usize::MAX));
+    tasks.sort_by_cached_key(|t: &TaskConfig| {
+        written.get(t.name.as_str()).copied().unwrap_or(usize::MAX)
+    });
     let notifier_names = source.names_in(&["notifiers"]);
+    let task_names: Arc<[String]> = task_names.into();
+    let task_set: HashSet<&str> = task_names.iter().map(String::as_str).collect();
+    let notifier_set: HashSet<&str> = notifier_names.iter().map(String::as_str).collect();
     let named = Named {
         tasks: &task_names,
-        notifiers: &notifier_names,
+        task_set: &task_set,
+        notifiers: &notifier_set,
     };
     let mut schedules = Vec::new();
     for (name, schedule) in file.schedules {
@@ -687,10 +696,12 @@ fn check_timeouts(source: &Source, file: &file::ConfigFile, problems: &mut Vec<P
         };
         let path: Vec<&str> = key_path.iter().map(String::as_str).collect();
         let key = *path.last().expect("a key");
-        let written_off = source
-            .raw_str(&path)
-            .is_some_and(|raw| raw.trim().eq_ignore_ascii_case("off"));
-        if key == "statement_timeout" && written_off {
+        let written_off = || {
+            source
+                .raw_str(&path)
+                .is_some_and(|raw| raw.trim().eq_ignore_ascii_case("off"))
+        };
+        if key == "statement_timeout" && written_off() {
             continue;
         }
         let _ = value;
@@ -901,8 +912,10 @@ fn health_settings(health: file::HealthFile) -> HealthSettings {
 /// The names a schedule may refer to, as written in the file.
 #[derive(Clone, Copy)]
 struct Named<'a> {
-    tasks: &'a [String],
-    notifiers: &'a [String],
+    /// Shared by the problems that may suggest one of them.
+    tasks: &'a Arc<[String]>,
+    task_set: &'a HashSet<&'a str>,
+    notifiers: &'a HashSet<&'a str>,
 }
 
 /// `[schedules.NAME]`: its cron and time zone checked, the tasks and
@@ -931,23 +944,23 @@ fn resolve_schedule(
         );
     }
     for task in &schedule.tasks {
-        if !named.tasks.contains(task) {
-            let mut problem = source.problem(
-                &key("tasks"),
-                format!("schedule names task `{task}`, which is not configured"),
+        if !named.task_set.contains(task.as_str()) {
+            // Among thousands of tasks the nearest name is looked for only
+            // if the problem is listed (see `Problem::suggesting`).
+            problems.push(
+                source
+                    .problem(
+                        &key("tasks"),
+                        format!("schedule names task `{task}`, which is not configured"),
+                    )
+                    .suggesting(task, named.tasks),
             );
-            if let Some(near) = source::nearest(task, named.tasks.iter().map(String::as_str)) {
-                problem
-                    .message
-                    .push_str(&format!("; did you mean `{near}`?"));
-            }
-            problems.push(problem);
         }
     }
     let notify = notify_targets(schedule.notify.clone());
     let mut reported = BTreeSet::new();
     for notifier in notify.names() {
-        if !named.notifiers.contains(notifier) && reported.insert(notifier.clone()) {
+        if !named.notifiers.contains(notifier.as_str()) && reported.insert(notifier.clone()) {
             problems.push(source.problem(
                 &["schedules", &name, "notify"],
                 format!("schedule names notifier `{notifier}`, which is not configured"),
@@ -1014,7 +1027,7 @@ fn resolve_alert(
         }
     }
     for notifier in &alert.notify {
-        if !notifier_names.contains(notifier) {
+        if !notifier_names.contains(notifier.as_str()) {
             problems.push(source.problem(
                 &["alerts", name, "notify"],
                 format!("alert names notifier `{notifier}`, which is not configured"),
@@ -1023,7 +1036,7 @@ fn resolve_alert(
     }
     let tasks = alert.tasks.clone().unwrap_or_default();
     for task in &tasks {
-        if !named.tasks.contains(task) {
+        if !named.task_set.contains(task.as_str()) {
             problems.push(
                 source
                     .problem(
@@ -1170,12 +1183,15 @@ fn resolve_notifier(source: &Source, name: &str, notifier: &file::NotifierFile) 
 /// else is said about that key follows from that, so only the missing
 /// variable is reported. Then every problem in file order.
 fn settle_problems(source: &Source, problems: &mut Vec<Problem>, unset_problems: Vec<Problem>) {
-    problems.retain(|p| {
-        !source.unset.iter().any(|u| {
-            let key = u.key_path.join(".");
-            p.key == key || p.key.starts_with(&format!("{key}."))
-        })
-    });
+    let unset: HashSet<String> = source.unset.iter().map(|u| u.key_path.join(".")).collect();
+    if !unset.is_empty() {
+        // The key, or a table it is in.
+        problems.retain(|p| {
+            !std::iter::once(p.key.as_str())
+                .chain(p.key.match_indices('.').map(|(i, _)| &p.key[..i]))
+                .any(|key| unset.contains(key))
+        });
+    }
     problems.extend(unset_problems);
     problems.sort_by_key(Problem::position);
 }

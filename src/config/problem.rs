@@ -1,7 +1,7 @@
 //! A config problem with its place in the file, printed the way compilers
 //! print errors: `file:line:column: key: what is wrong`, then how to fix it.
 
-use std::{fmt, ops::Range, path::Path};
+use std::{fmt, ops::Range, path::Path, sync::Arc};
 
 use serde::Serialize;
 
@@ -32,6 +32,33 @@ pub struct Problem {
     pub key: String,
     pub message: String,
     pub help: Option<String>,
+    /// A name that may be a typo of one of these: the nearest is added to
+    /// the message if the problem is listed (`suggest_for_listed`).
+    #[serde(skip)]
+    near: Option<(String, Arc<[String]>)>,
+}
+
+/// The most problems an error lists; the rest are counted.
+pub const LISTED_PROBLEMS: usize = 100;
+
+/// Adds "did you mean" to the first `LISTED_PROBLEMS` problems (in file
+/// order) that may name a typo: finding the nearest of 100,000 task
+/// names for each of 10,000 schedules took minutes, and only the listed
+/// ones are shown. Problems found later (by `check`, in the database)
+/// only push these further down the list, never up.
+pub(crate) fn suggest_for_listed(problems: &mut [Problem]) {
+    for (i, problem) in problems.iter_mut().enumerate() {
+        let Some((word, among)) = problem.near.take() else {
+            continue;
+        };
+        if i < LISTED_PROBLEMS
+            && let Some(near) = super::source::nearest(&word, among.iter().map(String::as_str))
+        {
+            problem
+                .message
+                .push_str(&format!("; did you mean `{near}`?"));
+        }
+    }
 }
 
 impl Problem {
@@ -45,7 +72,14 @@ impl Problem {
             key: key.into(),
             message: message.into(),
             help: None,
+            near: None,
         }
+    }
+
+    /// `word` may be a typo of one of `among` (see `suggest_for_listed`).
+    pub(crate) fn suggesting(mut self, word: &str, among: &Arc<[String]>) -> Self {
+        self.near = Some((word.to_string(), among.clone()));
+        self
     }
 
     pub(crate) fn with_help(mut self, help: impl Into<String>) -> Self {

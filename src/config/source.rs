@@ -1,14 +1,17 @@
 //! Reading the TOML text in a way that finds every problem, not just the
-//! first: when serde rejects a key, that key is blanked out of the text (same
-//! length, so every other position stays right) and the file is read again.
+//! first: when serde rejects a key, that key is taken out of the parsed
+//! tree (which keeps every other key's span) and the tree is read again.
 //! The parsed document is kept so later checks can point at a key's line.
+//! A file of the plain shape is read one unit at a time (see `units`): each
+//! task, schedule, notifier and alert as a text of its own, placed back in
+//! the file by `Placer`, so no tree of the whole file is built.
 //!
-//! A task table is read in two parts. The whole file is deserialized with
-//! each task's kind-specific keys blanked (so `TaskFile` sees only the keys
-//! every task takes); then `read_kind` takes the task's other keys out of
-//! the same document (toml_edit keeps their spans) and hands them to the
-//! kind in `tasks::registry`, blanking (removing) each key serde refuses
-//! and reading again, as for the file.
+//! A task table is read in two parts. The document is deserialized with
+//! each task's kind-specific keys taken out (so `TaskFile` sees only the
+//! keys every task takes); then `read_kind` takes the task's other keys
+//! (toml_edit keeps their spans) and hands them to the kind in
+//! `tasks::registry`, removing each key serde refuses and reading again,
+//! as for the file.
 //!
 //! `${VAR}` is replaced in every string value before serde reads it, so a
 //! duration, a cron expression or a retention age can come from the
@@ -20,29 +23,35 @@
 //! that is a problem now or only for the commands that need the key.
 
 use std::{
-    collections::BTreeSet,
+    cell::RefCell,
+    collections::{BTreeSet, HashMap},
     ops::Range,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, OnceLock},
 };
 
-use toml_edit::{Document, Item, TableLike, Value};
+use toml_edit::{Document, Item, Table, TableLike, Value};
 
 use super::file::{ConfigFile, TaskFile};
-use super::problem::{LineIndex, Location, Problem, place};
+use super::problem::{LineIndex, Location, Problem};
+use super::units::{self, Units};
 use crate::tasks::TaskSpec;
 use crate::tasks::registry::{self, Kind};
 
 pub struct Source {
-    pub path: std::path::PathBuf,
+    pub path: PathBuf,
+    /// The text this source read: the file, or one unit of it.
     pub text: String,
     doc: Option<Document<String>>,
-    /// The text serde read (variables expanded, refused entries blanked),
-    /// parsed, and how its offsets map back to the file's.
-    working: Option<Document<String>>,
+    /// What serde read (variables expanded, refused entries removed), and
+    /// how the offsets of its spans map back to `text`'s.
+    working: Option<Table>,
     offsets: Offsets,
-    /// Where the file's lines start, to place problems.
-    lines: LineIndex,
+    /// Places offsets of `text` in the file.
+    placer: Placer,
+    /// Set when the file was read unit by unit (see `units`): then `doc`
+    /// is `None` and the keys are found through this.
+    units: Option<UnitKeys>,
     /// The `${VAR}`s that are not set, at the keys that use them.
     pub unset: Vec<Unset>,
 }
@@ -62,14 +71,131 @@ struct Entry {
     is_table: bool,
 }
 
+/// Places an offset of a text that is the file, or a unit of it (its
+/// sections one after another), at its line and column in the file.
+#[derive(Clone)]
+struct Placer {
+    path: PathBuf,
+    file: Arc<str>,
+    lines: Arc<LineIndex>,
+    /// Where each piece of the text starts: (in the text, in the file).
+    pieces: Vec<(usize, usize)>,
+}
+
+impl Placer {
+    fn whole(path: &Path, text: &str) -> Placer {
+        Placer {
+            path: path.to_path_buf(),
+            file: Arc::from(text),
+            lines: Arc::new(LineIndex::new(text)),
+            pieces: vec![(0, 0)],
+        }
+    }
+
+    /// The text of a unit of the file and its placer.
+    fn unit(&self, sections: &[Range<usize>]) -> (String, Placer) {
+        let mut text = String::with_capacity(sections.iter().map(|r| r.len()).sum());
+        let mut pieces = Vec::with_capacity(sections.len());
+        for section in sections {
+            pieces.push((text.len(), section.start));
+            text.push_str(&self.file[section.clone()]);
+        }
+        if pieces.is_empty() {
+            pieces.push((0, 0));
+        }
+        let placer = Placer {
+            pieces,
+            ..self.clone()
+        };
+        (text, placer)
+    }
+
+    fn file_offset(&self, offset: usize) -> usize {
+        let i = self.pieces.partition_point(|p| p.0 <= offset).max(1) - 1;
+        let (text, file) = self.pieces[i];
+        file + (offset - text)
+    }
+
+    fn file_span(&self, span: Range<usize>) -> Range<usize> {
+        let start = self.file_offset(span.start);
+        start..self.file_offset(span.end).max(start)
+    }
+
+    fn place(&self, span: Option<Range<usize>>) -> Location {
+        self.lines
+            .place(&self.path, &self.file, span.map(|s| self.file_span(s)))
+    }
+}
+
+/// How the keys of a file read unit by unit are found again.
+struct UnitKeys {
+    units: Units,
+    /// The unit of everything but the named tables, as read.
+    rest: Box<Source>,
+    /// For each named unit (`tasks.NAME`): where it is and where each of
+    /// its keys is (its value when it has one), as file spans, so placing
+    /// a problem of a task parses nothing.
+    places: HashMap<String, Places>,
+    /// Each task's own keys as its kind read them, with their problems
+    /// (see `read_kind`), taken once by `resolve`.
+    kinds: RefCell<HashMap<String, KindRead>>,
+}
+
+/// A named unit's own span (key `""`) and each of its keys' spans.
+type Places = Vec<(String, Option<Range<usize>>)>;
+
+/// What a task's kind made of its keys, and the problems it found.
+type KindRead = (Vec<Problem>, Option<TaskSpec>);
+
+impl UnitKeys {
+    fn named_path<'k>(&self, key_path: &'k [&'k str]) -> Option<&units::Named> {
+        match key_path {
+            [table, name, ..] => self.units.named(table, name),
+            _ => None,
+        }
+    }
+
+    /// A named unit parsed again, for the rare key `places` does not hold.
+    fn named_doc(
+        &self,
+        named: &units::Named,
+        placer: &Placer,
+    ) -> Option<(Document<String>, Placer)> {
+        let (text, placer) = placer.unit(&named.sections);
+        Some((Document::parse(text).ok()?, placer))
+    }
+}
+
 impl Source {
     /// `file:line:column` of a key (its value when it has one), or the file.
     pub fn place_of(&self, key_path: &[&str]) -> Location {
+        if let Some(keys) = &self.units {
+            let Some(named) = keys.named_path(key_path) else {
+                return keys.rest.place_of(key_path);
+            };
+            let places = keys.places.get(&format!("{}.{}", named.table, named.name));
+            if let Some(places) = places
+                && key_path.len() <= 3
+            {
+                let own = |key: &str| {
+                    places
+                        .iter()
+                        .find(|(k, _)| k == key)
+                        .and_then(|(_, span)| span.clone())
+                };
+                let span = key_path.get(2).and_then(|key| own(key)).or_else(|| own(""));
+                return self.placer.place(span);
+            }
+            return match keys.named_doc(named, &self.placer) {
+                Some((doc, placer)) => placer.place(span_of(doc.as_item(), key_path)),
+                None => self.placer.place(None),
+            };
+        }
         let span = self
             .doc
             .as_ref()
             .and_then(|doc| span_of(doc.as_item(), key_path));
-        self.lines.place(&self.path, &self.text, span)
+        self.placer.place(span)
     }
 
     pub fn problem(&self, key_path: &[&str], message: impl Into<String>) -> Problem {
@@ -78,18 +204,33 @@ impl Source {
 
     /// A string value as written in the file (before `${VAR}`s).
     pub fn raw_str(&self, key_path: &[&str]) -> Option<String> {
-        let mut item = self.doc.as_ref().map(|doc| doc.as_item());
-        for key in key_path {
-            item = item
-                .and_then(Item::as_table_like)
-                .and_then(|table| table.get(key));
+        if let Some(keys) = &self.units {
+            let Some(named) = keys.named_path(key_path) else {
+                return keys.rest.raw_str(key_path);
+            };
+            let (doc, _) = keys.named_doc(named, &self.placer)?;
+            return str_at(doc.as_item(), key_path);
         }
-        item.and_then(Item::as_str).map(str::to_string)
+        str_at(self.doc.as_ref()?.as_item(), key_path)
     }
 
     /// The names of a table's entries as written (`tasks` gives every task
     /// name), including entries serde refused.
     pub fn names_in(&self, key_path: &[&str]) -> Vec<String> {
+        if let Some(keys) = &self.units {
+            if let [table] = key_path
+                && NAMED_TABLES.contains(table)
+            {
+                return keys
+                    .units
+                    .named
+                    .iter()
+                    .filter(|n| n.table == *table)
+                    .map(|n| n.name.clone())
+                    .collect();
+            }
+            return keys.rest.names_in(key_path);
+        }
         let mut item = self.doc.as_ref().map(|doc| doc.as_item());
         for key in key_path {
             item = item
@@ -100,14 +241,58 @@ impl Source {
             .map(|table| table.iter().map(|(name, _)| name.to_string()).collect())
             .unwrap_or_default()
     }
+
+    /// Where the named unit `table.name` and each of its keys are, as
+    /// file spans (see `UnitKeys::places`).
+    fn places_in(&self, table: &str, name: &str) -> Places {
+        let Some(doc) = &self.doc else {
+            return Vec::new();
+        };
+        let file = |span: Option<Range<usize>>| span.map(|s| self.placer.file_span(s));
+        let mut places = vec![(String::new(), file(span_of(doc.as_item(), &[table, name])))];
+        if let Some(own) = doc
+            .as_item()
+            .get(table)
+            .and_then(|t| t.get(name))
+            .and_then(Item::as_table_like)
+        {
+            for (key, _) in own.iter() {
+                let span = span_of(doc.as_item(), &[table, name, key]);
+                places.push((key.to_string(), file(span)));
+            }
+        }
+        places
+    }
 }
 
-/// Places the keys of a config text that parsed before: the text is parsed
-/// once, the first time a problem is placed, however many problems `check`
-/// finds in the database afterwards (one parse per problem made a config of
-/// 10,000 tasks quadratic).
+fn str_at(item: &Item, key_path: &[&str]) -> Option<String> {
+    let mut item = Some(item);
+    for key in key_path {
+        item = item
+            .and_then(Item::as_table_like)
+            .and_then(|table| table.get(key));
+    }
+    item.and_then(Item::as_str).map(str::to_string)
+}
+
+/// Places the keys of a config text that parsed before: the text is split
+/// into its units once, the first time a problem is placed, and each
+/// problem parses only its own unit, however many problems `check` finds
+/// in the database afterwards (one parse of the file per problem made a
+/// config of 10,000 tasks quadratic; one parse of a 10 MB file takes a
+/// second and half a gigabyte).
 #[derive(Clone, Default)]
-pub(crate) struct Locator(Arc<OnceLock<(Option<Document<String>>, LineIndex)>>);
+pub(crate) struct Locator(Arc<OnceLock<Located>>);
+
+/// The file as `Locator` finds keys in it.
+enum Located {
+    Whole(Option<Document<String>>, Placer),
+    Units {
+        units: Units,
+        placer: Placer,
+        rest: Option<(Document<String>, Placer)>,
+    },
+}
 
 impl std::fmt::Debug for Locator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -118,22 +303,140 @@ impl std::fmt::Debug for Locator {
 impl Locator {
     /// `file:line:column` of a key in `text` (always the same text).
     pub(crate) fn locate(&self, path: &Path, text: &str, key_path: &[&str]) -> Location {
-        let (doc, lines) = self
-            .0
-            .get_or_init(|| (Document::parse(text.to_string()).ok(), LineIndex::new(text)));
-        let span = doc
-            .as_ref()
-            .and_then(|doc| span_of(doc.as_item(), key_path));
-        lines.place(path, text, span)
+        let located = self.0.get_or_init(|| {
+            let placer = Placer::whole(path, text);
+            match units::split(text, NAMED_TABLES) {
+                Some(units) => {
+                    let (rest, rest_placer) = placer.unit(&units.rest);
+                    let rest = Document::parse(rest).ok().map(|doc| (doc, rest_placer));
+                    Located::Units {
+                        units,
+                        placer,
+                        rest,
+                    }
+                }
+                None => Located::Whole(Document::parse(text.to_string()).ok(), placer),
+            }
+        });
+        match located {
+            Located::Whole(doc, placer) => placer.place(
+                doc.as_ref()
+                    .and_then(|doc| span_of(doc.as_item(), key_path)),
+            ),
+            Located::Units {
+                units,
+                placer,
+                rest,
+            } => {
+                let named = match key_path {
+                    [table, name, ..] => units.named(table, name),
+                    _ => None,
+                };
+                match named {
+                    Some(named) => {
+                        let (text, placer) = placer.unit(&named.sections);
+                        let doc = Document::parse(text).ok();
+                        placer.place(
+                            doc.as_ref()
+                                .and_then(|doc| span_of(doc.as_item(), key_path)),
+                        )
+                    }
+                    None => match rest {
+                        Some((doc, rest_placer)) => {
+                            rest_placer.place(span_of(doc.as_item(), key_path))
+                        }
+                        None => placer.place(None),
+                    },
+                }
+            }
+        }
     }
 }
 
 /// Parses and deserializes `text`, collecting every problem serde finds.
 /// Returns the config built from what remained valid, and the problems.
+///
+/// A file of the plain shape is read unit by unit (see `units`): each
+/// task, schedule, notifier and alert as a text of its own, then the
+/// rest, so each refused key costs a read of its unit, not of the file,
+/// and no tree of the whole file is ever built.
 pub fn read(
     path: &Path,
     text: &str,
     env: &super::Env<'_>,
+) -> (Source, Option<ConfigFile>, Vec<Problem>) {
+    let placer = Placer::whole(path, text);
+    if let Some(units) = units::split(text, NAMED_TABLES)
+        && let Some(read) = read_units(path, text, units, &placer, env)
+    {
+        return read;
+    }
+    read_text(path, text, placer, env, true)
+}
+
+/// `read` unit by unit; `None` when a unit is not TOML on its own, or
+/// has a problem only the whole file can explain (then the whole is read).
+fn read_units(
+    path: &Path,
+    text: &str,
+    units: Units,
+    placer: &Placer,
+    env: &super::Env<'_>,
+) -> Option<(Source, Option<ConfigFile>, Vec<Problem>)> {
+    let (rest_text, rest_placer) = placer.unit(&units.rest);
+    let (mut rest, file, mut problems) = read_text(path, &rest_text, rest_placer, env, true);
+    let mut file = file?;
+    let mut unset = std::mem::take(&mut rest.unset);
+    let mut places = HashMap::new();
+    let mut kinds = HashMap::new();
+    for named in &units.named {
+        let (unit_text, unit_placer) = placer.unit(&named.sections);
+        let (mut unit, unit_file, found) = read_text(path, &unit_text, unit_placer, env, false);
+        let unit_file = unit_file?;
+        problems.extend(found);
+        unset.append(&mut unit.unset);
+        places.insert(
+            format!("{}.{}", named.table, named.name),
+            unit.places_in(named.table, &named.name),
+        );
+        if let Some(task) = unit_file.tasks.get(&named.name)
+            && let Some(kind) = registry::find(&task.kind)
+        {
+            // The unit's tree is not needed after this: taken, not copied.
+            let mut found = Vec::new();
+            let spec = unit
+                .take_task_table(&named.name)
+                .and_then(|table| unit.read_kind_from(&named.name, kind, table, &mut found));
+            kinds.insert(named.name.clone(), (found, spec));
+        }
+        file.absorb(unit_file);
+    }
+    let source = Source {
+        path: path.to_path_buf(),
+        text: text.to_string(),
+        doc: None,
+        working: None,
+        offsets: Offsets::default(),
+        placer: placer.clone(),
+        units: Some(UnitKeys {
+            units,
+            rest: Box::new(rest),
+            places,
+            kinds: RefCell::new(kinds),
+        }),
+        unset,
+    };
+    Some((source, Some(file), problems))
+}
+
+/// Reads one text (the file, or a unit of it) as `read` describes; with
+/// `split`, each of its own units first (see `by_unit`).
+fn read_text(
+    path: &Path,
+    text: &str,
+    placer: Placer,
+    env: &super::Env<'_>,
+    split: bool,
 ) -> (Source, Option<ConfigFile>, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut removed: BTreeSet<(Vec<String>, String)> = BTreeSet::new();
@@ -143,55 +446,56 @@ pub fn read(
         doc: None,
         working: None,
         offsets: Offsets::default(),
-        lines: LineIndex::new(text),
+        placer: placer.clone(),
+        units: None,
         unset: Vec::new(),
+    };
+    let not_toml = |span: Option<Range<usize>>, message: &str| {
+        Problem::new(placer.place(span), "", message.trim().to_string())
+            .with_help("this is not valid TOML; see https://toml.io for the syntax")
     };
     let original = match Document::parse(text.to_string()) {
         Ok(doc) => doc,
         Err(err) => {
-            let message = err.message().trim().to_string();
-            problems.push(
-                Problem::new(place(path, text, err.span()), "", message)
-                    .with_help("this is not valid TOML; see https://toml.io for the syntax"),
-            );
+            problems.push(not_toml(err.span(), err.message()));
             return (source, None, problems);
         }
     };
-    let expansion = expand(&original, text, path, env);
-    source.doc = Some(original);
-    source.unset = expansion.unset;
+    let expansion = expand(&original, text, &placer, env);
     let offsets = expansion.offsets;
-    let mut working = expansion.text;
-    let lines = LineIndex::new(text);
-    let at =
-        |span: Option<Range<usize>>| lines.place(path, text, span.map(|s| offsets.original(s)));
+    let mut working_text = expansion.text;
+    let at = |span: Option<Range<usize>>| placer.place(span.map(|s| offsets.original(s)));
     // Each task, schedule or section on its own first, so a file with many
     // problems is read in time linear in its size; then the whole once
     // more, for what only the whole shows.
-    if let Some(found) = by_unit(&working, &at) {
-        working = found.working;
+    let mut reparse = !offsets.edits.is_empty();
+    if split && let Some(found) = by_unit(&working_text, &at) {
+        working_text = found.working;
         problems.extend(found.problems);
         removed.extend(found.removed);
+        reparse = true;
     }
-
-    // Each round removes at least one entry, so the number of entries bounds it.
-    for _ in 0..=working.len() {
-        let doc = match Document::parse(working.clone()) {
-            Ok(doc) => doc,
+    let mut working = if reparse {
+        match Document::parse(working_text) {
+            Ok(doc) => doc.into_table(),
             Err(err) => {
-                let message = err.message().trim().to_string();
-                problems.push(
-                    Problem::new(at(err.span()), "", message)
-                        .with_help("this is not valid TOML; see https://toml.io for the syntax"),
-                );
+                problems.push(not_toml(err.span(), err.message()));
+                source.doc = Some(original);
+                source.unset = expansion.unset;
                 return (source, None, problems);
             }
-        };
-        let entries = entries(doc.as_item(), &mut Vec::new());
-        let err = match toml_edit::de::from_document::<ConfigFile>(common_part(&working, &entries))
-        {
+        }
+    } else {
+        original.as_table().clone()
+    };
+    source.doc = Some(original);
+    source.unset = expansion.unset;
+
+    // Each round removes at least one entry, so the number of entries bounds it.
+    for _ in 0..=text.len() {
+        let err = match toml_edit::de::from_document::<ConfigFile>(common_part(&working)) {
             Ok(file) => {
-                source.working = Some(doc);
+                source.working = Some(working);
                 source.offsets = offsets;
                 return (source, Some(file), problems);
             }
@@ -201,6 +505,7 @@ pub fn read(
             problems.push(Problem::new(at(None), "", err.message().to_string()));
             return (source, None, problems);
         };
+        let entries = entries_of(&working, &mut Vec::new());
         let innermost = entries
             .iter()
             .filter(|e| e.range.contains(&span.start))
@@ -232,9 +537,24 @@ pub fn read(
         if target.path.is_empty() {
             return (source, None, problems);
         }
-        blank(&mut working, target.range.clone());
+        remove_entry(&mut working, &target.path);
     }
     (source, None, problems)
+}
+
+/// Takes the entry at `path` out of `table`.
+fn remove_entry(table: &mut Table, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut current: &mut dyn TableLike = table;
+    for key in parents {
+        match current.get_mut(key).and_then(Item::as_table_like_mut) {
+            Some(child) => current = child,
+            None => return,
+        }
+    }
+    current.remove(last);
 }
 
 /// What `by_unit` found: the problems, the working text with each refused
@@ -256,7 +576,7 @@ const NAMED_TABLES: &[&str] = &["tasks", "schedules", "notifiers", "alerts"];
 fn by_unit(working: &str, at: &dyn Fn(Option<Range<usize>>) -> Location) -> Option<ByUnit> {
     let doc = Document::parse(working.to_string()).ok()?;
     let all = entries(doc.as_item(), &mut Vec::new());
-    if toml_edit::de::from_document::<ConfigFile>(common_part(working, &all)).is_ok() {
+    if toml_edit::de::from_document::<ConfigFile>(common_part(doc.as_table())).is_ok() {
         return None;
     }
     let named = |e: &Entry| e.is_table && NAMED_TABLES.contains(&e.path[0].as_str());
@@ -287,7 +607,7 @@ fn by_unit(working: &str, at: &dyn Fn(Option<Range<usize>>) -> Location) -> Opti
         for _ in 0..=text.len() {
             let doc = Document::parse(text.clone()).ok()?;
             let entries = entries(doc.as_item(), &mut Vec::new());
-            let err = match toml_edit::de::from_document::<ConfigFile>(common_part(&text, &entries))
+            let err = match toml_edit::de::from_document::<ConfigFile>(common_part(doc.as_table()))
             {
                 Ok(_) => break,
                 Err(err) => err,
@@ -383,7 +703,7 @@ impl Offsets {
     }
 }
 
-fn expand(doc: &Document<String>, text: &str, path: &Path, env: &super::Env<'_>) -> Expansion {
+fn expand(doc: &Document<String>, text: &str, placer: &Placer, env: &super::Env<'_>) -> Expansion {
     let mut strings = Vec::new();
     if let Some(table) = doc.as_item().as_table_like() {
         strings_in_table(table, &mut Vec::new(), &mut strings);
@@ -414,7 +734,7 @@ fn expand(doc: &Document<String>, text: &str, path: &Path, env: &super::Env<'_>)
             Err(var) => unset.push(Unset {
                 key_path,
                 var,
-                location: place(path, text, Some(span)),
+                location: placer.place(Some(span)),
             }),
         }
     }
@@ -451,7 +771,8 @@ fn strings_in_item(item: &Item, path: &mut Vec<String>, out: &mut Vec<StringValu
 
 fn strings_in_value(value: &Value, path: &mut Vec<String>, out: &mut Vec<StringValue>) {
     match value {
-        Value::String(s) => {
+        // Only a value with a `$` can hold a `${VAR}`.
+        Value::String(s) if s.value().contains('$') => {
             if let Some(span) = s.span() {
                 out.push((path.clone(), span, s.value().clone()));
             }
@@ -690,74 +1011,89 @@ fn article(word: &str) -> &'static str {
 /// The candidate closest to `word` by edit distance (a swap of two
 /// neighbours counts as one edit), if it is close enough to be a typo.
 pub fn nearest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = (word.chars().count() / 3).max(1);
+    let word: Vec<char> = word.chars().collect();
+    let limit = (word.len() / 3).max(1);
+    let mut distance = Distance::default();
     candidates
-        .map(|c| (edit_distance(word, c), c))
+        // The distance is at least the difference in length.
+        .filter(|c| c.chars().count().abs_diff(word.len()) <= limit)
+        .map(|c| (distance.between(&word, c), c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
 
-/// Optimal string alignment distance.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+/// Optimal string alignment distance, computed in three rows that are
+/// kept from one candidate to the next.
+#[derive(Default)]
+struct Distance {
+    b: Vec<char>,
+    two_back: Vec<usize>,
+    back: Vec<usize>,
+    row: Vec<usize>,
+}
+
+impl Distance {
+    fn between(&mut self, a: &[char], b: &str) -> usize {
+        self.b.clear();
+        self.b.extend(b.chars());
+        let n = self.b.len();
+        self.two_back.clear();
+        self.two_back.resize(n + 1, 0);
+        self.back.clear();
+        self.back.extend(0..=n);
+        self.row.clear();
+        self.row.resize(n + 1, 0);
+        for i in 1..=a.len() {
+            self.row[0] = i;
+            for j in 1..=n {
+                let cost = usize::from(a[i - 1] != self.b[j - 1]);
+                let mut d = (self.back[j] + 1)
+                    .min(self.row[j - 1] + 1)
+                    .min(self.back[j - 1] + cost);
+                if i > 1 && j > 1 && a[i - 1] == self.b[j - 2] && a[i - 2] == self.b[j - 1] {
+                    d = d.min(self.two_back[j - 2] + 1);
+                }
+                self.row[j] = d;
             }
+            std::mem::swap(&mut self.two_back, &mut self.back);
+            std::mem::swap(&mut self.back, &mut self.row);
         }
+        self.back[n]
     }
-    d[a.len()][b.len()]
 }
 
 fn missing_field(message: &str) -> Option<&str> {
     message.strip_prefix("missing field `")?.split('`').next()
 }
 
-/// The text with each task's kind-specific keys blanked: what `ConfigFile`
-/// (whose tasks are `TaskFile`, the keys every task takes) reads.
-fn common_part(working: &str, entries: &[Entry]) -> toml_edit::de::Deserializer {
+/// The document with each task's kind-specific keys taken out: what
+/// `ConfigFile` (whose tasks are `TaskFile`, the keys every task takes)
+/// reads.
+fn common_part(working: &Table) -> toml_edit::de::Deserializer {
     let common = TaskFile::keys();
-    let mut text = working.to_string();
-    for entry in entries {
-        if let [tasks, _, key] = entry.path.as_slice()
-            && tasks == "tasks"
-            && !common.contains(&key.as_str())
-        {
-            blank(&mut text, entry.range.clone());
+    let mut table = working.clone();
+    if let Some(tasks) = table.get_mut("tasks").and_then(Item::as_table_like_mut) {
+        for (_, task) in tasks.iter_mut() {
+            if let Some(task) = task.as_table_like_mut() {
+                let own: Vec<String> = task
+                    .iter()
+                    .map(|(key, _)| key.to_string())
+                    .filter(|key| !common.contains(&key.as_str()))
+                    .collect();
+                for key in own {
+                    task.remove(&key);
+                }
+            }
         }
     }
-    match Document::parse(text) {
-        Ok(doc) => doc.into(),
-        // Blanking whole entries keeps the TOML valid; should it not, the
-        // file as it is still gives serde's problems.
-        Err(_) => Document::parse(working.to_string())
-            .expect("the working text parsed a moment ago")
-            .into(),
-    }
+    toml_edit::DocumentMut::from(table).into()
 }
 
 impl Source {
     /// `file:line:column` of a span of the text serde read.
     fn at(&self, span: Option<Range<usize>>) -> Location {
-        self.lines.place(
-            &self.path,
-            &self.text,
-            span.map(|s| self.offsets.original(s)),
-        )
+        self.placer.place(span.map(|s| self.offsets.original(s)))
     }
 
     /// Reads task `name`'s own keys (all but the ones every task takes)
@@ -770,7 +1106,24 @@ impl Source {
         kind: &'static Kind,
         problems: &mut Vec<Problem>,
     ) -> Option<TaskSpec> {
-        let mut table = self.task_table(name)?;
+        if let Some(keys) = &self.units {
+            // Read with the task's unit (see `read_units`).
+            let (found, spec) = keys.kinds.borrow_mut().remove(name)?;
+            problems.extend(found);
+            return spec;
+        }
+        let table = self.task_table(name)?;
+        self.read_kind_from(name, kind, table, problems)
+    }
+
+    /// `read_kind` of the task's table as serde read it.
+    fn read_kind_from(
+        &self,
+        name: &str,
+        kind: &'static Kind,
+        mut table: Table,
+        problems: &mut Vec<Problem>,
+    ) -> Option<TaskSpec> {
         for key in TaskFile::keys() {
             table.remove(key);
         }
@@ -823,9 +1176,23 @@ impl Source {
         None
     }
 
+    /// Task `name`'s table as serde read it, taken out of the tree.
+    fn take_task_table(&mut self, name: &str) -> Option<Table> {
+        let tasks = self
+            .working
+            .as_mut()?
+            .get_mut("tasks")?
+            .as_table_like_mut()?;
+        match tasks.remove(name)? {
+            Item::Table(table) => Some(table),
+            Item::Value(Value::InlineTable(table)) => Some(table.into_table()),
+            _ => None,
+        }
+    }
+
     /// Task `name`'s table as serde read it.
     fn task_table(&self, name: &str) -> Option<toml_edit::Table> {
-        let tasks = self.working.as_ref()?.as_item().get("tasks")?;
+        let tasks = self.working.as_ref()?.get("tasks")?;
         match tasks.get(name)? {
             Item::Table(table) => Some(table.clone()),
             Item::Value(Value::InlineTable(table)) => Some(table.clone().into_table()),
@@ -873,6 +1240,12 @@ fn blank(text: &mut String, range: Range<usize>) {
         })
         .collect();
     text.replace_range(range, &replaced);
+}
+
+fn entries_of(table: &dyn TableLike, path: &mut Vec<String>) -> Vec<Entry> {
+    let mut out = Vec::new();
+    collect(table, path, &mut out);
+    out
 }
 
 fn entries(item: &Item, path: &mut Vec<String>) -> Vec<Entry> {
@@ -945,6 +1318,37 @@ mod tests {
         assert_eq!(offsets.original_offset(7), 4);
         assert_eq!(offsets.original_offset(20), 10);
         assert_eq!(offsets.original_offset(25), 15);
+    }
+
+    /// Reading unit by unit finds what reading the whole finds, at the
+    /// same places, in the shapes a file can take.
+    #[test]
+    fn units_read_as_the_whole_does() {
+        let env = |name: &str| (name == "SET").then(|| "5min".to_string());
+        let texts = [
+            "name = \"x\"\n[database]\nlock_timeout = \"0ms\"\ntime_zone = \"Mars\"\n[tasks.a]\nkind = \"purge\"\ntable = \"t\"\nwhere = \"x\"\ntabel = 1\nbatch_size = \"big\"\n[schedules.s]\ncron = \"0 2 * *\"\ntasks = [\"a\", \"b\"]\n[tasks.b]\nkind = \"purg\"\n",
+            "[tasks.a]\nkind = \"sql\"\nsql = \"\"\"\n[tasks.c]\n\"\"\"\nmax_runtime = \"${SET}\"\npause = \"${UNSET}\"\n[defaults]\nbatch_size = 0\n[tasks.a.export]\nx = 1\n",
+            "[tasks.x]\ntable = \"t\"\n[tasks.y]\nkind = \"archive\"\ntable = \"t\"\nwhere = \"x\"\ncolumn = \"c\"\nseverity = \"hgh\"\n[notifiers.n]\nkind = \"webhook\"\n[alerts.al]\nnotify = [\"nope\"]\ntasks = [\"x\"]\nfoo = 1\n[api]\ntoken = \"short\"\n",
+            "[tasks.T1]\nkind = \"vacuum\"\ntables = [\"a\"]\ntable = \"a\"\n[schedules.s]\ncron = \"0 2 * * *\"\ntasks = [\"t1\"]\nbogus = true\n[health.checks.nope]\nwarning = 1\n",
+        ];
+        let path = Path::new("f.toml");
+        for text in texts {
+            // The same length either way; a quoted key is read whole.
+            let by_units = format!("name   = \"n\"\n{text}");
+            let whole = format!("\"name\" = \"n\"\n{text}");
+            assert!(units::split(&by_units, NAMED_TABLES).is_some(), "{text}");
+            assert!(units::split(&whole, NAMED_TABLES).is_none(), "{text}");
+            let (units_config, units_problems) =
+                super::super::Config::parse_all_with(path, &by_units, &env);
+            let (whole_config, whole_problems) =
+                super::super::Config::parse_all_with(path, &whole, &env);
+            assert!(!units_problems.is_empty(), "{text}");
+            assert_eq!(units_problems, whole_problems, "{text}");
+            let names = |config: Option<super::super::Config>| {
+                config.map(|c| c.tasks.iter().map(|t| t.name.clone()).collect::<Vec<_>>())
+            };
+            assert_eq!(names(units_config), names(whole_config), "{text}");
+        }
     }
 
     #[test]
