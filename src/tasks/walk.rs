@@ -460,7 +460,7 @@ impl WalkPlan {
                 "references": references,
                 "matches_every_row": every_row,
                 "batch_size": ctx.options.batch_size,
-                "walkers": self.ranges(ctx.options.batch_size).len(),
+                "walkers": self.walkers(ctx.options.batch_size),
                 "batches_estimate": {
                     "batches": estimate.batches,
                     "largest_batch": estimate.largest,
@@ -508,20 +508,34 @@ impl WalkPlan {
         Ok(outcome)
     }
 
-    /// The page ranges the walkers share: `parallel` equal slices of the
-    /// table, fewer when the table is too small for each walker to have
-    /// several batches' worth of pages. One walker only where walkers
-    /// could meet in the same rows: a table that cascades into itself.
+    /// How many walkers go: `parallel`, fewer when the table is too small
+    /// for each to have several batches' worth of pages, and one where
+    /// walkers could meet in the same rows (a table that cascades into
+    /// itself).
+    pub(crate) fn walkers(&self, batch_size: u64) -> usize {
+        if self.references.has_own_tree() {
+            return 1;
+        }
+        let window = Walk::new(self, batch_size).window;
+        let most = (self.pages / (4 * window).max(1)).max(1);
+        i64::from(self.parallel).min(most) as usize
+    }
+
+    /// The page ranges a walk takes in turn: the whole table for one
+    /// walker; for several, chunks of about an eighth of a walker's share
+    /// (at least four batches' worth of pages), which each walker claims
+    /// one after another as it finishes the last, so walkers whose pages
+    /// match little take more of them and none waits with work left.
     pub(crate) fn ranges(&self, batch_size: u64) -> Vec<(i64, i64)> {
-        let narrow = Walk::new(self, batch_size).window;
-        let most = (self.pages / (4 * narrow).max(1)).max(1);
-        let walkers = if self.references.has_own_tree() {
-            1
-        } else {
-            i64::from(self.parallel).min(most)
-        };
-        (0..walkers)
-            .map(|k| (self.pages * k / walkers, self.pages * (k + 1) / walkers))
+        let walkers = self.walkers(batch_size) as i64;
+        if walkers == 1 {
+            return vec![(0, self.pages)];
+        }
+        let window = Walk::new(self, batch_size).window;
+        let chunk = (self.pages / (8 * walkers)).max(4 * window).max(1);
+        (0..self.pages)
+            .step_by(chunk as usize)
+            .map(|from| (from, (from + chunk).min(self.pages)))
             .collect()
     }
 
@@ -618,14 +632,20 @@ impl WalkPlan {
 
         let ranges = self.ranges(ctx.options.batch_size);
         let walkers = if ctx.target.is_some() {
-            ranges.len()
+            self.walkers(ctx.options.batch_size)
         } else {
             1
         };
         let walked = async {
-            let mut stopped = if ranges.len() > 1 {
-                self.walk_in_parallel(ctx, &statements, writer.as_ref(), &ranges, &mut walk)
-                    .await?
+            let mut stopped = if walkers > 1 {
+                self.walk_in_parallel(
+                    ctx,
+                    &statements,
+                    writer.as_ref(),
+                    (walkers, &ranges),
+                    &mut walk,
+                )
+                .await?
             } else {
                 walk.pages(ctx, &statements, writer.as_ref(), 0, self.pages)
                     .await?
@@ -739,7 +759,7 @@ impl WalkPlan {
         ctx: &mut TaskContext<'_>,
         statements: &Statements,
         writer: Option<&tokio::sync::Mutex<BackupWriter>>,
-        ranges: &[(i64, i64)],
+        (count, ranges): (usize, &[(i64, i64)]),
         walk: &mut Walk<'_>,
     ) -> Result<Option<&'static str>, TaskError> {
         let Some(target) = ctx.target else {
@@ -747,26 +767,24 @@ impl WalkPlan {
             return walk.pages(ctx, statements, writer, 0, self.pages).await;
         };
         let mut clients = Vec::new();
-        for _ in ranges {
+        for _ in 0..count {
             clients.push(crate::connect::connect(target).await.map_err(|err| {
                 TaskError::Target(format!(
-                    "parallel = {}: could not open a connection for another walker: {err}; nothing more was done",
-                    ranges.len()
+                    "parallel = {count}: could not open a connection for another walker: {err}; nothing more was done"
                 ))
             })?);
         }
         if ctx.verbose {
             eprintln!(
-                "[{}] {} walkers over pages {}",
+                "[{}] {count} walkers over pages 0..{} in {} chunks of {} pages",
                 ctx.task_name,
+                self.pages,
                 ranges.len(),
-                ranges
-                    .iter()
-                    .map(|(a, b)| format!("{a}..{b}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                ranges.first().map_or(0, |(a, b)| b - a)
             );
         }
+        // The next chunk to claim.
+        let next = std::sync::atomic::AtomicUsize::new(0);
         let tally = Tally::default();
         let (task_name, stop, progress, options) =
             (ctx.task_name, ctx.stop, ctx.progress, ctx.options);
@@ -790,8 +808,7 @@ impl WalkPlan {
                 target,
             })
             .collect();
-        let mut walkers: Vec<Walk<'_>> = ranges
-            .iter()
+        let mut walkers: Vec<Walk<'_>> = (0..count)
             .map(|_| {
                 let mut walker = Walk::new(self, options.batch_size);
                 walker.tally = Some(&tally);
@@ -800,10 +817,26 @@ impl WalkPlan {
             .collect();
         let results = {
             let tally = &tally;
-            let all = futures_util::future::join_all(
-                walkers.iter_mut().zip(contexts.iter_mut()).zip(ranges).map(
-                    |((walker, sub), &(from, to))| async move {
-                        let walked = walker.pages(sub, statements, writer, from, to).await;
+            let next = &next;
+            let all =
+                futures_util::future::join_all(walkers.iter_mut().zip(contexts.iter_mut()).map(
+                    |(walker, sub)| async move {
+                        let walked: Result<Option<&'static str>, TaskError> = async {
+                            while let Some(&(from, to)) =
+                                ranges.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                            {
+                                // Each chunk starts as a walk of its own, as the
+                                // plan walks it.
+                                walker.window = Walk::new(self, walker.batch_size).window;
+                                if let Some(reason) =
+                                    walker.pages(sub, statements, writer, from, to).await?
+                                {
+                                    return Ok(Some(reason));
+                                }
+                            }
+                            Ok(None)
+                        }
+                        .await;
                         if walked.is_err() {
                             // The others stop at their next batch.
                             tally
@@ -812,8 +845,7 @@ impl WalkPlan {
                         }
                         walked
                     },
-                ),
-            );
+                ));
             futures_util::pin_mut!(all);
             // The main connection keeps the task's history row current while
             // the walkers go.
@@ -980,7 +1012,7 @@ impl WalkPlan {
         // Each walker starts afresh on its range; with several, the pages
         // past the end are walked afterwards by a walker of its own.
         let shared = self.ranges(batch_size);
-        let alone = shared.len() == 1;
+        let alone = self.walkers(batch_size) == 1;
         let mut ranges: Vec<(i64, i64, bool)> = shared
             .into_iter()
             .map(|(from, to)| (from, to, true))
@@ -1584,22 +1616,31 @@ mod tests {
     }
 
     #[test]
-    fn walkers_share_the_pages_in_slices_of_several_batches_each() {
+    fn walkers_claim_chunks_of_several_batches_each() {
         // 100 rows a page, batches of 1,000: ten pages a batch.
         let mut p = plan(1000, 100_000.0);
-        assert_eq!(p.ranges(1000), vec![(0, 1000)]);
+        assert_eq!((p.walkers(1000), p.ranges(1000)), (1, vec![(0, 1000)]));
         p.parallel = 4;
-        assert_eq!(
-            p.ranges(1000),
-            vec![(0, 250), (250, 500), (500, 750), (750, 1000)]
-        );
+        assert_eq!(p.walkers(1000), 4);
+        // An eighth of a walker's share, at least four batches: 40 pages.
+        let chunks = p.ranges(1000);
+        assert_eq!(chunks.len(), 25);
+        assert_eq!(chunks[0], (0, 40));
+        assert_eq!(chunks[24], (960, 1000));
+        let mut big = plan(64_000, 6_400_000.0);
+        big.parallel = 2;
+        assert_eq!(big.ranges(1000)[0], (0, 4000));
         // Too few pages for four walkers of several batches each.
         let mut small = plan(60, 6000.0);
         small.parallel = 4;
-        assert_eq!(small.ranges(1000), vec![(0, 60)]);
+        assert_eq!(
+            (small.walkers(1000), small.ranges(1000)),
+            (1, vec![(0, 60)])
+        );
         let mut some = plan(100, 10_000.0);
         some.parallel = 4;
-        assert_eq!(some.ranges(1000), vec![(0, 50), (50, 100)]);
+        assert_eq!(some.walkers(1000), 2);
+        assert_eq!(some.ranges(1000), vec![(0, 40), (40, 80), (80, 100)]);
     }
 
     #[test]
