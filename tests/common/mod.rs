@@ -245,6 +245,37 @@ pub fn signal(pid: u32, signal: i32) {
     );
 }
 
+/// `count` delays of `least_ms` plus up to `spread_ms` more, from a fixed
+/// seed (so every run of a test kills at the same moments): the moments a
+/// kill -9 test kills at.
+pub fn kill_delays(seed: u64, count: usize, least_ms: u64, spread_ms: u64) -> Vec<Duration> {
+    let mut seed = seed;
+    (0..count)
+        .map(|_| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            Duration::from_millis(least_ms + (seed >> 33) % spread_ms)
+        })
+        .collect()
+}
+
+/// (rows, md5 of the rows' text in `id` order) of the query `rows`.
+pub async fn checksum(db: &TestDb, rows: &str) -> (i64, String) {
+    let row = db
+        .client()
+        .await
+        .query_one(
+            &format!(
+                "SELECT count(*), coalesce(md5(string_agg(r::text, '|' ORDER BY id)), '') FROM ({rows}) r"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
 /// Starts a process `delays.len()` times, kills it with SIGKILL after each
 /// delay unless it finished first, waits for it, and calls `after` with the
 /// kills so far. Returns how many runs were killed mid-way. The delays are

@@ -8,23 +8,6 @@ use crate::common;
 
 use common::TestDb;
 
-/// A fingerprint of every row of `rows`: count and md5 of the rows' text
-/// in `id` order.
-async fn checksum(db: &TestDb, rows: &str) -> (i64, String) {
-    let row = db
-        .client()
-        .await
-        .query_one(
-            &format!(
-                "SELECT count(*), coalesce(md5(string_agg(r::text, '|' ORDER BY id)), '') FROM ({rows}) r"
-            ),
-            &[],
-        )
-        .await
-        .unwrap();
-    (row.get(0), row.get(1))
-}
-
 /// 3,000 sessions whose `org_id` points at 60 organisations of which the
 /// odd ones are gone (interleaved on every page), some NULL already, with
 /// values of awkward types beside them.
@@ -64,14 +47,14 @@ async fn set_null_clears_exactly_the_dangling_pointers_and_restore_sets_them_bac
     let db = sessions("backup = true").await;
     let dangling = db.count(DANGLING).await;
     assert!(dangling > 1000, "{dangling}");
-    let before = checksum(&db, "SELECT * FROM sessions").await;
-    let kept = checksum(
+    let before = common::checksum(&db, "SELECT * FROM sessions").await;
+    let kept = common::checksum(
         &db,
         "SELECT * FROM sessions s WHERE org_id IS NULL OR EXISTS (SELECT 1 FROM orgs o WHERE o.id = s.org_id)",
     )
     .await;
     // What the run should leave: the same rows, the dangling pointers NULL.
-    let expected = checksum(
+    let expected = common::checksum(
         &db,
         "SELECT id, CASE WHEN EXISTS (SELECT 1 FROM orgs o WHERE o.id = s.org_id) THEN org_id END AS org_id,
                 seen_at, data, tags, note FROM sessions s",
@@ -87,7 +70,10 @@ async fn set_null_clears_exactly_the_dangling_pointers_and_restore_sets_them_bac
     assert_eq!(planned["details"]["set_null_columns"][0], "org_id");
     assert_eq!(planned["details"]["key_columns"][0], "id");
     assert_eq!(planned["details"]["backup"], true);
-    assert_eq!(checksum(&db, "SELECT * FROM sessions").await, before);
+    assert_eq!(
+        common::checksum(&db, "SELECT * FROM sessions").await,
+        before
+    );
     let text = db.pgmaint(&["plan", "stale_orgs"]).await;
     text.assert_code(0);
     let flat = text.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -115,10 +101,13 @@ async fn set_null_clears_exactly_the_dangling_pointers_and_restore_sets_them_bac
     assert_eq!(task["details"]["action"], "set_null");
     assert_eq!(db.count(DANGLING).await, 0);
     assert_eq!(db.count("SELECT count(*) FROM sessions").await, 3000);
-    assert_eq!(checksum(&db, "SELECT * FROM sessions").await, expected);
+    assert_eq!(
+        common::checksum(&db, "SELECT * FROM sessions").await,
+        expected
+    );
     // The rows that pointed somewhere (or nowhere) are untouched.
     assert_eq!(
-        checksum(
+        common::checksum(
             &db,
             "SELECT * FROM sessions s WHERE org_id IS NOT NULL OR id % 11 = 0"
         )
@@ -137,7 +126,10 @@ async fn set_null_clears_exactly_the_dangling_pointers_and_restore_sets_them_bac
     dry.assert_code(0);
     assert_eq!(dry.json()["action"], "set_null");
     assert_eq!(dry.json()["restored"], dangling);
-    assert_eq!(checksum(&db, "SELECT * FROM sessions").await, expected);
+    assert_eq!(
+        common::checksum(&db, "SELECT * FROM sessions").await,
+        expected
+    );
 
     let restore = db.pgmaint(&["restore", &id]).await;
     restore.assert_code(0);
@@ -148,12 +140,18 @@ async fn set_null_clears_exactly_the_dangling_pointers_and_restore_sets_them_bac
         "{}",
         restore.stdout
     );
-    assert_eq!(checksum(&db, "SELECT * FROM sessions").await, before);
+    assert_eq!(
+        common::checksum(&db, "SELECT * FROM sessions").await,
+        before
+    );
     // A second restore changes nothing.
     let again = db.pgmaint(&["restore", &id, "--json"]).await;
     assert_eq!(again.json()["restored"], 0);
     assert_eq!(again.json()["already_present"], dangling);
-    assert_eq!(checksum(&db, "SELECT * FROM sessions").await, before);
+    assert_eq!(
+        common::checksum(&db, "SELECT * FROM sessions").await,
+        before
+    );
 }
 
 /// `1,234` as pgmaint prints counts.
@@ -289,7 +287,7 @@ async fn set_null_walks_each_partition_and_restores_into_the_parent() {
         .count("SELECT count(*) FROM visits v WHERE NOT EXISTS (SELECT 1 FROM orgs o WHERE o.id = v.org_id)")
         .await;
     assert_eq!(dangling, 1000);
-    let before = checksum(&db, "SELECT * FROM visits").await;
+    let before = common::checksum(&db, "SELECT * FROM visits").await;
     let plan = db.pgmaint(&["plan", "stale", "--json"]).await;
     plan.assert_code(0);
     assert_eq!(plan.json()["tasks"][0]["rows"], dangling);
@@ -317,7 +315,7 @@ async fn set_null_walks_each_partition_and_restores_into_the_parent() {
     );
     let id = task["details"]["backup_id"].as_i64().unwrap().to_string();
     db.pgmaint(&["restore", &id]).await.assert_code(0);
-    assert_eq!(checksum(&db, "SELECT * FROM visits").await, before);
+    assert_eq!(common::checksum(&db, "SELECT * FROM visits").await, before);
 }
 
 #[tokio::test]
@@ -393,16 +391,8 @@ async fn set_null_of_every_pointer_needs_confirmation_and_unsafe_columns_are_ref
 async fn kill_9_during_set_null_never_loses_a_value_or_saves_one_twice() {
     let db = sessions("backup = true\npause = \"30ms\"").await;
     let dangling = db.count(DANGLING).await;
-    let before = checksum(&db, "SELECT * FROM sessions").await;
-    let mut seed: u64 = 7;
-    let delays: Vec<std::time::Duration> = (0..8)
-        .map(|_| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            std::time::Duration::from_millis(120 + (seed >> 33) % 400)
-        })
-        .collect();
+    let before = common::checksum(&db, "SELECT * FROM sessions").await;
+    let delays = common::kill_delays(7, 8, 120, 400);
     let kills = common::kill_after_each(
         delays,
         || db.command(&["-q", "run", "stale_orgs", "--batch-size", "60"]),
@@ -422,7 +412,10 @@ async fn kill_9_during_set_null_never_loses_a_value_or_saves_one_twice() {
         let id = backup["id"].as_i64().unwrap().to_string();
         db.pgmaint(&["restore", &id]).await.assert_code(0);
     }
-    assert_eq!(checksum(&db, "SELECT * FROM sessions").await, before);
+    assert_eq!(
+        common::checksum(&db, "SELECT * FROM sessions").await,
+        before
+    );
 }
 
 #[tokio::test]

@@ -6,8 +6,6 @@
 
 use crate::common;
 
-use std::time::Duration;
-
 use common::TestDb;
 
 /// `tokens`: 60,000 rows, every third expired, on every page.
@@ -25,26 +23,11 @@ async fn tokens(task_keys: &str) -> TestDb {
     db
 }
 
-async fn fingerprint(db: &TestDb, rows: &str) -> (i64, String) {
-    let row = db
-        .client()
-        .await
-        .query_one(
-            &format!(
-                "SELECT count(*), coalesce(md5(string_agg(r::text, '|' ORDER BY id)), '') FROM ({rows}) r"
-            ),
-            &[],
-        )
-        .await
-        .unwrap();
-    (row.get(0), row.get(1))
-}
-
 #[tokio::test]
 async fn four_walkers_remove_exactly_the_planned_rows_into_one_restorable_backup() {
     let db = tokens("backup = true").await;
-    let before = fingerprint(&db, "SELECT * FROM tokens").await;
-    let kept = fingerprint(&db, "SELECT * FROM tokens WHERE NOT expired").await;
+    let before = common::checksum(&db, "SELECT * FROM tokens").await;
+    let kept = common::checksum(&db, "SELECT * FROM tokens WHERE NOT expired").await;
 
     let plan = db.pgmaint(&["plan", "expired", "--json"]).await;
     plan.assert_code(0);
@@ -66,7 +49,7 @@ async fn four_walkers_remove_exactly_the_planned_rows_into_one_restorable_backup
     assert_eq!(task["rows"], 20000);
     assert_eq!(task["details"]["walkers"], 4);
     assert_eq!(task["batches"], planned["batches"], "{task}");
-    assert_eq!(fingerprint(&db, "SELECT * FROM tokens").await, kept);
+    assert_eq!(common::checksum(&db, "SELECT * FROM tokens").await, kept);
     // The audit trail has the walkers' sum.
     assert_eq!(
         db.count("SELECT rows FROM pgmaint.task_runs ORDER BY id DESC LIMIT 1")
@@ -80,7 +63,7 @@ async fn four_walkers_remove_exactly_the_planned_rows_into_one_restorable_backup
     assert_eq!(backups[0]["rows"], 20000);
     let id = backups[0]["id"].as_i64().unwrap().to_string();
     db.pgmaint(&["restore", &id]).await.assert_code(0);
-    assert_eq!(fingerprint(&db, "SELECT * FROM tokens").await, before);
+    assert_eq!(common::checksum(&db, "SELECT * FROM tokens").await, before);
 }
 
 #[tokio::test]
@@ -94,7 +77,7 @@ async fn walkers_of_an_archive_move_each_row_exactly_once() {
     .await;
     db.config("[tasks.old]\nkind = \"archive\"\ntable = \"ledger\"\ntime_column = \"booked_at\"\nolder_than = \"90 days\"\nbatch_size = 400\nparallel = 3\n");
     db.pgmaint(&["init"]).await.assert_code(0);
-    let before = fingerprint(&db, "SELECT * FROM ledger").await;
+    let before = common::checksum(&db, "SELECT * FROM ledger").await;
     let run = db.pgmaint(&["run", "old", "--json"]).await;
     run.assert_code(0);
     let task = &run.json()["tasks"][0];
@@ -102,7 +85,7 @@ async fn walkers_of_an_archive_move_each_row_exactly_once() {
     assert_eq!(task["details"]["walkers"], 3);
     assert_eq!(db.count("SELECT count(*) FROM ledger_archive").await, 20000);
     assert_eq!(
-        fingerprint(
+        common::checksum(
             &db,
             "SELECT * FROM ledger UNION ALL SELECT id, booked_at, amount FROM ledger_archive"
         )
@@ -114,16 +97,8 @@ async fn walkers_of_an_archive_move_each_row_exactly_once() {
 #[tokio::test]
 async fn kill_9_during_parallel_walkers_never_loses_or_duplicates_a_row() {
     let db = tokens("backup = true\npause = \"20ms\"").await;
-    let before = fingerprint(&db, "SELECT * FROM tokens").await;
-    let mut seed: u64 = 11;
-    let delays: Vec<Duration> = (0..8)
-        .map(|_| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            Duration::from_millis(150 + (seed >> 33) % 500)
-        })
-        .collect();
+    let before = common::checksum(&db, "SELECT * FROM tokens").await;
+    let delays = common::kill_delays(11, 8, 150, 500);
     let kills = common::kill_after_each(
         delays,
         || db.command(&["-q", "run", "expired", "--batch-size", "200"]),
@@ -146,7 +121,7 @@ async fn kill_9_during_parallel_walkers_never_loses_or_duplicates_a_row() {
         let id = backup["id"].as_i64().unwrap().to_string();
         db.pgmaint(&["restore", &id]).await.assert_code(0);
     }
-    assert_eq!(fingerprint(&db, "SELECT * FROM tokens").await, before);
+    assert_eq!(common::checksum(&db, "SELECT * FROM tokens").await, before);
 }
 
 #[tokio::test]

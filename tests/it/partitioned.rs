@@ -38,22 +38,6 @@ async fn events(config: &str) -> TestDb {
     db
 }
 
-/// (rows, md5 of the rows in id order) of a query.
-async fn checksum(db: &TestDb, rows: &str) -> (i64, String) {
-    let row = db
-        .client()
-        .await
-        .query_one(
-            &format!(
-                "SELECT count(*), coalesce(md5(string_agg(r::text, '|' ORDER BY id)), '') FROM ({rows}) r"
-            ),
-            &[],
-        )
-        .await
-        .unwrap();
-    (row.get(0), row.get(1))
-}
-
 fn partitions_of(task: &serde_json::Value) -> Vec<String> {
     task["details"]["partitions"]
         .as_array()
@@ -70,12 +54,12 @@ async fn a_purge_of_a_partitioned_table_walks_the_leaves_it_can_match_and_restor
         "[backups]\ndir = \"backups\"\n\n[tasks.old_events]\nkind = \"purge\"\ntable = \"events\"\nwhere = \"{OLD}\"\nbatch_size = 300\nbackup = true\n"
     ))
     .await;
-    let original = checksum(&db, "SELECT * FROM events").await;
+    let original = common::checksum(&db, "SELECT * FROM events").await;
     let named = db
         .count(&format!("SELECT count(*) FROM events WHERE {OLD}"))
         .await;
-    let kept = checksum(&db, &format!("SELECT * FROM events WHERE NOT ({OLD})")).await;
-    let untouched = checksum(&db, "SELECT * FROM events_2026").await;
+    let kept = common::checksum(&db, &format!("SELECT * FROM events WHERE NOT ({OLD})")).await;
+    let untouched = common::checksum(&db, "SELECT * FROM events_2026").await;
 
     let plan = db.pgmaint(&["plan", "old_events", "--json"]).await;
     plan.assert_code(0);
@@ -103,7 +87,10 @@ async fn a_purge_of_a_partitioned_table_walks_the_leaves_it_can_match_and_restor
         "{}",
         text.stdout
     );
-    assert_eq!(checksum(&db, "SELECT * FROM events").await, original);
+    assert_eq!(
+        common::checksum(&db, "SELECT * FROM events").await,
+        original
+    );
 
     let run = db.pgmaint(&["run", "old_events", "--json"]).await;
     run.assert_code(0);
@@ -111,11 +98,14 @@ async fn a_purge_of_a_partitioned_table_walks_the_leaves_it_can_match_and_restor
     assert_eq!(task["rows"], named, "{task}");
     assert!(task["batches"].as_u64().unwrap() >= 6, "{task}");
     assert_eq!(
-        checksum(&db, "SELECT * FROM events").await,
+        common::checksum(&db, "SELECT * FROM events").await,
         kept,
         "exactly the named rows went"
     );
-    assert_eq!(checksum(&db, "SELECT * FROM events_2026").await, untouched);
+    assert_eq!(
+        common::checksum(&db, "SELECT * FROM events_2026").await,
+        untouched
+    );
     assert_eq!(
         db.count("SELECT count(*) FROM events_2024").await,
         0,
@@ -134,7 +124,10 @@ async fn a_purge_of_a_partitioned_table_walks_the_leaves_it_can_match_and_restor
         .await;
     restore.assert_code(0);
     assert_eq!(restore.json()["restored"], named);
-    assert_eq!(checksum(&db, "SELECT * FROM events").await, original);
+    assert_eq!(
+        common::checksum(&db, "SELECT * FROM events").await,
+        original
+    );
     assert_eq!(db.count("SELECT count(*) FROM events_2024").await, 2000);
 }
 
@@ -145,8 +138,8 @@ async fn an_older_than_cutoff_prunes_by_the_bounds_and_an_archive_moves_every_le
     )
     .await;
     let cutoff = "now() - interval '600 days'";
-    let named = checksum(&db, &format!("SELECT * FROM events WHERE at < {cutoff}")).await;
-    let kept = checksum(&db, &format!("SELECT * FROM events WHERE at >= {cutoff}")).await;
+    let named = common::checksum(&db, &format!("SELECT * FROM events WHERE at < {cutoff}")).await;
+    let kept = common::checksum(&db, &format!("SELECT * FROM events WHERE at >= {cutoff}")).await;
     let plan = db.pgmaint(&["plan", "old_events", "--json"]).await;
     plan.assert_code(0);
     let task = &plan.json()["tasks"][0];
@@ -161,13 +154,13 @@ async fn an_older_than_cutoff_prunes_by_the_bounds_and_an_archive_moves_every_le
     run.assert_code(0);
     let task = &run.json()["tasks"][0];
     assert_eq!(task["rows"], named.0, "{task}");
-    assert_eq!(checksum(&db, "SELECT * FROM events").await, kept);
+    assert_eq!(common::checksum(&db, "SELECT * FROM events").await, kept);
     let archive = task["details"]["archive_table"]
         .as_str()
         .unwrap()
         .to_string();
     assert_eq!(
-        checksum(
+        common::checksum(
             &db,
             &format!("SELECT id, at, user_id, payload FROM {archive}")
         )
@@ -190,7 +183,7 @@ async fn orphans_of_a_partitioned_child_are_found_in_every_leaf_and_an_every_row
         .batch_execute("DELETE FROM users WHERE id IN (3, 4)")
         .await
         .unwrap();
-    let kept = checksum(&db, "SELECT * FROM events WHERE user_id NOT IN (3, 4)").await;
+    let kept = common::checksum(&db, "SELECT * FROM events WHERE user_id NOT IN (3, 4)").await;
     let plan = db.pgmaint(&["plan", "orphan_events", "--json"]).await;
     plan.assert_code(0);
     let task = &plan.json()["tasks"][0];
@@ -199,7 +192,7 @@ async fn orphans_of_a_partitioned_child_are_found_in_every_leaf_and_an_every_row
     let run = db.pgmaint(&["run", "orphan_events", "--json"]).await;
     run.assert_code(0);
     assert_eq!(run.json()["tasks"][0]["rows"], 2000);
-    assert_eq!(checksum(&db, "SELECT * FROM events").await, kept);
+    assert_eq!(common::checksum(&db, "SELECT * FROM events").await, kept);
 
     // A condition every row meets empties the parent: refused unconfirmed,
     // though no single leaf decides it.
@@ -221,7 +214,7 @@ async fn orphans_of_a_partitioned_child_are_found_in_every_leaf_and_an_every_row
         refused.stdout,
         refused.stderr
     );
-    assert_eq!(checksum(&db, "SELECT * FROM events").await, kept);
+    assert_eq!(common::checksum(&db, "SELECT * FROM events").await, kept);
     db.pgmaint(&["run", "everything", "--yes"])
         .await
         .assert_code(0);
@@ -243,8 +236,8 @@ async fn what_a_cascade_takes_from_each_leaf_is_backed_up_and_restored() {
         )
         .await
         .unwrap();
-    let events_before = checksum(&db, "SELECT * FROM events").await;
-    let notes_before = checksum(&db, "SELECT * FROM notes").await;
+    let events_before = common::checksum(&db, "SELECT * FROM events").await;
+    let notes_before = common::checksum(&db, "SELECT * FROM notes").await;
     let going = db
         .count(&format!(
             "SELECT count(*) FROM notes n JOIN events e ON (e.id, e.at) = (n.event_id, n.event_at) WHERE {OLD}"
@@ -271,8 +264,14 @@ async fn what_a_cascade_takes_from_each_leaf_is_backed_up_and_restored() {
     db.pgmaint(&["restore", &backup.to_string()])
         .await
         .assert_code(0);
-    assert_eq!(checksum(&db, "SELECT * FROM events").await, events_before);
-    assert_eq!(checksum(&db, "SELECT * FROM notes").await, notes_before);
+    assert_eq!(
+        common::checksum(&db, "SELECT * FROM events").await,
+        events_before
+    );
+    assert_eq!(
+        common::checksum(&db, "SELECT * FROM notes").await,
+        notes_before
+    );
 }
 
 #[tokio::test]
@@ -289,7 +288,7 @@ async fn a_cascade_of_a_partitioned_table_into_itself_is_refused_before_anything
         )
         .await
         .unwrap();
-    let before = checksum(&db, "SELECT * FROM events").await;
+    let before = common::checksum(&db, "SELECT * FROM events").await;
     let run = db.pgmaint(&["run", "old_events"]).await;
     run.assert_code(1);
     assert!(
@@ -299,7 +298,7 @@ async fn a_cascade_of_a_partitioned_table_into_itself_is_refused_before_anything
         run.stdout,
         run.stderr
     );
-    assert_eq!(checksum(&db, "SELECT * FROM events").await, before);
+    assert_eq!(common::checksum(&db, "SELECT * FROM events").await, before);
 }
 
 #[tokio::test]
@@ -313,7 +312,7 @@ async fn check_says_a_condition_naming_the_parent_does_not_run_on_its_partitions
     let text = format!("{}{}", check.stdout, check.stderr);
     assert!(text.contains("not for its partition"), "{text}");
     assert!(text.contains("write the columns unqualified"), "{text}");
-    let before = checksum(&db, "SELECT * FROM events").await;
+    let before = common::checksum(&db, "SELECT * FROM events").await;
     db.pgmaint(&["run", "qualified"]).await;
-    assert_eq!(checksum(&db, "SELECT * FROM events").await, before);
+    assert_eq!(common::checksum(&db, "SELECT * FROM events").await, before);
 }
