@@ -20,6 +20,8 @@ Examples:
   pgmaint health --fail-on critical            the database's health; exit 1 if critical
   pgmaint backups                              backups of removed rows
   pgmaint restore 12 --dry-run                 what restoring backup 12 would put back
+  pgmaint migrate status                       the application's migrations: applied, pending
+  pgmaint migrate up                           apply them, under lock_timeout, audited
 
 Exit codes: 0 success; 1 a task failed; 2 bad usage or bad config (nothing was changed).";
 
@@ -93,6 +95,9 @@ pub enum Command {
     /// Store sizes, dead rows and pg_stat_statements counters for growth and slow-query checks
     #[command(after_help = "Examples:\n  pgmaint snapshot\n  pgmaint snapshot --json")]
     Snapshot,
+    /// The application's schema migrations, in its own format and ledger, run safely
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
     /// A throwaway local PostgreSQL with a sample app, maintained end to end
     #[command(
         after_help = "Needs the PostgreSQL server binaries (initdb, postgres).\nExamples:\n  pgmaint demo\n  pgmaint demo --keep"
@@ -207,4 +212,92 @@ pub struct DemoArgs {
     /// Leave the cluster running and print its URL and the config path
     #[arg(long)]
     pub keep: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Each migration: applied, pending, failed, modified, missing, out of order
+    #[command(
+        after_help = "Examples:\n  pgmaint migrate status\n  pgmaint migrate status --exit-code     exit 1 unless everything is applied\n  pgmaint migrate status --json"
+    )]
+    Status(MigrateStatusArgs),
+    /// What `up` would run: statements in order, transaction boundaries, timeouts
+    #[command(
+        after_help = "Examples:\n  pgmaint migrate plan\n  pgmaint migrate plan --to 20240101120000"
+    )]
+    Plan(MigratePlanArgs),
+    /// Apply the pending migrations, oldest first
+    #[command(
+        after_help = "Examples:\n  pgmaint migrate up\n  pgmaint migrate up --to 0007 --dry-run\n  pgmaint migrate up --allow-out-of-order"
+    )]
+    Up(MigrateUpArgs),
+    /// Revert applied migrations, newest first; what a down drops is backed up first
+    #[command(
+        after_help = "Examples:\n  pgmaint migrate down                  the newest one\n  pgmaint migrate down --steps 3 --dry-run\n  pgmaint migrate down --to 0005 --yes   every one after 0005\n  pgmaint restore 12                     put back what a down dropped, once an up made it again"
+    )]
+    Down(MigrateDownArgs),
+    /// Write the files of a new migration in the folder's format
+    #[command(after_help = "Examples:\n  pgmaint migrate new add_users_email")]
+    New {
+        /// What the migration does, as a file name: letters, digits, `_`, `-`
+        name: String,
+    },
+    /// Accept a changed file's checksum, or clear a failed migration (audited)
+    #[command(after_help = "Examples:\n  pgmaint migrate repair 0006")]
+    Repair {
+        /// The migration's version
+        version: String,
+    },
+    /// Mark a database migrated by hand as applied up to VERSION (audited)
+    #[command(after_help = "Examples:\n  pgmaint migrate baseline 0012")]
+    Baseline {
+        /// The last version the database already has
+        version: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateStatusArgs {
+    /// Exit 1 unless every migration is applied and unchanged
+    #[arg(long)]
+    pub exit_code: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MigratePlanArgs {
+    /// Up to and including this version
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateUpArgs {
+    /// Up to and including this version
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<String>,
+    /// Show what would run, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Apply pending migrations whose versions are lower than one applied
+    #[arg(long)]
+    pub allow_out_of_order: bool,
+    /// Confirm without asking
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateDownArgs {
+    /// Revert every migration after this version (it stays applied)
+    #[arg(long, value_name = "VERSION", conflicts_with = "steps")]
+    pub to: Option<String>,
+    /// Revert this many, newest first [default: 1]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub steps: Option<u64>,
+    /// Show what would run, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Confirm without asking
+    #[arg(long)]
+    pub yes: bool,
 }

@@ -18,6 +18,7 @@ pub mod db;
 pub mod duration;
 pub mod health;
 pub mod lease;
+pub mod migrate;
 pub mod notify;
 pub mod options;
 pub(crate) mod outcome;

@@ -59,6 +59,8 @@ pg_types!(
     [u32] => OID_ARRAY,
     Vec<bool> => BOOL_ARRAY,
     Vec<f64> => FLOAT8_ARRAY,
+    Vec<u8> => BYTEA,
+    [u8] => BYTEA,
     serde_json::Value => JSONB,
     chrono::DateTime<chrono::Utc> => TIMESTAMPTZ,
     chrono::DateTime<chrono::FixedOffset> => TIMESTAMPTZ,

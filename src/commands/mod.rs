@@ -9,6 +9,7 @@ mod demo;
 mod health;
 mod history;
 mod init;
+mod migrate;
 mod notify;
 mod run;
 mod schedules;
@@ -204,6 +205,7 @@ pub async fn execute(cli: Cli) -> Result<bool, CliError> {
         Command::Daemon(args) => daemon::daemon(&cli, args).await,
         Command::Health(args) => health::health(&cli, args).await,
         Command::Snapshot => health::snapshot(&cli).await,
+        Command::Migrate(command) => migrate::migrate(&cli, command).await,
         Command::Demo(args) => demo::demo(&cli, args).await,
     }
 }

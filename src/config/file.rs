@@ -38,6 +38,7 @@ pub struct ConfigFile {
     pub notifiers: BTreeMap<String, NotifierFile>,
     #[serde(default)]
     pub alerts: BTreeMap<String, AlertFile>,
+    pub migrations: Option<MigrationsFile>,
 }
 
 impl ConfigFile {
@@ -136,6 +137,26 @@ pub struct StateFile {
     pub schema: Option<String>,
     /// Runs older than this (a PostgreSQL interval) are deleted by the daemon.
     pub keep_runs: Option<String>,
+}
+
+/// `[migrations]`: the application's own schema migrations (`migrate`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationsFile {
+    pub dir: Option<String>,
+    pub format: Option<String>,
+    /// Simple sqlx migrations' rollbacks, `<version>_<name>_down.sql`.
+    pub down_dir: Option<String>,
+    pub lock_timeout: Option<Duration>,
+    pub statement_timeout: Option<Duration>,
+    pub require_down: Option<bool>,
+    #[serde(default)]
+    pub irreversible: Vec<String>,
+    /// `stop` (the default) or `wait`: sessions holding the migration's
+    /// tables in an open transaction.
+    pub blockers: Option<String>,
+    pub blockers_wait: Option<Duration>,
+    pub max_retries: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,6 +11,7 @@
 //! and the others work.
 
 pub mod file;
+mod migrations;
 pub(crate) mod problem;
 mod source;
 mod units;
@@ -208,6 +209,8 @@ pub struct Config {
     pub notifiers: Vec<NotifierConfig>,
     pub keep_runs: Option<String>,
     pub alerts: Vec<AlertConfig>,
+    /// `[migrations]` (defaults when the file has none).
+    pub migrations: crate::migrate::Settings,
     /// Problems only the commands that need these keys report.
     pub deferred: Vec<Deferred>,
 }
@@ -307,6 +310,10 @@ impl Config {
             notifiers: Vec::new(),
             keep_runs: None,
             alerts: Vec::new(),
+            migrations: crate::migrate::Settings::defaults(
+                std::path::Path::new("."),
+                std::path::PathBuf::from("pgmaint-backups"),
+            ),
             deferred: Vec::new(),
         }
     }
@@ -436,6 +443,7 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         file.backups.dir.clone(),
         file.backups.keep.clone(),
     );
+    let migrations = migrations::resolve(source, file.migrations.as_ref(), &backups.dir, problems);
     check_retention_ages(source, &file, problems);
     check_timeouts(source, &file, problems);
     check_time_zones(source, &file, problems);
@@ -521,6 +529,7 @@ fn resolve(source: &Source, file: file::ConfigFile, problems: &mut Vec<Problem>)
         notifiers,
         keep_runs,
         alerts,
+        migrations,
         deferred,
     }
 }

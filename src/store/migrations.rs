@@ -237,4 +237,32 @@ pub(crate) const STEPS: &[&str] = &[
         ADD COLUMN action text NOT NULL DEFAULT 'delete' CHECK (action IN ('delete', 'set_null')),
         ADD COLUMN key_columns jsonb NOT NULL DEFAULT '[]';
     "#,
+    // 14: the application's schema migrations (`pgmaint migrate`): the
+    // ledger of pgmaint's own format (`migrations`), and for every format
+    // what pgmaint last ran of each migration (`migration_runs`): the text
+    // it ran, so `status` can tell a whitespace-only change of a file, and
+    // how far a non-transactional one got, so a rerun resumes there.
+    r#"
+    CREATE TABLE {schema}.migrations (
+        version       bigint PRIMARY KEY,
+        name          text NOT NULL,
+        checksum      bytea NOT NULL,
+        applied_at    timestamptz NOT NULL DEFAULT now(),
+        execution_ms  bigint NOT NULL DEFAULT 0
+    );
+    CREATE TABLE {schema}.migration_runs (
+        ledger            text NOT NULL,
+        version           bigint NOT NULL,
+        direction         text NOT NULL CHECK (direction IN ('up', 'down')),
+        status            text NOT NULL CHECK (status IN ('running', 'failed', 'done')),
+        checksum          bytea NOT NULL,
+        sql_text          text NOT NULL,
+        statements_total  integer NOT NULL,
+        statements_done   integer NOT NULL DEFAULT 0,
+        error             text,
+        run_id            bigint,
+        updated_at        timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (ledger, version)
+    );
+    "#,
 ];

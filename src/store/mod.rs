@@ -9,7 +9,7 @@
 //!
 //! This module owns pgmaint's schema: every query against it is one of the
 //! named functions here, by area (`backups`, `refreshes`, `snapshots`, runs,
-//! leases, versions, and the daemon's: fires and the schedule lease, API
+//! leases, versions, the application's migrations as pgmaint ran them (`schema_migrations`), and the daemon's: fires and the schedule lease, API
 //! schedules and the audit, alerts, notifications, metrics reads). They take the client and the schema on each call, so a
 //! caller can use them inside its own transaction and keep one store per
 //! database.
@@ -25,6 +25,7 @@ mod migrations;
 mod notifications;
 pub(crate) mod refreshes;
 mod runs;
+pub(crate) mod schema_migrations;
 pub(crate) mod snapshots;
 mod versions;
 

@@ -1,0 +1,756 @@
+//! `pgmaint migrate ...`: the application's migrations through
+//! `migrate::engine`, on a session of its own (`[database] direct_url`
+//! behind a transaction pooler), each run in the audit trail, one line per
+//! migration with its duration (`Applied 0006/add users (12 ms)`).
+
+use std::io::IsTerminal;
+
+use serde_json::json;
+use tokio_postgres::Client;
+
+use super::{CliError, load_config, print_json};
+use crate::cli::{Cli, MigrateCommand, MigrateDownArgs, MigrateStatusArgs, MigrateUpArgs};
+use crate::config::Config;
+use crate::migrate::apply::{self, Direction, Job};
+use crate::migrate::engine::Migrator;
+use crate::migrate::status::Entry;
+use crate::migrate::{MigrateError, Migration, statements};
+use crate::status::{Outcome, Status};
+use crate::store::{self, LeaseOwner, Trigger};
+
+impl From<MigrateError> for CliError {
+    fn from(err: MigrateError) -> Self {
+        match err {
+            MigrateError::Files(text) | MigrateError::Refused(text) => CliError::Usage(text),
+            MigrateError::Failed(text) => CliError::Failed(text),
+            MigrateError::Database(text) => CliError::Server(text),
+        }
+    }
+}
+
+pub async fn migrate(cli: &Cli, command: &MigrateCommand) -> Result<bool, CliError> {
+    let config = load_config(cli, false)?;
+    if let MigrateCommand::New { name } = command {
+        return new(cli, &config, name).await;
+    }
+    let (client, keeper_target) = session(cli, &config).await?;
+    store::ensure_ready(&client, &config.state_schema).await?;
+    let migrator = Migrator::open(&client, &config.migrations, &config.state_schema).await?;
+    let ctx = Context {
+        cli,
+        config: &config,
+        client: &client,
+        migrator: &migrator,
+        target: &keeper_target,
+    };
+    match command {
+        MigrateCommand::Status(args) => status(&ctx, args).await,
+        MigrateCommand::Plan(args) => {
+            let up = MigrateUpArgs {
+                to: args.to.clone(),
+                dry_run: true,
+                allow_out_of_order: true,
+                yes: false,
+            };
+            up_or_plan(&ctx, &up).await
+        }
+        MigrateCommand::Up(args) => up_or_plan(&ctx, args).await,
+        MigrateCommand::Down(args) => down(&ctx, args).await,
+        MigrateCommand::Repair { version } => repair(&ctx, version).await,
+        MigrateCommand::Baseline { version } => baseline(&ctx, version).await,
+        MigrateCommand::New { .. } => unreachable!("handled above"),
+    }
+}
+
+struct Context<'a> {
+    cli: &'a Cli,
+    config: &'a Config,
+    client: &'a Client,
+    migrator: &'a Migrator,
+    target: &'a crate::connect::Target,
+}
+
+/// A session of its own: `[database] direct_url` when set; otherwise the
+/// URL, refused when it looks like a transaction pooler (the migration
+/// lock and non-transactional files need a session).
+async fn session(cli: &Cli, config: &Config) -> Result<(Client, crate::connect::Target), CliError> {
+    let (target, named) = super::target(cli, config)?;
+    let target = match &config.database.direct_url {
+        Some(direct) => {
+            let mut direct = crate::connect::resolve(
+                Some(direct),
+                config.database.connect_timeout.map(|d| d.0),
+            )?;
+            direct.session = target.session;
+            direct.direct = true;
+            direct
+        }
+        None => {
+            if let Some(seen) = crate::connect::detect_pooler(&target).await {
+                return Err(CliError::Usage(format!(
+                    "migrations need a session of their own (the migration lock, files that run outside a transaction), and this connection looks like a transaction pooler ({seen}); nothing was changed\n  help: set [database] direct_url to the database's direct endpoint, as Prisma's directUrl"
+                )));
+            }
+            target
+        }
+    };
+    let client = super::connect_to(&target, named).await?;
+    Ok((client, target))
+}
+
+fn parse_version(ctx: &Context<'_>, written: &str) -> Result<i64, CliError> {
+    if let Some(m) = ctx
+        .migrator
+        .migrations
+        .iter()
+        .find(|m| m.written == written)
+    {
+        return Ok(m.version);
+    }
+    written.parse::<i64>().map_err(|_| {
+        CliError::Usage(format!(
+            "\"{written}\" is not a migration version; `pgmaint migrate status` lists them"
+        ))
+    })
+}
+
+async fn status(ctx: &Context<'_>, args: &MigrateStatusArgs) -> Result<bool, CliError> {
+    let entries = ctx.migrator.entries(ctx.client).await?;
+    let clean = entries.iter().all(Entry::is_clean);
+    if ctx.cli.json {
+        print_json(&json!({
+            "format": ctx.migrator.format,
+            "dir": ctx.migrator.settings.dir.display().to_string(),
+            "ledger": ctx.migrator.ledger.name(),
+            "require_down": ctx.migrator.require_down(),
+            "migrations": entries,
+        }));
+    } else if !ctx.cli.quiet {
+        println!(
+            "{} migrations in {}, ledger {}:",
+            ctx.migrator.format.as_str(),
+            ctx.migrator.settings.dir.display(),
+            ctx.migrator.ledger.name()
+        );
+        let mut table = crate::output::Table::new(&["VERSION", "NAME", "STATUS"]);
+        for e in &entries {
+            table.add_row([e.written.clone(), e.name.clone(), e.says()]);
+        }
+        table.print();
+        let require = ctx.migrator.require_down();
+        for e in &entries {
+            if require
+                && !e.has_down
+                && !e.irreversible
+                && e.state != crate::migrate::status::State::Missing
+            {
+                println!(
+                    "note: migration {} has no down and is not marked irreversible; `migrate down` refuses to go past it",
+                    e.written
+                );
+            }
+        }
+    }
+    Ok(!args.exit_code || clean)
+}
+
+/// `migrate up` and `migrate plan` (a dry run of it).
+async fn up_or_plan(ctx: &Context<'_>, args: &MigrateUpArgs) -> Result<bool, CliError> {
+    let to = args
+        .to
+        .as_deref()
+        .map(|v| parse_version(ctx, v))
+        .transpose()?;
+    if !args.dry_run {
+        lock(ctx).await?;
+        ctx.migrator.ensure_ledger(ctx.client).await?;
+    }
+    let entries = ctx.migrator.entries(ctx.client).await?;
+    let chosen = ctx
+        .migrator
+        .to_apply(&entries, to, args.allow_out_of_order)?;
+    let applied = entries.iter().filter(|e| e.is_clean()).count();
+    if chosen.is_empty() {
+        if ctx.cli.json {
+            print_json(&json!({"dry_run": args.dry_run, "status": "succeeded", "migrations": []}));
+        } else if !ctx.cli.quiet {
+            println!("Nothing to apply: {applied} migration(s) applied, none pending.");
+        }
+        return Ok(true);
+    }
+    for m in &chosen {
+        apply::statements_of(&m.up)?;
+    }
+    if args.dry_run {
+        return print_plan(ctx, &chosen, Direction::Up);
+    }
+    let tables = touched(&chosen, Direction::Up);
+    let settings = &ctx.migrator.settings;
+    crate::migrate::blockers::clear(
+        ctx.client,
+        &tables,
+        settings.lock_timeout,
+        settings.blockers,
+        settings.blockers_wait,
+        "the migration",
+    )
+    .await?;
+    execute(ctx, &chosen, Direction::Up).await
+}
+
+async fn down(ctx: &Context<'_>, args: &MigrateDownArgs) -> Result<bool, CliError> {
+    let to = args
+        .to
+        .as_deref()
+        .map(|v| parse_version(ctx, v))
+        .transpose()?;
+    if !args.dry_run {
+        lock(ctx).await?;
+    }
+    let entries = ctx.migrator.entries(ctx.client).await?;
+    let (chosen, stopped) = ctx
+        .migrator
+        .to_revert(&entries, to, args.steps.map(|s| s as usize))?;
+    if chosen.is_empty() {
+        if !ctx.cli.quiet && !ctx.cli.json {
+            println!("Nothing to revert: no migration is applied.");
+        } else if ctx.cli.json {
+            print_json(&json!({"dry_run": args.dry_run, "status": "succeeded", "migrations": []}));
+        }
+        return Ok(true);
+    }
+    for m in &chosen {
+        if let Some(down) = &m.down {
+            apply::statements_of(down)?;
+        }
+    }
+    if let Some(reason) = &stopped
+        && !ctx.cli.quiet
+    {
+        eprintln!("note: {reason}");
+    }
+    if args.dry_run {
+        return print_plan(ctx, &chosen, Direction::Down);
+    }
+    if !args.yes {
+        confirm_down(ctx, &chosen)?;
+    }
+    let tables = touched(&chosen, Direction::Down);
+    let settings = &ctx.migrator.settings;
+    crate::migrate::blockers::clear(
+        ctx.client,
+        &tables,
+        settings.lock_timeout,
+        settings.blockers,
+        settings.blockers_wait,
+        "the down",
+    )
+    .await?;
+    execute(ctx, &chosen, Direction::Down).await
+}
+
+/// A down changes the schema and may drop data: confirmed by `--yes`, or
+/// on a terminal by a yes/no after showing the plan.
+fn confirm_down(ctx: &Context<'_>, chosen: &[&Migration]) -> Result<(), CliError> {
+    use std::io::{BufRead, Write};
+    let names: Vec<String> = chosen.iter().map(|m| m.written.clone()).collect();
+    let interactive =
+        std::io::stdin().is_terminal() && std::io::stderr().is_terminal() && !ctx.cli.json;
+    if !interactive {
+        return Err(CliError::Usage(format!(
+            "reverting {} runs only when confirmed, and there is no terminal to ask on; nothing was changed\n  help: review `pgmaint migrate down --dry-run`, then pass --yes",
+            names.join(", ")
+        )));
+    }
+    let _ = print_plan(ctx, chosen, Direction::Down);
+    eprint!(
+        "\nRevert {} (data they drop is backed up first)? [y/N] ",
+        names.join(", ")
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        Err(CliError::Usage("not confirmed; nothing was changed".into()))
+    }
+}
+
+fn script_of(m: &Migration, direction: Direction) -> &crate::migrate::Script {
+    match direction {
+        Direction::Up => &m.up,
+        Direction::Down => m.down.as_ref().unwrap_or(&m.up),
+    }
+}
+
+/// Every table the statements name, for the blocker check.
+fn touched(chosen: &[&Migration], direction: Direction) -> Vec<String> {
+    let mut tables = Vec::new();
+    for m in chosen {
+        for statement in apply::statements_of(script_of(m, direction)).unwrap_or_default() {
+            for t in statement.touches {
+                if !tables.contains(&t) {
+                    tables.push(t);
+                }
+            }
+        }
+    }
+    tables
+}
+
+async fn lock(ctx: &Context<'_>) -> Result<(), CliError> {
+    let quiet = ctx.cli.quiet || ctx.cli.json;
+    ctx.migrator
+        .lock(ctx.client, |holder| {
+            if !quiet {
+                eprintln!(
+                    "Waiting for another migrator{} to finish (it holds the migration lock)...",
+                    holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
+                );
+            }
+        })
+        .await?;
+    Ok(())
+}
+
+/// The dry run: each migration's statements with their transaction
+/// boundaries and timeouts, and what a down backs up.
+fn print_plan(
+    ctx: &Context<'_>,
+    chosen: &[&Migration],
+    direction: Direction,
+) -> Result<bool, CliError> {
+    let settings = &ctx.migrator.settings;
+    let verb = match direction {
+        Direction::Up => "apply",
+        Direction::Down => "revert",
+    };
+    let mut out = Vec::new();
+    for m in chosen {
+        let script = script_of(m, direction);
+        let list = apply::statements_of(script)?;
+        out.push(json!({
+            "version": m.written,
+            "name": m.name,
+            "file": script.path.display().to_string(),
+            "transaction": script.transactional,
+            "statements": list.iter().map(|s| json!({
+                "line": s.line,
+                "column": s.column,
+                "sql": s.text,
+                "drops": s.drops.iter().map(|d| match d {
+                    statements::Drop::Table(t) => json!({"table": t}),
+                    statements::Drop::Column(t, c) => json!({"table": t, "column": c}),
+                }).collect::<Vec<_>>(),
+                "own_transaction": s.needs_own_transaction,
+            })).collect::<Vec<_>>(),
+        }));
+        if ctx.cli.json || ctx.cli.quiet {
+            continue;
+        }
+        println!(
+            "Would {verb} {}/{} ({}; lock_timeout {}, statement_timeout {}):",
+            m.written,
+            m.name,
+            if script.transactional {
+                "one transaction with its ledger row"
+            } else {
+                "statement by statement, no transaction"
+            },
+            crate::duration::Duration(settings.lock_timeout).as_pg_setting(),
+            crate::duration::Duration(settings.statement_timeout).as_pg_setting(),
+        );
+        for (i, s) in list.iter().enumerate() {
+            let first: String = s
+                .text
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with("--"))
+                .unwrap_or("")
+                .chars()
+                .take(60)
+                .collect();
+            println!("  {:>2}. line {:<4} {first}", i + 1, s.line);
+            for d in &s.drops {
+                match d {
+                    statements::Drop::Table(t) => println!("      backs up the rows of {t} first"),
+                    statements::Drop::Column(t, c) => {
+                        println!("      backs up column {c} of {t} first")
+                    }
+                }
+            }
+        }
+    }
+    if ctx.cli.json {
+        print_json(&json!({"dry_run": true, "direction": direction, "migrations": out}));
+    }
+    Ok(true)
+}
+
+/// Runs the chosen migrations in order as one audited run, stopping at
+/// the first that fails.
+async fn execute(
+    ctx: &Context<'_>,
+    chosen: &[&Migration],
+    direction: Direction,
+) -> Result<bool, CliError> {
+    let schema = &ctx.config.state_schema;
+    let keeper = crate::lease::Keeper::start(ctx.target, schema, LeaseOwner::new());
+    let mut recorder = connect_recorder(ctx).await?;
+    let trigger = Trigger::cli(&super::run::command_line());
+    let run_id = store::start_run(&mut recorder, schema, &trigger, false, keeper.owner()).await?;
+    let stop = crate::stop::Stop::default();
+    stop.on_signals(|| {
+        eprintln!("Stopping after the statement under way (Ctrl-C again does not hurry it).")
+    });
+    let job = Job {
+        client: ctx.client,
+        settings: &ctx.migrator.settings,
+        state_schema: schema,
+        ledger: &ctx.migrator.ledger,
+        run_id: Some(run_id),
+        stop: &stop,
+    };
+    let mut reports = Vec::new();
+    let mut failure = None;
+    for m in chosen {
+        let task = format!("migrate:{}", m.written);
+        let task_run =
+            store::start_task_run(&recorder, schema, run_id, &task, "migration", false).await?;
+        let result = apply::run(&job, m, direction).await;
+        let (report, error) = match result {
+            Ok(report) => (report, None),
+            Err((report, err)) => (report, Some(err)),
+        };
+        let details = json!({
+            "version": m.written,
+            "name": m.name,
+            "direction": direction,
+            "ledger": ctx.migrator.ledger.name(),
+            "statements": report.statements,
+            "backups": report.backups,
+            "resumed_at": report.resumed_at,
+            "dropped_invalid_index": report.dropped_invalid_index,
+        });
+        let outcome = Outcome {
+            status: if error.is_some() {
+                Status::Failed
+            } else {
+                Status::Succeeded
+            },
+            rows: 0,
+            batches: report.statements.len() as u64,
+            retries: u64::from(report.retries),
+            error: error.as_ref().map(|e| e.to_string()),
+            details: details.clone(),
+        };
+        store::finish_task_run(
+            &recorder,
+            schema,
+            task_run,
+            &outcome,
+            report.duration_ms as i64,
+        )
+        .await?;
+        if !ctx.cli.json && !ctx.cli.quiet && error.is_none() {
+            let verb = match direction {
+                Direction::Up => "Applied",
+                Direction::Down => "Reverted",
+            };
+            let resumed = report
+                .resumed_at
+                .map(|s| format!(", resumed at statement {s}"))
+                .unwrap_or_default();
+            let retries = if report.retries > 0 {
+                format!(", {} retries on busy locks", report.retries)
+            } else {
+                String::new()
+            };
+            println!(
+                "{verb} {}/{} ({}{resumed}{retries})",
+                m.written,
+                m.name,
+                ms(report.duration_ms)
+            );
+            for saved in &report.backups {
+                println!(
+                    "  backed up {} row(s) of {}{} first: backup {} (`pgmaint restore {}` puts them back)",
+                    saved.rows,
+                    saved.table,
+                    saved
+                        .column
+                        .as_deref()
+                        .map(|c| format!(" column {c}"))
+                        .unwrap_or_default(),
+                    saved.backup_id,
+                    saved.backup_id
+                );
+            }
+        }
+        reports.push(json!({"task_run_id": task_run, "status": outcome.status, "duration_ms": report.duration_ms, "error": outcome.error, "details": details}));
+        if let Some(err) = error {
+            failure = Some(err);
+            break;
+        }
+    }
+    let status = if failure.is_some() {
+        Status::Failed
+    } else {
+        Status::Succeeded
+    };
+    let error_text = failure.as_ref().map(|e| e.to_string());
+    store::finish_run(&recorder, schema, run_id, status, error_text.as_deref()).await?;
+    let _ = ctx.migrator.unlock(ctx.client).await;
+    if ctx.cli.json {
+        print_json(
+            &json!({"run_id": run_id, "dry_run": false, "status": status, "direction": direction, "migrations": reports}),
+        );
+    }
+    match failure {
+        None => Ok(true),
+        Some(err) => {
+            let next = match direction {
+                Direction::Up => {
+                    "\n  help: `pgmaint migrate status` says which statement failed and why; fix the cause, then `pgmaint migrate up` resumes there"
+                }
+                Direction::Down => {
+                    "\n  help: `pgmaint migrate status` says which statement failed; fix the cause, then run `pgmaint migrate down` again"
+                }
+            };
+            Err(CliError::Failed(format!("{err}{next}")))
+        }
+    }
+}
+
+/// A second connection for the run's own records, so they commit whatever
+/// the migration's session is doing.
+async fn connect_recorder(ctx: &Context<'_>) -> Result<Client, CliError> {
+    Ok(crate::connect::connect(ctx.target).await?)
+}
+
+fn ms(ms: f64) -> String {
+    if ms < 10.0 {
+        format!("{ms:.1} ms")
+    } else {
+        crate::output::duration_ms(ms as u64)
+    }
+}
+
+async fn repair(ctx: &Context<'_>, written: &str) -> Result<bool, CliError> {
+    let version = parse_version(ctx, written)?;
+    lock(ctx).await?;
+    let entries = ctx.migrator.entries(ctx.client).await?;
+    let Some(entry) = entries.iter().find(|e| e.version == version) else {
+        return Err(CliError::Usage(format!(
+            "no migration has version {written}; `pgmaint migrate status` lists them"
+        )));
+    };
+    use crate::migrate::status::State;
+    let schema = &ctx.config.state_schema;
+    let ledger = &ctx.migrator.ledger;
+    let ledger_name = ledger.name();
+    let said = match &entry.state {
+        State::Modified { change } => {
+            let m = ctx
+                .migrator
+                .migration(version)
+                .expect("a modified migration has a file");
+            let checksum = m.up.checksum();
+            crate::db::committed(ctx.client, async {
+                ledger.set_checksum(ctx.client, version, &checksum).await?;
+                store::schema_migrations::record_applied_text(
+                    ctx.client,
+                    schema,
+                    &ledger_name,
+                    version,
+                    &checksum,
+                    &m.up.text,
+                    None,
+                )
+                .await
+            })
+            .await?;
+            format!(
+                "Accepted the changed file of migration {written} ({}): the ledger now holds its new checksum.",
+                change.says()
+            )
+        }
+        State::Dirty => {
+            crate::db::committed(ctx.client, ledger.remove(ctx.client, version)).await?;
+            format!(
+                "Cleared migration {written}'s partly-applied row from {ledger_name}: `migrate up` runs it again from its first statement."
+            )
+        }
+        State::Failed { direction, .. } => {
+            crate::db::committed(
+                ctx.client,
+                store::schema_migrations::forget_migration_run(
+                    ctx.client,
+                    schema,
+                    &ledger_name,
+                    version,
+                ),
+            )
+            .await?;
+            format!(
+                "Forgot where migration {written}'s {direction} stopped: `migrate {direction}` runs it from its first statement."
+            )
+        }
+        other => {
+            let _ = ctx.migrator.unlock(ctx.client).await;
+            return Err(CliError::Usage(format!(
+                "migration {written} is {}: there is nothing to repair",
+                serde_json::to_value(other)
+                    .ok()
+                    .and_then(|v| v["status"].as_str().map(String::from))
+                    .unwrap_or_default()
+            )));
+        }
+    };
+    audit(
+        ctx,
+        &format!("migrate repair {written}"),
+        &format!("migrate:{written}"),
+        json!({"version": written, "repair": said}),
+    )
+    .await?;
+    let _ = ctx.migrator.unlock(ctx.client).await;
+    if ctx.cli.json {
+        print_json(&json!({"version": written, "repaired": said}));
+    } else if !ctx.cli.quiet {
+        println!("{said}");
+    }
+    Ok(true)
+}
+
+async fn baseline(ctx: &Context<'_>, written: &str) -> Result<bool, CliError> {
+    let version = parse_version(ctx, written)?;
+    if ctx.migrator.migration(version).is_none() {
+        return Err(CliError::Usage(format!(
+            "no migration has version {written}; `pgmaint migrate status` lists them"
+        )));
+    }
+    lock(ctx).await?;
+    ctx.migrator.ensure_ledger(ctx.client).await?;
+    let entries = ctx.migrator.entries(ctx.client).await?;
+    let marked: Vec<&Migration> = entries
+        .iter()
+        .filter(|e| {
+            e.version <= version && matches!(e.state, crate::migrate::status::State::Pending)
+        })
+        .filter_map(|e| ctx.migrator.migration(e.version))
+        .collect();
+    let schema = &ctx.config.state_schema;
+    let ledger = &ctx.migrator.ledger;
+    let ledger_name = ledger.name();
+    crate::db::committed(ctx.client, async {
+        for m in &marked {
+            let checksum = m.up.checksum();
+            ledger
+                .record_up(ctx.client, m.version, &m.name, &checksum)
+                .await?;
+            ledger
+                .record_time(ctx.client, m.version, std::time::Duration::ZERO)
+                .await?;
+            store::schema_migrations::record_applied_text(
+                ctx.client,
+                schema,
+                &ledger_name,
+                m.version,
+                &checksum,
+                &m.up.text,
+                None,
+            )
+            .await?;
+        }
+        Ok::<(), tokio_postgres::Error>(())
+    })
+    .await?;
+    let versions: Vec<&str> = marked.iter().map(|m| m.written.as_str()).collect();
+    audit(
+        ctx,
+        &format!("migrate baseline {written}"),
+        &format!("migrate:{written}"),
+        json!({"baseline": written, "marked_applied": versions}),
+    )
+    .await?;
+    let _ = ctx.migrator.unlock(ctx.client).await;
+    if ctx.cli.json {
+        print_json(&json!({"baseline": written, "marked_applied": versions}));
+    } else if !ctx.cli.quiet {
+        println!(
+            "Marked {} migration(s) up to {written} as applied without running them{}.",
+            versions.len(),
+            if versions.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", versions.join(", "))
+            }
+        );
+    }
+    Ok(true)
+}
+
+/// Records a `repair` or `baseline` as a run of its own.
+async fn audit(
+    ctx: &Context<'_>,
+    command: &str,
+    task: &str,
+    details: serde_json::Value,
+) -> Result<(), CliError> {
+    let schema = &ctx.config.state_schema;
+    let mut recorder = connect_recorder(ctx).await?;
+    let owner = LeaseOwner::new();
+    let run_id =
+        store::start_run(&mut recorder, schema, &Trigger::cli(command), false, &owner).await?;
+    let task_run =
+        store::start_task_run(&recorder, schema, run_id, task, "migration", false).await?;
+    let outcome = Outcome {
+        status: Status::Succeeded,
+        rows: 0,
+        batches: 0,
+        retries: 0,
+        error: None,
+        details,
+    };
+    store::finish_task_run(&recorder, schema, task_run, &outcome, 0).await?;
+    store::finish_run(&recorder, schema, run_id, Status::Succeeded, None).await?;
+    Ok(())
+}
+
+async fn new(cli: &Cli, config: &Config, name: &str) -> Result<bool, CliError> {
+    let settings = &config.migrations;
+    let format = match settings.format {
+        Some(format) => format,
+        None => match crate::migrate::source::detect(&settings.dir, None) {
+            Ok(format) => format,
+            Err(_)
+                if !settings.dir.exists()
+                    || std::fs::read_dir(&settings.dir)
+                        .map(|mut d| d.next().is_none())
+                        .unwrap_or(true) =>
+            {
+                crate::migrate::Format::Sqlx
+            }
+            Err(err) => return Err(err.into()),
+        },
+    };
+    std::fs::create_dir_all(&settings.dir)
+        .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", settings.dir.display())))?;
+    let existing = crate::migrate::source::read(settings, format)?;
+    let files = crate::migrate::new::create(settings, format, &existing, name, chrono::Utc::now())?;
+    if cli.json {
+        print_json(
+            &json!({"format": format, "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>()}),
+        );
+    } else if !cli.quiet {
+        for file in files {
+            println!("Created {}", file.display());
+        }
+    }
+    Ok(true)
+}

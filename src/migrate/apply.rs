@@ -1,0 +1,629 @@
+//! Applying or reverting one migration on a session of its own, under the
+//! safety net: every statement under `lock_timeout` (a busy lock is
+//! retried with the shared policy, never queued behind), a transactional
+//! file as one transaction with its ledger row (retried whole), a
+//! non-transactional one statement by statement with its progress in
+//! pgmaint's store (retried from the statement that met the lock; a rerun
+//! resumes at the first unfinished statement, after dropping the invalid
+//! index a failed concurrent build left), and what a down drops backed up
+//! first (`drops`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use super::drops::{self, Saved};
+use super::ledger::Ledger;
+use super::statements::{self, Statement};
+use super::{MigrateError, Migration, Script, Settings};
+use crate::db::SessionTimeouts;
+use crate::store::schema_migrations as store;
+use crate::unnamed::Unnamed;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Up,
+    Down,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Up => "up",
+            Direction::Down => "down",
+        }
+    }
+}
+
+/// One statement as it ran.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatementRun {
+    pub line: usize,
+    pub column: usize,
+    /// Its first line, for the audit trail and the output.
+    pub head: String,
+    pub duration_ms: f64,
+    /// Tries that met a busy lock before the one that went through.
+    pub retries: u32,
+    /// Found already done by an earlier run (a resumed migration).
+    pub skipped: bool,
+}
+
+/// What applying or reverting one migration did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MigrationRun {
+    pub statements: Vec<StatementRun>,
+    pub retries: u32,
+    pub backups: Vec<Saved>,
+    pub duration_ms: f64,
+    /// Statements an earlier run had finished, not run again.
+    pub resumed_at: Option<usize>,
+    /// The invalid index an earlier failed concurrent build left, dropped.
+    pub dropped_invalid_index: Option<String>,
+}
+
+/// Everything one migration needs to run.
+pub struct Job<'a> {
+    pub client: &'a Client,
+    pub settings: &'a Settings,
+    pub state_schema: &'a str,
+    pub ledger: &'a Ledger,
+    pub run_id: Option<i64>,
+    pub stop: &'a crate::stop::Stop,
+}
+
+impl Job<'_> {
+    fn timeouts(&self) -> SessionTimeouts {
+        SessionTimeouts {
+            lock_timeout: crate::duration::Duration(self.settings.lock_timeout),
+            statement_timeout: crate::duration::Duration(self.settings.statement_timeout),
+            time_zone: None,
+        }
+    }
+}
+
+/// The statements of a script; a transactional file the parser cannot
+/// read runs as one piece (PostgreSQL parses it), a non-transactional one
+/// is refused, since it could not be resumed statement by statement.
+pub fn statements_of(script: &Script) -> Result<Vec<Statement>, MigrateError> {
+    match statements::split(&script.text) {
+        Ok(statements) => Ok(statements),
+        Err(_) if script.transactional => Ok(vec![Statement {
+            text: script.text.clone(),
+            line: 1,
+            column: 1,
+            touches: Vec::new(),
+            drops: Vec::new(),
+            concurrent_index: None,
+            needs_own_transaction: false,
+        }]),
+        Err(at) => Err(MigrateError::Files(format!(
+            "{}:{at}\n  help: a file that runs outside a transaction is run statement by statement, so pgmaint must be able to split it; fix the statement, or if PostgreSQL accepts it, put it in a file of its own",
+            script.path.display()
+        ))),
+    }
+}
+
+/// Applies (`Up`) or reverts (`Down`) `migration`, recording it in the
+/// ledger and in pgmaint's store.
+pub async fn run(
+    job: &Job<'_>,
+    migration: &Migration,
+    direction: Direction,
+) -> Result<MigrationRun, (MigrationRun, MigrateError)> {
+    let script = match direction {
+        Direction::Up => &migration.up,
+        Direction::Down => match &migration.down {
+            Some(down) => down,
+            None => {
+                return Err((
+                    MigrationRun::default(),
+                    MigrateError::Refused(format!("migration {} has no down", migration.written)),
+                ));
+            }
+        },
+    };
+    let statements = statements_of(script).map_err(|e| (MigrationRun::default(), e))?;
+    let started = Instant::now();
+    let ledger_name = job.ledger.name();
+    let recorded = crate::db::under(job.timeouts(), async {
+        crate::db::committed(job.client, async {
+            store::start_migration_run(
+                job.client,
+                job.state_schema,
+                &ledger_name,
+                migration.version,
+                direction.as_str(),
+                &script_checksum(migration, direction),
+                &script.text,
+                statements.len() as i32,
+                job.run_id,
+            )
+            .await
+        })
+        .await
+    })
+    .await;
+    let done = match recorded {
+        Ok(done) => done as usize,
+        Err(err) => return Err((MigrationRun::default(), err.into())),
+    };
+    let mut report = MigrationRun::default();
+    let result = if script.transactional {
+        in_one_transaction(job, migration, direction, &statements, &mut report).await
+    } else {
+        statement_by_statement(job, migration, direction, &statements, done, &mut report).await
+    };
+    report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match result {
+        Ok(()) => {
+            if direction == Direction::Up {
+                // As sqlx: the time is written after the commit.
+                let timed = crate::db::under(job.timeouts(), async {
+                    crate::db::committed(
+                        job.client,
+                        job.ledger
+                            .record_time(job.client, migration.version, started.elapsed()),
+                    )
+                    .await
+                })
+                .await;
+                if let Err(err) = timed {
+                    tracing::warn!(
+                        "migration {} applied; its execution time was not recorded: {}",
+                        migration.written,
+                        crate::db::describe(&err)
+                    );
+                }
+            }
+            Ok(report)
+        }
+        Err(err) => {
+            let text = err.to_string();
+            let _ = crate::db::under(job.timeouts(), async {
+                crate::db::committed(
+                    job.client,
+                    store::migration_failed(
+                        job.client,
+                        job.state_schema,
+                        &ledger_name,
+                        migration.version,
+                        &text,
+                    ),
+                )
+                .await
+            })
+            .await;
+            Err((report, err))
+        }
+    }
+}
+
+/// The checksum recorded with a run: the up's (what the ledger keeps), or
+/// for a down the down file's.
+fn script_checksum(migration: &Migration, direction: Direction) -> Vec<u8> {
+    match (direction, &migration.down) {
+        (Direction::Down, Some(down)) => down.checksum(),
+        _ => migration.up.checksum(),
+    }
+}
+
+fn head(statement: &Statement) -> String {
+    let first = statement
+        .text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("--"))
+        .unwrap_or("");
+    let mut head: String = first.chars().take(72).collect();
+    if first.chars().count() > 72 {
+        head.push('…');
+    }
+    head
+}
+
+fn task_of(migration: &Migration) -> String {
+    format!("migrate:{}", migration.written)
+}
+
+/// A whole file and its ledger row in one transaction, retried whole when
+/// a lock stays busy past `lock_timeout`.
+async fn in_one_transaction(
+    job: &Job<'_>,
+    migration: &Migration,
+    direction: Direction,
+    statements: &[Statement],
+    report: &mut MigrationRun,
+) -> Result<(), MigrateError> {
+    let mut waits = crate::retry::lock_waits(job.settings.max_retries);
+    let mut retries = 0u32;
+    loop {
+        let mut runs = Vec::new();
+        let mut backups = Vec::new();
+        let attempt = async {
+            job.client.batch_execute("BEGIN").await?;
+            crate::db::set_local_timeouts(job.client, &job.timeouts()).await?;
+            for statement in statements {
+                if direction == Direction::Down {
+                    for drop in &statement.drops {
+                        if let Some(saved) = crate::db::under(
+                            job.timeouts(),
+                            drops::save(
+                                job.client,
+                                job.state_schema,
+                                &job.settings.backup_dir,
+                                &task_of(migration),
+                                drop,
+                            ),
+                        )
+                        .await?
+                        {
+                            backups.push(saved);
+                        }
+                    }
+                }
+                let started = Instant::now();
+                job.client
+                    .batch_execute(&statement.text)
+                    .await
+                    .map_err(|e| at_statement(migration, direction, statement, &e))?;
+                runs.push(StatementRun {
+                    line: statement.line,
+                    column: statement.column,
+                    head: head(statement),
+                    duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                    retries,
+                    skipped: false,
+                });
+            }
+            record_ledger(job, migration, direction).await?;
+            job.client.batch_execute("COMMIT").await?;
+            Ok::<(), MigrateError>(())
+        }
+        .await;
+        match attempt {
+            Ok(()) => {
+                report.statements = runs;
+                report.backups = backups;
+                report.retries = retries;
+                return Ok(());
+            }
+            Err(err) => {
+                let _ = job.client.batch_execute("ROLLBACK").await;
+                if lock_busy(&err)
+                    && let Some(wait) = waits.next()
+                {
+                    retries += 1;
+                    report.retries = retries;
+                    tracing::info!(
+                        "migration {}: a lock stayed busy; trying again in {} ms",
+                        migration.written,
+                        wait.as_millis()
+                    );
+                    job.stop.sleep(wait).await;
+                    if job.stop.requested().is_some() {
+                        return Err(MigrateError::Failed(format!(
+                            "stopped while waiting for a lock; migration {} was not applied",
+                            migration.written
+                        )));
+                    }
+                    continue;
+                }
+                report.retries = retries;
+                return Err(err);
+            }
+        }
+    }
+}
+
+/// The ledger row and pgmaint's record of a finished migration, in the
+/// open transaction.
+async fn record_ledger(
+    job: &Job<'_>,
+    migration: &Migration,
+    direction: Direction,
+) -> Result<(), MigrateError> {
+    match direction {
+        Direction::Up => {
+            job.ledger
+                .record_up(
+                    job.client,
+                    migration.version,
+                    &migration.name,
+                    &migration.up.checksum(),
+                )
+                .await?
+        }
+        Direction::Down => {
+            job.ledger.remove(job.client, migration.version).await?;
+        }
+    }
+    store::migration_done(
+        job.client,
+        job.state_schema,
+        &job.ledger.name(),
+        migration.version,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Statement by statement, each in its own implicit transaction (or, for
+/// one that drops data, an explicit one with its backup), from `done`;
+/// the ledger row last.
+async fn statement_by_statement(
+    job: &Job<'_>,
+    migration: &Migration,
+    direction: Direction,
+    statements: &[Statement],
+    done: usize,
+    report: &mut MigrationRun,
+) -> Result<(), MigrateError> {
+    let timeouts = job.timeouts();
+    if done > 0 {
+        report.resumed_at = Some(done + 1);
+        for statement in &statements[..done.min(statements.len())] {
+            report.statements.push(StatementRun {
+                line: statement.line,
+                column: statement.column,
+                head: head(statement),
+                duration_ms: 0.0,
+                retries: 0,
+                skipped: true,
+            });
+        }
+    }
+    // A session of its own: these settings hold for its statements.
+    job.client
+        .row(
+            "SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)",
+            &[&timeouts.lock_timeout.as_pg_setting(), &timeouts.statement_timeout.as_pg_setting()],
+        )
+        .await?;
+    let result = async {
+        for (index, statement) in statements.iter().enumerate().skip(done) {
+            if job.stop.requested().is_some() {
+                return Err(MigrateError::Failed(format!(
+                    "stopped before statement {} of {}; `migrate {}` resumes there",
+                    index + 1,
+                    statements.len(),
+                    direction.as_str()
+                )));
+            }
+            if let Some(index_name) = &statement.concurrent_index {
+                match index_state(job.client, index_name).await? {
+                    Some(true) if index == done && done > 0 => {
+                        // Built by the run that stopped before recording it.
+                        report.statements.push(StatementRun {
+                            line: statement.line,
+                            column: statement.column,
+                            head: head(statement),
+                            duration_ms: 0.0,
+                            retries: 0,
+                            skipped: true,
+                        });
+                        mark_done(job, migration, index + 1).await?;
+                        continue;
+                    }
+                    Some(false) => {
+                        drop_invalid_index(job.client, index_name).await?;
+                        report.dropped_invalid_index = Some(index_name.clone());
+                    }
+                    _ => {}
+                }
+            }
+            let mut waits = crate::retry::lock_waits(job.settings.max_retries);
+            let mut retries = 0u32;
+            loop {
+                let started = Instant::now();
+                let attempt = run_one(job, migration, direction, statement, report).await;
+                match attempt {
+                    Ok(()) => {
+                        report.statements.push(StatementRun {
+                            line: statement.line,
+                            column: statement.column,
+                            head: head(statement),
+                            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                            retries,
+                            skipped: false,
+                        });
+                        break;
+                    }
+                    Err(err) if lock_busy(&err) => {
+                        let Some(wait) = waits.next() else {
+                            return Err(err);
+                        };
+                        retries += 1;
+                        report.retries += 1;
+                        if let Some(index_name) = &statement.concurrent_index
+                            && index_state(job.client, index_name).await? == Some(false)
+                        {
+                            drop_invalid_index(job.client, index_name).await?;
+                        }
+                        job.stop.sleep(wait).await;
+                        if job.stop.requested().is_some() {
+                            return Err(err);
+                        }
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+            mark_done(job, migration, index + 1).await?;
+        }
+        crate::db::under(timeouts, async {
+            crate::db::committed(job.client, record_ledger(job, migration, direction)).await
+        })
+        .await
+    }
+    .await;
+    let _ = job
+        .client
+        .batch_execute("RESET lock_timeout; RESET statement_timeout")
+        .await;
+    result
+}
+
+async fn mark_done(job: &Job<'_>, migration: &Migration, done: usize) -> Result<(), MigrateError> {
+    let ledger = job.ledger.name();
+    crate::db::under(job.timeouts(), async {
+        crate::db::committed(
+            job.client,
+            store::statement_done(
+                job.client,
+                job.state_schema,
+                &ledger,
+                migration.version,
+                done as i32,
+            ),
+        )
+        .await
+    })
+    .await?;
+    Ok(())
+}
+
+/// One statement of a non-transactional file: on its own, or with the
+/// backup of what it drops in one transaction with it.
+async fn run_one(
+    job: &Job<'_>,
+    migration: &Migration,
+    direction: Direction,
+    statement: &Statement,
+    report: &mut MigrationRun,
+) -> Result<(), MigrateError> {
+    let backs_up = direction == Direction::Down
+        && !statement.drops.is_empty()
+        && !statement.needs_own_transaction;
+    if !backs_up {
+        return job
+            .client
+            .batch_execute(&statement.text)
+            .await
+            .map_err(|e| at_statement(migration, direction, statement, &e));
+    }
+    let attempt = async {
+        job.client.batch_execute("BEGIN").await?;
+        crate::db::set_local_timeouts(job.client, &job.timeouts()).await?;
+        let mut saved = Vec::new();
+        for drop in &statement.drops {
+            if let Some(s) = crate::db::under(
+                job.timeouts(),
+                drops::save(
+                    job.client,
+                    job.state_schema,
+                    &job.settings.backup_dir,
+                    &task_of(migration),
+                    drop,
+                ),
+            )
+            .await?
+            {
+                saved.push(s);
+            }
+        }
+        job.client
+            .batch_execute(&statement.text)
+            .await
+            .map_err(|e| at_statement(migration, direction, statement, &e))?;
+        job.client.batch_execute("COMMIT").await?;
+        Ok::<_, MigrateError>(saved)
+    }
+    .await;
+    match attempt {
+        Ok(saved) => {
+            report.backups.extend(saved);
+            Ok(())
+        }
+        Err(err) => {
+            let _ = job.client.batch_execute("ROLLBACK").await;
+            Err(err)
+        }
+    }
+}
+
+/// Whether an index of that name exists and is valid (`None`: none).
+async fn index_state(client: &Client, written: &str) -> Result<Option<bool>, MigrateError> {
+    Ok(client
+        .row_opt(
+            "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)",
+            &[&written],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+async fn drop_invalid_index(client: &Client, written: &str) -> Result<(), MigrateError> {
+    let name: String = client
+        .row(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)",
+            &[&written],
+        )
+        .await?
+        .get(0);
+    tracing::info!("dropping the invalid index {name} a failed concurrent build left");
+    client
+        .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+        .await?;
+    Ok(())
+}
+
+/// A statement's error, saying which statement of which file.
+fn at_statement(
+    migration: &Migration,
+    direction: Direction,
+    statement: &Statement,
+    err: &tokio_postgres::Error,
+) -> MigrateError {
+    let script = match direction {
+        Direction::Up => &migration.up,
+        Direction::Down => migration.down.as_ref().unwrap_or(&migration.up),
+    };
+    let text = crate::db::describe(err);
+    let at = match err.as_db_error().and_then(|db| match db.position() {
+        Some(tokio_postgres::error::ErrorPosition::Original(p)) => Some(*p as usize),
+        _ => None,
+    }) {
+        // The server's position is in characters, from the statement's start.
+        Some(position) => {
+            let offset: usize = statement
+                .text
+                .chars()
+                .take(position.saturating_sub(1))
+                .map(char::len_utf8)
+                .sum();
+            let (line, column) = statements::position(&statement.text, offset);
+            if line == 1 {
+                (statement.line, statement.column + column - 1)
+            } else {
+                (statement.line + line - 1, column)
+            }
+        }
+        None => (statement.line, statement.column),
+    };
+    let message = format!("{}:{}:{}: {text}", display(&script.path), at.0, at.1);
+    if crate::db::is_transient(err) {
+        MigrateError::Database(message)
+    } else {
+        MigrateError::Failed(message)
+    }
+}
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Whether the error is a lock that stayed busy (or a lost deadlock).
+fn lock_busy(err: &MigrateError) -> bool {
+    match err {
+        MigrateError::Database(text) => {
+            crate::db::gave_up_on_a_lock(text) || text.contains("[SQLSTATE 40P01]")
+        }
+        _ => false,
+    }
+}
+
+/// How long a session lock wait for another migrator may last before
+/// pgmaint says it is waiting.
+pub const LOCK_NOTICE_AFTER: Duration = Duration::from_secs(1);

@@ -1,0 +1,319 @@
+//! One migrations folder against one database: its format and ledger
+//! found, its files read, each migration's state, the selection `up` and
+//! `down` work on, and the migration lock the format's tool takes (a
+//! second `migrate up` waits for the first and then finds nothing to do).
+
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use super::ledger::Ledger;
+use super::status::{self, Entry, State};
+use super::{Format, MigrateError, Migration, Settings, source};
+use crate::unnamed::Unnamed;
+
+pub struct Migrator {
+    pub settings: Settings,
+    pub format: Format,
+    pub ledger: Ledger,
+    pub migrations: Vec<Migration>,
+    pub state_schema: String,
+}
+
+impl Migrator {
+    /// Reads the folder in its format (`format = "auto"`: from the files,
+    /// then the ledger the database has).
+    pub async fn open(
+        client: &Client,
+        settings: &Settings,
+        state_schema: &str,
+    ) -> Result<Migrator, MigrateError> {
+        let format = match settings.format {
+            Some(format) => format,
+            None => {
+                let sqlx = Ledger::Sqlx.exists(client).await?;
+                let own = Ledger::of(Format::Pgmaint, state_schema)
+                    .exists(client)
+                    .await?
+                    && !crate::store::schema_migrations::own_applied(client, state_schema)
+                        .await?
+                        .is_empty();
+                let ledger_says = match (sqlx, own) {
+                    (true, true) => {
+                        return Err(MigrateError::Files(format!(
+                            "this database keeps two migration ledgers, _sqlx_migrations and {state_schema}.migrations\n  help: set [migrations] format = \"sqlx\" or \"pgmaint\" to say which one these files belong to"
+                        )));
+                    }
+                    (true, false) => Some(Format::Sqlx),
+                    (false, true) => Some(Format::Pgmaint),
+                    (false, false) => None,
+                };
+                source::detect(&settings.dir, ledger_says)?
+            }
+        };
+        let migrations = source::read(settings, format)?;
+        Ok(Migrator {
+            settings: settings.clone(),
+            format,
+            ledger: Ledger::of(format, state_schema),
+            migrations,
+            state_schema: state_schema.to_string(),
+        })
+    }
+
+    /// Whether a migration must have a down (`require_down`, or the
+    /// format's default).
+    pub fn require_down(&self) -> bool {
+        let reversible = self.migrations.iter().any(|m| m.down.is_some());
+        self.settings
+            .require_down
+            .unwrap_or(self.format.downs_expected(reversible) || self.settings.down_dir.is_some())
+    }
+
+    /// Every migration's state, read in one read-only transaction.
+    pub async fn entries(&self, client: &Client) -> Result<Vec<Entry>, MigrateError> {
+        let ledger_name = self.ledger.name();
+        let (applied, runs) = crate::db::read_only(client, async {
+            let applied = self.ledger.applied(client).await?;
+            let runs =
+                crate::store::schema_migrations::runs_of(client, &self.state_schema, &ledger_name)
+                    .await?;
+            Ok((applied, runs))
+        })
+        .await?;
+        Ok(status::entries(&self.migrations, &applied, &runs))
+    }
+
+    pub fn migration(&self, version: i64) -> Option<&Migration> {
+        self.migrations.iter().find(|m| m.version == version)
+    }
+
+    /// What `up [--to V]` applies, in order; refused (changing nothing)
+    /// while the ledger and the files disagree.
+    pub fn to_apply<'a>(
+        &'a self,
+        entries: &[Entry],
+        to: Option<i64>,
+        allow_out_of_order: bool,
+    ) -> Result<Vec<&'a Migration>, MigrateError> {
+        let mut problems = Vec::new();
+        for e in entries {
+            match &e.state {
+                State::Modified { change } => problems.push(format!(
+                    "migration {} ({}) was applied and has been modified: {}\n  help: restore the file as it was applied, or accept it with `pgmaint migrate repair {}`",
+                    e.written, e.name, change.says(), e.written
+                )),
+                State::Missing => problems.push(format!(
+                    "migration {} is in the ledger {} but no file has that version\n  help: restore the file, or remove its row from the ledger once you know what it did",
+                    e.written,
+                    self.ledger.name()
+                )),
+                State::Dirty => problems.push(format!(
+                    "migration {} is marked partly applied in {} (success = false)\n  help: check what it left, then `pgmaint migrate repair {}` clears it",
+                    e.written,
+                    self.ledger.name(),
+                    e.written
+                )),
+                State::Failed { direction, .. } if direction == "down" => problems.push(format!(
+                    "migration {}'s down stopped part-way; `pgmaint migrate down` finishes it, or `pgmaint migrate repair {}` forgets it",
+                    e.written, e.written
+                )),
+                _ => {}
+            }
+        }
+        let pending: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| {
+                matches!(e.state, State::Pending | State::Failed { .. })
+                    && to.is_none_or(|to| e.version <= to)
+            })
+            .collect();
+        let out_of_order: Vec<&str> = pending
+            .iter()
+            .filter(|e| e.out_of_order)
+            .map(|e| e.written.as_str())
+            .collect();
+        if !out_of_order.is_empty() && !allow_out_of_order {
+            problems.push(format!(
+                "migration(s) {} are pending with versions lower than one already applied\n  help: check they do not depend on the later ones, then pass --allow-out-of-order",
+                out_of_order.join(", ")
+            ));
+        }
+        if let Some(to) = to
+            && self.migration(to).is_none()
+        {
+            problems.push(format!("--to {to}: no migration has that version"));
+        }
+        if !problems.is_empty() {
+            return Err(MigrateError::Refused(format!(
+                "{}\nnothing was changed",
+                problems.join("\n")
+            )));
+        }
+        Ok(pending
+            .iter()
+            .filter_map(|e| self.migration(e.version))
+            .collect())
+    }
+
+    /// What `down` reverts, newest first: those after `to`, or the last
+    /// `steps` (one by default). A migration without a down is refused,
+    /// unless it is irreversible: the selection stops before it (`Err`
+    /// names it when it is the first).
+    pub fn to_revert<'a>(
+        &'a self,
+        entries: &[Entry],
+        to: Option<i64>,
+        steps: Option<usize>,
+    ) -> Result<(Vec<&'a Migration>, Option<String>), MigrateError> {
+        let mut applied: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| {
+                matches!(e.state, State::Applied | State::Modified { .. })
+                    || matches!(&e.state, State::Failed { direction, .. } if direction == "down")
+            })
+            .collect();
+        // Newest first: the reverse of the order `up` applies them in
+        // (dependencies included), then ledger rows without a file.
+        let position = |e: &Entry| {
+            self.migrations
+                .iter()
+                .position(|m| m.version == e.version)
+                .unwrap_or(usize::MAX)
+        };
+        applied.sort_by_key(|e| {
+            std::cmp::Reverse((position(e) != usize::MAX, position(e), e.version))
+        });
+        let chosen: Vec<&Entry> = match (to, steps) {
+            (Some(to), _) => applied.into_iter().filter(|e| e.version > to).collect(),
+            (None, steps) => applied.into_iter().take(steps.unwrap_or(1)).collect(),
+        };
+        let mut selected = Vec::new();
+        let mut stopped = None;
+        for e in chosen {
+            let Some(m) = self.migration(e.version) else {
+                return Err(MigrateError::Refused(format!(
+                    "migration {} has no file; nothing was changed",
+                    e.written
+                )));
+            };
+            if m.down.is_none() {
+                if m.irreversible {
+                    stopped = Some(format!(
+                        "migration {} ({}) is irreversible{}: down stops before it",
+                        m.written,
+                        m.name,
+                        if self.settings.irreversible.contains(&m.written) {
+                            " ([migrations] irreversible)"
+                        } else {
+                            " (-- pgmaint: irreversible)"
+                        }
+                    ));
+                    break;
+                }
+                return Err(MigrateError::Refused(format!(
+                    "migration {} ({}) has no down{}; nothing was changed\n  help: write its down, or mark it irreversible with a `-- pgmaint: irreversible` line or [migrations] irreversible = [\"{}\"]",
+                    m.written,
+                    m.name,
+                    match (self.format, &self.settings.down_dir) {
+                        (Format::Sqlx, Some(dir)) => format!(
+                            " (looked for {})",
+                            dir.join(format!(
+                                "{}_{}_down.sql",
+                                m.written,
+                                m.up.path
+                                    .file_stem()
+                                    .and_then(|s| s.to_str())
+                                    .and_then(|s| s.split_once('_'))
+                                    .map(|(_, n)| n)
+                                    .unwrap_or("")
+                            ))
+                            .display()
+                        ),
+                        _ => String::new(),
+                    },
+                    m.written
+                )));
+            }
+            selected.push(m);
+        }
+        if selected.is_empty()
+            && let Some(reason) = &stopped
+        {
+            return Err(MigrateError::Refused(format!(
+                "{reason}; nothing was changed"
+            )));
+        }
+        Ok((selected, stopped))
+    }
+
+    /// Takes the migration lock the format's tool takes (sqlx's advisory
+    /// lock key), waiting for another migrator that holds it; `waiting` is
+    /// told once when that wait starts. Held until `unlock` or the session
+    /// ends.
+    pub async fn lock(
+        &self,
+        client: &Client,
+        waiting: impl FnOnce(Option<i32>),
+    ) -> Result<(), MigrateError> {
+        let database: String = client
+            .row("SELECT current_database()::text", &[])
+            .await?
+            .get(0);
+        let key = self.ledger.lock_key(&database);
+        let started = Instant::now();
+        let mut waiting = Some(waiting);
+        loop {
+            let got: bool = client
+                .row("SELECT pg_try_advisory_lock($1)", &[&key])
+                .await?
+                .get(0);
+            if got {
+                return Ok(());
+            }
+            if started.elapsed() >= super::apply::LOCK_NOTICE_AFTER
+                && let Some(tell) = waiting.take()
+            {
+                let holder: Option<i32> = client
+                    .row_opt(
+                        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+                           AND ((classid::bigint << 32) | objid::bigint) = $1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                        &[&key],
+                    )
+                    .await?
+                    .map(|r| r.get(0));
+                tell(holder);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn unlock(&self, client: &Client) -> Result<(), MigrateError> {
+        let database: String = client
+            .row("SELECT current_database()::text", &[])
+            .await?
+            .get(0);
+        client
+            .row(
+                "SELECT pg_advisory_unlock($1)",
+                &[&self.ledger.lock_key(&database)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Creates the ledger if it is missing (sqlx's table as sqlx makes it).
+    pub async fn ensure_ledger(&self, client: &Client) -> Result<(), MigrateError> {
+        let timeouts = crate::db::SessionTimeouts {
+            lock_timeout: crate::duration::Duration(self.settings.lock_timeout),
+            statement_timeout: crate::duration::Duration(self.settings.statement_timeout),
+            time_zone: None,
+        };
+        crate::db::under(
+            timeouts,
+            crate::db::committed(client, self.ledger.ensure(client)),
+        )
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,152 @@
+//! The application's own schema migrations, run safely: read in the format
+//! the application already uses (`source`), recorded in that tool's own
+//! ledger (`ledger`) so its migrator agrees on what is applied, applied
+//! statement by statement under `lock_timeout` with the shared retry
+//! policy (`apply`), with the data a down drops backed up first (`drops`),
+//! and every run in the audit trail. pgmaint is the executor and auditor
+//! of the migrations a team already has, not another migrator.
+//!
+//! Formats so far: sqlx (simple and reversible files, `-- no-transaction`,
+//! `down_dir` for rollbacks kept elsewhere) and pgmaint's own. The others
+//! of PRODUCT.md (dbmate, golang-migrate, Flyway, drizzle, `command`) are
+//! named by the config and refused with that reason until they land.
+
+pub(crate) mod apply;
+pub(crate) mod blockers;
+pub(crate) mod drops;
+pub(crate) mod engine;
+pub(crate) mod ledger;
+pub(crate) mod new;
+pub(crate) mod source;
+pub(crate) mod statements;
+pub(crate) mod status;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub(crate) use source::{Migration, Script};
+
+/// A migration format: how files are named and split, and which ledger
+/// keeps what is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// sqlx-cli: `<version>_<name>.sql` or `.up.sql` + `.down.sql`;
+    /// `_sqlx_migrations`.
+    Sqlx,
+    /// pgmaint's own: `<version>_<name>.up.sql` + `.down.sql` with an
+    /// optional `-- pgmaint: transaction=none depends=0007` header; the
+    /// state schema's `migrations` table.
+    Pgmaint,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Sqlx => "sqlx",
+            Format::Pgmaint => "pgmaint",
+        }
+    }
+
+    /// Whether a migration of this format has a down unless it says
+    /// otherwise: `require_down`'s default.
+    pub(crate) fn downs_expected(self, reversible_files: bool) -> bool {
+        match self {
+            Format::Sqlx => reversible_files,
+            Format::Pgmaint => true,
+        }
+    }
+}
+
+/// The formats PRODUCT.md names that this version does not read yet.
+pub const LATER_FORMATS: &[&str] = &["dbmate", "golang-migrate", "flyway", "drizzle", "command"];
+
+/// What to do about sessions that hold a migration's tables in an open
+/// transaction when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blockers {
+    /// Change nothing and say who they are (the default).
+    Stop,
+    /// Wait up to `blockers_wait` for them to finish, then stop.
+    Wait,
+}
+
+/// `[migrations]`, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The migrations' folder (relative paths are the config file's).
+    pub dir: PathBuf,
+    /// `None`: found from the files and the ledgers (`format = "auto"`).
+    pub format: Option<Format>,
+    /// Simple sqlx migrations' rollbacks, `<version>_<name>_down.sql`.
+    pub down_dir: Option<PathBuf>,
+    pub lock_timeout: Duration,
+    pub statement_timeout: Duration,
+    /// `None`: the format's default (`Format::downs_expected`).
+    pub require_down: Option<bool>,
+    /// Versions marked irreversible in the config.
+    pub irreversible: Vec<String>,
+    pub blockers: Blockers,
+    pub blockers_wait: Duration,
+    /// Tries after a busy lock, per statement (or per transactional file).
+    pub max_retries: u32,
+    /// Where a down's dropped data is backed up.
+    pub backup_dir: PathBuf,
+}
+
+impl Settings {
+    /// The settings of a config without `[migrations]`, in `base`.
+    pub fn defaults(base: &std::path::Path, backup_dir: PathBuf) -> Settings {
+        Settings {
+            dir: base.join("migrations"),
+            format: None,
+            down_dir: None,
+            lock_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(3600),
+            require_down: None,
+            irreversible: Vec::new(),
+            blockers: Blockers::Stop,
+            blockers_wait: Duration::from_secs(30),
+            max_retries: 10,
+            backup_dir,
+        }
+    }
+}
+
+/// Why a migration command stopped before or while changing anything.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The files or the config cannot be used; nothing was changed.
+    #[error("{0}")]
+    Files(String),
+    /// The ledger and the files disagree, or the command was asked for
+    /// something the state forbids; nothing was changed.
+    #[error("{0}")]
+    Refused(String),
+    /// A statement failed; what ran before it is recorded.
+    #[error("{0}")]
+    Failed(String),
+    #[error("{0}")]
+    Database(String),
+}
+
+impl From<tokio_postgres::Error> for MigrateError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        MigrateError::Database(crate::db::describe(&err))
+    }
+}
+
+impl From<crate::store::StateError> for MigrateError {
+    fn from(err: crate::store::StateError) -> Self {
+        match err {
+            crate::store::StateError::Database(text) => MigrateError::Database(text),
+            other => MigrateError::Refused(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::backup::BackupError> for MigrateError {
+    fn from(err: crate::backup::BackupError) -> Self {
+        MigrateError::Failed(format!("backing up what the down drops: {err}"))
+    }
+}

@@ -1,0 +1,212 @@
+//! A migration file split into its statements by a real SQL parser
+//! (squawk's), so `$$` bodies, `E''` strings, comments and `BEGIN ATOMIC`
+//! stay whole: each statement keeps its exact text and where it starts.
+//! Also what each statement names that pgmaint must know before running
+//! it: the tables it touches (for the blocker check), the tables and
+//! columns it drops (backed up first), the index a concurrent build makes
+//! (dropped when a failed build left it invalid).
+
+use squawk_syntax::ast::{self, AstNode};
+use squawk_syntax::{SourceFile, SyntaxNode};
+
+/// One statement of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// The statement's text exactly as written, through its `;`.
+    pub text: String,
+    /// 1-based line and column of its first character.
+    pub line: usize,
+    pub column: usize,
+    /// Relations named as they are written (`public."Users"`), which
+    /// PostgreSQL's `to_regclass` resolves.
+    pub touches: Vec<String>,
+    pub drops: Vec<Drop>,
+    /// `CREATE INDEX CONCURRENTLY name`: the index, as written.
+    pub concurrent_index: Option<String>,
+    /// Whether it can run inside a transaction block.
+    pub needs_own_transaction: bool,
+}
+
+/// What a statement drops that may hold rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Drop {
+    Table(String),
+    /// A table, as written, and the column, as PostgreSQL folds it.
+    Column(String, String),
+}
+
+/// The statements of `text`, or where the parser stopped understanding it.
+pub fn split(text: &str) -> Result<Vec<Statement>, String> {
+    let parse = SourceFile::parse(text);
+    if let Some(error) = parse.errors().first() {
+        let (line, column) = position(text, usize::from(error.range().start()));
+        return Err(format!("{line}:{column}: {}", error.message()));
+    }
+    let mut statements = Vec::new();
+    for stmt in parse.tree().stmts() {
+        let range = stmt.syntax().text_range();
+        let start = usize::from(range.start());
+        let statement_text = text[start..usize::from(range.end())].to_string();
+        let (line, column) = position(text, start);
+        let mut statement = Statement {
+            text: statement_text,
+            line,
+            column,
+            touches: Vec::new(),
+            drops: Vec::new(),
+            concurrent_index: None,
+            needs_own_transaction: false,
+        };
+        describe(stmt.syntax(), &mut statement);
+        statements.push(statement);
+    }
+    Ok(statements)
+}
+
+/// 1-based line and column (in characters) of byte `offset`.
+pub fn position(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, column)
+}
+
+fn describe(node: &SyntaxNode, statement: &mut Statement) {
+    let words: Vec<String> = node
+        .descendants_with_tokens()
+        .filter_map(|e| e.into_token())
+        .filter(|t| !t.kind().is_trivia())
+        .take(6)
+        .map(|t| t.text().to_ascii_uppercase())
+        .collect();
+    let starts = |prefix: &[&str]| {
+        words.len() >= prefix.len() && words.iter().zip(prefix).all(|(w, p)| w == p)
+    };
+    statement.needs_own_transaction = words.iter().any(|w| w == "CONCURRENTLY")
+        && (starts(&["CREATE"])
+            || starts(&["DROP", "INDEX"])
+            || starts(&["REINDEX"])
+            || starts(&["ALTER", "TABLE"]))
+        || starts(&["VACUUM"])
+        || starts(&["CREATE", "DATABASE"])
+        || starts(&["DROP", "DATABASE"])
+        || (starts(&["ALTER", "TYPE"]) && words.iter().any(|w| w == "ADD"));
+    if let Some(table) = ast::DropTable::cast(node.clone()) {
+        for name in table.table_name_refs() {
+            let name = relation_text(name.syntax());
+            statement.touches.push(name.clone());
+            statement.drops.push(Drop::Table(name));
+        }
+    }
+    if let Some(alter) = ast::AlterTable::cast(node.clone())
+        && let Some(relation) = alter.table_relation_name()
+    {
+        let table = relation_text(relation.syntax());
+        statement.touches.push(table.clone());
+        for action in alter.actions() {
+            if let ast::AlterTableAction::DropColumn(drop) = action
+                && let Some(column) = drop.column_name_ref()
+            {
+                statement.drops.push(Drop::Column(
+                    table.clone(),
+                    folded(&column.syntax().text().to_string()),
+                ));
+            }
+        }
+    }
+    if let Some(index) = ast::CreateIndex::cast(node.clone()) {
+        if let Some(relation) = index.table_relation_name() {
+            statement.touches.push(relation_text(relation.syntax()));
+        }
+        if words.iter().any(|w| w == "CONCURRENTLY")
+            && let Some(name) = index.index()
+        {
+            statement.concurrent_index = name
+                .syntax()
+                .children()
+                .next()
+                .map(|n| n.text().to_string().trim().to_string());
+            if statement.concurrent_index.is_none() {
+                statement.concurrent_index =
+                    Some(name.syntax().text().to_string().trim().to_string());
+            }
+        }
+    }
+    for relation in node.descendants().filter_map(ast::TableRelationName::cast) {
+        let name = relation_text(relation.syntax());
+        if !statement.touches.contains(&name) {
+            statement.touches.push(name);
+        }
+    }
+}
+
+/// A relation's name as written, without `ONLY` and a trailing `*`.
+fn relation_text(node: &SyntaxNode) -> String {
+    let text: String = node
+        .descendants_with_tokens()
+        .filter_map(|e| e.into_token())
+        .filter(|t| !t.kind().is_trivia())
+        .map(|t| t.text().to_string())
+        .collect();
+    let text = text
+        .strip_prefix("ONLY")
+        .or_else(|| text.strip_prefix("only"))
+        .unwrap_or(&text);
+    text.trim_end_matches('*').to_string()
+}
+
+/// An identifier as PostgreSQL folds it: quoted ones keep their case
+/// (with `""` as `"`), others are lower-cased.
+fn folded(written: &str) -> String {
+    let written = written.trim();
+    match written.strip_prefix('"').and_then(|w| w.strip_suffix('"')) {
+        Some(inner) => inner.replace("\"\"", "\""),
+        None => written.to_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_strings_and_comments_stay_inside_their_statement() {
+        let text = "-- no-transaction\nCREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1; $$;\nINSERT INTO t VALUES (E'a;\\'b');\n/* x; */ SELECT 2;\nCREATE FUNCTION g() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END;\n";
+        let statements = split(text).unwrap();
+        let texts: Vec<&str> = statements.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(texts.len(), 4, "{texts:?}");
+        assert!(
+            texts[0].starts_with("CREATE FUNCTION f()") && texts[0].ends_with("$$;"),
+            "{texts:?}"
+        );
+        assert_eq!(texts[1], "INSERT INTO t VALUES (E'a;\\'b');");
+        assert!(texts[2].ends_with("SELECT 2;"));
+        assert!(texts[3].ends_with("END;"), "{texts:?}");
+        assert_eq!((statements[0].line, statements[0].column), (2, 1));
+    }
+
+    #[test]
+    fn drops_and_concurrent_builds_are_found() {
+        let s = split("ALTER TABLE public.\"Users\" DROP COLUMN \"Nick\", DROP COLUMN bio;\nDROP TABLE a, b;\nCREATE UNIQUE INDEX CONCURRENTLY users_email ON users (email);").unwrap();
+        assert_eq!(
+            s[0].drops,
+            vec![
+                Drop::Column("public.\"Users\"".into(), "Nick".into()),
+                Drop::Column("public.\"Users\"".into(), "bio".into())
+            ]
+        );
+        assert_eq!(
+            s[1].drops,
+            vec![Drop::Table("a".into()), Drop::Table("b".into())]
+        );
+        assert_eq!(s[2].concurrent_index.as_deref(), Some("users_email"));
+        assert!(s[2].needs_own_transaction && !s[0].needs_own_transaction);
+        assert_eq!(s[2].touches, vec!["users".to_string()]);
+    }
+
+    #[test]
+    fn a_statement_the_parser_cannot_read_says_where() {
+        let err = split("SELECT 1;\nCREATE TABLE (;\n").unwrap_err();
+        assert!(err.starts_with("2:"), "{err}");
+    }
+}
