@@ -32,6 +32,8 @@ pub enum Started {
         schedule: Option<ScheduleConfig>,
         tasks: Vec<String>,
     },
+    /// `pgmaint migrate up/down`, or `POST /api/v1/migrations/up`.
+    Migrate { command: String, via_api: bool },
 }
 
 /// Who started a run and the database it runs on, for its log lines and
@@ -47,6 +49,8 @@ impl Started {
             Started::Fire { .. } => "schedule",
             Started::Schedule(_) | Started::Task(_) => "api",
             Started::Cli { .. } => "cli",
+            Started::Migrate { via_api: true, .. } => "api",
+            Started::Migrate { .. } => "cli",
         }
     }
 
@@ -65,6 +69,7 @@ impl Started {
                 [one] => format!("task {one}"),
                 many => format!("tasks {}", many.join(", ")),
             },
+            Started::Migrate { command, .. } => command.clone(),
         }
     }
 
@@ -84,7 +89,9 @@ impl Started {
                     && notify::looks_plain(&schedule.notify);
                 notify::for_schedule(notifiers, &schedule.notify, plain, level)
             }
-            Started::Task(_) | Started::Cli { .. } => notify::every_wanting(notifiers, level),
+            Started::Task(_) | Started::Cli { .. } | Started::Migrate { .. } => {
+                notify::every_wanting(notifiers, level)
+            }
         }
     }
 }
@@ -129,7 +136,10 @@ pub(crate) async fn finished(
     let subject = what.subject();
     let status = report.status;
     // The CLI prints its own report; its log stays at warnings.
-    let cli = matches!(what, Started::Cli { .. });
+    let cli = matches!(
+        what,
+        Started::Cli { .. } | Started::Migrate { via_api: false, .. }
+    );
     if matches!(status, Status::Failed | Status::Interrupted) && !cli {
         tracing::warn!(run_id = report.run_id, trigger = what.trigger(), %status, rows, duration_ms, "run finished: {subject} {status}");
     } else {
@@ -171,6 +181,7 @@ pub(crate) async fn finished(
             Some(schedule) => details["schedule"] = schedule.name.clone().into(),
             None => details["tasks"] = tasks.clone().into(),
         },
+        Started::Migrate { command, .. } => details["command"] = command.clone().into(),
     }
     let event = Event {
         level,

@@ -11,8 +11,9 @@ use tokio_postgres::Client;
 use super::{CliError, load_config, print_json};
 use crate::cli::{Cli, MigrateCommand, MigrateDownArgs, MigrateStatusArgs, MigrateUpArgs};
 use crate::config::Config;
-use crate::migrate::apply::{self, Direction, Job};
+use crate::migrate::apply::{self, Direction};
 use crate::migrate::engine::Migrator;
+use crate::migrate::runs::{self, Selection};
 use crate::migrate::status::Entry;
 use crate::migrate::{MigrateError, Migration, statements};
 use crate::status::{Outcome, Status};
@@ -156,21 +157,27 @@ async fn status(ctx: &Context<'_>, args: &MigrateStatusArgs) -> Result<bool, Cli
 
 /// `migrate up` and `migrate plan` (a dry run of it).
 async fn up_or_plan(ctx: &Context<'_>, args: &MigrateUpArgs) -> Result<bool, CliError> {
-    let to = args
-        .to
-        .as_deref()
-        .map(|v| parse_version(ctx, v))
-        .transpose()?;
-    if !args.dry_run {
-        lock(ctx).await?;
-        ctx.migrator.ensure_ledger(ctx.client).await?;
-    }
-    let entries = ctx.migrator.entries(ctx.client).await?;
-    let chosen = ctx
-        .migrator
-        .to_apply(&entries, to, args.allow_out_of_order)?;
-    let applied = entries.iter().filter(|e| e.is_clean()).count();
+    let selection = Selection {
+        to: args
+            .to
+            .as_deref()
+            .map(|v| parse_version(ctx, v))
+            .transpose()?,
+        steps: None,
+        allow_out_of_order: args.allow_out_of_order,
+    };
+    let (chosen, _) = runs::choose(
+        ctx.client,
+        ctx.migrator,
+        Direction::Up,
+        &selection,
+        !args.dry_run,
+        waiting(ctx),
+    )
+    .await?;
     if chosen.is_empty() {
+        let entries = ctx.migrator.entries(ctx.client).await?;
+        let applied = entries.iter().filter(|e| e.is_clean()).count();
         if ctx.cli.json {
             print_json(&json!({"dry_run": args.dry_run, "status": "succeeded", "migrations": []}));
         } else if !ctx.cli.quiet {
@@ -178,51 +185,39 @@ async fn up_or_plan(ctx: &Context<'_>, args: &MigrateUpArgs) -> Result<bool, Cli
         }
         return Ok(true);
     }
-    for m in &chosen {
-        apply::statements_of(&m.up)?;
-    }
     if args.dry_run {
         return print_plan(ctx, &chosen, Direction::Up);
     }
-    let tables = touched(&chosen, Direction::Up);
-    let settings = &ctx.migrator.settings;
-    crate::migrate::blockers::clear(
-        ctx.client,
-        &tables,
-        settings.lock_timeout,
-        settings.blockers,
-        settings.blockers_wait,
-        "the migration",
-    )
-    .await?;
+    runs::clear_blockers(ctx.client, ctx.migrator, &chosen, Direction::Up).await?;
     execute(ctx, &chosen, Direction::Up).await
 }
 
 async fn down(ctx: &Context<'_>, args: &MigrateDownArgs) -> Result<bool, CliError> {
-    let to = args
-        .to
-        .as_deref()
-        .map(|v| parse_version(ctx, v))
-        .transpose()?;
-    if !args.dry_run {
-        lock(ctx).await?;
-    }
-    let entries = ctx.migrator.entries(ctx.client).await?;
-    let (chosen, stopped) = ctx
-        .migrator
-        .to_revert(&entries, to, args.steps.map(|s| s as usize))?;
+    let selection = Selection {
+        to: args
+            .to
+            .as_deref()
+            .map(|v| parse_version(ctx, v))
+            .transpose()?,
+        steps: args.steps.map(|s| s as usize),
+        allow_out_of_order: false,
+    };
+    let (chosen, stopped) = runs::choose(
+        ctx.client,
+        ctx.migrator,
+        Direction::Down,
+        &selection,
+        !args.dry_run,
+        waiting(ctx),
+    )
+    .await?;
     if chosen.is_empty() {
-        if !ctx.cli.quiet && !ctx.cli.json {
-            println!("Nothing to revert: no migration is applied.");
-        } else if ctx.cli.json {
+        if ctx.cli.json {
             print_json(&json!({"dry_run": args.dry_run, "status": "succeeded", "migrations": []}));
+        } else if !ctx.cli.quiet {
+            println!("Nothing to revert: no migration is applied.");
         }
         return Ok(true);
-    }
-    for m in &chosen {
-        if let Some(down) = &m.down {
-            apply::statements_of(down)?;
-        }
     }
     if let Some(reason) = &stopped
         && !ctx.cli.quiet
@@ -235,17 +230,7 @@ async fn down(ctx: &Context<'_>, args: &MigrateDownArgs) -> Result<bool, CliErro
     if !args.yes {
         confirm_down(ctx, &chosen)?;
     }
-    let tables = touched(&chosen, Direction::Down);
-    let settings = &ctx.migrator.settings;
-    crate::migrate::blockers::clear(
-        ctx.client,
-        &tables,
-        settings.lock_timeout,
-        settings.blockers,
-        settings.blockers_wait,
-        "the down",
-    )
-    .await?;
+    runs::clear_blockers(ctx.client, ctx.migrator, &chosen, Direction::Down).await?;
     execute(ctx, &chosen, Direction::Down).await
 }
 
@@ -280,40 +265,21 @@ fn confirm_down(ctx: &Context<'_>, chosen: &[&Migration]) -> Result<(), CliError
     }
 }
 
-fn script_of(m: &Migration, direction: Direction) -> &crate::migrate::Script {
-    match direction {
-        Direction::Up => &m.up,
-        Direction::Down => m.down.as_ref().unwrap_or(&m.up),
-    }
-}
-
-/// Every table the statements name, for the blocker check.
-fn touched(chosen: &[&Migration], direction: Direction) -> Vec<String> {
-    let mut tables = Vec::new();
-    for m in chosen {
-        for statement in apply::statements_of(script_of(m, direction)).unwrap_or_default() {
-            for t in statement.touches {
-                if !tables.contains(&t) {
-                    tables.push(t);
-                }
-            }
+/// Says once that another migrator holds the lock.
+fn waiting(ctx: &Context<'_>) -> impl FnOnce(Option<i32>) {
+    let quiet = ctx.cli.quiet || ctx.cli.json;
+    move |holder| {
+        if !quiet {
+            eprintln!(
+                "Waiting for another migrator{} to finish (it holds the migration lock)...",
+                holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
+            );
         }
     }
-    tables
 }
 
 async fn lock(ctx: &Context<'_>) -> Result<(), CliError> {
-    let quiet = ctx.cli.quiet || ctx.cli.json;
-    ctx.migrator
-        .lock(ctx.client, |holder| {
-            if !quiet {
-                eprintln!(
-                    "Waiting for another migrator{} to finish (it holds the migration lock)...",
-                    holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
-                );
-            }
-        })
-        .await?;
+    ctx.migrator.lock(ctx.client, waiting(ctx)).await?;
     Ok(())
 }
 
@@ -331,7 +297,7 @@ fn print_plan(
     };
     let mut out = Vec::new();
     for m in chosen {
-        let script = script_of(m, direction);
+        let script = runs::script_of(m, direction);
         let list = apply::statements_of(script)?;
         out.push(json!({
             "version": m.written,
@@ -392,137 +358,87 @@ fn print_plan(
 }
 
 /// Runs the chosen migrations in order as one audited run, stopping at
-/// the first that fails.
+/// the first that fails, one line each as it ends.
 async fn execute(
     ctx: &Context<'_>,
     chosen: &[&Migration],
     direction: Direction,
 ) -> Result<bool, CliError> {
-    let schema = &ctx.config.state_schema;
-    let keeper = crate::lease::Keeper::start(ctx.target, schema, LeaseOwner::new());
+    let keeper =
+        crate::lease::Keeper::start(ctx.target, &ctx.config.state_schema, LeaseOwner::new());
     let mut recorder = connect_recorder(ctx).await?;
-    let trigger = Trigger::cli(&super::run::command_line());
-    let run_id = store::start_run(&mut recorder, schema, &trigger, false, keeper.owner()).await?;
     let stop = crate::stop::Stop::default();
-    stop.on_signals(|| {
-        eprintln!("Stopping after the statement under way (Ctrl-C again does not hurry it).")
-    });
-    let job = Job {
-        client: ctx.client,
-        settings: &ctx.migrator.settings,
-        state_schema: schema,
-        ledger: &ctx.migrator.ledger,
-        run_id: Some(run_id),
-        stop: &stop,
+    stop.on_signals(|| eprintln!("Stopping after the statement under way."));
+    let audit = runs::Audit {
+        recorder: &mut recorder,
+        trigger: Trigger::cli(&super::run::command_line()),
+        owner: keeper.owner(),
+        notify: Some((ctx.config, super::origin(ctx.cli, ctx.config)?)),
+        started: None,
     };
-    let mut reports = Vec::new();
-    let mut failure = None;
-    for m in chosen {
-        let task = format!("migrate:{}", m.written);
-        let task_run =
-            store::start_task_run(&recorder, schema, run_id, &task, "migration", false).await?;
-        let result = apply::run(&job, m, direction).await;
-        let (report, error) = match result {
-            Ok(report) => (report, None),
-            Err((report, err)) => (report, Some(err)),
-        };
-        let details = json!({
-            "version": m.written,
-            "name": m.name,
-            "direction": direction,
-            "ledger": ctx.migrator.ledger.name(),
-            "statements": report.statements,
-            "backups": report.backups,
-            "resumed_at": report.resumed_at,
-            "dropped_invalid_index": report.dropped_invalid_index,
-        });
-        let outcome = Outcome {
-            status: if error.is_some() {
-                Status::Failed
-            } else {
-                Status::Succeeded
-            },
-            rows: 0,
-            batches: report.statements.len() as u64,
-            retries: u64::from(report.retries),
-            error: error.as_ref().map(|e| e.to_string()),
-            details: details.clone(),
-        };
-        store::finish_task_run(
-            &recorder,
-            schema,
-            task_run,
-            &outcome,
-            report.duration_ms as i64,
-        )
-        .await?;
-        if !ctx.cli.json && !ctx.cli.quiet && error.is_none() {
-            let verb = match direction {
-                Direction::Up => "Applied",
-                Direction::Down => "Reverted",
-            };
-            let resumed = report
-                .resumed_at
-                .map(|s| format!(", resumed at statement {s}"))
-                .unwrap_or_default();
-            let retries = if report.retries > 0 {
-                format!(", {} retries on busy locks", report.retries)
-            } else {
-                String::new()
-            };
-            println!(
-                "{verb} {}/{} ({}{resumed}{retries})",
-                m.written,
-                m.name,
-                ms(report.duration_ms)
-            );
-            for saved in &report.backups {
-                println!(
-                    "  backed up {} row(s) of {}{} first: backup {} (`pgmaint restore {}` puts them back)",
-                    saved.rows,
-                    saved.table,
-                    saved
-                        .column
-                        .as_deref()
-                        .map(|c| format!(" column {c}"))
-                        .unwrap_or_default(),
-                    saved.backup_id,
-                    saved.backup_id
+    let print = !ctx.cli.json && !ctx.cli.quiet;
+    let result = runs::execute(
+        ctx.client,
+        ctx.migrator,
+        chosen,
+        direction,
+        audit,
+        &stop,
+        |m, done| {
+            if print && done.error.is_none() {
+                print_done(m, done, direction);
+            }
+        },
+    )
+    .await;
+    let _ = ctx.migrator.unlock(ctx.client).await;
+    match result {
+        Ok(summary) => {
+            if ctx.cli.json {
+                print_json(
+                    &json!({"run_id": summary.run_id, "dry_run": false, "status": summary.status, "direction": direction, "migrations": summary.migrations}),
                 );
             }
+            Ok(true)
         }
-        reports.push(json!({"task_run_id": task_run, "status": outcome.status, "duration_ms": report.duration_ms, "error": outcome.error, "details": details}));
-        if let Some(err) = error {
-            failure = Some(err);
-            break;
-        }
+        Err(err) => Err(err.into()),
     }
-    let status = if failure.is_some() {
-        Status::Failed
-    } else {
-        Status::Succeeded
+}
+
+fn print_done(m: &Migration, done: &runs::Done, direction: Direction) {
+    let verb = match direction {
+        Direction::Up => "Applied",
+        Direction::Down => "Reverted",
     };
-    let error_text = failure.as_ref().map(|e| e.to_string());
-    store::finish_run(&recorder, schema, run_id, status, error_text.as_deref()).await?;
-    let _ = ctx.migrator.unlock(ctx.client).await;
-    if ctx.cli.json {
-        print_json(
-            &json!({"run_id": run_id, "dry_run": false, "status": status, "direction": direction, "migrations": reports}),
+    let report = &done.run;
+    let resumed = report
+        .resumed_at
+        .map(|s| format!(", resumed at statement {s}"))
+        .unwrap_or_default();
+    let retries = if report.retries > 0 {
+        format!(", {} retries on busy locks", report.retries)
+    } else {
+        String::new()
+    };
+    println!(
+        "{verb} {}/{} ({}{resumed}{retries})",
+        m.written,
+        m.name,
+        ms(report.duration_ms)
+    );
+    for saved in &report.backups {
+        println!(
+            "  backed up {} row(s) of {}{} first: backup {} (`pgmaint restore {}` puts them back)",
+            saved.rows,
+            saved.table,
+            saved
+                .column
+                .as_deref()
+                .map(|c| format!(" column {c}"))
+                .unwrap_or_default(),
+            saved.backup_id,
+            saved.backup_id
         );
-    }
-    match failure {
-        None => Ok(true),
-        Some(err) => {
-            let next = match direction {
-                Direction::Up => {
-                    "\n  help: `pgmaint migrate status` says which statement failed and why; fix the cause, then `pgmaint migrate up` resumes there"
-                }
-                Direction::Down => {
-                    "\n  help: `pgmaint migrate status` says which statement failed; fix the cause, then run `pgmaint migrate down` again"
-                }
-            };
-            Err(CliError::Failed(format!("{err}{next}")))
-        }
     }
 }
 

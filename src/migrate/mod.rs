@@ -17,6 +17,7 @@ pub(crate) mod drops;
 pub(crate) mod engine;
 pub(crate) mod ledger;
 pub(crate) mod new;
+pub(crate) mod runs;
 pub(crate) mod source;
 pub(crate) mod statements;
 pub(crate) mod status;

@@ -47,6 +47,9 @@ pub enum State {
         direction: String,
         statement: i32,
         statements: i32,
+        /// Whether the file ran in one transaction (rolled back whole, so
+        /// a rerun starts at its first statement).
+        transactional: bool,
         error: Option<String>,
     },
     Modified {
@@ -82,9 +85,22 @@ impl Entry {
                 direction,
                 statement,
                 statements,
+                transactional: false,
                 error,
             } => format!(
                 "failed: its {direction} stopped at statement {statement} of {statements}{}; `migrate {direction}` resumes at statement {statement}",
+                error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ),
+            State::Failed {
+                direction,
+                transactional: true,
+                error,
+                ..
+            } => format!(
+                "failed: its {direction} was rolled back whole{}; `migrate {direction}` runs it again from its first statement",
                 error
                     .as_deref()
                     .map(|e| format!(" ({e})"))
@@ -123,7 +139,9 @@ pub fn entries(migrations: &[Migration], applied: &[Applied], runs: &[MigrationR
         let checksum = m.up.checksum();
         let state = match (ledger, run) {
             (Some(a), _) if !a.success => State::Dirty,
-            (Some(_), Some(r)) if r.status != "done" && r.direction == "down" => failed(r),
+            (Some(_), Some(r)) if r.status != "done" && r.direction == "down" => {
+                failed(r, m.down.as_ref().is_none_or(|d| d.transactional))
+            }
             (Some(a), _) if a.checksum == checksum => State::Applied,
             (Some(a), run) => State::Modified {
                 change: match run.filter(|r| r.direction == "up" && r.checksum == a.checksum) {
@@ -131,7 +149,9 @@ pub fn entries(migrations: &[Migration], applied: &[Applied], runs: &[MigrationR
                     None => Change::Unknown,
                 },
             },
-            (None, Some(r)) if r.status != "done" && r.direction == "up" => failed(r),
+            (None, Some(r)) if r.status != "done" && r.direction == "up" => {
+                failed(r, m.up.transactional)
+            }
             (None, _) => State::Pending,
         };
         let out_of_order = matches!(state, State::Pending | State::Failed { .. })
@@ -165,11 +185,16 @@ pub fn entries(migrations: &[Migration], applied: &[Applied], runs: &[MigrationR
     entries
 }
 
-fn failed(run: &MigrationRun) -> State {
+fn failed(run: &MigrationRun, transactional: bool) -> State {
     State::Failed {
         direction: run.direction.clone(),
-        statement: (run.statements_done + 1).min(run.statements_total.max(1)),
+        statement: if transactional {
+            1
+        } else {
+            (run.statements_done + 1).min(run.statements_total.max(1))
+        },
         statements: run.statements_total,
+        transactional,
         error: run.error.clone().or_else(|| {
             (run.status == "running").then(|| "its process stopped while running it".to_string())
         }),

@@ -786,3 +786,41 @@ async fn pgmaint_s_own_format_orders_by_dependencies() {
         .assert_code(0);
     assert_eq!(db.count("SELECT count(*) FROM pgmaint.migrations").await, 0);
 }
+
+#[tokio::test]
+async fn a_transactional_migration_that_fails_is_rolled_back_whole() {
+    let db = db_with(CONFIG).await;
+    write(
+        &db,
+        "migrations/0001_two.sql",
+        "CREATE TABLE first_half (id int);\nCREATE TABLE first_half (id int);\n",
+    );
+    let up = db.pgmaint(&["migrate", "up"]).await;
+    up.assert_code(1);
+    assert!(
+        up.stderr.contains("0001_two.sql:2:1:") && up.stderr.contains("42P07"),
+        "{}",
+        up.stderr
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_class WHERE relname = 'first_half'")
+            .await,
+        0,
+        "rolled back whole"
+    );
+    let status = db.pgmaint(&["migrate", "status"]).await;
+    assert!(
+        status.stdout.contains("rolled back whole"),
+        "{}",
+        status.stdout
+    );
+    write(
+        &db,
+        "migrations/0001_two.sql",
+        "CREATE TABLE first_half (id int);\nCREATE TABLE second_half (id int);\n",
+    );
+    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
+    db.pgmaint(&["migrate", "status", "--exit-code"])
+        .await
+        .assert_code(0);
+}

@@ -1,0 +1,281 @@
+//! One audited migration run, whoever asked (`pgmaint migrate up/down`,
+//! `POST /api/v1/migrations/up`): the migration lock taken, the selection
+//! checked (ledger against files, out of order, a down for each, the
+//! sessions in the way), then each migration applied in order on the
+//! session as a task run of its own (`migrate:<version>`, kind
+//! `migration`, each statement with its duration in its details), the run
+//! recorded on a second connection so its records commit whatever the
+//! migration's session is doing, and its outcome logged and sent to the
+//! notifiers as a task run's is.
+
+use std::time::Instant;
+
+use tokio_postgres::Client;
+
+use super::apply::{self, Direction, Job, MigrationRun};
+use super::engine::Migrator;
+use super::{MigrateError, Migration, blockers};
+use crate::status::{Outcome, Status, TaskReport};
+use crate::store::{self, LeaseOwner, Trigger};
+
+/// What `up` or `down` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub to: Option<i64>,
+    pub steps: Option<usize>,
+    pub allow_out_of_order: bool,
+}
+
+/// What a run did to one migration.
+#[derive(Debug, serde::Serialize)]
+pub struct Done {
+    pub version: String,
+    pub name: String,
+    pub task_run_id: i64,
+    pub status: Status,
+    pub error: Option<String>,
+    pub duration_ms: f64,
+    pub details: serde_json::Value,
+    #[serde(skip)]
+    pub run: MigrationRun,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct RunSummary {
+    pub run_id: i64,
+    pub status: Status,
+    pub direction: Direction,
+    pub migrations: Vec<Done>,
+}
+
+/// Takes the migration lock and chooses what `direction` would run
+/// (nothing changed yet; the lock stays held until `unlock`). `Ok` with
+/// the chosen migrations and, for a down, why it stops early.
+pub async fn choose<'m>(
+    client: &Client,
+    migrator: &'m Migrator,
+    direction: Direction,
+    selection: &Selection,
+    lock: bool,
+    waiting: impl FnOnce(Option<i32>),
+) -> Result<(Vec<&'m Migration>, Option<String>), MigrateError> {
+    if lock {
+        migrator.lock(client, waiting).await?;
+        if direction == Direction::Up {
+            migrator.ensure_ledger(client).await?;
+        }
+    }
+    let entries = migrator.entries(client).await?;
+    let (chosen, stopped) = match direction {
+        Direction::Up => (
+            migrator.to_apply(&entries, selection.to, selection.allow_out_of_order)?,
+            None,
+        ),
+        Direction::Down => migrator.to_revert(&entries, selection.to, selection.steps)?,
+    };
+    for m in &chosen {
+        apply::statements_of(script_of(m, direction))?;
+    }
+    Ok((chosen, stopped))
+}
+
+pub fn script_of(m: &Migration, direction: Direction) -> &super::Script {
+    match direction {
+        Direction::Up => &m.up,
+        Direction::Down => m.down.as_ref().unwrap_or(&m.up),
+    }
+}
+
+/// Every table the chosen statements name.
+pub fn touched(chosen: &[&Migration], direction: Direction) -> Vec<String> {
+    let mut tables = Vec::new();
+    for m in chosen {
+        for statement in apply::statements_of(script_of(m, direction)).unwrap_or_default() {
+            for t in statement.touches {
+                if !tables.contains(&t) {
+                    tables.push(t);
+                }
+            }
+        }
+    }
+    tables
+}
+
+/// Stops (or waits, as `[migrations] blockers` says) while sessions hold
+/// the chosen migrations' tables in open transactions.
+pub async fn clear_blockers(
+    client: &Client,
+    migrator: &Migrator,
+    chosen: &[&Migration],
+    direction: Direction,
+) -> Result<(), MigrateError> {
+    let settings = &migrator.settings;
+    let what = match direction {
+        Direction::Up => "the migration",
+        Direction::Down => "the down",
+    };
+    blockers::clear(
+        client,
+        &touched(chosen, direction),
+        settings.lock_timeout,
+        settings.blockers,
+        settings.blockers_wait,
+        what,
+    )
+    .await
+}
+
+/// Where the run's outcome goes.
+pub struct Audit<'a> {
+    /// A connection of its own for the run's records.
+    pub recorder: &'a mut Client,
+    pub trigger: Trigger,
+    pub owner: &'a LeaseOwner,
+    /// The config, for notifications and task alerts; `None` sends none.
+    pub notify: Option<(&'a crate::config::Config, crate::notify::Origin)>,
+    /// Told the run's id as soon as it is recorded (the API answers then).
+    pub started: Option<tokio::sync::oneshot::Sender<i64>>,
+}
+
+/// Runs `chosen` in order as one run, stopping at the first that fails;
+/// `each` hears of every migration as it ends. The caller holds the lock
+/// (`choose`) and releases it after.
+pub async fn execute(
+    session: &Client,
+    migrator: &Migrator,
+    chosen: &[&Migration],
+    direction: Direction,
+    audit: Audit<'_>,
+    stop: &crate::stop::Stop,
+    mut each: impl FnMut(&Migration, &Done),
+) -> Result<RunSummary, MigrateError> {
+    let since = Instant::now();
+    let schema = migrator.state_schema.as_str();
+    let run_id =
+        store::start_run(audit.recorder, schema, &audit.trigger, false, audit.owner).await?;
+    if let Some(tell) = audit.started {
+        let _ = tell.send(run_id);
+    }
+    let recorder = &*audit.recorder;
+    let job = Job {
+        client: session,
+        settings: &migrator.settings,
+        state_schema: schema,
+        ledger: &migrator.ledger,
+        run_id: Some(run_id),
+        stop,
+    };
+    let mut done = Vec::new();
+    let mut failed = None;
+    for m in chosen {
+        let task = format!("migrate:{}", m.written);
+        let task_run_id =
+            store::start_task_run(recorder, schema, run_id, &task, "migration", false).await?;
+        let (run, error) = match apply::run(&job, m, direction).await {
+            Ok(run) => (run, None),
+            Err((run, err)) => (run, Some(err)),
+        };
+        let details = serde_json::json!({
+            "version": m.written,
+            "name": m.name,
+            "direction": direction,
+            "ledger": migrator.ledger.name(),
+            "file": script_of(m, direction).path.display().to_string(),
+            "statements": run.statements,
+            "backups": run.backups,
+            "resumed_at": run.resumed_at,
+            "dropped_invalid_index": run.dropped_invalid_index,
+        });
+        let outcome = Outcome {
+            status: if error.is_some() {
+                Status::Failed
+            } else {
+                Status::Succeeded
+            },
+            rows: 0,
+            batches: run.statements.len() as u64,
+            retries: u64::from(run.retries),
+            error: error.as_ref().map(|e| e.to_string()),
+            details: details.clone(),
+        };
+        store::finish_task_run(
+            recorder,
+            schema,
+            task_run_id,
+            &outcome,
+            run.duration_ms as i64,
+        )
+        .await?;
+        let entry = Done {
+            version: m.written.clone(),
+            name: m.name.clone(),
+            task_run_id,
+            status: outcome.status,
+            error: outcome.error.clone(),
+            duration_ms: run.duration_ms,
+            details,
+            run,
+        };
+        each(m, &entry);
+        done.push(entry);
+        if let Some(err) = error {
+            failed = Some(err);
+            break;
+        }
+    }
+    let status = if failed.is_some() {
+        Status::Failed
+    } else {
+        Status::Succeeded
+    };
+    let text = failed.as_ref().map(|e| e.to_string());
+    store::finish_run(recorder, schema, run_id, status, text.as_deref()).await?;
+    if let Some((config, origin)) = audit.notify {
+        let report = crate::status::RunReport {
+            run_id,
+            dry_run: false,
+            status,
+            tasks: done
+                .iter()
+                .map(|d| TaskReport {
+                    name: format!("migrate:{}", d.version),
+                    kind: "migration",
+                    status: d.status,
+                    rows: 0,
+                    batches: d.run.statements.len() as u64,
+                    duration_ms: d.duration_ms as u64,
+                    details: d.details.clone(),
+                    severity: crate::options::Severity::default(),
+                    error: d.error.clone(),
+                    retries: u64::from(d.run.retries),
+                })
+                .collect(),
+            unconfirmed: Vec::new(),
+        };
+        let notice = crate::outcome::Notice {
+            started: crate::outcome::Started::Migrate {
+                command: format!("migrate {}", direction.as_str()),
+                via_api: audit.trigger.kind == "api",
+            },
+            origin,
+        };
+        crate::outcome::finished(config, &notice, recorder, &report, since).await;
+    }
+    let summary = RunSummary {
+        run_id,
+        status,
+        direction,
+        migrations: done,
+    };
+    match failed {
+        None => Ok(summary),
+        Some(err) => Err(MigrateError::Failed(format!(
+            "{err}\n  help: `pgmaint migrate status` says which statement failed and why; fix the cause, then `pgmaint migrate {}` {}",
+            direction.as_str(),
+            match direction {
+                Direction::Up => "resumes there",
+                Direction::Down => "again",
+            }
+        ))),
+    }
+}
