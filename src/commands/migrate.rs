@@ -188,6 +188,14 @@ async fn up_or_plan(ctx: &Context<'_>, args: &MigrateUpArgs) -> Result<bool, Cli
     if args.dry_run {
         return print_plan(ctx, &chosen, Direction::Up);
     }
+    let big = runs::needing_confirmation(ctx.client, ctx.migrator, &chosen, Direction::Up).await?;
+    if !big.is_empty() && !args.yes {
+        let _ = ctx.migrator.unlock(ctx.client).await;
+        return Err(CliError::Usage(format!(
+            "{}\nthese run only when confirmed; nothing was changed\n  help: run it at a quiet time with --yes, or build indexes CONCURRENTLY in a `-- no-transaction` file; [migrations] confirm_above sets the size",
+            big.join("\n")
+        )));
+    }
     runs::clear_blockers(ctx.client, ctx.migrator, &chosen, Direction::Up).await?;
     execute(ctx, &chosen, Direction::Up).await
 }

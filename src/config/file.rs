@@ -157,6 +157,8 @@ pub struct MigrationsFile {
     pub blockers: Option<String>,
     pub blockers_wait: Option<Duration>,
     pub max_retries: Option<u32>,
+    /// `"1GB"`: a statement locking out writes on a bigger table needs --yes.
+    pub confirm_above: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

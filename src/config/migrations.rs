@@ -92,6 +92,16 @@ pub(super) fn resolve(
     if let Some(wait) = file.blockers_wait {
         settings.blockers_wait = wait.0;
     }
+    if let Some(text) = &file.confirm_above {
+        match crate::migrate::parse_size(text) {
+            Some(bytes) => settings.confirm_above = bytes,
+            None => problems.push(
+                source
+                    .problem(&key("confirm_above"), format!("\"{text}\" is not a size"))
+                    .with_help("write a size as PostgreSQL does, such as \"1GB\" or \"512MB\""),
+            ),
+        }
+    }
     if let Some(retries) = file.max_retries {
         settings.max_retries = retries;
     }

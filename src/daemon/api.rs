@@ -33,7 +33,7 @@ use crate::schedule::Schedule;
 use crate::status::Status;
 use crate::store;
 
-type Api = Arc<Shared>;
+pub(super) type Api = Arc<Shared>;
 
 /// The largest request body.
 const BODY_LIMIT: usize = 16 * 1024;
@@ -47,14 +47,14 @@ pub(super) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> ApiError {
+    pub(super) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
@@ -64,7 +64,7 @@ impl ApiError {
 
     /// The database cannot be used. The cause names the server (host,
     /// port, database, user), so it goes to the log and not to the client.
-    fn unreachable(cause: impl std::fmt::Display) -> ApiError {
+    pub(super) fn unreachable(cause: impl std::fmt::Display) -> ApiError {
         tracing::warn!("an API request could not use the database: {cause}");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, UNREACHABLE)
     }
@@ -104,12 +104,12 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-type Answer = Result<Response, ApiError>;
+pub(super) type Answer = Result<Response, ApiError>;
 
 /// A JSON request body, read whatever its Content-Type says (`curl -d`
 /// sends form-urlencoded) and refused as the API's JSON error. An empty
 /// body is `{}`.
-struct Body<T>(T);
+pub(super) struct Body<T>(pub(super) T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
@@ -162,6 +162,8 @@ pub(super) fn router_with(shared: Api, timeout: std::time::Duration) -> Router {
                 .delete(delete_schedule),
         )
         .route("/schedules/{name}/run", post(run_schedule))
+        .route("/migrations", get(super::api_migrations::migrations))
+        .route("/migrations/up", post(super::api_migrations::migrations_up))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(shared.clone(), authorize));
@@ -1078,7 +1080,7 @@ fn started(result: Result<i64, StartError>, dry_run: bool) -> Answer {
     }
 }
 
-fn not_stopping(shared: &Shared) -> Result<(), ApiError> {
+pub(super) fn not_stopping(shared: &Shared) -> Result<(), ApiError> {
     match shared.stop.requested() {
         Some(_) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -18,6 +18,7 @@
 //! the daemon waits for them up to a grace period and exits 0.
 
 mod api;
+mod api_migrations;
 mod api_schedules;
 mod failing;
 mod metrics;
@@ -148,6 +149,30 @@ impl Shared {
             }
         };
         connect::connect(target).await.map_err(|e| e.to_string())
+    }
+
+    /// A session of its own for migrations (their lock, files that run
+    /// outside a transaction): `[database] direct_url` when set; refused
+    /// (the reason) when it is unset and the start saw a transaction pooler.
+    pub(crate) async fn session(&self) -> Result<Client, String> {
+        let target = match &self.direct {
+            Some(direct) => direct,
+            None => {
+                let seen = self.pooler.lock().expect("not poisoned").clone();
+                if let Some(seen) = seen {
+                    return Err(format!(
+                        "migrations need a session of their own, and the daemon's connection looks like a transaction pooler ({seen}); set [database] direct_url"
+                    ));
+                }
+                &self.target
+            }
+        };
+        connect::connect(target).await.map_err(|e| e.to_string())
+    }
+
+    /// The target `session` connects to.
+    pub(crate) fn session_target(&self) -> &Target {
+        self.direct.as_ref().unwrap_or(&self.target)
     }
 
     /// A connection of the pool, for the API's and /metrics' reads and the

@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::api;
+use super::{api, api_migrations};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -30,6 +30,8 @@ use super::api;
         api::update_schedule,
         api::delete_schedule,
         api::run_schedule,
+        api_migrations::migrations,
+        api_migrations::migrations_up,
     ),
     modifiers(&Bearer),
     security(("bearer" = []))

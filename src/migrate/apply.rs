@@ -98,6 +98,7 @@ pub fn statements_of(script: &Script) -> Result<Vec<Statement>, MigrateError> {
             drops: Vec::new(),
             concurrent_index: None,
             needs_own_transaction: false,
+            locks_out_writes: false,
         }]),
         Err(at) => Err(MigrateError::Files(format!(
             "{}:{at}\n  help: a file that runs outside a transaction is run statement by statement, so pgmaint must be able to split it; fix the statement, or if PostgreSQL accepts it, put it in a file of its own",

@@ -93,6 +93,9 @@ pub struct Settings {
     pub max_retries: u32,
     /// Where a down's dropped data is backed up.
     pub backup_dir: PathBuf,
+    /// A statement that locks out writes on a table bigger than this (in
+    /// bytes, with its indexes and TOAST) needs `--yes` (`confirm: true`).
+    pub confirm_above: u64,
 }
 
 impl Settings {
@@ -110,6 +113,7 @@ impl Settings {
             blockers_wait: Duration::from_secs(30),
             max_retries: 10,
             backup_dir,
+            confirm_above: 1 << 30,
         }
     }
 }
@@ -149,5 +153,37 @@ impl From<crate::store::StateError> for MigrateError {
 impl From<crate::backup::BackupError> for MigrateError {
     fn from(err: crate::backup::BackupError) -> Self {
         MigrateError::Failed(format!("backing up what the down drops: {err}"))
+    }
+}
+
+/// `"1GB"`, `"512 MB"`, `"10kB"`, `"100"` (bytes) as a number of bytes,
+/// with PostgreSQL's units (powers of 1024).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let number: u64 = text[..digits].parse().ok()?;
+    let unit = text[digits..].trim();
+    let factor: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" | "bytes" => 1,
+        "kb" => 1 << 10,
+        "mb" => 1 << 20,
+        "gb" => 1 << 30,
+        "tb" => 1 << 40,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_as_postgresql_writes_them() {
+        assert_eq!(super::parse_size("1GB"), Some(1 << 30));
+        assert_eq!(super::parse_size("512 MB"), Some(512 << 20));
+        assert_eq!(super::parse_size("100"), Some(100));
+        assert_eq!(super::parse_size("1.5GB"), None);
+        assert_eq!(super::parse_size("1 parsec"), None);
     }
 }

@@ -17,6 +17,7 @@ use super::engine::Migrator;
 use super::{MigrateError, Migration, blockers};
 use crate::status::{Outcome, Status, TaskReport};
 use crate::store::{self, LeaseOwner, Trigger};
+use crate::unnamed::Unnamed;
 
 /// What `up` or `down` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -123,6 +124,47 @@ pub async fn clear_blockers(
         what,
     )
     .await
+}
+
+/// The statements that would lock out writes on a table bigger than
+/// `confirm_above`, each as a sentence: they run only when confirmed
+/// (`--yes`, `confirm: true`).
+pub async fn needing_confirmation(
+    client: &Client,
+    migrator: &Migrator,
+    chosen: &[&Migration],
+    direction: Direction,
+) -> Result<Vec<String>, MigrateError> {
+    let mut reasons = Vec::new();
+    for m in chosen {
+        let script = script_of(m, direction);
+        for statement in apply::statements_of(script)? {
+            if !statement.locks_out_writes || statement.touches.is_empty() {
+                continue;
+            }
+            let limit = migrator.settings.confirm_above as i64;
+            let sizes = crate::db::read_only(client, async {
+                client
+                    .rows(
+                        "SELECT r::regclass::text, pg_total_relation_size(r) FROM (SELECT to_regclass(n) AS r FROM unnest($1::text[]) n) t WHERE r IS NOT NULL AND pg_total_relation_size(r) > $2",
+                        &[&statement.touches, &limit],
+                    )
+                    .await
+            })
+            .await?;
+            for row in sizes {
+                let (table, bytes): (String, i64) = (row.get(0), row.get(1));
+                reasons.push(format!(
+                    "{}:{}: `{}` locks out writes on {table} ({} with its indexes, over confirm_above) for as long as it runs",
+                    script.path.display(),
+                    statement.line,
+                    statement.text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with("--")).unwrap_or(""),
+                    crate::health::human_bytes(bytes as f64)
+                ));
+            }
+        }
+    }
+    Ok(reasons)
 }
 
 /// Where the run's outcome goes.

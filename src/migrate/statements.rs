@@ -25,6 +25,10 @@ pub struct Statement {
     pub concurrent_index: Option<String>,
     /// Whether it can run inside a transaction block.
     pub needs_own_transaction: bool,
+    /// Whether it takes a lock that stops writes to the tables it touches
+    /// for as long as it runs (DDL on an existing table, an index built
+    /// without CONCURRENTLY, TRUNCATE, CLUSTER, VACUUM FULL).
+    pub locks_out_writes: bool,
 }
 
 /// What a statement drops that may hold rows.
@@ -56,6 +60,7 @@ pub fn split(text: &str) -> Result<Vec<Statement>, String> {
             drops: Vec::new(),
             concurrent_index: None,
             needs_own_transaction: false,
+            locks_out_writes: false,
         };
         describe(stmt.syntax(), &mut statement);
         statements.push(statement);
@@ -91,6 +96,17 @@ fn describe(node: &SyntaxNode, statement: &mut Statement) {
         || starts(&["CREATE", "DATABASE"])
         || starts(&["DROP", "DATABASE"])
         || (starts(&["ALTER", "TYPE"]) && words.iter().any(|w| w == "ADD"));
+    let concurrently = words.iter().any(|w| w == "CONCURRENTLY");
+    statement.locks_out_writes = starts(&["ALTER", "TABLE"]) && !concurrently
+        || starts(&["DROP", "TABLE"])
+        || (starts(&["CREATE", "INDEX"]) || starts(&["CREATE", "UNIQUE", "INDEX"]))
+            && !concurrently
+        || starts(&["REINDEX"]) && !concurrently
+        || starts(&["TRUNCATE"])
+        || starts(&["CLUSTER"])
+        || starts(&["LOCK"])
+        || starts(&["VACUUM", "FULL"])
+        || starts(&["VACUUM", "(", "FULL"]);
     if let Some(table) = ast::DropTable::cast(node.clone()) {
         for name in table.table_name_refs() {
             let name = relation_text(name.syntax());
@@ -201,6 +217,7 @@ mod tests {
         );
         assert_eq!(s[2].concurrent_index.as_deref(), Some("users_email"));
         assert!(s[2].needs_own_transaction && !s[0].needs_own_transaction);
+        assert!(s[0].locks_out_writes && s[1].locks_out_writes && !s[2].locks_out_writes);
         assert_eq!(s[2].touches, vec!["users".to_string()]);
     }
 

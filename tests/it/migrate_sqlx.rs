@@ -824,3 +824,96 @@ async fn a_transactional_migration_that_fails_is_rolled_back_whole() {
         .await
         .assert_code(0);
 }
+
+const TOKEN: &str = "migrations-api-token-of-32-characters!";
+
+#[tokio::test]
+async fn a_big_table_s_lock_needs_confirmation_on_the_cli_and_through_the_api() {
+    let config = format!("[api]\ntoken = \"{TOKEN}\"\n\n{CONFIG}confirm_above = \"8kB\"\n");
+    let db = db_with(&config).await;
+    write(
+        &db,
+        "migrations/0001_events.sql",
+        "CREATE TABLE events (id bigint PRIMARY KEY, body text);\nINSERT INTO events SELECT g, repeat('x', 100) FROM generate_series(1, 2000) g;\n",
+    );
+    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
+    write(
+        &db,
+        "migrations/0002_flag.sql",
+        "ALTER TABLE events ADD COLUMN flag boolean NOT NULL DEFAULT false;\n",
+    );
+    let refused = db.pgmaint(&["migrate", "up"]).await;
+    refused.assert_code(2);
+    assert!(
+        refused.stderr.contains("locks out writes on events") && refused.stderr.contains("--yes"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(ledger(&db).await.len(), 1);
+
+    let daemon = db.daemon().await;
+    let (code, body) = daemon
+        .http("GET", "/api/v1/migrations", Some(TOKEN), "")
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed["migrations"][1]["status"], "pending", "{listed}");
+    let (code, body) = daemon
+        .http(
+            "POST",
+            "/api/v1/migrations/up",
+            Some(TOKEN),
+            r#"{"dry_run": true}"#,
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("locks out writes on events"), "{body}");
+    let (code, body) = daemon
+        .http("POST", "/api/v1/migrations/up", None, "{}")
+        .await;
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = daemon
+        .http("POST", "/api/v1/migrations/up", Some(TOKEN), "{}")
+        .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("confirm"), "{body}");
+    assert_eq!(ledger(&db).await.len(), 1, "refused: nothing changed");
+    let (code, body) = daemon
+        .http(
+            "POST",
+            "/api/v1/migrations/up",
+            Some(TOKEN),
+            r#"{"confirm": true}"#,
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let run_id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["run_id"]
+        .as_i64()
+        .unwrap();
+    db.wait_for_count(
+        "SELECT count(*) FROM _sqlx_migrations WHERE execution_time > 0",
+        |n| n == 2,
+        "the API's migration applied",
+    )
+    .await;
+    let path = format!("/api/v1/runs/{run_id}");
+    let run = common::wait_for(
+        "the API's migration run to finish",
+        Duration::from_secs(30),
+        async || {
+            let (code, body) = daemon.http("GET", &path, Some(TOKEN), "").await;
+            (code == 200 && body.contains("\"succeeded\"")).then_some(body)
+        },
+    )
+    .await;
+    assert!(run.contains("migrate:0002") && run.contains("api"), "{run}");
+    assert!(sqlx_info(&db).iter().all(|l| l.contains("installed")));
+    let (_, doc) = daemon
+        .http("GET", "/api/v1/openapi.json", Some(TOKEN), "")
+        .await;
+    assert!(
+        doc.contains("/api/v1/migrations/up"),
+        "in the OpenAPI document"
+    );
+    daemon.stop().await;
+}
