@@ -485,7 +485,9 @@ async fn repair(ctx: &Context<'_>, written: &str) -> Result<bool, CliError> {
                 .expect("a modified migration has a file");
             let checksum = m.up.checksum();
             crate::db::committed(ctx.client, async {
-                ledger.set_checksum(ctx.client, version, &checksum).await?;
+                ledger
+                    .set_checksum(ctx.client, version, &checksum)
+                    .await?;
                 store::schema_migrations::record_applied_text(
                     ctx.client,
                     schema,
@@ -504,7 +506,16 @@ async fn repair(ctx: &Context<'_>, written: &str) -> Result<bool, CliError> {
             )
         }
         State::Dirty => {
-            crate::db::committed(ctx.client, ledger.remove(ctx.client, version)).await?;
+            let m = ctx
+                .migrator
+                .migration(version)
+                .expect("a partly applied migration has a file");
+            let previous = ctx.migrator.previous(m);
+            crate::db::committed(ctx.client, async {
+                ledger.clear_partial(ctx.client, m, previous).await?;
+                store::schema_migrations::forget_migration_run(ctx.client, schema, &ledger_name, version).await
+            })
+            .await?;
             format!(
                 "Cleared migration {written}'s partly-applied row from {ledger_name}: `migrate up` runs it again from its first statement."
             )
@@ -574,9 +585,7 @@ async fn baseline(ctx: &Context<'_>, written: &str) -> Result<bool, CliError> {
     crate::db::committed(ctx.client, async {
         for m in &marked {
             let checksum = m.up.checksum();
-            ledger
-                .record_up(ctx.client, m.version, &m.name, &checksum)
-                .await?;
+            ledger.record_up(ctx.client, m).await?;
             ledger
                 .record_time(ctx.client, m.version, std::time::Duration::ZERO)
                 .await?;

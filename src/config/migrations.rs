@@ -28,8 +28,7 @@ pub(super) fn resolve(
     settings.down_dir = file.down_dir.as_ref().map(|d| base.join(d));
     settings.format = match file.format.as_deref() {
         None | Some("auto") => None,
-        Some("sqlx") => Some(Format::Sqlx),
-        Some("pgmaint") => Some(Format::Pgmaint),
+        Some(name) if Format::from_name(name).is_some() => Format::from_name(name),
         Some(later) if LATER_FORMATS.contains(&later) => {
             problems.push(
                 source
@@ -40,7 +39,7 @@ pub(super) fn resolve(
                         ),
                     )
                     .with_help(
-                        "formats read today: \"sqlx\", \"pgmaint\" (or \"auto\" to find which)",
+                        "formats read today: \"sqlx\", \"dbmate\", \"golang-migrate\", \"pgmaint\" (or \"auto\" to find which)",
                     ),
             );
             None
@@ -52,12 +51,12 @@ pub(super) fn resolve(
                         &key("format"),
                         format!("\"{other}\" is not a migration format"),
                     )
-                    .with_help("use \"auto\", \"sqlx\" or \"pgmaint\""),
+                    .with_help("use \"auto\", \"sqlx\", \"dbmate\", \"golang-migrate\" or \"pgmaint\""),
             );
             None
         }
     };
-    if settings.down_dir.is_some() && settings.format == Some(Format::Pgmaint) {
+    if settings.down_dir.is_some() && settings.format.is_some_and(|f| f != Format::Sqlx) {
         problems.push(
             source
                 .problem(&key("down_dir"), "down_dir is for simple sqlx migrations; pgmaint's own keep their down beside the up")

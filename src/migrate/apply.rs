@@ -113,6 +113,7 @@ pub async fn run(
     job: &Job<'_>,
     migration: &Migration,
     direction: Direction,
+    previous: Option<i64>,
 ) -> Result<MigrationRun, (MigrationRun, MigrateError)> {
     let script = match direction {
         Direction::Up => &migration.up,
@@ -153,9 +154,9 @@ pub async fn run(
     };
     let mut report = MigrationRun::default();
     let result = if script.transactional {
-        in_one_transaction(job, migration, direction, &statements, &mut report).await
+        in_one_transaction(job, migration, direction, previous, &statements, &mut report).await
     } else {
-        statement_by_statement(job, migration, direction, &statements, done, &mut report).await
+        statement_by_statement(job, migration, direction, previous, &statements, done, &mut report).await
     };
     report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
@@ -235,6 +236,7 @@ async fn in_one_transaction(
     job: &Job<'_>,
     migration: &Migration,
     direction: Direction,
+    previous: Option<i64>,
     statements: &[Statement],
     report: &mut MigrationRun,
 ) -> Result<(), MigrateError> {
@@ -279,7 +281,7 @@ async fn in_one_transaction(
                     skipped: false,
                 });
             }
-            record_ledger(job, migration, direction).await?;
+            record_ledger(job, migration, direction, previous).await?;
             job.client.batch_execute("COMMIT").await?;
             Ok::<(), MigrateError>(())
         }
@@ -325,21 +327,11 @@ async fn record_ledger(
     job: &Job<'_>,
     migration: &Migration,
     direction: Direction,
+    previous: Option<i64>,
 ) -> Result<(), MigrateError> {
     match direction {
-        Direction::Up => {
-            job.ledger
-                .record_up(
-                    job.client,
-                    migration.version,
-                    &migration.name,
-                    &migration.up.checksum(),
-                )
-                .await?
-        }
-        Direction::Down => {
-            job.ledger.remove(job.client, migration.version).await?;
-        }
+        Direction::Up => job.ledger.record_up(job.client, migration).await?,
+        Direction::Down => job.ledger.record_down(job.client, migration, previous).await?,
     }
     store::migration_done(
         job.client,
@@ -358,6 +350,7 @@ async fn statement_by_statement(
     job: &Job<'_>,
     migration: &Migration,
     direction: Direction,
+    previous: Option<i64>,
     statements: &[Statement],
     done: usize,
     report: &mut MigrationRun,
@@ -376,6 +369,13 @@ async fn statement_by_statement(
             });
         }
     }
+    // golang-migrate's ledger says dirty while the statements run, as
+    // golang-migrate's own runs do.
+    let target = match direction {
+        Direction::Up => Some(migration.version),
+        Direction::Down => previous,
+    };
+    crate::db::under(timeouts, crate::db::committed(job.client, job.ledger.mark_dirty(job.client, target))).await?;
     // A session of its own: these settings hold for its statements.
     job.client
         .row(
@@ -454,7 +454,7 @@ async fn statement_by_statement(
             mark_done(job, migration, index + 1).await?;
         }
         crate::db::under(timeouts, async {
-            crate::db::committed(job.client, record_ledger(job, migration, direction)).await
+            crate::db::committed(job.client, record_ledger(job, migration, direction, previous)).await
         })
         .await
     }

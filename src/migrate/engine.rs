@@ -31,23 +31,9 @@ impl Migrator {
         let format = match settings.format {
             Some(format) => format,
             None => {
-                let sqlx = Ledger::Sqlx.exists(client).await?;
-                let own = Ledger::of(Format::Pgmaint, state_schema)
-                    .exists(client)
-                    .await?
-                    && !crate::store::schema_migrations::own_applied(client, state_schema)
-                        .await?
-                        .is_empty();
-                let ledger_says = match (sqlx, own) {
-                    (true, true) => {
-                        return Err(MigrateError::Files(format!(
-                            "this database keeps two migration ledgers, _sqlx_migrations and {state_schema}.migrations\n  help: set [migrations] format = \"sqlx\" or \"pgmaint\" to say which one these files belong to"
-                        )));
-                    }
-                    (true, false) => Some(Format::Sqlx),
-                    (false, true) => Some(Format::Pgmaint),
-                    (false, false) => None,
-                };
+                let ledger_says = Ledger::found(client, state_schema)
+                    .await
+                    .map_err(MigrateError::Files)?;
                 source::detect(&settings.dir, ledger_says)?
             }
         };
@@ -74,7 +60,7 @@ impl Migrator {
     pub async fn entries(&self, client: &Client) -> Result<Vec<Entry>, MigrateError> {
         let ledger_name = self.ledger.name();
         let (applied, runs) = crate::db::read_only(client, async {
-            let applied = self.ledger.applied(client).await?;
+            let applied = self.ledger.applied(client, &self.migrations).await?;
             let runs =
                 crate::store::schema_migrations::runs_of(client, &self.state_schema, &ledger_name)
                     .await?;
@@ -256,11 +242,7 @@ impl Migrator {
         client: &Client,
         waiting: impl FnOnce(Option<i32>),
     ) -> Result<(), MigrateError> {
-        let database: String = client
-            .row("SELECT current_database()::text", &[])
-            .await?
-            .get(0);
-        let key = self.ledger.lock_key(&database);
+        let key = self.lock_key(client).await?;
         let started = Instant::now();
         let mut waiting = Some(waiting);
         loop {
@@ -289,17 +271,23 @@ impl Migrator {
     }
 
     pub async fn unlock(&self, client: &Client) -> Result<(), MigrateError> {
-        let database: String = client
-            .row("SELECT current_database()::text", &[])
-            .await?
-            .get(0);
-        client
-            .row(
-                "SELECT pg_advisory_unlock($1)",
-                &[&self.ledger.lock_key(&database)],
-            )
-            .await?;
+        let key = self.lock_key(client).await?;
+        client.row("SELECT pg_advisory_unlock($1)", &[&key]).await?;
         Ok(())
+    }
+
+    async fn lock_key(&self, client: &Client) -> Result<i64, MigrateError> {
+        let row = client
+            .row("SELECT current_database()::text, coalesce(current_schema()::text, 'public')", &[])
+            .await?;
+        Ok(self.ledger.lock_key(row.get(0), row.get(1)))
+    }
+
+    /// The migration applied before `m` (what golang-migrate's version goes
+    /// back to when `m` is reverted).
+    pub fn previous(&self, m: &Migration) -> Option<i64> {
+        let at = self.migrations.iter().position(|x| x.version == m.version)?;
+        at.checked_sub(1).map(|i| self.migrations[i].version)
     }
 
     /// Creates the ledger if it is missing (sqlx's table as sqlx makes it).

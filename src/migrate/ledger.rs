@@ -1,26 +1,39 @@
 //! The ledger each format's own tool keeps, kept exactly as that tool
 //! keeps it, so the application's migrator agrees on what is applied:
-//! sqlx's `_sqlx_migrations` (its table definition, SHA-384 checksums,
-//! `execution_time` in nanoseconds written after the commit, and the
-//! session advisory lock sqlx takes, with the same key), and pgmaint's
-//! own, in the state schema (through `store::schema_migrations`).
+//! - sqlx's `_sqlx_migrations` (its table definition, SHA-384 checksums,
+//!   `execution_time` in nanoseconds written after the commit, and the
+//!   session advisory lock sqlx takes, with the same key);
+//! - dbmate's `schema_migrations (version varchar)`, one row per applied
+//!   version as the file name writes it (dbmate keeps no checksum and
+//!   takes no lock);
+//! - golang-migrate's one-row `schema_migrations (version bigint, dirty
+//!   boolean)`: the last applied version, dirty while a migration runs
+//!   outside a transaction (and after one failed), with golang-migrate's
+//!   advisory lock key;
+//! - pgmaint's own, in the state schema (through `store::schema_migrations`).
+//!
+//! Every table is named unqualified, as these tools name it by default:
+//! the first schema of the search path.
 
 use tokio_postgres::GenericClient;
 
-use super::Format;
+use super::{Format, Migration};
 use crate::store::schema_migrations as store;
 use crate::unnamed::Unnamed;
 
-/// sqlx's table, unqualified as sqlx writes it: the first schema of the
-/// search path, as for sqlx.
 const SQLX_TABLE: &str = "_sqlx_migrations";
+const SCHEMA_MIGRATIONS: &str = "schema_migrations";
 
 /// A migration the ledger says is applied.
 #[derive(Debug, Clone)]
 pub struct Applied {
     pub version: i64,
-    pub checksum: Vec<u8>,
-    /// sqlx's `success = false`: a migration it left partly applied.
+    /// The checksum the ledger keeps; `None` for ledgers that keep none
+    /// (dbmate, golang-migrate), where pgmaint's own record of the text it
+    /// ran tells a changed file.
+    pub checksum: Option<Vec<u8>>,
+    /// sqlx's `success = false`, golang-migrate's `dirty`: a migration its
+    /// tool left partly applied.
     pub success: bool,
 }
 
@@ -28,6 +41,8 @@ pub struct Applied {
 #[derive(Debug, Clone)]
 pub enum Ledger {
     Sqlx,
+    Dbmate,
+    GolangMigrate,
     Pgmaint { schema: String },
 }
 
@@ -35,9 +50,49 @@ impl Ledger {
     pub fn of(format: Format, state_schema: &str) -> Ledger {
         match format {
             Format::Sqlx => Ledger::Sqlx,
+            Format::Dbmate => Ledger::Dbmate,
+            Format::GolangMigrate => Ledger::GolangMigrate,
             Format::Pgmaint => Ledger::Pgmaint {
                 schema: state_schema.to_string(),
             },
+        }
+    }
+
+    /// The format whose ledger this database already has, if one: `Err`
+    /// names the ledgers when it has several.
+    pub async fn found(client: &impl GenericClient, state_schema: &str) -> Result<Option<Format>, String> {
+        let mut found = Vec::new();
+        let row = client
+            .row(
+                "SELECT to_regclass('_sqlx_migrations') IS NOT NULL,
+                        to_regclass('schema_migrations') IS NOT NULL,
+                        EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('schema_migrations') AND attname = 'dirty' AND NOT attisdropped)",
+                &[],
+            )
+            .await
+            .map_err(|e| crate::db::describe(&e))?;
+        if row.get::<_, bool>(0) {
+            found.push(Format::Sqlx);
+        }
+        if row.get::<_, bool>(1) {
+            found.push(if row.get::<_, bool>(2) { Format::GolangMigrate } else { Format::Dbmate });
+        }
+        let own = Ledger::of(Format::Pgmaint, state_schema);
+        if own.exists(client).await.map_err(|e| crate::db::describe(&e))?
+            && !store::own_applied(client, state_schema)
+                .await
+                .map_err(|e| crate::db::describe(&e))?
+                .is_empty()
+        {
+            found.push(Format::Pgmaint);
+        }
+        match found.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(*one)),
+            many => Err(format!(
+                "this database keeps several migration ledgers ({})\n  help: set [migrations] format to say which one these files belong to",
+                many.iter().map(|f| Ledger::of(*f, state_schema).name()).collect::<Vec<_>>().join(", ")
+            )),
         }
     }
 
@@ -45,18 +100,24 @@ impl Ledger {
     pub fn name(&self) -> String {
         match self {
             Ledger::Sqlx => SQLX_TABLE.to_string(),
+            Ledger::Dbmate => format!("{SCHEMA_MIGRATIONS} (dbmate)"),
+            Ledger::GolangMigrate => format!("{SCHEMA_MIGRATIONS} (golang-migrate)"),
             Ledger::Pgmaint { schema } => format!("{schema}.migrations"),
+        }
+    }
+
+    fn table(&self) -> String {
+        match self {
+            Ledger::Sqlx => SQLX_TABLE.to_string(),
+            Ledger::Dbmate | Ledger::GolangMigrate => SCHEMA_MIGRATIONS.to_string(),
+            Ledger::Pgmaint { schema } => format!("{}.migrations", crate::sql::quote_ident(schema)),
         }
     }
 
     /// Whether the database already has this ledger.
     pub async fn exists(&self, client: &impl GenericClient) -> Result<bool, tokio_postgres::Error> {
-        let name = match self {
-            Ledger::Sqlx => SQLX_TABLE.to_string(),
-            Ledger::Pgmaint { schema } => format!("{}.migrations", crate::sql::quote_ident(schema)),
-        };
         Ok(client
-            .row("SELECT to_regclass($1) IS NOT NULL", &[&name])
+            .row("SELECT to_regclass($1) IS NOT NULL", &[&self.table()])
             .await?
             .get(0))
     }
@@ -64,87 +125,119 @@ impl Ledger {
     /// Creates the ledger when it is missing, with the definition its
     /// tool uses (pgmaint's own is part of the state schema).
     pub async fn ensure(&self, client: &impl GenericClient) -> Result<(), tokio_postgres::Error> {
-        if let Ledger::Sqlx = self {
-            client
-                .batch_execute(
-                    "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
+        let definition = match self {
+            Ledger::Sqlx => {
+                "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
     version BIGINT PRIMARY KEY,
     description TEXT NOT NULL,
     installed_on TIMESTAMPTZ NOT NULL DEFAULT now(),
     success BOOLEAN NOT NULL,
     checksum BYTEA NOT NULL,
     execution_time BIGINT NOT NULL
-)",
-                )
-                .await?;
-        }
-        Ok(())
+)"
+            }
+            Ledger::Dbmate => "create table if not exists schema_migrations (version varchar primary key)",
+            Ledger::GolangMigrate => {
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version bigint not null primary key, dirty boolean not null)"
+            }
+            Ledger::Pgmaint { .. } => return Ok(()),
+        };
+        client.batch_execute(definition).await
     }
 
     /// What it says is applied, in version order; empty when it does not
-    /// exist yet.
-    pub async fn applied(
-        &self,
-        client: &impl GenericClient,
-    ) -> Result<Vec<Applied>, tokio_postgres::Error> {
+    /// exist yet. golang-migrate keeps one version: every migration of
+    /// `known` up to it is applied.
+    pub async fn applied(&self, client: &impl GenericClient, known: &[Migration]) -> Result<Vec<Applied>, tokio_postgres::Error> {
         if !self.exists(client).await? {
             return Ok(Vec::new());
         }
         match self {
             Ledger::Sqlx => Ok(client
-                .rows(
-                    &format!(
-                        "SELECT version, checksum, success FROM {SQLX_TABLE} ORDER BY version"
-                    ),
-                    &[],
-                )
+                .rows(&format!("SELECT version, checksum, success FROM {SQLX_TABLE} ORDER BY version"), &[])
                 .await?
                 .iter()
                 .map(|r| Applied {
                     version: r.get(0),
-                    checksum: r.get(1),
+                    checksum: Some(r.get(1)),
                     success: r.get(2),
                 })
                 .collect()),
+            Ledger::Dbmate => Ok(client
+                .rows(&format!("SELECT version::text FROM {SCHEMA_MIGRATIONS}"), &[])
+                .await?
+                .iter()
+                .filter_map(|r| {
+                    let written: String = r.get(0);
+                    written.parse::<i64>().ok().map(|version| Applied { version, checksum: None, success: true })
+                })
+                .collect()),
+            Ledger::GolangMigrate => {
+                let Some(row) = client
+                    .row_opt(&format!("SELECT version, dirty FROM {SCHEMA_MIGRATIONS} LIMIT 1"), &[])
+                    .await?
+                else {
+                    return Ok(Vec::new());
+                };
+                let (current, dirty): (i64, bool) = (row.get(0), row.get(1));
+                let mut applied: Vec<Applied> = known
+                    .iter()
+                    .filter(|m| m.version < current)
+                    .map(|m| Applied { version: m.version, checksum: None, success: true })
+                    .collect();
+                if current >= 0 {
+                    applied.push(Applied { version: current, checksum: None, success: !dirty });
+                }
+                Ok(applied)
+            }
             Ledger::Pgmaint { schema } => Ok(store::own_applied(client, schema)
                 .await?
                 .into_iter()
                 .map(|a| Applied {
                     version: a.version,
-                    checksum: a.checksum,
+                    checksum: Some(a.checksum),
                     success: true,
                 })
                 .collect()),
         }
     }
 
+    /// Before a migration runs outside a transaction: golang-migrate's
+    /// ledger says the version it goes to, dirty, as golang-migrate does.
+    pub async fn mark_dirty(&self, client: &impl GenericClient, target: Option<i64>) -> Result<(), tokio_postgres::Error> {
+        if let Ledger::GolangMigrate = self {
+            set_golang_version(client, target, true).await?;
+        }
+        Ok(())
+    }
+
     /// Records an applied migration, inside the migration's own
     /// transaction when it has one. sqlx writes `execution_time` -1 here
     /// and the real time after the commit (`record_time`).
-    pub async fn record_up(
-        &self,
-        client: &impl GenericClient,
-        version: i64,
-        name: &str,
-        checksum: &[u8],
-    ) -> Result<(), tokio_postgres::Error> {
+    pub async fn record_up(&self, client: &impl GenericClient, m: &Migration) -> Result<(), tokio_postgres::Error> {
+        let checksum = m.up.checksum();
         match self {
             Ledger::Sqlx => {
                 client
                     .exec(
                         &format!("INSERT INTO {SQLX_TABLE} ( version, description, success, checksum, execution_time ) VALUES ( $1, $2, TRUE, $3, -1 )"),
-                        &[&version, &name, &checksum],
+                        &[&m.version, &m.name, &checksum],
                     )
                     .await?;
             }
-            Ledger::Pgmaint { schema } => {
-                store::own_insert(client, schema, version, name, checksum, -1).await?
+            Ledger::Dbmate => {
+                client
+                    .exec(&format!("insert into {SCHEMA_MIGRATIONS} (version) values ($1)"), &[&m.written])
+                    .await?;
             }
+            Ledger::GolangMigrate => set_golang_version(client, Some(m.version), false).await?,
+            Ledger::Pgmaint { schema } => store::own_insert(client, schema, m.version, &m.name, &checksum, -1).await?,
         }
         Ok(())
     }
 
-    /// The time the migration took, written after its commit as sqlx does.
+    /// The time the migration took, written after its commit as sqlx does
+    /// (dbmate and golang-migrate keep none).
     pub async fn record_time(
         &self,
         client: &impl GenericClient,
@@ -160,66 +253,99 @@ impl Ledger {
                     )
                     .await?;
             }
+            Ledger::Pgmaint { schema } => store::own_set_time(client, schema, version, elapsed.as_millis() as i64).await?,
+            Ledger::Dbmate | Ledger::GolangMigrate => {}
+        }
+        Ok(())
+    }
+
+    /// Records a reverted migration: its row removed, or golang-migrate's
+    /// version set back to `previous` (none: the table emptied).
+    pub async fn record_down(&self, client: &impl GenericClient, m: &Migration, previous: Option<i64>) -> Result<(), tokio_postgres::Error> {
+        match self {
+            Ledger::Sqlx => {
+                client
+                    .exec(&format!("DELETE FROM {SQLX_TABLE} WHERE version = $1"), &[&m.version])
+                    .await?;
+            }
+            Ledger::Dbmate => {
+                client
+                    .exec(&format!("delete from {SCHEMA_MIGRATIONS} where version = $1"), &[&m.written])
+                    .await?;
+            }
+            Ledger::GolangMigrate => set_golang_version(client, previous, false).await?,
             Ledger::Pgmaint { schema } => {
-                store::own_set_time(client, schema, version, elapsed.as_millis() as i64).await?
+                store::own_delete(client, schema, m.version).await?;
             }
         }
         Ok(())
     }
 
-    /// Removes a reverted migration's row (or, in `repair`, a row sqlx
-    /// left with `success = false`).
-    pub async fn remove(
-        &self,
-        client: &impl GenericClient,
-        version: i64,
-    ) -> Result<u64, tokio_postgres::Error> {
+    /// `repair` of a migration its tool left partly applied: sqlx's
+    /// `success = false` row removed, golang-migrate's dirty version set
+    /// back to `previous`, clean. The migration is pending again.
+    pub async fn clear_partial(&self, client: &impl GenericClient, m: &Migration, previous: Option<i64>) -> Result<(), tokio_postgres::Error> {
         match self {
             Ledger::Sqlx => {
                 client
-                    .exec(
-                        &format!("DELETE FROM {SQLX_TABLE} WHERE version = $1"),
-                        &[&version],
-                    )
-                    .await
+                    .exec(&format!("DELETE FROM {SQLX_TABLE} WHERE version = $1 AND NOT success"), &[&m.version])
+                    .await?;
             }
-            Ledger::Pgmaint { schema } => store::own_delete(client, schema, version).await,
+            Ledger::GolangMigrate => set_golang_version(client, previous, false).await?,
+            Ledger::Dbmate | Ledger::Pgmaint { .. } => {}
         }
+        Ok(())
     }
 
-    /// Accepts a changed file (`repair`).
-    pub async fn set_checksum(
-        &self,
-        client: &impl GenericClient,
-        version: i64,
-        checksum: &[u8],
-    ) -> Result<u64, tokio_postgres::Error> {
+    /// Accepts a changed file (`repair`): the ledger's checksum, where it
+    /// keeps one.
+    pub async fn set_checksum(&self, client: &impl GenericClient, version: i64, checksum: &[u8]) -> Result<(), tokio_postgres::Error> {
         match self {
             Ledger::Sqlx => {
                 client
-                    .exec(
-                        &format!("UPDATE {SQLX_TABLE} SET checksum = $2 WHERE version = $1"),
-                        &[&version, &checksum],
-                    )
-                    .await
+                    .exec(&format!("UPDATE {SQLX_TABLE} SET checksum = $2 WHERE version = $1"), &[&version, &checksum])
+                    .await?;
             }
             Ledger::Pgmaint { schema } => {
-                store::own_set_checksum(client, schema, version, checksum).await
+                store::own_set_checksum(client, schema, version, checksum).await?;
             }
+            Ledger::Dbmate | Ledger::GolangMigrate => {}
         }
+        Ok(())
     }
 
     /// The session advisory lock the format's tool takes while it
-    /// migrates: sqlx's key is `0x3d32ad9e * crc32(current_database())`.
-    pub fn lock_key(&self, database: &str) -> i64 {
+    /// migrates: sqlx's key is `0x3d32ad9e * crc32(current_database())`;
+    /// golang-migrate's `crc32(schema \0 table \0 database) * 1486364155`
+    /// in 32 bits. dbmate takes none; pgmaint then takes a key of its own,
+    /// so two pgmaints never race.
+    pub fn lock_key(&self, database: &str, schema: &str) -> i64 {
         match self {
             Ledger::Sqlx => 0x3d32ad9e * i64::from(crc32fast::hash(database.as_bytes())),
+            Ledger::GolangMigrate => {
+                let names = format!("{schema}\0{SCHEMA_MIGRATIONS}\0{database}");
+                i64::from(crc32fast::hash(names.as_bytes()).wrapping_mul(1_486_364_155))
+            }
+            Ledger::Dbmate => 0x7067_6d00_0000_0000 | i64::from(crc32fast::hash(format!("dbmate\0{database}\0{schema}").as_bytes())),
             Ledger::Pgmaint { schema } => {
-                0x7067_6d00_0000_0000
-                    | i64::from(crc32fast::hash(format!("{database}\0{schema}").as_bytes()))
+                0x7067_6d00_0000_0000 | i64::from(crc32fast::hash(format!("{database}\0{schema}").as_bytes()))
             }
         }
     }
+}
+
+/// golang-migrate's SetVersion: the table emptied, then the one row.
+async fn set_golang_version(client: &impl GenericClient, version: Option<i64>, dirty: bool) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute(&format!("TRUNCATE {SCHEMA_MIGRATIONS}")).await?;
+    if let Some(version) = version {
+        client
+            .exec(
+                &format!("INSERT INTO {SCHEMA_MIGRATIONS} (version, dirty) VALUES ($1, $2)"),
+                &[&version, &dirty],
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -227,16 +353,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_lock_key_is_sqlx_s() {
+    fn lock_keys_are_the_tools_own() {
+        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926, "CRC-32/ISO-HDLC check value");
         // sqlx: 0x3d32ad9e * CRC-32/ISO-HDLC("postgres") as i64.
-        assert_eq!(
-            crc32fast::hash(b"123456789"),
-            0xCBF4_3926,
-            "CRC-32/ISO-HDLC check value"
-        );
-        assert_eq!(
-            Ledger::Sqlx.lock_key("postgres"),
-            0x3d32ad9e * i64::from(crc32fast::hash(b"postgres"))
-        );
+        assert_eq!(Ledger::Sqlx.lock_key("postgres", "public"), 0x3d32ad9e * i64::from(crc32fast::hash(b"postgres")));
+        // golang-migrate: GenerateAdvisoryLockId(db, schema, table), a uint32.
+        let key = Ledger::GolangMigrate.lock_key("app", "public");
+        assert!((0..=i64::from(u32::MAX)).contains(&key));
+        assert_eq!(key, i64::from(crc32fast::hash(b"public\0schema_migrations\0app").wrapping_mul(1_486_364_155)));
     }
 }

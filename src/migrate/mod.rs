@@ -7,9 +7,9 @@
 //! of the migrations a team already has, not another migrator.
 //!
 //! Formats so far: sqlx (simple and reversible files, `-- no-transaction`,
-//! `down_dir` for rollbacks kept elsewhere) and pgmaint's own. The others
-//! of PRODUCT.md (dbmate, golang-migrate, Flyway, drizzle, `command`) are
-//! named by the config and refused with that reason until they land.
+//! `down_dir` for rollbacks kept elsewhere), dbmate, golang-migrate and
+//! pgmaint's own. The others of PRODUCT.md (Flyway, drizzle, `command`)
+//! are named by the config and refused with that reason until they land.
 
 pub(crate) mod apply;
 pub(crate) mod blockers;
@@ -39,6 +39,13 @@ pub enum Format {
     /// optional `-- pgmaint: transaction=none depends=0007` header; the
     /// state schema's `migrations` table.
     Pgmaint,
+    /// dbmate: `<version>_<name>.sql` with `-- migrate:up` and
+    /// `-- migrate:down` blocks (`transaction:false`); `schema_migrations
+    /// (version varchar)`, one row per applied version as written.
+    Dbmate,
+    /// golang-migrate: `<version>_<title>.up.sql` + `.down.sql`; the
+    /// one-row `schema_migrations (version bigint, dirty boolean)`.
+    GolangMigrate,
 }
 
 impl Format {
@@ -46,6 +53,8 @@ impl Format {
         match self {
             Format::Sqlx => "sqlx",
             Format::Pgmaint => "pgmaint",
+            Format::Dbmate => "dbmate",
+            Format::GolangMigrate => "golang-migrate",
         }
     }
 
@@ -54,13 +63,23 @@ impl Format {
     pub(crate) fn downs_expected(self, reversible_files: bool) -> bool {
         match self {
             Format::Sqlx => reversible_files,
-            Format::Pgmaint => true,
+            Format::Pgmaint | Format::Dbmate | Format::GolangMigrate => true,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Format> {
+        match name {
+            "sqlx" => Some(Format::Sqlx),
+            "pgmaint" => Some(Format::Pgmaint),
+            "dbmate" => Some(Format::Dbmate),
+            "golang-migrate" => Some(Format::GolangMigrate),
+            _ => None,
         }
     }
 }
 
 /// The formats PRODUCT.md names that this version does not read yet.
-pub const LATER_FORMATS: &[&str] = &["dbmate", "golang-migrate", "flyway", "drizzle", "command"];
+pub const LATER_FORMATS: &[&str] = &["flyway", "drizzle", "command"];
 
 /// What to do about sessions that hold a migration's tables in an open
 /// transaction when it starts.

@@ -43,7 +43,8 @@ pub fn create(
     let name = name.replace([' ', '-'], "_");
     let version = next_version(existing, now);
     let reversible = match format {
-        Format::Pgmaint => true,
+        Format::Pgmaint | Format::GolangMigrate => true,
+        Format::Dbmate => false,
         Format::Sqlx => {
             existing.is_empty() && settings.down_dir.is_none()
                 || existing
@@ -61,6 +62,12 @@ pub fn create(
             "-- pgmaint: transaction=one\n-- Add the up migration here; `transaction=none` runs it statement by statement.\n",
             "-- Add the down migration here: it undoes the up.\n",
         ),
+        Format::GolangMigrate | Format::Dbmate => ("", ""),
+    };
+    // dbmate's own template: both blocks in one file.
+    let simple_text = match format {
+        Format::Dbmate => "-- migrate:up\n\n\n-- migrate:down\n\n",
+        _ => "-- Add migration script here\n",
     };
     if reversible {
         files.push((
@@ -74,7 +81,7 @@ pub fn create(
     } else {
         files.push((
             settings.dir.join(format!("{version}_{name}.sql")),
-            "-- Add migration script here\n",
+            simple_text,
         ));
         if let Some(down_dir) = &settings.down_dir {
             files.push((

@@ -213,7 +213,7 @@ pub async fn execute(
         let task = format!("migrate:{}", m.written);
         let task_run_id =
             store::start_task_run(recorder, schema, run_id, &task, "migration", false).await?;
-        let (run, error) = match apply::run(&job, m, direction).await {
+        let (run, error) = match apply::run(&job, m, direction, migrator.previous(m)).await {
             Ok(run) => (run, None),
             Err((run, err)) => (run, Some(err)),
         };

@@ -29,6 +29,12 @@ impl Script {
         let transactional = match format {
             Format::Sqlx => !text.starts_with("-- no-transaction"),
             Format::Pgmaint => header(&text).transaction,
+            // golang-migrate runs a file as one statement batch, which
+            // PostgreSQL runs in one implicit transaction; a file whose
+            // statement cannot be in one (a lone CREATE INDEX
+            // CONCURRENTLY) runs on its own.
+            Format::GolangMigrate => !needs_own_session(&text),
+            Format::Dbmate => true,
         };
         Ok(Script {
             path: path.to_path_buf(),
@@ -42,6 +48,12 @@ impl Script {
     pub fn checksum(&self) -> Vec<u8> {
         Sha384::digest(self.text.as_bytes()).to_vec()
     }
+}
+
+fn needs_own_session(text: &str) -> bool {
+    super::statements::split(text)
+        .map(|list| list.iter().any(|s| s.needs_own_transaction))
+        .unwrap_or(false)
 }
 
 /// One migration: its up, and its down when it has one.
@@ -163,35 +175,35 @@ fn files_of(dir: &Path) -> Result<Vec<String>, MigrateError> {
     Ok(names)
 }
 
-/// The format the files are written in, when `format = "auto"`: a
-/// `-- pgmaint:` header says pgmaint's own; otherwise integer-versioned
-/// `.sql` files are sqlx's (`ledger_says` is the ledger found in the
-/// database, which settles files that fit both).
+/// The format the files are written in, when `format = "auto"`: from the
+/// files first (dbmate's `-- migrate:up` markers, pgmaint's `-- pgmaint:`
+/// headers, `.up.sql`/`.down.sql` pairs, simple `.sql` files), then the
+/// ledger the database has (`ledger_says`); several candidates, or files
+/// that fit none, stop with the `format` to set.
 pub(crate) fn detect(dir: &Path, ledger_says: Option<Format>) -> Result<Format, MigrateError> {
     let names = files_of(dir)?;
-    let mut pgmaint = false;
-    let mut migrations = 0;
+    let (mut pgmaint, mut dbmate, mut pairs, mut simple) = (false, false, false, false);
     for name in &names {
-        if let Ok(Some(_)) = named(name) {
-            migrations += 1;
-            let text = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
-            if text
-                .lines()
-                .any(|l| l.trim_start().starts_with("-- pgmaint:"))
-            {
-                pgmaint = true;
-            }
-            if text.contains("-- migrate:up") {
-                return Err(MigrateError::Files(format!(
-                    "{} holds `-- migrate:up`: these are dbmate migrations, which this version of pgmaint does not run yet\n  help: keep running them with dbmate for now",
-                    dir.join(name).display()
-                )));
-            }
-        } else if name.starts_with('V') && name.contains("__") && name.ends_with(".sql") {
+        if name.starts_with('V') && name.contains("__") && name.ends_with(".sql") {
             return Err(MigrateError::Files(format!(
                 "{} is named as a Flyway migration, which this version of pgmaint does not run yet",
                 dir.join(name).display()
             )));
+        }
+        if !name.ends_with(".sql") || !name.starts_with(|c: char| c.is_ascii_digit()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        if text.lines().any(|l| l.trim_start().starts_with("-- pgmaint:")) {
+            pgmaint = true;
+        }
+        if text.lines().any(|l| l.trim_start().starts_with("-- migrate:up")) {
+            dbmate = true;
+        }
+        if name.ends_with(".up.sql") || name.ends_with(".down.sql") {
+            pairs = true;
+        } else {
+            simple = true;
         }
     }
     if dir.join("meta").join("_journal.json").exists() {
@@ -200,17 +212,45 @@ pub(crate) fn detect(dir: &Path, ledger_says: Option<Format>) -> Result<Format, 
             dir.display()
         )));
     }
-    match (pgmaint, ledger_says) {
-        (true, Some(Format::Sqlx)) => Err(MigrateError::Files(format!(
-            "the files in {} carry `-- pgmaint:` headers but the database keeps a sqlx ledger (_sqlx_migrations)\n  help: set [migrations] format = \"sqlx\" or \"pgmaint\"",
-            dir.display()
+    let from_files: Vec<Format> = if dbmate {
+        vec![Format::Dbmate]
+    } else if pgmaint {
+        vec![Format::Pgmaint]
+    } else if pairs {
+        if simple { vec![Format::Sqlx] } else { vec![Format::Sqlx, Format::GolangMigrate] }
+    } else if simple {
+        vec![Format::Sqlx]
+    } else {
+        Vec::new()
+    };
+    let set = |candidates: &[Format]| {
+        candidates
+            .iter()
+            .map(|f| format!("format = \"{}\"", f.as_str()))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    match (from_files.as_slice(), ledger_says) {
+        ([], Some(format)) => Ok(format),
+        ([], None) => Err(MigrateError::Files(format!(
+            "no migrations found in {} and no ledger in the database to tell their format\n  help: set [migrations] {} (`pgmaint migrate new NAME` then writes the first one)",
+            dir.display(),
+            set(&[Format::Sqlx, Format::Dbmate, Format::GolangMigrate, Format::Pgmaint])
         ))),
-        (true, _) => Ok(Format::Pgmaint),
-        (false, Some(format)) => Ok(format),
-        (false, None) if migrations > 0 => Ok(Format::Sqlx),
-        (false, None) => Err(MigrateError::Files(format!(
-            "no migrations found in {} and no ledger in the database to tell their format\n  help: set [migrations] format = \"sqlx\" or \"pgmaint\" (`pgmaint migrate new NAME` then writes the first one)",
-            dir.display()
+        ([only], None) => Ok(*only),
+        (candidates, Some(format)) if candidates.contains(&format) => Ok(format),
+        (candidates, Some(format)) => Err(MigrateError::Files(format!(
+            "the files in {} look like {} migrations but the database keeps a {} ledger\n  help: set [migrations] {}",
+            dir.display(),
+            candidates.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(" or "),
+            format.as_str(),
+            set(&[candidates[0], format])
+        ))),
+        (candidates, None) => Err(MigrateError::Files(format!(
+            "the files in {} could be {} migrations, and the database has no ledger yet to tell\n  help: set [migrations] {}",
+            dir.display(),
+            candidates.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(" or "),
+            set(candidates)
         ))),
     }
 }
@@ -220,6 +260,9 @@ pub(crate) fn detect(dir: &Path, ledger_says: Option<Format>) -> Result<Format, 
 /// `.down.sql` beside it or, for a simple one, `down_dir`'s
 /// `<version>_<name>_down.sql`.
 pub(crate) fn read(settings: &Settings, format: Format) -> Result<Vec<Migration>, MigrateError> {
+    if format == Format::Dbmate {
+        return read_dbmate(settings);
+    }
     let mut problems = Vec::new();
     let mut ups: BTreeMap<i64, (String, String, Script, Kind)> = BTreeMap::new();
     let mut downs: BTreeMap<i64, Script> = BTreeMap::new();
@@ -232,8 +275,11 @@ pub(crate) fn read(settings: &Settings, format: Format) -> Result<Vec<Migration>
                 continue;
             }
         };
-        if format == Format::Pgmaint && parsed.kind == Kind::Simple {
-            problems.push(format!("{file}: pgmaint's own migrations come in pairs, `<version>_<name>.up.sql` and `.down.sql`"));
+        if matches!(format, Format::Pgmaint | Format::GolangMigrate) && parsed.kind == Kind::Simple {
+            problems.push(format!(
+                "{file}: {} migrations come in pairs, `<version>_<name>.up.sql` and `.down.sql`",
+                format.as_str()
+            ));
             continue;
         }
         let script = Script::read(&settings.dir.join(&file), format)?;
@@ -301,7 +347,7 @@ pub(crate) fn read(settings: &Settings, format: Format) -> Result<Vec<Migration>
             written,
             name: match format {
                 Format::Sqlx => name.replace('_', " "),
-                Format::Pgmaint => name,
+                _ => name,
             },
             up,
             down,
@@ -327,6 +373,97 @@ pub(crate) fn read(settings: &Settings, format: Format) -> Result<Vec<Migration>
         )));
     }
     order(migrations)
+}
+
+/// dbmate's folder: every `<digits>...sql` file, its version the leading
+/// digits as written (the ledger keeps that text), its up the block from
+/// `-- migrate:up` to `-- migrate:down` and its down the rest, each with
+/// its `transaction:false` option, as dbmate splits them.
+fn read_dbmate(settings: &Settings) -> Result<Vec<Migration>, MigrateError> {
+    let mut problems = Vec::new();
+    let mut migrations: Vec<Migration> = Vec::new();
+    for file in files_of(&settings.dir)? {
+        let digits = file.find(|c: char| !c.is_ascii_digit()).unwrap_or(file.len());
+        if digits == 0 || !file.ends_with(".sql") {
+            continue;
+        }
+        let written = &file[..digits];
+        let Ok(version) = written.parse::<i64>() else {
+            problems.push(format!("{file}: its version {written} is too long"));
+            continue;
+        };
+        let path = settings.dir.join(&file);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| MigrateError::Files(format!("cannot read migration {}: {e}", path.display())))?;
+        let (up, down) = match dbmate_blocks(&text) {
+            Ok(blocks) => blocks,
+            Err(problem) => {
+                problems.push(format!("{file}: {problem}"));
+                continue;
+            }
+        };
+        if migrations.iter().any(|m| m.version == version) {
+            problems.push(format!("version {written} is used twice"));
+            continue;
+        }
+        let name = file[digits..].trim_start_matches('_').trim_end_matches(".sql").to_string();
+        let script = |(text, transactional): (String, bool)| Script { path: path.clone(), text, transactional };
+        let down = script(down);
+        let has_down = down.text.lines().any(|l| {
+            let l = l.trim();
+            !l.is_empty() && !l.starts_with("--")
+        });
+        migrations.push(Migration {
+            version,
+            written: written.to_string(),
+            name,
+            irreversible: marked_irreversible(&text) || settings.irreversible.iter().any(|v| v == written),
+            up: script(up),
+            down: has_down.then_some(down),
+            depends: Vec::new(),
+        });
+    }
+    if !problems.is_empty() {
+        return Err(MigrateError::Files(format!(
+            "the migrations in {} cannot be used:\n{}",
+            settings.dir.display(),
+            problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+        )));
+    }
+    migrations.sort_by_key(|m| m.version);
+    Ok(migrations)
+}
+
+/// A dbmate file's up and down blocks (each from its marker line on) and
+/// whether each runs in a transaction.
+fn dbmate_blocks(text: &str) -> Result<((String, bool), (String, bool)), String> {
+    let marker = |name: &str| {
+        let mut at = 0;
+        for line in text.split_inclusive('\n') {
+            let rest = line.trim_start_matches([' ', '\t']);
+            if let Some(after) = rest.strip_prefix("--")
+                && let Some(options) = after.trim_start().strip_prefix(name)
+                && (options.trim().is_empty() || options.starts_with([' ', '\t']))
+            {
+                return Some((at, !options.split_whitespace().any(|o| o == "transaction:false")));
+            }
+            at += line.len();
+        }
+        None
+    };
+    let Some((up_at, up_tx)) = marker("migrate:up") else {
+        return Err("dbmate migrations define an up block with `-- migrate:up`".into());
+    };
+    let Some((down_at, down_tx)) = marker("migrate:down") else {
+        return Err("dbmate migrations define a down block with `-- migrate:down`".into());
+    };
+    if up_at > down_at {
+        return Err("`-- migrate:up` comes before `-- migrate:down`".into());
+    }
+    if text[down_at..].matches("migrate:up").count() > 0 {
+        return Err("several up/down sections in one file are not supported: split them into files".into());
+    }
+    Ok(((text[up_at..down_at].to_string(), up_tx), (text[down_at..].to_string(), down_tx)))
 }
 
 /// Version order, with `depends=` respected: a migration whose dependency
@@ -384,6 +521,18 @@ mod tests {
         assert_eq!((n.written, n.version, n.kind), ("0006", 6, Kind::Simple));
         assert!(named("README.md").unwrap().is_none());
         assert!(named("abc_x.sql").is_err());
+    }
+
+    #[test]
+    fn dbmate_blocks_split_as_dbmate_splits_them() {
+        let ((up, up_tx), (down, down_tx)) = dbmate_blocks(
+            "-- a comment\n-- migrate:up transaction:false\nCREATE INDEX CONCURRENTLY i ON t (a);\n\n-- migrate:down\nDROP INDEX i;\n",
+        )
+        .unwrap();
+        assert!(up.starts_with("-- migrate:up") && up.contains("CONCURRENTLY") && !up.contains("DROP"));
+        assert!(!up_tx && down_tx);
+        assert_eq!(down, "-- migrate:down\nDROP INDEX i;\n");
+        assert!(dbmate_blocks("CREATE TABLE t ();").is_err());
     }
 
     #[test]

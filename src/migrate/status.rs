@@ -137,20 +137,37 @@ pub fn entries(migrations: &[Migration], applied: &[Applied], runs: &[MigrationR
         let ledger = applied.iter().find(|a| a.version == m.version);
         let run = runs.iter().find(|r| r.version == m.version);
         let checksum = m.up.checksum();
-        let state = match (ledger, run) {
-            (Some(a), _) if !a.success => State::Dirty,
-            (Some(_), Some(r)) if r.status != "done" && r.direction == "down" => {
-                failed(r, m.down.as_ref().is_none_or(|d| d.transactional))
+        let script_of = |direction: &str| match direction {
+            "down" => m.down.as_ref().is_none_or(|d| d.transactional),
+            _ => m.up.transactional,
+        };
+        let unfinished = run.filter(|r| r.status != "done");
+        let state = match (ledger, unfinished) {
+            // A run pgmaint can resume says more than a dirty flag.
+            (_, Some(r)) if r.direction == "down" || ledger.is_none_or(|a| !a.success) => {
+                failed(r, script_of(&r.direction))
             }
-            (Some(a), _) if a.checksum == checksum => State::Applied,
-            (Some(a), run) => State::Modified {
-                change: match run.filter(|r| r.direction == "up" && r.checksum == a.checksum) {
-                    Some(r) => change(&r.sql_text, &m.up.text),
-                    None => Change::Unknown,
-                },
-            },
-            (None, Some(r)) if r.status != "done" && r.direction == "up" => {
-                failed(r, m.up.transactional)
+            (Some(a), _) if !a.success => State::Dirty,
+            (Some(a), _) => {
+                // What pgmaint last ran of the up, when it still stands.
+                let ran = run.filter(|r| r.direction == "up" && r.status == "done");
+                match &a.checksum {
+                    Some(kept) if *kept == checksum => State::Applied,
+                    Some(kept) => State::Modified {
+                        change: match ran.filter(|r| &r.checksum == kept) {
+                            Some(r) => change(&r.sql_text, &m.up.text),
+                            None => Change::Unknown,
+                        },
+                    },
+                    // A ledger without checksums: pgmaint's record of the
+                    // text it applied tells a changed file.
+                    None => match ran {
+                        Some(r) if r.checksum != checksum => State::Modified {
+                            change: change(&r.sql_text, &m.up.text),
+                        },
+                        _ => State::Applied,
+                    },
+                }
             }
             (None, _) => State::Pending,
         };

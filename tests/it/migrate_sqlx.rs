@@ -227,7 +227,8 @@ async fn up_down_up_keeps_the_ledger_sqlx_reads() {
 
 #[tokio::test]
 async fn reversible_pairs_and_new_files_are_what_sqlx_reads() {
-    let db = db_with("[migrations]\ndir = \"migrations\"\n").await;
+    // `.up.sql` pairs could be golang-migrate's too: the format is set.
+    let db = db_with("[migrations]\ndir = \"migrations\"\nformat = \"sqlx\"\n").await;
     let new = db.pgmaint(&["migrate", "new", "create_things"]).await;
     new.assert_code(0);
     assert!(
