@@ -485,9 +485,7 @@ async fn repair(ctx: &Context<'_>, written: &str) -> Result<bool, CliError> {
                 .expect("a modified migration has a file");
             let checksum = m.up.checksum();
             crate::db::committed(ctx.client, async {
-                ledger
-                    .set_checksum(ctx.client, version, &checksum)
-                    .await?;
+                ledger.set_checksum(ctx.client, version, &checksum).await?;
                 store::schema_migrations::record_applied_text(
                     ctx.client,
                     schema,
@@ -513,7 +511,13 @@ async fn repair(ctx: &Context<'_>, written: &str) -> Result<bool, CliError> {
             let previous = ctx.migrator.previous(m);
             crate::db::committed(ctx.client, async {
                 ledger.clear_partial(ctx.client, m, previous).await?;
-                store::schema_migrations::forget_migration_run(ctx.client, schema, &ledger_name, version).await
+                store::schema_migrations::forget_migration_run(
+                    ctx.client,
+                    schema,
+                    &ledger_name,
+                    version,
+                )
+                .await
             })
             .await?;
             format!(

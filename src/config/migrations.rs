@@ -51,7 +51,9 @@ pub(super) fn resolve(
                         &key("format"),
                         format!("\"{other}\" is not a migration format"),
                     )
-                    .with_help("use \"auto\", \"sqlx\", \"dbmate\", \"golang-migrate\" or \"pgmaint\""),
+                    .with_help(
+                        "use \"auto\", \"sqlx\", \"dbmate\", \"golang-migrate\" or \"pgmaint\"",
+                    ),
             );
             None
         }

@@ -154,9 +154,26 @@ pub async fn run(
     };
     let mut report = MigrationRun::default();
     let result = if script.transactional {
-        in_one_transaction(job, migration, direction, previous, &statements, &mut report).await
+        in_one_transaction(
+            job,
+            migration,
+            direction,
+            previous,
+            &statements,
+            &mut report,
+        )
+        .await
     } else {
-        statement_by_statement(job, migration, direction, previous, &statements, done, &mut report).await
+        statement_by_statement(
+            job,
+            migration,
+            direction,
+            previous,
+            &statements,
+            done,
+            &mut report,
+        )
+        .await
     };
     report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
@@ -331,7 +348,11 @@ async fn record_ledger(
 ) -> Result<(), MigrateError> {
     match direction {
         Direction::Up => job.ledger.record_up(job.client, migration).await?,
-        Direction::Down => job.ledger.record_down(job.client, migration, previous).await?,
+        Direction::Down => {
+            job.ledger
+                .record_down(job.client, migration, previous)
+                .await?
+        }
     }
     store::migration_done(
         job.client,
@@ -375,7 +396,11 @@ async fn statement_by_statement(
         Direction::Up => Some(migration.version),
         Direction::Down => previous,
     };
-    crate::db::under(timeouts, crate::db::committed(job.client, job.ledger.mark_dirty(job.client, target))).await?;
+    crate::db::under(
+        timeouts,
+        crate::db::committed(job.client, job.ledger.mark_dirty(job.client, target)),
+    )
+    .await?;
     // A session of its own: these settings hold for its statements.
     job.client
         .row(
@@ -454,7 +479,11 @@ async fn statement_by_statement(
             mark_done(job, migration, index + 1).await?;
         }
         crate::db::under(timeouts, async {
-            crate::db::committed(job.client, record_ledger(job, migration, direction, previous)).await
+            crate::db::committed(
+                job.client,
+                record_ledger(job, migration, direction, previous),
+            )
+            .await
         })
         .await
     }

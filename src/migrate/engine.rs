@@ -278,7 +278,10 @@ impl Migrator {
 
     async fn lock_key(&self, client: &Client) -> Result<i64, MigrateError> {
         let row = client
-            .row("SELECT current_database()::text, coalesce(current_schema()::text, 'public')", &[])
+            .row(
+                "SELECT current_database()::text, coalesce(current_schema()::text, 'public')",
+                &[],
+            )
             .await?;
         Ok(self.ledger.lock_key(row.get(0), row.get(1)))
     }
@@ -286,7 +289,10 @@ impl Migrator {
     /// The migration applied before `m` (what golang-migrate's version goes
     /// back to when `m` is reverted).
     pub fn previous(&self, m: &Migration) -> Option<i64> {
-        let at = self.migrations.iter().position(|x| x.version == m.version)?;
+        let at = self
+            .migrations
+            .iter()
+            .position(|x| x.version == m.version)?;
         at.checked_sub(1).map(|i| self.migrations[i].version)
     }
 

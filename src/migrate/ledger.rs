@@ -60,7 +60,10 @@ impl Ledger {
 
     /// The format whose ledger this database already has, if one: `Err`
     /// names the ledgers when it has several.
-    pub async fn found(client: &impl GenericClient, state_schema: &str) -> Result<Option<Format>, String> {
+    pub async fn found(
+        client: &impl GenericClient,
+        state_schema: &str,
+    ) -> Result<Option<Format>, String> {
         let mut found = Vec::new();
         let row = client
             .row(
@@ -75,10 +78,17 @@ impl Ledger {
             found.push(Format::Sqlx);
         }
         if row.get::<_, bool>(1) {
-            found.push(if row.get::<_, bool>(2) { Format::GolangMigrate } else { Format::Dbmate });
+            found.push(if row.get::<_, bool>(2) {
+                Format::GolangMigrate
+            } else {
+                Format::Dbmate
+            });
         }
         let own = Ledger::of(Format::Pgmaint, state_schema);
-        if own.exists(client).await.map_err(|e| crate::db::describe(&e))?
+        if own
+            .exists(client)
+            .await
+            .map_err(|e| crate::db::describe(&e))?
             && !store::own_applied(client, state_schema)
                 .await
                 .map_err(|e| crate::db::describe(&e))?
@@ -91,7 +101,10 @@ impl Ledger {
             [one] => Ok(Some(*one)),
             many => Err(format!(
                 "this database keeps several migration ledgers ({})\n  help: set [migrations] format to say which one these files belong to",
-                many.iter().map(|f| Ledger::of(*f, state_schema).name()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|f| Ledger::of(*f, state_schema).name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
         }
     }
@@ -136,7 +149,9 @@ impl Ledger {
     execution_time BIGINT NOT NULL
 )"
             }
-            Ledger::Dbmate => "create table if not exists schema_migrations (version varchar primary key)",
+            Ledger::Dbmate => {
+                "create table if not exists schema_migrations (version varchar primary key)"
+            }
             Ledger::GolangMigrate => {
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version bigint not null primary key, dirty boolean not null)"
             }
@@ -148,13 +163,22 @@ impl Ledger {
     /// What it says is applied, in version order; empty when it does not
     /// exist yet. golang-migrate keeps one version: every migration of
     /// `known` up to it is applied.
-    pub async fn applied(&self, client: &impl GenericClient, known: &[Migration]) -> Result<Vec<Applied>, tokio_postgres::Error> {
+    pub async fn applied(
+        &self,
+        client: &impl GenericClient,
+        known: &[Migration],
+    ) -> Result<Vec<Applied>, tokio_postgres::Error> {
         if !self.exists(client).await? {
             return Ok(Vec::new());
         }
         match self {
             Ledger::Sqlx => Ok(client
-                .rows(&format!("SELECT version, checksum, success FROM {SQLX_TABLE} ORDER BY version"), &[])
+                .rows(
+                    &format!(
+                        "SELECT version, checksum, success FROM {SQLX_TABLE} ORDER BY version"
+                    ),
+                    &[],
+                )
                 .await?
                 .iter()
                 .map(|r| Applied {
@@ -164,17 +188,27 @@ impl Ledger {
                 })
                 .collect()),
             Ledger::Dbmate => Ok(client
-                .rows(&format!("SELECT version::text FROM {SCHEMA_MIGRATIONS}"), &[])
+                .rows(
+                    &format!("SELECT version::text FROM {SCHEMA_MIGRATIONS}"),
+                    &[],
+                )
                 .await?
                 .iter()
                 .filter_map(|r| {
                     let written: String = r.get(0);
-                    written.parse::<i64>().ok().map(|version| Applied { version, checksum: None, success: true })
+                    written.parse::<i64>().ok().map(|version| Applied {
+                        version,
+                        checksum: None,
+                        success: true,
+                    })
                 })
                 .collect()),
             Ledger::GolangMigrate => {
                 let Some(row) = client
-                    .row_opt(&format!("SELECT version, dirty FROM {SCHEMA_MIGRATIONS} LIMIT 1"), &[])
+                    .row_opt(
+                        &format!("SELECT version, dirty FROM {SCHEMA_MIGRATIONS} LIMIT 1"),
+                        &[],
+                    )
                     .await?
                 else {
                     return Ok(Vec::new());
@@ -183,10 +217,18 @@ impl Ledger {
                 let mut applied: Vec<Applied> = known
                     .iter()
                     .filter(|m| m.version < current)
-                    .map(|m| Applied { version: m.version, checksum: None, success: true })
+                    .map(|m| Applied {
+                        version: m.version,
+                        checksum: None,
+                        success: true,
+                    })
                     .collect();
                 if current >= 0 {
-                    applied.push(Applied { version: current, checksum: None, success: !dirty });
+                    applied.push(Applied {
+                        version: current,
+                        checksum: None,
+                        success: !dirty,
+                    });
                 }
                 Ok(applied)
             }
@@ -204,7 +246,11 @@ impl Ledger {
 
     /// Before a migration runs outside a transaction: golang-migrate's
     /// ledger says the version it goes to, dirty, as golang-migrate does.
-    pub async fn mark_dirty(&self, client: &impl GenericClient, target: Option<i64>) -> Result<(), tokio_postgres::Error> {
+    pub async fn mark_dirty(
+        &self,
+        client: &impl GenericClient,
+        target: Option<i64>,
+    ) -> Result<(), tokio_postgres::Error> {
         if let Ledger::GolangMigrate = self {
             set_golang_version(client, target, true).await?;
         }
@@ -214,7 +260,11 @@ impl Ledger {
     /// Records an applied migration, inside the migration's own
     /// transaction when it has one. sqlx writes `execution_time` -1 here
     /// and the real time after the commit (`record_time`).
-    pub async fn record_up(&self, client: &impl GenericClient, m: &Migration) -> Result<(), tokio_postgres::Error> {
+    pub async fn record_up(
+        &self,
+        client: &impl GenericClient,
+        m: &Migration,
+    ) -> Result<(), tokio_postgres::Error> {
         let checksum = m.up.checksum();
         match self {
             Ledger::Sqlx => {
@@ -227,11 +277,16 @@ impl Ledger {
             }
             Ledger::Dbmate => {
                 client
-                    .exec(&format!("insert into {SCHEMA_MIGRATIONS} (version) values ($1)"), &[&m.written])
+                    .exec(
+                        &format!("insert into {SCHEMA_MIGRATIONS} (version) values ($1)"),
+                        &[&m.written],
+                    )
                     .await?;
             }
             Ledger::GolangMigrate => set_golang_version(client, Some(m.version), false).await?,
-            Ledger::Pgmaint { schema } => store::own_insert(client, schema, m.version, &m.name, &checksum, -1).await?,
+            Ledger::Pgmaint { schema } => {
+                store::own_insert(client, schema, m.version, &m.name, &checksum, -1).await?
+            }
         }
         Ok(())
     }
@@ -253,7 +308,9 @@ impl Ledger {
                     )
                     .await?;
             }
-            Ledger::Pgmaint { schema } => store::own_set_time(client, schema, version, elapsed.as_millis() as i64).await?,
+            Ledger::Pgmaint { schema } => {
+                store::own_set_time(client, schema, version, elapsed.as_millis() as i64).await?
+            }
             Ledger::Dbmate | Ledger::GolangMigrate => {}
         }
         Ok(())
@@ -261,16 +318,27 @@ impl Ledger {
 
     /// Records a reverted migration: its row removed, or golang-migrate's
     /// version set back to `previous` (none: the table emptied).
-    pub async fn record_down(&self, client: &impl GenericClient, m: &Migration, previous: Option<i64>) -> Result<(), tokio_postgres::Error> {
+    pub async fn record_down(
+        &self,
+        client: &impl GenericClient,
+        m: &Migration,
+        previous: Option<i64>,
+    ) -> Result<(), tokio_postgres::Error> {
         match self {
             Ledger::Sqlx => {
                 client
-                    .exec(&format!("DELETE FROM {SQLX_TABLE} WHERE version = $1"), &[&m.version])
+                    .exec(
+                        &format!("DELETE FROM {SQLX_TABLE} WHERE version = $1"),
+                        &[&m.version],
+                    )
                     .await?;
             }
             Ledger::Dbmate => {
                 client
-                    .exec(&format!("delete from {SCHEMA_MIGRATIONS} where version = $1"), &[&m.written])
+                    .exec(
+                        &format!("delete from {SCHEMA_MIGRATIONS} where version = $1"),
+                        &[&m.written],
+                    )
                     .await?;
             }
             Ledger::GolangMigrate => set_golang_version(client, previous, false).await?,
@@ -284,11 +352,19 @@ impl Ledger {
     /// `repair` of a migration its tool left partly applied: sqlx's
     /// `success = false` row removed, golang-migrate's dirty version set
     /// back to `previous`, clean. The migration is pending again.
-    pub async fn clear_partial(&self, client: &impl GenericClient, m: &Migration, previous: Option<i64>) -> Result<(), tokio_postgres::Error> {
+    pub async fn clear_partial(
+        &self,
+        client: &impl GenericClient,
+        m: &Migration,
+        previous: Option<i64>,
+    ) -> Result<(), tokio_postgres::Error> {
         match self {
             Ledger::Sqlx => {
                 client
-                    .exec(&format!("DELETE FROM {SQLX_TABLE} WHERE version = $1 AND NOT success"), &[&m.version])
+                    .exec(
+                        &format!("DELETE FROM {SQLX_TABLE} WHERE version = $1 AND NOT success"),
+                        &[&m.version],
+                    )
                     .await?;
             }
             Ledger::GolangMigrate => set_golang_version(client, previous, false).await?,
@@ -299,11 +375,19 @@ impl Ledger {
 
     /// Accepts a changed file (`repair`): the ledger's checksum, where it
     /// keeps one.
-    pub async fn set_checksum(&self, client: &impl GenericClient, version: i64, checksum: &[u8]) -> Result<(), tokio_postgres::Error> {
+    pub async fn set_checksum(
+        &self,
+        client: &impl GenericClient,
+        version: i64,
+        checksum: &[u8],
+    ) -> Result<(), tokio_postgres::Error> {
         match self {
             Ledger::Sqlx => {
                 client
-                    .exec(&format!("UPDATE {SQLX_TABLE} SET checksum = $2 WHERE version = $1"), &[&version, &checksum])
+                    .exec(
+                        &format!("UPDATE {SQLX_TABLE} SET checksum = $2 WHERE version = $1"),
+                        &[&version, &checksum],
+                    )
                     .await?;
             }
             Ledger::Pgmaint { schema } => {
@@ -326,17 +410,29 @@ impl Ledger {
                 let names = format!("{schema}\0{SCHEMA_MIGRATIONS}\0{database}");
                 i64::from(crc32fast::hash(names.as_bytes()).wrapping_mul(1_486_364_155))
             }
-            Ledger::Dbmate => 0x7067_6d00_0000_0000 | i64::from(crc32fast::hash(format!("dbmate\0{database}\0{schema}").as_bytes())),
+            Ledger::Dbmate => {
+                0x7067_6d00_0000_0000
+                    | i64::from(crc32fast::hash(
+                        format!("dbmate\0{database}\0{schema}").as_bytes(),
+                    ))
+            }
             Ledger::Pgmaint { schema } => {
-                0x7067_6d00_0000_0000 | i64::from(crc32fast::hash(format!("{database}\0{schema}").as_bytes()))
+                0x7067_6d00_0000_0000
+                    | i64::from(crc32fast::hash(format!("{database}\0{schema}").as_bytes()))
             }
         }
     }
 }
 
 /// golang-migrate's SetVersion: the table emptied, then the one row.
-async fn set_golang_version(client: &impl GenericClient, version: Option<i64>, dirty: bool) -> Result<(), tokio_postgres::Error> {
-    client.batch_execute(&format!("TRUNCATE {SCHEMA_MIGRATIONS}")).await?;
+async fn set_golang_version(
+    client: &impl GenericClient,
+    version: Option<i64>,
+    dirty: bool,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(&format!("TRUNCATE {SCHEMA_MIGRATIONS}"))
+        .await?;
     if let Some(version) = version {
         client
             .exec(
@@ -354,12 +450,24 @@ mod tests {
 
     #[test]
     fn lock_keys_are_the_tools_own() {
-        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926, "CRC-32/ISO-HDLC check value");
+        assert_eq!(
+            crc32fast::hash(b"123456789"),
+            0xCBF4_3926,
+            "CRC-32/ISO-HDLC check value"
+        );
         // sqlx: 0x3d32ad9e * CRC-32/ISO-HDLC("postgres") as i64.
-        assert_eq!(Ledger::Sqlx.lock_key("postgres", "public"), 0x3d32ad9e * i64::from(crc32fast::hash(b"postgres")));
+        assert_eq!(
+            Ledger::Sqlx.lock_key("postgres", "public"),
+            0x3d32ad9e * i64::from(crc32fast::hash(b"postgres"))
+        );
         // golang-migrate: GenerateAdvisoryLockId(db, schema, table), a uint32.
         let key = Ledger::GolangMigrate.lock_key("app", "public");
         assert!((0..=i64::from(u32::MAX)).contains(&key));
-        assert_eq!(key, i64::from(crc32fast::hash(b"public\0schema_migrations\0app").wrapping_mul(1_486_364_155)));
+        assert_eq!(
+            key,
+            i64::from(
+                crc32fast::hash(b"public\0schema_migrations\0app").wrapping_mul(1_486_364_155)
+            )
+        );
     }
 }

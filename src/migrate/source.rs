@@ -194,10 +194,16 @@ pub(crate) fn detect(dir: &Path, ledger_says: Option<Format>) -> Result<Format, 
             continue;
         }
         let text = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
-        if text.lines().any(|l| l.trim_start().starts_with("-- pgmaint:")) {
+        if text
+            .lines()
+            .any(|l| l.trim_start().starts_with("-- pgmaint:"))
+        {
             pgmaint = true;
         }
-        if text.lines().any(|l| l.trim_start().starts_with("-- migrate:up")) {
+        if text
+            .lines()
+            .any(|l| l.trim_start().starts_with("-- migrate:up"))
+        {
             dbmate = true;
         }
         if name.ends_with(".up.sql") || name.ends_with(".down.sql") {
@@ -217,7 +223,11 @@ pub(crate) fn detect(dir: &Path, ledger_says: Option<Format>) -> Result<Format, 
     } else if pgmaint {
         vec![Format::Pgmaint]
     } else if pairs {
-        if simple { vec![Format::Sqlx] } else { vec![Format::Sqlx, Format::GolangMigrate] }
+        if simple {
+            vec![Format::Sqlx]
+        } else {
+            vec![Format::Sqlx, Format::GolangMigrate]
+        }
     } else if simple {
         vec![Format::Sqlx]
     } else {
@@ -235,21 +245,34 @@ pub(crate) fn detect(dir: &Path, ledger_says: Option<Format>) -> Result<Format, 
         ([], None) => Err(MigrateError::Files(format!(
             "no migrations found in {} and no ledger in the database to tell their format\n  help: set [migrations] {} (`pgmaint migrate new NAME` then writes the first one)",
             dir.display(),
-            set(&[Format::Sqlx, Format::Dbmate, Format::GolangMigrate, Format::Pgmaint])
+            set(&[
+                Format::Sqlx,
+                Format::Dbmate,
+                Format::GolangMigrate,
+                Format::Pgmaint
+            ])
         ))),
         ([only], None) => Ok(*only),
         (candidates, Some(format)) if candidates.contains(&format) => Ok(format),
         (candidates, Some(format)) => Err(MigrateError::Files(format!(
             "the files in {} look like {} migrations but the database keeps a {} ledger\n  help: set [migrations] {}",
             dir.display(),
-            candidates.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(" or "),
+            candidates
+                .iter()
+                .map(|f| f.as_str())
+                .collect::<Vec<_>>()
+                .join(" or "),
             format.as_str(),
             set(&[candidates[0], format])
         ))),
         (candidates, None) => Err(MigrateError::Files(format!(
             "the files in {} could be {} migrations, and the database has no ledger yet to tell\n  help: set [migrations] {}",
             dir.display(),
-            candidates.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(" or "),
+            candidates
+                .iter()
+                .map(|f| f.as_str())
+                .collect::<Vec<_>>()
+                .join(" or "),
             set(candidates)
         ))),
     }
@@ -275,7 +298,8 @@ pub(crate) fn read(settings: &Settings, format: Format) -> Result<Vec<Migration>
                 continue;
             }
         };
-        if matches!(format, Format::Pgmaint | Format::GolangMigrate) && parsed.kind == Kind::Simple {
+        if matches!(format, Format::Pgmaint | Format::GolangMigrate) && parsed.kind == Kind::Simple
+        {
             problems.push(format!(
                 "{file}: {} migrations come in pairs, `<version>_<name>.up.sql` and `.down.sql`",
                 format.as_str()
@@ -383,7 +407,9 @@ fn read_dbmate(settings: &Settings) -> Result<Vec<Migration>, MigrateError> {
     let mut problems = Vec::new();
     let mut migrations: Vec<Migration> = Vec::new();
     for file in files_of(&settings.dir)? {
-        let digits = file.find(|c: char| !c.is_ascii_digit()).unwrap_or(file.len());
+        let digits = file
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(file.len());
         if digits == 0 || !file.ends_with(".sql") {
             continue;
         }
@@ -393,8 +419,9 @@ fn read_dbmate(settings: &Settings) -> Result<Vec<Migration>, MigrateError> {
             continue;
         };
         let path = settings.dir.join(&file);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| MigrateError::Files(format!("cannot read migration {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            MigrateError::Files(format!("cannot read migration {}: {e}", path.display()))
+        })?;
         let (up, down) = match dbmate_blocks(&text) {
             Ok(blocks) => blocks,
             Err(problem) => {
@@ -406,8 +433,15 @@ fn read_dbmate(settings: &Settings) -> Result<Vec<Migration>, MigrateError> {
             problems.push(format!("version {written} is used twice"));
             continue;
         }
-        let name = file[digits..].trim_start_matches('_').trim_end_matches(".sql").to_string();
-        let script = |(text, transactional): (String, bool)| Script { path: path.clone(), text, transactional };
+        let name = file[digits..]
+            .trim_start_matches('_')
+            .trim_end_matches(".sql")
+            .to_string();
+        let script = |(text, transactional): (String, bool)| Script {
+            path: path.clone(),
+            text,
+            transactional,
+        };
         let down = script(down);
         let has_down = down.text.lines().any(|l| {
             let l = l.trim();
@@ -417,7 +451,8 @@ fn read_dbmate(settings: &Settings) -> Result<Vec<Migration>, MigrateError> {
             version,
             written: written.to_string(),
             name,
-            irreversible: marked_irreversible(&text) || settings.irreversible.iter().any(|v| v == written),
+            irreversible: marked_irreversible(&text)
+                || settings.irreversible.iter().any(|v| v == written),
             up: script(up),
             down: has_down.then_some(down),
             depends: Vec::new(),
@@ -427,16 +462,23 @@ fn read_dbmate(settings: &Settings) -> Result<Vec<Migration>, MigrateError> {
         return Err(MigrateError::Files(format!(
             "the migrations in {} cannot be used:\n{}",
             settings.dir.display(),
-            problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+            problems
+                .iter()
+                .map(|p| format!("  - {p}"))
+                .collect::<Vec<_>>()
+                .join("\n")
         )));
     }
     migrations.sort_by_key(|m| m.version);
     Ok(migrations)
 }
 
+/// A block's text and whether it runs in a transaction.
+type Block = (String, bool);
+
 /// A dbmate file's up and down blocks (each from its marker line on) and
 /// whether each runs in a transaction.
-fn dbmate_blocks(text: &str) -> Result<((String, bool), (String, bool)), String> {
+fn dbmate_blocks(text: &str) -> Result<(Block, Block), String> {
     let marker = |name: &str| {
         let mut at = 0;
         for line in text.split_inclusive('\n') {
@@ -445,7 +487,10 @@ fn dbmate_blocks(text: &str) -> Result<((String, bool), (String, bool)), String>
                 && let Some(options) = after.trim_start().strip_prefix(name)
                 && (options.trim().is_empty() || options.starts_with([' ', '\t']))
             {
-                return Some((at, !options.split_whitespace().any(|o| o == "transaction:false")));
+                return Some((
+                    at,
+                    !options.split_whitespace().any(|o| o == "transaction:false"),
+                ));
             }
             at += line.len();
         }
@@ -461,9 +506,14 @@ fn dbmate_blocks(text: &str) -> Result<((String, bool), (String, bool)), String>
         return Err("`-- migrate:up` comes before `-- migrate:down`".into());
     }
     if text[down_at..].matches("migrate:up").count() > 0 {
-        return Err("several up/down sections in one file are not supported: split them into files".into());
+        return Err(
+            "several up/down sections in one file are not supported: split them into files".into(),
+        );
     }
-    Ok(((text[up_at..down_at].to_string(), up_tx), (text[down_at..].to_string(), down_tx)))
+    Ok((
+        (text[up_at..down_at].to_string(), up_tx),
+        (text[down_at..].to_string(), down_tx),
+    ))
 }
 
 /// Version order, with `depends=` respected: a migration whose dependency
@@ -529,7 +579,9 @@ mod tests {
             "-- a comment\n-- migrate:up transaction:false\nCREATE INDEX CONCURRENTLY i ON t (a);\n\n-- migrate:down\nDROP INDEX i;\n",
         )
         .unwrap();
-        assert!(up.starts_with("-- migrate:up") && up.contains("CONCURRENTLY") && !up.contains("DROP"));
+        assert!(
+            up.starts_with("-- migrate:up") && up.contains("CONCURRENTLY") && !up.contains("DROP")
+        );
         assert!(!up_tx && down_tx);
         assert_eq!(down, "-- migrate:down\nDROP INDEX i;\n");
         assert!(dbmate_blocks("CREATE TABLE t ();").is_err());
