@@ -381,10 +381,10 @@ async fn execute(
         recorder: &mut recorder,
         trigger: Trigger::cli(&super::run::command_line()),
         owner: keeper.owner(),
-        notify: Some((ctx.config, super::origin(ctx.cli, ctx.config)?)),
         started: None,
     };
     let print = !ctx.cli.json && !ctx.cli.quiet;
+    let since = std::time::Instant::now();
     let result = runs::execute(
         ctx.client,
         ctx.migrator,
@@ -400,16 +400,17 @@ async fn execute(
     )
     .await;
     let _ = ctx.migrator.unlock(ctx.client).await;
-    match result {
-        Ok(summary) => {
-            if ctx.cli.json {
-                print_json(
-                    &json!({"run_id": summary.run_id, "dry_run": false, "status": summary.status, "direction": direction, "migrations": summary.migrations}),
-                );
-            }
-            Ok(true)
-        }
-        Err(err) => Err(err.into()),
+    let (summary, failed) = result?;
+    let notice = summary.notice(false, super::origin(ctx.cli, ctx.config)?);
+    crate::outcome::finished(ctx.config, &notice, &recorder, &summary.report(), since).await;
+    if ctx.cli.json {
+        print_json(
+            &json!({"run_id": summary.run_id, "dry_run": false, "status": summary.status, "direction": direction, "migrations": summary.migrations}),
+        );
+    }
+    match failed {
+        None => Ok(true),
+        Some(err) => Err(err.into()),
     }
 }
 

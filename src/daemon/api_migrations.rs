@@ -219,10 +219,10 @@ pub(super) async fn migrations_up(State(shared): State<Api>, Body(body): Body<Up
             recorder: &mut recorder,
             trigger: Trigger::api("POST /api/v1/migrations/up"),
             owner: shared.keeper.owner(),
-            notify: Some((&shared.config, shared.origin.clone())),
             started: Some(tell),
         };
-        if let Err(err) = runs::execute(
+        let since = std::time::Instant::now();
+        let result = runs::execute(
             &client,
             &migrator,
             &chosen,
@@ -231,11 +231,25 @@ pub(super) async fn migrations_up(State(shared): State<Api>, Body(body): Body<Up
             &shared.stop,
             |_, _| {},
         )
-        .await
-        {
-            tracing::warn!("migrate up from the API failed: {err}");
-        }
+        .await;
         let _ = migrator.unlock(&client).await;
+        match result {
+            Ok((summary, failed)) => {
+                if let Some(err) = failed {
+                    tracing::warn!("migrate up from the API failed: {err}");
+                }
+                let notice = summary.notice(true, shared.origin.clone());
+                crate::outcome::finished(
+                    &shared.config,
+                    &notice,
+                    &recorder,
+                    &summary.report(),
+                    since,
+                )
+                .await;
+            }
+            Err(err) => tracing::warn!("migrate up from the API could not run: {err}"),
+        }
     });
     match run_id.await {
         Ok(run_id) => Ok((

@@ -5,10 +5,8 @@
 //! session as a task run of its own (`migrate:<version>`, kind
 //! `migration`, each statement with its duration in its details), the run
 //! recorded on a second connection so its records commit whatever the
-//! migration's session is doing, and its outcome logged and sent to the
-//! notifiers as a task run's is.
-
-use std::time::Instant;
+//! migration's session is doing; the caller sends its outcome to the
+//! notifiers as a task run's is (`RunSummary::report`).
 
 use tokio_postgres::Client;
 
@@ -47,6 +45,47 @@ pub struct RunSummary {
     pub status: Status,
     pub direction: Direction,
     pub migrations: Vec<Done>,
+}
+
+impl RunSummary {
+    /// The run as the runner reports task runs, for its log lines and
+    /// notifications (`outcome::finished`, which the caller sends: the
+    /// config it needs is the caller's).
+    pub fn report(&self) -> crate::status::RunReport {
+        crate::status::RunReport {
+            run_id: self.run_id,
+            dry_run: false,
+            status: self.status,
+            tasks: self
+                .migrations
+                .iter()
+                .map(|d| TaskReport {
+                    name: format!("migrate:{}", d.version),
+                    kind: "migration",
+                    status: d.status,
+                    rows: 0,
+                    batches: d.run.statements.len() as u64,
+                    duration_ms: d.duration_ms as u64,
+                    details: d.details.clone(),
+                    severity: crate::options::Severity::default(),
+                    error: d.error.clone(),
+                    retries: u64::from(d.run.retries),
+                })
+                .collect(),
+            unconfirmed: Vec::new(),
+        }
+    }
+
+    /// The notice its outcome is sent with.
+    pub fn notice(&self, via_api: bool, origin: crate::notify::Origin) -> crate::outcome::Notice {
+        crate::outcome::Notice {
+            started: crate::outcome::Started::Migrate {
+                command: format!("migrate {}", self.direction.as_str()),
+                via_api,
+            },
+            origin,
+        }
+    }
 }
 
 /// Takes the migration lock and chooses what `direction` would run
@@ -173,15 +212,14 @@ pub struct Audit<'a> {
     pub recorder: &'a mut Client,
     pub trigger: Trigger,
     pub owner: &'a LeaseOwner,
-    /// The config, for notifications and task alerts; `None` sends none.
-    pub notify: Option<(&'a crate::config::Config, crate::notify::Origin)>,
     /// Told the run's id as soon as it is recorded (the API answers then).
     pub started: Option<tokio::sync::oneshot::Sender<i64>>,
 }
 
 /// Runs `chosen` in order as one run, stopping at the first that fails;
-/// `each` hears of every migration as it ends. The caller holds the lock
-/// (`choose`) and releases it after.
+/// `each` hears of every migration as it ends; the error is the failure
+/// that stopped it. The caller holds the lock (`choose`) and releases it
+/// after, and sends the outcome (`RunSummary::report`).
 pub async fn execute(
     session: &Client,
     migrator: &Migrator,
@@ -190,8 +228,7 @@ pub async fn execute(
     audit: Audit<'_>,
     stop: &crate::stop::Stop,
     mut each: impl FnMut(&Migration, &Done),
-) -> Result<RunSummary, MigrateError> {
-    let since = Instant::now();
+) -> Result<(RunSummary, Option<MigrateError>), MigrateError> {
     let schema = migrator.state_schema.as_str();
     let run_id =
         store::start_run(audit.recorder, schema, &audit.trigger, false, audit.owner).await?;
@@ -272,52 +309,21 @@ pub async fn execute(
     };
     let text = failed.as_ref().map(|e| e.to_string());
     store::finish_run(recorder, schema, run_id, status, text.as_deref()).await?;
-    if let Some((config, origin)) = audit.notify {
-        let report = crate::status::RunReport {
-            run_id,
-            dry_run: false,
-            status,
-            tasks: done
-                .iter()
-                .map(|d| TaskReport {
-                    name: format!("migrate:{}", d.version),
-                    kind: "migration",
-                    status: d.status,
-                    rows: 0,
-                    batches: d.run.statements.len() as u64,
-                    duration_ms: d.duration_ms as u64,
-                    details: d.details.clone(),
-                    severity: crate::options::Severity::default(),
-                    error: d.error.clone(),
-                    retries: u64::from(d.run.retries),
-                })
-                .collect(),
-            unconfirmed: Vec::new(),
-        };
-        let notice = crate::outcome::Notice {
-            started: crate::outcome::Started::Migrate {
-                command: format!("migrate {}", direction.as_str()),
-                via_api: audit.trigger.kind == "api",
-            },
-            origin,
-        };
-        crate::outcome::finished(config, &notice, recorder, &report, since).await;
-    }
     let summary = RunSummary {
         run_id,
         status,
         direction,
         migrations: done,
     };
-    match failed {
-        None => Ok(summary),
-        Some(err) => Err(MigrateError::Failed(format!(
+    let failed = failed.map(|err| {
+        MigrateError::Failed(format!(
             "{err}\n  help: `pgmaint migrate status` says which statement failed and why; fix the cause, then `pgmaint migrate {}` {}",
             direction.as_str(),
             match direction {
                 Direction::Up => "resumes there",
                 Direction::Down => "again",
             }
-        ))),
-    }
+        ))
+    });
+    Ok((summary, failed))
 }

@@ -918,3 +918,27 @@ async fn a_big_table_s_lock_needs_confirmation_on_the_cli_and_through_the_api() 
     );
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn a_failed_migration_notifies_as_a_failed_task_does() {
+    let (url, mut inbox) = crate::daemon::receiver().await;
+    let db = db_with(&format!(
+        "[notifiers.hook]\nkind = \"webhook\"\nurl = \"{url}\"\n\n{CONFIG}"
+    ))
+    .await;
+    write(
+        &db,
+        "migrations/0001_bad.sql",
+        "CREATE TABLE t (id int);\nSELECT 1/0;\n",
+    );
+    db.pgmaint(&["migrate", "up"]).await.assert_code(1);
+    let got = tokio::time::timeout(Duration::from_secs(10), inbox.recv())
+        .await
+        .expect("a notification within 10 s")
+        .expect("the receiver runs");
+    let text = got.json.to_string();
+    assert!(
+        text.contains("migrate up") && text.contains("failed") && text.contains("division by zero"),
+        "{text}"
+    );
+}
