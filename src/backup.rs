@@ -914,7 +914,7 @@ async fn restore_part(
         .await?
         .get(0);
     let statement = match part.action.as_str() {
-        "set_null" | "set_default" => set_back(part, &temp),
+        "set_null" | "set_default" | "set_back" => set_back(part, &temp),
         _ => {
             // An export keeps a stored generated column's value; the table
             // computes it again.
@@ -962,7 +962,12 @@ async fn restore_order(
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let inserts: Vec<usize> = (0..parts.len())
-        .filter(|&i| !matches!(parts[i].action.as_str(), "set_null" | "set_default"))
+        .filter(|&i| {
+            !matches!(
+                parts[i].action.as_str(),
+                "set_null" | "set_default" | "set_back"
+            )
+        })
         .collect();
     let mut order: Vec<usize> = Vec::new();
     let mut left = inserts;
@@ -978,10 +983,12 @@ async fn restore_order(
             .unwrap_or(0);
         order.push(left.remove(ready));
     }
-    order.extend(
-        (0..parts.len())
-            .filter(|&i| matches!(parts[i].action.as_str(), "set_null" | "set_default")),
-    );
+    order.extend((0..parts.len()).filter(|&i| {
+        matches!(
+            parts[i].action.as_str(),
+            "set_null" | "set_default" | "set_back"
+        )
+    }));
     Ok(order)
 }
 

@@ -210,6 +210,27 @@ async fn down(ctx: &Context<'_>, args: &MigrateDownArgs) -> Result<bool, CliErro
         steps: args.steps.map(|s| s as usize),
         allow_out_of_order: false,
     };
+    // Asked before the migration lock is taken, so nothing (an
+    // application starting and running its migrations) waits on the
+    // answer; the selection is chosen again under the lock and must not
+    // have changed meanwhile.
+    let asked = if !args.dry_run && !args.yes {
+        let (chosen, _) = runs::choose(
+            ctx.client,
+            ctx.migrator,
+            Direction::Down,
+            &selection,
+            false,
+            |_| {},
+        )
+        .await?;
+        if !chosen.is_empty() {
+            confirm_down(ctx, &chosen)?;
+        }
+        Some(chosen.iter().map(|m| m.version).collect::<Vec<_>>())
+    } else {
+        None
+    };
     let (chosen, stopped) = runs::choose(
         ctx.client,
         ctx.migrator,
@@ -219,6 +240,12 @@ async fn down(ctx: &Context<'_>, args: &MigrateDownArgs) -> Result<bool, CliErro
         waiting(ctx),
     )
     .await?;
+    if let Some(asked) = &asked
+        && *asked != chosen.iter().map(|m| m.version).collect::<Vec<_>>()
+    {
+        let _ = ctx.migrator.unlock(ctx.client).await;
+        return Err(CliError::Usage("the applied migrations changed while you were asked (another migrator ran); nothing was changed\n  help: run `pgmaint migrate down` again".into()));
+    }
     if chosen.is_empty() {
         if ctx.cli.json {
             print_json(&json!({"dry_run": args.dry_run, "status": "succeeded", "migrations": []}));
@@ -235,8 +262,19 @@ async fn down(ctx: &Context<'_>, args: &MigrateDownArgs) -> Result<bool, CliErro
     if args.dry_run {
         return print_plan(ctx, &chosen, Direction::Down);
     }
-    if !args.yes {
-        confirm_down(ctx, &chosen)?;
+    if !ctx.cli.quiet {
+        for m in &chosen {
+            let script = runs::script_of(m, Direction::Down);
+            for st in apply::statements_of(script)? {
+                if let Some(what) = st.unseen_drop {
+                    eprintln!(
+                        "warning: {}:{}: {what}; pgmaint cannot see what it removes, so it is not backed up",
+                        script.path.display(),
+                        st.line
+                    );
+                }
+            }
+        }
     }
     runs::clear_blockers(ctx.client, ctx.migrator, &chosen, Direction::Down).await?;
     execute(ctx, &chosen, Direction::Down).await
@@ -349,6 +387,11 @@ fn print_plan(
                 .take(60)
                 .collect();
             println!("  {:>2}. line {:<4} {first}", i + 1, s.line);
+            if direction == Direction::Down
+                && let Some(what) = s.unseen_drop
+            {
+                println!("      NOT backed up: {what}; pgmaint cannot see what it removes");
+            }
             for d in &s.drops {
                 match d {
                     statements::Drop::Table(t) => println!("      backs up the rows of {t} first"),

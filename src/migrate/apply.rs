@@ -89,7 +89,18 @@ impl Job<'_> {
 /// is refused, since it could not be resumed statement by statement.
 pub fn statements_of(script: &Script) -> Result<Vec<Statement>, MigrateError> {
     match statements::split(&script.text) {
-        Ok(statements) => Ok(statements),
+        Ok(statements) => {
+            if let Some(s) = statements.iter().find(|s| s.controls_transaction) {
+                return Err(MigrateError::Files(format!(
+                    "{}:{}:{}: `{}` controls the transaction, and pgmaint runs each migration in one transaction with its ledger row (or, outside one, each statement with its progress)\n  help: remove the BEGIN/COMMIT lines; for a file that must run outside a transaction, mark it so (sqlx: a first line `-- no-transaction`; dbmate: `transaction:false`; pgmaint: `-- pgmaint: transaction=none`)",
+                    script.path.display(),
+                    s.line,
+                    s.column,
+                    s.text.trim()
+                )));
+            }
+            Ok(statements)
+        }
         Err(_) if script.transactional => Ok(vec![Statement {
             text: script.text.clone(),
             line: 1,
@@ -99,6 +110,8 @@ pub fn statements_of(script: &Script) -> Result<Vec<Statement>, MigrateError> {
             concurrent_index: None,
             needs_own_transaction: false,
             locks_out_writes: false,
+            controls_transaction: false,
+            unseen_drop: Some("a file pgmaint's parser cannot read"),
         }]),
         Err(at) => Err(MigrateError::Files(format!(
             "{}:{at}\n  help: a file that runs outside a transaction is run statement by statement, so pgmaint must be able to split it; fix the statement, or if PostgreSQL accepts it, put it in a file of its own",
@@ -130,6 +143,32 @@ pub async fn run(
     let statements = statements_of(script).map_err(|e| (MigrationRun::default(), e))?;
     let started = Instant::now();
     let ledger_name = job.ledger.name();
+    let checksum = script_checksum(migration, direction);
+    let earlier = crate::db::under(job.timeouts(), async {
+        crate::db::read_only(
+            job.client,
+            store::runs_of(job.client, job.state_schema, &ledger_name),
+        )
+        .await
+    })
+    .await
+    .map(|runs| {
+        runs.into_iter().find(|r| {
+            r.version == migration.version
+                && r.status != "done"
+                && r.direction == direction.as_str()
+        })
+    });
+    let earlier = match earlier {
+        Ok(earlier) => earlier,
+        Err(err) => return Err((MigrationRun::default(), err.into())),
+    };
+    let done = if script.transactional {
+        0
+    } else {
+        resume_point(earlier.as_ref(), &checksum, &statements, script)
+            .map_err(|e| (MigrationRun::default(), e))?
+    };
     let recorded = crate::db::under(job.timeouts(), async {
         crate::db::committed(job.client, async {
             store::start_migration_run(
@@ -138,9 +177,10 @@ pub async fn run(
                 &ledger_name,
                 migration.version,
                 direction.as_str(),
-                &script_checksum(migration, direction),
+                &checksum,
                 &script.text,
                 statements.len() as i32,
+                done as i32,
                 job.run_id,
             )
             .await
@@ -148,10 +188,10 @@ pub async fn run(
         .await
     })
     .await;
-    let done = match recorded {
-        Ok(done) => done as usize,
-        Err(err) => return Err((MigrationRun::default(), err.into())),
-    };
+    if let Err(err) = recorded {
+        return Err((MigrationRun::default(), err.into()));
+    }
+    let resuming = earlier.is_some();
     let mut report = MigrationRun::default();
     let result = if script.transactional {
         in_one_transaction(
@@ -170,7 +210,7 @@ pub async fn run(
             direction,
             previous,
             &statements,
-            done,
+            (done, resuming),
             &mut report,
         )
         .await
@@ -218,6 +258,37 @@ pub async fn run(
             Err((report, err))
         }
     }
+}
+
+/// Where a non-transactional script resumes: after the statements an
+/// unfinished earlier run of it finished, when those statements still
+/// read as they did (the rest of the file may have been fixed); refused
+/// when one of them changed, since running them again is not safe.
+fn resume_point(
+    earlier: Option<&store::MigrationRun>,
+    checksum: &[u8],
+    statements: &[Statement],
+    script: &Script,
+) -> Result<usize, MigrateError> {
+    let Some(earlier) = earlier else { return Ok(0) };
+    let done = earlier.statements_done.max(0) as usize;
+    if done == 0 || earlier.checksum == checksum {
+        return Ok(done);
+    }
+    let before = statements::split(&earlier.sql_text).unwrap_or_default();
+    let unchanged = before.len() >= done
+        && statements.len() >= done
+        && before[..done]
+            .iter()
+            .zip(&statements[..done])
+            .all(|(a, b)| a.text == b.text);
+    if unchanged {
+        return Ok(done);
+    }
+    Err(MigrateError::Refused(format!(
+        "{}: an earlier run finished its first {done} statement(s), and the file changed among them since; nothing was run\n  help: restore those statements as they ran (fix only what comes after them), or, once you have checked that running them again is safe, `pgmaint migrate repair` the migration to start it from its first statement",
+        script.path.display()
+    )))
 }
 
 /// The checksum recorded with a run: the up's (what the ledger keeps), or
@@ -373,7 +444,7 @@ async fn statement_by_statement(
     direction: Direction,
     previous: Option<i64>,
     statements: &[Statement],
-    done: usize,
+    (done, resuming): (usize, bool),
     report: &mut MigrationRun,
 ) -> Result<(), MigrateError> {
     let timeouts = job.timeouts();
@@ -401,7 +472,16 @@ async fn statement_by_statement(
         crate::db::committed(job.client, job.ledger.mark_dirty(job.client, target)),
     )
     .await?;
-    // A session of its own: these settings hold for its statements.
+    // A session of its own: these settings hold for its statements, and
+    // the session's own come back after them.
+    let before = job
+        .client
+        .row(
+            "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')",
+            &[],
+        )
+        .await?;
+    let (lock_before, statement_before): (String, String) = (before.get(0), before.get(1));
     job.client
         .row(
             "SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)",
@@ -419,8 +499,8 @@ async fn statement_by_statement(
                 )));
             }
             if let Some(index_name) = &statement.concurrent_index {
-                match index_state(job.client, index_name).await? {
-                    Some(true) if index == done && done > 0 => {
+                match index_state(job.client, statement).await? {
+                    Some(true) if index == done && resuming => {
                         // Built by the run that stopped before recording it.
                         report.statements.push(StatementRun {
                             line: statement.line,
@@ -434,7 +514,7 @@ async fn statement_by_statement(
                         continue;
                     }
                     Some(false) => {
-                        drop_invalid_index(job.client, index_name).await?;
+                        drop_invalid_index(job.client, statement).await?;
                         report.dropped_invalid_index = Some(index_name.clone());
                     }
                     _ => {}
@@ -442,11 +522,12 @@ async fn statement_by_statement(
             }
             let mut waits = crate::retry::lock_waits(job.settings.max_retries);
             let mut retries = 0u32;
-            loop {
+            let recorded_with_it = loop {
                 let started = Instant::now();
-                let attempt = run_one(job, migration, direction, statement, report).await;
+                let attempt =
+                    run_one(job, migration, direction, statement, index + 1, report).await;
                 match attempt {
-                    Ok(()) => {
+                    Ok(recorded) => {
                         report.statements.push(StatementRun {
                             line: statement.line,
                             column: statement.column,
@@ -455,7 +536,7 @@ async fn statement_by_statement(
                             retries,
                             skipped: false,
                         });
-                        break;
+                        break recorded;
                     }
                     Err(err) if lock_busy(&err) => {
                         let Some(wait) = waits.next() else {
@@ -464,9 +545,10 @@ async fn statement_by_statement(
                         retries += 1;
                         report.retries += 1;
                         if let Some(index_name) = &statement.concurrent_index
-                            && index_state(job.client, index_name).await? == Some(false)
+                            && index_state(job.client, statement).await? == Some(false)
                         {
-                            drop_invalid_index(job.client, index_name).await?;
+                            drop_invalid_index(job.client, statement).await?;
+                            report.dropped_invalid_index = Some(index_name.clone());
                         }
                         job.stop.sleep(wait).await;
                         if job.stop.requested().is_some() {
@@ -475,8 +557,10 @@ async fn statement_by_statement(
                     }
                     Err(err) => return Err(err),
                 }
+            };
+            if !recorded_with_it {
+                mark_done(job, migration, index + 1).await?;
             }
-            mark_done(job, migration, index + 1).await?;
         }
         crate::db::under(timeouts, async {
             crate::db::committed(
@@ -490,7 +574,10 @@ async fn statement_by_statement(
     .await;
     let _ = job
         .client
-        .batch_execute("RESET lock_timeout; RESET statement_timeout")
+        .row(
+            "SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)",
+            &[&lock_before, &statement_before],
+        )
         .await;
     result
 }
@@ -514,49 +601,68 @@ async fn mark_done(job: &Job<'_>, migration: &Migration, done: usize) -> Result<
     Ok(())
 }
 
-/// One statement of a non-transactional file: on its own, or with the
-/// backup of what it drops in one transaction with it.
+/// One statement of a non-transactional file. One that can run in a
+/// transaction block runs in one with its progress record (`done`), and
+/// for a down with the backup of what it drops, so a kill between the
+/// statement and its record cannot run it twice; `Ok(true)` says the
+/// progress is recorded. One that cannot (`CREATE INDEX CONCURRENTLY`,
+/// `VACUUM`, ... or one PostgreSQL refuses in a block, SQLSTATE 25001)
+/// runs on its own (`Ok(false)`).
 async fn run_one(
     job: &Job<'_>,
     migration: &Migration,
     direction: Direction,
     statement: &Statement,
+    done: usize,
     report: &mut MigrationRun,
-) -> Result<(), MigrateError> {
-    let backs_up = direction == Direction::Down
-        && !statement.drops.is_empty()
-        && !statement.needs_own_transaction;
-    if !backs_up {
-        return job
-            .client
+) -> Result<bool, MigrateError> {
+    let alone = async {
+        job.client
             .batch_execute(&statement.text)
             .await
-            .map_err(|e| at_statement(migration, direction, statement, &e));
+            .map_err(|e| at_statement(migration, direction, statement, &e))
+            .map(|()| false)
+    };
+    if statement.needs_own_transaction {
+        return alone.await;
     }
+    let mut refused_in_block = false;
     let attempt = async {
         job.client.batch_execute("BEGIN").await?;
         crate::db::set_local_timeouts(job.client, &job.timeouts()).await?;
         let mut saved = Vec::new();
-        for drop in &statement.drops {
-            if let Some(s) = crate::db::under(
-                job.timeouts(),
-                drops::save(
-                    job.client,
-                    job.state_schema,
-                    &job.settings.backup_dir,
-                    &task_of(migration),
-                    drop,
-                ),
-            )
-            .await?
-            {
-                saved.push(s);
+        if direction == Direction::Down {
+            for drop in &statement.drops {
+                if let Some(s) = crate::db::under(
+                    job.timeouts(),
+                    drops::save(
+                        job.client,
+                        job.state_schema,
+                        &job.settings.backup_dir,
+                        &task_of(migration),
+                        drop,
+                    ),
+                )
+                .await?
+                {
+                    saved.push(s);
+                }
             }
         }
-        job.client
-            .batch_execute(&statement.text)
-            .await
-            .map_err(|e| at_statement(migration, direction, statement, &e))?;
+        if let Err(err) = job.client.batch_execute(&statement.text).await {
+            refused_in_block = err.code()
+                == Some(&tokio_postgres::error::SqlState::ACTIVE_SQL_TRANSACTION)
+                && saved.is_empty();
+            return Err(at_statement(migration, direction, statement, &err));
+        }
+        store::statement_done(
+            job.client,
+            job.state_schema,
+            &job.ledger.name(),
+            migration.version,
+            done as i32,
+        )
+        .await?;
         job.client.batch_execute("COMMIT").await?;
         Ok::<_, MigrateError>(saved)
     }
@@ -564,39 +670,59 @@ async fn run_one(
     match attempt {
         Ok(saved) => {
             report.backups.extend(saved);
-            Ok(())
+            Ok(true)
         }
         Err(err) => {
             let _ = job.client.batch_execute("ROLLBACK").await;
+            if refused_in_block {
+                return alone.await;
+            }
             Err(err)
         }
     }
 }
 
 /// Whether an index of that name exists and is valid (`None`: none).
-async fn index_state(client: &Client, written: &str) -> Result<Option<bool>, MigrateError> {
-    Ok(client
-        .row_opt(
-            "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)",
-            &[&written],
-        )
+async fn index_state(client: &Client, statement: &Statement) -> Result<Option<bool>, MigrateError> {
+    Ok(built_index(client, statement)
         .await?
-        .map(|r| r.get(0)))
+        .map(|(valid, _)| valid))
 }
 
-async fn drop_invalid_index(client: &Client, written: &str) -> Result<(), MigrateError> {
-    let name: String = client
-        .row(
-            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)",
-            &[&written],
+/// The index a concurrent build makes, found beside its table (an index
+/// lives in its table's schema, which may not be on the search path):
+/// whether it is valid, and its qualified name.
+async fn built_index(
+    client: &Client,
+    statement: &Statement,
+) -> Result<Option<(bool, String)>, MigrateError> {
+    let (Some(index), Some(table)) = (&statement.concurrent_index, statement.touches.first())
+    else {
+        return Ok(None);
+    };
+    Ok(client
+        .row_opt(
+            "SELECT i.indisvalid, format('%I.%I', n.nspname, c.relname)
+               FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE i.indrelid = to_regclass($1) AND c.relname = $2",
+            &[table, &statements::folded(index)],
         )
         .await?
-        .get(0);
+        .map(|r| (r.get(0), r.get(1))))
+}
+
+async fn drop_invalid_index(
+    client: &Client,
+    statement: &Statement,
+) -> Result<Option<String>, MigrateError> {
+    let Some((false, name)) = built_index(client, statement).await? else {
+        return Ok(None);
+    };
     tracing::info!("dropping the invalid index {name} a failed concurrent build left");
     client
         .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"))
         .await?;
-    Ok(())
+    Ok(Some(name))
 }
 
 /// A statement's error, saying which statement of which file.

@@ -4,7 +4,8 @@
 //! exactly what the drop removes. A dropped table is saved as removed rows
 //! (`pgmaint restore` inserts them once an up has made the table again); a
 //! dropped column as its non-NULL values with the row's primary key
-//! (restore sets them back where the column is NULL).
+//! (restore sets them back by that key, whatever the column holds then:
+//! an up that made the column again may have given it a default).
 
 use std::path::Path;
 
@@ -96,7 +97,7 @@ pub async fn save(
     let saved_as = match drop {
         Drop::Table(_) => SavedAs::REMOVED,
         Drop::Column(..) => SavedAs {
-            action: "set_null",
+            action: "set_back",
             key_columns: &saved_as_key,
         },
     };

@@ -37,6 +37,9 @@ impl Migrator {
                 source::detect(&settings.dir, ledger_says)?
             }
         };
+        if format == Format::Sqlx {
+            refuse_sqlx_toml(settings)?;
+        }
         let migrations = source::read(settings, format)?;
         Ok(Migrator {
             settings: settings.clone(),
@@ -114,6 +117,20 @@ impl Migrator {
                     && to.is_none_or(|to| e.version <= to)
             })
             .collect();
+        if self.require_down() {
+            let without: Vec<&str> = pending
+                .iter()
+                .filter(|e| !e.has_down && !e.irreversible)
+                .map(|e| e.written.as_str())
+                .collect();
+            if !without.is_empty() {
+                problems.push(format!(
+                    "migration(s) {} have no down, and require_down is on\n  help: write the down, mark the migration irreversible (`-- pgmaint: irreversible` or [migrations] irreversible = [\"{}\"]), or set [migrations] require_down = false",
+                    without.join(", "),
+                    without[0]
+                ));
+            }
+        }
         let out_of_order: Vec<&str> = pending
             .iter()
             .filter(|e| e.out_of_order)
@@ -310,4 +327,28 @@ impl Migrator {
         .await?;
         Ok(())
     }
+}
+
+/// sqlx 0.9 reads `[migrate]` from a `sqlx.toml` beside the migrations
+/// folder (its table name, characters left out of checksums, schemas):
+/// pgmaint does not read it yet, so a folder that has one is refused
+/// rather than kept in a second ledger or with checksums sqlx rejects.
+fn refuse_sqlx_toml(settings: &Settings) -> Result<(), MigrateError> {
+    let Some(root) = settings.dir.parent() else {
+        return Ok(());
+    };
+    let path = root.join("sqlx.toml");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let configures_migrate = text
+        .lines()
+        .any(|l| l.trim_start().starts_with("[migrate") || l.trim_start().starts_with("migrate."));
+    if configures_migrate {
+        return Err(MigrateError::Files(format!(
+            "{} sets sqlx's [migrate] options (its table name, ignored characters, schemas), which this version of pgmaint does not read; nothing was changed\n  help: keep running these migrations with sqlx-cli for now, or remove the [migrate] table if it only repeats sqlx's defaults",
+            path.display()
+        )));
+    }
+    Ok(())
 }

@@ -315,15 +315,18 @@ pub async fn execute(
         direction,
         migrations: done,
     };
-    let failed = failed.map(|err| {
-        MigrateError::Failed(format!(
+    let failed = failed.map(|err| match err {
+        // Refused before it ran anything: still a refusal.
+        MigrateError::Refused(text) => MigrateError::Refused(text),
+        MigrateError::Files(text) => MigrateError::Files(text),
+        err => MigrateError::Failed(format!(
             "{err}\n  help: `pgmaint migrate status` says which statement failed and why; fix the cause, then `pgmaint migrate {}` {}",
             direction.as_str(),
             match direction {
                 Direction::Up => "resumes there",
                 Direction::Down => "again",
             }
-        ))
+        )),
     });
     Ok((summary, failed))
 }

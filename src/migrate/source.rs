@@ -194,10 +194,13 @@ pub(crate) fn detect(dir: &Path, ledger_says: Option<Format>) -> Result<Format, 
             continue;
         }
         let text = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
-        if text
-            .lines()
-            .any(|l| l.trim_start().starts_with("-- pgmaint:"))
-        {
+        // Only pgmaint's own files say how they run or what they depend
+        // on; `-- pgmaint: irreversible` is at home in any format.
+        if text.lines().any(|l| {
+            l.trim_start()
+                .strip_prefix("-- pgmaint:")
+                .is_some_and(|rest| rest.contains("transaction=") || rest.contains("depends="))
+        }) {
             pgmaint = true;
         }
         if text
@@ -352,7 +355,13 @@ pub(crate) fn read(settings: &Settings, format: Format) -> Result<Vec<Migration>
         }
         let header = header(&up.text);
         let mut depends = Vec::new();
-        for dep in &header.depends {
+        // Other formats' tools order by version alone.
+        let listed = if format == Format::Pgmaint {
+            header.depends.clone()
+        } else {
+            Vec::new()
+        };
+        for dep in &listed {
             match dep.parse::<i64>() {
                 Ok(v) => depends.push(v),
                 Err(_) => problems.push(format!(

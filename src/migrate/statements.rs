@@ -29,6 +29,14 @@ pub struct Statement {
     /// for as long as it runs (DDL on an existing table, an index built
     /// without CONCURRENTLY, TRUNCATE, CLUSTER, VACUUM FULL).
     pub locks_out_writes: bool,
+    /// BEGIN, COMMIT, ROLLBACK, END, START TRANSACTION, PREPARE
+    /// TRANSACTION: pgmaint owns the transactions of a migration.
+    pub controls_transaction: bool,
+    /// A down statement whose dropped data pgmaint cannot see to back up
+    /// (`DO`, `EXECUTE`, a function call, `TRUNCATE`, `DELETE`, a CASCADE
+    /// drop of a schema, type, domain or extension): what it says is shown
+    /// before a down runs.
+    pub unseen_drop: Option<&'static str>,
 }
 
 /// What a statement drops that may hold rows.
@@ -61,6 +69,8 @@ pub fn split(text: &str) -> Result<Vec<Statement>, String> {
             concurrent_index: None,
             needs_own_transaction: false,
             locks_out_writes: false,
+            controls_transaction: false,
+            unseen_drop: None,
         };
         describe(stmt.syntax(), &mut statement);
         statements.push(statement);
@@ -96,6 +106,34 @@ fn describe(node: &SyntaxNode, statement: &mut Statement) {
         || starts(&["CREATE", "DATABASE"])
         || starts(&["DROP", "DATABASE"])
         || (starts(&["ALTER", "TYPE"]) && words.iter().any(|w| w == "ADD"));
+    statement.controls_transaction = starts(&["BEGIN"]) && !starts(&["BEGIN", "ATOMIC"])
+        || starts(&["COMMIT"])
+        || starts(&["ROLLBACK"]) && !words.iter().any(|w| w == "TO")
+        || starts(&["END"])
+        || starts(&["ABORT"])
+        || starts(&["START", "TRANSACTION"])
+        || starts(&["PREPARE", "TRANSACTION"]);
+    let cascade = node
+        .descendants_with_tokens()
+        .filter_map(|e| e.into_token())
+        .any(|t| t.text().eq_ignore_ascii_case("CASCADE"));
+    statement.unseen_drop = if starts(&["DO"]) {
+        Some("a DO block")
+    } else if starts(&["TRUNCATE"]) {
+        Some("TRUNCATE")
+    } else if starts(&["DELETE"]) {
+        Some("DELETE")
+    } else if starts(&["SELECT"]) || starts(&["CALL"]) || starts(&["EXECUTE"]) {
+        Some("a function or procedure call")
+    } else if cascade
+        && ["SCHEMA", "TYPE", "DOMAIN", "EXTENSION", "OWNED"]
+            .iter()
+            .any(|k| starts(&["DROP", k]))
+    {
+        Some("a CASCADE drop")
+    } else {
+        None
+    };
     let concurrently = words.iter().any(|w| w == "CONCURRENTLY");
     statement.locks_out_writes = starts(&["ALTER", "TABLE"]) && !concurrently
         || starts(&["DROP", "TABLE"])
@@ -173,11 +211,11 @@ fn relation_text(node: &SyntaxNode) -> String {
 
 /// An identifier as PostgreSQL folds it: quoted ones keep their case
 /// (with `""` as `"`), others are lower-cased.
-fn folded(written: &str) -> String {
+pub(crate) fn folded(written: &str) -> String {
     let written = written.trim();
     match written.strip_prefix('"').and_then(|w| w.strip_suffix('"')) {
         Some(inner) => inner.replace("\"\"", "\""),
-        None => written.to_lowercase(),
+        None => written.to_ascii_lowercase(),
     }
 }
 
@@ -218,6 +256,15 @@ mod tests {
         assert_eq!(s[2].concurrent_index.as_deref(), Some("users_email"));
         assert!(s[2].needs_own_transaction && !s[0].needs_own_transaction);
         assert!(s[0].locks_out_writes && s[1].locks_out_writes && !s[2].locks_out_writes);
+        let t = split("BEGIN;\nCREATE FUNCTION g() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;\nDROP SCHEMA app CASCADE;\nCOMMIT;").unwrap();
+        let controls: Vec<bool> = t.iter().map(|s| s.controls_transaction).collect();
+        assert_eq!(controls, vec![true, false, false, true]);
+        assert_eq!(t[2].unseen_drop, Some("a CASCADE drop"));
+        assert_eq!(
+            folded("Ärger"),
+            "Ärger".replace('Ä', "Ä"),
+            "only ASCII folds"
+        );
         assert_eq!(s[2].touches, vec!["users".to_string()]);
     }
 

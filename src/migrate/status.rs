@@ -144,7 +144,12 @@ pub fn entries(migrations: &[Migration], applied: &[Applied], runs: &[MigrationR
         let unfinished = run.filter(|r| r.status != "done");
         let state = match (ledger, unfinished) {
             // A run pgmaint can resume says more than a dirty flag.
-            (_, Some(r)) if r.direction == "down" || ledger.is_none_or(|a| !a.success) => {
+            // A transactional down that failed changed nothing: the
+            // migration is as applied as it was.
+            (_, Some(r))
+                if (r.direction == "down" && !script_of("down"))
+                    || ledger.is_none_or(|a| !a.success) =>
+            {
                 failed(r, script_of(&r.direction))
             }
             (Some(a), _) if !a.success => State::Dirty,

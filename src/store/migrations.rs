@@ -265,4 +265,14 @@ pub(crate) const STEPS: &[&str] = &[
         PRIMARY KEY (ledger, version)
     );
     "#,
+    // 15: a backup of a column a migration's down dropped (`set_back`):
+    // restore sets each saved value back by the row's key, whatever the
+    // column holds then (an up that made it again may have given it a
+    // default), unlike an orphans task's `set_null`, which fills only
+    // NULLs.
+    r#"
+    ALTER TABLE {schema}.backups DROP CONSTRAINT backups_action_check;
+    ALTER TABLE {schema}.backups ADD CONSTRAINT backups_action_check
+        CHECK (action IN ('delete', 'set_null', 'set_back'));
+    "#,
 ];

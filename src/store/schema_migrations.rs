@@ -141,10 +141,8 @@ pub(crate) async fn runs_of(
         .collect())
 }
 
-/// Starts (or, for the same direction and text, resumes) a migration's
-/// run: `running`, keeping how many statements a failed run finished when
-/// the text is unchanged, else from the first. Returns the statements
-/// already done.
+/// Starts (or resumes, from `done` statements: the caller checked that
+/// they are what ran) a migration's run, `running`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn start_migration_run(
     client: &impl GenericClient,
@@ -155,26 +153,25 @@ pub(crate) async fn start_migration_run(
     checksum: &[u8],
     sql_text: &str,
     statements_total: i32,
+    done: i32,
     run_id: Option<i64>,
-) -> Result<i32, tokio_postgres::Error> {
+) -> Result<(), tokio_postgres::Error> {
     let q = quote_ident(schema);
-    let row = client
-        .row(
+    client
+        .exec(
             &format!(
-                "INSERT INTO {q}.migration_runs AS m (ledger, version, direction, status, checksum, sql_text, statements_total, run_id)
-                 VALUES ($1, $2, $3, 'running', $4, $5, $6, $7)
+                "INSERT INTO {q}.migration_runs AS m (ledger, version, direction, status, checksum, sql_text, statements_total, statements_done, run_id)
+                 VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, $8)
                  ON CONFLICT (ledger, version) DO UPDATE SET
-                     statements_done = CASE WHEN m.status <> 'done' AND m.direction = excluded.direction
-                                             AND m.checksum = excluded.checksum THEN m.statements_done ELSE 0 END,
+                     statements_done = excluded.statements_done,
                      direction = excluded.direction, status = 'running', checksum = excluded.checksum,
                      sql_text = excluded.sql_text, statements_total = excluded.statements_total,
-                     error = NULL, run_id = excluded.run_id, updated_at = now()
-                 RETURNING statements_done"
+                     error = NULL, run_id = excluded.run_id, updated_at = now()"
             ),
-            &[&ledger, &version, &direction, &checksum, &sql_text, &statements_total, &run_id],
+            &[&ledger, &version, &direction, &checksum, &sql_text, &statements_total, &done, &run_id],
         )
         .await?;
-    Ok(row.get(0))
+    Ok(())
 }
 
 pub(crate) async fn statement_done(

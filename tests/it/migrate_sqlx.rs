@@ -14,8 +14,7 @@ use std::time::Duration;
 use common::TestDb;
 use sha2::Digest;
 
-const CONFIG: &str =
-    "[migrations]\ndir = \"migrations\"\ndown_dir = \"rollback\"\nlock_timeout = \"300ms\"\n";
+const CONFIG: &str = "[migrations]\ndir = \"migrations\"\ndown_dir = \"rollback\"\nlock_timeout = \"300ms\"\nrequire_down = false\n";
 
 /// A test database with pgmaint's state schema, a config, and an empty
 /// migrations folder.
@@ -941,4 +940,198 @@ async fn a_failed_migration_notifies_as_a_failed_task_does() {
         text.contains("migrate up") && text.contains("failed") && text.contains("division by zero"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_failed_no_transaction_file_resumes_after_a_fix_further_on_and_refuses_a_change_to_what_ran()
+ {
+    let db = db_with(CONFIG).await;
+    write(&db, "migrations/0001_t.sql", "CREATE TABLE t (id int);\n");
+    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
+    let file = "migrations/0002_fill.sql";
+    write(
+        &db,
+        file,
+        "-- no-transaction\nINSERT INTO t VALUES (2);\nSELECT 1/0;\n",
+    );
+    db.pgmaint(&["migrate", "up"]).await.assert_code(1);
+    // The statement that ran is changed: refused, nothing runs again.
+    write(
+        &db,
+        file,
+        "-- no-transaction\nINSERT INTO t VALUES (3);\nSELECT 1;\n",
+    );
+    let refused = db.pgmaint(&["migrate", "up"]).await;
+    refused.assert_code(2);
+    assert!(
+        refused.stderr.contains("changed among them"),
+        "{}",
+        refused.stderr
+    );
+    // Only what comes after it is fixed: resumes, the insert runs once.
+    write(
+        &db,
+        file,
+        "-- no-transaction\nINSERT INTO t VALUES (2);\nSELECT 1;\n",
+    );
+    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
+    assert_eq!(db.count("SELECT count(*) FROM t").await, 1);
+}
+
+#[tokio::test]
+async fn transaction_control_in_a_file_is_refused_before_anything_runs() {
+    let db = db_with(CONFIG).await;
+    write(
+        &db,
+        "migrations/0001_t.sql",
+        "BEGIN;\nCREATE TABLE t (id int);\nCOMMIT;\n",
+    );
+    let refused = db.pgmaint(&["migrate", "up"]).await;
+    refused.assert_code(2);
+    assert!(
+        refused.stderr.contains("0001_t.sql:1:1") && refused.stderr.contains("-- no-transaction"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_class WHERE relname = 't'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn an_irreversible_marker_does_not_make_sqlx_files_pgmaint_s() {
+    let db = db_with("[migrations]\ndir = \"migrations\"\n").await;
+    write(
+        &db,
+        "migrations/0001_t.sql",
+        "-- pgmaint: irreversible\nCREATE TABLE t (id int);\n",
+    );
+    let status = db.pgmaint(&["migrate", "status", "--json"]).await;
+    status.assert_code(0);
+    assert_eq!(status.json()["format"], "sqlx");
+    assert_eq!(status.json()["migrations"][0]["irreversible"], true);
+}
+
+#[tokio::test]
+async fn a_dropped_column_comes_back_over_the_default_an_up_gave_it() {
+    let db = db_with(CONFIG).await;
+    write(
+        &db,
+        "migrations/0001_orders.sql",
+        "CREATE TABLE orders (id int PRIMARY KEY);\nINSERT INTO orders SELECT generate_series(1, 10);\n",
+    );
+    write(
+        &db,
+        "migrations/0002_status.sql",
+        "ALTER TABLE orders ADD COLUMN status text NOT NULL DEFAULT 'new';\n",
+    );
+    write(
+        &db,
+        "rollback/0002_status_down.sql",
+        "ALTER TABLE orders DROP COLUMN status;\n",
+    );
+    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
+    db.client()
+        .await
+        .batch_execute("UPDATE orders SET status = 'paid' WHERE id <= 5")
+        .await
+        .unwrap();
+    let before = common::checksum(&db, "SELECT id, status FROM orders").await;
+    let down = db.pgmaint(&["migrate", "down", "--yes", "--json"]).await;
+    down.assert_code(0);
+    let backup = down.json()["migrations"][0]["details"]["backups"][0]["backup_id"]
+        .as_i64()
+        .unwrap();
+    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
+    db.pgmaint(&["restore", &backup.to_string()])
+        .await
+        .assert_code(0);
+    assert_eq!(
+        common::checksum(&db, "SELECT id, status FROM orders").await,
+        before
+    );
+}
+
+#[tokio::test]
+async fn a_failed_concurrent_build_in_another_schema_is_cleaned_up_and_resumed() {
+    let db = db_with(CONFIG).await;
+    write(
+        &db,
+        "migrations/0001_app.sql",
+        "CREATE SCHEMA app;\nCREATE TABLE app.u (id int PRIMARY KEY, v text);\nINSERT INTO app.u VALUES (1, 'a'), (2, 'a');\n",
+    );
+    write(
+        &db,
+        "migrations/0002_index.sql",
+        "-- no-transaction\nCREATE UNIQUE INDEX CONCURRENTLY u_v ON app.u (v);\n",
+    );
+    db.pgmaint(&["migrate", "up"]).await.assert_code(1);
+    db.client()
+        .await
+        .batch_execute("UPDATE app.u SET v = 'b' WHERE id = 2")
+        .await
+        .unwrap();
+    let up = db.pgmaint(&["migrate", "up", "--json"]).await;
+    up.assert_code(0);
+    assert_eq!(
+        up.json()["migrations"][0]["details"]["dropped_invalid_index"],
+        "u_v"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM pg_index WHERE indexrelid = 'app.u_v'::regclass AND indisvalid"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_transactional_down_that_fails_leaves_the_migration_applied() {
+    let db = db_with(CONFIG).await;
+    write(&db, "migrations/0001_t.sql", "CREATE TABLE t (id int);\n");
+    write(
+        &db,
+        "rollback/0001_t_down.sql",
+        "DROP TABLE t;\nSELECT 1/0;\n",
+    );
+    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
+    db.pgmaint(&["migrate", "down", "--yes"])
+        .await
+        .assert_code(1);
+    write(&db, "migrations/0002_u.sql", "CREATE TABLE u (id int);\n");
+    let up = db.pgmaint(&["migrate", "up"]).await;
+    up.assert_code(0);
+    assert_eq!(ledger(&db).await.len(), 2);
+}
+
+#[tokio::test]
+async fn require_down_refuses_a_migration_without_one() {
+    let db = db_with("[migrations]\ndir = \"migrations\"\ndown_dir = \"rollback\"\n").await;
+    write(&db, "migrations/0001_t.sql", "CREATE TABLE t (id int);\n");
+    let refused = db.pgmaint(&["migrate", "up"]).await;
+    refused.assert_code(2);
+    assert!(
+        refused.stderr.contains("require_down"),
+        "{}",
+        refused.stderr
+    );
+    write(&db, "rollback/0001_t_down.sql", "DROP TABLE t;\n");
+    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
+}
+
+#[tokio::test]
+async fn a_sqlx_toml_with_migrate_options_is_refused() {
+    let db = db_with(CONFIG).await;
+    write(&db, "migrations/0001_t.sql", "CREATE TABLE t (id int);\n");
+    write(
+        &db,
+        "sqlx.toml",
+        "[migrate]\ntable-name = \"app._sqlx_migrations\"\n",
+    );
+    let refused = db.pgmaint(&["migrate", "up"]).await;
+    refused.assert_code(2);
+    assert!(refused.stderr.contains("sqlx.toml"), "{}", refused.stderr);
 }
