@@ -261,9 +261,9 @@ mod tests {
         assert_eq!(controls, vec![true, false, false, true]);
         assert_eq!(t[2].unseen_drop, Some("a CASCADE drop"));
         assert_eq!(
-            folded("Ärger"),
-            "Ärger".replace('Ä', "Ä"),
-            "only ASCII folds"
+            folded("ÄrgER"),
+            "Ärger",
+            "only ASCII letters fold, as PostgreSQL folds"
         );
         assert_eq!(s[2].touches, vec!["users".to_string()]);
     }
