@@ -1,5 +1,6 @@
-//! The keeper of one process's leases on one database: a task with a
-//! connection of its own that renews every lease, live run and running fire
+//! The keeper of one process's leases on one database: a task (a thread,
+//! under a command's single-threaded runtime) with a connection of its own
+//! that renews every lease, live run and running fire
 //! of its owner (`store::LeaseOwner`) every third of their ttl, so the
 //! connection that runs the work can sit in a transaction or a long
 //! statement meanwhile. One keeper per database a process serves; nothing
