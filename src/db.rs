@@ -210,6 +210,70 @@ pub(crate) async fn committed<T, E: From<tokio_postgres::Error>>(
     bounded(client, "BEGIN", "COMMIT", work).await
 }
 
+/// `committed` of one statement that changes rows, in one round trip:
+/// BEGIN, the timeouts SET LOCAL, the statement and COMMIT are sent
+/// together and answered in order (pipelined). A statement that fails
+/// leaves the transaction aborted, which the COMMIT then rolls back; its
+/// error is returned. pgmaint's one-statement records (a run's start and
+/// end, a task run's, its progress, a lease given back) go through here or
+/// `committed_row`.
+pub(crate) async fn committed_exec(
+    client: &Client,
+    sql: &str,
+    params: &[&dyn crate::unnamed::Param],
+) -> Result<u64, tokio_postgres::Error> {
+    in_one_round_trip(client, ("BEGIN", "COMMIT"), client.exec(sql, params)).await
+}
+
+/// `committed_exec` of a statement that returns exactly one row.
+pub(crate) async fn committed_row(
+    client: &Client,
+    sql: &str,
+    params: &[&dyn crate::unnamed::Param],
+) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+    in_one_round_trip(client, ("BEGIN", "COMMIT"), client.row(sql, params)).await
+}
+
+/// `read_only` of one statement that returns exactly one row, in one round
+/// trip as `committed_exec`: BEGIN READ ONLY, the timeouts, the statement
+/// and ROLLBACK sent together.
+pub(crate) async fn read_only_row(
+    client: &Client,
+    sql: &str,
+    params: &[&dyn crate::unnamed::Param],
+) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+    in_one_round_trip(
+        client,
+        ("BEGIN READ ONLY", "ROLLBACK"),
+        client.row(sql, params),
+    )
+    .await
+}
+
+/// `statement` must send its one statement when first polled (as
+/// `query_typed` does), so it goes after the timeouts and before `end`.
+/// The statement cannot run without its timeouts: a BEGIN fails only on a
+/// broken connection or inside an aborted transaction, where the
+/// statement fails as well.
+async fn in_one_round_trip<T>(
+    client: &Client,
+    (begin, end): (&str, &str),
+    statement: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, tokio_postgres::Error> {
+    let timeouts = current_timeouts();
+    let (began, set, done, committed) = futures_util::join!(
+        client.batch_execute(begin),
+        set_local_timeouts(client, &timeouts),
+        statement,
+        client.batch_execute(end),
+    );
+    began?;
+    set?;
+    let value = done?;
+    committed?;
+    Ok(value)
+}
+
 /// `begin`, the timeouts of the work under way SET LOCAL, `work`, then
 /// `end` when it succeeds or ROLLBACK when it fails: `read_only` and
 /// `committed`.
@@ -219,8 +283,14 @@ async fn bounded<T, E: From<tokio_postgres::Error>>(
     end: &str,
     work: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
-    client.batch_execute(begin).await?;
-    let result = match set_local_timeouts(client, &current_timeouts()).await {
+    // BEGIN and the timeouts are sent together and answered in order: one
+    // round trip. The timeouts are set before `work` sends anything.
+    let timeouts = current_timeouts();
+    let (began, set) = futures_util::join!(
+        client.batch_execute(begin),
+        set_local_timeouts(client, &timeouts)
+    );
+    let result = match began.and(set) {
         Ok(()) => work.await,
         Err(err) => Err(err.into()),
     };
@@ -527,10 +597,9 @@ pub(crate) async fn has_unique_key(
 
 /// Whether the server is a standby; pgmaint never writes on one.
 pub(crate) async fn in_recovery(client: &Client) -> Result<bool, tokio_postgres::Error> {
-    read_only(client, async {
-        Ok(client.row("SELECT pg_is_in_recovery()", &[]).await?.get(0))
-    })
-    .await
+    Ok(read_only_row(client, "SELECT pg_is_in_recovery()", &[])
+        .await?
+        .get(0))
 }
 
 /// Whether foreign key `constraint` of `schema`.`table` is INITIALLY

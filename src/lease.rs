@@ -1,5 +1,6 @@
-//! The keeper of one process's leases on one database: a task with a
-//! connection of its own that renews every lease, live run and running fire
+//! The keeper of one process's leases on one database: a task (a thread,
+//! under a command's single-threaded runtime) with a connection of its own
+//! that renews every lease, live run and running fire
 //! of its owner (`store::LeaseOwner`) every third of their ttl, so the
 //! connection that runs the work can sit in a transaction or a long
 //! statement meanwhile. One keeper per database a process serves; nothing
@@ -8,12 +9,25 @@
 
 use std::sync::Arc;
 
+use tokio::runtime::RuntimeFlavor;
+
 use crate::connect::{self, Target};
 use crate::store::{self, LeaseOwner};
 
 pub struct Keeper {
     owner: Arc<LeaseOwner>,
-    renewing: Option<tokio::task::JoinHandle<()>>,
+    renewing: Renewing,
+}
+
+/// Where the renewals run. On a multi-threaded runtime (the daemon) a task
+/// beside the others; on a single-threaded one (a command) a thread of its
+/// own with its own runtime, so a stretch of blocking work on the command's
+/// thread (writing a backup, walking a directory) cannot hold a renewal
+/// back past the lease's expiry.
+enum Renewing {
+    Nothing,
+    Task(tokio::task::JoinHandle<()>),
+    Thread(Option<tokio::sync::oneshot::Sender<()>>),
 }
 
 impl Keeper {
@@ -22,14 +36,40 @@ impl Keeper {
     /// a failed renewal is logged and tried again at the next beat.
     pub fn start(target: &Target, schema: &str, owner: LeaseOwner) -> Keeper {
         let owner = Arc::new(owner);
+        let renew = {
+            let (target, schema, owner) = (target.clone(), schema.to_string(), owner.clone());
+            move || renew_forever(target, schema, owner)
+        };
         // Outside a runtime (a router built for a test) nothing renews.
-        let renewing = tokio::runtime::Handle::try_current().ok().map(|runtime| {
-            runtime.spawn(renew_forever(
-                target.clone(),
-                schema.to_string(),
-                owner.clone(),
-            ))
-        });
+        let renewing = match tokio::runtime::Handle::try_current() {
+            Err(_) => Renewing::Nothing,
+            Ok(runtime) if runtime.runtime_flavor() != RuntimeFlavor::CurrentThread => {
+                Renewing::Task(runtime.spawn(renew()))
+            }
+            Ok(runtime) => {
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let on_thread = renew.clone();
+                let thread = std::thread::Builder::new()
+                    .name("pgmaint-leases".into())
+                    .spawn(move || {
+                        let runtime = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .expect("a runtime for the lease renewals");
+                        runtime.block_on(async {
+                            tokio::select! {
+                                _ = on_thread() => {}
+                                _ = stopped => {}
+                            }
+                        })
+                    });
+                match thread {
+                    Ok(_) => Renewing::Thread(Some(stop)),
+                    // No thread to be had: renew beside the command instead.
+                    Err(_) => Renewing::Task(runtime.spawn(renew())),
+                }
+            }
+        };
         Keeper { owner, renewing }
     }
 
@@ -40,8 +80,14 @@ impl Keeper {
 
 impl Drop for Keeper {
     fn drop(&mut self) {
-        if let Some(renewing) = &self.renewing {
-            renewing.abort();
+        match &mut self.renewing {
+            Renewing::Nothing => {}
+            Renewing::Task(renewing) => renewing.abort(),
+            Renewing::Thread(stop) => {
+                if let Some(stop) = stop.take() {
+                    let _ = stop.send(());
+                }
+            }
         }
     }
 }

@@ -166,17 +166,14 @@ pub(crate) async fn release(
     name: &str,
     owner: &LeaseOwner,
 ) -> Result<(), tokio_postgres::Error> {
-    crate::db::committed(client, async {
-        let q = quote_ident(schema);
-        client
-            .exec(
-                &format!("DELETE FROM {q}.leases WHERE name = $1 AND owner = $2"),
-                &[&name, &owner.owner],
-            )
-            .await?;
-        Ok(())
-    })
-    .await
+    let q = quote_ident(schema);
+    crate::db::committed_exec(
+        client,
+        &format!("DELETE FROM {q}.leases WHERE name = $1 AND owner = $2"),
+        &[&name, &owner.owner],
+    )
+    .await?;
+    Ok(())
 }
 
 /// The lease that keeps a task to one runner.

@@ -60,20 +60,17 @@ pub(crate) async fn start_run(
     dry_run: bool,
     owner: &LeaseOwner,
 ) -> Result<i64, StateError> {
-    crate::db::committed(&*client, async {
-        let q = quote_ident(schema);
-        Ok(client
-            .row(
-                &format!(
-                    "INSERT INTO {q}.runs (trigger, triggered_by, command, status, dry_run, pgmaint_version, owner, lease_until)
-                     VALUES ($1, $2, $3, 'running', $4, $5, $6, now() + make_interval(secs => $7)) RETURNING id"
-                ),
-                &[&trigger.kind, &trigger.who, &trigger.command, &dry_run, &env!("CARGO_PKG_VERSION"), &owner.owner, &owner.ttl_secs()],
-            )
-            .await?
-            .get(0))
-    })
-    .await
+    let q = quote_ident(schema);
+    Ok(crate::db::committed_row(
+        client,
+        &format!(
+            "INSERT INTO {q}.runs (trigger, triggered_by, command, status, dry_run, pgmaint_version, owner, lease_until)
+             VALUES ($1, $2, $3, 'running', $4, $5, $6, now() + make_interval(secs => $7)) RETURNING id"
+        ),
+        &[&trigger.kind, &trigger.who, &trigger.command, &dry_run, &env!("CARGO_PKG_VERSION"), &owner.owner, &owner.ttl_secs()],
+    )
+    .await?
+    .get(0))
 }
 
 pub(crate) async fn finish_run(
@@ -83,19 +80,14 @@ pub(crate) async fn finish_run(
     status: Status,
     error: Option<&str>,
 ) -> Result<(), StateError> {
-    crate::db::committed(client, async {
-        let q = quote_ident(schema);
-        client
-            .exec(
-                &format!(
-                    "UPDATE {q}.runs SET status = $2, finished_at = now(), error = $3 WHERE id = $1"
-                ),
-                &[&run_id, &status.as_str(), &error],
-            )
-            .await?;
-        Ok(())
-    })
-    .await
+    let q = quote_ident(schema);
+    crate::db::committed_exec(
+        client,
+        &format!("UPDATE {q}.runs SET status = $2, finished_at = now(), error = $3 WHERE id = $1"),
+        &[&run_id, &status.as_str(), &error],
+    )
+    .await?;
+    Ok(())
 }
 
 pub(crate) async fn start_task_run(
@@ -106,19 +98,16 @@ pub(crate) async fn start_task_run(
     kind: &str,
     dry_run: bool,
 ) -> Result<i64, StateError> {
-    crate::db::committed(client, async {
-        let q = quote_ident(schema);
-        Ok(client
-            .row(
-                &format!(
-                    "INSERT INTO {q}.task_runs (run_id, task, kind, status, dry_run) VALUES ($1, $2, $3, 'running', $4) RETURNING id"
-                ),
-                &[&run_id, &task, &kind, &dry_run],
-            )
-            .await?
-            .get(0))
-    })
-    .await
+    let q = quote_ident(schema);
+    Ok(crate::db::committed_row(
+        client,
+        &format!(
+            "INSERT INTO {q}.task_runs (run_id, task, kind, status, dry_run) VALUES ($1, $2, $3, 'running', $4) RETURNING id"
+        ),
+        &[&run_id, &task, &kind, &dry_run],
+    )
+    .await?
+    .get(0))
 }
 
 pub async fn record_progress(
@@ -127,24 +116,19 @@ pub async fn record_progress(
     task_run_id: i64,
     counters: Counters,
 ) -> Result<(), tokio_postgres::Error> {
-    crate::db::committed(client, async {
-        let q = quote_ident(schema);
-        client
-            .exec(
-                &format!(
-                    "UPDATE {q}.task_runs SET rows = $2, batches = $3, retries = $4 WHERE id = $1"
-                ),
-                &[
-                    &task_run_id,
-                    &(counters.rows as i64),
-                    &(counters.batches as i64),
-                    &(counters.retries as i64),
-                ],
-            )
-            .await?;
-        Ok(())
-    })
-    .await
+    let q = quote_ident(schema);
+    crate::db::committed_exec(
+        client,
+        &format!("UPDATE {q}.task_runs SET rows = $2, batches = $3, retries = $4 WHERE id = $1"),
+        &[
+            &task_run_id,
+            &(counters.rows as i64),
+            &(counters.batches as i64),
+            &(counters.retries as i64),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 pub(crate) async fn finish_task_run(
@@ -154,29 +138,26 @@ pub(crate) async fn finish_task_run(
     outcome: &Outcome,
     duration_ms: i64,
 ) -> Result<(), StateError> {
-    crate::db::committed(client, async {
-        let q = quote_ident(schema);
-        client
-            .exec(
-                &format!(
-                    "UPDATE {q}.task_runs SET status = $2, rows = $3, batches = $4, retries = $5, duration_ms = $6,
-                            error = $7, details = $8, finished_at = now() WHERE id = $1"
-                ),
-                &[
-                    &task_run_id,
-                    &outcome.status.as_str(),
-                    &(outcome.rows as i64),
-                    &(outcome.batches as i64),
-                    &(outcome.retries as i64),
-                    &duration_ms,
-                    &outcome.error,
-                    &outcome.details,
-                ],
-            )
-            .await?;
-        Ok(())
-    })
-    .await
+    let q = quote_ident(schema);
+    crate::db::committed_exec(
+        client,
+        &format!(
+            "UPDATE {q}.task_runs SET status = $2, rows = $3, batches = $4, retries = $5, duration_ms = $6,
+                    error = $7, details = $8, finished_at = now() WHERE id = $1"
+        ),
+        &[
+            &task_run_id,
+            &outcome.status.as_str(),
+            &(outcome.rows as i64),
+            &(outcome.batches as i64),
+            &(outcome.retries as i64),
+            &duration_ms,
+            &outcome.error,
+            &outcome.details,
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Marks `interrupted` every run still `running` whose lease expired (its
@@ -192,52 +173,55 @@ pub(crate) async fn mark_interrupted(
 ) -> Result<Vec<i64>, StateError> {
     let q = quote_ident(schema);
     let message = "its process ended without finishing (killed, crashed or lost its connection: its lease expired); uncommitted batches were rolled back";
-    let tx = crate::db::begin(client).await?;
-    // Runs whose lease still holds but whose owner's process is known gone.
-    let gone: Vec<i64> = tx
-        .rows(
-            &format!(
-                "SELECT id, owner FROM {q}.runs WHERE status = 'running' AND lease_until >= now()"
-            ),
-            &[],
-        )
-        .await?
-        .iter()
-        .filter(|r| {
-            r.get::<_, Option<&str>>(1)
-                .is_some_and(super::locks::holder_is_gone)
-        })
-        .map(|r| r.get(0))
-        .collect();
-    let marked: Vec<i64> = tx
-        .rows(
-            &format!(
-                "WITH dead AS (
-                   SELECT id FROM {q}.runs
-                    WHERE status = 'running' AND (coalesce(lease_until, '-infinity') < now() OR id = ANY($2))
-                    ORDER BY id FOR UPDATE SKIP LOCKED)
-                 UPDATE {q}.runs r SET status = 'interrupted', finished_at = now(), error = $1
-                   FROM dead WHERE r.id = dead.id AND r.status = 'running'
-                 RETURNING r.id"
-            ),
-            &[&message, &gone],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    if !marked.is_empty() {
-        tx.exec(
-            &format!(
-                "UPDATE {q}.task_runs SET status = 'interrupted', finished_at = now(), error = $2,
-                        duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint
-                  WHERE run_id = ANY($1) AND status = 'running'"
-            ),
-            &[&marked, &message],
-        )
-        .await?;
-    }
-    tx.commit().await?;
+    // BEGIN and the timeouts go out together (`db::committed`).
+    let marked: Vec<i64> = crate::db::committed(&*client, async {
+        // Runs whose lease still holds but whose owner's process is known gone.
+        let gone: Vec<i64> = client
+            .rows(
+                &format!(
+                    "SELECT id, owner FROM {q}.runs WHERE status = 'running' AND lease_until >= now()"
+                ),
+                &[],
+            )
+            .await?
+            .iter()
+            .filter(|r| {
+                r.get::<_, Option<&str>>(1)
+                    .is_some_and(super::locks::holder_is_gone)
+            })
+            .map(|r| r.get(0))
+            .collect();
+        let marked: Vec<i64> = client
+            .rows(
+                &format!(
+                    "WITH dead AS (
+                       SELECT id FROM {q}.runs
+                        WHERE status = 'running' AND (coalesce(lease_until, '-infinity') < now() OR id = ANY($2))
+                        ORDER BY id FOR UPDATE SKIP LOCKED)
+                     UPDATE {q}.runs r SET status = 'interrupted', finished_at = now(), error = $1
+                       FROM dead WHERE r.id = dead.id AND r.status = 'running'
+                     RETURNING r.id"
+                ),
+                &[&message, &gone],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !marked.is_empty() {
+            client.exec(
+                &format!(
+                    "UPDATE {q}.task_runs SET status = 'interrupted', finished_at = now(), error = $2,
+                            duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint
+                      WHERE run_id = ANY($1) AND status = 'running'"
+                ),
+                &[&marked, &message],
+            )
+            .await?;
+        }
+        Ok::<_, StateError>(marked)
+    })
+    .await?;
     let mut marked = marked;
     marked.sort();
     Ok(marked)
