@@ -109,6 +109,7 @@ pub fn statements_of(script: &Script) -> Result<Vec<Statement>, MigrateError> {
             drops: Vec::new(),
             concurrent_index: None,
             needs_own_transaction: false,
+            concurrently: false,
             locks_out_writes: false,
             controls_transaction: false,
             unseen_drop: Some("a file pgmaint's parser cannot read"),
@@ -623,6 +624,22 @@ async fn run_one(
             .map_err(|e| at_statement(migration, direction, statement, &e))
             .map(|()| false)
     };
+    if statement.concurrently {
+        // A concurrent build's first lock (SHARE UPDATE EXCLUSIVE) queues
+        // no reader or writer behind it; its later waits are for every
+        // older snapshot in the database to end, which lock_timeout would
+        // cut short and retry from scratch. So it runs without one (its
+        // statement_timeout holds).
+        job.client
+            .row("SELECT set_config('lock_timeout', '0', false)", &[])
+            .await?;
+        let result = alone.await;
+        let timeout = job.timeouts().lock_timeout.as_pg_setting();
+        job.client
+            .row("SELECT set_config('lock_timeout', $1, false)", &[&timeout])
+            .await?;
+        return result;
+    }
     if statement.needs_own_transaction {
         return alone.await;
     }

@@ -25,6 +25,9 @@ pub struct Statement {
     pub concurrent_index: Option<String>,
     /// Whether it can run inside a transaction block.
     pub needs_own_transaction: bool,
+    /// `CREATE INDEX`, `REINDEX`, `DROP INDEX` or `DETACH PARTITION`
+    /// CONCURRENTLY: no lock it waits for queues others behind it.
+    pub concurrently: bool,
     /// Whether it takes a lock that stops writes to the tables it touches
     /// for as long as it runs (DDL on an existing table, an index built
     /// without CONCURRENTLY, TRUNCATE, CLUSTER, VACUUM FULL).
@@ -68,6 +71,7 @@ pub fn split(text: &str) -> Result<Vec<Statement>, String> {
             drops: Vec::new(),
             concurrent_index: None,
             needs_own_transaction: false,
+            concurrently: false,
             locks_out_writes: false,
             controls_transaction: false,
             unseen_drop: None,
@@ -135,6 +139,11 @@ fn describe(node: &SyntaxNode, statement: &mut Statement) {
         None
     };
     let concurrently = words.iter().any(|w| w == "CONCURRENTLY");
+    statement.concurrently = concurrently
+        && (starts(&["CREATE"])
+            || starts(&["DROP", "INDEX"])
+            || starts(&["REINDEX"])
+            || starts(&["ALTER", "TABLE"]));
     statement.locks_out_writes = starts(&["ALTER", "TABLE"]) && !concurrently
         || starts(&["DROP", "TABLE"])
         || (starts(&["CREATE", "INDEX"]) || starts(&["CREATE", "UNIQUE", "INDEX"]))

@@ -1135,3 +1135,38 @@ async fn a_sqlx_toml_with_migrate_options_is_refused() {
     refused.assert_code(2);
     assert!(refused.stderr.contains("sqlx.toml"), "{}", refused.stderr);
 }
+
+#[tokio::test]
+async fn a_concurrent_build_waits_out_an_old_snapshot_instead_of_rebuilding() {
+    let db = db_with(CONFIG).await;
+    write(
+        &db,
+        "migrations/0001_t.sql",
+        "CREATE TABLE t (id int);\nINSERT INTO t SELECT generate_series(1, 1000);\nCREATE TABLE other (id int);\n",
+    );
+    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
+    write(
+        &db,
+        "migrations/0002_index.sql",
+        "-- no-transaction\nCREATE INDEX CONCURRENTLY t_id ON t (id);\n",
+    );
+    // A report's snapshot, on another table, held for 2 s: the build waits
+    // for it to end (longer than lock_timeout = 300ms), once.
+    let reporter = db.client().await;
+    let report = tokio::spawn(async move {
+        reporter
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM other; SELECT pg_sleep(2); COMMIT;")
+            .await
+            .unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let up = db.pgmaint(&["migrate", "up", "--json"]).await;
+    report.await.unwrap();
+    up.assert_code(0);
+    let statement = &up.json()["migrations"][0]["details"]["statements"][0];
+    assert_eq!(statement["retries"], 0, "{statement}");
+    assert!(
+        statement["duration_ms"].as_f64().unwrap() > 1000.0,
+        "it waited for the snapshot: {statement}"
+    );
+}
