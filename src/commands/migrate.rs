@@ -165,6 +165,7 @@ async fn up_or_plan(ctx: &Context<'_>, args: &MigrateUpArgs) -> Result<bool, Cli
             .transpose()?,
         steps: None,
         allow_out_of_order: args.allow_out_of_order,
+        lock_wait: None,
     };
     let (chosen, _) = runs::choose(
         ctx.client,
@@ -209,6 +210,7 @@ async fn down(ctx: &Context<'_>, args: &MigrateDownArgs) -> Result<bool, CliErro
             .transpose()?,
         steps: args.steps.map(|s| s as usize),
         allow_out_of_order: false,
+        lock_wait: None,
     };
     // Asked before the migration lock is taken, so nothing (an
     // application starting and running its migrations) waits on the
@@ -325,7 +327,7 @@ fn waiting(ctx: &Context<'_>) -> impl FnOnce(Option<i32>) {
 }
 
 async fn lock(ctx: &Context<'_>) -> Result<(), CliError> {
-    ctx.migrator.lock(ctx.client, waiting(ctx)).await?;
+    ctx.migrator.lock(ctx.client, waiting(ctx), None).await?;
     Ok(())
 }
 

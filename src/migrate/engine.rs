@@ -258,6 +258,7 @@ impl Migrator {
         &self,
         client: &Client,
         waiting: impl FnOnce(Option<i32>),
+        give_up: Option<Duration>,
     ) -> Result<(), MigrateError> {
         let key = self.lock_key(client).await?;
         let started = Instant::now();
@@ -282,6 +283,12 @@ impl Migrator {
                     .await?
                     .map(|r| r.get(0));
                 tell(holder);
+            }
+            if give_up.is_some_and(|limit| started.elapsed() >= limit) {
+                return Err(MigrateError::Refused(format!(
+                    "another migrator has held the migration lock for {:.0} s; nothing was changed\n  help: try again once it is done (`pgmaint migrate status` shows what it applied)",
+                    started.elapsed().as_secs_f64()
+                )));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -23,6 +23,10 @@ pub struct Selection {
     pub to: Option<i64>,
     pub steps: Option<usize>,
     pub allow_out_of_order: bool,
+    /// How long to wait for another migrator's lock; `None`: as long as
+    /// it takes (the CLI, which Ctrl-C stops). The API answers before its
+    /// request timeout.
+    pub lock_wait: Option<std::time::Duration>,
 }
 
 /// What a run did to one migration.
@@ -100,7 +104,7 @@ pub async fn choose<'m>(
     waiting: impl FnOnce(Option<i32>),
 ) -> Result<(Vec<&'m Migration>, Option<String>), MigrateError> {
     if lock {
-        migrator.lock(client, waiting).await?;
+        migrator.lock(client, waiting, selection.lock_wait).await?;
         if direction == Direction::Up {
             migrator.ensure_ledger(client).await?;
         }

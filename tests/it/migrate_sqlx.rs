@@ -1170,3 +1170,33 @@ async fn a_concurrent_build_waits_out_an_old_snapshot_instead_of_rebuilding() {
         "it waited for the snapshot: {statement}"
     );
 }
+
+#[tokio::test]
+async fn the_api_says_when_another_migrator_holds_the_lock_before_its_request_times_out() {
+    let db = db_with(&format!("[api]\ntoken = \"{TOKEN}\"\n\n{CONFIG}")).await;
+    write(&db, "migrations/0001_t.sql", "CREATE TABLE t (id int);\n");
+    // sqlx's own key for this database, held as `sqlx migrate run` holds it.
+    let key = 0x3d32ad9e_i64 * i64::from(crc32fast::hash(db.name.as_bytes()));
+    let holder = db.client().await;
+    holder
+        .query_one("SELECT pg_advisory_lock($1)", &[&key])
+        .await
+        .unwrap();
+    let daemon = db.daemon().await;
+    let started = std::time::Instant::now();
+    let (code, body) = daemon
+        .http("POST", "/api/v1/migrations/up", Some(TOKEN), "{}")
+        .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("migration lock"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "answered before the request timeout"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_class WHERE relname = 't'")
+            .await,
+        0
+    );
+    daemon.stop().await;
+}
