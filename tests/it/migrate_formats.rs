@@ -320,3 +320,51 @@ async fn pairs_with_no_ledger_ask_which_format_they_are() {
         status.stderr
     );
 }
+
+#[tokio::test]
+async fn new_writes_each_format_s_files_and_they_apply() {
+    for (format, config) in [
+        ("golang-migrate", GOLANG.to_string()),
+        (
+            "pgmaint",
+            "[migrations]\ndir = \"migrations\"\nformat = \"pgmaint\"\n".to_string(),
+        ),
+    ] {
+        let db = db_with(&config).await;
+        let new = db
+            .pgmaint(&["migrate", "new", "create_things", "--json"])
+            .await;
+        new.assert_code(0);
+        let files: Vec<String> = new.json()["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(files.len(), 2, "{format}: {files:?}");
+        assert!(
+            files[0].ends_with("_create_things.up.sql")
+                && files[1].ends_with("_create_things.down.sql"),
+            "{format}: {files:?}"
+        );
+        std::fs::write(
+            &files[0],
+            format!(
+                "{}CREATE TABLE things (id int);\n",
+                std::fs::read_to_string(&files[0]).unwrap()
+            ),
+        )
+        .unwrap();
+        std::fs::write(&files[1], "DROP TABLE things;\n").unwrap();
+        db.pgmaint(&["migrate", "up"]).await.assert_code(0);
+        db.pgmaint(&["migrate", "down", "--yes"])
+            .await
+            .assert_code(0);
+        assert_eq!(
+            db.count("SELECT count(*) FROM pg_class WHERE relname = 'things'")
+                .await,
+            0,
+            "{format}"
+        );
+    }
+}
