@@ -808,6 +808,29 @@ pub(crate) struct ColumnMissing {
     pub help: Option<String>,
 }
 
+/// Parses `sql` on the server without running it and returns its result
+/// columns (name and type), for `check`. A Parse that reports columns needs
+/// a named statement: it is made inside a read-only transaction and closed
+/// before the transaction ends, so behind a pooler it never outlives the
+/// backend that parsed it.
+pub(crate) async fn parse_columns(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<Vec<(String, tokio_postgres::types::Type)>, tokio_postgres::Error> {
+    read_only(client, async {
+        #[allow(clippy::disallowed_methods)]
+        let statement = client.prepare(sql).await?;
+        let columns = statement
+            .columns()
+            .iter()
+            .map(|c| (c.name().to_string(), c.type_().clone()))
+            .collect();
+        drop(statement);
+        Ok(columns)
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

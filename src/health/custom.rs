@@ -80,7 +80,7 @@ pub(crate) async fn check_queries(client: &Client, config: &Config) -> Vec<Probl
     let mut problems = Vec::new();
     for check in &config.health.custom {
         let key = ["health", "custom", check.name.as_str(), "sql"];
-        let columns = match crate::unnamed::parse(client, &check.sql).await {
+        let columns = match crate::db::parse_columns(client, &check.sql).await {
             Ok(columns) => columns,
             Err(err) => {
                 problems.push(

@@ -119,7 +119,7 @@ impl FilesSpec {
             });
         }
         if let Some(query) = &self.keep_referenced {
-            match crate::unnamed::parse(client, query).await {
+            match crate::db::parse_columns(client, query).await {
                 Ok(columns) if columns.len() == 1 => {}
                 Ok(columns) => problems.push(CheckProblem {
                     key: "keep_referenced",

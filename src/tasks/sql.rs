@@ -62,7 +62,7 @@ impl SqlSpec {
     /// functions. Several statements in one string cannot be parsed that
     /// way; they are only checked when run.
     async fn validate(&self, client: &Client) -> Vec<CheckProblem> {
-        match crate::unnamed::parse(client, &self.sql).await {
+        match crate::db::parse_columns(client, &self.sql).await {
             Ok(_) => Vec::new(),
             Err(err) if db::describe(&err).contains("cannot insert multiple commands") => {
                 Vec::new()
