@@ -243,16 +243,26 @@ pub enum MigrateCommand {
         name: String,
     },
     /// Accept a changed file's checksum, or clear a failed migration (audited)
-    #[command(after_help = "Examples:\n  pgmaint migrate repair 0006")]
+    #[command(
+        after_help = "Examples:\n  pgmaint migrate repair 0006 --dry-run\n  pgmaint migrate repair 0006"
+    )]
     Repair {
         /// The migration's version
         version: String,
+        /// Say what it would do, change nothing
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Mark a database migrated by hand as applied up to VERSION (audited)
-    #[command(after_help = "Examples:\n  pgmaint migrate baseline 0012")]
+    #[command(
+        after_help = "Examples:\n  pgmaint migrate baseline 0012 --dry-run\n  pgmaint migrate baseline 0012"
+    )]
     Baseline {
         /// The last version the database already has
         version: String,
+        /// Say what it would mark applied, change nothing
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

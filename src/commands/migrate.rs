@@ -57,8 +57,8 @@ pub async fn migrate(cli: &Cli, command: &MigrateCommand) -> Result<bool, CliErr
         }
         MigrateCommand::Up(args) => up_or_plan(&ctx, args).await,
         MigrateCommand::Down(args) => down(&ctx, args).await,
-        MigrateCommand::Repair { version } => repair(&ctx, version).await,
-        MigrateCommand::Baseline { version } => baseline(&ctx, version).await,
+        MigrateCommand::Repair { version, dry_run } => repair(&ctx, version, *dry_run).await,
+        MigrateCommand::Baseline { version, dry_run } => baseline(&ctx, version, *dry_run).await,
         MigrateCommand::New { .. } => unreachable!("handled above"),
     }
 }
@@ -285,7 +285,6 @@ async fn down(ctx: &Context<'_>, args: &MigrateDownArgs) -> Result<bool, CliErro
 /// A down changes the schema and may drop data: confirmed by `--yes`, or
 /// on a terminal by a yes/no after showing the plan.
 fn confirm_down(ctx: &Context<'_>, chosen: &[&Migration]) -> Result<(), CliError> {
-    use std::io::{BufRead, Write};
     let names: Vec<String> = chosen.iter().map(|m| m.written.clone()).collect();
     let interactive =
         std::io::stdin().is_terminal() && std::io::stderr().is_terminal() && !ctx.cli.json;
@@ -296,21 +295,10 @@ fn confirm_down(ctx: &Context<'_>, chosen: &[&Migration]) -> Result<(), CliError
         )));
     }
     let _ = print_plan(ctx, chosen, Direction::Down);
-    eprint!(
-        "\nRevert {} (data they drop is backed up first)? [y/N] ",
+    super::ask_yes(&format!(
+        "\nRevert {} (data they drop is backed up first)?",
         names.join(", ")
-    );
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|e| CliError::Failed(e.to_string()))?;
-    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-        Ok(())
-    } else {
-        Err(CliError::Usage("not confirmed; nothing was changed".into()))
-    }
+    ))
 }
 
 /// Says once that another migrator holds the lock.
@@ -379,15 +367,7 @@ fn print_plan(
             crate::duration::Duration(settings.statement_timeout).as_pg_setting(),
         );
         for (i, s) in list.iter().enumerate() {
-            let first: String = s
-                .text
-                .lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty() && !l.starts_with("--"))
-                .unwrap_or("")
-                .chars()
-                .take(60)
-                .collect();
+            let first: String = s.first_line().chars().take(60).collect();
             println!("  {:>2}. line {:<4} {first}", i + 1, s.line);
             if direction == Direction::Down
                 && let Some(what) = s.unseen_drop
@@ -510,9 +490,12 @@ fn ms(ms: f64) -> String {
     }
 }
 
-async fn repair(ctx: &Context<'_>, written: &str) -> Result<bool, CliError> {
+async fn repair(ctx: &Context<'_>, written: &str, dry_run: bool) -> Result<bool, CliError> {
     let version = parse_version(ctx, written)?;
-    lock(ctx).await?;
+    if !dry_run {
+        lock(ctx).await?;
+    }
+    let timeouts = ctx.migrator.settings.timeouts();
     let entries = ctx.migrator.entries(ctx.client).await?;
     let Some(entry) = entries.iter().find(|e| e.version == version) else {
         return Err(CliError::Usage(format!(
@@ -530,7 +513,7 @@ async fn repair(ctx: &Context<'_>, written: &str) -> Result<bool, CliError> {
                 .migration(version)
                 .expect("a modified migration has a file");
             let checksum = m.up.checksum();
-            crate::db::committed(ctx.client, async {
+            let write = crate::db::committed(ctx.client, async {
                 ledger.set_checksum(ctx.client, version, &checksum).await?;
                 store::schema_migrations::record_applied_text(
                     ctx.client,
@@ -542,11 +525,15 @@ async fn repair(ctx: &Context<'_>, written: &str) -> Result<bool, CliError> {
                     None,
                 )
                 .await
-            })
-            .await?;
+            });
+            if !dry_run {
+                crate::db::under(timeouts, write).await?;
+            }
             format!(
-                "Accepted the changed file of migration {written} ({}): the ledger now holds its new checksum.",
-                change.says()
+                "{} the changed file of migration {written} ({}): the ledger {} its new checksum.",
+                if dry_run { "Would accept" } else { "Accepted" },
+                change.says(),
+                if dry_run { "would hold" } else { "now holds" }
             )
         }
         State::Dirty => {
@@ -555,7 +542,7 @@ async fn repair(ctx: &Context<'_>, written: &str) -> Result<bool, CliError> {
                 .migration(version)
                 .expect("a partly applied migration has a file");
             let previous = ctx.migrator.previous(m);
-            crate::db::committed(ctx.client, async {
+            let write = crate::db::committed(ctx.client, async {
                 ledger.clear_partial(ctx.client, m, previous).await?;
                 store::schema_migrations::forget_migration_run(
                     ctx.client,
@@ -564,14 +551,17 @@ async fn repair(ctx: &Context<'_>, written: &str) -> Result<bool, CliError> {
                     version,
                 )
                 .await
-            })
-            .await?;
+            });
+            if !dry_run {
+                crate::db::under(timeouts, write).await?;
+            }
             format!(
-                "Cleared migration {written}'s partly-applied row from {ledger_name}: `migrate up` runs it again from its first statement."
+                "{} migration {written}'s partly-applied row from {ledger_name}: `migrate up` runs it again from its first statement.",
+                if dry_run { "Would clear" } else { "Cleared" }
             )
         }
         State::Failed { direction, .. } => {
-            crate::db::committed(
+            let write = crate::db::committed(
                 ctx.client,
                 store::schema_migrations::forget_migration_run(
                     ctx.client,
@@ -579,10 +569,13 @@ async fn repair(ctx: &Context<'_>, written: &str) -> Result<bool, CliError> {
                     &ledger_name,
                     version,
                 ),
-            )
-            .await?;
+            );
+            if !dry_run {
+                crate::db::under(timeouts, write).await?;
+            }
             format!(
-                "Forgot where migration {written}'s {direction} stopped: `migrate {direction}` runs it from its first statement."
+                "{} where migration {written}'s {direction} stopped: `migrate {direction}` runs it from its first statement.",
+                if dry_run { "Would forget" } else { "Forgot" }
             )
         }
         other => {
@@ -596,6 +589,14 @@ async fn repair(ctx: &Context<'_>, written: &str) -> Result<bool, CliError> {
             )));
         }
     };
+    if dry_run {
+        if ctx.cli.json {
+            print_json(&json!({"version": written, "dry_run": true, "would": said}));
+        } else if !ctx.cli.quiet {
+            println!("{said}");
+        }
+        return Ok(true);
+    }
     audit(
         ctx,
         &format!("migrate repair {written}"),
@@ -612,15 +613,17 @@ async fn repair(ctx: &Context<'_>, written: &str) -> Result<bool, CliError> {
     Ok(true)
 }
 
-async fn baseline(ctx: &Context<'_>, written: &str) -> Result<bool, CliError> {
+async fn baseline(ctx: &Context<'_>, written: &str, dry_run: bool) -> Result<bool, CliError> {
     let version = parse_version(ctx, written)?;
     if ctx.migrator.migration(version).is_none() {
         return Err(CliError::Usage(format!(
             "no migration has version {written}; `pgmaint migrate status` lists them"
         )));
     }
-    lock(ctx).await?;
-    ctx.migrator.ensure_ledger(ctx.client).await?;
+    if !dry_run {
+        lock(ctx).await?;
+        ctx.migrator.ensure_ledger(ctx.client).await?;
+    }
     let entries = ctx.migrator.entries(ctx.client).await?;
     let marked: Vec<&Migration> = entries
         .iter()
@@ -632,7 +635,26 @@ async fn baseline(ctx: &Context<'_>, written: &str) -> Result<bool, CliError> {
     let schema = &ctx.config.state_schema;
     let ledger = &ctx.migrator.ledger;
     let ledger_name = ledger.name();
-    crate::db::committed(ctx.client, async {
+    if dry_run {
+        let versions: Vec<&str> = marked.iter().map(|m| m.written.as_str()).collect();
+        if ctx.cli.json {
+            print_json(
+                &json!({"baseline": written, "dry_run": true, "would_mark_applied": versions}),
+            );
+        } else if !ctx.cli.quiet {
+            println!(
+                "Would mark {} migration(s) up to {written} as applied without running them{}.",
+                versions.len(),
+                if versions.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", versions.join(", "))
+                }
+            );
+        }
+        return Ok(true);
+    }
+    let write = crate::db::committed(ctx.client, async {
         for m in &marked {
             let checksum = m.up.checksum();
             ledger.record_up(ctx.client, m).await?;
@@ -651,8 +673,8 @@ async fn baseline(ctx: &Context<'_>, written: &str) -> Result<bool, CliError> {
             .await?;
         }
         Ok::<(), tokio_postgres::Error>(())
-    })
-    .await?;
+    });
+    crate::db::under(ctx.migrator.settings.timeouts(), write).await?;
     let versions: Vec<&str> = marked.iter().map(|m| m.written.as_str()).collect();
     audit(
         ctx,

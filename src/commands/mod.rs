@@ -339,6 +339,24 @@ pub(crate) async fn connect_to(target: &connect::Target, named: bool) -> Result<
     })
 }
 
+/// Asks `question` on the terminal (stderr, then a line of stdin); `Ok`
+/// only for y or yes, else the usage error that nothing was changed.
+pub(crate) fn ask_yes(question: &str) -> Result<(), CliError> {
+    use std::io::{BufRead, Write};
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        Err(CliError::Usage("not confirmed; nothing was changed".into()))
+    }
+}
+
 /// Prints one JSON document on stdout.
 pub fn print_json(value: &impl serde::Serialize) {
     crate::output::println(&serde_json::to_string_pretty(value).expect("serializable output"));

@@ -65,7 +65,7 @@ fn confirm_help(critical: &[&str]) -> String {
 /// A critical task runs only when confirmed: `--yes`, or on a terminal a
 /// yes/no asked after showing the plan. Anything else changes nothing.
 async fn confirm(cli: &Cli, config: &Config, critical: &[&str]) -> Result<(), CliError> {
-    use std::io::{BufRead, IsTerminal, Write};
+    use std::io::IsTerminal;
     let names = critical.join(", ");
     let interactive =
         std::io::stdin().is_terminal() && std::io::stderr().is_terminal() && !cli.json;
@@ -94,21 +94,10 @@ async fn confirm(cli: &Cli, config: &Config, critical: &[&str]) -> Result<(), Cl
         target: None,
     };
     execute(cli, config, request).await?;
-    eprint!(
-        "\n{names} {} critical. Run now? [y/N] ",
+    super::ask_yes(&format!(
+        "\n{names} {} critical. Run now?",
         if critical.len() == 1 { "is" } else { "are" }
-    );
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|e| CliError::Failed(e.to_string()))?;
-    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-        Ok(())
-    } else {
-        Err(CliError::Usage("not confirmed; nothing was changed".into()))
-    }
+    ))
 }
 
 pub async fn plan(cli: &Cli, args: &PlanArgs) -> Result<bool, CliError> {

@@ -76,11 +76,7 @@ pub struct Job<'a> {
 
 impl Job<'_> {
     fn timeouts(&self) -> SessionTimeouts {
-        SessionTimeouts {
-            lock_timeout: crate::duration::Duration(self.settings.lock_timeout),
-            statement_timeout: crate::duration::Duration(self.settings.statement_timeout),
-            time_zone: None,
-        }
+        self.settings.timeouts()
     }
 }
 
@@ -301,18 +297,47 @@ fn script_checksum(migration: &Migration, direction: Direction) -> Vec<u8> {
     }
 }
 
-fn head(statement: &Statement) -> String {
-    let first = statement
-        .text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with("--"))
-        .unwrap_or("");
-    let mut head: String = first.chars().take(72).collect();
-    if first.chars().count() > 72 {
-        head.push('…');
+impl StatementRun {
+    /// A statement that ran (since `started`, after `retries` busy
+    /// locks), or that an earlier run had finished (`None`: skipped).
+    fn of(statement: &Statement, started: Option<Instant>, retries: u32) -> StatementRun {
+        let first = statement.first_line();
+        let mut head: String = first.chars().take(72).collect();
+        if first.chars().count() > 72 {
+            head.push('…');
+        }
+        StatementRun {
+            line: statement.line,
+            column: statement.column,
+            head,
+            duration_ms: started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0),
+            retries,
+            skipped: started.is_none(),
+        }
     }
-    head
+}
+
+/// Backs up what `statement` drops, in the open transaction.
+async fn save_drops(
+    job: &Job<'_>,
+    migration: &Migration,
+    statement: &Statement,
+) -> Result<Vec<Saved>, MigrateError> {
+    let mut saved = Vec::new();
+    for drop in &statement.drops {
+        let task = task_of(migration);
+        let backup = drops::save(
+            job.client,
+            job.state_schema,
+            &job.settings.backup_dir,
+            &task,
+            drop,
+        );
+        if let Some(s) = crate::db::under(job.timeouts(), backup).await? {
+            saved.push(s);
+        }
+    }
+    Ok(saved)
 }
 
 fn task_of(migration: &Migration) -> String {
@@ -339,36 +364,14 @@ async fn in_one_transaction(
             crate::db::set_local_timeouts(job.client, &job.timeouts()).await?;
             for statement in statements {
                 if direction == Direction::Down {
-                    for drop in &statement.drops {
-                        if let Some(saved) = crate::db::under(
-                            job.timeouts(),
-                            drops::save(
-                                job.client,
-                                job.state_schema,
-                                &job.settings.backup_dir,
-                                &task_of(migration),
-                                drop,
-                            ),
-                        )
-                        .await?
-                        {
-                            backups.push(saved);
-                        }
-                    }
+                    backups.extend(save_drops(job, migration, statement).await?);
                 }
                 let started = Instant::now();
                 job.client
                     .batch_execute(&statement.text)
                     .await
                     .map_err(|e| at_statement(migration, direction, statement, &e))?;
-                runs.push(StatementRun {
-                    line: statement.line,
-                    column: statement.column,
-                    head: head(statement),
-                    duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-                    retries,
-                    skipped: false,
-                });
+                runs.push(StatementRun::of(statement, Some(started), retries));
             }
             record_ledger(job, migration, direction, previous).await?;
             job.client.batch_execute("COMMIT").await?;
@@ -452,14 +455,7 @@ async fn statement_by_statement(
     if done > 0 {
         report.resumed_at = Some(done + 1);
         for statement in &statements[..done.min(statements.len())] {
-            report.statements.push(StatementRun {
-                line: statement.line,
-                column: statement.column,
-                head: head(statement),
-                duration_ms: 0.0,
-                retries: 0,
-                skipped: true,
-            });
+            report.statements.push(StatementRun::of(statement, None, 0));
         }
     }
     // golang-migrate's ledger says dirty while the statements run, as
@@ -503,14 +499,7 @@ async fn statement_by_statement(
                 match index_state(job.client, statement).await? {
                     Some(true) if index == done && resuming => {
                         // Built by the run that stopped before recording it.
-                        report.statements.push(StatementRun {
-                            line: statement.line,
-                            column: statement.column,
-                            head: head(statement),
-                            duration_ms: 0.0,
-                            retries: 0,
-                            skipped: true,
-                        });
+                        report.statements.push(StatementRun::of(statement, None, 0));
                         mark_done(job, migration, index + 1).await?;
                         continue;
                     }
@@ -529,14 +518,9 @@ async fn statement_by_statement(
                     run_one(job, migration, direction, statement, index + 1, report).await;
                 match attempt {
                     Ok(recorded) => {
-                        report.statements.push(StatementRun {
-                            line: statement.line,
-                            column: statement.column,
-                            head: head(statement),
-                            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-                            retries,
-                            skipped: false,
-                        });
+                        report
+                            .statements
+                            .push(StatementRun::of(statement, Some(started), retries));
                         break recorded;
                     }
                     Err(err) if lock_busy(&err) => {
@@ -647,25 +631,11 @@ async fn run_one(
     let attempt = async {
         job.client.batch_execute("BEGIN").await?;
         crate::db::set_local_timeouts(job.client, &job.timeouts()).await?;
-        let mut saved = Vec::new();
-        if direction == Direction::Down {
-            for drop in &statement.drops {
-                if let Some(s) = crate::db::under(
-                    job.timeouts(),
-                    drops::save(
-                        job.client,
-                        job.state_schema,
-                        &job.settings.backup_dir,
-                        &task_of(migration),
-                        drop,
-                    ),
-                )
-                .await?
-                {
-                    saved.push(s);
-                }
-            }
-        }
+        let saved = if direction == Direction::Down {
+            save_drops(job, migration, statement).await?
+        } else {
+            Vec::new()
+        };
         if let Err(err) = job.client.batch_execute(&statement.text).await {
             refused_in_block = err.code()
                 == Some(&tokio_postgres::error::SqlState::ACTIVE_SQL_TRANSACTION)

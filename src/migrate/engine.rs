@@ -322,11 +322,7 @@ impl Migrator {
 
     /// Creates the ledger if it is missing (sqlx's table as sqlx makes it).
     pub async fn ensure_ledger(&self, client: &Client) -> Result<(), MigrateError> {
-        let timeouts = crate::db::SessionTimeouts {
-            lock_timeout: crate::duration::Duration(self.settings.lock_timeout),
-            statement_timeout: crate::duration::Duration(self.settings.statement_timeout),
-            time_zone: None,
-        };
+        let timeouts = self.settings.timeouts();
         crate::db::under(
             timeouts,
             crate::db::committed(client, self.ledger.ensure(client)),

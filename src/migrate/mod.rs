@@ -118,6 +118,15 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// What every migration statement runs under.
+    pub(crate) fn timeouts(&self) -> crate::db::SessionTimeouts {
+        crate::db::SessionTimeouts {
+            lock_timeout: crate::duration::Duration(self.lock_timeout),
+            statement_timeout: crate::duration::Duration(self.statement_timeout),
+            time_zone: None,
+        }
+    }
+
     /// The settings of a config without `[migrations]`, in `base`.
     pub fn defaults(base: &std::path::Path, backup_dir: PathBuf) -> Settings {
         Settings {

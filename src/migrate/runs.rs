@@ -201,7 +201,7 @@ pub async fn needing_confirmation(
                     "{}:{}: `{}` locks out writes on {table} ({} with its indexes, over confirm_above) for as long as it runs",
                     script.path.display(),
                     statement.line,
-                    statement.text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with("--")).unwrap_or(""),
+                    statement.first_line(),
                     crate::health::human_bytes(bytes as f64)
                 ));
             }

@@ -42,6 +42,18 @@ pub struct Statement {
     pub unseen_drop: Option<&'static str>,
 }
 
+impl Statement {
+    /// Its first line that is not a comment, as plans and the audit trail
+    /// name it.
+    pub fn first_line(&self) -> &str {
+        self.text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with("--"))
+            .unwrap_or("")
+    }
+}
+
 /// What a statement drops that may hold rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Drop {

@@ -14,17 +14,7 @@ use std::time::Duration;
 
 use common::TestDb;
 
-async fn db_with(config: &str) -> TestDb {
-    let db = TestDb::new().await;
-    db.config(config);
-    std::fs::create_dir_all(db.dir.path().join("migrations")).unwrap();
-    db.pgmaint(&["init"]).await.assert_code(0);
-    db
-}
-
-fn write(db: &TestDb, path: &str, text: &str) {
-    std::fs::write(db.dir.path().join(path), text).unwrap();
-}
+use crate::migrate_sqlx::{db_with, write};
 
 fn dbmate(db: &TestDb, args: &[&str]) -> (i32, String) {
     common::require_tool(

@@ -16,9 +16,9 @@ use sha2::Digest;
 
 const CONFIG: &str = "[migrations]\ndir = \"migrations\"\ndown_dir = \"rollback\"\nlock_timeout = \"300ms\"\nrequire_down = false\n";
 
-/// A test database with pgmaint's state schema, a config, and an empty
-/// migrations folder.
-async fn db_with(config: &str) -> TestDb {
+/// A test database with pgmaint's state schema, a config, and empty
+/// `migrations/` and `rollback/` folders (`migrate_formats` uses it too).
+pub(crate) async fn db_with(config: &str) -> TestDb {
     let db = TestDb::new().await;
     db.config(config);
     std::fs::create_dir_all(db.dir.path().join("migrations")).unwrap();
@@ -27,7 +27,7 @@ async fn db_with(config: &str) -> TestDb {
     db
 }
 
-fn write(db: &TestDb, path: &str, text: &str) -> PathBuf {
+pub(crate) fn write(db: &TestDb, path: &str, text: &str) -> PathBuf {
     let path = db.dir.path().join(path);
     std::fs::write(&path, text).unwrap();
     path
@@ -616,6 +616,14 @@ async fn changed_files_are_told_apart_and_repair_accepts_them() {
     }
     // Accepting the comment-only change: sqlx then agrees.
     std::fs::write(&files[1], &cases[2].0).unwrap();
+    let dry = db
+        .pgmaint(&["migrate", "repair", "0002", "--dry-run"])
+        .await;
+    dry.assert_code(0);
+    assert!(dry.stdout.contains("Would accept"), "{}", dry.stdout);
+    db.pgmaint(&["migrate", "status", "--exit-code"])
+        .await
+        .assert_code(1);
     let repair = db.pgmaint(&["migrate", "repair", "0002"]).await;
     repair.assert_code(0);
     assert!(repair.stdout.contains("only comments"), "{}", repair.stdout);
@@ -685,6 +693,24 @@ async fn baseline_marks_a_database_migrated_by_hand() {
         .batch_execute("CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL, bio text)")
         .await
         .unwrap();
+    let dry = db
+        .pgmaint(&["migrate", "baseline", "0002", "--dry-run"])
+        .await;
+    dry.assert_code(0);
+    assert!(
+        dry.stdout.contains("Would mark 2 migration(s)"),
+        "{}",
+        dry.stdout
+    );
+    let status = db.pgmaint(&["migrate", "status", "--json"]).await;
+    assert!(
+        status.json()["migrations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["status"] == "pending"),
+        "the dry run changed nothing"
+    );
     let baseline = db.pgmaint(&["migrate", "baseline", "0002"]).await;
     baseline.assert_code(0);
     assert!(
