@@ -514,7 +514,7 @@ async fn repair(ctx: &Context<'_>, written: &str, dry_run: bool) -> Result<bool,
                 .expect("a modified migration has a file");
             let checksum = m.up.checksum();
             let write = crate::db::committed(ctx.client, async {
-                ledger.set_checksum(ctx.client, version, &checksum).await?;
+                ledger.set_checksum(ctx.client, m).await?;
                 store::schema_migrations::record_applied_text(
                     ctx.client,
                     schema,
@@ -628,9 +628,11 @@ async fn baseline(ctx: &Context<'_>, written: &str, dry_run: bool) -> Result<boo
     let marked: Vec<&Migration> = entries
         .iter()
         .filter(|e| {
-            e.version <= version && matches!(e.state, crate::migrate::status::State::Pending)
+            ctx.migrator.position(e.version) <= ctx.migrator.position(version)
+                && matches!(e.state, crate::migrate::status::State::Pending)
         })
         .filter_map(|e| ctx.migrator.migration(e.version))
+        .filter(|m| !m.repeatable)
         .collect();
     let schema = &ctx.config.state_schema;
     let ledger = &ctx.migrator.ledger;
@@ -659,7 +661,7 @@ async fn baseline(ctx: &Context<'_>, written: &str, dry_run: bool) -> Result<boo
             let checksum = m.up.checksum();
             ledger.record_up(ctx.client, m).await?;
             ledger
-                .record_time(ctx.client, m.version, std::time::Duration::ZERO)
+                .record_time(ctx.client, m, std::time::Duration::ZERO)
                 .await?;
             store::schema_migrations::record_applied_text(
                 ctx.client,

@@ -39,7 +39,7 @@ pub(super) fn resolve(
                         ),
                     )
                     .with_help(
-                        "formats read today: \"sqlx\", \"dbmate\", \"golang-migrate\", \"pgmaint\" (or \"auto\" to find which)",
+                        "formats read today: \"sqlx\", \"dbmate\", \"golang-migrate\", \"flyway\", \"drizzle\", \"pgmaint\" (or \"auto\" to find which)",
                     ),
             );
             None
@@ -52,7 +52,7 @@ pub(super) fn resolve(
                         format!("\"{other}\" is not a migration format"),
                     )
                     .with_help(
-                        "use \"auto\", \"sqlx\", \"dbmate\", \"golang-migrate\" or \"pgmaint\"",
+                        "use \"auto\", \"sqlx\", \"dbmate\", \"golang-migrate\", \"flyway\", \"drizzle\" or \"pgmaint\"",
                     ),
             );
             None

@@ -221,7 +221,7 @@ pub async fn run(
                     crate::db::committed(
                         job.client,
                         job.ledger
-                            .record_time(job.client, migration.version, started.elapsed()),
+                            .record_time(job.client, migration, started.elapsed()),
                     )
                     .await
                 })
@@ -458,15 +458,19 @@ async fn statement_by_statement(
             report.statements.push(StatementRun::of(statement, None, 0));
         }
     }
-    // golang-migrate's ledger says dirty while the statements run, as
-    // golang-migrate's own runs do.
+    // golang-migrate's ledger says dirty while the statements run, and
+    // Flyway's has a failed row, as their own runs leave them.
     let target = match direction {
         Direction::Up => Some(migration.version),
         Direction::Down => previous,
     };
     crate::db::under(
         timeouts,
-        crate::db::committed(job.client, job.ledger.mark_dirty(job.client, target)),
+        crate::db::committed(
+            job.client,
+            job.ledger
+                .mark_dirty(job.client, migration, direction == Direction::Up, target),
+        ),
     )
     .await?;
     // A session of its own: these settings hold for its statements, and

@@ -70,11 +70,26 @@ impl Migrator {
             Ok((applied, runs))
         })
         .await?;
-        Ok(status::entries(&self.migrations, &applied, &runs))
+        Ok(status::entries(
+            &self.migrations,
+            &applied,
+            &runs,
+            &self.ledger,
+        ))
     }
 
     pub fn migration(&self, version: i64) -> Option<&Migration> {
         self.migrations.iter().find(|m| m.version == version)
+    }
+
+    /// Where a version comes in the order `up` applies migrations (the
+    /// format's own order: versions, Flyway's dotted ones, dependencies);
+    /// a ledger row without a file comes after every file.
+    pub fn position(&self, version: i64) -> usize {
+        self.migrations
+            .iter()
+            .position(|m| m.version == version)
+            .unwrap_or(usize::MAX)
     }
 
     /// What `up [--to V]` applies, in order; refused (changing nothing)
@@ -114,13 +129,17 @@ impl Migrator {
             .iter()
             .filter(|e| {
                 matches!(e.state, State::Pending | State::Failed { .. })
-                    && to.is_none_or(|to| e.version <= to)
+                    && to.is_none_or(|to| self.position(e.version) <= self.position(to))
             })
             .collect();
         if self.require_down() {
             let without: Vec<&str> = pending
                 .iter()
-                .filter(|e| !e.has_down && !e.irreversible)
+                .filter(|e| {
+                    !e.has_down
+                        && !e.irreversible
+                        && self.migration(e.version).is_some_and(|m| !m.repeatable)
+                })
                 .map(|e| e.written.as_str())
                 .collect();
             if !without.is_empty() {
@@ -169,8 +188,10 @@ impl Migrator {
         to: Option<i64>,
         steps: Option<usize>,
     ) -> Result<(Vec<&'a Migration>, Option<String>), MigrateError> {
+        // Repeatables (Flyway's `R__`) have no undo: a down leaves them.
         let mut applied: Vec<&Entry> = entries
             .iter()
+            .filter(|e| self.migration(e.version).is_none_or(|m| !m.repeatable))
             .filter(|e| {
                 matches!(e.state, State::Applied | State::Modified { .. })
                     || matches!(&e.state, State::Failed { direction, .. } if direction == "down")
@@ -178,17 +199,15 @@ impl Migrator {
             .collect();
         // Newest first: the reverse of the order `up` applies them in
         // (dependencies included), then ledger rows without a file.
-        let position = |e: &Entry| {
-            self.migrations
-                .iter()
-                .position(|m| m.version == e.version)
-                .unwrap_or(usize::MAX)
-        };
+        let position = |e: &Entry| self.position(e.version);
         applied.sort_by_key(|e| {
             std::cmp::Reverse((position(e) != usize::MAX, position(e), e.version))
         });
         let chosen: Vec<&Entry> = match (to, steps) {
-            (Some(to), _) => applied.into_iter().filter(|e| e.version > to).collect(),
+            (Some(to), _) => applied
+                .into_iter()
+                .filter(|e| self.position(e.version) > self.position(to))
+                .collect(),
             (None, steps) => applied.into_iter().take(steps.unwrap_or(1)).collect(),
         };
         let mut selected = Vec::new();

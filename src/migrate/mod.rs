@@ -6,10 +6,10 @@
 //! and every run in the audit trail. pgmaint is the executor and auditor
 //! of the migrations a team already has, not another migrator.
 //!
-//! Formats so far: sqlx (simple and reversible files, `-- no-transaction`,
-//! `down_dir` for rollbacks kept elsewhere), dbmate, golang-migrate and
-//! pgmaint's own. The others of PRODUCT.md (Flyway, drizzle, `command`)
-//! are named by the config and refused with that reason until they land.
+//! Formats: sqlx (simple and reversible files, `-- no-transaction`,
+//! `down_dir` for rollbacks kept elsewhere), dbmate, golang-migrate,
+//! Flyway (`V`, `U` and `R__` files), drizzle-kit (its journal) and
+//! pgmaint's own.
 
 pub(crate) mod apply;
 pub(crate) mod blockers;
@@ -46,15 +46,34 @@ pub enum Format {
     /// golang-migrate: `<version>_<title>.up.sql` + `.down.sql`; the
     /// one-row `schema_migrations (version bigint, dirty boolean)`.
     GolangMigrate,
+    /// Flyway: `V<version>__<description>.sql`, `U<version>__` undo files,
+    /// `R__<description>.sql` repeatables; `flyway_schema_history` with
+    /// Flyway's CRC32 checksums.
+    Flyway,
+    /// drizzle-kit: `meta/_journal.json` listing `<NNNN>_<tag>.sql` files
+    /// split at `--> statement-breakpoint`; `drizzle.__drizzle_migrations`
+    /// with the SHA-256 of each file.
+    Drizzle,
 }
 
 impl Format {
+    pub const ALL: [Format; 6] = [
+        Format::Sqlx,
+        Format::Dbmate,
+        Format::GolangMigrate,
+        Format::Flyway,
+        Format::Drizzle,
+        Format::Pgmaint,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Sqlx => "sqlx",
             Format::Pgmaint => "pgmaint",
             Format::Dbmate => "dbmate",
             Format::GolangMigrate => "golang-migrate",
+            Format::Flyway => "flyway",
+            Format::Drizzle => "drizzle",
         }
     }
 
@@ -62,24 +81,30 @@ impl Format {
     /// otherwise: `require_down`'s default.
     pub(crate) fn downs_expected(self, reversible_files: bool) -> bool {
         match self {
-            Format::Sqlx => reversible_files,
+            // Flyway's undo files are optional (a Teams feature); drizzle
+            // has no downs.
+            Format::Sqlx | Format::Flyway => reversible_files,
+            Format::Drizzle => false,
             Format::Pgmaint | Format::Dbmate | Format::GolangMigrate => true,
         }
     }
 
     pub fn from_name(name: &str) -> Option<Format> {
-        match name {
-            "sqlx" => Some(Format::Sqlx),
-            "pgmaint" => Some(Format::Pgmaint),
-            "dbmate" => Some(Format::Dbmate),
-            "golang-migrate" => Some(Format::GolangMigrate),
-            _ => None,
-        }
+        Format::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+
+    /// `format = "..."` for each of `formats`, joined with "or".
+    pub(crate) fn settings(formats: &[Format]) -> String {
+        formats
+            .iter()
+            .map(|f| format!("format = \"{}\"", f.as_str()))
+            .collect::<Vec<_>>()
+            .join(" or ")
     }
 }
 
 /// The formats PRODUCT.md names that this version does not read yet.
-pub const LATER_FORMATS: &[&str] = &["flyway", "drizzle", "command"];
+pub const LATER_FORMATS: &[&str] = &["command"];
 
 /// What to do about sessions that hold a migration's tables in an open
 /// transaction when it starts.

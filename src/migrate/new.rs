@@ -2,7 +2,9 @@
 //! format, as that format's own tool names them (sqlx-cli: a UTC
 //! timestamp version, or the next sequential number with the same width
 //! when the folder already numbers them so; reversible pairs when the
-//! folder has them).
+//! folder has them; Flyway: the next `V<n>__` and a `U<n>__` when the
+//! folder has undo files; drizzle-kit: the next `<NNNN>_<name>.sql` added
+//! to the journal, as `drizzle-kit generate --custom` adds it).
 
 use std::path::PathBuf;
 
@@ -41,10 +43,15 @@ pub fn create(
         )));
     }
     let name = name.replace([' ', '-'], "_");
+    match format {
+        Format::Flyway => return flyway(settings, existing, &name, now),
+        Format::Drizzle => return drizzle(settings, &name, now),
+        _ => {}
+    }
     let version = next_version(existing, now);
     let reversible = match format {
         Format::Pgmaint | Format::GolangMigrate => true,
-        Format::Dbmate => false,
+        Format::Dbmate | Format::Flyway | Format::Drizzle => false,
         Format::Sqlx => {
             existing.is_empty() && settings.down_dir.is_none()
                 || existing
@@ -62,7 +69,7 @@ pub fn create(
             "-- pgmaint: transaction=one\n-- Add the up migration here; `transaction=none` runs it statement by statement.\n",
             "-- Add the down migration here: it undoes the up.\n",
         ),
-        Format::GolangMigrate | Format::Dbmate => ("", ""),
+        Format::GolangMigrate | Format::Dbmate | Format::Flyway | Format::Drizzle => ("", ""),
     };
     // dbmate's own template: both blocks in one file.
     let simple_text = match format {
@@ -90,6 +97,11 @@ pub fn create(
             ));
         }
     }
+    write_new(files)
+}
+
+/// Writes each file, none when one already exists.
+fn write_new(files: Vec<(PathBuf, &str)>) -> Result<Vec<PathBuf>, MigrateError> {
     for (path, _) in &files {
         if path.exists() {
             return Err(MigrateError::Files(format!(
@@ -108,6 +120,120 @@ pub fn create(
             .map_err(|e| MigrateError::Files(format!("cannot write {}: {e}", path.display())))?;
     }
     Ok(files.into_iter().map(|(p, _)| p).collect())
+}
+
+/// Flyway's next version: one more than the highest versioned
+/// migration's first part (`V7__` after `V6_2__`), a UTC timestamp in a
+/// folder versioned by timestamps or an empty one.
+fn flyway(
+    settings: &Settings,
+    existing: &[Migration],
+    name: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<PathBuf>, MigrateError> {
+    let firsts: Vec<Migration> = existing
+        .iter()
+        .filter(|m| !m.repeatable)
+        .filter_map(|m| {
+            let first = m.written.split('.').next()?;
+            let mut m = m.clone();
+            m.version = first.parse().ok()?;
+            m.written = first.to_string();
+            Some(m)
+        })
+        .collect();
+    let version = next_version(&firsts, now);
+    let mut files = vec![(settings.dir.join(format!("V{version}__{name}.sql")), "")];
+    if existing.iter().any(|m| m.down.is_some()) {
+        files.push((settings.dir.join(format!("U{version}__{name}.sql")), ""));
+    }
+    write_new(files)
+}
+
+/// What `drizzle-kit generate --custom` writes into a new file.
+const DRIZZLE_CUSTOM: &str = "-- Custom SQL migration file, put your code below! --";
+
+/// The next drizzle migration: its file, its journal entry (`when` now,
+/// later than the last one), and a copy of the last snapshot as the new
+/// one's, so `drizzle-kit generate` goes on from it.
+fn drizzle(
+    settings: &Settings,
+    name: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<PathBuf>, MigrateError> {
+    let mut journal = super::source::drizzle_journal(settings)?;
+    let idx = journal.entries.len() as i64;
+    let tag = format!("{idx:04}_{name}");
+    let when = journal
+        .entries
+        .last()
+        .map(|e| e.when + 1)
+        .unwrap_or(0)
+        .max(now.timestamp_millis());
+    let path = settings.dir.join(format!("{tag}.sql"));
+    if path.exists() {
+        return Err(MigrateError::Files(format!(
+            "{} already exists; nothing was written",
+            path.display()
+        )));
+    }
+    let meta = settings.dir.join("meta");
+    let snapshot = match journal.entries.last() {
+        Some(last) => {
+            let previous = meta.join(format!("{:04}_snapshot.json", last.idx));
+            std::fs::read_to_string(&previous)
+                .ok()
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        }
+        None => None,
+    };
+    journal.entries.push(super::source::JournalEntry {
+        idx,
+        version: journal.version.clone(),
+        when,
+        tag: tag.clone(),
+        breakpoints: true,
+    });
+    let write = |path: &PathBuf, text: &str| {
+        std::fs::write(path, text)
+            .map_err(|e| MigrateError::Files(format!("cannot write {}: {e}", path.display())))
+    };
+    write(&path, DRIZZLE_CUSTOM)?;
+    let mut written = vec![path];
+    if let Some(mut snapshot) = snapshot {
+        let id = snapshot_id(&tag, when);
+        let previous_id = snapshot.get("id").cloned().unwrap_or_default();
+        snapshot["prevId"] = previous_id;
+        snapshot["id"] = serde_json::Value::String(id);
+        let path = meta.join(format!("{idx:04}_snapshot.json"));
+        write(
+            &path,
+            &serde_json::to_string_pretty(&snapshot).unwrap_or_default(),
+        )?;
+        written.push(path);
+    }
+    let journal_path = super::source::drizzle_journal_path(settings);
+    write(
+        &journal_path,
+        &serde_json::to_string_pretty(&journal).unwrap_or_default(),
+    )?;
+    written.push(journal_path);
+    Ok(written)
+}
+
+/// A UUID-shaped id for a new snapshot (drizzle-kit's are random v4s).
+fn snapshot_id(tag: &str, when: i64) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("{tag}\0{when}").as_bytes());
+    let hex: String = d.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
 }
 
 #[cfg(test)]
@@ -129,6 +255,7 @@ mod tests {
             down: None,
             irreversible: false,
             depends: Vec::new(),
+            repeatable: false,
         }
     }
 

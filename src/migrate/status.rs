@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use super::Migration;
-use super::ledger::Applied;
+use super::ledger::{Applied, Ledger};
 use crate::store::schema_migrations::MigrationRun;
 
 /// What changed in a file since it was applied.
@@ -126,17 +126,30 @@ impl Entry {
 
 /// The state of every migration, files and ledger rows, in the files'
 /// order then the missing ones.
-pub fn entries(migrations: &[Migration], applied: &[Applied], runs: &[MigrationRun]) -> Vec<Entry> {
-    let highest = applied
+pub fn entries(
+    migrations: &[Migration],
+    applied: &[Applied],
+    runs: &[MigrationRun],
+    kept_by: &Ledger,
+) -> Vec<Entry> {
+    let done = |version: i64| applied.iter().any(|a| a.version == version && a.success);
+    // The last file (in the format's order) the ledger says is applied,
+    // and the highest version of an applied row whose file is gone.
+    // Repeatables come last and are never out of order.
+    let last_applied = migrations
         .iter()
-        .filter(|a| a.success)
+        .rposition(|m| !m.repeatable && done(m.version));
+    let highest_missing = applied
+        .iter()
+        .filter(|a| a.success && !migrations.iter().any(|m| m.version == a.version))
         .map(|a| a.version)
         .max();
     let mut entries = Vec::new();
-    for m in migrations {
+    for (at, m) in migrations.iter().enumerate() {
         let ledger = applied.iter().find(|a| a.version == m.version);
         let run = runs.iter().find(|r| r.version == m.version);
         let checksum = m.up.checksum();
+        let kept_now = kept_by.checksum(&m.up.text);
         let script_of = |direction: &str| match direction {
             "down" => m.down.as_ref().is_none_or(|d| d.transactional),
             _ => m.up.transactional,
@@ -157,9 +170,11 @@ pub fn entries(migrations: &[Migration], applied: &[Applied], runs: &[MigrationR
                 // What pgmaint last ran of the up, when it still stands.
                 let ran = run.filter(|r| r.direction == "up" && r.status == "done");
                 match &a.checksum {
-                    Some(kept) if *kept == checksum => State::Applied,
+                    Some(kept) if Some(kept) == kept_now.as_ref() => State::Applied,
                     Some(kept) => State::Modified {
-                        change: match ran.filter(|r| &r.checksum == kept) {
+                        change: match ran
+                            .filter(|r| kept_by.checksum(&r.sql_text).as_ref() == Some(kept))
+                        {
                             Some(r) => change(&r.sql_text, &m.up.text),
                             None => Change::Unknown,
                         },
@@ -177,8 +192,12 @@ pub fn entries(migrations: &[Migration], applied: &[Applied], runs: &[MigrationR
             (None, _) => State::Pending,
         };
         let out_of_order = matches!(state, State::Pending | State::Failed { .. })
+            && !m.repeatable
             && ledger.is_none()
-            && highest.is_some_and(|h| h > m.version);
+            && (last_applied.is_some_and(|last| last > at)
+                // Versions are comparable when they are numbers (Flyway's
+                // dotted ones are keyed otherwise, see source::flyway).
+                || highest_missing.is_some_and(|h| m.version >= 0 && h > m.version));
         entries.push(Entry {
             version: m.version,
             written: m.written.clone(),
@@ -194,7 +213,7 @@ pub fn entries(migrations: &[Migration], applied: &[Applied], runs: &[MigrationR
         if !migrations.iter().any(|m| m.version == a.version) {
             entries.push(Entry {
                 version: a.version,
-                written: a.version.to_string(),
+                written: a.written.clone(),
                 name: String::new(),
                 state: State::Missing,
                 out_of_order: false,

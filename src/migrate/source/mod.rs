@@ -3,7 +3,17 @@
 //! the format's own tool reads them (sqlx: the version is the integer
 //! before the first `_`, the name the rest with `_` as spaces, the
 //! checksum SHA-384 of the file's bytes, `-- no-transaction` at the very
-//! start).
+//! start). Flyway's and drizzle-kit's folders are read in their own
+//! modules.
+
+mod drizzle;
+mod flyway;
+
+pub(crate) use drizzle::{
+    Entry as JournalEntry, hash as drizzle_hash, journal as drizzle_journal,
+    journal_path as drizzle_journal_path,
+};
+pub(crate) use flyway::{checksum as flyway_checksum, row_key as flyway_key, script_name};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +45,7 @@ impl Script {
             // CONCURRENTLY) runs on its own.
             Format::GolangMigrate => !needs_own_session(&text),
             Format::Dbmate => true,
+            Format::Flyway | Format::Drizzle => !needs_own_session(&text),
         };
         Ok(Script {
             path: path.to_path_buf(),
@@ -46,11 +57,16 @@ impl Script {
     /// The checksum the format's ledger keeps: SHA-384 of the file's bytes
     /// (sqlx's, which pgmaint's own format shares).
     pub fn checksum(&self) -> Vec<u8> {
-        Sha384::digest(self.text.as_bytes()).to_vec()
+        sha384(&self.text)
     }
 }
 
-fn needs_own_session(text: &str) -> bool {
+/// SHA-384 of a text's bytes.
+pub(crate) fn sha384(text: &str) -> Vec<u8> {
+    Sha384::digest(text.as_bytes()).to_vec()
+}
+
+pub(super) fn needs_own_session(text: &str) -> bool {
     super::statements::split(text)
         .map(|list| list.iter().any(|s| s.needs_own_transaction))
         .unwrap_or(false)
@@ -71,6 +87,9 @@ pub struct Migration {
     pub irreversible: bool,
     /// pgmaint's own format: `depends=0007,0008`.
     pub depends: Vec<i64>,
+    /// Flyway's `R__`: applied again whenever its checksum changes, after
+    /// every versioned migration; never reverted.
+    pub repeatable: bool,
 }
 
 /// What a `-- pgmaint:` header line says.
@@ -109,7 +128,7 @@ fn header(text: &str) -> Header {
 }
 
 /// Whether `text` is marked irreversible by a `-- pgmaint: irreversible` line.
-fn marked_irreversible(text: &str) -> bool {
+pub(super) fn marked_irreversible(text: &str) -> bool {
     header(text).irreversible
 }
 
@@ -158,7 +177,7 @@ fn named(file: &str) -> Result<Option<Named<'_>>, String> {
 }
 
 /// The migration files of `dir`, sorted by name.
-fn files_of(dir: &Path) -> Result<Vec<String>, MigrateError> {
+pub(super) fn files_of(dir: &Path) -> Result<Vec<String>, MigrateError> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
         MigrateError::Files(format!(
             "cannot read the migrations folder {}: {e}\n  help: set [migrations] dir to the folder that holds them",
@@ -176,19 +195,19 @@ fn files_of(dir: &Path) -> Result<Vec<String>, MigrateError> {
 }
 
 /// The format the files are written in, when `format = "auto"`: from the
-/// files first (dbmate's `-- migrate:up` markers, pgmaint's `-- pgmaint:`
+/// files first (drizzle-kit's journal, Flyway's `V<version>__` and `R__`
+/// names, dbmate's `-- migrate:up` markers, pgmaint's `-- pgmaint:`
 /// headers, `.up.sql`/`.down.sql` pairs, simple `.sql` files), then the
 /// ledger the database has (`ledger_says`); several candidates, or files
 /// that fit none, stop with the `format` to set.
 pub(crate) fn detect(dir: &Path, ledger_says: Option<Format>) -> Result<Format, MigrateError> {
     let names = files_of(dir)?;
-    let (mut pgmaint, mut dbmate, mut pairs, mut simple) = (false, false, false, false);
+    let (mut pgmaint, mut dbmate, mut pairs, mut simple, mut flyway) =
+        (false, false, false, false, false);
     for name in &names {
-        if name.starts_with('V') && name.contains("__") && name.ends_with(".sql") {
-            return Err(MigrateError::Files(format!(
-                "{} is named as a Flyway migration, which this version of pgmaint does not run yet",
-                dir.join(name).display()
-            )));
+        if matches!(flyway::named(name), Ok(Some(_)) | Err(_)) {
+            flyway = true;
+            continue;
         }
         if !name.ends_with(".sql") || !name.starts_with(|c: char| c.is_ascii_digit()) {
             continue;
@@ -215,13 +234,10 @@ pub(crate) fn detect(dir: &Path, ledger_says: Option<Format>) -> Result<Format, 
             simple = true;
         }
     }
-    if dir.join("meta").join("_journal.json").exists() {
-        return Err(MigrateError::Files(format!(
-            "{} holds meta/_journal.json: these are drizzle-kit migrations, which this version of pgmaint does not run yet",
-            dir.display()
-        )));
-    }
-    let from_files: Vec<Format> = if dbmate {
+    let mut from_files: Vec<Format> = if dir.join("meta").join("_journal.json").exists() {
+        // drizzle's files are numbered as sqlx's are: the journal decides.
+        vec![Format::Drizzle]
+    } else if dbmate {
         vec![Format::Dbmate]
     } else if pgmaint {
         vec![Format::Pgmaint]
@@ -236,24 +252,16 @@ pub(crate) fn detect(dir: &Path, ledger_says: Option<Format>) -> Result<Format, 
     } else {
         Vec::new()
     };
-    let set = |candidates: &[Format]| {
-        candidates
-            .iter()
-            .map(|f| format!("format = \"{}\"", f.as_str()))
-            .collect::<Vec<_>>()
-            .join(" or ")
-    };
+    if flyway && from_files != [Format::Drizzle] {
+        from_files.insert(0, Format::Flyway);
+    }
+    let set = Format::settings;
     match (from_files.as_slice(), ledger_says) {
         ([], Some(format)) => Ok(format),
         ([], None) => Err(MigrateError::Files(format!(
             "no migrations found in {} and no ledger in the database to tell their format\n  help: set [migrations] {} (`pgmaint migrate new NAME` then writes the first one)",
             dir.display(),
-            set(&[
-                Format::Sqlx,
-                Format::Dbmate,
-                Format::GolangMigrate,
-                Format::Pgmaint
-            ])
+            set(&Format::ALL)
         ))),
         ([only], None) => Ok(*only),
         (candidates, Some(format)) if candidates.contains(&format) => Ok(format),
@@ -286,8 +294,11 @@ pub(crate) fn detect(dir: &Path, ledger_says: Option<Format>) -> Result<Format, 
 /// `.down.sql` beside it or, for a simple one, `down_dir`'s
 /// `<version>_<name>_down.sql`.
 pub(crate) fn read(settings: &Settings, format: Format) -> Result<Vec<Migration>, MigrateError> {
-    if format == Format::Dbmate {
-        return read_dbmate(settings);
+    match format {
+        Format::Dbmate => return read_dbmate(settings),
+        Format::Flyway => return flyway::read(settings),
+        Format::Drizzle => return drizzle::read(settings),
+        _ => {}
     }
     let mut problems = Vec::new();
     let mut ups: BTreeMap<i64, (String, String, Script, Kind)> = BTreeMap::new();
@@ -386,6 +397,7 @@ pub(crate) fn read(settings: &Settings, format: Format) -> Result<Vec<Migration>
             down,
             irreversible,
             depends,
+            repeatable: false,
         });
     }
     for (version, script) in downs {
@@ -395,15 +407,7 @@ pub(crate) fn read(settings: &Settings, format: Format) -> Result<Vec<Migration>
         ));
     }
     if !problems.is_empty() {
-        return Err(MigrateError::Files(format!(
-            "the migrations in {} cannot be used:\n{}",
-            settings.dir.display(),
-            problems
-                .iter()
-                .map(|p| format!("  - {p}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )));
+        return Err(problems_error(settings, &problems));
     }
     order(migrations)
 }
@@ -465,21 +469,27 @@ fn read_dbmate(settings: &Settings) -> Result<Vec<Migration>, MigrateError> {
             up: script(up),
             down: has_down.then_some(down),
             depends: Vec::new(),
+            repeatable: false,
         });
     }
     if !problems.is_empty() {
-        return Err(MigrateError::Files(format!(
-            "the migrations in {} cannot be used:\n{}",
-            settings.dir.display(),
-            problems
-                .iter()
-                .map(|p| format!("  - {p}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )));
+        return Err(problems_error(settings, &problems));
     }
     migrations.sort_by_key(|m| m.version);
     Ok(migrations)
+}
+
+/// The error listing why a folder's migrations cannot be used.
+pub(super) fn problems_error(settings: &Settings, problems: &[String]) -> MigrateError {
+    MigrateError::Files(format!(
+        "the migrations in {} cannot be used:\n{}",
+        settings.dir.display(),
+        problems
+            .iter()
+            .map(|p| format!("  - {p}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    ))
 }
 
 /// A block's text and whether it runs in a transaction.
@@ -625,6 +635,7 @@ mod tests {
             down: None,
             irreversible: false,
             depends,
+            repeatable: false,
         }
     }
 

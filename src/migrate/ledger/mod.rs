@@ -10,10 +10,15 @@
 //!   boolean)`: the last applied version, dirty while a migration runs
 //!   outside a transaction (and after one failed), with golang-migrate's
 //!   advisory lock key;
+//! - Flyway's `flyway_schema_history` (`flyway`) and drizzle-orm's
+//!   `drizzle.__drizzle_migrations` (`drizzle`);
 //! - pgmaint's own, in the state schema (through `store::schema_migrations`).
 //!
-//! Every table is named unqualified, as these tools name it by default:
-//! the first schema of the search path.
+//! Every table but drizzle's is named unqualified, as these tools name it
+//! by default: the first schema of the search path.
+
+mod drizzle;
+mod flyway;
 
 use tokio_postgres::GenericClient;
 
@@ -28,6 +33,8 @@ const SCHEMA_MIGRATIONS: &str = "schema_migrations";
 #[derive(Debug, Clone)]
 pub struct Applied {
     pub version: i64,
+    /// The version as the ledger writes it.
+    pub written: String,
     /// The checksum the ledger keeps; `None` for ledgers that keep none
     /// (dbmate, golang-migrate), where pgmaint's own record of the text it
     /// ran tells a changed file.
@@ -43,6 +50,8 @@ pub enum Ledger {
     Sqlx,
     Dbmate,
     GolangMigrate,
+    Flyway,
+    Drizzle,
     Pgmaint { schema: String },
 }
 
@@ -52,6 +61,8 @@ impl Ledger {
             Format::Sqlx => Ledger::Sqlx,
             Format::Dbmate => Ledger::Dbmate,
             Format::GolangMigrate => Ledger::GolangMigrate,
+            Format::Flyway => Ledger::Flyway,
+            Format::Drizzle => Ledger::Drizzle,
             Format::Pgmaint => Ledger::Pgmaint {
                 schema: state_schema.to_string(),
             },
@@ -69,8 +80,10 @@ impl Ledger {
             .row(
                 "SELECT to_regclass('_sqlx_migrations') IS NOT NULL,
                         to_regclass('schema_migrations') IS NOT NULL,
-                        EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('schema_migrations') AND attname = 'dirty' AND NOT attisdropped)",
-                &[],
+                        EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('schema_migrations') AND attname = 'dirty' AND NOT attisdropped),
+                        to_regclass($1) IS NOT NULL,
+                        to_regclass($2) IS NOT NULL",
+                &[&flyway::TABLE, &drizzle::REGCLASS],
             )
             .await
             .map_err(|e| crate::db::describe(&e))?;
@@ -83,6 +96,12 @@ impl Ledger {
             } else {
                 Format::Dbmate
             });
+        }
+        if row.get::<_, bool>(3) {
+            found.push(Format::Flyway);
+        }
+        if row.get::<_, bool>(4) {
+            found.push(Format::Drizzle);
         }
         let own = Ledger::of(Format::Pgmaint, state_schema);
         if own
@@ -115,6 +134,8 @@ impl Ledger {
             Ledger::Sqlx => SQLX_TABLE.to_string(),
             Ledger::Dbmate => format!("{SCHEMA_MIGRATIONS} (dbmate)"),
             Ledger::GolangMigrate => format!("{SCHEMA_MIGRATIONS} (golang-migrate)"),
+            Ledger::Flyway => flyway::TABLE.to_string(),
+            Ledger::Drizzle => drizzle::REGCLASS.to_string(),
             Ledger::Pgmaint { schema } => format!("{schema}.migrations"),
         }
     }
@@ -123,6 +144,8 @@ impl Ledger {
         match self {
             Ledger::Sqlx => SQLX_TABLE.to_string(),
             Ledger::Dbmate | Ledger::GolangMigrate => SCHEMA_MIGRATIONS.to_string(),
+            Ledger::Flyway => flyway::TABLE.to_string(),
+            Ledger::Drizzle => drizzle::REGCLASS.to_string(),
             Ledger::Pgmaint { schema } => format!("{}.migrations", crate::sql::quote_ident(schema)),
         }
     }
@@ -155,9 +178,28 @@ impl Ledger {
             Ledger::GolangMigrate => {
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version bigint not null primary key, dirty boolean not null)"
             }
+            Ledger::Flyway => {
+                if self.exists(client).await? {
+                    return Ok(());
+                }
+                flyway::DEFINITION
+            }
+            Ledger::Drizzle => drizzle::DEFINITION,
             Ledger::Pgmaint { .. } => return Ok(()),
         };
         client.batch_execute(definition).await
+    }
+
+    /// The checksum this ledger keeps of a script's text (`None`: it keeps
+    /// none): SHA-384 of the bytes for sqlx and pgmaint's own, Flyway's
+    /// CRC32, drizzle's hex SHA-256.
+    pub fn checksum(&self, text: &str) -> Option<Vec<u8>> {
+        match self {
+            Ledger::Sqlx | Ledger::Pgmaint { .. } => Some(super::source::sha384(text)),
+            Ledger::Flyway => Some(flyway::checksum(text)),
+            Ledger::Drizzle => Some(super::source::drizzle_hash(text).into_bytes()),
+            Ledger::Dbmate | Ledger::GolangMigrate => None,
+        }
     }
 
     /// What it says is applied, in version order; empty when it does not
@@ -183,6 +225,7 @@ impl Ledger {
                 .iter()
                 .map(|r| Applied {
                     version: r.get(0),
+                    written: r.get::<_, i64>(0).to_string(),
                     checksum: Some(r.get(1)),
                     success: r.get(2),
                 })
@@ -198,6 +241,7 @@ impl Ledger {
                     let written: String = r.get(0);
                     written.parse::<i64>().ok().map(|version| Applied {
                         version,
+                        written: written.clone(),
                         checksum: None,
                         success: true,
                     })
@@ -219,6 +263,7 @@ impl Ledger {
                     .filter(|m| m.version < current)
                     .map(|m| Applied {
                         version: m.version,
+                        written: m.written.clone(),
                         checksum: None,
                         success: true,
                     })
@@ -226,17 +271,21 @@ impl Ledger {
                 if current >= 0 {
                     applied.push(Applied {
                         version: current,
+                        written: current.to_string(),
                         checksum: None,
                         success: !dirty,
                     });
                 }
                 Ok(applied)
             }
+            Ledger::Flyway => flyway::applied(client, known).await,
+            Ledger::Drizzle => drizzle::applied(client, known).await,
             Ledger::Pgmaint { schema } => Ok(store::own_applied(client, schema)
                 .await?
                 .into_iter()
                 .map(|a| Applied {
                     version: a.version,
+                    written: a.version.to_string(),
                     checksum: Some(a.checksum),
                     success: true,
                 })
@@ -245,14 +294,24 @@ impl Ledger {
     }
 
     /// Before a migration runs outside a transaction: golang-migrate's
-    /// ledger says the version it goes to, dirty, as golang-migrate does.
+    /// ledger says the version it goes to (`target`), dirty, as
+    /// golang-migrate does; Flyway's gets a failed row for `m`, which the
+    /// finished run's row replaces (what a Flyway run that stopped there
+    /// leaves).
     pub async fn mark_dirty(
         &self,
         client: &impl GenericClient,
+        m: &Migration,
+        up: bool,
         target: Option<i64>,
     ) -> Result<(), tokio_postgres::Error> {
-        if let Ledger::GolangMigrate = self {
-            set_golang_version(client, target, true).await?;
+        match self {
+            Ledger::GolangMigrate => set_golang_version(client, target, true).await?,
+            Ledger::Flyway => {
+                flyway::remove_failed(client, m).await?;
+                flyway::insert(client, m, !up, false).await?;
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -267,6 +326,11 @@ impl Ledger {
     ) -> Result<(), tokio_postgres::Error> {
         let checksum = m.up.checksum();
         match self {
+            Ledger::Flyway => {
+                flyway::remove_failed(client, m).await?;
+                flyway::insert(client, m, false, true).await?;
+            }
+            Ledger::Drizzle => drizzle::insert(client, m).await?,
             Ledger::Sqlx => {
                 client
                     .exec(
@@ -296,10 +360,19 @@ impl Ledger {
     pub async fn record_time(
         &self,
         client: &impl GenericClient,
-        version: i64,
+        m: &Migration,
         elapsed: std::time::Duration,
     ) -> Result<(), tokio_postgres::Error> {
+        let version = m.version;
         match self {
+            Ledger::Flyway => {
+                flyway::set_time(
+                    client,
+                    m,
+                    i32::try_from(elapsed.as_millis()).unwrap_or(i32::MAX),
+                )
+                .await?
+            }
             Ledger::Sqlx => {
                 client
                     .exec(
@@ -311,7 +384,7 @@ impl Ledger {
             Ledger::Pgmaint { schema } => {
                 store::own_set_time(client, schema, version, elapsed.as_millis() as i64).await?
             }
-            Ledger::Dbmate | Ledger::GolangMigrate => {}
+            Ledger::Dbmate | Ledger::GolangMigrate | Ledger::Drizzle => {}
         }
         Ok(())
     }
@@ -342,6 +415,12 @@ impl Ledger {
                     .await?;
             }
             Ledger::GolangMigrate => set_golang_version(client, previous, false).await?,
+            // Flyway keeps its history: the undo is a row of its own.
+            Ledger::Flyway => {
+                flyway::remove_failed(client, m).await?;
+                flyway::insert(client, m, true, true).await?;
+            }
+            Ledger::Drizzle => drizzle::delete(client, m).await?,
             Ledger::Pgmaint { schema } => {
                 store::own_delete(client, schema, m.version).await?;
             }
@@ -368,7 +447,8 @@ impl Ledger {
                     .await?;
             }
             Ledger::GolangMigrate => set_golang_version(client, previous, false).await?,
-            Ledger::Dbmate | Ledger::Pgmaint { .. } => {}
+            Ledger::Flyway => flyway::remove_failed(client, m).await?,
+            Ledger::Dbmate | Ledger::Drizzle | Ledger::Pgmaint { .. } => {}
         }
         Ok(())
     }
@@ -378,10 +458,12 @@ impl Ledger {
     pub async fn set_checksum(
         &self,
         client: &impl GenericClient,
-        version: i64,
-        checksum: &[u8],
+        m: &Migration,
     ) -> Result<(), tokio_postgres::Error> {
+        let (version, checksum) = (m.version, m.up.checksum());
         match self {
+            Ledger::Flyway => flyway::set_checksum(client, m).await?,
+            Ledger::Drizzle => drizzle::set_hash(client, m).await?,
             Ledger::Sqlx => {
                 client
                     .exec(
@@ -391,7 +473,7 @@ impl Ledger {
                     .await?;
             }
             Ledger::Pgmaint { schema } => {
-                store::own_set_checksum(client, schema, version, checksum).await?;
+                store::own_set_checksum(client, schema, version, &checksum).await?;
             }
             Ledger::Dbmate | Ledger::GolangMigrate => {}
         }
@@ -401,8 +483,9 @@ impl Ledger {
     /// The session advisory lock the format's tool takes while it
     /// migrates: sqlx's key is `0x3d32ad9e * crc32(current_database())`;
     /// golang-migrate's `crc32(schema \0 table \0 database) * 1486364155`
-    /// in 32 bits. dbmate takes none; pgmaint then takes a key of its own,
-    /// so two pgmaints never race.
+    /// in 32 bits; Flyway's "Flyway" in ASCII plus the Java hash of the
+    /// quoted table name. dbmate and drizzle take none; pgmaint then takes
+    /// a key of its own, so two pgmaints never race.
     pub fn lock_key(&self, database: &str, schema: &str) -> i64 {
         match self {
             Ledger::Sqlx => 0x3d32ad9e * i64::from(crc32fast::hash(database.as_bytes())),
@@ -410,10 +493,16 @@ impl Ledger {
                 let names = format!("{schema}\0{SCHEMA_MIGRATIONS}\0{database}");
                 i64::from(crc32fast::hash(names.as_bytes()).wrapping_mul(1_486_364_155))
             }
-            Ledger::Dbmate => {
+            Ledger::Flyway => flyway::lock_key(schema),
+            Ledger::Dbmate | Ledger::Drizzle => {
+                let tool = if let Ledger::Dbmate = self {
+                    "dbmate"
+                } else {
+                    "drizzle"
+                };
                 0x7067_6d00_0000_0000
                     | i64::from(crc32fast::hash(
-                        format!("dbmate\0{database}\0{schema}").as_bytes(),
+                        format!("{tool}\0{database}\0{schema}").as_bytes(),
                     ))
             }
             Ledger::Pgmaint { schema } => {
