@@ -163,7 +163,14 @@ fn drizzle(
 ) -> Result<Vec<PathBuf>, MigrateError> {
     let mut journal = super::source::drizzle_journal(settings)?;
     let idx = journal.entries.len() as i64;
-    let tag = format!("{idx:04}_{name}");
+    // drizzle-kit's default prefix is the entry's index; `--prefix
+    // timestamp` makes it a UTC timestamp, which the next one follows.
+    let prefix_of = |tag: &str| tag.split('_').next().unwrap_or("").to_string();
+    let prefix = match journal.entries.last() {
+        Some(last) if prefix_of(&last.tag).len() == 14 => now.format("%Y%m%d%H%M%S").to_string(),
+        _ => format!("{idx:04}"),
+    };
+    let tag = format!("{prefix}_{name}");
     let when = journal
         .entries
         .last()
@@ -180,7 +187,7 @@ fn drizzle(
     let meta = settings.dir.join("meta");
     let snapshot = match journal.entries.last() {
         Some(last) => {
-            let previous = meta.join(format!("{:04}_snapshot.json", last.idx));
+            let previous = meta.join(format!("{}_snapshot.json", prefix_of(&last.tag)));
             std::fs::read_to_string(&previous)
                 .ok()
                 .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
@@ -205,7 +212,7 @@ fn drizzle(
         let previous_id = snapshot.get("id").cloned().unwrap_or_default();
         snapshot["prevId"] = previous_id;
         snapshot["id"] = serde_json::Value::String(id);
-        let path = meta.join(format!("{idx:04}_snapshot.json"));
+        let path = meta.join(format!("{prefix}_snapshot.json"));
         write(
             &path,
             &serde_json::to_string_pretty(&snapshot).unwrap_or_default(),

@@ -63,7 +63,12 @@ pub enum State {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
+    /// The key pgmaint's records use (not shown: Flyway's dotted versions
+    /// are keyed by a hash).
+    #[serde(skip)]
     pub version: i64,
+    /// The version as the files and the ledger write it.
+    #[serde(rename = "version")]
     pub written: String,
     pub name: String,
     #[serde(flatten)]
