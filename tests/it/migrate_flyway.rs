@@ -184,19 +184,33 @@ async fn up_undo_up_keeps_the_history_flyway_keeps() {
         4
     );
 
-    // Undo newest first: two UNDO_SQL rows, the history kept.
+    // Undo newest first with the U files: two DELETE rows (what `flyway
+    // repair` writes for a migration it forgets, which every Flyway reads
+    // as not applied), the history kept.
     db.pgmaint(&["migrate", "down", "--steps", "2", "--yes"])
         .await
         .assert_code(0);
     let rows = history(&db).await;
     assert_eq!(rows.len(), 6);
     assert_eq!(
-        (rows[4].1.as_deref(), rows[4].3.as_str(), rows[4].4.as_str()),
-        (Some("2"), "UNDO_SQL", "U2__email_index.sql")
+        (
+            rows[4].1.as_deref(),
+            rows[4].3.as_str(),
+            rows[4].4.as_str(),
+            rows[4].5,
+            rows[4].6
+        ),
+        (Some("2"), "DELETE", "V2__email_index.sql", rows[2].5, true)
     );
     assert_eq!(
         (rows[5].1.as_deref(), rows[5].3.as_str()),
-        (Some("1.1"), "UNDO_SQL")
+        (Some("1.1"), "DELETE")
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_indexes WHERE indexname = 'users_email'")
+            .await,
+        0,
+        "the U file ran"
     );
     assert_eq!(
         db.count("SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'bio'").await,

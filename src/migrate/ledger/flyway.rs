@@ -1,12 +1,14 @@
 //! Flyway's `flyway_schema_history`, kept as Flyway keeps it: one row per
 //! run of a migration (`installed_rank` counting up), `type` `SQL` for a
-//! versioned or repeatable migration, `UNDO_SQL` for an undo, `BASELINE`
-//! for a baseline, Flyway's CRC32 checksum, `execution_time` in
-//! milliseconds, `success` false for a migration that stopped part-way.
-//! What is applied is read the way Flyway reads it: the newest row of a
-//! version decides (an undo's means not applied), everything up to a
-//! baseline is applied, and a repeatable is applied while its newest row
-//! has the file's checksum.
+//! versioned or repeatable migration, Flyway's CRC32 checksum,
+//! `execution_time` in milliseconds, `success` false for a migration that
+//! stopped part-way. A reverted migration gets a `DELETE` row, the row
+//! `flyway repair` writes for a migration it forgets: every Flyway (the
+//! free one too) then counts the version pending again, where an undo's
+//! `UNDO_SQL` row is a Teams type the free Flyway cannot read. What is
+//! applied is read as Flyway reads it: a version's rows up to a `DELETE`
+//! are forgotten, everything up to a `BASELINE` is applied, and a
+//! repeatable is applied while its newest row has the file's checksum.
 
 use tokio_postgres::GenericClient;
 
@@ -86,9 +88,8 @@ pub(super) async fn applied(
     let mut baseline: Option<i64> = None;
     for row in &rows {
         match row.kind.as_str() {
-            // Flyway's own markers: the schemas it created, and the rows
-            // `repair` marked deleted.
-            "SCHEMA" | "DELETE" => continue,
+            // Flyway's marker of the schemas it created.
+            "SCHEMA" => continue,
             "BASELINE" => {
                 baseline = Some(flyway_key(row.version.as_deref(), &row.description));
                 continue;
@@ -96,6 +97,11 @@ pub(super) async fn applied(
             _ => {}
         }
         let key = flyway_key(row.version.as_deref(), &row.description);
+        let forgets = matches!(row.kind.as_str(), "DELETE" | "UNDO_SQL") && row.success;
+        if forgets {
+            latest.retain(|(k, _)| *k != key);
+            continue;
+        }
         match latest.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = row,
             None => latest.push((key, row)),
@@ -121,9 +127,6 @@ pub(super) async fn applied(
         }
     }
     for (key, row) in latest {
-        if row.kind == "UNDO_SQL" && row.success {
-            continue;
-        }
         let file = known.iter().find(|m| m.version == key);
         let kept = row.checksum.map(|c| c.to_be_bytes().to_vec());
         if row.version.is_none()
@@ -148,20 +151,30 @@ pub(super) async fn applied(
     Ok(applied)
 }
 
-/// Inserts one row for `script` of `m`, as the next `installed_rank`.
+/// What a row says of a migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mark {
+    Applied,
+    /// It stopped part-way (`success` false).
+    Failed,
+    /// Reverted: a `DELETE` row.
+    Reverted,
+}
+
+/// Inserts one row for `m`'s up, as the next `installed_rank`.
 pub(super) async fn insert(
     client: &impl GenericClient,
     m: &Migration,
-    undo: bool,
-    success: bool,
+    mark: Mark,
 ) -> Result<(), tokio_postgres::Error> {
-    let script = if undo {
-        m.down.as_ref().unwrap_or(&m.up)
-    } else {
-        &m.up
-    };
+    let script = &m.up;
     let version = (!m.repeatable).then_some(m.written.as_str());
-    let kind = if undo { "UNDO_SQL" } else { "SQL" };
+    let kind = if mark == Mark::Reverted {
+        "DELETE"
+    } else {
+        "SQL"
+    };
+    let success = mark != Mark::Failed;
     client
         .exec(
             &format!(
@@ -170,15 +183,35 @@ pub(super) async fn insert(
             ),
             &[
                 &version,
-                &m.name,
+                &abbreviated(&m.name, 200),
                 &kind,
-                &script_name(script),
+                &abbreviated_path(&script_name(script), 1000),
                 &flyway_checksum(&script.text),
                 &success,
             ],
         )
         .await?;
     Ok(())
+}
+
+/// A description over its column's width as Flyway shortens it: the
+/// first characters, then `...`.
+fn abbreviated(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(width - 3).collect();
+    format!("{head}...")
+}
+
+/// A script name over its column's width as Flyway shortens it: `...`
+/// then the name from its fourth character.
+fn abbreviated_path(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let tail: String = text.chars().skip(3).take(width - 3).collect();
+    format!("...{tail}")
 }
 
 /// The failed rows of `m` (what `flyway repair` removes): before a new

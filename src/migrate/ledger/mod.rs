@@ -295,9 +295,9 @@ impl Ledger {
 
     /// Before a migration runs outside a transaction: golang-migrate's
     /// ledger says the version it goes to (`target`), dirty, as
-    /// golang-migrate does; Flyway's gets a failed row for `m`, which the
-    /// finished run's row replaces (what a Flyway run that stopped there
-    /// leaves).
+    /// golang-migrate does; Flyway's gets a failed row for an up, which
+    /// the finished run's row replaces (what a Flyway run that stopped
+    /// there leaves).
     pub async fn mark_dirty(
         &self,
         client: &impl GenericClient,
@@ -307,9 +307,9 @@ impl Ledger {
     ) -> Result<(), tokio_postgres::Error> {
         match self {
             Ledger::GolangMigrate => set_golang_version(client, target, true).await?,
-            Ledger::Flyway => {
+            Ledger::Flyway if up => {
                 flyway::remove_failed(client, m).await?;
-                flyway::insert(client, m, !up, false).await?;
+                flyway::insert(client, m, flyway::Mark::Failed).await?;
             }
             _ => {}
         }
@@ -328,7 +328,7 @@ impl Ledger {
         match self {
             Ledger::Flyway => {
                 flyway::remove_failed(client, m).await?;
-                flyway::insert(client, m, false, true).await?;
+                flyway::insert(client, m, flyway::Mark::Applied).await?;
             }
             Ledger::Drizzle => drizzle::insert(client, m).await?,
             Ledger::Sqlx => {
@@ -415,11 +415,8 @@ impl Ledger {
                     .await?;
             }
             Ledger::GolangMigrate => set_golang_version(client, previous, false).await?,
-            // Flyway keeps its history: the undo is a row of its own.
-            Ledger::Flyway => {
-                flyway::remove_failed(client, m).await?;
-                flyway::insert(client, m, true, true).await?;
-            }
+            // Flyway keeps its history: the revert is a row of its own.
+            Ledger::Flyway => flyway::insert(client, m, flyway::Mark::Reverted).await?,
             Ledger::Drizzle => drizzle::delete(client, m).await?,
             Ledger::Pgmaint { schema } => {
                 store::own_delete(client, schema, m.version).await?;
