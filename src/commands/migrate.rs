@@ -347,6 +347,8 @@ fn print_plan(
                 "drops": s.drops.iter().map(|d| match d {
                     statements::Drop::Table(t) => json!({"table": t}),
                     statements::Drop::Column(t, c) => json!({"table": t, "column": c}),
+                    statements::Drop::Schema(n) => json!({"schema": n}),
+                    statements::Drop::Type(t) => json!({"type": t}),
                 }).collect::<Vec<_>>(),
                 "own_transaction": s.needs_own_transaction,
             })).collect::<Vec<_>>(),
@@ -374,11 +376,18 @@ fn print_plan(
             {
                 println!("      NOT backed up: {what}; pgmaint cannot see what it removes");
             }
-            for d in &s.drops {
+            // Only a down backs up what it drops.
+            for d in s.drops.iter().filter(|_| direction == Direction::Down) {
                 match d {
                     statements::Drop::Table(t) => println!("      backs up the rows of {t} first"),
                     statements::Drop::Column(t, c) => {
                         println!("      backs up column {c} of {t} first")
+                    }
+                    statements::Drop::Schema(n) => {
+                        println!("      backs up the rows of every table in schema {n} first")
+                    }
+                    statements::Drop::Type(t) => {
+                        println!("      backs up every column of type {t} first")
                     }
                 }
             }

@@ -324,17 +324,20 @@ async fn save_drops(
     statement: &Statement,
 ) -> Result<Vec<Saved>, MigrateError> {
     let mut saved = Vec::new();
-    for drop in &statement.drops {
-        let task = task_of(migration);
-        let backup = drops::save(
-            job.client,
-            job.state_schema,
-            &job.settings.backup_dir,
-            &task,
-            drop,
-        );
-        if let Some(s) = crate::db::under(job.timeouts(), backup).await? {
-            saved.push(s);
+    let task = task_of(migration);
+    for written in &statement.drops {
+        let found = crate::db::under(job.timeouts(), drops::expand(job.client, written)).await?;
+        for drop in &found {
+            let backup = drops::save(
+                job.client,
+                job.state_schema,
+                &job.settings.backup_dir,
+                &task,
+                drop,
+            );
+            if let Some(s) = crate::db::under(job.timeouts(), backup).await? {
+                saved.push(s);
+            }
         }
     }
     Ok(saved)

@@ -5,7 +5,11 @@
 //! (`pgmaint restore` inserts them once an up has made the table again); a
 //! dropped column as its non-NULL values with the row's primary key
 //! (restore sets them back by that key, whatever the column holds then:
-//! an up that made the column again may have given it a default).
+//! an up that made the column again may have given it a default). A
+//! `TRUNCATE` is saved as a dropped table's rows are; a `DROP SCHEMA ...
+//! CASCADE` as each of its tables, and a `DROP TYPE`/`DOMAIN ... CASCADE`
+//! as each column of that type, found in the catalog as the statement is
+//! about to run (`expand`).
 
 use std::path::Path;
 
@@ -31,6 +35,37 @@ pub struct Saved {
     pub rows: u64,
 }
 
+/// The tables and columns `drop` removes, found in the catalog now.
+pub async fn expand(client: &Client, drop: &Drop) -> Result<Vec<Drop>, MigrateError> {
+    Ok(match drop {
+        Drop::Table(_) | Drop::Column(..) => vec![drop.clone()],
+        Drop::Schema(schema) => client
+            .rows(
+                "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY c.relname",
+                &[schema],
+            )
+            .await?
+            .iter()
+            .map(|r| Drop::Table(r.get(0)))
+            .collect(),
+        Drop::Type(name) => client
+            .rows(
+                "SELECT format('%I.%I', n.nspname, c.relname), a.attname::text
+                   FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                   JOIN pg_type t ON t.oid = a.atttypid
+                  WHERE to_regtype($1) IS NOT NULL AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped
+                    AND (t.oid = to_regtype($1) OR t.typbasetype = to_regtype($1) OR t.typelem = to_regtype($1))
+                  ORDER BY 1, a.attnum",
+                &[name],
+            )
+            .await?
+            .iter()
+            .map(|r| Drop::Column(r.get(0), r.get(1)))
+            .collect(),
+    })
+}
+
 /// Backs up what `drop` removes; `None` when it holds nothing (an empty
 /// table, a column that is NULL in every row, or a table that does not
 /// exist: the statement's own `IF EXISTS` or error says the rest). Runs
@@ -44,6 +79,8 @@ pub async fn save(
 ) -> Result<Option<Saved>, MigrateError> {
     let written = match drop {
         Drop::Table(table) | Drop::Column(table, _) => table,
+        // `expand` makes these tables and columns.
+        Drop::Schema(_) | Drop::Type(_) => return Ok(None),
     };
     let exists: bool = client
         .row("SELECT to_regclass($1) IS NOT NULL", &[written])
@@ -61,7 +98,7 @@ pub async fn save(
         .await?;
     let (columns, saved_as_key, filter): (Vec<crate::db::Column>, Vec<String>, String) = match drop
     {
-        Drop::Table(_) => (
+        Drop::Table(_) | Drop::Schema(_) | Drop::Type(_) => (
             info.columns
                 .iter()
                 .filter(|c| !c.generated)
@@ -95,7 +132,7 @@ pub async fn save(
         return Ok(None);
     }
     let saved_as = match drop {
-        Drop::Table(_) => SavedAs::REMOVED,
+        Drop::Table(_) | Drop::Schema(_) | Drop::Type(_) => SavedAs::REMOVED,
         Drop::Column(..) => SavedAs {
             action: "set_back",
             key_columns: &saved_as_key,
@@ -140,7 +177,7 @@ pub async fn save(
         table: info.name.to_string(),
         column: match drop {
             Drop::Column(_, c) => Some(c.clone()),
-            Drop::Table(_) => None,
+            Drop::Table(_) | Drop::Schema(_) | Drop::Type(_) => None,
         },
         rows,
     }))

@@ -57,9 +57,16 @@ impl Statement {
 /// What a statement drops that may hold rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Drop {
+    /// A table, as written: dropped, or emptied by `TRUNCATE`.
     Table(String),
     /// A table, as written, and the column, as PostgreSQL folds it.
     Column(String, String),
+    /// `DROP SCHEMA ... CASCADE`, the schema as PostgreSQL folds it: its
+    /// tables, found when the statement runs.
+    Schema(String),
+    /// `DROP TYPE` or `DROP DOMAIN ... CASCADE`, the type as written: the
+    /// columns of that type (or a domain over it), found when it runs.
+    Type(String),
 }
 
 /// The statements of `text`, or where the parser stopped understanding it.
@@ -135,17 +142,13 @@ fn describe(node: &SyntaxNode, statement: &mut Statement) {
         .any(|t| t.text().eq_ignore_ascii_case("CASCADE"));
     statement.unseen_drop = if starts(&["DO"]) {
         Some("a DO block")
-    } else if starts(&["TRUNCATE"]) {
-        Some("TRUNCATE")
+    } else if starts(&["TRUNCATE"]) && cascade {
+        Some("TRUNCATE ... CASCADE (the tables it empties through foreign keys)")
     } else if starts(&["DELETE"]) {
         Some("DELETE")
     } else if starts(&["SELECT"]) || starts(&["CALL"]) || starts(&["EXECUTE"]) {
         Some("a function or procedure call")
-    } else if cascade
-        && ["SCHEMA", "TYPE", "DOMAIN", "EXTENSION", "OWNED"]
-            .iter()
-            .any(|k| starts(&["DROP", k]))
-    {
+    } else if cascade && ["EXTENSION", "OWNED"].iter().any(|k| starts(&["DROP", k])) {
         Some("a CASCADE drop")
     } else {
         None
@@ -166,6 +169,36 @@ fn describe(node: &SyntaxNode, statement: &mut Statement) {
         || starts(&["LOCK"])
         || starts(&["VACUUM", "FULL"])
         || starts(&["VACUUM", "(", "FULL"]);
+    if let Some(truncate) = ast::Truncate::cast(node.clone())
+        && let Some(list) = truncate.table_list()
+    {
+        for name in list.table_relation_names() {
+            let name = relation_text(name.syntax());
+            statement.touches.push(name.clone());
+            statement.drops.push(Drop::Table(name));
+        }
+    }
+    if cascade && let Some(drop) = ast::DropSchema::cast(node.clone()) {
+        for schema in drop.schema_refs() {
+            statement
+                .drops
+                .push(Drop::Schema(folded(&schema.syntax().text().to_string())));
+        }
+    }
+    if cascade && let Some(drop) = ast::DropType::cast(node.clone()) {
+        for name in drop.type_name_refs() {
+            statement
+                .drops
+                .push(Drop::Type(relation_text(name.syntax())));
+        }
+    }
+    if cascade && let Some(drop) = ast::DropDomain::cast(node.clone()) {
+        for name in drop.domain_refs() {
+            statement
+                .drops
+                .push(Drop::Type(relation_text(name.syntax())));
+        }
+    }
     if let Some(table) = ast::DropTable::cast(node.clone()) {
         for name in table.table_name_refs() {
             let name = relation_text(name.syntax());
@@ -280,7 +313,25 @@ mod tests {
         let t = split("BEGIN;\nCREATE FUNCTION g() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;\nDROP SCHEMA app CASCADE;\nCOMMIT;").unwrap();
         let controls: Vec<bool> = t.iter().map(|s| s.controls_transaction).collect();
         assert_eq!(controls, vec![true, false, false, true]);
-        assert_eq!(t[2].unseen_drop, Some("a CASCADE drop"));
+        assert_eq!(t[2].unseen_drop, None);
+        assert_eq!(t[2].drops, vec![Drop::Schema("app".into())]);
+        let u = split("TRUNCATE TABLE ONLY a, public.b;\nTRUNCATE c CASCADE;\nDROP TYPE mood CASCADE;\nDROP DOMAIN public.email CASCADE;\nDROP TYPE kept;\nDROP EXTENSION x CASCADE;").unwrap();
+        assert_eq!(
+            u[0].drops,
+            vec![Drop::Table("a".into()), Drop::Table("public.b".into())]
+        );
+        assert!(u[0].unseen_drop.is_none());
+        assert!(
+            u[1].unseen_drop.is_some(),
+            "what CASCADE reaches is not seen"
+        );
+        assert_eq!(u[2].drops, vec![Drop::Type("mood".into())]);
+        assert_eq!(u[3].drops, vec![Drop::Type("public.email".into())]);
+        assert!(
+            u[4].drops.is_empty(),
+            "without CASCADE a used type is not dropped"
+        );
+        assert_eq!(u[5].unseen_drop, Some("a CASCADE drop"));
         assert_eq!(
             folded("ÄrgER"),
             "Ärger",

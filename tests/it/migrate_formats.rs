@@ -358,3 +358,89 @@ async fn new_writes_each_format_s_files_and_they_apply() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_down_s_truncate_schema_cascade_and_type_cascade_are_backed_up() {
+    let db = db_with(
+        "[migrations]\ndir = \"migrations\"\nformat = \"pgmaint\"\nlock_timeout = \"300ms\"\n",
+    )
+    .await;
+    write(
+        &db,
+        "migrations/0001_app.up.sql",
+        "CREATE SCHEMA app;\nCREATE TABLE app.events (id bigint PRIMARY KEY, what text);\nCREATE TABLE app.tags (id bigint PRIMARY KEY, tag text);\nCREATE TYPE mood AS ENUM ('happy', 'sad');\nCREATE TABLE people (id bigint PRIMARY KEY, feeling mood, name text);\nCREATE TABLE scratch (id bigint PRIMARY KEY);\n",
+    );
+    write(
+        &db,
+        "migrations/0001_app.down.sql",
+        "TRUNCATE scratch;\nDROP TYPE mood CASCADE;\nDROP SCHEMA app CASCADE;\nDROP TABLE people;\nDROP TABLE scratch;\n",
+    );
+    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO app.events SELECT g, 'event ' || g FROM generate_series(1, 30) g;
+             INSERT INTO app.tags VALUES (1, 'a'), (2, 'b');
+             INSERT INTO people SELECT g, CASE WHEN g % 2 = 0 THEN 'happy' ELSE 'sad' END::mood, 'p' || g FROM generate_series(1, 10) g;
+             INSERT INTO scratch SELECT generate_series(1, 5);",
+        )
+        .await
+        .unwrap();
+    let plan = db.pgmaint(&["migrate", "down", "--dry-run"]).await;
+    plan.assert_code(0);
+    assert!(
+        plan.stdout.contains("backs up the rows of scratch first")
+            && plan
+                .stdout
+                .contains("backs up every column of type mood first")
+            && plan
+                .stdout
+                .contains("backs up the rows of every table in schema app first")
+            && !plan.stdout.contains("NOT backed up"),
+        "{}",
+        plan.stdout
+    );
+    let down = db.pgmaint(&["migrate", "down", "--yes", "--json"]).await;
+    down.assert_code(0);
+    let report = down.json();
+    let backups: Vec<(String, Option<String>, i64)> = report["migrations"][0]["details"]["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["table"].as_str().unwrap().to_string(),
+                b["column"].as_str().map(String::from),
+                b["rows"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("scratch", None, 5),
+        ("people", Some("feeling"), 10),
+        ("app.events", None, 30),
+        ("app.tags", None, 2),
+    ] {
+        assert!(
+            backups.iter().any(|(t, c, n)| t.ends_with(expected.0)
+                && c.as_deref() == expected.1
+                && *n == expected.2),
+            "{expected:?} in {backups:?}"
+        );
+    }
+    // Up again, then the backups put the rows back.
+    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
+    for b in report["migrations"][0]["details"]["backups"]
+        .as_array()
+        .unwrap()
+    {
+        if b["table"].as_str().unwrap().ends_with("people") {
+            continue; // the table itself was dropped after its column
+        }
+        db.pgmaint(&["restore", &b["backup_id"].to_string()])
+            .await
+            .assert_code(0);
+    }
+    assert_eq!(db.count("SELECT count(*) FROM app.events").await, 30);
+    assert_eq!(db.count("SELECT count(*) FROM scratch").await, 5);
+}

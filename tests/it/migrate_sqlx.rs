@@ -301,10 +301,20 @@ async fn a_concurrent_index_build_that_fails_half_way_resumes_after_the_fix() {
         "{}",
         status.stdout
     );
+    let rows = ledger(&db).await;
     assert_eq!(
-        ledger(&db).await.len(),
-        1,
-        "sqlx's ledger has no row for a migration that did not finish"
+        rows.iter().map(|r| (r.0, r.2)).collect::<Vec<_>>(),
+        vec![(1, true), (2, false)],
+        "sqlx's ledger says the migration stopped part-way"
+    );
+    let (code, said) = sqlx(&db, &["migrate", "run"]);
+    assert_ne!(
+        code, 0,
+        "sqlx refuses to start a partly applied file over: {said}"
+    );
+    assert!(
+        said.contains("partially applied") || said.contains("dirty"),
+        "{said}"
     );
 
     db.client()

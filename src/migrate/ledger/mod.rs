@@ -295,9 +295,10 @@ impl Ledger {
 
     /// Before a migration runs outside a transaction: golang-migrate's
     /// ledger says the version it goes to (`target`), dirty, as
-    /// golang-migrate does; Flyway's gets a failed row for an up, which
-    /// the finished run's row replaces (what a Flyway run that stopped
-    /// there leaves).
+    /// golang-migrate does; Flyway's and sqlx's get a failed row
+    /// (`success` false) for an up, which the finished run's row replaces
+    /// (what a Flyway run that stopped there leaves, and what makes sqlx
+    /// refuse to start the file over).
     pub async fn mark_dirty(
         &self,
         client: &impl GenericClient,
@@ -310,6 +311,17 @@ impl Ledger {
             Ledger::Flyway if up => {
                 flyway::remove_failed(client, m).await?;
                 flyway::insert(client, m, flyway::Mark::Failed).await?;
+            }
+            // sqlx itself then refuses to run the file again from its
+            // start (its "dirty" migration) while pgmaint resumes it.
+            Ledger::Sqlx if up => {
+                sqlx_remove_failed(client, m).await?;
+                client
+                    .exec(
+                        &format!("INSERT INTO {SQLX_TABLE} ( version, description, success, checksum, execution_time ) VALUES ( $1, $2, FALSE, $3, -1 )"),
+                        &[&m.version, &m.name, &m.up.checksum()],
+                    )
+                    .await?;
             }
             _ => {}
         }
@@ -332,6 +344,7 @@ impl Ledger {
             }
             Ledger::Drizzle => drizzle::insert(client, m).await?,
             Ledger::Sqlx => {
+                sqlx_remove_failed(client, m).await?;
                 client
                     .exec(
                         &format!("INSERT INTO {SQLX_TABLE} ( version, description, success, checksum, execution_time ) VALUES ( $1, $2, TRUE, $3, -1 )"),
@@ -508,6 +521,20 @@ impl Ledger {
             }
         }
     }
+}
+
+/// sqlx's row of a migration that stopped part-way.
+async fn sqlx_remove_failed(
+    client: &impl GenericClient,
+    m: &Migration,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .exec(
+            &format!("DELETE FROM {SQLX_TABLE} WHERE version = $1 AND NOT success"),
+            &[&m.version],
+        )
+        .await?;
+    Ok(())
 }
 
 /// golang-migrate's SetVersion: the table emptied, then the one row.

@@ -197,6 +197,15 @@ pub(super) fn read(settings: &Settings) -> Result<Vec<Migration>, MigrateError> 
             }
         };
         let script = script(settings, &file)?;
+        if script.text.contains("${") {
+            // Flyway replaces `${name}` placeholders before it runs a file
+            // (and checksums a repeatable after): running the text as
+            // written would not be what Flyway runs.
+            problems.push(format!(
+                "{file}: uses a Flyway placeholder (`${{...}}`), which pgmaint does not replace\n    help: run this folder with Flyway, or write the value into the file"
+            ));
+            continue;
+        }
         match (parsed.prefix, parsed.version) {
             ('R', _) => {
                 if repeatables
