@@ -3,7 +3,7 @@
 //! second exactly once with no overlapping runs and no claim left
 //! `running`; a purge with backup and its restore count exactly; an expired
 //! lease is taken over (its run marked interrupted once), a live one holds;
-//! a vacuum needs `[database] direct_url` and `check` says so; no session
+//! a vacuum and `migrate` need `[database] direct_url` and `check` says so; no session
 //! setting pgmaint makes reaches another client of the pooler; a locked
 //! state table stops a run within lock_timeout.
 
@@ -431,4 +431,47 @@ async fn through_a_transaction_pooler_a_locked_state_table_stops_the_run_within_
         db.count("SELECT count(*) FROM tokens WHERE expired").await,
         0
     );
+}
+
+#[tokio::test]
+async fn through_a_pooler_migrations_need_direct_url_and_then_run_on_it() {
+    let db = TestDb::new().await;
+    let bouncer = PgBouncer::start(common::cluster(), 4);
+    let mut db = db;
+    db.pgmaint_url = Some(bouncer.url(&db.name));
+    let migrations = "[migrations]\ndir = \"migrations\"\nformat = \"sqlx\"\n";
+    db.config(migrations);
+    std::fs::create_dir_all(db.dir.path().join("migrations")).unwrap();
+    std::fs::write(
+        db.dir.path().join("migrations/0001_users.sql"),
+        "CREATE TABLE users (id bigint PRIMARY KEY);\n",
+    )
+    .unwrap();
+    db.pgmaint(&["init"]).await.assert_code(0);
+    let refused = db.pgmaint(&["migrate", "up"]).await;
+    refused.assert_code(2);
+    assert!(
+        refused.stderr.contains("[database] direct_url")
+            && refused.stderr.contains("nothing was changed"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_tables WHERE tablename IN ('users', '_sqlx_migrations')")
+            .await,
+        0
+    );
+    let direct = db.url.clone();
+    db.config(&format!(
+        "[database]\ndirect_url = \"{direct}\"\n\n{migrations}"
+    ));
+    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM _sqlx_migrations WHERE success")
+            .await,
+        1
+    );
+    db.pgmaint(&["migrate", "status", "--exit-code"])
+        .await
+        .assert_code(0);
 }
