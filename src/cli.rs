@@ -236,6 +236,11 @@ pub enum MigrateCommand {
         after_help = "Examples:\n  pgmaint migrate down                  the newest one\n  pgmaint migrate down --steps 3 --dry-run\n  pgmaint migrate down --to 0005 --yes   every one after 0005\n  pgmaint restore 12                     put back what a down dropped, once an up made it again"
     )]
     Down(MigrateDownArgs),
+    /// Lock and safety lint: squawk's rules and pgmaint's, each an error or a warning
+    #[command(
+        after_help = "Lints the pending migrations (what `up` would run) and their downs, or the\nfiles named; exits 1 when a finding is an error. Silence a rule with a\n`-- squawk-ignore RULE` line in the file or [migrations] lint_exclude.\nExamples:\n  pgmaint migrate lint\n  pgmaint migrate lint migrations/0007_users_email.sql\n  pgmaint migrate lint --all --json"
+    )]
+    Lint(MigrateLintArgs),
     /// Write the files of a new migration in the folder's format
     #[command(after_help = "Examples:\n  pgmaint migrate new add_users_email")]
     New {
@@ -271,6 +276,17 @@ pub struct MigrateStatusArgs {
     /// Exit 1 unless every migration is applied and unchanged
     #[arg(long)]
     pub exit_code: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateLintArgs {
+    /// Migration files to lint (ups or downs); without a database, the
+    /// files alone are read
+    #[arg(value_name = "FILE", conflicts_with = "all")]
+    pub files: Vec<std::path::PathBuf>,
+    /// Every migration, applied or not
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]

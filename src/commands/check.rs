@@ -1,10 +1,12 @@
 //! `pgmaint check`: the config against the live database. Read-only; lists
 //! every problem, those of the file and those the database shows, together,
-//! and exits 2 when there is one.
+//! and exits 2 when there is one; lints the pending migrations, and exits
+//! 1 when one of them has an error-level finding.
 
 use super::{CliError, connect, load_config_with_problems, print_json};
 use crate::cli::Cli;
 use crate::config::{Config, Problem, Problems};
+use crate::migrate::lint::{Finding, Level};
 use crate::output;
 use crate::runner;
 use crate::unnamed::Unnamed;
@@ -129,16 +131,25 @@ pub async fn check(cli: &Cli) -> Result<bool, CliError> {
         )));
     }
     let connection = connection_line(cli, &config).await;
-    let warnings = time_zone_warnings(&client, &config).await;
+    let mut warnings = time_zone_warnings(&client, &config).await;
+    let lint = migrations_lint(&client, &config, &mut warnings).await;
     if !cli.json {
         for warning in &warnings {
             output::eprint_wrapped(warning);
         }
+        for finding in &lint {
+            eprintln!(
+                "{}\n",
+                output::wrap(&finding.render(), output::stderr_width())
+            );
+        }
     }
+    let lint_errors = lint.iter().filter(|f| f.level == Level::Error).count();
     if cli.json {
         print_json(&serde_json::json!({
-            "ok": true,
+            "ok": lint_errors == 0,
             "warnings": warnings,
+            "lint": lint,
             "tasks": config.tasks.len(),
             "problems": [],
             "state": state_note,
@@ -153,8 +164,44 @@ pub async fn check(cli: &Cli) -> Result<bool, CliError> {
             output::paragraph(&format!("note: {note}"));
         }
         output::paragraph(&format!("connection: {connection}"));
+        if lint_errors > 0 {
+            output::paragraph(&format!(
+                "lint: {lint_errors} error(s) in the pending migrations (above): `pgmaint migrate up` refuses them without --yes"
+            ));
+        }
     }
-    Ok(true)
+    Ok(lint_errors == 0)
+}
+
+/// The lint of the pending migrations, when there is a migrations folder;
+/// a folder `[migrations]` names that cannot be read is a warning.
+async fn migrations_lint(
+    client: &tokio_postgres::Client,
+    config: &Config,
+    warnings: &mut Vec<String>,
+) -> Vec<Finding> {
+    let settings = &config.migrations;
+    if !settings.configured && !settings.dir.is_dir() {
+        return Vec::new();
+    }
+    let linted = async {
+        let migrator =
+            crate::migrate::engine::Migrator::open(client, settings, &config.state_schema).await?;
+        crate::migrate::runs::lint_pending(client, &migrator, false).await
+    }
+    .await;
+    match linted {
+        Ok((_, findings)) => findings,
+        Err(err) if settings.configured => {
+            warnings.push(format!(
+                "warning: the migrations in {} were not linted: {err}",
+                settings.dir.display()
+            ));
+            Vec::new()
+        }
+        // A folder of another tool's migrations, not configured here.
+        Err(_) => Vec::new(),
+    }
 }
 
 /// What `check` says of the connection: direct, or what it saw of a

@@ -9,13 +9,15 @@ use serde_json::json;
 use tokio_postgres::Client;
 
 use super::{CliError, load_config, print_json};
-use crate::cli::{Cli, MigrateCommand, MigrateDownArgs, MigrateStatusArgs, MigrateUpArgs};
+use crate::cli::{
+    Cli, MigrateCommand, MigrateDownArgs, MigrateLintArgs, MigrateStatusArgs, MigrateUpArgs,
+};
 use crate::config::Config;
 use crate::migrate::apply::{self, Direction};
 use crate::migrate::engine::Migrator;
 use crate::migrate::runs::{self, Selection};
 use crate::migrate::status::Entry;
-use crate::migrate::{MigrateError, Migration, statements};
+use crate::migrate::{MigrateError, Migration, lint, statements};
 use crate::status::{Outcome, Status};
 use crate::store::{self, LeaseOwner, Trigger};
 
@@ -33,6 +35,9 @@ pub async fn migrate(cli: &Cli, command: &MigrateCommand) -> Result<bool, CliErr
     let config = load_config(cli, false)?;
     if let MigrateCommand::New { name } = command {
         return new(cli, &config, name).await;
+    }
+    if let MigrateCommand::Lint(args) = command {
+        return lint(cli, &config, args).await;
     }
     let (client, keeper_target) = session(cli, &config).await?;
     store::ensure_ready(&client, &config.state_schema).await?;
@@ -59,7 +64,7 @@ pub async fn migrate(cli: &Cli, command: &MigrateCommand) -> Result<bool, CliErr
         MigrateCommand::Down(args) => down(&ctx, args).await,
         MigrateCommand::Repair { version, dry_run } => repair(&ctx, version, *dry_run).await,
         MigrateCommand::Baseline { version, dry_run } => baseline(&ctx, version, *dry_run).await,
-        MigrateCommand::New { .. } => unreachable!("handled above"),
+        MigrateCommand::New { .. } | MigrateCommand::Lint(_) => unreachable!("handled above"),
     }
 }
 
@@ -186,15 +191,34 @@ async fn up_or_plan(ctx: &Context<'_>, args: &MigrateUpArgs) -> Result<bool, Cli
         }
         return Ok(true);
     }
+    let findings = runs::lint(ctx.client, ctx.migrator, &chosen, Direction::Up).await?;
     if args.dry_run {
-        return print_plan(ctx, &chosen, Direction::Up);
+        return print_plan(ctx, &chosen, Direction::Up, &findings);
     }
     let big = runs::needing_confirmation(ctx.client, ctx.migrator, &chosen, Direction::Up).await?;
     if !big.is_empty() && !args.yes {
         let _ = ctx.migrator.unlock(ctx.client).await;
+        let mut reasons = big;
+        if !ctx.cli.json {
+            let errors: Vec<&lint::Finding> = findings
+                .iter()
+                .filter(|f| f.level == lint::Level::Error)
+                .collect();
+            for f in &errors {
+                eprintln!(
+                    "{}\n",
+                    crate::output::wrap(&f.render(), crate::output::stderr_width())
+                );
+            }
+            // Shown above in full.
+            reasons.retain(|r| !errors.iter().any(|f| f.one_line() == *r));
+            if !errors.is_empty() {
+                reasons.insert(0, format!("{} lint error(s), above", errors.len()));
+            }
+        }
         return Err(CliError::Usage(format!(
-            "{}\nthese run only when confirmed; nothing was changed\n  help: run it at a quiet time with --yes, or build indexes CONCURRENTLY in a `-- no-transaction` file; [migrations] confirm_above sets the size",
-            big.join("\n")
+            "{}\nthese run only when confirmed; nothing was changed\n  help: fix what the lint says (build indexes CONCURRENTLY in a no-transaction file, add constraints NOT VALID and VALIDATE them after), silence a rule with `-- squawk-ignore RULE`, or run it at a quiet time with --yes; [migrations] confirm_above sets the size that needs it",
+            reasons.join("\n")
         )));
     }
     runs::clear_blockers(ctx.client, ctx.migrator, &chosen, Direction::Up).await?;
@@ -262,7 +286,8 @@ async fn down(ctx: &Context<'_>, args: &MigrateDownArgs) -> Result<bool, CliErro
         eprintln!("note: {reason}");
     }
     if args.dry_run {
-        return print_plan(ctx, &chosen, Direction::Down);
+        let findings = runs::lint(ctx.client, ctx.migrator, &chosen, Direction::Down).await?;
+        return print_plan(ctx, &chosen, Direction::Down, &findings);
     }
     if !ctx.cli.quiet {
         for m in &chosen {
@@ -294,7 +319,7 @@ fn confirm_down(ctx: &Context<'_>, chosen: &[&Migration]) -> Result<(), CliError
             names.join(", ")
         )));
     }
-    let _ = print_plan(ctx, chosen, Direction::Down);
+    let _ = print_plan(ctx, chosen, Direction::Down, &[]);
     super::ask_yes(&format!(
         "\nRevert {} (data they drop is backed up first)?",
         names.join(", ")
@@ -325,6 +350,7 @@ fn print_plan(
     ctx: &Context<'_>,
     chosen: &[&Migration],
     direction: Direction,
+    findings: &[lint::Finding],
 ) -> Result<bool, CliError> {
     let settings = &ctx.migrator.settings;
     let verb = match direction {
@@ -352,6 +378,7 @@ fn print_plan(
                 }).collect::<Vec<_>>(),
                 "own_transaction": s.needs_own_transaction,
             })).collect::<Vec<_>>(),
+            "lint": findings.iter().filter(|f| f.version == m.written).collect::<Vec<_>>(),
         }));
         if ctx.cli.json || ctx.cli.quiet {
             continue;
@@ -392,6 +419,22 @@ fn print_plan(
                 }
             }
         }
+        let path = script.path.display().to_string();
+        for f in findings.iter().filter(|f| f.file == path) {
+            let line = format!(
+                "line {}: {}[{}]: {}",
+                f.line,
+                f.level.as_str(),
+                f.rule,
+                f.message
+            );
+            crate::output::paragraph(&format!("      {line}"));
+        }
+    }
+    if !ctx.cli.json && !ctx.cli.quiet && lint::has_errors(findings) {
+        println!(
+            "Lint errors: `pgmaint migrate up` needs --yes; `pgmaint migrate lint` shows each with its fix."
+        );
     }
     if ctx.cli.json {
         print_json(&json!({"dry_run": true, "direction": direction, "migrations": out}));
@@ -736,6 +779,106 @@ async fn audit(
     store::finish_task_run(&recorder, schema, task_run, &outcome, 0).await?;
     store::finish_run(&recorder, schema, run_id, Status::Succeeded, None).await?;
     Ok(())
+}
+
+/// `migrate lint`: the pending migrations' ups and downs (or every one,
+/// or the files named), linted for the server's version; `Ok(false)`
+/// (exit 1) when a finding is an error. Files named are linted from the
+/// folder alone when the database cannot be reached.
+async fn lint(cli: &Cli, config: &Config, args: &MigrateLintArgs) -> Result<bool, CliError> {
+    let client = if args.files.is_empty() {
+        Some(super::connect(cli, config).await?)
+    } else {
+        match super::connect(cli, config).await {
+            Ok(client) => Some(client),
+            Err(err) => {
+                if !cli.quiet && !cli.json {
+                    crate::output::eprint_wrapped(&format!(
+                        "note: linting the files alone, for squawk's default PostgreSQL version: the database could not be reached ({err})"
+                    ));
+                }
+                None
+            }
+        }
+    };
+    let migrator = match &client {
+        Some(client) => Migrator::open(client, &config.migrations, &config.state_schema).await?,
+        None => Migrator::offline(&config.migrations, &config.state_schema)?,
+    };
+    let options = runs::lint_options(client.as_ref(), &migrator).await?;
+    let (mut linted, mut findings) = (0, Vec::new());
+    if args.files.is_empty() {
+        let client = client.as_ref().expect("connected above");
+        (linted, findings) = runs::lint_pending(client, &migrator, args.all).await?;
+    } else {
+        for file in &args.files {
+            let wanted = std::fs::canonicalize(file)
+                .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", file.display())))?;
+            let same =
+                |path: &std::path::Path| std::fs::canonicalize(path).is_ok_and(|p| p == wanted);
+            let found = migrator.migrations.iter().find_map(|m| {
+                if same(&m.up.path) {
+                    Some((m, Direction::Up))
+                } else {
+                    m.down
+                        .as_ref()
+                        .filter(|d| same(&d.path))
+                        .map(|_| (m, Direction::Down))
+                }
+            });
+            let Some((m, direction)) = found else {
+                return Err(CliError::Usage(format!(
+                    "{} is not one of the migrations in {} ({} format); nothing was linted\n  help: name a migration's file, or set [migrations] dir and format",
+                    file.display(),
+                    migrator.settings.dir.display(),
+                    migrator.format.as_str()
+                )));
+            };
+            linted += 1;
+            findings.extend(match direction {
+                Direction::Up => lint::up(m, &options),
+                Direction::Down => {
+                    lint::script(m, m.down.as_ref().expect("found"), direction, &options)
+                }
+            });
+        }
+    }
+    if let Some(client) = client.as_ref().filter(|_| !args.files.is_empty()) {
+        let all: Vec<&Migration> = migrator.migrations.iter().collect();
+        runs::on_new_tables(client, &all, &mut findings).await?;
+    }
+    let errors = findings
+        .iter()
+        .filter(|f| f.level == lint::Level::Error)
+        .count();
+    let warnings = findings.len() - errors;
+    if cli.json {
+        print_json(&json!({
+            "pg_version": options.pg_version,
+            "linted": linted,
+            "errors": errors,
+            "warnings": warnings,
+            "findings": findings,
+        }));
+    } else {
+        for f in &findings {
+            eprintln!(
+                "{}\n",
+                crate::output::wrap(&f.render(), crate::output::stderr_width())
+            );
+        }
+        if !cli.quiet {
+            println!(
+                "{linted} migration file(s) linted{}: {errors} error(s), {warnings} warning(s)",
+                options
+                    .pg_version
+                    .as_deref()
+                    .map(|v| format!(" for PostgreSQL {v}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(!lint::has_errors(&findings))
 }
 
 async fn new(cli: &Cli, config: &Config, name: &str) -> Result<bool, CliError> {

@@ -159,6 +159,9 @@ pub struct MigrationsFile {
     pub max_retries: Option<u32>,
     /// `"1GB"`: a statement locking out writes on a bigger table needs --yes.
     pub confirm_above: Option<String>,
+    /// Lint rules silenced for every file.
+    #[serde(default)]
+    pub lint_exclude: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -21,6 +21,7 @@ pub(super) fn resolve(
     let Some(file) = file else {
         return settings;
     };
+    settings.configured = true;
     let key = |k: &'static str| ["migrations", k];
     if let Some(dir) = &file.dir {
         settings.dir = base.join(dir);
@@ -102,6 +103,25 @@ pub(super) fn resolve(
                     .with_help("write a size as PostgreSQL does, such as \"1GB\" or \"512MB\""),
             ),
         }
+    }
+    let known = crate::migrate::lint::known_rules();
+    for rule in &file.lint_exclude {
+        if known.contains(rule) {
+            settings.lint_exclude.push(rule.clone());
+            continue;
+        }
+        let help = match super::source::nearest(rule, known.iter().map(String::as_str)) {
+            Some(near) => format!("did you mean \"{near}\"? the rules are listed in docs/migrations.md"),
+            None => "the rules are listed in docs/migrations.md, and `pgmaint migrate lint` names the rule of each finding".to_string(),
+        };
+        problems.push(
+            source
+                .problem(
+                    &key("lint_exclude"),
+                    format!("\"{rule}\" is not a lint rule"),
+                )
+                .with_help(help),
+        );
     }
     if let Some(retries) = file.max_retries {
         settings.max_retries = retries;

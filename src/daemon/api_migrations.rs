@@ -57,10 +57,12 @@ pub(super) struct UpBody {
 #[schema(as = MigrationsPlan)]
 pub(super) struct PlanBody {
     dry_run: bool,
-    /// Each: `version`, `name`, `transaction`, `statements`.
+    /// Each: `version`, `name`, `transaction`, `statements`, `lint` (the
+    /// findings of `pgmaint migrate lint --json`).
     #[schema(value_type = Vec<Object>)]
     migrations: Vec<serde_json::Value>,
-    /// Statements that need `confirm: true`.
+    /// What needs `confirm: true`: error-level lint findings, and
+    /// statements that lock out writes on a table over `confirm_above`.
     needs_confirmation: Vec<String>,
 }
 
@@ -163,6 +165,9 @@ pub(super) async fn migrations_up(State(shared): State<Api>, Body(body): Body<Up
         .await
         .map_err(refused)?;
     if body.dry_run {
+        let findings = runs::lint(&client, &migrator, &chosen, Direction::Up)
+            .await
+            .map_err(refused)?;
         let migrations = chosen
             .iter()
             .map(|m| {
@@ -172,6 +177,7 @@ pub(super) async fn migrations_up(State(shared): State<Api>, Body(body): Body<Up
                     "name": m.name,
                     "transaction": m.up.transactional,
                     "statements": statements.iter().map(|s| serde_json::json!({"line": s.line, "sql": s.text})).collect::<Vec<_>>(),
+                    "lint": findings.iter().filter(|f| f.version == m.written).collect::<Vec<_>>(),
                 })
             })
             .collect();

@@ -50,6 +50,24 @@ impl Migrator {
         })
     }
 
+    /// Reads the folder without a database (`migrate lint FILE..` when
+    /// the server cannot be reached): `format = "auto"` from the files
+    /// alone.
+    pub fn offline(settings: &Settings, state_schema: &str) -> Result<Migrator, MigrateError> {
+        let format = match settings.format {
+            Some(format) => format,
+            None => source::detect(&settings.dir, None)?,
+        };
+        let migrations = source::read(settings, format)?;
+        Ok(Migrator {
+            settings: settings.clone(),
+            format,
+            ledger: Ledger::of(format, state_schema),
+            migrations,
+            state_schema: state_schema.to_string(),
+        })
+    }
+
     /// Whether a migration must have a down (`require_down`, or the
     /// format's default).
     pub fn require_down(&self) -> bool {

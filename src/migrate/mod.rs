@@ -16,6 +16,7 @@ pub(crate) mod blockers;
 pub(crate) mod drops;
 pub(crate) mod engine;
 pub(crate) mod ledger;
+pub(crate) mod lint;
 pub(crate) mod new;
 pub(crate) mod runs;
 pub(crate) mod source;
@@ -140,6 +141,11 @@ pub struct Settings {
     /// A statement that locks out writes on a table bigger than this (in
     /// bytes, with its indexes and TOAST) needs `--yes` (`confirm: true`).
     pub confirm_above: u64,
+    /// Lint rules silenced for every file (`[migrations] lint_exclude`).
+    pub lint_exclude: Vec<String>,
+    /// Whether the config has a `[migrations]` table (`check` then says
+    /// when the folder cannot be read).
+    pub configured: bool,
 }
 
 impl Settings {
@@ -167,6 +173,8 @@ impl Settings {
             max_retries: 10,
             backup_dir,
             confirm_above: 1 << 30,
+            lint_exclude: Vec::new(),
+            configured: false,
         }
     }
 }

@@ -12,7 +12,8 @@ use tokio_postgres::Client;
 
 use super::apply::{self, Direction, Job, MigrationRun};
 use super::engine::Migrator;
-use super::{MigrateError, Migration, blockers};
+use super::status::State;
+use super::{MigrateError, Migration, blockers, lint};
 use crate::status::{Outcome, Status, TaskReport};
 use crate::store::{self, LeaseOwner, Trigger};
 use crate::unnamed::Unnamed;
@@ -169,16 +170,157 @@ pub async fn clear_blockers(
     .await
 }
 
-/// The statements that would lock out writes on a table bigger than
-/// `confirm_above`, each as a sentence: they run only when confirmed
-/// (`--yes`, `confirm: true`).
+/// How `migrator`'s files are linted: for the server's version (`None`
+/// when linting without a database), with `[migrations] lint_exclude`.
+pub async fn lint_options(
+    client: Option<&Client>,
+    migrator: &Migrator,
+) -> Result<lint::Options, MigrateError> {
+    let pg_version = match client {
+        Some(client) => Some(lint::server_version(client).await?),
+        None => None,
+    };
+    Ok(lint::Options {
+        pg_version,
+        exclude: migrator.settings.lint_exclude.clone(),
+        require_down: migrator.require_down(),
+    })
+}
+
+/// The lint findings of what `direction` runs of `chosen`: their ups (and
+/// a missing down), or their downs.
+pub async fn lint(
+    client: &Client,
+    migrator: &Migrator,
+    chosen: &[&Migration],
+    direction: Direction,
+) -> Result<Vec<lint::Finding>, MigrateError> {
+    let options = lint_options(Some(client), migrator).await?;
+    let mut findings = Vec::new();
+    for m in chosen {
+        match direction {
+            Direction::Up => findings.extend(lint::up(m, &options)),
+            Direction::Down => {
+                if let Some(down) = &m.down {
+                    findings.extend(lint::script(m, down, Direction::Down, &options));
+                }
+            }
+        }
+    }
+    on_new_tables(client, chosen, &mut findings).await?;
+    Ok(findings)
+}
+
+/// The lint of what `up` would run next (pending, failed or dirty
+/// migrations; every one with `all`), ups and downs, for the server's
+/// version: how many migrations were linted, and the findings.
+pub async fn lint_pending(
+    client: &Client,
+    migrator: &Migrator,
+    all: bool,
+) -> Result<(usize, Vec<lint::Finding>), MigrateError> {
+    let options = lint_options(Some(client), migrator).await?;
+    let entries = migrator.entries(client).await?;
+    let next: Vec<&Migration> = migrator
+        .migrations
+        .iter()
+        .filter(|m| {
+            all || entries.iter().any(|e| {
+                e.version == m.version
+                    && matches!(
+                        e.state,
+                        State::Pending | State::Dirty | State::Failed { .. }
+                    )
+            })
+        })
+        .collect();
+    let mut findings: Vec<lint::Finding> = next
+        .iter()
+        .flat_map(|m| lint::migration(m, &options))
+        .collect();
+    let every: Vec<&Migration> = migrator.migrations.iter().collect();
+    on_new_tables(client, &every, &mut findings).await?;
+    Ok((next.len(), findings))
+}
+
+/// Lowers to warnings the lock findings of statements whose tables do not
+/// exist yet (an earlier migration of the same run creates them): no one
+/// reads or writes a table before it exists, so its lock blocks no one.
+pub async fn on_new_tables(
+    client: &Client,
+    migrations: &[&Migration],
+    findings: &mut [lint::Finding],
+) -> Result<(), MigrateError> {
+    let mut at = Vec::new();
+    for (i, f) in findings.iter().enumerate() {
+        if f.level != lint::Level::Error || !lint::is_about_locks(&f.rule) {
+            continue;
+        }
+        let Some(m) = migrations.iter().find(|m| m.written == f.version) else {
+            continue;
+        };
+        let script = match f.direction {
+            Direction::Up => &m.up,
+            Direction::Down => match &m.down {
+                Some(down) => down,
+                None => continue,
+            },
+        };
+        let Ok(statements) = apply::statements_of(script) else {
+            continue;
+        };
+        if let Some(s) = statements
+            .iter()
+            .find(|s| (s.line..s.line + s.text.lines().count().max(1)).contains(&f.line))
+            .filter(|s| !s.touches.is_empty())
+        {
+            at.push((i, s.touches.clone()));
+        }
+    }
+    if at.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = at.iter().flat_map(|(_, t)| t.clone()).collect();
+    let missing: Vec<String> = crate::db::read_only(client, async {
+        client
+            .rows(
+                "SELECT n FROM unnest($1::text[]) n WHERE to_regclass(n) IS NULL",
+                &[&names],
+            )
+            .await
+    })
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    for (i, touches) in at {
+        if touches.iter().all(|t| missing.contains(t)) {
+            let f = &mut findings[i];
+            f.level = lint::Level::Warning;
+            f.message.push_str(&format!(
+                " (not an error here: {} does not exist yet, so its lock blocks no one)",
+                touches.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What runs only when confirmed (`--yes`, `confirm: true`), each as a
+/// sentence: an error-level lint finding, and a statement that would lock
+/// out writes on a table bigger than `confirm_above`.
 pub async fn needing_confirmation(
     client: &Client,
     migrator: &Migrator,
     chosen: &[&Migration],
     direction: Direction,
 ) -> Result<Vec<String>, MigrateError> {
-    let mut reasons = Vec::new();
+    let mut reasons: Vec<String> = lint(client, migrator, chosen, direction)
+        .await?
+        .iter()
+        .filter(|f| f.level == lint::Level::Error)
+        .map(lint::Finding::one_line)
+        .collect();
     for m in chosen {
         let script = script_of(m, direction);
         for statement in apply::statements_of(script)? {

@@ -34,6 +34,7 @@ mod lifecycle;
 mod migrate_drizzle;
 mod migrate_flyway;
 mod migrate_formats;
+mod migrate_lint;
 mod migrate_sqlx;
 mod orphans_set_null;
 mod parallel;

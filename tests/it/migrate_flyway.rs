@@ -101,6 +101,9 @@ fn states(status: &serde_json::Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A history row, borrowed.
+type RowRef<'a> = (i32, Option<&'a str>, &'a str, &'a str, &'a str, bool);
+
 #[tokio::test]
 async fn up_undo_up_keeps_the_history_flyway_keeps() {
     let db = db_with("[migrations]\ndir = \"migrations\"\nlock_timeout = \"300ms\"\n").await;
@@ -111,7 +114,7 @@ async fn up_undo_up_keeps_the_history_flyway_keeps() {
 
     db.pgmaint(&["migrate", "up"]).await.assert_code(0);
     let rows = history(&db).await;
-    let expected: Vec<(i32, Option<&str>, &str, &str, &str, bool)> = vec![
+    let expected: Vec<RowRef> = vec![
         (
             1,
             Some("1"),
@@ -131,7 +134,7 @@ async fn up_undo_up_keeps_the_history_flyway_keeps() {
         ),
         (4, None, "user emails", "SQL", "R__user_emails.sql", true),
     ];
-    let got: Vec<(i32, Option<&str>, &str, &str, &str, bool)> = rows
+    let got: Vec<RowRef> = rows
         .iter()
         .map(|r| {
             (

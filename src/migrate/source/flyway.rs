@@ -208,10 +208,8 @@ pub(super) fn read(settings: &Settings) -> Result<Vec<Migration>, MigrateError> 
         }
         match (parsed.prefix, parsed.version) {
             ('R', _) => {
-                if repeatables
-                    .insert(parsed.description.clone(), script)
-                    .is_some()
-                {
+                let earlier = repeatables.insert(parsed.description.clone(), script);
+                if earlier.is_some() {
                     problems.push(format!(
                         "two repeatable migrations are described \"{}\"",
                         parsed.description
@@ -219,7 +217,8 @@ pub(super) fn read(settings: &Settings) -> Result<Vec<Migration>, MigrateError> 
                 }
             }
             ('U', Some((_, version))) => {
-                if undos.insert(version.key(), script).is_some() {
+                let earlier = undos.insert(version.key(), script);
+                if earlier.is_some() {
                     problems.push(format!("{file}: a second undo file for its version"));
                 }
             }
