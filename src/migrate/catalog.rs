@@ -187,20 +187,6 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn len(&self) -> usize {
-        self.objects.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.objects.is_empty()
-    }
-
-    /// Whether it has an object of `kind` named `name` (quoted as
-    /// `format('%I.%I')` quotes: `public.users`).
-    pub fn contains(&self, kind: Kind, name: &str) -> bool {
-        self.objects.contains_key(&(kind, name.to_string()))
-    }
-
     fn insert(&mut self, kind: Kind, name: String, text: String, table: Option<String>) {
         self.objects.insert((kind, name), Definition { text, table });
     }
@@ -292,16 +278,6 @@ pub fn diff(before: &Snapshot, after: &Snapshot) -> Diff {
 impl Diff {
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.dropped.is_empty() && self.changed.is_empty()
-    }
-
-    /// Whether an object of `kind` named `name` was added.
-    pub fn added(&self, kind: Kind, name: &str) -> bool {
-        self.added.iter().any(|o| o.kind == kind && o.name == name)
-    }
-
-    /// Whether an object of `kind` named `name` was dropped.
-    pub fn dropped(&self, kind: Kind, name: &str) -> bool {
-        self.dropped.iter().any(|o| o.kind == kind && o.name == name)
     }
 
     /// One line per change, for people: `+ table public.users (2 columns,
@@ -425,8 +401,16 @@ mod tests {
             ),
         ]);
         let d = diff(&before, &after);
-        assert!(d.added(Kind::Table, "public.posts"));
-        assert!(d.dropped(Kind::Table, "public.old"));
+        assert!(
+            d.added
+                .iter()
+                .any(|o| o.kind == Kind::Table && o.name == "public.posts")
+        );
+        assert!(
+            d.dropped
+                .iter()
+                .any(|o| o.kind == Kind::Table && o.name == "public.old")
+        );
         assert_eq!(d.changed.len(), 1);
         assert_eq!(
             d.lines(),

@@ -429,12 +429,12 @@ impl CommandStatus {
     }
 }
 
-/// The ledger's rows, and the `status` command's output when there is
-/// one (run with the same environment as `up`, its output captured).
+/// The ledger's rows, and, given the target to run it with (the same
+/// environment as `up`), the `status` command's output when there is one.
 pub async fn status(
     client: &Client,
     settings: &Settings,
-    target: &crate::connect::Target,
+    run_status_with: Option<&crate::connect::Target>,
 ) -> Result<CommandStatus, MigrateError> {
     let command = command_of(settings)?;
     let ledger = ledger_of(client, settings).await?;
@@ -442,9 +442,9 @@ pub async fn status(
         Some(l) => read_ledger(client, settings, l).await?,
         None => AppLedgerView::default(),
     };
-    let status_command = match &command.status {
-        None => None,
-        Some(text) => {
+    let status_command = match (&command.status, run_status_with) {
+        (None, _) | (_, None) => None,
+        (Some(text), Some(target)) => {
             let invocation = Invocation::new(text, &command.workdir, target, settings);
             let ran = super::command::run_captured(&invocation)
                 .await
