@@ -266,7 +266,7 @@ async fn dry_run(
         return Ok(true);
     }
     println!(
-        "Would run `sh -c '{}'` in {}",
+        "Would run `{}` (with sh -c) in {}",
         invocation.command,
         invocation.workdir.display()
     );
@@ -352,23 +352,26 @@ async fn run(
         );
     }
     let since = std::time::Instant::now();
-    let result = command_runs::execute(
-        ctx.client,
+    let job = command_runs::Job {
+        session: ctx.client,
         settings,
-        schema,
-        invocation,
-        direction,
-        audit,
-        &stop,
-        !ctx.cli.json,
-    )
-    .await;
+        state_schema: schema,
+        stop: &stop,
+        echo: !ctx.cli.json,
+    };
+    let result = command_runs::execute(&job, invocation, direction, audit).await;
     let _ = command_runs::unlock(ctx.client, schema).await;
     let (summary, failed) = result?;
     let details = summary.details();
     let notice = summary.notice(false, super::origin(ctx.cli, ctx.config)?);
-    crate::outcome::finished(ctx.config, &notice, &recorder, &summary.report(&details), since)
-        .await;
+    crate::outcome::finished(
+        ctx.config,
+        &notice,
+        &recorder,
+        &summary.report(&details),
+        since,
+    )
+    .await;
     if ctx.cli.json {
         let mut doc = serde_json::to_value(&summary).unwrap_or_default();
         doc["dry_run"] = json!(false);

@@ -141,8 +141,11 @@ fn command(
         }
         (true, Some(file)) => file,
     };
-    let non_empty = |name: &'static str, value: &Option<String>, problems: &mut Vec<Problem>| {
-        match value.as_deref().map(str::trim) {
+    let non_empty =
+        |name: &'static str, value: &Option<String>, problems: &mut Vec<Problem>| match value
+            .as_deref()
+            .map(str::trim)
+        {
             Some("") => {
                 problems.push(
                     source
@@ -153,8 +156,7 @@ fn command(
             }
             Some(_) => value.clone(),
             None => None,
-        }
-    };
+        };
     let up = non_empty("up", &file.up, problems);
     if file.up.is_none() {
         problems.push(

@@ -66,7 +66,8 @@ impl Kind {
 
     /// The query that lists this kind's objects: their quoted names, their
     /// definitions, and for what belongs to a table (columns, indexes,
-    /// constraints) the table's name. `$1` is the schemas left out.
+    /// constraints, the sequence of a serial or identity column) the
+    /// table's name. `$1` is the schemas left out.
     fn query(self) -> String {
         let sql = match self {
             Kind::Schema => {
@@ -135,7 +136,10 @@ impl Kind {
                 "SELECT format('%I.%I', n.nspname, c.relname),
                         format('%s start %s increment %s min %s max %s%s', format_type(s.seqtypid, NULL), s.seqstart,
                                s.seqincrement, s.seqmin, s.seqmax, CASE WHEN s.seqcycle THEN ' cycle' ELSE '' END),
-                        NULL::text
+                        (SELECT format('%I.%I', tn.nspname, t.relname)
+                         FROM pg_depend o JOIN pg_class t ON t.oid = o.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+                         WHERE o.classid = 'pg_class'::regclass AND o.objid = c.oid AND o.refclassid = 'pg_class'::regclass
+                           AND o.deptype IN ('a', 'i') LIMIT 1)
                  FROM pg_sequence s
                  JOIN pg_class c ON c.oid = s.seqrelid
                  JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -173,7 +177,7 @@ const USER_SCHEMA: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema')
 const NOT_EXTENSION_CLASS: &str = "NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')";
 
 /// One object's definition, and the table it belongs to (columns,
-/// indexes, constraints).
+/// indexes, constraints, owned sequences).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Definition {
     text: String,
@@ -188,7 +192,8 @@ pub struct Snapshot {
 
 impl Snapshot {
     fn insert(&mut self, kind: Kind, name: String, text: String, table: Option<String>) {
-        self.objects.insert((kind, name), Definition { text, table });
+        self.objects
+            .insert((kind, name), Definition { text, table });
     }
 }
 
@@ -205,12 +210,7 @@ pub async fn snapshot(
         for kind in Kind::ALL {
             for row in client.rows(&kind.query(), &[&exclude]).await? {
                 let definition: Option<String> = row.get(1);
-                snapshot.insert(
-                    kind,
-                    row.get(0),
-                    definition.unwrap_or_default(),
-                    row.get(2),
-                );
+                snapshot.insert(kind, row.get(0), definition.unwrap_or_default(), row.get(2));
             }
         }
         Ok(snapshot)
@@ -300,26 +300,29 @@ impl Diff {
                 }
                 let mut line = format!("{sign} {} {}", o.kind.as_str(), o.name);
                 if o.kind == Kind::Table {
-                    let parts: Vec<String> = [Kind::Column, Kind::Constraint, Kind::Index]
-                        .iter()
-                        .filter_map(|kind| {
-                            let n = objects
-                                .iter()
-                                .filter(|c| c.kind == *kind && c.table.as_deref() == Some(&o.name))
-                                .count();
-                            (n > 0).then(|| {
-                                format!(
-                                    "{n} {}",
-                                    match (kind, n) {
-                                        (Kind::Index, 1) => "index".to_string(),
-                                        (Kind::Index, _) => "indexes".to_string(),
-                                        (k, 1) => k.as_str().to_string(),
-                                        (k, _) => format!("{}s", k.as_str()),
-                                    }
-                                )
+                    let parts: Vec<String> =
+                        [Kind::Column, Kind::Constraint, Kind::Index, Kind::Sequence]
+                            .iter()
+                            .filter_map(|kind| {
+                                let n = objects
+                                    .iter()
+                                    .filter(|c| {
+                                        c.kind == *kind && c.table.as_deref() == Some(&o.name)
+                                    })
+                                    .count();
+                                (n > 0).then(|| {
+                                    format!(
+                                        "{n} {}",
+                                        match (kind, n) {
+                                            (Kind::Index, 1) => "index".to_string(),
+                                            (Kind::Index, _) => "indexes".to_string(),
+                                            (k, 1) => k.as_str().to_string(),
+                                            (k, _) => format!("{}s", k.as_str()),
+                                        }
+                                    )
+                                })
                             })
-                        })
-                        .collect();
+                            .collect();
                     if !parts.is_empty() {
                         line.push_str(&format!(" ({})", parts.join(", ")));
                     }
@@ -333,7 +336,11 @@ impl Diff {
         side('-', &self.dropped);
         for c in &self.changed {
             if c.kind.long_definition() {
-                lines.push(format!("~ {} {}: definition changed", c.kind.as_str(), c.name));
+                lines.push(format!(
+                    "~ {} {}: definition changed",
+                    c.kind.as_str(),
+                    c.name
+                ));
             } else {
                 lines.push(format!(
                     "~ {} {}: {} -> {}",
@@ -376,7 +383,12 @@ mod tests {
                 Some("public.users"),
             ),
             (Kind::Table, "public.old", "table", None),
-            (Kind::Column, "public.old.id", "integer not null", Some("public.old")),
+            (
+                Kind::Column,
+                "public.old.id",
+                "integer not null",
+                Some("public.old"),
+            ),
         ]);
         let after = snap(&[
             (Kind::Table, "public.users", "table", None),

@@ -52,7 +52,12 @@ impl Invocation {
     /// `command` with the connection of `target` (the session pgmaint's
     /// migrations use: `[database] direct_url` when set) and the timeouts
     /// of `settings`.
-    pub fn new(command: &str, workdir: &std::path::Path, target: &Target, settings: &Settings) -> Self {
+    pub fn new(
+        command: &str,
+        workdir: &std::path::Path,
+        target: &Target,
+        settings: &Settings,
+    ) -> Self {
         let inherited = std::env::var("PGOPTIONS").ok();
         let from_url = target.config.get_options();
         let existing = match (inherited.as_deref(), from_url) {
@@ -110,7 +115,11 @@ impl Invocation {
 
 /// `PGOPTIONS` with `-c lock_timeout=<ms> -c statement_timeout=<ms>`
 /// after what it already holds (the last `-c` of a setting wins).
-pub fn pgoptions(existing: Option<&str>, lock_timeout: Duration, statement_timeout: Duration) -> String {
+pub fn pgoptions(
+    existing: Option<&str>,
+    lock_timeout: Duration,
+    statement_timeout: Duration,
+) -> String {
     let ours = format!(
         "-c lock_timeout={} -c statement_timeout={}",
         lock_timeout.as_millis(),
@@ -151,7 +160,15 @@ fn libpq_env(target: &Target) -> Vec<(&'static str, String)> {
     };
     let mut env = vec![(
         "DATABASE_URL",
-        database_url(&hosts, &ports, user, password.as_deref(), database, sslmode, target.root_cert.as_deref()),
+        database_url(
+            &hosts,
+            &ports,
+            user,
+            password.as_deref(),
+            database,
+            sslmode,
+            target.root_cert.as_deref(),
+        ),
     )];
     env.push(("PGHOST", hosts.join(",")));
     env.push(("PGPORT", ports.join(",")));
@@ -296,7 +313,11 @@ impl Ran {
 /// through to pgmaint's own stdout and stderr when `echo`, and kept
 /// (the last `TAIL_LINES` of each). On a stop request the command's
 /// process group gets SIGTERM.
-pub async fn run(invocation: &Invocation, echo: bool, stop: &crate::stop::Stop) -> std::io::Result<Ran> {
+pub async fn run(
+    invocation: &Invocation,
+    echo: bool,
+    stop: &crate::stop::Stop,
+) -> std::io::Result<Ran> {
     let started = Instant::now();
     let mut command = tokio::process::Command::new("sh");
     command
@@ -373,10 +394,17 @@ pub async fn run_captured(invocation: &Invocation) -> std::io::Result<(Option<i3
     let out = command.output().await.map_err(|e| {
         std::io::Error::new(
             e.kind(),
-            format!("cannot run `sh -c {}` in {}: {e}", invocation.command, invocation.workdir.display()),
+            format!(
+                "cannot run `sh -c {}` in {}: {e}",
+                invocation.command,
+                invocation.workdir.display()
+            ),
         )
     })?;
-    Ok((out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned()))
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
 }
 
 /// Reads a stream to its end, writing it through to `echo`, and returns
@@ -400,7 +428,11 @@ where
             let _ = out.flush().await;
         }
         let text = String::from_utf8_lossy(&line);
-        let text: String = text.trim_end_matches(['\n', '\r']).chars().take(TAIL_LINE_CHARS).collect();
+        let text: String = text
+            .trim_end_matches(['\n', '\r'])
+            .chars()
+            .take(TAIL_LINE_CHARS)
+            .collect();
         if kept.len() == TAIL_LINES {
             kept.pop_front();
         }

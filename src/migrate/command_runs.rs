@@ -24,9 +24,10 @@ use crate::unnamed::Unnamed;
 /// The `[migrations.command]` table of settings made with `format =
 /// "command"`.
 pub fn command_of(settings: &Settings) -> Result<&CommandSettings, MigrateError> {
-    settings.command.as_ref().ok_or_else(|| {
-        MigrateError::Files("[migrations] format is not \"command\"".into())
-    })
+    settings
+        .command
+        .as_ref()
+        .ok_or_else(|| MigrateError::Files("[migrations] format is not \"command\"".into()))
 }
 
 /// The command `direction` runs; a down without `[migrations.command]
@@ -138,9 +139,7 @@ pub async fn ledger_of(
     let dir = settings.dir.clone();
     let found = crate::db::under(
         settings.timeouts(),
-        crate::db::read_only(client, async {
-            Ok(AppLedger::found(client, &dir).await)
-        }),
+        crate::db::read_only(client, async { Ok(AppLedger::found(client, &dir).await) }),
     )
     .await?;
     found.map_err(MigrateError::Files)
@@ -264,6 +263,19 @@ impl CommandSummary {
     }
 }
 
+/// Where and how a command runs.
+#[derive(Clone, Copy)]
+pub struct Job<'a> {
+    /// pgmaint's session, holding the lock.
+    pub session: &'a Client,
+    pub settings: &'a Settings,
+    pub state_schema: &'a str,
+    pub stop: &'a crate::stop::Stop,
+    /// Pass the command's output through to pgmaint's own (not with
+    /// `--json`).
+    pub echo: bool,
+}
+
 /// Runs `invocation` as one audited run: the catalog and the ledger read
 /// before and after it, the run and its task run (`migrate:up` or
 /// `migrate:down`, kind `migration`) recorded on the audit's own
@@ -272,15 +284,18 @@ impl CommandSummary {
 /// (`CommandSummary::report`). `Ok` with the error when the command
 /// failed.
 pub async fn execute(
-    session: &Client,
-    settings: &Settings,
-    state_schema: &str,
+    job: &Job<'_>,
     invocation: &Invocation,
     direction: Direction,
     audit: Audit<'_>,
-    stop: &crate::stop::Stop,
-    echo: bool,
 ) -> Result<(CommandSummary, Option<MigrateError>), MigrateError> {
+    let Job {
+        session,
+        settings,
+        state_schema,
+        stop,
+        echo,
+    } = *job;
     let exclude = vec![state_schema.to_string()];
     let timeouts = settings.timeouts();
     let snapshot = || async {
@@ -294,8 +309,14 @@ pub async fn execute(
         Some(l) => read_ledger(session, settings, l).await?,
         None => AppLedgerView::default(),
     };
-    let run_id =
-        store::start_run(audit.recorder, state_schema, &audit.trigger, false, audit.owner).await?;
+    let run_id = store::start_run(
+        audit.recorder,
+        state_schema,
+        &audit.trigger,
+        false,
+        audit.owner,
+    )
+    .await?;
     if let Some(tell) = audit.started {
         let _ = tell.send(run_id);
     }
@@ -318,7 +339,9 @@ pub async fn execute(
         Ok(after) => (catalog::diff(&before, after), Vec::new()),
         Err(err) => (
             Diff::default(),
-            vec![format!("the catalog could not be read after the run: {err}")],
+            vec![format!(
+                "the catalog could not be read after the run: {err}"
+            )],
         ),
     };
     let ledger = match (&ledger_after, &rows_after) {
@@ -336,7 +359,11 @@ pub async fn execute(
                 "the migrator `{}` {}{}{}",
                 invocation.command,
                 ran.says(),
-                if ran.stopped { " after pgmaint passed on a stop" } else { "" },
+                if ran.stopped {
+                    " after pgmaint passed on a stop"
+                } else {
+                    ""
+                },
                 if words.is_empty() {
                     String::new()
                 } else {

@@ -112,11 +112,7 @@ async fn knex_runs_under_pgmaint_and_both_agree_on_what_is_applied() {
         "knex's own output comes through: {}",
         up.stdout
     );
-    assert!(
-        up.stdout.contains("+ table public.users"),
-        "{}",
-        up.stdout
-    );
+    assert!(up.stdout.contains("+ table public.users"), "{}", up.stdout);
     assert_eq!(
         db.client()
             .await
@@ -138,10 +134,7 @@ async fn knex_runs_under_pgmaint_and_both_agree_on_what_is_applied() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(
-        text.contains("No Pending Migration files Found"),
-        "{text}"
-    );
+    assert!(text.contains("No Pending Migration files Found"), "{text}");
 
     let status = db
         .pgmaint(&["migrate", "status", "--json", "--exit-code"])
@@ -181,7 +174,12 @@ async fn knex_runs_under_pgmaint_and_both_agree_on_what_is_applied() {
     assert_eq!(task["kind"], "migration");
     let details = &task["details"];
     assert_eq!(details["exit_code"], 0);
-    assert!(details["command"].as_str().unwrap().contains("migrate:latest"));
+    assert!(
+        details["command"]
+            .as_str()
+            .unwrap()
+            .contains("migrate:latest")
+    );
     let added = names(&details["catalog"]["added"], "table");
     assert!(
         added.contains(&"public.users".to_string()) && added.contains(&"public.posts".to_string()),
@@ -258,7 +256,10 @@ exports.down = function (knex) { return knex.schema.dropTable("settings_seen"); 
     let row = db
         .client()
         .await
-        .query_one("SELECT lock_timeout, statement_timeout FROM settings_seen", &[])
+        .query_one(
+            "SELECT lock_timeout, statement_timeout FROM settings_seen",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -298,8 +299,7 @@ exports.down = function (knex) { return knex.schema.dropTable("settings_seen"); 
         "failed within lock_timeout, not after the holder's 30 s: {took:?}"
     );
     assert!(
-        failed.stderr.contains("exited with status")
-            && failed.stderr.contains("lock timeout"),
+        failed.stderr.contains("exited with status") && failed.stderr.contains("lock timeout"),
         "{}",
         failed.stderr
     );

@@ -63,6 +63,9 @@ type HistoryRow = (
     bool,
 );
 
+/// A history row as compared: rank, version, description, type, script, success.
+type Compared<'a> = (i32, Option<&'a str>, &'a str, &'a str, &'a str, bool);
+
 async fn history(db: &TestDb) -> Vec<HistoryRow> {
     db.client()
         .await
@@ -111,7 +114,7 @@ async fn up_undo_up_keeps_the_history_flyway_keeps() {
 
     db.pgmaint(&["migrate", "up"]).await.assert_code(0);
     let rows = history(&db).await;
-    let expected: Vec<(i32, Option<&str>, &str, &str, &str, bool)> = vec![
+    let expected: Vec<Compared> = vec![
         (
             1,
             Some("1"),
@@ -131,7 +134,7 @@ async fn up_undo_up_keeps_the_history_flyway_keeps() {
         ),
         (4, None, "user emails", "SQL", "R__user_emails.sql", true),
     ];
-    let got: Vec<(i32, Option<&str>, &str, &str, &str, bool)> = rows
+    let got: Vec<Compared> = rows
         .iter()
         .map(|r| {
             (

@@ -115,7 +115,9 @@ impl AppLedger {
             (AppLedger::Knex, ToolTask::New) => "npx knex migrate:make NAME",
             (AppLedger::Rails, ToolTask::New) => "bin/rails generate migration NAME",
             (AppLedger::Django, ToolTask::New) => "python manage.py makemigrations",
-            (AppLedger::Prisma, ToolTask::New) => "npx prisma migrate dev --create-only --name NAME",
+            (AppLedger::Prisma, ToolTask::New) => {
+                "npx prisma migrate dev --create-only --name NAME"
+            }
             (AppLedger::Knex, ToolTask::Repair) => {
                 "npx knex migrate:unlock (a lock left behind); knex keeps no checksums"
             }
@@ -181,10 +183,7 @@ impl AppLedger {
             [one] => Ok(Some(*one)),
             many => Err(format!(
                 "this database keeps several migrators' ledgers ({})\n  help: set [migrations.command] ledger to the one the command keeps",
-                many.iter()
-                    .map(|l| l.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                many.iter().map(|l| l.name()).collect::<Vec<_>>().join(", ")
             )),
         }
     }

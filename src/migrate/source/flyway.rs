@@ -207,11 +207,13 @@ pub(super) fn read(settings: &Settings) -> Result<Vec<Migration>, MigrateError> 
             continue;
         }
         match (parsed.prefix, parsed.version) {
+            // Each arm is a block of its own: a guard calling `insert`
+            // would fall through to the next arm when it is false.
             ('R', _) => {
-                if repeatables
+                let twice = repeatables
                     .insert(parsed.description.clone(), script)
-                    .is_some()
-                {
+                    .is_some();
+                if twice {
                     problems.push(format!(
                         "two repeatable migrations are described \"{}\"",
                         parsed.description
@@ -219,7 +221,8 @@ pub(super) fn read(settings: &Settings) -> Result<Vec<Migration>, MigrateError> 
                 }
             }
             ('U', Some((_, version))) => {
-                if undos.insert(version.key(), script).is_some() {
+                let twice = undos.insert(version.key(), script).is_some();
+                if twice {
                     problems.push(format!("{file}: a second undo file for its version"));
                 }
             }
