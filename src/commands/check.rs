@@ -181,7 +181,8 @@ async fn migrations_lint(
     warnings: &mut Vec<String>,
 ) -> Vec<Finding> {
     let settings = &config.migrations;
-    if !settings.configured && !settings.dir.is_dir() {
+    // A `command` migrator's migrations are code, not SQL to lint.
+    if settings.command.is_some() || (!settings.configured && !settings.dir.is_dir()) {
         return Vec::new();
     }
     let linted = async {

@@ -33,6 +33,9 @@ impl From<MigrateError> for CliError {
 
 pub async fn migrate(cli: &Cli, command: &MigrateCommand) -> Result<bool, CliError> {
     let config = load_config(cli, false)?;
+    if config.migrations.command.is_some() {
+        return super::migrate_command::migrate(cli, &config, command).await;
+    }
     if let MigrateCommand::New { name } = command {
         return new(cli, &config, name).await;
     }
@@ -79,7 +82,10 @@ struct Context<'a> {
 /// A session of its own: `[database] direct_url` when set; otherwise the
 /// URL, refused when it looks like a transaction pooler (the migration
 /// lock and non-transactional files need a session).
-async fn session(cli: &Cli, config: &Config) -> Result<(Client, crate::connect::Target), CliError> {
+pub(super) async fn session(
+    cli: &Cli,
+    config: &Config,
+) -> Result<(Client, crate::connect::Target), CliError> {
     let (target, named) = super::target(cli, config)?;
     let target = match &config.database.direct_url {
         Some(direct) => {

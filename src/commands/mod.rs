@@ -10,6 +10,7 @@ mod health;
 mod history;
 mod init;
 mod migrate;
+mod migrate_command;
 mod notify;
 mod run;
 mod schedules;

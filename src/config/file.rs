@@ -162,6 +162,25 @@ pub struct MigrationsFile {
     /// Lint rules silenced for every file.
     #[serde(default)]
     pub lint_exclude: Vec<String>,
+    /// `[migrations.command]`: the application's own migrator, with
+    /// `format = "command"`.
+    pub command: Option<MigrationsCommandFile>,
+}
+
+/// `[migrations.command]`: the shell commands that run the application's
+/// own migrator (`up` required, checked by `resolve` so the error names
+/// the key), the ledger it keeps, and where to run them.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationsCommandFile {
+    pub up: Option<String>,
+    pub down: Option<String>,
+    pub status: Option<String>,
+    /// `knex`, `rails`, `django` or `prisma`; found from the database's
+    /// tables when left out.
+    pub ledger: Option<String>,
+    /// Relative to the config file; the config's folder by default.
+    pub workdir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

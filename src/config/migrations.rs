@@ -1,14 +1,16 @@
 //! `[migrations]` resolved into `migrate::Settings`: the folder and
-//! `down_dir` relative to the config file, the format by name (the ones
-//! PRODUCT.md names that this version does not read yet are refused at
-//! the key), the timeouts, and the blocker policy.
+//! `down_dir` relative to the config file, the format by name (or
+//! `"command"` with its `[migrations.command]` table: the application's
+//! own migrator), the timeouts, and the blocker policy.
 
 use std::path::Path;
 
-use super::file::MigrationsFile;
+use super::file::{MigrationsCommandFile, MigrationsFile};
 use super::problem::Problem;
 use super::source::Source;
-use crate::migrate::{Blockers, Format, LATER_FORMATS, Settings};
+use crate::migrate::command::CommandSettings;
+use crate::migrate::ledger::app::AppLedger;
+use crate::migrate::{Blockers, Format, Settings};
 
 pub(super) fn resolve(
     source: &Source,
@@ -28,23 +30,8 @@ pub(super) fn resolve(
     }
     settings.down_dir = file.down_dir.as_ref().map(|d| base.join(d));
     settings.format = match file.format.as_deref() {
-        None | Some("auto") => None,
+        None | Some("auto") | Some("command") => None,
         Some(name) if Format::from_name(name).is_some() => Format::from_name(name),
-        Some(later) if LATER_FORMATS.contains(&later) => {
-            problems.push(
-                source
-                    .problem(
-                        &key("format"),
-                        format!(
-                            "format \"{later}\" is not supported by this version of pgmaint yet"
-                        ),
-                    )
-                    .with_help(
-                        "formats read today: \"sqlx\", \"dbmate\", \"golang-migrate\", \"flyway\", \"drizzle\", \"pgmaint\" (or \"auto\" to find which)",
-                    ),
-            );
-            None
-        }
         Some(other) => {
             problems.push(
                 source
@@ -53,12 +40,26 @@ pub(super) fn resolve(
                         format!("\"{other}\" is not a migration format"),
                     )
                     .with_help(
-                        "use \"auto\", \"sqlx\", \"dbmate\", \"golang-migrate\", \"flyway\", \"drizzle\" or \"pgmaint\"",
+                        "use \"auto\", \"sqlx\", \"dbmate\", \"golang-migrate\", \"flyway\", \"drizzle\", \"pgmaint\", or \"command\" (the application's own migrator, with a [migrations.command] table)",
                     ),
             );
             None
         }
     };
+    settings.command = command(
+        source,
+        base,
+        file.format.as_deref() == Some("command"),
+        file.command.as_ref(),
+        problems,
+    );
+    if settings.down_dir.is_some() && settings.command.is_some() {
+        problems.push(
+            source
+                .problem(&key("down_dir"), "down_dir is for simple sqlx migrations; with format = \"command\" the application's migrator has its own")
+                .with_help("remove down_dir; [migrations.command] down is the command that reverts"),
+        );
+    }
     if settings.down_dir.is_some() && settings.format.is_some_and(|f| f != Format::Sqlx) {
         problems.push(
             source
@@ -127,4 +128,88 @@ pub(super) fn resolve(
         settings.max_retries = retries;
     }
     settings
+}
+
+/// `[migrations.command]`, read only with `format = "command"` (and
+/// refused without it, so a table that does nothing is not left in the
+/// file unnoticed).
+fn command(
+    source: &Source,
+    base: &Path,
+    chosen: bool,
+    file: Option<&MigrationsCommandFile>,
+    problems: &mut Vec<Problem>,
+) -> Option<CommandSettings> {
+    let key = |k: &'static str| ["migrations", "command", k];
+    let file = match (chosen, file) {
+        (false, None) => return None,
+        (false, Some(_)) => {
+            problems.push(
+                source
+                    .problem(&["migrations", "command"], "[migrations.command] is read only with format = \"command\"")
+                    .with_help("set [migrations] format = \"command\" to run the application's own migrator, or remove the table"),
+            );
+            return None;
+        }
+        (true, None) => {
+            problems.push(
+                source
+                    .problem(&["migrations", "format"], "format = \"command\" needs a [migrations.command] table with `up`, the command that applies the migrations")
+                    .with_help("add\n    [migrations.command]\n    up = \"npx knex migrate:latest\"   # or bin/rails db:migrate, python manage.py migrate --noinput, npx prisma migrate deploy"),
+            );
+            return None;
+        }
+        (true, Some(file)) => file,
+    };
+    let non_empty =
+        |name: &'static str, value: &Option<String>, problems: &mut Vec<Problem>| match value
+            .as_deref()
+            .map(str::trim)
+        {
+            Some("") => {
+                problems.push(
+                    source
+                        .problem(&key(name), format!("[migrations.command] {name} is empty"))
+                        .with_help("write the shell command, or leave the key out"),
+                );
+                None
+            }
+            Some(_) => value.clone(),
+            None => None,
+        };
+    let up = non_empty("up", &file.up, problems);
+    if file.up.is_none() {
+        problems.push(
+            source
+                .problem(&key("up"), "[migrations.command] up is missing: the command that applies the migrations")
+                .with_help("add up = \"npx knex migrate:latest\" (or bin/rails db:migrate, python manage.py migrate --noinput, npx prisma migrate deploy)"),
+        );
+    }
+    let down = non_empty("down", &file.down, problems);
+    let status = non_empty("status", &file.status, problems);
+    let ledger = match file.ledger.as_deref() {
+        None => None,
+        Some(name) => match AppLedger::from_name(name) {
+            Some(ledger) => Some(ledger),
+            None => {
+                problems.push(
+                    source
+                        .problem(&key("ledger"), format!("\"{name}\" is not a ledger pgmaint reads"))
+                        .with_help("use \"knex\", \"rails\", \"django\" or \"prisma\", or leave it out to find it from the database's tables"),
+                );
+                None
+            }
+        },
+    };
+    let workdir = match &file.workdir {
+        Some(dir) => base.join(dir),
+        None => base.to_path_buf(),
+    };
+    Some(CommandSettings {
+        up: up?,
+        down,
+        status,
+        ledger,
+        workdir,
+    })
 }

@@ -25,8 +25,10 @@ use crate::store::Trigger;
 #[derive(Serialize, ToSchema)]
 #[schema(as = Migrations)]
 pub(super) struct MigrationsBody {
-    /// `sqlx` or `pgmaint`.
+    /// `sqlx`, `dbmate`, `golang-migrate`, `flyway`, `drizzle`,
+    /// `pgmaint` or `command`.
     format: String,
+    /// The migrations' folder (`command`: the migrator's working directory).
     dir: String,
     ledger: String,
     /// Each: `version`, `written`, `name`, `status` (`applied`, `pending`,
@@ -95,6 +97,9 @@ async fn open(shared: &Api) -> Result<(tokio_postgres::Client, Migrator), ApiErr
         (status = 409, description = "the migrations cannot be read (their folder, their format, two ledgers)", body = ErrorBody),
         (status = 503, description = "the database is unreachable", body = ErrorBody)))]
 pub(super) async fn migrations(State(shared): State<Api>) -> Answer {
+    if shared.config.migrations.command.is_some() {
+        return command_migrations(&shared).await;
+    }
     let (client, migrator) = open(&shared).await?;
     let entries = migrator.entries(&client).await.map_err(refused)?;
     Ok(Json(MigrationsBody {
@@ -102,6 +107,36 @@ pub(super) async fn migrations(State(shared): State<Api>) -> Answer {
         dir: migrator.settings.dir.display().to_string(),
         ledger: migrator.ledger.name(),
         migrations: entries
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap_or_default())
+            .collect(),
+    })
+    .into_response())
+}
+
+/// `format = "command"`: the migrator's ledger as `migrate status --json`
+/// lists it (its `status` command is not run: the API answers from the
+/// database alone).
+async fn command_migrations(shared: &Api) -> Answer {
+    let client = shared
+        .session()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
+    let settings = &shared.config.migrations;
+    let report = crate::migrate::command_runs::status(&client, settings, None)
+        .await
+        .map_err(refused)?;
+    Ok(Json(MigrationsBody {
+        format: "command".into(),
+        dir: settings
+            .command
+            .as_ref()
+            .map(|c| c.workdir.display().to_string())
+            .unwrap_or_default(),
+        ledger: report.ledger.map(|l| l.name()).unwrap_or_default(),
+        migrations: report
+            .view
+            .entries
             .iter()
             .map(|e| serde_json::to_value(e).unwrap_or_default())
             .collect(),

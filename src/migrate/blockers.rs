@@ -3,7 +3,9 @@
 //! (`LONG_TRANSACTION`): a busy statement that ends soon is what
 //! `lock_timeout` and its retries wait out; these are not. A migration that queued behind them would stall every
 //! reader behind itself; `[migrations] blockers` says whether to stop
-//! (the default) or wait for them a while.
+//! (the default) or wait for them a while. An application's own migrator
+//! (`format = "command"`) touches tables pgmaint cannot know in advance,
+//! so for it every user table counts.
 
 use std::time::{Duration, Instant};
 
@@ -46,31 +48,58 @@ impl Blocker {
 /// A transaction open this long is a blocker even when it is busy.
 pub const LONG_TRANSACTION: Duration = Duration::from_secs(60);
 
-/// The sessions in the way of statements touching `tables` (as written).
+/// Whose locks count.
+#[derive(Debug, Clone, Copy)]
+pub enum Held<'a> {
+    /// The tables the migration's statements name (as written).
+    Tables(&'a [String]),
+    /// Every table, view, sequence or index of the database outside the
+    /// system schemas and `except_schema` (pgmaint's state schema): what
+    /// a migrator pgmaint cannot read may touch.
+    AnyUserTable { except_schema: &'a str },
+}
+
+impl Held<'_> {
+    fn says(&self) -> &'static str {
+        match self {
+            Held::Tables(_) => "holding its tables",
+            Held::AnyUserTable { .. } => "holding the database's tables",
+        }
+    }
+}
+
+/// The sessions in the way of statements touching what `held` says.
 pub async fn find(
     client: &Client,
-    tables: &[String],
+    held: Held<'_>,
     lock_timeout: Duration,
 ) -> Result<Vec<Blocker>, tokio_postgres::Error> {
     let long = LONG_TRANSACTION.max(lock_timeout);
-    if tables.is_empty() {
-        return Ok(Vec::new());
-    }
-    let tables: Vec<String> = tables.to_vec();
+    let (tables, any, except): (Vec<String>, bool, String) = match held {
+        Held::Tables([]) => return Ok(Vec::new()),
+        Held::Tables(tables) => (tables.to_vec(), false, String::new()),
+        Held::AnyUserTable { except_schema } => (Vec::new(), true, except_schema.to_string()),
+    };
     let rows = crate::db::read_only(client, async {
         client
             .rows(
-                "WITH wanted AS (SELECT to_regclass(n) AS rel FROM unnest($1::text[]) AS n)
+                "WITH wanted AS (
+                   SELECT to_regclass(n) AS rel FROM unnest($1::text[]) AS n
+                   UNION ALL
+                   SELECT c.oid FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
+                   WHERE $3 AND s.nspname NOT IN ('pg_catalog', 'information_schema') AND s.nspname NOT LIKE 'pg\\_toast%'
+                     AND s.nspname NOT LIKE 'pg\\_temp\\_%' AND s.nspname <> $4)
                  SELECT DISTINCT ON (a.pid) a.pid, coalesce(a.state, ''), coalesce(a.usename::text, ''),
                         coalesce(a.application_name, ''), l.relation::regclass::text,
                         extract(epoch FROM now() - a.xact_start)::float8, left(coalesce(a.query, ''), 200)
                  FROM pg_locks l
                  JOIN pg_stat_activity a ON a.pid = l.pid
                  WHERE l.relation IN (SELECT rel FROM wanted WHERE rel IS NOT NULL)
+                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                    AND l.granted AND a.pid <> pg_backend_pid() AND a.xact_start IS NOT NULL
                    AND (a.state LIKE 'idle in transaction%' OR a.xact_start < now() - make_interval(secs => $2))
                  ORDER BY a.pid",
-                &[&tables, &long.as_secs_f64()],
+                &[&tables, &long.as_secs_f64(), &any, &except],
             )
             .await
     })
@@ -92,7 +121,7 @@ pub async fn find(
 /// Stops, or waits up to `wait`, while sessions are in the way.
 pub async fn clear(
     client: &Client,
-    tables: &[String],
+    held: Held<'_>,
     lock_timeout: Duration,
     mode: Blockers,
     wait: Duration,
@@ -100,7 +129,7 @@ pub async fn clear(
 ) -> Result<(), MigrateError> {
     let started = Instant::now();
     loop {
-        let found = find(client, tables, lock_timeout).await?;
+        let found = find(client, held, lock_timeout).await?;
         if found.is_empty() {
             return Ok(());
         }
@@ -116,8 +145,9 @@ pub async fn clear(
                 }
             };
             return Err(MigrateError::Refused(format!(
-                "{what} would wait behind {} session(s) holding its tables in open transactions, and every query on those tables would queue behind it; nothing was changed{}\n{}\n{help}",
+                "{what} would wait behind {} session(s) {} in open transactions, and every query on those tables would queue behind it; nothing was changed{}\n{}\n{help}",
                 found.len(),
+                held.says(),
                 if mode == Blockers::Wait {
                     format!(" (waited {:.0} s)", started.elapsed().as_secs_f64())
                 } else {

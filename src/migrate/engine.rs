@@ -28,6 +28,11 @@ impl Migrator {
         settings: &Settings,
         state_schema: &str,
     ) -> Result<Migrator, MigrateError> {
+        if settings.command.is_some() {
+            return Err(MigrateError::Refused(
+                "[migrations] format = \"command\" runs the application's own migrator, which has no files for pgmaint to read, and this does not run it yet (POST /api/v1/migrations/up among them); nothing was changed\n  help: `pgmaint migrate up`, `down` and `status` run and read it".into(),
+            ));
+        }
         let format = match settings.format {
             Some(format) => format,
             None => {
@@ -298,37 +303,7 @@ impl Migrator {
         give_up: Option<Duration>,
     ) -> Result<(), MigrateError> {
         let key = self.lock_key(client).await?;
-        let started = Instant::now();
-        let mut waiting = Some(waiting);
-        loop {
-            let got: bool = client
-                .row("SELECT pg_try_advisory_lock($1)", &[&key])
-                .await?
-                .get(0);
-            if got {
-                return Ok(());
-            }
-            if started.elapsed() >= super::apply::LOCK_NOTICE_AFTER
-                && let Some(tell) = waiting.take()
-            {
-                let holder: Option<i32> = client
-                    .row_opt(
-                        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
-                           AND ((classid::bigint << 32) | objid::bigint) = $1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-                        &[&key],
-                    )
-                    .await?
-                    .map(|r| r.get(0));
-                tell(holder);
-            }
-            if give_up.is_some_and(|limit| started.elapsed() >= limit) {
-                return Err(MigrateError::Refused(format!(
-                    "another migrator has held the migration lock for {:.0} s; nothing was changed\n  help: try again once it is done (`pgmaint migrate status` shows what it applied)",
-                    started.elapsed().as_secs_f64()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        advisory_lock(client, key, waiting, give_up).await
     }
 
     pub async fn unlock(&self, client: &Client) -> Result<(), MigrateError> {
@@ -391,4 +366,46 @@ fn refuse_sqlx_toml(settings: &Settings) -> Result<(), MigrateError> {
         )));
     }
     Ok(())
+}
+
+/// Takes the session advisory lock `key`, waiting while another session
+/// holds it (`waiting` is told the holder's pid once the wait has lasted
+/// `LOCK_NOTICE_AFTER`), up to `give_up` when given.
+pub(crate) async fn advisory_lock(
+    client: &Client,
+    key: i64,
+    waiting: impl FnOnce(Option<i32>),
+    give_up: Option<Duration>,
+) -> Result<(), MigrateError> {
+    let started = Instant::now();
+    let mut waiting = Some(waiting);
+    loop {
+        let got: bool = client
+            .row("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await?
+            .get(0);
+        if got {
+            return Ok(());
+        }
+        if started.elapsed() >= super::apply::LOCK_NOTICE_AFTER
+            && let Some(tell) = waiting.take()
+        {
+            let holder: Option<i32> = client
+                .row_opt(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+                       AND ((classid::bigint << 32) | objid::bigint) = $1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                    &[&key],
+                )
+                .await?
+                .map(|r| r.get(0));
+            tell(holder);
+        }
+        if give_up.is_some_and(|limit| started.elapsed() >= limit) {
+            return Err(MigrateError::Refused(format!(
+                "another migrator has held the migration lock for {:.0} s; nothing was changed\n  help: try again once it is done (`pgmaint migrate status` shows what it applied)",
+                started.elapsed().as_secs_f64()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

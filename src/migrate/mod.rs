@@ -9,10 +9,16 @@
 //! Formats: sqlx (simple and reversible files, `-- no-transaction`,
 //! `down_dir` for rollbacks kept elsewhere), dbmate, golang-migrate,
 //! Flyway (`V`, `U` and `R__` files), drizzle-kit (its journal) and
-//! pgmaint's own.
+//! pgmaint's own; and `command`, the application's own migrator (knex,
+//! Rails, Django, Prisma) run under the same lock, blocker check and audit
+//! (`command`, `command_runs`), its schema changes found by comparing the
+//! catalog before and after (`catalog`), its ledger read (`ledger::app`).
 
 pub(crate) mod apply;
 pub(crate) mod blockers;
+pub(crate) mod catalog;
+pub(crate) mod command;
+pub(crate) mod command_runs;
 pub(crate) mod drops;
 pub(crate) mod engine;
 pub(crate) mod ledger;
@@ -104,9 +110,6 @@ impl Format {
     }
 }
 
-/// The formats PRODUCT.md names that this version does not read yet.
-pub const LATER_FORMATS: &[&str] = &["command"];
-
 /// What to do about sessions that hold a migration's tables in an open
 /// transaction when it starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,8 +125,12 @@ pub enum Blockers {
 pub struct Settings {
     /// The migrations' folder (relative paths are the config file's).
     pub dir: PathBuf,
-    /// `None`: found from the files and the ledgers (`format = "auto"`).
+    /// `None`: found from the files and the ledgers (`format = "auto"`),
+    /// or the application's own migrator when `command` is set.
     pub format: Option<Format>,
+    /// `format = "command"`: the application's migrator and its ledger,
+    /// instead of files.
+    pub command: Option<command::CommandSettings>,
     /// Simple sqlx migrations' rollbacks, `<version>_<name>_down.sql`.
     pub down_dir: Option<PathBuf>,
     pub lock_timeout: Duration,
@@ -163,6 +170,7 @@ impl Settings {
         Settings {
             dir: base.join("migrations"),
             format: None,
+            command: None,
             down_dir: None,
             lock_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(3600),

@@ -161,7 +161,7 @@ pub async fn clear_blockers(
     };
     blockers::clear(
         client,
-        &touched(chosen, direction),
+        blockers::Held::Tables(&touched(chosen, direction)),
         settings.lock_timeout,
         settings.blockers,
         settings.blockers_wait,

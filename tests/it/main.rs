@@ -31,6 +31,7 @@ mod health_custom;
 mod health_statements;
 mod health_timeout;
 mod lifecycle;
+mod migrate_command;
 mod migrate_drizzle;
 mod migrate_flyway;
 mod migrate_formats;

@@ -17,6 +17,7 @@
 //! Every table but drizzle's is named unqualified, as these tools name it
 //! by default: the first schema of the search path.
 
+pub(crate) mod app;
 mod drizzle;
 mod flyway;
 

@@ -259,7 +259,7 @@ pub(crate) fn detect(dir: &Path, ledger_says: Option<Format>) -> Result<Format, 
     match (from_files.as_slice(), ledger_says) {
         ([], Some(format)) => Ok(format),
         ([], None) => Err(MigrateError::Files(format!(
-            "no migrations found in {} and no ledger in the database to tell their format\n  help: set [migrations] {} (`pgmaint migrate new NAME` then writes the first one)",
+            "no migrations found in {} and no ledger in the database to tell their format\n  help: set [migrations] {} (`pgmaint migrate new NAME` then writes the first one); for migrations that are code (knex, Rails, Django, Prisma), format = \"command\" runs the application's own migrator, which auto never picks",
             dir.display(),
             set(&Format::ALL)
         ))),

@@ -1,0 +1,426 @@
+//! `[migrations] format = "command"`: the application's own migrator, here
+//! the real knex 3.3.0 (pinned in tests/tools/node, installed by
+//! scripts/test), run by `pgmaint migrate up/down` under pgmaint's lock,
+//! blocker check and `PGOPTIONS`, with the run and the catalog's
+//! difference in the audit trail, and its ledger read by `migrate status`.
+//! The tests that need no migrator run a plain shell command.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::TestDb;
+
+use crate::migrate_sqlx::db_with;
+
+fn tools() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/node")
+}
+
+/// The knex CLI on `dir`'s migrations, as a shell command.
+fn knex(dir: &Path, args: &str) -> String {
+    common::require_tool(
+        "node",
+        "these tests run the real knex migrator through pgmaint",
+        "nodejs",
+        "node",
+    );
+    let bin = tools().join("node_modules/.bin/knex");
+    assert!(
+        bin.exists(),
+        "{} is missing\n  help: npm ci --ignore-scripts --no-audit --no-fund --prefix tests/tools/node (scripts/test does it)",
+        bin.display()
+    );
+    format!(
+        "KNEX_MIGRATIONS_DIR='{}' '{}' --knexfile '{}' {args}",
+        dir.display(),
+        bin.display(),
+        tools().join("knexfile.js").display()
+    )
+}
+
+/// A database whose config runs knex on `db.dir/knex` (created, with
+/// `files` in it).
+async fn knex_db(files: &[(&str, &str)], extra: &str) -> (TestDb, PathBuf) {
+    let db = db_with("").await;
+    let dir = db.dir.path().join("knex");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    db.config(&format!(
+        "[migrations]\nformat = \"command\"\nlock_timeout = \"700ms\"\nstatement_timeout = \"30s\"\n{extra}\n[migrations.command]\nup = \"{}\"\ndown = \"{}\"\nstatus = \"{}\"\nledger = \"knex\"\n",
+        knex(&dir, "migrate:latest"),
+        knex(&dir, "migrate:down"),
+        knex(&dir, "migrate:list"),
+    ));
+    (db, dir)
+}
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(tools().join("examples/knex").join(name)).unwrap()
+}
+
+const USERS: &str = "20240101000000_create_users.js";
+const POSTS: &str = "20240102000000_create_posts.js";
+
+/// The task run of the newest run in `pgmaint history --json`.
+async fn last_task(db: &TestDb) -> (serde_json::Value, serde_json::Value) {
+    let history = db.pgmaint(&["history", "--json", "--limit", "1"]).await;
+    history.assert_code(0);
+    let run = history.json()["runs"][0].clone();
+    let task = run["tasks"][0].clone();
+    (run, task)
+}
+
+fn names(objects: &serde_json::Value, kind: &str) -> Vec<String> {
+    objects
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["kind"] == kind)
+        .map(|o| o["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn knex_runs_under_pgmaint_and_both_agree_on_what_is_applied() {
+    let (db, dir) = knex_db(&[(USERS, &example(USERS)), (POSTS, &example(POSTS))], "").await;
+
+    let plan = db.pgmaint(&["migrate", "up", "--dry-run"]).await;
+    plan.assert_code(0);
+    assert!(
+        plan.stdout.contains("migrate:latest")
+            && plan
+                .stdout
+                .contains("PGOPTIONS=\"-c lock_timeout=700 -c statement_timeout=30000\""),
+        "{}",
+        plan.stdout
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_tables WHERE tablename IN ('knex_migrations', 'users')")
+            .await,
+        0,
+        "a dry run changes nothing"
+    );
+
+    let up = db.pgmaint(&["migrate", "up", "--yes"]).await;
+    up.assert_code(0);
+    assert!(
+        up.stdout.contains("Batch 1 run: 2 migrations"),
+        "knex's own output comes through: {}",
+        up.stdout
+    );
+    assert!(up.stdout.contains("+ table public.users"), "{}", up.stdout);
+    assert_eq!(
+        db.client()
+            .await
+            .query("SELECT name, batch FROM knex_migrations ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1)))
+            .collect::<Vec<_>>(),
+        vec![(USERS.to_string(), 1), (POSTS.to_string(), 1)]
+    );
+
+    // knex itself, run directly, finds nothing pending.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(knex(&dir, "migrate:list"))
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("No Pending Migration files Found"), "{text}");
+
+    let status = db
+        .pgmaint(&["migrate", "status", "--json", "--exit-code"])
+        .await;
+    status.assert_code(0);
+    let json = status.json();
+    assert_eq!(json["format"], "command");
+    assert_eq!(json["ledger"], "knex_migrations (knex)");
+    let versions: Vec<&str> = json["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, vec![USERS, POSTS]);
+    assert_eq!(json["migrations"][0]["status"], "applied");
+    assert_eq!(json["locked"], false);
+    assert!(
+        json["status_command"]["output"]
+            .as_str()
+            .unwrap()
+            .contains("No Pending Migration files Found"),
+        "{json}"
+    );
+    let text = db.pgmaint(&["migrate", "status"]).await;
+    text.assert_code(0);
+    assert!(
+        text.stdout.contains("2 applied") && text.stdout.contains("create users"),
+        "{}",
+        text.stdout
+    );
+
+    // The run is in the audit trail, with the schema it changed.
+    let (run, task) = last_task(&db).await;
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(task["name"], "migrate:up");
+    assert_eq!(task["kind"], "migration");
+    let details = &task["details"];
+    assert_eq!(details["exit_code"], 0);
+    assert!(
+        details["command"]
+            .as_str()
+            .unwrap()
+            .contains("migrate:latest")
+    );
+    let added = names(&details["catalog"]["added"], "table");
+    assert!(
+        added.contains(&"public.users".to_string()) && added.contains(&"public.posts".to_string()),
+        "{added:?}"
+    );
+    assert!(names(&details["catalog"]["added"], "column").contains(&"public.users.email".into()));
+    assert_eq!(
+        details["ledger"]["added"],
+        serde_json::json!([USERS, POSTS])
+    );
+
+    // Nothing pending: knex runs, and the catalog did not change.
+    let again = db.pgmaint(&["migrate", "up", "--json"]).await;
+    again.assert_code(0);
+    let json = again.json();
+    assert_eq!(json["status"], "succeeded");
+    assert_eq!(json["catalog"]["added"], serde_json::json!([]));
+
+    // `new`, `repair` and `baseline` are knex's job.
+    let new = db.pgmaint(&["migrate", "new", "add_things"]).await;
+    new.assert_code(2);
+    assert!(
+        new.stderr.contains("npx knex migrate:make"),
+        "{}",
+        new.stderr
+    );
+}
+
+#[tokio::test]
+async fn down_runs_the_down_command_and_the_diff_shows_the_drop() {
+    let (db, _dir) = knex_db(&[(USERS, &example(USERS)), (POSTS, &example(POSTS))], "").await;
+    db.pgmaint(&["migrate", "up", "--yes"]).await.assert_code(0);
+
+    let refused = db.pgmaint(&["migrate", "down"]).await;
+    refused.assert_code(2);
+    assert!(refused.stderr.contains("--yes"), "{}", refused.stderr);
+
+    let down = db.pgmaint(&["migrate", "down", "--yes"]).await;
+    down.assert_code(0);
+    assert!(
+        down.stdout.contains("- table public.posts"),
+        "{}",
+        down.stdout
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM knex_migrations").await,
+        1,
+        "knex's migrate:down reverts the last one"
+    );
+    let (_, task) = last_task(&db).await;
+    assert_eq!(task["name"], "migrate:down");
+    assert_eq!(
+        names(&task["details"]["catalog"]["dropped"], "table"),
+        vec!["public.posts".to_string()]
+    );
+    assert_eq!(
+        task["details"]["ledger"]["removed"],
+        serde_json::json!([POSTS])
+    );
+}
+
+#[tokio::test]
+async fn the_migrator_runs_under_the_configured_timeouts() {
+    let seen = r#"
+exports.up = async function (knex) {
+  const r = await knex.raw("SELECT current_setting('lock_timeout') AS lt, current_setting('statement_timeout') AS st");
+  await knex.schema.createTable("settings_seen", (t) => { t.text("lock_timeout"); t.text("statement_timeout"); });
+  await knex("settings_seen").insert({ lock_timeout: r.rows[0].lt, statement_timeout: r.rows[0].st });
+};
+exports.down = function (knex) { return knex.schema.dropTable("settings_seen"); };
+"#;
+    let (db, dir) = knex_db(&[("20240101000000_seen.js", seen)], "").await;
+    db.pgmaint(&["migrate", "up", "--yes"]).await.assert_code(0);
+    let row = db
+        .client()
+        .await
+        .query_one(
+            "SELECT lock_timeout, statement_timeout FROM settings_seen",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("700ms".to_string(), "30s".to_string()),
+        "PGOPTIONS reached knex's connection"
+    );
+
+    // A busy lock: knex's ALTER gives up after lock_timeout instead of
+    // queueing behind it, and pgmaint reports and records the failure.
+    std::fs::write(
+        dir.join("20240102000000_alter.js"),
+        "exports.up = function (knex) { return knex.raw('ALTER TABLE settings_seen ADD COLUMN extra int'); };\nexports.down = function (knex) { return knex.raw('ALTER TABLE settings_seen DROP COLUMN extra'); };\n",
+    )
+    .unwrap();
+    let holder = db.client().await;
+    let busy = tokio::spawn(async move {
+        // Active, not idle, and young: not a blocker; its lock is busy.
+        let _ = holder
+            .batch_execute(
+                "BEGIN; LOCK TABLE settings_seen IN ACCESS SHARE MODE; SELECT pg_sleep(30); COMMIT;",
+            )
+            .await;
+    });
+    db.wait_for_count(
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'settings_seen' AND l.granted AND l.mode = 'AccessShareLock'",
+        |n| n >= 1,
+        "the other session's lock",
+    )
+    .await;
+    let started = Instant::now();
+    let failed = db.pgmaint(&["migrate", "up", "--yes"]).await;
+    let took = started.elapsed();
+    failed.assert_code(1);
+    assert!(
+        took < Duration::from_secs(20),
+        "failed within lock_timeout, not after the holder's 30 s: {took:?}"
+    );
+    assert!(
+        failed.stderr.contains("exited with status") && failed.stderr.contains("lock timeout"),
+        "{}",
+        failed.stderr
+    );
+    let (run, task) = last_task(&db).await;
+    assert_eq!(run["status"], "failed");
+    assert_eq!(task["status"], "failed");
+    assert_ne!(task["details"]["exit_code"], 0);
+    assert!(
+        task["details"]["stderr_tail"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(task["details"]["stdout_tail"].as_array().unwrap())
+            .any(|l| l.as_str().unwrap().contains("lock timeout")),
+        "{task}"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM information_schema.columns WHERE table_name = 'settings_seen' AND column_name = 'extra'")
+            .await,
+        0
+    );
+    db.client()
+        .await
+        .batch_execute(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' AND pid <> pg_backend_pid()",
+        )
+        .await
+        .unwrap();
+    let _ = busy.await;
+}
+
+#[tokio::test]
+async fn a_command_table_without_up_is_a_config_error_naming_the_key() {
+    let db = TestDb::new().await;
+    db.config(
+        "[migrations]\nformat = \"command\"\n\n[migrations.command]\nstatus = \"npx knex migrate:list\"\n",
+    );
+    let run = db.pgmaint(&["migrate", "status"]).await;
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("[migrations.command] up is missing")
+            && run.stderr.contains("pgmaint.toml:4:")
+            && run.stderr.contains("migrations.command.up"),
+        "{}",
+        run.stderr
+    );
+
+    db.config("[migrations]\nformat = \"command\"\n");
+    let run = db.pgmaint(&["migrate", "status"]).await;
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("needs a [migrations.command] table"),
+        "{}",
+        run.stderr
+    );
+
+    db.config(
+        "[migrations]\nformat = \"command\"\n[migrations.command]\nup = \"true\"\nledger = \"sequelize\"\nupp = \"x\"\n",
+    );
+    let run = db.pgmaint(&["migrate", "status"]).await;
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("\"sequelize\" is not a ledger") && run.stderr.contains("upp"),
+        "{}",
+        run.stderr
+    );
+
+    db.config("[migrations]\n[migrations.command]\nup = \"true\"\n");
+    let run = db.pgmaint(&["migrate", "status"]).await;
+    run.assert_code(2);
+    assert!(
+        run.stderr
+            .contains("[migrations.command] is read only with format = \"command\""),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_session_idle_in_transaction_stops_the_migrator_before_it_runs() {
+    let db = db_with("").await;
+    let marker = db.dir.path().join("ran");
+    db.client()
+        .await
+        .batch_execute("CREATE TABLE accounts (id int primary key)")
+        .await
+        .unwrap();
+    db.config(&format!(
+        "[migrations]\nformat = \"command\"\n[migrations.command]\nup = \"touch '{}'\"\n",
+        marker.display()
+    ));
+    let idle = db.client().await;
+    idle.batch_execute("BEGIN; SELECT * FROM accounts")
+        .await
+        .unwrap();
+    let refused = db.pgmaint(&["migrate", "up", "--yes"]).await;
+    refused.assert_code(2);
+    assert!(
+        refused.stderr.contains("idle in transaction")
+            && refused.stderr.contains("accounts")
+            && refused.stderr.contains("nothing was changed"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!marker.exists(), "the command did not run");
+
+    idle.batch_execute("COMMIT").await.unwrap();
+    let up = db.pgmaint(&["migrate", "up", "--yes"]).await;
+    up.assert_code(0);
+    assert!(marker.exists(), "with the session gone it runs");
+    assert!(up.stdout.contains("No schema changes"), "{}", up.stdout);
+
+    // No ledger: status says so, and down without a down command refuses.
+    let status = db.pgmaint(&["migrate", "status", "--exit-code"]).await;
+    status.assert_code(0);
+    assert!(status.stdout.contains("none yet"), "{}", status.stdout);
+    let down = db.pgmaint(&["migrate", "down", "--yes"]).await;
+    down.assert_code(2);
+    assert!(
+        down.stderr.contains("[migrations.command] has no `down`"),
+        "{}",
+        down.stderr
+    );
+}
