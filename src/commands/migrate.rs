@@ -201,7 +201,9 @@ async fn up_or_plan(ctx: &Context<'_>, args: &MigrateUpArgs) -> Result<bool, Cli
     if args.dry_run {
         return print_plan(ctx, &chosen, Direction::Up, &findings);
     }
-    let big = runs::needing_confirmation(ctx.client, ctx.migrator, &chosen, Direction::Up).await?;
+    let big =
+        runs::needing_confirmation(ctx.client, ctx.migrator, &chosen, Direction::Up, &findings)
+            .await?;
     if !big.is_empty() && !args.yes {
         let _ = ctx.migrator.unlock(ctx.client).await;
         let mut reasons = big;

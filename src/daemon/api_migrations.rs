@@ -196,13 +196,13 @@ pub(super) async fn migrations_up(State(shared): State<Api>, Body(body): Body<Up
     )
     .await
     .map_err(refused)?;
-    let big = runs::needing_confirmation(&client, &migrator, &chosen, Direction::Up)
+    let findings = runs::lint(&client, &migrator, &chosen, Direction::Up)
+        .await
+        .map_err(refused)?;
+    let big = runs::needing_confirmation(&client, &migrator, &chosen, Direction::Up, &findings)
         .await
         .map_err(refused)?;
     if body.dry_run {
-        let findings = runs::lint(&client, &migrator, &chosen, Direction::Up)
-            .await
-            .map_err(refused)?;
         let migrations = chosen
             .iter()
             .map(|m| {

@@ -332,16 +332,7 @@ pub async fn run(
     for (k, v) in &invocation.env {
         command.env(k, v);
     }
-    let mut child = command.spawn().map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!(
-                "cannot run `sh -c {}` in {}: {e}",
-                invocation.command,
-                invocation.workdir.display()
-            ),
-        )
-    })?;
+    let mut child = command.spawn().map_err(|e| invocation.cannot_run(e))?;
     let pid = child.id();
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
@@ -375,6 +366,20 @@ pub async fn run(
     })
 }
 
+impl Invocation {
+    /// The error of a command that could not be started.
+    fn cannot_run(&self, e: std::io::Error) -> std::io::Error {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot run `sh -c {}` in {}: {e}",
+                self.command,
+                self.workdir.display()
+            ),
+        )
+    }
+}
+
 /// Runs `invocation` (a `status` command) with its output and error
 /// output captured together, as it would show on a terminal: its exit
 /// code and that text.
@@ -391,16 +396,10 @@ pub async fn run_captured(invocation: &Invocation) -> std::io::Result<(Option<i3
     for (k, v) in &invocation.env {
         command.env(k, v);
     }
-    let out = command.output().await.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!(
-                "cannot run `sh -c {}` in {}: {e}",
-                invocation.command,
-                invocation.workdir.display()
-            ),
-        )
-    })?;
+    let out = command
+        .output()
+        .await
+        .map_err(|e| invocation.cannot_run(e))?;
     Ok((
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -235,13 +235,7 @@ impl CommandSummary {
 
     /// The notice its outcome is sent with.
     pub fn notice(&self, via_api: bool, origin: crate::notify::Origin) -> crate::outcome::Notice {
-        crate::outcome::Notice {
-            started: crate::outcome::Started::Migrate {
-                command: format!("migrate {}", self.direction.as_str()),
-                via_api,
-            },
-            origin,
-        }
+        super::runs::notice(self.direction, via_api, origin)
     }
 
     /// What the audit trail keeps in the task run's details.

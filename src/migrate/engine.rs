@@ -42,17 +42,7 @@ impl Migrator {
                 source::detect(&settings.dir, ledger_says)?
             }
         };
-        if format == Format::Sqlx {
-            refuse_sqlx_toml(settings)?;
-        }
-        let migrations = source::read(settings, format)?;
-        Ok(Migrator {
-            settings: settings.clone(),
-            format,
-            ledger: Ledger::of(format, state_schema),
-            migrations,
-            state_schema: state_schema.to_string(),
-        })
+        Migrator::read(settings, format, state_schema)
     }
 
     /// Reads the folder without a database (`migrate lint FILE..` when
@@ -63,6 +53,18 @@ impl Migrator {
             Some(format) => format,
             None => source::detect(&settings.dir, None)?,
         };
+        Migrator::read(settings, format, state_schema)
+    }
+
+    /// The folder's files read in `format`.
+    fn read(
+        settings: &Settings,
+        format: Format,
+        state_schema: &str,
+    ) -> Result<Migrator, MigrateError> {
+        if format == Format::Sqlx {
+            refuse_sqlx_toml(settings)?;
+        }
         let migrations = source::read(settings, format)?;
         Ok(Migrator {
             settings: settings.clone(),

@@ -83,13 +83,22 @@ impl RunSummary {
 
     /// The notice its outcome is sent with.
     pub fn notice(&self, via_api: bool, origin: crate::notify::Origin) -> crate::outcome::Notice {
-        crate::outcome::Notice {
-            started: crate::outcome::Started::Migrate {
-                command: format!("migrate {}", self.direction.as_str()),
-                via_api,
-            },
-            origin,
-        }
+        notice(self.direction, via_api, origin)
+    }
+}
+
+/// The notice a migration run's outcome is sent with, whatever ran it.
+pub fn notice(
+    direction: Direction,
+    via_api: bool,
+    origin: crate::notify::Origin,
+) -> crate::outcome::Notice {
+    crate::outcome::Notice {
+        started: crate::outcome::Started::Migrate {
+            command: format!("migrate {}", direction.as_str()),
+            via_api,
+        },
+        origin,
     }
 }
 
@@ -307,16 +316,17 @@ pub async fn on_new_tables(
 }
 
 /// What runs only when confirmed (`--yes`, `confirm: true`), each as a
-/// sentence: an error-level lint finding, and a statement that would lock
-/// out writes on a table bigger than `confirm_above`.
+/// sentence: an error-level finding of `findings` (the lint of `chosen`),
+/// and a statement that would lock out writes on a table bigger than
+/// `confirm_above`.
 pub async fn needing_confirmation(
     client: &Client,
     migrator: &Migrator,
     chosen: &[&Migration],
     direction: Direction,
+    findings: &[lint::Finding],
 ) -> Result<Vec<String>, MigrateError> {
-    let mut reasons: Vec<String> = lint(client, migrator, chosen, direction)
-        .await?
+    let mut reasons: Vec<String> = findings
         .iter()
         .filter(|f| f.level == lint::Level::Error)
         .map(lint::Finding::one_line)

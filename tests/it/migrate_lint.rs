@@ -298,3 +298,61 @@ async fn an_unknown_rule_in_lint_exclude_is_a_config_error() {
         run.stderr
     );
 }
+
+#[tokio::test]
+async fn the_api_lists_lint_findings_and_needs_confirm_past_an_error() {
+    let token = "lint-api-token-of-32-characters-long!";
+    let db = db_with(&format!(
+        "[api]\ntoken = \"{token}\"\n\n[migrations]\ndir = \"migrations\"\nformat = \"sqlx\"\n"
+    ))
+    .await;
+    live_users(&db).await;
+    write(
+        &db,
+        "migrations/0001_users_email.sql",
+        "CREATE INDEX users_email ON users (email);\n",
+    );
+    let daemon = db.daemon().await;
+    let (code, body) = daemon
+        .http(
+            "POST",
+            "/api/v1/migrations/up",
+            Some(token),
+            r#"{"dry_run": true}"#,
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let plan: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        plan["migrations"][0]["lint"][0]["rule"], "require-concurrent-index-creation",
+        "{plan}"
+    );
+    assert!(
+        plan["needs_confirmation"][0]
+            .as_str()
+            .unwrap()
+            .contains("error[require-concurrent-index-creation]"),
+        "{plan}"
+    );
+    let (code, body) = daemon
+        .http("POST", "/api/v1/migrations/up", Some(token), "{}")
+        .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("require-concurrent-index-creation"), "{body}");
+    let client = db.client().await;
+    let index = "SELECT count(*) FROM pg_indexes WHERE indexname = 'users_email'";
+    let count: i64 = client.query_one(index, &[]).await.unwrap().get(0);
+    assert_eq!(count, 0, "refused: nothing changed");
+    let (code, body) = daemon
+        .http(
+            "POST",
+            "/api/v1/migrations/up",
+            Some(token),
+            r#"{"confirm": true}"#,
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    db.wait_for_count(index, |n| n == 1, "the confirmed migration applied")
+        .await;
+    daemon.stop().await;
+}
