@@ -91,13 +91,24 @@ pub struct ClusterOptions {
     pub fsync: bool,
     /// Leave the server running after this process exits (`demo --keep`).
     pub keep: bool,
+    /// A scratch cluster of `pgmaint migrate` (the lock trace, `test`,
+    /// `drift`): no TCP listener, only the socket in its own private
+    /// directory, named `pgmaint-scratch-*` with this process's id in
+    /// `owner.pid`, so that [`sweep_scratch`] at a later start removes it
+    /// if both this process and its watchdog were killed.
+    pub scratch: bool,
 }
+
+/// The prefix of a scratch cluster's directory in the temp dir.
+const SCRATCH_PREFIX: &str = "pgmaint-scratch-";
 
 pub struct Cluster {
     pub port: u16,
     pub dir: PathBuf,
     pub bin: PathBuf,
     watchdog: Option<Child>,
+    /// Listens on its socket directory only (a scratch cluster).
+    socket_only: bool,
 }
 
 /// The directory holding the server binaries, searched for in this order:
@@ -192,6 +203,64 @@ fn as_server_user(program: &Path) -> Command {
     }
 }
 
+/// Removes the scratch clusters in the temp dir whose owner is gone: a
+/// process killed with its watchdog (kill -9 of a whole process group)
+/// leaves its directory, and possibly its server, behind. A cluster whose
+/// owner still runs is left alone. Returns how many were removed.
+pub fn sweep_scratch() -> usize {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let named = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(SCRATCH_PREFIX));
+        if !named || !dir.is_dir() {
+            continue;
+        }
+        let owner = std::fs::read_to_string(dir.join("owner.pid"))
+            .ok()
+            .and_then(|pid| pid.trim().parse::<i32>().ok());
+        if owner.is_some_and(process_alive) {
+            continue;
+        }
+        // A directory still being made has no owner.pid for a moment.
+        let young = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(10));
+        if owner.is_none() && young {
+            continue;
+        }
+        let server = std::fs::read_to_string(dir.join("data/postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse::<i32>().ok());
+        if let Some(pid) = server.filter(|pid| process_alive(*pid)) {
+            // SAFETY: kill has no memory preconditions. SIGQUIT is the
+            // server's immediate shutdown: nothing in it is worth keeping.
+            unsafe { libc::kill(pid, libc::SIGQUIT) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while process_alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        if std::fs::remove_dir_all(&dir).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only asks whether the process exists.
+    pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
 fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -215,7 +284,7 @@ fn run_step(step: &'static str, command: &mut Command) -> Result<(), ClusterErro
 }
 
 const WATCHDOG: &str = r#"
-"$1/postgres" -D "$2/data" -p "$3" -k "$2" -c listen_addresses=127.0.0.1 -c fsync="$4" -c full_page_writes="$4" -c synchronous_commit=on >"$2/server.log" 2>&1 &
+"$1/postgres" -D "$2/data" -p "$3" -k "$2" -c listen_addresses="$5" -c fsync="$4" -c full_page_writes="$4" -c synchronous_commit=on >"$2/server.log" 2>&1 &
 pid=$!
 read _ignored || true
 kill -INT "$pid" 2>/dev/null
@@ -248,9 +317,16 @@ impl Cluster {
             return Err(ClusterError::NoRunuser);
         }
         let dir = tempfile::Builder::new()
-            .prefix("pgmaint-pg-")
+            .prefix(if options.scratch {
+                SCRATCH_PREFIX
+            } else {
+                "pgmaint-pg-"
+            })
             .tempdir()?
             .keep();
+        if options.scratch {
+            std::fs::write(dir.join("owner.pid"), std::process::id().to_string())?;
+        }
         if running_as_root() {
             let user = std::ffi::CString::new("postgres").expect("no NUL");
             // SAFETY: getpwnam reads a static record; we copy the ids out at once.
@@ -309,7 +385,8 @@ impl Cluster {
                 .arg(&bin)
                 .arg(&dir)
                 .arg(port.to_string())
-                .arg(fsync);
+                .arg(fsync)
+                .arg(if options.scratch { "" } else { "127.0.0.1" });
             Some(
                 command
                     .stdin(Stdio::piped())
@@ -323,6 +400,7 @@ impl Cluster {
             dir,
             bin,
             watchdog,
+            socket_only: options.scratch,
         };
         cluster.wait_ready()?;
         Ok(cluster)
@@ -331,10 +409,15 @@ impl Cluster {
     fn wait_ready(&self) -> Result<(), ClusterError> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
+            let host = if self.socket_only {
+                self.dir.display().to_string()
+            } else {
+                "127.0.0.1".to_string()
+            };
             let ready = Command::new(self.bin.join("pg_isready"))
                 .args([
                     "-h",
-                    "127.0.0.1",
+                    &host,
                     "-p",
                     &self.port.to_string(),
                     "-t",
@@ -375,6 +458,17 @@ impl Cluster {
     pub fn url(&self, database: &str) -> String {
         format!(
             "postgres://postgres@127.0.0.1:{}/{database}?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// libpq's key=value connection string for a database of this cluster
+    /// through its socket directory, as the `postgres` superuser: the only
+    /// way into a scratch cluster.
+    pub fn socket_conninfo(&self, database: &str) -> String {
+        format!(
+            "host='{}' port={} user=postgres dbname='{database}'",
+            self.dir.display(),
             self.port
         )
     }

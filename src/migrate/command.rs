@@ -135,7 +135,7 @@ pub fn pgoptions(
 /// out when it is `prefer` (libpq's default): node-postgres reads
 /// `sslmode=prefer` as "require TLS", which would fail on a server
 /// without it.
-fn libpq_env(target: &Target) -> Vec<(&'static str, String)> {
+pub(crate) fn libpq_env(target: &Target) -> Vec<(&'static str, String)> {
     let config = &target.config;
     let hosts: Vec<String> = config
         .get_hosts()

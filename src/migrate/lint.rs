@@ -500,7 +500,7 @@ pub async fn server_version(
     Ok(version_from_num(row.get(0)))
 }
 
-fn version_from_num(num: i32) -> String {
+pub(crate) fn version_from_num(num: i32) -> String {
     if num >= 100_000 {
         format!("{}.{}", num / 10_000, num % 10_000)
     } else {

@@ -25,6 +25,7 @@ pub(crate) mod ledger;
 pub(crate) mod lint;
 pub(crate) mod new;
 pub(crate) mod runs;
+pub(crate) mod scratch;
 pub(crate) mod source;
 pub(crate) mod statements;
 pub(crate) mod status;

@@ -31,6 +31,7 @@ pub fn cluster() -> &'static Cluster {
         Cluster::start(ClusterOptions {
             fsync: false,
             keep: false,
+            scratch: false,
         })
         .unwrap_or_else(|err| {
             panic!("cannot start a throwaway PostgreSQL for the tests: {err}\n  {SCRIPTS_TEST}")
@@ -46,6 +47,7 @@ pub fn own_cluster() -> Cluster {
     Cluster::start(ClusterOptions {
         fsync: false,
         keep: false,
+        scratch: false,
     })
     .unwrap_or_else(|err| {
         panic!("cannot start a throwaway PostgreSQL for the test: {err}\n  {SCRIPTS_TEST}")

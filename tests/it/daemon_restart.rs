@@ -57,6 +57,7 @@ async fn the_daemon_recovers_from_a_server_restart_without_being_restarted() {
     let cluster = Cluster::start(ClusterOptions {
         fsync: false,
         keep: true,
+        scratch: false,
     })
     .expect("a throwaway cluster");
     let url = cluster.url("postgres");
@@ -110,6 +111,7 @@ async fn a_fire_running_when_the_server_restarts_is_marked_lost_to_the_restart()
     let cluster = Cluster::start(ClusterOptions {
         fsync: false,
         keep: true,
+        scratch: false,
     })
     .expect("a throwaway cluster");
     let url = cluster.url("postgres");

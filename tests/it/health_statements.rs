@@ -38,6 +38,7 @@ async fn slow_queries_names_the_missing_step_of_pg_stat_statements() {
     let cluster = Cluster::start(ClusterOptions {
         fsync: false,
         keep: true,
+        scratch: false,
     })
     .expect("a throwaway cluster");
     let url = cluster.url("postgres");
@@ -87,6 +88,7 @@ async fn slow_queries_fires_on_a_statement_slow_over_five_calls_and_is_quiet_bef
     let cluster = Cluster::start(ClusterOptions {
         fsync: false,
         keep: true,
+        scratch: false,
     })
     .expect("a throwaway cluster");
     let url = cluster.url("postgres");
