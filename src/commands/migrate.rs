@@ -18,6 +18,9 @@ use crate::migrate::engine::Migrator;
 use crate::migrate::runs::{self, Selection};
 use crate::migrate::status::Entry;
 use crate::migrate::{MigrateError, Migration, lint, statements};
+use crate::migrate::estimate::{self, Estimate};
+use crate::migrate::preview::{self, Preview};
+use crate::migrate::trace::{Blocks, TraceStatus, TracedStatement};
 use crate::status::{Outcome, Status};
 use crate::store::{self, LeaseOwner, Trigger};
 
@@ -199,7 +202,9 @@ async fn up_or_plan(ctx: &Context<'_>, args: &MigrateUpArgs) -> Result<bool, Cli
     }
     let findings = runs::lint(ctx.client, ctx.migrator, &chosen, Direction::Up).await?;
     if args.dry_run {
-        return print_plan(ctx, &chosen, Direction::Up, &findings);
+        let preview =
+            preview::of(ctx.client, ctx.target, ctx.migrator, &chosen, Direction::Up).await?;
+        return print_plan(ctx, &chosen, Direction::Up, &findings, Some(&preview));
     }
     let big =
         runs::needing_confirmation(ctx.client, ctx.migrator, &chosen, Direction::Up, &findings)
@@ -295,7 +300,9 @@ async fn down(ctx: &Context<'_>, args: &MigrateDownArgs) -> Result<bool, CliErro
     }
     if args.dry_run {
         let findings = runs::lint(ctx.client, ctx.migrator, &chosen, Direction::Down).await?;
-        return print_plan(ctx, &chosen, Direction::Down, &findings);
+        let preview =
+            preview::of(ctx.client, ctx.target, ctx.migrator, &chosen, Direction::Down).await?;
+        return print_plan(ctx, &chosen, Direction::Down, &findings, Some(&preview));
     }
     if !ctx.cli.quiet {
         for m in &chosen {
@@ -327,7 +334,7 @@ fn confirm_down(ctx: &Context<'_>, chosen: &[&Migration]) -> Result<(), CliError
             names.join(", ")
         )));
     }
-    let _ = print_plan(ctx, chosen, Direction::Down, &[]);
+    let _ = print_plan(ctx, chosen, Direction::Down, &[], None);
     super::ask_yes(&format!(
         "\nRevert {} (data they drop is backed up first)?",
         names.join(", ")
@@ -359,8 +366,15 @@ fn print_plan(
     chosen: &[&Migration],
     direction: Direction,
     findings: &[lint::Finding],
+    preview: Option<&Preview>,
 ) -> Result<bool, CliError> {
     let settings = &ctx.migrator.settings;
+    if let Some(preview) = preview
+        && !ctx.cli.json
+        && !ctx.cli.quiet
+    {
+        print_blocking(chosen, preview);
+    }
     let verb = match direction {
         Direction::Up => "apply",
         Direction::Down => "revert",
@@ -369,6 +383,10 @@ fn print_plan(
     for m in chosen {
         let script = runs::script_of(m, direction);
         let list = apply::statements_of(script)?;
+        let traced = preview.and_then(|p| p.trace.as_ref()?.of(&m.written));
+        let traced_statement =
+            |line: usize| traced.and_then(|t| t.statements.iter().find(|s| s.line == line));
+        let estimate = |line: usize| preview.and_then(|p| p.estimate(&m.written, line));
         out.push(json!({
             "version": m.written,
             "name": m.name,
@@ -385,8 +403,12 @@ fn print_plan(
                     statements::Drop::Type(t) => json!({"type": t}),
                 }).collect::<Vec<_>>(),
                 "own_transaction": s.needs_own_transaction,
+                "trace": traced_statement(s.line),
+                "estimate": estimate(s.line),
             })).collect::<Vec<_>>(),
             "lint": findings.iter().filter(|f| f.version == m.written).collect::<Vec<_>>(),
+            "trace": traced.map(|t| &t.status),
+            "reversibility": reversibility(m, ctx.migrator.require_down()),
         }));
         if ctx.cli.json || ctx.cli.quiet {
             continue;
@@ -406,6 +428,7 @@ fn print_plan(
         for (i, s) in list.iter().enumerate() {
             let first: String = s.first_line().chars().take(60).collect();
             println!("  {:>2}. line {:<4} {first}", i + 1, s.line);
+            print_traced(traced_statement(s.line), estimate(s.line));
             if direction == Direction::Down
                 && let Some(what) = s.unseen_drop
             {
@@ -427,6 +450,18 @@ fn print_plan(
                 }
             }
         }
+        match traced.map(|t| &t.status) {
+            Some(TraceStatus::NotTraced { reason }) => {
+                crate::output::paragraph(&format!("      not traced: {reason}"))
+            }
+            Some(TraceStatus::Failed { line, error }) => crate::output::paragraph(&format!(
+                "      fails at line {line} on a copy of the live schema: {error}"
+            )),
+            Some(TraceStatus::NotReached) => {
+                println!("      not traced: an earlier migration stopped the trace")
+            }
+            Some(TraceStatus::Traced) | None => {}
+        }
         let path = script.path.display().to_string();
         for f in findings.iter().filter(|f| f.file == path) {
             let line = format!(
@@ -445,9 +480,138 @@ fn print_plan(
         );
     }
     if ctx.cli.json {
-        print_json(&json!({"dry_run": true, "direction": direction, "migrations": out}));
+        let trace = preview.and_then(|p| p.trace.as_ref()).map(|t| {
+            json!({
+                "local_version": t.local_version,
+                "live_version": t.live_version,
+                "copied_with": t.copied_with,
+                "not_copied": t.not_copied,
+            })
+        });
+        print_json(&json!({
+            "dry_run": true,
+            "direction": direction,
+            "trace": trace,
+            "untraced": preview.and_then(|p| p.untraced.as_deref()),
+            "migrations": out,
+        }));
     }
     Ok(true)
+}
+
+/// Whether a migration can be reverted, as its files say (`migrate test`
+/// checks that its down really undoes it).
+fn reversibility(m: &Migration, require_down: bool) -> &'static str {
+    match (&m.down, m.irreversible) {
+        (_, true) => "irreversible",
+        (Some(_), false) => "has a down",
+        (None, false) if require_down => "no down",
+        (None, false) => "no down (not required)",
+    }
+}
+
+/// What a person decides on, first: each statement that blocks reads or
+/// writes on an existing table, and for how long.
+fn print_blocking(chosen: &[&Migration], preview: &Preview) {
+    match (&preview.trace, &preview.untraced) {
+        (Some(trace), _) => {
+            let versions = match &trace.live_version {
+                Some(live) => format!(
+                    "PostgreSQL {} here, {live} live: locks can differ",
+                    trace.local_version
+                ),
+                None => format!("PostgreSQL {}", trace.local_version),
+            };
+            crate::output::paragraph(&format!(
+                "Traced on a scratch copy of the live schema ({versions}; copied with {}).",
+                trace.copied_with
+            ));
+            if !trace.not_copied.is_empty() {
+                crate::output::paragraph(&format!(
+                    "  not copied: {}",
+                    trace.not_copied.join("; ")
+                ));
+            }
+        }
+        (None, Some(why)) => crate::output::paragraph(why),
+        (None, None) => {}
+    }
+    let mut lines = Vec::new();
+    for m in chosen {
+        let traced = preview.trace.as_ref().and_then(|t| t.of(&m.written));
+        for s in traced.iter().flat_map(|t| &t.statements) {
+            let Some(lock) = s.worst().filter(|l| l.blocks >= Blocks::Writes) else {
+                continue;
+            };
+            let what = match preview.estimate(&m.written, s.line) {
+                Some(e) => e.sentence(),
+                None => format!(
+                    "{} on {}, briefly: no work that grows with the table; {}",
+                    lock.mode,
+                    lock.table,
+                    lock.blocks.says()
+                ),
+            };
+            lines.push(format!("  {} line {}: {what}", m.written, s.line));
+        }
+        if traced.is_none() {
+            for ((version, line), e) in &preview.estimates {
+                if version == &m.written {
+                    lines.push(format!(
+                        "  {version} line {line}: locks out writes, {}: {}",
+                        e.work.join(", "),
+                        estimate::range(e.low_seconds, e.high_seconds)
+                    ));
+                }
+            }
+        }
+    }
+    if lines.is_empty() {
+        println!("Nothing blocks reads or writes on an existing table.");
+    } else {
+        println!("What blocks the application:");
+        for line in lines {
+            crate::output::paragraph(&line);
+        }
+    }
+    println!();
+}
+
+/// Under one statement of the plan: what the trace saw it do.
+fn print_traced(traced: Option<&TracedStatement>, estimate: Option<&Estimate>) {
+    let Some(t) = traced else {
+        return;
+    };
+    let seen = if t.documented {
+        " (PostgreSQL's documented lock; it runs outside a transaction)"
+    } else {
+        ""
+    };
+    for lock in t.locks.iter().filter(|l| l.blocks > Blocks::Nothing) {
+        crate::output::paragraph(&format!(
+            "      {} on {}: {}{seen}",
+            lock.mode,
+            lock.table,
+            lock.blocks.says()
+        ));
+    }
+    if let Some(e) = estimate {
+        crate::output::paragraph(&format!(
+            "      {}: {}",
+            e.work.join(", "),
+            estimate::range(e.low_seconds, e.high_seconds)
+        ));
+    }
+    for c in &t.not_valid {
+        crate::output::paragraph(&format!(
+            "      adds {c} NOT VALID: checked for new rows only until VALIDATE CONSTRAINT"
+        ));
+    }
+    for c in &t.unindexed_foreign_keys {
+        crate::output::paragraph(&format!(
+            "      foreign key {c} has no index on its columns: each delete on the table it references reads this one whole"
+        ));
+    }
 }
 
 /// Runs the chosen migrations in order as one audited run, stopping at

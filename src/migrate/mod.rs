@@ -21,14 +21,17 @@ pub(crate) mod command;
 pub(crate) mod command_runs;
 pub(crate) mod drops;
 pub(crate) mod engine;
+pub(crate) mod estimate;
 pub(crate) mod ledger;
 pub(crate) mod lint;
 pub(crate) mod new;
+pub(crate) mod preview;
 pub(crate) mod runs;
 pub(crate) mod scratch;
 pub(crate) mod source;
 pub(crate) mod statements;
 pub(crate) mod status;
+pub(crate) mod trace;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -37,6 +37,7 @@ mod migrate_flyway;
 mod migrate_formats;
 mod migrate_lint;
 mod migrate_sqlx;
+mod migrate_trace;
 mod orphans_set_null;
 mod parallel;
 mod partitioned;
