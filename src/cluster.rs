@@ -415,15 +415,7 @@ impl Cluster {
                 "127.0.0.1".to_string()
             };
             let ready = Command::new(self.bin.join("pg_isready"))
-                .args([
-                    "-h",
-                    &host,
-                    "-p",
-                    &self.port.to_string(),
-                    "-t",
-                    "1",
-                    "-q",
-                ])
+                .args(["-h", &host, "-p", &self.port.to_string(), "-t", "1", "-q"])
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);

@@ -196,7 +196,13 @@ pub async fn demo(cli: &Cli, args: &DemoArgs) -> Result<bool, CliError> {
     tour.say("Starting a throwaway PostgreSQL cluster...");
     let cluster = tokio::task::spawn_blocking({
         let keep = args.keep;
-        move || Cluster::start(ClusterOptions { fsync: false, keep, scratch: false })
+        move || {
+            Cluster::start(ClusterOptions {
+                fsync: false,
+                keep,
+                scratch: false,
+            })
+        }
     })
     .await
     .map_err(|e| CliError::Failed(e.to_string()))?

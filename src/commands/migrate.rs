@@ -15,12 +15,12 @@ use crate::cli::{
 use crate::config::Config;
 use crate::migrate::apply::{self, Direction};
 use crate::migrate::engine::Migrator;
-use crate::migrate::runs::{self, Selection};
-use crate::migrate::status::Entry;
-use crate::migrate::{MigrateError, Migration, lint, statements};
 use crate::migrate::estimate::{self, Estimate};
 use crate::migrate::preview::{self, Preview};
+use crate::migrate::runs::{self, Selection};
+use crate::migrate::status::Entry;
 use crate::migrate::trace::{Blocks, TraceStatus, TracedStatement};
+use crate::migrate::{MigrateError, Migration, lint, statements};
 use crate::status::{Outcome, Status};
 use crate::store::{self, LeaseOwner, Trigger};
 
@@ -300,8 +300,14 @@ async fn down(ctx: &Context<'_>, args: &MigrateDownArgs) -> Result<bool, CliErro
     }
     if args.dry_run {
         let findings = runs::lint(ctx.client, ctx.migrator, &chosen, Direction::Down).await?;
-        let preview =
-            preview::of(ctx.client, ctx.target, ctx.migrator, &chosen, Direction::Down).await?;
+        let preview = preview::of(
+            ctx.client,
+            ctx.target,
+            ctx.migrator,
+            &chosen,
+            Direction::Down,
+        )
+        .await?;
         return print_plan(ctx, &chosen, Direction::Down, &findings, Some(&preview));
     }
     if !ctx.cli.quiet {
@@ -527,10 +533,7 @@ fn print_blocking(chosen: &[&Migration], preview: &Preview) {
                 trace.copied_with
             ));
             if !trace.not_copied.is_empty() {
-                crate::output::paragraph(&format!(
-                    "  not copied: {}",
-                    trace.not_copied.join("; ")
-                ));
+                crate::output::paragraph(&format!("  not copied: {}", trace.not_copied.join("; ")));
             }
         }
         (None, Some(why)) => crate::output::paragraph(why),

@@ -254,10 +254,9 @@ async fn measure(client: &Client) -> Result<Throughput, tokio_postgres::Error> {
         client.batch_execute(sql).await?;
         Ok::<f64, tokio_postgres::Error>(started.elapsed().as_secs_f64().max(1e-3))
     };
-    let scan = timed(
-        "ALTER TABLE pgmaint_throughput.sample ADD CONSTRAINT sample_n CHECK (n >= 0)",
-    )
-    .await?;
+    let scan =
+        timed("ALTER TABLE pgmaint_throughput.sample ADD CONSTRAINT sample_n CHECK (n >= 0)")
+            .await?;
     let index = timed("CREATE INDEX sample_at ON pgmaint_throughput.sample (at)").await?;
     let total: i64 = client.row(&size(true), &[]).await?.get(0);
     let rewrite = timed(

@@ -18,7 +18,7 @@ use tokio_postgres::Client;
 
 use super::scratch::Scratch;
 use super::statements::Statement;
-use super::{Migration, MigrateError, Script};
+use super::{MigrateError, Migration, Script};
 use crate::unnamed::Unnamed;
 
 /// A table lock one statement took.
@@ -120,10 +120,15 @@ pub enum TraceStatus {
     Traced,
     /// It failed on the copy because the copy lacks something (an
     /// extension missing locally): the trace says nothing of it.
-    NotTraced { reason: String },
+    NotTraced {
+        reason: String,
+    },
     /// It failed on a complete copy of the live schema, as it would on
     /// the live database.
-    Failed { line: usize, error: String },
+    Failed {
+        line: usize,
+        error: String,
+    },
     /// An earlier migration was not traced or failed.
     NotReached,
 }
@@ -270,7 +275,14 @@ async fn trace_in_transaction(
     }
     let after = Relations::read(client).await?;
     let constraints = Constraints::read(client).await?;
-    let mut traced = changes(s, existing, &before, &after, &constraints_before, &constraints);
+    let mut traced = changes(
+        s,
+        existing,
+        &before,
+        &after,
+        &constraints_before,
+        &constraints,
+    );
     let mut strongest: BTreeMap<String, (u8, String, Blocks)> = BTreeMap::new();
     for (oid, mode) in held_locks(client).await? {
         if locks_before.contains(&(oid, mode.clone())) || !existing.contains(&oid) {
@@ -318,7 +330,14 @@ async fn trace_bare(
     }
     let after = Relations::read(client).await?;
     let constraints = Constraints::read(client).await?;
-    let mut traced = changes(s, existing, &before, &after, &constraints_before, &constraints);
+    let mut traced = changes(
+        s,
+        existing,
+        &before,
+        &after,
+        &constraints_before,
+        &constraints,
+    );
     traced.documented = true;
     if let Some(mode) = documented_lock(&s.text) {
         let (name, blocks) = lock_mode(mode);
@@ -368,7 +387,9 @@ fn documented_lock(text: &str) -> Option<&'static str> {
         .collect();
     let starts = |prefix: &[&str]| words.starts_with(prefix);
     if starts(&["VACUUM"]) {
-        let full = words.iter().any(|w| w.trim_matches(['(', ')', ',']) == "FULL");
+        let full = words
+            .iter()
+            .any(|w| w.trim_matches(['(', ')', ',']) == "FULL");
         return Some(if full {
             "AccessExclusiveLock"
         } else {
@@ -514,7 +535,8 @@ impl Relations {
     fn table_of_index(&self, written: &str) -> Option<String> {
         let folded = super::statements::folded(written.rsplit('.').next().unwrap_or(written));
         let index = self.by_oid.values().find(|r| {
-            r.kind == 'i' && r.name.rsplit('.').next().map(super::statements::folded) == Some(folded.clone())
+            r.kind == 'i'
+                && r.name.rsplit('.').next().map(super::statements::folded) == Some(folded.clone())
         })?;
         Some(self.by_oid.get(&index.table?)?.name.clone())
     }
@@ -610,7 +632,10 @@ mod tests {
             documented_lock("-- tidy\nVACUUM (FULL, ANALYZE) t;"),
             Some("AccessExclusiveLock")
         );
-        assert_eq!(documented_lock("vacuum t;"), Some("ShareUpdateExclusiveLock"));
+        assert_eq!(
+            documented_lock("vacuum t;"),
+            Some("ShareUpdateExclusiveLock")
+        );
         assert_eq!(documented_lock("ALTER TYPE mood ADD VALUE 'meh';"), None);
     }
 }

@@ -52,7 +52,7 @@ async fn a_volatile_default_on_a_populated_table_is_traced_as_a_rewrite_with_its
     );
     assert!(
         text.contains("0001 line 1: rewrites public.orders (")
-            && text.contains(") under ACCESS EXCLUSIVE: about "),
+            && text.contains(") under ACCESS EXCLUSIVE: "),
         "the rewrite, its lock and its estimate come first: {text}"
     );
     assert!(text.contains("blocks reads and writes"), "{text}");
@@ -63,12 +63,22 @@ async fn a_volatile_default_on_a_populated_table_is_traced_as_a_rewrite_with_its
     let list = statements(&plan);
     let first = &list[0];
     assert_eq!(first["trace"]["rewrites"][0], "public.orders", "{first}");
-    assert_eq!(first["trace"]["locks"][0]["mode"], "ACCESS EXCLUSIVE", "{first}");
+    assert_eq!(
+        first["trace"]["locks"][0]["mode"], "ACCESS EXCLUSIVE",
+        "{first}"
+    );
     assert_eq!(first["trace"]["locks"][0]["blocks"], "reads_and_writes");
-    assert!(first["estimate"]["seconds"].as_f64().unwrap() > 0.0, "{first}");
+    assert!(
+        first["estimate"]["seconds"].as_f64().unwrap() > 0.0,
+        "{first}"
+    );
     // A constant default is stored in the catalog: no rewrite, a brief lock.
     let second = &list[1];
-    assert_eq!(second["trace"]["rewrites"], serde_json::json!([]), "{second}");
+    assert_eq!(
+        second["trace"]["rewrites"],
+        serde_json::json!([]),
+        "{second}"
+    );
     assert!(second["estimate"].is_null(), "{second}");
     assert_eq!(plan["migrations"][0]["trace"]["status"], "traced");
     // The live database is untouched.
@@ -99,5 +109,205 @@ async fn the_estimate_of_a_rewrite_of_two_million_rows_is_within_2x_of_the_real_
     assert!(
         estimated <= real * 2.0 && estimated >= real / 2.0,
         "estimated {estimated:.2} s against {real:.2} s: {estimate}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_builds_not_valid_constraints_and_unindexed_foreign_keys_are_traced() {
+    let db = db_with(SQLX).await;
+    live_orders(&db, 5_000).await;
+    write(
+        &db,
+        "migrations/0001_orders_customer.sql",
+        "ALTER TABLE orders ADD CONSTRAINT orders_customer FOREIGN KEY (customer_id) REFERENCES customers (id) NOT VALID;\nALTER TABLE orders ALTER COLUMN note SET NOT NULL;\n",
+    );
+    write(
+        &db,
+        "migrations/0002_orders_total.sql",
+        "-- no-transaction\nCREATE INDEX CONCURRENTLY orders_total ON orders (total);\n",
+    );
+    let json = db.pgmaint(&["migrate", "plan", "--json"]).await;
+    json.assert_code(0);
+    let plan = json.json();
+    let list = statements(&plan);
+    let fk = &list[0]["trace"];
+    assert_eq!(fk["not_valid"][0], "public.orders.orders_customer", "{fk}");
+    assert_eq!(
+        fk["unindexed_foreign_keys"][0], "public.orders.orders_customer",
+        "{fk}"
+    );
+    assert_eq!(fk["locks"][0]["mode"], "SHARE ROW EXCLUSIVE", "{fk}");
+    assert_eq!(
+        fk["scans"],
+        serde_json::json!([]),
+        "NOT VALID reads nothing: {fk}"
+    );
+    let not_null = &list[1]["trace"];
+    assert_eq!(
+        not_null["scans"][0], "public.orders",
+        "SET NOT NULL reads the table: {not_null}"
+    );
+    let build = &list[2]["trace"];
+    assert_eq!(build["documented"], true, "{build}");
+    assert_eq!(
+        build["builds"][0]["index"], "public.orders_total",
+        "{build}"
+    );
+    assert_eq!(
+        build["locks"][0]["mode"], "SHARE UPDATE EXCLUSIVE",
+        "{build}"
+    );
+    assert_eq!(build["locks"][0]["blocks"], "schema_changes", "{build}");
+    assert!(
+        list[2]["estimate"]["work"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("builds public.orders_total on public.orders")
+    );
+    let text = db.pgmaint(&["migrate", "plan"]).await;
+    assert!(
+        text.stdout.contains("has no index on its columns"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[tokio::test]
+async fn a_migration_that_fails_on_the_copy_says_so_and_changes_nothing() {
+    let db = db_with(SQLX).await;
+    live_orders(&db, 10).await;
+    write(
+        &db,
+        "migrations/0001_typo.sql",
+        "ALTER TABLE orderz ADD COLUMN seen boolean;\n",
+    );
+    write(
+        &db,
+        "migrations/0002_next.sql",
+        "CREATE TABLE next (id int);\n",
+    );
+    let json = db.pgmaint(&["migrate", "plan", "--json"]).await;
+    json.assert_code(0);
+    let plan = json.json();
+    assert_eq!(plan["migrations"][0]["trace"]["status"], "failed", "{plan}");
+    assert!(
+        plan["migrations"][0]["trace"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("orderz"),
+        "{plan}"
+    );
+    assert_eq!(plan["migrations"][1]["trace"]["status"], "not_reached");
+    let text = db.pgmaint(&["migrate", "plan"]).await;
+    assert!(
+        text.stdout
+            .contains("fails at line 1 on a copy of the live schema"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[tokio::test]
+async fn without_local_server_binaries_the_plan_has_lint_and_a_size_based_estimate() {
+    let db = db_with(SQLX).await;
+    live_orders(&db, 20_000).await;
+    write(
+        &db,
+        "migrations/0001_orders_total.sql",
+        "CREATE INDEX orders_total ON orders (total);\n",
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let out = db
+        .command(&["migrate", "plan"])
+        .env("PGMAINT_PG_BIN", empty.path())
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("not traced:"), "{text}");
+    assert!(text.contains("install"), "says how to get a trace: {text}");
+    assert!(
+        text.contains("0001 line 1: locks out writes, may rewrite orders ("),
+        "{text}"
+    );
+    assert!(
+        text.contains("require-concurrent-index-creation"),
+        "the lint is still there: {text}"
+    );
+}
+
+/// The `pgmaint-scratch-*` directories in `dir`.
+fn scratch_dirs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("pgmaint-scratch-"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn kill_9_during_a_trace_leaves_no_cluster_after_the_next_start() {
+    let db = db_with(SQLX).await;
+    live_orders(&db, 300_000).await;
+    write(
+        &db,
+        "migrations/0001_order_tokens.sql",
+        "ALTER TABLE orders ADD COLUMN token uuid DEFAULT gen_random_uuid();\n",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    // The sweep's own test: pgmaint, its watchdog and the scratch server
+    // killed together, as `kill -9 -PGID` does.
+    let tmp_path = tmp.path().to_path_buf();
+    #[cfg(unix)]
+    std::fs::set_permissions(
+        &tmp_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let mut child = db
+        .command(&["migrate", "plan"])
+        .env("TMPDIR", &tmp_path)
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap() as i32;
+    common::wait_for(
+        "a scratch cluster to start",
+        std::time::Duration::from_secs(30),
+        async || (!scratch_dirs(&tmp_path).is_empty()).then_some(()),
+    )
+    .await;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: kill has no memory preconditions.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    let _ = child.wait().await;
+    assert!(
+        !scratch_dirs(&tmp_path).is_empty(),
+        "left behind by kill -9"
+    );
+
+    let next = db
+        .command(&["migrate", "plan"])
+        .env("TMPDIR", &tmp_path)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        next.status.success(),
+        "{}",
+        String::from_utf8_lossy(&next.stderr)
+    );
+    assert_eq!(
+        scratch_dirs(&tmp_path),
+        Vec::<std::path::PathBuf>::new(),
+        "the next start swept what the killed one left, and removed its own"
     );
 }
