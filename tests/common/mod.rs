@@ -25,6 +25,57 @@ use tokio_postgres::{Client, NoTls};
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 static NEXT_DB: AtomicU32 = AtomicU32::new(1);
 
+/// Held shared by every test database for its life, and exclusively by a
+/// test that measures time (`alone()`): on two cores, the tests beside a
+/// measured run can double its duration.
+static LOAD: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+thread_local! {
+    /// Set on a test's thread while it holds `LOAD` exclusively, so its own
+    /// databases do not wait for it (each `#[tokio::test]` runs on its own
+    /// thread, in a current-thread runtime).
+    static ALONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The thread's shared hold of `LOAD`, one for all its databases: a
+    /// second `read()` queued behind a waiting `alone()` would deadlock.
+    static HELD: std::cell::RefCell<std::sync::Weak<Shared>> =
+        const { std::cell::RefCell::new(std::sync::Weak::new()) };
+}
+
+type Shared = tokio::sync::RwLockReadGuard<'static, ()>;
+
+/// This thread's shared hold of `LOAD`, taken if it has none.
+async fn shared_load() -> Option<std::sync::Arc<Shared>> {
+    if ALONE.with(|alone| alone.get()) {
+        return None;
+    }
+    if let Some(held) = HELD.with(|held| held.borrow().upgrade()) {
+        return Some(held);
+    }
+    let held = std::sync::Arc::new(LOAD.read().await);
+    HELD.with(|slot| *slot.borrow_mut() = std::sync::Arc::downgrade(&held));
+    Some(held)
+}
+
+/// Runs the rest of the calling test with no other test database in use:
+/// waits for those open to be dropped and holds new ones back until the
+/// returned guard is dropped. For tests that compare a duration with an
+/// estimate; call it before making the test's databases.
+pub async fn alone() -> Alone {
+    let guard = LOAD.write().await;
+    ALONE.with(|alone| alone.set(true));
+    Alone { _guard: guard }
+}
+
+pub struct Alone {
+    _guard: tokio::sync::RwLockWriteGuard<'static, ()>,
+}
+
+impl Drop for Alone {
+    fn drop(&mut self) {
+        ALONE.with(|alone| alone.set(false));
+    }
+}
+
 /// The cluster shared by this test binary. It stops when the binary exits.
 pub fn cluster() -> &'static Cluster {
     CLUSTER.get_or_init(|| {
@@ -61,6 +112,8 @@ pub struct TestDb {
     pub pgmaint_url: Option<String>,
     pub name: String,
     pub dir: tempfile::TempDir,
+    /// `LOAD` held shared, unless this test runs `alone()`.
+    _load: Option<std::sync::Arc<Shared>>,
 }
 
 impl TestDb {
@@ -82,6 +135,7 @@ impl TestDb {
 
     /// A new, empty database of `cluster` (the shared one or the test's own).
     pub async fn on(cluster: &Cluster) -> TestDb {
+        let load = shared_load().await;
         let name = format!(
             "t{}_{}",
             std::process::id(),
@@ -97,6 +151,7 @@ impl TestDb {
             pgmaint_url: None,
             name,
             dir: tempfile::tempdir().expect("temp dir"),
+            _load: load,
         }
     }
 

@@ -91,6 +91,7 @@ async fn a_volatile_default_on_a_populated_table_is_traced_as_a_rewrite_with_its
 
 #[tokio::test]
 async fn the_estimate_of_a_rewrite_of_two_million_rows_is_within_2x_of_the_real_time() {
+    let _alone = common::alone().await;
     let db = db_with(SQLX).await;
     live_orders(&db, 2_000_000).await;
     let sql = "ALTER TABLE orders ADD COLUMN token uuid DEFAULT gen_random_uuid();";

@@ -282,12 +282,14 @@ async fn after_a_run_the_plan_estimates_the_time_from_that_run() {
 }
 
 #[tokio::test]
-async fn the_plans_time_estimate_is_within_2_5x_of_the_run_on_a_table_of_500k_rows() {
+async fn the_plans_time_estimate_is_within_2x_of_the_run_on_a_table_of_500k_rows() {
     // 500,000 sessions, one per day of age 0..89 in turn: the first run
     // takes those older than 45 days (half the rows, on every page), the
     // next those older than 22 (half of those left). The estimate is the
     // rate of past runs, so it holds where they met a similar share of
     // matching rows (a run at another density can take another batch form).
+    // Both runs are measured with no other test beside them.
+    let _alone = common::alone().await;
     let db = TestDb::with_sql(
         "CREATE TABLE sessions (id bigint PRIMARY KEY, seen_at timestamptz NOT NULL, data text);
          INSERT INTO sessions SELECT i, now() - (i % 90 + 0.5) * interval '1 day', md5(i::text)
@@ -331,11 +333,8 @@ async fn the_plans_time_estimate_is_within_2_5x_of_the_run_on_a_table_of_500k_ro
     run.assert_code(0);
     let took = run.json()["tasks"][0]["duration_ms"].as_f64().unwrap();
     let ratio = estimate / took;
-    // Alone, the estimate is within 2x of the run; in the whole suite on
-    // two cores one run of the pair can take twice as long as the other by
-    // itself (the load of the tests beside it), hence 2.5x.
     assert!(
-        (0.4..=2.5).contains(&ratio),
+        (0.5..=2.0).contains(&ratio),
         "estimated {estimate} ms, took {took} ms ({ratio:.2}x)"
     );
 }
