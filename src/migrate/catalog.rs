@@ -315,6 +315,15 @@ pub async fn snapshot(
     .await
 }
 
+/// How `Diff::worded` says each side: signs (`+ index x`) or words after
+/// the name (`index x is left after the down of 0007`).
+struct Wording<'a> {
+    added: &'a str,
+    dropped: &'a str,
+    changed: &'a str,
+    signs: bool,
+}
+
 /// An object that is in one snapshot only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Object {
@@ -409,8 +418,36 @@ impl Diff {
     /// public.users.email: text null -> text not null`. What belongs to a
     /// table added or dropped with it is counted on the table's line.
     pub fn lines(&self) -> Vec<String> {
+        self.worded(&Wording {
+            added: "+",
+            dropped: "-",
+            changed: "~",
+            signs: true,
+        })
+    }
+
+    /// The same lines in words, each naming its object first:
+    /// `index public.users_email is left after the down of 0007`,
+    /// `column public.users.email differs: text null -> text not null`.
+    pub(crate) fn phrased(&self, added: &str, dropped: &str, changed: &str) -> Vec<String> {
+        self.worded(&Wording {
+            added,
+            dropped,
+            changed,
+            signs: false,
+        })
+    }
+
+    fn worded(&self, wording: &Wording<'_>) -> Vec<String> {
         let mut lines = Vec::new();
-        let mut side = |sign: char, objects: &[Object]| {
+        let line = |word: &str, kind: Kind, name: &str| {
+            if wording.signs {
+                format!("{word} {} {name}", kind.as_str())
+            } else {
+                format!("{} {name} {word}", kind.as_str())
+            }
+        };
+        let mut side = |word: &str, objects: &[Object], definitions: bool| {
             let tables: Vec<&str> = objects
                 .iter()
                 .filter(|o| o.kind == Kind::Table)
@@ -422,64 +459,52 @@ impl Diff {
                 if with_its_table(o) {
                     continue;
                 }
-                let mut line = format!("{sign} {} {}", o.kind.as_str(), o.name);
+                let mut text = line(word, o.kind, &o.name);
                 if o.kind == Kind::Table {
-                    let parts: Vec<String> =
-                        [
-                            Kind::Column,
-                            Kind::Constraint,
-                            Kind::Index,
-                            Kind::Sequence,
-                            Kind::Trigger,
-                            Kind::Grant,
-                        ]
+                    let parts: Vec<String> = [
+                        Kind::Column,
+                        Kind::Constraint,
+                        Kind::Index,
+                        Kind::Sequence,
+                        Kind::Trigger,
+                        Kind::Grant,
+                    ]
+                    .iter()
+                    .filter_map(|kind| {
+                        let n = objects
                             .iter()
-                            .filter_map(|kind| {
-                                let n = objects
-                                    .iter()
-                                    .filter(|c| {
-                                        c.kind == *kind && c.table.as_deref() == Some(&o.name)
-                                    })
-                                    .count();
-                                (n > 0).then(|| {
-                                    format!(
-                                        "{n} {}",
-                                        match (kind, n) {
-                                            (Kind::Index, 1) => "index".to_string(),
-                                            (Kind::Index, _) => "indexes".to_string(),
-                                            (k, 1) => k.as_str().to_string(),
-                                            (k, _) => format!("{}s", k.as_str()),
-                                        }
-                                    )
-                                })
-                            })
-                            .collect();
+                            .filter(|c| c.kind == *kind && c.table.as_deref() == Some(&o.name))
+                            .count();
+                        (n > 0).then(|| {
+                            format!(
+                                "{n} {}",
+                                match (kind, n) {
+                                    (Kind::Index, 1) => "index".to_string(),
+                                    (Kind::Index, _) => "indexes".to_string(),
+                                    (k, 1) => k.as_str().to_string(),
+                                    (k, _) => format!("{}s", k.as_str()),
+                                }
+                            )
+                        })
+                    })
+                    .collect();
                     if !parts.is_empty() {
-                        line.push_str(&format!(" ({})", parts.join(", ")));
+                        text.push_str(&format!(" ({})", parts.join(", ")));
                     }
-                } else if sign == '+' && !o.kind.long_definition() && !o.definition.is_empty() {
-                    line.push_str(&format!(": {}", o.definition));
+                } else if definitions && !o.kind.long_definition() && !o.definition.is_empty() {
+                    text.push_str(&format!(": {}", o.definition));
                 }
-                lines.push(line);
+                lines.push(text);
             }
         };
-        side('+', &self.added);
-        side('-', &self.dropped);
+        side(wording.added, &self.added, true);
+        side(wording.dropped, &self.dropped, !wording.signs);
         for c in &self.changed {
+            let head = line(wording.changed, c.kind, &c.name);
             if c.kind.long_definition() {
-                lines.push(format!(
-                    "~ {} {}: definition changed",
-                    c.kind.as_str(),
-                    c.name
-                ));
+                lines.push(format!("{head}: definition changed"));
             } else {
-                lines.push(format!(
-                    "~ {} {}: {} -> {}",
-                    c.kind.as_str(),
-                    c.name,
-                    c.before,
-                    c.after
-                ));
+                lines.push(format!("{head}: {} -> {}", c.before, c.after));
             }
         }
         lines

@@ -107,6 +107,12 @@ impl Scratch {
         Ok(scratch)
     }
 
+    /// Makes the live server's roles here too (`migrate drift` replays
+    /// grants on an empty cluster).
+    pub(crate) async fn copy_roles_of(&self, live: &Client) -> Result<(), ScratchError> {
+        copy_roles(live, &self.client).await
+    }
+
     /// Another session on the scratch database (the trace watches locks
     /// from one while another runs the migration).
     pub(crate) async fn connect(&self) -> Result<Client, ScratchError> {
