@@ -409,6 +409,53 @@ pub fn diff(before: &Snapshot, after: &Snapshot) -> Diff {
 }
 
 impl Diff {
+    /// This diff without the objects `other` already names (what an
+    /// earlier step left behind, said once, at that step).
+    pub(crate) fn minus(&self, other: &Diff) -> Diff {
+        let named = |kind: Kind, name: &str| {
+            other
+                .added
+                .iter()
+                .chain(&other.dropped)
+                .any(|o| o.kind == kind && o.name == name)
+                || other.changed.iter().any(|c| c.kind == kind && c.name == name)
+        };
+        Diff {
+            added: self
+                .added
+                .iter()
+                .filter(|o| !named(o.kind, &o.name))
+                .cloned()
+                .collect(),
+            dropped: self
+                .dropped
+                .iter()
+                .filter(|o| !named(o.kind, &o.name))
+                .cloned()
+                .collect(),
+            changed: self
+                .changed
+                .iter()
+                .filter(|c| !named(c.kind, &c.name))
+                .cloned()
+                .collect(),
+            reordered: self
+                .reordered
+                .iter()
+                .filter(|r| !other.reordered.iter().any(|o| o.table == r.table))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Both diffs' entries, for `minus` over several steps.
+    pub(crate) fn extend(&mut self, other: Diff) {
+        self.added.extend(other.added);
+        self.dropped.extend(other.dropped);
+        self.changed.extend(other.changed);
+        self.reordered.extend(other.reordered);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.dropped.is_empty() && self.changed.is_empty()
     }
