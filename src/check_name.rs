@@ -22,6 +22,7 @@ pub enum CheckName {
     DuplicateIndexes,
     UnusedIndexes,
     MissingIndexes,
+    SchemaDrift,
     SlowQueries,
     CacheHit,
     DeadTuples,
@@ -39,7 +40,7 @@ pub enum CheckName {
 
 impl CheckName {
     /// Every check, in report order.
-    pub const ALL: [CheckName; 26] = [
+    pub const ALL: [CheckName; 27] = [
         CheckName::Connections,
         CheckName::LongRunningQueries,
         CheckName::IdleInTransaction,
@@ -53,6 +54,7 @@ impl CheckName {
         CheckName::DuplicateIndexes,
         CheckName::UnusedIndexes,
         CheckName::MissingIndexes,
+        CheckName::SchemaDrift,
         CheckName::SlowQueries,
         CheckName::CacheHit,
         CheckName::DeadTuples,
@@ -83,6 +85,7 @@ impl CheckName {
             CheckName::DuplicateIndexes => "duplicate-indexes",
             CheckName::UnusedIndexes => "unused-indexes",
             CheckName::MissingIndexes => "missing-indexes",
+            CheckName::SchemaDrift => "schema-drift",
             CheckName::SlowQueries => "slow-queries",
             CheckName::CacheHit => "cache-hit",
             CheckName::DeadTuples => "dead-tuples",
@@ -129,6 +132,7 @@ impl CheckName {
             | CheckName::InvalidConstraints
             | CheckName::DuplicateIndexes
             | CheckName::MissingIndexes
+            | CheckName::SchemaDrift
             | CheckName::Security => Thresholds {
                 warning: Some(0.0),
                 critical: None,

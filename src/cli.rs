@@ -241,6 +241,16 @@ pub enum MigrateCommand {
         after_help = "Lints the pending migrations (what `up` would run) and their downs, or the\nfiles named; exits 1 when a finding is an error. Silence a rule with a\n`-- squawk-ignore RULE` line in the file or [migrations] lint_exclude.\nExamples:\n  pgmaint migrate lint\n  pgmaint migrate lint migrations/0007_users_email.sql\n  pgmaint migrate lint --all --json"
     )]
     Lint(MigrateLintArgs),
+    /// Up, down, up on a scratch copy of the live schema: does each down undo its up?
+    #[command(
+        after_help = "Copies the live schema (pg_dump --schema-only) to a throwaway local cluster\nand applies the pending migrations' ups, their downs newest first, and the\nups again; the catalog must come back identical at each step. Exits 1 when\na migration is not reversible, 2 on bad usage. Nothing changes on the\nlive database. Needs the local PostgreSQL server binaries.\nExamples:\n  pgmaint migrate test\n  pgmaint migrate test --to 0007 --data    seeded rows must survive the downs\n  pgmaint migrate test --last 2            the newest 2 applied: down, then up\n  pgmaint migrate test --json"
+    )]
+    Test(MigrateTestArgs),
+    /// The live schema against the applied migrations replayed on a scratch cluster
+    #[command(
+        after_help = "Replays every migration the ledger says is applied on an empty throwaway\nlocal cluster and compares its catalog with the live one: objects made by\nhand, missing or changed, one line each. pgmaint's own objects (its state\nschema, the ledger, partitions and archive tables its tasks make) are never\ndrift. Exits 1 on drift, 0 when there is none. Needs the local PostgreSQL\nserver binaries.\nExamples:\n  pgmaint migrate drift\n  pgmaint migrate drift --json"
+    )]
+    Drift,
     /// Write the files of a new migration in the folder's format
     #[command(after_help = "Examples:\n  pgmaint migrate new add_users_email")]
     New {
@@ -287,6 +297,20 @@ pub struct MigrateLintArgs {
     /// Every migration, applied or not
     #[arg(long)]
     pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateTestArgs {
+    /// Test the pending migrations up to and including this version
+    #[arg(long, value_name = "VERSION", conflicts_with = "last")]
+    pub to: Option<String>,
+    /// Test the newest N applied migrations instead: down, then up again
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub last: Option<u64>,
+    /// Seed a few rows per table before the downs; a down must keep the
+    /// rows and values of what exists before and after it
+    #[arg(long)]
+    pub data: bool,
 }
 
 #[derive(Debug, Args)]

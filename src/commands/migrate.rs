@@ -70,16 +70,18 @@ pub async fn migrate(cli: &Cli, command: &MigrateCommand) -> Result<bool, CliErr
         MigrateCommand::Down(args) => down(&ctx, args).await,
         MigrateCommand::Repair { version, dry_run } => repair(&ctx, version, *dry_run).await,
         MigrateCommand::Baseline { version, dry_run } => baseline(&ctx, version, *dry_run).await,
+        MigrateCommand::Test(args) => super::migrate_schema::test(&ctx, args).await,
+        MigrateCommand::Drift => super::migrate_schema::drift(&ctx).await,
         MigrateCommand::New { .. } | MigrateCommand::Lint(_) => unreachable!("handled above"),
     }
 }
 
-struct Context<'a> {
-    cli: &'a Cli,
-    config: &'a Config,
-    client: &'a Client,
-    migrator: &'a Migrator,
-    target: &'a crate::connect::Target,
+pub(super) struct Context<'a> {
+    pub(super) cli: &'a Cli,
+    pub(super) config: &'a Config,
+    pub(super) client: &'a Client,
+    pub(super) migrator: &'a Migrator,
+    pub(super) target: &'a crate::connect::Target,
 }
 
 /// A session of its own: `[database] direct_url` when set; otherwise the
@@ -113,7 +115,7 @@ pub(super) async fn session(
     Ok((client, target))
 }
 
-fn parse_version(ctx: &Context<'_>, written: &str) -> Result<i64, CliError> {
+pub(super) fn parse_version(ctx: &Context<'_>, written: &str) -> Result<i64, CliError> {
     if let Some(m) = ctx
         .migrator
         .migrations

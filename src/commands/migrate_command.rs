@@ -38,6 +38,14 @@ pub(super) async fn migrate(
         MigrateCommand::New { .. } => return refuse(ToolTask::New, "new"),
         MigrateCommand::Repair { .. } => return refuse(ToolTask::Repair, "repair"),
         MigrateCommand::Baseline { .. } => return refuse(ToolTask::Baseline, "baseline"),
+        MigrateCommand::Drift => {
+            return Err(crate::migrate::drift::unsupported_for_command().into());
+        }
+        MigrateCommand::Test(_) => {
+            return Err(CliError::Usage(
+                "migrate test replays migration files on a scratch cluster, and format = \"command\" migrations are the application's code, which pgmaint cannot replay; nothing was tested\n  help: run the migrator's up, down and up against a scratch database yourself; `migrate plan` traces its up on one".into(),
+            ));
+        }
         MigrateCommand::Lint(_) => {
             return Err(CliError::Usage(
                 "format = \"command\" migrations are the application's code, not SQL files pgmaint can lint; nothing was linted\n  help: lint the SQL the migrator writes with its own tooling, or move the SQL into files of a format pgmaint reads".into(),
@@ -69,7 +77,9 @@ pub(super) async fn migrate(
         MigrateCommand::New { .. }
         | MigrateCommand::Repair { .. }
         | MigrateCommand::Baseline { .. }
-        | MigrateCommand::Lint(_) => unreachable!("refused above"),
+        | MigrateCommand::Lint(_)
+        | MigrateCommand::Test(_)
+        | MigrateCommand::Drift => unreachable!("refused above"),
     }
 }
 

@@ -11,6 +11,7 @@ mod history;
 mod init;
 mod migrate;
 mod migrate_command;
+mod migrate_schema;
 mod notify;
 mod run;
 mod schedules;

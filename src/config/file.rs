@@ -86,6 +86,8 @@ pub struct HealthFile {
     pub statement_timeout: Option<Duration>,
     /// How often the daemon runs the checks (for alerts and /metrics).
     pub check_every: Option<Duration>,
+    /// How often `schema-drift` replays the migrations (default 1 day).
+    pub drift_every: Option<Duration>,
     /// /metrics lists this many largest tables by name; the rest are totals.
     pub metrics_top: Option<usize>,
     #[serde(default)]

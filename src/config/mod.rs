@@ -237,6 +237,9 @@ pub struct AlertConfig {
 #[derive(Debug, Clone)]
 pub struct HealthSettings {
     pub check_every: std::time::Duration,
+    /// At most this often, `schema-drift` replays the migrations on a
+    /// scratch cluster; in between it reports what it last found.
+    pub drift_every: std::time::Duration,
     pub metrics_top: usize,
     pub snapshot_every: std::time::Duration,
     pub keep: String,
@@ -260,6 +263,7 @@ impl Default for HealthSettings {
     fn default() -> Self {
         HealthSettings {
             check_every: std::time::Duration::from_secs(5 * 60),
+            drift_every: std::time::Duration::from_secs(24 * 60 * 60),
             metrics_top: 20,
             snapshot_every: std::time::Duration::from_secs(15 * 60),
             keep: "90 days".into(),
@@ -289,6 +293,12 @@ impl BackupSettings {
 }
 
 impl Config {
+    /// The tables the tasks make in the user's schema (archive tables,
+    /// partitions): pgmaint's own, never schema drift.
+    pub(crate) fn made_by_tasks(&self) -> Vec<crate::tasks::Made> {
+        self.tasks.iter().flat_map(|t| t.spec.makes()).collect()
+    }
+
     /// Settings when no config file exists: connect from flags and libpq's
     /// variables, no tasks.
     pub fn without_file() -> Config {
@@ -903,6 +913,10 @@ fn health_settings(health: file::HealthFile) -> HealthSettings {
             .check_every
             .map(|d| d.0)
             .unwrap_or(defaults.check_every),
+        drift_every: health
+            .drift_every
+            .map(|d| d.0)
+            .unwrap_or(defaults.drift_every),
         metrics_top: health.metrics_top.unwrap_or(defaults.metrics_top),
         snapshot_every: health
             .snapshot_every

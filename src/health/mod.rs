@@ -6,7 +6,8 @@
 //! reports `unknown` with the reason, and the others still report.
 //!
 //! The checks live in files by area: `activity` (sessions and locks),
-//! `wraparound`, `schema` (indexes, constraints, sequences), `tables`
+//! `wraparound`, `schema` (indexes, constraints, sequences), `drift` (the
+//! schema against its migrations), `tables`
 //! (dead rows, vacuum and analyze age, bloat, cache), `storage` (sizes,
 //! growth, replication), `statements` (pg_stat_statements), `pgmaint`
 //! (the tasks' own figures) and `security`. Each check is a unit struct
@@ -18,6 +19,7 @@
 
 mod activity;
 pub(crate) mod custom;
+mod drift;
 mod pgmaint;
 mod schema;
 mod security;
@@ -88,6 +90,8 @@ pub(crate) struct CheckContext<'a> {
     pub config: &'a Config,
     pub thresholds: Thresholds,
     pub exact: bool,
+    /// What `schema-drift` reports from, when it is selected.
+    pub drift: Option<&'a drift::Prepared>,
 }
 
 /// What one check returns: its findings (of any level), an optional
@@ -97,20 +101,7 @@ pub(crate) enum Outcome {
     Unknown(String),
 }
 
-pub(crate) fn human_bytes(bytes: f64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes;
-    let mut unit = 0;
-    while value.abs() >= 1024.0 && unit < units.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{value:.0} {}", units[0])
-    } else {
-        format!("{value:.1} {}", units[unit])
-    }
-}
+pub(crate) use crate::output::human_bytes;
 
 pub(crate) fn percent(fraction: f64) -> String {
     format!("{:.1}%", fraction * 100.0)
@@ -160,7 +151,7 @@ impl<C: Check> Listed for C {
 
 /// Every check, in report order (`CheckName::ALL`'s, which a test holds
 /// this to).
-const CHECKS: [&dyn Listed; 26] = [
+const CHECKS: [&dyn Listed; 27] = [
     &activity::Connections,
     &activity::LongRunningQueries,
     &activity::IdleInTransaction,
@@ -174,6 +165,7 @@ const CHECKS: [&dyn Listed; 26] = [
     &schema::DuplicateIndexes,
     &schema::UnusedIndexes,
     &schema::MissingIndexes,
+    &drift::SchemaDrift,
     &statements::SlowQueries,
     &tables::CacheHit,
     &tables::DeadTuples,
@@ -211,6 +203,21 @@ pub(crate) async fn run_selected(
 ) -> Report {
     let timeouts = CheckTimeouts::new(config.health.statement_timeout);
     let mut checks = Vec::new();
+    // schema-drift's replay on a scratch cluster, outside any check's
+    // transaction (it records what it found) and only when selected.
+    let drift_settings = config
+        .health
+        .checks
+        .get(CheckName::SchemaDrift.as_str())
+        .cloned()
+        .unwrap_or_default();
+    let drift = if (only_custom.is_empty() || !only.is_empty())
+        && selected(CheckName::SchemaDrift, only, &drift_settings)
+    {
+        Some(drift::prepare(client, config).await)
+    } else {
+        None
+    };
     for check in CHECKS {
         let name = check.name();
         let settings = config
@@ -227,6 +234,7 @@ pub(crate) async fn run_selected(
             config,
             thresholds: thresholds(name, &settings),
             exact,
+            drift: drift.as_ref(),
         };
         let started = Instant::now();
         // Each check in a read-only transaction of its own, its timeouts

@@ -319,7 +319,7 @@ fn write_cache(key: &str, throughput: Throughput) {
 }
 
 fn bytes(n: i64) -> String {
-    crate::health::human_bytes(n as f64)
+    crate::output::human_bytes(n as f64)
 }
 
 /// `about 4–7 min`, `under 1 s`, `up to 30 s`.

@@ -354,7 +354,7 @@ pub async fn needing_confirmation(
                     script.path.display(),
                     statement.line,
                     statement.first_line(),
-                    crate::health::human_bytes(bytes as f64)
+                    crate::output::human_bytes(bytes as f64)
                 ));
             }
         }

@@ -18,7 +18,7 @@ use std::process::Stdio;
 
 use tokio_postgres::{Client, NoTls};
 
-use super::{MigrateError, Settings};
+use super::{MigrateError, Script, Settings};
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::connect::Target;
 use crate::unnamed::Unnamed;
@@ -106,6 +106,51 @@ impl Scratch {
         scratch.copied_with = format!("pg_dump {dump_version}");
         Ok(scratch)
     }
+
+    /// Makes the live server's roles here too (`migrate drift` replays
+    /// grants on an empty cluster).
+    pub(crate) async fn copy_roles_of(&self, live: &Client) -> Result<(), ScratchError> {
+        copy_roles(live, &self.client).await
+    }
+}
+
+/// Applies `script` to a scratch database as `migrate up` would apply it
+/// (one transaction, or statement by statement), without a ledger; the
+/// first failure as `file:line: message`.
+pub(crate) async fn apply(client: &Client, script: &Script) -> Result<(), String> {
+    let statements = super::apply::statements_of(script).map_err(|e| e.to_string())?;
+    let place = |s: &super::statements::Statement, err: tokio_postgres::Error| {
+        format!(
+            "{}:{}: {}",
+            script.path.display(),
+            s.line,
+            crate::db::describe(&err)
+        )
+    };
+    if script.transactional {
+        client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(|e| crate::db::describe(&e))?;
+        for s in &statements {
+            if let Err(err) = client.batch_execute(&s.text).await {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(place(s, err));
+            }
+        }
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| crate::db::describe(&e))?;
+    } else {
+        for s in &statements {
+            client
+                .batch_execute(&s.text)
+                .await
+                .map_err(|e| place(s, e))?;
+        }
+    }
+    Ok(())
 }
 
 async fn start() -> Result<Cluster, ScratchError> {

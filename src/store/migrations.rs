@@ -275,4 +275,14 @@ pub(crate) const STEPS: &[&str] = &[
     ALTER TABLE {schema}.backups ADD CONSTRAINT backups_action_check
         CHECK (action IN ('delete', 'set_null', 'set_back'));
     "#,
+    // 16: the `schema-drift` health check's findings (`drift_checks`),
+    // which it recomputes at most once per `[health] drift_every`.
+    r#"
+    CREATE TABLE {schema}.drift_checks (
+        id          bigserial PRIMARY KEY,
+        checked_at  timestamptz NOT NULL DEFAULT now(),
+        findings    jsonb NOT NULL,
+        error       text
+    );
+    "#,
 ];

@@ -17,6 +17,7 @@
 mod alerts;
 mod api_schedules;
 pub(crate) mod backups;
+pub(crate) mod drift_checks;
 mod fires;
 pub(crate) mod health_reads;
 mod locks;

@@ -379,6 +379,16 @@ fn create_statement(
 impl Task for ArchiveSpec {
     type Plan = ArchivePlan;
 
+    fn makes(&self) -> Vec<super::Made> {
+        if !self.to_table {
+            return Vec::new();
+        }
+        vec![super::Made::Beside {
+            beside: self.table.clone(),
+            name: self.archive_table.clone(),
+        }]
+    }
+
     fn rows_filter(&self) -> Option<(&str, &super::rows::Filter)> {
         Some((&self.table, &self.filter))
     }

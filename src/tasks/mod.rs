@@ -126,6 +126,12 @@ impl TaskSpec {
         self.task.rows_filter()
     }
 
+    /// The tables this task makes in the user's schema, which `migrate
+    /// drift` never reports.
+    pub(crate) fn makes(&self) -> Vec<Made> {
+        self.task.makes()
+    }
+
     /// Problems found by checking the config against the live database.
     pub(crate) async fn check(&self, client: &Client) -> Vec<CheckProblem> {
         self.task.check(client).await
@@ -138,6 +144,20 @@ impl TaskSpec {
     pub(crate) async fn run(&self, ctx: &mut TaskContext<'_>) -> Result<Outcome, TaskError> {
         self.task.run(ctx).await
     }
+}
+
+/// A table a task makes, named as its config writes it: found in the
+/// live catalog by `migrate::drift`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Made {
+    /// `name` (`table` or `schema.table`) in the schema of `beside` when
+    /// unqualified; `None`: `<beside's name>_archive` beside it.
+    Beside {
+        beside: String,
+        name: Option<String>,
+    },
+    /// Every partition of this table.
+    PartitionsOf(String),
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -157,6 +177,7 @@ trait DynTask: std::fmt::Debug + Send + Sync {
         options: &'a TaskOptions,
     ) -> BoxFuture<'a, Result<Option<(crate::sql::TableName, rows::Backlog)>, tokio_postgres::Error>>;
     fn rows_filter(&self) -> Option<(&str, &rows::Filter)>;
+    fn makes(&self) -> Vec<Made>;
     fn check<'a>(&'a self, client: &'a Client) -> BoxFuture<'a, Vec<CheckProblem>>;
     fn dry_run<'a, 'c>(
         &'a self,
@@ -204,6 +225,10 @@ impl<T: Task> DynTask for T {
 
     fn rows_filter(&self) -> Option<(&str, &rows::Filter)> {
         Task::rows_filter(self)
+    }
+
+    fn makes(&self) -> Vec<Made> {
+        Task::makes(self)
     }
 
     fn check<'a>(&'a self, client: &'a Client) -> BoxFuture<'a, Vec<CheckProblem>> {
@@ -284,6 +309,12 @@ pub trait Task: std::fmt::Debug + Serialize + Send + Sync + 'static {
     /// whose work is the rows a filter names (`check` reads its column).
     fn rows_filter(&self) -> Option<(&str, &rows::Filter)> {
         None
+    }
+
+    /// The tables the task makes (an archive table, partitions), as
+    /// written in its config.
+    fn makes(&self) -> Vec<Made> {
+        Vec::new()
     }
 
     /// Reads what the task needs to know (never writes, takes no lock beyond

@@ -618,6 +618,10 @@ impl Task for PartitionsSpec {
         true
     }
 
+    fn makes(&self) -> Vec<super::Made> {
+        vec![super::Made::PartitionsOf(self.table.clone())]
+    }
+
     fn target(&self) -> String {
         format!("{} ({}ly, {} ahead)", self.table, self.unit, self.premake)
     }

@@ -36,6 +36,7 @@ mod migrate_drizzle;
 mod migrate_flyway;
 mod migrate_formats;
 mod migrate_lint;
+mod migrate_schema;
 mod migrate_sqlx;
 mod migrate_trace;
 mod orphans_set_null;

@@ -141,7 +141,7 @@ impl Ledger {
         }
     }
 
-    fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         match self {
             Ledger::Sqlx => SQLX_TABLE.to_string(),
             Ledger::Dbmate | Ledger::GolangMigrate => SCHEMA_MIGRATIONS.to_string(),
