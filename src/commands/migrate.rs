@@ -208,10 +208,20 @@ async fn up_or_plan(ctx: &Context<'_>, args: &MigrateUpArgs) -> Result<bool, Cli
             preview::of(ctx.client, ctx.target, ctx.migrator, &chosen, Direction::Up).await?;
         return print_plan(ctx, &chosen, Direction::Up, &findings, Some(&preview));
     }
-    let big =
-        runs::needing_confirmation(ctx.client, ctx.migrator, &chosen, Direction::Up, &findings)
-            .await?;
-    if !big.is_empty() && !args.yes {
+    let big = if args.yes {
+        Vec::new()
+    } else {
+        preview::confirmation(
+            ctx.client,
+            Some(ctx.target),
+            ctx.migrator,
+            &chosen,
+            Direction::Up,
+            &findings,
+        )
+        .await?
+    };
+    if !big.is_empty() {
         let _ = ctx.migrator.unlock(ctx.client).await;
         let mut reasons = big;
         if !ctx.cli.json {
@@ -571,7 +581,11 @@ fn print_blocking(chosen: &[&Migration], preview: &Preview) {
             }
         }
     }
-    if lines.is_empty() {
+    if lines.is_empty() && preview.trace.is_none() {
+        crate::output::paragraph(
+            "Nothing found that locks out writes on an existing table (from the statements' parse; a trace would tell more).",
+        );
+    } else if lines.is_empty() {
         println!("Nothing blocks reads or writes on an existing table.");
     } else {
         println!("What blocks the application:");

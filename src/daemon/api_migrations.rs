@@ -199,9 +199,22 @@ pub(super) async fn migrations_up(State(shared): State<Api>, Body(body): Body<Up
     let findings = runs::lint(&client, &migrator, &chosen, Direction::Up)
         .await
         .map_err(refused)?;
-    let big = runs::needing_confirmation(&client, &migrator, &chosen, Direction::Up, &findings)
+    // Traced on a scratch copy when the parse names a table over
+    // confirm_above (seconds, well within the request's 30 s).
+    let big = if body.confirm && !body.dry_run {
+        Vec::new()
+    } else {
+        crate::migrate::preview::confirmation(
+            &client,
+            Some(shared.session_target()),
+            &migrator,
+            &chosen,
+            Direction::Up,
+            &findings,
+        )
         .await
-        .map_err(refused)?;
+        .map_err(refused)?
+    };
     if body.dry_run {
         let migrations = chosen
             .iter()

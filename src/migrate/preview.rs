@@ -15,6 +15,7 @@ use super::scratch::{Scratch, ScratchError};
 use super::trace::{self, Trace};
 use super::{MigrateError, Migration, runs};
 use crate::connect::Target;
+use crate::unnamed::Unnamed;
 
 pub struct Preview {
     pub trace: Option<Trace>,
@@ -108,4 +109,127 @@ async fn untraced(
         )),
         estimates,
     })
+}
+
+/// What runs only when confirmed (`--yes`, `confirm: true`), each as a
+/// sentence: the lint's errors, and the statements that would lock out
+/// writes on a table over `confirm_above`. When the database has such a
+/// table and `target` is given, the migrations are traced on a scratch
+/// copy and a traced one needs confirming for each lock the trace saw
+/// that blocks writes on such a table, with how long it is estimated to
+/// hold it (a `DO` block the parse cannot see into takes what it takes;
+/// `SET (autovacuum_enabled = ...)` takes a lock that blocks no writes).
+/// A migration the trace could not run keeps the parse's reasons.
+pub async fn confirmation(
+    live: &Client,
+    target: Option<&Target>,
+    migrator: &Migrator,
+    chosen: &[&Migration],
+    direction: Direction,
+    findings: &[super::lint::Finding],
+) -> Result<Vec<String>, MigrateError> {
+    let parsed = runs::needing_confirmation(live, migrator, chosen, direction, findings).await?;
+    let errors = findings
+        .iter()
+        .filter(|f| f.level == super::lint::Level::Error)
+        .count();
+    let Some(target) = target else {
+        return Ok(parsed);
+    };
+    // Without a table over confirm_above no lock can need confirming:
+    // no trace (seconds) for the common case.
+    let limit = migrator.settings.confirm_above as i64;
+    let any_big: bool = crate::db::read_only(
+        live,
+        live.row(
+            "SELECT EXISTS (SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                             WHERE c.relkind IN ('r', 'p', 'm')
+                               AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+                               AND pg_total_relation_size(c.oid) > $1)",
+            &[&limit],
+        ),
+    )
+    .await?
+    .get(0);
+    if !any_big {
+        return Ok(parsed);
+    }
+    // A trace that cannot run leaves the parse's reasons, which ask for
+    // confirmation: never fewer than without it.
+    let Ok(preview) = of(live, target, migrator, chosen, direction).await else {
+        return Ok(parsed);
+    };
+    let Some(trace) = &preview.trace else {
+        return Ok(parsed);
+    };
+    let traced = |version: &str| {
+        trace
+            .migrations
+            .iter()
+            .find(|t| t.version == version && matches!(t.status, trace::TraceStatus::Traced))
+    };
+    // The lint's errors, and the parse's reasons for migrations the trace
+    // did not run, in their order.
+    let mut reasons: Vec<String> = parsed[..errors].to_vec();
+    for m in chosen {
+        let script = runs::script_of(m, direction);
+        let place = format!("{}:", script.path.display());
+        if traced(&m.written).is_none() {
+            reasons.extend(
+                parsed[errors..]
+                    .iter()
+                    .filter(|r| r.starts_with(&place))
+                    .cloned(),
+            );
+        }
+    }
+    let statements: BTreeMap<(String, usize), String> = chosen
+        .iter()
+        .flat_map(|m| {
+            apply::statements_of(runs::script_of(m, direction))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| ((m.written.clone(), s.line), s.first_line().to_string()))
+        })
+        .collect();
+    for m in chosen {
+        let Some(t) = traced(&m.written) else {
+            continue;
+        };
+        let path = runs::script_of(m, direction).path.display().to_string();
+        for s in &t.statements {
+            let blocking: Vec<String> = s
+                .locks
+                .iter()
+                .filter(|l| l.blocks >= trace::Blocks::Writes)
+                .map(|l| l.table.clone())
+                .collect();
+            if blocking.is_empty() {
+                continue;
+            }
+            let estimate = preview.estimate(&m.written, s.line);
+            let sizes = estimate::sizes(live, &blocking).await?;
+            for lock in s.locks.iter().filter(|l| l.blocks >= trace::Blocks::Writes) {
+                let Some(size) = sizes.get(&lock.table).filter(|z| z.total_bytes > limit) else {
+                    continue;
+                };
+                let how_long = match estimate {
+                    Some(e) => e.sentence(),
+                    None => "for as long as it runs".into(),
+                };
+                reasons.push(format!(
+                    "{path}:{}: `{}` holds {} on {} ({} with its indexes, over confirm_above), traced on a scratch copy: {how_long}",
+                    s.line,
+                    statements
+                        .get(&(m.written.clone(), s.line))
+                        .map(String::as_str)
+                        .unwrap_or(""),
+                    lock.mode,
+                    lock.table,
+                    crate::output::human_bytes(size.total_bytes as f64),
+                ));
+            }
+        }
+    }
+    Ok(reasons)
 }

@@ -183,9 +183,8 @@ pub async fn run(
         let statements = super::apply::statements_of(script)?;
         let (status, traced) = trace_script(client, script, &statements).await?;
         let status = match status {
-            Err((line, error)) if !scratch.not_copied.is_empty() => {
+            Err((_, error)) if !scratch.not_copied.is_empty() => {
                 stopped = true;
-                let _ = line;
                 TraceStatus::NotTraced {
                     reason: format!(
                         "{error} (the scratch copy lacks what the live server has: {})",

@@ -312,3 +312,39 @@ async fn kill_9_during_a_trace_leaves_no_cluster_after_the_next_start() {
         "the next start swept what the killed one left, and removed its own"
     );
 }
+
+#[tokio::test]
+async fn up_asks_for_yes_for_what_the_trace_sees_lock_a_big_table_and_not_for_a_lock_that_blocks_no_writes()
+ {
+    let db = db_with(&format!("{SQLX}confirm_above = \"8kB\"\n")).await;
+    live_orders(&db, 2_000).await;
+    // The parse cannot see into a DO block; the trace sees its lock.
+    write(
+        &db,
+        "migrations/0001_lock.sql",
+        "DO $$ BEGIN EXECUTE 'LOCK TABLE orders IN ACCESS EXCLUSIVE MODE'; END $$;\n",
+    );
+    let refused = db.pgmaint(&["migrate", "up"]).await;
+    refused.assert_code(2);
+    assert!(
+        refused
+            .stderr
+            .contains("holds ACCESS EXCLUSIVE on public.orders")
+            && refused.stderr.contains("traced on a scratch copy")
+            && refused.stderr.contains("--yes"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(db.count("SELECT count(*) FROM _sqlx_migrations").await, 0);
+
+    // A storage parameter takes SHARE UPDATE EXCLUSIVE: reads and writes
+    // go on, so no confirmation, whatever the table's size.
+    write(
+        &db,
+        "migrations/0001_lock.sql",
+        "ALTER TABLE orders SET (autovacuum_vacuum_scale_factor = 0.01);\n",
+    );
+    let applied = db.pgmaint(&["migrate", "up"]).await;
+    applied.assert_code(0);
+    assert_eq!(db.count("SELECT count(*) FROM _sqlx_migrations").await, 1);
+}
