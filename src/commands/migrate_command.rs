@@ -14,6 +14,8 @@ use crate::config::Config;
 use crate::migrate::apply::Direction;
 use crate::migrate::command::Invocation;
 use crate::migrate::command_runs::{self, CommandSummary};
+use crate::migrate::command_trace::{self, CommandTrace};
+use crate::migrate::drops::Saved;
 use crate::migrate::ledger::app::{AppLedger, AppLedgerView, AppState, ToolTask};
 use crate::migrate::runs::Audit;
 use crate::store::{self, LeaseOwner, Trigger};
@@ -242,7 +244,7 @@ async fn down(ctx: &Context<'_>, args: &MigrateDownArgs) -> Result<bool, CliErro
         }
         let _ = dry_run(ctx, &invocation, Direction::Down).await;
         super::ask_yes(&format!(
-            "\nRun `{}` (what it drops is not backed up)?",
+            "\nRun `{}` (what its trace on a scratch copy drops is backed up first)?",
             invocation.command
         ))?;
     }
@@ -263,6 +265,7 @@ async fn dry_run(
         None => AppLedgerView::default(),
     };
     let env = invocation.shown_env();
+    let trace = traced(ctx, invocation, !ctx.cli.json && !ctx.cli.quiet).await?;
     if ctx.cli.json {
         print_json(&json!({
             "dry_run": true,
@@ -275,6 +278,7 @@ async fn dry_run(
             "ledger": ledger.map(|l| l.name()),
             "applied": view.entries,
             "pending": null,
+            "trace": trace,
         }));
         return Ok(true);
     }
@@ -299,9 +303,16 @@ async fn dry_run(
     println!(
         "  the catalog is compared before and after, and the run is recorded in `pgmaint history`."
     );
-    if direction == Direction::Down {
+    if let CommandTrace::Traced { drops, .. } = &trace
+        && !drops.is_empty()
+    {
         println!(
-            "  pgmaint cannot see what the down drops: it is not backed up (not done yet for format = \"command\")."
+            "  what its trace drops is backed up first where it holds data: {}.",
+            drops
+                .iter()
+                .map(command_trace::describe)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     println!(
@@ -314,6 +325,85 @@ async fn dry_run(
     );
     print_ledger(&view);
     Ok(true)
+}
+
+/// The migrator traced on a scratch copy of the live schema, and what it
+/// drops there backed up on the live database, each said on stderr.
+async fn trace_and_back_up(
+    ctx: &Context<'_>,
+    invocation: &Invocation,
+    direction: Direction,
+    print: bool,
+) -> Result<(CommandTrace, Vec<Saved>), crate::migrate::MigrateError> {
+    let trace = traced(ctx, invocation, print).await?;
+    let settings = &ctx.config.migrations;
+    let backups = command_trace::back_up(
+        ctx.client,
+        settings,
+        &ctx.config.state_schema,
+        &trace,
+        direction,
+    )
+    .await?;
+    if print {
+        for b in &backups {
+            let what = match &b.column {
+                Some(c) => format!("column {}.{c}", b.table),
+                None => format!("table {}", b.table),
+            };
+            eprintln!(
+                "Backed up {what}: {} row(s) as backup {} (`pgmaint restore {}` puts it back).",
+                b.rows, b.backup_id, b.backup_id
+            );
+        }
+    }
+    Ok((trace, backups))
+}
+
+/// The migrator's command run on a scratch copy, and what it dropped
+/// there said on stderr.
+async fn traced(
+    ctx: &Context<'_>,
+    invocation: &Invocation,
+    print: bool,
+) -> Result<CommandTrace, crate::migrate::MigrateError> {
+    if print {
+        eprintln!(
+            "Tracing `{}` on a scratch copy of the live schema...",
+            invocation.command
+        );
+    }
+    let trace = command_trace::run(
+        ctx.client,
+        ctx.target,
+        &ctx.config.migrations,
+        &ctx.config.state_schema,
+        &invocation.command,
+    )
+    .await?;
+    if print {
+        let said = match &trace {
+            CommandTrace::Traced { drops, .. } if drops.is_empty() => {
+                "  it drops no table or column there.".to_string()
+            }
+            CommandTrace::Traced { drops, .. } => format!(
+                "  it drops {} there: backed up first where it holds data.",
+                drops
+                    .iter()
+                    .map(command_trace::describe)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            CommandTrace::NotTraced { reason } => {
+                format!("  not traced ({reason}): what it drops is not known, and not backed up.")
+            }
+        };
+        eprintln!(
+            "{}",
+            crate::output::wrap(&said, crate::output::stderr_width())
+        );
+    }
+    Ok(trace)
 }
 
 /// Says once that another migrator holds the lock.
@@ -343,6 +433,14 @@ async fn run(
         let _ = command_runs::unlock(ctx.client, schema).await;
         return Err(err.into());
     }
+    let print = !ctx.cli.json && !ctx.cli.quiet;
+    let (trace, backups) = match trace_and_back_up(ctx, invocation, direction, print).await {
+        Ok(done) => done,
+        Err(err) => {
+            let _ = command_runs::unlock(ctx.client, schema).await;
+            return Err(err.into());
+        }
+    };
     let keeper = crate::lease::Keeper::start(ctx.target, schema, LeaseOwner::new());
     let mut recorder = match crate::connect::connect(ctx.target).await {
         Ok(recorder) => recorder,
@@ -359,7 +457,6 @@ async fn run(
         owner: keeper.owner(),
         started: None,
     };
-    let print = !ctx.cli.json && !ctx.cli.quiet;
     if print {
         eprintln!(
             "Running `{}` in {}",
@@ -374,6 +471,8 @@ async fn run(
         state_schema: schema,
         stop: &stop,
         echo: !ctx.cli.json,
+        trace: Some(&trace),
+        backups: &backups,
     };
     let result = command_runs::execute(&job, invocation, direction, audit).await;
     let _ = command_runs::unlock(ctx.client, schema).await;

@@ -183,6 +183,9 @@ pub struct MigrationsCommandFile {
     pub ledger: Option<String>,
     /// Relative to the config file; the config's folder by default.
     pub workdir: Option<String>,
+    /// Run the command on a scratch copy first, to back up what it drops
+    /// (default true).
+    pub trace: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -211,5 +211,6 @@ fn command(
         status,
         ledger,
         workdir,
+        trace: file.trace.unwrap_or(true),
     })
 }

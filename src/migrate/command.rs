@@ -32,6 +32,10 @@ pub struct CommandSettings {
     pub ledger: Option<AppLedger>,
     /// Where the commands run (the config file's folder by default).
     pub workdir: PathBuf,
+    /// Run `up`/`down` on a scratch copy of the live schema first, to back
+    /// up what they drop (`trace = false`: a command with effects outside
+    /// the database, such as Rails rewriting db/schema.rb, runs once).
+    pub trace: bool,
 }
 
 /// How many of the last lines of each stream are kept for the record.

@@ -202,6 +202,12 @@ pub struct CommandSummary {
     pub catalog: Diff,
     pub ledger: LedgerChange,
     pub error: Option<String>,
+    /// What the trace on a scratch copy found it drops, or why there is
+    /// no trace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<super::command_trace::CommandTrace>,
+    /// What was backed up on the live database before it ran.
+    pub backups: Vec<super::drops::Saved>,
     #[serde(skip)]
     pub ran: Option<Ran>,
 }
@@ -253,6 +259,8 @@ impl CommandSummary {
             "stderr_tail": self.ran.as_ref().map(|r| r.stderr_tail.clone()).unwrap_or_default(),
             "catalog": self.catalog,
             "ledger": self.ledger,
+            "trace": self.trace,
+            "backups": self.backups,
         })
     }
 }
@@ -268,6 +276,9 @@ pub struct Job<'a> {
     /// Pass the command's output through to pgmaint's own (not with
     /// `--json`).
     pub echo: bool,
+    /// Its trace on a scratch copy, and what was backed up from it.
+    pub trace: Option<&'a super::command_trace::CommandTrace>,
+    pub backups: &'a [super::drops::Saved],
 }
 
 /// Runs `invocation` as one audited run: the catalog and the ledger read
@@ -289,6 +300,8 @@ pub async fn execute(
         state_schema,
         stop,
         echo,
+        trace,
+        backups,
     } = *job;
     let exclude = vec![state_schema.to_string()];
     let timeouts = settings.timeouts();
@@ -392,6 +405,8 @@ pub async fn execute(
         catalog,
         ledger,
         error: error.clone(),
+        trace: trace.cloned(),
+        backups: backups.to_vec(),
         ran,
     };
     let outcome = Outcome {

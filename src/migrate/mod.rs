@@ -19,6 +19,7 @@ pub(crate) mod blockers;
 pub(crate) mod catalog;
 pub(crate) mod command;
 pub(crate) mod command_runs;
+pub(crate) mod command_trace;
 pub(crate) mod drift;
 pub(crate) mod drops;
 pub(crate) mod engine;

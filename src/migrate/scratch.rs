@@ -109,6 +109,20 @@ impl Scratch {
 
     /// Makes the live server's roles here too (`migrate drift` replays
     /// grants on an empty cluster).
+    /// The scratch database as a connection target, for a child process
+    /// (`format = "command"`'s migrator, traced there).
+    pub(crate) fn target(&self) -> Result<Target, ScratchError> {
+        crate::connect::resolve_with(
+            Some(&format!(
+                "{} sslmode=disable",
+                self.cluster.socket_conninfo(DATABASE)
+            )),
+            None,
+            &|_| None,
+        )
+        .map_err(|e| ScratchError::Failed(format!("the scratch cluster's address: {e}")))
+    }
+
     pub(crate) async fn copy_roles_of(&self, live: &Client) -> Result<(), ScratchError> {
         copy_roles(live, &self.client).await
     }

@@ -424,3 +424,81 @@ async fn a_session_idle_in_transaction_stops_the_migrator_before_it_runs() {
         down.stderr
     );
 }
+
+#[tokio::test]
+async fn a_migrator_that_drops_a_populated_column_has_it_backed_up_before_it_runs() {
+    const NICKNAME: &str = "20240103000000_users_nickname.js";
+    const DROP: &str = "20240104000000_drop_nickname.js";
+    let (db, dir) = knex_db(
+        &[
+            (USERS, &example(USERS)),
+            (
+                NICKNAME,
+                "exports.up = (knex) => knex.schema.alterTable(\"users\", (t) => { t.text(\"nickname\"); });\nexports.down = (knex) => knex.schema.alterTable(\"users\", (t) => { t.dropColumn(\"nickname\"); });\n",
+            ),
+        ],
+        "",
+    )
+    .await;
+    db.pgmaint(&["migrate", "up", "--yes"]).await.assert_code(0);
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO users (email, nickname) SELECT 'u' || g || '@example.com', 'nick ' || g FROM generate_series(1, 50) g;
+             UPDATE users SET nickname = NULL WHERE id > 40;",
+        )
+        .await
+        .unwrap();
+    // A migration that renames a column drops nothing; this one drops it.
+    std::fs::write(
+        dir.join(DROP),
+        "exports.up = (knex) => knex.schema.alterTable(\"users\", (t) => { t.dropColumn(\"nickname\"); });\nexports.down = (knex) => knex.schema.alterTable(\"users\", (t) => { t.text(\"nickname\"); });\n",
+    )
+    .unwrap();
+
+    let plan = db.pgmaint(&["migrate", "up", "--dry-run", "--json"]).await;
+    plan.assert_code(0);
+    assert_eq!(plan.json()["trace"]["status"], "traced", "{}", plan.json());
+    assert_eq!(
+        plan.json()["trace"]["drops"],
+        serde_json::json!(["column public.users.nickname"])
+    );
+    // The trace ran on a copy: the live column and the ledger are as they were.
+    assert_eq!(db.count("SELECT count(nickname) FROM users").await, 40);
+    assert_eq!(db.count("SELECT count(*) FROM knex_migrations").await, 2);
+
+    let up = db.pgmaint(&["migrate", "up", "--yes"]).await;
+    up.assert_code(0);
+    assert!(
+        up.stderr
+            .contains("it drops column public.users.nickname there")
+            && up
+                .stderr
+                .contains("Backed up column public.users.nickname: 40 row(s)"),
+        "{}",
+        up.stderr
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'nickname'")
+            .await,
+        0
+    );
+    let (_, task) = last_task(&db).await;
+    let backup_id = task["details"]["backups"][0]["backup_id"].as_i64().unwrap();
+    assert_eq!(task["details"]["backups"][0]["rows"], 40, "{task}");
+
+    // Down makes the column again, empty; the restore sets every value back.
+    db.pgmaint(&["migrate", "down", "--yes"])
+        .await
+        .assert_code(0);
+    assert_eq!(db.count("SELECT count(nickname) FROM users").await, 0);
+    db.pgmaint(&["restore", &backup_id.to_string()])
+        .await
+        .assert_code(0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM users WHERE nickname = 'nick ' || id")
+            .await,
+        40
+    );
+    assert_eq!(db.count("SELECT count(nickname) FROM users").await, 40);
+}

@@ -1,0 +1,268 @@
+//! What an application's own migrator (`format = "command"`) will drop,
+//! learnt before it runs: its command runs against a scratch cluster
+//! holding the live schema and the rows of its ledger (so it sees what
+//! is applied), and the tables and columns gone afterwards, found by oid
+//! and attribute number (a rename is not a drop), are what the real run
+//! is expected to drop. `migrate up` and `down` back those up on the
+//! live database before the real run (`drops::save`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use super::command::Invocation;
+use super::command_runs;
+use super::ledger::app::AppLedger;
+use super::scratch::{Scratch, ScratchError};
+use super::statements::Drop;
+use super::{MigrateError, Settings};
+use crate::connect::Target;
+use crate::unnamed::Unnamed;
+
+/// What the trace of a command found.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CommandTrace {
+    /// The migrator ran on the copy: what it dropped there.
+    Traced {
+        #[serde(serialize_with = "drops_as_text")]
+        drops: Vec<Drop>,
+        copied_with: String,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        not_copied: Vec<String>,
+    },
+    /// No trace (no local server binaries, or the migrator failed on the
+    /// copy): what it drops is not known, so not backed up.
+    NotTraced { reason: String },
+}
+
+fn drops_as_text<S: serde::Serializer>(drops: &[Drop], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(drops.iter().map(describe))
+}
+
+/// `table public.sessions` or `column public.users.nickname`.
+pub fn describe(drop: &Drop) -> String {
+    match drop {
+        Drop::Table(t) => format!("table {t}"),
+        Drop::Column(t, c) => format!("column {t}.{c}"),
+        Drop::Schema(s) => format!("schema {s}"),
+        Drop::Type(t) => format!("type {t}"),
+    }
+}
+
+/// The tables of a migrator's ledger, which the copy gets the rows of.
+fn ledger_tables(ledger: AppLedger) -> Vec<&'static str> {
+    let mut tables = vec![ledger.table()];
+    match ledger {
+        AppLedger::Knex => tables.push("knex_migrations_lock"),
+        AppLedger::Rails => tables.push("ar_internal_metadata"),
+        AppLedger::Django | AppLedger::Prisma => {}
+    }
+    tables
+}
+
+/// Runs `command` (the migrator's up or down) against a scratch copy of
+/// the live schema and its ledger, and says what it dropped there.
+pub async fn run(
+    live: &Client,
+    target: &Target,
+    settings: &Settings,
+    state_schema: &str,
+    command: &str,
+) -> Result<CommandTrace, MigrateError> {
+    if !command_runs::command_of(settings)?.trace {
+        return Ok(CommandTrace::NotTraced {
+            reason: "[migrations.command] trace = false".into(),
+        });
+    }
+    let scratch = match Scratch::with_schema_of(live, target, settings, state_schema).await {
+        Ok(scratch) => scratch,
+        Err(ScratchError::Setup(why)) => return Ok(CommandTrace::NotTraced { reason: why }),
+        Err(err) => return Err(err.into()),
+    };
+    if let Some(ledger) = command_runs::ledger_of(live, settings).await? {
+        for table in ledger_tables(ledger) {
+            copy_rows(live, &scratch.client, table, settings).await?;
+        }
+    }
+    let before = tables(&scratch.client, state_schema).await?;
+    let scratch_target = scratch.target()?;
+    let workdir = command_runs::command_of(settings)?.workdir.clone();
+    let invocation = Invocation::new(command, &workdir, &scratch_target, settings);
+    let stop = crate::stop::Stop::default();
+    let ran = super::command::run(&invocation, false, &stop)
+        .await
+        .map_err(|e| MigrateError::Failed(format!("running `{command}`: {e}")))?;
+    if !ran.succeeded() {
+        // A stack trace's frames say little; the lines before them more.
+        let words: Vec<String> = ran
+            .last_words(30)
+            .into_iter()
+            .filter(|w| !w.trim_start().starts_with("at "))
+            .collect();
+        let words = &words[words.len().saturating_sub(3)..];
+        return Ok(CommandTrace::NotTraced {
+            reason: format!(
+                "the migrator {} on the scratch copy{}",
+                ran.says(),
+                if words.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", words.join(" / "))
+                }
+            ),
+        });
+    }
+    let after = tables(&scratch.client, state_schema).await?;
+    let mut drops = Vec::new();
+    for (oid, (name, columns)) in &before {
+        match after.get(oid) {
+            None => drops.push(Drop::Table(name.clone())),
+            Some((_, kept)) => {
+                let kept: BTreeSet<i16> = kept.keys().copied().collect();
+                for (attnum, column) in columns {
+                    if !kept.contains(attnum) {
+                        drops.push(Drop::Column(name.clone(), column.clone()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(CommandTrace::Traced {
+        drops,
+        copied_with: scratch.copied_with.clone(),
+        not_copied: scratch.not_copied.clone(),
+    })
+}
+
+/// Copies `table`'s rows from the live database to the scratch one (the
+/// ledger is small), when it exists on both.
+async fn copy_rows(
+    live: &Client,
+    scratch: &Client,
+    table: &str,
+    settings: &Settings,
+) -> Result<(), MigrateError> {
+    let rows: Option<String> = crate::db::under(
+        settings.timeouts(),
+        crate::db::read_only(live, async {
+            let exists: bool = live
+                .row("SELECT to_regclass($1) IS NOT NULL", &[&table])
+                .await?
+                .get(0);
+            if !exists {
+                return Ok(None);
+            }
+            let row = live
+                .row(
+                    &format!(
+                        "SELECT coalesce(json_agg(t), '[]')::text FROM {} t",
+                        crate::sql::quote_ident(table)
+                    ),
+                    &[],
+                )
+                .await?;
+            Ok(Some(row.get(0)))
+        }),
+    )
+    .await?;
+    let Some(rows) = rows else {
+        return Ok(());
+    };
+    let quoted = crate::sql::quote_ident(table);
+    scratch
+        .exec(
+            &format!(
+                "INSERT INTO {quoted} SELECT * FROM json_populate_recordset(NULL::{quoted}, $1::text::json)"
+            ),
+            &[&rows],
+        )
+        .await
+        .map_err(|e| {
+            MigrateError::Failed(format!(
+                "copying the ledger {table} to the scratch cluster: {}",
+                crate::db::describe(&e)
+            ))
+        })?;
+    // A schema-only copy starts its sequences at 1: each serial or
+    // identity column's goes past the copied rows, as on the live one.
+    scratch
+        .batch_execute(&format!(
+            "DO $$ DECLARE c record; BEGIN
+               FOR c IN SELECT a.attname, pg_get_serial_sequence('{t}', a.attname) AS seq
+                          FROM pg_attribute a WHERE a.attrelid = '{t}'::regclass AND a.attnum > 0 AND NOT a.attisdropped LOOP
+                 IF c.seq IS NOT NULL THEN
+                   EXECUTE format('SELECT setval(%L, coalesce((SELECT max(%I) FROM %s), 0) + 1, false)', c.seq, c.attname, '{t}');
+                 END IF;
+               END LOOP;
+             END $$",
+            t = quoted.replace('\'', "''")
+        ))
+        .await
+        .map_err(|e| {
+            MigrateError::Failed(format!(
+                "setting the ledger {table}'s sequences on the scratch cluster: {}",
+                crate::db::describe(&e)
+            ))
+        })?;
+    Ok(())
+}
+
+/// Each user table's name and columns by attribute number, by oid.
+type Tables = BTreeMap<u32, (String, BTreeMap<i16, String>)>;
+
+async fn tables(client: &Client, state_schema: &str) -> Result<Tables, MigrateError> {
+    let rows = client
+        .rows(
+            "SELECT c.oid, format('%I.%I', n.nspname, c.relname), a.attnum, a.attname::text
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+              WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema', $1)
+                AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'",
+            &[&state_schema],
+        )
+        .await?;
+    let mut out = Tables::new();
+    for r in rows {
+        let entry = out
+            .entry(r.get(0))
+            .or_insert_with(|| (r.get(1), BTreeMap::new()));
+        if let (Some(attnum), Some(name)) =
+            (r.get::<_, Option<i16>>(2), r.get::<_, Option<String>>(3))
+        {
+            entry.1.insert(attnum, name);
+        }
+    }
+    Ok(out)
+}
+
+/// Backs up on the live database what `trace` saw the migrator drop, each
+/// table or column in a transaction of its own under a SHARE lock (reads
+/// go on); what holds nothing is not saved. Writes made between this and
+/// the migrator's own drop are not in the backup.
+pub async fn back_up(
+    live: &Client,
+    settings: &Settings,
+    state_schema: &str,
+    trace: &CommandTrace,
+    direction: super::apply::Direction,
+) -> Result<Vec<super::drops::Saved>, MigrateError> {
+    let CommandTrace::Traced { drops, .. } = trace else {
+        return Ok(Vec::new());
+    };
+    let task = format!("migrate:{}", direction.as_str());
+    let mut saved = Vec::new();
+    for drop in drops {
+        let backup = crate::db::under(
+            settings.timeouts(),
+            crate::db::committed(
+                live,
+                super::drops::save(live, state_schema, &settings.backup_dir, &task, drop),
+            ),
+        )
+        .await?;
+        saved.extend(backup);
+    }
+    Ok(saved)
+}
