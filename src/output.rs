@@ -123,6 +123,20 @@ pub(crate) fn wrap(text: &str, width: Option<usize>) -> String {
     for line in text.split('\n') {
         let indent: String = line.chars().take_while(|c| *c == ' ').collect();
         let body = &line[indent.len()..];
+        // A line that fits keeps its spacing (a caret under its column);
+        // a code frame's lines (`--> file:1:2`, `2 | SQL`, `| ^^^`) are
+        // never broken, as rustc does not break them.
+        let gutter = body
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .trim_start();
+        if line.chars().count() <= width
+            || body.starts_with("-->")
+            || gutter.starts_with("| ")
+            || gutter == "|"
+        {
+            out.push(line.to_string());
+            continue;
+        }
         let hanging = if body.starts_with("help: ") || body.starts_with("note: ") {
             format!("{indent}      ")
         } else {
@@ -507,6 +521,20 @@ pub(crate) fn human_bytes(bytes: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_code_frame_keeps_its_caret_under_its_column_and_its_long_lines_whole() {
+        let frame = format!(
+            " --> m.sql:2:50\n  |\n2 | ALTER TABLE orders ADD COLUMN token uuid DEFAULT gen_random_uuid();\n  |{}^^^^^^^^^^^^^^^^^\n2 | {}\n  = help: {}",
+            " ".repeat(49),
+            "x ".repeat(60),
+            "word ".repeat(20)
+        );
+        let wrapped = wrap(&frame, Some(80));
+        let lines: Vec<&str> = wrapped.lines().collect();
+        assert_eq!(lines[..5], frame.lines().collect::<Vec<_>>()[..5]);
+        assert!(lines[5].len() <= 80 && lines.len() > 6, "{wrapped}");
+    }
 
     fn widest_line(text: &str) -> usize {
         text.lines().map(chars).max().unwrap_or(0)

@@ -431,7 +431,7 @@ fn print_plan(
         if ctx.cli.json || ctx.cli.quiet {
             continue;
         }
-        println!(
+        crate::output::paragraph(&format!(
             "Would {verb} {}/{} ({}; lock_timeout {}, statement_timeout {}):",
             m.written,
             m.name,
@@ -442,7 +442,7 @@ fn print_plan(
             },
             crate::duration::Duration(settings.lock_timeout).as_pg_setting(),
             crate::duration::Duration(settings.statement_timeout).as_pg_setting(),
-        );
+        ));
         for (i, s) in list.iter().enumerate() {
             let first: String = s.first_line().chars().take(60).collect();
             println!("  {:>2}. line {:<4} {first}", i + 1, s.line);
@@ -493,8 +493,8 @@ fn print_plan(
         }
     }
     if !ctx.cli.json && !ctx.cli.quiet && lint::has_errors(findings) {
-        println!(
-            "Lint errors: `pgmaint migrate up` needs --yes; `pgmaint migrate lint` shows each with its fix."
+        crate::output::paragraph(
+            "Lint errors: `pgmaint migrate up` needs --yes; `pgmaint migrate lint` shows each with its fix.",
         );
     }
     if ctx.cli.json {
