@@ -111,13 +111,18 @@ async fn untraced(
     })
 }
 
+/// The size of a table a statement could take over a second to rewrite
+/// (at the untraced estimate's cautious 40 MB/s): below it, nothing can
+/// need confirming for its duration.
+const SLOW_ENOUGH_BYTES: i64 = 40 * 1024 * 1024;
+
 /// What runs only when confirmed (`--yes`, `confirm: true`), each as a
 /// sentence: the lint's errors, and the statements that would lock out
 /// writes on a table over `confirm_above`. When the database has such a
 /// table and `target` is given, the migrations are traced on a scratch
 /// copy and a traced one needs confirming for each lock the trace saw
-/// that blocks writes on such a table, with how long it is estimated to
-/// hold it (a `DO` block the parse cannot see into takes what it takes;
+/// that blocks writes on such a table, or on any table for an estimated
+/// second or more, with how long it is estimated to hold it (a `DO` block the parse cannot see into takes what it takes;
 /// `SET (autovacuum_enabled = ...)` takes a lock that blocks no writes).
 /// A migration the trace could not run keeps the parse's reasons.
 pub async fn confirmation(
@@ -136,9 +141,11 @@ pub async fn confirmation(
     let Some(target) = target else {
         return Ok(parsed);
     };
-    // Without a table over confirm_above no lock can need confirming:
-    // no trace (seconds) for the common case.
+    // Without a table over confirm_above, or one that could take over a
+    // second to rewrite at a cautious 40 MB/s, no lock can need
+    // confirming: no trace (seconds) for the common case.
     let limit = migrator.settings.confirm_above as i64;
+    let worth_a_trace = limit.min(SLOW_ENOUGH_BYTES);
     let any_big: bool = crate::db::read_only(
         live,
         live.row(
@@ -146,7 +153,7 @@ pub async fn confirmation(
                              WHERE c.relkind IN ('r', 'p', 'm')
                                AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
                                AND pg_total_relation_size(c.oid) > $1)",
-            &[&limit],
+            &[&worth_a_trace],
         ),
     )
     .await?
@@ -209,8 +216,16 @@ pub async fn confirmation(
             }
             let estimate = preview.estimate(&m.written, s.line);
             let sizes = estimate::sizes(live, &blocking).await?;
+            let over_a_second = estimate.is_some_and(|e| e.seconds > 1.0);
             for lock in s.locks.iter().filter(|l| l.blocks >= trace::Blocks::Writes) {
-                let Some(size) = sizes.get(&lock.table).filter(|z| z.total_bytes > limit) else {
+                let Some(size) = sizes.get(&lock.table) else {
+                    continue;
+                };
+                let why = if size.total_bytes > limit {
+                    "over confirm_above"
+                } else if over_a_second {
+                    "held over 1 s"
+                } else {
                     continue;
                 };
                 let how_long = match estimate {
@@ -218,7 +233,7 @@ pub async fn confirmation(
                     None => "for as long as it runs".into(),
                 };
                 reasons.push(format!(
-                    "{path}:{}: `{}` holds {} on {} ({} with its indexes, over confirm_above), traced on a scratch copy: {how_long}",
+                    "{path}:{}: `{}` holds {} on {} ({} with its indexes, {why}), traced on a scratch copy: {how_long}",
                     s.line,
                     statements
                         .get(&(m.written.clone(), s.line))

@@ -102,6 +102,18 @@ async fn the_estimate_of_a_rewrite_of_two_million_rows_is_within_2x_of_the_real_
     let estimate = &statements(&plan)[0]["estimate"];
     let estimated = estimate["seconds"].as_f64().unwrap();
 
+    // Under confirm_above (1 GB), but held over a second: up asks first.
+    let refused = db.pgmaint(&["migrate", "up", "--json"]).await;
+    refused.assert_code(2);
+    assert!(
+        refused
+            .stderr
+            .contains("holds ACCESS EXCLUSIVE on public.orders")
+            && refused.stderr.contains("held over 1 s"),
+        "{}",
+        refused.stderr
+    );
+
     let client = db.client().await;
     let started = std::time::Instant::now();
     client.batch_execute(sql).await.unwrap();
