@@ -17,6 +17,7 @@
 pub(crate) mod apply;
 pub(crate) mod blockers;
 pub(crate) mod catalog;
+pub(crate) mod catalog_copy;
 pub(crate) mod command;
 pub(crate) mod command_runs;
 pub(crate) mod command_trace;

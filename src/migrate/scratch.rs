@@ -91,14 +91,29 @@ impl Scratch {
         copy_roles(live, &scratch.client).await?;
         let Some((pg_dump, dump_version)) = find_pg_dump(live_version.major, &scratch.cluster.bin)
         else {
+            // pgmaint's own, smaller copy: what it lacks is said as not
+            // copied, with how to get pg_dump.
+            let statements = crate::db::under(
+                settings.timeouts(),
+                crate::db::read_only(live, super::catalog_copy::statements(live, state_schema)),
+            )
+            .await
+            .map_err(|e| {
+                ScratchError::Failed(format!(
+                    "reading the live catalog to copy it: {}",
+                    crate::db::describe(&e)
+                ))
+            })?;
+            scratch.not_copied = super::catalog_copy::apply(&scratch.client, statements).await;
             let major = live_version.major;
-            return Err(ScratchError::Setup(format!(
-                "copying the live schema needs pg_dump {major} (the live server's major version), and none was found\n  help: install it with {}",
+            scratch.copied_with = format!(
+                "pgmaint's catalog copy, no pg_dump {major} found: install it with {} for a complete copy",
                 crate::cluster::install_hint(
                     &format!("postgresql-client-{major}"),
                     &format!("postgresql@{major}")
-                ),
-            )));
+                )
+            );
+            return Ok(scratch);
         };
         let dump = scratch.cluster.dir.join("schema.sql");
         run_pg_dump(&pg_dump, target, settings, state_schema, &dump).await?;
@@ -272,6 +287,11 @@ async fn copy_roles(live: &Client, scratch: &Client) -> Result<(), ScratchError>
 /// A pg_dump of `major`, and its version: the local server's own, the
 /// Debian directory of that version, then PATH.
 fn find_pg_dump(major: u32, local_bin: &Path) -> Option<(PathBuf, String)> {
+    // `PGMAINT_PG_DUMP`: that pg_dump only (`none`: none, pgmaint's own
+    // catalog copy instead).
+    if let Some(chosen) = std::env::var_os("PGMAINT_PG_DUMP").filter(|v| !v.is_empty()) {
+        return dump_version(PathBuf::from(chosen), major);
+    }
     let mut candidates = vec![
         local_bin.join("pg_dump"),
         PathBuf::from(format!("/usr/lib/postgresql/{major}/bin/pg_dump")),
@@ -286,17 +306,22 @@ fn find_pg_dump(major: u32, local_bin: &Path) -> Option<(PathBuf, String)> {
     );
     candidates
         .into_iter()
-        .filter(|path| path.is_file())
-        .find_map(|path| {
-            let out = std::process::Command::new(&path)
-                .arg("--version")
-                .output()
-                .ok()?;
-            // "pg_dump (PostgreSQL) 15.14 (Debian 15.14-1.pgdg120+1)"
-            let text = String::from_utf8_lossy(&out.stdout);
-            let version = text.split_whitespace().nth(2)?.to_string();
-            (major_of(&version) == major).then_some((path, version))
-        })
+        .find_map(|path| dump_version(path, major))
+}
+
+/// `path` and its version, when it is a pg_dump of `major`.
+fn dump_version(path: PathBuf, major: u32) -> Option<(PathBuf, String)> {
+    if !path.is_file() {
+        return None;
+    }
+    let out = std::process::Command::new(&path)
+        .arg("--version")
+        .output()
+        .ok()?;
+    // "pg_dump (PostgreSQL) 15.14 (Debian 15.14-1.pgdg120+1)"
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split_whitespace().nth(2)?.to_string();
+    (major_of(&version) == major).then_some((path, version))
 }
 
 async fn run_pg_dump(

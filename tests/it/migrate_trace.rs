@@ -360,3 +360,118 @@ async fn up_asks_for_yes_for_what_the_trace_sees_lock_a_big_table_and_not_for_a_
     applied.assert_code(0);
     assert_eq!(db.count("SELECT count(*) FROM _sqlx_migrations").await, 1);
 }
+
+/// Objects of most kinds pgmaint's catalog copy makes, as ORMs make them.
+const RICH_SCHEMA: &str = r#"
+CREATE EXTENSION IF NOT EXISTS citext;
+CREATE SCHEMA billing;
+CREATE TYPE mood AS ENUM ('happy', 'sad');
+CREATE DOMAIN billing.cents AS bigint CHECK (VALUE >= 0) NOT NULL DEFAULT 0;
+CREATE SEQUENCE billing.invoice_no START 1000;
+CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.updated_at = now(); RETURN NEW; END $$;
+CREATE TABLE users (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, email citext NOT NULL UNIQUE,
+  name text COLLATE "C", mood mood DEFAULT 'happy', updated_at timestamptz,
+  lower_email text GENERATED ALWAYS AS (lower(email::text)) STORED);
+CREATE TABLE billing.invoices (id serial PRIMARY KEY, no bigint NOT NULL DEFAULT nextval('billing.invoice_no'),
+  user_id bigint REFERENCES users ON DELETE CASCADE, total billing.cents, CHECK (no > 0));
+CREATE INDEX invoices_user ON billing.invoices (user_id) WHERE total > 0;
+CREATE TABLE events (at timestamptz NOT NULL, kind text, PRIMARY KEY (at, kind)) PARTITION BY RANGE (at);
+CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+CREATE INDEX ON events (kind);
+CREATE VIEW happy_count AS SELECT count(*) FROM (SELECT id FROM users WHERE mood = 'happy') u;
+CREATE MATERIALIZED VIEW totals AS SELECT user_id, sum(total) AS s FROM billing.invoices GROUP BY user_id;
+CREATE UNIQUE INDEX ON totals (user_id);
+CREATE TRIGGER users_touch BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION touch();
+INSERT INTO users (email, name) SELECT 'u' || g || '@example.com', 'n' || g FROM generate_series(1, 1000) g;
+"#;
+
+#[tokio::test]
+async fn without_a_pg_dump_of_the_live_major_pgmaints_catalog_copy_traces_the_same() {
+    let db = db_with(SQLX).await;
+    db.client().await.batch_execute(RICH_SCHEMA).await.unwrap();
+    write(
+        &db,
+        "migrations/0001_users_token.sql",
+        "ALTER TABLE users ADD COLUMN token uuid DEFAULT gen_random_uuid();\nALTER TABLE billing.invoices ADD CONSTRAINT invoices_total_small CHECK (total < 1000000);\nCREATE INDEX users_name ON users (name);\n",
+    );
+    let dumped = db.pgmaint(&["migrate", "plan", "--json"]).await;
+    dumped.assert_code(0);
+    let copied: common::Run = db
+        .command(&["migrate", "plan", "--json"])
+        .env("PGMAINT_PG_DUMP", "none")
+        .output()
+        .await
+        .unwrap()
+        .into();
+    copied.assert_code(0);
+    let (dumped, copied) = (dumped.json(), copied.json());
+    assert!(
+        copied["trace"]["copied_with"]
+            .as_str()
+            .unwrap()
+            .starts_with("pgmaint's catalog copy"),
+        "{copied}"
+    );
+    assert_eq!(
+        copied["trace"]["not_copied"],
+        serde_json::json!([]),
+        "{copied}"
+    );
+    assert_eq!(copied["migrations"][0]["trace"]["status"], "traced");
+    let traces = |plan: &serde_json::Value| -> Vec<serde_json::Value> {
+        statements(plan)
+            .iter()
+            .map(|s| s["trace"].clone())
+            .collect()
+    };
+    assert_eq!(traces(&copied), traces(&dumped));
+    assert_eq!(
+        traces(&copied)[0]["rewrites"],
+        serde_json::json!(["public.users"])
+    );
+}
+
+#[tokio::test]
+async fn a_migration_on_what_the_copy_lacks_is_not_traced_and_says_why() {
+    // pgmaint's catalog copy makes no composite types, so not the table
+    // that uses one: a migration of that table cannot be traced.
+    let db = db_with(SQLX).await;
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE TYPE pair AS (a int, b int); CREATE TABLE pairs (id int PRIMARY KEY, p pair);",
+        )
+        .await
+        .unwrap();
+    write(
+        &db,
+        "migrations/0001_pairs_note.sql",
+        "ALTER TABLE pairs ADD COLUMN note text;\n",
+    );
+    let plan: common::Run = db
+        .command(&["migrate", "plan", "--json"])
+        .env("PGMAINT_PG_DUMP", "none")
+        .output()
+        .await
+        .unwrap()
+        .into();
+    plan.assert_code(0);
+    let plan = plan.json();
+    let not_copied = plan["trace"]["not_copied"].to_string();
+    assert!(not_copied.contains("pair"), "{plan}");
+    let migration = &plan["migrations"][0];
+    assert_eq!(migration["trace"]["status"], "not_traced", "{plan}");
+    assert!(
+        migration["trace"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the scratch copy lacks what the live server has"),
+        "{plan}"
+    );
+    // Nothing ran on the live database.
+    assert_eq!(
+        db.count("SELECT count(*) FROM information_schema.columns WHERE table_name = 'pairs' AND column_name = 'note'")
+            .await,
+        0
+    );
+}
