@@ -205,7 +205,7 @@ async fn up_or_plan(ctx: &Context<'_>, args: &MigrateUpArgs) -> Result<bool, Cli
     let findings = runs::lint(ctx.client, ctx.migrator, &chosen, Direction::Up).await?;
     if args.dry_run {
         let preview =
-            preview::of(ctx.client, ctx.target, ctx.migrator, &chosen, Direction::Up).await?;
+            preview::with_reversibility(ctx.client, ctx.target, ctx.migrator, &chosen).await?;
         return print_plan(ctx, &chosen, Direction::Up, &findings, Some(&preview));
     }
     let big = if args.yes {
@@ -405,6 +405,9 @@ fn print_plan(
         let traced_statement =
             |line: usize| traced.and_then(|t| t.statements.iter().find(|s| s.line == line));
         let estimate = |line: usize| preview.and_then(|p| p.estimate(&m.written, line));
+        let tested = preview
+            .and_then(|p| p.reversibility.as_ref())
+            .and_then(|r| r.migrations.iter().find(|t| t.version == m.written));
         out.push(json!({
             "version": m.written,
             "name": m.name,
@@ -427,6 +430,7 @@ fn print_plan(
             "lint": findings.iter().filter(|f| f.version == m.written).collect::<Vec<_>>(),
             "trace": traced.map(|t| &t.status),
             "reversibility": reversibility(m, ctx.migrator.require_down()),
+            "reversibility_tested": tested,
         }));
         if ctx.cli.json || ctx.cli.quiet {
             continue;
@@ -443,6 +447,15 @@ fn print_plan(
             crate::duration::Duration(settings.lock_timeout).as_pg_setting(),
             crate::duration::Duration(settings.statement_timeout).as_pg_setting(),
         ));
+        if let Some(t) = tested {
+            crate::output::paragraph(&format!(
+                "  up, down, up on a scratch copy: {}",
+                t.status.as_str()
+            ));
+            for line in &t.diff {
+                crate::output::paragraph(&format!("    {line}"));
+            }
+        }
         for (i, s) in list.iter().enumerate() {
             let first: String = s.first_line().chars().take(60).collect();
             println!("  {:>2}. line {:<4} {first}", i + 1, s.line);

@@ -23,6 +23,9 @@ pub struct Preview {
     pub untraced: Option<String>,
     /// By version and statement line.
     pub estimates: BTreeMap<(String, usize), Estimate>,
+    /// `migrate test`'s verdict on each pending migration (`migrate
+    /// plan` only: `with_reversibility`).
+    pub reversibility: Option<super::reversibility::Report>,
 }
 
 impl Preview {
@@ -79,7 +82,34 @@ pub async fn of(
         trace: Some(trace),
         untraced: None,
         estimates,
+        reversibility: None,
     })
+}
+
+/// `of`, with each pending migration's up, down and up tried on another
+/// scratch copy as `migrate test` does (the ledger table left unseeded).
+pub async fn with_reversibility(
+    live: &Client,
+    target: &Target,
+    migrator: &Migrator,
+    chosen: &[&Migration],
+) -> Result<Preview, MigrateError> {
+    let mut preview = of(live, target, migrator, chosen, Direction::Up).await?;
+    if preview.trace.is_none() {
+        return Ok(preview);
+    }
+    // The plan stands without it: the trace had a copy; a second one
+    // that fails leaves the verdicts out.
+    let Ok(scratch) =
+        Scratch::with_schema_of(live, target, &migrator.settings, &migrator.state_schema).await
+    else {
+        return Ok(preview);
+    };
+    let tested: Vec<&Migration> = chosen.iter().copied().filter(|m| !m.repeatable).collect();
+    preview.reversibility = super::reversibility::pending(&scratch.client, &tested, None)
+        .await
+        .ok();
+    Ok(preview)
 }
 
 /// Without a scratch cluster: the size-based estimate of each statement
@@ -108,6 +138,7 @@ async fn untraced(
             "not traced: {why}\n  the estimates below are from the tables' sizes alone"
         )),
         estimates,
+        reversibility: None,
     })
 }
 

@@ -49,6 +49,15 @@ async fn a_down_that_forgets_to_drop_an_index_fails_migrate_test_naming_that_ind
     assert_eq!(report["status"], "failed");
     assert_eq!(report["migrations"][0]["status"], "reversible");
     assert_eq!(report["migrations"][1]["status"], "not reversible");
+    // migrate plan carries the same verdict per migration.
+    let plan = db.pgmaint(&["migrate", "plan", "--json"]).await;
+    plan.assert_code(0);
+    let tested = &plan.json()["migrations"][1]["reversibility_tested"];
+    assert_eq!(tested["status"], "not reversible", "{tested}");
+    assert!(
+        tested["diff"].to_string().contains("users_email_idx"),
+        "{tested}"
+    );
     // Nothing ran on the live database: no table, nothing in the ledger.
     assert_eq!(
         db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'users'")
