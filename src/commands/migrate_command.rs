@@ -383,17 +383,38 @@ async fn traced(
     .await?;
     if print {
         let said = match &trace {
-            CommandTrace::Traced { drops, .. } if drops.is_empty() => {
-                "  it drops no table or column there.".to_string()
+            CommandTrace::Traced {
+                drops,
+                rewrites,
+                locks,
+                ..
+            } => {
+                let mut said = if drops.is_empty() {
+                    "  it drops no table or column there".to_string()
+                } else {
+                    format!(
+                        "  it drops {} there: backed up first where it holds data",
+                        drops
+                            .iter()
+                            .map(command_trace::describe)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                for lock in locks {
+                    said.push_str(&format!(
+                        "; {} on {} ({})",
+                        lock.mode,
+                        lock.table,
+                        lock.blocks.says()
+                    ));
+                }
+                for table in rewrites {
+                    said.push_str(&format!("; rewrites {table}"));
+                }
+                said.push('.');
+                said
             }
-            CommandTrace::Traced { drops, .. } => format!(
-                "  it drops {} there: backed up first where it holds data.",
-                drops
-                    .iter()
-                    .map(command_trace::describe)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
             CommandTrace::NotTraced { reason } => {
                 format!("  not traced ({reason}): what it drops is not known, and not backed up.")
             }

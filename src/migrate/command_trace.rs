@@ -24,10 +24,15 @@ use crate::unnamed::Unnamed;
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum CommandTrace {
-    /// The migrator ran on the copy: what it dropped there.
+    /// The migrator ran on the copy: what it dropped there, the tables it
+    /// rewrote, and the strongest lock seen on each table it locked that
+    /// blocks the application (sampled every 10 ms while it ran: a lock
+    /// held for less can be missed).
     Traced {
         #[serde(serialize_with = "drops_as_text")]
         drops: Vec<Drop>,
+        rewrites: Vec<String>,
+        locks: Vec<super::trace::TracedLock>,
         copied_with: String,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         not_copied: Vec<String>,
@@ -91,9 +96,13 @@ pub async fn run(
     let workdir = command_runs::command_of(settings)?.workdir.clone();
     let invocation = Invocation::new(command, &workdir, &scratch_target, settings);
     let stop = crate::stop::Stop::default();
-    let ran = super::command::run(&invocation, false, &stop)
-        .await
-        .map_err(|e| MigrateError::Failed(format!("running `{command}`: {e}")))?;
+    let watcher = scratch.session().await?;
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let sampling = tokio::spawn(sample_locks(watcher, finished));
+    let ran = super::command::run(&invocation, false, &stop).await;
+    let _ = done.send(());
+    let seen = sampling.await.unwrap_or_default();
+    let ran = ran.map_err(|e| MigrateError::Failed(format!("running `{command}`: {e}")))?;
     if !ran.succeeded() {
         // A stack trace's frames say little; the lines before them more.
         let words: Vec<String> = ran
@@ -116,10 +125,14 @@ pub async fn run(
     }
     let after = tables(&scratch.client, state_schema).await?;
     let mut drops = Vec::new();
-    for (oid, (name, columns)) in &before {
+    let mut rewrites = Vec::new();
+    for (oid, (name, filenode, columns)) in &before {
         match after.get(oid) {
             None => drops.push(Drop::Table(name.clone())),
-            Some((_, kept)) => {
+            Some((_, now, kept)) => {
+                if now != filenode {
+                    rewrites.push(name.clone());
+                }
                 let kept: BTreeSet<i16> = kept.keys().copied().collect();
                 for (attnum, column) in columns {
                     if !kept.contains(attnum) {
@@ -129,8 +142,24 @@ pub async fn run(
             }
         }
     }
+    // Only tables that were there before: a new one blocks no one.
+    let locks = seen
+        .into_iter()
+        .filter(|(table, _)| before.values().any(|(name, _, _)| name == table))
+        .map(|(table, mode)| {
+            let (mode, blocks) = super::trace::lock_mode(&mode);
+            super::trace::TracedLock {
+                table,
+                mode,
+                blocks,
+            }
+        })
+        .filter(|lock| lock.blocks > super::trace::Blocks::Nothing)
+        .collect();
     Ok(CommandTrace::Traced {
         drops,
+        rewrites,
+        locks,
         copied_with: scratch.copied_with.clone(),
         not_copied: scratch.not_copied.clone(),
     })
@@ -209,13 +238,49 @@ async fn copy_rows(
     Ok(())
 }
 
-/// Each user table's name and columns by attribute number, by oid.
-type Tables = BTreeMap<u32, (String, BTreeMap<i16, String>)>;
+/// The strongest lock each table was seen under, sampled from another
+/// session until `finished`.
+async fn sample_locks(
+    watcher: Client,
+    mut finished: tokio::sync::oneshot::Receiver<()>,
+) -> BTreeMap<String, String> {
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        if let Ok(rows) = watcher
+            .rows(
+                "SELECT format('%I.%I', n.nspname, c.relname), l.mode
+                   FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE l.pid <> pg_backend_pid() AND l.locktype = 'relation' AND c.relkind IN ('r', 'p')
+                    AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'",
+                &[],
+            )
+            .await
+        {
+            for r in rows {
+                let (table, mode): (String, String) = (r.get(0), r.get(1));
+                let stronger = seen.get(&table).is_none_or(|m| {
+                    super::trace::strength(&mode) > super::trace::strength(m)
+                });
+                if stronger {
+                    seen.insert(table, mode);
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut finished => return seen,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
+        }
+    }
+}
+
+/// Each user table's name, file node and columns by attribute number,
+/// by oid.
+type Tables = BTreeMap<u32, (String, u32, BTreeMap<i16, String>)>;
 
 async fn tables(client: &Client, state_schema: &str) -> Result<Tables, MigrateError> {
     let rows = client
         .rows(
-            "SELECT c.oid, format('%I.%I', n.nspname, c.relname), a.attnum, a.attname::text
+            "SELECT c.oid, format('%I.%I', n.nspname, c.relname), a.attnum, a.attname::text, c.relfilenode
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
               WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema', $1)
@@ -227,11 +292,11 @@ async fn tables(client: &Client, state_schema: &str) -> Result<Tables, MigrateEr
     for r in rows {
         let entry = out
             .entry(r.get(0))
-            .or_insert_with(|| (r.get(1), BTreeMap::new()));
+            .or_insert_with(|| (r.get(1), r.get(4), BTreeMap::new()));
         if let (Some(attnum), Some(name)) =
             (r.get::<_, Option<i16>>(2), r.get::<_, Option<String>>(3))
         {
-            entry.1.insert(attnum, name);
+            entry.2.insert(attnum, name);
         }
     }
     Ok(out)

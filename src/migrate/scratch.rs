@@ -138,6 +138,12 @@ impl Scratch {
         .map_err(|e| ScratchError::Failed(format!("the scratch cluster's address: {e}")))
     }
 
+    /// Another session on the scratch database (the command trace
+    /// watches locks from one while the migrator runs).
+    pub(crate) async fn session(&self) -> Result<Client, ScratchError> {
+        connect(&self.cluster, DATABASE).await
+    }
+
     pub(crate) async fn copy_roles_of(&self, live: &Client) -> Result<(), ScratchError> {
         copy_roles(live, &self.client).await
     }

@@ -58,7 +58,7 @@ impl Blocks {
 
 /// `pg_locks.mode` (`AccessExclusiveLock`) as the documentation writes
 /// it, and what it blocks.
-fn lock_mode(mode: &str) -> (String, Blocks) {
+pub(crate) fn lock_mode(mode: &str) -> (String, Blocks) {
     let name = mode.strip_suffix("Lock").unwrap_or(mode);
     let mut words = String::new();
     for (i, c) in name.char_indices() {
@@ -402,7 +402,7 @@ fn documented_lock(text: &str) -> Option<&'static str> {
 }
 
 /// How strong a lock mode is, in PostgreSQL's order.
-fn strength(mode: &str) -> u8 {
+pub(crate) fn strength(mode: &str) -> u8 {
     match mode {
         "AccessShareLock" => 1,
         "RowShareLock" => 2,

@@ -449,10 +449,11 @@ async fn a_migrator_that_drops_a_populated_column_has_it_backed_up_before_it_run
         )
         .await
         .unwrap();
-    // A migration that renames a column drops nothing; this one drops it.
+    // It drops the column, then holds its lock a moment, so the trace's
+    // lock sampling (every 10 ms) sees it.
     std::fs::write(
         dir.join(DROP),
-        "exports.up = (knex) => knex.schema.alterTable(\"users\", (t) => { t.dropColumn(\"nickname\"); });\nexports.down = (knex) => knex.schema.alterTable(\"users\", (t) => { t.text(\"nickname\"); });\n",
+        "exports.up = async (knex) => { await knex.schema.alterTable(\"users\", (t) => { t.dropColumn(\"nickname\"); }); await knex.raw(\"SELECT pg_sleep(0.3)\"); };\nexports.down = (knex) => knex.schema.alterTable(\"users\", (t) => { t.text(\"nickname\"); });\n",
     )
     .unwrap();
 
@@ -463,6 +464,13 @@ async fn a_migrator_that_drops_a_populated_column_has_it_backed_up_before_it_run
         plan.json()["trace"]["drops"],
         serde_json::json!(["column public.users.nickname"])
     );
+    assert_eq!(
+        plan.json()["trace"]["locks"],
+        serde_json::json!([{"table": "public.users", "mode": "ACCESS EXCLUSIVE", "blocks": "reads_and_writes"}]),
+        "{}",
+        plan.json()
+    );
+    assert_eq!(plan.json()["trace"]["rewrites"], serde_json::json!([]));
     // The trace ran on a copy: the live column and the ledger are as they were.
     assert_eq!(db.count("SELECT count(nickname) FROM users").await, 40);
     assert_eq!(db.count("SELECT count(*) FROM knex_migrations").await, 2);
