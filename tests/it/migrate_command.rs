@@ -509,4 +509,15 @@ async fn a_migrator_that_drops_a_populated_column_has_it_backed_up_before_it_run
         40
     );
     assert_eq!(db.count("SELECT count(nickname) FROM users").await, 40);
+
+    // The next down is the one that drops the column: its trace sees that,
+    // and the 40 values are backed up before knex drops them.
+    let down = db.pgmaint(&["migrate", "down", "--yes"]).await;
+    down.assert_code(0);
+    assert!(
+        down.stderr
+            .contains("Backed up column public.users.nickname: 40 row(s)"),
+        "{}",
+        down.stderr
+    );
 }
