@@ -157,6 +157,9 @@ async fn command_migrations(shared: &Api) -> Answer {
         (status = 503, description = "the database is unreachable, or the daemon is stopping", body = ErrorBody)))]
 pub(super) async fn migrations_up(State(shared): State<Api>, Body(body): Body<UpBody>) -> Answer {
     not_stopping(&shared)?;
+    if shared.config.migrations.command.is_some() {
+        return super::api_migrations_command::up(&shared, body.dry_run, body.to.as_deref()).await;
+    }
     let (client, mut migrator) = open(&shared).await?;
     // The API answers within its 30 s request timeout: waits for
     // sessions in the way (and for another migrator's lock) end earlier,

@@ -19,6 +19,7 @@
 
 mod api;
 mod api_migrations;
+mod api_migrations_command;
 mod api_schedules;
 mod failing;
 mod metrics;

@@ -331,3 +331,17 @@ pub async fn back_up(
     }
     Ok(saved)
 }
+
+/// `run`, then `back_up`: what a real run of `command` needs first.
+pub async fn run_and_back_up(
+    live: &Client,
+    target: &Target,
+    settings: &Settings,
+    state_schema: &str,
+    command: &str,
+    direction: super::apply::Direction,
+) -> Result<(CommandTrace, Vec<super::drops::Saved>), MigrateError> {
+    let trace = run(live, target, settings, state_schema, command).await?;
+    let backups = back_up(live, settings, state_schema, &trace, direction).await?;
+    Ok((trace, backups))
+}

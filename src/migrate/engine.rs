@@ -30,7 +30,7 @@ impl Migrator {
     ) -> Result<Migrator, MigrateError> {
         if settings.command.is_some() {
             return Err(MigrateError::Refused(
-                "[migrations] format = \"command\" runs the application's own migrator, which has no files for pgmaint to read, and this does not run it yet (POST /api/v1/migrations/up among them); nothing was changed\n  help: `pgmaint migrate up`, `down` and `status` run and read it".into(),
+                "[migrations] format = \"command\" runs the application's own migrator, which has no files for pgmaint to read; nothing was changed\n  help: `pgmaint migrate up`, `down` and `status` (and POST /api/v1/migrations/up) run and read it".into(),
             ));
         }
         let format = match settings.format {

@@ -521,3 +521,60 @@ async fn a_migrator_that_drops_a_populated_column_has_it_backed_up_before_it_run
         down.stderr
     );
 }
+
+#[tokio::test]
+async fn the_api_runs_the_migrator_as_migrate_up_does() {
+    const TOKEN: &str = "command-api-token-of-32-characters!!";
+    let (db, _dir) = knex_db(&[(USERS, &example(USERS))], "").await;
+    let config = std::fs::read_to_string(db.dir.path().join("pgmaint.toml")).unwrap();
+    db.config(&format!("[api]\ntoken = \"{TOKEN}\"\n\n{config}"));
+    let daemon = db.daemon().await;
+    let (code, body) = daemon
+        .http(
+            "POST",
+            "/api/v1/migrations/up",
+            Some(TOKEN),
+            r#"{"dry_run": true}"#,
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let plan: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(plan["format"], "command");
+    assert_eq!(plan["trace"]["status"], "traced", "{plan}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_tables WHERE tablename IN ('knex_migrations', 'users')")
+            .await,
+        0,
+        "a dry run changes nothing"
+    );
+    let (code, body) = daemon
+        .http(
+            "POST",
+            "/api/v1/migrations/up",
+            Some(TOKEN),
+            r#"{"to": "20240101000000"}"#,
+        )
+        .await;
+    assert_eq!(code, 409, "{body}");
+
+    let (code, body) = daemon
+        .http("POST", "/api/v1/migrations/up", Some(TOKEN), "{}")
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let run_id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["run_id"]
+        .as_i64()
+        .unwrap();
+    let path = format!("/api/v1/runs/{run_id}");
+    let run = common::wait_for(
+        "the API's migrator run to finish",
+        Duration::from_secs(60),
+        async || {
+            let (code, body) = daemon.http("GET", &path, Some(TOKEN), "").await;
+            (code == 200 && body.contains("\"succeeded\"")).then_some(body)
+        },
+    )
+    .await;
+    assert!(run.contains("migrate:up") && run.contains("api"), "{run}");
+    assert_eq!(db.count("SELECT count(*) FROM knex_migrations").await, 1);
+    daemon.stop().await;
+}
