@@ -265,7 +265,9 @@ async fn dry_run(
         None => AppLedgerView::default(),
     };
     let env = invocation.shown_env();
-    let trace = traced(ctx, invocation, !ctx.cli.json && !ctx.cli.quiet).await?;
+    let stop = crate::stop::Stop::default();
+    stop.on_signals(|| eprintln!("Stopping: passing the stop on to the migrator on the copy."));
+    let trace = traced(ctx, invocation, !ctx.cli.json && !ctx.cli.quiet, &stop).await?;
     if ctx.cli.json {
         print_json(&json!({
             "dry_run": true,
@@ -334,8 +336,9 @@ async fn trace_and_back_up(
     invocation: &Invocation,
     direction: Direction,
     print: bool,
+    stop: &crate::stop::Stop,
 ) -> Result<(CommandTrace, Vec<Saved>), crate::migrate::MigrateError> {
-    let trace = traced(ctx, invocation, print).await?;
+    let trace = traced(ctx, invocation, print, stop).await?;
     let settings = &ctx.config.migrations;
     let backups = command_trace::back_up(
         ctx.client,
@@ -366,6 +369,7 @@ async fn traced(
     ctx: &Context<'_>,
     invocation: &Invocation,
     print: bool,
+    stop: &crate::stop::Stop,
 ) -> Result<CommandTrace, crate::migrate::MigrateError> {
     if print {
         eprintln!(
@@ -379,6 +383,7 @@ async fn traced(
         &ctx.config.migrations,
         &ctx.config.state_schema,
         &invocation.command,
+        stop,
     )
     .await?;
     if print {
@@ -455,7 +460,9 @@ async fn run(
         return Err(err.into());
     }
     let print = !ctx.cli.json && !ctx.cli.quiet;
-    let (trace, backups) = match trace_and_back_up(ctx, invocation, direction, print).await {
+    let stop = crate::stop::Stop::default();
+    stop.on_signals(|| eprintln!("Stopping: passing the stop on to the migrator."));
+    let (trace, backups) = match trace_and_back_up(ctx, invocation, direction, print, &stop).await {
         Ok(done) => done,
         Err(err) => {
             let _ = command_runs::unlock(ctx.client, schema).await;
@@ -470,8 +477,6 @@ async fn run(
             return Err(err.into());
         }
     };
-    let stop = crate::stop::Stop::default();
-    stop.on_signals(|| eprintln!("Stopping: passing the stop on to the migrator."));
     let audit = Audit {
         recorder: &mut recorder,
         trigger: Trigger::cli(&super::run::command_line()),

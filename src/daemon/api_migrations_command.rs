@@ -43,9 +43,16 @@ pub(super) async fn up(shared: &Api, dry_run: bool, to: Option<&str>) -> Answer 
     let target = shared.session_target();
     let invocation = command_runs::invocation(settings, Direction::Up, target).map_err(refused)?;
     if dry_run {
-        let trace = command_trace::run(&client, target, settings, &schema, &invocation.command)
-            .await
-            .map_err(refused)?;
+        let trace = command_trace::run(
+            &client,
+            target,
+            settings,
+            &schema,
+            &invocation.command,
+            &shared.stop,
+        )
+        .await
+        .map_err(refused)?;
         return Ok(Json(serde_json::json!({
             "dry_run": true,
             "format": "command",
@@ -74,6 +81,7 @@ pub(super) async fn up(shared: &Api, dry_run: bool, to: Option<&str>) -> Answer 
             &schema,
             &invocation.command,
             Direction::Up,
+            &shared.stop,
         )
         .await
     }

@@ -69,12 +69,15 @@ fn ledger_tables(ledger: AppLedger) -> Vec<&'static str> {
 
 /// Runs `command` (the migrator's up or down) against a scratch copy of
 /// the live schema and its ledger, and says what it dropped there.
+/// A stop (Ctrl-C, SIGTERM) is passed on to the command on the copy, and
+/// then refuses: the migrator has not run on the live database.
 pub async fn run(
     live: &Client,
     target: &Target,
     settings: &Settings,
     state_schema: &str,
     command: &str,
+    stop: &crate::stop::Stop,
 ) -> Result<CommandTrace, MigrateError> {
     if !command_runs::command_of(settings)?.trace {
         return Ok(CommandTrace::NotTraced {
@@ -95,13 +98,17 @@ pub async fn run(
     let scratch_target = scratch.target()?;
     let workdir = command_runs::command_of(settings)?.workdir.clone();
     let invocation = Invocation::new(command, &workdir, &scratch_target, settings);
-    let stop = crate::stop::Stop::default();
     let watcher = scratch.session().await?;
     let (done, finished) = tokio::sync::oneshot::channel::<()>();
     let sampling = tokio::spawn(sample_locks(watcher, finished));
-    let ran = super::command::run(&invocation, false, &stop).await;
+    let ran = super::command::run(&invocation, false, stop).await;
     let _ = done.send(());
     let seen = sampling.await.unwrap_or_default();
+    if stop.requested().is_some() {
+        return Err(MigrateError::Refused(
+            "stopped while the migrator ran on a scratch copy of the live schema; it did not run on the live database, and nothing was changed".into(),
+        ));
+    }
     let ran = ran.map_err(|e| MigrateError::Failed(format!("running `{command}`: {e}")))?;
     if !ran.succeeded() {
         // A stack trace's frames say little; the lines before them more.
@@ -340,8 +347,9 @@ pub async fn run_and_back_up(
     state_schema: &str,
     command: &str,
     direction: super::apply::Direction,
+    stop: &crate::stop::Stop,
 ) -> Result<(CommandTrace, Vec<super::drops::Saved>), MigrateError> {
-    let trace = run(live, target, settings, state_schema, command).await?;
+    let trace = run(live, target, settings, state_schema, command, stop).await?;
     let backups = back_up(live, settings, state_schema, &trace, direction).await?;
     Ok((trace, backups))
 }

@@ -578,3 +578,88 @@ async fn the_api_runs_the_migrator_as_migrate_up_does() {
     assert_eq!(db.count("SELECT count(*) FROM knex_migrations").await, 1);
     daemon.stop().await;
 }
+
+/// A migrator that says where it runs, then waits to be stopped and says
+/// it was.
+fn waiting_migrator(db: &TestDb) -> PathBuf {
+    let script = db.dir.path().join("migrator.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nmarks=\"$(dirname \"$0\")\"\ntrap 'echo \"$PGHOST\" >> \"$marks/stopped\"; exit 1' TERM\necho \"$PGHOST\" >> \"$marks/started\"\nsleep 30 &\nwait\n",
+    )
+    .unwrap();
+    script
+}
+
+/// `pgmaint migrate up` until `marker` appears, then a Ctrl-C; its output.
+async fn interrupted_up(db: &TestDb, marker: &Path) -> common::Run {
+    let child = db
+        .command(&["migrate", "up"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_for(
+        "the migrator to start",
+        Duration::from_secs(30),
+        async || marker.exists().then_some(()),
+    )
+    .await;
+    common::signal(child.id().unwrap(), libc::SIGINT);
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("pgmaint ends soon after a Ctrl-C")
+        .unwrap();
+    out.into()
+}
+
+#[tokio::test]
+async fn a_ctrl_c_is_passed_on_to_the_migrator_on_the_copy_and_on_the_live_database() {
+    let db = db_with("").await;
+    let script = waiting_migrator(&db);
+    let dir = db.dir.path();
+    let config = |trace: bool| {
+        format!(
+            "[migrations]\nformat = \"command\"\n[migrations.command]\nup = \"sh '{}'\"\nledger = \"knex\"\ntrace = {trace}\n",
+            script.display()
+        )
+    };
+
+    // While it runs on the scratch copy: stopped there, never run live.
+    db.config(&config(true));
+    let run = interrupted_up(&db, &dir.join("started")).await;
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("did not run on the live database"),
+        "{}",
+        run.stderr
+    );
+    let started = std::fs::read_to_string(dir.join("started")).unwrap();
+    let stopped = std::fs::read_to_string(dir.join("stopped")).unwrap();
+    assert_eq!(started.lines().count(), 1, "{started}");
+    assert!(
+        started.contains("pgmaint-scratch-"),
+        "on the copy: {started}"
+    );
+    assert_eq!(stopped, started, "the migrator heard the stop");
+
+    // On the live database: the stop reaches it and the run is failed.
+    std::fs::remove_file(dir.join("started")).unwrap();
+    std::fs::remove_file(dir.join("stopped")).unwrap();
+    db.config(&config(false));
+    let run = interrupted_up(&db, &dir.join("started")).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        std::fs::read_to_string(dir.join("stopped")).is_ok(),
+        "the migrator heard the stop"
+    );
+    let (run, task) = last_task(&db).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(
+        task["error"]
+            .as_str()
+            .unwrap()
+            .contains("after pgmaint passed on a stop"),
+        "{task}"
+    );
+}
