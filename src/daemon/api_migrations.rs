@@ -68,7 +68,9 @@ pub(super) struct PlanBody {
     needs_confirmation: Vec<String>,
 }
 
-fn refused(err: MigrateError) -> ApiError {
+/// A migration error as the API answers it: 503 when the database went
+/// away, else 409 with the reason.
+pub(super) fn refused(err: MigrateError) -> ApiError {
     match err {
         MigrateError::Database(text) => ApiError::unreachable(text),
         other => ApiError::new(StatusCode::CONFLICT, other.to_string()),
@@ -317,6 +319,11 @@ pub(super) async fn migrations_up(State(shared): State<Api>, Body(body): Body<Up
             Err(err) => tracing::warn!("migrate up from the API could not run: {err}"),
         }
     });
+    started(run_id).await
+}
+
+/// 202 with the run's id once the background run has recorded it.
+pub(super) async fn started(run_id: tokio::sync::oneshot::Receiver<i64>) -> Answer {
     match run_id.await {
         Ok(run_id) => Ok((
             StatusCode::ACCEPTED,

@@ -10,19 +10,12 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
 use super::api::{Answer, Api, ApiError};
-use crate::migrate::MigrateError;
+use super::api_migrations::refused;
 use crate::migrate::apply::Direction;
 use crate::migrate::command_runs::{self, Job};
 use crate::migrate::command_trace;
 use crate::migrate::runs::Audit;
 use crate::store::Trigger;
-
-fn refused(err: MigrateError) -> ApiError {
-    match err {
-        MigrateError::Database(text) => ApiError::unreachable(text),
-        other => ApiError::new(StatusCode::CONFLICT, other.to_string()),
-    }
-}
 
 /// The command format's `up`, `dry_run` or not (`to`, `confirm` and
 /// `allow_out_of_order` do not apply: the command says how far it goes,
@@ -145,14 +138,5 @@ pub(super) async fn up(shared: &Api, dry_run: bool, to: Option<&str>) -> Answer 
             Err(err) => tracing::warn!("migrate up from the API could not run: {err}"),
         }
     });
-    match run_id.await {
-        Ok(run_id) => Ok((
-            StatusCode::ACCEPTED,
-            Json(serde_json::json!({"run_id": run_id, "dry_run": false})),
-        )
-            .into_response()),
-        Err(_) => Err(ApiError::unreachable(
-            "the migration run could not be recorded",
-        )),
-    }
+    super::api_migrations::started(run_id).await
 }

@@ -140,28 +140,11 @@ pub(crate) async fn pending(
     let mut left = Diff::default();
     let mut reverted = Vec::new();
     for i in (0..after_up.len()).rev() {
-        let m = chosen[i];
-        let v = &m.written;
-        let Some(down) = &m.down else {
-            stop_without_down(&mut report, chosen, i);
+        let v = &chosen[i].written;
+        let Some((_, rows)) = down_step(client, &mut report, chosen, i, data.is_some()).await?
+        else {
             break;
         };
-        let before_down = snap(client).await?;
-        let rows = if data.is_some() {
-            Some(fingerprints(client, &before_down).await)
-        } else {
-            None
-        };
-        if let Err(e) = scratch::apply(client, down).await {
-            report.migrations[i].status = Verdict::NotReversible;
-            report.migrations[i]
-                .diff
-                .push(format!("its down failed: {e}"));
-            report.notes.push(format!(
-                "the cycle stops at {v}: its down failed, so older migrations are not tested"
-            ));
-            break;
-        }
         let now = snap(client).await?;
         let d = catalog::diff(&before_up[i], &now).minus(&left);
         let t = &mut report.migrations[i];
@@ -231,25 +214,11 @@ pub(crate) async fn last(
     let mut before_down = Vec::new();
     for (i, m) in chosen.iter().enumerate() {
         let v = &m.written;
-        let Some(down) = &m.down else {
-            stop_without_down(&mut report, chosen, i);
+        let Some((before, rows)) =
+            down_step(client, &mut report, chosen, i, data.is_some()).await?
+        else {
             break;
         };
-        let before = snap(client).await?;
-        let rows = if data.is_some() {
-            Some(fingerprints(client, &before).await)
-        } else {
-            None
-        };
-        if let Err(e) = scratch::apply(client, down).await {
-            let t = &mut report.migrations[i];
-            t.status = Verdict::NotReversible;
-            t.diff.push(format!("its down failed: {e}"));
-            report.notes.push(format!(
-                "the cycle stops at {v}: its down failed, so older migrations are not tested"
-            ));
-            break;
-        }
         if let Some(rows) = rows {
             let now = snap(client).await?;
             let lost = lost_rows(client, &rows, &now, &format!("the down of {v}")).await;
@@ -285,6 +254,40 @@ pub(crate) async fn last(
         };
     }
     Ok(report)
+}
+
+/// `chosen[i]`'s down on the copy, and the catalog before it (with
+/// `seeded`, its rows' fingerprints too); `None` when the cycle stops
+/// there (no down, or it failed), which the report then says.
+async fn down_step(
+    client: &Client,
+    report: &mut Report,
+    chosen: &[&Migration],
+    i: usize,
+    seeded: bool,
+) -> Result<Option<(Snapshot, Option<Vec<Fingerprint>>)>, String> {
+    let m = chosen[i];
+    let Some(down) = &m.down else {
+        stop_without_down(report, chosen, i);
+        return Ok(None);
+    };
+    let before = snap(client).await?;
+    let rows = if seeded {
+        Some(fingerprints(client, &before).await)
+    } else {
+        None
+    };
+    if let Err(e) = scratch::apply(client, down).await {
+        let t = &mut report.migrations[i];
+        t.status = Verdict::NotReversible;
+        t.diff.push(format!("its down failed: {e}"));
+        report.notes.push(format!(
+            "the cycle stops at {}: its down failed, so older migrations are not tested",
+            m.written
+        ));
+        return Ok(None);
+    }
+    Ok(Some((before, rows)))
 }
 
 /// The cycle meets `chosen[i]` without a down: irreversible (said) or a
