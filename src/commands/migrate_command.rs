@@ -86,9 +86,9 @@ pub(super) async fn migrate(
 }
 
 /// The ledger's name for messages, or what pgmaint looks for.
-fn ledger_label(ledger: Option<AppLedger>) -> String {
+fn ledger_label(settings: &crate::migrate::Settings, ledger: Option<AppLedger>) -> String {
     match ledger {
-        Some(l) => l.name(),
+        Some(l) => l.name(command_runs::ledger_table(settings)),
         None => format!(
             "none yet ({} not found)",
             AppLedger::ALL
@@ -130,7 +130,7 @@ fn print_ledger(view: &AppLedgerView) {
     }
     if view.locked == Some(true) {
         println!(
-            "note: knex_migrations_lock is locked: a knex migrator is running, or one died holding it (`npx knex migrate:unlock` frees it)"
+            "note: knex's lock table is locked: a knex migrator is running, or one died holding it (`npx knex migrate:unlock` frees it)"
         );
     }
 }
@@ -143,7 +143,7 @@ async fn status(ctx: &Context<'_>, args: &MigrateStatusArgs) -> Result<bool, Cli
     if ctx.cli.json {
         print_json(&json!({
             "format": "command",
-            "ledger": report.ledger.map(|l| l.name()),
+            "ledger": report.ledger.map(|l| l.name(command.ledger_table.as_deref())),
             "command": {
                 "up": command.up,
                 "down": command.down,
@@ -171,7 +171,7 @@ async fn status(ctx: &Context<'_>, args: &MigrateStatusArgs) -> Result<bool, Cli
         println!(
             "The application's migrator (`{}`), ledger {}: {applied} applied{}; pending is known only to the migrator{}.",
             command.up,
-            ledger_label(report.ledger),
+            ledger_label(settings, report.ledger),
             if failed > 0 {
                 format!(", {failed} failed")
             } else {
@@ -184,6 +184,14 @@ async fn status(ctx: &Context<'_>, args: &MigrateStatusArgs) -> Result<bool, Cli
             }
         );
         print_ledger(&report.view);
+        if let Some(ledger) = report.ledger
+            && !report.view.exists
+        {
+            println!(
+                "note: {} does not exist yet: the migrator makes it when it first runs (if the migrator's config names its ledger otherwise, set [migrations.command] ledger_table)",
+                ledger.table_or(command.ledger_table.as_deref())
+            );
+        }
         if let Some(s) = &report.status_command {
             println!(
                 "\n$ {}{}",
@@ -277,7 +285,7 @@ async fn dry_run(
             "workdir": invocation.workdir.display().to_string(),
             "pgoptions": invocation.pgoptions(),
             "env": env.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
-            "ledger": ledger.map(|l| l.name()),
+            "ledger": ledger.map(|l| l.name(command_runs::ledger_table(settings))),
             "applied": view.entries,
             "pending": null,
             "trace": trace,
@@ -319,7 +327,7 @@ async fn dry_run(
     }
     println!(
         "Ledger {}: {} applied; which migrations are pending is known only to the migrator.",
-        ledger_label(ledger),
+        ledger_label(settings, ledger),
         view.entries
             .iter()
             .filter(|e| e.status == AppState::Applied)

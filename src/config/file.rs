@@ -181,6 +181,10 @@ pub struct MigrationsCommandFile {
     /// `knex`, `rails`, `django` or `prisma`; found from the database's
     /// tables when left out.
     pub ledger: Option<String>,
+    /// The ledger's table when the tool's config renames it (knex's
+    /// `tableName`, with `schemaName`: `"ops.knex_log"`), as PostgreSQL
+    /// reads a name.
+    pub ledger_table: Option<String>,
     /// Relative to the config file; the config's folder by default.
     pub workdir: Option<String>,
     /// Run the command on a scratch copy first, to back up what it drops

@@ -201,6 +201,20 @@ fn command(
             }
         },
     };
+    let ledger_table = non_empty("ledger_table", &file.ledger_table, problems);
+    match (&ledger_table, ledger) {
+        (Some(_), None) if file.ledger.is_none() => problems.push(
+            source
+                .problem(&key("ledger_table"), "[migrations.command] ledger_table needs `ledger`: pgmaint finds a ledger by its tool's default table name")
+                .with_help("add ledger = \"knex\" (or \"rails\"), the migrator that keeps that table"),
+        ),
+        (Some(_), Some(tool)) if !tool.can_be_renamed() => problems.push(
+            source
+                .problem(&key("ledger_table"), format!("{} always keeps its ledger in {}", tool.as_str(), tool.table()))
+                .with_help("remove ledger_table"),
+        ),
+        _ => {}
+    }
     let workdir = match &file.workdir {
         Some(dir) => base.join(dir),
         None => base.to_path_buf(),
@@ -210,6 +224,7 @@ fn command(
         down,
         status,
         ledger,
+        ledger_table,
         workdir,
         trace: file.trace.unwrap_or(true),
     })

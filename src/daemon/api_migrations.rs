@@ -135,7 +135,10 @@ async fn command_migrations(shared: &Api) -> Answer {
             .as_ref()
             .map(|c| c.workdir.display().to_string())
             .unwrap_or_default(),
-        ledger: report.ledger.map(|l| l.name()).unwrap_or_default(),
+        ledger: report
+            .ledger
+            .map(|l| l.name(crate::migrate::command_runs::ledger_table(settings)))
+            .unwrap_or_default(),
         migrations: report
             .view
             .entries

@@ -325,6 +325,13 @@ async fn save_drops(
 ) -> Result<Vec<Saved>, MigrateError> {
     let mut saved = Vec::new();
     let task = task_of(migration);
+    let dropper = match &migration.down {
+        Some(down) => format!(
+            "the down {}",
+            down.path.file_name().unwrap_or_default().to_string_lossy()
+        ),
+        None => format!("the down of {}", migration.written),
+    };
     for written in &statement.drops {
         let found = crate::db::under(job.timeouts(), drops::expand(job.client, written)).await?;
         for drop in &found {
@@ -334,6 +341,10 @@ async fn save_drops(
                 &job.settings.backup_dir,
                 &task,
                 drop,
+                (
+                    &dropper,
+                    "mark the migration irreversible (`-- pgmaint: irreversible`) and back the column up yourself",
+                ),
             );
             if let Some(s) = crate::db::under(job.timeouts(), backup).await? {
                 saved.push(s);

@@ -30,6 +30,9 @@ pub struct CommandSettings {
     pub status: Option<String>,
     /// Which ledger to read; `None`: found from the database's tables.
     pub ledger: Option<AppLedger>,
+    /// `ledger_table`: the ledger under another name than the tool's
+    /// default, as PostgreSQL reads a name (`ops."KnexLog"`).
+    pub ledger_table: Option<String>,
     /// Where the commands run (the config file's folder by default).
     pub workdir: PathBuf,
     /// Run `up`/`down` on a scratch copy of the live schema first, to back

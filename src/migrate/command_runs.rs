@@ -21,6 +21,12 @@ use crate::status::{Outcome, Status, TaskReport};
 use crate::store;
 use crate::unnamed::Unnamed;
 
+/// `[migrations.command] ledger_table`, when the migrator's config
+/// renames its ledger.
+pub fn ledger_table(settings: &Settings) -> Option<&str> {
+    settings.command.as_ref()?.ledger_table.as_deref()
+}
+
 /// The `[migrations.command]` table of settings made with `format =
 /// "command"`.
 pub fn command_of(settings: &Settings) -> Result<&CommandSettings, MigrateError> {
@@ -153,7 +159,7 @@ pub async fn read_ledger(
 ) -> Result<AppLedgerView, MigrateError> {
     Ok(crate::db::under(
         settings.timeouts(),
-        crate::db::read_only(client, ledger.read(client)),
+        crate::db::read_only(client, ledger.read(client, ledger_table(settings))),
     )
     .await?)
 }
@@ -167,6 +173,7 @@ pub struct LedgerChange {
 }
 
 fn ledger_change(
+    settings: &Settings,
     ledger: Option<AppLedger>,
     before: &AppLedgerView,
     after: &AppLedgerView,
@@ -180,7 +187,7 @@ fn ledger_change(
     };
     let (was, now) = (keys(before), keys(after));
     LedgerChange {
-        ledger: ledger.map(|l| l.name()),
+        ledger: ledger.map(|l| l.name(ledger_table(settings))),
         added: now.iter().filter(|k| !was.contains(k)).cloned().collect(),
         removed: was.iter().filter(|k| !now.contains(k)).cloned().collect(),
     }
@@ -352,7 +359,7 @@ pub async fn execute(
         ),
     };
     let ledger = match (&ledger_after, &rows_after) {
-        (Ok(l), Ok(rows)) => ledger_change(*l, &rows_before, rows),
+        (Ok(l), Ok(rows)) => ledger_change(settings, *l, &rows_before, rows),
         (Err(err), _) | (_, Err(err)) => {
             problems.push(format!("the ledger could not be read after the run: {err}"));
             LedgerChange::default()

@@ -13,7 +13,6 @@ use tokio_postgres::Client;
 
 use super::command::Invocation;
 use super::command_runs;
-use super::ledger::app::AppLedger;
 use super::scratch::{Scratch, ScratchError};
 use super::statements::Drop;
 use super::{MigrateError, Settings};
@@ -56,17 +55,6 @@ pub fn describe(drop: &Drop) -> String {
     }
 }
 
-/// The tables of a migrator's ledger, which the copy gets the rows of.
-fn ledger_tables(ledger: AppLedger) -> Vec<&'static str> {
-    let mut tables = vec![ledger.table()];
-    match ledger {
-        AppLedger::Knex => tables.push("knex_migrations_lock"),
-        AppLedger::Rails => tables.push("ar_internal_metadata"),
-        AppLedger::Django | AppLedger::Prisma => {}
-    }
-    tables
-}
-
 /// Runs `command` (the migrator's up or down) against a scratch copy of
 /// the live schema and its ledger, and says what it dropped there.
 /// A stop (Ctrl-C, SIGTERM) is passed on to the command on the copy, and
@@ -90,8 +78,17 @@ pub async fn run(
         Err(err) => return Err(err.into()),
     };
     if let Some(ledger) = command_runs::ledger_of(live, settings).await? {
-        for table in ledger_tables(ledger) {
-            copy_rows(live, &scratch.client, table, settings).await?;
+        // The copy gets the rows of the ledger and of the table beside it.
+        let tables = crate::db::under(
+            settings.timeouts(),
+            crate::db::read_only(
+                live,
+                ledger.tables(live, command_runs::ledger_table(settings)),
+            ),
+        )
+        .await?;
+        for table in [tables.ledger, tables.beside].into_iter().flatten() {
+            copy_rows(live, &scratch.client, &table, settings).await?;
         }
     }
     let before = tables(&scratch.client, state_schema).await?;
@@ -172,76 +169,67 @@ pub async fn run(
     })
 }
 
-/// Copies `table`'s rows from the live database to the scratch one (the
-/// ledger is small), when it exists on both.
+/// Copies `table`'s rows (as the catalog names it: `"public"."x"`) from
+/// the live database to the scratch one (a ledger is small).
 async fn copy_rows(
     live: &Client,
     scratch: &Client,
     table: &str,
     settings: &Settings,
 ) -> Result<(), MigrateError> {
-    let rows: Option<String> = crate::db::under(
+    let rows: String = crate::db::under(
         settings.timeouts(),
         crate::db::read_only(live, async {
-            let exists: bool = live
-                .row("SELECT to_regclass($1) IS NOT NULL", &[&table])
-                .await?
-                .get(0);
-            if !exists {
-                return Ok(None);
-            }
             let row = live
                 .row(
-                    &format!(
-                        "SELECT coalesce(json_agg(t), '[]')::text FROM {} t",
-                        crate::sql::quote_ident(table)
-                    ),
+                    &format!("SELECT coalesce(json_agg(t), '[]')::text FROM {table} t"),
                     &[],
                 )
                 .await?;
-            Ok(Some(row.get(0)))
+            Ok(row.get(0))
         }),
     )
     .await?;
-    let Some(rows) = rows else {
-        return Ok(());
+    let failed = |what: &str, e: tokio_postgres::Error| {
+        MigrateError::Failed(format!(
+            "{what} the ledger {table} on the scratch cluster: {}",
+            crate::db::describe(&e)
+        ))
     };
-    let quoted = crate::sql::quote_ident(table);
     scratch
         .exec(
             &format!(
-                "INSERT INTO {quoted} SELECT * FROM json_populate_recordset(NULL::{quoted}, $1::text::json)"
+                "INSERT INTO {table} SELECT * FROM json_populate_recordset(NULL::{table}, $1::text::json)"
             ),
             &[&rows],
         )
         .await
-        .map_err(|e| {
-            MigrateError::Failed(format!(
-                "copying the ledger {table} to the scratch cluster: {}",
-                crate::db::describe(&e)
-            ))
-        })?;
+        .map_err(|e| failed("copying", e))?;
     // A schema-only copy starts its sequences at 1: each serial or
     // identity column's goes past the copied rows, as on the live one.
-    scratch
-        .batch_execute(&format!(
-            "DO $$ DECLARE c record; BEGIN
-               FOR c IN SELECT a.attname, pg_get_serial_sequence('{t}', a.attname) AS seq
-                          FROM pg_attribute a WHERE a.attrelid = '{t}'::regclass AND a.attnum > 0 AND NOT a.attisdropped LOOP
-                 IF c.seq IS NOT NULL THEN
-                   EXECUTE format('SELECT setval(%L, coalesce((SELECT max(%I) FROM %s), 0) + 1, false)', c.seq, c.attname, '{t}');
-                 END IF;
-               END LOOP;
-             END $$",
-            t = quoted.replace('\'', "''")
-        ))
+    let sequences = scratch
+        .rows(
+            "SELECT a.attname::text, pg_get_serial_sequence($1::text, a.attname)
+               FROM pg_attribute a
+              WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
+                AND pg_get_serial_sequence($1::text, a.attname) IS NOT NULL",
+            &[&table],
+        )
         .await
-        .map_err(|e| {
-            MigrateError::Failed(format!(
-                "setting the ledger {table}'s sequences on the scratch cluster: {}",
-                crate::db::describe(&e)
-            ))
-        })?;
+        .map_err(|e| failed("reading the sequences of", e))?;
+    for row in sequences {
+        let (column, sequence): (String, String) = (row.get(0), row.get(1));
+        scratch
+            .row(
+                &format!(
+                    "SELECT setval($1::text::regclass, coalesce((SELECT max({}) FROM {table}), 0) + 1, false)",
+                    crate::sql::quote_ident(&column)
+                ),
+                &[&sequence],
+            )
+            .await
+            .map_err(|e| failed("setting the sequences of", e))?;
+    }
     Ok(())
 }
 
@@ -330,7 +318,17 @@ pub async fn back_up(
             settings.timeouts(),
             crate::db::committed(
                 live,
-                super::drops::save(live, state_schema, &settings.backup_dir, &task, drop),
+                super::drops::save(
+                    live,
+                    state_schema,
+                    &settings.backup_dir,
+                    &task,
+                    drop,
+                    (
+                        &format!("the migrator's {}", direction.as_str()),
+                        "back the column up yourself and run it with [migrations.command] trace = false",
+                    ),
+                ),
             ),
         )
         .await?;

@@ -69,13 +69,15 @@ pub async fn expand(client: &Client, drop: &Drop) -> Result<Vec<Drop>, MigrateEr
 /// Backs up what `drop` removes; `None` when it holds nothing (an empty
 /// table, a column that is NULL in every row, or a table that does not
 /// exist: the statement's own `IF EXISTS` or error says the rest). Runs
-/// inside the caller's open transaction.
+/// inside the caller's open transaction. `what` names the dropper in a
+/// refusal (`the down 0007_users.down.sql`), `instead` what else to do.
 pub async fn save(
     client: &Client,
     state_schema: &str,
     backup_dir: &Path,
     task: &str,
     drop: &Drop,
+    (what, instead): (&str, &str),
 ) -> Result<Option<Saved>, MigrateError> {
     let written = match drop {
         Drop::Table(table) | Drop::Column(table, _) => table,
@@ -114,7 +116,7 @@ pub async fn save(
             let key = crate::db::primary_key(client, info.oid).await?;
             if key.is_empty() {
                 return Err(MigrateError::Refused(format!(
-                    "the down drops column {column} of {}, which has no primary key, so a backup could not find its rows again; nothing was changed\n  help: give {} a primary key, or mark the migration irreversible (`-- pgmaint: irreversible`) and back the column up yourself",
+                    "{what} drops column {column} of {}, which has no primary key, so a backup could not find its rows again; nothing was changed\n  help: give {} a primary key, or {instead}",
                     info.name, info.name
                 )));
             }

@@ -32,6 +32,7 @@ mod health_statements;
 mod health_timeout;
 mod lifecycle;
 mod migrate_command;
+mod migrate_django;
 mod migrate_drizzle;
 mod migrate_flyway;
 mod migrate_formats;

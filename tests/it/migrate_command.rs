@@ -367,6 +367,30 @@ async fn a_command_table_without_up_is_a_config_error_naming_the_key() {
         run.stderr
     );
 
+    // A renamed ledger needs the tool that keeps it, and one that can.
+    db.config(
+        "[migrations]\nformat = \"command\"\n[migrations.command]\nup = \"true\"\nledger_table = \"ops.ledger\"\n",
+    );
+    let run = db.pgmaint(&["migrate", "status"]).await;
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("ledger_table needs `ledger`")
+            && run.stderr.contains("migrations.command.ledger_table"),
+        "{}",
+        run.stderr
+    );
+    db.config(
+        "[migrations]\nformat = \"command\"\n[migrations.command]\nup = \"true\"\nledger = \"django\"\nledger_table = \"ops.ledger\"\n",
+    );
+    let run = db.pgmaint(&["migrate", "status"]).await;
+    run.assert_code(2);
+    assert!(
+        run.stderr
+            .contains("django always keeps its ledger in django_migrations"),
+        "{}",
+        run.stderr
+    );
+
     db.config("[migrations]\n[migrations.command]\nup = \"true\"\n");
     let run = db.pgmaint(&["migrate", "status"]).await;
     run.assert_code(2);
@@ -662,4 +686,190 @@ async fn a_ctrl_c_is_passed_on_to_the_migrator_on_the_copy_and_on_the_live_datab
             .contains("after pgmaint passed on a stop"),
         "{task}"
     );
+}
+
+#[tokio::test]
+async fn a_knex_ledger_under_another_name_is_read_and_copied_for_the_trace() {
+    let db = db_with("").await;
+    db.client()
+        .await
+        .batch_execute("CREATE SCHEMA ops")
+        .await
+        .unwrap();
+    let dir = db.dir.path().join("knex");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in [USERS, POSTS] {
+        std::fs::write(dir.join(name), example(name)).unwrap();
+    }
+    let renamed = |args: &str| {
+        format!(
+            "KNEX_MIGRATIONS_TABLE=app_ledger KNEX_MIGRATIONS_SCHEMA=ops {}",
+            knex(&dir, args)
+        )
+    };
+    let config = |ledger_table: &str| {
+        format!(
+            "[migrations]\nformat = \"command\"\n[migrations.command]\nup = \"{}\"\ndown = \"{}\"\nledger = \"knex\"\n{ledger_table}",
+            renamed("migrate:latest"),
+            renamed("migrate:down"),
+        )
+    };
+    db.config(&config("ledger_table = \"ops.app_ledger\"\n"));
+    db.pgmaint(&["migrate", "up", "--yes"]).await.assert_code(0);
+    assert_eq!(db.count("SELECT count(*) FROM ops.app_ledger").await, 2);
+
+    let status = db.pgmaint(&["migrate", "status", "--json"]).await;
+    status.assert_code(0);
+    let json = status.json();
+    assert_eq!(json["ledger"], "ops.app_ledger (knex)");
+    assert_eq!(
+        json["migrations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["version"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        vec![USERS, POSTS]
+    );
+    assert_eq!(json["locked"], false, "ops.app_ledger_lock is read: {json}");
+
+    // The copy the trace runs on holds the ledger's rows, so knex's down
+    // there reverts what it reverts live: the posts table.
+    let plan = db
+        .pgmaint(&["migrate", "down", "--dry-run", "--json"])
+        .await;
+    plan.assert_code(0);
+    assert_eq!(plan.json()["trace"]["status"], "traced", "{}", plan.json());
+    assert_eq!(
+        plan.json()["trace"]["drops"],
+        serde_json::json!(["table public.posts"]),
+        "{}",
+        plan.json()
+    );
+
+    // Without ledger_table, status says where it looked.
+    db.config(&config(""));
+    let status = db.pgmaint(&["migrate", "status"]).await;
+    status.assert_code(0);
+    assert!(
+        status.stdout.contains("knex_migrations does not exist yet")
+            && status.stdout.contains("ledger_table"),
+        "{}",
+        status.stdout
+    );
+}
+
+/// Rails and Prisma do not install here (RubyGems; Prisma's engine
+/// downloads at install): their ledgers, as their published definitions
+/// make them (Rails's ActiveRecord::SchemaMigration and InternalMetadata,
+/// Prisma's schema engine), with the rows those tools write.
+#[tokio::test]
+async fn rails_and_prisma_ledgers_read_as_their_tools_define_them() {
+    let db = db_with("").await;
+    db.config("[migrations]\nformat = \"command\"\n[migrations.command]\nup = \"true\"\n");
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE schema_migrations (version character varying NOT NULL PRIMARY KEY);
+             CREATE TABLE ar_internal_metadata (key character varying NOT NULL PRIMARY KEY, value character varying,
+                                                created_at timestamp(6) NOT NULL, updated_at timestamp(6) NOT NULL);
+             INSERT INTO schema_migrations VALUES ('20240215120000'), ('20240101000000');
+             INSERT INTO ar_internal_metadata VALUES ('environment', 'production', now(), now())",
+        )
+        .await
+        .unwrap();
+    let status = db
+        .pgmaint(&["migrate", "status", "--json", "--exit-code"])
+        .await;
+    status.assert_code(0);
+    let json = status.json();
+    assert_eq!(json["ledger"], "schema_migrations (rails)", "{json}");
+    assert_eq!(
+        json["migrations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (
+                m["version"].as_str().unwrap(),
+                m["status"].as_str().unwrap()
+            ))
+            .collect::<Vec<_>>(),
+        vec![("20240101000000", "applied"), ("20240215120000", "applied")]
+    );
+
+    let db = db_with("").await;
+    db.config("[migrations]\nformat = \"command\"\n[migrations.command]\nup = \"true\"\n");
+    db.client()
+        .await
+        .batch_execute(
+            r#"CREATE TABLE "_prisma_migrations" (
+                 "id" VARCHAR(36) PRIMARY KEY NOT NULL, "checksum" VARCHAR(64) NOT NULL,
+                 "finished_at" TIMESTAMPTZ, "migration_name" VARCHAR(255) NOT NULL, "logs" TEXT,
+                 "rolled_back_at" TIMESTAMPTZ, "started_at" TIMESTAMPTZ NOT NULL DEFAULT now(),
+                 "applied_steps_count" INTEGER NOT NULL DEFAULT 0);
+               INSERT INTO "_prisma_migrations" (id, checksum, finished_at, migration_name, logs, rolled_back_at, started_at, applied_steps_count) VALUES
+                 ('a', repeat('0', 64), '2024-01-01 10:00:01+00', '20240101100000_init', NULL, NULL, '2024-01-01 10:00:00+00', 1),
+                 ('b', repeat('1', 64), NULL, '20240201100000_add_orders', E'Database error code: 42P07\nrelation "orders" already exists', '2024-02-01 11:00:00+00', '2024-02-01 10:00:00+00', 0),
+                 ('c', repeat('1', 64), NULL, '20240201100000_add_orders', E'Database error code: 42P07\nrelation "orders" already exists', NULL, '2024-02-02 10:00:00+00', 0)"#,
+        )
+        .await
+        .unwrap();
+    let status = db
+        .pgmaint(&["migrate", "status", "--json", "--exit-code"])
+        .await;
+    status.assert_code(1);
+    let json = status.json();
+    assert_eq!(json["ledger"], "_prisma_migrations (prisma)", "{json}");
+    assert_eq!(
+        json["migrations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["name"].as_str().unwrap(), m["status"].as_str().unwrap()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("init", "applied"),
+            ("add orders", "rolled_back"),
+            ("add orders", "failed")
+        ]
+    );
+    let text = db.pgmaint(&["migrate", "status"]).await;
+    assert!(
+        text.stdout.contains("1 applied, 1 failed")
+            && text.stdout.contains("failed: Database error code: 42P07"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[tokio::test]
+async fn a_migrator_dropping_a_column_of_a_table_without_a_primary_key_does_not_run() {
+    const EVENTS: &str = "20240101000000_events.js";
+    const DROP: &str = "20240102000000_drop_note.js";
+    let (db, dir) = knex_db(
+        &[(
+            EVENTS,
+            "exports.up = (knex) => knex.raw(\"CREATE TABLE events (at timestamptz NOT NULL, note text); INSERT INTO events SELECT now(), 'n' || g FROM generate_series(1, 20) g\");\nexports.down = (knex) => knex.raw('DROP TABLE events');\n",
+        )],
+        "",
+    )
+    .await;
+    db.pgmaint(&["migrate", "up", "--yes"]).await.assert_code(0);
+    std::fs::write(
+        dir.join(DROP),
+        "exports.up = (knex) => knex.raw('ALTER TABLE events DROP COLUMN note');\nexports.down = (knex) => knex.raw('ALTER TABLE events ADD COLUMN note text');\n",
+    )
+    .unwrap();
+    let up = db.pgmaint(&["migrate", "up", "--yes"]).await;
+    up.assert_code(2);
+    assert!(
+        up.stderr.contains(
+            "the migrator's up drops column note of public.events, which has no primary key"
+        ) && up.stderr.contains("trace = false")
+            && up.stderr.contains("nothing was changed"),
+        "{}",
+        up.stderr
+    );
+    assert_eq!(db.count("SELECT count(note) FROM events").await, 20);
+    assert_eq!(db.count("SELECT count(*) FROM knex_migrations").await, 1);
 }

@@ -1243,3 +1243,31 @@ async fn the_api_says_when_another_migrator_holds_the_lock_before_its_request_ti
     );
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn a_down_dropping_a_column_of_a_table_without_a_primary_key_is_refused_naming_it() {
+    let db = db_with(CONFIG).await;
+    write(
+        &db,
+        "migrations/0001_events.sql",
+        "CREATE TABLE events (at timestamptz NOT NULL, note text);\nINSERT INTO events SELECT now(), 'n' || g FROM generate_series(1, 20) g;\n",
+    );
+    write(
+        &db,
+        "rollback/0001_events_down.sql",
+        "ALTER TABLE events DROP COLUMN note;\n",
+    );
+    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
+    let down = db.pgmaint(&["migrate", "down", "--yes"]).await;
+    down.assert_code(2);
+    assert!(
+        down.stderr.contains(
+            "the down 0001_events_down.sql drops column note of public.events, which has no primary key"
+        ) && down.stderr.contains("-- pgmaint: irreversible")
+            && down.stderr.contains("nothing was changed"),
+        "{}",
+        down.stderr
+    );
+    assert_eq!(db.count("SELECT count(note) FROM events").await, 20);
+    assert_eq!(ledger(&db).await.len(), 1);
+}

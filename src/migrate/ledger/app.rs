@@ -5,7 +5,10 @@
 //! `schema_migrations (version)`, Django's `django_migrations (app, name,
 //! applied)`, Prisma's `_prisma_migrations` (a row neither finished nor
 //! rolled back is a failed migration). Each is named unqualified, as the
-//! tools do by default: the first schema of the search path.
+//! tools do by default (the first schema of the search path), or where
+//! `[migrations.command] ledger_table` says (knex's `tableName` and
+//! `schemaName`, its lock table `<table>_lock` beside it; Rails's
+//! `schema_migrations_table_name`).
 
 use std::path::Path;
 
@@ -93,7 +96,7 @@ impl AppLedger {
         AppLedger::ALL.into_iter().find(|l| l.as_str() == name)
     }
 
-    /// The table, as the tool names it by default.
+    /// The table as the tool names it by default.
     pub fn table(self) -> &'static str {
         match self {
             AppLedger::Knex => "knex_migrations",
@@ -103,9 +106,53 @@ impl AppLedger {
         }
     }
 
+    /// Whether the tool lets its ledger be renamed: Django's and Prisma's
+    /// names are fixed.
+    pub fn can_be_renamed(self) -> bool {
+        matches!(self, AppLedger::Knex | AppLedger::Rails)
+    }
+
+    /// The table as written in `[migrations.command] ledger_table`, else
+    /// the tool's default.
+    pub fn table_or(self, configured: Option<&str>) -> &str {
+        configured.unwrap_or(self.table())
+    }
+
     /// Its name in messages: `knex_migrations (knex)`.
-    pub fn name(self) -> String {
-        format!("{} ({})", self.table(), self.as_str())
+    pub fn name(self, configured: Option<&str>) -> String {
+        format!("{} ({})", self.table_or(configured), self.as_str())
+    }
+
+    /// The ledger and the table its tool keeps beside it (knex's lock,
+    /// Rails's `ar_internal_metadata`), each as the catalog names it
+    /// (`"public"."knex_migrations"`), or `None` while it does not exist.
+    pub async fn tables(
+        self,
+        client: &impl GenericClient,
+        configured: Option<&str>,
+    ) -> Result<AppTables, tokio_postgres::Error> {
+        const NAMED: &str = "SELECT (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1))";
+        let ledger: Option<String> = client
+            .row(NAMED, &[&self.table_or(configured)])
+            .await?
+            .get(0);
+        let beside = match (self, &ledger) {
+            (_, None) | (AppLedger::Django | AppLedger::Prisma, _) => None,
+            // knex names its lock `<tableName>_lock`, in the same schema.
+            (AppLedger::Knex, Some(ledger)) => client
+                .row(
+                    "SELECT (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                              WHERE c.oid = (SELECT to_regclass(format('%I.%I', n2.nspname, c2.relname || '_lock')) FROM pg_class c2 JOIN pg_namespace n2 ON n2.oid = c2.relnamespace WHERE c2.oid = to_regclass($1)))",
+                    &[ledger],
+                )
+                .await?
+                .get(0),
+            (AppLedger::Rails, Some(_)) => client
+                .row(NAMED, &[&"ar_internal_metadata"])
+                .await?
+                .get(0),
+        };
+        Ok(AppTables { ledger, beside })
     }
 
     /// The tool's own command for what pgmaint leaves to it (`migrate
@@ -183,54 +230,44 @@ impl AppLedger {
             [one] => Ok(Some(*one)),
             many => Err(format!(
                 "this database keeps several migrators' ledgers ({})\n  help: set [migrations.command] ledger to the one the command keeps",
-                many.iter().map(|l| l.name()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|l| l.name(None))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
         }
     }
 
     /// Its rows, oldest first; empty (and `exists` false) before the tool
-    /// first ran.
+    /// first ran. `configured`: `[migrations.command] ledger_table`.
     pub async fn read(
         self,
         client: &impl GenericClient,
+        configured: Option<&str>,
     ) -> Result<AppLedgerView, tokio_postgres::Error> {
-        let exists: bool = client
-            .row("SELECT to_regclass($1) IS NOT NULL", &[&self.table()])
-            .await?
-            .get(0);
-        if !exists {
-            return Ok(AppLedgerView {
-                exists,
-                entries: Vec::new(),
-                locked: None,
-            });
-        }
+        let AppTables { ledger, beside } = self.tables(client, configured).await?;
+        let Some(table) = ledger else {
+            return Ok(AppLedgerView::default());
+        };
         let mut locked = None;
         let entries = match self {
             AppLedger::Knex => {
-                let has_lock: bool = client
-                    .row(
-                        "SELECT to_regclass('knex_migrations_lock') IS NOT NULL",
-                        &[],
-                    )
-                    .await?
-                    .get(0);
                 // The lock table may be missing (made by another knex
                 // setup); the rows still say what is applied.
-                if has_lock {
+                if let Some(lock) = &beside {
                     locked = Some(
                         client
-                        .row(
-                            "SELECT coalesce(bool_or(is_locked <> 0), false) FROM knex_migrations_lock",
-                            &[],
-                        )
-                        .await?
-                        .get(0),
+                            .row(
+                                &format!("SELECT coalesce(bool_or(is_locked <> 0), false) FROM {lock}"),
+                                &[],
+                            )
+                            .await?
+                            .get(0),
                     );
                 }
                 client
                     .rows(
-                        "SELECT name, batch, migration_time::text FROM knex_migrations ORDER BY id",
+                        &format!("SELECT name, batch, migration_time::text FROM {table} ORDER BY id"),
                         &[],
                     )
                     .await?
@@ -250,7 +287,7 @@ impl AppLedger {
             }
             AppLedger::Rails => client
                 .rows(
-                    "SELECT version::text FROM schema_migrations ORDER BY version",
+                    &format!("SELECT version::text FROM {table} ORDER BY version"),
                     &[],
                 )
                 .await?
@@ -266,7 +303,7 @@ impl AppLedger {
                 .collect(),
             AppLedger::Django => client
                 .rows(
-                    "SELECT app, name, applied::text FROM django_migrations ORDER BY id",
+                    &format!("SELECT app, name, applied::text FROM {table} ORDER BY id"),
                     &[],
                 )
                 .await?
@@ -285,7 +322,7 @@ impl AppLedger {
                 .collect(),
             AppLedger::Prisma => client
                 .rows(
-                    "SELECT migration_name, finished_at::text, rolled_back_at IS NOT NULL, logs FROM _prisma_migrations ORDER BY started_at, migration_name",
+                    &format!("SELECT migration_name, finished_at::text, rolled_back_at IS NOT NULL, logs FROM {table} ORDER BY started_at, migration_name"),
                     &[],
                 )
                 .await?
@@ -311,11 +348,18 @@ impl AppLedger {
                 .collect(),
         };
         Ok(AppLedgerView {
-            exists,
+            exists: true,
             entries,
             locked,
         })
     }
+}
+
+/// The tables of one migrator's ledger, as the catalog names them.
+#[derive(Debug, Clone, Default)]
+pub struct AppTables {
+    pub ledger: Option<String>,
+    pub beside: Option<String>,
 }
 
 /// What pgmaint leaves to the application's tool.
