@@ -817,15 +817,26 @@ async fn repair(ctx: &Context<'_>, written: &str, dry_run: bool) -> Result<bool,
             )
         }
         State::Failed { direction, .. } => {
-            let write = crate::db::committed(
-                ctx.client,
+            let m = ctx
+                .migrator
+                .migration(version)
+                .expect("a failed migration has a file");
+            let previous = ctx.migrator.previous(m);
+            let write = crate::db::committed(ctx.client, async {
+                // An up that stopped part-way may have left the tool's
+                // partial row (sqlx's success = false, golang-migrate's
+                // dirty flag, Flyway's failed row): one repair clears both.
+                if direction == "up" {
+                    ledger.clear_partial(ctx.client, m, previous).await?;
+                }
                 store::schema_migrations::forget_migration_run(
                     ctx.client,
                     schema,
                     &ledger_name,
                     version,
-                ),
-            );
+                )
+                .await
+            });
             if !dry_run {
                 crate::db::under(timeouts, write).await?;
             }

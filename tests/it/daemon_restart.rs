@@ -126,7 +126,7 @@ async fn a_fire_running_when_the_server_restarts_is_marked_lost_to_the_restart()
     // The slow task is running: its fire is `running`, its sleep under way.
     wait_for(
         &url,
-        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%'",
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(60)%'",
         |n| n >= 1,
         "the slow task running",
     )

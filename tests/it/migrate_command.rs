@@ -324,7 +324,7 @@ exports.down = function (knex) { return knex.schema.dropTable("settings_seen"); 
     db.client()
         .await
         .batch_execute(
-            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' AND pid <> pg_backend_pid()",
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_sleep(30)%' AND pid <> pg_backend_pid()",
         )
         .await
         .unwrap();

@@ -461,7 +461,7 @@ async fn kill_9_mid_migration_then_status_and_up_finish_it() {
     );
     let mut child = db.command(&["migrate", "up"]).spawn().unwrap();
     db.wait_for_count(
-        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(3)%' AND state = 'active'",
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(3)%' AND state = 'active'",
         |n| n > 0,
         "the migration's second statement running",
     )

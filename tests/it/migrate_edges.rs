@@ -1,0 +1,259 @@
+//! The `migrate` paths every file format shares, beyond the matrix of
+//! `migrate_matrix`: `format = "auto"` told by the ledger, and its
+//! refusals; `down --to`; a file deleted after it ran; `repair` of a run
+//! that stopped; the `-- pgmaint: irreversible` line; dependency cycles.
+
+use crate::migrate_sqlx::{db_with, write};
+
+const AUTO: &str = "[migrations]\ndir = \"migrations\"\nlock_timeout = \"300ms\"\n";
+
+#[tokio::test]
+async fn auto_reads_the_ledger_when_the_files_could_be_two_formats_and_refuses_what_it_cannot_tell()
+{
+    // Pairs could be sqlx's or golang-migrate's: the `dirty` column says.
+    let db = db_with(AUTO).await;
+    write(&db, "migrations/1_t.up.sql", "CREATE TABLE t (id int);\n");
+    write(&db, "migrations/1_t.down.sql", "DROP TABLE t;\n");
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE schema_migrations (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL)",
+        )
+        .await
+        .unwrap();
+    let status = db.pgmaint(&["migrate", "status", "--json"]).await;
+    status.assert_code(0);
+    assert_eq!(
+        status.json()["format"],
+        "golang-migrate",
+        "{}",
+        status.stdout
+    );
+
+    // Simple files and that ledger disagree.
+    std::fs::remove_file(db.dir.path().join("migrations/1_t.down.sql")).unwrap();
+    std::fs::rename(
+        db.dir.path().join("migrations/1_t.up.sql"),
+        db.dir.path().join("migrations/1_t.sql"),
+    )
+    .unwrap();
+    let refused = db.pgmaint(&["migrate", "status"]).await;
+    refused.assert_code(2);
+    assert!(
+        refused
+            .stderr
+            .contains("look like sqlx migrations but the database keeps a golang-migrate ledger")
+            && refused.stderr.contains("format = \"sqlx\""),
+        "{}",
+        refused.stderr
+    );
+
+    // Two ledgers: which one these files belong to is the user's to say.
+    client
+        .batch_execute("CREATE TABLE _sqlx_migrations (version bigint PRIMARY KEY)")
+        .await
+        .unwrap();
+    let refused = db.pgmaint(&["migrate", "status"]).await;
+    refused.assert_code(2);
+    assert!(
+        refused.stderr.contains("several migration ledgers")
+            && refused.stderr.contains("_sqlx_migrations")
+            && refused.stderr.contains("set [migrations] format"),
+        "{}",
+        refused.stderr
+    );
+
+    // No file any format reads, and no ledger.
+    let db = db_with(AUTO).await;
+    write(&db, "migrations/README.txt", "our migrations\n");
+    let refused = db.pgmaint(&["migrate", "status"]).await;
+    refused.assert_code(2);
+    assert!(
+        refused.stderr.contains("no migrations found")
+            && refused.stderr.contains("format = \"command\""),
+        "{}",
+        refused.stderr
+    );
+    let up = db.pgmaint(&["migrate", "up"]).await;
+    up.assert_code(2);
+}
+
+const SQLX: &str =
+    "[migrations]\ndir = \"migrations\"\nformat = \"sqlx\"\nlock_timeout = \"300ms\"\n";
+
+fn three(db: &crate::common::TestDb) {
+    for (v, name) in [(1, "a"), (2, "b"), (3, "c")] {
+        write(
+            db,
+            &format!("migrations/000{v}_{name}.up.sql"),
+            &format!("CREATE TABLE {name} (id int);\n"),
+        );
+        write(
+            db,
+            &format!("migrations/000{v}_{name}.down.sql"),
+            &format!("DROP TABLE {name};\n"),
+        );
+    }
+}
+
+async fn states(db: &crate::common::TestDb) -> Vec<String> {
+    let status = db.pgmaint(&["migrate", "status", "--json"]).await;
+    status.json()["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["status"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn down_to_a_version_reverts_every_newer_one_newest_first() {
+    let db = db_with(SQLX).await;
+    three(&db);
+    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
+    let plan = db
+        .pgmaint(&["migrate", "down", "--to", "0001", "--dry-run"])
+        .await;
+    plan.assert_code(0);
+    let (c, b) = (
+        plan.stdout.find("0003").unwrap(),
+        plan.stdout.find("0002").unwrap(),
+    );
+    assert!(c < b, "newest first: {}", plan.stdout);
+    assert_eq!(states(&db).await, ["applied", "applied", "applied"]);
+    let down = db
+        .pgmaint(&["migrate", "down", "--to", "0001", "--yes"])
+        .await;
+    down.assert_code(0);
+    assert_eq!(states(&db).await, ["applied", "pending", "pending"]);
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_class WHERE relname IN ('a', 'b', 'c')")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_file_deleted_after_it_ran_is_missing() {
+    let db = db_with(SQLX).await;
+    three(&db);
+    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
+    for file in ["0002_b.up.sql", "0002_b.down.sql"] {
+        std::fs::remove_file(db.dir.path().join("migrations").join(file)).unwrap();
+    }
+    let status = db.pgmaint(&["migrate", "status"]).await;
+    assert!(
+        status
+            .stdout
+            .contains("missing: applied, but no file has this version"),
+        "{}",
+        status.stdout
+    );
+    db.pgmaint(&["migrate", "status", "--exit-code"])
+        .await
+        .assert_code(1);
+}
+
+#[tokio::test]
+async fn repair_forgets_where_a_stopped_run_was_so_up_starts_it_over() {
+    let db = db_with(SQLX).await;
+    let file = write(
+        &db,
+        "migrations/0001_t.up.sql",
+        "-- no-transaction\nCREATE TABLE IF NOT EXISTS t (id int);\nSELECT 1/0;\n",
+    );
+    write(&db, "migrations/0001_t.down.sql", "DROP TABLE t;\n");
+    db.pgmaint(&["migrate", "up"]).await.assert_code(1);
+    let status = db.pgmaint(&["migrate", "status"]).await;
+    assert!(
+        status.stdout.contains("statement 2 of 2") && status.stdout.contains("division by zero"),
+        "{}",
+        status.stdout
+    );
+    std::fs::write(
+        &file,
+        "-- no-transaction\nCREATE TABLE IF NOT EXISTS t (id int);\nSELECT 1;\n",
+    )
+    .unwrap();
+    let dry = db
+        .pgmaint(&["migrate", "repair", "0001", "--dry-run"])
+        .await;
+    dry.assert_code(0);
+    assert!(dry.stdout.contains("Would forget"), "{}", dry.stdout);
+    let repair = db.pgmaint(&["migrate", "repair", "0001"]).await;
+    repair.assert_code(0);
+    assert!(
+        repair
+            .stdout
+            .contains("Forgot where migration 0001's up stopped"),
+        "{}",
+        repair.stdout
+    );
+    let up = db.pgmaint(&["migrate", "up", "--json"]).await;
+    up.assert_code(0);
+    let details = &up.json()["migrations"][0]["details"];
+    assert_eq!(details["resumed_at"], serde_json::Value::Null, "{details}");
+    assert_eq!(details["statements"][0]["skipped"], false);
+    assert_eq!(states(&db).await, ["applied"]);
+}
+
+const PGMAINT: &str = "[migrations]\ndir = \"migrations\"\nformat = \"pgmaint\"\n";
+
+#[tokio::test]
+async fn an_irreversible_line_stops_down_before_that_migration() {
+    let db = db_with(PGMAINT).await;
+    write(
+        &db,
+        "migrations/0001_a.up.sql",
+        "CREATE TABLE a (id int);\n",
+    );
+    write(&db, "migrations/0001_a.down.sql", "DROP TABLE a;\n");
+    write(
+        &db,
+        "migrations/0002_backfill.up.sql",
+        "-- pgmaint: irreversible\nINSERT INTO a VALUES (1);\n",
+    );
+    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
+    let down = db.pgmaint(&["migrate", "down", "--yes"]).await;
+    down.assert_code(2);
+    assert!(
+        down.stderr
+            .contains("migration 0002 (backfill) is irreversible")
+            && down.stderr.contains("down stops before it"),
+        "{}",
+        down.stderr
+    );
+    assert_eq!(states(&db).await, ["applied", "applied"]);
+    assert_eq!(db.count("SELECT count(*) FROM a").await, 1);
+}
+
+#[tokio::test]
+async fn a_dependency_cycle_is_refused_naming_its_members() {
+    let db = db_with(PGMAINT).await;
+    write(
+        &db,
+        "migrations/0001_a.up.sql",
+        "-- pgmaint: depends=0002\nCREATE TABLE a (id int);\n",
+    );
+    write(&db, "migrations/0001_a.down.sql", "DROP TABLE a;\n");
+    write(
+        &db,
+        "migrations/0002_b.up.sql",
+        "-- pgmaint: depends=0001\nCREATE TABLE b (id int);\n",
+    );
+    write(&db, "migrations/0002_b.down.sql", "DROP TABLE b;\n");
+    let up = db.pgmaint(&["migrate", "up"]).await;
+    up.assert_code(2);
+    assert!(
+        up.stderr.contains("form a cycle among")
+            && up.stderr.contains("0001")
+            && up.stderr.contains("0002"),
+        "{}",
+        up.stderr
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_class WHERE relname IN ('a', 'b')")
+            .await,
+        0
+    );
+}
