@@ -873,3 +873,44 @@ async fn a_migrator_dropping_a_column_of_a_table_without_a_primary_key_does_not_
     assert_eq!(db.count("SELECT count(note) FROM events").await, 20);
     assert_eq!(db.count("SELECT count(*) FROM knex_migrations").await, 1);
 }
+
+#[tokio::test]
+async fn two_ups_at_once_run_the_migrator_one_after_the_other() {
+    const SLOW: &str = "20240103000000_slow.js";
+    let (db, _dir) = knex_db(
+        &[
+            (USERS, &example(USERS)),
+            (
+                SLOW,
+                "exports.up = async (knex) => { await knex.raw('SELECT pg_sleep(1.5)'); await knex.raw('CREATE TABLE slow_done (id int)'); };\nexports.down = (knex) => knex.raw('DROP TABLE slow_done');\n",
+            ),
+        ],
+        "",
+    )
+    .await;
+    let mut a = db.command(&["migrate", "up", "--yes"]);
+    let mut b = db.command(&["migrate", "up", "--yes"]);
+    let (a, b) = tokio::join!(a.output(), b.output());
+    let (a, b): (common::Run, common::Run) = (a.unwrap().into(), b.unwrap().into());
+    a.assert_code(0);
+    b.assert_code(0);
+    assert_eq!(
+        db.client()
+            .await
+            .query("SELECT name, batch FROM knex_migrations ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1)))
+            .collect::<Vec<_>>(),
+        vec![(USERS.to_string(), 1), (SLOW.to_string(), 1)],
+        "each migration once, in one batch: {}\n{}",
+        a.stdout,
+        b.stdout
+    );
+    let said = format!("{}{}", a.stdout, b.stdout);
+    assert!(
+        said.contains("Already up to date"),
+        "the second run found nothing to do: {said}"
+    );
+}

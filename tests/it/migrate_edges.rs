@@ -3,6 +3,8 @@
 //! refusals; `down --to`; a file deleted after it ran; `repair` of a run
 //! that stopped; the `-- pgmaint: irreversible` line; dependency cycles.
 
+use std::time::Duration;
+
 use crate::migrate_sqlx::{db_with, write};
 
 const AUTO: &str = "[migrations]\ndir = \"migrations\"\nlock_timeout = \"300ms\"\n";
@@ -166,7 +168,11 @@ async fn repair_forgets_where_a_stopped_run_was_so_up_starts_it_over() {
     db.pgmaint(&["migrate", "up"]).await.assert_code(1);
     let status = db.pgmaint(&["migrate", "status"]).await;
     assert!(
-        status.stdout.contains("statement 2 of 2") && status.stdout.contains("division by zero"),
+        status.stdout.contains("statement 2 of 2")
+            && status.stdout.contains("division by zero")
+            && status
+                .stdout
+                .contains("`migrate up` resumes at statement 2"),
         "{}",
         status.stdout
     );
@@ -255,5 +261,173 @@ async fn a_dependency_cycle_is_refused_naming_its_members() {
         db.count("SELECT count(*) FROM pg_class WHERE relname IN ('a', 'b')")
             .await,
         0
+    );
+}
+
+#[tokio::test]
+async fn a_no_transaction_file_meeting_a_busy_lock_retries_that_statement_only() {
+    let db = db_with(SQLX).await;
+    write(
+        &db,
+        "migrations/0001_users.up.sql",
+        "CREATE TABLE users (id bigint PRIMARY KEY);\n",
+    );
+    write(&db, "migrations/0001_users.down.sql", "DROP TABLE users;\n");
+    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
+    write(
+        &db,
+        "migrations/0002_more.up.sql",
+        "-- no-transaction\nINSERT INTO applied_log SELECT 1 FROM (SELECT 1) s WHERE false;\nCREATE TABLE IF NOT EXISTS runs_of_one (n int);\nINSERT INTO runs_of_one VALUES (1);\nALTER TABLE users ADD COLUMN flag boolean;\n",
+    );
+    write(
+        &db,
+        "migrations/0002_more.down.sql",
+        "ALTER TABLE users DROP COLUMN flag;\nDROP TABLE runs_of_one;\n",
+    );
+    db.client()
+        .await
+        .batch_execute("CREATE TABLE applied_log (n int)")
+        .await
+        .unwrap();
+    let holder = db.client().await;
+    let hold = tokio::spawn(async move {
+        holder
+            .batch_execute("BEGIN; SELECT count(*) FROM users; SELECT pg_sleep(1.5); COMMIT;")
+            .await
+            .unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let up = db.pgmaint(&["migrate", "up", "--json"]).await;
+    hold.await.unwrap();
+    up.assert_code(0);
+    let statements = up.json()["migrations"][0]["details"]["statements"].clone();
+    let retries: Vec<u64> = statements
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["retries"].as_u64().unwrap())
+        .collect();
+    assert_eq!(retries[..3], [0, 0, 0], "{statements}");
+    assert!(retries[3] >= 1, "the ALTER met the lock: {statements}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM runs_of_one").await,
+        1,
+        "the statements before it ran once"
+    );
+}
+
+#[tokio::test]
+async fn blockers_wait_gives_up_after_blockers_wait_and_changes_nothing() {
+    let db = db_with(&format!(
+        "{SQLX}blockers = \"wait\"\nblockers_wait = \"1s\"\n"
+    ))
+    .await;
+    write(
+        &db,
+        "migrations/0001_users.up.sql",
+        "CREATE TABLE users (id bigint PRIMARY KEY);\n",
+    );
+    write(&db, "migrations/0001_users.down.sql", "DROP TABLE users;\n");
+    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
+    write(
+        &db,
+        "migrations/0002_flag.up.sql",
+        "ALTER TABLE users ADD COLUMN flag boolean;\n",
+    );
+    write(
+        &db,
+        "migrations/0002_flag.down.sql",
+        "ALTER TABLE users DROP COLUMN flag;\n",
+    );
+    let idle = db.client().await;
+    idle.batch_execute("BEGIN; SELECT * FROM users;")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let refused = db.pgmaint(&["migrate", "up"]).await;
+    let took = started.elapsed();
+    refused.assert_code(2);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(15),
+        "waited about blockers_wait: {took:?}"
+    );
+    assert!(
+        refused.stderr.contains("idle in transaction")
+            && refused.stderr.contains("nothing was changed"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(states(&db).await, ["applied", "pending"]);
+
+    // A long transaction that is busy, not idle, counts too.
+    idle.batch_execute("COMMIT").await.unwrap();
+    db.config(&format!("{SQLX}blockers = \"stop\"\n"));
+    let busy = db.client().await;
+    let hold = tokio::spawn(async move {
+        let _ = busy
+            .batch_execute("BEGIN; SELECT count(*) FROM users; SELECT pg_sleep(70); COMMIT;")
+            .await;
+    });
+    db.client()
+        .await
+        .batch_execute("SELECT pg_sleep(0.2)")
+        .await
+        .unwrap();
+    // Age it: the check counts a transaction open for over a minute.
+    let old = db
+        .count("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_sleep(70)%' AND state = 'active' AND pid <> pg_backend_pid()")
+        .await;
+    assert_eq!(old, 1);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let refused = db.pgmaint(&["migrate", "up"]).await;
+    refused.assert_code(2);
+    assert!(
+        refused.stderr.contains("nothing was changed"),
+        "{}",
+        refused.stderr
+    );
+    db.client()
+        .await
+        .batch_execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_sleep(70)%' AND pid <> pg_backend_pid()")
+        .await
+        .unwrap();
+    let _ = hold.await;
+    assert_eq!(states(&db).await, ["applied", "pending"]);
+}
+
+#[tokio::test]
+async fn a_migration_run_is_in_history_with_who_ran_it_and_each_statement_s_duration() {
+    let db = db_with(SQLX).await;
+    write(
+        &db,
+        "migrations/0001_users.up.sql",
+        "CREATE TABLE users (id bigint PRIMARY KEY);\nSELECT pg_sleep(0.2);\n",
+    );
+    write(&db, "migrations/0001_users.down.sql", "DROP TABLE users;\n");
+    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
+    let history = db.pgmaint(&["history", "--json", "--limit", "1"]).await;
+    history.assert_code(0);
+    let run = &history.json()["runs"][0];
+    assert_eq!(run["trigger"], "cli", "{run}");
+    assert!(
+        !run["triggered_by"].as_str().unwrap_or("").is_empty(),
+        "who: {run}"
+    );
+    let task = &run["tasks"][0];
+    assert_eq!(task["name"], "migrate:0001");
+    assert_eq!(task["status"], "succeeded");
+    let statements = task["details"]["statements"].as_array().unwrap();
+    assert_eq!(statements.len(), 2, "{task}");
+    assert!(
+        statements[1]["duration_ms"].as_f64().unwrap() >= 200.0,
+        "{task}"
+    );
+    // sqlx's execution_time is in nanoseconds: at least the 0.2 s sleep.
+    let nanos = db
+        .count("SELECT execution_time FROM _sqlx_migrations WHERE version = 1")
+        .await;
+    assert!(
+        (200_000_000..20_000_000_000).contains(&nanos),
+        "execution_time {nanos}"
     );
 }
