@@ -67,7 +67,13 @@ fn main() -> ExitCode {
             if json {
                 pgmaint::commands::print_json(&err.to_json());
             }
-            ExitCode::from(err.exit_code())
+            // The error may hold every problem of a huge config (243,558
+            // of them in bench/config's dense one): the process ends here
+            // rather than free them one by one on the way out.
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            let _ = std::io::stderr().flush();
+            std::process::exit(i32::from(err.exit_code()))
         }
     }
 }
