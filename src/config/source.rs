@@ -1433,6 +1433,37 @@ mod tests {
         }
     }
 
+    /// Enough units to be read on several threads (`read_named`) find what
+    /// the whole file read at once finds, in the same order.
+    #[test]
+    fn units_read_on_several_threads_as_the_whole_does() {
+        let env = |_: &str| None;
+        let mut text = String::new();
+        for i in 0..3 * UNITS_PER_THREAD {
+            text.push_str(&match i % 4 {
+                0 => format!("[tasks.t{i}]\nkind = \"purge\"\ntable = \"t\"\nwhere = \"x\"\nbatch_size = \"big\"\ntabel = 1\n"),
+                1 => format!("[tasks.t{i}]\nkind = \"purg\"\ntable = \"t\"\n"),
+                2 => format!("[tasks.t{i}]\nkind = \"sql\"\nsql = \"SELECT {i}\"\n"),
+                _ => format!("[schedules.s{i}]\ncron = \"0 2 * *\"\ntasks = [\"t{i}x\", \"t2\"]\n"),
+            });
+        }
+        let path = Path::new("f.toml");
+        let by_units = format!("name   = \"n\"\n{text}");
+        let whole = format!("\"name\" = \"n\"\n{text}");
+        assert!(units::split(&whole, NAMED_TABLES).is_none());
+        let (units_config, units_problems) =
+            super::super::Config::parse_all_with(path, &by_units, &env);
+        let (whole_config, whole_problems) =
+            super::super::Config::parse_all_with(path, &whole, &env);
+        // Two problems in each purge and schedule, one in each `purg`.
+        assert_eq!(units_problems.len(), 5 * (3 * UNITS_PER_THREAD) / 4);
+        assert_eq!(units_problems, whole_problems);
+        let names = |config: Option<super::super::Config>| {
+            config.map(|c| c.tasks.iter().map(|t| t.name.clone()).collect::<Vec<_>>())
+        };
+        assert_eq!(names(units_config), names(whole_config));
+    }
+
     #[test]
     fn typos_find_their_key() {
         let keys = ["table", "where", "time_column", "older_than"];
