@@ -1388,8 +1388,9 @@ fn real_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// Looks a variable up: the process's environment, or a test's.
-pub type Env<'a> = dyn Fn(&str) -> Option<String> + 'a;
+/// Looks a variable up: the process's environment, or a test's. `Sync`,
+/// as the units of a file are read on several threads (`source::read`).
+pub type Env<'a> = dyn Fn(&str) -> Option<String> + Sync + 'a;
 
 /// `interpolate_env` with the variables `env` gives.
 pub fn interpolate_with(value: &str, env: &Env<'_>) -> Result<String, String> {

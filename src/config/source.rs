@@ -387,29 +387,16 @@ fn read_units(
     let (mut rest, file, mut problems) = read_text(path, &rest_text, rest_placer, env, true);
     let mut file = file?;
     let mut unset = std::mem::take(&mut rest.unset);
-    let mut places = HashMap::new();
+    let mut places = HashMap::with_capacity(units.named.len());
     let mut kinds = HashMap::new();
-    for named in &units.named {
-        let (unit_text, unit_placer) = placer.unit(&named.sections);
-        let (mut unit, unit_file, found) = read_text(path, &unit_text, unit_placer, env, false);
-        let unit_file = unit_file?;
-        problems.extend(found);
-        unset.append(&mut unit.unset);
-        places.insert(
-            format!("{}.{}", named.table, named.name),
-            unit.places_in(named.table, &named.name),
-        );
-        if let Some(task) = unit_file.tasks.get(&named.name)
-            && let Some(kind) = registry::find(&task.kind)
-        {
-            // The unit's tree is not needed after this: taken, not copied.
-            let mut found = Vec::new();
-            let spec = unit
-                .take_task_table(&named.name)
-                .and_then(|table| unit.read_kind_from(&named.name, kind, table, &mut found));
-            kinds.insert(named.name.clone(), (found, spec));
+    for run in read_named(path, &units.named, placer, env)? {
+        problems.extend(run.problems);
+        unset.extend(run.unset);
+        places.extend(run.places);
+        kinds.extend(run.kinds);
+        if let Some(unit_file) = run.file {
+            file.absorb(unit_file);
         }
-        file.absorb(unit_file);
     }
     let source = Source {
         path: path.to_path_buf(),
@@ -427,6 +414,101 @@ fn read_units(
         unset,
     };
     Some((source, Some(file), problems))
+}
+
+/// What reading a run of named units found (see `read_units`), each
+/// unit's findings appended in file order.
+#[derive(Default)]
+struct RunRead {
+    /// Each unit's places, by `TABLE.NAME` as `UnitKeys::places` is keyed.
+    places: Vec<(String, Places)>,
+    problems: Vec<Problem>,
+    unset: Vec<Unset>,
+    /// Each task's own keys as its kind read them, by task name.
+    kinds: Vec<(String, KindRead)>,
+    /// The units' tables, absorbed one after another (a unit's
+    /// `ConfigFile` is a few kilobytes: 100,000 of them kept till the end
+    /// would be half a gigabyte).
+    file: Option<ConfigFile>,
+}
+
+/// Runs of at most this many units are read on this thread alone.
+const UNITS_PER_THREAD: usize = 1000;
+
+/// Reads the named units; `None` as soon as one is not TOML on its own
+/// (`read_units`). Each unit is read alone, so a big file's are read on
+/// every core (half the time on two), each thread a run of consecutive
+/// units, joined in file order: what comes back is what one thread would
+/// have read.
+fn read_named(
+    path: &Path,
+    named: &[units::Named],
+    placer: &Placer,
+    env: &super::Env<'_>,
+) -> Option<Vec<RunRead>> {
+    let read_run = |run: &[units::Named]| -> Option<RunRead> {
+        let mut read = RunRead::default();
+        for unit in run {
+            read_named_unit(path, unit, placer, env, &mut read)?;
+        }
+        Some(read)
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(named.len() / UNITS_PER_THREAD)
+        .max(1);
+    if threads == 1 {
+        return Some(vec![read_run(named)?]);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = named
+            .chunks(named.len().div_ceil(threads))
+            .map(|run| scope.spawn(move || read_run(run)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+/// Reads one named unit into `read`: its keys as serde reads them, where
+/// each is, and for a task of a known kind, its kind's keys.
+fn read_named_unit(
+    path: &Path,
+    named: &units::Named,
+    placer: &Placer,
+    env: &super::Env<'_>,
+    read: &mut RunRead,
+) -> Option<()> {
+    let (unit_text, unit_placer) = placer.unit(&named.sections);
+    let (mut unit, file, problems) = read_text(path, &unit_text, unit_placer, env, false);
+    let file = file?;
+    read.problems.extend(problems);
+    read.unset.append(&mut unit.unset);
+    read.places.push((
+        format!("{}.{}", named.table, named.name),
+        unit.places_in(named.table, &named.name),
+    ));
+    if let Some(task) = file.tasks.get(&named.name)
+        && let Some(kind) = registry::find(&task.kind)
+    {
+        // The unit's tree is not needed after this: taken, not copied.
+        let mut found = Vec::new();
+        let spec = unit
+            .take_task_table(&named.name)
+            .and_then(|table| unit.read_kind_from(&named.name, kind, table, &mut found));
+        read.kinds.push((named.name.clone(), (found, spec)));
+    }
+    match &mut read.file {
+        Some(all) => all.absorb(file),
+        None => read.file = Some(file),
+    }
+    Some(())
 }
 
 /// Reads one text (the file, or a unit of it) as `read` describes; with
@@ -1349,6 +1431,37 @@ mod tests {
             };
             assert_eq!(names(units_config), names(whole_config), "{text}");
         }
+    }
+
+    /// Enough units to be read on several threads (`read_named`) find what
+    /// the whole file read at once finds, in the same order.
+    #[test]
+    fn units_read_on_several_threads_as_the_whole_does() {
+        let env = |_: &str| None;
+        let mut text = String::new();
+        for i in 0..3 * UNITS_PER_THREAD {
+            text.push_str(&match i % 4 {
+                0 => format!("[tasks.t{i}]\nkind = \"purge\"\ntable = \"t\"\nwhere = \"x\"\nbatch_size = \"big\"\ntabel = 1\n"),
+                1 => format!("[tasks.t{i}]\nkind = \"purg\"\ntable = \"t\"\n"),
+                2 => format!("[tasks.t{i}]\nkind = \"sql\"\nsql = \"SELECT {i}\"\n"),
+                _ => format!("[schedules.s{i}]\ncron = \"0 2 * *\"\ntasks = [\"t{i}x\", \"t2\"]\n"),
+            });
+        }
+        let path = Path::new("f.toml");
+        let by_units = format!("name   = \"n\"\n{text}");
+        let whole = format!("\"name\" = \"n\"\n{text}");
+        assert!(units::split(&whole, NAMED_TABLES).is_none());
+        let (units_config, units_problems) =
+            super::super::Config::parse_all_with(path, &by_units, &env);
+        let (whole_config, whole_problems) =
+            super::super::Config::parse_all_with(path, &whole, &env);
+        // Two problems in each purge and schedule, one in each `purg`.
+        assert_eq!(units_problems.len(), 5 * (3 * UNITS_PER_THREAD) / 4);
+        assert_eq!(units_problems, whole_problems);
+        let names = |config: Option<super::super::Config>| {
+            config.map(|c| c.tasks.iter().map(|t| t.name.clone()).collect::<Vec<_>>())
+        };
+        assert_eq!(names(units_config), names(whole_config));
     }
 
     #[test]
