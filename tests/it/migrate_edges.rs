@@ -431,3 +431,47 @@ async fn a_migration_run_is_in_history_with_who_ran_it_and_each_statement_s_dura
         "execution_time {nanos}"
     );
 }
+
+#[tokio::test]
+async fn plan_shows_each_file_s_transaction_and_timeouts_and_its_statements_in_order() {
+    let db = db_with(&format!("{SQLX}statement_timeout = \"10min\"\n")).await;
+    write(
+        &db,
+        "migrations/0001_t.up.sql",
+        "CREATE TABLE t (id bigint);\nINSERT INTO t VALUES (1);\n",
+    );
+    write(&db, "migrations/0001_t.down.sql", "DROP TABLE t;\n");
+    write(
+        &db,
+        "migrations/0002_idx.up.sql",
+        "-- no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS t_id ON t (id);\n",
+    );
+    write(
+        &db,
+        "migrations/0002_idx.down.sql",
+        "DROP INDEX IF EXISTS t_id;\n",
+    );
+    let plan = db.pgmaint(&["migrate", "plan"]).await;
+    plan.assert_code(0);
+    let out = &plan.stdout;
+    let first = out
+        .find("Would apply 0001/t (one transaction with its ledger row; lock_timeout 300ms, statement_timeout 600000ms)")
+        .unwrap_or_else(|| panic!("{out}"));
+    let second = out
+        .find("Would apply 0002/idx (statement by statement, no transaction; lock_timeout 300ms")
+        .unwrap_or_else(|| panic!("{out}"));
+    let (create, insert) = (
+        out.find("1. line 1    CREATE TABLE t").unwrap(),
+        out.find("2. line 2    INSERT INTO t").unwrap(),
+    );
+    assert!(
+        first < create && create < insert && insert < second,
+        "{out}"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_class WHERE relname = 't'")
+            .await,
+        0,
+        "a plan changes nothing"
+    );
+}
