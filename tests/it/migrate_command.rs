@@ -914,3 +914,54 @@ async fn two_ups_at_once_run_the_migrator_one_after_the_other() {
         "the second run found nothing to do: {said}"
     );
 }
+
+#[tokio::test]
+async fn kill_9_of_pgmaint_mid_migrator_leaves_what_the_migrator_does_and_up_runs_again() {
+    const SLOW: &str = "20240103000000_slow.js";
+    let (db, _dir) = knex_db(
+        &[
+            (USERS, &example(USERS)),
+            (
+                SLOW,
+                "exports.up = async (knex) => { await knex.raw('SELECT pg_sleep(2)'); await knex.raw('CREATE TABLE slow_done (id int)'); };\nexports.down = (knex) => knex.raw('DROP TABLE slow_done');\n",
+            ),
+        ],
+        "",
+    )
+    .await;
+    let mut child = db.command(&["migrate", "up", "--yes"]).spawn().unwrap();
+    db.wait_for_count(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(2)%' AND state = 'active'",
+        |n| n > 0,
+        "knex running the slow migration on the live database",
+    )
+    .await;
+    common::signal(child.id().unwrap(), libc::SIGKILL);
+    let _ = child.wait().await;
+    // knex runs in a process group of its own: it finishes its batch.
+    db.wait_for_count(
+        "SELECT count(*) FROM knex_migrations",
+        |n| n == 2,
+        "knex's batch committed",
+    )
+    .await;
+    let status = db
+        .pgmaint(&["migrate", "status", "--json", "--exit-code"])
+        .await;
+    status.assert_code(0);
+    assert_eq!(status.json()["locked"], false, "{}", status.stdout);
+    // pgmaint's lock went with its session: up runs knex, which finds
+    // nothing to do, and nothing is applied twice.
+    let again = db.pgmaint(&["migrate", "up", "--yes"]).await;
+    again.assert_code(0);
+    assert!(
+        again.stdout.contains("Already up to date"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM knex_migrations WHERE batch = 1")
+            .await,
+        2
+    );
+}
