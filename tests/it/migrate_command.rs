@@ -65,6 +65,18 @@ fn example(name: &str) -> String {
 const USERS: &str = "20240101000000_create_users.js";
 const POSTS: &str = "20240102000000_create_posts.js";
 
+/// knex's ledger rows: (name, batch), in the order knex wrote them.
+async fn knex_rows(db: &TestDb) -> Vec<(String, i32)> {
+    db.client()
+        .await
+        .query("SELECT name, batch FROM knex_migrations ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
 /// The task run of the newest run in `pgmaint history --json`.
 async fn last_task(db: &TestDb) -> (serde_json::Value, serde_json::Value) {
     let history = db.pgmaint(&["history", "--json", "--limit", "1"]).await;
@@ -114,14 +126,7 @@ async fn knex_runs_under_pgmaint_and_both_agree_on_what_is_applied() {
     );
     assert!(up.stdout.contains("+ table public.users"), "{}", up.stdout);
     assert_eq!(
-        db.client()
-            .await
-            .query("SELECT name, batch FROM knex_migrations ORDER BY id", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1)))
-            .collect::<Vec<_>>(),
+        knex_rows(&db).await,
         vec![(USERS.to_string(), 1), (POSTS.to_string(), 1)]
     );
 
@@ -895,14 +900,7 @@ async fn two_ups_at_once_run_the_migrator_one_after_the_other() {
     a.assert_code(0);
     b.assert_code(0);
     assert_eq!(
-        db.client()
-            .await
-            .query("SELECT name, batch FROM knex_migrations ORDER BY id", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1)))
-            .collect::<Vec<_>>(),
+        knex_rows(&db).await,
         vec![(USERS.to_string(), 1), (SLOW.to_string(), 1)],
         "each migration once, in one batch: {}\n{}",
         a.stdout,

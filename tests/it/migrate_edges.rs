@@ -99,13 +99,22 @@ fn three(db: &crate::common::TestDb) {
 }
 
 async fn states(db: &crate::common::TestDb) -> Vec<String> {
-    let status = db.pgmaint(&["migrate", "status", "--json"]).await;
-    status.json()["migrations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["status"].as_str().unwrap().to_string())
+    let states = crate::migrate_matrix::states(db).await;
+    crate::migrate_matrix::statuses(&states)
+        .into_iter()
+        .map(String::from)
         .collect()
+}
+
+/// A `users` table made by migration 0001, applied.
+async fn users_applied(db: &crate::common::TestDb) {
+    write(
+        db,
+        "migrations/0001_users.up.sql",
+        "CREATE TABLE users (id bigint PRIMARY KEY);\n",
+    );
+    write(db, "migrations/0001_users.down.sql", "DROP TABLE users;\n");
+    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
 }
 
 #[tokio::test]
@@ -201,6 +210,9 @@ async fn repair_forgets_where_a_stopped_run_was_so_up_starts_it_over() {
     assert_eq!(details["resumed_at"], serde_json::Value::Null, "{details}");
     assert_eq!(details["statements"][0]["skipped"], false);
     assert_eq!(states(&db).await, ["applied"]);
+    // One repair left sqlx's ledger as sqlx-cli itself reads it: applied.
+    let info = crate::migrate_sqlx::sqlx_info(&db);
+    assert!(info.len() == 1 && info[0].contains("installed"), "{info:?}");
 }
 
 const PGMAINT: &str = "[migrations]\ndir = \"migrations\"\nformat = \"pgmaint\"\n";
@@ -267,13 +279,7 @@ async fn a_dependency_cycle_is_refused_naming_its_members() {
 #[tokio::test]
 async fn a_no_transaction_file_meeting_a_busy_lock_retries_that_statement_only() {
     let db = db_with(SQLX).await;
-    write(
-        &db,
-        "migrations/0001_users.up.sql",
-        "CREATE TABLE users (id bigint PRIMARY KEY);\n",
-    );
-    write(&db, "migrations/0001_users.down.sql", "DROP TABLE users;\n");
-    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
+    users_applied(&db).await;
     write(
         &db,
         "migrations/0002_more.up.sql",
@@ -322,13 +328,7 @@ async fn blockers_wait_gives_up_after_blockers_wait_and_changes_nothing() {
         "{SQLX}blockers = \"wait\"\nblockers_wait = \"1s\"\n"
     ))
     .await;
-    write(
-        &db,
-        "migrations/0001_users.up.sql",
-        "CREATE TABLE users (id bigint PRIMARY KEY);\n",
-    );
-    write(&db, "migrations/0001_users.down.sql", "DROP TABLE users;\n");
-    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
+    users_applied(&db).await;
     write(
         &db,
         "migrations/0002_flag.up.sql",

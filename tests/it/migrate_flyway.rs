@@ -87,7 +87,8 @@ async fn history(db: &TestDb) -> Vec<HistoryRow> {
         .collect()
 }
 
-fn states(status: &serde_json::Value) -> Vec<(String, String)> {
+/// Each migration's (version, status) in `migrate status --json`.
+pub(crate) fn states(status: &serde_json::Value) -> Vec<(String, String)> {
     status["migrations"]
         .as_array()
         .unwrap()

@@ -155,23 +155,13 @@ async fn db_for(fmt: Fmt) -> TestDb {
 }
 
 /// Each migration's (version, status) from `migrate status --json`.
-async fn states(db: &TestDb) -> Vec<(String, String)> {
+pub(crate) async fn states(db: &TestDb) -> Vec<(String, String)> {
     let status = db.pgmaint(&["migrate", "status", "--json"]).await;
     status.assert_code(0);
-    status.json()["migrations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["version"].as_str().unwrap().to_string(),
-                m["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+    crate::migrate_flyway::states(&status.json())
 }
 
-fn statuses(states: &[(String, String)]) -> Vec<&str> {
+pub(crate) fn statuses(states: &[(String, String)]) -> Vec<&str> {
     states.iter().map(|(_, s)| s.as_str()).collect()
 }
 
@@ -456,6 +446,12 @@ async fn two_ups_at_once_apply_each_migration_once(fmt: Fmt) {
         statuses(&states(&db).await),
         ["applied", "applied", "applied"]
     );
+    let said = format!("{}{}{}{}", a.stdout, a.stderr, b.stdout, b.stderr);
+    assert!(
+        said.contains("Nothing to apply") || said.contains("Waiting for another migrator"),
+        "{}: {said}",
+        fmt.name()
+    );
 }
 
 async fn baseline_marks_a_database_migrated_by_hand(fmt: Fmt) {
@@ -626,6 +622,7 @@ async fn a_busy_lock_is_retried_and_readers_wait_little(fmt: Fmt) {
         "{}: a reader waited {longest:?}",
         fmt.name()
     );
+    assert_eq!(db.count("SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'flag'").await, 1);
 }
 
 /// `migrate new` writes the format's files; filled in, they apply and

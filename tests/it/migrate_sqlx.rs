@@ -57,7 +57,8 @@ fn sqlx(db: &TestDb, args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-fn sqlx_info(db: &TestDb) -> Vec<String> {
+/// `sqlx migrate info`'s line for each migration.
+pub(crate) fn sqlx_info(db: &TestDb) -> Vec<String> {
     let (code, text) = sqlx(db, &["migrate", "info"]);
     assert_eq!(code, 0, "sqlx migrate info: {text}");
     text.lines()
@@ -342,68 +343,6 @@ async fn a_concurrent_index_build_that_fails_half_way_resumes_after_the_fix() {
 }
 
 #[tokio::test]
-async fn a_busy_lock_is_retried_and_never_blocks_readers_for_long() {
-    let db = db_with(CONFIG).await;
-    write(
-        &db,
-        "migrations/0001_users.sql",
-        "CREATE TABLE users (id bigint PRIMARY KEY);\nINSERT INTO users SELECT generate_series(1, 10);\n",
-    );
-    db.pgmaint(&["migrate", "up"]).await.assert_code(0);
-    write(
-        &db,
-        "migrations/0002_add_column.sql",
-        "ALTER TABLE users ADD COLUMN flag boolean;\n",
-    );
-
-    // A busy transaction (not idle) holds the table for 2 s.
-    let holder = db.client().await;
-    let hold = tokio::spawn(async move {
-        holder
-            .batch_execute("BEGIN; SELECT count(*) FROM users; SELECT pg_sleep(2); COMMIT;")
-            .await
-            .unwrap();
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let up = tokio::spawn({
-        let command = db.command(&["migrate", "up", "--json"]);
-        async move {
-            let mut command = command;
-            command.output().await.unwrap()
-        }
-    });
-    // Readers keep reading while the migration retries: each waits at
-    // most about one lock_timeout (300 ms) behind its tries.
-    let reader = db.client().await;
-    let mut longest = Duration::ZERO;
-    for _ in 0..12 {
-        let started = std::time::Instant::now();
-        reader
-            .query_one("SELECT count(*) FROM users", &[])
-            .await
-            .unwrap();
-        longest = longest.max(started.elapsed());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    hold.await.unwrap();
-    let out: common::Run = up.await.unwrap().into();
-    out.assert_code(0);
-    let report = out.json();
-    let retries = report["migrations"][0]["details"]["statements"][0]["retries"]
-        .as_u64()
-        .unwrap();
-    assert!(
-        retries >= 1,
-        "the migration met the busy lock and tried again: {report}"
-    );
-    assert!(
-        longest < Duration::from_millis(900),
-        "a reader waited {longest:?}"
-    );
-    assert_eq!(db.count("SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'flag'").await, 1);
-}
-
-#[tokio::test]
 async fn a_session_idle_in_a_transaction_on_the_table_stops_the_migration() {
     let db = db_with(CONFIG).await;
     write(
@@ -652,45 +591,6 @@ async fn changed_files_are_told_apart_and_repair_accepts_them() {
             .contains("Accepted the changed file of migration 0002"),
         "audited: {}",
         history.stdout
-    );
-}
-
-#[tokio::test]
-async fn two_ups_at_once_apply_each_migration_once() {
-    let db = db_with(CONFIG).await;
-    write(
-        &db,
-        "migrations/0001_log.sql",
-        "CREATE TABLE applied_log (n int);\nINSERT INTO applied_log VALUES (1);\n",
-    );
-    write(
-        &db,
-        "migrations/0002_slow.sql",
-        "SELECT pg_sleep(1.5);\nINSERT INTO applied_log VALUES (2);\n",
-    );
-    write(
-        &db,
-        "migrations/0003_more.sql",
-        "INSERT INTO applied_log VALUES (3);\n",
-    );
-    let mut a = db.command(&["migrate", "up"]);
-    let mut b = db.command(&["migrate", "up"]);
-    let (a, b) = tokio::join!(a.output(), b.output());
-    let (a, b): (common::Run, common::Run) = (a.unwrap().into(), b.unwrap().into());
-    a.assert_code(0);
-    b.assert_code(0);
-    assert_eq!(
-        db.count("SELECT count(*) FROM applied_log").await,
-        3,
-        "{}\n{}",
-        a.stdout,
-        b.stdout
-    );
-    assert_eq!(ledger(&db).await.len(), 3);
-    let said = format!("{}{}{}{}", a.stdout, a.stderr, b.stdout, b.stderr);
-    assert!(
-        said.contains("Nothing to apply") || said.contains("Waiting for another migrator"),
-        "{said}"
     );
 }
 
